@@ -1,0 +1,48 @@
+//! API keys: `tg_` + 64 hex characters (32 random bytes).
+//!
+//! Only the SHA-256 of a key is stored. A fast hash is right here (unlike for
+//! passwords): the key has 256 bits of entropy, so there is nothing to guess,
+//! and every request pays for the hash.
+
+use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
+
+pub const API_KEY_PREFIX: &str = "tg_";
+const API_KEY_RANDOM_BYTES: usize = 32;
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf).map_err(|e| Error::Internal(format!("no randomness available: {e}")))?;
+    Ok(buf)
+}
+
+/// A fresh key: the plaintext (shown once) and what is stored.
+pub struct NewKey {
+    pub plaintext: String,
+    pub hash: String,
+    pub display_prefix: String,
+}
+
+pub fn generate() -> Result<NewKey> {
+    let plaintext = format!("{API_KEY_PREFIX}{}", hex(&random_bytes::<API_KEY_RANDOM_BYTES>()?));
+    Ok(NewKey { hash: hash(&plaintext), display_prefix: plaintext[..API_KEY_PREFIX.len() + 6].to_owned(), plaintext })
+}
+
+pub fn hash(plaintext: &str) -> String {
+    hex(&Sha256::digest(plaintext.as_bytes()))
+}
+
+/// Cheap shape check before any database lookup.
+pub fn looks_like_key(s: &str) -> bool {
+    s.strip_prefix(API_KEY_PREFIX)
+        .is_some_and(|rest| rest.len() == API_KEY_RANDOM_BYTES * 2 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+}

@@ -1,0 +1,200 @@
+//! The command line: parse arguments, load settings, run one command, and
+//! decide the exit code (only here). Exit codes: 0 ok, 1 the check failed
+//! (audit mismatch), 2 the command could not run (bad input, no database...).
+
+use crate::config::{Config, Flags};
+use crate::domain::{Credits, Email, Password, Role};
+use crate::ledger;
+use crate::service::{self, BootstrapAdmin, Service};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "Authenticate, meter and bill AI generation calls against an exact credit ledger in one SQLite file.")]
+struct Cli {
+    /// Config file (default: ./tollgate.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Database file (overrides server.db).
+    #[arg(long, global = true, value_name = "FILE")]
+    db: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Migrate the database, then serve HTTP until SIGINT/SIGTERM.
+    Serve(ServeArgs),
+    /// Bring the database schema to this binary's version and exit.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage credits.
+    #[command(subcommand)]
+    Credits(CreditsCommand),
+    /// Check every cached balance and hold against the ledger, and the hash
+    /// chain; exit 1 on any mismatch.
+    Audit(AuditArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (overrides server.addr).
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: String,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CreditsCommand {
+    /// Add credits to a user's balance through the ledger.
+    Grant {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        amount: i64,
+        #[arg(long, default_value = "granted from the command line")]
+        description: String,
+    },
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    /// Fail unless ledger row ID still carries HASH (as printed by an earlier audit).
+    #[arg(long, value_name = "ID:HASH")]
+    expect: Option<String>,
+    /// Print the full report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A command failure: the message for stderr and the exit code.
+struct Failure(String, u8);
+
+impl From<String> for Failure {
+    fn from(s: String) -> Failure {
+        Failure(s, 2)
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level)).try_init();
+    let addr = match &cli.command {
+        Command::Serve(a) => a.addr.clone(),
+        _ => None,
+    };
+    let flags = Flags { config: cli.config.clone(), addr, db: cli.db.clone() };
+    let result = Config::load(&flags).map_err(|e| Failure(e.to_string(), 2)).and_then(|config| run(cli.command, config));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg, code)) => {
+            eprintln!("tollgate: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(command: Command, config: Config) -> Result<(), Failure> {
+    match command {
+        Command::Serve(_) => serve(config),
+        Command::Migrate => {
+            let mut conn = crate::storage::open_connection(&config.server.db, crate::storage::Synchronous::Full)
+                .map_err(|e| e.to_string())?;
+            let n = crate::storage::migrate(&mut conn).map_err(|e| e.to_string())?;
+            println!("{}: {n} migration(s) applied, schema version {}", config.server.db.display(), crate::storage::schema_version_max());
+            Ok(())
+        }
+        Command::User(UserCommand::Create { email, password, admin }) => {
+            let email = Email::parse(&email).map_err(|m| format!("--email: {m}"))?;
+            let password = Password::parse(&password).map_err(|m| format!("--password: {m}"))?;
+            let db = service::open_db(&config)?;
+            let role = if admin { Role::Admin } else { Role::User };
+            let user = crate::users::create(&db, email, &password, role).map_err(|e| e.to_string())?;
+            println!("created {} {} ({})", user.id, user.email, role.as_str());
+            Ok(())
+        }
+        Command::Credits(CreditsCommand::Grant { email, amount, description }) => {
+            let email = Email::parse(&email).map_err(|m| format!("--email: {m}"))?;
+            let amount = Credits::positive(amount)
+                .ok_or_else(|| format!("--amount must be a whole number from 1 to {}", crate::domain::CREDITS_AMOUNT_MAX))?;
+            let description = ledger::parse_description(Some(&description)).map_err(|e| e.to_string())?;
+            let db = service::open_db(&config)?;
+            let user = crate::users::find_by_email(&db, &email)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no user with email {email}"))?;
+            let txn = db.write(move |c| ledger::grant(c, user.id, amount, &description)).map_err(|e| e.to_string())?;
+            println!("granted {amount} credits to {email}: {} (balance {})", txn.id, txn.balance_after);
+            Ok(())
+        }
+        Command::Audit(args) => audit(&config, &args),
+    }
+}
+
+fn serve(config: Config) -> Result<(), Failure> {
+    let admin = match (std::env::var("TOLLGATE_ADMIN_EMAIL"), std::env::var("TOLLGATE_ADMIN_PASSWORD")) {
+        (Ok(email), Ok(password)) => Some(BootstrapAdmin { email, password }),
+        _ => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| format!("cannot handle signals: {e}"))?;
+    }
+    let service = Service::start(config, admin)?;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    log::info!("signal received; finishing in-flight requests");
+    service.shutdown();
+    Ok(())
+}
+
+fn audit(config: &Config, args: &AuditArgs) -> Result<(), Failure> {
+    let expect = match &args.expect {
+        None => None,
+        Some(s) => Some(ledger::audit::parse_expectation(s).ok_or_else(|| format!("--expect must be ID:HASH (64 hex characters), got {s}"))?),
+    };
+    if !config.server.db.exists() {
+        return Err(format!("no database at {}", config.server.db.display()).into());
+    }
+    let conn = crate::storage::open_connection(&config.server.db, crate::storage::Synchronous::Full).map_err(|e| e.to_string())?;
+    let report = ledger::audit::audit(&conn, expect.as_ref()).map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        println!("users checked: {}", report.users_checked);
+        println!("ledger rows checked: {}", report.rows_checked);
+        match &report.head {
+            Some(h) => println!("chain head: {}:{}", h.id, h.hash),
+            None => println!("chain head: (empty ledger)"),
+        }
+        for m in &report.mismatches {
+            println!("MISMATCH {}", serde_json::to_string(m).unwrap_or_default());
+        }
+        if report.mismatch_count > report.mismatches.len() {
+            println!("... and {} more", report.mismatch_count - report.mismatches.len());
+        }
+        println!("{}", if report.valid { "audit passed" } else { "AUDIT FAILED" });
+    }
+    if report.valid { Ok(()) } else { Err(Failure(format!("audit found {} mismatch(es)", report.mismatch_count), 1)) }
+}

@@ -1,0 +1,422 @@
+//! Settings: built-in defaults, then the TOML file, then `TOLLGATE_*`
+//! environment variables, then command-line flags (each overrides the last).
+//!
+//! Unknown keys and wrong types are startup errors that name the key and where
+//! it came from. This module only reads settings; it never acts on them.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The config file read when `--config` is not given, if it exists.
+pub const CONFIG_PATH_DEFAULT: &str = "./tollgate.toml";
+/// Sections that `TOLLGATE_<SECTION>_<KEY>` may address.
+const ENV_SECTIONS: &[&str] = &["server", "auth", "limits", "jobs", "logs", "ledger"];
+/// Variables with the prefix that are not `<SECTION>_<KEY>` overrides.
+const ENV_RESERVED: &[&str] = &["TOLLGATE_ADMIN_EMAIL", "TOLLGATE_ADMIN_PASSWORD", "TOLLGATE_CONFIG", "TOLLGATE_LOG"];
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub jobs: JobsConfig,
+    pub logs: LogsConfig,
+    pub ledger: LedgerConfig,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub models: Vec<ModelConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub addr: String,
+    pub db: PathBuf,
+    /// Threads for everything that does not wait on a provider. 0 = 2 x cores.
+    pub http_workers: usize,
+    /// Threads for provider-bound requests (chat, images).
+    pub upstream_workers: usize,
+    pub body_bytes_max: usize,
+    /// `full` (default: every acknowledged write survives power loss) or `normal`.
+    pub sqlite_synchronous: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: "127.0.0.1:8080".into(),
+            db: PathBuf::from("./tollgate.db"),
+            http_workers: 0,
+            upstream_workers: 64,
+            body_bytes_max: 1_048_576,
+            sqlite_synchronous: "full".into(),
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn http_workers_effective(&self) -> usize {
+        if self.http_workers > 0 {
+            return self.http_workers;
+        }
+        std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub token_ttl_s: u64,
+    pub signup_enabled: bool,
+    pub signup_bonus_credits: i64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { token_ttl_s: 3600, signup_enabled: false, signup_bonus_credits: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub rpm: u32,
+    pub burst: u32,
+    pub max_cost_per_request: i64,
+    pub daily_cap: i64,
+    pub global_daily_cap: i64,
+    pub day_utc_offset_minutes: i32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            rpm: 60,
+            burst: 60,
+            max_cost_per_request: 10_000,
+            daily_cap: 0,
+            global_daily_cap: 0,
+            day_utc_offset_minutes: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    pub workers: usize,
+    pub attempts_max: u32,
+    pub queue_max: usize,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig { workers: 4, attempts_max: 3, queue_max: 10_000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// Logs older than this are pruned; 0 keeps them forever.
+    pub retention_days: u32,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig { retention_days: 90 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// How long a hold lives without being settled, released or extended.
+    pub hold_ttl_s: u64,
+    /// How often expired holds are released.
+    pub sweep_interval_s: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig { hold_ttl_s: 900, sweep_interval_s: 30 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: String,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_read_timeout_ms() -> u64 {
+    120_000
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub name: String,
+    pub kind: String,
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub price: PriceConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub provider: String,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PriceConfig {
+    pub input_per_1m: i64,
+    pub output_per_1m: i64,
+    pub per_image: i64,
+    pub per_video_second: i64,
+}
+
+/// Values from command-line flags, the top of the precedence order.
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub addr: Option<String>,
+    pub db: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Loads settings in precedence order from the real environment.
+    pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("TOLLGATE_")).collect();
+        Config::load_from(flags, &env)
+    }
+
+    /// Loads settings with an explicit environment (tests pass their own).
+    pub fn load_from(flags: &Flags, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let explicit = flags
+            .config
+            .clone()
+            .or_else(|| env.iter().find(|(k, _)| k == "TOLLGATE_CONFIG").map(|(_, v)| PathBuf::from(v)));
+        let mut table = match &explicit {
+            Some(path) => read_file(path)?,
+            None if Path::new(CONFIG_PATH_DEFAULT).exists() => read_file(Path::new(CONFIG_PATH_DEFAULT))?,
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, env)?;
+        let mut config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+            ConfigError(format!("invalid setting from a TOLLGATE_* environment variable: {}", e.message()))
+        })?;
+        if let Some(addr) = &flags.addr {
+            config.server.addr = addr.clone();
+        }
+        if let Some(db) = &flags.db {
+            config.server.db = db.clone();
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot: ranges and cross-references.
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("invalid setting {key}: {why}")));
+        if self.server.body_bytes_max < 1024 || self.server.body_bytes_max > 64 * 1_048_576 {
+            return bad("server.body_bytes_max", "must be between 1024 and 67108864 bytes");
+        }
+        if self.server.upstream_workers == 0 || self.server.upstream_workers > 1024 {
+            return bad("server.upstream_workers", "must be between 1 and 1024");
+        }
+        if self.server.http_workers > 1024 {
+            return bad("server.http_workers", "must be at most 1024 (0 means twice the cores)");
+        }
+        if crate::storage::Synchronous::parse(&self.server.sqlite_synchronous).is_none() {
+            return bad("server.sqlite_synchronous", "must be \"full\" or \"normal\"");
+        }
+        if self.auth.token_ttl_s == 0 || self.auth.token_ttl_s > 30 * 86_400 {
+            return bad("auth.token_ttl_s", "must be between 1 and 2592000 seconds");
+        }
+        if self.auth.signup_bonus_credits < 0 {
+            return bad("auth.signup_bonus_credits", "must not be negative");
+        }
+        if self.limits.rpm == 0 || self.limits.burst == 0 {
+            return bad("limits.rpm / limits.burst", "must be at least 1");
+        }
+        if self.limits.max_cost_per_request < 0 || self.limits.daily_cap < 0 || self.limits.global_daily_cap < 0 {
+            return bad("limits", "caps must not be negative (0 means no cap)");
+        }
+        if self.limits.day_utc_offset_minutes.abs() > 14 * 60 {
+            return bad("limits.day_utc_offset_minutes", "must be within -840..=840");
+        }
+        if self.ledger.hold_ttl_s == 0 || self.ledger.sweep_interval_s == 0 {
+            return bad("ledger.hold_ttl_s / ledger.sweep_interval_s", "must be at least 1 second");
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    // Parse into the typed struct first: its errors carry the line and key.
+    toml::from_str::<Config>(&text).map_err(|e| ConfigError(format!("in config file {}: {e}", path.display())))?;
+    toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError(format!("in config file {}: {e}", path.display())))
+}
+
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+    for (name, raw) in env {
+        if !name.starts_with("TOLLGATE_") || ENV_RESERVED.contains(&name.as_str()) {
+            continue;
+        }
+        let rest = name["TOLLGATE_".len()..].to_ascii_lowercase();
+        let Some((section, key)) = ENV_SECTIONS
+            .iter()
+            .find_map(|s| rest.strip_prefix(s).and_then(|k| k.strip_prefix('_')).map(|k| (*s, k)))
+        else {
+            return Err(ConfigError(format!(
+                "unknown environment variable {name}: expected TOLLGATE_<SECTION>_<KEY> with SECTION one of {}",
+                ENV_SECTIONS.join(", ")
+            )));
+        };
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let entry = table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(section_table) = entry.as_table_mut() else {
+            return Err(ConfigError(format!("config section [{section}] must be a table")));
+        };
+        if !key_known(section, key) {
+            return Err(ConfigError(format!("unknown environment variable {name}: [{section}] has no key `{key}`")));
+        }
+        section_table.insert(key.to_owned(), value);
+        // Check as we go, so a wrong type names the variable that caused it.
+        if let Err(e) = toml::Value::Table(table.clone()).try_into::<Config>() {
+            return Err(ConfigError(format!(
+                "invalid value {raw:?} for {section}.{key} in environment variable {name}: {}",
+                e.message()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn key_known(section: &str, key: &str) -> bool {
+    let defaults = toml::Value::try_from(Config::default()).ok();
+    defaults
+        .as_ref()
+        .and_then(|v| v.get(section))
+        .and_then(|s| s.as_table())
+        .is_some_and(|t| t.contains_key(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let p = dir.path().join("tollgate.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn precedence_is_flags_then_env_then_file_then_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "[server]\naddr = \"127.0.0.1:1\"\n[limits]\nrpm = 5\nburst = 7\n");
+        let flags = Flags { config: Some(path), addr: Some("127.0.0.1:3".into()), db: None };
+        let c = Config::load_from(&flags, &env(&[("TOLLGATE_SERVER_ADDR", "127.0.0.1:2"), ("TOLLGATE_LIMITS_RPM", "120")]))
+            .unwrap();
+        assert_eq!(c.server.addr, "127.0.0.1:3");
+        assert_eq!(c.limits.rpm, 120);
+        assert_eq!(c.limits.burst, 7);
+        assert_eq!(c.limits.max_cost_per_request, 10_000);
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_name_the_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "[limits]\nrpmm = 5\n");
+        let err = Config::load_from(&Flags { config: Some(path.clone()), ..Flags::default() }, &[]).unwrap_err();
+        assert!(err.0.contains("rpmm") && err.0.contains("tollgate.toml"), "{err}");
+        let path = write(&dir, "[limits]\nrpm = \"fast\"\n");
+        let err = Config::load_from(&Flags { config: Some(path), ..Flags::default() }, &[]).unwrap_err();
+        assert!(err.0.contains("rpm") && err.0.contains("tollgate.toml"), "{err}");
+        let err = Config::load_from(&Flags::default(), &env(&[("TOLLGATE_LIMITS_RPMM", "1")])).unwrap_err();
+        assert!(err.0.contains("TOLLGATE_LIMITS_RPMM"), "{err}");
+        let err = Config::load_from(&Flags::default(), &env(&[("TOLLGATE_LIMITS_RPM", "fast")])).unwrap_err();
+        assert!(err.0.contains("rpm"), "{err}");
+    }
+
+    #[test]
+    fn the_contract_example_file_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"
+[server]
+addr = "127.0.0.1:8080"
+db = "./tollgate.db"
+http_workers = 8
+upstream_workers = 64
+body_bytes_max = 1048576
+[auth]
+token_ttl_s = 3600
+signup_enabled = false
+signup_bonus_credits = 0
+[limits]
+rpm = 60
+burst = 60
+max_cost_per_request = 10000
+daily_cap = 0
+global_daily_cap = 0
+day_utc_offset_minutes = 0
+[jobs]
+workers = 4
+attempts_max = 3
+queue_max = 10000
+[providers.local_vllm]
+kind = "openai"
+base_url = "http://127.0.0.1:8000/v1"
+api_key_env = "VLLM_API_KEY"
+connect_timeout_ms = 5000
+read_timeout_ms = 120000
+[[models]]
+name = "qwen-plus"
+kind = "chat"
+routes = [ { provider = "local_vllm", model = "Qwen/Qwen2.5-7B-Instruct" } ]
+price = { input_per_1m = 800, output_per_1m = 2000 }
+"#;
+        let path = write(&dir, text);
+        let c = Config::load_from(&Flags { config: Some(path), ..Flags::default() }, &[]).unwrap();
+        assert_eq!(c.models[0].price.output_per_1m, 2000);
+        assert_eq!(c.providers["local_vllm"].kind, "openai");
+    }
+}

@@ -1,0 +1,19 @@
+//! Domain types shared by every layer: typed ids, credit amounts, timestamps,
+//! roles and parsed inputs.
+//!
+//! Everything here parses at the edge and is trusted afterwards. This module
+//! never touches the database or HTTP; it only defines what a valid value is.
+
+mod credits;
+mod ids;
+mod inputs;
+mod time;
+
+pub use credits::{CREDITS_AMOUNT_MAX, Credits};
+
+pub const fn credits_amount_max() -> i64 {
+    CREDITS_AMOUNT_MAX
+}
+pub use ids::{ApiKeyId, HoldId, JobId, LogId, TxnId, UserId};
+pub use inputs::{Email, Password, Role};
+pub use time::{Timestamp, day_number, day_start};

@@ -1,0 +1,76 @@
+//! The service-layer error: what went wrong, split by whose fault it is.
+//!
+//! Modules below HTTP return this; `http::error` maps each variant to a status
+//! and a stable code in one place. Client-fault variants carry a message that
+//! says what to do next; server-fault variants carry detail for the log only.
+
+use crate::domain::Credits;
+use crate::storage::StorageError;
+use std::fmt;
+
+#[derive(Debug)]
+pub enum Error {
+    // --- the client's fault ---
+    /// A field is missing or invalid; `param` names it.
+    Invalid { param: Option<String>, message: String },
+    /// No, bad, expired or revoked credential.
+    Unauthorized(String),
+    /// A valid user who may not do this.
+    Forbidden(String),
+    /// Unknown id, or one that belongs to someone else (we do not say which).
+    NotFound(String),
+    /// Available balance below what is needed.
+    InsufficientCredits { needed: Credits, available: Credits },
+    /// Today's spend plus this amount would pass the daily cap.
+    DailyCapExceeded { cap: Credits, spent: Credits, retry_after_s: u64 },
+    /// A conflict with existing state (e.g. an email already taken).
+    Conflict { code: &'static str, message: String },
+
+    // --- our fault ---
+    Storage(StorageError),
+    Internal(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn invalid(param: &str, message: impl Into<String>) -> Error {
+        Error::Invalid { param: Some(param.to_owned()), message: message.into() }
+    }
+
+    pub fn not_found(what: &str) -> Error {
+        Error::NotFound(format!("No such {what}. Check the id; ids are only visible to their owner."))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Invalid { message, .. }
+            | Error::Unauthorized(message)
+            | Error::Forbidden(message)
+            | Error::NotFound(message)
+            | Error::Conflict { message, .. }
+            | Error::Internal(message) => f.write_str(message),
+            Error::InsufficientCredits { needed, available } => {
+                write!(f, "insufficient credits: {needed} needed, {available} available")
+            }
+            Error::DailyCapExceeded { cap, spent, .. } => write!(f, "daily cap {cap} reached ({spent} spent)"),
+            Error::Storage(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        Error::Storage(e)
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Storage(StorageError::Sqlite(e))
+    }
+}

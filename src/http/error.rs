@@ -1,0 +1,95 @@
+//! The HTTP error: status, stable code and message, in the contract's shape
+//! `{"error":{"type","code","message","param"}}`. Every service error becomes
+//! one of these in `From<Error>`, the only place statuses are chosen.
+
+use super::response::Response;
+use crate::error::Error;
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub kind: &'static str,
+    pub code: &'static str,
+    pub message: String,
+    pub param: Option<String>,
+    pub retry_after_s: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+        let kind = match status {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            402 => "billing_error",
+            429 => "rate_limit_error",
+            409 | 422 => "idempotency_error",
+            500..=599 => "api_error",
+            _ => "invalid_request_error",
+        };
+        ApiError { status, kind, code, message: message.into(), param: None, retry_after_s: None }
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> ApiError {
+        self.param = Some(param.into());
+        self
+    }
+
+    pub fn invalid_json(detail: &str) -> ApiError {
+        ApiError::new(400, "invalid_json", format!("The request body is not valid JSON ({detail}). Send a JSON object."))
+    }
+
+    pub fn payload_too_large(limit: usize) -> ApiError {
+        ApiError::new(413, "payload_too_large", format!("The request body is larger than {limit} bytes. Send a smaller body."))
+    }
+
+    pub fn into_response(self) -> Response {
+        let body = json!({ "error": {
+            "type": self.kind, "code": self.code, "message": self.message, "param": self.param
+        }});
+        let mut r = Response::json_value(self.status, &body);
+        if let Some(s) = self.retry_after_s {
+            r.headers.push(("Retry-After", s.to_string()));
+        }
+        r
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        match e {
+            Error::Invalid { param, message } => {
+                let mut a = ApiError::new(400, "invalid_request", message);
+                a.param = param;
+                a
+            }
+            Error::Unauthorized(m) => ApiError::new(401, "unauthorized", m),
+            Error::Forbidden(m) => ApiError::new(403, "forbidden", m),
+            Error::NotFound(m) => ApiError::new(404, "not_found", m),
+            Error::InsufficientCredits { needed, available } => ApiError::new(
+                402,
+                "insufficient_credits",
+                format!("Insufficient credits: this needs {needed} and {available} are available. Top up, or wait for pending jobs to finish."),
+            ),
+            Error::DailyCapExceeded { cap, spent, retry_after_s } => {
+                let mut a = ApiError::new(
+                    429,
+                    "daily_cap_exceeded",
+                    format!("Your daily spend cap of {cap} credits would be passed ({spent} already spent or reserved today). Retry after the day rolls over, in {retry_after_s} s."),
+                );
+                a.retry_after_s = Some(retry_after_s);
+                a
+            }
+            Error::Conflict { code, message } => ApiError::new(409, code, message),
+            Error::Storage(err) => {
+                log::error!("storage error: {err}");
+                ApiError::new(500, "internal_error", "An internal error occurred; nothing was changed. Retry later.")
+            }
+            Error::Internal(detail) => {
+                log::error!("internal error: {detail}");
+                ApiError::new(500, "internal_error", "An internal error occurred; nothing was changed. Retry later.")
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! A response under construction: status, headers, body bytes.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+pub const JSON: &str = "application/json";
+
+impl Response {
+    pub fn json<T: Serialize>(status: u16, value: &T) -> Response {
+        match serde_json::to_vec(value) {
+            Ok(body) => Response { status, content_type: JSON, headers: Vec::new(), body },
+            Err(e) => {
+                log::error!("cannot encode a response: {e}");
+                Response::json_value(500, &serde_json::json!({"error": {"type": "api_error", "code": "internal_error", "message": "An internal error occurred.", "param": null}}))
+            }
+        }
+    }
+
+    pub fn json_value(status: u16, value: &serde_json::Value) -> Response {
+        Response { status, content_type: JSON, headers: Vec::new(), body: value.to_string().into_bytes() }
+    }
+
+    pub fn text(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
+        Response { status, content_type, headers: Vec::new(), body: body.into() }
+    }
+
+    pub fn no_content() -> Response {
+        Response { status: 204, content_type: JSON, headers: Vec::new(), body: Vec::new() }
+    }
+
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+}

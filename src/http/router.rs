@@ -1,0 +1,207 @@
+//! The route table and the request path through it:
+//! match -> authenticate -> (admin check) -> idempotency claim -> handler
+//! -> store or drop the claim.
+//!
+//! Identity is established here, once, by `auth::authenticate`; handlers get
+//! it from [`Ctx::user`] and never look at headers for it.
+
+use super::error::ApiError;
+use super::request::Req;
+use super::response::Response;
+use super::routes;
+use crate::app::App;
+use crate::auth::{self, CurrentUser};
+use crate::idempotency::{self, Claim, StoredResponse, Token};
+use rusqlite::Connection;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::cell::Cell;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    User,
+    Admin,
+}
+
+pub type Handler = fn(&Ctx) -> Result<Response, ApiError>;
+
+pub struct Route {
+    pub method: &'static str,
+    /// Segments in braces (`{id}`) match any one segment.
+    pub path: &'static str,
+    pub access: Access,
+    pub handler: Handler,
+    pub summary: &'static str,
+}
+
+const fn route(method: &'static str, path: &'static str, access: Access, handler: Handler, summary: &'static str) -> Route {
+    Route { method, path, access, handler, summary }
+}
+
+/// Every route the binary serves. `/openapi.json` is checked against this.
+pub static ROUTES: &[Route] = &[
+    route("GET", "/healthz", Access::Public, routes::ops::healthz, "Process is up"),
+    route("GET", "/readyz", Access::Public, routes::ops::readyz, "Database is writable"),
+    route("POST", "/v1/auth/login", Access::Public, routes::auth::login, "Log in; returns an access token"),
+    route("POST", "/v1/auth/signup", Access::Public, routes::auth::signup, "Create an account (when enabled)"),
+    route("GET", "/v1/me", Access::User, routes::auth::me, "The calling user"),
+    route("POST", "/v1/api-keys", Access::User, routes::auth::create_key, "Create an API key (shown once)"),
+    route("GET", "/v1/api-keys", Access::User, routes::auth::list_keys, "List your API keys"),
+    route("DELETE", "/v1/api-keys/{id}", Access::User, routes::auth::revoke_key, "Revoke an API key"),
+    route("GET", "/v1/credits/balance", Access::User, routes::credits::balance, "Your balance, held and available credits"),
+    route("GET", "/v1/credits/transactions", Access::User, routes::credits::transactions, "Your ledger rows"),
+    route("POST", "/v1/credits/consume", Access::User, routes::credits::consume, "Spend credits"),
+    route("GET", "/v1/credits/validate", Access::User, routes::credits::validate, "Check your cached balance against the ledger"),
+    route("GET", "/v1/logs", Access::User, routes::logs::mine, "Your business logs"),
+    route("POST", "/v1/admin/users", Access::Admin, routes::admin::create_user, "Create a user"),
+    route("GET", "/v1/admin/users", Access::Admin, routes::admin::list_users, "List users"),
+    route("DELETE", "/v1/admin/users/{id}", Access::Admin, routes::admin::deactivate_user, "Deactivate a user"),
+    route("POST", "/v1/admin/users/{id}/credits", Access::Admin, routes::admin::adjust_credits, "Grant or adjust a user's credits"),
+    route("GET", "/v1/admin/logs", Access::Admin, routes::admin::logs, "All logs, filtered"),
+    route("GET", "/v1/admin/audit", Access::Admin, routes::admin::audit, "Audit every balance, hold and the hash chain"),
+];
+
+/// What a handler sees: the app, the parsed request, path parameters, and
+/// the verified caller.
+pub struct Ctx<'a> {
+    pub app: &'a App,
+    pub req: &'a Req,
+    pub params: Vec<&'a str>,
+    user: Option<CurrentUser>,
+    idem: Option<Token>,
+    idem_stored: Cell<bool>,
+}
+
+impl Ctx<'_> {
+    /// The caller. Only routes with `Access::User`/`Admin` reach handlers
+    /// that call this, so the error is a routing bug, reported as 401.
+    pub fn user(&self) -> Result<CurrentUser, ApiError> {
+        self.user.ok_or_else(|| ApiError::new(401, "unauthorized", "Authentication required."))
+    }
+
+    pub fn param(&self, i: usize) -> &str {
+        self.params.get(i).copied().unwrap_or("")
+    }
+
+    /// Runs `f` in the writer and answers `status` with its result as JSON.
+    /// When the request carries an `Idempotency-Key`, the response is stored
+    /// in the same transaction as the effect, so a replay can never miss an
+    /// effect that happened nor repeat one.
+    pub fn commit<T, F>(&self, status: u16, f: F) -> Result<Response, ApiError>
+    where
+        T: Serialize + 'static,
+        F: FnOnce(&Connection) -> crate::error::Result<T> + Send + 'static,
+    {
+        let token = self.idem.clone();
+        let response = self.app.db.write(move |c| {
+            let value = f(c)?;
+            let response = Response::json(status, &value);
+            if let Some(t) = &token {
+                idempotency::complete(c, t, &stored(&response))?;
+            }
+            Ok::<_, crate::error::Error>(response)
+        })?;
+        self.idem_stored.set(self.idem.is_some());
+        Ok(response)
+    }
+}
+
+fn stored(r: &Response) -> StoredResponse {
+    StoredResponse { status: r.status, content_type: r.content_type.to_owned(), body: r.body.clone() }
+}
+
+/// Finds the route for a method and path; `Err` tells 404 from 405.
+pub fn find<'r>(method: &str, path: &'r str) -> Result<(&'static Route, Vec<&'r str>), ApiError> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let mut path_matched = false;
+    for r in ROUTES {
+        let pattern: Vec<&str> = r.path.split('/').collect();
+        if pattern.len() != segments.len() {
+            continue;
+        }
+        let mut params = Vec::new();
+        let ok = pattern.iter().zip(&segments).all(|(p, s)| {
+            if p.starts_with('{') {
+                params.push(*s);
+                !s.is_empty()
+            } else {
+                p == s
+            }
+        });
+        if !ok {
+            continue;
+        }
+        if r.method == method {
+            return Ok((r, params));
+        }
+        path_matched = true;
+    }
+    if path_matched {
+        return Err(ApiError::new(405, "method_not_allowed", format!("{method} is not supported on {path}.")));
+    }
+    Err(ApiError::new(404, "not_found", format!("No route for {method} {path}. See /openapi.json.")))
+}
+
+pub fn dispatch(app: &App, req: &Req) -> Response {
+    match dispatch_inner(app, req) {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn dispatch_inner(app: &App, req: &Req) -> Result<Response, ApiError> {
+    let (route, params) = find(&req.method, &req.path)?;
+    let user = match route.access {
+        Access::Public => None,
+        Access::User | Access::Admin => Some(auth::authenticate(&app.db, &app.keys, req.header("authorization"))?),
+    };
+    if route.access == Access::Admin && !user.is_some_and(|u| u.is_admin()) {
+        return Err(ApiError::new(403, "forbidden", "This route is for administrators only."));
+    }
+    let mut ctx = Ctx { app, req, params, user, idem: None, idem_stored: Cell::new(false) };
+    if req.method == "POST"
+        && let (Some(u), Some(raw)) = (user, req.header("idempotency-key"))
+    {
+        let key = idempotency::parse_key(raw)?;
+        match idempotency::begin(&app.db, u.id, key, fingerprint(req))? {
+            Claim::Fresh(token) => ctx.idem = Some(token),
+            Claim::Replay(s) => {
+                let content_type = if s.content_type == super::response::JSON { super::response::JSON } else { "application/octet-stream" };
+                return Ok(Response { status: s.status, content_type, headers: vec![("Idempotent-Replayed", "true".into())], body: s.body });
+            }
+            Claim::InProgress => {
+                return Err(ApiError::new(409, "request_in_progress", "A request with this Idempotency-Key is still running. Retry after it finishes."));
+            }
+            Claim::Reused => {
+                return Err(ApiError::new(422, "idempotency_key_reused", "This Idempotency-Key was used with a different request. Use a new key for a new request."));
+            }
+        }
+    }
+    let result = (route.handler)(&ctx);
+    if let Some(token) = ctx.idem.take() {
+        match &result {
+            Ok(r) if r.is_success() && !ctx.idem_stored.get() => {
+                let s = stored(r);
+                let stored_ok = app.db.write(move |c| idempotency::complete(c, &token, &s));
+                if let Err(e) = stored_ok {
+                    log::error!("could not store an idempotent response: {e}");
+                }
+            }
+            Ok(r) if r.is_success() => {}
+            _ => idempotency::abandon(&app.db, token),
+        }
+    }
+    result
+}
+
+/// What makes two requests "the same" for an idempotency key.
+fn fingerprint(req: &Req) -> String {
+    let mut h = Sha256::new();
+    h.update(req.method.as_bytes());
+    h.update(b" ");
+    h.update(req.path.as_bytes());
+    h.update(b"\n");
+    h.update(&req.body);
+    crate::auth::api_key::hex(&h.finalize())
+}

@@ -1,0 +1,74 @@
+//! `/v1/auth/*`, `/v1/me`, `/v1/api-keys`.
+
+use crate::auth;
+use crate::domain::{ApiKeyId, Email, Password, Role};
+use crate::error::Error;
+use crate::http::error::ApiError;
+use crate::http::response::Response;
+use crate::http::router::Ctx;
+use crate::{ledger, users};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    email: String,
+    password: String,
+}
+
+pub fn login(ctx: &Ctx) -> Result<Response, ApiError> {
+    let body: Credentials = ctx.req.json()?;
+    let cfg = &ctx.app.config.auth;
+    let out = auth::login(&ctx.app.db, &ctx.app.keys, cfg.token_ttl_s, &body.email, &body.password)?;
+    Ok(Response::json(200, &out))
+}
+
+pub fn signup(ctx: &Ctx) -> Result<Response, ApiError> {
+    let cfg = &ctx.app.config.auth;
+    if !cfg.signup_enabled {
+        return Err(Error::Forbidden("Signup is disabled on this server; ask an administrator for an account.".into()).into());
+    }
+    let body: Credentials = ctx.req.json()?;
+    let email = Email::parse(&body.email).map_err(|m| Error::invalid("email", m))?;
+    let password = Password::parse(&body.password).map_err(|m| Error::invalid("password", m))?;
+    let hash = auth::password::hash(&password)?;
+    let bonus = cfg.signup_bonus_credits;
+    let user = ctx.app.db.write(move |c| {
+        let user = users::insert(c, &email, &hash, Role::User)?;
+        if let Some(amount) = crate::domain::Credits::positive(bonus) {
+            ledger::grant(c, user.id, amount, "signup bonus")?;
+        }
+        Ok::<_, Error>(user)
+    })?;
+    Ok(Response::json(201, &user))
+}
+
+pub fn me(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = users::get(&ctx.app.db, ctx.user()?.id)?;
+    Ok(Response::json(200, &user))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    name: String,
+}
+
+pub fn create_key(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user()?.id;
+    let body: NewKey = ctx.req.json()?;
+    let name = auth::parse_key_name(&body.name)?;
+    ctx.commit(201, move |c| auth::create_api_key(c, user, &name))
+}
+
+pub fn list_keys(ctx: &Ctx) -> Result<Response, ApiError> {
+    let list = auth::list_api_keys(&ctx.app.db, ctx.user()?.id, &ctx.req.page_after(ApiKeyId::PREFIX)?)?;
+    Ok(Response::json(200, &list))
+}
+
+pub fn revoke_key(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user()?.id;
+    let id = ApiKeyId::parse(ctx.param(0)).ok_or_else(|| Error::not_found("API key"))?;
+    auth::revoke_api_key(&ctx.app.db, user, id)?;
+    Ok(Response::json_value(200, &serde_json::json!({ "id": id.to_string(), "object": "api_key", "deleted": true })))
+}

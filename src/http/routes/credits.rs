@@ -1,0 +1,44 @@
+//! `/v1/credits/*`: the caller's balance, ledger rows, consume and validate.
+
+use super::positive_amount;
+use crate::http::error::ApiError;
+use crate::http::response::Response;
+use crate::http::router::Ctx;
+use crate::ledger;
+use serde::Deserialize;
+
+pub fn balance(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user()?.id;
+    let b = ctx.app.db.read(|c| ledger::balance(c, user))?;
+    Ok(Response::json(200, &b))
+}
+
+pub fn transactions(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user()?.id;
+    let page = ctx.req.page_after(crate::domain::TxnId::PREFIX)?;
+    let list = ctx.app.db.read(|c| ledger::list(c, user, &page))?;
+    Ok(Response::json(200, &list))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Consume {
+    amount: i64,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+pub fn consume(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user()?.id;
+    let body: Consume = ctx.req.json()?;
+    let amount = positive_amount(body.amount, "amount")?;
+    let description = ledger::parse_description(body.description.as_deref())?;
+    let caps = ctx.app.spend_caps(user);
+    ctx.commit(201, move |c| ledger::consume(c, user, amount, &description, &caps))
+}
+
+pub fn validate(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user()?.id;
+    let v = ctx.app.db.read(|c| ledger::validate(c, user))?;
+    Ok(Response::json(200, &v))
+}

@@ -1,0 +1,24 @@
+//! Handlers, one file per area, mirroring the URL paths. A handler parses
+//! its input into domain types, calls one service function (inside
+//! `Ctx::commit` when it writes) and shapes the JSON. No SQL here.
+
+pub mod admin;
+pub mod auth;
+pub mod credits;
+pub mod logs;
+pub mod ops;
+
+use super::error::ApiError;
+use crate::domain::Credits;
+
+/// A strictly positive amount of credits, or 400 naming `param`.
+pub(crate) fn positive_amount(n: i64, param: &str) -> Result<Credits, ApiError> {
+    Credits::positive(n).ok_or_else(|| {
+        ApiError::new(
+            400,
+            "invalid_request",
+            format!("{param} must be a whole number of credits from 1 to {}.", crate::domain::credits_amount_max()),
+        )
+        .with_param(param)
+    })
+}

@@ -1,0 +1,100 @@
+//! `Idempotency-Key` records: claim a key, then either store the first 2xx
+//! response or drop the claim.
+//!
+//! The response is stored *in the same transaction* as the effect it reports
+//! (see `http::Ctx::commit`), so after a crash either both exist and a retry
+//! replays, or neither does and a retry runs again: never a double effect.
+//! Claims still `in_progress` at startup belong to a dead process whose effect
+//! was never committed, so they are cleared.
+
+pub mod storage;
+
+use crate::domain::{Timestamp, UserId};
+use crate::error::{Error, Result};
+use crate::storage::Db;
+use rusqlite::Connection;
+
+/// How long a stored response is replayed.
+pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3_600_000;
+/// Keys are opaque client strings; this bounds what we store per key.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
+
+/// A claim on a key, held while the request runs.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub user: UserId,
+    pub key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub enum Claim {
+    /// First use: run the request.
+    Fresh(Token),
+    /// Same key and body as a finished request: send this back.
+    Replay(StoredResponse),
+    /// Same key while the first request still runs.
+    InProgress,
+    /// Same key with a different request.
+    Reused,
+}
+
+pub fn parse_key(raw: &str) -> Result<String> {
+    if raw.is_empty() || raw.len() > IDEMPOTENCY_KEY_BYTES_MAX || !raw.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        return Err(Error::invalid(
+            "Idempotency-Key",
+            format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} visible ASCII characters (a UUID is ideal)"),
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+pub fn begin(db: &Db, user: UserId, key: String, fingerprint: String) -> Result<Claim> {
+    db.write(move |c| {
+        let now = Timestamp::now();
+        let fresh_after = now.plus_ms(-IDEMPOTENCY_TTL_MS);
+        match storage::get(c, user, &key)? {
+            Some(row) if row.created_at >= fresh_after => {
+                if row.fingerprint != fingerprint {
+                    return Ok(Claim::Reused);
+                }
+                Ok(match row.response {
+                    Some(r) => Claim::Replay(r),
+                    None => Claim::InProgress,
+                })
+            }
+            _ => {
+                storage::claim(c, user, &key, &fingerprint, now)?;
+                Ok(Claim::Fresh(Token { user, key }))
+            }
+        }
+    })
+}
+
+/// Stores the response inside the transaction that made the effect.
+pub fn complete(conn: &Connection, token: &Token, response: &StoredResponse) -> Result<()> {
+    Ok(storage::complete(conn, token.user, &token.key, response)?)
+}
+
+/// Drops a claim whose request failed: failures are not stored, so a retry
+/// after a top-up can succeed.
+pub fn abandon(db: &Db, token: Token) {
+    if let Err(e) = db.write(move |c| Ok::<_, Error>(storage::delete_in_progress(c, token.user, &token.key)?)) {
+        log::error!("could not drop an idempotency claim: {e}");
+    }
+}
+
+/// At startup: claims left by a process that died mid-request.
+pub fn clear_in_progress(db: &Db) -> Result<usize> {
+    db.write(|c| Ok(storage::delete_all_in_progress(c)?))
+}
+
+pub fn prune(db: &Db) -> Result<usize> {
+    db.write(|c| Ok(storage::delete_before(c, Timestamp::now().plus_ms(-IDEMPOTENCY_TTL_MS))?))
+}

@@ -1,0 +1,154 @@
+//! The whole-ledger audit behind `/v1/admin/audit` and `tollgate audit`.
+//!
+//! One pass over every row in id order checks the hash chain, that ids have
+//! no gaps (nothing deleted), and that each row's `balance_after` follows from
+//! the user's previous row. Then every user's caches are compared with the
+//! sums. Reading only: the audit never repairs anything.
+
+use super::chain::{self, ChainFields, GENESIS_HASH};
+use super::storage;
+use crate::domain::{Credits, UserId};
+use crate::error::Result;
+use rusqlite::Connection;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Mismatches listed in one report; the count says how many there were.
+pub const AUDIT_MISMATCHES_LISTED_MAX: usize = 100;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ChainHead {
+    pub id: i64,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Mismatch {
+    /// The row's stored hash is not the hash of its contents: it was edited.
+    Chain { row_id: i64, expected_hash: String, stored_hash: String },
+    /// A row id is missing: a row was deleted.
+    Gap { after_row_id: i64, next_row_id: i64 },
+    /// `balance_after` does not follow from the user's previous row.
+    RunningBalance { row_id: i64, user_id: UserId, expected: i64, stored: i64 },
+    /// The cached balance differs from the ledger sum.
+    CachedBalance { user_id: UserId, ledger_balance: i64, cached_balance: i64 },
+    /// The cached held amount differs from the active holds.
+    Held { user_id: UserId, cached_held: i64, active_holds: i64 },
+    /// The append-only triggers are missing.
+    Triggers { present: i64 },
+    /// `--expect ID:HASH` did not match.
+    Expectation { row_id: i64, expected_hash: String, stored_hash: Option<String> },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditReport {
+    pub valid: bool,
+    pub users_checked: usize,
+    pub rows_checked: u64,
+    pub head: Option<ChainHead>,
+    pub mismatch_count: usize,
+    pub mismatches: Vec<Mismatch>,
+}
+
+pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditReport> {
+    let mut found: Vec<Mismatch> = Vec::new();
+    let mut count = 0usize;
+    let mut note = |m: Mismatch, found: &mut Vec<Mismatch>| {
+        count += 1;
+        if found.len() < AUDIT_MISMATCHES_LISTED_MAX {
+            found.push(m);
+        }
+    };
+
+    let mut prev_hash = GENESIS_HASH.to_owned();
+    let mut prev_id = 0i64;
+    let mut rows = 0u64;
+    let mut running: HashMap<i64, i64> = HashMap::new();
+    let mut expected_seen: Option<String> = None;
+    let mut walk_issues: Vec<Mismatch> = Vec::new();
+    let mut sums: HashMap<i64, i64> = HashMap::new();
+    storage::for_each_row(conn, |r| {
+        rows += 1;
+        *sums.entry(r.user_id).or_default() += r.amount;
+        if r.id != prev_id + 1 {
+            walk_issues.push(Mismatch::Gap { after_row_id: prev_id, next_row_id: r.id });
+        }
+        let expected = chain::row_hash(
+            &prev_hash,
+            &ChainFields {
+                id: r.id,
+                user_id: r.user_id,
+                amount: r.amount,
+                kind: &r.kind,
+                balance_after: r.balance_after,
+                job_id: r.job_id,
+                hold_id: r.hold_id,
+                description: &r.description,
+                created_at: r.created_at,
+            },
+        );
+        if expected != r.hash {
+            walk_issues.push(Mismatch::Chain { row_id: r.id, expected_hash: expected, stored_hash: r.hash.clone() });
+        }
+        let before = running.get(&r.user_id).copied().unwrap_or(0);
+        if before + r.amount != r.balance_after {
+            walk_issues.push(Mismatch::RunningBalance {
+                row_id: r.id,
+                user_id: UserId(r.user_id),
+                expected: before + r.amount,
+                stored: r.balance_after,
+            });
+        }
+        // Keep the stored value: one bad row is reported once, not again at
+        // every later row of the same user.
+        running.insert(r.user_id, r.balance_after);
+        if expect.is_some_and(|e| e.id == r.id) {
+            expected_seen = Some(r.hash.clone());
+        }
+        prev_hash = r.hash.clone();
+        prev_id = r.id;
+    })?;
+    for m in walk_issues {
+        note(m, &mut found);
+    }
+
+    let input = storage::audit_input(conn)?;
+    let held: HashMap<UserId, Credits> = input.active_held.into_iter().collect();
+    for (user, cached, cached_held) in &input.users {
+        let sum = sums.get(&user.0).copied().unwrap_or(0);
+        if sum != cached.0 {
+            note(Mismatch::CachedBalance { user_id: *user, ledger_balance: sum, cached_balance: cached.0 }, &mut found);
+        }
+        let active = held.get(user).copied().unwrap_or(Credits::ZERO);
+        if active != *cached_held {
+            note(Mismatch::Held { user_id: *user, cached_held: cached_held.0, active_holds: active.0 }, &mut found);
+        }
+    }
+    let triggers = storage::append_only_triggers(conn)?;
+    if triggers != 2 {
+        note(Mismatch::Triggers { present: triggers }, &mut found);
+    }
+    if let Some(e) = expect
+        && expected_seen.as_deref() != Some(e.hash.as_str())
+    {
+        note(Mismatch::Expectation { row_id: e.id, expected_hash: e.hash.clone(), stored_hash: expected_seen }, &mut found);
+    }
+    let head = (rows > 0).then(|| ChainHead { id: prev_id, hash: prev_hash });
+    Ok(AuditReport {
+        valid: count == 0,
+        users_checked: input.users.len(),
+        rows_checked: rows,
+        head,
+        mismatch_count: count,
+        mismatches: found,
+    })
+}
+
+/// Parses `ID:HASH` for `tollgate audit --expect`.
+pub fn parse_expectation(s: &str) -> Option<ChainHead> {
+    let (id, hash) = s.split_once(':')?;
+    let id = id.trim_start_matches("txn_").parse().ok()?;
+    (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| ChainHead { id, hash: hash.to_ascii_lowercase() })
+}

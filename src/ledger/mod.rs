@@ -1,0 +1,350 @@
+//! The credit ledger: the only module that writes money.
+//!
+//! Every balance change is one appended `credit_transactions` row (never
+//! updated, never deleted: triggers refuse it) plus, in the same transaction,
+//! the cached `users.credits`. Holds reserve credits for work whose cost is
+//! known only afterwards: `available = balance - held`; a hold is later
+//! settled into one `consume` row (never more than the hold) or released.
+//!
+//! The functions here take a `&Connection` and must run inside the writer's
+//! transaction (`Db::write`): that is what makes check-then-append atomic.
+//! This module never talks HTTP and never calls a provider.
+
+pub mod audit;
+pub mod chain;
+pub mod storage;
+
+use crate::domain::{Credits, HoldId, JobId, Timestamp, TxnId, UserId, day_number, day_start};
+use crate::error::{Error, Result};
+use crate::logs::{self, Level, NewLog};
+use rusqlite::Connection;
+use serde::Serialize;
+use serde_json::json;
+use storage::NewRow;
+
+/// A description is a note for humans; this keeps the ledger compact.
+pub const DESCRIPTION_CHARS_MAX: usize = 500;
+/// Holds expired per sweep transaction, so one sweep never stalls the writer.
+pub const SWEEP_BATCH_MAX: i64 = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Grant,
+    Consume,
+    Refund,
+    Adjust,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Grant => "grant",
+            Kind::Consume => "consume",
+            Kind::Refund => "refund",
+            Kind::Adjust => "adjust",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "grant" => Some(Kind::Grant),
+            "consume" => Some(Kind::Consume),
+            "refund" => Some(Kind::Refund),
+            "adjust" => Some(Kind::Adjust),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HoldStatus {
+    Active,
+    Settled,
+    Released,
+    Expired,
+}
+
+impl HoldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldStatus::Active => "active",
+            HoldStatus::Settled => "settled",
+            HoldStatus::Released => "released",
+            HoldStatus::Expired => "expired",
+        }
+    }
+    pub fn parse(s: &str) -> Option<HoldStatus> {
+        match s {
+            "active" => Some(HoldStatus::Active),
+            "settled" => Some(HoldStatus::Settled),
+            "released" => Some(HoldStatus::Released),
+            "expired" => Some(HoldStatus::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// A ledger row as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Transaction {
+    pub id: TxnId,
+    pub object: &'static str,
+    pub amount: Credits,
+    pub kind: Kind,
+    pub balance_after: Credits,
+    pub job_id: Option<JobId>,
+    pub hold_id: Option<HoldId>,
+    pub description: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Balance {
+    pub object: &'static str,
+    pub balance: Credits,
+    pub held: Credits,
+    pub available: Credits,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Consumed {
+    pub transaction_id: TxnId,
+    pub balance: Credits,
+    pub available: Credits,
+}
+
+/// The spend limits that apply to one charge, resolved by the caller from
+/// config and per-user overrides.
+#[derive(Debug, Clone, Copy)]
+pub struct SpendCaps {
+    /// Credits per user per day; `None` = no cap.
+    pub daily_cap: Option<Credits>,
+    pub day_utc_offset_minutes: i32,
+}
+
+impl SpendCaps {
+    pub const NONE: SpendCaps = SpendCaps { daily_cap: None, day_utc_offset_minutes: 0 };
+}
+
+/// How a hold ended. Settling or releasing a closed hold returns this again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HoldOutcome {
+    pub hold_id: HoldId,
+    pub status: HoldStatus,
+    pub charged: Credits,
+    pub transaction_id: Option<TxnId>,
+}
+
+pub fn parse_description(raw: Option<&str>) -> Result<String> {
+    let d = raw.unwrap_or("").trim();
+    if d.chars().count() > DESCRIPTION_CHARS_MAX {
+        return Err(Error::invalid("description", format!("description must be at most {DESCRIPTION_CHARS_MAX} characters")));
+    }
+    Ok(d.to_owned())
+}
+
+fn account(conn: &Connection, user: UserId) -> Result<(Credits, Credits)> {
+    storage::account(conn, user)?.ok_or_else(|| Error::not_found("user"))
+}
+
+/// Refuses when today's spend plus `amount` would pass the cap.
+fn check_daily_cap(conn: &Connection, user: UserId, amount: Credits, caps: &SpendCaps, now: Timestamp) -> Result<i64> {
+    let day = day_number(now, caps.day_utc_offset_minutes);
+    if let Some(cap) = caps.daily_cap {
+        let spent = storage::spent_on(conn, user, day)?;
+        if spent + amount > cap {
+            let next = day_start(day + 1, caps.day_utc_offset_minutes);
+            let retry_after_s = ((next.millis() - now.millis()) as u64).div_ceil(1000).max(1);
+            return Err(Error::DailyCapExceeded { cap, spent, retry_after_s });
+        }
+    }
+    Ok(day)
+}
+
+/// Adds credits (`grant`). For admins, the CLI and signup bonuses.
+pub fn grant(conn: &Connection, user: UserId, amount: Credits, description: &str) -> Result<Transaction> {
+    change_balance(conn, user, amount, Kind::Grant, description)
+}
+
+/// An admin correction: positive is a `grant`, negative an `adjust` that may
+/// not take available credits below zero.
+pub fn admin_adjust(conn: &Connection, user: UserId, amount: Credits, description: &str) -> Result<Transaction> {
+    let kind = if amount.0 > 0 { Kind::Grant } else { Kind::Adjust };
+    change_balance(conn, user, amount, kind, description)
+}
+
+fn change_balance(conn: &Connection, user: UserId, amount: Credits, kind: Kind, description: &str) -> Result<Transaction> {
+    debug_assert!(amount.0 != 0);
+    let (balance, held) = account(conn, user)?;
+    if amount.0 < 0 && balance - held + amount < Credits::ZERO {
+        return Err(Error::InsufficientCredits { needed: -amount, available: balance - held });
+    }
+    let now = Timestamp::now();
+    let after = balance + amount;
+    let txn = storage::append(
+        conn,
+        &NewRow { user, amount, kind, balance_after: after, job: None, hold: None, description, at: now },
+    )?;
+    storage::set_credits(conn, user, after)?;
+    logs::write(
+        conn,
+        &NewLog::business(user, "credits_changed", true, json!({ "transaction_id": txn.id, "amount": amount, "kind": kind.as_str(), "balance_after": after })),
+    )?;
+    Ok(txn)
+}
+
+/// Spends `amount` now: checks available credits and the daily cap, appends
+/// the `consume` row, updates the cache and today's spend, logs it.
+pub fn consume(conn: &Connection, user: UserId, amount: Credits, description: &str, caps: &SpendCaps) -> Result<Consumed> {
+    let (balance, held) = account(conn, user)?;
+    let available = balance - held;
+    if available < amount {
+        return Err(Error::InsufficientCredits { needed: amount, available });
+    }
+    let now = Timestamp::now();
+    let day = check_daily_cap(conn, user, amount, caps, now)?;
+    let after = balance - amount;
+    let txn = storage::append(
+        conn,
+        &NewRow { user, amount: -amount, kind: Kind::Consume, balance_after: after, job: None, hold: None, description, at: now },
+    )?;
+    storage::set_credits(conn, user, after)?;
+    storage::add_spent(conn, user, day, amount)?;
+    logs::write(
+        conn,
+        &NewLog::business(user, "credits_consumed", true, json!({ "transaction_id": txn.id, "amount": amount, "balance_after": after })),
+    )?;
+    Ok(Consumed { transaction_id: txn.id, balance: after, available: after - held })
+}
+
+/// Reserves `amount` for work whose cost is known later. The reservation
+/// counts toward today's spend now, so concurrent holds cannot pass the cap.
+pub fn hold(conn: &Connection, user: UserId, amount: Credits, job: Option<JobId>, ttl_ms: i64, caps: &SpendCaps) -> Result<HoldId> {
+    let (balance, held) = account(conn, user)?;
+    let available = balance - held;
+    if available < amount {
+        return Err(Error::InsufficientCredits { needed: amount, available });
+    }
+    let now = Timestamp::now();
+    let day = check_daily_cap(conn, user, amount, caps, now)?;
+    let id = storage::insert_hold(conn, user, amount, job, day, now.plus_ms(ttl_ms), now)?;
+    storage::add_held(conn, user, amount)?;
+    storage::add_spent(conn, user, day, amount)?;
+    Ok(id)
+}
+
+fn closed_outcome(h: &storage::HoldRow) -> HoldOutcome {
+    HoldOutcome { hold_id: h.id, status: h.status, charged: h.charged.unwrap_or(Credits::ZERO), transaction_id: h.transaction }
+}
+
+/// Charges `min(actual, hold)` as one `consume` row and closes the hold.
+/// An overrun is charged at the hold and logged as a system warning. A hold
+/// that is already closed is left as it is and its outcome returned.
+pub fn settle(conn: &Connection, id: HoldId, actual: Credits, description: &str) -> Result<HoldOutcome> {
+    let h = storage::hold(conn, id)?.ok_or_else(|| Error::not_found("hold"))?;
+    if h.status != HoldStatus::Active {
+        return Ok(closed_outcome(&h));
+    }
+    let actual = actual.max(Credits::ZERO);
+    if actual > h.amount {
+        logs::write(
+            conn,
+            &NewLog::system(Level::Warn, "hold_overrun", json!({ "hold_id": id, "held": h.amount, "actual": actual })),
+        )?;
+    }
+    let charge = actual.min(h.amount);
+    let now = Timestamp::now();
+    let (balance, _) = account(conn, h.user)?;
+    let txn = if charge > Credits::ZERO {
+        let after = balance - charge;
+        let t = storage::append(
+            conn,
+            &NewRow { user: h.user, amount: -charge, kind: Kind::Consume, balance_after: after, job: h.job, hold: Some(id), description, at: now },
+        )?;
+        storage::set_credits(conn, h.user, after)?;
+        Some(t.id)
+    } else {
+        None
+    };
+    storage::add_held(conn, h.user, -h.amount)?;
+    storage::add_spent(conn, h.user, h.day, charge - h.amount)?;
+    storage::close_hold(conn, id, HoldStatus::Settled, Some(charge), txn, now)?;
+    Ok(HoldOutcome { hold_id: id, status: HoldStatus::Settled, charged: charge, transaction_id: txn })
+}
+
+/// Closes a hold with no charge; its amount goes back to available credits
+/// and to today's spend allowance.
+pub fn release(conn: &Connection, id: HoldId) -> Result<HoldOutcome> {
+    close_uncharged(conn, id, HoldStatus::Released)
+}
+
+fn close_uncharged(conn: &Connection, id: HoldId, status: HoldStatus) -> Result<HoldOutcome> {
+    let h = storage::hold(conn, id)?.ok_or_else(|| Error::not_found("hold"))?;
+    if h.status != HoldStatus::Active {
+        return Ok(closed_outcome(&h));
+    }
+    storage::add_held(conn, h.user, -h.amount)?;
+    storage::add_spent(conn, h.user, h.day, -h.amount)?;
+    storage::close_hold(conn, id, status, Some(Credits::ZERO), None, Timestamp::now())?;
+    Ok(HoldOutcome { hold_id: id, status, charged: Credits::ZERO, transaction_id: None })
+}
+
+/// Keeps a hold alive while its work runs.
+pub fn extend(conn: &Connection, id: HoldId, until: Timestamp) -> Result<bool> {
+    Ok(storage::extend_hold(conn, id, until)? == 1)
+}
+
+/// Expires active holds past their time (a batch at most); returns how many.
+/// Runs from the sweeper and at startup, after a crash.
+pub fn expire_due(conn: &Connection, now: Timestamp) -> Result<usize> {
+    let due = storage::due_holds(conn, now, SWEEP_BATCH_MAX)?;
+    for id in &due {
+        close_uncharged(conn, *id, HoldStatus::Expired)?;
+    }
+    if !due.is_empty() {
+        logs::write(conn, &NewLog::system(Level::Info, "holds_expired", json!({ "count": due.len() })))?;
+    }
+    Ok(due.len())
+}
+
+/// Balance = SUM of the ledger (the seed's `getBalance`); held from the
+/// cache, which the audit checks against the active holds.
+pub fn balance(conn: &Connection, user: UserId) -> Result<Balance> {
+    let (_, held) = account(conn, user)?;
+    let (sum, _) = storage::ledger_sum(conn, user)?;
+    Ok(Balance { object: "balance", balance: sum, held, available: sum - held })
+}
+
+pub fn list(conn: &Connection, user: UserId, page: &crate::paging::Page) -> Result<crate::paging::List<Transaction>> {
+    Ok(storage::list(conn, user, page)?)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Validation {
+    pub valid: bool,
+    pub ledger_balance: Credits,
+    pub cached_balance: Credits,
+    pub difference: Credits,
+    pub last_balance_after: Option<Credits>,
+    pub held: Credits,
+    pub active_holds_sum: Credits,
+}
+
+/// The seed's `validateBalance`: ledger SUM, the cache and the last row's
+/// `balance_after` must agree, and so must the held cache and active holds.
+pub fn validate(conn: &Connection, user: UserId) -> Result<Validation> {
+    let (cached, held) = account(conn, user)?;
+    let (sum, last) = storage::ledger_sum(conn, user)?;
+    let active = storage::active_held_sum(conn, user)?;
+    let valid = sum == cached && last.unwrap_or(Credits::ZERO) == sum && held == active && held <= cached;
+    Ok(Validation {
+        valid,
+        ledger_balance: sum,
+        cached_balance: cached,
+        difference: cached - sum,
+        last_balance_after: last,
+        held,
+        active_holds_sum: active,
+    })
+}

@@ -1,0 +1,306 @@
+//! SQL for the ledger tables: `credit_transactions`, `credit_holds`,
+//! `daily_spend`, and the `credits`/`held` caches on `users`.
+//!
+//! Nothing here decides whether a write is allowed; `ledger` does, inside the
+//! same transaction, before calling these.
+
+use super::chain::{self, ChainFields, GENESIS_HASH};
+use super::{HoldStatus, Kind, Transaction};
+use crate::domain::{Credits, HoldId, JobId, Timestamp, TxnId, UserId};
+use crate::paging::{List, Page};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+/// The cached balance and held amount of an active user.
+pub fn account(conn: &Connection, user: UserId) -> rusqlite::Result<Option<(Credits, Credits)>> {
+    conn.prepare_cached("SELECT credits, held FROM users WHERE id = ?1 AND deleted_at IS NULL")?
+        .query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+}
+
+pub fn set_credits(conn: &Connection, user: UserId, credits: Credits) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE users SET credits = ?2 WHERE id = ?1")?.execute(params![user, credits])?;
+    Ok(())
+}
+
+pub fn add_held(conn: &Connection, user: UserId, delta: Credits) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE users SET held = held + ?2 WHERE id = ?1")?.execute(params![user, delta])?;
+    Ok(())
+}
+
+pub struct NewRow<'a> {
+    pub user: UserId,
+    pub amount: Credits,
+    pub kind: Kind,
+    pub balance_after: Credits,
+    pub job: Option<JobId>,
+    pub hold: Option<HoldId>,
+    pub description: &'a str,
+    pub at: Timestamp,
+}
+
+/// Appends a row at the head of the chain. Must run inside the writer's
+/// transaction: reading the head and appending after it is only safe there.
+pub fn append(conn: &Connection, row: &NewRow<'_>) -> rusqlite::Result<Transaction> {
+    let (prev_id, prev_hash): (i64, String) = conn
+        .prepare_cached("SELECT id, hash FROM credit_transactions ORDER BY id DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .unwrap_or((0, GENESIS_HASH.to_owned()));
+    let id = prev_id + 1;
+    let hash = chain::row_hash(
+        &prev_hash,
+        &ChainFields {
+            id,
+            user_id: row.user.0,
+            amount: row.amount.0,
+            kind: row.kind.as_str(),
+            balance_after: row.balance_after.0,
+            job_id: row.job.map(|j| j.0),
+            hold_id: row.hold.map(|h| h.0),
+            description: row.description,
+            created_at: row.at.0,
+        },
+    );
+    conn.prepare_cached(
+        "INSERT INTO credit_transactions
+         (id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        id,
+        row.user,
+        row.amount,
+        row.kind.as_str(),
+        row.balance_after,
+        row.job,
+        row.hold,
+        row.description,
+        row.at,
+        hash
+    ])?;
+    Ok(Transaction {
+        id: TxnId(id),
+        object: "credit_transaction",
+        amount: row.amount,
+        kind: row.kind,
+        balance_after: row.balance_after,
+        job_id: row.job,
+        hold_id: row.hold,
+        description: row.description.to_owned(),
+        created_at: row.at,
+    })
+}
+
+fn txn_from_row(r: &Row<'_>) -> rusqlite::Result<Transaction> {
+    let kind: String = r.get(2)?;
+    Ok(Transaction {
+        id: r.get(0)?,
+        object: "credit_transaction",
+        amount: r.get(1)?,
+        kind: Kind::parse(&kind).unwrap_or(Kind::Adjust),
+        balance_after: r.get(3)?,
+        job_id: r.get(4)?,
+        hold_id: r.get(5)?,
+        description: r.get(6)?,
+        created_at: r.get(7)?,
+    })
+}
+
+pub fn list(conn: &Connection, user: UserId, page: &Page) -> rusqlite::Result<List<Transaction>> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT id, amount, kind, balance_after, job_id, hold_id, description, created_at
+             FROM credit_transactions WHERE user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+        )?
+        .query_map(params![user, page.before_id(), page.fetch()], txn_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(List::from_rows(rows, page))
+}
+
+/// SUM over the user's rows (the seed's `getBalance`), and the last row's
+/// `balance_after`.
+pub fn ledger_sum(conn: &Connection, user: UserId) -> rusqlite::Result<(Credits, Option<Credits>)> {
+    let sum: Credits = conn
+        .prepare_cached("SELECT COALESCE(SUM(amount), 0) FROM credit_transactions WHERE user_id = ?1")?
+        .query_row([user], |r| r.get(0))?;
+    let last: Option<Credits> = conn
+        .prepare_cached("SELECT balance_after FROM credit_transactions WHERE user_id = ?1 ORDER BY id DESC LIMIT 1")?
+        .query_row([user], |r| r.get(0))
+        .optional()?;
+    Ok((sum, last))
+}
+
+pub fn active_held_sum(conn: &Connection, user: UserId) -> rusqlite::Result<Credits> {
+    conn.prepare_cached("SELECT COALESCE(SUM(amount), 0) FROM credit_holds WHERE user_id = ?1 AND status = 'active'")?
+        .query_row([user], |r| r.get(0))
+}
+
+pub fn spent_on(conn: &Connection, user: UserId, day: i64) -> rusqlite::Result<Credits> {
+    Ok(conn
+        .prepare_cached("SELECT spent FROM daily_spend WHERE user_id = ?1 AND day = ?2")?
+        .query_row(params![user, day], |r| r.get(0))
+        .optional()?
+        .unwrap_or(Credits::ZERO))
+}
+
+/// Adds `delta` (possibly negative) to a day's spend, never below zero.
+pub fn add_spent(conn: &Connection, user: UserId, day: i64, delta: Credits) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO daily_spend (user_id, day, spent) VALUES (?1, ?2, MAX(?3, 0))
+         ON CONFLICT(user_id, day) DO UPDATE SET spent = MAX(spent + ?3, 0)",
+    )?
+    .execute(params![user, day, delta])?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct HoldRow {
+    pub id: HoldId,
+    pub user: UserId,
+    pub amount: Credits,
+    pub status: HoldStatus,
+    pub job: Option<JobId>,
+    pub day: i64,
+    pub expires_at: Timestamp,
+    pub charged: Option<Credits>,
+    pub transaction: Option<TxnId>,
+}
+
+pub fn insert_hold(
+    conn: &Connection,
+    user: UserId,
+    amount: Credits,
+    job: Option<JobId>,
+    day: i64,
+    expires_at: Timestamp,
+    now: Timestamp,
+) -> rusqlite::Result<HoldId> {
+    conn.prepare_cached(
+        "INSERT INTO credit_holds (user_id, amount, status, job_id, day, expires_at, created_at)
+         VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![user, amount, job, day, expires_at, now])?;
+    Ok(HoldId(conn.last_insert_rowid()))
+}
+
+pub fn hold(conn: &Connection, id: HoldId) -> rusqlite::Result<Option<HoldRow>> {
+    conn.prepare_cached(
+        "SELECT id, user_id, amount, status, job_id, day, expires_at, charged, transaction_id
+         FROM credit_holds WHERE id = ?1",
+    )?
+    .query_row([id], |r| {
+        let status: String = r.get(3)?;
+        Ok(HoldRow {
+            id: r.get(0)?,
+            user: r.get(1)?,
+            amount: r.get(2)?,
+            status: HoldStatus::parse(&status).unwrap_or(HoldStatus::Released),
+            job: r.get(4)?,
+            day: r.get(5)?,
+            expires_at: r.get(6)?,
+            charged: r.get(7)?,
+            transaction: r.get(8)?,
+        })
+    })
+    .optional()
+}
+
+pub fn close_hold(
+    conn: &Connection,
+    id: HoldId,
+    status: HoldStatus,
+    charged: Option<Credits>,
+    txn: Option<TxnId>,
+    now: Timestamp,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE credit_holds SET status = ?2, charged = ?3, transaction_id = ?4, closed_at = ?5
+         WHERE id = ?1 AND status = 'active'",
+    )?
+    .execute(params![id, status.as_str(), charged, txn, now])?;
+    Ok(())
+}
+
+pub fn extend_hold(conn: &Connection, id: HoldId, until: Timestamp) -> rusqlite::Result<usize> {
+    conn.prepare_cached("UPDATE credit_holds SET expires_at = MAX(expires_at, ?2) WHERE id = ?1 AND status = 'active'")?
+        .execute(params![id, until])
+}
+
+/// Active holds past their expiry, oldest first, at most `limit`.
+pub fn due_holds(conn: &Connection, now: Timestamp, limit: i64) -> rusqlite::Result<Vec<HoldId>> {
+    conn.prepare_cached(
+        "SELECT id FROM credit_holds WHERE status = 'active' AND expires_at < ?1 ORDER BY expires_at LIMIT ?2",
+    )?
+    .query_map(params![now, limit], |r| r.get(0))?
+    .collect()
+}
+
+pub fn count_active_holds(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT count(*) FROM credit_holds WHERE status = 'active'", [], |r| r.get(0))
+}
+
+/// Everything the audit compares, read in one pass each.
+pub struct AuditInput {
+    pub users: Vec<(UserId, Credits, Credits)>,
+    pub active_held: Vec<(UserId, Credits)>,
+}
+
+pub fn audit_input(conn: &Connection) -> rusqlite::Result<AuditInput> {
+    let users = conn
+        .prepare("SELECT id, credits, held FROM users ORDER BY id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let active_held = conn
+        .prepare("SELECT user_id, SUM(amount) FROM credit_holds WHERE status = 'active' GROUP BY user_id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(AuditInput { users, active_held })
+}
+
+/// One ledger row as stored, for the chain walk.
+pub struct StoredRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub amount: i64,
+    pub kind: String,
+    pub balance_after: i64,
+    pub job_id: Option<i64>,
+    pub hold_id: Option<i64>,
+    pub description: String,
+    pub created_at: i64,
+    pub hash: String,
+}
+
+/// Calls `visit` for every ledger row in id order, without loading them all.
+pub fn for_each_row(conn: &Connection, mut visit: impl FnMut(&StoredRow)) -> rusqlite::Result<()> {
+    let mut st = conn.prepare(
+        "SELECT id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash
+         FROM credit_transactions ORDER BY id",
+    )?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        visit(&StoredRow {
+            id: r.get(0)?,
+            user_id: r.get(1)?,
+            amount: r.get(2)?,
+            kind: r.get(3)?,
+            balance_after: r.get(4)?,
+            job_id: r.get(5)?,
+            hold_id: r.get(6)?,
+            description: r.get(7)?,
+            created_at: r.get(8)?,
+            hash: r.get(9)?,
+        });
+    }
+    Ok(())
+}
+
+/// The append-only triggers; a tamperer has to drop them first.
+pub fn append_only_triggers(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'
+         AND name IN ('credit_transactions_no_update', 'credit_transactions_no_delete')",
+        [],
+        |r| r.get(0),
+    )
+}

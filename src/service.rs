@@ -1,0 +1,146 @@
+//! Starting and stopping the whole service: open and migrate the database,
+//! recover from a crash, start background upkeep, then the HTTP server.
+//!
+//! Tests start the service in-process through [`Service::start`]; the binary
+//! does the same and then waits for SIGINT/SIGTERM.
+
+use crate::app::App;
+use crate::auth;
+use crate::config::Config;
+use crate::domain::{Email, Password, Role, Timestamp};
+use crate::error::Error;
+use crate::http::server::HttpServer;
+use crate::storage::{Db, Synchronous};
+use crate::{idempotency, ledger, logs, users};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// How often log and idempotency-key retention runs.
+const PRUNE_INTERVAL_S: u64 = 3_600;
+
+/// An administrator to create at start if missing (from
+/// `TOLLGATE_ADMIN_EMAIL` / `TOLLGATE_ADMIN_PASSWORD`).
+pub struct BootstrapAdmin {
+    pub email: String,
+    pub password: String,
+}
+
+pub struct Service {
+    app: Arc<App>,
+    http: HttpServer,
+    stop: Arc<AtomicBool>,
+    upkeep: Option<JoinHandle<()>>,
+}
+
+/// Opens the database with the configured durability.
+pub fn open_db(config: &Config) -> Result<Db, String> {
+    let sync = Synchronous::parse(&config.server.sqlite_synchronous).unwrap_or(Synchronous::Full);
+    Db::open(&config.server.db, sync).map_err(|e| e.to_string())
+}
+
+impl Service {
+    pub fn start(config: Config, admin: Option<BootstrapAdmin>) -> Result<Service, String> {
+        let db = open_db(&config)?;
+        let keys = auth::load_keys(&db).map_err(|e| format!("cannot load the token signing key: {e}"))?;
+        if let Some(a) = admin {
+            ensure_admin(&db, &a)?;
+        }
+        recover(&db)?;
+        let app = Arc::new(App { config, db, keys });
+        let stop = Arc::new(AtomicBool::new(false));
+        let upkeep = {
+            let (app, stop) = (Arc::clone(&app), Arc::clone(&stop));
+            thread::Builder::new()
+                .name("upkeep".into())
+                .spawn(move || upkeep(&app, &stop))
+                .map_err(|e| format!("cannot start the upkeep thread: {e}"))?
+        };
+        let http = HttpServer::start(Arc::clone(&app))?;
+        log::info!("tollgate listening on http://{} (database {})", http.addr(), app.config.server.db.display());
+        Ok(Service { app, http, stop, upkeep: Some(upkeep) })
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.http.addr()
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Graceful stop: finish in-flight requests, stop upkeep, flush writes.
+    pub fn shutdown(mut self) {
+        self.http.shutdown();
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.upkeep.take() {
+            let _ = h.join();
+        }
+        log::info!("tollgate stopped");
+    }
+}
+
+fn ensure_admin(db: &Db, a: &BootstrapAdmin) -> Result<(), String> {
+    let email = Email::parse(&a.email).map_err(|m| format!("TOLLGATE_ADMIN_EMAIL: {m}"))?;
+    if users::find_by_email(db, &email).map_err(|e| e.to_string())?.is_some() {
+        return Ok(());
+    }
+    let password = Password::parse(&a.password).map_err(|m| format!("TOLLGATE_ADMIN_PASSWORD: {m}"))?;
+    match users::create(db, email.clone(), &password, Role::Admin) {
+        Ok(_) | Err(Error::Conflict { .. }) => {
+            log::info!("created administrator {email}");
+            Ok(())
+        }
+        Err(e) => Err(format!("cannot create administrator {email}: {e}")),
+    }
+}
+
+/// After a crash: drop idempotency claims of requests that died with the
+/// process, and expire holds whose time has passed.
+fn recover(db: &Db) -> Result<(), String> {
+    let cleared = idempotency::clear_in_progress(db).map_err(|e| e.to_string())?;
+    if cleared > 0 {
+        log::warn!("cleared {cleared} idempotency claim(s) left by a previous process");
+    }
+    let mut expired = 0;
+    loop {
+        let n = db.write(|c| ledger::expire_due(c, Timestamp::now())).map_err(|e| e.to_string())?;
+        expired += n;
+        if n < ledger::SWEEP_BATCH_MAX as usize {
+            break;
+        }
+    }
+    if expired > 0 {
+        log::warn!("expired {expired} hold(s) left by a previous process");
+    }
+    Ok(())
+}
+
+/// Background upkeep: the hold sweeper and retention pruning.
+fn upkeep(app: &App, stop: &AtomicBool) {
+    let sweep_every = Duration::from_secs(app.config.ledger.sweep_interval_s);
+    let prune_every = Duration::from_secs(PRUNE_INTERVAL_S);
+    let mut last_sweep = Instant::now();
+    let mut last_prune: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        thread::sleep(Duration::from_millis(200));
+        if last_sweep.elapsed() >= sweep_every {
+            last_sweep = Instant::now();
+            if let Err(e) = app.db.write(|c| ledger::expire_due(c, Timestamp::now())) {
+                log::error!("hold sweep failed: {e}");
+            }
+        }
+        if last_prune.is_none_or(|t| t.elapsed() >= prune_every) {
+            last_prune = Some(Instant::now());
+            match logs::prune(&app.db, app.config.logs.retention_days) {
+                Ok(n) if n > 0 => log::info!("pruned {n} log entries past retention"),
+                Ok(_) => {}
+                Err(e) => log::error!("log pruning failed: {e}"),
+            }
+            if let Err(e) = idempotency::prune(&app.db) {
+                log::error!("idempotency key pruning failed: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The one SQLite file: opening it, migrating it, and the two ways in.
+//!
+//! Reads use an r2d2 pool of `query_only` connections. Every write goes
+//! through the single [`Writer`] thread, which owns the only connection that may
+//! write and commits in groups (see `writer.rs`). Only `storage` and the
+//! `storage.rs` files of each module touch rusqlite; nothing here knows about
+//! HTTP or business rules.
+//!
+//! # Durability
+//! `synchronous=FULL` by default: a write acknowledged to a client has been
+//! fsynced and survives power loss. `NORMAL` (configurable) may lose the
+//! last groups on power loss but never corrupts the file.
+
+mod error;
+mod writer;
+
+pub use error::StorageError;
+pub use writer::{WRITER_GROUP_SIZE_MAX, WRITER_QUEUE_MAX, WriterStats};
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use writer::Writer;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// How long a connection waits on a lock held by another process (the CLI,
+/// a backup) before giving up with `SQLITE_BUSY`.
+pub const BUSY_TIMEOUT_MS: u64 = 5_000;
+/// Readers in the pool; reads are short, so a few cover many HTTP workers.
+pub const READ_POOL_SIZE_MAX: u32 = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+impl Synchronous {
+    pub fn parse(s: &str) -> Option<Synchronous> {
+        match s.to_ascii_lowercase().as_str() {
+            "full" => Some(Synchronous::Full),
+            "normal" => Some(Synchronous::Normal),
+            _ => None,
+        }
+    }
+
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+/// The database handle every module gets. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    readers: r2d2::Pool<SqliteConnectionManager>,
+    writer: Arc<Writer>,
+    path: PathBuf,
+}
+
+fn apply_pragmas(conn: &Connection, sync: Synchronous) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA synchronous={};",
+        sync.pragma()
+    ))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// Opens a plain read-write connection with our pragmas, for the CLI tools
+/// (migrate, backup, restore) that must not start a writer thread.
+pub fn open_connection(path: &Path, sync: Synchronous) -> Result<Connection, StorageError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StorageError::open(path, e))?;
+    apply_pragmas(&conn, sync).map_err(|e| StorageError::open(path, e))?;
+    Ok(conn)
+}
+
+/// Brings the schema to the newest version. Safe to run on every start.
+pub fn migrate(conn: &mut Connection) -> Result<usize, StorageError> {
+    let report = embedded::migrations::runner()
+        .run(conn)
+        .map_err(|e| StorageError::Migration(e.to_string()))?;
+    Ok(report.applied_migrations().len())
+}
+
+/// The newest schema version this binary knows.
+pub fn schema_version_max() -> i64 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The schema version a database file is at (0 for a new file).
+pub fn schema_version(conn: &Connection) -> Result<i64, StorageError> {
+    let exists: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type='table' AND name='refinery_schema_history'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(0);
+    }
+    Ok(conn.query_row("SELECT COALESCE(MAX(version), 0) FROM refinery_schema_history", [], |r| r.get(0))?)
+}
+
+impl Db {
+    /// Opens (creating if needed) and migrates the file, then starts the writer.
+    pub fn open(path: &Path, sync: Synchronous) -> Result<Db, StorageError> {
+        let mut conn = open_connection(path, sync)?;
+        let applied = migrate(&mut conn)?;
+        if applied > 0 {
+            log::info!("applied {applied} migration(s) to {}", path.display());
+        }
+        let manager = SqliteConnectionManager::file(path)
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_init(move |c| {
+                apply_pragmas(c, sync)?;
+                // Readers must never write: every write goes through the
+                // writer, which is what makes the ledger's order total.
+                c.execute_batch("PRAGMA query_only=1;")
+            });
+        let readers = r2d2::Pool::builder()
+            .max_size(READ_POOL_SIZE_MAX)
+            .min_idle(Some(2))
+            .connection_timeout(Duration::from_secs(10))
+            .build(manager)
+            .map_err(|e| StorageError::Pool(e.to_string()))?;
+        let writer = Writer::start(conn)?;
+        Ok(Db { readers, writer: Arc::new(writer), path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a pooled read connection.
+    pub fn read<T, E: From<StorageError>>(&self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E> {
+        let conn = self.readers.get().map_err(|e| StorageError::Pool(e.to_string()))?;
+        f(&conn)
+    }
+
+    /// Runs `f` inside the writer's transaction and returns once it is durably
+    /// committed. If `f` fails, only its own changes are rolled back.
+    pub fn write<T, E>(&self, f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        self.writer.submit(f)
+    }
+
+    pub fn writer_stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+}

@@ -1,0 +1,72 @@
+//! Users: creation, lookup, listing and deactivation.
+//!
+//! Passwords are hashed here before anything reaches the writer thread:
+//! argon2 takes tens of milliseconds and must never run inside a transaction.
+//! This module never decides who the caller is; `auth` does.
+
+pub mod storage;
+
+use crate::auth::password;
+use crate::domain::{Email, Password, Role, Timestamp, UserId};
+use crate::error::{Error, Result};
+use crate::logs::{self, NewLog};
+use crate::paging::{List, Page};
+use crate::storage::Db;
+use rusqlite::Connection;
+use serde::Serialize;
+use serde_json::json;
+
+/// A user as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    pub id: UserId,
+    pub object: &'static str,
+    pub email: String,
+    pub role: Role,
+    pub created_at: Timestamp,
+}
+
+/// Creates a user inside the caller's transaction from an already computed
+/// password hash. Fails with `email_taken` if the address is in use.
+pub fn insert(conn: &Connection, email: &Email, password_hash: &str, role: Role) -> Result<User> {
+    let now = Timestamp::now();
+    let id = storage::insert(conn, email, password_hash, role, now)?
+        .ok_or_else(|| Error::Conflict { code: "email_taken", message: format!("A user with email {email} already exists.") })?;
+    logs::write(conn, &NewLog::business(id, "user_created", true, json!({ "role": role.as_str() })))?;
+    Ok(User { id, object: "user", email: email.to_string(), role, created_at: now })
+}
+
+/// Hashes the password, then creates the user in its own transaction.
+pub fn create(db: &Db, email: Email, password: &Password, role: Role) -> Result<User> {
+    let hash = password::hash(password)?;
+    db.write(move |c| insert(c, &email, &hash, role))
+}
+
+/// An active (not deleted) user.
+pub fn get(db: &Db, id: UserId) -> Result<User> {
+    db.read(|c| storage::get_active(c, id))?.ok_or_else(|| Error::not_found("user"))
+}
+
+pub fn find_by_email(db: &Db, email: &Email) -> Result<Option<User>> {
+    db.read(|c| storage::by_email(c, email).map(|o| o.map(|(u, _)| u)))
+}
+
+pub fn list(db: &Db, page: &Page) -> Result<List<User>> {
+    db.read(|c| storage::list(c, page))
+}
+
+/// Deactivates a user: their tokens and API keys stop working at once. Their
+/// ledger rows stay (the ledger is append-only).
+pub fn deactivate(db: &Db, id: UserId) -> Result<()> {
+    let done = db.write(move |c| {
+        let n = storage::deactivate(c, id, Timestamp::now())?;
+        if n == 1 {
+            logs::write(c, &NewLog::business(id, "user_deactivated", true, json!({})))?;
+        }
+        Ok::<_, Error>(n)
+    })?;
+    if done == 0 {
+        return Err(Error::not_found("user"));
+    }
+    Ok(())
+}
