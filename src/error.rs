@@ -12,7 +12,10 @@ use std::fmt;
 pub enum Error {
     // --- the client's fault ---
     /// A field is missing or invalid; `param` names it.
-    Invalid { param: Option<String>, message: String },
+    Invalid {
+        param: Option<String>,
+        message: String,
+    },
     /// No, bad, expired or revoked credential.
     Unauthorized(String),
     /// A valid user who may not do this.
@@ -20,11 +23,21 @@ pub enum Error {
     /// Unknown id, or one that belongs to someone else (we do not say which).
     NotFound(String),
     /// Available balance below what is needed.
-    InsufficientCredits { needed: Credits, available: Credits },
+    InsufficientCredits {
+        needed: Credits,
+        available: Credits,
+    },
     /// Today's spend plus this amount would pass the daily cap.
-    DailyCapExceeded { cap: Credits, spent: Credits, retry_after_s: u64 },
+    DailyCapExceeded {
+        cap: Credits,
+        spent: Credits,
+        retry_after_s: u64,
+    },
     /// A conflict with existing state (e.g. an email already taken).
-    Conflict { code: &'static str, message: String },
+    Conflict {
+        code: &'static str,
+        message: String,
+    },
 
     // --- our fault ---
     Storage(StorageError),
@@ -35,11 +48,16 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn invalid(param: &str, message: impl Into<String>) -> Error {
-        Error::Invalid { param: Some(param.to_owned()), message: message.into() }
+        Error::Invalid {
+            param: Some(param.to_owned()),
+            message: message.into(),
+        }
     }
 
     pub fn not_found(what: &str) -> Error {
-        Error::NotFound(format!("No such {what}. Check the id; ids are only visible to their owner."))
+        Error::NotFound(format!(
+            "No such {what}. Check the id; ids are only visible to their owner."
+        ))
     }
 }
 
@@ -53,9 +71,14 @@ impl fmt::Display for Error {
             | Error::Conflict { message, .. }
             | Error::Internal(message) => f.write_str(message),
             Error::InsufficientCredits { needed, available } => {
-                write!(f, "insufficient credits: {needed} needed, {available} available")
+                write!(
+                    f,
+                    "insufficient credits: {needed} needed, {available} available"
+                )
             }
-            Error::DailyCapExceeded { cap, spent, .. } => write!(f, "daily cap {cap} reached ({spent} spent)"),
+            Error::DailyCapExceeded { cap, spent, .. } => {
+                write!(f, "daily cap {cap} reached ({spent} spent)")
+            }
             Error::Storage(e) => write!(f, "{e}"),
         }
     }

@@ -43,7 +43,8 @@ pub fn open_db(config: &Config) -> Result<Db, String> {
 impl Service {
     pub fn start(config: Config, admin: Option<BootstrapAdmin>) -> Result<Service, String> {
         let db = open_db(&config)?;
-        let keys = auth::load_keys(&db).map_err(|e| format!("cannot load the token signing key: {e}"))?;
+        let keys =
+            auth::load_keys(&db).map_err(|e| format!("cannot load the token signing key: {e}"))?;
         if let Some(a) = admin {
             ensure_admin(&db, &a)?;
         }
@@ -58,8 +59,17 @@ impl Service {
                 .map_err(|e| format!("cannot start the upkeep thread: {e}"))?
         };
         let http = HttpServer::start(Arc::clone(&app))?;
-        log::info!("tollgate listening on http://{} (database {})", http.addr(), app.config.server.db.display());
-        Ok(Service { app, http, stop, upkeep: Some(upkeep) })
+        log::info!(
+            "tollgate listening on http://{} (database {})",
+            http.addr(),
+            app.config.server.db.display()
+        );
+        Ok(Service {
+            app,
+            http,
+            stop,
+            upkeep: Some(upkeep),
+        })
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
@@ -83,10 +93,14 @@ impl Service {
 
 fn ensure_admin(db: &Db, a: &BootstrapAdmin) -> Result<(), String> {
     let email = Email::parse(&a.email).map_err(|m| format!("TOLLGATE_ADMIN_EMAIL: {m}"))?;
-    if users::find_by_email(db, &email).map_err(|e| e.to_string())?.is_some() {
+    if users::find_by_email(db, &email)
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
         return Ok(());
     }
-    let password = Password::parse(&a.password).map_err(|m| format!("TOLLGATE_ADMIN_PASSWORD: {m}"))?;
+    let password =
+        Password::parse(&a.password).map_err(|m| format!("TOLLGATE_ADMIN_PASSWORD: {m}"))?;
     match users::create(db, email.clone(), &password, Role::Admin) {
         Ok(_) | Err(Error::Conflict { .. }) => {
             log::info!("created administrator {email}");
@@ -105,7 +119,9 @@ fn recover(db: &Db) -> Result<(), String> {
     }
     let mut expired = 0;
     loop {
-        let n = db.write(|c| ledger::expire_due(c, Timestamp::now())).map_err(|e| e.to_string())?;
+        let n = db
+            .write(|c| ledger::expire_due(c, Timestamp::now()))
+            .map_err(|e| e.to_string())?;
         expired += n;
         if n < ledger::SWEEP_BATCH_MAX as usize {
             break;

@@ -14,8 +14,12 @@ pub fn hash(password: &Password) -> Result<String> {
 
 /// True only when `stored` is a valid hash of `candidate`.
 pub fn verify(candidate: &str, stored: &str) -> bool {
-    let Ok(parsed) = stored.parse::<PasswordHash>() else { return false };
-    Argon2::default().verify_password(candidate.as_bytes(), &parsed).is_ok()
+    let Ok(parsed) = stored.parse::<PasswordHash>() else {
+        return false;
+    };
+    Argon2::default()
+        .verify_password(candidate.as_bytes(), &parsed)
+        .is_ok()
 }
 
 /// Spends the same time as a real check, so that a login for an unknown email
@@ -23,7 +27,10 @@ pub fn verify(candidate: &str, stored: &str) -> bool {
 pub fn burn_time(candidate: &str) {
     static DUMMY: OnceLock<String> = OnceLock::new();
     let dummy = DUMMY.get_or_init(|| {
-        Password::parse("not-a-real-password").ok().and_then(|p| hash(&p).ok()).unwrap_or_default()
+        Password::parse("not-a-real-password")
+            .ok()
+            .and_then(|p| hash(&p).ok())
+            .unwrap_or_default()
     });
     let _ = verify(candidate, dummy);
 }

@@ -48,9 +48,9 @@ pub fn day_number(at: Timestamp, utc_offset_minutes: i32) -> i64 {
     (at.0 + i64::from(utc_offset_minutes) * 60_000).div_euclid(MS_PER_DAY)
 }
 
-/// When the day after `day` begins, as a UTC timestamp.
+/// The moment `day` begins, as a UTC timestamp.
 pub fn day_start(day: i64, utc_offset_minutes: i32) -> Timestamp {
-    Timestamp((day + 1) * MS_PER_DAY - i64::from(utc_offset_minutes) * 60_000 - MS_PER_DAY)
+    Timestamp(day * MS_PER_DAY - i64::from(utc_offset_minutes) * 60_000)
 }
 
 impl Serialize for Timestamp {
@@ -78,7 +78,10 @@ mod tests {
     #[test]
     fn formats_rfc3339_utc() {
         assert_eq!(Timestamp(0).rfc3339(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(Timestamp(1_700_000_000_123).rfc3339(), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            Timestamp(1_700_000_000_123).rfc3339(),
+            "2023-11-14T22:13:20.123Z"
+        );
     }
 
     #[test]

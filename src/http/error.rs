@@ -28,7 +28,14 @@ impl ApiError {
             500..=599 => "api_error",
             _ => "invalid_request_error",
         };
-        ApiError { status, kind, code, message: message.into(), param: None, retry_after_s: None }
+        ApiError {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            param: None,
+            retry_after_s: None,
+        }
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> ApiError {
@@ -37,11 +44,19 @@ impl ApiError {
     }
 
     pub fn invalid_json(detail: &str) -> ApiError {
-        ApiError::new(400, "invalid_json", format!("The request body is not valid JSON ({detail}). Send a JSON object."))
+        ApiError::new(
+            400,
+            "invalid_json",
+            format!("The request body is not valid JSON ({detail}). Send a JSON object."),
+        )
     }
 
     pub fn payload_too_large(limit: usize) -> ApiError {
-        ApiError::new(413, "payload_too_large", format!("The request body is larger than {limit} bytes. Send a smaller body."))
+        ApiError::new(
+            413,
+            "payload_too_large",
+            format!("The request body is larger than {limit} bytes. Send a smaller body."),
+        )
     }
 
     pub fn into_response(self) -> Response {
@@ -70,13 +85,21 @@ impl From<Error> for ApiError {
             Error::InsufficientCredits { needed, available } => ApiError::new(
                 402,
                 "insufficient_credits",
-                format!("Insufficient credits: this needs {needed} and {available} are available. Top up, or wait for pending jobs to finish."),
+                format!(
+                    "Insufficient credits: this needs {needed} and {available} are available. Top up, or wait for pending jobs to finish."
+                ),
             ),
-            Error::DailyCapExceeded { cap, spent, retry_after_s } => {
+            Error::DailyCapExceeded {
+                cap,
+                spent,
+                retry_after_s,
+            } => {
                 let mut a = ApiError::new(
                     429,
                     "daily_cap_exceeded",
-                    format!("Your daily spend cap of {cap} credits would be passed ({spent} already spent or reserved today). Retry after the day rolls over, in {retry_after_s} s."),
+                    format!(
+                        "Your daily spend cap of {cap} credits would be passed ({spent} already spent or reserved today). Retry after the day rolls over, in {retry_after_s} s."
+                    ),
                 );
                 a.retry_after_s = Some(retry_after_s);
                 a
@@ -84,11 +107,19 @@ impl From<Error> for ApiError {
             Error::Conflict { code, message } => ApiError::new(409, code, message),
             Error::Storage(err) => {
                 log::error!("storage error: {err}");
-                ApiError::new(500, "internal_error", "An internal error occurred; nothing was changed. Retry later.")
+                ApiError::new(
+                    500,
+                    "internal_error",
+                    "An internal error occurred; nothing was changed. Retry later.",
+                )
             }
             Error::Internal(detail) => {
                 log::error!("internal error: {detail}");
-                ApiError::new(500, "internal_error", "An internal error occurred; nothing was changed. Retry later.")
+                ApiError::new(
+                    500,
+                    "internal_error",
+                    "An internal error occurred; nothing was changed. Retry later.",
+                )
             }
         }
     }

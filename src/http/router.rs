@@ -35,31 +35,157 @@ pub struct Route {
     pub summary: &'static str,
 }
 
-const fn route(method: &'static str, path: &'static str, access: Access, handler: Handler, summary: &'static str) -> Route {
-    Route { method, path, access, handler, summary }
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    handler: Handler,
+    summary: &'static str,
+) -> Route {
+    Route {
+        method,
+        path,
+        access,
+        handler,
+        summary,
+    }
 }
 
 /// Every route the binary serves. `/openapi.json` is checked against this.
 pub static ROUTES: &[Route] = &[
-    route("GET", "/healthz", Access::Public, routes::ops::healthz, "Process is up"),
-    route("GET", "/readyz", Access::Public, routes::ops::readyz, "Database is writable"),
-    route("POST", "/v1/auth/login", Access::Public, routes::auth::login, "Log in; returns an access token"),
-    route("POST", "/v1/auth/signup", Access::Public, routes::auth::signup, "Create an account (when enabled)"),
-    route("GET", "/v1/me", Access::User, routes::auth::me, "The calling user"),
-    route("POST", "/v1/api-keys", Access::User, routes::auth::create_key, "Create an API key (shown once)"),
-    route("GET", "/v1/api-keys", Access::User, routes::auth::list_keys, "List your API keys"),
-    route("DELETE", "/v1/api-keys/{id}", Access::User, routes::auth::revoke_key, "Revoke an API key"),
-    route("GET", "/v1/credits/balance", Access::User, routes::credits::balance, "Your balance, held and available credits"),
-    route("GET", "/v1/credits/transactions", Access::User, routes::credits::transactions, "Your ledger rows"),
-    route("POST", "/v1/credits/consume", Access::User, routes::credits::consume, "Spend credits"),
-    route("GET", "/v1/credits/validate", Access::User, routes::credits::validate, "Check your cached balance against the ledger"),
-    route("GET", "/v1/logs", Access::User, routes::logs::mine, "Your business logs"),
-    route("POST", "/v1/admin/users", Access::Admin, routes::admin::create_user, "Create a user"),
-    route("GET", "/v1/admin/users", Access::Admin, routes::admin::list_users, "List users"),
-    route("DELETE", "/v1/admin/users/{id}", Access::Admin, routes::admin::deactivate_user, "Deactivate a user"),
-    route("POST", "/v1/admin/users/{id}/credits", Access::Admin, routes::admin::adjust_credits, "Grant or adjust a user's credits"),
-    route("GET", "/v1/admin/logs", Access::Admin, routes::admin::logs, "All logs, filtered"),
-    route("GET", "/v1/admin/audit", Access::Admin, routes::admin::audit, "Audit every balance, hold and the hash chain"),
+    route(
+        "GET",
+        "/healthz",
+        Access::Public,
+        routes::ops::healthz,
+        "Process is up",
+    ),
+    route(
+        "GET",
+        "/readyz",
+        Access::Public,
+        routes::ops::readyz,
+        "Database is writable",
+    ),
+    route(
+        "POST",
+        "/v1/auth/login",
+        Access::Public,
+        routes::auth::login,
+        "Log in; returns an access token",
+    ),
+    route(
+        "POST",
+        "/v1/auth/signup",
+        Access::Public,
+        routes::auth::signup,
+        "Create an account (when enabled)",
+    ),
+    route(
+        "GET",
+        "/v1/me",
+        Access::User,
+        routes::auth::me,
+        "The calling user",
+    ),
+    route(
+        "POST",
+        "/v1/api-keys",
+        Access::User,
+        routes::auth::create_key,
+        "Create an API key (shown once)",
+    ),
+    route(
+        "GET",
+        "/v1/api-keys",
+        Access::User,
+        routes::auth::list_keys,
+        "List your API keys",
+    ),
+    route(
+        "DELETE",
+        "/v1/api-keys/{id}",
+        Access::User,
+        routes::auth::revoke_key,
+        "Revoke an API key",
+    ),
+    route(
+        "GET",
+        "/v1/credits/balance",
+        Access::User,
+        routes::credits::balance,
+        "Your balance, held and available credits",
+    ),
+    route(
+        "GET",
+        "/v1/credits/transactions",
+        Access::User,
+        routes::credits::transactions,
+        "Your ledger rows",
+    ),
+    route(
+        "POST",
+        "/v1/credits/consume",
+        Access::User,
+        routes::credits::consume,
+        "Spend credits",
+    ),
+    route(
+        "GET",
+        "/v1/credits/validate",
+        Access::User,
+        routes::credits::validate,
+        "Check your cached balance against the ledger",
+    ),
+    route(
+        "GET",
+        "/v1/logs",
+        Access::User,
+        routes::logs::mine,
+        "Your business logs",
+    ),
+    route(
+        "POST",
+        "/v1/admin/users",
+        Access::Admin,
+        routes::admin::create_user,
+        "Create a user",
+    ),
+    route(
+        "GET",
+        "/v1/admin/users",
+        Access::Admin,
+        routes::admin::list_users,
+        "List users",
+    ),
+    route(
+        "DELETE",
+        "/v1/admin/users/{id}",
+        Access::Admin,
+        routes::admin::deactivate_user,
+        "Deactivate a user",
+    ),
+    route(
+        "POST",
+        "/v1/admin/users/{id}/credits",
+        Access::Admin,
+        routes::admin::adjust_credits,
+        "Grant or adjust a user's credits",
+    ),
+    route(
+        "GET",
+        "/v1/admin/logs",
+        Access::Admin,
+        routes::admin::logs,
+        "All logs, filtered",
+    ),
+    route(
+        "GET",
+        "/v1/admin/audit",
+        Access::Admin,
+        routes::admin::audit,
+        "Audit every balance, hold and the hash chain",
+    ),
 ];
 
 /// What a handler sees: the app, the parsed request, path parameters, and
@@ -77,7 +203,8 @@ impl Ctx<'_> {
     /// The caller. Only routes with `Access::User`/`Admin` reach handlers
     /// that call this, so the error is a routing bug, reported as 401.
     pub fn user(&self) -> Result<CurrentUser, ApiError> {
-        self.user.ok_or_else(|| ApiError::new(401, "unauthorized", "Authentication required."))
+        self.user
+            .ok_or_else(|| ApiError::new(401, "unauthorized", "Authentication required."))
     }
 
     pub fn param(&self, i: usize) -> &str {
@@ -108,7 +235,11 @@ impl Ctx<'_> {
 }
 
 fn stored(r: &Response) -> StoredResponse {
-    StoredResponse { status: r.status, content_type: r.content_type.to_owned(), body: r.body.clone() }
+    StoredResponse {
+        status: r.status,
+        content_type: r.content_type.to_owned(),
+        body: r.body.clone(),
+    }
 }
 
 /// Finds the route for a method and path; `Err` tells 404 from 405.
@@ -138,9 +269,17 @@ pub fn find<'r>(method: &str, path: &'r str) -> Result<(&'static Route, Vec<&'r 
         path_matched = true;
     }
     if path_matched {
-        return Err(ApiError::new(405, "method_not_allowed", format!("{method} is not supported on {path}.")));
+        return Err(ApiError::new(
+            405,
+            "method_not_allowed",
+            format!("{method} is not supported on {path}."),
+        ));
     }
-    Err(ApiError::new(404, "not_found", format!("No route for {method} {path}. See /openapi.json.")))
+    Err(ApiError::new(
+        404,
+        "not_found",
+        format!("No route for {method} {path}. See /openapi.json."),
+    ))
 }
 
 pub fn dispatch(app: &App, req: &Req) -> Response {
@@ -154,12 +293,27 @@ fn dispatch_inner(app: &App, req: &Req) -> Result<Response, ApiError> {
     let (route, params) = find(&req.method, &req.path)?;
     let user = match route.access {
         Access::Public => None,
-        Access::User | Access::Admin => Some(auth::authenticate(&app.db, &app.keys, req.header("authorization"))?),
+        Access::User | Access::Admin => Some(auth::authenticate(
+            &app.db,
+            &app.keys,
+            req.header("authorization"),
+        )?),
     };
     if route.access == Access::Admin && !user.is_some_and(|u| u.is_admin()) {
-        return Err(ApiError::new(403, "forbidden", "This route is for administrators only."));
+        return Err(ApiError::new(
+            403,
+            "forbidden",
+            "This route is for administrators only.",
+        ));
     }
-    let mut ctx = Ctx { app, req, params, user, idem: None, idem_stored: Cell::new(false) };
+    let mut ctx = Ctx {
+        app,
+        req,
+        params,
+        user,
+        idem: None,
+        idem_stored: Cell::new(false),
+    };
     if req.method == "POST"
         && let (Some(u), Some(raw)) = (user, req.header("idempotency-key"))
     {
@@ -167,14 +321,31 @@ fn dispatch_inner(app: &App, req: &Req) -> Result<Response, ApiError> {
         match idempotency::begin(&app.db, u.id, key, fingerprint(req))? {
             Claim::Fresh(token) => ctx.idem = Some(token),
             Claim::Replay(s) => {
-                let content_type = if s.content_type == super::response::JSON { super::response::JSON } else { "application/octet-stream" };
-                return Ok(Response { status: s.status, content_type, headers: vec![("Idempotent-Replayed", "true".into())], body: s.body });
+                let content_type = if s.content_type == super::response::JSON {
+                    super::response::JSON
+                } else {
+                    "application/octet-stream"
+                };
+                return Ok(Response {
+                    status: s.status,
+                    content_type,
+                    headers: vec![("Idempotent-Replayed", "true".into())],
+                    body: s.body,
+                });
             }
             Claim::InProgress => {
-                return Err(ApiError::new(409, "request_in_progress", "A request with this Idempotency-Key is still running. Retry after it finishes."));
+                return Err(ApiError::new(
+                    409,
+                    "request_in_progress",
+                    "A request with this Idempotency-Key is still running. Retry after it finishes.",
+                ));
             }
             Claim::Reused => {
-                return Err(ApiError::new(422, "idempotency_key_reused", "This Idempotency-Key was used with a different request. Use a new key for a new request."));
+                return Err(ApiError::new(
+                    422,
+                    "idempotency_key_reused",
+                    "This Idempotency-Key was used with a different request. Use a new key for a new request.",
+                ));
             }
         }
     }

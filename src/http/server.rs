@@ -46,7 +46,12 @@ impl HttpServer {
                 .map_err(|e| format!("cannot start HTTP worker: {e}"))?;
             workers.push(h);
         }
-        Ok(HttpServer { addr, stop, workers, server })
+        Ok(HttpServer {
+            addr,
+            stop,
+            workers,
+            server,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -82,7 +87,9 @@ fn handle(app: &App, mut rq: tiny_http::Request) {
         Err(e) => (e.into_response(), true),
     };
     let status = response.status;
-    response.headers.push(("X-Request-Id", format!("req_{id:x}")));
+    response
+        .headers
+        .push(("X-Request-Id", format!("req_{id:x}")));
     if close {
         response.headers.push(("Connection", "close".into()));
     }

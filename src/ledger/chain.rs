@@ -25,7 +25,15 @@ pub struct ChainFields<'a> {
 /// A JSON array is the canonical form: unambiguous for any description text.
 pub fn row_hash(prev_hash: &str, f: &ChainFields<'_>) -> String {
     let canonical = serde_json::json!([
-        f.id, f.user_id, f.amount, f.kind, f.balance_after, f.job_id, f.hold_id, f.description, f.created_at
+        f.id,
+        f.user_id,
+        f.amount,
+        f.kind,
+        f.balance_after,
+        f.job_id,
+        f.hold_id,
+        f.description,
+        f.created_at
     ]);
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
@@ -40,13 +48,32 @@ mod tests {
     #[test]
     fn any_field_change_changes_the_hash() {
         let base = ChainFields {
-            id: 1, user_id: 2, amount: -7, kind: "consume", balance_after: 3, job_id: None, hold_id: Some(4),
-            description: "x", created_at: 5,
+            id: 1,
+            user_id: 2,
+            amount: -7,
+            kind: "consume",
+            balance_after: 3,
+            job_id: None,
+            hold_id: Some(4),
+            description: "x",
+            created_at: 5,
         };
         let h = row_hash(GENESIS_HASH, &base);
         assert_eq!(h.len(), 64);
-        assert_ne!(h, row_hash(GENESIS_HASH, &ChainFields { amount: -8, ..base }));
-        assert_ne!(h, row_hash(GENESIS_HASH, &ChainFields { description: "y", ..base }));
+        assert_ne!(
+            h,
+            row_hash(GENESIS_HASH, &ChainFields { amount: -8, ..base })
+        );
+        assert_ne!(
+            h,
+            row_hash(
+                GENESIS_HASH,
+                &ChainFields {
+                    description: "y",
+                    ..base
+                }
+            )
+        );
         assert_ne!(h, row_hash(&h, &base));
     }
 }

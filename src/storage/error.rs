@@ -7,7 +7,10 @@ use std::path::Path;
 #[derive(Debug)]
 pub enum StorageError {
     /// The file could not be opened or configured.
-    Open { path: String, source: rusqlite::Error },
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
     /// A query failed.
     Sqlite(rusqlite::Error),
     /// The read pool could not hand out a connection in time.
@@ -25,20 +28,27 @@ pub enum StorageError {
 
 impl StorageError {
     pub fn open(path: &Path, source: rusqlite::Error) -> StorageError {
-        StorageError::Open { path: path.display().to_string(), source }
+        StorageError::Open {
+            path: path.display().to_string(),
+            source,
+        }
     }
 }
 
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StorageError::Open { path, source } => write!(f, "cannot open database {path}: {source}"),
+            StorageError::Open { path, source } => {
+                write!(f, "cannot open database {path}: {source}")
+            }
             StorageError::Sqlite(e) => write!(f, "database error: {e}"),
             StorageError::Pool(e) => write!(f, "no database connection available: {e}"),
             StorageError::Migration(e) => write!(f, "migration failed: {e}"),
             StorageError::NotCommitted(e) => write!(f, "transaction not committed: {e}"),
             StorageError::WriterGone => write!(f, "the database writer has stopped"),
-            StorageError::WritePanicked => write!(f, "a database write panicked and was rolled back"),
+            StorageError::WritePanicked => {
+                write!(f, "a database write panicked and was rolled back")
+            }
         }
     }
 }

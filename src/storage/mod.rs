@@ -80,7 +80,9 @@ fn apply_pragmas(conn: &Connection, sync: Synchronous) -> rusqlite::Result<()> {
 pub fn open_connection(path: &Path, sync: Synchronous) -> Result<Connection, StorageError> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| StorageError::open(path, e))?;
     apply_pragmas(&conn, sync).map_err(|e| StorageError::open(path, e))?;
@@ -115,7 +117,11 @@ pub fn schema_version(conn: &Connection) -> Result<i64, StorageError> {
     if !exists {
         return Ok(0);
     }
-    Ok(conn.query_row("SELECT COALESCE(MAX(version), 0) FROM refinery_schema_history", [], |r| r.get(0))?)
+    Ok(conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM refinery_schema_history",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 impl Db {
@@ -141,7 +147,11 @@ impl Db {
             .build(manager)
             .map_err(|e| StorageError::Pool(e.to_string()))?;
         let writer = Writer::start(conn)?;
-        Ok(Db { readers, writer: Arc::new(writer), path: path.to_path_buf() })
+        Ok(Db {
+            readers,
+            writer: Arc::new(writer),
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -149,14 +159,23 @@ impl Db {
     }
 
     /// Runs `f` on a pooled read connection.
-    pub fn read<T, E: From<StorageError>>(&self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E> {
-        let conn = self.readers.get().map_err(|e| StorageError::Pool(e.to_string()))?;
+    pub fn read<T, E: From<StorageError>>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let conn = self
+            .readers
+            .get()
+            .map_err(|e| StorageError::Pool(e.to_string()))?;
         f(&conn)
     }
 
     /// Runs `f` inside the writer's transaction and returns once it is durably
     /// committed. If `f` fails, only its own changes are rolled back.
-    pub fn write<T, E>(&self, f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static) -> Result<T, E>
+    pub fn write<T, E>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,

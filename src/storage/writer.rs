@@ -110,7 +110,11 @@ impl Writer {
             .name("db-writer".into())
             .spawn(move || run(conn, rx, &c))
             .map_err(|e| StorageError::Pool(format!("cannot start writer thread: {e}")))?;
-        Ok(Writer { tx: Mutex::new(Some(tx)), counters, handle: Mutex::new(Some(handle)) })
+        Ok(Writer {
+            tx: Mutex::new(Some(tx)),
+            counters,
+            handle: Mutex::new(Some(handle)),
+        })
     }
 
     pub(super) fn submit<T, E, F>(&self, f: F) -> Result<T, E>
@@ -120,16 +124,24 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = sync_channel(1);
-        let job: Box<dyn WriteJob> = Box::new(Job { f: Some(f), result: None, reply });
+        let job: Box<dyn WriteJob> = Box::new(Job {
+            f: Some(f),
+            result: None,
+            reply,
+        });
         let sender = match self.tx.lock() {
             Ok(guard) => guard.clone(),
             Err(_) => None,
         };
-        let Some(sender) = sender else { return Err(E::from(StorageError::WriterGone)) };
+        let Some(sender) = sender else {
+            return Err(E::from(StorageError::WriterGone));
+        };
         if sender.send(job).is_err() {
             return Err(E::from(StorageError::WriterGone));
         }
-        answer.recv().unwrap_or_else(|_| Err(E::from(StorageError::WriterGone)))
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err(E::from(StorageError::WriterGone)))
     }
 
     pub(super) fn stats(&self) -> WriterStats {
@@ -200,7 +212,11 @@ fn run_group(conn: &Connection, group: &mut Vec<Box<dyn WriteJob>>, counters: &C
             continue;
         }
         let ok = job.run(conn);
-        let undo = if ok { "RELEASE w" } else { "ROLLBACK TO w; RELEASE w" };
+        let undo = if ok {
+            "RELEASE w"
+        } else {
+            "ROLLBACK TO w; RELEASE w"
+        };
         if !ok {
             failed += 1;
         }
@@ -215,7 +231,10 @@ fn run_group(conn: &Connection, group: &mut Vec<Box<dyn WriteJob>>, counters: &C
     };
     let commit_err = commit.err().map(|e| {
         let _ = conn.execute_batch("ROLLBACK");
-        log::error!("writer commit failed, group of {} rolled back: {e}", group.len());
+        log::error!(
+            "writer commit failed, group of {} rolled back: {e}",
+            group.len()
+        );
         e.to_string()
     });
     let n = group.len() as u64;
@@ -223,7 +242,9 @@ fn run_group(conn: &Connection, group: &mut Vec<Box<dyn WriteJob>>, counters: &C
     counters.writes.fetch_add(n, Ordering::Relaxed);
     counters.failed_writes.fetch_add(failed, Ordering::Relaxed);
     counters.group_size_max.fetch_max(n, Ordering::Relaxed);
-    counters.commit_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    counters
+        .commit_micros_total
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     for job in group.drain(..) {
         job.finish(commit_err.as_deref().map_or(Ok(()), Err));
     }
@@ -249,7 +270,10 @@ mod tests {
                 let db = Arc::clone(&db);
                 std::thread::spawn(move || {
                     db.write(move |c| {
-                        c.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [format!("k{i}")])?;
+                        c.execute(
+                            "INSERT INTO settings(key, value) VALUES (?1, 'v')",
+                            [format!("k{i}")],
+                        )?;
                         if i % 2 == 1 {
                             return Err(StorageError::Pool("refused on purpose".into()));
                         }
@@ -258,10 +282,20 @@ mod tests {
                 })
             })
             .collect();
-        let ok = handles.into_iter().map(|h| h.join().unwrap()).filter(Result::is_ok).count();
+        let ok = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(Result::is_ok)
+            .count();
         assert_eq!(ok, 32);
         let rows: i64 = db
-            .read(|c| Ok::<_, StorageError>(c.query_row("SELECT count(*) FROM settings WHERE key LIKE 'k%'", [], |r| r.get(0))?))
+            .read(|c| {
+                Ok::<_, StorageError>(c.query_row(
+                    "SELECT count(*) FROM settings WHERE key LIKE 'k%'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
             .unwrap();
         assert_eq!(rows, 32);
     }
@@ -271,8 +305,12 @@ mod tests {
         let (_dir, db) = db();
         let r: Result<(), StorageError> = db.write(|_| panic!("boom"));
         assert!(matches!(r, Err(StorageError::WritePanicked)));
-        let r: Result<usize, StorageError> =
-            db.write(|c| Ok(c.execute("INSERT INTO settings(key, value) VALUES ('after', 'panic')", [])?));
+        let r: Result<usize, StorageError> = db.write(|c| {
+            Ok(c.execute(
+                "INSERT INTO settings(key, value) VALUES ('after', 'panic')",
+                [],
+            )?)
+        });
         assert_eq!(r.unwrap(), 1);
     }
 }

@@ -19,14 +19,23 @@ struct Credentials {
 pub fn login(ctx: &Ctx) -> Result<Response, ApiError> {
     let body: Credentials = ctx.req.json()?;
     let cfg = &ctx.app.config.auth;
-    let out = auth::login(&ctx.app.db, &ctx.app.keys, cfg.token_ttl_s, &body.email, &body.password)?;
+    let out = auth::login(
+        &ctx.app.db,
+        &ctx.app.keys,
+        cfg.token_ttl_s,
+        &body.email,
+        &body.password,
+    )?;
     Ok(Response::json(200, &out))
 }
 
 pub fn signup(ctx: &Ctx) -> Result<Response, ApiError> {
     let cfg = &ctx.app.config.auth;
     if !cfg.signup_enabled {
-        return Err(Error::Forbidden("Signup is disabled on this server; ask an administrator for an account.".into()).into());
+        return Err(Error::Forbidden(
+            "Signup is disabled on this server; ask an administrator for an account.".into(),
+        )
+        .into());
     }
     let body: Credentials = ctx.req.json()?;
     let email = Email::parse(&body.email).map_err(|m| Error::invalid("email", m))?;
@@ -62,7 +71,11 @@ pub fn create_key(ctx: &Ctx) -> Result<Response, ApiError> {
 }
 
 pub fn list_keys(ctx: &Ctx) -> Result<Response, ApiError> {
-    let list = auth::list_api_keys(&ctx.app.db, ctx.user()?.id, &ctx.req.page_after(ApiKeyId::PREFIX)?)?;
+    let list = auth::list_api_keys(
+        &ctx.app.db,
+        ctx.user()?.id,
+        &ctx.req.page_after(ApiKeyId::PREFIX)?,
+    )?;
     Ok(Response::json(200, &list))
 }
 
@@ -70,5 +83,8 @@ pub fn revoke_key(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = ctx.user()?.id;
     let id = ApiKeyId::parse(ctx.param(0)).ok_or_else(|| Error::not_found("API key"))?;
     auth::revoke_api_key(&ctx.app.db, user, id)?;
-    Ok(Response::json_value(200, &serde_json::json!({ "id": id.to_string(), "object": "api_key", "deleted": true })))
+    Ok(Response::json_value(
+        200,
+        &serde_json::json!({ "id": id.to_string(), "object": "api_key", "deleted": true }),
+    ))
 }

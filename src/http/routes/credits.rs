@@ -34,7 +34,9 @@ pub fn consume(ctx: &Ctx) -> Result<Response, ApiError> {
     let amount = positive_amount(body.amount, "amount")?;
     let description = ledger::parse_description(body.description.as_deref())?;
     let caps = ctx.app.spend_caps(user);
-    ctx.commit(201, move |c| ledger::consume(c, user, amount, &description, &caps))
+    ctx.commit(201, move |c| {
+        ledger::consume(c, user, amount, &description, &caps)
+    })
 }
 
 pub fn validate(ctx: &Ctx) -> Result<Response, ApiError> {

@@ -69,7 +69,13 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // PATCH (tollgate): upstream compares the waiting count with 0. A
+        // waiter that was notified but has not yet popped its task still
+        // counts as waiting, so a second task queued in that window got a
+        // notification nobody received, and sat in the queue until some
+        // keep-alive connection closed (requests hung for minutes under a
+        // burst of new connections). Only queue when a waiter is free.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);

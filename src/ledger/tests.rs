@@ -1,0 +1,256 @@
+//! Ledger tests through the real writer and a real SQLite file: holds
+//! racing consumes, settle/release semantics, expiry, and a property test
+//! over random operation sequences.
+
+use super::*;
+use crate::domain::{Credits, Email, Role};
+use crate::storage::{Db, Synchronous};
+use proptest::prelude::*;
+use std::sync::Arc;
+
+fn db() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("l.db"), Synchronous::Normal).unwrap();
+    (dir, db)
+}
+
+fn user(db: &Db, name: &str, credits: i64) -> UserId {
+    let email = Email::parse(&format!("{name}@example.com")).unwrap();
+    db.write(move |c| {
+        let u = crate::users::insert(c, &email, "x", Role::User)?;
+        if credits > 0 {
+            grant(c, u.id, Credits(credits), "seed")?;
+        }
+        Ok::<_, Error>(u.id)
+    })
+    .unwrap()
+}
+
+fn check(db: &Db, u: UserId) -> Validation {
+    let v = db.read(|c| validate(c, u)).unwrap();
+    assert!(v.valid, "{v:?}");
+    v
+}
+
+#[test]
+fn holds_racing_consumes_never_overspend() {
+    let (_dir, db) = db();
+    let db = Arc::new(db);
+    let u = user(&db, "ann", 10_000);
+    let handles: Vec<_> = (0..16)
+        .map(|t| {
+            let db = Arc::clone(&db);
+            std::thread::spawn(move || {
+                let mut spent = 0i64;
+                for i in 0..100 {
+                    if (t + i) % 2 == 0 {
+                        if db
+                            .write(move |c| consume(c, u, Credits(7), "", &SpendCaps::NONE))
+                            .is_ok()
+                        {
+                            spent += 7;
+                        }
+                    } else if let Ok(h) =
+                        db.write(move |c| hold(c, u, Credits(9), None, 60_000, &SpendCaps::NONE))
+                    {
+                        // Settle for less than held, half the time release.
+                        let out = if i % 4 == 1 {
+                            db.write(move |c| release(c, h)).unwrap()
+                        } else {
+                            db.write(move |c| settle(c, h, Credits(5), "")).unwrap()
+                        };
+                        spent += out.charged.0;
+                    }
+                }
+                spent
+            })
+        })
+        .collect();
+    let spent: i64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let v = check(&db, u);
+    assert_eq!(v.ledger_balance.0, 10_000 - spent);
+    assert!(v.ledger_balance.0 >= 0);
+    assert_eq!(v.held, Credits::ZERO);
+    let report = db.read(|c| audit::audit(c, None)).unwrap();
+    assert!(report.valid, "{report:?}");
+}
+
+#[test]
+fn settle_charges_at_most_the_hold_and_closed_holds_return_their_first_outcome() {
+    let (_dir, db) = db();
+    let u = user(&db, "ann", 100);
+    let h = db
+        .write(move |c| hold(c, u, Credits(30), None, 60_000, &SpendCaps::NONE))
+        .unwrap();
+    let b = db.read(|c| balance(c, u)).unwrap();
+    assert_eq!((b.balance.0, b.held.0, b.available.0), (100, 30, 70));
+    let first = db
+        .write(move |c| settle(c, h, Credits(45), "overrun"))
+        .unwrap();
+    assert_eq!(
+        (first.status, first.charged),
+        (HoldStatus::Settled, Credits(30))
+    );
+    let again = db
+        .write(move |c| settle(c, h, Credits(1), "retry"))
+        .unwrap();
+    assert_eq!(again, first, "settling twice is a no-op");
+    let released = db.write(move |c| release(c, h)).unwrap();
+    assert_eq!(released, first, "releasing a settled hold is a no-op");
+    assert_eq!(check(&db, u).ledger_balance, Credits(70));
+    let warned: i64 = db
+        .read(|c| {
+            Ok::<_, Error>(c.query_row(
+                "SELECT count(*) FROM logs WHERE action = 'hold_overrun' AND level = 'warn'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    assert_eq!(warned, 1);
+
+    let h2 = db
+        .write(move |c| hold(c, u, Credits(50), None, 60_000, &SpendCaps::NONE))
+        .unwrap();
+    let r = db.write(move |c| release(c, h2)).unwrap();
+    assert_eq!(
+        (r.status, r.charged, r.transaction_id),
+        (HoldStatus::Released, Credits::ZERO, None)
+    );
+    assert_eq!(
+        db.write(move |c| settle(c, h2, Credits(10), "")).unwrap(),
+        r
+    );
+    assert_eq!(check(&db, u).ledger_balance, Credits(70));
+}
+
+#[test]
+fn a_hold_over_available_is_refused_and_writes_nothing() {
+    let (_dir, db) = db();
+    let u = user(&db, "ann", 10);
+    let e = db
+        .write(move |c| hold(c, u, Credits(11), None, 60_000, &SpendCaps::NONE))
+        .unwrap_err();
+    assert!(matches!(e, Error::InsufficientCredits { .. }), "{e:?}");
+    let holds: i64 = db
+        .read(|c| {
+            Ok::<_, Error>(c.query_row("SELECT count(*) FROM credit_holds", [], |r| r.get(0))?)
+        })
+        .unwrap();
+    assert_eq!(holds, 0);
+}
+
+#[test]
+fn expired_holds_are_released_and_give_back_the_day() {
+    let (_dir, db) = db();
+    let u = user(&db, "ann", 100);
+    let caps = SpendCaps {
+        daily_cap: Some(Credits(50)),
+        day_utc_offset_minutes: 0,
+    };
+    db.write(move |c| hold(c, u, Credits(40), None, -1, &caps))
+        .unwrap();
+    let e = db
+        .write(move |c| consume(c, u, Credits(20), "", &caps))
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::DailyCapExceeded { .. }),
+        "the hold counts toward the day: {e:?}"
+    );
+    let n = db.write(|c| expire_due(c, Timestamp::now())).unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(db.read(|c| balance(c, u)).unwrap().held, Credits::ZERO);
+    db.write(move |c| consume(c, u, Credits(20), "", &caps))
+        .unwrap();
+    check(&db, u);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Grant(i64),
+    Consume(i64),
+    Hold(i64),
+    Settle(usize, i64),
+    Release(usize),
+    Expire,
+    Adjust(i64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (1..200i64).prop_map(Op::Grant),
+        (1..150i64).prop_map(Op::Consume),
+        (1..150i64).prop_map(Op::Hold),
+        (0..8usize, 0..200i64).prop_map(|(i, a)| Op::Settle(i, a)),
+        (0..8usize).prop_map(Op::Release),
+        Just(Op::Expire),
+        (-100..100i64)
+            .prop_filter("non-zero", |a| *a != 0)
+            .prop_map(Op::Adjust),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Whatever the sequence: balance == SUM == cache, available never
+    /// negative, and the model's balance matches the ledger's.
+    #[test]
+    fn random_operation_sequences_keep_every_invariant(ops in proptest::collection::vec(op(), 1..40)) {
+        let (_dir, db) = db();
+        let u = user(&db, "p", 0);
+        let mut model_balance = 0i64;
+        let mut holds: Vec<(HoldId, i64, bool)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Grant(a) => {
+                    db.write(move |c| grant(c, u, Credits(a), "g")).unwrap();
+                    model_balance += a;
+                }
+                Op::Consume(a) => {
+                    if db.write(move |c| consume(c, u, Credits(a), "c", &SpendCaps::NONE)).is_ok() {
+                        model_balance -= a;
+                    }
+                }
+                Op::Hold(a) => {
+                    // Half the holds are born expired, for the sweeper.
+                    let ttl = if a % 2 == 0 { -1 } else { 60_000 };
+                    if let Ok(h) = db.write(move |c| hold(c, u, Credits(a), None, ttl, &SpendCaps::NONE)) {
+                        holds.push((h, a, true));
+                    }
+                }
+                Op::Settle(i, actual) => {
+                    if let Some((h, amount, _)) = holds.get(i).copied() {
+                        let before = db.read(|c| Ok::<_, Error>(storage::hold(c, h)?)).unwrap().unwrap();
+                        let out = db.write(move |c| settle(c, h, Credits(actual), "s")).unwrap();
+                        if before.status == HoldStatus::Active {
+                            prop_assert_eq!(out.charged.0, actual.min(amount));
+                            model_balance -= out.charged.0;
+                        }
+                        holds[i].2 = false;
+                    }
+                }
+                Op::Release(i) => {
+                    if let Some((h, _, _)) = holds.get(i).copied() {
+                        db.write(move |c| release(c, h)).unwrap();
+                        holds[i].2 = false;
+                    }
+                }
+                Op::Expire => {
+                    db.write(|c| expire_due(c, Timestamp::now())).unwrap();
+                }
+                Op::Adjust(a) => {
+                    if db.write(move |c| admin_adjust(c, u, Credits(a), "a")).is_ok() {
+                        model_balance += a;
+                    }
+                }
+            }
+            let v = db.read(|c| validate(c, u)).unwrap();
+            prop_assert!(v.valid, "{:?}", v);
+            prop_assert_eq!(v.ledger_balance.0, model_balance);
+            prop_assert!(v.cached_balance.0 - v.held.0 >= 0, "available went negative: {:?}", v);
+        }
+        let report = db.read(|c| audit::audit(c, None)).unwrap();
+        prop_assert!(report.valid, "{:?}", report);
+    }
+}

@@ -1,0 +1,264 @@
+//! The binary as an operator runs it: help, config errors, user and credit
+//! commands, a fresh start with no config, and `audit` catching tampering.
+
+use crate::helpers::*;
+use std::path::Path;
+use std::process::Output;
+
+fn run(args: &[&str], cwd: &Path) -> Output {
+    bin()
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run tollgate")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["migrate", "--help"],
+        &["user", "create", "--help"],
+        &["credits", "grant", "--help"],
+        &["audit", "--help"],
+    ] {
+        let o = run(args, dir.path());
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert!(stdout(&o).contains("Usage"), "{args:?}");
+    }
+}
+
+#[test]
+fn an_unknown_config_key_is_a_startup_error_naming_key_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tollgate.toml"),
+        "[limits]\nrpm = 5\nbrust = 3\n",
+    )
+    .unwrap();
+    let o = run(&["migrate"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("brust") && err.contains("tollgate.toml"),
+        "{err}"
+    );
+    let o = bin()
+        .args(["migrate"])
+        .current_dir(dir.path())
+        .env("TOLLGATE_LIMITS_RPM", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn cli_creates_users_and_grants_credits_through_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let db = db.to_str().unwrap();
+    let o = run(
+        &[
+            "user",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--password",
+            "ops-password",
+            "--db",
+            db,
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(
+        &[
+            "credits",
+            "grant",
+            "--email",
+            "ops@example.com",
+            "--amount",
+            "500",
+            "--db",
+            db,
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("balance 500"), "{}", stdout(&o));
+    let o = run(
+        &[
+            "credits",
+            "grant",
+            "--email",
+            "nobody@example.com",
+            "--amount",
+            "5",
+            "--db",
+            db,
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no user"), "{}", stderr(&o));
+    let o = run(
+        &[
+            "credits",
+            "grant",
+            "--email",
+            "ops@example.com",
+            "--amount",
+            "-5",
+            "--db",
+            db,
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&["audit", "--db", db], dir.path());
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("audit passed"));
+}
+
+#[test]
+fn serve_with_no_config_creates_the_database_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    use std::io::BufRead;
+    let line = std::io::BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("listening on"))
+        .expect("listening line");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let r = Client::new(format!("http://{addr}"))
+        .request("GET", "/readyz", None, &[], None)
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(dir.path().join("tollgate.db").exists());
+    // SIGTERM: graceful stop, exit 0.
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// Edits one ledger amount outside tollgate, as a tamperer would: the sqlite3
+/// CLI when present, else a plain SQLite connection (the same bytes result).
+fn tamper(db: &Path, row: i64) {
+    let sql = format!(
+        "BEGIN; DROP TRIGGER IF EXISTS credit_transactions_no_update; UPDATE credit_transactions SET amount = amount - 5, balance_after = balance_after - 5 WHERE id = {row}; UPDATE users SET credits = credits - 5 WHERE id = (SELECT user_id FROM credit_transactions WHERE id = {row});
+         CREATE TRIGGER credit_transactions_no_update BEFORE UPDATE ON credit_transactions BEGIN SELECT RAISE(ABORT, 'credit_transactions is append-only'); END; COMMIT;"
+    );
+    match std::process::Command::new("sqlite3")
+        .arg(db)
+        .arg(&sql)
+        .output()
+    {
+        Ok(o) => assert!(
+            o.status.success(),
+            "sqlite3: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => rusqlite::Connection::open(db)
+            .unwrap()
+            .execute_batch(&sql)
+            .unwrap(),
+        Err(e) => panic!("cannot run sqlite3: {e}"),
+    }
+}
+
+#[test]
+fn hand_editing_a_ledger_amount_makes_audit_fail_and_name_the_row() {
+    let app = TestApp::spawn();
+    let ann = app.user("ann");
+    app.grant(&ann, 100);
+    for _ in 0..3 {
+        assert_eq!(app.consume(&ann, 10).status, 201);
+    }
+    let db = app.db_path();
+    let cwd = app.dir.path();
+    let o = run(&["audit", "--db", db.to_str().unwrap()], cwd);
+    assert!(o.status.success(), "{}", stdout(&o));
+    let out = stdout(&o);
+    let head = out
+        .lines()
+        .find_map(|l| l.strip_prefix("chain head: "))
+        .unwrap()
+        .to_owned();
+    assert!(head.starts_with("4:"), "{head}");
+    let o = run(
+        &["audit", "--db", db.to_str().unwrap(), "--expect", &head],
+        cwd,
+    );
+    assert!(o.status.success());
+
+    // The tamperer even fixes the caches and running balance; the chain still tells.
+    tamper(&db, 2);
+    let o = run(&["audit", "--db", db.to_str().unwrap(), "--json"], cwd);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(report["valid"], false);
+    let chain: Vec<&serde_json::Value> = report["mismatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "chain")
+        .collect();
+    assert_eq!(chain.len(), 1, "{report}");
+    assert_eq!(chain[0]["row_id"], 2);
+    let o = run(&["audit", "--db", db.to_str().unwrap()], cwd);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("\"row_id\":2"), "{}", stdout(&o));
+    assert_eq!(app.audit()["valid"], false);
+}
+
+#[test]
+fn audit_expect_fails_when_the_recorded_head_was_rewritten() {
+    let app = TestApp::spawn();
+    let ann = app.user("ann");
+    app.grant(&ann, 100);
+    let db = app.db_path();
+    let wrong = format!("1:{}", "ab".repeat(32));
+    let o = run(
+        &["audit", "--db", db.to_str().unwrap(), "--expect", &wrong],
+        app.dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("expectation"), "{}", stdout(&o));
+    let o = run(
+        &["audit", "--db", db.to_str().unwrap(), "--expect", "garbage"],
+        app.dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+}

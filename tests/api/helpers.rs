@@ -1,0 +1,369 @@
+//! `TestApp`: a running service with its own temp directory and database,
+//! an administrator, and one helper per endpoint.
+
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tollgate::config::{Config, Flags};
+use tollgate::service::{BootstrapAdmin, Service};
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+pub const PASSWORD: &str = "user-password-1";
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "response is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Asserts the contract's error shape and returns the code.
+    pub fn error_code(&self) -> String {
+        let v = self.json();
+        let e = &v["error"];
+        assert!(
+            e["type"].is_string() && e["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "bad error shape: {v}"
+        );
+        assert!(e.get("param").is_some(), "error without param field: {v}");
+        e["code"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .max_idle_connections_per_host(64)
+        .build()
+        .into()
+}
+
+/// A client for one base URL.
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(base: String) -> Client {
+        Client {
+            base,
+            agent: agent(),
+        }
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Resp, ureq::Error> {
+        let url = format!("{}{}", self.base, path);
+        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(t) = token {
+            builder = builder.header("Authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let mut resp = match body {
+            Some(b) => self.agent.run(
+                builder
+                    .header("Content-Type", "application/json")
+                    .body(b.to_vec())
+                    .expect("request"),
+            )?,
+            None => self.agent.run(builder.body(()).expect("request"))?,
+        };
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()?;
+        Ok(Resp {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    pub fn get(&self, path: &str, token: &str) -> Resp {
+        self.request("GET", path, Some(token), &[], None)
+            .expect("GET failed")
+    }
+
+    pub fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.request(
+            "POST",
+            path,
+            Some(token),
+            &[],
+            Some(body.to_string().as_bytes()),
+        )
+        .expect("POST failed")
+    }
+
+    pub fn post_with(
+        &self,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Resp {
+        self.request("POST", path, Some(token), headers, Some(body))
+            .expect("POST failed")
+    }
+
+    pub fn login(&self, email: &str, password: &str) -> Resp {
+        self.request(
+            "POST",
+            "/v1/auth/login",
+            None,
+            &[],
+            Some(
+                json!({"email": email, "password": password})
+                    .to_string()
+                    .as_bytes(),
+            ),
+        )
+        .expect("login failed")
+    }
+
+    pub fn token(&self, email: &str, password: &str) -> String {
+        let r = self.login(email, password);
+        assert_eq!(r.status, 200, "login of {email}: {}", r.text());
+        r.json()["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+}
+
+pub struct TestApp {
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    pub admin: String,
+    service: Option<Service>,
+}
+
+/// Settings for a test: a fresh database in `dir`, an ephemeral port, and
+/// durability off (the tests that need it turn it on).
+pub fn test_config(dir: &tempfile::TempDir) -> Config {
+    let mut c = Config::load_from(&Flags::default(), &[]).expect("default config");
+    c.server.addr = "127.0.0.1:0".into();
+    c.server.db = dir.path().join("tollgate.db");
+    c.server.http_workers = 16;
+    c.server.sqlite_synchronous = "normal".into();
+    c.limits.rpm = 1_000_000;
+    c.limits.burst = 1_000_000;
+    c
+}
+
+impl TestApp {
+    pub fn spawn() -> TestApp {
+        TestApp::spawn_with(|_| {})
+    }
+
+    pub fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(&dir);
+        adjust(&mut config);
+        TestApp::start_in(dir, config)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, config: Config) -> TestApp {
+        let admin = BootstrapAdmin {
+            email: ADMIN_EMAIL.into(),
+            password: ADMIN_PASSWORD.into(),
+        };
+        let service = Service::start(config, Some(admin)).expect("service starts");
+        let client = Client::new(format!("http://{}", service.addr()));
+        let admin = client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
+        TestApp {
+            client,
+            dir,
+            admin,
+            service: Some(service),
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("tollgate.db")
+    }
+
+    pub fn config(&self) -> Config {
+        self.service.as_ref().expect("running").app().config.clone()
+    }
+
+    /// Stops the service gracefully and starts it again on the same file.
+    pub fn restart(mut self) -> TestApp {
+        let config = self.config();
+        if let Some(s) = self.service.take() {
+            s.shutdown();
+        }
+        let mut config = config;
+        config.server.addr = "127.0.0.1:0".into();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        TestApp::start_in(dir, config)
+    }
+
+    /// Creates a user through the admin API and logs them in.
+    pub fn user(&self, name: &str) -> TestUser {
+        let email = format!("{name}@example.com");
+        let r = self.client.post(
+            "/v1/admin/users",
+            &self.admin,
+            json!({"email": email, "password": PASSWORD}),
+        );
+        assert_eq!(r.status, 201, "create user: {}", r.text());
+        let id = r.json()["id"].as_str().expect("id").to_owned();
+        let token = self.client.token(&email, PASSWORD);
+        TestUser { id, email, token }
+    }
+
+    pub fn grant(&self, user: &TestUser, amount: i64) {
+        let r = self.client.post(
+            &format!("/v1/admin/users/{}/credits", user.id),
+            &self.admin,
+            json!({"amount": amount, "description": "test grant"}),
+        );
+        assert_eq!(r.status, 201, "grant: {}", r.text());
+    }
+
+    pub fn balance(&self, user: &TestUser) -> Value {
+        let r = self.client.get("/v1/credits/balance", &user.token);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
+    pub fn consume(&self, user: &TestUser, amount: i64) -> Resp {
+        self.client.post(
+            "/v1/credits/consume",
+            &user.token,
+            json!({"amount": amount}),
+        )
+    }
+
+    pub fn validate(&self, user: &TestUser) -> Value {
+        let r = self.client.get("/v1/credits/validate", &user.token);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
+    pub fn audit(&self) -> Value {
+        let r = self.client.get("/v1/admin/audit", &self.admin);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
+    /// Counts rows straight from the file, to prove that nothing was written.
+    pub fn count(&self, table: &str) -> i64 {
+        let c = rusqlite::Connection::open(self.db_path()).expect("open db");
+        c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(s) = self.service.take() {
+            s.shutdown();
+        }
+    }
+}
+
+pub struct TestUser {
+    pub id: String,
+    pub email: String,
+    pub token: String,
+}
+
+/// The real binary, as an operator runs it.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    c.env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TOLLGATE_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// A `tollgate serve` child process on an ephemeral port.
+pub struct ServerProcess {
+    pub child: Child,
+    pub client: Client,
+}
+
+pub fn serve_process(db: &std::path::Path, extra_env: &[(&str, &str)]) -> ServerProcess {
+    let mut cmd = bin();
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .env("TOLLGATE_ADMIN_EMAIL", ADMIN_EMAIL)
+        .env("TOLLGATE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn tollgate");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut sent = false;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                let _ = tx.send(addr);
+                sent = true;
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server printed its address");
+    ServerProcess {
+        child,
+        client: Client::new(format!("http://{addr}")),
+    }
+}

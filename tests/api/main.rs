@@ -1,0 +1,12 @@
+//! The one integration test binary: every test starts the real service on
+//! an ephemeral port with a fresh SQLite file and talks to it over HTTP.
+//! Helpers (the `TestApp`) live in `helpers`; one module per area.
+
+mod helpers;
+
+mod auth;
+mod cli;
+mod crash;
+mod credits;
+mod http_edge;
+mod idempotency;
