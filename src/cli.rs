@@ -5,7 +5,7 @@
 use crate::config::{Config, Flags};
 use crate::domain::{Credits, Email, Password, Role};
 use crate::ledger;
-use crate::service::{self, BootstrapAdmin, Service};
+use crate::service::{self, BootstrapAdmin, Service, StartOptions};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,26 +102,15 @@ impl From<String> for Failure {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Serve(_)) {
-        "info"
-    } else {
-        "warn"
-    };
-    let _ =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-            .try_init();
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level)).try_init();
     let addr = match &cli.command {
         Command::Serve(a) => a.addr.clone(),
         _ => None,
     };
-    let flags = Flags {
-        config: cli.config.clone(),
-        addr,
-        db: cli.db.clone(),
-    };
-    let result = Config::load(&flags)
-        .map_err(|e| Failure(e.to_string(), 2))
-        .and_then(|config| run(cli.command, config));
+    let flags = Flags { config: cli.config.clone(), addr, db: cli.db.clone() };
+    let result =
+        Config::load(&flags).map_err(|e| Failure(e.to_string(), 2)).and_then(|config| run(cli.command, config));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(msg, code)) => {
@@ -135,11 +124,8 @@ fn run(command: Command, config: Config) -> Result<(), Failure> {
     match command {
         Command::Serve(_) => serve(config),
         Command::Migrate => {
-            let mut conn = crate::storage::open_connection(
-                &config.server.db,
-                crate::storage::Synchronous::Full,
-            )
-            .map_err(|e| e.to_string())?;
+            let mut conn = crate::storage::open_connection(&config.server.db, crate::storage::Synchronous::Full)
+                .map_err(|e| e.to_string())?;
             let n = crate::storage::migrate(&mut conn).map_err(|e| e.to_string())?;
             println!(
                 "{}: {n} migration(s) applied, schema version {}",
@@ -148,45 +134,27 @@ fn run(command: Command, config: Config) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::User(UserCommand::Create {
-            email,
-            password,
-            admin,
-        }) => {
+        Command::User(UserCommand::Create { email, password, admin }) => {
             let email = Email::parse(&email).map_err(|m| format!("--email: {m}"))?;
             let password = Password::parse(&password).map_err(|m| format!("--password: {m}"))?;
             let db = service::open_db(&config)?;
             let role = if admin { Role::Admin } else { Role::User };
-            let user =
-                crate::users::create(&db, email, &password, role).map_err(|e| e.to_string())?;
+            let user = crate::users::create(&db, email, &password, role).map_err(|e| e.to_string())?;
             println!("created {} {} ({})", user.id, user.email, role.as_str());
             Ok(())
         }
-        Command::Credits(CreditsCommand::Grant {
-            email,
-            amount,
-            description,
-        }) => {
+        Command::Credits(CreditsCommand::Grant { email, amount, description }) => {
             let email = Email::parse(&email).map_err(|m| format!("--email: {m}"))?;
             let amount = Credits::positive(amount).ok_or_else(|| {
-                format!(
-                    "--amount must be a whole number from 1 to {}",
-                    crate::domain::CREDITS_AMOUNT_MAX
-                )
+                format!("--amount must be a whole number from 1 to {}", crate::domain::CREDITS_AMOUNT_MAX)
             })?;
-            let description =
-                ledger::parse_description(Some(&description)).map_err(|e| e.to_string())?;
+            let description = ledger::parse_description(Some(&description)).map_err(|e| e.to_string())?;
             let db = service::open_db(&config)?;
             let user = crate::users::find_by_email(&db, &email)
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("no user with email {email}"))?;
-            let txn = db
-                .write(move |c| ledger::grant(c, user.id, amount, &description))
-                .map_err(|e| e.to_string())?;
-            println!(
-                "granted {amount} credits to {email}: {} (balance {})",
-                txn.id, txn.balance_after
-            );
+            let txn = db.write(move |c| ledger::grant(c, user.id, amount, &description)).map_err(|e| e.to_string())?;
+            println!("granted {amount} credits to {email}: {} (balance {})", txn.id, txn.balance_after);
             Ok(())
         }
         Command::Audit(args) => audit(&config, &args),
@@ -194,19 +162,15 @@ fn run(command: Command, config: Config) -> Result<(), Failure> {
 }
 
 fn serve(config: Config) -> Result<(), Failure> {
-    let admin = match (
-        std::env::var("TOLLGATE_ADMIN_EMAIL"),
-        std::env::var("TOLLGATE_ADMIN_PASSWORD"),
-    ) {
+    let admin = match (std::env::var("TOLLGATE_ADMIN_EMAIL"), std::env::var("TOLLGATE_ADMIN_PASSWORD")) {
         (Ok(email), Ok(password)) => Some(BootstrapAdmin { email, password }),
         _ => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|e| format!("cannot handle signals: {e}"))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| format!("cannot handle signals: {e}"))?;
     }
-    let service = Service::start(config, admin)?;
+    let service = Service::start(config, StartOptions { admin, clock: None })?;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -226,15 +190,11 @@ fn audit(config: &Config, args: &AuditArgs) -> Result<(), Failure> {
     if !config.server.db.exists() {
         return Err(format!("no database at {}", config.server.db.display()).into());
     }
-    let conn =
-        crate::storage::open_connection(&config.server.db, crate::storage::Synchronous::Full)
-            .map_err(|e| e.to_string())?;
+    let conn = crate::storage::open_connection(&config.server.db, crate::storage::Synchronous::Full)
+        .map_err(|e| e.to_string())?;
     let report = ledger::audit::audit(&conn, expect.as_ref()).map_err(|e| e.to_string())?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
         println!("users checked: {}", report.users_checked);
         println!("ledger rows checked: {}", report.rows_checked);
@@ -246,26 +206,9 @@ fn audit(config: &Config, args: &AuditArgs) -> Result<(), Failure> {
             println!("MISMATCH {}", serde_json::to_string(m).unwrap_or_default());
         }
         if report.mismatch_count > report.mismatches.len() {
-            println!(
-                "... and {} more",
-                report.mismatch_count - report.mismatches.len()
-            );
+            println!("... and {} more", report.mismatch_count - report.mismatches.len());
         }
-        println!(
-            "{}",
-            if report.valid {
-                "audit passed"
-            } else {
-                "AUDIT FAILED"
-            }
-        );
+        println!("{}", if report.valid { "audit passed" } else { "AUDIT FAILED" });
     }
-    if report.valid {
-        Ok(())
-    } else {
-        Err(Failure(
-            format!("audit found {} mismatch(es)", report.mismatch_count),
-            1,
-        ))
-    }
+    if report.valid { Ok(()) } else { Err(Failure(format!("audit found {} mismatch(es)", report.mismatch_count), 1)) }
 }

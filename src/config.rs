@@ -14,12 +14,7 @@ pub const CONFIG_PATH_DEFAULT: &str = "./tollgate.toml";
 /// Sections that `TOLLGATE_<SECTION>_<KEY>` may address.
 const ENV_SECTIONS: &[&str] = &["server", "auth", "limits", "jobs", "logs", "ledger"];
 /// Variables with the prefix that are not `<SECTION>_<KEY>` overrides.
-const ENV_RESERVED: &[&str] = &[
-    "TOLLGATE_ADMIN_EMAIL",
-    "TOLLGATE_ADMIN_PASSWORD",
-    "TOLLGATE_CONFIG",
-    "TOLLGATE_LOG",
-];
+const ENV_RESERVED: &[&str] = &["TOLLGATE_ADMIN_EMAIL", "TOLLGATE_ADMIN_PASSWORD", "TOLLGATE_CONFIG", "TOLLGATE_LOG"];
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -46,6 +41,9 @@ pub struct ServerConfig {
     pub body_bytes_max: usize,
     /// `full` (default: every acknowledged write survives power loss) or `normal`.
     pub sqlite_synchronous: String,
+    /// Peers whose `X-Forwarded-For` is believed (a reverse proxy's address).
+    /// Requests from anyone else are identified by their socket address.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +55,7 @@ impl Default for ServerConfig {
             upstream_workers: 64,
             body_bytes_max: 1_048_576,
             sqlite_synchronous: "full".into(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -66,9 +65,7 @@ impl ServerConfig {
         if self.http_workers > 0 {
             return self.http_workers;
         }
-        std::thread::available_parallelism()
-            .map(|n| n.get() * 2)
-            .unwrap_or(4)
+        std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4)
     }
 }
 
@@ -78,6 +75,12 @@ pub struct AuthConfig {
     pub token_ttl_s: u64,
     pub signup_enabled: bool,
     pub signup_bonus_credits: i64,
+    /// Login and signup attempts per client IP per minute.
+    pub login_rpm_per_ip: u32,
+    /// Failed logins (per IP, and per email) before a lockout.
+    pub login_failures_max: u32,
+    /// How long a lockout lasts, and the window failures are counted in.
+    pub login_lockout_s: u64,
 }
 
 impl Default for AuthConfig {
@@ -86,6 +89,9 @@ impl Default for AuthConfig {
             token_ttl_s: 3600,
             signup_enabled: false,
             signup_bonus_credits: 0,
+            login_rpm_per_ip: 60,
+            login_failures_max: 20,
+            login_lockout_s: 900,
         }
     }
 }
@@ -124,11 +130,7 @@ pub struct JobsConfig {
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig {
-            workers: 4,
-            attempts_max: 3,
-            queue_max: 10_000,
-        }
+        JobsConfig { workers: 4, attempts_max: 3, queue_max: 10_000 }
     }
 }
 
@@ -156,10 +158,7 @@ pub struct LedgerConfig {
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        LedgerConfig {
-            hold_ttl_s: 900,
-            sweep_interval_s: 30,
-        }
+        LedgerConfig { hold_ttl_s: 900, sweep_interval_s: 30 }
     }
 }
 
@@ -232,36 +231,25 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Loads settings in precedence order from the real environment.
     pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
-        let env: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("TOLLGATE_"))
-            .collect();
+        let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("TOLLGATE_")).collect();
         Config::load_from(flags, &env)
     }
 
     /// Loads settings with an explicit environment (tests pass their own).
     pub fn load_from(flags: &Flags, env: &[(String, String)]) -> Result<Config, ConfigError> {
-        let explicit = flags.config.clone().or_else(|| {
-            env.iter()
-                .find(|(k, _)| k == "TOLLGATE_CONFIG")
-                .map(|(_, v)| PathBuf::from(v))
-        });
+        let explicit = flags
+            .config
+            .clone()
+            .or_else(|| env.iter().find(|(k, _)| k == "TOLLGATE_CONFIG").map(|(_, v)| PathBuf::from(v)));
         let mut table = match &explicit {
             Some(path) => read_file(path)?,
-            None if Path::new(CONFIG_PATH_DEFAULT).exists() => {
-                read_file(Path::new(CONFIG_PATH_DEFAULT))?
-            }
+            None if Path::new(CONFIG_PATH_DEFAULT).exists() => read_file(Path::new(CONFIG_PATH_DEFAULT))?,
             None => toml::Table::new(),
         };
         apply_env(&mut table, env)?;
-        let mut config: Config =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    ConfigError(format!(
-                        "invalid setting from a TOLLGATE_* environment variable: {}",
-                        e.message()
-                    ))
-                })?;
+        let mut config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+            ConfigError(format!("invalid setting from a TOLLGATE_* environment variable: {}", e.message()))
+        })?;
         if let Some(addr) = &flags.addr {
             config.server.addr = addr.clone();
         }
@@ -276,25 +264,21 @@ impl Config {
     fn check(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| Err(ConfigError(format!("invalid setting {key}: {why}")));
         if self.server.body_bytes_max < 1024 || self.server.body_bytes_max > 64 * 1_048_576 {
-            return bad(
-                "server.body_bytes_max",
-                "must be between 1024 and 67108864 bytes",
-            );
+            return bad("server.body_bytes_max", "must be between 1024 and 67108864 bytes");
         }
         if self.server.upstream_workers == 0 || self.server.upstream_workers > 1024 {
             return bad("server.upstream_workers", "must be between 1 and 1024");
         }
         if self.server.http_workers > 1024 {
-            return bad(
-                "server.http_workers",
-                "must be at most 1024 (0 means twice the cores)",
-            );
+            return bad("server.http_workers", "must be at most 1024 (0 means twice the cores)");
         }
         if crate::storage::Synchronous::parse(&self.server.sqlite_synchronous).is_none() {
-            return bad(
-                "server.sqlite_synchronous",
-                "must be \"full\" or \"normal\"",
-            );
+            return bad("server.sqlite_synchronous", "must be \"full\" or \"normal\"");
+        }
+        if let Some(bad_ip) = self.server.trusted_proxies.iter().find(|p| p.parse::<std::net::IpAddr>().is_err()) {
+            return Err(ConfigError(format!(
+                "invalid setting server.trusted_proxies: {bad_ip:?} is not an IP address"
+            )));
         }
         if self.auth.token_ttl_s == 0 || self.auth.token_ttl_s > 30 * 86_400 {
             return bad("auth.token_ttl_s", "must be between 1 and 2592000 seconds");
@@ -302,23 +286,20 @@ impl Config {
         if self.auth.signup_bonus_credits < 0 {
             return bad("auth.signup_bonus_credits", "must not be negative");
         }
+        if self.auth.login_rpm_per_ip == 0 || self.auth.login_failures_max == 0 || self.auth.login_lockout_s == 0 {
+            return bad("auth.login_rpm_per_ip / login_failures_max / login_lockout_s", "must be at least 1");
+        }
         if self.limits.rpm == 0 || self.limits.burst == 0 {
             return bad("limits.rpm / limits.burst", "must be at least 1");
         }
-        if self.limits.max_cost_per_request < 0
-            || self.limits.daily_cap < 0
-            || self.limits.global_daily_cap < 0
-        {
+        if self.limits.max_cost_per_request < 0 || self.limits.daily_cap < 0 || self.limits.global_daily_cap < 0 {
             return bad("limits", "caps must not be negative (0 means no cap)");
         }
         if self.limits.day_utc_offset_minutes.abs() > 14 * 60 {
             return bad("limits.day_utc_offset_minutes", "must be within -840..=840");
         }
         if self.ledger.hold_ttl_s == 0 || self.ledger.sweep_interval_s == 0 {
-            return bad(
-                "ledger.hold_ttl_s / ledger.sweep_interval_s",
-                "must be at least 1 second",
-            );
+            return bad("ledger.hold_ttl_s / ledger.sweep_interval_s", "must be at least 1 second");
         }
         Ok(())
     }
@@ -328,10 +309,8 @@ fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
     // Parse into the typed struct first: its errors carry the line and key.
-    toml::from_str::<Config>(&text)
-        .map_err(|e| ConfigError(format!("in config file {}: {e}", path.display())))?;
-    toml::from_str::<toml::Table>(&text)
-        .map_err(|e| ConfigError(format!("in config file {}: {e}", path.display())))
+    toml::from_str::<Config>(&text).map_err(|e| ConfigError(format!("in config file {}: {e}", path.display())))?;
+    toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError(format!("in config file {}: {e}", path.display())))
 }
 
 fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
@@ -340,11 +319,9 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
             continue;
         }
         let rest = name["TOLLGATE_".len()..].to_ascii_lowercase();
-        let Some((section, key)) = ENV_SECTIONS.iter().find_map(|s| {
-            rest.strip_prefix(s)
-                .and_then(|k| k.strip_prefix('_'))
-                .map(|k| (*s, k))
-        }) else {
+        let Some((section, key)) =
+            ENV_SECTIONS.iter().find_map(|s| rest.strip_prefix(s).and_then(|k| k.strip_prefix('_')).map(|k| (*s, k)))
+        else {
             return Err(ConfigError(format!(
                 "unknown environment variable {name}: expected TOLLGATE_<SECTION>_<KEY> with SECTION one of {}",
                 ENV_SECTIONS.join(", ")
@@ -354,18 +331,12 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(raw.clone()));
-        let entry = table
-            .entry(section)
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         let Some(section_table) = entry.as_table_mut() else {
-            return Err(ConfigError(format!(
-                "config section [{section}] must be a table"
-            )));
+            return Err(ConfigError(format!("config section [{section}] must be a table")));
         };
         if !key_known(section, key) {
-            return Err(ConfigError(format!(
-                "unknown environment variable {name}: [{section}] has no key `{key}`"
-            )));
+            return Err(ConfigError(format!("unknown environment variable {name}: [{section}] has no key `{key}`")));
         }
         section_table.insert(key.to_owned(), value);
         // Check as we go, so a wrong type names the variable that caused it.
@@ -381,11 +352,7 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
 
 fn key_known(section: &str, key: &str) -> bool {
     let defaults = toml::Value::try_from(Config::default()).ok();
-    defaults
-        .as_ref()
-        .and_then(|v| v.get(section))
-        .and_then(|s| s.as_table())
-        .is_some_and(|t| t.contains_key(key))
+    defaults.as_ref().and_then(|v| v.get(section)).and_then(|s| s.as_table()).is_some_and(|t| t.contains_key(key))
 }
 
 #[cfg(test)]
@@ -393,10 +360,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
@@ -408,23 +372,11 @@ mod tests {
     #[test]
     fn precedence_is_flags_then_env_then_file_then_defaults() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(
-            &dir,
-            "[server]\naddr = \"127.0.0.1:1\"\n[limits]\nrpm = 5\nburst = 7\n",
-        );
-        let flags = Flags {
-            config: Some(path),
-            addr: Some("127.0.0.1:3".into()),
-            db: None,
-        };
-        let c = Config::load_from(
-            &flags,
-            &env(&[
-                ("TOLLGATE_SERVER_ADDR", "127.0.0.1:2"),
-                ("TOLLGATE_LIMITS_RPM", "120"),
-            ]),
-        )
-        .unwrap();
+        let path = write(&dir, "[server]\naddr = \"127.0.0.1:1\"\n[limits]\nrpm = 5\nburst = 7\n");
+        let flags = Flags { config: Some(path), addr: Some("127.0.0.1:3".into()), db: None };
+        let c =
+            Config::load_from(&flags, &env(&[("TOLLGATE_SERVER_ADDR", "127.0.0.1:2"), ("TOLLGATE_LIMITS_RPM", "120")]))
+                .unwrap();
         assert_eq!(c.server.addr, "127.0.0.1:3");
         assert_eq!(c.limits.rpm, 120);
         assert_eq!(c.limits.burst, 7);
@@ -435,36 +387,14 @@ mod tests {
     fn unknown_keys_and_wrong_types_name_the_key_and_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "[limits]\nrpmm = 5\n");
-        let err = Config::load_from(
-            &Flags {
-                config: Some(path.clone()),
-                ..Flags::default()
-            },
-            &[],
-        )
-        .unwrap_err();
-        assert!(
-            err.0.contains("rpmm") && err.0.contains("tollgate.toml"),
-            "{err}"
-        );
+        let err = Config::load_from(&Flags { config: Some(path.clone()), ..Flags::default() }, &[]).unwrap_err();
+        assert!(err.0.contains("rpmm") && err.0.contains("tollgate.toml"), "{err}");
         let path = write(&dir, "[limits]\nrpm = \"fast\"\n");
-        let err = Config::load_from(
-            &Flags {
-                config: Some(path),
-                ..Flags::default()
-            },
-            &[],
-        )
-        .unwrap_err();
-        assert!(
-            err.0.contains("rpm") && err.0.contains("tollgate.toml"),
-            "{err}"
-        );
-        let err = Config::load_from(&Flags::default(), &env(&[("TOLLGATE_LIMITS_RPMM", "1")]))
-            .unwrap_err();
+        let err = Config::load_from(&Flags { config: Some(path), ..Flags::default() }, &[]).unwrap_err();
+        assert!(err.0.contains("rpm") && err.0.contains("tollgate.toml"), "{err}");
+        let err = Config::load_from(&Flags::default(), &env(&[("TOLLGATE_LIMITS_RPMM", "1")])).unwrap_err();
         assert!(err.0.contains("TOLLGATE_LIMITS_RPMM"), "{err}");
-        let err = Config::load_from(&Flags::default(), &env(&[("TOLLGATE_LIMITS_RPM", "fast")]))
-            .unwrap_err();
+        let err = Config::load_from(&Flags::default(), &env(&[("TOLLGATE_LIMITS_RPM", "fast")])).unwrap_err();
         assert!(err.0.contains("rpm"), "{err}");
     }
 
@@ -506,14 +436,7 @@ routes = [ { provider = "local_vllm", model = "Qwen/Qwen2.5-7B-Instruct" } ]
 price = { input_per_1m = 800, output_per_1m = 2000 }
 "#;
         let path = write(&dir, text);
-        let c = Config::load_from(
-            &Flags {
-                config: Some(path),
-                ..Flags::default()
-            },
-            &[],
-        )
-        .unwrap();
+        let c = Config::load_from(&Flags { config: Some(path), ..Flags::default() }, &[]).unwrap();
         assert_eq!(c.models[0].price.output_per_1m, 2000);
         assert_eq!(c.providers["local_vllm"].kind, "openai");
     }

@@ -33,6 +33,22 @@ pub enum Error {
         spent: Credits,
         retry_after_s: u64,
     },
+    /// All users together would pass the operator's daily budget.
+    BudgetExhausted {
+        cap: Credits,
+        spent: Credits,
+        retry_after_s: u64,
+    },
+    /// The request's cost bound is over the per-request cap.
+    MaxCostExceeded {
+        bound: Credits,
+        cap: Credits,
+    },
+    /// The caller's token bucket is empty, or a login lockout is in force.
+    RateLimited {
+        retry_after_s: u64,
+        message: String,
+    },
     /// A conflict with existing state (e.g. an email already taken).
     Conflict {
         code: &'static str,
@@ -48,16 +64,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn invalid(param: &str, message: impl Into<String>) -> Error {
-        Error::Invalid {
-            param: Some(param.to_owned()),
-            message: message.into(),
-        }
+        Error::Invalid { param: Some(param.to_owned()), message: message.into() }
     }
 
     pub fn not_found(what: &str) -> Error {
-        Error::NotFound(format!(
-            "No such {what}. Check the id; ids are only visible to their owner."
-        ))
+        Error::NotFound(format!("No such {what}. Check the id; ids are only visible to their owner."))
     }
 }
 
@@ -71,14 +82,14 @@ impl fmt::Display for Error {
             | Error::Conflict { message, .. }
             | Error::Internal(message) => f.write_str(message),
             Error::InsufficientCredits { needed, available } => {
-                write!(
-                    f,
-                    "insufficient credits: {needed} needed, {available} available"
-                )
+                write!(f, "insufficient credits: {needed} needed, {available} available")
             }
             Error::DailyCapExceeded { cap, spent, .. } => {
                 write!(f, "daily cap {cap} reached ({spent} spent)")
             }
+            Error::BudgetExhausted { cap, .. } => write!(f, "global daily budget {cap} exhausted"),
+            Error::MaxCostExceeded { bound, cap } => write!(f, "cost bound {bound} over the cap {cap}"),
+            Error::RateLimited { message, .. } => f.write_str(message),
             Error::Storage(e) => write!(f, "{e}"),
         }
     }

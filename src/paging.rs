@@ -16,10 +16,7 @@ pub struct Page {
 
 impl Default for Page {
     fn default() -> Self {
-        Page {
-            limit: PAGE_LIMIT_DEFAULT,
-            starting_after: None,
-        }
+        Page { limit: PAGE_LIMIT_DEFAULT, starting_after: None }
     }
 }
 
@@ -47,10 +44,6 @@ impl<T> List<T> {
     pub fn from_rows(mut rows: Vec<T>, page: &Page) -> List<T> {
         let has_more = rows.len() > page.limit;
         rows.truncate(page.limit);
-        List {
-            object: "list",
-            data: rows,
-            has_more,
-        }
+        List { object: "list", data: rows, has_more }
     }
 }

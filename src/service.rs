@@ -9,6 +9,7 @@ use crate::auth;
 use crate::config::Config;
 use crate::domain::{Email, Password, Role, Timestamp};
 use crate::error::Error;
+use crate::guard::{Clock, Guard, SystemClock};
 use crate::http::server::HttpServer;
 use crate::storage::{Db, Synchronous};
 use crate::{idempotency, ledger, logs, users};
@@ -27,6 +28,15 @@ pub struct BootstrapAdmin {
     pub password: String,
 }
 
+/// What `Service::start` needs besides the config.
+#[derive(Default)]
+pub struct StartOptions {
+    pub admin: Option<BootstrapAdmin>,
+    /// The rate limiter's clock; the system clock when `None`. Tests inject
+    /// a manual clock to move time without sleeping.
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
 pub struct Service {
     app: Arc<App>,
     http: HttpServer,
@@ -41,15 +51,17 @@ pub fn open_db(config: &Config) -> Result<Db, String> {
 }
 
 impl Service {
-    pub fn start(config: Config, admin: Option<BootstrapAdmin>) -> Result<Service, String> {
+    pub fn start(config: Config, options: StartOptions) -> Result<Service, String> {
         let db = open_db(&config)?;
-        let keys =
-            auth::load_keys(&db).map_err(|e| format!("cannot load the token signing key: {e}"))?;
-        if let Some(a) = admin {
-            ensure_admin(&db, &a)?;
+        let keys = auth::load_keys(&db).map_err(|e| format!("cannot load the token signing key: {e}"))?;
+        if let Some(a) = &options.admin {
+            ensure_admin(&db, a)?;
         }
         recover(&db)?;
-        let app = Arc::new(App { config, db, keys });
+        let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock::default()));
+        let guard = Guard::new(config.limits.clone(), config.auth.clone(), clock);
+        guard.load(&db).map_err(|e| format!("cannot load per-user limits: {e}"))?;
+        let app = Arc::new(App { config, db, keys, guard });
         let stop = Arc::new(AtomicBool::new(false));
         let upkeep = {
             let (app, stop) = (Arc::clone(&app), Arc::clone(&stop));
@@ -59,17 +71,8 @@ impl Service {
                 .map_err(|e| format!("cannot start the upkeep thread: {e}"))?
         };
         let http = HttpServer::start(Arc::clone(&app))?;
-        log::info!(
-            "tollgate listening on http://{} (database {})",
-            http.addr(),
-            app.config.server.db.display()
-        );
-        Ok(Service {
-            app,
-            http,
-            stop,
-            upkeep: Some(upkeep),
-        })
+        log::info!("tollgate listening on http://{} (database {})", http.addr(), app.config.server.db.display());
+        Ok(Service { app, http, stop, upkeep: Some(upkeep) })
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
@@ -93,14 +96,10 @@ impl Service {
 
 fn ensure_admin(db: &Db, a: &BootstrapAdmin) -> Result<(), String> {
     let email = Email::parse(&a.email).map_err(|m| format!("TOLLGATE_ADMIN_EMAIL: {m}"))?;
-    if users::find_by_email(db, &email)
-        .map_err(|e| e.to_string())?
-        .is_some()
-    {
+    if users::find_by_email(db, &email).map_err(|e| e.to_string())?.is_some() {
         return Ok(());
     }
-    let password =
-        Password::parse(&a.password).map_err(|m| format!("TOLLGATE_ADMIN_PASSWORD: {m}"))?;
+    let password = Password::parse(&a.password).map_err(|m| format!("TOLLGATE_ADMIN_PASSWORD: {m}"))?;
     match users::create(db, email.clone(), &password, Role::Admin) {
         Ok(_) | Err(Error::Conflict { .. }) => {
             log::info!("created administrator {email}");
@@ -119,9 +118,7 @@ fn recover(db: &Db) -> Result<(), String> {
     }
     let mut expired = 0;
     loop {
-        let n = db
-            .write(|c| ledger::expire_due(c, Timestamp::now()))
-            .map_err(|e| e.to_string())?;
+        let n = db.write(|c| ledger::expire_due(c, Timestamp::now())).map_err(|e| e.to_string())?;
         expired += n;
         if n < ledger::SWEEP_BATCH_MAX as usize {
             break;

@@ -21,8 +21,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut buf = [0u8; N];
-    getrandom::fill(&mut buf)
-        .map_err(|e| Error::Internal(format!("no randomness available: {e}")))?;
+    getrandom::fill(&mut buf).map_err(|e| Error::Internal(format!("no randomness available: {e}")))?;
     Ok(buf)
 }
 
@@ -34,15 +33,8 @@ pub struct NewKey {
 }
 
 pub fn generate() -> Result<NewKey> {
-    let plaintext = format!(
-        "{API_KEY_PREFIX}{}",
-        hex(&random_bytes::<API_KEY_RANDOM_BYTES>()?)
-    );
-    Ok(NewKey {
-        hash: hash(&plaintext),
-        display_prefix: plaintext[..API_KEY_PREFIX.len() + 6].to_owned(),
-        plaintext,
-    })
+    let plaintext = format!("{API_KEY_PREFIX}{}", hex(&random_bytes::<API_KEY_RANDOM_BYTES>()?));
+    Ok(NewKey { hash: hash(&plaintext), display_prefix: plaintext[..API_KEY_PREFIX.len() + 6].to_owned(), plaintext })
 }
 
 pub fn hash(plaintext: &str) -> String {
@@ -51,7 +43,6 @@ pub fn hash(plaintext: &str) -> String {
 
 /// Cheap shape check before any database lookup.
 pub fn looks_like_key(s: &str) -> bool {
-    s.strip_prefix(API_KEY_PREFIX).is_some_and(|rest| {
-        rest.len() == API_KEY_RANDOM_BYTES * 2 && rest.bytes().all(|b| b.is_ascii_hexdigit())
-    })
+    s.strip_prefix(API_KEY_PREFIX)
+        .is_some_and(|rest| rest.len() == API_KEY_RANDOM_BYTES * 2 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
 }

@@ -32,21 +32,12 @@ impl JwtKeys {
         validation.leeway = JWT_LEEWAY_S;
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp", "sub", "iat"]);
-        JwtKeys {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
-        }
+        JwtKeys { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
     }
 
     pub fn issue(&self, user: UserId, role: Role, ttl_s: u64) -> Result<String> {
         let now = (Timestamp::now().millis() / 1000) as u64;
-        let claims = Claims {
-            sub: user.to_string(),
-            role: role.as_str().into(),
-            iat: now,
-            exp: now + ttl_s,
-        };
+        let claims = Claims { sub: user.to_string(), role: role.as_str().into(), iat: now, exp: now + ttl_s };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| Error::Internal(format!("cannot sign token: {e}")))
     }
@@ -55,17 +46,12 @@ impl JwtKeys {
     pub fn verify(&self, token: &str) -> Result<UserId> {
         let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
             let why = match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    "The access token has expired; log in again."
-                }
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "The access token has expired; log in again.",
                 _ => "The access token is invalid; log in again to get a new one.",
             };
             Error::Unauthorized(why.into())
         })?;
-        UserId::parse(&data.claims.sub).ok_or_else(|| {
-            Error::Unauthorized(
-                "The access token is invalid; log in again to get a new one.".into(),
-            )
-        })
+        UserId::parse(&data.claims.sub)
+            .ok_or_else(|| Error::Unauthorized("The access token is invalid; log in again to get a new one.".into()))
     }
 }

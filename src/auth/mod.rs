@@ -48,8 +48,7 @@ impl CurrentUser {
 /// Loads the signing secret, generating and storing it on first start.
 pub fn load_keys(db: &Db) -> Result<JwtKeys> {
     let fresh = api_key::hex(&api_key::random_bytes::<32>()?);
-    let secret =
-        db.write(move |c| Ok::<_, Error>(storage::setting_init(c, JWT_SECRET_SETTING, &fresh)?))?;
+    let secret = db.write(move |c| Ok::<_, Error>(storage::setting_init(c, JWT_SECRET_SETTING, &fresh)?))?;
     Ok(JwtKeys::new(secret.as_bytes()))
 }
 
@@ -74,27 +73,16 @@ pub fn authenticate(db: &Db, keys: &JwtKeys, authorization: Option<&str>) -> Res
         }
         let hash = api_key::hash(token);
         let found = db.read(|c| Ok::<_, Error>(storage::user_by_key_hash(c, &hash)?))?;
-        let (id, role, key) = found.ok_or_else(|| {
-            Error::Unauthorized("This API key is unknown or has been revoked.".into())
-        })?;
-        return Ok(CurrentUser {
-            id,
-            role,
-            via: Credential::ApiKey(key),
-        });
+        let (id, role, key) =
+            found.ok_or_else(|| Error::Unauthorized("This API key is unknown or has been revoked.".into()))?;
+        return Ok(CurrentUser { id, role, via: Credential::ApiKey(key) });
     }
     let id = keys.verify(token)?;
     // The role is read fresh, so a deactivated user's tokens stop at once.
     let role = db
         .read(|c| Ok::<_, Error>(storage::active_role(c, id)?))?
-        .ok_or_else(|| {
-            Error::Unauthorized("This account no longer exists or has been deactivated.".into())
-        })?;
-    Ok(CurrentUser {
-        id,
-        role,
-        via: Credential::Jwt,
-    })
+        .ok_or_else(|| Error::Unauthorized("This account no longer exists or has been deactivated.".into()))?;
+    Ok(CurrentUser { id, role, via: Credential::Jwt })
 }
 
 #[derive(Debug, Serialize)]
@@ -109,45 +97,23 @@ pub struct LoginResponse {
 /// does not reveal which addresses have accounts.
 pub const LOGIN_FAILED_MESSAGE: &str = "Invalid email or password.";
 
-pub fn login(
-    db: &Db,
-    keys: &JwtKeys,
-    ttl_s: u64,
-    email: &str,
-    password: &str,
-) -> Result<LoginResponse> {
+pub fn login(db: &Db, keys: &JwtKeys, ttl_s: u64, email: &str, password: &str) -> Result<LoginResponse> {
     let found = match Email::parse(email) {
         Ok(e) => db.read(|c| users::storage::by_email(c, &e))?,
         Err(_) => None,
     };
     let Some((user, hash)) = found else {
         password::burn_time(password);
-        logs::record(
-            db,
-            NewLog::system(logs::Level::Info, "login_unknown_email", json!({})),
-        );
+        logs::record(db, NewLog::system(logs::Level::Info, "login_unknown_email", json!({})));
         return Err(Error::Unauthorized(LOGIN_FAILED_MESSAGE.into()));
     };
     if !password::verify(password, &hash) {
-        logs::record(
-            db,
-            NewLog::business(
-                user.id,
-                "login",
-                false,
-                json!({ "reason": "wrong_password" }),
-            ),
-        );
+        logs::record(db, NewLog::business(user.id, "login", false, json!({ "reason": "wrong_password" })));
         return Err(Error::Unauthorized(LOGIN_FAILED_MESSAGE.into()));
     }
     let access_token = keys.issue(user.id, user.role, ttl_s)?;
     logs::record(db, NewLog::business(user.id, "login", true, json!({})));
-    Ok(LoginResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in: ttl_s,
-        user,
-    })
+    Ok(LoginResponse { access_token, token_type: "Bearer", expires_in: ttl_s, user })
 }
 
 #[derive(Debug, Serialize)]
@@ -162,43 +128,19 @@ pub struct CreatedApiKey {
 
 pub fn parse_key_name(raw: &str) -> Result<String> {
     let name = raw.trim();
-    if name.is_empty()
-        || name.chars().count() > API_KEY_NAME_CHARS_MAX
-        || name.chars().any(char::is_control)
-    {
-        return Err(Error::invalid(
-            "name",
-            format!("name must be 1 to {API_KEY_NAME_CHARS_MAX} printable characters"),
-        ));
+    if name.is_empty() || name.chars().count() > API_KEY_NAME_CHARS_MAX || name.chars().any(char::is_control) {
+        return Err(Error::invalid("name", format!("name must be 1 to {API_KEY_NAME_CHARS_MAX} printable characters")));
     }
     Ok(name.to_owned())
 }
 
 /// Creates a key inside the caller's transaction.
-pub fn create_api_key(
-    conn: &rusqlite::Connection,
-    user: UserId,
-    name: &str,
-) -> Result<CreatedApiKey> {
+pub fn create_api_key(conn: &rusqlite::Connection, user: UserId, name: &str) -> Result<CreatedApiKey> {
     let new = api_key::generate()?;
     let now = Timestamp::now();
     let id = storage::insert_key(conn, user, name, &new.hash, &new.display_prefix, now)?;
-    logs::write(
-        conn,
-        &NewLog::business(
-            user,
-            "api_key_created",
-            true,
-            json!({ "api_key_id": id, "name": name }),
-        ),
-    )?;
-    Ok(CreatedApiKey {
-        id,
-        object: "api_key",
-        name: name.to_owned(),
-        key: new.plaintext,
-        created_at: now,
-    })
+    logs::write(conn, &NewLog::business(user, "api_key_created", true, json!({ "api_key_id": id, "name": name })))?;
+    Ok(CreatedApiKey { id, object: "api_key", name: name.to_owned(), key: new.plaintext, created_at: now })
 }
 
 pub fn list_api_keys(db: &Db, user: UserId, page: &Page) -> Result<List<ApiKeyView>> {
@@ -209,10 +151,7 @@ pub fn revoke_api_key(db: &Db, user: UserId, id: ApiKeyId) -> Result<()> {
     let n = db.write(move |c| {
         let n = storage::revoke_key(c, user, id, Timestamp::now())?;
         if n == 1 {
-            logs::write(
-                c,
-                &NewLog::business(user, "api_key_revoked", true, json!({ "api_key_id": id })),
-            )?;
+            logs::write(c, &NewLog::business(user, "api_key_revoked", true, json!({ "api_key_id": id })))?;
         }
         Ok::<_, Error>(n)
     })?;

@@ -17,21 +17,15 @@ pub fn verify(candidate: &str, stored: &str) -> bool {
     let Ok(parsed) = stored.parse::<PasswordHash>() else {
         return false;
     };
-    Argon2::default()
-        .verify_password(candidate.as_bytes(), &parsed)
-        .is_ok()
+    Argon2::default().verify_password(candidate.as_bytes(), &parsed).is_ok()
 }
 
 /// Spends the same time as a real check, so that a login for an unknown email
 /// takes as long as one with a wrong password and does not reveal which.
 pub fn burn_time(candidate: &str) {
     static DUMMY: OnceLock<String> = OnceLock::new();
-    let dummy = DUMMY.get_or_init(|| {
-        Password::parse("not-a-real-password")
-            .ok()
-            .and_then(|p| hash(&p).ok())
-            .unwrap_or_default()
-    });
+    let dummy = DUMMY
+        .get_or_init(|| Password::parse("not-a-real-password").ok().and_then(|p| hash(&p).ok()).unwrap_or_default());
     let _ = verify(candidate, dummy);
 }
 

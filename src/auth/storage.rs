@@ -6,21 +6,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 pub fn setting(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-        r.get(0)
-    })
-    .optional()
+    conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()
 }
 
 /// Stores `value` unless the key exists; returns what is stored either way.
 pub fn setting_init(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<String> {
-    conn.execute(
-        "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING",
-        [key, value],
-    )?;
-    conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-        r.get(0)
-    })
+    conn.execute("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING", [key, value])?;
+    conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -48,11 +40,7 @@ pub fn insert_key(
     Ok(ApiKeyId(conn.last_insert_rowid()))
 }
 
-pub fn list_keys(
-    conn: &Connection,
-    user: UserId,
-    page: &Page,
-) -> rusqlite::Result<List<ApiKeyView>> {
+pub fn list_keys(conn: &Connection, user: UserId, page: &Page) -> rusqlite::Result<List<ApiKeyView>> {
     let mut st = conn.prepare_cached(
         "SELECT id, name, key_prefix, created_at FROM api_keys
          WHERE user_id = ?1 AND revoked_at IS NULL AND id < ?2 ORDER BY id DESC LIMIT ?3",
@@ -72,12 +60,7 @@ pub fn list_keys(
 }
 
 /// Revokes the user's own key; 0 rows when it is not theirs or already revoked.
-pub fn revoke_key(
-    conn: &Connection,
-    user: UserId,
-    id: ApiKeyId,
-    now: Timestamp,
-) -> rusqlite::Result<usize> {
+pub fn revoke_key(conn: &Connection, user: UserId, id: ApiKeyId, now: Timestamp) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE api_keys SET revoked_at = ?3 WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL",
         params![id, user, now],
@@ -85,21 +68,14 @@ pub fn revoke_key(
 }
 
 /// The active user (and their role) behind a live key.
-pub fn user_by_key_hash(
-    conn: &Connection,
-    hash: &str,
-) -> rusqlite::Result<Option<(UserId, Role, ApiKeyId)>> {
+pub fn user_by_key_hash(conn: &Connection, hash: &str) -> rusqlite::Result<Option<(UserId, Role, ApiKeyId)>> {
     conn.prepare_cached(
         "SELECT u.id, u.role, k.id FROM api_keys k JOIN users u ON u.id = k.user_id
          WHERE k.key_hash = ?1 AND k.revoked_at IS NULL AND u.deleted_at IS NULL",
     )?
     .query_row([hash], |r| {
         let role: String = r.get(1)?;
-        Ok((
-            r.get(0)?,
-            Role::parse(&role).unwrap_or(Role::User),
-            r.get(2)?,
-        ))
+        Ok((r.get(0)?, Role::parse(&role).unwrap_or(Role::User), r.get(2)?))
     })
     .optional()
 }

@@ -20,10 +20,7 @@ macro_rules! typed_id {
             /// callers turn into `not_found`: a malformed id names nothing.
             pub fn parse(s: &str) -> Option<Self> {
                 let digits = s.strip_prefix($prefix)?;
-                if digits.is_empty()
-                    || digits.len() > 18
-                    || !digits.bytes().all(|b| b.is_ascii_digit())
-                {
+                if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
                     return None;
                 }
                 digits.parse::<i64>().ok().filter(|n| *n > 0).map($name)

@@ -103,20 +103,8 @@ mod tests {
 
     #[test]
     fn email_is_normalised_and_checked() {
-        assert_eq!(
-            Email::parse(" Ann@Example.COM ").unwrap().as_str(),
-            "ann@example.com"
-        );
-        for bad in [
-            "",
-            "ann",
-            "ann@",
-            "@x.io",
-            "ann@localhost",
-            "a b@x.io",
-            "a@b@x.io",
-            "a@.io",
-        ] {
+        assert_eq!(Email::parse(" Ann@Example.COM ").unwrap().as_str(), "ann@example.com");
+        for bad in ["", "ann", "ann@", "@x.io", "ann@localhost", "a b@x.io", "a@b@x.io", "a@.io"] {
             assert!(Email::parse(bad).is_err(), "{bad} should be refused");
         }
     }

@@ -13,10 +13,7 @@ const MS_PER_DAY: i64 = 86_400_000;
 
 impl Timestamp {
     pub fn now() -> Timestamp {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         Timestamp(ms)
     }
 
@@ -78,10 +75,7 @@ mod tests {
     #[test]
     fn formats_rfc3339_utc() {
         assert_eq!(Timestamp(0).rfc3339(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            Timestamp(1_700_000_000_123).rfc3339(),
-            "2023-11-14T22:13:20.123Z"
-        );
+        assert_eq!(Timestamp(1_700_000_000_123).rfc3339(), "2023-11-14T22:13:20.123Z");
     }
 
     #[test]

@@ -28,14 +28,7 @@ impl ApiError {
             500..=599 => "api_error",
             _ => "invalid_request_error",
         };
-        ApiError {
-            status,
-            kind,
-            code,
-            message: message.into(),
-            param: None,
-            retry_after_s: None,
-        }
+        ApiError { status, kind, code, message: message.into(), param: None, retry_after_s: None }
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> ApiError {
@@ -73,6 +66,16 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
+        let reason = match &e {
+            Error::InsufficientCredits { .. } => Some("insufficient_credits"),
+            Error::MaxCostExceeded { .. } => Some("max_cost_exceeded"),
+            Error::DailyCapExceeded { .. } => Some("daily_cap_exceeded"),
+            Error::BudgetExhausted { .. } => Some("budget_exhausted"),
+            _ => None,
+        };
+        if let Some(r) = reason {
+            crate::metrics::global().credits_refused.with_label_values(&[r]).inc();
+        }
         match e {
             Error::Invalid { param, message } => {
                 let mut a = ApiError::new(400, "invalid_request", message);
@@ -89,11 +92,7 @@ impl From<Error> for ApiError {
                     "Insufficient credits: this needs {needed} and {available} are available. Top up, or wait for pending jobs to finish."
                 ),
             ),
-            Error::DailyCapExceeded {
-                cap,
-                spent,
-                retry_after_s,
-            } => {
+            Error::DailyCapExceeded { cap, spent, retry_after_s } => {
                 let mut a = ApiError::new(
                     429,
                     "daily_cap_exceeded",
@@ -104,22 +103,35 @@ impl From<Error> for ApiError {
                 a.retry_after_s = Some(retry_after_s);
                 a
             }
+            Error::BudgetExhausted { retry_after_s, .. } => {
+                let mut a = ApiError::new(
+                    503,
+                    "budget_exhausted",
+                    "The service's daily spending budget is exhausted; charged requests resume when the day rolls over.",
+                );
+                a.retry_after_s = Some(retry_after_s);
+                a
+            }
+            Error::MaxCostExceeded { bound, cap } => ApiError::new(
+                402,
+                "max_cost_exceeded",
+                format!(
+                    "This request could cost up to {bound} credits, over your per-request cap of {cap}. Ask for less (e.g. a lower max_tokens or max_cost)."
+                ),
+            ),
+            Error::RateLimited { retry_after_s, message } => {
+                let mut a = ApiError::new(429, "rate_limited", message);
+                a.retry_after_s = Some(retry_after_s);
+                a
+            }
             Error::Conflict { code, message } => ApiError::new(409, code, message),
             Error::Storage(err) => {
                 log::error!("storage error: {err}");
-                ApiError::new(
-                    500,
-                    "internal_error",
-                    "An internal error occurred; nothing was changed. Retry later.",
-                )
+                ApiError::new(500, "internal_error", "An internal error occurred; nothing was changed. Retry later.")
             }
             Error::Internal(detail) => {
                 log::error!("internal error: {detail}");
-                ApiError::new(
-                    500,
-                    "internal_error",
-                    "An internal error occurred; nothing was changed. Retry later.",
-                )
+                ApiError::new(500, "internal_error", "An internal error occurred; nothing was changed. Retry later.")
             }
         }
     }

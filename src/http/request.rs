@@ -19,17 +19,23 @@ pub struct Req {
 
 impl Req {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The client's address: the socket peer, or, when the peer is a trusted
+    /// proxy, the right-most `X-Forwarded-For` entry that is not one.
+    pub fn client_ip(&self, trusted: &[String]) -> Option<IpAddr> {
+        let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| t.parse::<IpAddr>().is_ok_and(|t| t == *ip));
+        let peer = self.peer_ip?;
+        if !is_trusted(&peer) {
+            return Some(peer);
+        }
+        let forwarded = self.header("x-forwarded-for").unwrap_or("");
+        forwarded.rsplit(',').filter_map(|s| s.trim().parse::<IpAddr>().ok()).find(|ip| !is_trusted(ip)).or(Some(peer))
     }
 
     pub fn query(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// Parses the JSON body into `T`: `invalid_json` when it is not JSON,
@@ -38,24 +44,16 @@ impl Req {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::invalid_json("the body is empty"));
         }
-        let value: serde_json::Value = serde_json::from_slice(&self.body)
-            .map_err(|e| ApiError::invalid_json(&e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&self.body).map_err(|e| ApiError::invalid_json(&e.to_string()))?;
         if !value.is_object() {
             return Err(ApiError::invalid_json("expected an object"));
         }
         serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
-            let param = if path == "." || path.is_empty() {
-                missing_field(&inner).unwrap_or_default()
-            } else {
-                path
-            };
-            let mut err = ApiError::new(
-                400,
-                "invalid_request",
-                format!("Invalid request body: {inner}."),
-            );
+            let param = if path == "." || path.is_empty() { missing_field(&inner).unwrap_or_default() } else { path };
+            let mut err = ApiError::new(400, "invalid_request", format!("Invalid request body: {inner}."));
             if !param.is_empty() {
                 err = err.with_param(param);
             }
@@ -68,18 +66,16 @@ impl Req {
     pub fn page_after(&self, prefix: &'static str) -> Result<Page, ApiError> {
         let mut page = self.page()?;
         if let Some(cursor) = self.query("starting_after") {
-            let id = cursor
-                .strip_prefix(prefix)
-                .and_then(|d| d.parse::<i64>().ok())
-                .filter(|n| *n > 0)
-                .ok_or_else(|| {
+            let id = cursor.strip_prefix(prefix).and_then(|d| d.parse::<i64>().ok()).filter(|n| *n > 0).ok_or_else(
+                || {
                     ApiError::new(
                         400,
                         "invalid_request",
                         format!("starting_after must be an id of the listed kind ({prefix}...)."),
                     )
                     .with_param("starting_after")
-                })?;
+                },
+            )?;
             page.starting_after = Some(id);
         }
         Ok(page)
@@ -88,18 +84,14 @@ impl Req {
     pub fn page(&self) -> Result<Page, ApiError> {
         let mut page = Page::default();
         if let Some(raw) = self.query("limit") {
-            page.limit = raw
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=PAGE_LIMIT_MAX).contains(n))
-                .ok_or_else(|| {
-                    ApiError::new(
-                        400,
-                        "invalid_request",
-                        format!("limit must be a whole number from 1 to {PAGE_LIMIT_MAX}."),
-                    )
-                    .with_param("limit")
-                })?;
+            page.limit = raw.parse::<usize>().ok().filter(|n| (1..=PAGE_LIMIT_MAX).contains(n)).ok_or_else(|| {
+                ApiError::new(
+                    400,
+                    "invalid_request",
+                    format!("limit must be a whole number from 1 to {PAGE_LIMIT_MAX}."),
+                )
+                .with_param("limit")
+            })?;
         }
         Ok(page)
     }
@@ -116,22 +108,11 @@ fn missing_field(msg: &str) -> Option<String> {
 pub fn read(raw: &mut tiny_http::Request, body_bytes_max: usize) -> Result<Req, ApiError> {
     let url = raw.url().to_owned();
     let (path, query) = match url.split_once('?') {
-        Some((p, q)) => (
-            p.to_owned(),
-            form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
-        ),
+        Some((p, q)) => (p.to_owned(), form_urlencoded::parse(q.as_bytes()).into_owned().collect()),
         None => (url, Vec::new()),
     };
-    let headers: Vec<(String, String)> = raw
-        .headers()
-        .iter()
-        .map(|h| {
-            (
-                h.field.as_str().as_str().to_owned(),
-                h.value.as_str().to_owned(),
-            )
-        })
-        .collect();
+    let headers: Vec<(String, String)> =
+        raw.headers().iter().map(|h| (h.field.as_str().as_str().to_owned(), h.value.as_str().to_owned())).collect();
     let req = Req {
         method: raw.method().as_str().to_ascii_uppercase(),
         path,
@@ -147,13 +128,7 @@ pub fn read(raw: &mut tiny_http::Request, body_bytes_max: usize) -> Result<Req, 
     raw.as_reader()
         .take(body_bytes_max as u64 + 1)
         .read_to_end(&mut body)
-        .map_err(|e| {
-            ApiError::new(
-                400,
-                "invalid_request",
-                format!("Could not read the request body: {e}."),
-            )
-        })?;
+        .map_err(|e| ApiError::new(400, "invalid_request", format!("Could not read the request body: {e}.")))?;
     if body.len() > body_bytes_max {
         return Err(ApiError::payload_too_large(body_bytes_max));
     }

@@ -15,12 +15,7 @@ pub const JSON: &str = "application/json";
 impl Response {
     pub fn json<T: Serialize>(status: u16, value: &T) -> Response {
         match serde_json::to_vec(value) {
-            Ok(body) => Response {
-                status,
-                content_type: JSON,
-                headers: Vec::new(),
-                body,
-            },
+            Ok(body) => Response { status, content_type: JSON, headers: Vec::new(), body },
             Err(e) => {
                 log::error!("cannot encode a response: {e}");
                 Response::json_value(
@@ -32,30 +27,15 @@ impl Response {
     }
 
     pub fn json_value(status: u16, value: &serde_json::Value) -> Response {
-        Response {
-            status,
-            content_type: JSON,
-            headers: Vec::new(),
-            body: value.to_string().into_bytes(),
-        }
+        Response { status, content_type: JSON, headers: Vec::new(), body: value.to_string().into_bytes() }
     }
 
     pub fn text(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
-        Response {
-            status,
-            content_type,
-            headers: Vec::new(),
-            body: body.into(),
-        }
+        Response { status, content_type, headers: Vec::new(), body: body.into() }
     }
 
     pub fn no_content() -> Response {
-        Response {
-            status: 204,
-            content_type: JSON,
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
+        Response { status: 204, content_type: JSON, headers: Vec::new(), body: Vec::new() }
     }
 
     pub fn is_success(&self) -> bool {

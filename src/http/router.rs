@@ -11,6 +11,7 @@ use super::response::Response;
 use super::routes;
 use crate::app::App;
 use crate::auth::{self, CurrentUser};
+use crate::guard::bucket::Decision;
 use crate::idempotency::{self, Claim, StoredResponse, Token};
 use rusqlite::Connection;
 use serde::Serialize;
@@ -42,73 +43,20 @@ const fn route(
     handler: Handler,
     summary: &'static str,
 ) -> Route {
-    Route {
-        method,
-        path,
-        access,
-        handler,
-        summary,
-    }
+    Route { method, path, access, handler, summary }
 }
 
 /// Every route the binary serves. `/openapi.json` is checked against this.
 pub static ROUTES: &[Route] = &[
-    route(
-        "GET",
-        "/healthz",
-        Access::Public,
-        routes::ops::healthz,
-        "Process is up",
-    ),
-    route(
-        "GET",
-        "/readyz",
-        Access::Public,
-        routes::ops::readyz,
-        "Database is writable",
-    ),
-    route(
-        "POST",
-        "/v1/auth/login",
-        Access::Public,
-        routes::auth::login,
-        "Log in; returns an access token",
-    ),
-    route(
-        "POST",
-        "/v1/auth/signup",
-        Access::Public,
-        routes::auth::signup,
-        "Create an account (when enabled)",
-    ),
-    route(
-        "GET",
-        "/v1/me",
-        Access::User,
-        routes::auth::me,
-        "The calling user",
-    ),
-    route(
-        "POST",
-        "/v1/api-keys",
-        Access::User,
-        routes::auth::create_key,
-        "Create an API key (shown once)",
-    ),
-    route(
-        "GET",
-        "/v1/api-keys",
-        Access::User,
-        routes::auth::list_keys,
-        "List your API keys",
-    ),
-    route(
-        "DELETE",
-        "/v1/api-keys/{id}",
-        Access::User,
-        routes::auth::revoke_key,
-        "Revoke an API key",
-    ),
+    route("GET", "/healthz", Access::Public, routes::ops::healthz, "Process is up"),
+    route("GET", "/readyz", Access::Public, routes::ops::readyz, "Database is writable"),
+    route("GET", "/metrics", Access::Public, routes::ops::metrics, "Prometheus metrics"),
+    route("POST", "/v1/auth/login", Access::Public, routes::auth::login, "Log in; returns an access token"),
+    route("POST", "/v1/auth/signup", Access::Public, routes::auth::signup, "Create an account (when enabled)"),
+    route("GET", "/v1/me", Access::User, routes::auth::me, "The calling user"),
+    route("POST", "/v1/api-keys", Access::User, routes::auth::create_key, "Create an API key (shown once)"),
+    route("GET", "/v1/api-keys", Access::User, routes::auth::list_keys, "List your API keys"),
+    route("DELETE", "/v1/api-keys/{id}", Access::User, routes::auth::revoke_key, "Revoke an API key"),
     route(
         "GET",
         "/v1/credits/balance",
@@ -116,20 +64,8 @@ pub static ROUTES: &[Route] = &[
         routes::credits::balance,
         "Your balance, held and available credits",
     ),
-    route(
-        "GET",
-        "/v1/credits/transactions",
-        Access::User,
-        routes::credits::transactions,
-        "Your ledger rows",
-    ),
-    route(
-        "POST",
-        "/v1/credits/consume",
-        Access::User,
-        routes::credits::consume,
-        "Spend credits",
-    ),
+    route("GET", "/v1/credits/transactions", Access::User, routes::credits::transactions, "Your ledger rows"),
+    route("POST", "/v1/credits/consume", Access::User, routes::credits::consume, "Spend credits"),
     route(
         "GET",
         "/v1/credits/validate",
@@ -137,34 +73,11 @@ pub static ROUTES: &[Route] = &[
         routes::credits::validate,
         "Check your cached balance against the ledger",
     ),
-    route(
-        "GET",
-        "/v1/logs",
-        Access::User,
-        routes::logs::mine,
-        "Your business logs",
-    ),
-    route(
-        "POST",
-        "/v1/admin/users",
-        Access::Admin,
-        routes::admin::create_user,
-        "Create a user",
-    ),
-    route(
-        "GET",
-        "/v1/admin/users",
-        Access::Admin,
-        routes::admin::list_users,
-        "List users",
-    ),
-    route(
-        "DELETE",
-        "/v1/admin/users/{id}",
-        Access::Admin,
-        routes::admin::deactivate_user,
-        "Deactivate a user",
-    ),
+    route("GET", "/v1/logs", Access::User, routes::logs::mine, "Your business logs"),
+    route("GET", "/v1/limits", Access::User, routes::limits::mine, "Your limits and what is left of them"),
+    route("POST", "/v1/admin/users", Access::Admin, routes::admin::create_user, "Create a user"),
+    route("GET", "/v1/admin/users", Access::Admin, routes::admin::list_users, "List users"),
+    route("DELETE", "/v1/admin/users/{id}", Access::Admin, routes::admin::deactivate_user, "Deactivate a user"),
     route(
         "POST",
         "/v1/admin/users/{id}/credits",
@@ -172,13 +85,8 @@ pub static ROUTES: &[Route] = &[
         routes::admin::adjust_credits,
         "Grant or adjust a user's credits",
     ),
-    route(
-        "GET",
-        "/v1/admin/logs",
-        Access::Admin,
-        routes::admin::logs,
-        "All logs, filtered",
-    ),
+    route("PUT", "/v1/admin/users/{id}/limits", Access::Admin, routes::limits::set, "Set a user's limit overrides"),
+    route("GET", "/v1/admin/logs", Access::Admin, routes::admin::logs, "All logs, filtered"),
     route(
         "GET",
         "/v1/admin/audit",
@@ -194,6 +102,8 @@ pub struct Ctx<'a> {
     pub app: &'a App,
     pub req: &'a Req,
     pub params: Vec<&'a str>,
+    /// This request's rate-limit decision (authenticated routes only).
+    pub rate: Option<Decision>,
     user: Option<CurrentUser>,
     idem: Option<Token>,
     idem_stored: Cell<bool>,
@@ -203,8 +113,11 @@ impl Ctx<'_> {
     /// The caller. Only routes with `Access::User`/`Admin` reach handlers
     /// that call this, so the error is a routing bug, reported as 401.
     pub fn user(&self) -> Result<CurrentUser, ApiError> {
-        self.user
-            .ok_or_else(|| ApiError::new(401, "unauthorized", "Authentication required."))
+        self.user.ok_or_else(|| ApiError::new(401, "unauthorized", "Authentication required."))
+    }
+
+    pub fn client_ip(&self) -> Option<std::net::IpAddr> {
+        self.req.client_ip(&self.app.config.server.trusted_proxies)
     }
 
     pub fn param(&self, i: usize) -> &str {
@@ -235,11 +148,7 @@ impl Ctx<'_> {
 }
 
 fn stored(r: &Response) -> StoredResponse {
-    StoredResponse {
-        status: r.status,
-        content_type: r.content_type.to_owned(),
-        body: r.body.clone(),
-    }
+    StoredResponse { status: r.status, content_type: r.content_type.to_owned(), body: r.body.clone() }
 }
 
 /// Finds the route for a method and path; `Err` tells 404 from 405.
@@ -269,51 +178,86 @@ pub fn find<'r>(method: &str, path: &'r str) -> Result<(&'static Route, Vec<&'r 
         path_matched = true;
     }
     if path_matched {
-        return Err(ApiError::new(
-            405,
-            "method_not_allowed",
-            format!("{method} is not supported on {path}."),
-        ));
+        return Err(ApiError::new(405, "method_not_allowed", format!("{method} is not supported on {path}.")));
     }
-    Err(ApiError::new(
-        404,
-        "not_found",
-        format!("No route for {method} {path}. See /openapi.json."),
-    ))
+    Err(ApiError::new(404, "not_found", format!("No route for {method} {path}. See /openapi.json.")))
 }
 
-pub fn dispatch(app: &App, req: &Req) -> Response {
-    match dispatch_inner(app, req) {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+/// Runs a request through the route table; returns the response and the
+/// route's path pattern (the metrics label; `unmatched` for 404/405).
+pub fn dispatch(app: &App, req: &Req) -> (Response, &'static str) {
+    let mut route_path = "unmatched";
+    let mut rate = None;
+    let mut user_id = None;
+    let result = dispatch_inner(app, req, &mut route_path, &mut rate, &mut user_id);
+    let mut response = result.unwrap_or_else(|e| {
+        note_refusal(app, &e, user_id, rate.as_ref());
+        e.into_response()
+    });
+    if let Some(d) = rate {
+        response.headers.push(("X-RateLimit-Limit", d.limit.to_string()));
+        response.headers.push(("X-RateLimit-Remaining", d.remaining.to_string()));
+        response.headers.push(("X-RateLimit-Reset", d.reset_s.to_string()));
     }
+    (response, route_path)
 }
 
-fn dispatch_inner(app: &App, req: &Req) -> Result<Response, ApiError> {
+/// Every guard refusal is counted, and logged: for a user, as a business
+/// log (a rate-limit refusal only the first time its bucket runs dry, so a
+/// flood cannot turn into a flood of writes); for anonymous callers only
+/// when a lockout starts (see `guard`).
+fn note_refusal(app: &App, e: &ApiError, user: Option<crate::domain::UserId>, rate: Option<&Decision>) {
+    let guard = match e.code {
+        "rate_limited" => "rate_limit",
+        "max_cost_exceeded" => "max_cost",
+        "daily_cap_exceeded" => "daily_cap",
+        "budget_exhausted" => "global_budget",
+        _ => return,
+    };
+    if guard == "rate_limit" && !(user.is_some() && rate.is_some_and(|d| d.first_refusal)) {
+        crate::metrics::global().guard_refusals.with_label_values(&[guard]).inc();
+        return;
+    }
+    if guard == "global_budget" {
+        crate::logs::record(
+            &app.db,
+            crate::logs::NewLog::system(crate::logs::Level::Error, "global_budget_exhausted", serde_json::json!({})),
+        );
+    }
+    crate::guard::log_refusal(&app.db, user, guard, serde_json::json!({ "message": e.message }));
+}
+
+fn dispatch_inner(
+    app: &App,
+    req: &Req,
+    route_path: &mut &'static str,
+    rate: &mut Option<Decision>,
+    user_id: &mut Option<crate::domain::UserId>,
+) -> Result<Response, ApiError> {
     let (route, params) = find(&req.method, &req.path)?;
+    *route_path = route.path;
     let user = match route.access {
         Access::Public => None,
-        Access::User | Access::Admin => Some(auth::authenticate(
-            &app.db,
-            &app.keys,
-            req.header("authorization"),
-        )?),
+        Access::User | Access::Admin => Some(auth::authenticate(&app.db, &app.keys, req.header("authorization"))?),
     };
-    if route.access == Access::Admin && !user.is_some_and(|u| u.is_admin()) {
-        return Err(ApiError::new(
-            403,
-            "forbidden",
-            "This route is for administrators only.",
-        ));
+    *user_id = user.map(|u| u.id);
+    if let Some(u) = &user {
+        let d = app.guard.check_rate(u);
+        *rate = Some(d);
+        if !d.allowed {
+            let mut e = ApiError::new(
+                429,
+                "rate_limited",
+                format!("Rate limit of {} requests per minute reached. Retry in {} s.", d.limit, d.retry_after_s),
+            );
+            e.retry_after_s = Some(d.retry_after_s);
+            return Err(e);
+        }
     }
-    let mut ctx = Ctx {
-        app,
-        req,
-        params,
-        user,
-        idem: None,
-        idem_stored: Cell::new(false),
-    };
+    if route.access == Access::Admin && !user.is_some_and(|u| u.is_admin()) {
+        return Err(ApiError::new(403, "forbidden", "This route is for administrators only."));
+    }
+    let mut ctx = Ctx { app, req, params, rate: *rate, user, idem: None, idem_stored: Cell::new(false) };
     if req.method == "POST"
         && let (Some(u), Some(raw)) = (user, req.header("idempotency-key"))
     {

@@ -30,10 +30,7 @@ impl HttpServer {
     pub fn start(app: Arc<App>) -> Result<HttpServer, String> {
         let server = tiny_http::Server::http(&app.config.server.addr)
             .map_err(|e| format!("cannot listen on {}: {e}", app.config.server.addr))?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| "the listener has no IP address".to_owned())?;
+        let addr = server.server_addr().to_ip().ok_or_else(|| "the listener has no IP address".to_owned())?;
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
         let n = app.config.server.http_workers_effective();
@@ -46,12 +43,7 @@ impl HttpServer {
                 .map_err(|e| format!("cannot start HTTP worker: {e}"))?;
             workers.push(h);
         }
-        Ok(HttpServer {
-            addr,
-            stop,
-            workers,
-            server,
-        })
+        Ok(HttpServer { addr, stop, workers, server })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -81,15 +73,16 @@ fn worker(app: &App, server: &tiny_http::Server, stop: &AtomicBool) {
 fn handle(app: &App, mut rq: tiny_http::Request) {
     let started = Instant::now();
     let id = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
-    let (mut response, close) = match request::read(&mut rq, app.config.server.body_bytes_max) {
-        Ok(req) => (router::dispatch(app, &req), false),
+    let (mut response, route, close) = match request::read(&mut rq, app.config.server.body_bytes_max) {
+        Ok(req) => {
+            let (r, route) = router::dispatch(app, &req);
+            (r, route, false)
+        }
         // The rest of an oversized body is not read; the connection is closed.
-        Err(e) => (e.into_response(), true),
+        Err(e) => (e.into_response(), "unread", true),
     };
     let status = response.status;
-    response
-        .headers
-        .push(("X-Request-Id", format!("req_{id:x}")));
+    response.headers.push(("X-Request-Id", format!("req_{id:x}")));
     if close {
         response.headers.push(("Connection", "close".into()));
     }
@@ -98,11 +91,40 @@ fn handle(app: &App, mut rq: tiny_http::Request) {
     if let Err(e) = rq.respond(to_tiny(response)) {
         log::debug!("req_{id:x}: client went away before the response was sent: {e}");
     }
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed().as_secs_f64();
+    let m = crate::metrics::global();
+    m.http_requests.with_label_values(&[route, method.as_str(), status_label(status)]).inc();
+    m.http_duration.with_label_values(&[route]).observe(elapsed);
+    let ms = elapsed * 1000.0;
     if status >= 500 {
         log::warn!("req_{id:x} {method} {url} {status} {ms:.1}ms");
     } else {
         log::debug!("req_{id:x} {method} {url} {status} {ms:.1}ms");
+    }
+}
+
+/// Status as a label without allocating for the common ones.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        202 => "202",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        402 => "402",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => "other",
     }
 }
 

@@ -46,10 +46,7 @@ pub enum Claim {
 }
 
 pub fn parse_key(raw: &str) -> Result<String> {
-    if raw.is_empty()
-        || raw.len() > IDEMPOTENCY_KEY_BYTES_MAX
-        || !raw.bytes().all(|b| (0x21..0x7f).contains(&b))
-    {
+    if raw.is_empty() || raw.len() > IDEMPOTENCY_KEY_BYTES_MAX || !raw.bytes().all(|b| (0x21..0x7f).contains(&b)) {
         return Err(Error::invalid(
             "Idempotency-Key",
             format!(
@@ -90,9 +87,7 @@ pub fn complete(conn: &Connection, token: &Token, response: &StoredResponse) -> 
 /// Drops a claim whose request failed: failures are not stored, so a retry
 /// after a top-up can succeed.
 pub fn abandon(db: &Db, token: Token) {
-    if let Err(e) =
-        db.write(move |c| Ok::<_, Error>(storage::delete_in_progress(c, token.user, &token.key)?))
-    {
+    if let Err(e) = db.write(move |c| Ok::<_, Error>(storage::delete_in_progress(c, token.user, &token.key)?)) {
         log::error!("could not drop an idempotency claim: {e}");
     }
 }
@@ -103,10 +98,5 @@ pub fn clear_in_progress(db: &Db) -> Result<usize> {
 }
 
 pub fn prune(db: &Db) -> Result<usize> {
-    db.write(|c| {
-        Ok(storage::delete_before(
-            c,
-            Timestamp::now().plus_ms(-IDEMPOTENCY_TTL_MS),
-        )?)
-    })
+    db.write(|c| Ok(storage::delete_before(c, Timestamp::now().plus_ms(-IDEMPOTENCY_TTL_MS))?))
 }

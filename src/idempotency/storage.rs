@@ -18,31 +18,17 @@ pub fn get(conn: &Connection, user: UserId, key: &str) -> rusqlite::Result<Optio
     .query_row(params![user, key], |r| {
         let state: String = r.get(2)?;
         let response = if state == "done" {
-            Some(StoredResponse {
-                status: r.get::<_, i64>(3)? as u16,
-                content_type: r.get(4)?,
-                body: r.get(5)?,
-            })
+            Some(StoredResponse { status: r.get::<_, i64>(3)? as u16, content_type: r.get(4)?, body: r.get(5)? })
         } else {
             None
         };
-        Ok(Row {
-            fingerprint: r.get(0)?,
-            created_at: r.get(1)?,
-            response,
-        })
+        Ok(Row { fingerprint: r.get(0)?, created_at: r.get(1)?, response })
     })
     .optional()
 }
 
 /// Claims the key, replacing an expired record if there is one.
-pub fn claim(
-    conn: &Connection,
-    user: UserId,
-    key: &str,
-    fingerprint: &str,
-    now: Timestamp,
-) -> rusqlite::Result<()> {
+pub fn claim(conn: &Connection, user: UserId, key: &str, fingerprint: &str, now: Timestamp) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO idempotency_keys (user_id, key, fingerprint, state, created_at)
          VALUES (?1, ?2, ?3, 'in_progress', ?4)",
@@ -51,12 +37,7 @@ pub fn claim(
     Ok(())
 }
 
-pub fn complete(
-    conn: &Connection,
-    user: UserId,
-    key: &str,
-    r: &StoredResponse,
-) -> rusqlite::Result<()> {
+pub fn complete(conn: &Connection, user: UserId, key: &str, r: &StoredResponse) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE idempotency_keys SET state = 'done', status = ?3, content_type = ?4, body = ?5
          WHERE user_id = ?1 AND key = ?2",
@@ -73,15 +54,9 @@ pub fn delete_in_progress(conn: &Connection, user: UserId, key: &str) -> rusqlit
 }
 
 pub fn delete_all_in_progress(conn: &Connection) -> rusqlite::Result<usize> {
-    conn.execute(
-        "DELETE FROM idempotency_keys WHERE state = 'in_progress'",
-        [],
-    )
+    conn.execute("DELETE FROM idempotency_keys WHERE state = 'in_progress'", [])
 }
 
 pub fn delete_before(conn: &Connection, cutoff: Timestamp) -> rusqlite::Result<usize> {
-    conn.execute(
-        "DELETE FROM idempotency_keys WHERE created_at < ?1",
-        [cutoff],
-    )
+    conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?1", [cutoff])
 }

@@ -26,40 +26,19 @@ pub struct ChainHead {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Mismatch {
     /// The row's stored hash is not the hash of its contents: it was edited.
-    Chain {
-        row_id: i64,
-        expected_hash: String,
-        stored_hash: String,
-    },
+    Chain { row_id: i64, expected_hash: String, stored_hash: String },
     /// A row id is missing: a row was deleted.
     Gap { after_row_id: i64, next_row_id: i64 },
     /// `balance_after` does not follow from the user's previous row.
-    RunningBalance {
-        row_id: i64,
-        user_id: UserId,
-        expected: i64,
-        stored: i64,
-    },
+    RunningBalance { row_id: i64, user_id: UserId, expected: i64, stored: i64 },
     /// The cached balance differs from the ledger sum.
-    CachedBalance {
-        user_id: UserId,
-        ledger_balance: i64,
-        cached_balance: i64,
-    },
+    CachedBalance { user_id: UserId, ledger_balance: i64, cached_balance: i64 },
     /// The cached held amount differs from the active holds.
-    Held {
-        user_id: UserId,
-        cached_held: i64,
-        active_holds: i64,
-    },
+    Held { user_id: UserId, cached_held: i64, active_holds: i64 },
     /// The append-only triggers are missing.
     Triggers { present: i64 },
     /// `--expect ID:HASH` did not match.
-    Expectation {
-        row_id: i64,
-        expected_hash: String,
-        stored_hash: Option<String>,
-    },
+    Expectation { row_id: i64, expected_hash: String, stored_hash: Option<String> },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,10 +72,7 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
         rows += 1;
         *sums.entry(r.user_id).or_default() += r.amount;
         if r.id != prev_id + 1 {
-            walk_issues.push(Mismatch::Gap {
-                after_row_id: prev_id,
-                next_row_id: r.id,
-            });
+            walk_issues.push(Mismatch::Gap { after_row_id: prev_id, next_row_id: r.id });
         }
         let expected = chain::row_hash(
             &prev_hash,
@@ -113,11 +89,7 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
             },
         );
         if expected != r.hash {
-            walk_issues.push(Mismatch::Chain {
-                row_id: r.id,
-                expected_hash: expected,
-                stored_hash: r.hash.clone(),
-            });
+            walk_issues.push(Mismatch::Chain { row_id: r.id, expected_hash: expected, stored_hash: r.hash.clone() });
         }
         let before = running.get(&r.user_id).copied().unwrap_or(0);
         if before + r.amount != r.balance_after {
@@ -146,25 +118,11 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
     for (user, cached, cached_held) in &input.users {
         let sum = sums.get(&user.0).copied().unwrap_or(0);
         if sum != cached.0 {
-            note(
-                Mismatch::CachedBalance {
-                    user_id: *user,
-                    ledger_balance: sum,
-                    cached_balance: cached.0,
-                },
-                &mut found,
-            );
+            note(Mismatch::CachedBalance { user_id: *user, ledger_balance: sum, cached_balance: cached.0 }, &mut found);
         }
         let active = held.get(user).copied().unwrap_or(Credits::ZERO);
         if active != *cached_held {
-            note(
-                Mismatch::Held {
-                    user_id: *user,
-                    cached_held: cached_held.0,
-                    active_holds: active.0,
-                },
-                &mut found,
-            );
+            note(Mismatch::Held { user_id: *user, cached_held: cached_held.0, active_holds: active.0 }, &mut found);
         }
     }
     let triggers = storage::append_only_triggers(conn)?;
@@ -175,18 +133,11 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
         && expected_seen.as_deref() != Some(e.hash.as_str())
     {
         note(
-            Mismatch::Expectation {
-                row_id: e.id,
-                expected_hash: e.hash.clone(),
-                stored_hash: expected_seen,
-            },
+            Mismatch::Expectation { row_id: e.id, expected_hash: e.hash.clone(), stored_hash: expected_seen },
             &mut found,
         );
     }
-    let head = (rows > 0).then_some(ChainHead {
-        id: prev_id,
-        hash: prev_hash,
-    });
+    let head = (rows > 0).then_some(ChainHead { id: prev_id, hash: prev_hash });
     Ok(AuditReport {
         valid: count == 0,
         users_checked: input.users.len(),
@@ -201,8 +152,6 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
 pub fn parse_expectation(s: &str) -> Option<ChainHead> {
     let (id, hash) = s.split_once(':')?;
     let id = id.trim_start_matches("txn_").parse().ok()?;
-    (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then(|| ChainHead {
-        id,
-        hash: hash.to_ascii_lowercase(),
-    })
+    (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| ChainHead { id, hash: hash.to_ascii_lowercase() })
 }

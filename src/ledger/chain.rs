@@ -60,20 +60,8 @@ mod tests {
         };
         let h = row_hash(GENESIS_HASH, &base);
         assert_eq!(h.len(), 64);
-        assert_ne!(
-            h,
-            row_hash(GENESIS_HASH, &ChainFields { amount: -8, ..base })
-        );
-        assert_ne!(
-            h,
-            row_hash(
-                GENESIS_HASH,
-                &ChainFields {
-                    description: "y",
-                    ..base
-                }
-            )
-        );
+        assert_ne!(h, row_hash(GENESIS_HASH, &ChainFields { amount: -8, ..base }));
+        assert_ne!(h, row_hash(GENESIS_HASH, &ChainFields { description: "y", ..base }));
         assert_ne!(h, row_hash(&h, &base));
     }
 }

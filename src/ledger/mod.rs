@@ -120,14 +120,13 @@ pub struct Consumed {
 pub struct SpendCaps {
     /// Credits per user per day; `None` = no cap.
     pub daily_cap: Option<Credits>,
+    /// Credits per day for all users together; `None` = off.
+    pub global_daily_cap: Option<Credits>,
     pub day_utc_offset_minutes: i32,
 }
 
 impl SpendCaps {
-    pub const NONE: SpendCaps = SpendCaps {
-        daily_cap: None,
-        day_utc_offset_minutes: 0,
-    };
+    pub const NONE: SpendCaps = SpendCaps { daily_cap: None, global_daily_cap: None, day_utc_offset_minutes: 0 };
 }
 
 /// How a hold ended. Settling or releasing a closed hold returns this again.
@@ -155,54 +154,41 @@ fn account(conn: &Connection, user: UserId) -> Result<(Credits, Credits)> {
 }
 
 /// Refuses when today's spend plus `amount` would pass the cap.
-fn check_daily_cap(
-    conn: &Connection,
-    user: UserId,
-    amount: Credits,
-    caps: &SpendCaps,
-    now: Timestamp,
-) -> Result<i64> {
+fn check_daily_cap(conn: &Connection, user: UserId, amount: Credits, caps: &SpendCaps, now: Timestamp) -> Result<i64> {
     let day = day_number(now, caps.day_utc_offset_minutes);
+    let retry_after_s = || {
+        let next = day_start(day + 1, caps.day_utc_offset_minutes);
+        ((next.millis() - now.millis()) as u64).div_ceil(1000).max(1)
+    };
     if let Some(cap) = caps.daily_cap {
         let spent = storage::spent_on(conn, user, day)?;
         if spent + amount > cap {
-            let next = day_start(day + 1, caps.day_utc_offset_minutes);
-            let retry_after_s = ((next.millis() - now.millis()) as u64)
-                .div_ceil(1000)
-                .max(1);
-            return Err(Error::DailyCapExceeded {
-                cap,
-                spent,
-                retry_after_s,
-            });
+            return Err(Error::DailyCapExceeded { cap, spent, retry_after_s: retry_after_s() });
+        }
+    }
+    if let Some(cap) = caps.global_daily_cap {
+        let spent = storage::global_spent_on(conn, day)?;
+        if spent + amount > cap {
+            return Err(Error::BudgetExhausted { cap, spent, retry_after_s: retry_after_s() });
         }
     }
     Ok(day)
 }
 
+/// Today's spend (consumed plus reserved) for `/v1/limits`.
+pub fn spent_today(conn: &Connection, user: UserId, day_utc_offset_minutes: i32) -> Result<Credits> {
+    Ok(storage::spent_on(conn, user, day_number(Timestamp::now(), day_utc_offset_minutes))?)
+}
+
 /// Adds credits (`grant`). For admins, the CLI and signup bonuses.
-pub fn grant(
-    conn: &Connection,
-    user: UserId,
-    amount: Credits,
-    description: &str,
-) -> Result<Transaction> {
+pub fn grant(conn: &Connection, user: UserId, amount: Credits, description: &str) -> Result<Transaction> {
     change_balance(conn, user, amount, Kind::Grant, description)
 }
 
 /// An admin correction: positive is a `grant`, negative an `adjust` that may
 /// not take available credits below zero.
-pub fn admin_adjust(
-    conn: &Connection,
-    user: UserId,
-    amount: Credits,
-    description: &str,
-) -> Result<Transaction> {
-    let kind = if amount.0 > 0 {
-        Kind::Grant
-    } else {
-        Kind::Adjust
-    };
+pub fn admin_adjust(conn: &Connection, user: UserId, amount: Credits, description: &str) -> Result<Transaction> {
+    let kind = if amount.0 > 0 { Kind::Grant } else { Kind::Adjust };
     change_balance(conn, user, amount, kind, description)
 }
 
@@ -216,25 +202,13 @@ fn change_balance(
     debug_assert!(amount.0 != 0);
     let (balance, held) = account(conn, user)?;
     if amount.0 < 0 && balance - held + amount < Credits::ZERO {
-        return Err(Error::InsufficientCredits {
-            needed: -amount,
-            available: balance - held,
-        });
+        return Err(Error::InsufficientCredits { needed: -amount, available: balance - held });
     }
     let now = Timestamp::now();
     let after = balance + amount;
     let txn = storage::append(
         conn,
-        &NewRow {
-            user,
-            amount,
-            kind,
-            balance_after: after,
-            job: None,
-            hold: None,
-            description,
-            at: now,
-        },
+        &NewRow { user, amount, kind, balance_after: after, job: None, hold: None, description, at: now },
     )?;
     storage::set_credits(conn, user, after)?;
     logs::write(
@@ -261,10 +235,7 @@ pub fn consume(
     let (balance, held) = account(conn, user)?;
     let available = balance - held;
     if available < amount {
-        return Err(Error::InsufficientCredits {
-            needed: amount,
-            available,
-        });
+        return Err(Error::InsufficientCredits { needed: amount, available });
     }
     let now = Timestamp::now();
     let day = check_daily_cap(conn, user, amount, caps, now)?;
@@ -293,11 +264,7 @@ pub fn consume(
             json!({ "transaction_id": txn.id, "amount": amount, "balance_after": after }),
         ),
     )?;
-    Ok(Consumed {
-        transaction_id: txn.id,
-        balance: after,
-        available: after - held,
-    })
+    Ok(Consumed { transaction_id: txn.id, balance: after, available: after - held })
 }
 
 /// Reserves `amount` for work whose cost is known later. The reservation
@@ -313,10 +280,7 @@ pub fn hold(
     let (balance, held) = account(conn, user)?;
     let available = balance - held;
     if available < amount {
-        return Err(Error::InsufficientCredits {
-            needed: amount,
-            available,
-        });
+        return Err(Error::InsufficientCredits { needed: amount, available });
     }
     let now = Timestamp::now();
     let day = check_daily_cap(conn, user, amount, caps, now)?;
@@ -338,12 +302,7 @@ fn closed_outcome(h: &storage::HoldRow) -> HoldOutcome {
 /// Charges `min(actual, hold)` as one `consume` row and closes the hold.
 /// An overrun is charged at the hold and logged as a system warning. A hold
 /// that is already closed is left as it is and its outcome returned.
-pub fn settle(
-    conn: &Connection,
-    id: HoldId,
-    actual: Credits,
-    description: &str,
-) -> Result<HoldOutcome> {
+pub fn settle(conn: &Connection, id: HoldId, actual: Credits, description: &str) -> Result<HoldOutcome> {
     let h = storage::hold(conn, id)?.ok_or_else(|| Error::not_found("hold"))?;
     if h.status != HoldStatus::Active {
         return Ok(closed_outcome(&h));
@@ -352,11 +311,7 @@ pub fn settle(
     if actual > h.amount {
         logs::write(
             conn,
-            &NewLog::system(
-                Level::Warn,
-                "hold_overrun",
-                json!({ "hold_id": id, "held": h.amount, "actual": actual }),
-            ),
+            &NewLog::system(Level::Warn, "hold_overrun", json!({ "hold_id": id, "held": h.amount, "actual": actual })),
         )?;
     }
     let charge = actual.min(h.amount);
@@ -385,12 +340,7 @@ pub fn settle(
     storage::add_held(conn, h.user, -h.amount)?;
     storage::add_spent(conn, h.user, h.day, charge - h.amount)?;
     storage::close_hold(conn, id, HoldStatus::Settled, Some(charge), txn, now)?;
-    Ok(HoldOutcome {
-        hold_id: id,
-        status: HoldStatus::Settled,
-        charged: charge,
-        transaction_id: txn,
-    })
+    Ok(HoldOutcome { hold_id: id, status: HoldStatus::Settled, charged: charge, transaction_id: txn })
 }
 
 /// Closes a hold with no charge; its amount goes back to available credits
@@ -406,20 +356,8 @@ fn close_uncharged(conn: &Connection, id: HoldId, status: HoldStatus) -> Result<
     }
     storage::add_held(conn, h.user, -h.amount)?;
     storage::add_spent(conn, h.user, h.day, -h.amount)?;
-    storage::close_hold(
-        conn,
-        id,
-        status,
-        Some(Credits::ZERO),
-        None,
-        Timestamp::now(),
-    )?;
-    Ok(HoldOutcome {
-        hold_id: id,
-        status,
-        charged: Credits::ZERO,
-        transaction_id: None,
-    })
+    storage::close_hold(conn, id, status, Some(Credits::ZERO), None, Timestamp::now())?;
+    Ok(HoldOutcome { hold_id: id, status, charged: Credits::ZERO, transaction_id: None })
 }
 
 /// Keeps a hold alive while its work runs.
@@ -435,10 +373,7 @@ pub fn expire_due(conn: &Connection, now: Timestamp) -> Result<usize> {
         close_uncharged(conn, *id, HoldStatus::Expired)?;
     }
     if !due.is_empty() {
-        logs::write(
-            conn,
-            &NewLog::system(Level::Info, "holds_expired", json!({ "count": due.len() })),
-        )?;
+        logs::write(conn, &NewLog::system(Level::Info, "holds_expired", json!({ "count": due.len() })))?;
     }
     Ok(due.len())
 }
@@ -448,19 +383,10 @@ pub fn expire_due(conn: &Connection, now: Timestamp) -> Result<usize> {
 pub fn balance(conn: &Connection, user: UserId) -> Result<Balance> {
     let (_, held) = account(conn, user)?;
     let (sum, _) = storage::ledger_sum(conn, user)?;
-    Ok(Balance {
-        object: "balance",
-        balance: sum,
-        held,
-        available: sum - held,
-    })
+    Ok(Balance { object: "balance", balance: sum, held, available: sum - held })
 }
 
-pub fn list(
-    conn: &Connection,
-    user: UserId,
-    page: &crate::paging::Page,
-) -> Result<crate::paging::List<Transaction>> {
+pub fn list(conn: &Connection, user: UserId, page: &crate::paging::Page) -> Result<crate::paging::List<Transaction>> {
     Ok(storage::list(conn, user, page)?)
 }
 
@@ -481,8 +407,7 @@ pub fn validate(conn: &Connection, user: UserId) -> Result<Validation> {
     let (cached, held) = account(conn, user)?;
     let (sum, last) = storage::ledger_sum(conn, user)?;
     let active = storage::active_held_sum(conn, user)?;
-    let valid =
-        sum == cached && last.unwrap_or(Credits::ZERO) == sum && held == active && held <= cached;
+    let valid = sum == cached && last.unwrap_or(Credits::ZERO) == sum && held == active && held <= cached;
     Ok(Validation {
         valid,
         ledger_balance: sum,

@@ -18,14 +18,12 @@ pub fn account(conn: &Connection, user: UserId) -> rusqlite::Result<Option<(Cred
 }
 
 pub fn set_credits(conn: &Connection, user: UserId, credits: Credits) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE users SET credits = ?2 WHERE id = ?1")?
-        .execute(params![user, credits])?;
+    conn.prepare_cached("UPDATE users SET credits = ?2 WHERE id = ?1")?.execute(params![user, credits])?;
     Ok(())
 }
 
 pub fn add_held(conn: &Connection, user: UserId, delta: Credits) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE users SET held = held + ?2 WHERE id = ?1")?
-        .execute(params![user, delta])?;
+    conn.prepare_cached("UPDATE users SET held = held + ?2 WHERE id = ?1")?.execute(params![user, delta])?;
     Ok(())
 }
 
@@ -123,9 +121,7 @@ pub fn list(conn: &Connection, user: UserId, page: &Page) -> rusqlite::Result<Li
 /// `balance_after`.
 pub fn ledger_sum(conn: &Connection, user: UserId) -> rusqlite::Result<(Credits, Option<Credits>)> {
     let sum: Credits = conn
-        .prepare_cached(
-            "SELECT COALESCE(SUM(amount), 0) FROM credit_transactions WHERE user_id = ?1",
-        )?
+        .prepare_cached("SELECT COALESCE(SUM(amount), 0) FROM credit_transactions WHERE user_id = ?1")?
         .query_row([user], |r| r.get(0))?;
     let last: Option<Credits> = conn
         .prepare_cached("SELECT balance_after FROM credit_transactions WHERE user_id = ?1 ORDER BY id DESC LIMIT 1")?
@@ -147,19 +143,28 @@ pub fn spent_on(conn: &Connection, user: UserId, day: i64) -> rusqlite::Result<C
         .unwrap_or(Credits::ZERO))
 }
 
-/// Adds `delta` (possibly negative) to a day's spend, never below zero.
-pub fn add_spent(
-    conn: &Connection,
-    user: UserId,
-    day: i64,
-    delta: Credits,
-) -> rusqlite::Result<()> {
+/// Adds `delta` (possibly negative) to a day's spend, the user's and
+/// everyone's together, never below zero.
+pub fn add_spent(conn: &Connection, user: UserId, day: i64, delta: Credits) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO daily_spend (user_id, day, spent) VALUES (?1, ?2, MAX(?3, 0))
          ON CONFLICT(user_id, day) DO UPDATE SET spent = MAX(spent + ?3, 0)",
     )?
     .execute(params![user, day, delta])?;
+    conn.prepare_cached(
+        "INSERT INTO daily_spend_global (day, spent) VALUES (?1, MAX(?2, 0))
+         ON CONFLICT(day) DO UPDATE SET spent = MAX(spent + ?2, 0)",
+    )?
+    .execute(params![day, delta])?;
     Ok(())
+}
+
+pub fn global_spent_on(conn: &Connection, day: i64) -> rusqlite::Result<Credits> {
+    Ok(conn
+        .prepare_cached("SELECT spent FROM daily_spend_global WHERE day = ?1")?
+        .query_row([day], |r| r.get(0))
+        .optional()?
+        .unwrap_or(Credits::ZERO))
 }
 
 #[derive(Debug, Clone)]
@@ -245,11 +250,7 @@ pub fn due_holds(conn: &Connection, now: Timestamp, limit: i64) -> rusqlite::Res
 }
 
 pub fn count_active_holds(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row(
-        "SELECT count(*) FROM credit_holds WHERE status = 'active'",
-        [],
-        |r| r.get(0),
-    )
+    conn.query_row("SELECT count(*) FROM credit_holds WHERE status = 'active'", [], |r| r.get(0))
 }
 
 /// Everything the audit compares, read in one pass each.

@@ -44,15 +44,10 @@ fn holds_racing_consumes_never_overspend() {
                 let mut spent = 0i64;
                 for i in 0..100 {
                     if (t + i) % 2 == 0 {
-                        if db
-                            .write(move |c| consume(c, u, Credits(7), "", &SpendCaps::NONE))
-                            .is_ok()
-                        {
+                        if db.write(move |c| consume(c, u, Credits(7), "", &SpendCaps::NONE)).is_ok() {
                             spent += 7;
                         }
-                    } else if let Ok(h) =
-                        db.write(move |c| hold(c, u, Credits(9), None, 60_000, &SpendCaps::NONE))
-                    {
+                    } else if let Ok(h) = db.write(move |c| hold(c, u, Credits(9), None, 60_000, &SpendCaps::NONE)) {
                         // Settle for less than held, half the time release.
                         let out = if i % 4 == 1 {
                             db.write(move |c| release(c, h)).unwrap()
@@ -79,21 +74,12 @@ fn holds_racing_consumes_never_overspend() {
 fn settle_charges_at_most_the_hold_and_closed_holds_return_their_first_outcome() {
     let (_dir, db) = db();
     let u = user(&db, "ann", 100);
-    let h = db
-        .write(move |c| hold(c, u, Credits(30), None, 60_000, &SpendCaps::NONE))
-        .unwrap();
+    let h = db.write(move |c| hold(c, u, Credits(30), None, 60_000, &SpendCaps::NONE)).unwrap();
     let b = db.read(|c| balance(c, u)).unwrap();
     assert_eq!((b.balance.0, b.held.0, b.available.0), (100, 30, 70));
-    let first = db
-        .write(move |c| settle(c, h, Credits(45), "overrun"))
-        .unwrap();
-    assert_eq!(
-        (first.status, first.charged),
-        (HoldStatus::Settled, Credits(30))
-    );
-    let again = db
-        .write(move |c| settle(c, h, Credits(1), "retry"))
-        .unwrap();
+    let first = db.write(move |c| settle(c, h, Credits(45), "overrun")).unwrap();
+    assert_eq!((first.status, first.charged), (HoldStatus::Settled, Credits(30)));
+    let again = db.write(move |c| settle(c, h, Credits(1), "retry")).unwrap();
     assert_eq!(again, first, "settling twice is a no-op");
     let released = db.write(move |c| release(c, h)).unwrap();
     assert_eq!(released, first, "releasing a settled hold is a no-op");
@@ -109,18 +95,10 @@ fn settle_charges_at_most_the_hold_and_closed_holds_return_their_first_outcome()
         .unwrap();
     assert_eq!(warned, 1);
 
-    let h2 = db
-        .write(move |c| hold(c, u, Credits(50), None, 60_000, &SpendCaps::NONE))
-        .unwrap();
+    let h2 = db.write(move |c| hold(c, u, Credits(50), None, 60_000, &SpendCaps::NONE)).unwrap();
     let r = db.write(move |c| release(c, h2)).unwrap();
-    assert_eq!(
-        (r.status, r.charged, r.transaction_id),
-        (HoldStatus::Released, Credits::ZERO, None)
-    );
-    assert_eq!(
-        db.write(move |c| settle(c, h2, Credits(10), "")).unwrap(),
-        r
-    );
+    assert_eq!((r.status, r.charged, r.transaction_id), (HoldStatus::Released, Credits::ZERO, None));
+    assert_eq!(db.write(move |c| settle(c, h2, Credits(10), "")).unwrap(), r);
     assert_eq!(check(&db, u).ledger_balance, Credits(70));
 }
 
@@ -128,15 +106,10 @@ fn settle_charges_at_most_the_hold_and_closed_holds_return_their_first_outcome()
 fn a_hold_over_available_is_refused_and_writes_nothing() {
     let (_dir, db) = db();
     let u = user(&db, "ann", 10);
-    let e = db
-        .write(move |c| hold(c, u, Credits(11), None, 60_000, &SpendCaps::NONE))
-        .unwrap_err();
+    let e = db.write(move |c| hold(c, u, Credits(11), None, 60_000, &SpendCaps::NONE)).unwrap_err();
     assert!(matches!(e, Error::InsufficientCredits { .. }), "{e:?}");
-    let holds: i64 = db
-        .read(|c| {
-            Ok::<_, Error>(c.query_row("SELECT count(*) FROM credit_holds", [], |r| r.get(0))?)
-        })
-        .unwrap();
+    let holds: i64 =
+        db.read(|c| Ok::<_, Error>(c.query_row("SELECT count(*) FROM credit_holds", [], |r| r.get(0))?)).unwrap();
     assert_eq!(holds, 0);
 }
 
@@ -144,24 +117,14 @@ fn a_hold_over_available_is_refused_and_writes_nothing() {
 fn expired_holds_are_released_and_give_back_the_day() {
     let (_dir, db) = db();
     let u = user(&db, "ann", 100);
-    let caps = SpendCaps {
-        daily_cap: Some(Credits(50)),
-        day_utc_offset_minutes: 0,
-    };
-    db.write(move |c| hold(c, u, Credits(40), None, -1, &caps))
-        .unwrap();
-    let e = db
-        .write(move |c| consume(c, u, Credits(20), "", &caps))
-        .unwrap_err();
-    assert!(
-        matches!(e, Error::DailyCapExceeded { .. }),
-        "the hold counts toward the day: {e:?}"
-    );
+    let caps = SpendCaps { daily_cap: Some(Credits(50)), ..SpendCaps::NONE };
+    db.write(move |c| hold(c, u, Credits(40), None, -1, &caps)).unwrap();
+    let e = db.write(move |c| consume(c, u, Credits(20), "", &caps)).unwrap_err();
+    assert!(matches!(e, Error::DailyCapExceeded { .. }), "the hold counts toward the day: {e:?}");
     let n = db.write(|c| expire_due(c, Timestamp::now())).unwrap();
     assert_eq!(n, 1);
     assert_eq!(db.read(|c| balance(c, u)).unwrap().held, Credits::ZERO);
-    db.write(move |c| consume(c, u, Credits(20), "", &caps))
-        .unwrap();
+    db.write(move |c| consume(c, u, Credits(20), "", &caps)).unwrap();
     check(&db, u);
 }
 
@@ -184,9 +147,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0..8usize, 0..200i64).prop_map(|(i, a)| Op::Settle(i, a)),
         (0..8usize).prop_map(Op::Release),
         Just(Op::Expire),
-        (-100..100i64)
-            .prop_filter("non-zero", |a| *a != 0)
-            .prop_map(Op::Adjust),
+        (-100..100i64).prop_filter("non-zero", |a| *a != 0).prop_map(Op::Adjust),
     ]
 }
 

@@ -78,25 +78,11 @@ pub struct NewLog {
 impl NewLog {
     pub fn business(user: UserId, action: &'static str, success: bool, details: Value) -> NewLog {
         let level = if success { Level::Info } else { Level::Warn };
-        NewLog {
-            log_type: LogType::Business,
-            level,
-            action,
-            details,
-            success,
-            user_id: Some(user),
-        }
+        NewLog { log_type: LogType::Business, level, action, details, success, user_id: Some(user) }
     }
 
     pub fn system(level: Level, action: &'static str, details: Value) -> NewLog {
-        NewLog {
-            log_type: LogType::System,
-            level,
-            action,
-            details,
-            success: level == Level::Info,
-            user_id: None,
-        }
+        NewLog { log_type: LogType::System, level, action, details, success: level == Level::Info, user_id: None }
     }
 }
 
@@ -138,11 +124,7 @@ pub fn record(db: &Db, log: NewLog) {
 
 /// The caller's own business logs, newest first.
 pub fn list_for_user(db: &Db, user: UserId, page: &Page) -> crate::error::Result<List<LogEntry>> {
-    let filter = LogFilter {
-        log_type: Some(LogType::Business),
-        level: None,
-        user_id: Some(user),
-    };
+    let filter = LogFilter { log_type: Some(LogType::Business), level: None, user_id: Some(user) };
     let mut list = db.read(|c| storage::list(c, &filter, page))?;
     // A user's own view does not repeat their id on every row.
     list.data.iter_mut().for_each(|e| e.user_id = None);

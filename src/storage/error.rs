@@ -7,10 +7,7 @@ use std::path::Path;
 #[derive(Debug)]
 pub enum StorageError {
     /// The file could not be opened or configured.
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
+    Open { path: String, source: rusqlite::Error },
     /// A query failed.
     Sqlite(rusqlite::Error),
     /// The read pool could not hand out a connection in time.
@@ -28,10 +25,7 @@ pub enum StorageError {
 
 impl StorageError {
     pub fn open(path: &Path, source: rusqlite::Error) -> StorageError {
-        StorageError::Open {
-            path: path.display().to_string(),
-            source,
-        }
+        StorageError::Open { path: path.display().to_string(), source }
     }
 }
 

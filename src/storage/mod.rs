@@ -80,9 +80,7 @@ fn apply_pragmas(conn: &Connection, sync: Synchronous) -> rusqlite::Result<()> {
 pub fn open_connection(path: &Path, sync: Synchronous) -> Result<Connection, StorageError> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| StorageError::open(path, e))?;
     apply_pragmas(&conn, sync).map_err(|e| StorageError::open(path, e))?;
@@ -91,20 +89,13 @@ pub fn open_connection(path: &Path, sync: Synchronous) -> Result<Connection, Sto
 
 /// Brings the schema to the newest version. Safe to run on every start.
 pub fn migrate(conn: &mut Connection) -> Result<usize, StorageError> {
-    let report = embedded::migrations::runner()
-        .run(conn)
-        .map_err(|e| StorageError::Migration(e.to_string()))?;
+    let report = embedded::migrations::runner().run(conn).map_err(|e| StorageError::Migration(e.to_string()))?;
     Ok(report.applied_migrations().len())
 }
 
 /// The newest schema version this binary knows.
 pub fn schema_version_max() -> i64 {
-    embedded::migrations::runner()
-        .get_migrations()
-        .iter()
-        .map(|m| i64::from(m.version()))
-        .max()
-        .unwrap_or(0)
+    embedded::migrations::runner().get_migrations().iter().map(|m| i64::from(m.version())).max().unwrap_or(0)
 }
 
 /// The schema version a database file is at (0 for a new file).
@@ -117,11 +108,7 @@ pub fn schema_version(conn: &Connection) -> Result<i64, StorageError> {
     if !exists {
         return Ok(0);
     }
-    Ok(conn.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM refinery_schema_history",
-        [],
-        |r| r.get(0),
-    )?)
+    Ok(conn.query_row("SELECT COALESCE(MAX(version), 0) FROM refinery_schema_history", [], |r| r.get(0))?)
 }
 
 impl Db {
@@ -147,11 +134,7 @@ impl Db {
             .build(manager)
             .map_err(|e| StorageError::Pool(e.to_string()))?;
         let writer = Writer::start(conn)?;
-        Ok(Db {
-            readers,
-            writer: Arc::new(writer),
-            path: path.to_path_buf(),
-        })
+        Ok(Db { readers, writer: Arc::new(writer), path: path.to_path_buf() })
     }
 
     pub fn path(&self) -> &Path {
@@ -159,23 +142,14 @@ impl Db {
     }
 
     /// Runs `f` on a pooled read connection.
-    pub fn read<T, E: From<StorageError>>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let conn = self
-            .readers
-            .get()
-            .map_err(|e| StorageError::Pool(e.to_string()))?;
+    pub fn read<T, E: From<StorageError>>(&self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E> {
+        let conn = self.readers.get().map_err(|e| StorageError::Pool(e.to_string()))?;
         f(&conn)
     }
 
     /// Runs `f` inside the writer's transaction and returns once it is durably
     /// committed. If `f` fails, only its own changes are rolled back.
-    pub fn write<T, E>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static,
-    ) -> Result<T, E>
+    pub fn write<T, E>(&self, f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,

@@ -110,11 +110,7 @@ impl Writer {
             .name("db-writer".into())
             .spawn(move || run(conn, rx, &c))
             .map_err(|e| StorageError::Pool(format!("cannot start writer thread: {e}")))?;
-        Ok(Writer {
-            tx: Mutex::new(Some(tx)),
-            counters,
-            handle: Mutex::new(Some(handle)),
-        })
+        Ok(Writer { tx: Mutex::new(Some(tx)), counters, handle: Mutex::new(Some(handle)) })
     }
 
     pub(super) fn submit<T, E, F>(&self, f: F) -> Result<T, E>
@@ -124,11 +120,7 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = sync_channel(1);
-        let job: Box<dyn WriteJob> = Box::new(Job {
-            f: Some(f),
-            result: None,
-            reply,
-        });
+        let job: Box<dyn WriteJob> = Box::new(Job { f: Some(f), result: None, reply });
         let sender = match self.tx.lock() {
             Ok(guard) => guard.clone(),
             Err(_) => None,
@@ -139,9 +131,7 @@ impl Writer {
         if sender.send(job).is_err() {
             return Err(E::from(StorageError::WriterGone));
         }
-        answer
-            .recv()
-            .unwrap_or_else(|_| Err(E::from(StorageError::WriterGone)))
+        answer.recv().unwrap_or_else(|_| Err(E::from(StorageError::WriterGone)))
     }
 
     pub(super) fn stats(&self) -> WriterStats {
@@ -212,11 +202,7 @@ fn run_group(conn: &Connection, group: &mut Vec<Box<dyn WriteJob>>, counters: &C
             continue;
         }
         let ok = job.run(conn);
-        let undo = if ok {
-            "RELEASE w"
-        } else {
-            "ROLLBACK TO w; RELEASE w"
-        };
+        let undo = if ok { "RELEASE w" } else { "ROLLBACK TO w; RELEASE w" };
         if !ok {
             failed += 1;
         }
@@ -224,17 +210,10 @@ fn run_group(conn: &Connection, group: &mut Vec<Box<dyn WriteJob>>, counters: &C
             log::error!("writer cannot close a savepoint: {e}");
         }
     }
-    let commit = if single && failed == 1 {
-        conn.execute_batch("ROLLBACK")
-    } else {
-        conn.execute_batch("COMMIT")
-    };
+    let commit = if single && failed == 1 { conn.execute_batch("ROLLBACK") } else { conn.execute_batch("COMMIT") };
     let commit_err = commit.err().map(|e| {
         let _ = conn.execute_batch("ROLLBACK");
-        log::error!(
-            "writer commit failed, group of {} rolled back: {e}",
-            group.len()
-        );
+        log::error!("writer commit failed, group of {} rolled back: {e}", group.len());
         e.to_string()
     });
     let n = group.len() as u64;
@@ -242,9 +221,7 @@ fn run_group(conn: &Connection, group: &mut Vec<Box<dyn WriteJob>>, counters: &C
     counters.writes.fetch_add(n, Ordering::Relaxed);
     counters.failed_writes.fetch_add(failed, Ordering::Relaxed);
     counters.group_size_max.fetch_max(n, Ordering::Relaxed);
-    counters
-        .commit_micros_total
-        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    counters.commit_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     for job in group.drain(..) {
         job.finish(commit_err.as_deref().map_or(Ok(()), Err));
     }
@@ -270,10 +247,7 @@ mod tests {
                 let db = Arc::clone(&db);
                 std::thread::spawn(move || {
                     db.write(move |c| {
-                        c.execute(
-                            "INSERT INTO settings(key, value) VALUES (?1, 'v')",
-                            [format!("k{i}")],
-                        )?;
+                        c.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [format!("k{i}")])?;
                         if i % 2 == 1 {
                             return Err(StorageError::Pool("refused on purpose".into()));
                         }
@@ -282,19 +256,13 @@ mod tests {
                 })
             })
             .collect();
-        let ok = handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .filter(Result::is_ok)
-            .count();
+        let ok = handles.into_iter().map(|h| h.join().unwrap()).filter(Result::is_ok).count();
         assert_eq!(ok, 32);
         let rows: i64 = db
             .read(|c| {
-                Ok::<_, StorageError>(c.query_row(
-                    "SELECT count(*) FROM settings WHERE key LIKE 'k%'",
-                    [],
-                    |r| r.get(0),
-                )?)
+                Ok::<_, StorageError>(
+                    c.query_row("SELECT count(*) FROM settings WHERE key LIKE 'k%'", [], |r| r.get(0))?,
+                )
             })
             .unwrap();
         assert_eq!(rows, 32);
@@ -305,12 +273,8 @@ mod tests {
         let (_dir, db) = db();
         let r: Result<(), StorageError> = db.write(|_| panic!("boom"));
         assert!(matches!(r, Err(StorageError::WritePanicked)));
-        let r: Result<usize, StorageError> = db.write(|c| {
-            Ok(c.execute(
-                "INSERT INTO settings(key, value) VALUES ('after', 'panic')",
-                [],
-            )?)
-        });
+        let r: Result<usize, StorageError> =
+            db.write(|c| Ok(c.execute("INSERT INTO settings(key, value) VALUES ('after', 'panic')", [])?));
         assert_eq!(r.unwrap(), 1);
     }
 }

@@ -30,22 +30,12 @@ pub struct User {
 /// password hash. Fails with `email_taken` if the address is in use.
 pub fn insert(conn: &Connection, email: &Email, password_hash: &str, role: Role) -> Result<User> {
     let now = Timestamp::now();
-    let id =
-        storage::insert(conn, email, password_hash, role, now)?.ok_or_else(|| Error::Conflict {
-            code: "email_taken",
-            message: format!("A user with email {email} already exists."),
-        })?;
-    logs::write(
-        conn,
-        &NewLog::business(id, "user_created", true, json!({ "role": role.as_str() })),
-    )?;
-    Ok(User {
-        id,
-        object: "user",
-        email: email.to_string(),
-        role,
-        created_at: now,
-    })
+    let id = storage::insert(conn, email, password_hash, role, now)?.ok_or_else(|| Error::Conflict {
+        code: "email_taken",
+        message: format!("A user with email {email} already exists."),
+    })?;
+    logs::write(conn, &NewLog::business(id, "user_created", true, json!({ "role": role.as_str() })))?;
+    Ok(User { id, object: "user", email: email.to_string(), role, created_at: now })
 }
 
 /// Hashes the password, then creates the user in its own transaction.
@@ -56,8 +46,7 @@ pub fn create(db: &Db, email: Email, password: &Password, role: Role) -> Result<
 
 /// An active (not deleted) user.
 pub fn get(db: &Db, id: UserId) -> Result<User> {
-    db.read(|c| storage::get_active(c, id))?
-        .ok_or_else(|| Error::not_found("user"))
+    db.read(|c| storage::get_active(c, id))?.ok_or_else(|| Error::not_found("user"))
 }
 
 pub fn find_by_email(db: &Db, email: &Email) -> Result<Option<User>> {
@@ -74,10 +63,7 @@ pub fn deactivate(db: &Db, id: UserId) -> Result<()> {
     let done = db.write(move |c| {
         let n = storage::deactivate(c, id, Timestamp::now())?;
         if n == 1 {
-            logs::write(
-                c,
-                &NewLog::business(id, "user_deactivated", true, json!({})),
-            )?;
+            logs::write(c, &NewLog::business(id, "user_deactivated", true, json!({})))?;
         }
         Ok::<_, Error>(n)
     })?;

@@ -33,9 +33,8 @@ pub fn insert(
 }
 
 pub fn get_active(conn: &Connection, id: UserId) -> crate::error::Result<Option<User>> {
-    let mut st = conn.prepare_cached(
-        "SELECT id, email, role, created_at FROM users WHERE id = ?1 AND deleted_at IS NULL",
-    )?;
+    let mut st =
+        conn.prepare_cached("SELECT id, email, role, created_at FROM users WHERE id = ?1 AND deleted_at IS NULL")?;
     Ok(st.query_row([id], user_from_row).optional()?)
 }
 
@@ -44,24 +43,18 @@ pub fn by_email(conn: &Connection, email: &Email) -> crate::error::Result<Option
     let mut st = conn.prepare_cached(
         "SELECT id, email, role, created_at, password_hash FROM users WHERE email = ?1 AND deleted_at IS NULL",
     )?;
-    Ok(st
-        .query_row([email.as_str()], |r| Ok((user_from_row(r)?, r.get(4)?)))
-        .optional()?)
+    Ok(st.query_row([email.as_str()], |r| Ok((user_from_row(r)?, r.get(4)?))).optional()?)
 }
 
 pub fn list(conn: &Connection, page: &Page) -> crate::error::Result<List<User>> {
     let mut st = conn.prepare_cached(
         "SELECT id, email, role, created_at FROM users WHERE id < ?1 AND deleted_at IS NULL ORDER BY id DESC LIMIT ?2",
     )?;
-    let rows = st
-        .query_map(params![page.before_id(), page.fetch()], user_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows =
+        st.query_map(params![page.before_id(), page.fetch()], user_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(List::from_rows(rows, page))
 }
 
 pub fn deactivate(conn: &Connection, id: UserId, now: Timestamp) -> rusqlite::Result<usize> {
-    conn.execute(
-        "UPDATE users SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
-        params![id, now],
-    )
+    conn.execute("UPDATE users SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL", params![id, now])
 }

@@ -10,10 +10,7 @@ fn b64(v: &serde_json::Value) -> String {
 }
 
 fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 #[test]
@@ -26,9 +23,7 @@ fn login_gives_a_token_that_identifies_the_user_on_me() {
     assert_eq!(v["token_type"], "Bearer");
     assert_eq!(v["expires_in"], 3600);
     assert_eq!(v["user"]["id"], ann.id.as_str());
-    let me = app
-        .client
-        .get("/v1/me", v["access_token"].as_str().unwrap());
+    let me = app.client.get("/v1/me", v["access_token"].as_str().unwrap());
     assert_eq!(me.status, 200);
     let me = me.json();
     assert_eq!(me["id"], ann.id.as_str());
@@ -46,17 +41,10 @@ fn wrong_password_and_unknown_email_get_the_same_401() {
     let unknown = app.client.login("nobody@example.com", PASSWORD);
     assert_eq!((wrong.status, unknown.status), (401, 401));
     assert_eq!(wrong.error_code(), "unauthorized");
-    assert_eq!(
-        wrong.json()["error"]["message"],
-        unknown.json()["error"]["message"]
-    );
+    assert_eq!(wrong.json()["error"]["message"], unknown.json()["error"]["message"]);
     // The failed login is in the user's business log, without the password.
     let logs = app.client.get("/v1/logs", &ann.token).json();
-    let failed = logs["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["action"] == "login" && l["success"] == false);
+    let failed = logs["data"].as_array().unwrap().iter().find(|l| l["action"] == "login" && l["success"] == false);
     let failed = failed.expect("a failed login entry");
     assert!(!failed.to_string().contains("not-the-password"));
 }
@@ -72,11 +60,7 @@ fn forged_expired_and_malformed_credentials_are_refused_with_401() {
         &jsonwebtoken::EncodingKey::from_secret(b"some other secret"),
     )
     .unwrap();
-    let alg_none = format!(
-        "{}.{}.",
-        b64(&json!({"alg": "none", "typ": "JWT"})),
-        b64(&claims)
-    );
+    let alg_none = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&claims));
     // Re-sign ann's real token payload with HS512 under a guessed key: other algorithms are refused.
     let hs512 = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
@@ -88,11 +72,7 @@ fn forged_expired_and_malformed_credentials_are_refused_with_401() {
     // server's secret read from the database file (an operator could).
     let secret: String = rusqlite::Connection::open(app.db_path())
         .unwrap()
-        .query_row(
-            "SELECT value FROM settings WHERE key = 'jwt_secret'",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT value FROM settings WHERE key = 'jwt_secret'", [], |r| r.get(0))
         .unwrap();
     let expired = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -107,10 +87,7 @@ fn forged_expired_and_malformed_credentials_are_refused_with_401() {
     )
     .unwrap();
     // Control: the same construction with a live expiry is accepted.
-    assert_eq!(
-        app.client.get("/v1/me", &valid_with_server_secret).status,
-        200
-    );
+    assert_eq!(app.client.get("/v1/me", &valid_with_server_secret).status, 200);
 
     for (what, header) in [
         ("another secret", format!("Bearer {other_secret}")),
@@ -123,23 +100,11 @@ fn forged_expired_and_malformed_credentials_are_refused_with_401() {
         ("bad api key", format!("Bearer tg_{}", "0".repeat(64))),
         ("short api key", "Bearer tg_123".to_owned()),
     ] {
-        let r = app
-            .client
-            .request("GET", "/v1/me", None, &[("Authorization", &header)], None)
-            .unwrap();
+        let r = app.client.request("GET", "/v1/me", None, &[("Authorization", &header)], None).unwrap();
         assert_eq!(r.status, 401, "{what} should be refused: {}", r.text());
         assert_eq!(r.error_code(), "unauthorized", "{what}");
     }
-    let r = app
-        .client
-        .request(
-            "GET",
-            "/v1/credits/balance",
-            None,
-            &[("X-User-Id", &ann.id)],
-            None,
-        )
-        .unwrap();
+    let r = app.client.request("GET", "/v1/credits/balance", None, &[("X-User-Id", &ann.id)], None).unwrap();
     assert_eq!(r.status, 401);
     assert_eq!(r.error_code(), "unauthorized");
 }
@@ -150,21 +115,9 @@ fn x_user_id_never_changes_who_the_caller_is() {
     let ann = app.user("ann");
     let bob = app.user("bob");
     app.grant(&bob, 50);
-    let r = app
-        .client
-        .request(
-            "GET",
-            "/v1/credits/balance",
-            Some(&ann.token),
-            &[("X-User-Id", &bob.id)],
-            None,
-        )
-        .unwrap();
-    assert_eq!(
-        r.json()["balance"],
-        0,
-        "ann must see her own balance, not bob's"
-    );
+    let r =
+        app.client.request("GET", "/v1/credits/balance", Some(&ann.token), &[("X-User-Id", &bob.id)], None).unwrap();
+    assert_eq!(r.json()["balance"], 0, "ann must see her own balance, not bob's");
 }
 
 #[test]
@@ -178,10 +131,7 @@ fn users_see_only_their_own_logs_and_get_403_on_admin_routes() {
     let data = logs["data"].as_array().unwrap();
     assert!(!data.is_empty());
     assert!(data.iter().all(|l| l["log_type"] == "business"));
-    assert!(
-        !logs.to_string().contains("credits_changed"),
-        "bob's grant leaked into ann's logs: {logs}"
-    );
+    assert!(!logs.to_string().contains("credits_changed"), "bob's grant leaked into ann's logs: {logs}");
     for path in ["/v1/admin/users", "/v1/admin/logs", "/v1/admin/audit"] {
         let r = app.client.get(path, &ann.token);
         assert_eq!(r.status, 403, "{path}");
@@ -195,13 +145,7 @@ fn users_see_only_their_own_logs_and_get_403_on_admin_routes() {
     assert_eq!(r.status, 403);
     assert_eq!(app.balance(&ann)["balance"], 0);
     // The admin can filter everyone's logs by user.
-    let r = app
-        .client
-        .get(
-            &format!("/v1/admin/logs?log_type=business&user_id={}", bob.id),
-            &app.admin,
-        )
-        .json();
+    let r = app.client.get(&format!("/v1/admin/logs?log_type=business&user_id={}", bob.id), &app.admin).json();
     let rows = r["data"].as_array().unwrap();
     assert!(!rows.is_empty() && rows.iter().all(|l| l["user_id"] == bob.id.as_str()));
 }
@@ -211,9 +155,7 @@ fn api_keys_work_until_revoked_and_are_shown_once() {
     let app = TestApp::spawn();
     let ann = app.user("ann");
     let bob = app.user("bob");
-    let r = app
-        .client
-        .post("/v1/api-keys", &ann.token, json!({"name": "ci"}));
+    let r = app.client.post("/v1/api-keys", &ann.token, json!({"name": "ci"}));
     assert_eq!(r.status, 201, "{}", r.text());
     let created = r.json();
     let key = created["key"].as_str().unwrap().to_owned();
@@ -221,42 +163,17 @@ fn api_keys_work_until_revoked_and_are_shown_once() {
     assert_eq!(app.client.get("/v1/me", &key).json()["id"], ann.id.as_str());
     let list = app.client.get("/v1/api-keys", &ann.token).json();
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
-    assert!(
-        !list.to_string().contains(&key),
-        "the key must not be listed"
-    );
+    assert!(!list.to_string().contains(&key), "the key must not be listed");
     let stored: i64 = rusqlite::Connection::open(app.db_path())
         .unwrap()
-        .query_row(
-            "SELECT count(*) FROM api_keys WHERE key_hash LIKE ?1",
-            [format!("%{}%", &key[3..])],
-            |r| r.get(0),
-        )
+        .query_row("SELECT count(*) FROM api_keys WHERE key_hash LIKE ?1", [format!("%{}%", &key[3..])], |r| r.get(0))
         .unwrap();
     assert_eq!(stored, 0, "the plaintext key must not be stored");
     let id = created["id"].as_str().unwrap();
     // Bob cannot revoke ann's key: to him it does not exist.
-    let r = app
-        .client
-        .request(
-            "DELETE",
-            &format!("/v1/api-keys/{id}"),
-            Some(&bob.token),
-            &[],
-            None,
-        )
-        .unwrap();
+    let r = app.client.request("DELETE", &format!("/v1/api-keys/{id}"), Some(&bob.token), &[], None).unwrap();
     assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
-    let r = app
-        .client
-        .request(
-            "DELETE",
-            &format!("/v1/api-keys/{id}"),
-            Some(&ann.token),
-            &[],
-            None,
-        )
-        .unwrap();
+    let r = app.client.request("DELETE", &format!("/v1/api-keys/{id}"), Some(&ann.token), &[], None).unwrap();
     assert_eq!(r.status, 200);
     let r = app.client.get("/v1/me", &key);
     assert_eq!((r.status, r.error_code().as_str()), (401, "unauthorized"));
@@ -266,23 +183,9 @@ fn api_keys_work_until_revoked_and_are_shown_once() {
 fn a_deactivated_users_tokens_and_keys_stop_working() {
     let app = TestApp::spawn();
     let ann = app.user("ann");
-    let key = app
-        .client
-        .post("/v1/api-keys", &ann.token, json!({"name": "k"}))
-        .json()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let r = app
-        .client
-        .request(
-            "DELETE",
-            &format!("/v1/admin/users/{}", ann.id),
-            Some(&app.admin),
-            &[],
-            None,
-        )
-        .unwrap();
+    let key =
+        app.client.post("/v1/api-keys", &ann.token, json!({"name": "k"})).json()["key"].as_str().unwrap().to_owned();
+    let r = app.client.request("DELETE", &format!("/v1/admin/users/{}", ann.id), Some(&app.admin), &[], None).unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(app.client.get("/v1/me", &ann.token).status, 401);
     assert_eq!(app.client.get("/v1/me", &key).status, 401);
@@ -293,10 +196,7 @@ fn a_deactivated_users_tokens_and_keys_stop_working() {
 fn signup_is_refused_unless_enabled_and_then_grants_the_bonus_through_the_ledger() {
     let app = TestApp::spawn();
     let body = json!({"email": "new@example.com", "password": PASSWORD}).to_string();
-    let r = app
-        .client
-        .request("POST", "/v1/auth/signup", None, &[], Some(body.as_bytes()))
-        .unwrap();
+    let r = app.client.request("POST", "/v1/auth/signup", None, &[], Some(body.as_bytes())).unwrap();
     assert_eq!((r.status, r.error_code().as_str()), (403, "forbidden"));
     assert_eq!(app.count("users"), 1);
 
@@ -304,23 +204,14 @@ fn signup_is_refused_unless_enabled_and_then_grants_the_bonus_through_the_ledger
         c.auth.signup_enabled = true;
         c.auth.signup_bonus_credits = 25;
     });
-    let r = app
-        .client
-        .request("POST", "/v1/auth/signup", None, &[], Some(body.as_bytes()))
-        .unwrap();
+    let r = app.client.request("POST", "/v1/auth/signup", None, &[], Some(body.as_bytes())).unwrap();
     assert_eq!(r.status, 201, "{}", r.text());
     let token = app.client.token("new@example.com", PASSWORD);
     let tx = app.client.get("/v1/credits/transactions", &token).json();
     assert_eq!(tx["data"][0]["kind"], "grant");
     assert_eq!(tx["data"][0]["amount"], 25);
-    let again = app
-        .client
-        .request("POST", "/v1/auth/signup", None, &[], Some(body.as_bytes()))
-        .unwrap();
-    assert_eq!(
-        (again.status, again.error_code().as_str()),
-        (409, "email_taken")
-    );
+    let again = app.client.request("POST", "/v1/auth/signup", None, &[], Some(body.as_bytes())).unwrap();
+    assert_eq!((again.status, again.error_code().as_str()), (409, "email_taken"));
 }
 
 #[test]

@@ -6,11 +6,7 @@ use std::path::Path;
 use std::process::Output;
 
 fn run(args: &[&str], cwd: &Path) -> Output {
-    bin()
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run tollgate")
+    bin().args(args).current_dir(cwd).output().expect("run tollgate")
 }
 
 fn stdout(o: &Output) -> String {
@@ -41,24 +37,12 @@ fn every_subcommand_has_help() {
 #[test]
 fn an_unknown_config_key_is_a_startup_error_naming_key_and_file() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("tollgate.toml"),
-        "[limits]\nrpm = 5\nbrust = 3\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("tollgate.toml"), "[limits]\nrpm = 5\nbrust = 3\n").unwrap();
     let o = run(&["migrate"], dir.path());
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
-    assert!(
-        err.contains("brust") && err.contains("tollgate.toml"),
-        "{err}"
-    );
-    let o = bin()
-        .args(["migrate"])
-        .current_dir(dir.path())
-        .env("TOLLGATE_LIMITS_RPM", "lots")
-        .output()
-        .unwrap();
+    assert!(err.contains("brust") && err.contains("tollgate.toml"), "{err}");
+    let o = bin().args(["migrate"]).current_dir(dir.path()).env("TOLLGATE_LIMITS_RPM", "lots").output().unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
 
@@ -67,63 +51,16 @@ fn cli_creates_users_and_grants_credits_through_the_ledger() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
     let db = db.to_str().unwrap();
-    let o = run(
-        &[
-            "user",
-            "create",
-            "--email",
-            "ops@example.com",
-            "--password",
-            "ops-password",
-            "--db",
-            db,
-        ],
-        dir.path(),
-    );
+    let o =
+        run(&["user", "create", "--email", "ops@example.com", "--password", "ops-password", "--db", db], dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = run(
-        &[
-            "credits",
-            "grant",
-            "--email",
-            "ops@example.com",
-            "--amount",
-            "500",
-            "--db",
-            db,
-        ],
-        dir.path(),
-    );
+    let o = run(&["credits", "grant", "--email", "ops@example.com", "--amount", "500", "--db", db], dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("balance 500"), "{}", stdout(&o));
-    let o = run(
-        &[
-            "credits",
-            "grant",
-            "--email",
-            "nobody@example.com",
-            "--amount",
-            "5",
-            "--db",
-            db,
-        ],
-        dir.path(),
-    );
+    let o = run(&["credits", "grant", "--email", "nobody@example.com", "--amount", "5", "--db", db], dir.path());
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no user"), "{}", stderr(&o));
-    let o = run(
-        &[
-            "credits",
-            "grant",
-            "--email",
-            "ops@example.com",
-            "--amount",
-            "-5",
-            "--db",
-            db,
-        ],
-        dir.path(),
-    );
+    let o = run(&["credits", "grant", "--email", "ops@example.com", "--amount", "-5", "--db", db], dir.path());
     assert_eq!(o.status.code(), Some(2));
     let o = run(&["audit", "--db", db], dir.path());
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
@@ -147,28 +84,13 @@ fn serve_with_no_config_creates_the_database_in_the_working_directory() {
         .map_while(Result::ok)
         .find(|l| l.contains("listening on"))
         .expect("listening line");
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-    let r = Client::new(format!("http://{addr}"))
-        .request("GET", "/readyz", None, &[], None)
-        .unwrap();
+    let addr = line.split("http://").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let r = Client::new(format!("http://{addr}")).request("GET", "/readyz", None, &[], None).unwrap();
     assert_eq!(r.status, 200);
     assert!(dir.path().join("tollgate.db").exists());
     // SIGTERM: graceful stop, exit 0.
     let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
@@ -180,20 +102,11 @@ fn tamper(db: &Path, row: i64) {
         "BEGIN; DROP TRIGGER IF EXISTS credit_transactions_no_update; UPDATE credit_transactions SET amount = amount - 5, balance_after = balance_after - 5 WHERE id = {row}; UPDATE users SET credits = credits - 5 WHERE id = (SELECT user_id FROM credit_transactions WHERE id = {row});
          CREATE TRIGGER credit_transactions_no_update BEFORE UPDATE ON credit_transactions BEGIN SELECT RAISE(ABORT, 'credit_transactions is append-only'); END; COMMIT;"
     );
-    match std::process::Command::new("sqlite3")
-        .arg(db)
-        .arg(&sql)
-        .output()
-    {
-        Ok(o) => assert!(
-            o.status.success(),
-            "sqlite3: {}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => rusqlite::Connection::open(db)
-            .unwrap()
-            .execute_batch(&sql)
-            .unwrap(),
+    match std::process::Command::new("sqlite3").arg(db).arg(&sql).output() {
+        Ok(o) => assert!(o.status.success(), "sqlite3: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            rusqlite::Connection::open(db).unwrap().execute_batch(&sql).unwrap()
+        }
         Err(e) => panic!("cannot run sqlite3: {e}"),
     }
 }
@@ -211,16 +124,9 @@ fn hand_editing_a_ledger_amount_makes_audit_fail_and_name_the_row() {
     let o = run(&["audit", "--db", db.to_str().unwrap()], cwd);
     assert!(o.status.success(), "{}", stdout(&o));
     let out = stdout(&o);
-    let head = out
-        .lines()
-        .find_map(|l| l.strip_prefix("chain head: "))
-        .unwrap()
-        .to_owned();
+    let head = out.lines().find_map(|l| l.strip_prefix("chain head: ")).unwrap().to_owned();
     assert!(head.starts_with("4:"), "{head}");
-    let o = run(
-        &["audit", "--db", db.to_str().unwrap(), "--expect", &head],
-        cwd,
-    );
+    let o = run(&["audit", "--db", db.to_str().unwrap(), "--expect", &head], cwd);
     assert!(o.status.success());
 
     // The tamperer even fixes the caches and running balance; the chain still tells.
@@ -229,12 +135,8 @@ fn hand_editing_a_ledger_amount_makes_audit_fail_and_name_the_row() {
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(report["valid"], false);
-    let chain: Vec<&serde_json::Value> = report["mismatches"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["kind"] == "chain")
-        .collect();
+    let chain: Vec<&serde_json::Value> =
+        report["mismatches"].as_array().unwrap().iter().filter(|m| m["kind"] == "chain").collect();
     assert_eq!(chain.len(), 1, "{report}");
     assert_eq!(chain[0]["row_id"], 2);
     let o = run(&["audit", "--db", db.to_str().unwrap()], cwd);
@@ -250,15 +152,9 @@ fn audit_expect_fails_when_the_recorded_head_was_rewritten() {
     app.grant(&ann, 100);
     let db = app.db_path();
     let wrong = format!("1:{}", "ab".repeat(32));
-    let o = run(
-        &["audit", "--db", db.to_str().unwrap(), "--expect", &wrong],
-        app.dir.path(),
-    );
+    let o = run(&["audit", "--db", db.to_str().unwrap(), "--expect", &wrong], app.dir.path());
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("expectation"), "{}", stdout(&o));
-    let o = run(
-        &["audit", "--db", db.to_str().unwrap(), "--expect", "garbage"],
-        app.dir.path(),
-    );
+    let o = run(&["audit", "--db", db.to_str().unwrap(), "--expect", "garbage"], app.dir.path());
     assert_eq!(o.status.code(), Some(2));
 }

@@ -26,11 +26,7 @@ fn sigkill_during_consumes_loses_no_acknowledged_write_and_doubles_none() {
     let durable = [("TOLLGATE_SERVER_SQLITE_SYNCHRONOUS", "full")];
     let mut server = serve_process(&db, &durable);
     let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
-    let r = server.client.post(
-        "/v1/admin/users",
-        &admin,
-        json!({"email": "load@example.com", "password": PASSWORD}),
-    );
+    let r = server.client.post("/v1/admin/users", &admin, json!({"email": "load@example.com", "password": PASSWORD}));
     assert_eq!(r.status, 201, "{}", r.text());
     let user_id = r.json()["id"].as_str().unwrap().to_owned();
     // Enough for most consumes, not all: some are refused with 402 before the kill.
@@ -46,12 +42,8 @@ fn sigkill_during_consumes_loses_no_acknowledged_write_and_doubles_none() {
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..8)
         .map(|t| {
-            let (client, token, outcomes, stop) = (
-                server.client.clone(),
-                token.clone(),
-                Arc::clone(&outcomes),
-                Arc::clone(&stop),
-            );
+            let (client, token, outcomes, stop) =
+                (server.client.clone(), token.clone(), Arc::clone(&outcomes), Arc::clone(&stop));
             std::thread::spawn(move || {
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) && i < 5_000 {
@@ -66,17 +58,13 @@ fn sigkill_during_consumes_loses_no_acknowledged_write_and_doubles_none() {
                         Some(body.as_bytes()),
                     );
                     let o = match r {
-                        Ok(r) if r.status == 201 => (
-                            Outcome::Committed,
-                            r.json()["transaction_id"].as_str().map(str::to_owned),
-                        ),
+                        Ok(r) if r.status == 201 => {
+                            (Outcome::Committed, r.json()["transaction_id"].as_str().map(str::to_owned))
+                        }
                         Ok(r) if r.status == 402 => (Outcome::Refused, None),
                         Ok(r) => panic!("unexpected {}: {}", r.status, r.text()),
                         Err(_) => {
-                            outcomes
-                                .lock()
-                                .unwrap()
-                                .insert(key, (Outcome::Unknown, None));
+                            outcomes.lock().unwrap().insert(key, (Outcome::Unknown, None));
                             break;
                         }
                     };
@@ -93,52 +81,28 @@ fn sigkill_during_consumes_loses_no_acknowledged_write_and_doubles_none() {
         w.join().unwrap();
     }
     let outcomes = outcomes.lock().unwrap().clone();
-    let committed = outcomes
-        .values()
-        .filter(|o| o.0 == Outcome::Committed)
-        .count();
-    assert!(
-        committed > 50,
-        "the load did not run long enough ({committed} commits)"
-    );
+    let committed = outcomes.values().filter(|o| o.0 == Outcome::Committed).count();
+    assert!(committed > 50, "the load did not run long enough ({committed} commits)");
 
     // What the file says, before tollgate touches it again.
     let rows: HashMap<String, String> = {
         let c = rusqlite::Connection::open(&db).unwrap();
-        let mut st = c
-            .prepare("SELECT description, id FROM credit_transactions WHERE kind = 'consume'")
-            .unwrap();
-        st.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                format!("txn_{}", r.get::<_, i64>(1)?),
-            ))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+        let mut st = c.prepare("SELECT description, id FROM credit_transactions WHERE kind = 'consume'").unwrap();
+        st.query_map([], |r| Ok((r.get::<_, String>(0)?, format!("txn_{}", r.get::<_, i64>(1)?))))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     };
     for (key, (outcome, txn)) in &outcomes {
         match outcome {
-            Outcome::Committed => assert_eq!(
-                rows.get(key),
-                txn.as_ref(),
-                "acknowledged consume {key} is missing"
-            ),
-            Outcome::Refused => assert!(
-                !rows.contains_key(key),
-                "refused consume {key} is in the ledger"
-            ),
+            Outcome::Committed => assert_eq!(rows.get(key), txn.as_ref(), "acknowledged consume {key} is missing"),
+            Outcome::Refused => assert!(!rows.contains_key(key), "refused consume {key} is in the ledger"),
             Outcome::Unknown => {}
         }
     }
 
     let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
-    assert!(
-        o.status.success(),
-        "audit after the crash: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    assert!(o.status.success(), "audit after the crash: {}", String::from_utf8_lossy(&o.stdout));
 
     // Restart; retry every request whose outcome the client never learned.
     let mut server = serve_process(&db, &durable);
@@ -150,13 +114,7 @@ fn sigkill_during_consumes_loses_no_acknowledged_write_and_doubles_none() {
         let body = json!({"amount": 3, "description": key}).to_string();
         let r = server
             .client
-            .request(
-                "POST",
-                "/v1/credits/consume",
-                Some(&token),
-                &[("Idempotency-Key", key)],
-                Some(body.as_bytes()),
-            )
+            .request("POST", "/v1/credits/consume", Some(&token), &[("Idempotency-Key", key)], Some(body.as_bytes()))
             .unwrap();
         assert!(r.status == 201 || r.status == 402, "{}", r.text());
     }
@@ -165,20 +123,11 @@ fn sigkill_during_consumes_loses_no_acknowledged_write_and_doubles_none() {
         .query_row("SELECT count(*) FROM (SELECT description FROM credit_transactions WHERE kind='consume' GROUP BY description HAVING count(*) > 1)", [], |r| r.get(0))
         .unwrap();
     assert_eq!(duplicates, 0, "a retried consume was charged twice");
-    let active_holds: i64 = c
-        .query_row(
-            "SELECT count(*) FROM credit_holds WHERE status = 'active'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let active_holds: i64 =
+        c.query_row("SELECT count(*) FROM credit_holds WHERE status = 'active'", [], |r| r.get(0)).unwrap();
     assert_eq!(active_holds, 0);
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
-    assert!(
-        o.status.success(),
-        "audit after retries: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    assert!(o.status.success(), "audit after retries: {}", String::from_utf8_lossy(&o.stdout));
 }

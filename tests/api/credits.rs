@@ -10,35 +10,18 @@ fn consume_appends_one_row_and_reports_the_new_balance() {
     let app = TestApp::spawn();
     let ann = app.user("ann");
     app.grant(&ann, 100);
-    let r = app.client.post(
-        "/v1/credits/consume",
-        &ann.token,
-        json!({"amount": 30, "description": "render"}),
-    );
+    let r = app.client.post("/v1/credits/consume", &ann.token, json!({"amount": 30, "description": "render"}));
     assert_eq!(r.status, 201, "{}", r.text());
     let v = r.json();
     assert!(v["transaction_id"].as_str().unwrap().starts_with("txn_"));
-    assert_eq!(
-        (v["balance"].as_i64(), v["available"].as_i64()),
-        (Some(70), Some(70))
-    );
+    assert_eq!((v["balance"].as_i64(), v["available"].as_i64()), (Some(70), Some(70)));
     let b = app.balance(&ann);
-    assert_eq!(
-        b,
-        json!({"object": "balance", "balance": 70, "held": 0, "available": 70})
-    );
-    let tx = app
-        .client
-        .get("/v1/credits/transactions", &ann.token)
-        .json();
+    assert_eq!(b, json!({"object": "balance", "balance": 70, "held": 0, "available": 70}));
+    let tx = app.client.get("/v1/credits/transactions", &ann.token).json();
     let row = &tx["data"][0];
     assert_eq!(row["id"], v["transaction_id"]);
     assert_eq!(
-        (
-            row["kind"].as_str(),
-            row["amount"].as_i64(),
-            row["balance_after"].as_i64()
-        ),
+        (row["kind"].as_str(), row["amount"].as_i64(), row["balance_after"].as_i64()),
         (Some("consume"), Some(-30), Some(70))
     );
     assert_eq!(row["description"], "render");
@@ -46,11 +29,7 @@ fn consume_appends_one_row_and_reports_the_new_balance() {
     let val = app.validate(&ann);
     assert_eq!(val["valid"], true);
     assert_eq!(
-        (
-            val["ledger_balance"].as_i64(),
-            val["cached_balance"].as_i64(),
-            val["difference"].as_i64()
-        ),
+        (val["ledger_balance"].as_i64(), val["cached_balance"].as_i64(), val["difference"].as_i64()),
         (Some(70), Some(70), Some(0))
     );
     let logs = app.client.get("/v1/logs", &ann.token).json();
@@ -65,10 +44,7 @@ fn insufficient_credits_is_a_402_that_writes_nothing() {
     app.grant(&ann, 10);
     let rows = app.count("credit_transactions");
     let r = app.consume(&ann, 11);
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (402, "insufficient_credits")
-    );
+    assert_eq!((r.status, r.error_code().as_str()), (402, "insufficient_credits"));
     assert_eq!(app.count("credit_transactions"), rows);
     assert_eq!(app.balance(&ann)["balance"], 10);
 }
@@ -85,9 +61,7 @@ fn thirty_two_threads_racing_consumes_spend_exactly_the_balance() {
             std::thread::spawn(move || {
                 let mut counts = (0u32, 0u32);
                 for _ in 0..100 {
-                    let r = app
-                        .client
-                        .post("/v1/credits/consume", &token, json!({"amount": 7}));
+                    let r = app.client.post("/v1/credits/consume", &token, json!({"amount": 7}));
                     match r.status {
                         201 => counts.0 += 1,
                         402 => {
@@ -101,21 +75,14 @@ fn thirty_two_threads_racing_consumes_spend_exactly_the_balance() {
             })
         })
         .collect();
-    let (ok, refused) = handles
-        .into_iter()
-        .map(|h| h.join().unwrap())
-        .fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
+    let (ok, refused) = handles.into_iter().map(|h| h.join().unwrap()).fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
     assert_eq!(ok, 1428);
     assert_eq!(refused, 3200 - 1428);
     assert_eq!(app.balance(&ann)["balance"], 4);
     assert_eq!(app.validate(&ann)["valid"], true);
     let negative: i64 = rusqlite::Connection::open(app.db_path())
         .unwrap()
-        .query_row(
-            "SELECT count(*) FROM credit_transactions WHERE balance_after < 0",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT count(*) FROM credit_transactions WHERE balance_after < 0", [], |r| r.get(0))
         .unwrap();
     assert_eq!(negative, 0);
     let audit = app.audit();
@@ -132,24 +99,14 @@ fn sixty_four_concurrent_consumes_never_pass_the_daily_cap() {
     let handles: Vec<_> = (0..64)
         .map(|_| {
             let (app, token) = (Arc::clone(&app), Arc::clone(&token));
-            std::thread::spawn(move || {
-                app.client
-                    .post("/v1/credits/consume", &token, json!({"amount": 7}))
-            })
+            std::thread::spawn(move || app.client.post("/v1/credits/consume", &token, json!({"amount": 7})))
         })
         .collect();
     let results: Vec<Resp> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(results.iter().filter(|r| r.status == 201).count(), 14);
     for r in results.iter().filter(|r| r.status != 201) {
-        assert_eq!(
-            (r.status, r.error_code().as_str()),
-            (429, "daily_cap_exceeded")
-        );
-        let retry: u64 = r
-            .header("Retry-After")
-            .expect("Retry-After")
-            .parse()
-            .unwrap();
+        assert_eq!((r.status, r.error_code().as_str()), (429, "daily_cap_exceeded"));
+        let retry: u64 = r.header("Retry-After").expect("Retry-After").parse().unwrap();
         assert!((1..=86_400).contains(&retry), "{retry}");
     }
     assert_eq!(app.balance(&ann)["balance"], 10_000 - 98);
@@ -160,54 +117,22 @@ fn admin_adjustments_grant_or_deduct_but_never_below_zero_available() {
     let app = TestApp::spawn();
     let ann = app.user("ann");
     let path = format!("/v1/admin/users/{}/credits", ann.id);
-    let r = app.client.post(
-        &path,
-        &app.admin,
-        json!({"amount": 50, "description": "welcome"}),
-    );
+    let r = app.client.post(&path, &app.admin, json!({"amount": 50, "description": "welcome"}));
     assert_eq!((r.status, r.json()["kind"].as_str()), (201, Some("grant")));
-    let r = app.client.post(
-        &path,
-        &app.admin,
-        json!({"amount": -20, "description": "correction"}),
-    );
+    let r = app.client.post(&path, &app.admin, json!({"amount": -20, "description": "correction"}));
     assert_eq!(
-        (
-            r.status,
-            r.json()["kind"].as_str(),
-            r.json()["balance_after"].as_i64()
-        ),
+        (r.status, r.json()["kind"].as_str(), r.json()["balance_after"].as_i64()),
         (201, Some("adjust"), Some(30))
     );
-    let r = app.client.post(
-        &path,
-        &app.admin,
-        json!({"amount": -31, "description": "too much"}),
-    );
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (402, "insufficient_credits")
-    );
-    let r = app.client.post(
-        &path,
-        &app.admin,
-        json!({"amount": 0, "description": "nothing"}),
-    );
-    assert_eq!(
-        (r.status, r.json()["error"]["param"].as_str()),
-        (400, Some("amount"))
-    );
-    let r = app.client.post(
-        "/v1/admin/users/usr_999/credits",
-        &app.admin,
-        json!({"amount": 5, "description": "ghost"}),
-    );
+    let r = app.client.post(&path, &app.admin, json!({"amount": -31, "description": "too much"}));
+    assert_eq!((r.status, r.error_code().as_str()), (402, "insufficient_credits"));
+    let r = app.client.post(&path, &app.admin, json!({"amount": 0, "description": "nothing"}));
+    assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("amount")));
+    let r =
+        app.client.post("/v1/admin/users/usr_999/credits", &app.admin, json!({"amount": 5, "description": "ghost"}));
     assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
-    let r = app.client.post(
-        "/v1/admin/users/job_1/credits",
-        &app.admin,
-        json!({"amount": 5, "description": "wrong id"}),
-    );
+    let r =
+        app.client.post("/v1/admin/users/job_1/credits", &app.admin, json!({"amount": 5, "description": "wrong id"}));
     assert_eq!(r.status, 404);
     assert_eq!(app.balance(&ann)["balance"], 30);
     assert_eq!(app.audit()["valid"], true);

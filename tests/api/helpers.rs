@@ -6,9 +6,11 @@
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 use tollgate::config::{Config, Flags};
-use tollgate::service::{BootstrapAdmin, Service};
+use tollgate::guard::Clock;
+use tollgate::service::{BootstrapAdmin, Service, StartOptions};
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
@@ -22,19 +24,12 @@ pub struct Resp {
 
 impl Resp {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "response is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -45,10 +40,7 @@ impl Resp {
     pub fn error_code(&self) -> String {
         let v = self.json();
         let e = &v["error"];
-        assert!(
-            e["type"].is_string() && e["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "bad error shape: {v}"
-        );
+        assert!(e["type"].is_string() && e["message"].as_str().is_some_and(|m| !m.is_empty()), "bad error shape: {v}");
         assert!(e.get("param").is_some(), "error without param field: {v}");
         e["code"].as_str().unwrap_or_default().to_owned()
     }
@@ -72,10 +64,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: String) -> Client {
-        Client {
-            base,
-            agent: agent(),
-        }
+        Client { base, agent: agent() }
     }
 
     pub fn request(
@@ -95,57 +84,28 @@ impl Client {
             builder = builder.header(*k, *v);
         }
         let mut resp = match body {
-            Some(b) => self.agent.run(
-                builder
-                    .header("Content-Type", "application/json")
-                    .body(b.to_vec())
-                    .expect("request"),
-            )?,
+            Some(b) => {
+                self.agent.run(builder.header("Content-Type", "application/json").body(b.to_vec()).expect("request"))?
+            }
             None => self.agent.run(builder.body(()).expect("request"))?,
         };
         let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_vec()?;
-        Ok(Resp {
-            status,
-            headers,
-            body,
-        })
+        let headers =
+            resp.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
+        let body = resp.body_mut().with_config().limit(64 << 20).read_to_vec()?;
+        Ok(Resp { status, headers, body })
     }
 
     pub fn get(&self, path: &str, token: &str) -> Resp {
-        self.request("GET", path, Some(token), &[], None)
-            .expect("GET failed")
+        self.request("GET", path, Some(token), &[], None).expect("GET failed")
     }
 
     pub fn post(&self, path: &str, token: &str, body: Value) -> Resp {
-        self.request(
-            "POST",
-            path,
-            Some(token),
-            &[],
-            Some(body.to_string().as_bytes()),
-        )
-        .expect("POST failed")
+        self.request("POST", path, Some(token), &[], Some(body.to_string().as_bytes())).expect("POST failed")
     }
 
-    pub fn post_with(
-        &self,
-        path: &str,
-        token: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Resp {
-        self.request("POST", path, Some(token), headers, Some(body))
-            .expect("POST failed")
+    pub fn post_with(&self, path: &str, token: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+        self.request("POST", path, Some(token), headers, Some(body)).expect("POST failed")
     }
 
     pub fn login(&self, email: &str, password: &str) -> Resp {
@@ -154,11 +114,7 @@ impl Client {
             "/v1/auth/login",
             None,
             &[],
-            Some(
-                json!({"email": email, "password": password})
-                    .to_string()
-                    .as_bytes(),
-            ),
+            Some(json!({"email": email, "password": password}).to_string().as_bytes()),
         )
         .expect("login failed")
     }
@@ -166,10 +122,7 @@ impl Client {
     pub fn token(&self, email: &str, password: &str) -> String {
         let r = self.login(email, password);
         assert_eq!(r.status, 200, "login of {email}: {}", r.text());
-        r.json()["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned()
+        r.json()["access_token"].as_str().expect("access_token").to_owned()
     }
 }
 
@@ -205,20 +158,23 @@ impl TestApp {
         TestApp::start_in(dir, config)
     }
 
+    /// A service whose rate limiter runs on `clock`.
+    pub fn spawn_with_clock(clock: Arc<dyn Clock>) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = test_config(&dir);
+        TestApp::start(dir, config, Some(clock))
+    }
+
     pub fn start_in(dir: tempfile::TempDir, config: Config) -> TestApp {
-        let admin = BootstrapAdmin {
-            email: ADMIN_EMAIL.into(),
-            password: ADMIN_PASSWORD.into(),
-        };
-        let service = Service::start(config, Some(admin)).expect("service starts");
+        TestApp::start(dir, config, None)
+    }
+
+    fn start(dir: tempfile::TempDir, config: Config, clock: Option<Arc<dyn Clock>>) -> TestApp {
+        let admin = BootstrapAdmin { email: ADMIN_EMAIL.into(), password: ADMIN_PASSWORD.into() };
+        let service = Service::start(config, StartOptions { admin: Some(admin), clock }).expect("service starts");
         let client = Client::new(format!("http://{}", service.addr()));
         let admin = client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
-        TestApp {
-            client,
-            dir,
-            admin,
-            service: Some(service),
-        }
+        TestApp { client, dir, admin, service: Some(service) }
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -244,11 +200,7 @@ impl TestApp {
     /// Creates a user through the admin API and logs them in.
     pub fn user(&self, name: &str) -> TestUser {
         let email = format!("{name}@example.com");
-        let r = self.client.post(
-            "/v1/admin/users",
-            &self.admin,
-            json!({"email": email, "password": PASSWORD}),
-        );
+        let r = self.client.post("/v1/admin/users", &self.admin, json!({"email": email, "password": PASSWORD}));
         assert_eq!(r.status, 201, "create user: {}", r.text());
         let id = r.json()["id"].as_str().expect("id").to_owned();
         let token = self.client.token(&email, PASSWORD);
@@ -271,11 +223,7 @@ impl TestApp {
     }
 
     pub fn consume(&self, user: &TestUser, amount: i64) -> Resp {
-        self.client.post(
-            "/v1/credits/consume",
-            &user.token,
-            json!({"amount": amount}),
-        )
+        self.client.post("/v1/credits/consume", &user.token, json!({"amount": amount}))
     }
 
     pub fn validate(&self, user: &TestUser) -> Value {
@@ -293,8 +241,7 @@ impl TestApp {
     /// Counts rows straight from the file, to prove that nothing was written.
     pub fn count(&self, table: &str) -> i64 {
         let c = rusqlite::Connection::open(self.db_path()).expect("open db");
-        c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .expect("count")
+        c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).expect("count")
     }
 }
 
@@ -337,6 +284,9 @@ pub fn serve_process(db: &std::path::Path, extra_env: &[(&str, &str)]) -> Server
         .env("TOLLGATE_ADMIN_EMAIL", ADMIN_EMAIL)
         .env("TOLLGATE_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("RUST_LOG", "info")
+        // Tests that are not about rate limits must not meet them.
+        .env("TOLLGATE_LIMITS_RPM", "1000000")
+        .env("TOLLGATE_LIMITS_BURST", "1000000")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (k, v) in extra_env {
@@ -348,10 +298,7 @@ pub fn serve_process(db: &std::path::Path, extra_env: &[(&str, &str)]) -> Server
     std::thread::spawn(move || {
         use std::io::BufRead;
         let mut sent = false;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
             if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
                 let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
                 let _ = tx.send(addr);
@@ -359,11 +306,6 @@ pub fn serve_process(db: &std::path::Path, extra_env: &[(&str, &str)]) -> Server
             }
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("server printed its address");
-    ServerProcess {
-        child,
-        client: Client::new(format!("http://{addr}")),
-    }
+    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("server printed its address");
+    ServerProcess { child, client: Client::new(format!("http://{addr}")) }
 }

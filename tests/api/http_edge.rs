@@ -6,12 +6,7 @@ use serde_json::json;
 
 /// Rows that any accepted write would add to.
 fn footprint(app: &TestApp) -> (i64, i64, i64, i64) {
-    (
-        app.count("credit_transactions"),
-        app.count("logs"),
-        app.count("users"),
-        app.count("api_keys"),
-    )
+    (app.count("credit_transactions"), app.count("logs"), app.count("users"), app.count("api_keys"))
 }
 
 #[test]
@@ -22,13 +17,8 @@ fn bad_bodies_get_400_or_413_and_write_nothing() {
     let before = footprint(&app);
 
     let big = vec![b' '; 5000];
-    let r = app
-        .client
-        .post_with("/v1/credits/consume", &ann.token, &[], &big);
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (413, "payload_too_large")
-    );
+    let r = app.client.post_with("/v1/credits/consume", &ann.token, &[], &big);
+    assert_eq!((r.status, r.error_code().as_str()), (413, "payload_too_large"));
 
     for (body, code, param) in [
         (&b"{\"amount\": 5"[..], "invalid_json", None),
@@ -39,64 +29,23 @@ fn bad_bodies_get_400_or_413_and_write_nothing() {
         (b"{\"amount\": 1.5}", "invalid_request", Some("amount")),
         (b"{\"amount\": 0}", "invalid_request", Some("amount")),
         (b"{\"amount\": -3}", "invalid_request", Some("amount")),
-        (
-            b"{\"amount\": 5, \"user_id\": \"usr_1\"}",
-            "invalid_request",
-            None,
-        ),
+        (b"{\"amount\": 5, \"user_id\": \"usr_1\"}", "invalid_request", None),
     ] {
-        let r = app
-            .client
-            .post_with("/v1/credits/consume", &ann.token, &[], body);
-        assert_eq!(
-            r.status,
-            400,
-            "{}: {}",
-            String::from_utf8_lossy(body),
-            r.text()
-        );
+        let r = app.client.post_with("/v1/credits/consume", &ann.token, &[], body);
+        assert_eq!(r.status, 400, "{}: {}", String::from_utf8_lossy(body), r.text());
         assert_eq!(r.error_code(), code, "{}", String::from_utf8_lossy(body));
         if let Some(p) = param {
-            assert_eq!(
-                r.json()["error"]["param"],
-                p,
-                "{}",
-                String::from_utf8_lossy(body)
-            );
+            assert_eq!(r.json()["error"]["param"], p, "{}", String::from_utf8_lossy(body));
         }
     }
-    let r = app
-        .client
-        .post("/v1/admin/users", &app.admin, json!({"password": PASSWORD}));
-    assert_eq!(
-        (r.status, r.json()["error"]["param"].as_str()),
-        (400, Some("email"))
-    );
-    let r = app.client.post(
-        "/v1/admin/users",
-        &app.admin,
-        json!({"email": "not-an-email", "password": PASSWORD}),
-    );
-    assert_eq!(
-        (r.status, r.json()["error"]["param"].as_str()),
-        (400, Some("email"))
-    );
-    let r = app.client.post(
-        "/v1/admin/users",
-        &app.admin,
-        json!({"email": "x@example.com", "password": "short"}),
-    );
-    assert_eq!(
-        (r.status, r.json()["error"]["param"].as_str()),
-        (400, Some("password"))
-    );
-    let r = app
-        .client
-        .post("/v1/api-keys", &ann.token, json!({"name": ""}));
-    assert_eq!(
-        (r.status, r.json()["error"]["param"].as_str()),
-        (400, Some("name"))
-    );
+    let r = app.client.post("/v1/admin/users", &app.admin, json!({"password": PASSWORD}));
+    assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("email")));
+    let r = app.client.post("/v1/admin/users", &app.admin, json!({"email": "not-an-email", "password": PASSWORD}));
+    assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("email")));
+    let r = app.client.post("/v1/admin/users", &app.admin, json!({"email": "x@example.com", "password": "short"}));
+    assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("password")));
+    let r = app.client.post("/v1/api-keys", &ann.token, json!({"name": ""}));
+    assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("name")));
 
     assert_eq!(footprint(&app), before, "a refused request wrote something");
     assert_eq!(app.balance(&ann)["balance"], 100);
@@ -120,11 +69,7 @@ fn a_huge_declared_content_length_is_refused_without_reading_it_and_the_server_l
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     drop(s);
-    assert_eq!(
-        app.client.get("/v1/me", &ann.token).status,
-        200,
-        "the server must survive"
-    );
+    assert_eq!(app.client.get("/v1/me", &ann.token).status, 200, "the server must survive");
 }
 
 #[test]
@@ -132,27 +77,12 @@ fn unknown_routes_and_methods_get_json_errors() {
     let app = TestApp::spawn();
     let r = app.client.get("/v1/nope", &app.admin);
     assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
-    let r = app
-        .client
-        .request("PUT", "/v1/me", Some(&app.admin), &[], None)
-        .unwrap();
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (405, "method_not_allowed")
-    );
-    let r = app
-        .client
-        .request("GET", "/healthz", None, &[], None)
-        .unwrap();
+    let r = app.client.request("PUT", "/v1/me", Some(&app.admin), &[], None).unwrap();
+    assert_eq!((r.status, r.error_code().as_str()), (405, "method_not_allowed"));
+    let r = app.client.request("GET", "/healthz", None, &[], None).unwrap();
     assert_eq!(r.status, 200);
-    let r = app
-        .client
-        .request("GET", "/readyz", None, &[], None)
-        .unwrap();
-    assert_eq!(
-        (r.status, r.json()["status"].as_str()),
-        (200, Some("ready"))
-    );
+    let r = app.client.request("GET", "/readyz", None, &[], None).unwrap();
+    assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("ready")));
 }
 
 #[test]
@@ -162,65 +92,19 @@ fn lists_page_newest_first_with_a_cursor_and_bounded_limits() {
     for _ in 0..5 {
         app.grant(&ann, 1);
     }
-    let p1 = app
-        .client
-        .get("/v1/credits/transactions?limit=2", &ann.token)
-        .json();
+    let p1 = app.client.get("/v1/credits/transactions?limit=2", &ann.token).json();
     assert_eq!(p1["has_more"], true);
-    let ids: Vec<&str> = p1["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = p1["data"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 2);
-    let p2 = app
-        .client
-        .get(
-            &format!("/v1/credits/transactions?limit=2&starting_after={}", ids[1]),
-            &ann.token,
-        )
-        .json();
-    let ids2: Vec<&str> = p2["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap())
-        .collect();
+    let p2 = app.client.get(&format!("/v1/credits/transactions?limit=2&starting_after={}", ids[1]), &ann.token).json();
+    let ids2: Vec<&str> = p2["data"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
     assert_eq!(ids2.len(), 2);
     let n = |s: &str| s.trim_start_matches("txn_").parse::<i64>().unwrap();
     assert!(n(ids[0]) > n(ids[1]) && n(ids[1]) > n(ids2[0]) && n(ids2[0]) > n(ids2[1]));
-    let p3 = app
-        .client
-        .get(
-            &format!(
-                "/v1/credits/transactions?limit=2&starting_after={}",
-                ids2[1]
-            ),
-            &ann.token,
-        )
-        .json();
-    assert_eq!(
-        (
-            p3["data"].as_array().unwrap().len(),
-            p3["has_more"].as_bool()
-        ),
-        (1, Some(false))
-    );
-    for bad in [
-        "limit=0",
-        "limit=101",
-        "limit=x",
-        "starting_after=job_1",
-        "starting_after=txn_x",
-    ] {
-        let r = app
-            .client
-            .get(&format!("/v1/credits/transactions?{bad}"), &ann.token);
-        assert_eq!(
-            (r.status, r.error_code().as_str()),
-            (400, "invalid_request"),
-            "{bad}"
-        );
+    let p3 = app.client.get(&format!("/v1/credits/transactions?limit=2&starting_after={}", ids2[1]), &ann.token).json();
+    assert_eq!((p3["data"].as_array().unwrap().len(), p3["has_more"].as_bool()), (1, Some(false)));
+    for bad in ["limit=0", "limit=101", "limit=x", "starting_after=job_1", "starting_after=txn_x"] {
+        let r = app.client.get(&format!("/v1/credits/transactions?{bad}"), &ann.token);
+        assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_request"), "{bad}");
     }
 }

@@ -8,5 +8,6 @@ mod auth;
 mod cli;
 mod crash;
 mod credits;
+mod guard;
 mod http_edge;
 mod idempotency;

@@ -29,8 +29,7 @@ pub fn create_user(ctx: &Ctx) -> Result<Response, ApiError> {
     let password = Password::parse(&body.password).map_err(|m| Error::invalid("password", m))?;
     let role = match body.role.as_deref() {
         None => Role::User,
-        Some(r) => Role::parse(r)
-            .ok_or_else(|| Error::invalid("role", "role must be \"user\" or \"admin\""))?,
+        Some(r) => Role::parse(r).ok_or_else(|| Error::invalid("role", "role must be \"user\" or \"admin\""))?,
     };
     let hash = crate::auth::password::hash(&password)?;
     ctx.commit(201, move |c| users::insert(c, &email, &hash, role))
@@ -44,15 +43,10 @@ pub fn list_users(ctx: &Ctx) -> Result<Response, ApiError> {
 pub fn deactivate_user(ctx: &Ctx) -> Result<Response, ApiError> {
     let id = user_param(ctx)?;
     if id == ctx.user()?.id {
-        return Err(
-            Error::invalid("id", "an administrator cannot deactivate their own account").into(),
-        );
+        return Err(Error::invalid("id", "an administrator cannot deactivate their own account").into());
     }
     users::deactivate(&ctx.app.db, id)?;
-    Ok(Response::json_value(
-        200,
-        &serde_json::json!({ "id": id.to_string(), "object": "user", "deleted": true }),
-    ))
+    Ok(Response::json_value(200, &serde_json::json!({ "id": id.to_string(), "object": "user", "deleted": true })))
 }
 
 #[derive(Deserialize)]
@@ -68,18 +62,13 @@ pub fn adjust_credits(ctx: &Ctx) -> Result<Response, ApiError> {
     if body.amount == 0 || body.amount.abs() > crate::domain::CREDITS_AMOUNT_MAX {
         return Err(Error::invalid(
             "amount",
-            format!(
-                "amount must be a non-zero whole number of credits within ±{}",
-                crate::domain::CREDITS_AMOUNT_MAX
-            ),
+            format!("amount must be a non-zero whole number of credits within ±{}", crate::domain::CREDITS_AMOUNT_MAX),
         )
         .into());
     }
     let description = ledger::parse_description(Some(&body.description))?;
     let amount = Credits(body.amount);
-    ctx.commit(201, move |c| {
-        ledger::admin_adjust(c, user, amount, &description)
-    })
+    ctx.commit(201, move |c| ledger::admin_adjust(c, user, amount, &description))
 }
 
 pub fn logs(ctx: &Ctx) -> Result<Response, ApiError> {
@@ -87,23 +76,20 @@ pub fn logs(ctx: &Ctx) -> Result<Response, ApiError> {
     let filter = LogFilter {
         log_type: match q("log_type") {
             None => None,
-            Some(s) => Some(LogType::parse(s).ok_or_else(|| {
-                Error::invalid("log_type", "log_type must be business or system")
-            })?),
+            Some(s) => Some(
+                LogType::parse(s).ok_or_else(|| Error::invalid("log_type", "log_type must be business or system"))?,
+            ),
         },
         level: match q("level") {
             None => None,
-            Some(s) => Some(
-                Level::parse(s)
-                    .ok_or_else(|| Error::invalid("level", "level must be info, warn or error"))?,
-            ),
+            Some(s) => {
+                Some(Level::parse(s).ok_or_else(|| Error::invalid("level", "level must be info, warn or error"))?)
+            }
         },
         user_id: match q("user_id") {
             None => None,
             Some(s) => {
-                Some(UserId::parse(s).ok_or_else(|| {
-                    Error::invalid("user_id", "user_id must be a user id (usr_...)")
-                })?)
+                Some(UserId::parse(s).ok_or_else(|| Error::invalid("user_id", "user_id must be a user id (usr_...)"))?)
             }
         },
     };

@@ -18,26 +18,34 @@ struct Credentials {
 
 pub fn login(ctx: &Ctx) -> Result<Response, ApiError> {
     let body: Credentials = ctx.req.json()?;
-    let cfg = &ctx.app.config.auth;
-    let out = auth::login(
-        &ctx.app.db,
-        &ctx.app.keys,
-        cfg.token_ttl_s,
-        &body.email,
-        &body.password,
-    )?;
-    Ok(Response::json(200, &out))
+    let guard = &ctx.app.guard;
+    let ip = ctx.client_ip();
+    guard.check_login(ip, &body.email)?;
+    let ttl_s = ctx.app.config.auth.token_ttl_s;
+    match auth::login(&ctx.app.db, &ctx.app.keys, ttl_s, &body.email, &body.password) {
+        Ok(out) => {
+            guard.login_succeeded(&body.email);
+            Ok(Response::json(200, &out))
+        }
+        Err(e) => {
+            if matches!(e, Error::Unauthorized(_)) && guard.login_failed(ip, &body.email) {
+                let ip = ip.map(|i| i.to_string());
+                crate::guard::log_refusal(&ctx.app.db, None, "login_lockout", serde_json::json!({ "ip": ip }));
+            }
+            Err(e.into())
+        }
+    }
 }
 
 pub fn signup(ctx: &Ctx) -> Result<Response, ApiError> {
     let cfg = &ctx.app.config.auth;
     if !cfg.signup_enabled {
-        return Err(Error::Forbidden(
-            "Signup is disabled on this server; ask an administrator for an account.".into(),
-        )
-        .into());
+        return Err(
+            Error::Forbidden("Signup is disabled on this server; ask an administrator for an account.".into()).into()
+        );
     }
     let body: Credentials = ctx.req.json()?;
+    ctx.app.guard.check_login(ctx.client_ip(), &body.email)?;
     let email = Email::parse(&body.email).map_err(|m| Error::invalid("email", m))?;
     let password = Password::parse(&body.password).map_err(|m| Error::invalid("password", m))?;
     let hash = auth::password::hash(&password)?;
@@ -71,11 +79,7 @@ pub fn create_key(ctx: &Ctx) -> Result<Response, ApiError> {
 }
 
 pub fn list_keys(ctx: &Ctx) -> Result<Response, ApiError> {
-    let list = auth::list_api_keys(
-        &ctx.app.db,
-        ctx.user()?.id,
-        &ctx.req.page_after(ApiKeyId::PREFIX)?,
-    )?;
+    let list = auth::list_api_keys(&ctx.app.db, ctx.user()?.id, &ctx.req.page_after(ApiKeyId::PREFIX)?)?;
     Ok(Response::json(200, &list))
 }
 
@@ -83,8 +87,5 @@ pub fn revoke_key(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = ctx.user()?.id;
     let id = ApiKeyId::parse(ctx.param(0)).ok_or_else(|| Error::not_found("API key"))?;
     auth::revoke_api_key(&ctx.app.db, user, id)?;
-    Ok(Response::json_value(
-        200,
-        &serde_json::json!({ "id": id.to_string(), "object": "api_key", "deleted": true }),
-    ))
+    Ok(Response::json_value(200, &serde_json::json!({ "id": id.to_string(), "object": "api_key", "deleted": true })))
 }

@@ -33,10 +33,11 @@ pub fn consume(ctx: &Ctx) -> Result<Response, ApiError> {
     let body: Consume = ctx.req.json()?;
     let amount = positive_amount(body.amount, "amount")?;
     let description = ledger::parse_description(body.description.as_deref())?;
-    let caps = ctx.app.spend_caps(user);
-    ctx.commit(201, move |c| {
-        ledger::consume(c, user, amount, &description, &caps)
-    })
+    ctx.app.guard.check_cost(user, amount)?;
+    let caps = ctx.app.guard.spend_caps(user);
+    let response = ctx.commit(201, move |c| ledger::consume(c, user, amount, &description, &caps))?;
+    crate::metrics::global().credits_charged.inc_by(amount.0 as u64);
+    Ok(response)
 }
 
 pub fn validate(ctx: &Ctx) -> Result<Response, ApiError> {

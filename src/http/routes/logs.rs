@@ -7,10 +7,6 @@ use crate::http::router::Ctx;
 use crate::logs;
 
 pub fn mine(ctx: &Ctx) -> Result<Response, ApiError> {
-    let list = logs::list_for_user(
-        &ctx.app.db,
-        ctx.user()?.id,
-        &ctx.req.page_after(LogId::PREFIX)?,
-    )?;
+    let list = logs::list_for_user(&ctx.app.db, ctx.user()?.id, &ctx.req.page_after(LogId::PREFIX)?)?;
     Ok(Response::json(200, &list))
 }

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod credits;
+pub mod limits;
 pub mod logs;
 pub mod ops;
 
@@ -17,10 +18,7 @@ pub(crate) fn positive_amount(n: i64, param: &str) -> Result<Credits, ApiError> 
         ApiError::new(
             400,
             "invalid_request",
-            format!(
-                "{param} must be a whole number of credits from 1 to {}.",
-                crate::domain::credits_amount_max()
-            ),
+            format!("{param} must be a whole number of credits from 1 to {}.", crate::domain::credits_amount_max()),
         )
         .with_param(param)
     })

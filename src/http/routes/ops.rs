@@ -11,11 +11,7 @@ pub fn healthz(_: &Ctx) -> Result<Response, ApiError> {
 
 /// Ready means a write transaction can be opened and committed right now.
 pub fn readyz(ctx: &Ctx) -> Result<Response, ApiError> {
-    match ctx
-        .app
-        .db
-        .write(|c| Ok::<_, crate::error::Error>(c.execute_batch("SELECT 1")?))
-    {
+    match ctx.app.db.write(|c| Ok::<_, crate::error::Error>(c.execute_batch("SELECT 1")?)) {
         Ok(()) => Ok(Response::json_value(200, &json!({ "status": "ready" }))),
         Err(e) => {
             log::error!("readiness check failed: {e}");
@@ -25,4 +21,14 @@ pub fn readyz(ctx: &Ctx) -> Result<Response, ApiError> {
             ))
         }
     }
+}
+
+/// Prometheus text format. Gauges that mirror the database are read now.
+pub fn metrics(ctx: &Ctx) -> Result<Response, ApiError> {
+    let m = crate::metrics::global();
+    match ctx.app.db.read(|c| Ok::<_, crate::error::Error>(crate::ledger::storage::count_active_holds(c)?)) {
+        Ok(n) => m.holds_active.set(n),
+        Err(e) => log::warn!("metrics: cannot count holds: {e}"),
+    }
+    Ok(Response::text(200, "text/plain; version=0.0.4; charset=utf-8", m.render()))
 }

@@ -1,0 +1,112 @@
+//! Process metrics in the Prometheus text format, through the `prometheus`
+//! crate. One registry per process: counters are cheap atomics, safe to bump
+//! from any thread. Gauges that mirror database state are set at scrape time.
+//! This module only counts; it never decides anything.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::sync::OnceLock;
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub credits_charged: IntCounter,
+    pub credits_refused: IntCounterVec,
+    pub guard_refusals: IntCounterVec,
+    pub holds_active: IntGauge,
+    pub writer_group_size: HistogramVec,
+    pub writer_commit_seconds: HistogramVec,
+    pub provider_calls: IntCounterVec,
+    pub provider_duration: HistogramVec,
+    pub jobs: IntGaugeVec,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new_custom(Some("tollgate".into()), None).expect("registry");
+        let latency = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+        let credits_charged =
+            IntCounter::new("credits_charged_total", "Credits charged (consume rows)").expect("metric");
+        r.register(Box::new(credits_charged.clone())).expect("unique metric");
+        let holds_active = IntGauge::new("holds_active", "Active credit holds").expect("metric");
+        r.register(Box::new(holds_active.clone())).expect("unique metric");
+        let jobs = IntGaugeVec::new(Opts::new("jobs", "Jobs by status"), &["status"]).expect("metric");
+        r.register(Box::new(jobs.clone())).expect("unique metric");
+        Metrics {
+            http_requests: counter_vec(
+                &r,
+                "http_requests_total",
+                "HTTP requests by route and status",
+                &["route", "method", "status"],
+            ),
+            http_duration: histogram(
+                &r,
+                "http_request_duration_seconds",
+                "HTTP request latency",
+                &["route"],
+                latency.clone(),
+            ),
+            credits_charged,
+            credits_refused: counter_vec(&r, "credits_refused_total", "Charges refused, by reason", &["reason"]),
+            guard_refusals: counter_vec(&r, "guard_refusals_total", "Requests refused by a guard", &["guard"]),
+            holds_active,
+            writer_group_size: histogram(
+                &r,
+                "writer_group_size",
+                "Writes committed together in one transaction",
+                &[],
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+            ),
+            writer_commit_seconds: histogram(
+                &r,
+                "writer_commit_seconds",
+                "Time to run and commit one group",
+                &[],
+                latency.clone(),
+            ),
+            provider_calls: counter_vec(
+                &r,
+                "provider_calls_total",
+                "Calls to model providers",
+                &["provider", "status"],
+            ),
+            provider_duration: histogram(
+                &r,
+                "provider_call_duration_seconds",
+                "Provider call latency",
+                &["provider"],
+                latency,
+            ),
+            jobs,
+            registry: r,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            log::error!("cannot encode metrics: {e}");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The process-wide metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
