@@ -45,6 +45,19 @@ enum Command {
     /// Check every cached balance and hold against the ledger, and the hash
     /// chain; exit 1 on any mismatch.
     Audit(AuditArgs),
+    /// Write a consistent copy of the live database (safe while serving).
+    Backup {
+        /// Where to write the copy; must not exist.
+        file: PathBuf,
+    },
+    /// Replace the database with a backup (refused while a server runs).
+    Restore {
+        /// The backup to restore.
+        file: PathBuf,
+        /// Restore even if the file fails the ledger audit.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Args)]
@@ -158,6 +171,33 @@ fn run(command: Command, config: Config) -> Result<(), Failure> {
             Ok(())
         }
         Command::Audit(args) => audit(&config, &args),
+        Command::Backup { file } => {
+            let r = crate::ops::backup(&config.server.db, &file)?;
+            println!("backup written to {} ({} bytes)", r.path.display(), r.bytes);
+            println!("integrity: {}", r.integrity);
+            println!("schema version: {}", r.schema_version);
+            println!("users: {}, ledger rows: {}", r.users, r.ledger_rows);
+            if let Some(h) = &r.audit.head {
+                println!("chain head: {}:{}", h.id, h.hash);
+            }
+            println!(
+                "audit: {}",
+                if r.audit.valid { "passed" } else { "FAILED (the live database has mismatches too)" }
+            );
+            Ok(())
+        }
+        Command::Restore { file, force } => {
+            let r = crate::ops::restore(&config.server.db, &file, force)?;
+            println!("restored {} into {}", r.restored_from.display(), config.server.db.display());
+            if let Some(p) = &r.previous_kept_as {
+                println!("the previous database is kept as {}", p.display());
+            }
+            println!(
+                "schema version {} + {} migration(s) applied",
+                r.schema_version_before_migration, r.migrations_applied
+            );
+            Ok(())
+        }
     }
 }
 

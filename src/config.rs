@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// The config file read when `--config` is not given, if it exists.
 pub const CONFIG_PATH_DEFAULT: &str = "./tollgate.toml";
 /// Sections that `TOLLGATE_<SECTION>_<KEY>` may address.
-const ENV_SECTIONS: &[&str] = &["server", "auth", "limits", "jobs", "logs", "ledger"];
+const ENV_SECTIONS: &[&str] = &["server", "auth", "limits", "jobs", "logs", "ledger", "backup"];
 /// Variables with the prefix that are not `<SECTION>_<KEY>` overrides.
 const ENV_RESERVED: &[&str] = &["TOLLGATE_ADMIN_EMAIL", "TOLLGATE_ADMIN_PASSWORD", "TOLLGATE_CONFIG", "TOLLGATE_LOG"];
 
@@ -25,6 +25,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub logs: LogsConfig,
     pub ledger: LedgerConfig,
+    pub backup: BackupConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub models: Vec<ModelConfig>,
 }
@@ -163,6 +164,22 @@ impl Default for LedgerConfig {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Seconds between rotating backups taken by `serve`; 0 = off.
+    pub every_s: u64,
+    pub dir: PathBuf,
+    /// Backups kept; older ones are deleted.
+    pub keep: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig { every_s: 0, dir: PathBuf::from("./backups"), keep: 7 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub kind: String,
@@ -297,6 +314,9 @@ impl Config {
         }
         if self.limits.day_utc_offset_minutes.abs() > 14 * 60 {
             return bad("limits.day_utc_offset_minutes", "must be within -840..=840");
+        }
+        if self.backup.every_s > 0 && (self.backup.every_s < 60 || self.backup.keep == 0) {
+            return bad("backup.every_s / backup.keep", "backups run at most once a minute and keep at least 1");
         }
         if self.ledger.hold_ttl_s == 0 || self.ledger.sweep_interval_s == 0 {
             return bad("ledger.hold_ttl_s / ledger.sweep_interval_s", "must be at least 1 second");

@@ -25,6 +25,7 @@ pub mod idempotency;
 pub mod ledger;
 pub mod logs;
 pub mod metrics;
+pub mod ops;
 pub mod paging;
 pub mod service;
 pub mod storage;

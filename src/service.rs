@@ -38,6 +38,7 @@ pub struct StartOptions {
 }
 
 pub struct Service {
+    _lock: crate::storage::backup::ServerLock,
     app: Arc<App>,
     http: HttpServer,
     stop: Arc<AtomicBool>,
@@ -52,6 +53,9 @@ pub fn open_db(config: &Config) -> Result<Db, String> {
 
 impl Service {
     pub fn start(config: Config, options: StartOptions) -> Result<Service, String> {
+        let lock = crate::storage::backup::ServerLock::try_acquire(&config.server.db)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("another tollgate server is using {}", config.server.db.display()))?;
         let db = open_db(&config)?;
         let keys = auth::load_keys(&db).map_err(|e| format!("cannot load the token signing key: {e}"))?;
         if let Some(a) = &options.admin {
@@ -72,7 +76,7 @@ impl Service {
         };
         let http = HttpServer::start(Arc::clone(&app))?;
         log::info!("tollgate listening on http://{} (database {})", http.addr(), app.config.server.db.display());
-        Ok(Service { app, http, stop, upkeep: Some(upkeep) })
+        Ok(Service { _lock: lock, app, http, stop, upkeep: Some(upkeep) })
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
@@ -136,12 +140,33 @@ fn upkeep(app: &App, stop: &AtomicBool) {
     let prune_every = Duration::from_secs(PRUNE_INTERVAL_S);
     let mut last_sweep = Instant::now();
     let mut last_prune: Option<Instant> = None;
+    let backup_every = Duration::from_secs(app.config.backup.every_s);
+    let mut last_backup = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         thread::sleep(Duration::from_millis(200));
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = Instant::now();
             if let Err(e) = app.db.write(|c| ledger::expire_due(c, Timestamp::now())) {
                 log::error!("hold sweep failed: {e}");
+            }
+        }
+        if !backup_every.is_zero() && last_backup.elapsed() >= backup_every {
+            last_backup = Instant::now();
+            let b = &app.config.backup;
+            match crate::ops::rotate(&app.config.server.db, &b.dir, b.keep) {
+                Ok(r) => log::info!(
+                    "backup written to {} ({} bytes, audit valid: {})",
+                    r.path.display(),
+                    r.bytes,
+                    r.audit.valid
+                ),
+                Err(e) => {
+                    log::error!("scheduled backup failed: {e}");
+                    logs::record(
+                        &app.db,
+                        logs::NewLog::system(logs::Level::Error, "backup_failed", serde_json::json!({ "error": e })),
+                    );
+                }
             }
         }
         if last_prune.is_none_or(|t| t.elapsed() >= prune_every) {

@@ -6,6 +6,7 @@
 //! business rule; it maps service results and errors to HTTP.
 
 pub mod error;
+pub mod openapi;
 pub mod request;
 pub mod response;
 pub mod router;

@@ -33,66 +33,146 @@ pub struct Route {
     pub path: &'static str,
     pub access: Access,
     pub handler: Handler,
-    pub summary: &'static str,
+    /// For `/openapi.json`: a one-line summary, the request body schema and
+    /// the success status and schema (names in `openapi::components`).
+    pub doc: Doc,
 }
 
-const fn route(
-    method: &'static str,
-    path: &'static str,
-    access: Access,
-    handler: Handler,
-    summary: &'static str,
-) -> Route {
-    Route { method, path, access, handler, summary }
+pub struct Doc {
+    pub summary: &'static str,
+    pub body: Option<&'static str>,
+    pub ok: u16,
+    pub schema: &'static str,
+}
+
+const fn doc(summary: &'static str, body: Option<&'static str>, ok: u16, schema: &'static str) -> Doc {
+    Doc { summary, body, ok, schema }
+}
+
+const fn route(method: &'static str, path: &'static str, access: Access, handler: Handler, doc: Doc) -> Route {
+    Route { method, path, access, handler, doc }
 }
 
 /// Every route the binary serves. `/openapi.json` is checked against this.
 pub static ROUTES: &[Route] = &[
-    route("GET", "/healthz", Access::Public, routes::ops::healthz, "Process is up"),
-    route("GET", "/readyz", Access::Public, routes::ops::readyz, "Database is writable"),
-    route("GET", "/metrics", Access::Public, routes::ops::metrics, "Prometheus metrics"),
-    route("POST", "/v1/auth/login", Access::Public, routes::auth::login, "Log in; returns an access token"),
-    route("POST", "/v1/auth/signup", Access::Public, routes::auth::signup, "Create an account (when enabled)"),
-    route("GET", "/v1/me", Access::User, routes::auth::me, "The calling user"),
-    route("POST", "/v1/api-keys", Access::User, routes::auth::create_key, "Create an API key (shown once)"),
-    route("GET", "/v1/api-keys", Access::User, routes::auth::list_keys, "List your API keys"),
-    route("DELETE", "/v1/api-keys/{id}", Access::User, routes::auth::revoke_key, "Revoke an API key"),
+    route("GET", "/healthz", Access::Public, routes::ops::healthz, doc("Process is up", None, 200, "Status")),
+    route("GET", "/readyz", Access::Public, routes::ops::readyz, doc("Database is writable", None, 200, "Status")),
+    route("GET", "/metrics", Access::Public, routes::ops::metrics, doc("Prometheus metrics", None, 200, "Metrics")),
+    route(
+        "GET",
+        "/openapi.json",
+        Access::Public,
+        routes::ops::openapi,
+        doc("This OpenAPI 3.1 document", None, 200, "OpenApi"),
+    ),
+    route(
+        "POST",
+        "/v1/auth/login",
+        Access::Public,
+        routes::auth::login,
+        doc("Log in; returns an access token", Some("LoginRequest"), 200, "LoginResponse"),
+    ),
+    route(
+        "POST",
+        "/v1/auth/signup",
+        Access::Public,
+        routes::auth::signup,
+        doc("Create an account (when enabled)", Some("LoginRequest"), 201, "User"),
+    ),
+    route("GET", "/v1/me", Access::User, routes::auth::me, doc("The calling user", None, 200, "User")),
+    route(
+        "POST",
+        "/v1/api-keys",
+        Access::User,
+        routes::auth::create_key,
+        doc("Create an API key (shown once)", Some("ApiKeyCreate"), 201, "ApiKeyCreated"),
+    ),
+    route(
+        "GET",
+        "/v1/api-keys",
+        Access::User,
+        routes::auth::list_keys,
+        doc("List your API keys", None, 200, "ApiKeyList"),
+    ),
+    route(
+        "DELETE",
+        "/v1/api-keys/{id}",
+        Access::User,
+        routes::auth::revoke_key,
+        doc("Revoke an API key", None, 200, "Deleted"),
+    ),
     route(
         "GET",
         "/v1/credits/balance",
         Access::User,
         routes::credits::balance,
-        "Your balance, held and available credits",
+        doc("Your balance, held and available credits", None, 200, "Balance"),
     ),
-    route("GET", "/v1/credits/transactions", Access::User, routes::credits::transactions, "Your ledger rows"),
-    route("POST", "/v1/credits/consume", Access::User, routes::credits::consume, "Spend credits"),
+    route(
+        "GET",
+        "/v1/credits/transactions",
+        Access::User,
+        routes::credits::transactions,
+        doc("Your ledger rows", None, 200, "TransactionList"),
+    ),
+    route(
+        "POST",
+        "/v1/credits/consume",
+        Access::User,
+        routes::credits::consume,
+        doc("Spend credits", Some("ConsumeRequest"), 201, "Consumed"),
+    ),
     route(
         "GET",
         "/v1/credits/validate",
         Access::User,
         routes::credits::validate,
-        "Check your cached balance against the ledger",
+        doc("Check your cached balance against the ledger", None, 200, "Validation"),
     ),
-    route("GET", "/v1/logs", Access::User, routes::logs::mine, "Your business logs"),
-    route("GET", "/v1/limits", Access::User, routes::limits::mine, "Your limits and what is left of them"),
-    route("POST", "/v1/admin/users", Access::Admin, routes::admin::create_user, "Create a user"),
-    route("GET", "/v1/admin/users", Access::Admin, routes::admin::list_users, "List users"),
-    route("DELETE", "/v1/admin/users/{id}", Access::Admin, routes::admin::deactivate_user, "Deactivate a user"),
+    route("GET", "/v1/logs", Access::User, routes::logs::mine, doc("Your business logs", None, 200, "LogList")),
+    route(
+        "GET",
+        "/v1/limits",
+        Access::User,
+        routes::limits::mine,
+        doc("Your limits and what is left of them", None, 200, "Limits"),
+    ),
+    route(
+        "POST",
+        "/v1/admin/users",
+        Access::Admin,
+        routes::admin::create_user,
+        doc("Create a user", Some("CreateUser"), 201, "User"),
+    ),
+    route("GET", "/v1/admin/users", Access::Admin, routes::admin::list_users, doc("List users", None, 200, "UserList")),
+    route(
+        "DELETE",
+        "/v1/admin/users/{id}",
+        Access::Admin,
+        routes::admin::deactivate_user,
+        doc("Deactivate a user", None, 200, "Deleted"),
+    ),
     route(
         "POST",
         "/v1/admin/users/{id}/credits",
         Access::Admin,
         routes::admin::adjust_credits,
-        "Grant or adjust a user's credits",
+        doc("Grant or adjust a user's credits", Some("AdjustCredits"), 201, "Transaction"),
     ),
-    route("PUT", "/v1/admin/users/{id}/limits", Access::Admin, routes::limits::set, "Set a user's limit overrides"),
-    route("GET", "/v1/admin/logs", Access::Admin, routes::admin::logs, "All logs, filtered"),
+    route(
+        "PUT",
+        "/v1/admin/users/{id}/limits",
+        Access::Admin,
+        routes::limits::set,
+        doc("Set a user's limit overrides", Some("LimitsUpdate"), 200, "LimitsSet"),
+    ),
+    route("GET", "/v1/admin/logs", Access::Admin, routes::admin::logs, doc("All logs, filtered", None, 200, "LogList")),
     route(
         "GET",
         "/v1/admin/audit",
         Access::Admin,
         routes::admin::audit,
-        "Audit every balance, hold and the hash chain",
+        doc("Audit every balance, hold and the hash chain", None, 200, "AuditReport"),
     ),
 ];
 

@@ -11,6 +11,7 @@
 //! fsynced and survives power loss. `NORMAL` (configurable) may lose the
 //! last groups on power loss but never corrupts the file.
 
+pub mod backup;
 mod error;
 mod writer;
 
@@ -90,6 +91,16 @@ pub fn open_connection(path: &Path, sync: Synchronous) -> Result<Connection, Sto
 /// Brings the schema to the newest version. Safe to run on every start.
 pub fn migrate(conn: &mut Connection) -> Result<usize, StorageError> {
     let report = embedded::migrations::runner().run(conn).map_err(|e| StorageError::Migration(e.to_string()))?;
+    Ok(report.applied_migrations().len())
+}
+
+/// Brings the schema to exactly `version` (for upgrade tests, which build a
+/// database as an older release left it).
+pub fn migrate_to(conn: &mut Connection, version: i32) -> Result<usize, StorageError> {
+    let report = embedded::migrations::runner()
+        .set_target(refinery::Target::Version(version))
+        .run(conn)
+        .map_err(|e| StorageError::Migration(e.to_string()))?;
     Ok(report.applied_migrations().len())
 }
 

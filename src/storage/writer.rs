@@ -222,6 +222,9 @@ fn run_group(conn: &Connection, group: &mut Vec<Box<dyn WriteJob>>, counters: &C
     counters.failed_writes.fetch_add(failed, Ordering::Relaxed);
     counters.group_size_max.fetch_max(n, Ordering::Relaxed);
     counters.commit_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    let m = crate::metrics::global();
+    m.writer_group_size.with_label_values::<&str>(&[]).observe(n as f64);
+    m.writer_commit_seconds.with_label_values::<&str>(&[]).observe(started.elapsed().as_secs_f64());
     for job in group.drain(..) {
         job.finish(commit_err.as_deref().map_or(Ok(()), Err));
     }

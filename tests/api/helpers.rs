@@ -197,6 +197,14 @@ impl TestApp {
         TestApp::start_in(dir, config)
     }
 
+    /// Stops the service and hands back its directory, with the database in it.
+    pub fn restart_stopped(mut self) -> tempfile::TempDir {
+        if let Some(s) = self.service.take() {
+            s.shutdown();
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
+    }
+
     /// Creates a user through the admin API and logs them in.
     pub fn user(&self, name: &str) -> TestUser {
         let email = format!("{name}@example.com");

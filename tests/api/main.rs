@@ -11,3 +11,4 @@ mod credits;
 mod guard;
 mod http_edge;
 mod idempotency;
+mod ops;

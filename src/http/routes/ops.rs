@@ -32,3 +32,7 @@ pub fn metrics(ctx: &Ctx) -> Result<Response, ApiError> {
     }
     Ok(Response::text(200, "text/plain; version=0.0.4; charset=utf-8", m.render()))
 }
+
+pub fn openapi(_: &Ctx) -> Result<Response, ApiError> {
+    Ok(Response::json_value(200, &crate::http::openapi::document()))
+}

@@ -1,0 +1,233 @@
+//! `/openapi.json`: an OpenAPI 3.1 document generated from the route table,
+//! so a route cannot exist without being described. The component schemas
+//! below are the wire shapes the handlers produce.
+
+use super::router::{Access, ROUTES};
+use serde_json::{Map, Value, json};
+
+fn int() -> Value {
+    json!({"type": "integer"})
+}
+fn string() -> Value {
+    json!({"type": "string"})
+}
+fn nullable(t: &str) -> Value {
+    json!({"type": [t, "null"]})
+}
+fn time() -> Value {
+    json!({"type": "string", "format": "date-time"})
+}
+fn object(required: &[&str], props: Value) -> Value {
+    json!({"type": "object", "required": required, "properties": props})
+}
+fn list_of(item: &str) -> Value {
+    object(
+        &["object", "data", "has_more"],
+        json!({"object": {"const": "list"}, "data": {"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}}, "has_more": {"type": "boolean"}}),
+    )
+}
+
+/// Every schema a route names.
+pub fn components() -> Map<String, Value> {
+    let mut m = Map::new();
+    let mut add = |name: &str, v: Value| {
+        m.insert(name.to_owned(), v);
+    };
+    add("Status", object(&["status"], json!({"status": string()})));
+    add("Metrics", json!({"type": "string", "description": "Prometheus text exposition format"}));
+    add("OpenApi", json!({"type": "object", "description": "This document"}));
+    add(
+        "Error",
+        object(
+            &["error"],
+            json!({"error": object(&["type", "code", "message", "param"], json!({"type": string(), "code": string(), "message": string(), "param": nullable("string")}))}),
+        ),
+    );
+    add("LoginRequest", object(&["email", "password"], json!({"email": string(), "password": string()})));
+    add(
+        "User",
+        object(
+            &["id", "object", "email", "role", "created_at"],
+            json!({"id": string(), "object": {"const": "user"}, "email": string(), "role": {"enum": ["user", "admin"]}, "created_at": time()}),
+        ),
+    );
+    add(
+        "LoginResponse",
+        object(
+            &["access_token", "token_type", "expires_in", "user"],
+            json!({"access_token": string(), "token_type": {"const": "Bearer"}, "expires_in": int(), "user": {"$ref": "#/components/schemas/User"}}),
+        ),
+    );
+    add(
+        "CreateUser",
+        object(
+            &["email", "password"],
+            json!({"email": string(), "password": string(), "role": {"enum": ["user", "admin"]}}),
+        ),
+    );
+    add("UserList", list_of("User"));
+    add("ApiKeyCreate", object(&["name"], json!({"name": string()})));
+    add(
+        "ApiKeyCreated",
+        object(
+            &["id", "object", "name", "key", "created_at"],
+            json!({"id": string(), "object": {"const": "api_key"}, "name": string(), "key": string(), "created_at": time()}),
+        ),
+    );
+    add(
+        "ApiKey",
+        object(
+            &["id", "object", "name", "prefix", "created_at"],
+            json!({"id": string(), "object": {"const": "api_key"}, "name": string(), "prefix": string(), "created_at": time()}),
+        ),
+    );
+    add("ApiKeyList", list_of("ApiKey"));
+    add(
+        "Deleted",
+        object(&["id", "object", "deleted"], json!({"id": string(), "object": string(), "deleted": {"const": true}})),
+    );
+    add(
+        "Balance",
+        object(
+            &["object", "balance", "held", "available"],
+            json!({"object": {"const": "balance"}, "balance": int(), "held": int(), "available": int()}),
+        ),
+    );
+    add(
+        "Transaction",
+        object(
+            &["id", "object", "amount", "kind", "balance_after", "job_id", "hold_id", "description", "created_at"],
+            json!({"id": string(), "object": {"const": "credit_transaction"}, "amount": int(), "kind": {"enum": ["grant", "consume", "refund", "adjust"]},
+                   "balance_after": int(), "job_id": nullable("string"), "hold_id": nullable("string"), "description": string(), "created_at": time()}),
+        ),
+    );
+    add("TransactionList", list_of("Transaction"));
+    add(
+        "ConsumeRequest",
+        object(&["amount"], json!({"amount": {"type": "integer", "minimum": 1}, "description": string()})),
+    );
+    add(
+        "Consumed",
+        object(
+            &["transaction_id", "balance", "available"],
+            json!({"transaction_id": string(), "balance": int(), "available": int()}),
+        ),
+    );
+    add(
+        "Validation",
+        object(
+            &["valid", "ledger_balance", "cached_balance", "difference"],
+            json!({"valid": {"type": "boolean"}, "ledger_balance": int(), "cached_balance": int(), "difference": int(),
+                   "last_balance_after": nullable("integer"), "held": int(), "active_holds_sum": int()}),
+        ),
+    );
+    add(
+        "Log",
+        object(
+            &["id", "object", "log_type", "level", "action", "details", "success", "created_at"],
+            json!({"id": string(), "object": {"const": "log"}, "log_type": {"enum": ["business", "system"]}, "level": {"enum": ["info", "warn", "error"]},
+                   "action": string(), "details": {}, "success": {"type": "boolean"}, "user_id": string(), "created_at": time()}),
+        ),
+    );
+    add("LogList", list_of("Log"));
+    add(
+        "Limits",
+        object(
+            &[
+                "object",
+                "rpm",
+                "burst",
+                "remaining",
+                "max_cost_per_request",
+                "daily_cap",
+                "spent_today",
+                "remaining_today",
+            ],
+            json!({"object": {"const": "limits"}, "rpm": int(), "burst": int(), "remaining": nullable("integer"), "max_cost_per_request": int(),
+                   "daily_cap": int(), "spent_today": int(), "remaining_today": nullable("integer")}),
+        ),
+    );
+    add(
+        "LimitsUpdate",
+        object(
+            &[],
+            json!({"rpm": nullable("integer"), "burst": nullable("integer"), "max_cost_per_request": nullable("integer"), "daily_cap": nullable("integer")}),
+        ),
+    );
+    add(
+        "LimitsSet",
+        object(
+            &["object", "user_id", "effective", "overrides"],
+            json!({"object": {"const": "limits"}, "user_id": string(), "effective": {"type": "object"}, "overrides": {"type": "object"}}),
+        ),
+    );
+    add("AdjustCredits", object(&["amount", "description"], json!({"amount": int(), "description": string()})));
+    add(
+        "AuditReport",
+        object(
+            &["valid", "users_checked", "rows_checked", "head", "mismatch_count", "mismatches"],
+            json!({"valid": {"type": "boolean"}, "users_checked": int(), "rows_checked": int(), "head": {"type": ["object", "null"]},
+                   "mismatch_count": int(), "mismatches": {"type": "array", "items": {"type": "object"}}}),
+        ),
+    );
+    m
+}
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for r in ROUTES {
+        let mut op = Map::new();
+        op.insert("summary".into(), json!(r.doc.summary));
+        op.insert("operationId".into(), json!(format!("{} {}", r.method, r.path)));
+        let params: Vec<Value> = r
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if !params.is_empty() {
+            op.insert("parameters".into(), json!(params));
+        }
+        if let Some(body) = r.doc.body {
+            op.insert(
+                "requestBody".into(),
+                json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}}}),
+            );
+        }
+        let content_type = if r.doc.schema == "Metrics" { "text/plain" } else { "application/json" };
+        let mut responses = Map::new();
+        responses.insert(
+            r.doc.ok.to_string(),
+            json!({"description": "Success", "content": {content_type: {"schema": {"$ref": format!("#/components/schemas/{}", r.doc.schema)}}}}),
+        );
+        responses.insert("default".into(), error_response("An error in the contract's shape"));
+        op.insert("responses".into(), Value::Object(responses));
+        if r.access != Access::Public {
+            op.insert("security".into(), json!([{"bearer": []}]));
+        }
+        let entry = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
+        if let Some(obj) = entry.as_object_mut() {
+            obj.insert(r.method.to_ascii_lowercase(), Value::Object(op));
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "tollgate",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Authenticate, meter and bill AI generation calls against an exact credit ledger.",
+            "license": {"name": "MIT", "identifier": "MIT"}
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": components(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A JWT from /v1/auth/login or an API key (tg_...)"}}
+        }
+    })
+}

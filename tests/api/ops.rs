@@ -1,0 +1,270 @@
+//! Operations: backup under load, restore and its refusals, rotation, the
+//! server lock, metrics, the OpenAPI document, and upgrades.
+
+use crate::helpers::*;
+use serde_json::json;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+fn tollgate(args: &[&str], db: &Path) -> std::process::Output {
+    bin().args(args).arg("--db").arg(db).output().expect("run tollgate")
+}
+
+fn out(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn a_backup_taken_under_load_restores_with_every_consume_acknowledged_before_it() {
+    let app = Arc::new(TestApp::spawn_with(|c| c.server.sqlite_synchronous = "full".into()));
+    let ann = app.user("ann");
+    app.grant(&ann, 1_000_000);
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (app, token, acked, stop) =
+                (Arc::clone(&app), ann.token.clone(), Arc::clone(&acked), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                for _ in 0..250 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let r = app.client.post("/v1/credits/consume", &token, json!({"amount": 1}));
+                    assert_eq!(r.status, 201);
+                    acked.lock().unwrap().push(r.json()["transaction_id"].as_str().unwrap().to_owned());
+                }
+            })
+        })
+        .collect();
+    while acked.lock().unwrap().len() < 300 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let before: Vec<String> = acked.lock().unwrap().clone();
+    let backup = app.dir.path().join("backup.db");
+    let o = tollgate(&["backup", backup.to_str().unwrap()], &app.db_path());
+    assert!(o.status.success(), "{}", out(&o));
+    let report = out(&o);
+    assert!(report.contains("integrity: ok") && report.contains("audit: passed"), "{report}");
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(acked.lock().unwrap().len(), 1000, "the load kept going during the backup");
+
+    let restored = app.dir.path().join("restored.db");
+    let o = tollgate(&["restore", backup.to_str().unwrap()], &restored);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = tollgate(&["audit"], &restored);
+    assert!(o.status.success(), "{}", out(&o));
+    let c = rusqlite::Connection::open(&restored).unwrap();
+    let ids: HashSet<String> = c
+        .prepare("SELECT id FROM credit_transactions")
+        .unwrap()
+        .query_map([], |r| Ok(format!("txn_{}", r.get::<_, i64>(0)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for id in &before {
+        assert!(ids.contains(id), "{id} was acknowledged before the backup but is missing");
+    }
+}
+
+#[test]
+fn restore_refuses_a_corrupt_file_and_leaves_the_live_database_untouched() {
+    let app = TestApp::spawn();
+    let ann = app.user("ann");
+    app.grant(&ann, 100);
+    let db = app.db_path();
+    let backup = app.dir.path().join("b.db");
+    assert!(tollgate(&["backup", backup.to_str().unwrap()], &db).status.success());
+    let o = tollgate(&["restore", backup.to_str().unwrap()], &db);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(out(&o).contains("server is using"), "refused while serving: {}", out(&o));
+    let _dir = app.restart_stopped();
+
+    let mut bytes = std::fs::read(&backup).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 64] {
+        *b ^= 0xA5;
+    }
+    // The backup itself is damaged on disk (its .sha256 still beside it).
+    let corrupt = backup.clone();
+    std::fs::write(&corrupt, &bytes).unwrap();
+    let live_before = std::fs::read(&db).unwrap();
+    let o = tollgate(&["restore", corrupt.to_str().unwrap()], &db);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    let msg = out(&o);
+    assert!(msg.contains("live database was not touched"), "{msg}");
+    assert_eq!(std::fs::read(&db).unwrap(), live_before);
+    assert!(!db.with_file_name("tollgate.db.pre-restore").exists());
+}
+
+#[test]
+fn restore_refuses_newer_schemas_and_failed_audits_unless_forced_and_keeps_the_old_file() {
+    let app = TestApp::spawn();
+    let ann = app.user("ann");
+    app.grant(&ann, 100);
+    let db = app.db_path();
+    let good = db.with_file_name("good.db");
+    assert!(tollgate(&["backup", good.to_str().unwrap()], &db).status.success());
+    let dir = app.restart_stopped();
+    let db = dir.path().join("tollgate.db");
+
+    let newer = db.with_file_name("newer.db");
+    std::fs::copy(&good, &newer).unwrap();
+    rusqlite::Connection::open(&newer)
+        .unwrap()
+        .execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) VALUES (999, 'future', '', '0')",
+            [],
+        )
+        .unwrap();
+    let o = tollgate(&["restore", newer.to_str().unwrap()], &db);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(out(&o).contains("newer than this binary"), "{}", out(&o));
+
+    let bad = db.with_file_name("bad.db");
+    std::fs::copy(&good, &bad).unwrap();
+    rusqlite::Connection::open(&bad).unwrap().execute("UPDATE users SET credits = credits + 1", []).unwrap();
+    let o = tollgate(&["restore", bad.to_str().unwrap()], &db);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(out(&o).contains("fails the ledger audit"), "{}", out(&o));
+    let o = tollgate(&["restore", bad.to_str().unwrap(), "--force"], &db);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(db.with_file_name("tollgate.db.pre-restore").exists());
+    let o = tollgate(&["restore", good.to_str().unwrap()], &db);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(tollgate(&["audit"], &db).status.success());
+}
+
+#[test]
+fn rotating_backups_keep_the_newest_n() {
+    let app = TestApp::spawn();
+    let dir = app.dir.path().join("backups");
+    for _ in 0..3 {
+        let r = tollgate::ops::rotate(&app.db_path(), &dir, 2).unwrap();
+        assert!(r.audit.valid && r.integrity == "ok");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names.iter().filter(|n| n.ends_with(".db")).count(), 2, "{names:?}");
+    assert_eq!(names.iter().filter(|n| n.ends_with(".db.sha256")).count(), 2, "{names:?}");
+}
+
+#[test]
+fn a_second_server_on_the_same_file_is_refused() {
+    let app = TestApp::spawn();
+    let mut config = app.config();
+    config.server.addr = "127.0.0.1:0".into();
+    let r = tollgate::service::Service::start(config, Default::default());
+    let err = r.err().expect("second server refused");
+    assert!(err.contains("another tollgate server"), "{err}");
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_count_what_happened() {
+    let app = TestApp::spawn();
+    let ann = app.user("ann");
+    app.grant(&ann, 10);
+    assert_eq!(app.consume(&ann, 3).status, 201);
+    assert_eq!(app.consume(&ann, 30).status, 402);
+    let r = app.client.request("GET", "/metrics", None, &[], None).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.header("Content-Type").unwrap().starts_with("text/plain"));
+    let text = r.text();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
+    let names: HashSet<&str> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    for name in [
+        "tollgate_http_requests_total",
+        "tollgate_http_request_duration_seconds_count",
+        "tollgate_credits_charged_total",
+        "tollgate_credits_refused_total",
+        "tollgate_holds_active",
+        "tollgate_writer_group_size_count",
+        "tollgate_writer_commit_seconds_count",
+    ] {
+        assert!(names.contains(name), "{name} missing from:\n{text}");
+    }
+    let consumed = scrape.samples.iter().find(|s| {
+        s.metric == "tollgate_http_requests_total"
+            && s.labels.get("route") == Some("/v1/credits/consume")
+            && s.labels.get("status") == Some("201")
+    });
+    assert!(consumed.is_some(), "{text}");
+}
+
+#[test]
+fn every_route_is_in_the_openapi_document_and_every_reference_resolves() {
+    let app = TestApp::spawn();
+    let r = app.client.request("GET", "/openapi.json", None, &[], None).unwrap();
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+    for route in tollgate::http::router::ROUTES {
+        let op = &doc["paths"][route.path][route.method.to_ascii_lowercase()];
+        assert!(op.is_object(), "{} {} is not documented", route.method, route.path);
+        assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{} {}", route.method, route.path);
+        if route.path.contains('{') {
+            assert!(op["parameters"].is_array(), "{} {} needs path parameters", route.method, route.path);
+        }
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let text = doc.to_string();
+    for piece in text.split("\"#/components/schemas/").skip(1) {
+        let name = piece.split('"').next().unwrap();
+        assert!(schemas.contains_key(name), "dangling $ref to {name}");
+    }
+    let ops: usize = doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(ops, tollgate::http::router::ROUTES.len(), "the document describes routes the binary does not serve");
+}
+
+#[test]
+fn every_earlier_schema_version_with_data_migrates_to_the_current_one_and_audits() {
+    use tollgate::storage;
+    let max = storage::schema_version_max() as i32;
+    for from in 1..max {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut c = storage::open_connection(&path, storage::Synchronous::Normal).unwrap();
+        storage::migrate_to(&mut c, from).unwrap();
+        assert_eq!(storage::schema_version(&c).unwrap(), i64::from(from));
+        // Rows as that release would have written them.
+        c.execute(
+            "INSERT INTO users (email, password_hash, role, created_at) VALUES ('old@example.com', 'x', 'user', 1)",
+            [],
+        )
+        .unwrap();
+        c.execute("INSERT INTO logs (log_type, level, action, success, user_id, created_at) VALUES ('business', 'info', 'login', 1, 1, 1)", []).unwrap();
+        if from >= 2 {
+            let hash = tollgate::ledger::chain::row_hash(
+                tollgate::ledger::chain::GENESIS_HASH,
+                &tollgate::ledger::chain::ChainFields {
+                    id: 1,
+                    user_id: 1,
+                    amount: 50,
+                    kind: "grant",
+                    balance_after: 50,
+                    job_id: None,
+                    hold_id: None,
+                    description: "old",
+                    created_at: 1,
+                },
+            );
+            c.execute("INSERT INTO credit_transactions (id, user_id, amount, kind, balance_after, description, created_at, hash) VALUES (1, 1, 50, 'grant', 50, 'old', 1, ?1)", [hash]).unwrap();
+            c.execute("UPDATE users SET credits = 50 WHERE id = 1", []).unwrap();
+        }
+        drop(c);
+        let o = tollgate(&["migrate"], &path);
+        assert!(o.status.success(), "from v{from}: {}", out(&o));
+        let o = tollgate(&["audit"], &path);
+        assert!(o.status.success(), "audit after upgrading from v{from}: {}", out(&o));
+        let c = rusqlite::Connection::open(&path).unwrap();
+        assert_eq!(storage::schema_version(&c).unwrap(), i64::from(max));
+        let email: String = c.query_row("SELECT email FROM users WHERE id = 1", [], |r| r.get(0)).unwrap();
+        assert_eq!(email, "old@example.com");
+    }
+}
