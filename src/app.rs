@@ -4,6 +4,7 @@
 use crate::auth::jwt::JwtKeys;
 use crate::config::Config;
 use crate::guard::Guard;
+use crate::providers::ModelAdapter;
 use crate::storage::Db;
 
 pub struct App {
@@ -11,6 +12,7 @@ pub struct App {
     pub db: Db,
     pub keys: JwtKeys,
     pub guard: Guard,
+    pub adapter: ModelAdapter,
 }
 
 impl App {

@@ -208,6 +208,10 @@ pub struct ModelConfig {
     pub routes: Vec<RouteConfig>,
     #[serde(default)]
     pub price: PriceConfig,
+    /// Chat: output tokens when a request names no `max_tokens`, and the most
+    /// it may name (default 4096).
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -49,6 +49,15 @@ pub enum Error {
         retry_after_s: u64,
         message: String,
     },
+    /// The model provider failed (after failover); nothing was charged.
+    Upstream {
+        timeout: bool,
+        message: String,
+    },
+    /// The model provider refused the request as invalid.
+    UpstreamRejected(String),
+    /// All provider-bound workers are busy and their queue is full.
+    Busy,
     /// A conflict with existing state (e.g. an email already taken).
     Conflict {
         code: &'static str,
@@ -90,6 +99,8 @@ impl fmt::Display for Error {
             Error::BudgetExhausted { cap, .. } => write!(f, "global daily budget {cap} exhausted"),
             Error::MaxCostExceeded { bound, cap } => write!(f, "cost bound {bound} over the cap {cap}"),
             Error::RateLimited { message, .. } => f.write_str(message),
+            Error::Upstream { message, .. } | Error::UpstreamRejected(message) => f.write_str(message),
+            Error::Busy => f.write_str("server busy"),
             Error::Storage(e) => write!(f, "{e}"),
         }
     }

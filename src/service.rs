@@ -65,7 +65,8 @@ impl Service {
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock::default()));
         let guard = Guard::new(config.limits.clone(), config.auth.clone(), clock);
         guard.load(&db).map_err(|e| format!("cannot load per-user limits: {e}"))?;
-        let app = Arc::new(App { config, db, keys, guard });
+        let adapter = crate::providers::ModelAdapter::new(&config, db.clone())?;
+        let app = Arc::new(App { config, db, keys, guard, adapter });
         let stop = Arc::new(AtomicBool::new(false));
         let upkeep = {
             let (app, stop) = (Arc::clone(&app), Arc::clone(&stop));

@@ -124,6 +124,26 @@ impl From<Error> for ApiError {
                 a.retry_after_s = Some(retry_after_s);
                 a
             }
+            Error::Upstream { timeout: true, message } => ApiError::new(
+                504,
+                "upstream_timeout",
+                format!("The model provider did not answer in time ({message}). Nothing was charged; retry later."),
+            ),
+            Error::Upstream { timeout: false, message } => ApiError::new(
+                502,
+                "upstream_error",
+                format!("The model provider failed ({message}). Nothing was charged; retry later."),
+            ),
+            Error::UpstreamRejected(message) => ApiError::new(
+                400,
+                "invalid_request",
+                format!("The model provider rejected the request: {message}. Nothing was charged."),
+            ),
+            Error::Busy => {
+                let mut a = ApiError::new(503, "server_busy", "All provider workers are busy. Retry in a moment.");
+                a.retry_after_s = Some(1);
+                a
+            }
             Error::Conflict { code, message } => ApiError::new(409, code, message),
             Error::Storage(err) => {
                 log::error!("storage error: {err}");

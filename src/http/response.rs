@@ -1,13 +1,16 @@
 //! A response under construction: status, headers, body bytes.
 
 use serde::Serialize;
+use std::io::Read;
 
-#[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// A body produced while it is sent (server-sent events), sent chunked.
+    /// When set, `body` is ignored.
+    pub stream: Option<Box<dyn Read + Send>>,
 }
 
 pub const JSON: &str = "application/json";
@@ -15,7 +18,7 @@ pub const JSON: &str = "application/json";
 impl Response {
     pub fn json<T: Serialize>(status: u16, value: &T) -> Response {
         match serde_json::to_vec(value) {
-            Ok(body) => Response { status, content_type: JSON, headers: Vec::new(), body },
+            Ok(body) => Response { status, content_type: JSON, headers: Vec::new(), body, stream: None },
             Err(e) => {
                 log::error!("cannot encode a response: {e}");
                 Response::json_value(
@@ -27,15 +30,25 @@ impl Response {
     }
 
     pub fn json_value(status: u16, value: &serde_json::Value) -> Response {
-        Response { status, content_type: JSON, headers: Vec::new(), body: value.to_string().into_bytes() }
+        Response { status, content_type: JSON, headers: Vec::new(), body: value.to_string().into_bytes(), stream: None }
     }
 
     pub fn text(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
-        Response { status, content_type, headers: Vec::new(), body: body.into() }
+        Response { status, content_type, headers: Vec::new(), body: body.into(), stream: None }
     }
 
     pub fn no_content() -> Response {
-        Response { status: 204, content_type: JSON, headers: Vec::new(), body: Vec::new() }
+        Response { status: 204, content_type: JSON, headers: Vec::new(), body: Vec::new(), stream: None }
+    }
+
+    pub fn event_stream(body: Box<dyn Read + Send>) -> Response {
+        Response {
+            status: 200,
+            content_type: "text/event-stream",
+            headers: vec![("Cache-Control", "no-cache".into())],
+            body: Vec::new(),
+            stream: Some(body),
+        }
     }
 
     pub fn is_success(&self) -> bool {

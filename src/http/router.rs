@@ -17,6 +17,7 @@ use rusqlite::Connection;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::cell::Cell;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -33,6 +34,8 @@ pub struct Route {
     pub path: &'static str,
     pub access: Access,
     pub handler: Handler,
+    /// Waits on a model provider: runs on the bounded upstream pool.
+    pub upstream: bool,
     /// For `/openapi.json`: a one-line summary, the request body schema and
     /// the success status and schema (names in `openapi::components`).
     pub doc: Doc,
@@ -50,7 +53,11 @@ const fn doc(summary: &'static str, body: Option<&'static str>, ok: u16, schema:
 }
 
 const fn route(method: &'static str, path: &'static str, access: Access, handler: Handler, doc: Doc) -> Route {
-    Route { method, path, access, handler, doc }
+    Route { method, path, access, handler, upstream: false, doc }
+}
+
+const fn upstream(method: &'static str, path: &'static str, handler: Handler, doc: Doc) -> Route {
+    Route { method, path, access: Access::User, handler, upstream: true, doc }
 }
 
 /// Every route the binary serves. `/openapi.json` is checked against this.
@@ -138,6 +145,25 @@ pub static ROUTES: &[Route] = &[
         doc("Your limits and what is left of them", None, 200, "Limits"),
     ),
     route(
+        "GET",
+        "/v1/models",
+        Access::User,
+        routes::ai::models,
+        doc("Models with their pricing", None, 200, "ModelList"),
+    ),
+    upstream(
+        "POST",
+        "/v1/chat/completions",
+        routes::ai::chat,
+        doc("OpenAI-compatible chat completion (stream: true for SSE)", Some("ChatRequest"), 200, "ChatCompletion"),
+    ),
+    upstream(
+        "POST",
+        "/v1/images/generations",
+        routes::ai::images,
+        doc("OpenAI-compatible image generation", Some("ImageRequest"), 200, "ImagesResponse"),
+    ),
+    route(
         "POST",
         "/v1/admin/users",
         Access::Admin,
@@ -179,7 +205,7 @@ pub static ROUTES: &[Route] = &[
 /// What a handler sees: the app, the parsed request, path parameters, and
 /// the verified caller.
 pub struct Ctx<'a> {
-    pub app: &'a App,
+    pub app: &'a Arc<App>,
     pub req: &'a Req,
     pub params: Vec<&'a str>,
     /// This request's rate-limit decision (authenticated routes only).
@@ -265,7 +291,7 @@ pub fn find<'r>(method: &str, path: &'r str) -> Result<(&'static Route, Vec<&'r 
 
 /// Runs a request through the route table; returns the response and the
 /// route's path pattern (the metrics label; `unmatched` for 404/405).
-pub fn dispatch(app: &App, req: &Req) -> (Response, &'static str) {
+pub fn dispatch(app: &Arc<App>, req: &Req) -> (Response, &'static str) {
     let mut route_path = "unmatched";
     let mut rate = None;
     let mut user_id = None;
@@ -308,7 +334,7 @@ fn note_refusal(app: &App, e: &ApiError, user: Option<crate::domain::UserId>, ra
 }
 
 fn dispatch_inner(
-    app: &App,
+    app: &Arc<App>,
     req: &Req,
     route_path: &mut &'static str,
     rate: &mut Option<Decision>,
@@ -355,6 +381,7 @@ fn dispatch_inner(
                     content_type,
                     headers: vec![("Idempotent-Replayed", "true".into())],
                     body: s.body,
+                    stream: None,
                 });
             }
             Claim::InProgress => {
@@ -376,7 +403,7 @@ fn dispatch_inner(
     let result = (route.handler)(&ctx);
     if let Some(token) = ctx.idem.take() {
         match &result {
-            Ok(r) if r.is_success() && !ctx.idem_stored.get() => {
+            Ok(r) if r.is_success() && !ctx.idem_stored.get() && r.stream.is_none() => {
                 let s = stored(r);
                 let stored_ok = app.db.write(move |c| idempotency::complete(c, &token, &s));
                 if let Err(e) = stored_ok {

@@ -1,16 +1,22 @@
-//! The listener and its worker threads.
+//! The listener and its two worker pools.
 //!
-//! Each worker loops on `recv_timeout`, so that a shutdown flag is seen within
-//! [`WORKER_POLL_MS`] without having to wake blocked threads. On shutdown the
-//! workers finish the request they hold, then the listener is closed.
+//! HTTP workers read every request and answer everything that does not wait
+//! on a model provider (auth, ledger, jobs). Provider-bound routes are handed
+//! to the upstream pool through a bounded queue, so slow AI calls can never
+//! starve the rest; when that queue is full the answer is 503 `server_busy`.
+//! Workers loop on `recv_timeout`, so a shutdown flag is seen within
+//! [`WORKER_POLL_MS`]; on shutdown they finish the request they hold.
 
-use super::request;
+use super::error::ApiError;
+use super::request::{self, Req};
 use super::response::Response;
 use super::router;
 use crate::app::App;
+use crate::error::Error;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -18,6 +24,14 @@ use std::time::{Duration, Instant};
 pub const WORKER_POLL_MS: u64 = 100;
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// A request read off the wire, waiting for an upstream worker.
+struct Pending {
+    raw: tiny_http::Request,
+    req: Req,
+    id: u64,
+    started: Instant,
+}
 
 pub struct HttpServer {
     addr: SocketAddr,
@@ -33,15 +47,18 @@ impl HttpServer {
         let addr = server.server_addr().to_ip().ok_or_else(|| "the listener has no IP address".to_owned())?;
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
-        let n = app.config.server.http_workers_effective();
-        let mut workers = Vec::with_capacity(n);
-        for i in 0..n {
-            let (app, server, stop) = (Arc::clone(&app), Arc::clone(&server), Arc::clone(&stop));
-            let h = thread::Builder::new()
-                .name(format!("http-{i}"))
-                .spawn(move || worker(&app, &server, &stop))
-                .map_err(|e| format!("cannot start HTTP worker: {e}"))?;
-            workers.push(h);
+        let upstream_n = app.config.server.upstream_workers;
+        // Room for one waiting request per upstream worker, then 503.
+        let (tx, rx) = sync_channel::<Pending>(upstream_n);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut workers = Vec::new();
+        for i in 0..upstream_n {
+            let (app, rx, stop) = (Arc::clone(&app), Arc::clone(&rx), Arc::clone(&stop));
+            workers.push(spawn(format!("upstream-{i}"), move || upstream_worker(&app, &rx, &stop))?);
+        }
+        for i in 0..app.config.server.http_workers_effective() {
+            let (app, server, stop, tx) = (Arc::clone(&app), Arc::clone(&server), Arc::clone(&stop), tx.clone());
+            workers.push(spawn(format!("http-{i}"), move || http_worker(&app, &server, &stop, &tx))?);
         }
         Ok(HttpServer { addr, stop, workers, server })
     }
@@ -60,40 +77,84 @@ impl HttpServer {
     }
 }
 
-fn worker(app: &App, server: &tiny_http::Server, stop: &AtomicBool) {
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
+    thread::Builder::new().name(name).spawn(f).map_err(|e| format!("cannot start a worker thread: {e}"))
+}
+
+fn http_worker(app: &Arc<App>, server: &tiny_http::Server, stop: &AtomicBool, upstream: &SyncSender<Pending>) {
     while !stop.load(Ordering::Relaxed) {
         match server.recv_timeout(Duration::from_millis(WORKER_POLL_MS)) {
-            Ok(Some(rq)) => handle(app, rq),
+            Ok(Some(rq)) => accept(app, rq, upstream),
             Ok(None) => {}
             Err(e) => log::warn!("accepting a request failed: {e}"),
         }
     }
 }
 
-fn handle(app: &App, mut rq: tiny_http::Request) {
+fn upstream_worker(app: &Arc<App>, rx: &Mutex<Receiver<Pending>>, stop: &AtomicBool) {
+    loop {
+        let next = match rx.lock() {
+            Ok(r) => r.recv_timeout(Duration::from_millis(WORKER_POLL_MS)),
+            Err(_) => return,
+        };
+        match next {
+            Ok(p) => {
+                let (response, route) = router::dispatch(app, &p.req);
+                finish(p.raw, &p.req.method, response, route, p.id, p.started, false);
+            }
+            Err(_) if stop.load(Ordering::Relaxed) => return,
+            Err(_) => {}
+        }
+    }
+}
+
+fn accept(app: &Arc<App>, mut raw: tiny_http::Request, upstream: &SyncSender<Pending>) {
     let started = Instant::now();
     let id = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
-    let (mut response, route, close) = match request::read(&mut rq, app.config.server.body_bytes_max) {
-        Ok(req) => {
-            let (r, route) = router::dispatch(app, &req);
-            (r, route, false)
-        }
+    let req = match request::read(&mut raw, app.config.server.body_bytes_max) {
+        Ok(req) => req,
         // The rest of an oversized body is not read; the connection is closed.
-        Err(e) => (e.into_response(), "unread", true),
+        Err(e) => {
+            let method = raw.method().as_str().to_owned();
+            return finish(raw, &method, e.into_response(), "unread", id, started, true);
+        }
     };
+    if router::find(&req.method, &req.path).is_ok_and(|(r, _)| r.upstream) {
+        let method = req.method.clone();
+        match upstream.try_send(Pending { raw, req, id, started }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(p) | TrySendError::Disconnected(p)) => {
+                crate::metrics::global().guard_refusals.with_label_values(&["server_busy"]).inc();
+                finish(p.raw, &method, ApiError::from(Error::Busy).into_response(), "busy", id, started, false);
+            }
+        }
+        return;
+    }
+    let (response, route) = router::dispatch(app, &req);
+    finish(raw, &req.method, response, route, id, started, false);
+}
+
+fn finish(
+    raw: tiny_http::Request,
+    method: &str,
+    mut response: Response,
+    route: &'static str,
+    id: u64,
+    started: Instant,
+    close: bool,
+) {
     let status = response.status;
     response.headers.push(("X-Request-Id", format!("req_{id:x}")));
     if close {
         response.headers.push(("Connection", "close".into()));
     }
-    let method = rq.method().as_str().to_owned();
-    let url = rq.url().split('?').next().unwrap_or("").to_owned();
-    if let Err(e) = rq.respond(to_tiny(response)) {
+    let url = raw.url().split('?').next().unwrap_or("").to_owned();
+    if let Err(e) = respond(raw, response) {
         log::debug!("req_{id:x}: client went away before the response was sent: {e}");
     }
     let elapsed = started.elapsed().as_secs_f64();
     let m = crate::metrics::global();
-    m.http_requests.with_label_values(&[route, method.as_str(), status_label(status)]).inc();
+    m.http_requests.with_label_values(&[route, method, status_label(status)]).inc();
     m.http_duration.with_label_values(&[route]).observe(elapsed);
     let ms = elapsed * 1000.0;
     if status >= 500 {
@@ -132,15 +193,21 @@ fn header(name: &str, value: &str) -> Option<tiny_http::Header> {
     tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
 }
 
-fn to_tiny(r: Response) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let mut out = tiny_http::Response::from_data(r.body).with_status_code(r.status);
-    if let Some(h) = header("Content-Type", r.content_type) {
-        out.add_header(h);
-    }
-    for (k, v) in &r.headers {
-        if let Some(h) = header(k, v) {
-            out.add_header(h);
+fn respond(raw: tiny_http::Request, r: Response) -> std::io::Result<()> {
+    let mut headers: Vec<tiny_http::Header> = header("Content-Type", r.content_type).into_iter().collect();
+    headers.extend(r.headers.iter().filter_map(|(k, v)| header(k, v)));
+    match r.stream {
+        // No length: tiny_http sends it chunked, flushing as we produce.
+        Some(body) => raw.respond(tiny_http::Response::new(r.status.into(), headers, body, None, None)),
+        None => {
+            let len = r.body.len();
+            raw.respond(tiny_http::Response::new(
+                r.status.into(),
+                headers,
+                std::io::Cursor::new(r.body),
+                Some(len),
+                None,
+            ))
         }
     }
-    out
 }

@@ -3,6 +3,7 @@
 //! `Ctx::commit` when it writes) and shapes the JSON. No SQL here.
 
 pub mod admin;
+pub mod ai;
 pub mod auth;
 pub mod credits;
 pub mod limits;

@@ -433,8 +433,23 @@ where
                 Some(TransferEncoding::Chunked) => {
                     use chunked_transfer::Encoder;
 
-                    let mut writer = Encoder::new(writer);
-                    io::copy(&mut reader, &mut writer)?;
+                    // PATCH (tollgate): upstream copies through an encoder
+                    // that holds 8 KiB before sending, over a BufWriter that
+                    // is never flushed until the end, so a body produced over
+                    // time (server-sent events) reached the client only at
+                    // the end. Send each read as a chunk and flush it.
+                    let mut writer = Encoder::with_flush_after_write(writer);
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        let n = match reader.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            Err(e) => return Err(e),
+                        };
+                        writer.write_all(&buf[..n])?;
+                        writer.get_mut().flush()?;
+                    }
                 }
 
                 Some(TransferEncoding::Identity) => {

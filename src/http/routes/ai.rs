@@ -1,0 +1,406 @@
+//! The OpenAI-compatible endpoints: `/v1/models`, `/v1/chat/completions`
+//! (plain and `stream: true`), `/v1/images/generations`.
+//!
+//! Each charged call: parse, bound the cost, reserve it (cap checks + hold),
+//! call through the ModelAdapter, settle from the provider's usage in one
+//! transaction with the business log (and the idempotent response), or
+//! release on failure. A streamed answer settles when the stream ends; if the
+//! client goes away first, it is charged for the usage the provider
+//! reported, or the hold bound when the provider reported none.
+
+use crate::app::App;
+use crate::domain::{Credits, Timestamp};
+use crate::error::Error;
+use crate::http::error::ApiError;
+use crate::http::response::Response;
+use crate::http::router::Ctx;
+use crate::logs::NewLog;
+use crate::metered::{self, Reservation};
+use crate::providers::catalog::{IMAGES_PER_REQUEST_MAX, ModelKind};
+use crate::providers::types::{ChatEvent, ChatRequest, ImageRequest, Message, Usage};
+use crate::providers::{CallInfo, ChatStream, Model};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::io::Read;
+use std::sync::Arc;
+
+/// Messages in one chat request.
+pub const CHAT_MESSAGES_MAX: usize = 1_000;
+
+pub fn models(ctx: &Ctx) -> Result<Response, ApiError> {
+    let data: Vec<Value> = ctx
+        .app
+        .adapter
+        .models()
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": if m.dev { "tollgate-dev" } else { "tollgate" },
+                "kind": m.kind,
+                "pricing": {
+                    "currency": "credits",
+                    "input_per_1m_tokens": m.price.input_per_1m,
+                    "output_per_1m_tokens": m.price.output_per_1m,
+                    "per_image": m.price.per_image,
+                    "per_video_second": m.price.per_video_second,
+                },
+                "max_output_tokens": (m.kind == ModelKind::Chat).then_some(m.max_output_tokens),
+                "description": if m.dev { "Built-in dev provider: deterministic, offline, for development only." } else { "" },
+            })
+        })
+        .collect();
+    Ok(Response::json_value(200, &json!({"object": "list", "data": data})))
+}
+
+fn model_of_kind<'a>(ctx: &'a Ctx, name: &str, kind: ModelKind) -> Result<&'a Model, ApiError> {
+    let m = ctx.app.adapter.model(name).ok_or_else(|| {
+        ApiError::new(404, "model_not_found", format!("The model {name:?} does not exist. See GET /v1/models."))
+            .with_param("model")
+    })?;
+    if m.kind != kind {
+        return Err(Error::invalid(
+            "model",
+            format!("{name} is a {:?} model; this endpoint needs a {kind:?} model", m.kind),
+        )
+        .into());
+    }
+    Ok(m)
+}
+
+#[derive(Deserialize)]
+struct InMessage {
+    role: String,
+    #[serde(default)]
+    content: Value,
+}
+
+#[derive(Deserialize, Default)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+#[derive(Deserialize)]
+struct ChatBody {
+    model: String,
+    messages: Vec<InMessage>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    stop: Option<Value>,
+    #[serde(default)]
+    n: Option<u32>,
+}
+
+/// Text of a message: a string, or the text parts of a content array.
+fn content_text(v: &Value) -> Result<String, Error> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        Value::Array(parts) => Ok(parts
+            .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("")),
+        _ => Err(Error::invalid("messages", "content must be a string or an array of parts")),
+    }
+}
+
+fn parse_chat(body: &ChatBody, model: &Model) -> Result<ChatRequest, Error> {
+    if body.messages.is_empty() || body.messages.len() > CHAT_MESSAGES_MAX {
+        return Err(Error::invalid("messages", format!("messages must hold 1 to {CHAT_MESSAGES_MAX} messages")));
+    }
+    if body.n.is_some_and(|n| n != 1) {
+        return Err(Error::invalid("n", "only n = 1 is supported"));
+    }
+    let mut messages = Vec::with_capacity(body.messages.len());
+    for m in &body.messages {
+        if !["system", "developer", "user", "assistant", "tool"].contains(&m.role.as_str()) {
+            return Err(Error::invalid("messages", format!("unknown role {:?}", m.role)));
+        }
+        let role = if m.role == "developer" { "system".to_owned() } else { m.role.clone() };
+        messages.push(Message { role, content: content_text(&m.content)? });
+    }
+    let max = model.max_output_tokens;
+    let max_tokens = body.max_completion_tokens.or(body.max_tokens).unwrap_or(max);
+    if max_tokens == 0 || max_tokens > max {
+        return Err(Error::invalid("max_tokens", format!("max_tokens must be from 1 to {max} for {}", model.name)));
+    }
+    Ok(ChatRequest { messages, max_tokens, temperature: body.temperature, top_p: body.top_p, stop: body.stop.clone() })
+}
+
+fn unix_s() -> i64 {
+    Timestamp::now().millis() / 1000
+}
+
+fn chat_log(
+    model: &Model,
+    info: &CallInfo,
+    usage: &Usage,
+    stream: bool,
+    user: crate::domain::UserId,
+    outcome: &str,
+) -> NewLog {
+    NewLog::business(
+        user,
+        "ai_chat_completion",
+        true,
+        json!({"model": model.name, "provider": info.provider, "upstream_model": info.upstream_model,
+               "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
+               "latency_ms": info.latency_ms, "stream": stream, "outcome": outcome}),
+    )
+}
+
+fn description(model: &Model, usage: &Usage) -> String {
+    format!("chat {} ({} in / {} out tokens)", model.name, usage.prompt_tokens, usage.completion_tokens)
+}
+
+pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user()?.id;
+    let body: ChatBody = ctx.req.json()?;
+    let model = model_of_kind(ctx, &body.model, ModelKind::Chat)?;
+    let req = parse_chat(&body, model)?;
+    if body.stream && ctx.req.header("idempotency-key").is_some() {
+        return Err(Error::invalid(
+            "Idempotency-Key",
+            "Idempotency-Key is not supported with stream: true (a stream cannot be replayed)",
+        )
+        .into());
+    }
+    let reservation = metered::reserve(ctx.app, user, metered::chat_bound(model, &req), None)?;
+    if body.stream {
+        let (stream, info) = ctx.app.adapter.chat_stream(model, &req).map_err(|e| {
+            metered::release(ctx.app, &reservation);
+            metered::provider_error(e)
+        })?;
+        let include_usage = body.stream_options.as_ref().is_some_and(|o| o.include_usage);
+        let sse = SseBody::new(Arc::clone(ctx.app), model.clone(), info, reservation, stream, include_usage);
+        return Ok(Response::event_stream(Box::new(sse)));
+    }
+    let (resp, info) = ctx.app.adapter.chat(model, &req).map_err(|e| {
+        metered::release(ctx.app, &reservation);
+        metered::provider_error(e)
+    })?;
+    let cost = metered::chat_cost(model, &resp.usage);
+    let (model_c, info_c) = (model.clone(), info.clone());
+    ctx.commit(200, move |c| {
+        let log = chat_log(&model_c, &info_c, &resp.usage, false, user, "completed");
+        let outcome = metered::settle_in(c, &reservation, cost, &description(&model_c, &resp.usage), &log)?;
+        let u = resp.usage;
+        Ok(json!({
+            "id": format!("chatcmpl-{}", if resp.id.is_empty() { "tollgate".to_owned() } else { resp.id.clone() }),
+            "object": "chat.completion",
+            "created": unix_s(),
+            "model": model_c.name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": resp.text}, "finish_reason": resp.finish_reason}],
+            "usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.prompt_tokens + u.completion_tokens},
+            "tollgate": {"cost": outcome.charged, "transaction_id": outcome.transaction_id},
+        }))
+    })
+}
+
+/// A streamed chat as an OpenAI SSE body. Reading it pulls the provider's
+/// next event; the end of the stream settles the hold. Dropping it early
+/// (the client went away) settles it too.
+struct SseBody {
+    app: Arc<App>,
+    model: Model,
+    info: CallInfo,
+    reservation: Reservation,
+    stream: ChatStream,
+    include_usage: bool,
+    id: String,
+    created: i64,
+    usage: Option<Usage>,
+    buf: Vec<u8>,
+    pos: usize,
+    sent_role: bool,
+    settled: bool,
+    finished: bool,
+}
+
+impl SseBody {
+    fn new(
+        app: Arc<App>,
+        model: Model,
+        info: CallInfo,
+        reservation: Reservation,
+        stream: ChatStream,
+        include_usage: bool,
+    ) -> SseBody {
+        let id = format!(
+            "chatcmpl-{}",
+            crate::auth::api_key::hex(&crate::auth::api_key::random_bytes::<8>().unwrap_or_default())
+        );
+        SseBody {
+            app,
+            model,
+            info,
+            reservation,
+            stream,
+            include_usage,
+            id,
+            created: unix_s(),
+            usage: None,
+            buf: Vec::new(),
+            pos: 0,
+            sent_role: false,
+            settled: false,
+            finished: false,
+        }
+    }
+
+    fn push(&mut self, v: &Value) {
+        self.buf.extend_from_slice(b"data: ");
+        self.buf.extend_from_slice(v.to_string().as_bytes());
+        self.buf.extend_from_slice(b"\n\n");
+    }
+
+    fn chunk(&mut self, delta: Value, finish: Option<&str>) {
+        let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model.name,
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        self.push(&v);
+    }
+
+    /// Charges for what the provider reported; with no report, `fallback`.
+    fn settle(&mut self, outcome: &str, fallback: Credits) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let usage = self.usage.unwrap_or_default();
+        let cost = match self.usage {
+            Some(u) => metered::chat_cost(&self.model, &u),
+            None => fallback,
+        };
+        let log = chat_log(&self.model, &self.info, &usage, true, self.reservation.user, outcome);
+        let (r, desc) = (self.reservation, description(&self.model, &usage));
+        if let Err(e) = self.app.db.write(move |c| metered::settle_in(c, &r, cost, &desc, &log)) {
+            log::error!("could not settle a streamed chat: {e}; its hold will expire uncharged");
+        }
+    }
+
+    /// Fills `buf` with the next piece of the stream.
+    fn advance(&mut self) {
+        match self.stream.next() {
+            Some(Ok(ChatEvent::Delta(text))) => {
+                let delta = if self.sent_role {
+                    json!({"content": text})
+                } else {
+                    json!({"role": "assistant", "content": text})
+                };
+                self.sent_role = true;
+                self.chunk(delta, None);
+            }
+            Some(Ok(ChatEvent::Finish(reason))) => self.chunk(json!({}), Some(&reason)),
+            Some(Ok(ChatEvent::Usage(u))) => {
+                self.usage = Some(u);
+                if self.include_usage {
+                    let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model.name,
+                                   "choices": [], "usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                                   "total_tokens": u.prompt_tokens + u.completion_tokens}});
+                    self.push(&v);
+                }
+            }
+            Some(Err(e)) => {
+                // The provider broke mid-stream: charge only what it reported.
+                self.settle("provider_failed", Credits::ZERO);
+                self.push(&json!({"error": {"type": "api_error", "code": "upstream_error", "message": format!("The model provider failed mid-stream: {e}"), "param": null}}));
+                self.buf.extend_from_slice(b"data: [DONE]\n\n");
+                self.finished = true;
+            }
+            None => {
+                let bound = self.reservation.bound;
+                self.settle("completed", bound);
+                self.buf.extend_from_slice(b"data: [DONE]\n\n");
+                self.finished = true;
+            }
+        }
+    }
+}
+
+impl Read for SseBody {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            if self.finished {
+                return Ok(0);
+            }
+            self.buf.clear();
+            self.pos = 0;
+            self.advance();
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Drop for SseBody {
+    fn drop(&mut self) {
+        let bound = self.reservation.bound;
+        self.settle("client_disconnected", bound);
+    }
+}
+
+#[derive(Deserialize)]
+struct ImageBody {
+    model: String,
+    prompt: String,
+    #[serde(default)]
+    n: Option<u32>,
+    #[serde(default)]
+    size: Option<String>,
+    #[serde(default)]
+    response_format: Option<String>,
+}
+
+pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user()?.id;
+    let body: ImageBody = ctx.req.json()?;
+    let model = model_of_kind(ctx, &body.model, ModelKind::Image)?;
+    let n = body.n.unwrap_or(1);
+    if n == 0 || n > IMAGES_PER_REQUEST_MAX {
+        return Err(Error::invalid("n", format!("n must be from 1 to {IMAGES_PER_REQUEST_MAX}")).into());
+    }
+    if body.prompt.trim().is_empty() {
+        return Err(Error::invalid("prompt", "prompt must not be empty").into());
+    }
+    if body.response_format.as_deref().is_some_and(|f| f != "url") {
+        return Err(Error::invalid("response_format", "only response_format \"url\" is supported").into());
+    }
+    let req = ImageRequest { prompt: body.prompt.clone(), n, size: body.size.clone() };
+    let reservation = metered::reserve(ctx.app, user, model.price.images(n), None)?;
+    let (resp, info) = ctx.app.adapter.image(model, &req).map_err(|e| {
+        metered::release(ctx.app, &reservation);
+        metered::provider_error(e)
+    })?;
+    let delivered = (resp.urls.len() as u32).min(n);
+    let cost = model.price.images(delivered);
+    let name = model.name.clone();
+    ctx.commit(200, move |c| {
+        let log = NewLog::business(
+            user,
+            "ai_image_generation",
+            true,
+            json!({"model": name, "provider": info.provider, "upstream_model": info.upstream_model, "images": delivered, "latency_ms": info.latency_ms}),
+        );
+        let outcome = metered::settle_in(c, &reservation, cost, &format!("images {name} ({delivered})"), &log)?;
+        let data: Vec<Value> = resp.urls.iter().take(delivered as usize).map(|u| json!({"url": u})).collect();
+        Ok(json!({"created": unix_s(), "data": data, "tollgate": {"cost": outcome.charged, "transaction_id": outcome.transaction_id}}))
+    })
+}

@@ -1,0 +1,272 @@
+//! The ModelAdapter: the single entry point for every AI call.
+//!
+//! It resolves a public model name to its ordered routes (provider +
+//! upstream model) from config, calls the provider with `ureq` (blocking,
+//! with the provider's timeouts), fails over to the next route on connect
+//! errors, timeouts, 429 and 5xx, skips routes whose circuit is open, and
+//! returns provider-neutral responses with usage. Each failure is a system
+//! log with provider, status and latency (never the API key).
+//!
+//! Nothing outside this module knows a provider's wire format; nothing in it
+//! knows about credits, holds or HTTP clients.
+
+pub mod anthropic;
+pub mod breaker;
+pub mod catalog;
+pub mod dashscope;
+pub mod dev;
+pub mod error;
+pub mod http;
+pub mod openai;
+pub mod sse;
+pub mod types;
+
+use crate::config::{Config, ProviderConfig};
+use crate::logs::{self, Level, NewLog};
+use crate::storage::Db;
+use breaker::Breakers;
+pub use catalog::{Model, ModelKind, Price};
+pub use error::ProviderError;
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use types::{ChatEvent, ChatRequest, ChatResponse, ImageRequest, ImageResponse, TaskState, VideoRequest};
+
+/// A streamed chat: events until the provider is done.
+pub type ChatStream = Box<dyn Iterator<Item = Result<ChatEvent, ProviderError>> + Send>;
+
+/// How long an image task awaited inline may take.
+pub const INLINE_TASK_TIMEOUT: Duration = Duration::from_secs(300);
+
+enum Provider {
+    OpenAi(openai::OpenAi),
+    Anthropic(anthropic::Anthropic),
+    DashScope { tasks: dashscope::DashScope, chat: openai::OpenAi },
+    Dev,
+}
+
+struct Named {
+    name: String,
+    kind: String,
+    provider: Provider,
+}
+
+/// Which route served a call, for logs and the ledger description.
+#[derive(Debug, Clone)]
+pub struct CallInfo {
+    pub provider: String,
+    pub upstream_model: String,
+    pub latency_ms: u64,
+    pub route_index: usize,
+}
+
+/// A submitted asynchronous task: the route that took it and its id there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRef {
+    pub route_index: usize,
+    pub task_id: String,
+}
+
+pub struct ModelAdapter {
+    models: Vec<Model>,
+    providers: HashMap<String, Named>,
+    breakers: Breakers,
+    db: Db,
+}
+
+fn build(name: &str, cfg: &ProviderConfig) -> Result<Named, String> {
+    let key = match &cfg.api_key_env {
+        Some(var) => match std::env::var(var) {
+            Ok(k) if !k.is_empty() => Some(k),
+            _ => {
+                log::warn!("provider {name}: environment variable {var} is not set; calls will be sent without a key");
+                None
+            }
+        },
+        None => None,
+    };
+    let agent = http::agent(cfg);
+    let base = |default: &str| cfg.base_url.clone().unwrap_or_else(|| default.to_owned());
+    let provider = match cfg.kind.as_str() {
+        "openai" => Provider::OpenAi(openai::OpenAi { base_url: base("https://api.openai.com/v1"), key, agent }),
+        "anthropic" => {
+            Provider::Anthropic(anthropic::Anthropic { base_url: base("https://api.anthropic.com"), key, agent })
+        }
+        "dashscope" => {
+            let b = base("https://dashscope.aliyuncs.com");
+            Provider::DashScope {
+                chat: openai::OpenAi {
+                    base_url: format!("{}/compatible-mode/v1", b.trim_end_matches('/')),
+                    key: key.clone(),
+                    agent: agent.clone(),
+                },
+                tasks: dashscope::DashScope { base_url: b, key, agent, task_timeout: INLINE_TASK_TIMEOUT },
+            }
+        }
+        "dev" => Provider::Dev,
+        other => return Err(format!("provider {name}: unknown kind {other:?}")),
+    };
+    Ok(Named { name: name.to_owned(), kind: cfg.kind.clone(), provider })
+}
+
+impl ModelAdapter {
+    pub fn new(config: &Config, db: Db) -> Result<ModelAdapter, String> {
+        let (providers, models) = catalog::resolve(config)?;
+        let providers = providers
+            .iter()
+            .map(|(name, cfg)| build(name, cfg).map(|p| (name.clone(), p)))
+            .collect::<Result<HashMap<_, _>, _>>()?;
+        Ok(ModelAdapter { models, providers, breakers: Breakers::default(), db })
+    }
+
+    pub fn models(&self) -> &[Model] {
+        &self.models
+    }
+
+    pub fn model(&self, name: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    /// Tries each route in order until one answers. Transient failures fail
+    /// over; a request the provider rejects is returned at once.
+    fn with_failover<T>(
+        &self,
+        model: &Model,
+        op: &'static str,
+        mut call: impl FnMut(&Provider, &str) -> Result<T, ProviderError>,
+    ) -> Result<(T, CallInfo), ProviderError> {
+        let mut last = ProviderError::Unavailable(format!("model {} has no usable route", model.name));
+        for (i, route) in model.routes.iter().enumerate() {
+            let key = format!("{}/{}", route.provider, route.model);
+            if !self.breakers.allows(&key) {
+                last = ProviderError::Unavailable(format!("route {key} is cooling down after repeated failures"));
+                continue;
+            }
+            let Some(named) = self.providers.get(&route.provider) else { continue };
+            let started = Instant::now();
+            let result = call(&named.provider, &route.model);
+            let latency_ms = started.elapsed().as_millis() as u64;
+            let m = crate::metrics::global();
+            m.provider_duration.with_label_values(&[named.name.as_str()]).observe(latency_ms as f64 / 1000.0);
+            match result {
+                Ok(v) => {
+                    self.breakers.success(&key);
+                    m.provider_calls.with_label_values(&[named.name.as_str(), "ok"]).inc();
+                    if i > 0 {
+                        logs::record(
+                            &self.db,
+                            NewLog::system(
+                                Level::Info,
+                                "provider_failover_succeeded",
+                                json!({"model": model.name, "provider": named.name, "route_index": i, "op": op}),
+                            ),
+                        );
+                    }
+                    let info = CallInfo {
+                        provider: named.name.clone(),
+                        upstream_model: route.model.clone(),
+                        latency_ms,
+                        route_index: i,
+                    };
+                    return Ok((v, info));
+                }
+                Err(e) => {
+                    m.provider_calls.with_label_values(&[named.name.as_str(), e.status_label().as_str()]).inc();
+                    let more = i + 1 < model.routes.len();
+                    let transient = e.is_transient();
+                    let level = if transient && more { Level::Warn } else { Level::Error };
+                    logs::record(
+                        &self.db,
+                        NewLog::system(
+                            level,
+                            "provider_call_failed",
+                            json!({"model": model.name, "provider": named.name, "kind": named.kind, "upstream_model": route.model,
+                                   "op": op, "status": e.status_label(), "error": e.to_string(), "latency_ms": latency_ms,
+                                   "failing_over": transient && more}),
+                        ),
+                    );
+                    if !transient {
+                        return Err(e);
+                    }
+                    if self.breakers.failure(&key) {
+                        logs::record(
+                            &self.db,
+                            NewLog::system(
+                                Level::Error,
+                                "provider_circuit_opened",
+                                json!({"route": key, "cool_down_s": breaker::COOL_DOWN.as_secs()}),
+                            ),
+                        );
+                    }
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    pub fn chat(&self, model: &Model, req: &ChatRequest) -> Result<(ChatResponse, CallInfo), ProviderError> {
+        self.with_failover(model, "chat", |p, upstream| match p {
+            Provider::OpenAi(o) => o.chat(upstream, req),
+            Provider::DashScope { chat, .. } => chat.chat(upstream, req),
+            Provider::Anthropic(a) => a.chat(upstream, req),
+            Provider::Dev => Ok(dev::chat(req)),
+        })
+    }
+
+    /// Fails over only until a stream is established; after that, a broken
+    /// stream is the caller's to handle.
+    pub fn chat_stream(&self, model: &Model, req: &ChatRequest) -> Result<(ChatStream, CallInfo), ProviderError> {
+        self.with_failover(model, "chat_stream", |p, upstream| match p {
+            Provider::OpenAi(o) => o.chat_stream(upstream, req),
+            Provider::DashScope { chat, .. } => chat.chat_stream(upstream, req),
+            Provider::Anthropic(a) => a.chat_stream(upstream, req),
+            Provider::Dev => Ok(dev::chat_stream(req)),
+        })
+    }
+
+    pub fn image(&self, model: &Model, req: &ImageRequest) -> Result<(ImageResponse, CallInfo), ProviderError> {
+        self.with_failover(model, "image", |p, upstream| match p {
+            Provider::OpenAi(o) => o.image(upstream, req),
+            Provider::DashScope { tasks, .. } => tasks.image(upstream, req).map(|urls| ImageResponse { urls }),
+            Provider::Anthropic(_) => Err(ProviderError::Unavailable("anthropic has no image generation".into())),
+            Provider::Dev => Ok(dev::image(req)),
+        })
+    }
+
+    /// Submits a video task; the caller persists the `TaskRef` before
+    /// anything else, so a restart polls it instead of paying twice.
+    pub fn video_submit(&self, model: &Model, req: &VideoRequest) -> Result<(TaskRef, CallInfo), ProviderError> {
+        let (task_id, info) = self.with_failover(model, "video_submit", |p, upstream| match p {
+            Provider::DashScope { tasks, .. } => tasks.submit_video(upstream, req),
+            Provider::Dev => Ok(dev::submit_video(req)),
+            _ => Err(ProviderError::Unavailable("this provider has no video generation".into())),
+        })?;
+        Ok((TaskRef { route_index: info.route_index, task_id }, info))
+    }
+
+    fn task_provider(&self, model: &Model, task: &TaskRef) -> Result<&Named, ProviderError> {
+        let route = model.routes.get(task.route_index).ok_or_else(|| {
+            ProviderError::Unavailable(format!("model {} no longer has route {}", model.name, task.route_index))
+        })?;
+        self.providers
+            .get(&route.provider)
+            .ok_or_else(|| ProviderError::Unavailable(format!("provider {} is no longer configured", route.provider)))
+    }
+
+    pub fn task_poll(&self, model: &Model, task: &TaskRef) -> Result<TaskState, ProviderError> {
+        match &self.task_provider(model, task)?.provider {
+            Provider::DashScope { tasks, .. } => tasks.poll(&task.task_id),
+            Provider::Dev => Ok(dev::poll(&task.task_id)),
+            _ => Err(ProviderError::Unavailable("this provider has no tasks".into())),
+        }
+    }
+
+    /// Best effort: a task that already finished cannot be cancelled.
+    pub fn task_cancel(&self, model: &Model, task: &TaskRef) -> Result<(), ProviderError> {
+        match &self.task_provider(model, task)?.provider {
+            Provider::DashScope { tasks, .. } => tasks.cancel(&task.task_id),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The OpenAI wire format, for any OpenAI-compatible base URL (OpenAI,
+//! DeepSeek, vLLM, Ollama, OpenRouter, DashScope's compatible mode).
+//!
+//! - Chat: `POST {base}/chat/completions` with `Authorization: Bearer`;
+//!   usage from `usage.prompt_tokens` / `usage.completion_tokens`.
+//! - Streaming: the same with `stream: true` and
+//!   `stream_options.include_usage`, answered as SSE `data:` chunks
+//!   (`choices[0].delta.content`, `finish_reason`), a final chunk with
+//!   `usage`, then `data: [DONE]`.
+//! - Images: `POST {base}/images/generations` -> `data[].url` (or `b64_json`).
+
+use super::http::{self, u64_at};
+use super::sse::SseReader;
+use super::types::{ChatEvent, ChatRequest, ChatResponse, ImageRequest, ImageResponse, Usage};
+use super::{ChatStream, ProviderError};
+use serde_json::{Value, json};
+use std::io::BufReader;
+use ureq::Agent;
+
+pub struct OpenAi {
+    pub base_url: String,
+    pub key: Option<String>,
+    pub agent: Agent,
+}
+
+pub fn chat_body(upstream: &str, req: &ChatRequest, stream: bool) -> Value {
+    let mut body = json!({
+        "model": upstream,
+        "messages": req.messages,
+        "max_tokens": req.max_tokens,
+    });
+    if let Some(t) = req.temperature {
+        body["temperature"] = json!(t);
+    }
+    if let Some(p) = req.top_p {
+        body["top_p"] = json!(p);
+    }
+    if let Some(s) = &req.stop {
+        body["stop"] = s.clone();
+    }
+    if stream {
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    body
+}
+
+impl OpenAi {
+    fn post(&self, path: &str, body: &Value) -> Result<ureq::http::Response<ureq::Body>, ProviderError> {
+        let url = format!("{}{path}", self.base_url.trim_end_matches('/'));
+        let mut rb = self.agent.post(&url);
+        if let Some(k) = &self.key {
+            rb = rb.header("Authorization", &format!("Bearer {k}"));
+        }
+        http::check(rb.send_json(body).map_err(ProviderError::from_ureq)?)
+    }
+
+    pub fn chat(&self, upstream: &str, req: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let v = http::read_json(self.post("/chat/completions", &chat_body(upstream, req, false))?)?;
+        let choice = v.pointer("/choices/0").ok_or_else(|| ProviderError::BadResponse("no choices".into()))?;
+        Ok(ChatResponse {
+            id: v.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
+            text: choice.pointer("/message/content").and_then(Value::as_str).unwrap_or("").to_owned(),
+            finish_reason: choice.get("finish_reason").and_then(Value::as_str).unwrap_or("stop").to_owned(),
+            usage: Usage {
+                prompt_tokens: u64_at(&v, "/usage/prompt_tokens"),
+                completion_tokens: u64_at(&v, "/usage/completion_tokens"),
+            },
+        })
+    }
+
+    pub fn chat_stream(&self, upstream: &str, req: &ChatRequest) -> Result<ChatStream, ProviderError> {
+        let resp = self.post("/chat/completions", &chat_body(upstream, req, true))?;
+        let mut sse = SseReader::new(BufReader::new(resp.into_body().into_reader()));
+        let mut pending: Vec<ChatEvent> = Vec::new();
+        let mut done = false;
+        Ok(Box::new(std::iter::from_fn(move || {
+            loop {
+                if let Some(e) = pending.pop() {
+                    return Some(Ok(e));
+                }
+                if done {
+                    return None;
+                }
+                let ev = match sse.next_event() {
+                    Ok(Some(ev)) => ev,
+                    Ok(None) => {
+                        done = true;
+                        continue;
+                    }
+                    Err(e) => {
+                        done = true;
+                        return Some(Err(e));
+                    }
+                };
+                if ev.data.trim() == "[DONE]" {
+                    done = true;
+                    continue;
+                }
+                let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+                    done = true;
+                    return Some(Err(ProviderError::BadResponse("a stream chunk is not JSON".into())));
+                };
+                if let Some(msg) = v.pointer("/error/message").and_then(Value::as_str) {
+                    done = true;
+                    return Some(Err(ProviderError::Status { status: 502, message: msg.to_owned() }));
+                }
+                // Collected in reverse, popped in order.
+                let mut found = Vec::new();
+                if let Some(c) = v.pointer("/choices/0/delta/content").and_then(Value::as_str).filter(|c| !c.is_empty())
+                {
+                    found.push(ChatEvent::Delta(c.to_owned()));
+                }
+                if let Some(f) = v.pointer("/choices/0/finish_reason").and_then(Value::as_str) {
+                    found.push(ChatEvent::Finish(f.to_owned()));
+                }
+                if v.get("usage").is_some_and(|u| !u.is_null()) {
+                    found.push(ChatEvent::Usage(Usage {
+                        prompt_tokens: u64_at(&v, "/usage/prompt_tokens"),
+                        completion_tokens: u64_at(&v, "/usage/completion_tokens"),
+                    }));
+                }
+                found.reverse();
+                pending = found;
+            }
+        })))
+    }
+
+    pub fn image(&self, upstream: &str, req: &ImageRequest) -> Result<ImageResponse, ProviderError> {
+        let mut body = json!({"model": upstream, "prompt": req.prompt, "n": req.n});
+        if let Some(s) = &req.size {
+            body["size"] = json!(s);
+        }
+        let v = http::read_json(self.post("/images/generations", &body)?)?;
+        let urls: Vec<String> = v
+            .get("data")
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| {
+                        i.get("url").and_then(Value::as_str).map(str::to_owned).or_else(|| {
+                            i.get("b64_json").and_then(Value::as_str).map(|b| format!("data:image/png;base64,{b}"))
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if urls.is_empty() {
+            return Err(ProviderError::BadResponse("no images in the answer".into()));
+        }
+        Ok(ImageResponse { urls })
+    }
+}
