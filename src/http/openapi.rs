@@ -161,6 +161,49 @@ pub fn components() -> Map<String, Value> {
             json!({"object": {"const": "limits"}, "user_id": string(), "effective": {"type": "object"}, "overrides": {"type": "object"}}),
         ),
     );
+    add(
+        "ModelList",
+        object(
+            &["object", "data"],
+            json!({"object": {"const": "list"}, "data": {"type": "array", "items": object(&["id", "object", "owned_by", "kind", "pricing"],
+                json!({"id": string(), "object": {"const": "model"}, "created": int(), "owned_by": string(), "kind": {"enum": ["chat", "image", "video"]},
+                       "pricing": {"type": "object"}, "max_output_tokens": nullable("integer"), "description": string()}))}}),
+        ),
+    );
+    add(
+        "ChatRequest",
+        object(
+            &["model", "messages"],
+            json!({"model": string(), "messages": {"type": "array", "items": object(&["role"], json!({"role": {"enum": ["system", "developer", "user", "assistant", "tool"]}, "content": {}}))},
+                   "max_tokens": int(), "max_completion_tokens": int(), "stream": {"type": "boolean"},
+                   "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+                   "temperature": {"type": "number"}, "top_p": {"type": "number"}, "stop": {}, "n": {"const": 1}}),
+        ),
+    );
+    add(
+        "ChatCompletion",
+        json!({"description": "An OpenAI chat.completion object; with stream: true, text/event-stream of chat.completion.chunk objects ending in data: [DONE]",
+               "type": "object", "required": ["id", "object", "created", "model", "choices", "usage"],
+               "properties": {"id": string(), "object": {"const": "chat.completion"}, "created": int(), "model": string(),
+                              "choices": {"type": "array", "items": {"type": "object"}},
+                              "usage": object(&["prompt_tokens", "completion_tokens", "total_tokens"], json!({"prompt_tokens": int(), "completion_tokens": int(), "total_tokens": int()})),
+                              "tollgate": object(&["cost", "transaction_id"], json!({"cost": int(), "transaction_id": nullable("string")}))}}),
+    );
+    add(
+        "ImageRequest",
+        object(
+            &["model", "prompt"],
+            json!({"model": string(), "prompt": string(), "n": {"type": "integer", "minimum": 1, "maximum": 10}, "size": string(), "response_format": {"const": "url"}}),
+        ),
+    );
+    add(
+        "ImagesResponse",
+        object(
+            &["created", "data"],
+            json!({"created": int(), "data": {"type": "array", "items": object(&["url"], json!({"url": string()}))},
+                   "tollgate": object(&["cost", "transaction_id"], json!({"cost": int(), "transaction_id": nullable("string")}))}),
+        ),
+    );
     add("AdjustCredits", object(&["amount", "description"], json!({"amount": int(), "description": string()})));
     add(
         "AuditReport",

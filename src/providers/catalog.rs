@@ -87,16 +87,18 @@ pub struct Model {
     pub dev: bool,
 }
 
+/// Configured providers by name.
+pub type Providers = Vec<(String, ProviderConfig)>;
+
 /// The providers and models in force: from config, or the dev defaults.
-pub fn resolve(config: &Config) -> Result<(Vec<(String, ProviderConfig)>, Vec<Model>), String> {
+pub fn resolve(config: &Config) -> Result<(Providers, Vec<Model>), String> {
     if config.providers.is_empty() {
         if !config.models.is_empty() {
             return Err("[[models]] are configured but no [providers.*]: add the providers they route to".into());
         }
         return Ok((vec![("dev".into(), dev_provider())], dev_models()));
     }
-    let providers: Vec<(String, ProviderConfig)> =
-        config.providers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let providers: Providers = config.providers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     for (name, p) in &providers {
         if !["openai", "anthropic", "dashscope", "dev"].contains(&p.kind.as_str()) {
             return Err(format!("[providers.{name}] kind = {:?}: must be openai, anthropic, dashscope or dev", p.kind));
@@ -199,6 +201,7 @@ mod tests {
         assert_eq!(p.tokens(1250, 0), Credits(1), "1250 * 800 = exactly 1,000,000");
         assert_eq!(p.tokens(1251, 0), Credits(2));
         assert_eq!(p.tokens(1_000_000, 500_000), Credits(800 + 1000));
-        assert_eq!(p.tokens(u64::MAX, u64::MAX).0, i64::MAX, "saturates instead of overflowing");
+        // u64::MAX x 2800 needs 76 bits: exact in u128, no overflow.
+        assert_eq!(p.tokens(u64::MAX, u64::MAX).0, 51_650_883_406_386_745);
     }
 }

@@ -2,8 +2,10 @@
 //! an ephemeral port with a fresh SQLite file and talks to it over HTTP.
 //! Helpers (the `TestApp`) live in `helpers`; one module per area.
 
+mod fake_provider;
 mod helpers;
 
+mod ai;
 mod auth;
 mod cli;
 mod crash;

@@ -1,0 +1,318 @@
+//! A fake model provider: a real HTTP server on 127.0.0.1 speaking the
+//! OpenAI, Anthropic and DashScope wire formats, with scriptable failures,
+//! latency, usage, streaming (including a stream that stalls) and async task
+//! progress. It records every request it receives.
+
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// Every call answers this status and error message.
+    pub fail: Option<(u16, String)>,
+    /// Only the next N calls fail (then `fail` applies, if set).
+    pub fail_next: Vec<(u16, String)>,
+    pub latency_ms: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub text: String,
+    /// Streams leave out the usage chunk.
+    pub stream_without_usage: bool,
+    /// Streams send this many content chunks, then hang.
+    pub stream_stall_after: Option<usize>,
+    /// Pause before each streamed event.
+    pub stream_event_delay_ms: u64,
+    /// Polls a task takes before it succeeds.
+    pub task_polls: u32,
+    /// Tasks end FAILED instead.
+    pub task_fails: bool,
+    pub video_seconds: u32,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            fail: None,
+            fail_next: Vec::new(),
+            latency_ms: 0,
+            prompt_tokens: 12,
+            completion_tokens: 34,
+            text: "fake answer from the provider".into(),
+            stream_without_usage: false,
+            stream_stall_after: None,
+            stream_event_delay_ms: 0,
+            task_polls: 3,
+            task_fails: false,
+            video_seconds: 5,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    script: Script,
+    requests: Vec<Recorded>,
+    tasks: HashMap<String, (u32, String)>,
+    next_task: u64,
+}
+
+pub struct FakeProvider {
+    pub base: String,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeProvider {
+    pub fn start() -> FakeProvider {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("fake provider listens"));
+        let addr = server.server_addr().to_ip().expect("ip");
+        let state = Arc::new(Mutex::new(State::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        for _ in 0..16 {
+            let (server, state, stop) = (Arc::clone(&server), Arc::clone(&state), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(Some(rq)) = server.recv_timeout(Duration::from_millis(50)) {
+                        handle(rq, &state, &stop);
+                    }
+                }
+            });
+        }
+        FakeProvider { base: format!("http://{addr}"), state, stop }
+    }
+
+    pub fn script(&self, f: impl FnOnce(&mut Script)) {
+        f(&mut self.state.lock().unwrap().script);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn count(&self, path_contains: &str) -> usize {
+        self.requests().iter().filter(|r| r.path.contains(path_contains)).count()
+    }
+}
+
+impl Drop for FakeProvider {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn json_response(status: u16, v: &Value) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    tiny_http::Response::from_data(v.to_string().into_bytes())
+        .with_status_code(status)
+        .with_header(tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).unwrap())
+}
+
+fn sse_response(events: Vec<String>, script: &Script, stop: Arc<AtomicBool>) -> tiny_http::Response<SseReader> {
+    let reader = SseReader {
+        events,
+        pos: 0,
+        buf: Vec::new(),
+        stall_after: script.stream_stall_after,
+        delay_ms: script.stream_event_delay_ms,
+        stop,
+    };
+    tiny_http::Response::new(
+        200.into(),
+        vec![tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/event-stream"[..]).unwrap()],
+        reader,
+        None,
+        None,
+    )
+}
+
+/// Serves SSE events one read at a time; can hang after N events.
+pub struct SseReader {
+    events: Vec<String>,
+    pos: usize,
+    buf: Vec<u8>,
+    stall_after: Option<usize>,
+    delay_ms: u64,
+    stop: Arc<AtomicBool>,
+}
+
+impl Read for SseReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.buf.is_empty() {
+            if self.stall_after.is_some_and(|n| self.pos >= n) {
+                for _ in 0..600 {
+                    if self.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                return Ok(0);
+            }
+            let Some(e) = self.events.get(self.pos) else { return Ok(0) };
+            if self.delay_ms > 0 {
+                std::thread::sleep(Duration::from_millis(self.delay_ms));
+            }
+            self.buf = e.clone().into_bytes();
+            self.pos += 1;
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        self.buf.drain(..n);
+        Ok(n)
+    }
+}
+
+fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<AtomicBool>) {
+    let mut raw = String::new();
+    let _ = rq.as_reader().read_to_string(&mut raw);
+    let body: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
+    let path = rq.url().to_owned();
+    let headers = rq
+        .headers()
+        .iter()
+        .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned()))
+        .collect();
+    let method = rq.method().as_str().to_owned();
+    let (script, failure) = {
+        let mut s = state.lock().unwrap();
+        s.requests.push(Recorded { method: method.clone(), path: path.clone(), headers, body: body.clone() });
+        let failure =
+            if s.script.fail_next.is_empty() { s.script.fail.clone() } else { Some(s.script.fail_next.remove(0)) };
+        (s.script.clone(), failure)
+    };
+    if script.latency_ms > 0 {
+        std::thread::sleep(Duration::from_millis(script.latency_ms));
+    }
+    if let Some((status, message)) = failure {
+        let _ = rq.respond(json_response(status, &json!({"error": {"message": message, "type": "fake_error"}})));
+        return;
+    }
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let words: Vec<String> =
+        script.text.split(' ').enumerate().map(|(i, w)| if i == 0 { w.to_owned() } else { format!(" {w}") }).collect();
+    let (p, c) = (script.prompt_tokens, script.completion_tokens);
+    if path.ends_with("/chat/completions") {
+        if !stream {
+            let v = json!({"id": "fake-1", "object": "chat.completion", "created": 1, "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": script.text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}});
+            let _ = rq.respond(json_response(200, &v));
+            return;
+        }
+        let chunk = |delta: Value, finish: Value| {
+            format!(
+                "data: {}\n\n",
+                json!({"id": "fake-1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            )
+        };
+        let mut events: Vec<String> = words.iter().map(|w| chunk(json!({"content": w}), Value::Null)).collect();
+        events.push(chunk(json!({}), json!("stop")));
+        if !script.stream_without_usage && body.pointer("/stream_options/include_usage") == Some(&json!(true)) {
+            events.push(format!("data: {}\n\n", json!({"id": "fake-1", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}})));
+        }
+        events.push("data: [DONE]\n\n".into());
+        let _ = rq.respond(sse_response(events, &script, Arc::clone(stop)));
+    } else if path.ends_with("/images/generations") {
+        let n = body.get("n").and_then(Value::as_u64).unwrap_or(1);
+        let data: Vec<Value> = (0..n).map(|i| json!({"url": format!("https://fake.invalid/img/{i}.png")})).collect();
+        let _ = rq.respond(json_response(200, &json!({"created": 1, "data": data})));
+    } else if path.ends_with("/v1/messages") {
+        if !stream {
+            let v = json!({"id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"],
+                "content": [{"type": "text", "text": script.text}], "stop_reason": "end_turn",
+                "usage": {"input_tokens": p, "output_tokens": c}});
+            let _ = rq.respond(json_response(200, &v));
+            return;
+        }
+        let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+        let mut events = vec![
+            ev(
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_fake", "usage": {"input_tokens": p, "output_tokens": 1}}}),
+            ),
+            ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+            ev("ping", json!({"type": "ping"})),
+        ];
+        for w in &words {
+            events.push(ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}}),
+            ));
+        }
+        events.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+        events.push(ev(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": c}}),
+        ));
+        events.push(ev("message_stop", json!({"type": "message_stop"})));
+        let _ = rq.respond(sse_response(events, &script, Arc::clone(stop)));
+    } else if path.contains("/services/aigc/") {
+        if !rq.headers().iter().any(|h| h.field.equiv("X-DashScope-Async") && h.value.as_str() == "enable") {
+            let _ = rq
+                .respond(json_response(400, &json!({"code": "InvalidParameter", "message": "async header required"})));
+            return;
+        }
+        let id = {
+            let mut s = state.lock().unwrap();
+            s.next_task += 1;
+            let id = format!("task-{}", s.next_task);
+            let kind = if path.contains("video") { "video" } else { "image" };
+            s.tasks.insert(id.clone(), (0, kind.to_owned()));
+            id
+        };
+        let _ = rq.respond(json_response(
+            200,
+            &json!({"request_id": "r", "output": {"task_id": id, "task_status": "PENDING"}}),
+        ));
+    } else if let Some(rest) = path.strip_prefix("/api/v1/tasks/") {
+        let (id, cancel) = match rest.strip_suffix("/cancel") {
+            Some(id) => (id.to_owned(), true),
+            None => (rest.to_owned(), false),
+        };
+        let mut s = state.lock().unwrap();
+        let Some(task) = s.tasks.get_mut(&id) else {
+            let _ = rq.respond(json_response(200, &json!({"output": {"task_id": id, "task_status": "UNKNOWN"}})));
+            return;
+        };
+        if cancel {
+            task.0 = u32::MAX;
+            drop(s);
+            let _ = rq.respond(json_response(200, &json!({"request_id": "r"})));
+            return;
+        }
+        task.0 = task.0.saturating_add(1);
+        let (polls, kind) = task.clone();
+        drop(s);
+        let v = if polls == u32::MAX {
+            json!({"output": {"task_id": id, "task_status": "CANCELED"}})
+        } else if polls < script.task_polls {
+            json!({"output": {"task_id": id, "task_status": if polls == 1 { "PENDING" } else { "RUNNING" }}})
+        } else if script.task_fails {
+            json!({"output": {"task_id": id, "task_status": "FAILED", "code": "DataInspectionFailed", "message": "the prompt was refused"}})
+        } else if kind == "video" {
+            json!({"output": {"task_id": id, "task_status": "SUCCEEDED", "video_url": format!("https://fake.invalid/video/{id}.mp4")},
+                   "usage": {"video_duration": script.video_seconds, "video_count": 1}})
+        } else {
+            json!({"output": {"task_id": id, "task_status": "SUCCEEDED", "results": [{"url": format!("https://fake.invalid/img/{id}.png")}]},
+                   "usage": {"image_count": 1}})
+        };
+        let _ = rq.respond(json_response(200, &v));
+    } else {
+        let _ = rq.respond(json_response(404, &json!({"error": {"message": format!("no fake route {path}")}})));
+    }
+}
