@@ -13,6 +13,8 @@ pub struct App {
     pub keys: JwtKeys,
     pub guard: Guard,
     pub adapter: ModelAdapter,
+    /// Wakes job workers when work is queued.
+    pub notifier: crate::jobs::Notifier,
 }
 
 impl App {

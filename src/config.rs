@@ -126,12 +126,33 @@ impl Default for LimitsConfig {
 pub struct JobsConfig {
     pub workers: usize,
     pub attempts_max: u32,
+    /// Queued jobs (all users) before new ones get 429 `queue_full`.
     pub queue_max: usize,
+    /// First retry delay; doubles per attempt, with jitter.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Provider task polling interval bounds (grows from min to max).
+    pub poll_interval_min_ms: u64,
+    pub poll_interval_max_ms: u64,
+    /// An asynchronous provider task that takes longer is canceled and failed.
+    pub task_timeout_s: u64,
+    /// How long a worker owns a claimed job without renewing it.
+    pub lease_s: u64,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig { workers: 4, attempts_max: 3, queue_max: 10_000 }
+        JobsConfig {
+            workers: 4,
+            attempts_max: 3,
+            queue_max: 10_000,
+            backoff_base_ms: 2_000,
+            backoff_max_ms: 300_000,
+            poll_interval_min_ms: 1_000,
+            poll_interval_max_ms: 10_000,
+            task_timeout_s: 1_800,
+            lease_s: 300,
+        }
     }
 }
 
@@ -191,6 +212,19 @@ pub struct ProviderConfig {
     pub connect_timeout_ms: u64,
     #[serde(default = "default_read_timeout_ms")]
     pub read_timeout_ms: u64,
+    /// Consecutive failures that open a route's circuit.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open circuit skips the route.
+    #[serde(default = "default_breaker_cool_down_ms")]
+    pub breaker_cool_down_ms: u64,
+}
+
+fn default_breaker_failures() -> u32 {
+    3
+}
+fn default_breaker_cool_down_ms() -> u64 {
+    30_000
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -321,6 +355,19 @@ impl Config {
         }
         if self.backup.every_s > 0 && (self.backup.every_s < 60 || self.backup.keep == 0) {
             return bad("backup.every_s / backup.keep", "backups run at most once a minute and keep at least 1");
+        }
+        let j = &self.jobs;
+        if j.workers > 256 || j.attempts_max == 0 || j.attempts_max > 100 || j.queue_max == 0 {
+            return bad("jobs", "workers must be at most 256, attempts_max from 1 to 100, queue_max at least 1");
+        }
+        if j.backoff_base_ms == 0 || j.poll_interval_min_ms == 0 || j.poll_interval_max_ms < j.poll_interval_min_ms {
+            return bad(
+                "jobs",
+                "backoff_base_ms and poll_interval_min_ms must be positive, poll_interval_max_ms >= poll_interval_min_ms",
+            );
+        }
+        if j.task_timeout_s == 0 || j.lease_s < 5 {
+            return bad("jobs.task_timeout_s / jobs.lease_s", "task_timeout_s must be positive and lease_s at least 5");
         }
         if self.ledger.hold_ttl_s == 0 || self.ledger.sweep_interval_s == 0 {
             return bad("ledger.hold_ttl_s / ledger.sweep_interval_s", "must be at least 1 second");

@@ -58,6 +58,10 @@ pub enum Error {
     UpstreamRejected(String),
     /// All provider-bound workers are busy and their queue is full.
     Busy,
+    /// The job queue is full.
+    QueueFull {
+        queue_max: usize,
+    },
     /// A conflict with existing state (e.g. an email already taken).
     Conflict {
         code: &'static str,
@@ -101,6 +105,7 @@ impl fmt::Display for Error {
             Error::RateLimited { message, .. } => f.write_str(message),
             Error::Upstream { message, .. } | Error::UpstreamRejected(message) => f.write_str(message),
             Error::Busy => f.write_str("server busy"),
+            Error::QueueFull { queue_max } => write!(f, "job queue full ({queue_max})"),
             Error::Storage(e) => write!(f, "{e}"),
         }
     }

@@ -22,6 +22,7 @@ pub mod error;
 pub mod guard;
 pub mod http;
 pub mod idempotency;
+pub mod jobs;
 pub mod ledger;
 pub mod logs;
 pub mod metered;

@@ -14,6 +14,57 @@ use crate::providers::types::{ChatRequest, Message, Usage};
 use crate::providers::{Model, ProviderError};
 use rusqlite::Connection;
 
+/// Messages in one chat request or text job.
+pub const CHAT_MESSAGES_MAX: usize = 1_000;
+
+/// Text of a message's `content`: a string, or the text parts of an array.
+fn content_text(v: &serde_json::Value) -> Result<String> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        Value::Array(parts) => Ok(parts
+            .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("")),
+        _ => Err(Error::invalid("messages", "content must be a string or an array of parts")),
+    }
+}
+
+/// Parses OpenAI-style `messages` (`developer` is read as `system`).
+pub fn parse_messages(v: &serde_json::Value, param: &str) -> Result<Vec<Message>> {
+    let items = v.as_array().ok_or_else(|| Error::invalid(param, "messages must be an array"))?;
+    if items.is_empty() || items.len() > CHAT_MESSAGES_MAX {
+        return Err(Error::invalid(param, format!("messages must hold 1 to {CHAT_MESSAGES_MAX} messages")));
+    }
+    items
+        .iter()
+        .map(|m| {
+            let role = m.get("role").and_then(serde_json::Value::as_str).unwrap_or("");
+            if !["system", "developer", "user", "assistant", "tool"].contains(&role) {
+                return Err(Error::invalid(param, format!("unknown role {role:?}")));
+            }
+            let role = if role == "developer" { "system" } else { role };
+            Ok(Message {
+                role: role.to_owned(),
+                content: content_text(m.get("content").unwrap_or(&serde_json::Value::Null))?,
+            })
+        })
+        .collect()
+}
+
+/// `max_tokens` for a model: the model's default when absent, and no more.
+pub fn max_tokens(model: &Model, asked: Option<u32>) -> Result<u32> {
+    let max = model.max_output_tokens;
+    let n = asked.unwrap_or(max);
+    if n == 0 || n > max {
+        return Err(Error::invalid("max_tokens", format!("max_tokens must be from 1 to {max} for {}", model.name)));
+    }
+    Ok(n)
+}
+
 /// Tokens a chat template adds per message, at most (role markers).
 const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 8;
 const TEMPLATE_TOKENS_FIXED: u64 = 16;

@@ -39,6 +39,7 @@ pub struct StartOptions {
 
 pub struct Service {
     _lock: crate::storage::backup::ServerLock,
+    workers: Option<crate::jobs::worker::Workers>,
     app: Arc<App>,
     http: HttpServer,
     stop: Arc<AtomicBool>,
@@ -66,7 +67,12 @@ impl Service {
         let guard = Guard::new(config.limits.clone(), config.auth.clone(), clock);
         guard.load(&db).map_err(|e| format!("cannot load per-user limits: {e}"))?;
         let adapter = crate::providers::ModelAdapter::new(&config, db.clone())?;
-        let app = Arc::new(App { config, db, keys, guard, adapter });
+        let (requeued, failed) = crate::jobs::recover(&db).map_err(|e| format!("job recovery failed: {e}"))?;
+        if requeued + failed > 0 {
+            log::warn!("jobs after a restart: {requeued} requeued, {failed} failed (submission outcome unknown)");
+        }
+        let app = Arc::new(App { config, db, keys, guard, adapter, notifier: crate::jobs::Notifier::default() });
+        let workers = crate::jobs::worker::Workers::start(&app)?;
         let stop = Arc::new(AtomicBool::new(false));
         let upkeep = {
             let (app, stop) = (Arc::clone(&app), Arc::clone(&stop));
@@ -77,7 +83,7 @@ impl Service {
         };
         let http = HttpServer::start(Arc::clone(&app))?;
         log::info!("tollgate listening on http://{} (database {})", http.addr(), app.config.server.db.display());
-        Ok(Service { _lock: lock, app, http, stop, upkeep: Some(upkeep) })
+        Ok(Service { _lock: lock, workers: Some(workers), app, http, stop, upkeep: Some(upkeep) })
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
@@ -91,6 +97,9 @@ impl Service {
     /// Graceful stop: finish in-flight requests, stop upkeep, flush writes.
     pub fn shutdown(mut self) {
         self.http.shutdown();
+        if let Some(w) = self.workers.take() {
+            w.stop(&self.app.notifier);
+        }
         self.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.upkeep.take() {
             let _ = h.join();
@@ -149,6 +158,14 @@ fn upkeep(app: &App, stop: &AtomicBool) {
             last_sweep = Instant::now();
             if let Err(e) = app.db.write(|c| ledger::expire_due(c, Timestamp::now())) {
                 log::error!("hold sweep failed: {e}");
+            }
+            match crate::jobs::recover_expired_leases(&app.db) {
+                Ok((0, 0)) => {}
+                Ok((requeued, failed)) => {
+                    log::warn!("jobs with expired leases: {requeued} requeued, {failed} failed");
+                    app.notifier.notify();
+                }
+                Err(e) => log::error!("job lease recovery failed: {e}"),
             }
         }
         if !backup_every.is_zero() && last_backup.elapsed() >= backup_every {

@@ -139,6 +139,15 @@ impl From<Error> for ApiError {
                 "invalid_request",
                 format!("The model provider rejected the request: {message}. Nothing was charged."),
             ),
+            Error::QueueFull { queue_max } => {
+                let mut a = ApiError::new(
+                    429,
+                    "queue_full",
+                    format!("The job queue is full ({queue_max} queued jobs). Retry in a little while."),
+                );
+                a.retry_after_s = Some(5);
+                a
+            }
             Error::Busy => {
                 let mut a = ApiError::new(503, "server_busy", "All provider workers are busy. Retry in a moment.");
                 a.retry_after_s = Some(1);

@@ -204,6 +204,47 @@ pub fn components() -> Map<String, Value> {
                    "tollgate": object(&["cost", "transaction_id"], json!({"cost": int(), "transaction_id": nullable("string")}))}),
         ),
     );
+    add(
+        "JobCreate",
+        object(
+            &["type", "model", "input"],
+            json!({"type": {"enum": ["text_generation", "image_generation", "video_generation"]}, "model": string(),
+                   "input": {"type": "object", "description": "text: {prompt} or {messages} (+ max_tokens); image: {prompt, n?, size?}; video: {prompt, duration_s?}"},
+                   "max_cost": {"type": "integer", "minimum": 0}}),
+        ),
+    );
+    add(
+        "Job",
+        object(
+            &[
+                "id",
+                "object",
+                "type",
+                "model",
+                "status",
+                "input",
+                "output",
+                "error",
+                "estimated_cost",
+                "credit_cost",
+                "hold_id",
+                "transaction_id",
+                "attempts",
+                "created_at",
+                "started_at",
+                "finished_at",
+                "events",
+            ],
+            json!({"id": string(), "object": {"const": "job"}, "type": {"enum": ["text_generation", "image_generation", "video_generation"]},
+                   "model": string(), "status": {"enum": ["queued", "processing", "completed", "failed", "canceled"]},
+                   "input": {"type": "object"}, "output": {"type": ["object", "null"]},
+                   "error": {"type": ["object", "null"], "properties": {"code": string(), "message": string()}},
+                   "estimated_cost": int(), "credit_cost": nullable("integer"), "hold_id": nullable("string"), "transaction_id": nullable("string"),
+                   "attempts": int(), "created_at": time(), "started_at": {"type": ["string", "null"]}, "finished_at": {"type": ["string", "null"]},
+                   "events": {"type": "array", "items": object(&["status", "at", "message"], json!({"status": string(), "at": time(), "message": string()}))}}),
+        ),
+    );
+    add("JobList", list_of("Job"));
     add("AdjustCredits", object(&["amount", "description"], json!({"amount": int(), "description": string()})));
     add(
         "AuditReport",

@@ -35,6 +35,8 @@ pub enum Mismatch {
     CachedBalance { user_id: UserId, ledger_balance: i64, cached_balance: i64 },
     /// The cached held amount differs from the active holds.
     Held { user_id: UserId, cached_held: i64, active_holds: i64 },
+    /// An active hold whose job already finished (a leaked reservation).
+    HoldOfFinishedJob { hold_id: crate::domain::HoldId, job_id: crate::domain::JobId },
     /// The append-only triggers are missing.
     Triggers { present: i64 },
     /// `--expect ID:HASH` did not match.
@@ -124,6 +126,9 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
         if active != *cached_held {
             note(Mismatch::Held { user_id: *user, cached_held: cached_held.0, active_holds: active.0 }, &mut found);
         }
+    }
+    for (hold_id, job_id) in storage::active_holds_of_finished_jobs(conn)? {
+        note(Mismatch::HoldOfFinishedJob { hold_id, job_id }, &mut found);
     }
     let triggers = storage::append_only_triggers(conn)?;
     if triggers != 2 {

@@ -243,7 +243,9 @@ pub fn extend_hold(conn: &Connection, id: HoldId, until: Timestamp) -> rusqlite:
 /// Active holds past their expiry, oldest first, at most `limit`.
 pub fn due_holds(conn: &Connection, now: Timestamp, limit: i64) -> rusqlite::Result<Vec<HoldId>> {
     conn.prepare_cached(
-        "SELECT id FROM credit_holds WHERE status = 'active' AND expires_at < ?1 ORDER BY expires_at LIMIT ?2",
+        "SELECT id FROM credit_holds WHERE status = 'active' AND expires_at < ?1
+           AND (job_id IS NULL OR job_id NOT IN (SELECT id FROM jobs WHERE status IN ('queued', 'processing')))
+         ORDER BY expires_at LIMIT ?2",
     )?
     .query_map(params![now, limit], |r| r.get(0))?
     .collect()
@@ -307,6 +309,17 @@ pub fn for_each_row(conn: &Connection, mut visit: impl FnMut(&StoredRow)) -> rus
         });
     }
     Ok(())
+}
+
+/// Active holds whose job has finished: a leak. Closed by job recovery,
+/// reported by the audit.
+pub fn active_holds_of_finished_jobs(conn: &Connection) -> rusqlite::Result<Vec<(HoldId, JobId)>> {
+    conn.prepare(
+        "SELECT h.id, h.job_id FROM credit_holds h JOIN jobs j ON j.id = h.job_id
+         WHERE h.status = 'active' AND j.status IN ('completed', 'failed', 'canceled')",
+    )?
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
 }
 
 /// The append-only triggers; a tamperer has to drop them first.

@@ -156,6 +156,8 @@ fn dev_provider() -> ProviderConfig {
         api_key_env: None,
         connect_timeout_ms: 1000,
         read_timeout_ms: 10_000,
+        breaker_failures: 3,
+        breaker_cool_down_ms: 30_000,
     }
 }
 

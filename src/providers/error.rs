@@ -13,16 +13,20 @@ pub enum ProviderError {
     Status { status: u16, message: String },
     /// The provider answered 2xx with something we cannot read.
     BadResponse(String),
-    /// The model has no usable route (unknown provider, missing API key, all
-    /// routes' circuits open).
+    /// The model has no usable route (unknown provider, no such capability).
     Unavailable(String),
+    /// Every route's circuit is open; the first closes in `retry_in_ms`.
+    CircuitOpen { retry_in_ms: u64 },
 }
 
 impl ProviderError {
     /// Worth trying the next route: connect errors, timeouts, 429 and 5xx.
     pub fn is_transient(&self) -> bool {
         match self {
-            ProviderError::Connect(_) | ProviderError::Timeout | ProviderError::Unavailable(_) => true,
+            ProviderError::Connect(_)
+            | ProviderError::Timeout
+            | ProviderError::Unavailable(_)
+            | ProviderError::CircuitOpen { .. } => true,
             ProviderError::Status { status, .. } => *status == 429 || *status >= 500 || *status == 408,
             ProviderError::BadResponse(_) => true,
         }
@@ -40,6 +44,7 @@ impl ProviderError {
             ProviderError::Status { status, .. } => status.to_string(),
             ProviderError::BadResponse(_) => "bad_response".into(),
             ProviderError::Unavailable(_) => "unavailable".into(),
+            ProviderError::CircuitOpen { .. } => "circuit_open".into(),
         }
     }
 
@@ -65,6 +70,12 @@ impl fmt::Display for ProviderError {
             ProviderError::Status { status, message } => write!(f, "the provider answered {status}: {message}"),
             ProviderError::BadResponse(m) => write!(f, "the provider's answer could not be read: {m}"),
             ProviderError::Unavailable(m) => write!(f, "{m}"),
+            ProviderError::CircuitOpen { retry_in_ms } => {
+                write!(
+                    f,
+                    "every route of this model is cooling down after repeated failures (next try in {retry_in_ms} ms)"
+                )
+            }
         }
     }
 }

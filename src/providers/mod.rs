@@ -49,6 +49,8 @@ struct Named {
     name: String,
     kind: String,
     provider: Provider,
+    breaker_failures: u32,
+    breaker_cool_down: Duration,
 }
 
 /// Which route served a call, for logs and the ledger description.
@@ -65,6 +67,24 @@ pub struct CallInfo {
 pub struct TaskRef {
     pub route_index: usize,
     pub task_id: String,
+}
+
+/// A job's provider call: finished at once, or a task to poll.
+pub enum Submitted<T> {
+    Done(T),
+    Task(TaskRef),
+}
+
+impl TaskRef {
+    /// The form stored in `jobs.provider_task_id`: `route:id`.
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.route_index, self.task_id)
+    }
+
+    pub fn decode(s: &str) -> Option<TaskRef> {
+        let (route, id) = s.split_once(':')?;
+        Some(TaskRef { route_index: route.parse().ok()?, task_id: id.to_owned() })
+    }
 }
 
 pub struct ModelAdapter {
@@ -106,7 +126,13 @@ fn build(name: &str, cfg: &ProviderConfig) -> Result<Named, String> {
         "dev" => Provider::Dev,
         other => return Err(format!("provider {name}: unknown kind {other:?}")),
     };
-    Ok(Named { name: name.to_owned(), kind: cfg.kind.clone(), provider })
+    Ok(Named {
+        name: name.to_owned(),
+        kind: cfg.kind.clone(),
+        provider,
+        breaker_failures: cfg.breaker_failures.max(1),
+        breaker_cool_down: Duration::from_millis(cfg.breaker_cool_down_ms),
+    })
 }
 
 impl ModelAdapter {
@@ -136,13 +162,16 @@ impl ModelAdapter {
         mut call: impl FnMut(&Provider, &str) -> Result<T, ProviderError>,
     ) -> Result<(T, CallInfo), ProviderError> {
         let mut last = ProviderError::Unavailable(format!("model {} has no usable route", model.name));
+        let mut called = false;
+        let mut wait: Option<Duration> = None;
         for (i, route) in model.routes.iter().enumerate() {
             let key = format!("{}/{}", route.provider, route.model);
-            if !self.breakers.allows(&key) {
-                last = ProviderError::Unavailable(format!("route {key} is cooling down after repeated failures"));
+            let Some(named) = self.providers.get(&route.provider) else { continue };
+            if let Err(w) = self.breakers.check(&key, named.breaker_failures) {
+                wait = Some(wait.map_or(w, |x| x.min(w)));
                 continue;
             }
-            let Some(named) = self.providers.get(&route.provider) else { continue };
+            called = true;
             let started = Instant::now();
             let result = call(&named.provider, &route.model);
             let latency_ms = started.elapsed().as_millis() as u64;
@@ -188,13 +217,13 @@ impl ModelAdapter {
                     if !transient {
                         return Err(e);
                     }
-                    if self.breakers.failure(&key) {
+                    if self.breakers.failure(&key, named.breaker_failures, named.breaker_cool_down) {
                         logs::record(
                             &self.db,
                             NewLog::system(
                                 Level::Error,
                                 "provider_circuit_opened",
-                                json!({"route": key, "cool_down_s": breaker::COOL_DOWN.as_secs()}),
+                                json!({"route": key, "cool_down_ms": named.breaker_cool_down.as_millis() as u64}),
                             ),
                         );
                     }
@@ -202,7 +231,10 @@ impl ModelAdapter {
                 }
             }
         }
-        Err(last)
+        match wait {
+            Some(w) if !called => Err(ProviderError::CircuitOpen { retry_in_ms: w.as_millis() as u64 + 1 }),
+            _ => Err(last),
+        }
     }
 
     pub fn chat(&self, model: &Model, req: &ChatRequest) -> Result<(ChatResponse, CallInfo), ProviderError> {
@@ -232,6 +264,28 @@ impl ModelAdapter {
             Provider::Anthropic(_) => Err(ProviderError::Unavailable("anthropic has no image generation".into())),
             Provider::Dev => Ok(dev::image(req)),
         })
+    }
+
+    /// Starts an image generation for a job: providers with a task API
+    /// (DashScope) return the task to persist and poll; others answer now.
+    pub fn image_submit(
+        &self,
+        model: &Model,
+        req: &ImageRequest,
+    ) -> Result<(Submitted<ImageResponse>, CallInfo), ProviderError> {
+        let (s, info) = self.with_failover(model, "image_submit", |p, upstream| match p {
+            Provider::OpenAi(o) => o.image(upstream, req).map(Submitted::Done),
+            Provider::DashScope { tasks, .. } => {
+                tasks.submit_image(upstream, req).map(|task_id| Submitted::Task(TaskRef { route_index: 0, task_id }))
+            }
+            Provider::Anthropic(_) => Err(ProviderError::Unavailable("anthropic has no image generation".into())),
+            Provider::Dev => Ok(Submitted::Done(dev::image(req))),
+        })?;
+        let s = match s {
+            Submitted::Task(t) => Submitted::Task(TaskRef { route_index: info.route_index, ..t }),
+            done => done,
+        };
+        Ok((s, info))
     }
 
     /// Submits a video task; the caller persists the `TaskRef` before

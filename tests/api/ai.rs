@@ -17,6 +17,8 @@ fn provider(kind: &str, base: &str, read_timeout_ms: u64) -> ProviderConfig {
         api_key_env: None,
         connect_timeout_ms: 1000,
         read_timeout_ms,
+        breaker_failures: 3,
+        breaker_cool_down_ms: 30_000,
     }
 }
 

@@ -246,6 +246,11 @@ impl TestApp {
         r.json()
     }
 
+    pub fn count_where(&self, table: &str, condition: &str) -> i64 {
+        let c = rusqlite::Connection::open(self.db_path()).expect("open db");
+        c.query_row(&format!("SELECT count(*) FROM {table} WHERE {condition}"), [], |r| r.get(0)).expect("count")
+    }
+
     /// Counts rows straight from the file, to prove that nothing was written.
     pub fn count(&self, table: &str) -> i64 {
         let c = rusqlite::Connection::open(self.db_path()).expect("open db");

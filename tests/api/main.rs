@@ -13,4 +13,5 @@ mod credits;
 mod guard;
 mod http_edge;
 mod idempotency;
+mod jobs;
 mod ops;

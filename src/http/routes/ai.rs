@@ -17,15 +17,12 @@ use crate::http::router::Ctx;
 use crate::logs::NewLog;
 use crate::metered::{self, Reservation};
 use crate::providers::catalog::{IMAGES_PER_REQUEST_MAX, ModelKind};
-use crate::providers::types::{ChatEvent, ChatRequest, ImageRequest, Message, Usage};
+use crate::providers::types::{ChatEvent, ChatRequest, ImageRequest, Usage};
 use crate::providers::{CallInfo, ChatStream, Model};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::io::Read;
 use std::sync::Arc;
-
-/// Messages in one chat request.
-pub const CHAT_MESSAGES_MAX: usize = 1_000;
 
 pub fn models(ctx: &Ctx) -> Result<Response, ApiError> {
     let data: Vec<Value> = ctx
@@ -70,13 +67,6 @@ fn model_of_kind<'a>(ctx: &'a Ctx, name: &str, kind: ModelKind) -> Result<&'a Mo
     Ok(m)
 }
 
-#[derive(Deserialize)]
-struct InMessage {
-    role: String,
-    #[serde(default)]
-    content: Value,
-}
-
 #[derive(Deserialize, Default)]
 struct StreamOptions {
     #[serde(default)]
@@ -86,7 +76,7 @@ struct StreamOptions {
 #[derive(Deserialize)]
 struct ChatBody {
     model: String,
-    messages: Vec<InMessage>,
+    messages: Value,
     #[serde(default)]
     max_tokens: Option<u32>,
     #[serde(default)]
@@ -105,41 +95,12 @@ struct ChatBody {
     n: Option<u32>,
 }
 
-/// Text of a message: a string, or the text parts of a content array.
-fn content_text(v: &Value) -> Result<String, Error> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Null => Ok(String::new()),
-        Value::Array(parts) => Ok(parts
-            .iter()
-            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("")),
-        _ => Err(Error::invalid("messages", "content must be a string or an array of parts")),
-    }
-}
-
 fn parse_chat(body: &ChatBody, model: &Model) -> Result<ChatRequest, Error> {
-    if body.messages.is_empty() || body.messages.len() > CHAT_MESSAGES_MAX {
-        return Err(Error::invalid("messages", format!("messages must hold 1 to {CHAT_MESSAGES_MAX} messages")));
-    }
     if body.n.is_some_and(|n| n != 1) {
         return Err(Error::invalid("n", "only n = 1 is supported"));
     }
-    let mut messages = Vec::with_capacity(body.messages.len());
-    for m in &body.messages {
-        if !["system", "developer", "user", "assistant", "tool"].contains(&m.role.as_str()) {
-            return Err(Error::invalid("messages", format!("unknown role {:?}", m.role)));
-        }
-        let role = if m.role == "developer" { "system".to_owned() } else { m.role.clone() };
-        messages.push(Message { role, content: content_text(&m.content)? });
-    }
-    let max = model.max_output_tokens;
-    let max_tokens = body.max_completion_tokens.or(body.max_tokens).unwrap_or(max);
-    if max_tokens == 0 || max_tokens > max {
-        return Err(Error::invalid("max_tokens", format!("max_tokens must be from 1 to {max} for {}", model.name)));
-    }
+    let messages = metered::parse_messages(&body.messages, "messages")?;
+    let max_tokens = metered::max_tokens(model, body.max_completion_tokens.or(body.max_tokens))?;
     Ok(ChatRequest { messages, max_tokens, temperature: body.temperature, top_p: body.top_p, stop: body.stop.clone() })
 }
 

@@ -30,6 +30,7 @@ pub fn metrics(ctx: &Ctx) -> Result<Response, ApiError> {
         Ok(n) => m.holds_active.set(n),
         Err(e) => log::warn!("metrics: cannot count holds: {e}"),
     }
+    crate::jobs::observe(&ctx.app.db);
     Ok(Response::text(200, "text/plain; version=0.0.4; charset=utf-8", m.render()))
 }
 

@@ -1,0 +1,115 @@
+//! `/v1/jobs`: create, list, get, cancel, retry; `/v1/admin/jobs`.
+
+use crate::domain::{Credits, JobId, UserId};
+use crate::error::Error;
+use crate::http::error::ApiError;
+use crate::http::response::Response;
+use crate::http::router::Ctx;
+use crate::jobs::input::{self, JobInput};
+use crate::jobs::{self, JobStatus, JobType};
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewJob {
+    #[serde(rename = "type")]
+    jtype: String,
+    model: String,
+    input: Value,
+    #[serde(default)]
+    max_cost: Option<i64>,
+}
+
+pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user()?.id;
+    let body: NewJob = ctx.req.json()?;
+    let jtype = JobType::parse(&body.jtype)
+        .ok_or_else(|| Error::invalid("type", "type must be text_generation, image_generation or video_generation"))?;
+    let model = ctx.app.adapter.model(&body.model).ok_or_else(|| {
+        ApiError::new(404, "model_not_found", format!("The model {:?} does not exist. See GET /v1/models.", body.model))
+            .with_param("model")
+    })?;
+    if model.kind != input::model_kind(jtype) {
+        return Err(Error::invalid("model", format!("{} is not a model for {}", model.name, jtype.as_str())).into());
+    }
+    let mut parsed = input::parse(jtype, model, &body.input)?;
+    if let Some(max_cost) = body.max_cost {
+        if max_cost < 0 {
+            return Err(Error::invalid("max_cost", "max_cost must not be negative").into());
+        }
+        input::fit_max_cost(model, &mut parsed, Credits(max_cost))?;
+    }
+    let bound = input::bound(model, &parsed);
+    ctx.app.guard.check_cost(user, bound)?;
+    let mut stored = body.input.clone();
+    if let JobInput::Text(req) = &parsed {
+        // The worker runs exactly what was bounded.
+        stored["max_tokens"] = serde_json::json!(req.max_tokens);
+    }
+    let c = jobs::Create {
+        user,
+        jtype,
+        model: model.name.clone(),
+        input: stored,
+        bound,
+        max_attempts: ctx.app.config.jobs.attempts_max,
+        queue_max: ctx.app.config.jobs.queue_max,
+        hold_ttl_ms: ctx.app.hold_ttl_ms(),
+        caps: ctx.app.guard.spend_caps(user),
+    };
+    let response = ctx.commit(202, move |conn| jobs::create(conn, &c))?;
+    ctx.app.notifier.notify();
+    Ok(response)
+}
+
+fn status_filter(ctx: &Ctx) -> Result<Option<JobStatus>, ApiError> {
+    match ctx.req.query("status") {
+        None => Ok(None),
+        Some(s) => Ok(Some(JobStatus::parse(s).ok_or_else(|| {
+            Error::invalid("status", "status must be queued, processing, completed, failed or canceled")
+        })?)),
+    }
+}
+
+pub fn list(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user()?.id;
+    let list = jobs::list(&ctx.app.db, Some(user), status_filter(ctx)?, &ctx.req.page_after(JobId::PREFIX)?)?;
+    Ok(Response::json(200, &list))
+}
+
+fn job_param(ctx: &Ctx) -> Result<JobId, ApiError> {
+    Ok(JobId::parse(ctx.param(0)).ok_or_else(|| Error::not_found("job"))?)
+}
+
+pub fn get(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user()?;
+    let id = job_param(ctx)?;
+    Ok(Response::json(200, &jobs::get_for(&ctx.app.db, Some(user.id), id)?))
+}
+
+pub fn cancel(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user()?.id;
+    let id = job_param(ctx)?;
+    ctx.commit(200, move |c| jobs::cancel(c, user, id))
+}
+
+pub fn retry(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user()?.id;
+    let id = job_param(ctx)?;
+    let (ttl, caps) = (ctx.app.hold_ttl_ms(), ctx.app.guard.spend_caps(user));
+    let response = ctx.commit(202, move |c| jobs::retry(c, user, id, ttl, &caps))?;
+    ctx.app.notifier.notify();
+    Ok(response)
+}
+
+pub fn admin_list(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = match ctx.req.query("user_id") {
+        None => None,
+        Some(s) => {
+            Some(UserId::parse(s).ok_or_else(|| Error::invalid("user_id", "user_id must be a user id (usr_...)"))?)
+        }
+    };
+    let list = jobs::list(&ctx.app.db, user, status_filter(ctx)?, &ctx.req.page_after(JobId::PREFIX)?)?;
+    Ok(Response::json(200, &list))
+}

@@ -1,0 +1,251 @@
+//! SQL for `jobs` and `job_events`. Every status change goes through
+//! [`set_status`], which checks the transition, changes the row only if it
+//! is still in the expected state, and writes the event.
+
+use super::state::{self, JobStatus, JobType};
+use crate::domain::{Credits, HoldId, JobId, Timestamp, TxnId, UserId};
+use crate::error::Result;
+use crate::paging::{List, Page};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: JobId,
+    pub user: UserId,
+    pub jtype: JobType,
+    pub model: String,
+    pub status: JobStatus,
+    pub input: Value,
+    pub output: Option<Value>,
+    pub error: Option<(String, String)>,
+    pub estimated_cost: Credits,
+    pub credit_cost: Option<Credits>,
+    pub hold: Option<HoldId>,
+    pub transaction: Option<TxnId>,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub provider_task_id: Option<String>,
+    pub next_attempt_at: Timestamp,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub status: JobStatus,
+    pub at: Timestamp,
+    pub message: String,
+}
+
+const COLUMNS: &str = "id, user_id, type, model, status, input, output, error_code, error_message, estimated_cost,
+    credit_cost, hold_id, transaction_id, attempts, max_attempts, provider_task_id, next_attempt_at, created_at,
+    started_at, finished_at";
+
+fn row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
+    let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
+    let jtype: String = r.get(2)?;
+    let status: String = r.get(4)?;
+    let code: Option<String> = r.get(7)?;
+    let message: Option<String> = r.get(8)?;
+    Ok(JobRow {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        jtype: JobType::parse(&jtype).unwrap_or(JobType::Text),
+        model: r.get(3)?,
+        status: JobStatus::parse(&status).unwrap_or(JobStatus::Failed),
+        input: json(r.get(5)?).unwrap_or(Value::Null),
+        output: json(r.get(6)?),
+        error: code.map(|c| (c, message.unwrap_or_default())),
+        estimated_cost: r.get(9)?,
+        credit_cost: r.get(10)?,
+        hold: r.get(11)?,
+        transaction: r.get(12)?,
+        attempts: r.get(13)?,
+        max_attempts: r.get(14)?,
+        provider_task_id: r.get(15)?,
+        next_attempt_at: r.get(16)?,
+        created_at: r.get(17)?,
+        started_at: r.get(18)?,
+        finished_at: r.get(19)?,
+    })
+}
+
+pub struct NewJob<'a> {
+    pub user: UserId,
+    pub jtype: JobType,
+    pub model: &'a str,
+    pub input: &'a Value,
+    pub estimated_cost: Credits,
+    pub max_attempts: u32,
+}
+
+pub fn insert(conn: &Connection, j: &NewJob<'_>, now: Timestamp) -> Result<JobId> {
+    conn.prepare_cached(
+        "INSERT INTO jobs (user_id, type, model, status, input, estimated_cost, max_attempts, next_attempt_at, created_at)
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?7)",
+    )?
+    .execute(params![j.user, j.jtype.as_str(), j.model, j.input.to_string(), j.estimated_cost, j.max_attempts, now])?;
+    let id = JobId(conn.last_insert_rowid());
+    event(conn, id, None, JobStatus::Queued, "created", now)?;
+    Ok(id)
+}
+
+fn event(
+    conn: &Connection,
+    id: JobId,
+    from: Option<JobStatus>,
+    to: JobStatus,
+    message: &str,
+    at: Timestamp,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO job_events (job_id, from_status, to_status, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![id, from.map(JobStatus::as_str), to.as_str(), message, at])?;
+    Ok(())
+}
+
+/// Moves a job `from -> to` if it is still in `from`; `Ok(false)` when it no
+/// longer is (someone else moved it first). Writes the event.
+pub fn set_status(
+    conn: &Connection,
+    id: JobId,
+    from: JobStatus,
+    to: JobStatus,
+    message: &str,
+    now: Timestamp,
+) -> Result<bool> {
+    state::check(from, to)?;
+    let finished = to.is_final().then_some(now);
+    let n = conn
+        .prepare_cached("UPDATE jobs SET status = ?3, finished_at = ?4 WHERE id = ?1 AND status = ?2")?
+        .execute(params![id, from.as_str(), to.as_str(), finished])?;
+    if n == 1 {
+        event(conn, id, Some(from), to, message, now)?;
+    }
+    Ok(n == 1)
+}
+
+pub fn set_hold(conn: &Connection, id: JobId, hold: Option<HoldId>) -> Result<()> {
+    conn.prepare_cached("UPDATE jobs SET hold_id = ?2 WHERE id = ?1")?.execute(params![id, hold])?;
+    Ok(())
+}
+
+pub fn get(conn: &Connection, id: JobId) -> Result<Option<JobRow>> {
+    Ok(conn.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?.query_row([id], row).optional()?)
+}
+
+/// The oldest due queued job, claimed: `processing`, leased, one more attempt.
+pub fn claim_due(conn: &Connection, now: Timestamp, lease_until: Timestamp) -> Result<Option<JobRow>> {
+    let id: Option<JobId> = conn
+        .prepare_cached("SELECT id FROM jobs WHERE status = 'queued' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT 1")?
+        .query_row([now], |r| r.get(0))
+        .optional()?;
+    let Some(id) = id else { return Ok(None) };
+    set_status(conn, id, JobStatus::Queued, JobStatus::Processing, "claimed by a worker", now)?;
+    conn.prepare_cached(
+        "UPDATE jobs SET attempts = attempts + 1, lease_until = ?2, started_at = COALESCE(started_at, ?3) WHERE id = ?1",
+    )?
+    .execute(params![id, lease_until, now])?;
+    get(conn, id)
+}
+
+/// When the next queued job is due, for the workers' wait.
+pub fn next_due(conn: &Connection) -> Result<Option<Timestamp>> {
+    Ok(conn
+        .prepare_cached("SELECT MIN(next_attempt_at) FROM jobs WHERE status = 'queued'")?
+        .query_row([], |r| r.get::<_, Option<Timestamp>>(0))?)
+}
+
+pub fn renew_lease(conn: &Connection, id: JobId, until: Timestamp) -> Result<()> {
+    conn.prepare_cached("UPDATE jobs SET lease_until = ?2 WHERE id = ?1 AND status = 'processing'")?
+        .execute(params![id, until])?;
+    Ok(())
+}
+
+pub fn set_task(conn: &Connection, id: JobId, task: Option<&str>) -> Result<()> {
+    conn.prepare_cached("UPDATE jobs SET provider_task_id = ?2 WHERE id = ?1")?.execute(params![id, task])?;
+    Ok(())
+}
+
+pub fn set_result(conn: &Connection, id: JobId, output: &Value, cost: Credits, txn: Option<TxnId>) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE jobs SET output = ?2, credit_cost = ?3, transaction_id = ?4, lease_until = NULL WHERE id = ?1",
+    )?
+    .execute(params![id, output.to_string(), cost, txn])?;
+    Ok(())
+}
+
+pub fn set_error(conn: &Connection, id: JobId, code: &str, message: &str) -> Result<()> {
+    conn.prepare_cached("UPDATE jobs SET error_code = ?2, error_message = ?3, lease_until = NULL WHERE id = ?1")?
+        .execute(params![id, code, message])?;
+    Ok(())
+}
+
+/// An attempt that never reached the provider does not count.
+pub fn refund_attempt(conn: &Connection, id: JobId) -> Result<()> {
+    conn.prepare_cached("UPDATE jobs SET attempts = MAX(attempts - 1, 0) WHERE id = ?1")?.execute([id])?;
+    Ok(())
+}
+
+pub fn schedule(conn: &Connection, id: JobId, at: Timestamp) -> Result<()> {
+    conn.prepare_cached("UPDATE jobs SET next_attempt_at = ?2, lease_until = NULL WHERE id = ?1")?
+        .execute(params![id, at])?;
+    Ok(())
+}
+
+/// Clears a failed or canceled job for a fresh run.
+pub fn reset_for_retry(conn: &Connection, id: JobId, now: Timestamp) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE jobs SET attempts = 0, output = NULL, error_code = NULL, error_message = NULL, credit_cost = NULL,
+         transaction_id = NULL, provider_task_id = NULL, next_attempt_at = ?2, started_at = NULL, lease_until = NULL
+         WHERE id = ?1",
+    )?
+    .execute(params![id, now])?;
+    Ok(())
+}
+
+pub fn count_queued(conn: &Connection) -> Result<i64> {
+    Ok(conn.prepare_cached("SELECT count(*) FROM jobs WHERE status = 'queued'")?.query_row([], |r| r.get(0))?)
+}
+
+pub fn counts_by_status(conn: &Connection) -> Result<Vec<(String, i64)>> {
+    Ok(conn
+        .prepare_cached("SELECT status, count(*) FROM jobs GROUP BY status")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Processing jobs; with `lease_before`, only those whose lease ran out.
+pub fn processing(conn: &Connection, lease_before: Option<Timestamp>) -> Result<Vec<JobRow>> {
+    Ok(conn
+        .prepare(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE status = 'processing' AND (?1 IS NULL OR COALESCE(lease_until, 0) < ?1)"
+        ))?
+        .query_map([lease_before], row)?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn list(conn: &Connection, user: Option<UserId>, status: Option<JobStatus>, page: &Page) -> Result<List<JobRow>> {
+    let rows = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE id < ?1 AND (?2 IS NULL OR user_id = ?2) AND (?3 IS NULL OR status = ?3)
+             ORDER BY id DESC LIMIT ?4"
+        ))?
+        .query_map(params![page.before_id(), user, status.map(JobStatus::as_str), page.fetch()], row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(List::from_rows(rows, page))
+}
+
+pub fn events(conn: &Connection, id: JobId) -> Result<Vec<Event>> {
+    Ok(conn
+        .prepare_cached("SELECT to_status, at, message FROM job_events WHERE job_id = ?1 ORDER BY id")?
+        .query_map([id], |r| {
+            let s: String = r.get(0)?;
+            Ok(Event { status: JobStatus::parse(&s).unwrap_or(JobStatus::Failed), at: r.get(1)?, message: r.get(2)? })
+        })?
+        .collect::<rusqlite::Result<_>>()?)
+}

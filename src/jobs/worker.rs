@@ -1,0 +1,420 @@
+//! The job workers: N threads that claim due jobs (one `UPDATE` through the
+//! writer each, so no job is ever claimed twice), run them through the
+//! ModelAdapter and record the outcome. Idle workers sleep on a condition
+//! variable until a job is queued or the next retry is due.
+
+use super::input::{self, JobInput};
+use super::state::JobStatus;
+use super::storage::{self, JobRow};
+use super::{Notifier, TASK_SUBMITTING};
+use crate::app::App;
+use crate::domain::{Credits, Timestamp};
+use crate::error::{Error, Result};
+use crate::ledger::{self, HoldOutcome, HoldStatus};
+use crate::logs::{self, NewLog};
+use crate::metered;
+use crate::providers::types::TaskState;
+use crate::providers::{CallInfo, Model, ProviderError, Submitted, TaskRef};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// Longest an idle worker sleeps before looking for due work again.
+const IDLE_WAIT_MS_MAX: u64 = 1_000;
+
+pub struct Workers {
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    pub fn start(app: &Arc<App>) -> std::result::Result<Workers, String> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::new();
+        for i in 0..app.config.jobs.workers {
+            let (app, stop) = (Arc::clone(app), Arc::clone(&stop));
+            let h = thread::Builder::new()
+                .name(format!("job-{i}"))
+                .spawn(move || work(&app, &stop))
+                .map_err(|e| format!("cannot start a job worker: {e}"))?;
+            handles.push(h);
+        }
+        Ok(Workers { stop, handles })
+    }
+
+    /// Stops after the current step; a job being polled stays `processing`
+    /// and is resumed by recovery at the next start.
+    pub fn stop(self, notifier: &Notifier) {
+        self.stop.store(true, Ordering::SeqCst);
+        notifier.notify();
+        for h in self.handles {
+            let _ = h.join();
+        }
+    }
+}
+
+fn lease_until(app: &App) -> Timestamp {
+    Timestamp::now().plus_ms(app.config.jobs.lease_s as i64 * 1000)
+}
+
+fn work(app: &Arc<App>, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let until = lease_until(app);
+        let hold_until = until.plus_ms(app.hold_ttl_ms());
+        let claimed = app.db.write(move |c| {
+            let job = storage::claim_due(c, Timestamp::now(), until)?;
+            if let Some(h) = job.as_ref().and_then(|j| j.hold) {
+                ledger::extend(c, h, hold_until)?;
+            }
+            Ok::<_, Error>(job)
+        });
+        match claimed {
+            Ok(Some(job)) => run(app, job, stop),
+            Ok(None) => {
+                let wait = match app.db.read(storage::next_due) {
+                    Ok(Some(t)) => (t.millis() - Timestamp::now().millis()).clamp(5, IDLE_WAIT_MS_MAX as i64) as u64,
+                    _ => IDLE_WAIT_MS_MAX,
+                };
+                app.notifier.wait(Duration::from_millis(wait));
+            }
+            Err(e) => {
+                log::error!("job worker cannot claim work: {e}");
+                thread::sleep(Duration::from_millis(IDLE_WAIT_MS_MAX));
+            }
+        }
+    }
+}
+
+/// What a finished provider call produced.
+struct Done {
+    output: Value,
+    cost: Credits,
+    description: String,
+    info: CallInfo,
+}
+
+fn run(app: &App, job: JobRow, stop: &AtomicBool) {
+    let Some(model) = app.adapter.model(&job.model).cloned() else {
+        return fail(app, &job, "model_unavailable", &format!("The model {} is no longer configured.", job.model));
+    };
+    let parsed = match input::parse(job.jtype, &model, &job.input) {
+        Ok(i) => i,
+        Err(e) => return fail(app, &job, "invalid_input", &e.to_string()),
+    };
+    if let Some(stored) = job.provider_task_id.as_deref() {
+        // A restart found this job mid-task: resume polling, never resubmit.
+        return match TaskRef::decode(stored) {
+            Some(task) => poll(app, &job, &model, &parsed, task, None, stop),
+            None => {
+                fail(app, &job, "submission_unknown", "The provider task of this job is unknown; it was not charged.")
+            }
+        };
+    }
+    match &parsed {
+        JobInput::Text(req) => match app.adapter.chat(&model, req) {
+            Ok((resp, info)) => {
+                let u = resp.usage;
+                complete(
+                    app,
+                    &job,
+                    Done {
+                        output: json!({"text": resp.text, "finish_reason": resp.finish_reason,
+                                       "usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}}),
+                        cost: metered::chat_cost(&model, &u),
+                        description: format!(
+                            "job {} text {} ({} in / {} out tokens)",
+                            job.id, model.name, u.prompt_tokens, u.completion_tokens
+                        ),
+                        info,
+                    },
+                )
+            }
+            Err(e) => failed_call(app, &job, e),
+        },
+        JobInput::Image(req) => {
+            if !mark_submitting(app, &job) {
+                return;
+            }
+            match app.adapter.image_submit(&model, req) {
+                Ok((Submitted::Done(resp), info)) => {
+                    let n = (resp.urls.len() as u32).min(req.n);
+                    let images: Vec<Value> = resp.urls.iter().take(n as usize).map(|u| json!({"url": u})).collect();
+                    complete(
+                        app,
+                        &job,
+                        Done {
+                            output: json!({"images": images}),
+                            cost: model.price.images(n),
+                            description: format!("job {} images {} ({n})", job.id, model.name),
+                            info,
+                        },
+                    )
+                }
+                Ok((Submitted::Task(task), info)) => poll(app, &job, &model, &parsed, task, Some(info), stop),
+                Err(e) => {
+                    unmark_submitting(app, &job);
+                    failed_call(app, &job, e)
+                }
+            }
+        }
+        JobInput::Video(req) => {
+            if !mark_submitting(app, &job) {
+                return;
+            }
+            match app.adapter.video_submit(&model, req) {
+                Ok((task, info)) => poll(app, &job, &model, &parsed, task, Some(info), stop),
+                Err(e) => {
+                    unmark_submitting(app, &job);
+                    failed_call(app, &job, e)
+                }
+            }
+        }
+    }
+}
+
+/// Records that a provider task is about to be submitted. False when the job
+/// is no longer ours (canceled meanwhile).
+fn mark_submitting(app: &App, job: &JobRow) -> bool {
+    let id = job.id;
+    app.db
+        .write(move |c| {
+            let live = storage::get(c, id)?.is_some_and(|j| j.status == JobStatus::Processing);
+            if live {
+                storage::set_task(c, id, Some(TASK_SUBMITTING))?;
+            }
+            Ok::<_, Error>(live)
+        })
+        .unwrap_or(false)
+}
+
+fn unmark_submitting(app: &App, job: &JobRow) {
+    let id = job.id;
+    if let Err(e) = app.db.write(move |c| storage::set_task(c, id, None)) {
+        log::error!("job {id}: cannot clear the submission marker: {e}");
+    }
+}
+
+/// Polls a provider task until it finishes, fails, times out or the job is
+/// canceled. The task id is persisted first, so a restart resumes here.
+fn poll(
+    app: &App,
+    job: &JobRow,
+    model: &Model,
+    parsed: &JobInput,
+    task: TaskRef,
+    info: Option<CallInfo>,
+    stop: &AtomicBool,
+) {
+    let id = job.id;
+    let encoded = task.encode();
+    if let Err(e) = app.db.write(move |c| storage::set_task(c, id, Some(&encoded))) {
+        // Leave the marker: recovery fails the job rather than pay twice.
+        log::error!("job {id}: cannot record provider task {}: {e}", task.task_id);
+        return;
+    }
+    let info = info.unwrap_or(CallInfo {
+        provider: model.routes.get(task.route_index).map(|r| r.provider.clone()).unwrap_or_default(),
+        upstream_model: model.routes.get(task.route_index).map(|r| r.model.clone()).unwrap_or_default(),
+        latency_ms: 0,
+        route_index: task.route_index,
+    });
+    let cfg = &app.config.jobs;
+    let started = job.started_at.unwrap_or_else(Timestamp::now);
+    let mut interval = cfg.poll_interval_min_ms;
+    loop {
+        let current = app.db.read(|c| storage::get(c, id)).ok().flatten();
+        if current.as_ref().is_none_or(|j| j.status != JobStatus::Processing) {
+            // Canceled while running: stop the provider's work too.
+            if let Err(e) = app.adapter.task_cancel(model, &task) {
+                log::info!("job {id}: the provider task could not be canceled ({e})");
+            }
+            return;
+        }
+        if Timestamp::now().millis() - started.millis() > cfg.task_timeout_s as i64 * 1000 {
+            let _ = app.adapter.task_cancel(model, &task);
+            return fail(
+                app,
+                job,
+                "task_timeout",
+                &format!("The provider did not finish within {} s.", cfg.task_timeout_s),
+            );
+        }
+        match app.adapter.task_poll(model, &task) {
+            Ok(TaskState::Running) => {}
+            Ok(TaskState::Succeeded { urls, duration_s }) => {
+                let done = match parsed {
+                    JobInput::Video(req) => {
+                        let seconds = duration_s.unwrap_or(req.duration_s);
+                        Done {
+                            output: json!({"video_url": urls.first(), "duration_s": seconds}),
+                            cost: model.price.video(seconds),
+                            description: format!("job {id} video {} ({seconds} s)", model.name),
+                            info,
+                        }
+                    }
+                    JobInput::Image(req) => {
+                        let n = (urls.len() as u32).min(req.n);
+                        let images: Vec<Value> = urls.iter().take(n as usize).map(|u| json!({"url": u})).collect();
+                        Done {
+                            output: json!({"images": images}),
+                            cost: model.price.images(n),
+                            description: format!("job {id} images {} ({n})", model.name),
+                            info,
+                        }
+                    }
+                    JobInput::Text(_) => return fail(app, job, "invalid_input", "a text job has no provider task"),
+                };
+                return complete(app, job, done);
+            }
+            Ok(TaskState::Failed { code, message }) => {
+                return fail(app, job, "provider_task_failed", &format!("{code}: {message}"));
+            }
+            Err(e) => return failed_call(app, job, e),
+        }
+        if !sleep_unless_stopped(Duration::from_millis(interval), stop) {
+            return;
+        }
+        interval = (interval * 2).min(cfg.poll_interval_max_ms);
+        let (until, hold) = (lease_until(app), job.hold);
+        let hold_until = until.plus_ms(app.hold_ttl_ms());
+        let _ = app.db.write(move |c| {
+            storage::renew_lease(c, id, until)?;
+            if let Some(h) = hold {
+                ledger::extend(c, h, hold_until)?;
+            }
+            Ok::<_, Error>(())
+        });
+    }
+}
+
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
+    let step = Duration::from_millis(50);
+    let mut left = d;
+    while !left.is_zero() {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let s = left.min(step);
+        thread::sleep(s);
+        left -= s;
+    }
+    !stop.load(Ordering::Relaxed)
+}
+
+/// Settles the hold, stores the output and completes the job, in one
+/// transaction. A job canceled meanwhile is left alone (its hold is gone).
+fn complete(app: &App, job: &JobRow, done: Done) {
+    let (id, user, model) = (job.id, job.user, job.model.clone());
+    let result = app.db.write(move |c| {
+        let Some(cur) = storage::get(c, id)? else { return Ok(None) };
+        if cur.status != JobStatus::Processing {
+            return Ok(None);
+        }
+        let outcome = match cur.hold {
+            Some(h) => ledger::settle(c, h, done.cost, &done.description)?,
+            None => HoldOutcome {
+                hold_id: crate::domain::HoldId(0),
+                status: HoldStatus::Settled,
+                charged: Credits::ZERO,
+                transaction_id: None,
+            },
+        };
+        storage::set_result(c, id, &done.output, outcome.charged, outcome.transaction_id)?;
+        storage::set_status(c, id, JobStatus::Processing, JobStatus::Completed, "completed", Timestamp::now())?;
+        logs::write(
+            c,
+            &NewLog::business(
+                user,
+                "job_completed",
+                true,
+                json!({"job_id": id, "model": model, "provider": done.info.provider, "cost": outcome.charged,
+                       "transaction_id": outcome.transaction_id, "latency_ms": done.info.latency_ms}),
+            ),
+        )?;
+        Ok::<_, Error>(Some(outcome.charged))
+    });
+    match result {
+        Ok(Some(charged)) => crate::metrics::global().credits_charged.inc_by(charged.0.max(0) as u64),
+        Ok(None) => log::info!("job {id} finished after it was canceled; result discarded"),
+        Err(e) => log::error!("job {id}: cannot record completion: {e}; recovery will retry it"),
+    }
+}
+
+/// A permanent failure: `failed`, hold released, nothing charged.
+fn fail(app: &App, job: &JobRow, code: &str, message: &str) {
+    let (id, user, code, message) = (job.id, job.user, code.to_owned(), message.to_owned());
+    let r = app.db.write(move |c| -> Result<()> {
+        let Some(cur) = storage::get(c, id)? else { return Ok(()) };
+        if cur.status != JobStatus::Processing {
+            return Ok(());
+        }
+        storage::set_status(c, id, JobStatus::Processing, JobStatus::Failed, &message, Timestamp::now())?;
+        storage::set_error(c, id, &code, &message)?;
+        if let Some(h) = cur.hold {
+            ledger::release(c, h)?;
+        }
+        logs::write(
+            c,
+            &NewLog::business(
+                user,
+                "job_failed",
+                false,
+                json!({"job_id": id, "error": code, "message": message, "cost": 0}),
+            ),
+        )?;
+        Ok(())
+    });
+    if let Err(e) = r {
+        log::error!("job {id}: cannot record failure: {e}");
+    }
+}
+
+/// A provider failure: transient ones are retried with exponential backoff
+/// and jitter until `max_attempts`; the rest fail the job.
+fn failed_call(app: &App, job: &JobRow, e: ProviderError) {
+    if let ProviderError::CircuitOpen { retry_in_ms } = e {
+        // Nothing was called: wait for the circuit, without using an attempt.
+        let (id, at) = (job.id, Timestamp::now().plus_ms(retry_in_ms as i64));
+        let r = app.db.write(move |c| -> Result<()> {
+            let why = "waiting for the provider's circuit to close";
+            if storage::set_status(c, id, JobStatus::Processing, JobStatus::Queued, why, Timestamp::now())? {
+                storage::schedule(c, id, at)?;
+                storage::refund_attempt(c, id)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            log::error!("job {id}: cannot reschedule it: {e}");
+        }
+        return;
+    }
+    if !e.is_transient() || job.attempts >= job.max_attempts {
+        let code = if e.is_client_error() {
+            "provider_rejected"
+        } else if matches!(e, ProviderError::Timeout) {
+            "upstream_timeout"
+        } else {
+            "upstream_error"
+        };
+        let attempts = job.attempts;
+        return fail(app, job, code, &format!("{e} (after {attempts} attempt(s))"));
+    }
+    let cfg = &app.config.jobs;
+    let exp = cfg.backoff_base_ms.saturating_mul(1u64 << job.attempts.saturating_sub(1).min(20));
+    let delay = exp.min(cfg.backoff_max_ms);
+    let jitter = crate::auth::api_key::random_bytes::<2>().map(|b| u64::from(u16::from_le_bytes(b))).unwrap_or(0)
+        % (delay / 2 + 1);
+    let at = Timestamp::now().plus_ms((delay + jitter) as i64);
+    let (id, message) = (job.id, format!("attempt {} failed ({e}); retrying in {} ms", job.attempts, delay + jitter));
+    let r = app.db.write(move |c| -> Result<()> {
+        if storage::set_status(c, id, JobStatus::Processing, JobStatus::Queued, &message, Timestamp::now())? {
+            storage::schedule(c, id, at)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = r {
+        log::error!("job {id}: cannot schedule its retry: {e}");
+    }
+}
