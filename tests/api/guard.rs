@@ -17,10 +17,7 @@ fn ten_per_minute_lets_ten_through_refuses_the_eleventh_and_refills_with_time() 
     let clock = Arc::new(ManualClock::default());
     let app = TestApp::spawn_with_clock(Arc::clone(&clock) as Arc<dyn Clock>);
     let ann = app.user("ann");
-    let r = app
-        .client
-        .request("PUT", &format!("/v1/admin/users/{}/limits", ann.id), Some(&app.admin), &[], Some(br#"{"rpm": 10}"#))
-        .unwrap();
+    let r = app.put_limits(&app.admin, &ann, r#"{"rpm": 10}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["effective"]["burst"], 10, "rpm without burst sets burst");
     for i in 0..10 {
@@ -116,16 +113,7 @@ fn a_consume_over_the_per_request_cap_is_refused_with_402_and_logged() {
     assert_eq!(logs.len(), 1);
     assert_eq!(logs[0]["details"]["guard"], "max_cost");
     // A per-user override lifts it for ann only.
-    let r = app
-        .client
-        .request(
-            "PUT",
-            &format!("/v1/admin/users/{}/limits", ann.id),
-            Some(&app.admin),
-            &[],
-            Some(br#"{"max_cost_per_request": 0}"#),
-        )
-        .unwrap();
+    let r = app.put_limits(&app.admin, &ann, r#"{"max_cost_per_request": 0}"#);
     assert_eq!(r.status, 200);
     assert_eq!(app.consume(&ann, 500).status, 201);
 }
@@ -135,16 +123,7 @@ fn limits_show_what_is_left_today_and_daily_cap_refusals_say_when_to_retry() {
     let app = TestApp::spawn();
     let ann = app.user("ann");
     app.grant(&ann, 1_000);
-    let r = app
-        .client
-        .request(
-            "PUT",
-            &format!("/v1/admin/users/{}/limits", ann.id),
-            Some(&app.admin),
-            &[],
-            Some(br#"{"daily_cap": 100, "rpm": 500, "burst": 50}"#),
-        )
-        .unwrap();
+    let r = app.put_limits(&app.admin, &ann, r#"{"daily_cap": 100, "rpm": 500, "burst": 50}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     for _ in 0..14 {
         assert_eq!(app.consume(&ann, 7).status, 201);
@@ -167,14 +146,13 @@ fn limits_show_what_is_left_today_and_daily_cap_refusals_say_when_to_retry() {
 fn bad_limit_overrides_are_refused_and_change_nothing() {
     let app = TestApp::spawn();
     let ann = app.user("ann");
-    let path = format!("/v1/admin/users/{}/limits", ann.id);
     for (body, param) in [
-        (&br#"{"rpm": 0}"#[..], "rpm"),
-        (br#"{"burst": -1}"#, "burst"),
-        (br#"{"daily_cap": -5}"#, "daily_cap"),
-        (br#"{"rpm": "many"}"#, "rpm"),
+        (r#"{"rpm": 0}"#, "rpm"),
+        (r#"{"burst": -1}"#, "burst"),
+        (r#"{"daily_cap": -5}"#, "daily_cap"),
+        (r#"{"rpm": "many"}"#, "rpm"),
     ] {
-        let r = app.client.request("PUT", &path, Some(&app.admin), &[], Some(body)).unwrap();
+        let r = app.put_limits(&app.admin, &ann, body);
         assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some(param)), "{}", r.text());
     }
     let r = app
@@ -183,7 +161,7 @@ fn bad_limit_overrides_are_refused_and_change_nothing() {
         .unwrap();
     assert_eq!(r.status, 404);
     assert_eq!(app.count("user_limits"), 0);
-    let r = app.client.request("PUT", &path, Some(&ann.token), &[], Some(br#"{"rpm": 100000}"#)).unwrap();
+    let r = app.put_limits(&ann.token, &ann, r#"{"rpm": 100000}"#);
     assert_eq!(r.status, 403, "users cannot raise their own limits");
 }
 

@@ -224,6 +224,13 @@ impl TestApp {
         assert_eq!(r.status, 201, "grant: {}", r.text());
     }
 
+    /// `PUT /v1/admin/users/{id}/limits` as `token` (the admin's, or not).
+    pub fn put_limits(&self, token: &str, user: &TestUser, body: &str) -> Resp {
+        self.client
+            .request("PUT", &format!("/v1/admin/users/{}/limits", user.id), Some(token), &[], Some(body.as_bytes()))
+            .expect("PUT limits failed")
+    }
+
     pub fn balance(&self, user: &TestUser) -> Value {
         let r = self.client.get("/v1/credits/balance", &user.token);
         assert_eq!(r.status, 200, "{}", r.text());
