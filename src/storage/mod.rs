@@ -68,8 +68,9 @@ pub struct Db {
 
 fn apply_pragmas(conn: &Connection, sync: Synchronous) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    // temp_store=MEMORY keeps the writer's savepoint sub-journals off disk.
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA synchronous={};",
+        "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA synchronous={}; PRAGMA temp_store=MEMORY;",
         sync.pragma()
     ))?;
     conn.set_prepared_statement_cache_capacity(64);

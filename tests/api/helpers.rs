@@ -297,6 +297,14 @@ pub struct ServerProcess {
     pub client: Client,
 }
 
+/// A test that fails must not leave its server running.
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn serve_process(db: &std::path::Path, extra_env: &[(&str, &str)]) -> ServerProcess {
     let mut cmd = bin();
     cmd.args(["serve", "--addr", "127.0.0.1:0", "--db"])

@@ -1,0 +1,72 @@
+//! Hot paths outside the writer: JWT verification, the token-bucket check,
+//! and the full audit of a 1M-row ledger.
+//!
+//! Run: `cargo bench --bench hot_paths`.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate::auth::CurrentUser;
+use tollgate::auth::jwt::JwtKeys;
+use tollgate::config::{AuthConfig, LimitsConfig};
+use tollgate::domain::{Credits, Email, Role, UserId};
+use tollgate::guard::{Guard, SystemClock};
+use tollgate::storage::{Db, Synchronous};
+
+fn jwt(c: &mut Criterion) {
+    let keys = JwtKeys::new(b"0123456789abcdef0123456789abcdef");
+    let token = keys.issue(UserId(42), Role::User, 3600).expect("token");
+    c.bench_function("jwt_verify", |b| b.iter(|| keys.verify(std::hint::black_box(&token)).expect("valid")));
+}
+
+fn bucket(c: &mut Criterion) {
+    let limits = LimitsConfig { rpm: 1_000_000_000, burst: 1_000_000_000, ..LimitsConfig::default() };
+    let guard = Guard::new(limits, AuthConfig::default(), Arc::new(SystemClock::default()));
+    let mut i = 0i64;
+    c.bench_function("token_bucket_check_10k_users", |b| {
+        b.iter(|| {
+            i = (i + 1) % 10_000;
+            let u = CurrentUser { id: UserId(i + 1), role: Role::User, via: tollgate::auth::Credential::Jwt };
+            guard.check_rate(std::hint::black_box(&u))
+        })
+    });
+}
+
+/// 1,000 users x 1,000 rows, written in groups of 10,000 rows per transaction.
+fn audit_1m(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(&dir.path().join("audit.db"), Synchronous::Normal).expect("open");
+    let users: Vec<UserId> = (0..1000)
+        .map(|i| {
+            let email = Email::parse(&format!("a{i}@example.com")).expect("email");
+            db.write(move |c| Ok::<_, tollgate::error::Error>(tollgate::users::insert(c, &email, "x", Role::User)?.id))
+                .expect("user")
+        })
+        .collect();
+    for round in 0..100 {
+        let users = users.clone();
+        db.write(move |c| {
+            for u in &users {
+                for k in 0..10 {
+                    tollgate::ledger::grant(c, *u, Credits(1 + k), "seed")?;
+                }
+            }
+            let _ = round;
+            Ok::<_, tollgate::error::Error>(())
+        })
+        .expect("seed");
+    }
+    let mut g = c.benchmark_group("audit");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(20));
+    g.bench_function("audit_1m_rows", |b| {
+        b.iter(|| {
+            let report = db.read(|c| tollgate::ledger::audit::audit(c, None)).expect("audit");
+            assert!(report.valid && report.rows_checked == 1_000_000);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, jwt, bucket, audit_1m);
+criterion_main!(benches);
