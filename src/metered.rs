@@ -101,7 +101,8 @@ pub fn reserve(app: &App, user: UserId, bound: Credits, job: Option<JobId>) -> R
     }
     let caps = app.guard.spend_caps(user);
     let ttl = app.hold_ttl_ms();
-    let hold = app.db.write(move |c| ledger::hold(c, user, bound, job, ttl, &caps))?;
+    // Not fsynced on its own: the settle that follows is, and carries it.
+    let hold = app.db.write_lazy(move |c| ledger::hold(c, user, bound, job, ttl, &caps))?;
     Ok(Reservation { user, hold: Some(hold), bound })
 }
 

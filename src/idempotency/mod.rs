@@ -58,7 +58,8 @@ pub fn parse_key(raw: &str) -> Result<String> {
 }
 
 pub fn begin(db: &Db, user: UserId, key: String, fingerprint: String) -> Result<Claim> {
-    db.write(move |c| {
+    // A claim lost in a power cut is one startup would clear anyway.
+    db.write_lazy(move |c| {
         let now = Timestamp::now();
         let fresh_after = now.plus_ms(-IDEMPOTENCY_TTL_MS);
         match storage::get(c, user, &key)? {

@@ -145,7 +145,7 @@ impl Db {
             .connection_timeout(Duration::from_secs(10))
             .build(manager)
             .map_err(|e| StorageError::Pool(e.to_string()))?;
-        let writer = Writer::start(conn)?;
+        let writer = Writer::start(conn, sync == Synchronous::Full)?;
         Ok(Db { readers, writer: Arc::new(writer), path: path.to_path_buf() })
     }
 
@@ -166,7 +166,20 @@ impl Db {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        self.writer.submit(f)
+        self.writer.submit(true, f)
+    }
+
+    /// Like [`Db::write`], but the caller may be answered before the commit
+    /// is fsynced: for writes whose loss in a power cut is harmless because
+    /// anything that depends on them is written durably later (a hold
+    /// settled afterwards, an idempotency claim cleared at startup). WAL
+    /// order makes every later durable commit carry these with it.
+    pub fn write_lazy<T, E>(&self, f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        self.writer.submit(false, f)
     }
 
     pub fn writer_stats(&self) -> WriterStats {

@@ -32,6 +32,8 @@ pub const WRITER_GROUP_SIZE_MAX: usize = 512;
 pub const WRITER_QUEUE_MAX: usize = 8_192;
 
 trait WriteJob: Send {
+    /// Whether the caller must not be answered before an fsync.
+    fn durable(&self) -> bool;
     /// Runs the closure; true when it succeeded and its changes should stay.
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller once the group's fate is known.
@@ -39,6 +41,7 @@ trait WriteJob: Send {
 }
 
 struct Job<T, E, F> {
+    durable: bool,
     f: Option<F>,
     result: Option<Result<T, E>>,
     reply: SyncSender<Result<T, E>>,
@@ -50,6 +53,10 @@ where
     E: From<StorageError> + Send,
     F: FnOnce(&Connection) -> Result<T, E> + Send,
 {
+    fn durable(&self) -> bool {
+        self.durable
+    }
+
     fn run(&mut self, conn: &Connection) -> bool {
         let Some(f) = self.f.take() else { return false };
         let outcome = match catch_unwind(AssertUnwindSafe(|| f(conn))) {
@@ -102,25 +109,27 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn start(conn: Connection) -> Result<Writer, StorageError> {
+    /// `full_sync`: the connection runs at `synchronous=FULL`, so groups of
+    /// only non-durable writes may drop to NORMAL.
+    pub(super) fn start(conn: Connection, full_sync: bool) -> Result<Writer, StorageError> {
         let (tx, rx) = sync_channel::<Box<dyn WriteJob>>(WRITER_QUEUE_MAX);
         let counters = Arc::new(Counters::default());
         let c = Arc::clone(&counters);
         let handle = thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || run(conn, rx, &c))
+            .spawn(move || run(conn, rx, &c, full_sync))
             .map_err(|e| StorageError::Pool(format!("cannot start writer thread: {e}")))?;
         Ok(Writer { tx: Mutex::new(Some(tx)), counters, handle: Mutex::new(Some(handle)) })
     }
 
-    pub(super) fn submit<T, E, F>(&self, f: F) -> Result<T, E>
+    pub(super) fn submit<T, E, F>(&self, durable: bool, f: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = sync_channel(1);
-        let job: Box<dyn WriteJob> = Box::new(Job { f: Some(f), result: None, reply });
+        let job: Box<dyn WriteJob> = Box::new(Job { durable, f: Some(f), result: None, reply });
         let sender = match self.tx.lock() {
             Ok(guard) => guard.clone(),
             Err(_) => None,
@@ -161,7 +170,7 @@ impl Drop for Writer {
     }
 }
 
-fn run(conn: Connection, rx: Receiver<Box<dyn WriteJob>>, counters: &Counters) {
+fn run(conn: Connection, rx: Receiver<Box<dyn WriteJob>>, counters: &Counters, full_sync: bool) {
     let mut group: Vec<Box<dyn WriteJob>> = Vec::with_capacity(WRITER_GROUP_SIZE_MAX);
     while let Ok(first) = rx.recv() {
         group.push(first);
@@ -171,7 +180,18 @@ fn run(conn: Connection, rx: Receiver<Box<dyn WriteJob>>, counters: &Counters) {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
+        // A group of only non-durable writes commits without an fsync. WAL
+        // frames are appended in order, so the next durable commit's fsync
+        // makes these durable too: nothing committed after them can survive
+        // a power loss without them.
+        let lazy = full_sync && !group.iter().any(|j| j.durable());
+        if lazy {
+            let _ = conn.execute_batch("PRAGMA synchronous=NORMAL");
+        }
         run_group(&conn, &mut group, counters);
+        if lazy && let Err(e) = conn.execute_batch("PRAGMA synchronous=FULL") {
+            log::error!("writer cannot restore synchronous=FULL: {e}");
+        }
     }
 }
 
@@ -269,6 +289,39 @@ mod tests {
             })
             .unwrap();
         assert_eq!(rows, 32);
+    }
+
+    #[test]
+    fn lazy_and_durable_writes_interleave_and_all_commit_at_full_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(&dir.path().join("t.db"), Synchronous::Full).unwrap());
+        let handles: Vec<_> = (0..32)
+            .map(|i| {
+                let db = Arc::clone(&db);
+                std::thread::spawn(move || {
+                    let sql = move |c: &rusqlite::Connection| -> Result<usize, StorageError> {
+                        Ok(c.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [format!("m{i}")])?)
+                    };
+                    if i % 2 == 0 { db.write_lazy(sql) } else { db.write(sql) }
+                })
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap().unwrap(), 1);
+        }
+        let rows: i64 = db
+            .read(|c| {
+                Ok::<_, StorageError>(
+                    c.query_row("SELECT count(*) FROM settings WHERE key LIKE 'm%'", [], |r| r.get(0))?,
+                )
+            })
+            .unwrap();
+        assert_eq!(rows, 32);
+        // The writer is back at FULL after lazy groups: a durable write
+        // issued now reads the setting from inside the writer.
+        let level: i64 =
+            db.write(|c| Ok::<_, StorageError>(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?)).unwrap();
+        assert_eq!(level, 2, "synchronous=FULL restored");
     }
 
     #[test]
