@@ -10,10 +10,6 @@ mod inputs;
 mod time;
 
 pub use credits::{CREDITS_AMOUNT_MAX, Credits};
-
-pub const fn credits_amount_max() -> i64 {
-    CREDITS_AMOUNT_MAX
-}
 pub use ids::{ApiKeyId, HoldId, JobId, LogId, TxnId, UserId};
 pub use inputs::{Email, Password, Role};
 pub use time::{Timestamp, day_number, day_start};

@@ -37,10 +37,6 @@ impl Response {
         Response { status, content_type, headers: Vec::new(), body: body.into(), stream: None }
     }
 
-    pub fn no_content() -> Response {
-        Response { status: 204, content_type: JSON, headers: Vec::new(), body: Vec::new(), stream: None }
-    }
-
     pub fn event_stream(body: Box<dyn Read + Send>) -> Response {
         Response {
             status: 200,
@@ -53,10 +49,5 @@ impl Response {
 
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
-    }
-
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
-        self.headers.push((name, value.into()));
-        self
     }
 }

@@ -16,11 +16,11 @@ mod error;
 mod writer;
 
 pub use error::StorageError;
-pub use writer::{WRITER_GROUP_SIZE_MAX, WRITER_QUEUE_MAX, WriterStats};
+pub use writer::{WRITER_GROUP_SIZE_MAX, WRITER_QUEUE_MAX};
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use writer::Writer;
@@ -63,7 +63,6 @@ impl Synchronous {
 pub struct Db {
     readers: r2d2::Pool<SqliteConnectionManager>,
     writer: Arc<Writer>,
-    path: PathBuf,
 }
 
 fn apply_pragmas(conn: &Connection, sync: Synchronous) -> rusqlite::Result<()> {
@@ -146,11 +145,7 @@ impl Db {
             .build(manager)
             .map_err(|e| StorageError::Pool(e.to_string()))?;
         let writer = Writer::start(conn, sync == Synchronous::Full)?;
-        Ok(Db { readers, writer: Arc::new(writer), path: path.to_path_buf() })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Db { readers, writer: Arc::new(writer) })
     }
 
     /// Runs `f` on a pooled read connection.
@@ -180,9 +175,5 @@ impl Db {
         E: From<StorageError> + Send + 'static,
     {
         self.writer.submit(false, f)
-    }
-
-    pub fn writer_stats(&self) -> WriterStats {
-        self.writer.stats()
     }
 }

@@ -18,9 +18,8 @@
 use super::StorageError;
 use rusqlite::Connection;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
 
@@ -83,28 +82,8 @@ where
     }
 }
 
-/// Counters for `/metrics` and the benchmarks.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct WriterStats {
-    pub groups: u64,
-    pub writes: u64,
-    pub failed_writes: u64,
-    pub group_size_max: u64,
-    pub commit_micros_total: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    groups: AtomicU64,
-    writes: AtomicU64,
-    failed_writes: AtomicU64,
-    group_size_max: AtomicU64,
-    commit_micros_total: AtomicU64,
-}
-
 pub(super) struct Writer {
     tx: Mutex<Option<SyncSender<Box<dyn WriteJob>>>>,
-    counters: Arc<Counters>,
     handle: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
@@ -113,13 +92,11 @@ impl Writer {
     /// only non-durable writes may drop to NORMAL.
     pub(super) fn start(conn: Connection, full_sync: bool) -> Result<Writer, StorageError> {
         let (tx, rx) = sync_channel::<Box<dyn WriteJob>>(WRITER_QUEUE_MAX);
-        let counters = Arc::new(Counters::default());
-        let c = Arc::clone(&counters);
         let handle = thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || run(conn, rx, &c, full_sync))
+            .spawn(move || run(conn, rx, full_sync))
             .map_err(|e| StorageError::Pool(format!("cannot start writer thread: {e}")))?;
-        Ok(Writer { tx: Mutex::new(Some(tx)), counters, handle: Mutex::new(Some(handle)) })
+        Ok(Writer { tx: Mutex::new(Some(tx)), handle: Mutex::new(Some(handle)) })
     }
 
     pub(super) fn submit<T, E, F>(&self, durable: bool, f: F) -> Result<T, E>
@@ -142,17 +119,6 @@ impl Writer {
         }
         answer.recv().unwrap_or_else(|_| Err(E::from(StorageError::WriterGone)))
     }
-
-    pub(super) fn stats(&self) -> WriterStats {
-        let c = &self.counters;
-        WriterStats {
-            groups: c.groups.load(Ordering::Relaxed),
-            writes: c.writes.load(Ordering::Relaxed),
-            failed_writes: c.failed_writes.load(Ordering::Relaxed),
-            group_size_max: c.group_size_max.load(Ordering::Relaxed),
-            commit_micros_total: c.commit_micros_total.load(Ordering::Relaxed),
-        }
-    }
 }
 
 impl Drop for Writer {
@@ -170,7 +136,7 @@ impl Drop for Writer {
     }
 }
 
-fn run(conn: Connection, rx: Receiver<Box<dyn WriteJob>>, counters: &Counters, full_sync: bool) {
+fn run(conn: Connection, rx: Receiver<Box<dyn WriteJob>>, full_sync: bool) {
     let mut group: Vec<Box<dyn WriteJob>> = Vec::with_capacity(WRITER_GROUP_SIZE_MAX);
     while let Ok(first) = rx.recv() {
         group.push(first);
@@ -188,14 +154,14 @@ fn run(conn: Connection, rx: Receiver<Box<dyn WriteJob>>, counters: &Counters, f
         if lazy {
             let _ = conn.execute_batch("PRAGMA synchronous=NORMAL");
         }
-        run_group(&conn, &mut group, counters);
+        run_group(&conn, &mut group);
         if lazy && let Err(e) = conn.execute_batch("PRAGMA synchronous=FULL") {
             log::error!("writer cannot restore synchronous=FULL: {e}");
         }
     }
 }
 
-fn run_group(conn: &Connection, group: &mut Vec<Box<dyn WriteJob>>, counters: &Counters) {
+fn run_group(conn: &Connection, group: &mut Vec<Box<dyn WriteJob>>) {
     let started = Instant::now();
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let msg = e.to_string();
@@ -236,14 +202,8 @@ fn run_group(conn: &Connection, group: &mut Vec<Box<dyn WriteJob>>, counters: &C
         log::error!("writer commit failed, group of {} rolled back: {e}", group.len());
         e.to_string()
     });
-    let n = group.len() as u64;
-    counters.groups.fetch_add(1, Ordering::Relaxed);
-    counters.writes.fetch_add(n, Ordering::Relaxed);
-    counters.failed_writes.fetch_add(failed, Ordering::Relaxed);
-    counters.group_size_max.fetch_max(n, Ordering::Relaxed);
-    counters.commit_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     let m = crate::metrics::global();
-    m.writer_group_size.with_label_values::<&str>(&[]).observe(n as f64);
+    m.writer_group_size.with_label_values::<&str>(&[]).observe(group.len() as f64);
     m.writer_commit_seconds.with_label_values::<&str>(&[]).observe(started.elapsed().as_secs_f64());
     for job in group.drain(..) {
         job.finish(commit_err.as_deref().map_or(Ok(()), Err));

@@ -20,7 +20,7 @@ pub(crate) fn positive_amount(n: i64, param: &str) -> Result<Credits, ApiError> 
         ApiError::new(
             400,
             "invalid_request",
-            format!("{param} must be a whole number of credits from 1 to {}.", crate::domain::credits_amount_max()),
+            format!("{param} must be a whole number of credits from 1 to {}.", crate::domain::CREDITS_AMOUNT_MAX),
         )
         .with_param(param)
     })
