@@ -223,6 +223,32 @@ fn change_balance(
     Ok(txn)
 }
 
+/// What a charge may draw on, once `check_spend` has allowed it.
+struct Spendable {
+    balance: Credits,
+    held: Credits,
+    /// The spend day the charge counts toward.
+    day: i64,
+}
+
+/// The checks every new charge passes first (a consume, or a hold): enough
+/// available credits, then room under the daily caps.
+fn check_spend(
+    conn: &Connection,
+    user: UserId,
+    amount: Credits,
+    caps: &SpendCaps,
+    now: Timestamp,
+) -> Result<Spendable> {
+    let (balance, held) = account(conn, user)?;
+    let available = balance - held;
+    if available < amount {
+        return Err(Error::InsufficientCredits { needed: amount, available });
+    }
+    let day = check_daily_cap(conn, user, amount, caps, now)?;
+    Ok(Spendable { balance, held, day })
+}
+
 /// Spends `amount` now: checks available credits and the daily cap, appends
 /// the `consume` row, updates the cache and today's spend, logs it.
 pub fn consume(
@@ -232,13 +258,8 @@ pub fn consume(
     description: &str,
     caps: &SpendCaps,
 ) -> Result<Consumed> {
-    let (balance, held) = account(conn, user)?;
-    let available = balance - held;
-    if available < amount {
-        return Err(Error::InsufficientCredits { needed: amount, available });
-    }
     let now = Timestamp::now();
-    let day = check_daily_cap(conn, user, amount, caps, now)?;
+    let Spendable { balance, held, day } = check_spend(conn, user, amount, caps, now)?;
     let after = balance - amount;
     let txn = storage::append(
         conn,
@@ -277,13 +298,8 @@ pub fn hold(
     ttl_ms: i64,
     caps: &SpendCaps,
 ) -> Result<HoldId> {
-    let (balance, held) = account(conn, user)?;
-    let available = balance - held;
-    if available < amount {
-        return Err(Error::InsufficientCredits { needed: amount, available });
-    }
     let now = Timestamp::now();
-    let day = check_daily_cap(conn, user, amount, caps, now)?;
+    let Spendable { day, .. } = check_spend(conn, user, amount, caps, now)?;
     let id = storage::insert_hold(conn, user, amount, job, day, now.plus_ms(ttl_ms), now)?;
     storage::add_held(conn, user, amount)?;
     storage::add_spent(conn, user, day, amount)?;
