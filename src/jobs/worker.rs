@@ -10,7 +10,7 @@ use super::{Notifier, TASK_SUBMITTING};
 use crate::app::App;
 use crate::domain::{Credits, Timestamp};
 use crate::error::{Error, Result};
-use crate::ledger::{self, HoldOutcome, HoldStatus};
+use crate::ledger;
 use crate::logs::{self, NewLog};
 use crate::metered;
 use crate::providers::types::TaskState;
@@ -308,36 +308,25 @@ fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
 fn complete(app: &App, job: &JobRow, done: Done) {
     let (id, user, model) = (job.id, job.user, job.model.clone());
     let result = app.db.write(move |c| {
-        let Some(cur) = storage::get(c, id)? else { return Ok(None) };
+        let Some(cur) = storage::get(c, id)? else { return Ok(false) };
         if cur.status != JobStatus::Processing {
-            return Ok(None);
+            return Ok(false);
         }
-        let outcome = match cur.hold {
-            Some(h) => ledger::settle(c, h, done.cost, &done.description)?,
-            None => HoldOutcome {
-                hold_id: crate::domain::HoldId(0),
-                status: HoldStatus::Settled,
-                charged: Credits::ZERO,
-                transaction_id: None,
-            },
-        };
+        let reservation = metered::Reservation { user, hold: cur.hold, bound: cur.estimated_cost };
+        let log = NewLog::business(
+            user,
+            "job_completed",
+            true,
+            json!({"job_id": id, "model": model, "provider": done.info.provider, "latency_ms": done.info.latency_ms}),
+        );
+        let outcome = metered::settle_in(c, &reservation, done.cost, &done.description, &log)?;
         storage::set_result(c, id, &done.output, outcome.charged, outcome.transaction_id)?;
         storage::set_status(c, id, JobStatus::Processing, JobStatus::Completed, "completed", Timestamp::now())?;
-        logs::write(
-            c,
-            &NewLog::business(
-                user,
-                "job_completed",
-                true,
-                json!({"job_id": id, "model": model, "provider": done.info.provider, "cost": outcome.charged,
-                       "transaction_id": outcome.transaction_id, "latency_ms": done.info.latency_ms}),
-            ),
-        )?;
-        Ok::<_, Error>(Some(outcome.charged))
+        Ok::<_, Error>(true)
     });
     match result {
-        Ok(Some(charged)) => crate::metrics::global().credits_charged.inc_by(charged.0.max(0) as u64),
-        Ok(None) => log::info!("job {id} finished after it was canceled; result discarded"),
+        Ok(true) => {}
+        Ok(false) => log::info!("job {id} finished after it was canceled; result discarded"),
         Err(e) => log::error!("job {id}: cannot record completion: {e}; recovery will retry it"),
     }
 }
