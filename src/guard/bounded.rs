@@ -50,10 +50,12 @@ impl<K: Hash + Eq + Clone, V: Entry> BoundedMap<K, V> {
         shard.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()
     }
 
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.shard_entries_max * SHARDS
     }
