@@ -8,15 +8,16 @@
 //!
 //! # Durability
 //! `synchronous=FULL` by default: a write acknowledged to a client has been
-//! fsynced and survives power loss. `NORMAL` (configurable) may lose the
-//! last groups on power loss but never corrupts the file.
+//! fsynced and survives power loss (the writer's syncer thread does the
+//! fsync, see `writer.rs`). `NORMAL` (configurable) may lose the last groups
+//! on power loss but never corrupts the file.
 
 pub mod backup;
 mod error;
 mod writer;
 
 pub use error::StorageError;
-pub use writer::{WRITER_GROUP_SIZE_MAX, WRITER_QUEUE_MAX};
+pub use writer::{SYNC_QUEUE_MAX, WRITER_GROUP_SIZE_MAX, WRITER_QUEUE_MAX};
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
@@ -34,6 +35,14 @@ mod embedded {
 pub const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// Readers in the pool; reads are short, so a few cover many HTTP workers.
 pub const READ_POOL_SIZE_MAX: u32 = 16;
+/// WAL pages after which a commit checkpoints them into the database
+/// (SQLite's default, stated so nobody "tunes" it blind). Measured with the
+/// consume load (10k users, 64 connections): 4,000 made each checkpoint stall
+/// the writer longer, p99 17 -> 25 ms and 9.3k -> 8.7k req/s.
+pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 1_000;
+/// Prepared statements kept per connection; the writer's connection runs
+/// every write statement of every module.
+const STATEMENT_CACHE_MAX: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Synchronous {
@@ -72,7 +81,7 @@ fn apply_pragmas(conn: &Connection, sync: Synchronous) -> rusqlite::Result<()> {
         "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA synchronous={}; PRAGMA temp_store=MEMORY;",
         sync.pragma()
     ))?;
-    conn.set_prepared_statement_cache_capacity(64);
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_MAX);
     Ok(())
 }
 
@@ -142,10 +151,30 @@ impl Db {
             .max_size(READ_POOL_SIZE_MAX)
             .min_idle(Some(2))
             .connection_timeout(Duration::from_secs(10))
+            // A SQLite connection does not go stale; checking costs a prepare.
+            .test_on_check_out(false)
             .build(manager)
             .map_err(|e| StorageError::Pool(e.to_string()))?;
-        let writer = Writer::start(conn, sync == Synchronous::Full)?;
+        conn.execute_batch(&format!("PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES};"))
+            .map_err(|e| StorageError::open(path, e))?;
+        // At FULL the writer commits at NORMAL and its syncer fsyncs the WAL
+        // before answering: the same guarantee, without stopping the writer.
+        let sync_wal = match sync {
+            Synchronous::Full => {
+                conn.execute_batch("PRAGMA synchronous=NORMAL;").map_err(|e| StorageError::open(path, e))?;
+                let mut wal = path.as_os_str().to_owned();
+                wal.push("-wal");
+                Some(std::path::PathBuf::from(wal))
+            }
+            Synchronous::Normal => None,
+        };
+        let writer = Writer::start(conn, sync_wal)?;
         Ok(Db { readers, writer: Arc::new(writer) })
+    }
+
+    /// WAL fsyncs the writer's syncer has done (0 at `synchronous=NORMAL`).
+    pub fn fsyncs(&self) -> u64 {
+        self.writer.fsyncs()
     }
 
     /// Runs `f` on a pooled read connection.
