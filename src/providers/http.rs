@@ -14,8 +14,13 @@ pub const PROVIDER_BODY_BYTES_MAX: u64 = 16 << 20;
 /// Of an error body, only this much is kept for the message.
 const ERROR_BODY_BYTES_MAX: u64 = 64 << 10;
 
-pub fn agent(cfg: &ProviderConfig) -> Agent {
+/// `callers_max`: threads that may call this provider at once. Each keeps its
+/// connection alive for the next call; ureq's default of 3 idle connections
+/// per host made most calls under load open (and close) a new one.
+pub fn agent(cfg: &ProviderConfig, callers_max: usize) -> Agent {
     Agent::config_builder()
+        .max_idle_connections(callers_max)
+        .max_idle_connections_per_host(callers_max)
         .timeout_connect(Some(Duration::from_millis(cfg.connect_timeout_ms)))
         .timeout_recv_response(Some(Duration::from_millis(cfg.read_timeout_ms)))
         .timeout_recv_body(Some(Duration::from_millis(cfg.read_timeout_ms)))

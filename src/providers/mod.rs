@@ -94,7 +94,7 @@ pub struct ModelAdapter {
     db: Db,
 }
 
-fn build(name: &str, cfg: &ProviderConfig) -> Result<Named, String> {
+fn build(name: &str, cfg: &ProviderConfig, callers_max: usize) -> Result<Named, String> {
     let key = match &cfg.api_key_env {
         Some(var) => match std::env::var(var) {
             Ok(k) if !k.is_empty() => Some(k),
@@ -105,7 +105,7 @@ fn build(name: &str, cfg: &ProviderConfig) -> Result<Named, String> {
         },
         None => None,
     };
-    let agent = http::agent(cfg);
+    let agent = http::agent(cfg, callers_max);
     let base = |default: &str| cfg.base_url.clone().unwrap_or_else(|| default.to_owned());
     let provider = match cfg.kind.as_str() {
         "openai" => Provider::OpenAi(openai::OpenAi { base_url: base("https://api.openai.com/v1"), key, agent }),
@@ -138,9 +138,11 @@ fn build(name: &str, cfg: &ProviderConfig) -> Result<Named, String> {
 impl ModelAdapter {
     pub fn new(config: &Config, db: Db) -> Result<ModelAdapter, String> {
         let (providers, models) = catalog::resolve(config)?;
+        // Every thread that may call a provider at once: upstream and job workers.
+        let callers_max = config.server.upstream_workers + config.jobs.workers;
         let providers = providers
             .iter()
-            .map(|(name, cfg)| build(name, cfg).map(|p| (name.clone(), p)))
+            .map(|(name, cfg)| build(name, cfg, callers_max).map(|p| (name.clone(), p)))
             .collect::<Result<HashMap<_, _>, _>>()?;
         Ok(ModelAdapter { models, providers, breakers: Breakers::default(), db })
     }
