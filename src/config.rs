@@ -35,7 +35,8 @@ pub struct Config {
 pub struct ServerConfig {
     pub addr: String,
     pub db: PathBuf,
-    /// Threads for everything that does not wait on a provider. 0 = 2 x cores.
+    /// Threads for everything that does not wait on a provider. 0 = the
+    /// larger of 2 x cores and [`HTTP_WORKERS_DEFAULT_MIN`].
     pub http_workers: usize,
     /// Threads for provider-bound requests (chat, images).
     pub upstream_workers: usize,
@@ -61,12 +62,20 @@ impl Default for ServerConfig {
     }
 }
 
+/// Fewest HTTP workers by default. A worker that writes waits for the
+/// fsync, not the CPU, and the writer can only commit together the requests
+/// that wait on it: with 2 x cores (4 here) a group held at most 4 consumes.
+/// Measured, 64 connections: 4 -> 6.9k req/s, 16 -> 10.2k, 32 -> 11.2k
+/// (p99 10.7 ms), 64 -> 10.5k (p99 14.8 ms).
+pub const HTTP_WORKERS_DEFAULT_MIN: usize = 32;
+
 impl ServerConfig {
     pub fn http_workers_effective(&self) -> usize {
         if self.http_workers > 0 {
             return self.http_workers;
         }
-        std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4)
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        (cores * 2).max(HTTP_WORKERS_DEFAULT_MIN)
     }
 }
 
@@ -325,7 +334,7 @@ impl Config {
             return bad("server.upstream_workers", "must be between 1 and 1024");
         }
         if self.server.http_workers > 1024 {
-            return bad("server.http_workers", "must be at most 1024 (0 means twice the cores)");
+            return bad("server.http_workers", "must be at most 1024 (0 means the default)");
         }
         if crate::storage::Synchronous::parse(&self.server.sqlite_synchronous).is_none() {
             return bad("server.sqlite_synchronous", "must be \"full\" or \"normal\"");
