@@ -11,6 +11,8 @@ pub struct App {
     pub config: Config,
     pub db: Db,
     pub keys: JwtKeys,
+    /// Callers of recently verified credentials (see `auth::cache`).
+    pub credentials: crate::auth::cache::CredentialCache,
     pub guard: Guard,
     pub adapter: ModelAdapter,
     /// Wakes job workers when work is queued.

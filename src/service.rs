@@ -71,7 +71,15 @@ impl Service {
         if requeued + failed > 0 {
             log::warn!("jobs after a restart: {requeued} requeued, {failed} failed (submission outcome unknown)");
         }
-        let app = Arc::new(App { config, db, keys, guard, adapter, notifier: crate::jobs::Notifier::default() });
+        let app = Arc::new(App {
+            config,
+            db,
+            keys,
+            credentials: Default::default(),
+            guard,
+            adapter,
+            notifier: crate::jobs::Notifier::default(),
+        });
         let workers = crate::jobs::worker::Workers::start(&app)?;
         let stop = Arc::new(AtomicBool::new(false));
         let upkeep = {

@@ -11,10 +11,13 @@ pub const API_KEY_PREFIX: &str = "tg_";
 const API_KEY_RANDOM_BYTES: usize = 32;
 
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
+    // A table instead of `write!("{b:02x}")`: this runs for every ledger row
+    // (the hash chain) inside the writer, where formatting showed in profiles.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
     s
 }
@@ -45,4 +48,14 @@ pub fn hash(plaintext: &str) -> String {
 pub fn looks_like_key(s: &str) -> bool {
     s.strip_prefix(API_KEY_PREFIX)
         .is_some_and(|rest| rest.len() == API_KEY_RANDOM_BYTES * 2 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        assert_eq!(super::hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        // SHA-256("abc"), the FIPS 180-2 example, as the chain stores hashes.
+        assert_eq!(super::hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
 }

@@ -5,6 +5,7 @@
 //! anywhere else) reads a user id from a header, a body or a query string.
 
 pub mod api_key;
+pub mod cache;
 pub mod jwt;
 pub mod password;
 pub mod storage;
@@ -15,6 +16,7 @@ use crate::logs::{self, NewLog};
 use crate::paging::{List, Page};
 use crate::storage::Db;
 use crate::users::{self, User};
+use cache::{CacheKey, Caller, CredentialCache};
 use jwt::JwtKeys;
 use serde::Serialize;
 use serde_json::json;
@@ -60,29 +62,57 @@ fn unauthorized() -> Error {
 }
 
 /// The only way a request gets an identity.
-pub fn authenticate(db: &Db, keys: &JwtKeys, authorization: Option<&str>) -> Result<CurrentUser> {
+pub fn authenticate(
+    db: &Db,
+    keys: &JwtKeys,
+    cache: &CredentialCache,
+    authorization: Option<&str>,
+) -> Result<CurrentUser> {
     let header = authorization.ok_or_else(unauthorized)?;
     let (scheme, token) = header.trim().split_once(' ').ok_or_else(unauthorized)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(unauthorized());
     }
     let token = token.trim();
-    if token.starts_with(api_key::API_KEY_PREFIX) {
+    let key = if token.starts_with(api_key::API_KEY_PREFIX) {
         if !api_key::looks_like_key(token) {
             return Err(unauthorized());
         }
-        let hash = api_key::hash(token);
-        let found = db.read(|c| Ok::<_, Error>(storage::user_by_key_hash(c, &hash)?))?;
-        let (id, role, key) =
-            found.ok_or_else(|| Error::Unauthorized("This API key is unknown or has been revoked.".into()))?;
-        return Ok(CurrentUser { id, role, via: Credential::ApiKey(key) });
+        CacheKey::KeyHash(api_key::hash(token))
+    } else {
+        CacheKey::User(keys.verify(token)?)
+    };
+    let caller = match cache.get(&key) {
+        Some(c) => c,
+        None => {
+            // The role is read (at most CREDENTIAL_CACHE_TTL_MS old, and
+            // never from before a deactivation or revocation made here), so
+            // a deactivated user's tokens and a revoked key stop at once.
+            let generation = cache.generation();
+            let c = lookup(db, &key)?;
+            cache.put(key, c, generation);
+            c
+        }
+    };
+    let via = caller.key.map_or(Credential::Jwt, Credential::ApiKey);
+    Ok(CurrentUser { id: caller.user, role: caller.role, via })
+}
+
+fn lookup(db: &Db, key: &CacheKey) -> Result<Caller> {
+    match key {
+        CacheKey::KeyHash(hash) => {
+            let found = db.read(|c| Ok::<_, Error>(storage::user_by_key_hash(c, hash)?))?;
+            let (user, role, key) =
+                found.ok_or_else(|| Error::Unauthorized("This API key is unknown or has been revoked.".into()))?;
+            Ok(Caller { user, role, key: Some(key) })
+        }
+        CacheKey::User(id) => {
+            let role = db
+                .read(|c| Ok::<_, Error>(storage::active_role(c, *id)?))?
+                .ok_or_else(|| Error::Unauthorized("This account no longer exists or has been deactivated.".into()))?;
+            Ok(Caller { user: *id, role, key: None })
+        }
     }
-    let id = keys.verify(token)?;
-    // The role is read fresh, so a deactivated user's tokens stop at once.
-    let role = db
-        .read(|c| Ok::<_, Error>(storage::active_role(c, id)?))?
-        .ok_or_else(|| Error::Unauthorized("This account no longer exists or has been deactivated.".into()))?;
-    Ok(CurrentUser { id, role, via: Credential::Jwt })
 }
 
 #[derive(Debug, Serialize)]

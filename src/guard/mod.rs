@@ -7,7 +7,7 @@
 //! inside the charging transaction; this module only says what they are.
 //! This module never writes money and never calls a provider.
 
-mod bounded;
+pub(crate) mod bounded;
 pub mod bucket;
 mod lockout;
 pub mod storage;

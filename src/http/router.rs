@@ -380,7 +380,9 @@ fn dispatch_inner(
     *route_path = route.path;
     let user = match route.access {
         Access::Public => None,
-        Access::User | Access::Admin => Some(auth::authenticate(&app.db, &app.keys, req.header("authorization"))?),
+        Access::User | Access::Admin => {
+            Some(auth::authenticate(&app.db, &app.keys, &app.credentials, req.header("authorization"))?)
+        }
     };
     *user_id = user.map(|u| u.id);
     if let Some(u) = &user {

@@ -46,6 +46,7 @@ pub fn deactivate_user(ctx: &Ctx) -> Result<Response, ApiError> {
         return Err(Error::invalid("id", "an administrator cannot deactivate their own account").into());
     }
     users::deactivate(&ctx.app.db, id)?;
+    ctx.app.credentials.invalidate();
     Ok(Response::json_value(200, &serde_json::json!({ "id": id.to_string(), "object": "user", "deleted": true })))
 }
 

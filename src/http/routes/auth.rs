@@ -87,5 +87,6 @@ pub fn revoke_key(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = ctx.user()?.id;
     let id = ApiKeyId::parse(ctx.param(0)).ok_or_else(|| Error::not_found("API key"))?;
     auth::revoke_api_key(&ctx.app.db, user, id)?;
+    ctx.app.credentials.invalidate();
     Ok(Response::json_value(200, &serde_json::json!({ "id": id.to_string(), "object": "api_key", "deleted": true })))
 }

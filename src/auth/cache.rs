@@ -1,0 +1,127 @@
+//! Callers behind verified credentials, remembered for a few seconds, so a
+//! request does not open a read transaction only to learn its caller's role
+//! (that read was ~13 us of every authenticated request under load).
+//!
+//! It must never answer with an entry filled before the last deactivation
+//! or key revocation made through this process: [`CredentialCache::invalidate`]
+//! bumps a generation that every entry is checked against, and a reader
+//! takes the generation *before* it reads the database, so a fill that raced
+//! a revocation is born stale. Changes made outside the process are seen
+//! within [`CREDENTIAL_CACHE_TTL_MS`]. Only successful lookups are cached.
+
+use crate::domain::{ApiKeyId, Role, UserId};
+use crate::guard::bounded::{BoundedMap, Entry};
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Longest an entry is trusted without reading the database again.
+pub const CREDENTIAL_CACHE_TTL_MS: u64 = 5_000;
+/// Most credentials remembered; past it the oldest are forgotten.
+pub const CREDENTIAL_CACHE_ENTRIES_MAX: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CacheKey {
+    /// A verified JWT's subject.
+    User(UserId),
+    /// An API key, by its SHA-256 (never the key itself).
+    KeyHash(String),
+}
+
+/// Who a credential belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub user: UserId,
+    pub role: Role,
+    pub key: Option<ApiKeyId>,
+}
+
+#[derive(Default)]
+struct Slot(Option<Filled>);
+
+struct Filled {
+    caller: Caller,
+    generation: u64,
+    at_ms: u64,
+}
+
+impl Entry for Slot {
+    fn idle(&self, now_ms: u64) -> bool {
+        self.0.as_ref().is_none_or(|f| now_ms.saturating_sub(f.at_ms) >= CREDENTIAL_CACHE_TTL_MS)
+    }
+    fn last_seen_ms(&self) -> u64 {
+        self.0.as_ref().map_or(0, |f| f.at_ms)
+    }
+}
+
+pub struct CredentialCache {
+    map: BoundedMap<CacheKey, Slot>,
+    generation: AtomicU64,
+}
+
+impl Default for CredentialCache {
+    fn default() -> Self {
+        CredentialCache { map: BoundedMap::new(CREDENTIAL_CACHE_ENTRIES_MAX), generation: AtomicU64::new(0) }
+    }
+}
+
+fn now_ms() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    START.elapsed().as_millis() as u64
+}
+
+impl CredentialCache {
+    /// The caller for `key` if a fresh entry exists.
+    pub fn get(&self, key: &CacheKey) -> Option<Caller> {
+        let (now, generation) = (now_ms(), self.generation.load(Ordering::Acquire));
+        self.map.with(key, now, Slot::default, |slot| match &slot.0 {
+            Some(f) if f.generation == generation && now.saturating_sub(f.at_ms) < CREDENTIAL_CACHE_TTL_MS => {
+                Some(f.caller)
+            }
+            _ => None,
+        })
+    }
+
+    /// Take this before reading the database; pass it to [`Self::put`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn put(&self, key: CacheKey, caller: Caller, generation: u64) {
+        let now = now_ms();
+        self.map.with(&key, now, Slot::default, |slot| slot.0 = Some(Filled { caller, generation, at_ms: now }));
+    }
+
+    /// Forgets every entry. Call after committing a change that takes a
+    /// credential away (deactivation, revocation, a role change).
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller() -> Caller {
+        Caller { user: UserId(7), role: Role::User, key: None }
+    }
+
+    #[test]
+    fn a_fill_is_served_until_invalidated_and_a_fill_that_raced_an_invalidation_is_not() {
+        let cache = CredentialCache::default();
+        let key = CacheKey::User(UserId(7));
+        assert_eq!(cache.get(&key), None);
+        cache.put(key.clone(), caller(), cache.generation());
+        assert_eq!(cache.get(&key), Some(caller()));
+        cache.invalidate();
+        assert_eq!(cache.get(&key), None, "invalidate forgets every entry");
+        // A reader took the generation, then a revocation committed and
+        // invalidated, then the reader filled: its entry must not be served.
+        let before = cache.generation();
+        cache.invalidate();
+        cache.put(key.clone(), caller(), before);
+        assert_eq!(cache.get(&key), None);
+        assert_eq!(cache.get(&CacheKey::KeyHash("ab".into())), None);
+    }
+}
