@@ -118,9 +118,9 @@ impl Writer {
         let syncer = match sync_wal {
             Some(wal) => {
                 let (queue, srx) = sync_channel::<Group>(SYNC_QUEUE_MAX);
-                let (path, count) = (wal.clone(), Arc::clone(&fsyncs));
-                let handle = spawn("db-syncer", move || sync_loop(&path, &srx, &count))?;
-                Some(Syncer { queue, handle, wal, file: None, fsyncs: Arc::clone(&fsyncs) })
+                let count = Arc::clone(&fsyncs);
+                let handle = spawn("db-syncer", move || sync_loop(&wal, &srx, &count))?;
+                Some(Syncer { queue, handle })
             }
             None => None,
         };
@@ -181,23 +181,11 @@ impl Drop for Writer {
 struct Syncer {
     queue: SyncSender<Group>,
     handle: thread::JoinHandle<()>,
-    wal: PathBuf,
-    /// The writer's own handle on the WAL, for syncing inline when idle.
-    file: Option<File>,
-    fsyncs: Arc<AtomicU64>,
 }
 
-fn run(conn: &Connection, rx: &Receiver<Box<dyn WriteJob>>, mut syncer: Option<Syncer>) {
+fn run(conn: &Connection, rx: &Receiver<Box<dyn WriteJob>>, syncer: Option<Syncer>) {
     let mut group: Group = Vec::with_capacity(WRITER_GROUP_SIZE_MAX);
-    let mut next: Option<Box<dyn WriteJob>> = None;
-    loop {
-        let first = match next.take() {
-            Some(job) => job,
-            None => match rx.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            },
-        };
+    while let Ok(first) = rx.recv() {
         group.push(first);
         while group.len() < WRITER_GROUP_SIZE_MAX {
             match rx.try_recv() {
@@ -206,20 +194,16 @@ fn run(conn: &Connection, rx: &Receiver<Box<dyn WriteJob>>, mut syncer: Option<S
             }
         }
         let committed = run_group(conn, &mut group);
-        match (committed, syncer.as_mut()) {
+        match (committed, &syncer) {
             (Ok(()), Some(s)) => {
                 let (wait, done): (Group, Group) = group.drain(..).partition(|j| j.needs_sync());
                 done.into_iter().for_each(|j| j.finish(Ok(())));
-                if wait.is_empty() {
-                    continue;
-                }
-                // Nobody else waiting: fsync here rather than wake the
-                // syncer, one thread hand-off less for a lone caller. With
-                // writes queued, the syncer flushes while the writer runs on.
-                next = rx.try_recv().ok();
-                if next.is_none() {
-                    sync_and_answer(&s.wal, &mut s.file, &s.fsyncs, wait);
-                } else if let Err(back) = s.queue.send(wait) {
+                // Even with nobody else queued the syncer does the fsync:
+                // syncing inline here (to save a hand-off) stalled the
+                // writer while requests arrived, 11.2k -> 7.7k req/s.
+                if !wait.is_empty()
+                    && let Err(back) = s.queue.send(wait)
+                {
                     back.0.into_iter().for_each(|j| j.finish(Err("the syncer thread is gone")));
                 }
             }
