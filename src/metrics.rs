@@ -16,6 +16,7 @@ pub struct Metrics {
     pub credits_refused: IntCounterVec,
     pub guard_refusals: IntCounterVec,
     pub holds_active: IntGauge,
+    pub wal_frames: IntGauge,
     pub writer_group_size: HistogramVec,
     pub writer_commit_seconds: HistogramVec,
     pub writer_fsync_seconds: HistogramVec,
@@ -44,7 +45,10 @@ impl Metrics {
             IntCounter::new("credits_charged_total", "Credits charged (consume rows)").expect("metric");
         r.register(Box::new(credits_charged.clone())).expect("unique metric");
         let holds_active = IntGauge::new("holds_active", "Active credit holds").expect("metric");
+        let wal_frames =
+            IntGauge::new("wal_frames", "Frames in the SQLite WAL at the last background checkpoint").expect("metric");
         r.register(Box::new(holds_active.clone())).expect("unique metric");
+        r.register(Box::new(wal_frames.clone())).expect("unique metric");
         let jobs = IntGaugeVec::new(Opts::new("jobs", "Jobs by status"), &["status"]).expect("metric");
         r.register(Box::new(jobs.clone())).expect("unique metric");
         Metrics {
@@ -65,6 +69,7 @@ impl Metrics {
             credits_refused: counter_vec(&r, "credits_refused_total", "Charges refused, by reason", &["reason"]),
             guard_refusals: counter_vec(&r, "guard_refusals_total", "Requests refused by a guard", &["guard"]),
             holds_active,
+            wal_frames,
             writer_group_size: histogram(
                 &r,
                 "writer_group_size",

@@ -2,7 +2,9 @@
 //!
 //! Reads use an r2d2 pool of `query_only` connections. Every write goes
 //! through the single [`Writer`] thread, which owns the only connection that may
-//! write and commits in groups (see `writer.rs`). Only `storage` and the
+//! write and commits in groups (see `writer.rs`). Copying the WAL back into
+//! the database file (checkpoints) runs on a thread of its own
+//! (`checkpoint.rs`). Only `storage` and the
 //! `storage.rs` files of each module touch rusqlite; nothing here knows about
 //! HTTP or business rules.
 //!
@@ -13,9 +15,11 @@
 //! on power loss but never corrupts the file.
 
 pub mod backup;
+mod checkpoint;
 mod error;
 mod writer;
 
+pub use checkpoint::WAL_RESTART_FRAMES;
 pub use error::StorageError;
 pub use writer::{SYNC_QUEUE_MAX, WRITER_GROUP_SIZE_MAX, WRITER_QUEUE_MAX};
 
@@ -35,11 +39,6 @@ mod embedded {
 pub const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// Readers in the pool; reads are short, so a few cover many HTTP workers.
 pub const READ_POOL_SIZE_MAX: u32 = 16;
-/// WAL pages after which a commit checkpoints them into the database
-/// (SQLite's default, stated so nobody "tunes" it blind). Measured with the
-/// consume load (10k users, 64 connections): 4,000 made each checkpoint stall
-/// the writer longer, p99 17 -> 25 ms and 9.3k -> 8.7k req/s.
-pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 1_000;
 /// Prepared statements kept per connection; the writer's connection runs
 /// every write statement of every module.
 const STATEMENT_CACHE_MAX: usize = 128;
@@ -72,6 +71,7 @@ impl Synchronous {
 pub struct Db {
     readers: r2d2::Pool<SqliteConnectionManager>,
     writer: Arc<Writer>,
+    _checkpointer: Arc<checkpoint::Checkpointer>,
 }
 
 fn apply_pragmas(conn: &Connection, sync: Synchronous) -> rusqlite::Result<()> {
@@ -155,8 +155,11 @@ impl Db {
             .test_on_check_out(false)
             .build(manager)
             .map_err(|e| StorageError::Pool(e.to_string()))?;
-        conn.execute_batch(&format!("PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES};"))
-            .map_err(|e| StorageError::open(path, e))?;
+        // Checkpoints run on their own thread (see `checkpoint.rs`).
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0;").map_err(|e| StorageError::open(path, e))?;
+        let catch_up = checkpoint::CatchUp::default();
+        let checkpointer = checkpoint::Checkpointer::start(open_connection(path, sync)?, catch_up.clone())
+            .map_err(|e| StorageError::Pool(format!("cannot start the checkpoint thread: {e}")))?;
         // At FULL the writer commits at NORMAL and its syncer fsyncs the WAL
         // before answering: the same guarantee, without stopping the writer.
         let sync_wal = match sync {
@@ -168,8 +171,8 @@ impl Db {
             }
             Synchronous::Normal => None,
         };
-        let writer = Writer::start(conn, sync_wal)?;
-        Ok(Db { readers, writer: Arc::new(writer) })
+        let writer = Writer::start(conn, sync_wal, catch_up)?;
+        Ok(Db { readers, writer: Arc::new(writer), _checkpointer: Arc::new(checkpointer) })
     }
 
     /// WAL fsyncs the writer's syncer has done (0 at `synchronous=NORMAL`).

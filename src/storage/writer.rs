@@ -25,6 +25,7 @@
 //! answer a durable caller before an fsync that follows its commit.
 
 use super::StorageError;
+use super::checkpoint::CatchUp;
 use rusqlite::Connection;
 use std::fs::{File, OpenOptions};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -112,7 +113,11 @@ impl Writer {
     /// `sync_wal`: the WAL file the syncer must fdatasync before durable
     /// callers are answered (the connection then runs at NORMAL); `None`
     /// when the database runs at NORMAL and commits are answered at once.
-    pub(super) fn start(conn: Connection, sync_wal: Option<PathBuf>) -> Result<Writer, StorageError> {
+    pub(super) fn start(
+        conn: Connection,
+        sync_wal: Option<PathBuf>,
+        catch_up: CatchUp,
+    ) -> Result<Writer, StorageError> {
         let (tx, rx) = sync_channel::<Box<dyn WriteJob>>(WRITER_QUEUE_MAX);
         let fsyncs = Arc::new(AtomicU64::new(0));
         let syncer = match sync_wal {
@@ -124,7 +129,7 @@ impl Writer {
             }
             None => None,
         };
-        let handle = spawn("db-writer", move || run(&conn, &rx, syncer))?;
+        let handle = spawn("db-writer", move || run(&conn, &rx, syncer, &catch_up))?;
         Ok(Writer { tx: Mutex::new(Some(tx)), handle: Mutex::new(Some(handle)), fsyncs })
     }
 
@@ -183,9 +188,10 @@ struct Syncer {
     handle: thread::JoinHandle<()>,
 }
 
-fn run(conn: &Connection, rx: &Receiver<Box<dyn WriteJob>>, syncer: Option<Syncer>) {
+fn run(conn: &Connection, rx: &Receiver<Box<dyn WriteJob>>, syncer: Option<Syncer>, catch_up: &CatchUp) {
     let mut group: Group = Vec::with_capacity(WRITER_GROUP_SIZE_MAX);
     while let Ok(first) = rx.recv() {
+        catch_up.run_if_asked(conn);
         group.push(first);
         while group.len() < WRITER_GROUP_SIZE_MAX {
             match rx.try_recv() {
