@@ -140,6 +140,50 @@ pub fn prune(db: &Db, retention_days: u32) -> crate::error::Result<usize> {
     if retention_days == 0 {
         return Ok(0);
     }
-    let cutoff = Timestamp::now().plus_ms(-i64::from(retention_days) * 86_400_000);
-    db.write(move |c| Ok(storage::delete_before(c, cutoff)?))
+    prune_before(db, Timestamp::now().plus_ms(-i64::from(retention_days) * 86_400_000), PRUNE_BATCH_MAX)
+}
+
+/// Logs deleted per writer transaction, so a first prune of a large backlog
+/// never holds the writer for long.
+pub const PRUNE_BATCH_MAX: usize = 5_000;
+
+fn prune_before(db: &Db, cutoff: Timestamp, batch: usize) -> crate::error::Result<usize> {
+    let mut total = 0;
+    loop {
+        let n = db.write(move |c| Ok::<_, crate::error::Error>(storage::delete_oldest_before(c, cutoff, batch)?))?;
+        total += n;
+        if n < batch {
+            return Ok(total);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Synchronous;
+
+    #[test]
+    fn prune_deletes_exactly_the_old_logs_in_bounded_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("l.db"), Synchronous::Normal).unwrap();
+        let cutoff = Timestamp(1_000_000);
+        db.write(move |c| {
+            for i in 0..25 {
+                let log = NewLog::system(Level::Info, "old", serde_json::json!({ "i": i }));
+                storage::insert(c, &log, Timestamp(cutoff.0 - 1000 + i))?;
+            }
+            // A clock step back: an old stamp after a newer one waits.
+            storage::insert(c, &NewLog::system(Level::Info, "new", serde_json::json!({})), cutoff)?;
+            storage::insert(c, &NewLog::system(Level::Info, "stepped_back", serde_json::json!({})), Timestamp(5))?;
+            storage::insert(c, &NewLog::system(Level::Info, "new", serde_json::json!({})), Timestamp(cutoff.0 + 1))?;
+            Ok::<_, crate::error::Error>(())
+        })
+        .unwrap();
+        assert_eq!(prune_before(&db, cutoff, 10).unwrap(), 25, "three batches: 10 + 10 + 5");
+        let left = list_all(&db, &LogFilter::default(), &Page::default()).unwrap();
+        let actions: Vec<&str> = left.data.iter().rev().map(|l| l.action.as_str()).collect();
+        assert_eq!(actions, ["new", "stepped_back", "new"]);
+        assert_eq!(prune_before(&db, cutoff, 10).unwrap(), 0);
+    }
 }

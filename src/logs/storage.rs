@@ -61,6 +61,25 @@ pub fn list(conn: &Connection, f: &LogFilter, page: &Page) -> crate::error::Resu
     Ok(List::from_rows(rows, page))
 }
 
-pub fn delete_before(conn: &Connection, cutoff: Timestamp) -> rusqlite::Result<usize> {
-    conn.execute("DELETE FROM logs WHERE created_at < ?1", [cutoff])
+/// Deletes the oldest logs while they are older than `cutoff`, at most
+/// `batch` of them. Ids grow with time (the one writer stamps each row as it
+/// inserts it), so old rows are a prefix of the id order and the first newer
+/// row ends it; a row stamped before a clock step back waits for a later
+/// pass rather than a newer row going early.
+pub fn delete_oldest_before(conn: &Connection, cutoff: Timestamp, batch: usize) -> rusqlite::Result<usize> {
+    let mut last_old = None;
+    {
+        let mut st = conn.prepare_cached("SELECT id, created_at FROM logs ORDER BY id LIMIT ?1")?;
+        let mut rows = st.query([batch as i64])?;
+        while let Some(r) = rows.next()? {
+            if r.get::<_, Timestamp>(1)? >= cutoff {
+                break;
+            }
+            last_old = Some(r.get::<_, i64>(0)?);
+        }
+    }
+    match last_old {
+        Some(id) => conn.prepare_cached("DELETE FROM logs WHERE id <= ?1")?.execute([id]),
+        None => Ok(0),
+    }
 }
