@@ -98,6 +98,43 @@ pub fn clear_in_progress(db: &Db) -> Result<usize> {
     db.write(|c| Ok(storage::delete_all_in_progress(c)?))
 }
 
+/// Records deleted per writer transaction when pruning.
+pub const PRUNE_BATCH_MAX: usize = 5_000;
+
 pub fn prune(db: &Db) -> Result<usize> {
-    db.write(|c| Ok(storage::delete_before(c, Timestamp::now().plus_ms(-IDEMPOTENCY_TTL_MS))?))
+    prune_before(db, Timestamp::now().plus_ms(-IDEMPOTENCY_TTL_MS), PRUNE_BATCH_MAX)
+}
+
+fn prune_before(db: &Db, cutoff: Timestamp, batch: usize) -> Result<usize> {
+    db.write_in_batches(batch, move |c, n| Ok(storage::delete_before(c, cutoff, n)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Email, Role};
+    use crate::storage::Synchronous;
+
+    #[test]
+    fn prune_deletes_only_expired_records_in_bounded_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("i.db"), Synchronous::Normal).unwrap();
+        let cutoff = Timestamp(1_000_000);
+        let email = Email::parse("a@example.com").unwrap();
+        db.write(move |c| {
+            let u = crate::users::insert(c, &email, "x", Role::User)?.id;
+            for i in 0..12 {
+                storage::claim(c, u, &format!("old{i}"), "f", Timestamp(cutoff.0 - 100 + i))?;
+            }
+            storage::claim(c, u, "new1", "f", cutoff)?;
+            storage::claim(c, u, "new2", "f", Timestamp(cutoff.0 + 5))?;
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+        assert_eq!(prune_before(&db, cutoff, 5).unwrap(), 12, "5 + 5 + 2");
+        let left: i64 = db
+            .read(|c| Ok::<_, Error>(c.query_row("SELECT count(*) FROM idempotency_keys", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(left, 2);
+    }
 }

@@ -57,6 +57,11 @@ pub fn delete_all_in_progress(conn: &Connection) -> rusqlite::Result<usize> {
     conn.execute("DELETE FROM idempotency_keys WHERE state = 'in_progress'", [])
 }
 
-pub fn delete_before(conn: &Connection, cutoff: Timestamp) -> rusqlite::Result<usize> {
-    conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?1", [cutoff])
+/// Deletes at most `batch` records older than `cutoff`, oldest first.
+pub fn delete_before(conn: &Connection, cutoff: Timestamp, batch: usize) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM idempotency_keys WHERE (user_id, key) IN
+         (SELECT user_id, key FROM idempotency_keys WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)",
+    )?
+    .execute(rusqlite::params![cutoff, batch as i64])
 }

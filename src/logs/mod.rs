@@ -148,14 +148,7 @@ pub fn prune(db: &Db, retention_days: u32) -> crate::error::Result<usize> {
 pub const PRUNE_BATCH_MAX: usize = 5_000;
 
 fn prune_before(db: &Db, cutoff: Timestamp, batch: usize) -> crate::error::Result<usize> {
-    let mut total = 0;
-    loop {
-        let n = db.write(move |c| Ok::<_, crate::error::Error>(storage::delete_oldest_before(c, cutoff, batch)?))?;
-        total += n;
-        if n < batch {
-            return Ok(total);
-        }
-    }
+    db.write_in_batches(batch, move |c, n| Ok(storage::delete_oldest_before(c, cutoff, n)?))
 }
 
 #[cfg(test)]

@@ -196,6 +196,25 @@ impl Db {
         self.writer.submit(true, f)
     }
 
+    /// Runs `f(conn, batch)` in write transactions of its own until it
+    /// reports fewer than `batch` rows; returns the total. For deletes of
+    /// unbounded size (retention) that must never hold the writer for long.
+    pub fn write_in_batches<E, F>(&self, batch: usize, f: F) -> Result<usize, E>
+    where
+        E: From<StorageError> + Send + 'static,
+        F: Fn(&Connection, usize) -> Result<usize, E> + Clone + Send + 'static,
+    {
+        let mut total = 0;
+        loop {
+            let step = f.clone();
+            let n = self.write(move |c| step(c, batch))?;
+            total += n;
+            if n < batch {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Like [`Db::write`], but the caller may be answered before the commit
     /// is fsynced: for writes whose loss in a power cut is harmless because
     /// anything that depends on them is written durably later (a hold
