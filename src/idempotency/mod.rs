@@ -117,8 +117,7 @@ mod tests {
 
     #[test]
     fn prune_deletes_only_expired_records_in_bounded_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("i.db"), Synchronous::Normal).unwrap();
+        let (_dir, db) = crate::storage::temp_db(Synchronous::Normal);
         let cutoff = Timestamp(1_000_000);
         let email = Email::parse("a@example.com").unwrap();
         db.write(move |c| {

@@ -9,9 +9,7 @@ use proptest::prelude::*;
 use std::sync::Arc;
 
 fn db() -> (tempfile::TempDir, Db) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&dir.path().join("l.db"), Synchronous::Normal).unwrap();
-    (dir, db)
+    crate::storage::temp_db(Synchronous::Normal)
 }
 
 fn user(db: &Db, name: &str, credits: i64) -> UserId {

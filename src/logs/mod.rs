@@ -158,8 +158,7 @@ mod tests {
 
     #[test]
     fn prune_deletes_exactly_the_old_logs_in_bounded_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("l.db"), Synchronous::Normal).unwrap();
+        let (_dir, db) = crate::storage::temp_db(Synchronous::Normal);
         let cutoff = Timestamp(1_000_000);
         db.write(move |c| {
             for i in 0..25 {

@@ -132,7 +132,7 @@ fn run(conn: &Connection, catch_up: &CatchUp, stop: &AtomicBool) {
 #[cfg(test)]
 mod tests {
     use super::{WAL_FRAMES_HARD_MAX, WAL_RESTART_FRAMES};
-    use crate::storage::{Db, StorageError, Synchronous};
+    use crate::storage::{StorageError, Synchronous};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -140,10 +140,9 @@ mod tests {
     /// that never let the WAL start over, so it grows without bound.
     #[test]
     fn the_wal_stays_bounded_under_constant_writes_and_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let db = Arc::new(Db::open(&path, Synchronous::Normal).unwrap());
-        let wal = dir.path().join("w.db-wal");
+        let (dir, db) = crate::storage::temp_db(Synchronous::Normal);
+        let db = Arc::new(db);
+        let wal = dir.path().join("test.db-wal");
         let stop = Arc::new(AtomicBool::new(false));
         // Readers always in the middle of something, as under load.
         let readers: Vec<_> = (0..2)

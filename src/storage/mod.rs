@@ -131,6 +131,14 @@ pub fn schema_version(conn: &Connection) -> Result<i64, StorageError> {
     Ok(conn.query_row("SELECT COALESCE(MAX(version), 0) FROM refinery_schema_history", [], |r| r.get(0))?)
 }
 
+/// A fresh database in a temporary directory (`test.db`), for unit tests.
+#[cfg(test)]
+pub(crate) fn temp_db(sync: Synchronous) -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(&dir.path().join("test.db"), sync).expect("open a test database");
+    (dir, db)
+}
+
 impl Db {
     /// Opens (creating if needed) and migrates the file, then starts the writer.
     pub fn open(path: &Path, sync: Synchronous) -> Result<Db, StorageError> {

@@ -328,9 +328,7 @@ mod tests {
     use std::sync::Arc;
 
     fn db() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("t.db"), Synchronous::Normal).unwrap();
-        (dir, db)
+        crate::storage::temp_db(Synchronous::Normal)
     }
 
     #[test]
@@ -365,8 +363,8 @@ mod tests {
 
     #[test]
     fn durable_writes_wait_for_an_fsync_and_lazy_ones_do_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Db::open(&dir.path().join("t.db"), Synchronous::Full).unwrap());
+        let (dir, db) = crate::storage::temp_db(Synchronous::Full);
+        let db = Arc::new(db);
         let insert = |key: String| {
             move |c: &rusqlite::Connection| -> Result<usize, StorageError> {
                 Ok(c.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [key])?)
