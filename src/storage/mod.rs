@@ -19,9 +19,7 @@ mod checkpoint;
 mod error;
 mod writer;
 
-pub use checkpoint::WAL_RESTART_FRAMES;
 pub use error::StorageError;
-pub use writer::{SYNC_QUEUE_MAX, WRITER_GROUP_SIZE_MAX, WRITER_QUEUE_MAX};
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
