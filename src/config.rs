@@ -46,6 +46,26 @@ pub struct ServerConfig {
     /// Peers whose `X-Forwarded-For` is believed (a reverse proxy's address).
     /// Requests from anyone else are identified by their socket address.
     pub trusted_proxies: Vec<String>,
+    /// Open client connections at once; past it a new one gets 503 and is
+    /// closed. 0 = derived from the file-descriptor limit (see `http::edge`).
+    pub connections_max: usize,
+    /// Request line and headers together (431 past it).
+    pub head_bytes_max: usize,
+    /// The request URL (414 past it).
+    pub url_bytes_max: usize,
+    /// Header lines per request (431 past it).
+    pub headers_max: usize,
+    /// A request's head must arrive within this (408 past it).
+    pub head_timeout_s: u64,
+    /// A kept-alive connection with no new request is closed after this.
+    pub idle_timeout_s: u64,
+    /// Every body gets this long, plus one second per `body_bytes_per_s_min`
+    /// bytes received (408 past it).
+    pub body_timeout_min_s: u64,
+    pub body_bytes_per_s_min: u64,
+    /// A write to a client that makes no progress for this long fails and
+    /// the connection is closed.
+    pub write_timeout_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +78,15 @@ impl Default for ServerConfig {
             body_bytes_max: 1_048_576,
             sqlite_synchronous: "full".into(),
             trusted_proxies: Vec::new(),
+            connections_max: 0,
+            head_bytes_max: 16 * 1024,
+            url_bytes_max: 8 * 1024,
+            headers_max: 100,
+            head_timeout_s: 10,
+            idle_timeout_s: 30,
+            body_timeout_min_s: 10,
+            body_bytes_per_s_min: 16 * 1024,
+            write_timeout_s: 30,
         }
     }
 }
@@ -91,6 +120,21 @@ pub struct AuthConfig {
     pub login_failures_max: u32,
     /// How long a lockout lasts, and the window failures are counted in.
     pub login_lockout_s: u64,
+    /// Failed logins from one IP (any emails) before that IP is locked out.
+    pub login_ip_failures_max: u32,
+    /// Failed logins for one email (all IPs together) before attempts for it
+    /// from IPs that already failed on it are slowed down...
+    pub login_email_failures_free: u32,
+    /// ... by a delay that doubles per further failure, up to this.
+    pub login_email_delay_max_s: u64,
+    /// Accounts one client IP may create per hour.
+    pub signups_per_ip_per_hour: u32,
+    /// Password hashes computed at once (argon2 takes ~19 MiB each).
+    /// 0 = the number of cores.
+    pub password_hashes_max: usize,
+    /// How long a login or signup waits for a free hashing slot before it
+    /// gets 503 `server_busy`.
+    pub password_hash_wait_ms: u64,
 }
 
 impl Default for AuthConfig {
@@ -100,8 +144,14 @@ impl Default for AuthConfig {
             signup_enabled: false,
             signup_bonus_credits: 0,
             login_rpm_per_ip: 60,
-            login_failures_max: 20,
+            login_failures_max: 10,
             login_lockout_s: 900,
+            login_ip_failures_max: 50,
+            login_email_failures_free: 10,
+            login_email_delay_max_s: 60,
+            signups_per_ip_per_hour: 10,
+            password_hashes_max: 0,
+            password_hash_wait_ms: 1_000,
         }
     }
 }
@@ -343,6 +393,42 @@ impl Config {
             return Err(ConfigError(format!(
                 "invalid setting server.trusted_proxies: {bad_ip:?} is not an IP address"
             )));
+        }
+        let srv = &self.server;
+        if srv.head_bytes_max < 1024 || srv.head_bytes_max > 1_048_576 {
+            return bad("server.head_bytes_max", "must be between 1024 and 1048576 bytes");
+        }
+        if srv.url_bytes_max < 256 || srv.url_bytes_max > srv.head_bytes_max {
+            return bad("server.url_bytes_max", "must be at least 256 bytes and at most server.head_bytes_max");
+        }
+        if srv.headers_max == 0 || srv.headers_max > 1000 {
+            return bad("server.headers_max", "must be between 1 and 1000");
+        }
+        if srv.connections_max > 1_000_000 {
+            return bad("server.connections_max", "must be at most 1000000 (0 derives it from the fd limit)");
+        }
+        for (key, v) in [
+            ("server.head_timeout_s", srv.head_timeout_s),
+            ("server.idle_timeout_s", srv.idle_timeout_s),
+            ("server.body_timeout_min_s", srv.body_timeout_min_s),
+            ("server.write_timeout_s", srv.write_timeout_s),
+        ] {
+            if v == 0 || v > 3600 {
+                return bad(key, "must be between 1 and 3600 seconds");
+            }
+        }
+        if srv.body_bytes_per_s_min == 0 {
+            return bad("server.body_bytes_per_s_min", "must be at least 1 byte per second");
+        }
+        let a = &self.auth;
+        if a.login_ip_failures_max == 0 || a.signups_per_ip_per_hour == 0 || a.login_email_delay_max_s == 0 {
+            return bad(
+                "auth.login_ip_failures_max / signups_per_ip_per_hour / login_email_delay_max_s",
+                "must be at least 1",
+            );
+        }
+        if a.password_hashes_max > 256 || a.password_hash_wait_ms > 60_000 {
+            return bad("auth.password_hashes_max / password_hash_wait_ms", "at most 256 hashes and 60000 ms");
         }
         if self.auth.token_ttl_s == 0 || self.auth.token_ttl_s > 30 * 86_400 {
             return bad("auth.token_ttl_s", "must be between 1 and 2592000 seconds");

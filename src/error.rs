@@ -56,8 +56,9 @@ pub enum Error {
     },
     /// The model provider refused the request as invalid.
     UpstreamRejected(String),
-    /// All provider-bound workers are busy and their queue is full.
-    Busy,
+    /// A bounded pool is full (provider-bound workers, password hashing);
+    /// the message says which and what to do.
+    Busy(&'static str),
     /// The job queue is full.
     QueueFull {
         queue_max: usize,
@@ -104,7 +105,7 @@ impl fmt::Display for Error {
             Error::MaxCostExceeded { bound, cap } => write!(f, "cost bound {bound} over the cap {cap}"),
             Error::RateLimited { message, .. } => f.write_str(message),
             Error::Upstream { message, .. } | Error::UpstreamRejected(message) => f.write_str(message),
-            Error::Busy => f.write_str("server busy"),
+            Error::Busy(message) => f.write_str(message),
             Error::QueueFull { queue_max } => write!(f, "job queue full ({queue_max})"),
             Error::Storage(e) => write!(f, "{e}"),
         }

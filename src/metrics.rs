@@ -15,6 +15,7 @@ pub struct Metrics {
     pub credits_charged: IntCounter,
     pub credits_refused: IntCounterVec,
     pub guard_refusals: IntCounterVec,
+    pub edge_rejections: IntCounterVec,
     pub holds_active: IntGauge,
     pub wal_frames: IntGauge,
     pub writer_group_size: HistogramVec,
@@ -68,6 +69,12 @@ impl Metrics {
             credits_charged,
             credits_refused: counter_vec(&r, "credits_refused_total", "Charges refused, by reason", &["reason"]),
             guard_refusals: counter_vec(&r, "guard_refusals_total", "Requests refused by a guard", &["guard"]),
+            edge_rejections: counter_vec(
+                &r,
+                "http_rejections_total",
+                "Requests answered and closed by the connection layer (malformed, too large, too slow)",
+                &["code"],
+            ),
             holds_active,
             wal_frames,
             writer_group_size: histogram(

@@ -4,7 +4,8 @@
 //! server keeps writing, then checked (integrity, ledger audit) before it is
 //! given its final name. A restore refuses a file that is corrupt, from a
 //! newer schema, or fails the audit (unless forced), and refuses while a
-//! server holds the database; it keeps the replaced file as `*.pre-restore`.
+//! server holds the database; it keeps the replaced file as
+//! `*.pre-restore-<time>` (one per restore, never overwritten).
 //! Every backup gets a `FILE.sha256` beside it; restore verifies it when it
 //! is there, because `PRAGMA integrity_check` checks structure, not content,
 //! and a flipped byte inside a row can pass it.
@@ -89,8 +90,7 @@ fn check_copy(path: &Path) -> Result<BackupReport, String> {
 /// Writes `dir/tollgate-<timestamp>.db` and keeps the newest `keep`.
 pub fn rotate(db: &Path, dir: &Path, keep: usize) -> Result<BackupReport, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let stamp = crate::domain::Timestamp::now().rfc3339().replace([':', '-', '.'], "");
-    let report = backup(db, &dir.join(format!("tollgate-{stamp}.db")))?;
+    let report = backup(db, &dir.join(format!("tollgate-{}.db", file_stamp())))?;
     let mut existing: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| e.to_string())?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -117,6 +117,21 @@ pub struct RestoreReport {
     pub migrations_applied: usize,
 }
 
+/// Now, for file names: `20261125T170102123Z`.
+fn file_stamp() -> String {
+    crate::domain::Timestamp::now().rfc3339().replace([':', '-', '.'], "")
+}
+
+/// A name beside `db` for the copy kept before a restore, never one in use:
+/// every restore keeps its own safety copy.
+fn pre_restore_path(db: &Path) -> PathBuf {
+    let base = with_suffix(db, &format!(".pre-restore-{}", file_stamp()));
+    (1..)
+        .map(|n| if n == 1 { base.clone() } else { with_suffix(&base, &format!("-{n}")) })
+        .find(|p| !p.exists())
+        .unwrap_or(base)
+}
+
 /// Replaces the database at `db` with `file`.
 pub fn restore(db: &Path, file: &Path, force: bool) -> Result<RestoreReport, String> {
     let lock = ServerLock::try_acquire(db).map_err(|e| e.to_string())?.ok_or_else(|| {
@@ -130,6 +145,12 @@ pub fn restore(db: &Path, file: &Path, force: bool) -> Result<RestoreReport, Str
         return Err(format!("no file at {}", file.display()));
     }
     let untouched = "the live database was not touched";
+    if file.extension().is_some_and(|e| e == "partial") && !force {
+        return Err(format!(
+            "{} is an unfinished backup (a killed `tollgate backup` leaves a .partial file); pass --force to restore it anyway; {untouched}",
+            file.display()
+        ));
+    }
     match std::fs::read_to_string(sidecar(file)) {
         Ok(line) => {
             let expected = line.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
@@ -173,7 +194,7 @@ pub fn restore(db: &Path, file: &Path, force: bool) -> Result<RestoreReport, Str
         ));
     }
     let previous = if db.exists() {
-        let pre = with_suffix(db, ".pre-restore");
+        let pre = pre_restore_path(db);
         let tmp = with_suffix(&pre, ".partial");
         let _ = std::fs::remove_file(&tmp);
         files::online_copy(db, &tmp).map_err(|e| format!("cannot keep the current database: {e}; {untouched}"))?;

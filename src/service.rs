@@ -57,6 +57,7 @@ impl Service {
         let lock = crate::storage::backup::ServerLock::try_acquire(&config.server.db)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("another tollgate server is using {}", config.server.db.display()))?;
+        crate::auth::password::configure(config.auth.password_hashes_max, config.auth.password_hash_wait_ms);
         let db = open_db(&config)?;
         let keys = auth::load_keys(&db).map_err(|e| format!("cannot load the token signing key: {e}"))?;
         if let Some(a) = &options.admin {
@@ -132,24 +133,37 @@ fn ensure_admin(db: &Db, a: &BootstrapAdmin) -> Result<(), String> {
 }
 
 /// After a crash: drop idempotency claims of requests that died with the
-/// process, and expire holds whose time has passed.
+/// process, release the holds of provider calls that died with it, and
+/// expire holds whose time has passed.
 fn recover(db: &Db) -> Result<(), String> {
     let cleared = idempotency::clear_in_progress(db).map_err(|e| e.to_string())?;
     if cleared > 0 {
         log::warn!("cleared {cleared} idempotency claim(s) left by a previous process");
     }
-    let mut expired = 0;
-    loop {
-        let n = db.write(|c| ledger::expire_due(c, Timestamp::now())).map_err(|e| e.to_string())?;
-        expired += n;
-        if n < ledger::SWEEP_BATCH_MAX as usize {
-            break;
-        }
+    let released = in_batches(db, ledger::release_unattached)?;
+    if released > 0 {
+        log::warn!("released {released} hold(s) of calls that were in flight when the previous process stopped");
     }
+    let expired = in_batches(db, |c| ledger::expire_due(c, Timestamp::now()))?;
     if expired > 0 {
         log::warn!("expired {expired} hold(s) left by a previous process");
     }
     Ok(())
+}
+
+/// Runs a batch-at-a-time ledger fix-up until a batch comes back short.
+fn in_batches(
+    db: &Db,
+    batch: impl Fn(&rusqlite::Connection) -> crate::error::Result<usize> + Copy + Send + 'static,
+) -> Result<usize, String> {
+    let mut total = 0;
+    loop {
+        let n = db.write(batch).map_err(|e| e.to_string())?;
+        total += n;
+        if n < ledger::SWEEP_BATCH_MAX as usize {
+            return Ok(total);
+        }
+    }
 }
 
 /// Background upkeep: the hold sweeper and retention pruning.

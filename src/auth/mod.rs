@@ -133,11 +133,11 @@ pub fn login(db: &Db, keys: &JwtKeys, ttl_s: u64, email: &str, password: &str) -
         Err(_) => None,
     };
     let Some((user, hash)) = found else {
-        password::burn_time(password);
+        password::burn_time(password)?;
         logs::record(db, NewLog::system(logs::Level::Info, "login_unknown_email", json!({})));
         return Err(Error::Unauthorized(LOGIN_FAILED_MESSAGE.into()));
     };
-    if !password::verify(password, &hash) {
+    if !password::verify(password, &hash)? {
         logs::record(db, NewLog::business(user.id, "login", false, json!({ "reason": "wrong_password" })));
         return Err(Error::Unauthorized(LOGIN_FAILED_MESSAGE.into()));
     }

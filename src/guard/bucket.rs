@@ -56,6 +56,12 @@ impl Bucket {
         units.div_ceil(u64::from(self.rate.rpm).max(1)).div_ceil(1000)
     }
 
+    /// Returns a token taken for a request that another bucket refused, so
+    /// a refusal costs nothing (never above capacity).
+    pub fn give_back(&mut self) {
+        self.units = self.units.saturating_add(UNITS).min(self.capacity());
+    }
+
     pub fn take(&mut self, rate: Rate, now_ms: u64) -> Decision {
         if rate != self.rate {
             self.rate = rate;

@@ -2,8 +2,10 @@
 //! behind the ledger's daily caps.
 //!
 //! Rate limits are in-memory token buckets (per user, per API key, per client
-//! IP for login and signup) in bounded, sharded maps; login failures lock an
-//! IP or an email out for a window. Daily caps are *enforced by the ledger*
+//! IP for login and signup) in bounded, sharded maps. Failed logins lock out
+//! an (email, IP) pair and, past a larger count, an IP; an email attacked
+//! from many IPs is slowed down for the IPs that failed on it, never locked,
+//! so its owner can still sign in from elsewhere (see `lockout.rs`). Daily caps are *enforced by the ledger*
 //! inside the charging transaction; this module only says what they are.
 //! This module never writes money and never calls a provider.
 
@@ -21,7 +23,7 @@ use crate::logs::{self, Level, NewLog};
 use crate::storage::Db;
 use bounded::BoundedMap;
 use bucket::{Bucket, Decision, Rate};
-use lockout::Failures;
+use lockout::{Attempts, Locked, Pace};
 use serde::Serialize;
 use serde_json::json;
 use std::collections::HashMap;
@@ -99,8 +101,10 @@ pub struct Guard {
     users: BoundedMap<UserId, Bucket>,
     keys: BoundedMap<ApiKeyId, Bucket>,
     ips: BoundedMap<IpAddr, Bucket>,
-    ip_failures: BoundedMap<IpAddr, Failures>,
-    email_failures: BoundedMap<String, Failures>,
+    signups: BoundedMap<Option<IpAddr>, Attempts>,
+    ip_failures: BoundedMap<IpAddr, Attempts>,
+    pair_failures: BoundedMap<(String, Option<IpAddr>), Attempts>,
+    email_pace: BoundedMap<String, Pace>,
     clock: Arc<dyn Clock>,
 }
 
@@ -113,8 +117,10 @@ impl Guard {
             users: BoundedMap::new(LIMITER_ENTRIES_MAX),
             keys: BoundedMap::new(LIMITER_ENTRIES_MAX),
             ips: BoundedMap::new(LIMITER_ENTRIES_MAX),
+            signups: BoundedMap::new(LIMITER_ENTRIES_MAX),
             ip_failures: BoundedMap::new(LIMITER_ENTRIES_MAX),
-            email_failures: BoundedMap::new(LIMITER_ENTRIES_MAX),
+            pair_failures: BoundedMap::new(LIMITER_ENTRIES_MAX),
+            email_pace: BoundedMap::new(LIMITER_ENTRIES_MAX),
             clock,
         }
     }
@@ -152,18 +158,26 @@ impl Guard {
         Ok(self.effective(user))
     }
 
-    /// Takes one token from the caller's bucket (and their API key's).
+    /// Takes one token from the caller's bucket (and their API key's); a
+    /// refusal by either takes nothing from the other.
     pub fn check_rate(&self, user: &CurrentUser) -> Decision {
         let e = self.effective(user.id);
         let rate = Rate { rpm: e.rpm, burst: e.burst };
         let now = self.clock.now_ms();
-        if let Credential::ApiKey(key) = user.via {
-            let d = self.keys.with(&key, now, || Bucket::full(rate, now), |b| b.take(rate, now));
-            if !d.allowed {
-                return d;
-            }
+        let Credential::ApiKey(key) = user.via else {
+            return self.users.with(&user.id, now, || Bucket::full(rate, now), |b| b.take(rate, now));
+        };
+        let d = self.keys.with(&key, now, || Bucket::full(rate, now), |b| b.take(rate, now));
+        if !d.allowed {
+            return d;
         }
-        self.users.with(&user.id, now, || Bucket::full(rate, now), |b| b.take(rate, now))
+        let u = self.users.with(&user.id, now, || Bucket::full(rate, now), |b| b.take(rate, now));
+        if !u.allowed {
+            // The key's token was not used: a refused request must not
+            // drain the key's bucket (its Retry-After would then be short).
+            self.keys.with(&key, now, || Bucket::full(rate, now), Bucket::give_back);
+        }
+        u
     }
 
     /// Refuses a request whose cost bound is over the caller's cap.
@@ -189,40 +203,141 @@ impl Guard {
         self.limits.day_utc_offset_minutes
     }
 
-    /// Before a login or signup: the client IP's rate, then any lockout of
-    /// the IP or the email.
-    pub fn check_login(&self, ip: Option<IpAddr>, email: &str) -> Result<()> {
-        let now = self.clock.now_ms();
+    /// The client IP's login/signup rate (a token bucket per minute).
+    fn check_ip_rate(&self, ip: Option<IpAddr>, now: u64) -> Result<()> {
+        let Some(ip) = ip else { return Ok(()) };
         let rate = Rate { rpm: self.auth.login_rpm_per_ip, burst: self.auth.login_rpm_per_ip };
-        if let Some(ip) = ip {
-            let d = self.ips.with(&ip, now, || Bucket::full(rate, now), |b| b.take(rate, now));
-            if !d.allowed {
-                return Err(Error::RateLimited {
-                    retry_after_s: d.retry_after_s,
-                    message: format!("Too many login attempts from this address. Retry in {} s.", d.retry_after_s),
-                });
-            }
-            self.ip_failures.with(&ip, now, Failures::default, |f| f.check(now)).map_err(locked)?;
+        let d = self.ips.with(&ip, now, || Bucket::full(rate, now), |b| b.take(rate, now));
+        if d.allowed {
+            return Ok(());
         }
-        let email = email.trim().to_ascii_lowercase();
-        self.email_failures.with(&email, now, Failures::default, |f| f.check(now)).map_err(locked)
+        Err(Error::RateLimited {
+            retry_after_s: d.retry_after_s,
+            message: format!("Too many login attempts from this address. Retry in {} s.", d.retry_after_s),
+        })
     }
 
-    /// Counts a failed login; true when it started a lockout (worth a log).
-    pub fn login_failed(&self, ip: Option<IpAddr>, email: &str) -> bool {
+    /// Before a password is checked: the IP's rate, then one try reserved
+    /// against the IP's and the (email, IP) pair's failure counts, and, for
+    /// an IP that already failed on this email, the email's pace. Counting
+    /// before the (slow) check keeps concurrent guesses within the limits.
+    pub fn begin_login(&self, ip: Option<IpAddr>, email: &str) -> std::result::Result<LoginAttempt, LoginRefused> {
         let now = self.clock.now_ms();
-        let (max, window) = (self.auth.login_failures_max, self.auth.login_lockout_s.saturating_mul(1000));
-        let mut locked = false;
+        let a = &self.auth;
+        let window = a.login_lockout_s.saturating_mul(1000);
+        self.check_ip_rate(ip, now).map_err(LoginRefused::plain)?;
+        let email = normalize(email);
         if let Some(ip) = ip {
-            locked |= self.ip_failures.with(&ip, now, Failures::default, |f| f.record_failure(now, max, window));
+            self.ip_failures
+                .with(&ip, now, Attempts::default, |f| f.reserve(now, a.login_ip_failures_max, window))
+                .map_err(LoginRefused::locked)?;
         }
-        let email = email.trim().to_ascii_lowercase();
-        locked |= self.email_failures.with(&email, now, Failures::default, |f| f.record_failure(now, max, window));
-        locked
+        let attempt = LoginAttempt { ip, email };
+        let pair = (attempt.email.clone(), ip);
+        let repeat = self.pair_failures.with(&pair, now, Attempts::default, |f| f.count() > 0);
+        if repeat {
+            let (free, max_ms) = (a.login_email_failures_free, a.login_email_delay_max_s.saturating_mul(1000));
+            let paced = self.email_pace.with(&attempt.email, now, Pace::default, |p| p.pass(now, free, max_ms, window));
+            if let Err(retry_after_s) = paced {
+                self.refund_ip(ip, now);
+                return Err(LoginRefused::plain(Error::RateLimited {
+                    retry_after_s,
+                    message: format!(
+                        "Too many failed logins for this account; retry in {retry_after_s} s or reset your password."
+                    ),
+                }));
+            }
+        }
+        let reserved =
+            self.pair_failures.with(&pair, now, Attempts::default, |f| f.reserve(now, a.login_failures_max, window));
+        if let Err(l) = reserved {
+            self.refund_ip(ip, now);
+            return Err(LoginRefused::locked(l));
+        }
+        Ok(attempt)
     }
 
-    pub fn login_succeeded(&self, email: &str) {
-        self.email_failures.remove(&email.trim().to_ascii_lowercase());
+    fn refund_ip(&self, ip: Option<IpAddr>, now: u64) {
+        if let Some(ip) = ip {
+            self.ip_failures.with(&ip, now, Attempts::default, Attempts::refund);
+        }
+    }
+
+    /// The password was right: the IP's try is given back and the pair's
+    /// failures forgotten.
+    pub fn login_succeeded(&self, attempt: LoginAttempt) {
+        let now = self.clock.now_ms();
+        self.refund_ip(attempt.ip, now);
+        self.pair_failures.remove(&(attempt.email, attempt.ip));
+    }
+
+    /// The password was wrong: the reserved tries stay counted, and the
+    /// email's pace counts one more failure.
+    pub fn login_failed(&self, attempt: LoginAttempt) {
+        let now = self.clock.now_ms();
+        let window = self.auth.login_lockout_s.saturating_mul(1000);
+        self.email_pace.with(&attempt.email, now, Pace::default, |p| p.fail(now, window));
+    }
+
+    /// The check could not run (e.g. no hashing slot): nothing was tried.
+    pub fn login_not_tried(&self, attempt: LoginAttempt) {
+        let now = self.clock.now_ms();
+        self.refund_ip(attempt.ip, now);
+        self.pair_failures.with(&(attempt.email, attempt.ip), now, Attempts::default, Attempts::refund);
+    }
+
+    /// Before a signup: the IP's login rate and its hourly signup count. The
+    /// reservation is given back with [`Guard::signup_not_made`].
+    pub fn begin_signup(&self, ip: Option<IpAddr>) -> Result<()> {
+        let now = self.clock.now_ms();
+        self.check_ip_rate(ip, now)?;
+        let max = self.auth.signups_per_ip_per_hour;
+        self.signups.with(&ip, now, Attempts::default, |a| a.reserve(now, max, SIGNUP_WINDOW_MS)).map_err(|l| {
+            Error::RateLimited {
+                retry_after_s: l.retry_after_s,
+                message: format!(
+                    "Too many accounts created from this address ({max} per hour). Retry in {} s.",
+                    l.retry_after_s
+                ),
+            }
+        })
+    }
+
+    pub fn signup_not_made(&self, ip: Option<IpAddr>) {
+        let now = self.clock.now_ms();
+        self.signups.with(&ip, now, Attempts::default, Attempts::refund);
+    }
+}
+
+/// The window signups per IP are counted in.
+const SIGNUP_WINDOW_MS: u64 = 3_600_000;
+
+fn normalize(email: &str) -> String {
+    email.trim().to_ascii_lowercase()
+}
+
+/// A login try that passed the guard; hand it back with the outcome.
+#[derive(Debug)]
+pub struct LoginAttempt {
+    ip: Option<IpAddr>,
+    email: String,
+}
+
+/// A login refused before any password was checked.
+#[derive(Debug)]
+pub struct LoginRefused {
+    pub error: Error,
+    /// This refusal started a lockout (log it once).
+    pub lockout_started: bool,
+}
+
+impl LoginRefused {
+    fn plain(error: Error) -> LoginRefused {
+        LoginRefused { error, lockout_started: false }
+    }
+
+    fn locked(l: Locked) -> LoginRefused {
+        LoginRefused { error: locked(l.retry_after_s), lockout_started: l.started }
     }
 }
 
@@ -277,20 +392,56 @@ mod tests {
         assert!(g.keys.capacity() <= LIMITER_ENTRIES_MAX + bounded::SHARDS);
     }
 
+    fn guard_with_auth(clock: Arc<ManualClock>, auth: AuthConfig) -> Guard {
+        let limits = LimitsConfig { rpm: 10, burst: 10, ..LimitsConfig::default() };
+        Guard::new(limits, auth, clock)
+    }
+
     #[test]
-    fn twenty_failed_logins_lock_the_ip_and_the_email_but_not_others() {
+    fn failures_lock_the_pair_and_then_the_ip_but_never_the_owner_elsewhere() {
         let clock = Arc::new(ManualClock::default());
-        let g = guard(Arc::clone(&clock));
+        let auth = AuthConfig { login_failures_max: 3, login_ip_failures_max: 5, ..AuthConfig::default() };
+        let g = guard_with_auth(Arc::clone(&clock), auth);
         let bad: IpAddr = "10.0.0.1".parse().unwrap();
         let good: IpAddr = "10.0.0.2".parse().unwrap();
-        for i in 0..20 {
-            assert!(g.check_login(Some(bad), &format!("victim{i}@example.com")).is_ok(), "attempt {i}");
-            g.login_failed(Some(bad), &format!("victim{i}@example.com"));
+        for _ in 0..3 {
+            g.login_failed(g.begin_login(Some(bad), "victim@example.com").unwrap());
         }
-        let e = g.check_login(Some(bad), "someone@example.com").unwrap_err();
-        assert!(matches!(e, Error::RateLimited { retry_after_s: 900, .. }), "{e:?}");
-        assert!(g.check_login(Some(good), "someone@example.com").is_ok());
+        let e = g.begin_login(Some(bad), "Victim@example.com ").unwrap_err();
+        assert!(e.lockout_started && matches!(e.error, Error::RateLimited { retry_after_s: 900, .. }), "{e:?}");
+        assert!(g.begin_login(Some(good), "victim@example.com").is_ok(), "the owner's IP did not fail");
+        g.login_failed(g.begin_login(Some(bad), "other@example.com").unwrap());
+        g.login_failed(g.begin_login(Some(bad), "third@example.com").unwrap());
+        let e = g.begin_login(Some(bad), "fourth@example.com").unwrap_err();
+        assert!(e.lockout_started, "five failures lock the IP for every email: {e:?}");
         clock.advance_ms(900_000);
-        assert!(g.check_login(Some(bad), "someone@example.com").is_ok(), "the window passed");
+        assert!(g.begin_login(Some(bad), "fourth@example.com").is_ok(), "the window passed");
+    }
+
+    #[test]
+    fn a_success_gives_the_tries_back() {
+        let clock = Arc::new(ManualClock::default());
+        let auth = AuthConfig { login_failures_max: 2, login_ip_failures_max: 2, ..AuthConfig::default() };
+        let g = guard_with_auth(clock, auth);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..10 {
+            g.login_succeeded(g.begin_login(Some(ip), "me@example.com").unwrap());
+        }
+        g.login_not_tried(g.begin_login(Some(ip), "me@example.com").unwrap());
+        assert!(g.begin_login(Some(ip), "me@example.com").is_ok());
+    }
+
+    #[test]
+    fn signups_per_ip_are_counted_per_hour() {
+        let clock = Arc::new(ManualClock::default());
+        let auth = AuthConfig { signups_per_ip_per_hour: 2, ..AuthConfig::default() };
+        let g = guard_with_auth(Arc::clone(&clock), auth);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(g.begin_signup(Some(ip)).is_ok());
+        assert!(g.begin_signup(Some(ip)).is_ok());
+        g.signup_not_made(Some(ip));
+        assert!(g.begin_signup(Some(ip)).is_ok(), "a refused signup does not count");
+        assert!(matches!(g.begin_signup(Some(ip)), Err(Error::RateLimited { .. })));
+        assert!(g.begin_signup(Some("10.0.0.2".parse().unwrap())).is_ok());
     }
 }

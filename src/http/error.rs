@@ -24,7 +24,7 @@ impl ApiError {
             404 => "not_found_error",
             402 => "billing_error",
             429 => "rate_limit_error",
-            409 | 422 => "idempotency_error",
+            409 | 422 if matches!(code, "request_in_progress" | "idempotency_key_reused") => "idempotency_error",
             500..=599 => "api_error",
             _ => "invalid_request_error",
         };
@@ -148,12 +148,22 @@ impl From<Error> for ApiError {
                 a.retry_after_s = Some(5);
                 a
             }
-            Error::Busy => {
-                let mut a = ApiError::new(503, "server_busy", "All provider workers are busy. Retry in a moment.");
+            Error::Busy(message) => {
+                let mut a = ApiError::new(503, "server_busy", message);
                 a.retry_after_s = Some(1);
                 a
             }
             Error::Conflict { code, message } => ApiError::new(409, code, message),
+            Error::Storage(err) if err.is_disk_full() => {
+                log::error!("storage error, disk full: {err}");
+                let mut a = ApiError::new(
+                    507,
+                    "storage_full",
+                    "The server's disk is full, so nothing was changed. Retry later; the operator must free disk space.",
+                );
+                a.retry_after_s = Some(30);
+                a
+            }
             Error::Storage(err) => {
                 log::error!("storage error: {err}");
                 ApiError::new(500, "internal_error", "An internal error occurred; nothing was changed. Retry later.")

@@ -5,6 +5,7 @@
 //! service code runs. This layer never writes SQL and never decides a
 //! business rule; it maps service results and errors to HTTP.
 
+pub mod edge;
 pub mod error;
 pub mod openapi;
 pub mod request;
@@ -12,3 +13,4 @@ pub mod response;
 pub mod router;
 pub mod routes;
 pub mod server;
+mod strict_json;

@@ -38,14 +38,16 @@ impl Req {
         self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
-    /// Parses the JSON body into `T`: `invalid_json` when it is not JSON,
-    /// `invalid_request` naming the field when it does not fit `T`.
+    /// Parses the JSON body into `T`: `invalid_json` when it is not JSON (or
+    /// names a key twice), `invalid_request` naming the field when it does
+    /// not fit `T`.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::invalid_json("the body is empty"));
         }
-        let value: serde_json::Value =
-            serde_json::from_slice(&self.body).map_err(|e| ApiError::invalid_json(&e.to_string()))?;
+        let value = serde_json::from_slice::<super::strict_json::Strict>(&self.body)
+            .map_err(|e| ApiError::invalid_json(&e.to_string()))?
+            .0;
         if !value.is_object() {
             return Err(ApiError::invalid_json("expected an object"));
         }

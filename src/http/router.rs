@@ -36,6 +36,10 @@ pub struct Route {
     pub handler: Handler,
     /// Waits on a model provider: runs on the bounded upstream pool.
     pub upstream: bool,
+    /// Whether an `Idempotency-Key` may store this route's response for
+    /// replay. False where the response holds a secret shown only once (an
+    /// API key): a stored copy would be that secret at rest, in clear.
+    pub replayable: bool,
     /// For `/openapi.json`: a one-line summary, the request body schema and
     /// the success status and schema (names in `openapi::components`).
     pub doc: Doc,
@@ -53,11 +57,16 @@ const fn doc(summary: &'static str, body: Option<&'static str>, ok: u16, schema:
 }
 
 const fn route(method: &'static str, path: &'static str, access: Access, handler: Handler, doc: Doc) -> Route {
-    Route { method, path, access, handler, upstream: false, doc }
+    Route { method, path, access, handler, upstream: false, replayable: true, doc }
+}
+
+/// A route whose response is never stored for `Idempotency-Key` replay.
+const fn not_replayable(r: Route) -> Route {
+    Route { replayable: false, ..r }
 }
 
 const fn upstream(method: &'static str, path: &'static str, handler: Handler, doc: Doc) -> Route {
-    Route { method, path, access: Access::User, handler, upstream: true, doc }
+    Route { method, path, access: Access::User, handler, upstream: true, replayable: true, doc }
 }
 
 /// Every route the binary serves. `/openapi.json` is checked against this.
@@ -87,13 +96,13 @@ pub static ROUTES: &[Route] = &[
         doc("Create an account (when enabled)", Some("LoginRequest"), 201, "User"),
     ),
     route("GET", "/v1/me", Access::User, routes::auth::me, doc("The calling user", None, 200, "User")),
-    route(
+    not_replayable(route(
         "POST",
         "/v1/api-keys",
         Access::User,
         routes::auth::create_key,
-        doc("Create an API key (shown once)", Some("ApiKeyCreate"), 201, "ApiKeyCreated"),
-    ),
+        doc("Create an API key (shown once; no Idempotency-Key)", Some("ApiKeyCreate"), 201, "ApiKeyCreated"),
+    )),
     route(
         "GET",
         "/v1/api-keys",
@@ -405,6 +414,14 @@ fn dispatch_inner(
     if req.method == "POST"
         && let (Some(u), Some(raw)) = (user, req.header("idempotency-key"))
     {
+        if !route.replayable {
+            return Err(ApiError::new(
+                400,
+                "idempotency_not_supported",
+                "This route does not take an Idempotency-Key: its response holds a secret that is never stored. Retry without the header; list what exists to see whether the first try succeeded.",
+            )
+            .with_param("Idempotency-Key"));
+        }
         let key = idempotency::parse_key(raw)?;
         match idempotency::begin(&app.db, u.id, key, fingerprint(req))? {
             Claim::Fresh(token) => ctx.idem = Some(token),

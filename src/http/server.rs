@@ -6,6 +6,10 @@
 //! starve the rest; when that queue is full the answer is 503 `server_busy`.
 //! Workers loop on `recv_timeout`, so a shutdown flag is seen within
 //! [`WORKER_POLL_MS`]; on shutdown they finish the request they hold.
+//!
+//! A worker never reads from a socket: the connection layer (configured in
+//! `edge.rs`) hands over requests whose head and body were read whole under
+//! their limits and deadlines.
 
 use super::error::ApiError;
 use super::request::{self, Req};
@@ -42,8 +46,17 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start(app: Arc<App>) -> Result<HttpServer, String> {
-        let server = tiny_http::Server::http(&app.config.server.addr)
-            .map_err(|e| format!("cannot listen on {}: {e}", app.config.server.addr))?;
+        let cfg = &app.config.server;
+        let fd_limit = super::edge::raise_fd_limit();
+        let connections_max = super::edge::connections_max(cfg, fd_limit);
+        log::info!("accepting up to {connections_max} connections (open-file limit {fd_limit})");
+        let listen = tiny_http::ServerConfig {
+            addr: tiny_http::ConfigListenAddr::from_socket_addrs(&cfg.addr)
+                .map_err(|e| format!("cannot listen on {}: {e}", cfg.addr))?,
+            limits: super::edge::limits(cfg, connections_max),
+        };
+        let server =
+            tiny_http::Server::new(listen).map_err(|e| format!("cannot listen on {}: {e}", app.config.server.addr))?;
         let addr = server.server_addr().to_ip().ok_or_else(|| "the listener has no IP address".to_owned())?;
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
@@ -125,7 +138,15 @@ fn accept(app: &Arc<App>, mut raw: tiny_http::Request, upstream: &SyncSender<Pen
             Ok(()) => {}
             Err(TrySendError::Full(p) | TrySendError::Disconnected(p)) => {
                 crate::metrics::global().guard_refusals.with_label_values(&["server_busy"]).inc();
-                finish(p.raw, &method, ApiError::from(Error::Busy).into_response(), "busy", id, started, false);
+                finish(
+                    p.raw,
+                    &method,
+                    ApiError::from(Error::Busy("All provider workers are busy. Retry in a moment.")).into_response(),
+                    "busy",
+                    id,
+                    started,
+                    false,
+                );
             }
         }
         return;
@@ -177,14 +198,19 @@ fn status_label(status: u16) -> &'static str {
         403 => "403",
         404 => "404",
         405 => "405",
+        408 => "408",
         409 => "409",
         413 => "413",
+        414 => "414",
         422 => "422",
         429 => "429",
+        431 => "431",
         500 => "500",
         502 => "502",
         503 => "503",
         504 => "504",
+        505 => "505",
+        507 => "507",
         _ => "other",
     }
 }

@@ -394,6 +394,20 @@ pub fn expire_due(conn: &Connection, now: Timestamp) -> Result<usize> {
     Ok(due.len())
 }
 
+/// At start, before any request: releases (a batch at most of) the holds
+/// of calls that died with the previous process. Jobs' holds are left to job
+/// recovery, which resumes or fails their jobs. Returns how many.
+pub fn release_unattached(conn: &Connection) -> Result<usize> {
+    let orphaned = storage::unattached_active_holds(conn, SWEEP_BATCH_MAX)?;
+    for id in &orphaned {
+        close_uncharged(conn, *id, HoldStatus::Released)?;
+    }
+    if !orphaned.is_empty() {
+        logs::write(conn, &NewLog::system(Level::Warn, "holds_released_at_start", json!({ "count": orphaned.len() })))?;
+    }
+    Ok(orphaned.len())
+}
+
 /// Balance = SUM of the ledger (the seed's `getBalance`); held from the
 /// cache, which the audit checks against the active holds.
 pub fn balance(conn: &Connection, user: UserId) -> Result<Balance> {

@@ -251,6 +251,14 @@ pub fn due_holds(conn: &Connection, now: Timestamp, limit: i64) -> rusqlite::Res
     .collect()
 }
 
+/// Active holds not attached to a job: each belonged to a call (chat,
+/// images) in flight in this process, so after a restart none is still live.
+pub fn unattached_active_holds(conn: &Connection, limit: i64) -> rusqlite::Result<Vec<HoldId>> {
+    conn.prepare_cached("SELECT id FROM credit_holds WHERE status = 'active' AND job_id IS NULL ORDER BY id LIMIT ?1")?
+        .query_map(params![limit], |r| r.get(0))?
+        .collect()
+}
+
 pub fn count_active_holds(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("SELECT count(*) FROM credit_holds WHERE status = 'active'", [], |r| r.get(0))
 }

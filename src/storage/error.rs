@@ -1,5 +1,6 @@
 //! Storage failures. None of these is the client's fault: the HTTP layer maps
-//! them all to 500 and logs the detail.
+//! a full disk to 507 `storage_full` and everything else to 500, and logs
+//! the detail.
 
 use std::fmt;
 use std::path::Path;
@@ -16,16 +17,50 @@ pub enum StorageError {
     Migration(String),
     /// The group this write belonged to could not be committed; nothing of
     /// it was written.
-    NotCommitted(String),
+    NotCommitted(NotCommitted),
     /// The writer thread is gone (shut down, or died); nothing was written.
     WriterGone,
     /// A write closure panicked; its changes were rolled back.
     WritePanicked,
 }
 
+/// Why a group of writes was not committed.
+#[derive(Debug, Clone)]
+pub struct NotCommitted {
+    pub reason: String,
+    /// The disk (or the file system holding the database) is full.
+    pub disk_full: bool,
+}
+
+impl NotCommitted {
+    pub fn other(reason: &str) -> NotCommitted {
+        NotCommitted { reason: reason.to_owned(), disk_full: false }
+    }
+
+    pub fn from_sqlite(e: &rusqlite::Error) -> NotCommitted {
+        NotCommitted { reason: e.to_string(), disk_full: sqlite_disk_full(e) }
+    }
+}
+
+/// SQLite says `SQLITE_FULL` when a write meets a full disk (its VFS maps
+/// `ENOSPC` to it).
+fn sqlite_disk_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+}
+
 impl StorageError {
     pub fn open(path: &Path, source: rusqlite::Error) -> StorageError {
         StorageError::Open { path: path.display().to_string(), source }
+    }
+
+    /// The write failed because the disk is full: the client is told so
+    /// (507), and the service recovers by itself once space is freed.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StorageError::Sqlite(e) | StorageError::Open { source: e, .. } => sqlite_disk_full(e),
+            StorageError::NotCommitted(n) => n.disk_full,
+            _ => false,
+        }
     }
 }
 
@@ -38,7 +73,7 @@ impl fmt::Display for StorageError {
             StorageError::Sqlite(e) => write!(f, "database error: {e}"),
             StorageError::Pool(e) => write!(f, "no database connection available: {e}"),
             StorageError::Migration(e) => write!(f, "migration failed: {e}"),
-            StorageError::NotCommitted(e) => write!(f, "transaction not committed: {e}"),
+            StorageError::NotCommitted(e) => write!(f, "transaction not committed: {}", e.reason),
             StorageError::WriterGone => write!(f, "the database writer has stopped"),
             StorageError::WritePanicked => {
                 write!(f, "a database write panicked and was rolled back")

@@ -111,6 +111,14 @@ pub fn migrate_to(conn: &mut Connection, version: i32) -> Result<usize, StorageE
     Ok(report.applied_migrations().len())
 }
 
+/// A small real write (a row in `settings`), for the readiness check: a
+/// transaction with no change would commit even on a full disk.
+pub fn probe_write(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT OR REPLACE INTO settings(key, value) VALUES ('ready_probe', ?1)")?
+        .execute([now_ms.to_string()])
+        .map(|_| ())
+}
+
 /// The newest schema version this binary knows.
 pub fn schema_version_max() -> i64 {
     embedded::migrations::runner().get_migrations().iter().map(|m| i64::from(m.version())).max().unwrap_or(0)

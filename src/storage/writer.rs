@@ -26,6 +26,7 @@
 
 use super::StorageError;
 use super::checkpoint::CatchUp;
+use super::error::NotCommitted;
 use rusqlite::Connection;
 use std::fs::{File, OpenOptions};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -47,7 +48,7 @@ pub const WRITER_QUEUE_MAX: usize = 8_192;
 /// never runs more than this far ahead of the disk.
 pub const SYNC_QUEUE_MAX: usize = 64;
 
-type Answer<'a> = Result<(), &'a str>;
+type Answer<'a> = Result<(), &'a NotCommitted>;
 
 trait WriteJob: Send {
     /// Whether the caller waits for an fsync: a durable write that succeeded.
@@ -93,7 +94,7 @@ where
         let answer = match (self.result, commit) {
             (Some(Err(e)), _) => Err(e),
             (Some(Ok(v)), Ok(())) => Ok(v),
-            (_, Err(msg)) => Err(E::from(StorageError::NotCommitted(msg.to_owned()))),
+            (_, Err(why)) => Err(E::from(StorageError::NotCommitted(why.clone()))),
             (None, Ok(())) => Err(E::from(StorageError::WriterGone)),
         };
         // The caller may have gone away (thread ended); nothing to do then.
@@ -210,11 +211,12 @@ fn run(conn: &Connection, rx: &Receiver<Box<dyn WriteJob>>, syncer: Option<Synce
                 if !wait.is_empty()
                     && let Err(back) = s.queue.send(wait)
                 {
-                    back.0.into_iter().for_each(|j| j.finish(Err("the syncer thread is gone")));
+                    let gone = NotCommitted::other("the syncer thread is gone");
+                    back.0.into_iter().for_each(|j| j.finish(Err(&gone)));
                 }
             }
             (committed, _) => {
-                let answer = committed.as_ref().map_err(String::as_str).copied();
+                let answer = committed.as_ref().map(|_| ());
                 group.drain(..).for_each(|j| j.finish(answer));
             }
         }
@@ -226,11 +228,11 @@ fn run(conn: &Connection, rx: &Receiver<Box<dyn WriteJob>>, syncer: Option<Synce
 }
 
 /// Runs one group in one transaction; `Err` says why nothing of it stayed.
-fn run_group(conn: &Connection, group: &mut Group) -> Result<(), String> {
+fn run_group(conn: &Connection, group: &mut Group) -> Result<(), NotCommitted> {
     let started = Instant::now();
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         log::error!("writer cannot begin a transaction: {e}");
-        return Err(e.to_string());
+        return Err(NotCommitted::from_sqlite(&e));
     }
     let single = group.len() == 1;
     let mut failed = 0u64;
@@ -266,7 +268,7 @@ fn run_group(conn: &Connection, group: &mut Group) -> Result<(), String> {
     commit.map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
         log::error!("writer commit failed, group of {} rolled back: {e}", group.len());
-        e.to_string()
+        NotCommitted::from_sqlite(&e)
     })
 }
 
@@ -304,9 +306,12 @@ fn sync_and_answer(wal: &Path, file: &mut Option<File>, fsyncs: &AtomicU64, batc
         // callers hear so (an idempotent retry replays, never repeats).
         *file = None;
         log::error!("fsync of {} failed; {} write(s) answered as failed: {e}", wal.display(), batch.len());
-        format!("the commit could not be flushed to disk: {e}")
+        NotCommitted {
+            reason: format!("the commit could not be flushed to disk: {e}"),
+            disk_full: e.kind() == std::io::ErrorKind::StorageFull,
+        }
     });
-    let answer = failure.as_deref().map_or(Ok(()), Err);
+    let answer = failure.as_ref().map_or(Ok(()), Err);
     batch.into_iter().for_each(|j| j.finish(answer));
 }
 

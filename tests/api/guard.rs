@@ -47,7 +47,10 @@ fn ten_per_minute_lets_ten_through_refuses_the_eleventh_and_refills_with_time() 
 
 #[test]
 fn twenty_wrong_passwords_lock_out_that_ip_while_another_ip_still_logs_in() {
-    let app = TestApp::spawn_with(|c| c.server.trusted_proxies = vec!["127.0.0.1".into()]);
+    let app = TestApp::spawn_with(|c| {
+        c.server.trusted_proxies = vec!["127.0.0.1".into()];
+        c.auth.login_ip_failures_max = 20;
+    });
     let ann = app.user("ann");
     let body = |pw: &str| json!({"email": ann.email, "password": pw}).to_string();
     let from = |ip: &'static str, pw: &str| {
@@ -79,7 +82,7 @@ fn twenty_wrong_passwords_lock_out_that_ip_while_another_ip_still_logs_in() {
 
 #[test]
 fn x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy() {
-    let app = TestApp::spawn_with(|c| c.auth.login_failures_max = 3);
+    let app = TestApp::spawn_with(|c| c.auth.login_ip_failures_max = 3);
     let ann = app.user("ann");
     for ip in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
         let b = json!({"email": format!("{ip}@example.com"), "password": "nope-nope"}).to_string();

@@ -281,7 +281,11 @@ pub struct TestUser {
 
 /// The real binary, as an operator runs it.
 pub fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    clean_env(Command::new(env!("CARGO_BIN_EXE_tollgate")))
+}
+
+/// No setting of the test runner's leaks into a child server.
+fn clean_env(mut c: Command) -> Command {
     c.env_remove("RUST_LOG");
     for (k, _) in std::env::vars() {
         if k.starts_with("TOLLGATE_") {
@@ -289,6 +293,20 @@ pub fn bin() -> Command {
         }
     }
     c
+}
+
+/// Resident memory of a process, and its peak, in KiB (from /proc).
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// A `tollgate serve` child process on an ephemeral port.
@@ -306,7 +324,17 @@ impl Drop for ServerProcess {
 }
 
 pub fn serve_process(db: &std::path::Path, extra_env: &[(&str, &str)]) -> ServerProcess {
-    let mut cmd = bin();
+    spawn_server(bin(), db, extra_env)
+}
+
+/// `tollgate serve` under `ulimit -n nofile` (soft and hard).
+pub fn serve_process_with_fd_limit(db: &std::path::Path, nofile: u64, extra_env: &[(&str, &str)]) -> ServerProcess {
+    let mut sh = Command::new("sh");
+    sh.arg("-c").arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\"")).arg(env!("CARGO_BIN_EXE_tollgate"));
+    spawn_server(clean_env(sh), db, extra_env)
+}
+
+fn spawn_server(mut cmd: Command, db: &std::path::Path, extra_env: &[(&str, &str)]) -> ServerProcess {
     cmd.args(["serve", "--addr", "127.0.0.1:0", "--db"])
         .arg(db)
         .env("TOLLGATE_ADMIN_EMAIL", ADMIN_EMAIL)

@@ -10,6 +10,7 @@ mod auth;
 mod cli;
 mod crash;
 mod credits;
+mod front_door;
 mod guard;
 mod http_edge;
 mod idempotency;

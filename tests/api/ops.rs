@@ -98,7 +98,17 @@ fn restore_refuses_a_corrupt_file_and_leaves_the_live_database_untouched() {
     let msg = out(&o);
     assert!(msg.contains("live database was not touched"), "{msg}");
     assert_eq!(std::fs::read(&db).unwrap(), live_before);
-    assert!(!db.with_file_name("tollgate.db.pre-restore").exists());
+    assert_eq!(pre_restore_copies(&db), 0);
+}
+
+/// The safety copies restore kept beside `db` (`tollgate.db.pre-restore-<time>`).
+fn pre_restore_copies(db: &std::path::Path) -> usize {
+    let dir = db.parent().expect("db has a folder");
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("tollgate.db.pre-restore-") && !n.ends_with(".partial"))
+        .count()
 }
 
 #[test]
@@ -133,10 +143,22 @@ fn restore_refuses_newer_schemas_and_failed_audits_unless_forced_and_keeps_the_o
     assert!(out(&o).contains("fails the ledger audit"), "{}", out(&o));
     let o = tollgate(&["restore", bad.to_str().unwrap(), "--force"], &db);
     assert!(o.status.success(), "{}", out(&o));
-    assert!(db.with_file_name("tollgate.db.pre-restore").exists());
+    assert_eq!(pre_restore_copies(&db), 1);
     let o = tollgate(&["restore", good.to_str().unwrap()], &db);
     assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(pre_restore_copies(&db), 2, "a second restore keeps the first safety copy");
     assert!(tollgate(&["audit"], &db).status.success());
+
+    // What a killed backup leaves behind is refused unless forced.
+    let partial = db.with_file_name("killed.db.partial");
+    std::fs::copy(&good, &partial).unwrap();
+    let o = tollgate(&["restore", partial.to_str().unwrap()], &db);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(out(&o).contains("unfinished backup") && out(&o).contains("--force"), "{}", out(&o));
+    assert_eq!(pre_restore_copies(&db), 2, "a refused restore keeps nothing new");
+    let o = tollgate(&["restore", partial.to_str().unwrap(), "--force"], &db);
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(pre_restore_copies(&db), 3);
 }
 
 #[test]

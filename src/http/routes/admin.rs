@@ -60,7 +60,8 @@ struct Adjust {
 pub fn adjust_credits(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = user_param(ctx)?;
     let body: Adjust = ctx.req.json()?;
-    if body.amount == 0 || body.amount.abs() > crate::domain::CREDITS_AMOUNT_MAX {
+    // unsigned_abs: `abs()` of i64::MIN overflows (and wrapped past this check).
+    if body.amount == 0 || body.amount.unsigned_abs() > crate::domain::CREDITS_AMOUNT_MAX.unsigned_abs() {
         return Err(Error::invalid(
             "amount",
             format!("amount must be a non-zero whole number of credits within ±{}", crate::domain::CREDITS_AMOUNT_MAX),

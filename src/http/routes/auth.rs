@@ -20,18 +20,25 @@ pub fn login(ctx: &Ctx) -> Result<Response, ApiError> {
     let body: Credentials = ctx.req.json()?;
     let guard = &ctx.app.guard;
     let ip = ctx.client_ip();
-    guard.check_login(ip, &body.email)?;
+    let attempt = guard.begin_login(ip, &body.email).map_err(|refused| {
+        if refused.lockout_started {
+            let ip = ip.map(|i| i.to_string());
+            crate::guard::log_refusal(&ctx.app.db, None, "login_lockout", serde_json::json!({ "ip": ip }));
+        }
+        refused.error
+    })?;
     let ttl_s = ctx.app.config.auth.token_ttl_s;
     match auth::login(&ctx.app.db, &ctx.app.keys, ttl_s, &body.email, &body.password) {
         Ok(out) => {
-            guard.login_succeeded(&body.email);
+            guard.login_succeeded(attempt);
             Ok(Response::json(200, &out))
         }
+        Err(e @ Error::Unauthorized(_)) => {
+            guard.login_failed(attempt);
+            Err(e.into())
+        }
         Err(e) => {
-            if matches!(e, Error::Unauthorized(_)) && guard.login_failed(ip, &body.email) {
-                let ip = ip.map(|i| i.to_string());
-                crate::guard::log_refusal(&ctx.app.db, None, "login_lockout", serde_json::json!({ "ip": ip }));
-            }
+            guard.login_not_tried(attempt);
             Err(e.into())
         }
     }
@@ -45,19 +52,27 @@ pub fn signup(ctx: &Ctx) -> Result<Response, ApiError> {
         );
     }
     let body: Credentials = ctx.req.json()?;
-    ctx.app.guard.check_login(ctx.client_ip(), &body.email)?;
     let email = Email::parse(&body.email).map_err(|m| Error::invalid("email", m))?;
     let password = Password::parse(&body.password).map_err(|m| Error::invalid("password", m))?;
-    let hash = auth::password::hash(&password)?;
+    let ip = ctx.client_ip();
+    ctx.app.guard.begin_signup(ip)?;
     let bonus = cfg.signup_bonus_credits;
-    let user = ctx.app.db.write(move |c| {
-        let user = users::insert(c, &email, &hash, Role::User)?;
-        if let Some(amount) = crate::domain::Credits::positive(bonus) {
-            ledger::grant(c, user.id, amount, "signup bonus")?;
+    let made = auth::password::hash(&password).and_then(|hash| {
+        ctx.app.db.write(move |c| {
+            let user = users::insert(c, &email, &hash, Role::User)?;
+            if let Some(amount) = crate::domain::Credits::positive(bonus) {
+                ledger::grant(c, user.id, amount, "signup bonus")?;
+            }
+            Ok::<_, Error>(user)
+        })
+    });
+    match made {
+        Ok(user) => Ok(Response::json(201, &user)),
+        Err(e) => {
+            ctx.app.guard.signup_not_made(ip);
+            Err(e.into())
         }
-        Ok::<_, Error>(user)
-    })?;
-    Ok(Response::json(201, &user))
+    }
 }
 
 pub fn me(ctx: &Ctx) -> Result<Response, ApiError> {

@@ -1,5 +1,6 @@
 //! Unauthenticated operations endpoints.
 
+use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
 use crate::http::router::Ctx;
@@ -9,15 +10,23 @@ pub fn healthz(_: &Ctx) -> Result<Response, ApiError> {
     Ok(Response::json_value(200, &json!({ "status": "ok" })))
 }
 
-/// Ready means a write transaction can be opened and committed right now.
+/// Ready means a small real write was committed (and, at FULL, fsynced)
+/// right now. A full disk or a broken writer is 503 with the reason.
 pub fn readyz(ctx: &Ctx) -> Result<Response, ApiError> {
-    match ctx.app.db.write(|c| Ok::<_, crate::error::Error>(c.execute_batch("SELECT 1")?)) {
+    let now = crate::domain::Timestamp::now();
+    match ctx.app.db.write(move |c| Ok::<_, Error>(crate::storage::probe_write(c, now.0)?)) {
         Ok(()) => Ok(Response::json_value(200, &json!({ "status": "ready" }))),
         Err(e) => {
             log::error!("readiness check failed: {e}");
+            let (code, message) = match &e {
+                Error::Storage(s) if s.is_disk_full() => {
+                    ("storage_full", "The database cannot take a write: its disk is full. Free disk space.")
+                }
+                _ => ("not_ready", "The database is not writable; see the server log."),
+            };
             Ok(Response::json_value(
                 503,
-                &json!({ "status": "unavailable", "error": { "type": "api_error", "code": "not_ready", "message": "The database is not writable.", "param": null } }),
+                &json!({ "status": "unavailable", "error": { "type": "api_error", "code": code, "message": message, "param": null } }),
             ))
         }
     }

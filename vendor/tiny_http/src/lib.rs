@@ -93,15 +93,14 @@
 #![deny(rust_2018_idioms)]
 #![allow(clippy::match_like_matches_macro)]
 
-#[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-use zeroize::Zeroizing;
+
 
 use std::error::Error;
 use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -116,6 +115,7 @@ pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
+pub use limits::{Limits, Rejection};
 pub use test::TestRequest;
 
 mod client;
@@ -123,7 +123,7 @@ mod common;
 mod connection;
 mod request;
 mod response;
-mod ssl;
+mod limits;
 mod test;
 mod util;
 
@@ -172,22 +172,14 @@ pub struct IncomingRequests<'a> {
 }
 
 /// Represents the parameters required to create a server.
+/// Represents the parameters required to create a server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The addresses to try to listen to.
     pub addr: ConfigListenAddr,
 
-    /// If `Some`, then the server will use SSL to encode the communications.
-    pub ssl: Option<SslConfig>,
-}
-
-/// Configuration of the server for SSL.
-#[derive(Debug, Clone)]
-pub struct SslConfig {
-    /// Contains the public certificate to send to clients.
-    pub certificate: Vec<u8>,
-    /// Contains the ultra-secret private key used to decode communications.
-    pub private_key: Vec<u8>,
+    /// PATCH (tollgate): limits and deadlines for every connection.
+    pub limits: Limits,
 }
 
 impl Server {
@@ -199,42 +191,24 @@ impl Server {
     {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: None,
+            limits: Limits::default(),
         })
     }
 
-    /// Shortcut for an HTTPS server on a specific address.
-    #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-    #[inline]
-    pub fn https<A>(
-        addr: A,
-        config: SslConfig,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
-    where
-        A: ToSocketAddrs,
-    {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: Some(config),
-        })
-    }
-
-    #[cfg(unix)]
-    #[inline]
     /// Shortcut for a UNIX socket server at a specific path
     pub fn http_unix(
         path: &std::path::Path,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::unix_from_path(path),
-            ssl: None,
+            limits: Limits::default(),
         })
     }
 
     /// Builds a new server that listens on the specified address.
     pub fn new(config: ServerConfig) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = config.addr.bind()?;
-        Self::from_listener(listener, config.ssl)
+        Self::from_listener(listener, config.limits)
     }
 
     /// Builds a new server using the specified TCP listener.
@@ -243,114 +217,21 @@ impl Server {
     /// such as from systemd. For other cases, you probably want the `new()` function.
     pub fn from_listener<L: Into<Listener>>(
         listener: L,
-        ssl_config: Option<SslConfig>,
+        limits: Limits,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
-        // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
+        let local_addr = listener.local_addr()?;
+        log::debug!("Server listening on {}", local_addr);
 
-        // building the TcpListener
-        let (server, local_addr) = {
-            let local_addr = listener.local_addr()?;
-            log::debug!("Server listening on {}", local_addr);
-            (listener, local_addr)
-        };
-
-        // building the SSL capabilities
-        #[cfg(all(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        compile_error!(
-            "Features 'ssl-openssl' and 'ssl-rustls' must not be enabled at the same time"
-        );
-        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-        type SslContext = ();
-        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        type SslContext = crate::ssl::SslContextImpl;
-        let ssl: Option<SslContext> = {
-            match ssl_config {
-                #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                Some(config) => Some(SslContext::from_pem(
-                    config.certificate,
-                    Zeroizing::new(config.private_key),
-                )?),
-                #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                Some(_) => return Err(
-                    "Building a server with SSL requires enabling the `ssl` feature in tiny-http"
-                        .into(),
-                ),
-                None => None,
-            }
-        };
-
-        // creating a task where server.accept() is continuously called
-        // and ClientConnection objects are pushed in the messages queue
         let messages = MessagesQueue::with_capacity(8);
-
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
+        let limits = Arc::new(limits);
+        thread::Builder::new()
+            .name("http-accept".into())
+            .spawn(move || accept_loop(listener, limits, inside_close_trigger, inside_messages))?;
 
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
-                };
-
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
-                            }
-                        }));
-                    }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
-                    }
-                }
-            }
-            log::debug!("Terminating accept thread");
-        });
-
-        // result
         Ok(Server {
             messages,
             close: close_trigger,
@@ -410,6 +291,102 @@ impl Server {
     /// This method allows graceful shutdown of server.
     pub fn unblock(&self) {
         self.messages.unblock();
+    }
+}
+
+/// PATCH (tollgate): the accept loop never gives up. Upstream broke out of
+/// the loop on the first accept error (and panicked when the descriptor
+/// could not be duplicated), so running out of file descriptors once left
+/// the process up but deaf for good. Here resource errors are logged once
+/// per burst and retried with a growing pause, connections past
+/// `connections_max` get a canned 503 and are closed without a thread, and a
+/// connection whose thread cannot start is simply closed.
+fn accept_loop(
+    listener: Listener,
+    limits: Arc<Limits>,
+    close: Arc<AtomicBool>,
+    messages: Arc<MessagesQueue<Message>>,
+) {
+    let tasks_pool = util::TaskPool::new();
+    let live = Arc::new(AtomicUsize::new(0));
+    let busy = limits::rejection_bytes(
+        &limits,
+        &Rejection::new(503, "server_busy", "The server has too many open connections; retry shortly."),
+    );
+    let mut failures: u64 = 0;
+    let mut pause = ACCEPT_PAUSE_MIN;
+    while !close.load(Relaxed) {
+        let sock = match listener.accept() {
+            Ok((sock, _)) => sock,
+            Err(e) => {
+                if close.load(Relaxed) {
+                    break;
+                }
+                if failures == 0 {
+                    log::error!("accepting connections failed ({e}); retrying with a back-off until it works again");
+                }
+                failures += 1;
+                thread::sleep(pause);
+                pause = (pause * 2).min(ACCEPT_PAUSE_MAX);
+                continue;
+            }
+        };
+        if failures > 0 {
+            log::warn!("accepting connections again after {failures} failed attempts");
+            failures = 0;
+            pause = ACCEPT_PAUSE_MIN;
+        }
+        if live.load(Relaxed) >= limits.connections_max {
+            // Refused without a thread: a non-blocking best-effort answer.
+            let _ = sock.set_nonblocking(true);
+            let mut sock = sock;
+            let _ = std::io::Write::write_all(&mut sock, &busy);
+            let _ = sock.shutdown(Shutdown::Both);
+            continue;
+        }
+        let _ = sock.set_write_timeout(Some(limits.write_timeout));
+        let (read_half, write_half) = match util::RefinedTcpStream::new(sock) {
+            Ok(halves) => halves,
+            Err(e) => {
+                log::warn!("dropping a new connection: {e}");
+                continue;
+            }
+        };
+        let guard = LiveConnection::new(&live);
+        let client = ClientConnection::new(write_half, read_half, Arc::clone(&limits));
+        let messages = Arc::clone(&messages);
+        let mut task = Some((client, guard));
+        let spawned = tasks_pool.spawn(Box::new(move || {
+            if let Some((client, _guard)) = task.take() {
+                for rq in client {
+                    messages.push(rq.into());
+                }
+            }
+        }));
+        if let Err(e) = spawned {
+            log::warn!("dropping a new connection: no thread for it ({e})");
+        }
+    }
+    log::debug!("Terminating accept thread");
+}
+
+/// The first pause after a failed accept, doubled up to the maximum.
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// Counts an open connection for as long as it lives.
+struct LiveConnection(Arc<AtomicUsize>);
+
+impl LiveConnection {
+    fn new(live: &Arc<AtomicUsize>) -> LiveConnection {
+        live.fetch_add(1, Relaxed);
+        LiveConnection(Arc::clone(live))
+    }
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 

@@ -72,12 +72,13 @@ pub struct Request {
     // true if a `100 Continue` response must be sent when `as_reader()` is called
     must_send_continue: bool,
 
-    // If Some, a message must be sent after responding
-    notify_when_responded: Option<Sender<()>>,
+    // If Some, a message must be sent after responding: whether the
+    // connection may carry another request (PATCH tollgate).
+    notify_when_responded: Option<Sender<bool>>,
 }
 
 struct NotifyOnDrop<R> {
-    sender: Sender<()>,
+    sender: Sender<bool>,
     inner: R,
 }
 
@@ -96,7 +97,7 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 }
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
-        self.sender.send(()).unwrap();
+        self.sender.send(false).ok();
     }
 }
 
@@ -239,6 +240,36 @@ where
         must_send_continue: expects_continue,
         notify_when_responded: None,
     })
+}
+
+/// PATCH (tollgate): a request whose body the connection thread has already
+/// read whole (see `client.rs`), so whoever handles it never touches the socket.
+pub(crate) fn buffered_request<W>(
+    method: Method,
+    path: String,
+    version: HTTPVersion,
+    headers: Vec<Header>,
+    remote_addr: Option<SocketAddr>,
+    body: Vec<u8>,
+    writer: W,
+) -> Request
+where
+    W: Write + Send + 'static,
+{
+    let body_length = Some(body.len());
+    Request {
+        data_reader: Some(Box::new(Cursor::new(body))),
+        response_writer: Some(Box::new(writer)),
+        remote_addr,
+        secure: false,
+        method,
+        path,
+        http_version: version,
+        headers,
+        body_length,
+        must_send_continue: false,
+        notify_when_responded: None,
+    }
 }
 
 impl Request {
@@ -433,9 +464,14 @@ impl Request {
     where
         R: Read,
     {
+        // PATCH (tollgate): a response that says `Connection: close` ends
+        // the connection, and so does one that could not be written whole.
+        let close = response.headers().iter().any(|h| {
+            h.field.equiv("Connection") && h.value.as_str().eq_ignore_ascii_case("close")
+        });
         let res = self.respond_impl(response);
         if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
+            sender.send(!close && res.is_ok()).ok();
         }
         res
     }
@@ -469,7 +505,7 @@ impl Request {
         })
     }
 
-    pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
+    pub(crate) fn with_notify_sender(mut self, sender: Sender<bool>) -> Self {
         self.notify_when_responded = Some(sender);
         self
     }
@@ -491,7 +527,7 @@ impl Drop for Request {
             let response = Response::empty(500);
             let _ = self.respond_impl(response); // ignoring any potential error
             if let Some(sender) = self.notify_when_responded.take() {
-                sender.send(()).unwrap();
+                sender.send(false).ok();
             }
         }
     }

@@ -6,6 +6,7 @@ pub use self::refined_tcp_stream::RefinedTcpStream;
 pub use self::sequential::{SequentialReader, SequentialReaderBuilder};
 pub use self::sequential::{SequentialWriter, SequentialWriterBuilder};
 pub use self::task_pool::TaskPool;
+pub use self::wire::Wire;
 
 use std::str::FromStr;
 
@@ -16,6 +17,7 @@ mod messages_queue;
 pub(crate) mod refined_tcp_stream;
 mod sequential;
 mod task_pool;
+pub(crate) mod wire;
 
 /// Parses a the value of a header.
 /// Suitable for `Accept-*`, `TE`, etc.

@@ -29,6 +29,9 @@ struct Sharing {
 /// Minimum number of active threads.
 static MIN_THREADS: usize = 4;
 
+/// Stack of each connection thread.
+const CONNECTION_STACK_BYTES: usize = 256 * 1024;
+
 struct Registration<'a> {
     nb: &'a AtomicUsize,
 }
@@ -58,7 +61,7 @@ impl TaskPool {
         };
 
         for _ in 0..MIN_THREADS {
-            pool.add_thread(None)
+            let _ = pool.add_thread(None);
         }
 
         pool
@@ -66,27 +69,26 @@ impl TaskPool {
 
     /// Executes a function in a thread.
     /// If no thread is available, spawns a new one.
-    pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
-        let mut queue = self.sharing.todo.lock().unwrap();
+    /// PATCH (tollgate): fails instead of panicking when no thread can be
+    /// started (the task, and so its connection, is dropped).
+    pub fn spawn(&self, code: Box<dyn FnMut() + Send>) -> std::io::Result<()> {
+        let mut queue = self.sharing.todo.lock().unwrap_or_else(|e| e.into_inner());
 
-        // PATCH (tollgate): upstream compares the waiting count with 0. A
-        // waiter that was notified but has not yet popped its task still
-        // counts as waiting, so a second task queued in that window got a
-        // notification nobody received, and sat in the queue until some
-        // keep-alive connection closed (requests hung for minutes under a
-        // burst of new connections). Only queue when a waiter is free.
         if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
-            self.add_thread(Some(code));
+            self.add_thread(Some(code))
         } else {
             queue.push_back(code);
             self.sharing.condvar.notify_one();
+            Ok(())
         }
     }
 
-    fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
+    fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) -> std::io::Result<()> {
         let sharing = self.sharing.clone();
 
-        thread::spawn(move || {
+        // A connection thread parses heads and buffers bodies; it needs far
+        // less than the default 2 MiB of stack, and there can be thousands.
+        thread::Builder::new().name("http-conn".into()).stack_size(CONNECTION_STACK_BYTES).spawn(move || {
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
@@ -129,7 +131,8 @@ impl TaskPool {
 
                 task();
             }
-        });
+        })?;
+        Ok(())
     }
 }
 

@@ -1,0 +1,109 @@
+//! PATCH (tollgate): the limits and deadlines every connection is held to,
+//! and the rejections a connection answers by itself (see PATCHES.md).
+//!
+//! A connection thread reads each request's head and its whole body under
+//! these limits before any worker sees the request, so a slow or hostile
+//! client can hold at most its own connection thread, never a worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Method;
+
+/// Chooses the body limit for a request from its method and path.
+pub type BodyLimit = Arc<dyn Fn(&Method, &str) -> usize + Send + Sync>;
+
+/// Renders the body of a rejection: `(content type, body)`.
+pub type RejectionBody = Arc<dyn Fn(&Rejection) -> (&'static str, Vec<u8>) + Send + Sync>;
+
+/// Why the connection layer answered a request itself and closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    /// A stable, machine-readable code (`request_timeout`, ...).
+    pub code: &'static str,
+    /// A sentence for a person: what went wrong and what to do.
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Rejection {
+        Rejection { status, code, message: message.into() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Limits {
+    /// Request line and headers together, in bytes (431 past it).
+    pub head_bytes_max: usize,
+    /// The request target, in bytes (414 past it).
+    pub url_bytes_max: usize,
+    /// Header lines per request (431 past it).
+    pub headers_max: usize,
+    /// From a connection's first byte of a request to the end of its head
+    /// (408 past it). On a new connection it runs from the accept.
+    pub head_timeout: Duration,
+    /// A kept-alive connection with no new request for this long is closed.
+    pub idle_timeout: Duration,
+    /// Every body gets at least this long ...
+    pub body_timeout_min: Duration,
+    /// ... plus one second per this many bytes received (408 past it).
+    pub body_bytes_per_s_min: u64,
+    /// A single write to the socket that makes no progress for this long fails.
+    pub write_timeout: Duration,
+    /// Open connections at once; past it a new one gets 503 and is closed.
+    pub connections_max: usize,
+    /// The largest body a request may carry (413 past it).
+    pub body_bytes_max: BodyLimit,
+    /// The body of every rejection.
+    pub rejection_body: RejectionBody,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            head_bytes_max: 16 * 1024,
+            url_bytes_max: 8 * 1024,
+            headers_max: 100,
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            body_timeout_min: Duration::from_secs(10),
+            body_bytes_per_s_min: 16 * 1024,
+            write_timeout: Duration::from_secs(30),
+            connections_max: 1024,
+            body_bytes_max: Arc::new(|_, _| 1024 * 1024),
+            rejection_body: Arc::new(|r| ("text/plain; charset=utf-8", r.message.clone().into_bytes())),
+        }
+    }
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("head_bytes_max", &self.head_bytes_max)
+            .field("url_bytes_max", &self.url_bytes_max)
+            .field("headers_max", &self.headers_max)
+            .field("head_timeout", &self.head_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("body_timeout_min", &self.body_timeout_min)
+            .field("body_bytes_per_s_min", &self.body_bytes_per_s_min)
+            .field("write_timeout", &self.write_timeout)
+            .field("connections_max", &self.connections_max)
+            .finish()
+    }
+}
+
+/// The whole HTTP response for a rejection, with `Connection: close`.
+pub(crate) fn rejection_bytes(limits: &Limits, r: &Rejection) -> Vec<u8> {
+    let (content_type, body) = (limits.rejection_body)(r);
+    let reason = crate::StatusCode(r.status).default_reason_phrase();
+    let retry = if r.status == 503 { "Retry-After: 1\r\n" } else { "" };
+    let mut out = format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{retry}Connection: close\r\n\r\n",
+        r.status,
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
