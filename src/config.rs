@@ -66,6 +66,9 @@ pub struct ServerConfig {
     /// A write to a client that makes no progress for this long fails and
     /// the connection is closed.
     pub write_timeout_s: u64,
+    /// `/readyz` answers 503 `storage_full` when the database's file system
+    /// has less free space than this.
+    pub disk_free_bytes_min: u64,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
             body_timeout_min_s: 10,
             body_bytes_per_s_min: 16 * 1024,
             write_timeout_s: 30,
+            disk_free_bytes_min: 64 * 1_048_576,
         }
     }
 }

@@ -119,6 +119,18 @@ pub fn probe_write(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
         .map(|_| ())
 }
 
+/// Bytes an unprivileged writer may still use on the file system that holds
+/// `path` (the database file or its folder).
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let dir = match path.parent() {
+        Some(p) if path.is_file() && !p.as_os_str().is_empty() => p,
+        Some(_) if path.is_file() => Path::new("."),
+        _ => path,
+    };
+    let s = rustix::fs::statvfs(dir)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
 /// The newest schema version this binary knows.
 pub fn schema_version_max() -> i64 {
     embedded::migrations::runner().get_migrations().iter().map(|m| i64::from(m.version())).max().unwrap_or(0)

@@ -131,3 +131,79 @@ fn sigkill_during_consumes_loses_no_acknowledged_write_and_doubles_none() {
     let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
     assert!(o.status.success(), "audit after retries: {}", String::from_utf8_lossy(&o.stdout));
 }
+
+#[test]
+fn holds_of_chat_calls_in_flight_at_sigkill_are_released_at_the_next_start() {
+    let fake = crate::fake_provider::FakeProvider::start();
+    fake.script(|s| s.latency_ms = 30_000);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.db");
+    let config = dir.path().join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[providers.slow]
+kind = "openai"
+base_url = "{}/v1"
+read_timeout_ms = 60000
+[[models]]
+name = "slow-chat"
+kind = "chat"
+routes = [{{ provider = "slow", model = "m" }}]
+price = {{ input_per_1m = 1000000, output_per_1m = 1000000 }}
+max_output_tokens = 100
+"#,
+            fake.base
+        ),
+    )
+    .unwrap();
+    let env = [("TOLLGATE_CONFIG", config.to_str().unwrap()), ("TOLLGATE_SERVER_SQLITE_SYNCHRONOUS", "full")];
+    let mut server = serve_process(&db, &env);
+    let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let r = server.client.post("/v1/admin/users", &admin, json!({"email": "chat@example.com", "password": PASSWORD}));
+    let user_id = r.json()["id"].as_str().unwrap().to_owned();
+    let r = server.client.post(
+        &format!("/v1/admin/users/{user_id}/credits"),
+        &admin,
+        json!({"amount": 10_000, "description": "chat"}),
+    );
+    assert_eq!(r.status, 201);
+    let token = server.client.token("chat@example.com", PASSWORD);
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let (client, token) = (server.client.clone(), token.clone());
+            std::thread::spawn(move || {
+                let body = json!({"model": "slow-chat", "messages": [{"role": "user", "content": "hi"}]});
+                let _ = client.request("POST", "/v1/chat/completions", Some(&token), &[], Some(body.to_string().as_bytes()));
+            })
+        })
+        .collect();
+    let active = |db: &std::path::Path| -> i64 {
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.query_row("SELECT count(*) FROM credit_holds WHERE status = 'active'", [], |r| r.get(0)).unwrap()
+    };
+    let t = std::time::Instant::now();
+    while active(&db) < 3 {
+        assert!(t.elapsed() < Duration::from_secs(10), "the calls never held credits");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+    for c in calls {
+        c.join().unwrap();
+    }
+    assert_eq!(active(&db), 3, "the holds outlived the process");
+
+    let server = serve_process(&db, &env);
+    assert_eq!(active(&db), 0, "released at start, not after their TTL");
+    let token = server.client.token("chat@example.com", PASSWORD);
+    let b = server.client.get("/v1/credits/balance", &token).json();
+    assert_eq!((b["balance"].as_i64(), b["held"].as_i64(), b["available"].as_i64()), (Some(10_000), Some(0), Some(10_000)));
+    let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let logs = server.client.get("/v1/admin/logs?log_type=system", &admin).json();
+    assert!(logs.to_string().contains("holds_released_at_start"), "{logs}");
+    drop(server);
+    let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
+    assert!(o.status.success(), "audit after the restart: {}", String::from_utf8_lossy(&o.stdout));
+}

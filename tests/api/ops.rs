@@ -290,3 +290,78 @@ fn every_earlier_schema_version_with_data_migrates_to_the_current_one_and_audits
         assert_eq!(email, "old@example.com");
     }
 }
+
+/// A small tmpfs mounted over a folder for as long as this lives (root only).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_an_answer_and_the_service_recovers_when_space_frees() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let Some(mount) = Tmpfs::mount(&root, "16m") else {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root and must run the disk-full test");
+        eprintln!("SKIPPED ops::a_full_disk_is_an_answer...: mounting a tmpfs needs root");
+        return;
+    };
+    let mut config = test_config(&dir);
+    config.server.disk_free_bytes_min = 1_048_576;
+    let app = TestApp::start_in(dir, config);
+    let ann = app.user("ann");
+    app.grant(&ann, 1_000_000);
+    assert_eq!(app.client.request("GET", "/readyz", None, &[], None).unwrap().status, 200);
+    // Take every free byte of the file system.
+    let filler = root.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![7u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let mut acknowledged = 0;
+    let mut refused = None;
+    for _ in 0..20_000 {
+        let r = app.consume(&ann, 1);
+        match r.status {
+            201 => acknowledged += 1,
+            507 => {
+                refused = Some(r);
+                break;
+            }
+            s => panic!("unexpected {s}: {}", r.text()),
+        }
+    }
+    let r = refused.expect("a write met the full disk");
+    assert_eq!(r.error_code(), "storage_full");
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("disk"));
+    assert!(r.header("Retry-After").is_some());
+    let ready = app.client.request("GET", "/readyz", None, &[], None).unwrap();
+    assert_eq!((ready.status, ready.error_code().as_str()), (503, "storage_full"));
+    // Space comes back: so does the service, with nothing acknowledged lost.
+    std::fs::remove_file(&filler).unwrap();
+    let ready = app.client.request("GET", "/readyz", None, &[], None).unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert_eq!(app.consume(&ann, 1).status, 201);
+    assert_eq!(app.balance(&ann)["balance"], 1_000_000 - acknowledged - 1);
+    assert_eq!(app.audit()["valid"], true);
+    drop(app);
+    drop(mount);
+}

@@ -10,26 +10,43 @@ pub fn healthz(_: &Ctx) -> Result<Response, ApiError> {
     Ok(Response::json_value(200, &json!({ "status": "ok" })))
 }
 
-/// Ready means a small real write was committed (and, at FULL, fsynced)
-/// right now. A full disk or a broken writer is 503 with the reason.
+/// Ready means the database's disk has room (`server.disk_free_bytes_min`)
+/// and a small real write was committed (at FULL, fsynced) right now.
+/// Otherwise 503, with `storage_full` when space is what is missing.
 pub fn readyz(ctx: &Ctx) -> Result<Response, ApiError> {
+    let cfg = &ctx.app.config.server;
+    let free = crate::storage::free_bytes(&cfg.db);
+    if let Ok(free) = free
+        && free < cfg.disk_free_bytes_min
+    {
+        log::error!("not ready: {free} bytes free beside {} (minimum {})", cfg.db.display(), cfg.disk_free_bytes_min);
+        let message = format!(
+            "The database's disk has {free} bytes free, under the {} required. Free disk space.",
+            cfg.disk_free_bytes_min
+        );
+        return Ok(unavailable("storage_full", &message));
+    }
     let now = crate::domain::Timestamp::now();
     match ctx.app.db.write(move |c| Ok::<_, Error>(crate::storage::probe_write(c, now.0)?)) {
         Ok(()) => Ok(Response::json_value(200, &json!({ "status": "ready" }))),
         Err(e) => {
             log::error!("readiness check failed: {e}");
-            let (code, message) = match &e {
-                Error::Storage(s) if s.is_disk_full() => {
-                    ("storage_full", "The database cannot take a write: its disk is full. Free disk space.")
-                }
-                _ => ("not_ready", "The database is not writable; see the server log."),
-            };
-            Ok(Response::json_value(
-                503,
-                &json!({ "status": "unavailable", "error": { "type": "api_error", "code": code, "message": message, "param": null } }),
-            ))
+            Ok(match &e {
+                Error::Storage(s) if s.is_disk_full() => unavailable(
+                    "storage_full",
+                    "The database cannot take a write: its disk is full. Free disk space.",
+                ),
+                _ => unavailable("not_ready", "The database is not writable; see the server log."),
+            })
         }
     }
+}
+
+fn unavailable(code: &str, message: &str) -> Response {
+    Response::json_value(
+        503,
+        &json!({ "status": "unavailable", "error": { "type": "api_error", "code": code, "message": message, "param": null } }),
+    )
 }
 
 /// Prometheus text format. Gauges that mirror the database are read now.
