@@ -610,4 +610,24 @@ price = { input_per_1m = 800, output_per_1m = 2000 }
         assert_eq!(c.models[0].price.output_per_1m, 2000);
         assert_eq!(c.providers["local_vllm"].kind, "openai");
     }
+
+    #[test]
+    fn the_shipped_example_file_parses_and_holds_every_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tollgate.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let example: toml::Table = toml::from_str(&text).unwrap();
+        let Ok(toml::Value::Table(defaults)) = toml::Value::try_from(Config::default()) else { panic!("defaults") };
+        for (section, values) in &defaults {
+            let Some(values) = values.as_table() else { continue };
+            for (key, value) in values {
+                assert_eq!(example.get(section).and_then(|s| s.get(key)), Some(value), "[{section}] {key}");
+            }
+        }
+        for (section, values) in &example {
+            for key in values.as_table().unwrap().keys() {
+                assert!(defaults[section].get(key).is_some(), "[{section}] {key} is not a setting");
+            }
+        }
+        Config::load_from(&Flags { config: Some(path), ..Flags::default() }, &[]).unwrap();
+    }
 }
