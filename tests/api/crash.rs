@@ -175,7 +175,13 @@ max_output_tokens = 100
             let (client, token) = (server.client.clone(), token.clone());
             std::thread::spawn(move || {
                 let body = json!({"model": "slow-chat", "messages": [{"role": "user", "content": "hi"}]});
-                let _ = client.request("POST", "/v1/chat/completions", Some(&token), &[], Some(body.to_string().as_bytes()));
+                let _ = client.request(
+                    "POST",
+                    "/v1/chat/completions",
+                    Some(&token),
+                    &[],
+                    Some(body.to_string().as_bytes()),
+                );
             })
         })
         .collect();
@@ -199,7 +205,10 @@ max_output_tokens = 100
     assert_eq!(active(&db), 0, "released at start, not after their TTL");
     let token = server.client.token("chat@example.com", PASSWORD);
     let b = server.client.get("/v1/credits/balance", &token).json();
-    assert_eq!((b["balance"].as_i64(), b["held"].as_i64(), b["available"].as_i64()), (Some(10_000), Some(0), Some(10_000)));
+    assert_eq!(
+        (b["balance"].as_i64(), b["held"].as_i64(), b["available"].as_i64()),
+        (Some(10_000), Some(0), Some(10_000))
+    );
     let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
     let logs = server.client.get("/v1/admin/logs?log_type=system", &admin).json();
     assert!(logs.to_string().contains("holds_released_at_start"), "{logs}");

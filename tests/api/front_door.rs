@@ -310,14 +310,17 @@ fn connections_past_the_descriptor_budget_get_503_and_the_server_recovers() {
     }
     assert_eq!(refused, 60, "every connection past the limit is refused with 503");
     drop(kept);
+    wait_until_served(&server.client, Duration::from_secs(10));
+}
+
+/// Polls `/healthz` until it answers 200; fails after `within`.
+fn wait_until_served(client: &Client, within: Duration) {
     let t = Instant::now();
     loop {
-        if let Ok(r) = server.client.request("GET", "/healthz", None, &[], None)
-            && r.status == 200
-        {
-            break;
+        if client.request("GET", "/healthz", None, &[], None).is_ok_and(|r| r.status == 200) {
+            return;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "the server did not come back");
+        assert!(t.elapsed() < within, "the server did not serve again within {within:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -351,16 +354,7 @@ fn running_out_of_descriptors_never_stops_the_accept_loop() {
     }
     assert!(served < 300, "the descriptor limit should have stopped some accepts (served {served})");
     drop(held);
-    let t = Instant::now();
-    loop {
-        if let Ok(r) = server.client.request("GET", "/healthz", None, &[], None)
-            && r.status == 200
-        {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(15), "accept never recovered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_served(&server.client, Duration::from_secs(15));
 }
 
 #[test]

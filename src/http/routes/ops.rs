@@ -32,10 +32,9 @@ pub fn readyz(ctx: &Ctx) -> Result<Response, ApiError> {
         Err(e) => {
             log::error!("readiness check failed: {e}");
             Ok(match &e {
-                Error::Storage(s) if s.is_disk_full() => unavailable(
-                    "storage_full",
-                    "The database cannot take a write: its disk is full. Free disk space.",
-                ),
+                Error::Storage(s) if s.is_disk_full() => {
+                    unavailable("storage_full", "The database cannot take a write: its disk is full. Free disk space.")
+                }
                 _ => unavailable("not_ready", "The database is not writable; see the server log."),
             })
         }
