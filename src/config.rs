@@ -41,6 +41,9 @@ pub struct ServerConfig {
     /// Threads for provider-bound requests (chat, images).
     pub upstream_workers: usize,
     pub body_bytes_max: usize,
+    /// The body limit of `POST /v1/chat/completions`, where images travel
+    /// inline as base64 data URIs.
+    pub chat_body_bytes_max: usize,
     /// `full` (default: every acknowledged write survives power loss) or `normal`.
     pub sqlite_synchronous: String,
     /// Peers whose `X-Forwarded-For` is believed (a reverse proxy's address).
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
             http_workers: 0,
             upstream_workers: 64,
             body_bytes_max: 1_048_576,
+            chat_body_bytes_max: 20 * 1_048_576,
             sqlite_synchronous: "full".into(),
             trusted_proxies: Vec::new(),
             connections_max: 0,
@@ -309,6 +313,11 @@ pub struct ModelConfig {
     /// it may name (default 4096).
     #[serde(default)]
     pub max_output_tokens: Option<u32>,
+    /// Chat: input tokens one image part may cost, at most (the cost bound
+    /// counts this per image). Default 1445: OpenAI's tile formula at high
+    /// detail, 85 + 170 x 8 tiles for the largest image it accepts.
+    #[serde(default)]
+    pub image_input_tokens_max: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -383,6 +392,11 @@ impl Config {
         let bad = |key: &str, why: &str| Err(ConfigError(format!("invalid setting {key}: {why}")));
         if self.server.body_bytes_max < 1024 || self.server.body_bytes_max > 64 * 1_048_576 {
             return bad("server.body_bytes_max", "must be between 1024 and 67108864 bytes");
+        }
+        if self.server.chat_body_bytes_max < self.server.body_bytes_max
+            || self.server.chat_body_bytes_max > 256 * 1_048_576
+        {
+            return bad("server.chat_body_bytes_max", "must be at least server.body_bytes_max and at most 268435456");
         }
         if self.server.upstream_workers == 0 || self.server.upstream_workers > 1024 {
             return bad("server.upstream_workers", "must be between 1 and 1024");

@@ -69,15 +69,80 @@ pub fn max_tokens(model: &Model, asked: Option<u32>) -> Result<u32> {
 const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 8;
 const TEMPLATE_TOKENS_FIXED: u64 = 16;
 
-/// An upper bound on a chat's input tokens: no tokenizer makes more tokens
-/// than bytes, plus the chat template's overhead.
-pub fn input_tokens_bound(messages: &[Message]) -> u64 {
-    messages.iter().map(|m| m.content.len() as u64 + m.role.len() as u64 + TEMPLATE_TOKENS_PER_MESSAGE).sum::<u64>()
-        + TEMPLATE_TOKENS_FIXED
+/// Request fields that never become prompt tokens (sampling settings and
+/// bookkeeping). Every other field, known or not, counts at its size.
+const NOT_PROMPT_FIELDS: &[&str] = &[
+    "max_tokens",
+    "max_completion_tokens",
+    "stream",
+    "stream_options",
+    "temperature",
+    "top_p",
+    "n",
+    "seed",
+    "user",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "parallel_tool_calls",
+    "metadata",
+    "store",
+    "service_tier",
+    "stop",
+];
+
+/// Template tokens a provider may add per tool definition.
+const TEMPLATE_TOKENS_PER_TOOL: u64 = 16;
+
+/// An upper bound on a chat's input tokens. No tokenizer makes more tokens
+/// than bytes, so the request's own bytes bound its text (with everything
+/// forwarded: tool definitions, schemas, tool results), plus the template's
+/// overhead; an image part costs at most the model's `image_input_tokens_max`
+/// instead of its URL's or data's bytes.
+pub fn input_tokens_bound(model: &Model, req: &ChatRequest) -> u64 {
+    let template = req.messages.len() as u64 * TEMPLATE_TOKENS_PER_MESSAGE + TEMPLATE_TOKENS_FIXED;
+    if req.passthrough.is_empty() {
+        let text: u64 = req.messages.iter().map(|m| m.content.len() as u64 + m.role.len() as u64).sum();
+        return text + template;
+    }
+    let bytes: u64 = req
+        .passthrough
+        .iter()
+        .filter(|(k, _)| !NOT_PROMPT_FIELDS.contains(&k.as_str()))
+        .map(|(_, v)| serde_json::to_vec(v).map_or(0, |b| b.len() as u64))
+        .sum();
+    let (images, image_bytes) = image_parts(&req.passthrough);
+    let tools = req.passthrough.get("tools").and_then(serde_json::Value::as_array).map_or(0, Vec::len) as u64;
+    bytes.saturating_sub(image_bytes)
+        + images * u64::from(model.image_input_tokens_max)
+        + tools * TEMPLATE_TOKENS_PER_TOOL
+        + template
 }
 
+/// Image parts in the messages: how many, and the bytes of their URLs.
+fn image_parts(body: &serde_json::Map<String, serde_json::Value>) -> (u64, u64) {
+    use serde_json::Value;
+    let parts = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("content").and_then(Value::as_array))
+        .flatten()
+        .filter(|p| p.get("type").and_then(Value::as_str) == Some("image_url"));
+    parts.fold((0, 0), |(n, bytes), p| {
+        let url = p.pointer("/image_url/url").and_then(Value::as_str).map_or(0, str::len) as u64;
+        (n + 1, bytes + url)
+    })
+}
+
+/// The most a chat can cost: its input bound and its output bound for
+/// every choice asked for.
 pub fn chat_bound(model: &Model, req: &ChatRequest) -> Credits {
-    model.price.tokens(input_tokens_bound(&req.messages), u64::from(req.max_tokens))
+    let output = u64::from(req.max_tokens) * u64::from(req.n.max(1));
+    model.price.tokens(input_tokens_bound(model, req), output)
 }
 
 pub fn chat_cost(model: &Model, usage: &Usage) -> Credits {

@@ -52,9 +52,18 @@ pub fn connections_max(config: &ServerConfig, fd_limit: u64) -> usize {
     usize::try_from(derived).unwrap_or(usize::MAX).clamp(CONNECTIONS_DEFAULT_MIN, CONNECTIONS_DEFAULT_MAX)
 }
 
+/// Routes whose bodies may carry images inline get the chat limit.
+const CHAT_BODY_PATHS: &[&str] = &["/v1/chat/completions"];
+
+/// The body limit for a request to `url` (path, perhaps with a query).
+pub fn body_bytes_max(config: &ServerConfig, url: &str) -> usize {
+    let path = url.split('?').next().unwrap_or(url);
+    if CHAT_BODY_PATHS.contains(&path) { config.chat_body_bytes_max } else { config.body_bytes_max }
+}
+
 /// The connection layer's settings from `[server]`.
 pub fn limits(config: &ServerConfig, connections_max: usize) -> tiny_http::Limits {
-    let body_bytes_max = config.body_bytes_max;
+    let for_bodies = config.clone();
     tiny_http::Limits {
         head_bytes_max: config.head_bytes_max,
         url_bytes_max: config.url_bytes_max,
@@ -65,7 +74,7 @@ pub fn limits(config: &ServerConfig, connections_max: usize) -> tiny_http::Limit
         body_bytes_per_s_min: config.body_bytes_per_s_min,
         write_timeout: Duration::from_secs(config.write_timeout_s),
         connections_max,
-        body_bytes_max: Arc::new(move |_, _| body_bytes_max),
+        body_bytes_max: Arc::new(move |_, url| body_bytes_max(&for_bodies, url)),
         rejection_body: Arc::new(rejection_body),
     }
 }

@@ -162,14 +162,14 @@ pub fn components() -> Map<String, Value> {
         ),
     );
     add(
-        "ModelList",
+        "Model",
         object(
-            &["object", "data"],
-            json!({"object": {"const": "list"}, "data": {"type": "array", "items": object(&["id", "object", "owned_by", "kind", "pricing"],
-                json!({"id": string(), "object": {"const": "model"}, "created": int(), "owned_by": string(), "kind": {"enum": ["chat", "image", "video"]},
-                       "pricing": {"type": "object"}, "max_output_tokens": nullable("integer"), "description": string()}))}}),
+            &["id", "object", "owned_by", "kind", "pricing"],
+            json!({"id": string(), "object": {"const": "model"}, "created": int(), "owned_by": string(), "kind": {"enum": ["chat", "image", "video"]},
+                   "pricing": {"type": "object"}, "max_output_tokens": nullable("integer"), "image_input_tokens_max": nullable("integer"), "description": string()}),
         ),
     );
+    add("ModelList", list_of("Model"));
     add(
         "ChatRequest",
         object(

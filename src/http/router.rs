@@ -161,6 +161,13 @@ pub static ROUTES: &[Route] = &[
         doc("Models with their pricing", None, 200, "ModelList"),
     ),
     route(
+        "GET",
+        "/v1/models/{id}",
+        Access::User,
+        routes::ai::model,
+        doc("One model with its pricing (404 model_not_found)", None, 200, "Model"),
+    ),
+    route(
         "POST",
         "/v1/jobs",
         Access::User,

@@ -124,7 +124,8 @@ fn upstream_worker(app: &Arc<App>, rx: &Mutex<Receiver<Pending>>, stop: &AtomicB
 fn accept(app: &Arc<App>, mut raw: tiny_http::Request, upstream: &SyncSender<Pending>) {
     let started = Instant::now();
     let id = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
-    let req = match request::read(&mut raw, app.config.server.body_bytes_max) {
+    let limit = super::edge::body_bytes_max(&app.config.server, raw.url());
+    let req = match request::read(&mut raw, limit) {
         Ok(req) => req,
         // The rest of an oversized body is not read; the connection is closed.
         Err(e) => {

@@ -75,7 +75,7 @@ pub fn parse(t: JobType, model: &Model, input: &Value) -> Result<JobInput> {
                     format!("input.max_tokens must be from 1 to {}", model.max_output_tokens),
                 )
             })?;
-            JobInput::Text(ChatRequest { messages, max_tokens, temperature: None, top_p: None, stop: None })
+            JobInput::Text(ChatRequest { messages, max_tokens, n: 1, ..ChatRequest::default() })
         }
         JobType::Image => JobInput::Image(ImageRequest {
             prompt: prompt(input, true)?.unwrap_or_default(),

@@ -92,6 +92,7 @@ impl Anthropic {
                 prompt_tokens: u64_at(&v, "/usage/input_tokens"),
                 completion_tokens: u64_at(&v, "/usage/output_tokens"),
             },
+            raw: None,
         })
     }
 

@@ -10,6 +10,9 @@ use serde::Serialize;
 
 /// Output tokens allowed when a request names no `max_tokens`.
 pub const MAX_OUTPUT_TOKENS_DEFAULT: u32 = 4096;
+/// Input tokens an image part may cost when the model names no bound:
+/// OpenAI's high-detail tile formula for its largest image (85 + 170 x 8).
+pub const IMAGE_INPUT_TOKENS_DEFAULT: u32 = 1445;
 /// Longest video a request may ask for.
 pub const VIDEO_SECONDS_MAX: u32 = 60;
 /// Images per request.
@@ -83,6 +86,8 @@ pub struct Model {
     pub routes: Vec<RouteSpec>,
     pub price: Price,
     pub max_output_tokens: u32,
+    /// Input tokens one image part may cost, at most.
+    pub image_input_tokens_max: u32,
     /// Served by the built-in dev provider.
     pub dev: bool,
 }
@@ -145,6 +150,7 @@ fn model_from(m: &ModelConfig, providers: &[(String, ProviderConfig)]) -> Result
         routes,
         price,
         max_output_tokens: m.max_output_tokens.unwrap_or(MAX_OUTPUT_TOKENS_DEFAULT),
+        image_input_tokens_max: m.image_input_tokens_max.unwrap_or(IMAGE_INPUT_TOKENS_DEFAULT),
         dev: false,
     })
 }
@@ -170,6 +176,7 @@ fn dev_models() -> Vec<Model> {
             routes: route("dev-chat"),
             price: Price { input_per_1m: 1_000, output_per_1m: 2_000, ..Price::default() },
             max_output_tokens: 1024,
+            image_input_tokens_max: IMAGE_INPUT_TOKENS_DEFAULT,
             dev: true,
         },
         Model {
@@ -178,6 +185,7 @@ fn dev_models() -> Vec<Model> {
             routes: route("dev-image"),
             price: Price { per_image: 10, ..Price::default() },
             max_output_tokens: 0,
+            image_input_tokens_max: IMAGE_INPUT_TOKENS_DEFAULT,
             dev: true,
         },
         Model {
@@ -186,6 +194,7 @@ fn dev_models() -> Vec<Model> {
             routes: route("dev-video"),
             price: Price { per_video_second: 5, ..Price::default() },
             max_output_tokens: 0,
+            image_input_tokens_max: IMAGE_INPUT_TOKENS_DEFAULT,
             dev: true,
         },
     ]

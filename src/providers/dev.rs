@@ -26,7 +26,7 @@ fn answer(req: &ChatRequest) -> (Vec<String>, Usage, String) {
 pub fn chat(req: &ChatRequest) -> ChatResponse {
     let (words, usage, finish) = answer(req);
     let text = words.join(" ");
-    ChatResponse { id: format!("dev-{}", short_hash(&text)), text, finish_reason: finish, usage }
+    ChatResponse { id: format!("chatcmpl-dev-{}", short_hash(&text)), text, finish_reason: finish, usage, raw: None }
 }
 
 pub fn chat_stream(req: &ChatRequest) -> ChatStream {

@@ -45,6 +45,14 @@ enum Provider {
     Dev,
 }
 
+impl Provider {
+    /// Speaks the OpenAI chat format, so every field a client sends reaches
+    /// it unchanged. Other providers honour only `CHAT_FIELDS_BASIC`.
+    fn passes_through(&self) -> bool {
+        matches!(self, Provider::OpenAi(_) | Provider::DashScope { .. })
+    }
+}
+
 struct Named {
     name: String,
     kind: String,
@@ -161,6 +169,18 @@ impl ModelAdapter {
         &self,
         model: &Model,
         op: &'static str,
+        call: impl FnMut(&Provider, &str) -> Result<T, ProviderError>,
+    ) -> Result<(T, CallInfo), ProviderError> {
+        self.with_failover_among(model, op, |_| true, call)
+    }
+
+    /// [`Self::with_failover`] over the routes whose provider `can` serve
+    /// the request (the others are skipped, not failed).
+    fn with_failover_among<T>(
+        &self,
+        model: &Model,
+        op: &'static str,
+        can: impl Fn(&Provider) -> bool,
         mut call: impl FnMut(&Provider, &str) -> Result<T, ProviderError>,
     ) -> Result<(T, CallInfo), ProviderError> {
         let mut last = ProviderError::Unavailable(format!("model {} has no usable route", model.name));
@@ -168,7 +188,7 @@ impl ModelAdapter {
         let mut wait: Option<Duration> = None;
         for (i, route) in model.routes.iter().enumerate() {
             let key = format!("{}/{}", route.provider, route.model);
-            let Some(named) = self.providers.get(&route.provider) else { continue };
+            let Some(named) = self.providers.get(&route.provider).filter(|n| can(&n.provider)) else { continue };
             if let Err(w) = self.breakers.check(&key, named.breaker_failures) {
                 wait = Some(wait.map_or(w, |x| x.min(w)));
                 continue;
@@ -239,24 +259,46 @@ impl ModelAdapter {
         }
     }
 
+    /// `Err(param)` when no route of `model` can honour everything `req`
+    /// asks for: checked before anything is held, so a request that would be
+    /// served with a field ignored is refused instead.
+    pub fn check_chat(&self, model: &Model, req: &ChatRequest) -> Result<(), String> {
+        let Some(param) = req.needs_openai() else { return Ok(()) };
+        let any =
+            model.routes.iter().any(|r| self.providers.get(&r.provider).is_some_and(|n| n.provider.passes_through()));
+        if any { Ok(()) } else { Err(param) }
+    }
+
     pub fn chat(&self, model: &Model, req: &ChatRequest) -> Result<(ChatResponse, CallInfo), ProviderError> {
-        self.with_failover(model, "chat", |p, upstream| match p {
-            Provider::OpenAi(o) => o.chat(upstream, req),
-            Provider::DashScope { chat, .. } => chat.chat(upstream, req),
-            Provider::Anthropic(a) => a.chat(upstream, req),
-            Provider::Dev => Ok(dev::chat(req)),
-        })
+        let rich = req.needs_openai().is_some();
+        self.with_failover_among(
+            model,
+            "chat",
+            |p| !rich || p.passes_through(),
+            |p, upstream| match p {
+                Provider::OpenAi(o) => o.chat(upstream, req),
+                Provider::DashScope { chat, .. } => chat.chat(upstream, req),
+                Provider::Anthropic(a) => a.chat(upstream, req),
+                Provider::Dev => Ok(dev::chat(req)),
+            },
+        )
     }
 
     /// Fails over only until a stream is established; after that, a broken
     /// stream is the caller's to handle.
     pub fn chat_stream(&self, model: &Model, req: &ChatRequest) -> Result<(ChatStream, CallInfo), ProviderError> {
-        self.with_failover(model, "chat_stream", |p, upstream| match p {
-            Provider::OpenAi(o) => o.chat_stream(upstream, req),
-            Provider::DashScope { chat, .. } => chat.chat_stream(upstream, req),
-            Provider::Anthropic(a) => a.chat_stream(upstream, req),
-            Provider::Dev => Ok(dev::chat_stream(req)),
-        })
+        let rich = req.needs_openai().is_some();
+        self.with_failover_among(
+            model,
+            "chat_stream",
+            |p| !rich || p.passes_through(),
+            |p, upstream| match p {
+                Provider::OpenAi(o) => o.chat_stream(upstream, req),
+                Provider::DashScope { chat, .. } => chat.chat_stream(upstream, req),
+                Provider::Anthropic(a) => a.chat_stream(upstream, req),
+                Provider::Dev => Ok(dev::chat_stream(req)),
+            },
+        )
     }
 
     pub fn image(&self, model: &Model, req: &ImageRequest) -> Result<(ImageResponse, CallInfo), ProviderError> {

@@ -3,10 +3,12 @@
 //!
 //! - Chat: `POST {base}/chat/completions` with `Authorization: Bearer`;
 //!   usage from `usage.prompt_tokens` / `usage.completion_tokens`.
-//! - Streaming: the same with `stream: true` and
-//!   `stream_options.include_usage`, answered as SSE `data:` chunks
-//!   (`choices[0].delta.content`, `finish_reason`), a final chunk with
-//!   `usage`, then `data: [DONE]`.
+//! - Requests carry every field the client sent (`tools`,
+//!   `response_format`, image parts, ...); tollgate sets only the upstream
+//!   model, the output bound (under the client's name for it) and, for
+//!   streams, `stream_options.include_usage`. Answers come back whole.
+//! - Streaming: SSE `data:` chunks passed on as they come, a final chunk
+//!   with `usage`, then `data: [DONE]`.
 //! - Images: `POST {base}/images/generations` -> `data[].url` (or `b64_json`).
 
 use super::http::{self, u64_at};
@@ -23,26 +25,49 @@ pub struct OpenAi {
     pub agent: Agent,
 }
 
+/// The request body: everything the client sent, with only what tollgate
+/// must set changed: the upstream model name, the output bound (under the
+/// name the client used), and, for streams, usage reporting.
 pub fn chat_body(upstream: &str, req: &ChatRequest, stream: bool) -> Value {
-    let mut body = json!({
-        "model": upstream,
-        "messages": req.messages,
-        "max_tokens": req.max_tokens,
-    });
-    if let Some(t) = req.temperature {
-        body["temperature"] = json!(t);
+    let mut body = req.passthrough.clone();
+    if !body.contains_key("messages") {
+        body.insert("messages".into(), json!(req.messages));
+        if let Some(t) = req.temperature {
+            body.insert("temperature".into(), json!(t));
+        }
+        if let Some(p) = req.top_p {
+            body.insert("top_p".into(), json!(p));
+        }
+        if let Some(s) = &req.stop {
+            body.insert("stop".into(), s.clone());
+        }
     }
-    if let Some(p) = req.top_p {
-        body["top_p"] = json!(p);
-    }
-    if let Some(s) = &req.stop {
-        body["stop"] = s.clone();
+    body.insert("model".into(), json!(upstream));
+    body.remove("max_tokens");
+    body.remove("max_completion_tokens");
+    body.insert(req.max_tokens_field.name().into(), json!(req.max_tokens));
+    if req.n > 1 {
+        body.insert("n".into(), json!(req.n));
     }
     if stream {
-        body["stream"] = json!(true);
-        body["stream_options"] = json!({"include_usage": true});
+        body.insert("stream".into(), json!(true));
+        let options = body.entry("stream_options").or_insert_with(|| json!({}));
+        if !options.is_object() {
+            *options = json!({});
+        }
+        options["include_usage"] = json!(true);
+    } else {
+        body.remove("stream");
+        body.remove("stream_options");
     }
-    body
+    Value::Object(body)
+}
+
+fn usage_of(v: &Value) -> Option<Usage> {
+    v.get("usage").filter(|u| !u.is_null()).map(|_| Usage {
+        prompt_tokens: u64_at(v, "/usage/prompt_tokens"),
+        completion_tokens: u64_at(v, "/usage/completion_tokens"),
+    })
 }
 
 impl OpenAi {
@@ -62,23 +87,18 @@ impl OpenAi {
             id: v.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
             text: choice.pointer("/message/content").and_then(Value::as_str).unwrap_or("").to_owned(),
             finish_reason: choice.get("finish_reason").and_then(Value::as_str).unwrap_or("stop").to_owned(),
-            usage: Usage {
-                prompt_tokens: u64_at(&v, "/usage/prompt_tokens"),
-                completion_tokens: u64_at(&v, "/usage/completion_tokens"),
-            },
+            usage: usage_of(&v).unwrap_or_default(),
+            raw: Some(v),
         })
     }
 
+    /// Each chunk comes back whole (`ChatEvent::Chunk`), its usage read.
     pub fn chat_stream(&self, upstream: &str, req: &ChatRequest) -> Result<ChatStream, ProviderError> {
         let resp = self.post("/chat/completions", &chat_body(upstream, req, true))?;
         let mut sse = SseReader::new(BufReader::new(resp.into_body().into_reader()));
-        let mut pending: Vec<ChatEvent> = Vec::new();
         let mut done = false;
         Ok(Box::new(std::iter::from_fn(move || {
             loop {
-                if let Some(e) = pending.pop() {
-                    return Some(Ok(e));
-                }
                 if done {
                     return None;
                 }
@@ -105,23 +125,8 @@ impl OpenAi {
                     done = true;
                     return Some(Err(ProviderError::Status { status: 502, message: msg.to_owned() }));
                 }
-                // Collected in reverse, popped in order.
-                let mut found = Vec::new();
-                if let Some(c) = v.pointer("/choices/0/delta/content").and_then(Value::as_str).filter(|c| !c.is_empty())
-                {
-                    found.push(ChatEvent::Delta(c.to_owned()));
-                }
-                if let Some(f) = v.pointer("/choices/0/finish_reason").and_then(Value::as_str) {
-                    found.push(ChatEvent::Finish(f.to_owned()));
-                }
-                if v.get("usage").is_some_and(|u| !u.is_null()) {
-                    found.push(ChatEvent::Usage(Usage {
-                        prompt_tokens: u64_at(&v, "/usage/prompt_tokens"),
-                        completion_tokens: u64_at(&v, "/usage/completion_tokens"),
-                    }));
-                }
-                found.reverse();
-                pending = found;
+                let usage = usage_of(&v);
+                return Some(Ok(ChatEvent::Chunk(v, usage)));
             }
         })))
     }

@@ -10,15 +10,84 @@ pub struct Message {
     pub content: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ChatRequest {
+    /// The messages' text, for providers that are not OpenAI-compatible and
+    /// for the cost bound.
     pub messages: Vec<Message>,
     /// Always set: the adapter's callers fill in the model's default, so the
-    /// provider can never produce more than the hold covers.
+    /// provider can never produce more than the hold covers (per choice).
     pub max_tokens: u32,
+    /// The name the client gave that bound; it is forwarded under the same
+    /// name (OpenAI's reasoning models refuse `max_tokens`).
+    pub max_tokens_field: MaxTokensField,
+    /// Choices asked for (`n`); the output bound is per choice.
+    pub n: u32,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub stop: Option<Value>,
+    /// Every other field the client sent, exactly as sent, `messages`
+    /// included (tool calls, image parts): OpenAI-compatible providers get
+    /// all of it. Empty for requests tollgate builds itself (text jobs).
+    pub passthrough: serde_json::Map<String, Value>,
+}
+
+/// Which name carries a chat's output bound on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MaxTokensField {
+    #[default]
+    MaxTokens,
+    MaxCompletionTokens,
+}
+
+impl MaxTokensField {
+    pub fn name(self) -> &'static str {
+        match self {
+            MaxTokensField::MaxTokens => "max_tokens",
+            MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
+        }
+    }
+}
+
+/// Chat fields every provider honours; anything else a client sends needs
+/// an OpenAI-compatible route (or a route that maps it).
+pub const CHAT_FIELDS_BASIC: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "stream",
+    "stream_options",
+    "temperature",
+    "top_p",
+    "stop",
+    "n",
+];
+
+impl ChatRequest {
+    /// The first thing in this request that only an OpenAI-compatible
+    /// provider can honour, as the `param` to name in a refusal: a field
+    /// beyond the basic ones, `n` > 1, or a message that is not plain text
+    /// (image parts, tool calls, tool results).
+    pub fn needs_openai(&self) -> Option<String> {
+        if let Some(k) = self.passthrough.keys().find(|k| !CHAT_FIELDS_BASIC.contains(&k.as_str())) {
+            return Some(k.clone());
+        }
+        if self.n > 1 {
+            return Some("n".into());
+        }
+        let messages = self.passthrough.get("messages").and_then(Value::as_array)?;
+        messages.iter().enumerate().find_map(|(i, m)| {
+            let rich_content = m
+                .get("content")
+                .and_then(Value::as_array)
+                .is_some_and(|parts| parts.iter().any(|p| p.get("type").and_then(Value::as_str) != Some("text")));
+            let tool = m.get("role").and_then(Value::as_str) == Some("tool")
+                || m.get("tool_calls").is_some()
+                || m.get("function_call").is_some();
+            (rich_content || tool).then(|| format!("messages[{i}]"))
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +102,9 @@ pub struct ChatResponse {
     pub text: String,
     pub finish_reason: String,
     pub usage: Usage,
+    /// An OpenAI-compatible provider's whole answer, returned to the client
+    /// with every field it has (`tool_calls`, `logprobs`, ...).
+    pub raw: Option<Value>,
 }
 
 /// One event of a streamed chat.
@@ -41,6 +113,9 @@ pub enum ChatEvent {
     Delta(String),
     Finish(String),
     Usage(Usage),
+    /// An OpenAI-compatible provider's chunk, passed on as it came (its
+    /// usage, if any, has been read from it).
+    Chunk(Value, Option<Usage>),
 }
 
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tollgate::config::{Config, ModelConfig, PriceConfig, ProviderConfig, RouteConfig};
 
-fn provider(kind: &str, base: &str, read_timeout_ms: u64) -> ProviderConfig {
+pub fn provider(kind: &str, base: &str, read_timeout_ms: u64) -> ProviderConfig {
     ProviderConfig {
         kind: kind.into(),
         base_url: Some(base.into()),
@@ -22,13 +22,14 @@ fn provider(kind: &str, base: &str, read_timeout_ms: u64) -> ProviderConfig {
     }
 }
 
-fn chat_model(name: &str, routes: &[(&str, &str)]) -> ModelConfig {
+pub fn chat_model(name: &str, routes: &[(&str, &str)]) -> ModelConfig {
     ModelConfig {
         name: name.into(),
         kind: "chat".into(),
         routes: routes.iter().map(|(p, m)| RouteConfig { provider: (*p).into(), model: (*m).into() }).collect(),
         price: PriceConfig { input_per_1m: 800_000, output_per_1m: 2_000_000, ..PriceConfig::default() },
         max_output_tokens: Some(1000),
+        image_input_tokens_max: None,
     }
 }
 
@@ -94,7 +95,7 @@ fn a_chat_is_charged_exactly_its_reported_usage_and_logged() {
     assert_eq!(active_holds(&app), 0);
 }
 
-fn sse_data(text: &str) -> Vec<String> {
+pub fn sse_data(text: &str) -> Vec<String> {
     text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).map(str::to_owned).collect()
 }
 
@@ -260,7 +261,12 @@ fn bad_chat_requests_get_400s_naming_the_field_and_unknown_models_404() {
             json!({"model": "qwen-plus", "messages": [{"role": "user", "content": "x"}], "max_tokens": 5000}),
             "max_tokens",
         ),
-        (json!({"model": "qwen-plus", "messages": [{"role": "user", "content": "x"}], "n": 2}), "n"),
+        (json!({"model": "qwen-plus", "messages": [{"role": "user", "content": "x"}], "n": 0}), "n"),
+        (json!({"model": "qwen-plus", "messages": [{"role": "user", "content": "x"}], "n": 17}), "n"),
+        (
+            json!({"model": "qwen-plus", "messages": [{"role": "user", "content": "x"}], "max_tokens": 5, "max_completion_tokens": 5}),
+            "max_completion_tokens",
+        ),
         (json!({"messages": [{"role": "user", "content": "x"}]}), "model"),
     ] {
         let r = chat(&app, &ann.token, body.clone());
@@ -306,8 +312,9 @@ fn a_client_that_disconnects_mid_stream_pays_the_hold_bound_when_the_provider_re
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
     assert!(settled, "the stream's hold was settled after the disconnect");
-    // Bound: input bound (5 + 4 + 8 + 16 = 33 tokens x 0.8 = 26.4) + 100 x 2 = 226.4 -> 227.
-    assert_eq!(app.balance(&ann)["balance"], 10_000 - 227);
+    // Bound: the messages' bytes (`[{"content":"hello","role":"user"}]`, 36)
+    // + template (8 per message + 16) = 60 tokens x 0.8 = 48, + 100 x 2 = 248.
+    assert_eq!(app.balance(&ann)["balance"], 10_000 - 248);
     let log = app.client.get("/v1/logs", &ann.token).json()["data"][0].clone();
     assert_eq!(log["details"]["outcome"], "client_disconnected");
     assert_eq!(app.validate(&ann)["valid"], true);
@@ -348,6 +355,7 @@ fn images_are_charged_per_image_through_openai_and_dashscope_tasks() {
                 routes: vec![RouteConfig { provider: p.into(), model: "wanx".into() }],
                 price: PriceConfig { per_image: 25, ..PriceConfig::default() },
                 max_output_tokens: None,
+                image_input_tokens_max: None,
             });
         }
     });

@@ -41,6 +41,10 @@ pub struct Script {
     /// Tasks end FAILED instead.
     pub task_fails: bool,
     pub video_seconds: u32,
+    /// Chat answers this whole body instead (usage from the script's counts).
+    pub chat_reply: Option<Value>,
+    /// Streams send these chunks instead of the text (then usage, [DONE]).
+    pub chat_chunks: Option<Vec<Value>>,
 }
 
 impl Default for Script {
@@ -58,6 +62,8 @@ impl Default for Script {
             task_polls: 3,
             task_fails: false,
             video_seconds: 5,
+            chat_reply: None,
+            chat_chunks: None,
         }
     }
 }
@@ -78,7 +84,13 @@ pub struct FakeProvider {
 
 impl FakeProvider {
     pub fn start() -> FakeProvider {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("fake provider listens"));
+        // Requests with inline images are large: take what the chat route may.
+        let limits = tiny_http::Limits { body_bytes_max: Arc::new(|_, _| 64 << 20), ..tiny_http::Limits::default() };
+        let config = tiny_http::ServerConfig {
+            addr: tiny_http::ConfigListenAddr::from_socket_addrs("127.0.0.1:0").expect("address"),
+            limits,
+        };
+        let server = Arc::new(tiny_http::Server::new(config).expect("fake provider listens"));
         let addr = server.server_addr().to_ip().expect("ip");
         let state = Arc::new(Mutex::new(State::default()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -205,9 +217,13 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
     let (p, c) = (script.prompt_tokens, script.completion_tokens);
     if path.ends_with("/chat/completions") {
         if !stream {
-            let v = json!({"id": "fake-1", "object": "chat.completion", "created": 1, "model": body["model"],
+            let mut v = json!({"id": "fake-1", "object": "chat.completion", "created": 1, "model": body["model"],
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": script.text}, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}});
+            if let Some(reply) = &script.chat_reply {
+                v = reply.clone();
+                v["usage"] = json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c});
+            }
             let _ = rq.respond(json_response(200, &v));
             return;
         }
@@ -217,8 +233,14 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
                 json!({"id": "fake-1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
             )
         };
-        let mut events: Vec<String> = words.iter().map(|w| chunk(json!({"content": w}), Value::Null)).collect();
-        events.push(chunk(json!({}), json!("stop")));
+        let mut events: Vec<String> = match &script.chat_chunks {
+            Some(chunks) => chunks.iter().map(|c| format!("data: {c}\n\n")).collect(),
+            None => {
+                let mut e: Vec<String> = words.iter().map(|w| chunk(json!({"content": w}), Value::Null)).collect();
+                e.push(chunk(json!({}), json!("stop")));
+                e
+            }
+        };
         if !script.stream_without_usage && body.pointer("/stream_options/include_usage") == Some(&json!(true)) {
             events.push(format!("data: {}\n\n", json!({"id": "fake-1", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}})));
         }

@@ -37,6 +37,7 @@ fn with_fake(fake: &FakeProvider) -> impl FnOnce(&mut Config) {
             routes: vec![RouteConfig { provider: prov.into(), model: format!("{name}-upstream") }],
             price,
             max_output_tokens: Some(100),
+            image_input_tokens_max: None,
         };
         c.models.push(m(
             "qwen-plus",

@@ -17,7 +17,7 @@ use crate::http::router::Ctx;
 use crate::logs::NewLog;
 use crate::metered::{self, Reservation};
 use crate::providers::catalog::{IMAGES_PER_REQUEST_MAX, ModelKind};
-use crate::providers::types::{ChatEvent, ChatRequest, ImageRequest, Usage};
+use crate::providers::types::{ChatEvent, ChatRequest, ImageRequest, MaxTokensField, Usage};
 use crate::providers::{CallInfo, ChatStream, Model};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -25,38 +25,45 @@ use std::io::Read;
 use std::sync::Arc;
 
 pub fn models(ctx: &Ctx) -> Result<Response, ApiError> {
-    let data: Vec<Value> = ctx
-        .app
-        .adapter
-        .models()
-        .iter()
-        .map(|m| {
-            json!({
-                "id": m.name,
-                "object": "model",
-                "created": 0,
-                "owned_by": if m.dev { "tollgate-dev" } else { "tollgate" },
-                "kind": m.kind,
-                "pricing": {
-                    "currency": "credits",
-                    "input_per_1m_tokens": m.price.input_per_1m,
-                    "output_per_1m_tokens": m.price.output_per_1m,
-                    "per_image": m.price.per_image,
-                    "per_video_second": m.price.per_video_second,
-                },
-                "max_output_tokens": (m.kind == ModelKind::Chat).then_some(m.max_output_tokens),
-                "description": if m.dev { "Built-in dev provider: deterministic, offline, for development only." } else { "" },
-            })
-        })
-        .collect();
-    Ok(Response::json_value(200, &json!({"object": "list", "data": data})))
+    let data: Vec<Value> = ctx.app.adapter.models().iter().map(model_json).collect();
+    Ok(Response::json_value(200, &json!({"object": "list", "data": data, "has_more": false})))
+}
+
+/// `GET /v1/models/{id}` (the SDKs' `models.retrieve`).
+pub fn model(ctx: &Ctx) -> Result<Response, ApiError> {
+    let name = ctx.param(0);
+    let m = ctx.app.adapter.model(name).ok_or_else(|| not_found_model(name))?;
+    Ok(Response::json_value(200, &model_json(m)))
+}
+
+fn not_found_model(name: &str) -> ApiError {
+    ApiError::new(404, "model_not_found", format!("The model {name:?} does not exist. See GET /v1/models."))
+        .with_param("model")
+}
+
+fn model_json(m: &Model) -> Value {
+    let chat = m.kind == ModelKind::Chat;
+    json!({
+        "id": m.name,
+        "object": "model",
+        "created": 0,
+        "owned_by": if m.dev { "tollgate-dev" } else { "tollgate" },
+        "kind": m.kind,
+        "pricing": {
+            "currency": "credits",
+            "input_per_1m_tokens": m.price.input_per_1m,
+            "output_per_1m_tokens": m.price.output_per_1m,
+            "per_image": m.price.per_image,
+            "per_video_second": m.price.per_video_second,
+        },
+        "max_output_tokens": chat.then_some(m.max_output_tokens),
+        "image_input_tokens_max": chat.then_some(m.image_input_tokens_max),
+        "description": if m.dev { "Built-in dev provider: deterministic, offline, for development only." } else { "" },
+    })
 }
 
 fn model_of_kind<'a>(ctx: &'a Ctx, name: &str, kind: ModelKind) -> Result<&'a Model, ApiError> {
-    let m = ctx.app.adapter.model(name).ok_or_else(|| {
-        ApiError::new(404, "model_not_found", format!("The model {name:?} does not exist. See GET /v1/models."))
-            .with_param("model")
-    })?;
+    let m = ctx.app.adapter.model(name).ok_or_else(|| not_found_model(name))?;
     if m.kind != kind {
         return Err(Error::invalid(
             "model",
@@ -73,6 +80,8 @@ struct StreamOptions {
     include_usage: bool,
 }
 
+/// The chat fields tollgate reads; every field (these included) is also
+/// kept as sent, for OpenAI-compatible providers.
 #[derive(Deserialize)]
 struct ChatBody {
     model: String,
@@ -95,13 +104,42 @@ struct ChatBody {
     n: Option<u32>,
 }
 
-fn parse_chat(body: &ChatBody, model: &Model) -> Result<ChatRequest, Error> {
-    if body.n.is_some_and(|n| n != 1) {
-        return Err(Error::invalid("n", "only n = 1 is supported"));
+/// Choices one chat request may ask for (`n`).
+pub const CHAT_CHOICES_MAX: u32 = 16;
+
+fn parse_chat(body: &ChatBody, raw: &[u8], model: &Model) -> Result<ChatRequest, Error> {
+    let n = body.n.unwrap_or(1);
+    if n == 0 || n > CHAT_CHOICES_MAX {
+        return Err(Error::invalid("n", format!("n must be from 1 to {CHAT_CHOICES_MAX}")));
+    }
+    if body.max_tokens.is_some() && body.max_completion_tokens.is_some() {
+        return Err(Error::invalid("max_completion_tokens", "send max_tokens or max_completion_tokens, not both"));
     }
     let messages = metered::parse_messages(&body.messages, "messages")?;
-    let max_tokens = metered::max_tokens(model, body.max_completion_tokens.or(body.max_tokens))?;
-    Ok(ChatRequest { messages, max_tokens, temperature: body.temperature, top_p: body.top_p, stop: body.stop.clone() })
+    let (asked, field) = match body.max_completion_tokens {
+        Some(n) => (Some(n), MaxTokensField::MaxCompletionTokens),
+        None => (body.max_tokens, MaxTokensField::MaxTokens),
+    };
+    let max_tokens = metered::max_tokens(model, asked).map_err(|e| match e {
+        Error::Invalid { message, .. } => Error::invalid(field.name(), message),
+        other => other,
+    })?;
+    // The body was parsed as an object already; keep all of it but `model`.
+    let mut passthrough = match serde_json::from_slice::<Value>(raw) {
+        Ok(Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    passthrough.remove("model");
+    Ok(ChatRequest {
+        messages,
+        max_tokens,
+        max_tokens_field: field,
+        n,
+        temperature: body.temperature,
+        top_p: body.top_p,
+        stop: body.stop.clone(),
+        passthrough,
+    })
 }
 
 fn unix_s() -> i64 {
@@ -134,7 +172,7 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = ctx.user()?.id;
     let body: ChatBody = ctx.req.json()?;
     let model = model_of_kind(ctx, &body.model, ModelKind::Chat)?;
-    let req = parse_chat(&body, model)?;
+    let req = parse_chat(&body, &ctx.req.body, model)?;
     if body.stream && ctx.req.header("idempotency-key").is_some() {
         return Err(Error::invalid(
             "Idempotency-Key",
@@ -142,6 +180,7 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
         )
         .into());
     }
+    ctx.app.adapter.check_chat(model, &req).map_err(|param| unsupported(model, &param))?;
     let reservation = metered::reserve(ctx.app, user, metered::chat_bound(model, &req), None)?;
     if body.stream {
         let (stream, info) = ctx.app.adapter.chat_stream(model, &req).map_err(|e| {
@@ -162,16 +201,45 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
         let log = chat_log(&model_c, &info_c, &resp.usage, false, user, "completed");
         let outcome = metered::settle_in(c, &reservation, cost, &description(&model_c, &resp.usage), &log)?;
         let u = resp.usage;
+        let tollgate = json!({"cost": outcome.charged, "transaction_id": outcome.transaction_id});
+        // An OpenAI-compatible answer goes back whole, under the public name.
+        if let Some(mut raw) = resp.raw {
+            raw["model"] = json!(model_c.name);
+            raw["tollgate"] = tollgate;
+            return Ok(raw);
+        }
         Ok(json!({
-            "id": format!("chatcmpl-{}", if resp.id.is_empty() { "tollgate".to_owned() } else { resp.id.clone() }),
+            "id": chat_id(&resp.id),
             "object": "chat.completion",
             "created": unix_s(),
             "model": model_c.name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": resp.text}, "finish_reason": resp.finish_reason}],
             "usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.prompt_tokens + u.completion_tokens},
-            "tollgate": {"cost": outcome.charged, "transaction_id": outcome.transaction_id},
+            "tollgate": tollgate,
         }))
     })
+}
+
+/// A completion id in OpenAI's form, without prefixing one that has it.
+fn chat_id(provider_id: &str) -> String {
+    match provider_id {
+        "" => "chatcmpl-tollgate".to_owned(),
+        id if id.starts_with("chatcmpl-") => id.to_owned(),
+        id => format!("chatcmpl-{id}"),
+    }
+}
+
+/// No route of the model can honour `param`: refused before any hold.
+fn unsupported(model: &Model, param: &str) -> ApiError {
+    ApiError::new(
+        400,
+        "unsupported_parameter",
+        format!(
+            "{param} needs an OpenAI-compatible provider, and no route of {} has one. Remove it, or use another model.",
+            model.name
+        ),
+    )
+    .with_param(param)
 }
 
 /// A streamed chat as an OpenAI SSE body. Reading it pulls the provider's
@@ -268,6 +336,23 @@ impl SseBody {
                 self.chunk(delta, None);
             }
             Some(Ok(ChatEvent::Finish(reason))) => self.chunk(json!({}), Some(&reason)),
+            Some(Ok(ChatEvent::Chunk(mut v, usage))) => {
+                if usage.is_some() {
+                    self.usage = usage;
+                }
+                // tollgate asked for usage itself; a client that did not
+                // gets the chunk without it (or nothing, if that was all).
+                if usage.is_some() && !self.include_usage {
+                    if v.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty) {
+                        return;
+                    }
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("usage");
+                    }
+                }
+                v["model"] = json!(self.model.name);
+                self.push(&v);
+            }
             Some(Ok(ChatEvent::Usage(u))) => {
                 self.usage = Some(u);
                 if self.include_usage {

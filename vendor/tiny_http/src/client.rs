@@ -30,7 +30,7 @@ use crate::Request;
 /// can destroy the answer before the client reads it).
 const LINGER_MS: u64 = 2000;
 /// ... and how many bytes at most.
-const LINGER_BYTES_MAX: u64 = 1024 * 1024;
+const LINGER_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// A body is read from the socket in pieces of this size, so the deadline is
 /// checked between them and memory grows only with what actually arrived.
 const BODY_READ_BYTES: usize = 16 * 1024;

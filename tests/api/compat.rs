@@ -1,0 +1,262 @@
+//! OpenAI compatibility without silent loss: what a client sends reaches an
+//! OpenAI-compatible provider unchanged, what the provider answers reaches
+//! the client unchanged, and a field no route can honour is refused before
+//! anything is held.
+
+use crate::ai::{chat_model, provider, sse_data};
+use crate::fake_provider::FakeProvider;
+use crate::helpers::*;
+use serde_json::{Value, json};
+
+fn app_with_routes(fake: &FakeProvider, kinds: &[&str]) -> TestApp {
+    let base = fake.base.clone();
+    let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_owned()).collect();
+    TestApp::spawn_with(move |c| {
+        let mut routes = Vec::new();
+        for (i, kind) in kinds.iter().enumerate() {
+            let url = if kind == "openai" { format!("{base}/v1") } else { base.clone() };
+            c.providers.insert(format!("p{i}"), provider(kind, &url, 5_000));
+            routes.push((format!("p{i}"), format!("upstream-{i}")));
+        }
+        let routes: Vec<(&str, &str)> = routes.iter().map(|(p, m)| (p.as_str(), m.as_str())).collect();
+        c.models.push(chat_model("m", &routes));
+    })
+}
+
+/// Every field an agent or a structured-output app sends.
+fn rich_request() -> Value {
+    json!({
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is in this image, and what is the weather in Paris?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}}
+            ]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp_c\": 21}"}
+        ],
+        "tools": [{"type": "function", "function": {"name": "weather", "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}],
+        "tool_choice": "auto",
+        "parallel_tool_calls": false,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "strict": true,
+            "schema": {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"], "additionalProperties": false}}},
+        "logprobs": true,
+        "top_logprobs": 2,
+        "seed": 42,
+        "user": "end-user-7",
+        "presence_penalty": 0.5,
+        "frequency_penalty": 0.25,
+        "logit_bias": {"50256": -100},
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "stop": ["\n\n"],
+        "n": 2,
+        "max_completion_tokens": 50,
+        "metadata": {"trace": "abc"},
+        "some_future_field": {"nested": [1, 2, 3]}
+    })
+}
+
+#[test]
+fn every_field_a_client_sends_reaches_an_openai_provider_unchanged() {
+    let fake = FakeProvider::start();
+    let app = app_with_routes(&fake, &["openai"]);
+    let ann = app.user("ann");
+    app.grant(&ann, 1_000_000);
+    let sent = rich_request();
+    let r = app.client.post("/v1/chat/completions", &ann.token, sent.clone());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = &fake.requests()[0].body;
+    let mut expected = sent.clone();
+    expected["model"] = json!("upstream-0");
+    assert_eq!(got, &expected, "only the model name may change");
+    assert!(got.get("max_tokens").is_none(), "max_completion_tokens is forwarded under its own name");
+    assert_eq!(got["max_completion_tokens"], 50);
+}
+
+#[test]
+fn tool_calls_come_back_unchanged_and_the_id_is_the_providers() {
+    let fake = FakeProvider::start();
+    let reply = json!({"id": "chatcmpl-abc123", "object": "chat.completion", "created": 7, "model": "upstream-0",
+        "system_fingerprint": "fp_1",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": {"content": []},
+            "message": {"role": "assistant", "content": null, "refusal": null, "tool_calls": [{"id": "call_9", "type": "function",
+                "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}]}}]});
+    fake.script(|s| s.chat_reply = Some(reply.clone()));
+    let app = app_with_routes(&fake, &["openai"]);
+    let ann = app.user("ann");
+    app.grant(&ann, 1_000_000);
+    let r = app.client.post("/v1/chat/completions", &ann.token, rich_request());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["id"], "chatcmpl-abc123", "never chatcmpl-chatcmpl-");
+    assert_eq!(v["choices"], reply["choices"]);
+    assert_eq!(v["system_fingerprint"], "fp_1");
+    assert_eq!(v["model"], "m", "the public name");
+    assert_eq!(v["usage"]["completion_tokens"], 34);
+    let cost = v["tollgate"]["cost"].as_i64().unwrap();
+    assert!(cost > 0);
+    assert_eq!(app.balance(&ann)["balance"], 1_000_000 - cost);
+}
+
+#[test]
+fn streamed_tool_call_deltas_arrive_in_order_and_usage_is_charged() {
+    let fake = FakeProvider::start();
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-s1", "object": "chat.completion.chunk", "created": 1, "model": "upstream-0",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let chunks = vec![
+        chunk(
+            json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "weather", "arguments": ""}}]}),
+            Value::Null,
+        ),
+        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}), Value::Null),
+        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}), Value::Null),
+        chunk(json!({}), json!("tool_calls")),
+    ];
+    fake.script(|s| s.chat_chunks = Some(chunks.clone()));
+    let app = app_with_routes(&fake, &["openai"]);
+    let ann = app.user("ann");
+    app.grant(&ann, 1_000_000);
+    for include_usage in [false, true] {
+        let mut body = rich_request();
+        body["stream"] = json!(true);
+        if include_usage {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        let before = app.balance(&ann)["balance"].as_i64().unwrap();
+        let r = app.client.post("/v1/chat/completions", &ann.token, body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let data = sse_data(&r.text());
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+        let got: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+        let with_choices: Vec<&Value> =
+            got.iter().filter(|c| c["choices"].as_array().is_some_and(|a| !a.is_empty())).collect();
+        assert_eq!(with_choices.len(), 4);
+        for (g, sent) in with_choices.iter().zip(&chunks) {
+            assert_eq!(g["choices"], sent["choices"], "each delta unchanged, in order");
+            assert_eq!((g["id"].as_str(), g["model"].as_str()), (Some("chatcmpl-s1"), Some("m")));
+        }
+        let usage_chunks = got.iter().filter(|c| c.get("usage").is_some_and(|u| !u.is_null())).count();
+        assert_eq!(usage_chunks, usize::from(include_usage), "usage only when the client asked for it");
+        let sent_upstream = fake.requests().last().unwrap().body.clone();
+        assert_eq!(sent_upstream["stream_options"]["include_usage"], true, "tollgate always meters");
+        assert!(app.balance(&ann)["balance"].as_i64().unwrap() < before, "charged from the usage chunk");
+    }
+    assert_eq!(app.validate(&ann)["valid"], true);
+}
+
+#[test]
+fn a_field_no_route_can_honour_is_refused_before_anything_is_held() {
+    let fake = FakeProvider::start();
+    let app = app_with_routes(&fake, &["anthropic"]);
+    let ann = app.user("ann");
+    app.grant(&ann, 1_000_000);
+    let txns = app.count("credit_transactions");
+    let holds = app.count("credit_holds");
+    for (body, param) in [
+        (json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": []}), "tools"),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "logprobs": true}), "logprobs"),
+        (json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 2}), "n"),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x.invalid/a.png"}}]}]}),
+            "messages[0]",
+        ),
+    ] {
+        let r = app.client.post("/v1/chat/completions", &ann.token, body);
+        assert_eq!((r.status, r.error_code().as_str()), (400, "unsupported_parameter"), "{}", r.text());
+        assert_eq!(r.json()["error"]["param"], param);
+    }
+    assert_eq!((app.count("credit_transactions"), app.count("credit_holds")), (txns, holds), "nothing held or charged");
+    assert!(fake.requests().is_empty(), "no provider was called");
+    // Plain text still goes to Anthropic.
+    let r = app.client.post(
+        "/v1/chat/completions",
+        &ann.token,
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn a_rich_request_skips_a_route_that_cannot_honour_it() {
+    let fake = FakeProvider::start();
+    let app = app_with_routes(&fake, &["anthropic", "openai"]);
+    let ann = app.user("ann");
+    app.grant(&ann, 1_000_000);
+    let r = app.client.post("/v1/chat/completions", &ann.token, rich_request());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let paths: Vec<String> = fake.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, vec!["/v1/chat/completions".to_owned()], "only the OpenAI route was called");
+}
+
+#[test]
+fn n_and_images_raise_the_cost_bound() {
+    let fake = FakeProvider::start();
+    let app = app_with_routes(&fake, &["openai"]);
+    let ann = app.user("ann");
+    // chat_model: 0.8 credits per input token, 2 per output token.
+    app.grant(&ann, 3_000);
+    let one = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1000});
+    assert_eq!(app.client.post("/v1/chat/completions", &ann.token, one.clone()).status, 200);
+    let mut two = one.clone();
+    two["n"] = json!(2);
+    let r = app.client.post("/v1/chat/completions", &ann.token, two);
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (402, "insufficient_credits"),
+        "2 choices x 1000 tokens x 2 > 3000"
+    );
+    let image = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://x.invalid/a.png"}}]}]});
+    let balance = app.balance(&ann)["available"].as_i64().unwrap();
+    let r = app.client.post("/v1/chat/completions", &ann.token, image);
+    assert_eq!(r.status, 200, "1445 image tokens x 0.8 fit in {balance}: {}", r.text());
+}
+
+#[test]
+fn models_can_be_retrieved_one_by_one() {
+    let app = TestApp::spawn();
+    let r = app.client.get("/v1/models/dev-chat", &app.admin);
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(
+        (v["id"].as_str(), v["object"].as_str(), v["kind"].as_str()),
+        (Some("dev-chat"), Some("model"), Some("chat"))
+    );
+    let r = app.client.get("/v1/models/nope", &app.admin);
+    assert_eq!((r.status, r.error_code().as_str()), (404, "model_not_found"));
+}
+
+#[test]
+fn the_chat_route_takes_large_bodies_and_other_routes_keep_their_limit() {
+    let fake = FakeProvider::start();
+    let app = app_with_routes(&fake, &["openai"]);
+    let ann = app.user("ann");
+    app.grant(&ann, 100_000_000);
+    let image = "A".repeat(3 << 20);
+    let body = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{image}")}}]}]});
+    let r = app.client.post("/v1/chat/completions", &ann.token, body);
+    assert_eq!(
+        r.status,
+        200,
+        "a 3 MiB inline image fits the 20 MiB chat limit: {}",
+        &r.text()[..r.text().len().min(300)]
+    );
+    assert_eq!(
+        fake.requests()[0].body["messages"][0]["content"][0]["image_url"]["url"].as_str().map(str::len),
+        Some(image.len() + 22)
+    );
+    let big = vec![b' '; 2 << 20];
+    let r = app.client.post_with("/v1/credits/consume", &ann.token, &[], &big);
+    assert_eq!((r.status, r.error_code().as_str()), (413, "payload_too_large"));
+}
