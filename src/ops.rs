@@ -42,6 +42,11 @@ pub fn backup(db: &Path, dest: &Path) -> Result<BackupReport, String> {
     if dest.exists() {
         return Err(format!("{} already exists; choose a new file name", dest.display()));
     }
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(format!("the folder {} does not exist; create it first (mkdir -p)", dir.display()));
+    }
     let partial = with_suffix(dest, ".partial");
     let _ = std::fs::remove_file(&partial);
     files::online_copy(db, &partial).map_err(|e| format!("backup failed: {e}"))?;

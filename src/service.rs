@@ -54,6 +54,7 @@ pub fn open_db(config: &Config) -> Result<Db, String> {
 
 impl Service {
     pub fn start(config: Config, options: StartOptions) -> Result<Service, String> {
+        let listener = HttpServer::bind(&config.server.addr)?;
         let lock = crate::storage::backup::ServerLock::try_acquire(&config.server.db)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("another tollgate server is using {}", config.server.db.display()))?;
@@ -90,7 +91,7 @@ impl Service {
                 .spawn(move || upkeep(&app, &stop))
                 .map_err(|e| format!("cannot start the upkeep thread: {e}"))?
         };
-        let http = HttpServer::start(Arc::clone(&app))?;
+        let http = HttpServer::start(Arc::clone(&app), listener)?;
         log::info!("tollgate listening on http://{} (database {})", http.addr(), app.config.server.db.display());
         Ok(Service { _lock: lock, workers: Some(workers), app, http, stop, upkeep: Some(upkeep) })
     }

@@ -45,18 +45,19 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    pub fn start(app: Arc<App>) -> Result<HttpServer, String> {
+    /// Binds the listening socket, before anything else of the service
+    /// starts: a port in use fails the start before the database is touched.
+    pub fn bind(addr: &str) -> Result<std::net::TcpListener, String> {
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))
+    }
+
+    pub fn start(app: Arc<App>, listener: std::net::TcpListener) -> Result<HttpServer, String> {
         let cfg = &app.config.server;
         let fd_limit = super::edge::raise_fd_limit();
         let connections_max = super::edge::connections_max(cfg, fd_limit);
         log::info!("accepting up to {connections_max} connections (open-file limit {fd_limit})");
-        let listen = tiny_http::ServerConfig {
-            addr: tiny_http::ConfigListenAddr::from_socket_addrs(&cfg.addr)
-                .map_err(|e| format!("cannot listen on {}: {e}", cfg.addr))?,
-            limits: super::edge::limits(cfg, connections_max),
-        };
-        let server =
-            tiny_http::Server::new(listen).map_err(|e| format!("cannot listen on {}: {e}", app.config.server.addr))?;
+        let server = tiny_http::Server::from_listener(listener, super::edge::limits(cfg, connections_max))
+            .map_err(|e| format!("cannot listen on {}: {e}", cfg.addr))?;
         let addr = server.server_addr().to_ip().ok_or_else(|| "the listener has no IP address".to_owned())?;
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));

@@ -107,8 +107,9 @@ fn build(name: &str, cfg: &ProviderConfig, callers_max: usize) -> Result<Named, 
         Some(var) => match std::env::var(var) {
             Ok(k) if !k.is_empty() => Some(k),
             _ => {
-                log::warn!("provider {name}: environment variable {var} is not set; calls will be sent without a key");
-                None
+                return Err(format!(
+                    "provider {name}: api_key_env names {var}, which is not set (or empty); set it, or remove api_key_env for a provider that needs no key"
+                ));
             }
         },
         None => None,

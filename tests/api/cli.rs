@@ -158,3 +158,41 @@ fn audit_expect_fails_when_the_recorded_head_was_rewritten() {
     let o = run(&["audit", "--db", db.to_str().unwrap(), "--expect", "garbage"], app.dir.path());
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn serve_on_a_port_in_use_fails_before_touching_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = run(&["serve", "--addr", &addr, "--db", "t.db"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("cannot listen on {addr}")), "{}", stderr(&o));
+    assert!(!dir.path().join("t.db").exists(), "no database was created");
+}
+
+#[test]
+fn a_provider_key_variable_that_is_not_set_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tollgate.toml"),
+        "[providers.openai]\nkind = \"openai\"\napi_key_env = \"TG_TEST_UNSET_KEY\"\n[[models]]\nname = \"m\"\nkind = \"chat\"\nroutes = [{ provider = \"openai\", model = \"gpt\" }]\n",
+    )
+    .unwrap();
+    let o = bin()
+        .args(["serve", "--addr", "127.0.0.1:0", "--db", "t.db"])
+        .current_dir(dir.path())
+        .env_remove("TG_TEST_UNSET_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("TG_TEST_UNSET_KEY") && stderr(&o).contains("not set"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_backup_into_a_missing_folder_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(&["migrate", "--db", "t.db"], dir.path()).status.success());
+    let o = run(&["backup", "no/such/dir/b.db", "--db", "t.db"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no/such/dir") && stderr(&o).contains("does not exist"), "{}", stderr(&o));
+}

@@ -11,6 +11,7 @@ mod cli;
 mod compat;
 mod crash;
 mod credits;
+mod docs;
 mod front_door;
 mod guard;
 mod http_edge;

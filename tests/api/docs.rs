@@ -1,0 +1,76 @@
+//! The repository's API reference (docs/API.md) stays true: it lists every
+//! route the binary serves and every error code the code can produce.
+
+use crate::helpers::*;
+use std::path::{Path, PathBuf};
+
+fn reference() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/API.md")).expect("docs/API.md")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The string literal after `marker` (skipping a status number and a comma
+/// first, as in `ApiError::new(404, "not_found", ...)`).
+fn codes_after(text: &str, marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (at, _) in text.match_indices(marker) {
+        let rest =
+            text[at + marker.len()..].trim_start_matches(|c: char| c.is_ascii_digit() || c == ',' || c.is_whitespace());
+        if let Some(quoted) = rest.strip_prefix('"')
+            && let Some(end) = quoted.find('"')
+        {
+            let code = &quoted[..end];
+            if !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                found.push(code.to_owned());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_api_reference_lists_every_route_the_binary_serves() {
+    let app = TestApp::spawn();
+    let doc = app.client.request("GET", "/openapi.json", None, &[], None).unwrap().json();
+    let reference = reference();
+    let mut missing = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            let entry = format!("`{} {path}`", method.to_ascii_uppercase());
+            if !reference.contains(&entry) {
+                missing.push(entry);
+            }
+        }
+    }
+    assert!(missing.is_empty(), "docs/API.md lacks {missing:?}");
+}
+
+#[test]
+fn the_api_reference_lists_every_error_code() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    rust_files(&root.join("vendor/tiny_http/src"), &mut files);
+    let reference = reference();
+    let mut codes = std::collections::BTreeSet::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for marker in ["ApiError::new(", "Rejection::new(", "code: \"", "unavailable(\""] {
+            let marker = marker.trim_end_matches('"');
+            codes.extend(codes_after(&text, marker));
+        }
+    }
+    assert!(codes.len() > 30, "the scan found too few codes: {codes:?}");
+    let missing: Vec<_> = codes.iter().filter(|c| !reference.contains(&format!("`{c}`"))).collect();
+    assert!(missing.is_empty(), "docs/API.md lacks the codes {missing:?}");
+}
