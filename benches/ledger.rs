@@ -39,7 +39,7 @@ fn consume_once(db: &Db, u: UserId) {
 
 fn hold_settle_once(db: &Db, u: UserId) {
     let h = db.write(move |c| ledger::hold(c, u, Credits(10), None, 60_000, &SpendCaps::NONE)).expect("hold");
-    db.write(move |c| ledger::settle(c, h, Credits(3), "")).expect("settle");
+    db.write(move |c| ledger::settle(c, h, ledger::Cost::Credits(Credits(3)), "")).expect("settle");
 }
 
 /// Runs `iters` operations over `callers` threads; returns the wall time.

@@ -8,7 +8,7 @@
 use crate::app::App;
 use crate::domain::{Credits, HoldId, JobId, UserId};
 use crate::error::{Error, Result};
-use crate::ledger::{self, HoldOutcome, HoldStatus};
+use crate::ledger::{self, Cost, HoldOutcome, HoldStatus};
 use crate::logs::{self, NewLog};
 use crate::providers::types::{ChatRequest, Message, Usage};
 use crate::providers::{Model, ProviderError};
@@ -145,8 +145,10 @@ pub fn chat_bound(model: &Model, req: &ChatRequest) -> Credits {
     model.price.tokens(input_tokens_bound(model, req), output)
 }
 
-pub fn chat_cost(model: &Model, usage: &Usage) -> Credits {
-    model.price.tokens(usage.prompt_tokens, usage.completion_tokens)
+/// A chat's exact cost, in millionths of a credit (charged through the
+/// user's carry: see `ledger::settle`).
+pub fn chat_cost(model: &Model, usage: &Usage) -> Cost {
+    Cost::Micro(model.price.tokens_micro(usage.prompt_tokens, usage.completion_tokens))
 }
 
 /// Credits reserved for one call.
@@ -176,12 +178,12 @@ pub fn reserve(app: &App, user: UserId, bound: Credits, job: Option<JobId>) -> R
 pub fn settle_in(
     conn: &Connection,
     r: &Reservation,
-    actual: Credits,
+    cost: Cost,
     description: &str,
     log: &NewLog,
 ) -> Result<HoldOutcome> {
     let outcome = match r.hold {
-        Some(h) => ledger::settle(conn, h, actual, description)?,
+        Some(h) => ledger::settle(conn, h, cost, description)?,
         None => HoldOutcome {
             hold_id: HoldId(0),
             status: HoldStatus::Settled,

@@ -8,9 +8,9 @@ use super::state::JobStatus;
 use super::storage::{self, JobRow};
 use super::{Notifier, TASK_SUBMITTING};
 use crate::app::App;
-use crate::domain::{Credits, Timestamp};
+use crate::domain::Timestamp;
 use crate::error::{Error, Result};
-use crate::ledger;
+use crate::ledger::{self, Cost};
 use crate::logs::{self, NewLog};
 use crate::metered;
 use crate::providers::types::TaskState;
@@ -90,7 +90,7 @@ fn work(app: &Arc<App>, stop: &AtomicBool) {
 /// What a finished provider call produced.
 struct Done {
     output: Value,
-    cost: Credits,
+    cost: Cost,
     description: String,
     info: CallInfo,
 }
@@ -146,7 +146,7 @@ fn run(app: &App, job: JobRow, stop: &AtomicBool) {
                         &job,
                         Done {
                             output: json!({"images": images}),
-                            cost: model.price.images(n),
+                            cost: Cost::Credits(model.price.images(n)),
                             description: format!("job {} images {} ({n})", job.id, model.name),
                             info,
                         },
@@ -249,7 +249,7 @@ fn poll(
                         let seconds = duration_s.unwrap_or(req.duration_s);
                         Done {
                             output: json!({"video_url": urls.first(), "duration_s": seconds}),
-                            cost: model.price.video(seconds),
+                            cost: Cost::Credits(model.price.video(seconds)),
                             description: format!("job {id} video {} ({seconds} s)", model.name),
                             info,
                         }
@@ -259,7 +259,7 @@ fn poll(
                         let images: Vec<Value> = urls.iter().take(n as usize).map(|u| json!({"url": u})).collect();
                         Done {
                             output: json!({"images": images}),
-                            cost: model.price.images(n),
+                            cost: Cost::Credits(model.price.images(n)),
                             description: format!("job {id} images {} ({n})", model.name),
                             info,
                         }

@@ -33,6 +33,11 @@ pub enum Mismatch {
     RunningBalance { row_id: i64, user_id: UserId, expected: i64, stored: i64 },
     /// The cached balance differs from the ledger sum.
     CachedBalance { user_id: UserId, ledger_balance: i64, cached_balance: i64 },
+    /// A metered row's charge or carry does not follow from the user's
+    /// previous carry and the row's exact cost.
+    Carry { row_id: i64, user_id: UserId, expected_amount: i64, expected_carry: i64, stored_carry: i64 },
+    /// The user's cached carry differs from their last metered row's.
+    CachedCarry { user_id: UserId, ledger_carry: i64, cached_carry: i64 },
     /// The cached held amount differs from the active holds.
     Held { user_id: UserId, cached_held: i64, active_holds: i64 },
     /// An active hold whose job already finished (a leaked reservation).
@@ -70,6 +75,7 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
     let mut expected_seen: Option<String> = None;
     let mut walk_issues: Vec<Mismatch> = Vec::new();
     let mut sums: HashMap<i64, i64> = HashMap::new();
+    let mut carries: HashMap<i64, i64> = HashMap::new();
     storage::for_each_row(conn, |r| {
         rows += 1;
         *sums.entry(r.user_id).or_default() += r.amount;
@@ -88,6 +94,7 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
                 hold_id: r.hold_id,
                 description: &r.description,
                 created_at: r.created_at,
+                micro: r.micro,
             },
         );
         if expected != r.hash {
@@ -105,6 +112,20 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
         // Keep the stored value: one bad row is reported once, not again at
         // every later row of the same user.
         running.insert(r.user_id, r.balance_after);
+        if let Some((cost, carry_after)) = r.micro {
+            let total = carries.get(&r.user_id).copied().unwrap_or(0) + cost;
+            let (charge, carry) = (total / super::MICRO_PER_CREDIT, total % super::MICRO_PER_CREDIT);
+            if r.amount != -charge || carry_after != carry {
+                walk_issues.push(Mismatch::Carry {
+                    row_id: r.id,
+                    user_id: UserId(r.user_id),
+                    expected_amount: -charge,
+                    expected_carry: carry,
+                    stored_carry: carry_after,
+                });
+            }
+            carries.insert(r.user_id, carry_after);
+        }
         if expect.is_some_and(|e| e.id == r.id) {
             expected_seen = Some(r.hash.clone());
         }
@@ -117,7 +138,14 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
 
     let input = storage::audit_input(conn)?;
     let held: HashMap<UserId, Credits> = input.active_held.into_iter().collect();
-    for (user, cached, cached_held) in &input.users {
+    for (user, cached, cached_held, cached_carry) in &input.users {
+        let carry = carries.get(&user.0).copied().unwrap_or(0);
+        if carry != *cached_carry {
+            note(
+                Mismatch::CachedCarry { user_id: *user, ledger_carry: carry, cached_carry: *cached_carry },
+                &mut found,
+            );
+        }
         let sum = sums.get(&user.0).copied().unwrap_or(0);
         if sum != cached.0 {
             note(Mismatch::CachedBalance { user_id: *user, ledger_balance: sum, cached_balance: cached.0 }, &mut found);

@@ -20,11 +20,16 @@ pub struct ChainFields<'a> {
     pub hold_id: Option<i64>,
     pub description: &'a str,
     pub created_at: i64,
+    /// A metered consume's exact cost and the user's carry after it, both in
+    /// millionths of a credit (migration V7); `None` on every other row.
+    pub micro: Option<(i64, i64)>,
 }
 
 /// A JSON array is the canonical form: unambiguous for any description text.
+/// Rows with a carry append its two numbers, so rows written before V7 keep
+/// the hashes they were written with.
 pub fn row_hash(prev_hash: &str, f: &ChainFields<'_>) -> String {
-    let canonical = serde_json::json!([
+    let mut canonical = serde_json::json!([
         f.id,
         f.user_id,
         f.amount,
@@ -35,6 +40,10 @@ pub fn row_hash(prev_hash: &str, f: &ChainFields<'_>) -> String {
         f.description,
         f.created_at
     ]);
+    if let (Some((cost, carry)), Some(items)) = (f.micro, canonical.as_array_mut()) {
+        items.push(cost.into());
+        items.push(carry.into());
+    }
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(canonical.to_string().as_bytes());
@@ -57,11 +66,15 @@ mod tests {
             hold_id: Some(4),
             description: "x",
             created_at: 5,
+            micro: None,
         };
         let h = row_hash(GENESIS_HASH, &base);
         assert_eq!(h.len(), 64);
         assert_ne!(h, row_hash(GENESIS_HASH, &ChainFields { amount: -8, ..base }));
         assert_ne!(h, row_hash(GENESIS_HASH, &ChainFields { description: "y", ..base }));
         assert_ne!(h, row_hash(&h, &base));
+        let carried = row_hash(GENESIS_HASH, &ChainFields { micro: Some((45_000, 45_000)), ..base });
+        assert_ne!(h, carried);
+        assert_ne!(carried, row_hash(GENESIS_HASH, &ChainFields { micro: Some((45_000, 90_000)), ..base }));
     }
 }

@@ -97,6 +97,26 @@ pub struct Transaction {
     pub hold_id: Option<HoldId>,
     pub description: String,
     pub created_at: Timestamp,
+    /// A metered consume's exact cost, in millionths of a credit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_micro: Option<i64>,
+    /// The user's unbilled fraction after this row, in millionths.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carry_after_micro: Option<i64>,
+}
+
+/// Millionths of a credit in one credit.
+pub const MICRO_PER_CREDIT: i64 = 1_000_000;
+
+/// What a metered call cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cost {
+    /// Whole credits (per image, per video second, a hold's bound).
+    Credits(Credits),
+    /// Millionths of a credit (token prices are per 1M tokens): charged
+    /// through the user's carry, so many small calls are billed their exact
+    /// sum rounded once, not each rounded up.
+    Micro(i64),
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -208,7 +228,7 @@ fn change_balance(
     let after = balance + amount;
     let txn = storage::append(
         conn,
-        &NewRow { user, amount, kind, balance_after: after, job: None, hold: None, description, at: now },
+        &NewRow { user, amount, kind, balance_after: after, job: None, hold: None, description, at: now, micro: None },
     )?;
     storage::set_credits(conn, user, after)?;
     logs::write(
@@ -272,6 +292,7 @@ pub fn consume(
             hold: None,
             description,
             at: now,
+            micro: None,
         },
     )?;
     storage::set_credits(conn, user, after)?;
@@ -315,25 +336,42 @@ fn closed_outcome(h: &storage::HoldRow) -> HoldOutcome {
     }
 }
 
-/// Charges `min(actual, hold)` as one `consume` row and closes the hold.
-/// An overrun is charged at the hold and logged as a system warning. A hold
-/// that is already closed is left as it is and its outcome returned.
-pub fn settle(conn: &Connection, id: HoldId, actual: Credits, description: &str) -> Result<HoldOutcome> {
+/// Charges what the call cost, never more than the hold, as one `consume`
+/// row and closes the hold. A `Cost::Micro` is added to the user's carry;
+/// the whole credits that makes are charged and the rest carried, both
+/// recorded on the row (a row of amount 0 when the carry absorbs it all).
+pub fn settle(conn: &Connection, id: HoldId, cost: Cost, description: &str) -> Result<HoldOutcome> {
     let h = storage::hold(conn, id)?.ok_or_else(|| Error::not_found("hold"))?;
     if h.status != HoldStatus::Active {
         return Ok(closed_outcome(&h));
     }
-    let actual = actual.max(Credits::ZERO);
-    if actual > h.amount {
-        logs::write(
-            conn,
-            &NewLog::system(Level::Warn, "hold_overrun", json!({ "hold_id": id, "held": h.amount, "actual": actual })),
-        )?;
-    }
-    let charge = actual.min(h.amount);
+    let (charge, micro) = match cost {
+        Cost::Credits(actual) => {
+            let actual = actual.max(Credits::ZERO);
+            if actual > h.amount {
+                overrun(conn, id, h.amount, json!(actual))?;
+            }
+            (actual.min(h.amount), None)
+        }
+        Cost::Micro(exact) if exact <= 0 => (Credits::ZERO, None),
+        Cost::Micro(exact) => {
+            let carry = storage::carry(conn, h.user)?;
+            // A cost within the hold makes at most the hold in whole credits
+            // even with the carry added (the carry is under one credit).
+            let bound = h.amount.0.saturating_mul(MICRO_PER_CREDIT);
+            if exact > bound {
+                overrun(conn, id, h.amount, json!({ "cost_micro": exact }))?;
+            }
+            let exact = exact.min(bound);
+            let total = carry + exact;
+            storage::set_carry(conn, h.user, total % MICRO_PER_CREDIT)?;
+            let micro = storage::Micro { cost: exact, carry_after: total % MICRO_PER_CREDIT };
+            (Credits(total / MICRO_PER_CREDIT), Some(micro))
+        }
+    };
     let now = Timestamp::now();
     let (balance, _) = account(conn, h.user)?;
-    let txn = if charge > Credits::ZERO {
+    let txn = if charge > Credits::ZERO || micro.is_some() {
         let after = balance - charge;
         let t = storage::append(
             conn,
@@ -346,6 +384,7 @@ pub fn settle(conn: &Connection, id: HoldId, actual: Credits, description: &str)
                 hold: Some(id),
                 description,
                 at: now,
+                micro,
             },
         )?;
         storage::set_credits(conn, h.user, after)?;
@@ -359,8 +398,16 @@ pub fn settle(conn: &Connection, id: HoldId, actual: Credits, description: &str)
     Ok(HoldOutcome { hold_id: id, status: HoldStatus::Settled, charged: charge, transaction_id: txn })
 }
 
-/// Closes a hold with no charge; its amount goes back to available credits
-/// and to today's spend allowance.
+/// A provider reported more than the bound that was held: charged the
+/// hold, and logged, because a bound should never be wrong.
+fn overrun(conn: &Connection, id: HoldId, held: Credits, actual: serde_json::Value) -> Result<()> {
+    logs::write(
+        conn,
+        &NewLog::system(Level::Warn, "hold_overrun", json!({ "hold_id": id, "held": held, "actual": actual })),
+    )?;
+    Ok(())
+}
+
 pub fn release(conn: &Connection, id: HoldId) -> Result<HoldOutcome> {
     close_uncharged(conn, id, HoldStatus::Released)
 }

@@ -36,6 +36,16 @@ pub struct NewRow<'a> {
     pub hold: Option<HoldId>,
     pub description: &'a str,
     pub at: Timestamp,
+    /// A metered consume: its exact cost and the user's carry after it.
+    pub micro: Option<Micro>,
+}
+
+/// A metered consume's exact cost and the carry it leaves, in millionths of
+/// a credit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Micro {
+    pub cost: i64,
+    pub carry_after: i64,
 }
 
 /// Appends a row at the head of the chain. Must run inside the writer's
@@ -59,12 +69,13 @@ pub fn append(conn: &Connection, row: &NewRow<'_>) -> rusqlite::Result<Transacti
             hold_id: row.hold.map(|h| h.0),
             description: row.description,
             created_at: row.at.0,
+            micro: row.micro.map(|m| (m.cost, m.carry_after)),
         },
     );
     conn.prepare_cached(
         "INSERT INTO credit_transactions
-         (id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         (id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash, cost_micro, carry_after)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         id,
@@ -76,7 +87,9 @@ pub fn append(conn: &Connection, row: &NewRow<'_>) -> rusqlite::Result<Transacti
         row.hold,
         row.description,
         row.at,
-        hash
+        hash,
+        row.micro.map(|m| m.cost),
+        row.micro.map(|m| m.carry_after),
     ])?;
     Ok(Transaction {
         id: TxnId(id),
@@ -88,7 +101,19 @@ pub fn append(conn: &Connection, row: &NewRow<'_>) -> rusqlite::Result<Transacti
         hold_id: row.hold,
         description: row.description.to_owned(),
         created_at: row.at,
+        cost_micro: row.micro.map(|m| m.cost),
+        carry_after_micro: row.micro.map(|m| m.carry_after),
     })
+}
+
+/// The user's unbilled fraction of a credit, in millionths.
+pub fn carry(conn: &Connection, user: UserId) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT carry_micro FROM users WHERE id = ?1")?.query_row([user], |r| r.get(0))
+}
+
+pub fn set_carry(conn: &Connection, user: UserId, micro: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE users SET carry_micro = ?2 WHERE id = ?1")?.execute(params![user, micro])?;
+    Ok(())
 }
 
 fn txn_from_row(r: &Row<'_>) -> rusqlite::Result<Transaction> {
@@ -103,13 +128,15 @@ fn txn_from_row(r: &Row<'_>) -> rusqlite::Result<Transaction> {
         hold_id: r.get(5)?,
         description: r.get(6)?,
         created_at: r.get(7)?,
+        cost_micro: r.get(8)?,
+        carry_after_micro: r.get(9)?,
     })
 }
 
 pub fn list(conn: &Connection, user: UserId, page: &Page) -> rusqlite::Result<List<Transaction>> {
     let rows = conn
         .prepare_cached(
-            "SELECT id, amount, kind, balance_after, job_id, hold_id, description, created_at
+            "SELECT id, amount, kind, balance_after, job_id, hold_id, description, created_at, cost_micro, carry_after
              FROM credit_transactions WHERE user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
         )?
         .query_map(params![user, page.before_id(), page.fetch()], txn_from_row)?
@@ -265,14 +292,15 @@ pub fn count_active_holds(conn: &Connection) -> rusqlite::Result<i64> {
 
 /// Everything the audit compares, read in one pass each.
 pub struct AuditInput {
-    pub users: Vec<(UserId, Credits, Credits)>,
+    /// Each user's cached balance, held amount and carry (micro).
+    pub users: Vec<(UserId, Credits, Credits, i64)>,
     pub active_held: Vec<(UserId, Credits)>,
 }
 
 pub fn audit_input(conn: &Connection) -> rusqlite::Result<AuditInput> {
     let users = conn
-        .prepare("SELECT id, credits, held FROM users ORDER BY id")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .prepare("SELECT id, credits, held, carry_micro FROM users ORDER BY id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let active_held = conn
         .prepare("SELECT user_id, SUM(amount) FROM credit_holds WHERE status = 'active' GROUP BY user_id")?
@@ -293,12 +321,14 @@ pub struct StoredRow {
     pub description: String,
     pub created_at: i64,
     pub hash: String,
+    pub micro: Option<(i64, i64)>,
 }
 
 /// Calls `visit` for every ledger row in id order, without loading them all.
 pub fn for_each_row(conn: &Connection, mut visit: impl FnMut(&StoredRow)) -> rusqlite::Result<()> {
     let mut st = conn.prepare(
-        "SELECT id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash
+        "SELECT id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash,
+                cost_micro, carry_after
          FROM credit_transactions ORDER BY id",
     )?;
     let mut rows = st.query([])?;
@@ -314,6 +344,10 @@ pub fn for_each_row(conn: &Connection, mut visit: impl FnMut(&StoredRow)) -> rus
             description: r.get(7)?,
             created_at: r.get(8)?,
             hash: r.get(9)?,
+            micro: match (r.get::<_, Option<i64>>(10)?, r.get::<_, Option<i64>>(11)?) {
+                (Some(cost), Some(carry)) => Some((cost, carry)),
+                _ => None,
+            },
         });
     }
     Ok(())

@@ -50,7 +50,7 @@ fn holds_racing_consumes_never_overspend() {
                         let out = if i % 4 == 1 {
                             db.write(move |c| release(c, h)).unwrap()
                         } else {
-                            db.write(move |c| settle(c, h, Credits(5), "")).unwrap()
+                            db.write(move |c| settle(c, h, Cost::Credits(Credits(5)), "")).unwrap()
                         };
                         spent += out.charged.0;
                     }
@@ -75,9 +75,9 @@ fn settle_charges_at_most_the_hold_and_closed_holds_return_their_first_outcome()
     let h = db.write(move |c| hold(c, u, Credits(30), None, 60_000, &SpendCaps::NONE)).unwrap();
     let b = db.read(|c| balance(c, u)).unwrap();
     assert_eq!((b.balance.0, b.held.0, b.available.0), (100, 30, 70));
-    let first = db.write(move |c| settle(c, h, Credits(45), "overrun")).unwrap();
+    let first = db.write(move |c| settle(c, h, Cost::Credits(Credits(45)), "overrun")).unwrap();
     assert_eq!((first.status, first.charged), (HoldStatus::Settled, Credits(30)));
-    let again = db.write(move |c| settle(c, h, Credits(1), "retry")).unwrap();
+    let again = db.write(move |c| settle(c, h, Cost::Credits(Credits(1)), "retry")).unwrap();
     assert_eq!(again, first, "settling twice is a no-op");
     let released = db.write(move |c| release(c, h)).unwrap();
     assert_eq!(released, first, "releasing a settled hold is a no-op");
@@ -96,7 +96,7 @@ fn settle_charges_at_most_the_hold_and_closed_holds_return_their_first_outcome()
     let h2 = db.write(move |c| hold(c, u, Credits(50), None, 60_000, &SpendCaps::NONE)).unwrap();
     let r = db.write(move |c| release(c, h2)).unwrap();
     assert_eq!((r.status, r.charged, r.transaction_id), (HoldStatus::Released, Credits::ZERO, None));
-    assert_eq!(db.write(move |c| settle(c, h2, Credits(10), "")).unwrap(), r);
+    assert_eq!(db.write(move |c| settle(c, h2, Cost::Credits(Credits(10)), "")).unwrap(), r);
     assert_eq!(check(&db, u).ledger_balance, Credits(70));
 }
 
@@ -132,6 +132,7 @@ enum Op {
     Consume(i64),
     Hold(i64),
     Settle(usize, i64),
+    SettleMicro(usize, i64),
     Release(usize),
     Expire,
     Adjust(i64),
@@ -143,6 +144,7 @@ fn op() -> impl Strategy<Value = Op> {
         (1..150i64).prop_map(Op::Consume),
         (1..150i64).prop_map(Op::Hold),
         (0..8usize, 0..200i64).prop_map(|(i, a)| Op::Settle(i, a)),
+        (0..8usize, 0..3_000_000i64).prop_map(|(i, m)| Op::SettleMicro(i, m)),
         (0..8usize).prop_map(Op::Release),
         Just(Op::Expire),
         (-100..100i64).prop_filter("non-zero", |a| *a != 0).prop_map(Op::Adjust),
@@ -159,6 +161,7 @@ proptest! {
         let (_dir, db) = db();
         let u = user(&db, "p", 0);
         let mut model_balance = 0i64;
+        let mut model_carry = 0i64;
         let mut holds: Vec<(HoldId, i64, bool)> = Vec::new();
         for op in ops {
             match op {
@@ -181,9 +184,25 @@ proptest! {
                 Op::Settle(i, actual) => {
                     if let Some((h, amount, _)) = holds.get(i).copied() {
                         let before = db.read(|c| Ok::<_, Error>(storage::hold(c, h)?)).unwrap().unwrap();
-                        let out = db.write(move |c| settle(c, h, Credits(actual), "s")).unwrap();
+                        let out = db.write(move |c| settle(c, h, Cost::Credits(Credits(actual)), "s")).unwrap();
                         if before.status == HoldStatus::Active {
                             prop_assert_eq!(out.charged.0, actual.min(amount));
+                            model_balance -= out.charged.0;
+                        }
+                        holds[i].2 = false;
+                    }
+                }
+                Op::SettleMicro(i, micro) => {
+                    if let Some((h, amount, _)) = holds.get(i).copied() {
+                        let before = db.read(|c| Ok::<_, Error>(storage::hold(c, h)?)).unwrap().unwrap();
+                        let out = db.write(move |c| settle(c, h, Cost::Micro(micro), "m")).unwrap();
+                        if before.status == HoldStatus::Active && micro > 0 {
+                            // The carry model: never more than the hold.
+                            let exact = micro.min(amount * MICRO_PER_CREDIT);
+                            let total = model_carry + exact;
+                            prop_assert_eq!(out.charged.0, total / MICRO_PER_CREDIT);
+                            prop_assert!(out.charged.0 <= amount, "never more than the hold");
+                            model_carry = total % MICRO_PER_CREDIT;
                             model_balance -= out.charged.0;
                         }
                         holds[i].2 = false;
@@ -212,4 +231,27 @@ proptest! {
         let report = db.read(|c| audit::audit(c, None)).unwrap();
         prop_assert!(report.valid, "{:?}", report);
     }
+}
+
+#[test]
+fn the_audit_recomputes_every_carry_and_catches_an_edited_one() {
+    let (_dir, db) = db();
+    let u = user(&db, "carry", 10);
+    for _ in 0..30 {
+        let h = db.write(move |c| hold(c, u, Credits(1), None, 60_000, &SpendCaps::NONE)).unwrap();
+        db.write(move |c| settle(c, h, Cost::Micro(45_000), "tiny")).unwrap();
+    }
+    let v = db.read(|c| validate(c, u)).unwrap();
+    // 30 x 0.045 = 1.35: one credit charged, 350,000 millionths carried.
+    assert_eq!(v.ledger_balance, Credits(9));
+    let report = db.read(|c| audit::audit(c, None)).unwrap();
+    assert!(report.valid, "{report:?}");
+    db.write(move |c| Ok::<_, Error>(c.execute("UPDATE users SET carry_micro = 0 WHERE id = ?1", [u])?)).unwrap();
+    let report = db.read(|c| audit::audit(c, None)).unwrap();
+    assert!(!report.valid);
+    assert!(
+        matches!(report.mismatches[0], audit::Mismatch::CachedCarry { ledger_carry: 350_000, cached_carry: 0, .. }),
+        "{:?}",
+        report.mismatches
+    );
 }

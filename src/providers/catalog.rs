@@ -57,11 +57,19 @@ impl From<&PriceConfig> for Price {
 }
 
 impl Price {
-    /// ceil((input * input_per_1m + output * output_per_1m) / 1,000,000).
+    /// ceil((input * input_per_1m + output * output_per_1m) / 1,000,000):
+    /// the whole credits a bound must hold.
     pub fn tokens(&self, input: u64, output: u64) -> Credits {
-        let micro = u128::from(input) * self.input_per_1m.max(0) as u128
-            + u128::from(output) * self.output_per_1m.max(0) as u128;
-        Credits(micro.div_ceil(1_000_000).min(i64::MAX as u128) as i64)
+        Credits(self.tokens_micro_wide(input, output).div_ceil(1_000_000).min(i64::MAX as u128) as i64)
+    }
+
+    /// The exact cost in millionths of a credit (prices are per 1M tokens).
+    pub fn tokens_micro(&self, input: u64, output: u64) -> i64 {
+        self.tokens_micro_wide(input, output).min(i64::MAX as u128) as i64
+    }
+
+    fn tokens_micro_wide(&self, input: u64, output: u64) -> u128 {
+        u128::from(input) * self.input_per_1m.max(0) as u128 + u128::from(output) * self.output_per_1m.max(0) as u128
     }
 
     pub fn images(&self, n: u32) -> Credits {

@@ -22,7 +22,7 @@ mod writer;
 pub use error::StorageError;
 
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,17 +97,28 @@ pub fn open_connection(path: &Path, sync: Synchronous) -> Result<Connection, Sto
 
 /// Brings the schema to the newest version. Safe to run on every start.
 pub fn migrate(conn: &mut Connection) -> Result<usize, StorageError> {
-    let report = embedded::migrations::runner().run(conn).map_err(|e| StorageError::Migration(e.to_string()))?;
-    Ok(report.applied_migrations().len())
+    run_migrations(conn, embedded::migrations::runner())
 }
 
 /// Brings the schema to exactly `version` (for upgrade tests, which build a
 /// database as an older release left it).
 pub fn migrate_to(conn: &mut Connection, version: i32) -> Result<usize, StorageError> {
-    let report = embedded::migrations::runner()
-        .set_target(refinery::Target::Version(version))
-        .run(conn)
-        .map_err(|e| StorageError::Migration(e.to_string()))?;
+    run_migrations(conn, embedded::migrations::runner().set_target(refinery::Target::Version(version)))
+}
+
+/// Migrations run with foreign keys off, as SQLite requires for rebuilding
+/// a referenced table (V7), and every reference is checked after: a
+/// migration that left one dangling fails the start.
+fn run_migrations(conn: &mut Connection, runner: refinery::Runner) -> Result<usize, StorageError> {
+    conn.execute_batch("PRAGMA foreign_keys=OFF")?;
+    let report = runner.run(conn);
+    conn.execute_batch("PRAGMA foreign_keys=ON")?;
+    let report = report.map_err(|e| StorageError::Migration(e.to_string()))?;
+    let dangling: Option<String> =
+        conn.query_row("PRAGMA foreign_key_check", [], |r| r.get::<_, String>(0)).optional()?;
+    if let Some(table) = dangling {
+        return Err(StorageError::Migration(format!("a migration left a dangling reference in {table}")));
+    }
     Ok(report.applied_migrations().len())
 }
 

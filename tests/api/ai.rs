@@ -60,8 +60,15 @@ fn active_holds(app: &TestApp) -> i64 {
         .unwrap()
 }
 
-/// 12 prompt tokens x 0.8 + 34 completion x 2 = 9.6 + 68 = 77.6 -> 78.
-const FAKE_COST: i64 = 78;
+/// 12 prompt tokens x 0.8 + 34 completion x 2 = 9.6 + 68 = 77.6 credits
+/// exactly; a first call charges 77 and carries 0.6 (`ledger::settle`).
+const FAKE_COST: i64 = 77;
+const FAKE_COST_MICRO: i64 = 77_600_000;
+
+/// What `calls` such calls charge together: their exact sum, rounded once.
+fn charged(calls: i64) -> i64 {
+    calls * FAKE_COST_MICRO / 1_000_000
+}
 
 #[test]
 fn a_chat_is_charged_exactly_its_reported_usage_and_logged() {
@@ -222,7 +229,7 @@ fn switching_a_models_provider_in_config_changes_nothing_for_the_client() {
         ));
         let streamed = sse_data(&chat(app, &ann.token, hi(true)).text());
         assert_eq!(streamed.last().map(String::as_str), Some("[DONE]"));
-        assert_eq!(app.balance(&ann)["balance"], 1_000 - 2 * FAKE_COST, "both calls metered the same");
+        assert_eq!(app.balance(&ann)["balance"], 1_000 - charged(2), "both calls metered the same");
     }
     assert_eq!(shapes[0], shapes[1]);
     let anthropic_call =
@@ -409,7 +416,7 @@ fn slow_provider_calls_past_the_upstream_pool_get_503_while_ledger_requests_stil
     for r in results.iter().filter(|r| r.status == 503) {
         assert_eq!(r.error_code(), "server_busy");
     }
-    assert_eq!(app.balance(&ann)["balance"], 10_000 - ok as i64 * FAKE_COST, "refused calls charged nothing");
+    assert_eq!(app.balance(&ann)["balance"], 10_000 - charged(ok as i64), "refused calls charged nothing");
 }
 
 #[test]

@@ -260,3 +260,55 @@ fn the_chat_route_takes_large_bodies_and_other_routes_keep_their_limit() {
     let r = app.client.post_with("/v1/credits/consume", &ann.token, &[], &big);
     assert_eq!((r.status, r.error_code().as_str()), (413, "payload_too_large"));
 }
+
+#[test]
+fn ten_thousand_calls_of_0_045_credits_charge_exactly_450() {
+    let fake = FakeProvider::start();
+    fake.script(|s| {
+        s.prompt_tokens = 100;
+        s.completion_tokens = 50;
+    });
+    let base = format!("{}/v1", fake.base);
+    let app = TestApp::spawn_with(move |c| {
+        c.providers.insert("p".into(), provider("openai", &base, 5_000));
+        let mut m = chat_model("cheap", &[("p", "u")]);
+        // 100 x 150 + 50 x 600 = 45,000 millionths: 0.045 credits a call.
+        m.price.input_per_1m = 150;
+        m.price.output_per_1m = 600;
+        m.max_output_tokens = Some(100);
+        c.models.push(m);
+    });
+    let ann = app.user("ann");
+    app.grant(&ann, 1_000);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let (client, token) = (app.client.clone(), ann.token.clone());
+            std::thread::spawn(move || {
+                let body = json!({"model": "cheap", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 60});
+                for i in 0..1_250 {
+                    let r = client.post("/v1/chat/completions", &token, body.clone());
+                    assert_eq!(r.status, 200, "thread {t} call {i}: {}", r.text());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(app.balance(&ann)["balance"], 1_000 - 450, "the exact sum, rounded once");
+    let c = rusqlite::Connection::open(app.db_path()).unwrap();
+    let (rows, micro, charged): (i64, i64, i64) = c
+        .query_row(
+            "SELECT count(*), SUM(cost_micro), -SUM(amount) FROM credit_transactions WHERE kind = 'consume'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((rows, micro, charged), (10_000, 450_000_000, 450), "every call is on the ledger with its exact cost");
+    let carry: i64 = c.query_row("SELECT carry_micro FROM users WHERE email = ?1", [&ann.email], |r| r.get(0)).unwrap();
+    assert_eq!(carry, 0);
+    let last = app.client.get("/v1/credits/transactions?limit=1", &ann.token).json()["data"][0].clone();
+    assert_eq!(last["cost_micro"], 45_000, "the ledger shows each call's exact cost and the carry");
+    assert!(last["carry_after_micro"].is_i64());
+    assert_eq!(app.audit()["valid"], true);
+}

@@ -88,14 +88,15 @@ fn the_seed_acceptance_flow_queues_runs_completes_and_charges_through_the_ledger
         done["events"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["queued", "processing", "completed"]);
     assert_eq!(done["output"]["text"], "fake answer from the provider");
-    assert_eq!(done["credit_cost"], 78);
+    // 77.6 credits exactly: 77 charged, 0.6 carried (see ledger::settle).
+    assert_eq!(done["credit_cost"], 77);
     assert_eq!(done["attempts"], 1);
     let tx = app.client.get("/v1/credits/transactions", &ann.token).json();
     let row = &tx["data"][0];
-    assert_eq!((row["kind"].as_str(), row["amount"].as_i64()), (Some("consume"), Some(-78)));
+    assert_eq!((row["kind"].as_str(), row["amount"].as_i64()), (Some("consume"), Some(-77)));
     assert_eq!(row["id"], done["transaction_id"]);
     assert_eq!(row["job_id"], id.as_str());
-    assert_eq!(app.balance(&ann), json!({"object": "balance", "balance": 922, "held": 0, "available": 922}));
+    assert_eq!(app.balance(&ann), json!({"object": "balance", "balance": 923, "held": 0, "available": 923}));
     assert_eq!(app.validate(&ann)["valid"], true);
     let logs = app.client.get("/v1/logs", &ann.token).json().to_string();
     assert!(logs.contains("job_created") && logs.contains("job_completed"));
@@ -124,8 +125,8 @@ fn a_failing_provider_retries_with_backoff_then_fails_with_the_balance_untouched
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(app.balance(&ann)["held"], 227, "a new hold for the new attempt (\"hello\" bounds at 227)");
     let done = wait_for(&app, &ann.token, &id, &["completed"]);
-    assert_eq!(done["credit_cost"], 78);
-    assert_eq!(app.balance(&ann)["balance"], 922);
+    assert_eq!(done["credit_cost"], 77, "77.6 exactly: 77 charged, 0.6 carried");
+    assert_eq!(app.balance(&ann)["balance"], 923);
     assert_eq!(app.audit()["valid"], true);
 }
 
@@ -295,7 +296,8 @@ fn a_thousand_jobs_from_ten_users_each_run_exactly_once() {
     assert_eq!(seen.len(), 1000);
     assert!(seen.values().all(|n| *n == 1), "a job ran twice");
     for u in &users {
-        assert_eq!(app.balance(u)["balance"], 100_000 - 100 * 78);
+        // 100 jobs of 77.6 credits: exactly 7,760, rounded once.
+        assert_eq!(app.balance(u)["balance"], 100_000 - 7_760);
     }
     assert_eq!(app.audit()["valid"], true);
 }

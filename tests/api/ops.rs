@@ -274,10 +274,13 @@ fn every_earlier_schema_version_with_data_migrates_to_the_current_one_and_audits
                     hold_id: None,
                     description: "old",
                     created_at: 1,
+                    micro: None,
                 },
             );
             c.execute("INSERT INTO credit_transactions (id, user_id, amount, kind, balance_after, description, created_at, hash) VALUES (1, 1, 50, 'grant', 50, 'old', 1, ?1)", [hash]).unwrap();
             c.execute("UPDATE users SET credits = 50 WHERE id = 1", []).unwrap();
+            // A closed hold pointing at the row: V7 rebuilds the table under it.
+            c.execute("INSERT INTO credit_holds (user_id, amount, status, day, expires_at, created_at, closed_at, charged, transaction_id) VALUES (1, 5, 'settled', 1, 1, 1, 1, 0, 1)", []).unwrap();
         }
         drop(c);
         let o = tollgate(&["migrate"], &path);

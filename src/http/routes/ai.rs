@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
 use crate::http::router::Ctx;
+use crate::ledger::Cost;
 use crate::logs::NewLog;
 use crate::metered::{self, Reservation};
 use crate::providers::catalog::{IMAGES_PER_REQUEST_MAX, ModelKind};
@@ -314,7 +315,7 @@ impl SseBody {
         let usage = self.usage.unwrap_or_default();
         let cost = match self.usage {
             Some(u) => metered::chat_cost(&self.model, &u),
-            None => fallback,
+            None => Cost::Credits(fallback),
         };
         let log = chat_log(&self.model, &self.info, &usage, true, self.reservation.user, outcome);
         let (r, desc) = (self.reservation, description(&self.model, &usage));
@@ -445,7 +446,8 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
             true,
             json!({"model": name, "provider": info.provider, "upstream_model": info.upstream_model, "images": delivered, "latency_ms": info.latency_ms}),
         );
-        let outcome = metered::settle_in(c, &reservation, cost, &format!("images {name} ({delivered})"), &log)?;
+        let outcome =
+            metered::settle_in(c, &reservation, Cost::Credits(cost), &format!("images {name} ({delivered})"), &log)?;
         let data: Vec<Value> = resp.urls.iter().take(delivered as usize).map(|u| json!({"url": u})).collect();
         Ok(json!({"created": unix_s(), "data": data, "tollgate": {"cost": outcome.charged, "transaction_id": outcome.transaction_id}}))
     })
