@@ -165,11 +165,26 @@ pub fn components() -> Map<String, Value> {
         "Model",
         object(
             &["id", "object", "owned_by", "kind", "pricing"],
-            json!({"id": string(), "object": {"const": "model"}, "created": int(), "owned_by": string(), "kind": {"enum": ["chat", "image", "video"]},
+            json!({"id": string(), "object": {"const": "model"}, "created": int(), "owned_by": string(), "kind": {"enum": ["chat", "image", "video", "embedding"]},
                    "pricing": {"type": "object"}, "max_output_tokens": nullable("integer"), "image_input_tokens_max": nullable("integer"), "description": string()}),
         ),
     );
     add("ModelList", list_of("Model"));
+    add(
+        "EmbeddingsRequest",
+        object(
+            &["model", "input"],
+            json!({"model": string(), "input": {"oneOf": [string(), {"type": "array"}]}, "encoding_format": string(), "dimensions": int(), "user": string()}),
+        ),
+    );
+    add(
+        "Embeddings",
+        object(
+            &["object", "data", "model", "usage"],
+            json!({"object": {"const": "list"}, "data": {"type": "array", "items": {"type": "object"}}, "model": string(),
+                   "usage": {"type": "object"}, "tollgate": {"type": "object"}}),
+        ),
+    );
     add(
         "ChatRequest",
         object(

@@ -204,6 +204,12 @@ pub static ROUTES: &[Route] = &[
     ),
     upstream(
         "POST",
+        "/v1/embeddings",
+        routes::ai::embeddings,
+        doc("OpenAI embeddings, charged per input token", Some("EmbeddingsRequest"), 200, "Embeddings"),
+    ),
+    upstream(
+        "POST",
         "/v1/images/generations",
         routes::ai::images,
         doc("OpenAI-compatible image generation", Some("ImageRequest"), 200, "ImagesResponse"),

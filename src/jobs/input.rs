@@ -78,6 +78,7 @@ pub fn parse(t: JobType, model: &Model, input: &Value) -> Result<JobInput> {
             JobInput::Text(ChatRequest { messages, max_tokens, n: 1, ..ChatRequest::default() })
         }
         JobType::Image => JobInput::Image(ImageRequest {
+            b64_json: false,
             prompt: prompt(input, true)?.unwrap_or_default(),
             n: small_int(input, "n", 1, IMAGES_PER_REQUEST_MAX)?,
             size: input.get("size").and_then(Value::as_str).map(str::to_owned),

@@ -24,6 +24,7 @@ pub enum ModelKind {
     Chat,
     Image,
     Video,
+    Embedding,
 }
 
 impl ModelKind {
@@ -32,6 +33,7 @@ impl ModelKind {
             "chat" => Some(ModelKind::Chat),
             "image" => Some(ModelKind::Image),
             "video" => Some(ModelKind::Video),
+            "embedding" => Some(ModelKind::Embedding),
             _ => None,
         }
     }
@@ -131,7 +133,7 @@ pub fn resolve(config: &Config) -> Result<(Providers, Vec<Model>), String> {
 
 fn model_from(m: &ModelConfig, providers: &[(String, ProviderConfig)]) -> Result<Model, String> {
     let kind = ModelKind::parse(&m.kind)
-        .ok_or_else(|| format!("model {:?}: kind = {:?} must be chat, image or video", m.name, m.kind))?;
+        .ok_or_else(|| format!("model {:?}: kind = {:?} must be chat, image, video or embedding", m.name, m.kind))?;
     if m.routes.is_empty() {
         return Err(format!("model {:?} has no routes", m.name));
     }
@@ -143,6 +145,12 @@ fn model_from(m: &ModelConfig, providers: &[(String, ProviderConfig)]) -> Result
                 m.name, r.provider
             )
         })?;
+        if kind == ModelKind::Embedding && !matches!(p.1.kind.as_str(), "openai" | "dashscope" | "dev") {
+            return Err(format!(
+                "model {:?}: embeddings need an openai, dashscope or dev provider, not {:?}",
+                m.name, p.1.kind
+            ));
+        }
         if kind == ModelKind::Video && !matches!(p.1.kind.as_str(), "dashscope" | "dev") {
             return Err(format!("model {:?}: video needs a dashscope or dev provider, not {:?}", m.name, p.1.kind));
         }
@@ -192,6 +200,15 @@ fn dev_models() -> Vec<Model> {
             kind: ModelKind::Image,
             routes: route("dev-image"),
             price: Price { per_image: 10, ..Price::default() },
+            max_output_tokens: 0,
+            image_input_tokens_max: IMAGE_INPUT_TOKENS_DEFAULT,
+            dev: true,
+        },
+        Model {
+            name: "dev-embedding".into(),
+            kind: ModelKind::Embedding,
+            routes: route("dev-embedding"),
+            price: Price { input_per_1m: 100, ..Price::default() },
             max_output_tokens: 0,
             image_input_tokens_max: IMAGE_INPUT_TOKENS_DEFAULT,
             dev: true,

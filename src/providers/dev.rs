@@ -46,6 +46,36 @@ pub fn image(req: &ImageRequest) -> ImageResponse {
     ImageResponse { urls: (0..req.n).map(|i| format!("https://dev.tollgate.invalid/images/{h}-{i}.png")).collect() }
 }
 
+/// Dimensions of a dev embedding when the request names none.
+const EMBEDDING_DIMENSIONS_DEFAULT: usize = 8;
+
+/// Deterministic unit-length vectors (from a hash of each input), in
+/// OpenAI's embeddings shape, with usage counted like chat input.
+pub fn embeddings(body: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let inputs: Vec<String> = match body.get("input") {
+        Some(Value::Array(items)) => {
+            items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect()
+        }
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(other) => vec![other.to_string()],
+        None => Vec::new(),
+    };
+    let dims = body.get("dimensions").and_then(Value::as_u64).map_or(EMBEDDING_DIMENSIONS_DEFAULT, |d| d as usize);
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let digest = Sha256::digest(text.as_bytes());
+            let raw: Vec<f64> = (0..dims).map(|d| f64::from(digest[d % 32]) - 127.5).collect();
+            let norm = raw.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-9);
+            json!({"object": "embedding", "index": i, "embedding": raw.iter().map(|x| x / norm).collect::<Vec<_>>()})
+        })
+        .collect();
+    let tokens: u64 = inputs.iter().map(|t| (t.len() as u64).div_ceil(4)).sum();
+    json!({"object": "list", "data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+}
+
 /// A dev "task" id encodes its result, so polling needs no state.
 pub fn submit_video(req: &VideoRequest) -> String {
     format!("dev-{}-{}", short_hash(&req.prompt), req.duration_s)

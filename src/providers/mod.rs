@@ -51,6 +51,11 @@ impl Provider {
     fn passes_through(&self) -> bool {
         matches!(self, Provider::OpenAi(_) | Provider::DashScope { .. })
     }
+
+    /// Can answer images as base64 (`response_format: b64_json`).
+    fn images_inline(&self) -> bool {
+        matches!(self, Provider::OpenAi(_))
+    }
 }
 
 struct Named {
@@ -302,13 +307,46 @@ impl ModelAdapter {
         )
     }
 
+    /// Embeddings: the client's body to an OpenAI-compatible route (or the
+    /// dev provider); the answer whole, with `usage.prompt_tokens`.
+    pub fn embeddings(
+        &self,
+        model: &Model,
+        body: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(serde_json::Value, CallInfo), ProviderError> {
+        self.with_failover_among(
+            model,
+            "embeddings",
+            |p| p.passes_through() || matches!(p, Provider::Dev),
+            |p, upstream| match p {
+                Provider::OpenAi(o) => o.embeddings(upstream, body),
+                Provider::DashScope { chat, .. } => chat.embeddings(upstream, body),
+                Provider::Dev => Ok(dev::embeddings(body)),
+                Provider::Anthropic(_) => Err(ProviderError::Unavailable("anthropic has no embeddings".into())),
+            },
+        )
+    }
+
+    /// `Err` naming the field when no route of `model` can honour `req`.
+    pub fn check_image(&self, model: &Model, req: &ImageRequest) -> Result<(), String> {
+        let any =
+            model.routes.iter().any(|r| self.providers.get(&r.provider).is_some_and(|n| n.provider.images_inline()));
+        if req.b64_json && !any { Err("response_format".into()) } else { Ok(()) }
+    }
+
     pub fn image(&self, model: &Model, req: &ImageRequest) -> Result<(ImageResponse, CallInfo), ProviderError> {
-        self.with_failover(model, "image", |p, upstream| match p {
-            Provider::OpenAi(o) => o.image(upstream, req),
-            Provider::DashScope { tasks, .. } => tasks.image(upstream, req).map(|urls| ImageResponse { urls }),
-            Provider::Anthropic(_) => Err(ProviderError::Unavailable("anthropic has no image generation".into())),
-            Provider::Dev => Ok(dev::image(req)),
-        })
+        let inline = req.b64_json;
+        self.with_failover_among(
+            model,
+            "image",
+            |p| !inline || p.images_inline(),
+            |p, upstream| match p {
+                Provider::OpenAi(o) => o.image(upstream, req),
+                Provider::DashScope { tasks, .. } => tasks.image(upstream, req).map(|urls| ImageResponse { urls }),
+                Provider::Anthropic(_) => Err(ProviderError::Unavailable("anthropic has no image generation".into())),
+                Provider::Dev => Ok(dev::image(req)),
+            },
+        )
     }
 
     /// Starts an image generation for a job: providers with a task API

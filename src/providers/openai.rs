@@ -131,10 +131,21 @@ impl OpenAi {
         })))
     }
 
+    /// `POST {base}/embeddings` with the client's body (model replaced);
+    /// the answer comes back whole.
+    pub fn embeddings(&self, upstream: &str, body: &serde_json::Map<String, Value>) -> Result<Value, ProviderError> {
+        let mut body = body.clone();
+        body.insert("model".into(), json!(upstream));
+        http::read_json(self.post("/embeddings", &Value::Object(body))?)
+    }
+
     pub fn image(&self, upstream: &str, req: &ImageRequest) -> Result<ImageResponse, ProviderError> {
         let mut body = json!({"model": upstream, "prompt": req.prompt, "n": req.n});
         if let Some(s) = &req.size {
             body["size"] = json!(s);
+        }
+        if req.b64_json {
+            body["response_format"] = json!("b64_json");
         }
         let v = http::read_json(self.post("/images/generations", &body)?)?;
         let urls: Vec<String> = v

@@ -123,6 +123,8 @@ pub struct ImageRequest {
     pub prompt: String,
     pub n: u32,
     pub size: Option<String>,
+    /// Base64 images (`b64_json`) instead of URLs: OpenAI-compatible routes only.
+    pub b64_json: bool,
 }
 
 #[derive(Debug, Clone)]

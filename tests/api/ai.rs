@@ -424,7 +424,7 @@ fn models_lists_each_model_with_its_pricing_and_the_dev_models_by_default() {
     let app = TestApp::spawn();
     let v = app.client.get("/v1/models", &app.admin).json();
     let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["dev-chat", "dev-image", "dev-video"]);
+    assert_eq!(ids, ["dev-chat", "dev-image", "dev-embedding", "dev-video"]);
     assert_eq!(v["data"][0]["owned_by"], "tollgate-dev");
     assert_eq!(v["data"][0]["pricing"]["output_per_1m_tokens"], 2000);
     // And the dev provider is metered like any other.

@@ -312,3 +312,79 @@ fn ten_thousand_calls_of_0_045_credits_charge_exactly_450() {
     assert!(last["carry_after_micro"].is_i64());
     assert_eq!(app.audit()["valid"], true);
 }
+
+#[test]
+fn embeddings_pass_through_and_are_charged_per_input_token() {
+    let fake = FakeProvider::start();
+    fake.script(|s| s.prompt_tokens = 2_000);
+    let base = format!("{}/v1", fake.base);
+    let app = TestApp::spawn_with(move |c| {
+        c.providers.insert("p".into(), provider("openai", &base, 5_000));
+        let mut m = chat_model("embed", &[("p", "text-embedding-3-small")]);
+        m.kind = "embedding".into();
+        m.price.input_per_1m = 500;
+        c.models.push(m);
+    });
+    let ann = app.user("ann");
+    app.grant(&ann, 100);
+    let sent = json!({"model": "embed", "input": ["first text", "second"], "encoding_format": "float", "dimensions": 2, "user": "u1"});
+    let r = app.client.post("/v1/embeddings", &ann.token, sent.clone());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        (v["object"].as_str(), v["data"].as_array().map(Vec::len), v["model"].as_str()),
+        (Some("list"), Some(2), Some("embed"))
+    );
+    let mut expected = sent;
+    expected["model"] = json!("text-embedding-3-small");
+    assert_eq!(fake.requests()[0].body, expected, "every field passed through");
+    // 2,000 tokens x 500 per 1M = 1 credit exactly.
+    assert_eq!(app.balance(&ann)["balance"], 99);
+    for bad in [json!(""), json!([]), json!(5), json!([[]]), json!([1, "x"])] {
+        let r = app.client.post("/v1/embeddings", &ann.token, json!({"model": "embed", "input": bad}));
+        assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("input")), "{bad}");
+    }
+    let r = app.client.post("/v1/embeddings", &ann.token, json!({"model": "m-missing", "input": "x"}));
+    assert_eq!(r.status, 404);
+    // The dev provider embeds offline.
+    let dev = TestApp::spawn();
+    let bob = dev.user("bob");
+    dev.grant(&bob, 10);
+    let r = dev.client.post("/v1/embeddings", &bob.token, json!({"model": "dev-embedding", "input": "hello"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"][0]["embedding"].as_array().map(Vec::len), Some(8));
+}
+
+#[test]
+fn images_can_come_back_as_base64_where_the_provider_can() {
+    let fake = FakeProvider::start();
+    let base = format!("{}/v1", fake.base);
+    let app = TestApp::spawn_with(move |c| {
+        c.providers.insert("p".into(), provider("openai", &base, 5_000));
+        let mut m = chat_model("img", &[("p", "gpt-image")]);
+        m.kind = "image".into();
+        m.price.per_image = 3;
+        c.models.push(m);
+    });
+    let ann = app.user("ann");
+    app.grant(&ann, 100);
+    let r = app.client.post(
+        "/v1/images/generations",
+        &ann.token,
+        json!({"model": "img", "prompt": "a fox", "n": 3, "response_format": "b64_json"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let data = r.json()["data"].clone();
+    assert_eq!(data.as_array().map(Vec::len), Some(3));
+    assert_eq!(data[2]["b64_json"], "aW1hZ2Ut2");
+    assert_eq!(fake.requests()[0].body["response_format"], "b64_json");
+    assert_eq!(app.balance(&ann)["balance"], 91);
+    // The dev provider has only URLs: refused before anything is held.
+    let dev = TestApp::spawn();
+    let r = dev.client.post(
+        "/v1/images/generations",
+        &dev.admin,
+        json!({"model": "dev-image", "prompt": "a fox", "response_format": "b64_json"}),
+    );
+    assert_eq!((r.status, r.error_code().as_str()), (400, "unsupported_parameter"));
+}

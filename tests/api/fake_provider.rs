@@ -246,9 +246,29 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
         }
         events.push("data: [DONE]\n\n".into());
         let _ = rq.respond(sse_response(events, &script, Arc::clone(stop)));
+    } else if path.ends_with("/embeddings") {
+        let inputs = match &body["input"] {
+            Value::Array(items) => items.len(),
+            _ => 1,
+        };
+        let data: Vec<Value> =
+            (0..inputs).map(|i| json!({"object": "embedding", "index": i, "embedding": [0.6, 0.8]})).collect();
+        let _ = rq.respond(json_response(
+            200,
+            &json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": p, "total_tokens": p}}),
+        ));
     } else if path.ends_with("/images/generations") {
         let n = body.get("n").and_then(Value::as_u64).unwrap_or(1);
-        let data: Vec<Value> = (0..n).map(|i| json!({"url": format!("https://fake.invalid/img/{i}.png")})).collect();
+        let b64 = body.get("response_format").and_then(Value::as_str) == Some("b64_json");
+        let data: Vec<Value> = (0..n)
+            .map(|i| {
+                if b64 {
+                    json!({"b64_json": format!("aW1hZ2Ut{i}")})
+                } else {
+                    json!({"url": format!("https://fake.invalid/img/{i}.png")})
+                }
+            })
+            .collect();
         let _ = rq.respond(json_response(200, &json!({"created": 1, "data": data})));
     } else if path.ends_with("/v1/messages") {
         if !stream {

@@ -427,10 +427,15 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
     if body.prompt.trim().is_empty() {
         return Err(Error::invalid("prompt", "prompt must not be empty").into());
     }
-    if body.response_format.as_deref().is_some_and(|f| f != "url") {
-        return Err(Error::invalid("response_format", "only response_format \"url\" is supported").into());
-    }
-    let req = ImageRequest { prompt: body.prompt.clone(), n, size: body.size.clone() };
+    let b64_json = match body.response_format.as_deref() {
+        None | Some("url") => false,
+        Some("b64_json") => true,
+        Some(_) => {
+            return Err(Error::invalid("response_format", "response_format must be \"url\" or \"b64_json\"").into());
+        }
+    };
+    let req = ImageRequest { prompt: body.prompt.clone(), n, size: body.size.clone(), b64_json };
+    ctx.app.adapter.check_image(model, &req).map_err(|param| unsupported(model, &param))?;
     let reservation = metered::reserve(ctx.app, user, model.price.images(n), None)?;
     let (resp, info) = ctx.app.adapter.image(model, &req).map_err(|e| {
         metered::release(ctx.app, &reservation);
@@ -448,7 +453,88 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
         );
         let outcome =
             metered::settle_in(c, &reservation, Cost::Credits(cost), &format!("images {name} ({delivered})"), &log)?;
-        let data: Vec<Value> = resp.urls.iter().take(delivered as usize).map(|u| json!({"url": u})).collect();
+        let data: Vec<Value> = resp
+            .urls
+            .iter()
+            .take(delivered as usize)
+            .map(|u| match u.split_once(";base64,") {
+                Some((_, b64)) if b64_json => json!({"b64_json": b64}),
+                _ => json!({"url": u}),
+            })
+            .collect();
         Ok(json!({"created": unix_s(), "data": data, "tollgate": {"cost": outcome.charged, "transaction_id": outcome.transaction_id}}))
+    })
+}
+
+/// Inputs in one embeddings request (OpenAI's limit).
+pub const EMBEDDING_INPUTS_MAX: usize = 2048;
+
+#[derive(Deserialize)]
+struct EmbeddingsBody {
+    model: String,
+    input: Value,
+}
+
+/// An upper bound on an embeddings request's input tokens: a string costs
+/// at most its bytes, a pre-tokenized input exactly its token count.
+fn embedding_input_bound(input: &Value) -> Result<u64, Error> {
+    let bad = || {
+        Error::invalid(
+            "input",
+            format!("input must be a string, or an array of 1 to {EMBEDDING_INPUTS_MAX} strings or token arrays"),
+        )
+    };
+    let one = |v: &Value| -> Option<u64> {
+        match v {
+            Value::String(s) if !s.is_empty() => Some(s.len() as u64),
+            Value::Array(tokens) if !tokens.is_empty() && tokens.iter().all(Value::is_u64) => Some(tokens.len() as u64),
+            _ => None,
+        }
+    };
+    match input {
+        Value::Array(items) if items.iter().all(Value::is_u64) => one(input).ok_or_else(bad),
+        Value::Array(items) if (1..=EMBEDDING_INPUTS_MAX).contains(&items.len()) => {
+            items.iter().map(one).sum::<Option<u64>>().ok_or_else(bad)
+        }
+        Value::String(_) => one(input).ok_or_else(bad),
+        _ => Err(bad()),
+    }
+}
+
+/// `POST /v1/embeddings`: priced per input token, held at the input's size.
+pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user()?.id;
+    let body: EmbeddingsBody = ctx.req.json()?;
+    let model = model_of_kind(ctx, &body.model, ModelKind::Embedding)?;
+    let bound = model.price.tokens(embedding_input_bound(&body.input)?, 0);
+    let mut passthrough = match serde_json::from_slice::<Value>(&ctx.req.body) {
+        Ok(Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    passthrough.remove("model");
+    let reservation = metered::reserve(ctx.app, user, bound, None)?;
+    let (mut answer, info) = ctx.app.adapter.embeddings(model, &passthrough).map_err(|e| {
+        metered::release(ctx.app, &reservation);
+        metered::provider_error(e)
+    })?;
+    let usage = Usage {
+        prompt_tokens: answer.pointer("/usage/prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
+        completion_tokens: 0,
+    };
+    let cost = metered::chat_cost(model, &usage);
+    let name = model.name.clone();
+    ctx.commit(200, move |c| {
+        let log = NewLog::business(
+            user,
+            "ai_embeddings",
+            true,
+            json!({"model": name, "provider": info.provider, "upstream_model": info.upstream_model,
+                   "usage": {"prompt_tokens": usage.prompt_tokens}, "latency_ms": info.latency_ms}),
+        );
+        let desc = format!("embeddings {name} ({} tokens)", usage.prompt_tokens);
+        let outcome = metered::settle_in(c, &reservation, cost, &desc, &log)?;
+        answer["model"] = json!(name);
+        answer["tollgate"] = json!({"cost": outcome.charged, "transaction_id": outcome.transaction_id});
+        Ok(answer)
     })
 }
