@@ -318,6 +318,11 @@ pub struct ModelConfig {
     /// detail, 85 + 170 x 8 tiles for the largest image it accepts.
     #[serde(default)]
     pub image_input_tokens_max: Option<u32>,
+    /// Input tokens the model can take at most (its context window): the
+    /// input bound of a Responses call that continues stored context
+    /// (`previous_response_id`, `conversation`), which tollgate cannot see.
+    #[serde(default)]
+    pub context_tokens_max: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -53,7 +53,7 @@ pub fn connections_max(config: &ServerConfig, fd_limit: u64) -> usize {
 }
 
 /// Routes whose bodies may carry images inline get the chat limit.
-const CHAT_BODY_PATHS: &[&str] = &["/v1/chat/completions"];
+const CHAT_BODY_PATHS: &[&str] = &["/v1/chat/completions", "/v1/responses"];
 
 /// The body limit for a request to `url` (path, perhaps with a query).
 pub fn body_bytes_max(config: &ServerConfig, url: &str) -> usize {

@@ -171,6 +171,22 @@ pub fn components() -> Map<String, Value> {
     );
     add("ModelList", list_of("Model"));
     add(
+        "ResponsesRequest",
+        object(
+            &["model", "input"],
+            json!({"model": string(), "input": {"oneOf": [string(), {"type": "array"}]}, "instructions": string(),
+                   "max_output_tokens": int(), "stream": {"type": "boolean"}, "tools": {"type": "array"}, "previous_response_id": string()}),
+        ),
+    );
+    add(
+        "ResponseObject",
+        object(
+            &["id", "object", "model"],
+            json!({"id": string(), "object": {"const": "response"}, "model": string(), "output": {"type": "array"},
+                   "usage": {"type": "object"}, "tollgate": {"type": "object"}}),
+        ),
+    );
+    add(
         "EmbeddingsRequest",
         object(
             &["model", "input"],

@@ -204,6 +204,17 @@ pub static ROUTES: &[Route] = &[
     ),
     upstream(
         "POST",
+        "/v1/responses",
+        routes::responses::create,
+        doc(
+            "OpenAI Responses API (openai routes; plain or stream: true)",
+            Some("ResponsesRequest"),
+            200,
+            "ResponseObject",
+        ),
+    ),
+    upstream(
+        "POST",
         "/v1/embeddings",
         routes::ai::embeddings,
         doc("OpenAI embeddings, charged per input token", Some("EmbeddingsRequest"), 200, "Embeddings"),

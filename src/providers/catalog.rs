@@ -13,6 +13,8 @@ pub const MAX_OUTPUT_TOKENS_DEFAULT: u32 = 4096;
 /// Input tokens an image part may cost when the model names no bound:
 /// OpenAI's high-detail tile formula for its largest image (85 + 170 x 8).
 pub const IMAGE_INPUT_TOKENS_DEFAULT: u32 = 1445;
+/// A model's context window when its config names none.
+pub const CONTEXT_TOKENS_DEFAULT: u32 = 128_000;
 /// Longest video a request may ask for.
 pub const VIDEO_SECONDS_MAX: u32 = 60;
 /// Images per request.
@@ -98,6 +100,8 @@ pub struct Model {
     pub max_output_tokens: u32,
     /// Input tokens one image part may cost, at most.
     pub image_input_tokens_max: u32,
+    /// The context window: the most input tokens a call can be charged.
+    pub context_tokens_max: u32,
     /// Served by the built-in dev provider.
     pub dev: bool,
 }
@@ -167,6 +171,7 @@ fn model_from(m: &ModelConfig, providers: &[(String, ProviderConfig)]) -> Result
         price,
         max_output_tokens: m.max_output_tokens.unwrap_or(MAX_OUTPUT_TOKENS_DEFAULT),
         image_input_tokens_max: m.image_input_tokens_max.unwrap_or(IMAGE_INPUT_TOKENS_DEFAULT),
+        context_tokens_max: m.context_tokens_max.unwrap_or(CONTEXT_TOKENS_DEFAULT),
         dev: false,
     })
 }
@@ -193,6 +198,7 @@ fn dev_models() -> Vec<Model> {
             price: Price { input_per_1m: 1_000, output_per_1m: 2_000, ..Price::default() },
             max_output_tokens: 1024,
             image_input_tokens_max: IMAGE_INPUT_TOKENS_DEFAULT,
+            context_tokens_max: CONTEXT_TOKENS_DEFAULT,
             dev: true,
         },
         Model {
@@ -202,6 +208,7 @@ fn dev_models() -> Vec<Model> {
             price: Price { per_image: 10, ..Price::default() },
             max_output_tokens: 0,
             image_input_tokens_max: IMAGE_INPUT_TOKENS_DEFAULT,
+            context_tokens_max: CONTEXT_TOKENS_DEFAULT,
             dev: true,
         },
         Model {
@@ -211,6 +218,7 @@ fn dev_models() -> Vec<Model> {
             price: Price { input_per_1m: 100, ..Price::default() },
             max_output_tokens: 0,
             image_input_tokens_max: IMAGE_INPUT_TOKENS_DEFAULT,
+            context_tokens_max: CONTEXT_TOKENS_DEFAULT,
             dev: true,
         },
         Model {
@@ -220,6 +228,7 @@ fn dev_models() -> Vec<Model> {
             price: Price { per_video_second: 5, ..Price::default() },
             max_output_tokens: 0,
             image_input_tokens_max: IMAGE_INPUT_TOKENS_DEFAULT,
+            context_tokens_max: CONTEXT_TOKENS_DEFAULT,
             dev: true,
         },
     ]

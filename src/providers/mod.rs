@@ -35,6 +35,9 @@ use types::{ChatEvent, ChatRequest, ChatResponse, ImageRequest, ImageResponse, T
 /// A streamed chat: events until the provider is done.
 pub type ChatStream = Box<dyn Iterator<Item = Result<ChatEvent, ProviderError>> + Send>;
 
+/// Server-sent events passed on as they come: (event name, JSON data).
+pub type RawStream = Box<dyn Iterator<Item = Result<(Option<String>, serde_json::Value), ProviderError>> + Send>;
+
 /// How long an image task awaited inline may take.
 pub const INLINE_TASK_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -52,8 +55,9 @@ impl Provider {
         matches!(self, Provider::OpenAi(_) | Provider::DashScope { .. })
     }
 
-    /// Can answer images as base64 (`response_format: b64_json`).
-    fn images_inline(&self) -> bool {
+    /// OpenAI itself (or a server that mirrors all of its API): images as
+    /// base64 (`response_format: b64_json`) and the Responses API.
+    fn full_openai(&self) -> bool {
         matches!(self, Provider::OpenAi(_))
     }
 }
@@ -307,6 +311,34 @@ impl ModelAdapter {
         )
     }
 
+    /// Whether any route of `model` speaks OpenAI's Responses API.
+    pub fn has_responses(&self, model: &Model) -> bool {
+        model.routes.iter().any(|r| self.providers.get(&r.provider).is_some_and(|n| n.provider.full_openai()))
+    }
+
+    /// `POST /v1/responses` to an `openai` route, the answer whole.
+    pub fn responses(
+        &self,
+        model: &Model,
+        body: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(serde_json::Value, CallInfo), ProviderError> {
+        self.with_failover_among(model, "responses", Provider::full_openai, |p, upstream| match p {
+            Provider::OpenAi(o) => o.responses(upstream, body),
+            _ => Err(ProviderError::Unavailable("only openai routes serve the Responses API".into())),
+        })
+    }
+
+    pub fn responses_stream(
+        &self,
+        model: &Model,
+        body: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(RawStream, CallInfo), ProviderError> {
+        self.with_failover_among(model, "responses_stream", Provider::full_openai, |p, upstream| match p {
+            Provider::OpenAi(o) => o.responses_stream(upstream, body),
+            _ => Err(ProviderError::Unavailable("only openai routes serve the Responses API".into())),
+        })
+    }
+
     /// Embeddings: the client's body to an OpenAI-compatible route (or the
     /// dev provider); the answer whole, with `usage.prompt_tokens`.
     pub fn embeddings(
@@ -330,7 +362,7 @@ impl ModelAdapter {
     /// `Err` naming the field when no route of `model` can honour `req`.
     pub fn check_image(&self, model: &Model, req: &ImageRequest) -> Result<(), String> {
         let any =
-            model.routes.iter().any(|r| self.providers.get(&r.provider).is_some_and(|n| n.provider.images_inline()));
+            model.routes.iter().any(|r| self.providers.get(&r.provider).is_some_and(|n| n.provider.full_openai()));
         if req.b64_json && !any { Err("response_format".into()) } else { Ok(()) }
     }
 
@@ -339,7 +371,7 @@ impl ModelAdapter {
         self.with_failover_among(
             model,
             "image",
-            |p| !inline || p.images_inline(),
+            |p| !inline || p.full_openai(),
             |p, upstream| match p {
                 Provider::OpenAi(o) => o.image(upstream, req),
                 Provider::DashScope { tasks, .. } => tasks.image(upstream, req).map(|urls| ImageResponse { urls }),

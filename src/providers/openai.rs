@@ -131,6 +131,56 @@ impl OpenAi {
         })))
     }
 
+    /// `POST {base}/responses` with the client's body (model replaced, the
+    /// output bound set); the answer whole.
+    pub fn responses(&self, upstream: &str, body: &serde_json::Map<String, Value>) -> Result<Value, ProviderError> {
+        let mut body = body.clone();
+        body.insert("model".into(), json!(upstream));
+        body.remove("stream");
+        http::read_json(self.post("/responses", &Value::Object(body))?)
+    }
+
+    /// The same, streamed: every server-sent event as it comes (its name and
+    /// its JSON data), until the stream ends.
+    pub fn responses_stream(
+        &self,
+        upstream: &str,
+        body: &serde_json::Map<String, Value>,
+    ) -> Result<super::RawStream, ProviderError> {
+        let mut body = body.clone();
+        body.insert("model".into(), json!(upstream));
+        body.insert("stream".into(), json!(true));
+        let resp = self.post("/responses", &Value::Object(body))?;
+        let mut sse = SseReader::new(BufReader::new(resp.into_body().into_reader()));
+        let mut done = false;
+        Ok(Box::new(std::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            match sse.next_event() {
+                Ok(Some(ev)) if ev.data.trim() == "[DONE]" => {
+                    done = true;
+                    None
+                }
+                Ok(Some(ev)) => match serde_json::from_str::<Value>(&ev.data) {
+                    Ok(v) => Some(Ok((ev.event, v))),
+                    Err(_) => {
+                        done = true;
+                        Some(Err(ProviderError::BadResponse("a stream event is not JSON".into())))
+                    }
+                },
+                Ok(None) => {
+                    done = true;
+                    None
+                }
+                Err(e) => {
+                    done = true;
+                    Some(Err(e))
+                }
+            }
+        })))
+    }
+
     /// `POST {base}/embeddings` with the client's body (model replaced);
     /// the answer comes back whole.
     pub fn embeddings(&self, upstream: &str, body: &serde_json::Map<String, Value>) -> Result<Value, ProviderError> {

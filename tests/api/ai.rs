@@ -30,6 +30,7 @@ pub fn chat_model(name: &str, routes: &[(&str, &str)]) -> ModelConfig {
         price: PriceConfig { input_per_1m: 800_000, output_per_1m: 2_000_000, ..PriceConfig::default() },
         max_output_tokens: Some(1000),
         image_input_tokens_max: None,
+        context_tokens_max: None,
     }
 }
 
@@ -363,6 +364,7 @@ fn images_are_charged_per_image_through_openai_and_dashscope_tasks() {
                 price: PriceConfig { per_image: 25, ..PriceConfig::default() },
                 max_output_tokens: None,
                 image_input_tokens_max: None,
+                context_tokens_max: None,
             });
         }
     });

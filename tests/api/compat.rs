@@ -388,3 +388,57 @@ fn images_can_come_back_as_base64_where_the_provider_can() {
     );
     assert_eq!((r.status, r.error_code().as_str()), (400, "unsupported_parameter"));
 }
+
+#[test]
+fn the_responses_api_passes_through_plain_and_streamed_and_is_metered() {
+    let fake = FakeProvider::start();
+    let app = app_with_routes(&fake, &["openai"]);
+    let ann = app.user("ann");
+    app.grant(&ann, 10_000);
+    let sent = json!({"model": "m", "input": "Say hi", "instructions": "Be brief", "store": false,
+                      "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}], "text": {"format": {"type": "text"}}});
+    let r = app.client.post("/v1/responses", &ann.token, sent.clone());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        (v["id"].as_str(), v["object"].as_str(), v["model"].as_str()),
+        (Some("resp_1"), Some("response"), Some("m"))
+    );
+    assert_eq!(v["output"][0]["content"][0]["text"], "fake answer from the provider");
+    let got = fake.requests()[0].body.clone();
+    let mut expected = sent.clone();
+    expected["model"] = json!("upstream-0");
+    expected["max_output_tokens"] = json!(1000);
+    assert_eq!(got, expected, "every field passed through; the output bound set");
+    // 12 in x 0.8 + 34 out x 2 = 77.6: 77 charged, 0.6 carried.
+    assert_eq!(app.balance(&ann)["balance"], 10_000 - 77);
+
+    let mut streamed = sent;
+    streamed["stream"] = json!(true);
+    let r = app.client.post("/v1/responses", &ann.token, streamed);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    assert_eq!(names.first(), Some(&"response.created"));
+    assert_eq!(names.last(), Some(&"response.completed"));
+    assert!(names.iter().filter(|n| **n == "response.output_text.delta").count() >= 4);
+    assert_eq!(app.balance(&ann)["balance"], 10_000 - 155, "two calls: 155.2 exactly, rounded once");
+
+    // Stored context is invisible to tollgate: the bound is the context window.
+    let r = app.client.post(
+        "/v1/responses",
+        &ann.token,
+        json!({"model": "m", "input": "and then?", "previous_response_id": "resp_1"}),
+    );
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (402, "max_cost_exceeded"),
+        "128,000 x 0.8 + 1,000 x 2 is over the per-request cap"
+    );
+    assert_eq!(app.audit()["valid"], true);
+
+    // A model without an openai route cannot serve it.
+    let other = app_with_routes(&FakeProvider::start(), &["anthropic"]);
+    let r = other.client.post("/v1/responses", &other.admin, json!({"model": "m", "input": "hi"}));
+    assert_eq!((r.status, r.error_code().as_str()), (400, "unsupported_parameter"));
+}

@@ -246,6 +246,26 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
         }
         events.push("data: [DONE]\n\n".into());
         let _ = rq.respond(sse_response(events, &script, Arc::clone(stop)));
+    } else if path.ends_with("/responses") {
+        let response = |status: &str| {
+            json!({"id": "resp_1", "object": "response", "status": status, "model": body["model"],
+                   "output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": script.text}]}],
+                   "usage": {"input_tokens": p, "output_tokens": c, "total_tokens": p + c}})
+        };
+        if !stream {
+            let _ = rq.respond(json_response(200, &response("completed")));
+            return;
+        }
+        let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+        let mut events = vec![ev(
+            "response.created",
+            json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}}),
+        )];
+        for w in &words {
+            events.push(ev("response.output_text.delta", json!({"type": "response.output_text.delta", "delta": w})));
+        }
+        events.push(ev("response.completed", json!({"type": "response.completed", "response": response("completed")})));
+        let _ = rq.respond(sse_response(events, &script, Arc::clone(stop)));
     } else if path.ends_with("/embeddings") {
         let inputs = match &body["input"] {
             Value::Array(items) => items.len(),

@@ -38,6 +38,7 @@ fn with_fake(fake: &FakeProvider) -> impl FnOnce(&mut Config) {
             price,
             max_output_tokens: Some(100),
             image_input_tokens_max: None,
+            context_tokens_max: None,
         };
         c.models.push(m(
             "qwen-plus",

@@ -63,7 +63,7 @@ fn model_json(m: &Model) -> Value {
     })
 }
 
-fn model_of_kind<'a>(ctx: &'a Ctx, name: &str, kind: ModelKind) -> Result<&'a Model, ApiError> {
+pub(super) fn model_of_kind<'a>(ctx: &'a Ctx, name: &str, kind: ModelKind) -> Result<&'a Model, ApiError> {
     let m = ctx.app.adapter.model(name).ok_or_else(|| not_found_model(name))?;
     if m.kind != kind {
         return Err(Error::invalid(
@@ -231,7 +231,7 @@ fn chat_id(provider_id: &str) -> String {
 }
 
 /// No route of the model can honour `param`: refused before any hold.
-fn unsupported(model: &Model, param: &str) -> ApiError {
+pub(super) fn unsupported(model: &Model, param: &str) -> ApiError {
     ApiError::new(
         400,
         "unsupported_parameter",

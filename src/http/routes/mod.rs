@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod limits;
 pub mod logs;
 pub mod ops;
+pub mod responses;
 
 use super::error::ApiError;
 use crate::domain::Credits;

@@ -1,0 +1,242 @@
+//! `POST /v1/responses`: OpenAI's Responses API, for `openai` routes.
+//!
+//! The client's body goes upstream whole (the model name replaced, the
+//! output bound `max_output_tokens` set); the answer, or every server-sent
+//! event of a stream, comes back as the provider sent it. Metered like chat:
+//! the bound is held first, and the call is charged from the `usage` of the
+//! response (for a stream: of `response.completed`, or of the
+//! `response.incomplete` / `response.failed` that ends it). Stored context
+//! (`previous_response_id`, `conversation`) is the provider's business; as
+//! tollgate cannot see it, such a call's input bound is the model's context
+//! window.
+
+use super::ai::{model_of_kind, unsupported};
+use crate::app::App;
+use crate::domain::UserId;
+use crate::error::Error;
+use crate::http::error::ApiError;
+use crate::http::response::Response;
+use crate::http::router::Ctx;
+use crate::ledger::Cost;
+use crate::logs::NewLog;
+use crate::metered::{self, Reservation};
+use crate::providers::catalog::ModelKind;
+use crate::providers::types::Usage;
+use crate::providers::{CallInfo, Model, RawStream};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use std::io::Read;
+use std::sync::Arc;
+
+/// Fields of a Responses request that never become prompt tokens.
+const NOT_PROMPT_FIELDS: &[&str] = &[
+    "model",
+    "max_output_tokens",
+    "stream",
+    "temperature",
+    "top_p",
+    "user",
+    "metadata",
+    "store",
+    "parallel_tool_calls",
+    "previous_response_id",
+    "conversation",
+    "background",
+    "service_tier",
+    "truncation",
+];
+/// Template tokens a provider may add around a Responses input.
+const TEMPLATE_TOKENS: u64 = 64;
+
+#[derive(Deserialize)]
+struct ResponsesBody {
+    model: String,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    max_output_tokens: Option<u32>,
+}
+
+/// The most this call can cost: its input (the bytes of every prompt
+/// field, or the whole context window when it continues stored context)
+/// and its output bound.
+fn bound(model: &Model, body: &Map<String, Value>, max_output: u32) -> crate::domain::Credits {
+    let input = if body.contains_key("previous_response_id") || body.contains_key("conversation") {
+        u64::from(model.context_tokens_max)
+    } else {
+        body.iter()
+            .filter(|(k, _)| !NOT_PROMPT_FIELDS.contains(&k.as_str()))
+            .map(|(_, v)| serde_json::to_vec(v).map_or(0, |b| b.len() as u64))
+            .sum::<u64>()
+            + TEMPLATE_TOKENS
+    };
+    model.price.tokens(input, u64::from(max_output))
+}
+
+fn usage_in(response: &Value) -> Option<Usage> {
+    let u = response.get("usage").filter(|u| !u.is_null())?;
+    Some(Usage {
+        prompt_tokens: u.get("input_tokens").and_then(Value::as_u64).unwrap_or(0),
+        completion_tokens: u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0),
+    })
+}
+
+fn log(model: &Model, info: &CallInfo, usage: &Usage, stream: bool, user: UserId, outcome: &str) -> NewLog {
+    NewLog::business(
+        user,
+        "ai_response",
+        true,
+        json!({"model": model.name, "provider": info.provider, "upstream_model": info.upstream_model,
+               "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens},
+               "latency_ms": info.latency_ms, "stream": stream, "outcome": outcome}),
+    )
+}
+
+fn description(model: &Model, usage: &Usage) -> String {
+    format!("response {} ({} in / {} out tokens)", model.name, usage.prompt_tokens, usage.completion_tokens)
+}
+
+pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = ctx.user()?.id;
+    let parsed: ResponsesBody = ctx.req.json()?;
+    let model = model_of_kind(ctx, &parsed.model, ModelKind::Chat)?;
+    if !ctx.app.adapter.has_responses(model) {
+        return Err(unsupported(model, "model"));
+    }
+    let max_output = metered::max_tokens(model, parsed.max_output_tokens).map_err(|e| match e {
+        Error::Invalid { message, .. } => Error::invalid("max_output_tokens", message),
+        other => other,
+    })?;
+    if parsed.stream && ctx.req.header("idempotency-key").is_some() {
+        return Err(Error::invalid("Idempotency-Key", "Idempotency-Key is not supported with stream: true").into());
+    }
+    let mut body = match serde_json::from_slice::<Value>(&ctx.req.body) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    body.insert("max_output_tokens".into(), json!(max_output));
+    let reservation = metered::reserve(ctx.app, user, bound(model, &body, max_output), None)?;
+    if parsed.stream {
+        let (stream, info) = ctx.app.adapter.responses_stream(model, &body).map_err(|e| {
+            metered::release(ctx.app, &reservation);
+            metered::provider_error(e)
+        })?;
+        let sse = EventsBody::new(Arc::clone(ctx.app), model.clone(), info, reservation, stream);
+        return Ok(Response::event_stream(Box::new(sse)));
+    }
+    let (mut answer, info) = ctx.app.adapter.responses(model, &body).map_err(|e| {
+        metered::release(ctx.app, &reservation);
+        metered::provider_error(e)
+    })?;
+    let usage = usage_in(&answer).unwrap_or_default();
+    let cost = metered::chat_cost(model, &usage);
+    let model_c = model.clone();
+    ctx.commit(200, move |c| {
+        let log = log(&model_c, &info, &usage, false, user, "completed");
+        let outcome = metered::settle_in(c, &reservation, cost, &description(&model_c, &usage), &log)?;
+        answer["model"] = json!(model_c.name);
+        answer["tollgate"] = json!({"cost": outcome.charged, "transaction_id": outcome.transaction_id});
+        Ok(answer)
+    })
+}
+
+/// A streamed response: each provider event passed on as it came; the end
+/// settles from the last usage seen. Dropped early (the client left), it
+/// settles too: from reported usage, or the hold bound when none came.
+struct EventsBody {
+    app: Arc<App>,
+    model: Model,
+    info: CallInfo,
+    reservation: Reservation,
+    stream: RawStream,
+    usage: Option<Usage>,
+    buf: Vec<u8>,
+    pos: usize,
+    settled: bool,
+    finished: bool,
+}
+
+impl EventsBody {
+    fn new(app: Arc<App>, model: Model, info: CallInfo, reservation: Reservation, stream: RawStream) -> EventsBody {
+        EventsBody {
+            app,
+            model,
+            info,
+            reservation,
+            stream,
+            usage: None,
+            buf: Vec::new(),
+            pos: 0,
+            settled: false,
+            finished: false,
+        }
+    }
+
+    fn settle(&mut self, outcome: &str, fallback: Cost) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let usage = self.usage.unwrap_or_default();
+        let cost = match self.usage {
+            Some(u) => metered::chat_cost(&self.model, &u),
+            None => fallback,
+        };
+        let log = log(&self.model, &self.info, &usage, true, self.reservation.user, outcome);
+        let (r, desc) = (self.reservation, description(&self.model, &usage));
+        if let Err(e) = self.app.db.write(move |c| metered::settle_in(c, &r, cost, &desc, &log)) {
+            log::error!("could not settle a streamed response: {e}; its hold will expire uncharged");
+        }
+    }
+
+    fn advance(&mut self) {
+        match self.stream.next() {
+            Some(Ok((name, mut data))) => {
+                if let Some(u) = data.get("response").and_then(usage_in) {
+                    self.usage = Some(u);
+                }
+                if let Some(r) = data.get_mut("response").filter(|r| r.get("model").is_some()) {
+                    r["model"] = json!(self.model.name);
+                }
+                if let Some(name) = name {
+                    self.buf.extend_from_slice(format!("event: {name}\n").as_bytes());
+                }
+                self.buf.extend_from_slice(format!("data: {data}\n\n").as_bytes());
+            }
+            Some(Err(e)) => {
+                self.settle("provider_failed", Cost::Credits(crate::domain::Credits::ZERO));
+                let v = json!({"type": "error", "code": "upstream_error", "message": format!("The model provider failed mid-stream: {e}")});
+                self.buf.extend_from_slice(format!("event: error\ndata: {v}\n\n").as_bytes());
+                self.finished = true;
+            }
+            None => {
+                self.settle("completed", Cost::Credits(self.reservation.bound));
+                self.finished = true;
+            }
+        }
+    }
+}
+
+impl Read for EventsBody {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            if self.finished {
+                return Ok(0);
+            }
+            self.buf.clear();
+            self.pos = 0;
+            self.advance();
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Drop for EventsBody {
+    fn drop(&mut self) {
+        let bound = self.reservation.bound;
+        self.settle("client_disconnected", Cost::Credits(bound));
+    }
+}
