@@ -8,21 +8,20 @@
 //! client goes away first, it is charged for the usage the provider
 //! reported, or the hold bound when the provider reported none.
 
-use crate::app::App;
-use crate::domain::{Credits, Timestamp};
+use super::metered_stream::{Pump, Pumped, StreamCharge, call_description, call_log};
+use crate::domain::Timestamp;
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
 use crate::http::router::Ctx;
 use crate::ledger::Cost;
 use crate::logs::NewLog;
-use crate::metered::{self, Reservation};
+use crate::metered;
 use crate::providers::catalog::{IMAGES_PER_REQUEST_MAX, ModelKind};
 use crate::providers::types::{ChatEvent, ChatRequest, ImageRequest, MaxTokensField, Usage};
 use crate::providers::{CallInfo, ChatStream, Model};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::io::Read;
 use std::sync::Arc;
 
 pub fn models(ctx: &Ctx) -> Result<Response, ApiError> {
@@ -147,26 +146,8 @@ fn unix_s() -> i64 {
     Timestamp::now().millis() / 1000
 }
 
-fn chat_log(
-    model: &Model,
-    info: &CallInfo,
-    usage: &Usage,
-    stream: bool,
-    user: crate::domain::UserId,
-    outcome: &str,
-) -> NewLog {
-    NewLog::business(
-        user,
-        "ai_chat_completion",
-        true,
-        json!({"model": model.name, "provider": info.provider, "upstream_model": info.upstream_model,
-               "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
-               "latency_ms": info.latency_ms, "stream": stream, "outcome": outcome}),
-    )
-}
-
-fn description(model: &Model, usage: &Usage) -> String {
-    format!("chat {} ({} in / {} out tokens)", model.name, usage.prompt_tokens, usage.completion_tokens)
+fn chat_log(model: &Model, info: &CallInfo, usage: &Usage, user: crate::domain::UserId) -> NewLog {
+    call_log("ai_chat_completion", model, info, usage, false, user, "completed")
 }
 
 pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
@@ -189,8 +170,10 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
             metered::provider_error(e)
         })?;
         let include_usage = body.stream_options.as_ref().is_some_and(|o| o.include_usage);
-        let sse = SseBody::new(Arc::clone(ctx.app), model.clone(), info, reservation, stream, include_usage);
-        return Ok(Response::event_stream(Box::new(sse)));
+        let charge =
+            StreamCharge::new(Arc::clone(ctx.app), model.clone(), info, reservation, "ai_chat_completion", "chat");
+        let sse = ChatSse::new(charge, stream, include_usage);
+        return Ok(Response::event_stream(Box::new(Pumped::new(sse))));
     }
     let (resp, info) = ctx.app.adapter.chat(model, &req).map_err(|e| {
         metered::release(ctx.app, &reservation);
@@ -199,8 +182,9 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
     let cost = metered::chat_cost(model, &resp.usage);
     let (model_c, info_c) = (model.clone(), info.clone());
     ctx.commit(200, move |c| {
-        let log = chat_log(&model_c, &info_c, &resp.usage, false, user, "completed");
-        let outcome = metered::settle_in(c, &reservation, cost, &description(&model_c, &resp.usage), &log)?;
+        let log = chat_log(&model_c, &info_c, &resp.usage, user);
+        let desc = call_description("chat", &model_c, &resp.usage);
+        let outcome = metered::settle_in(c, &reservation, cost, &desc, &log)?;
         let u = resp.usage;
         let tollgate = json!({"cost": outcome.charged, "transaction_id": outcome.transaction_id});
         // An OpenAI-compatible answer goes back whole, under the public name.
@@ -243,89 +227,42 @@ pub(super) fn unsupported(model: &Model, param: &str) -> ApiError {
     .with_param(param)
 }
 
-/// A streamed chat as an OpenAI SSE body. Reading it pulls the provider's
-/// next event; the end of the stream settles the hold. Dropping it early
-/// (the client went away) settles it too.
-struct SseBody {
-    app: Arc<App>,
-    model: Model,
-    info: CallInfo,
-    reservation: Reservation,
+/// A streamed chat as OpenAI SSE chunks. Each pump pulls the provider's
+/// next event; the end of the stream settles the charge (and so does
+/// dropping it early, when the client went away).
+struct ChatSse {
+    charge: StreamCharge,
     stream: ChatStream,
     include_usage: bool,
     id: String,
     created: i64,
-    usage: Option<Usage>,
-    buf: Vec<u8>,
-    pos: usize,
     sent_role: bool,
-    settled: bool,
-    finished: bool,
 }
 
-impl SseBody {
-    fn new(
-        app: Arc<App>,
-        model: Model,
-        info: CallInfo,
-        reservation: Reservation,
-        stream: ChatStream,
-        include_usage: bool,
-    ) -> SseBody {
+impl ChatSse {
+    fn new(charge: StreamCharge, stream: ChatStream, include_usage: bool) -> ChatSse {
         let id = format!(
             "chatcmpl-{}",
             crate::auth::api_key::hex(&crate::auth::api_key::random_bytes::<8>().unwrap_or_default())
         );
-        SseBody {
-            app,
-            model,
-            info,
-            reservation,
-            stream,
-            include_usage,
-            id,
-            created: unix_s(),
-            usage: None,
-            buf: Vec::new(),
-            pos: 0,
-            sent_role: false,
-            settled: false,
-            finished: false,
-        }
+        ChatSse { charge, stream, include_usage, id, created: unix_s(), sent_role: false }
     }
 
-    fn push(&mut self, v: &Value) {
-        self.buf.extend_from_slice(b"data: ");
-        self.buf.extend_from_slice(v.to_string().as_bytes());
-        self.buf.extend_from_slice(b"\n\n");
+    fn push(out: &mut Vec<u8>, v: &Value) {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(v.to_string().as_bytes());
+        out.extend_from_slice(b"\n\n");
     }
 
-    fn chunk(&mut self, delta: Value, finish: Option<&str>) {
-        let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model.name,
-                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-        self.push(&v);
+    /// A chunk of tollgate's own making (providers that are not OpenAI's).
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
+        json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.charge.model.name,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     }
+}
 
-    /// Charges for what the provider reported; with no report, `fallback`.
-    fn settle(&mut self, outcome: &str, fallback: Credits) {
-        if self.settled {
-            return;
-        }
-        self.settled = true;
-        let usage = self.usage.unwrap_or_default();
-        let cost = match self.usage {
-            Some(u) => metered::chat_cost(&self.model, &u),
-            None => Cost::Credits(fallback),
-        };
-        let log = chat_log(&self.model, &self.info, &usage, true, self.reservation.user, outcome);
-        let (r, desc) = (self.reservation, description(&self.model, &usage));
-        if let Err(e) = self.app.db.write(move |c| metered::settle_in(c, &r, cost, &desc, &log)) {
-            log::error!("could not settle a streamed chat: {e}; its hold will expire uncharged");
-        }
-    }
-
-    /// Fills `buf` with the next piece of the stream.
-    fn advance(&mut self) {
+impl Pump for ChatSse {
+    fn pump(&mut self, out: &mut Vec<u8>) -> bool {
         match self.stream.next() {
             Some(Ok(ChatEvent::Delta(text))) => {
                 let delta = if self.sent_role {
@@ -334,73 +271,52 @@ impl SseBody {
                     json!({"role": "assistant", "content": text})
                 };
                 self.sent_role = true;
-                self.chunk(delta, None);
+                Self::push(out, &self.chunk(delta, None));
             }
-            Some(Ok(ChatEvent::Finish(reason))) => self.chunk(json!({}), Some(&reason)),
+            Some(Ok(ChatEvent::Finish(reason))) => Self::push(out, &self.chunk(json!({}), Some(&reason))),
             Some(Ok(ChatEvent::Chunk(mut v, usage))) => {
                 if usage.is_some() {
-                    self.usage = usage;
+                    self.charge.usage = usage;
                 }
                 // tollgate asked for usage itself; a client that did not
                 // gets the chunk without it (or nothing, if that was all).
                 if usage.is_some() && !self.include_usage {
                     if v.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty) {
-                        return;
+                        return true;
                     }
                     if let Some(o) = v.as_object_mut() {
                         o.remove("usage");
                     }
                 }
-                v["model"] = json!(self.model.name);
-                self.push(&v);
+                v["model"] = json!(self.charge.model.name);
+                Self::push(out, &v);
             }
             Some(Ok(ChatEvent::Usage(u))) => {
-                self.usage = Some(u);
+                self.charge.usage = Some(u);
                 if self.include_usage {
-                    let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model.name,
+                    let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.charge.model.name,
                                    "choices": [], "usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
                                    "total_tokens": u.prompt_tokens + u.completion_tokens}});
-                    self.push(&v);
+                    Self::push(out, &v);
                 }
             }
             Some(Err(e)) => {
-                // The provider broke mid-stream: charge only what it reported.
-                self.settle("provider_failed", Credits::ZERO);
-                self.push(&json!({"error": {"type": "api_error", "code": "upstream_error", "message": format!("The model provider failed mid-stream: {e}"), "param": null}}));
-                self.buf.extend_from_slice(b"data: [DONE]\n\n");
-                self.finished = true;
+                self.charge.settle("provider_failed", StreamCharge::nothing());
+                Self::push(
+                    out,
+                    &json!({"error": {"type": "api_error", "code": "upstream_error", "message": format!("The model provider failed mid-stream: {e}"), "param": null}}),
+                );
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                return false;
             }
             None => {
-                let bound = self.reservation.bound;
-                self.settle("completed", bound);
-                self.buf.extend_from_slice(b"data: [DONE]\n\n");
-                self.finished = true;
+                let bound = self.charge.bound();
+                self.charge.settle("completed", bound);
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                return false;
             }
         }
-    }
-}
-
-impl Read for SseBody {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.buf.len() {
-            if self.finished {
-                return Ok(0);
-            }
-            self.buf.clear();
-            self.pos = 0;
-            self.advance();
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl Drop for SseBody {
-    fn drop(&mut self) {
-        let bound = self.reservation.bound;
-        self.settle("client_disconnected", bound);
+        true
     }
 }
 

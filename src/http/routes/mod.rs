@@ -9,6 +9,7 @@ pub mod credits;
 pub mod jobs;
 pub mod limits;
 pub mod logs;
+mod metered_stream;
 pub mod ops;
 pub mod responses;
 

@@ -11,21 +11,17 @@
 //! window.
 
 use super::ai::{model_of_kind, unsupported};
-use crate::app::App;
-use crate::domain::UserId;
+use super::metered_stream::{Pump, Pumped, StreamCharge, call_description, call_log};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
 use crate::http::router::Ctx;
-use crate::ledger::Cost;
-use crate::logs::NewLog;
-use crate::metered::{self, Reservation};
+use crate::metered;
 use crate::providers::catalog::ModelKind;
 use crate::providers::types::Usage;
-use crate::providers::{CallInfo, Model, RawStream};
+use crate::providers::{Model, RawStream};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use std::io::Read;
 use std::sync::Arc;
 
 /// Fields of a Responses request that never become prompt tokens.
@@ -81,21 +77,6 @@ fn usage_in(response: &Value) -> Option<Usage> {
     })
 }
 
-fn log(model: &Model, info: &CallInfo, usage: &Usage, stream: bool, user: UserId, outcome: &str) -> NewLog {
-    NewLog::business(
-        user,
-        "ai_response",
-        true,
-        json!({"model": model.name, "provider": info.provider, "upstream_model": info.upstream_model,
-               "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens},
-               "latency_ms": info.latency_ms, "stream": stream, "outcome": outcome}),
-    )
-}
-
-fn description(model: &Model, usage: &Usage) -> String {
-    format!("response {} ({} in / {} out tokens)", model.name, usage.prompt_tokens, usage.completion_tokens)
-}
-
 pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = ctx.user()?.id;
     let parsed: ResponsesBody = ctx.req.json()?;
@@ -121,8 +102,9 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
             metered::release(ctx.app, &reservation);
             metered::provider_error(e)
         })?;
-        let sse = EventsBody::new(Arc::clone(ctx.app), model.clone(), info, reservation, stream);
-        return Ok(Response::event_stream(Box::new(sse)));
+        let charge =
+            StreamCharge::new(Arc::clone(ctx.app), model.clone(), info, reservation, "ai_response", "response");
+        return Ok(Response::event_stream(Box::new(Pumped::new(ResponseEvents { charge, stream }))));
     }
     let (mut answer, info) = ctx.app.adapter.responses(model, &body).map_err(|e| {
         metered::release(ctx.app, &reservation);
@@ -132,111 +114,48 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
     let cost = metered::chat_cost(model, &usage);
     let model_c = model.clone();
     ctx.commit(200, move |c| {
-        let log = log(&model_c, &info, &usage, false, user, "completed");
-        let outcome = metered::settle_in(c, &reservation, cost, &description(&model_c, &usage), &log)?;
+        let log = call_log("ai_response", &model_c, &info, &usage, false, user, "completed");
+        let outcome = metered::settle_in(c, &reservation, cost, &call_description("response", &model_c, &usage), &log)?;
         answer["model"] = json!(model_c.name);
         answer["tollgate"] = json!({"cost": outcome.charged, "transaction_id": outcome.transaction_id});
         Ok(answer)
     })
 }
 
-/// A streamed response: each provider event passed on as it came; the end
-/// settles from the last usage seen. Dropped early (the client left), it
-/// settles too: from reported usage, or the hold bound when none came.
-struct EventsBody {
-    app: Arc<App>,
-    model: Model,
-    info: CallInfo,
-    reservation: Reservation,
+/// A streamed response: each provider event passed on as it came (the
+/// model renamed); the end settles from the last usage seen.
+struct ResponseEvents {
+    charge: StreamCharge,
     stream: RawStream,
-    usage: Option<Usage>,
-    buf: Vec<u8>,
-    pos: usize,
-    settled: bool,
-    finished: bool,
 }
 
-impl EventsBody {
-    fn new(app: Arc<App>, model: Model, info: CallInfo, reservation: Reservation, stream: RawStream) -> EventsBody {
-        EventsBody {
-            app,
-            model,
-            info,
-            reservation,
-            stream,
-            usage: None,
-            buf: Vec::new(),
-            pos: 0,
-            settled: false,
-            finished: false,
-        }
-    }
-
-    fn settle(&mut self, outcome: &str, fallback: Cost) {
-        if self.settled {
-            return;
-        }
-        self.settled = true;
-        let usage = self.usage.unwrap_or_default();
-        let cost = match self.usage {
-            Some(u) => metered::chat_cost(&self.model, &u),
-            None => fallback,
-        };
-        let log = log(&self.model, &self.info, &usage, true, self.reservation.user, outcome);
-        let (r, desc) = (self.reservation, description(&self.model, &usage));
-        if let Err(e) = self.app.db.write(move |c| metered::settle_in(c, &r, cost, &desc, &log)) {
-            log::error!("could not settle a streamed response: {e}; its hold will expire uncharged");
-        }
-    }
-
-    fn advance(&mut self) {
+impl Pump for ResponseEvents {
+    fn pump(&mut self, out: &mut Vec<u8>) -> bool {
         match self.stream.next() {
             Some(Ok((name, mut data))) => {
                 if let Some(u) = data.get("response").and_then(usage_in) {
-                    self.usage = Some(u);
+                    self.charge.usage = Some(u);
                 }
                 if let Some(r) = data.get_mut("response").filter(|r| r.get("model").is_some()) {
-                    r["model"] = json!(self.model.name);
+                    r["model"] = json!(self.charge.model.name);
                 }
                 if let Some(name) = name {
-                    self.buf.extend_from_slice(format!("event: {name}\n").as_bytes());
+                    out.extend_from_slice(format!("event: {name}\n").as_bytes());
                 }
-                self.buf.extend_from_slice(format!("data: {data}\n\n").as_bytes());
+                out.extend_from_slice(format!("data: {data}\n\n").as_bytes());
+                true
             }
             Some(Err(e)) => {
-                self.settle("provider_failed", Cost::Credits(crate::domain::Credits::ZERO));
+                self.charge.settle("provider_failed", StreamCharge::nothing());
                 let v = json!({"type": "error", "code": "upstream_error", "message": format!("The model provider failed mid-stream: {e}")});
-                self.buf.extend_from_slice(format!("event: error\ndata: {v}\n\n").as_bytes());
-                self.finished = true;
+                out.extend_from_slice(format!("event: error\ndata: {v}\n\n").as_bytes());
+                false
             }
             None => {
-                self.settle("completed", Cost::Credits(self.reservation.bound));
-                self.finished = true;
+                let bound = self.charge.bound();
+                self.charge.settle("completed", bound);
+                false
             }
         }
-    }
-}
-
-impl Read for EventsBody {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.buf.len() {
-            if self.finished {
-                return Ok(0);
-            }
-            self.buf.clear();
-            self.pos = 0;
-            self.advance();
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl Drop for EventsBody {
-    fn drop(&mut self) {
-        let bound = self.reservation.bound;
-        self.settle("client_disconnected", Cost::Credits(bound));
     }
 }
