@@ -4,6 +4,7 @@
 use super::error::ApiError;
 use crate::paging::{PAGE_LIMIT_MAX, Page};
 use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 use std::io::Read;
 use std::net::IpAddr;
 
@@ -42,6 +43,12 @@ impl Req {
     /// names a key twice), `invalid_request` naming the field when it does
     /// not fit `T`.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        self.json_and_object().map(|(t, _)| t)
+    }
+
+    /// [`Req::json`], and the body's object as parsed, for routes that pass
+    /// every field on (one parse for both).
+    pub fn json_and_object<T: DeserializeOwned>(&self) -> Result<(T, Map<String, Value>), ApiError> {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::invalid_json("the body is empty"));
         }
@@ -51,7 +58,7 @@ impl Req {
         if !value.is_object() {
             return Err(ApiError::invalid_json("expected an object"));
         }
-        serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let typed = serde_path_to_error::deserialize::<_, T>(&value).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
             let param = if path == "." || path.is_empty() { missing_field(&inner).unwrap_or_default() } else { path };
@@ -60,7 +67,11 @@ impl Req {
                 err = err.with_param(param);
             }
             err
-        })
+        });
+        match value {
+            Value::Object(object) => typed.map(|t| (t, object)),
+            _ => Err(ApiError::invalid_json("expected an object")),
+        }
     }
 
     /// The page, with a `starting_after` cursor that must be an id of the

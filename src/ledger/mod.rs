@@ -364,7 +364,6 @@ pub fn settle(conn: &Connection, id: HoldId, cost: Cost, description: &str) -> R
             }
             let exact = exact.min(bound);
             let total = carry + exact;
-            storage::set_carry(conn, h.user, total % MICRO_PER_CREDIT)?;
             let micro = storage::Micro { cost: exact, carry_after: total % MICRO_PER_CREDIT };
             (Credits(total / MICRO_PER_CREDIT), Some(micro))
         }
@@ -387,7 +386,10 @@ pub fn settle(conn: &Connection, id: HoldId, cost: Cost, description: &str) -> R
                 micro,
             },
         )?;
-        storage::set_credits(conn, h.user, after)?;
+        match micro {
+            Some(m) => storage::set_credits_and_carry(conn, h.user, after, m.carry_after)?,
+            None => storage::set_credits(conn, h.user, after)?,
+        }
         Some(t.id)
     } else {
         None

@@ -111,8 +111,10 @@ pub fn carry(conn: &Connection, user: UserId) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT carry_micro FROM users WHERE id = ?1")?.query_row([user], |r| r.get(0))
 }
 
-pub fn set_carry(conn: &Connection, user: UserId, micro: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE users SET carry_micro = ?2 WHERE id = ?1")?.execute(params![user, micro])?;
+/// The balance cache and the carry, in one statement (a metered settle).
+pub fn set_credits_and_carry(conn: &Connection, user: UserId, credits: Credits, carry: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE users SET credits = ?2, carry_micro = ?3 WHERE id = ?1")?
+        .execute(params![user, credits, carry])?;
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use crate::providers::catalog::{IMAGES_PER_REQUEST_MAX, ModelKind};
 use crate::providers::types::{ChatEvent, ChatRequest, ImageRequest, MaxTokensField, Usage};
 use crate::providers::{CallInfo, ChatStream, Model};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
 pub fn models(ctx: &Ctx) -> Result<Response, ApiError> {
@@ -107,7 +107,7 @@ struct ChatBody {
 /// Choices one chat request may ask for (`n`).
 pub const CHAT_CHOICES_MAX: u32 = 16;
 
-fn parse_chat(body: &ChatBody, raw: &[u8], model: &Model) -> Result<ChatRequest, Error> {
+fn parse_chat(body: &ChatBody, mut passthrough: Map<String, Value>, model: &Model) -> Result<ChatRequest, Error> {
     let n = body.n.unwrap_or(1);
     if n == 0 || n > CHAT_CHOICES_MAX {
         return Err(Error::invalid("n", format!("n must be from 1 to {CHAT_CHOICES_MAX}")));
@@ -124,11 +124,7 @@ fn parse_chat(body: &ChatBody, raw: &[u8], model: &Model) -> Result<ChatRequest,
         Error::Invalid { message, .. } => Error::invalid(field.name(), message),
         other => other,
     })?;
-    // The body was parsed as an object already; keep all of it but `model`.
-    let mut passthrough = match serde_json::from_slice::<Value>(raw) {
-        Ok(Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    };
+    // Everything the client sent but `model` goes on as sent.
     passthrough.remove("model");
     Ok(ChatRequest {
         messages,
@@ -152,9 +148,9 @@ fn chat_log(model: &Model, info: &CallInfo, usage: &Usage, user: crate::domain::
 
 pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = ctx.user()?.id;
-    let body: ChatBody = ctx.req.json()?;
+    let (body, object): (ChatBody, _) = ctx.req.json_and_object()?;
     let model = model_of_kind(ctx, &body.model, ModelKind::Chat)?;
-    let req = parse_chat(&body, &ctx.req.body, model)?;
+    let req = parse_chat(&body, object, model)?;
     if body.stream && ctx.req.header("idempotency-key").is_some() {
         return Err(Error::invalid(
             "Idempotency-Key",
@@ -420,13 +416,9 @@ fn embedding_input_bound(input: &Value) -> Result<u64, Error> {
 /// `POST /v1/embeddings`: priced per input token, held at the input's size.
 pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = ctx.user()?.id;
-    let body: EmbeddingsBody = ctx.req.json()?;
+    let (body, mut passthrough): (EmbeddingsBody, _) = ctx.req.json_and_object()?;
     let model = model_of_kind(ctx, &body.model, ModelKind::Embedding)?;
     let bound = model.price.tokens(embedding_input_bound(&body.input)?, 0);
-    let mut passthrough = match serde_json::from_slice::<Value>(&ctx.req.body) {
-        Ok(Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    };
     passthrough.remove("model");
     let reservation = metered::reserve(ctx.app, user, bound, None)?;
     let (mut answer, info) = ctx.app.adapter.embeddings(model, &passthrough).map_err(|e| {

@@ -79,7 +79,7 @@ fn usage_in(response: &Value) -> Option<Usage> {
 
 pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = ctx.user()?.id;
-    let parsed: ResponsesBody = ctx.req.json()?;
+    let (parsed, mut body): (ResponsesBody, _) = ctx.req.json_and_object()?;
     let model = model_of_kind(ctx, &parsed.model, ModelKind::Chat)?;
     if !ctx.app.adapter.has_responses(model) {
         return Err(unsupported(model, "model"));
@@ -91,10 +91,6 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
     if parsed.stream && ctx.req.header("idempotency-key").is_some() {
         return Err(Error::invalid("Idempotency-Key", "Idempotency-Key is not supported with stream: true").into());
     }
-    let mut body = match serde_json::from_slice::<Value>(&ctx.req.body) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
     body.insert("max_output_tokens".into(), json!(max_output));
     let reservation = metered::reserve(ctx.app, user, bound(model, &body, max_output), None)?;
     if parsed.stream {
