@@ -6,13 +6,20 @@
 //!   `finish_reason` (`end_turn`/`stop_sequence` -> `stop`, `max_tokens` ->
 //!   `length`, `tool_use` -> `tool_calls`); usage from `usage.input_tokens`
 //!   and `usage.output_tokens`.
+//! - Tools: OpenAI `tools` / `tool_choice` / `parallel_tool_calls` become
+//!   Anthropic's `tools` (`input_schema`) and `tool_choice`; assistant
+//!   `tool_calls` become `tool_use` blocks and `tool` messages
+//!   `tool_result` blocks; `image_url` parts (URL or data URI) become image
+//!   blocks. Answers' `tool_use` blocks come back as `tool_calls`.
 //! - Streaming events: `message_start` (input tokens), `content_block_delta`
-//!   with `text_delta`, `message_delta` (stop reason, cumulative output
-//!   tokens), `message_stop`; `ping` ignored; `error` ends the stream.
+//!   with `text_delta` (or `input_json_delta` for a tool call's arguments,
+//!   after a `content_block_start` of type `tool_use`), `message_delta`
+//!   (stop reason, cumulative output tokens), `message_stop`; `ping`
+//!   ignored; `error` ends the stream.
 
 use super::http::{self, u64_at};
 use super::sse::SseReader;
-use super::types::{ChatEvent, ChatRequest, ChatResponse, Usage};
+use super::types::{ChatEvent, ChatRequest, ChatResponse, Honours, Usage};
 use super::{ChatStream, ProviderError};
 use serde_json::{Value, json};
 use std::io::BufReader;
@@ -34,14 +41,140 @@ fn finish_reason(stop: &str) -> &'static str {
     }
 }
 
+/// What Anthropic routes honour: the basic fields, and tools, images and
+/// tool calls, which are mapped. Anything else skips the route.
+pub const HONOURS: Honours = Honours {
+    fields: &[
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "stop",
+        "n",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+    ],
+    rich_messages: true,
+};
+
+/// The text of an OpenAI `content`: a string, or its text parts joined.
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
+        _ => String::new(),
+    }
+}
+
+/// An OpenAI content part as an Anthropic block (text or image).
+fn block_of(part: &Value) -> Value {
+    if part.get("type").and_then(Value::as_str) != Some("image_url") {
+        return json!({"type": "text", "text": part.get("text").and_then(Value::as_str).unwrap_or("")});
+    }
+    let url = part.pointer("/image_url/url").and_then(Value::as_str).unwrap_or("");
+    match url.strip_prefix("data:").and_then(|rest| rest.split_once(";base64,")) {
+        Some((media_type, data)) => {
+            json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
+        }
+        None => json!({"type": "image", "source": {"type": "url", "url": url}}),
+    }
+}
+
+/// OpenAI messages as Anthropic's: system text apart, tool calls as
+/// `tool_use` blocks, tool results as `tool_result` blocks of a user turn,
+/// image parts as image blocks, consecutive turns of one role merged.
+fn messages_of(items: &[Value]) -> (Vec<String>, Vec<Value>) {
+    let mut system = Vec::new();
+    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    for m in items {
+        let content = m.get("content").unwrap_or(&Value::Null);
+        let (role, blocks): (&'static str, Vec<Value>) = match m.get("role").and_then(Value::as_str).unwrap_or("user") {
+            "system" | "developer" => {
+                system.push(text_of(content));
+                continue;
+            }
+            "tool" => (
+                "user",
+                vec![
+                    json!({"type": "tool_result", "tool_use_id": m.get("tool_call_id").cloned().unwrap_or(json!("")), "content": text_of(content)}),
+                ],
+            ),
+            "assistant" => {
+                let mut blocks = Vec::new();
+                let text = text_of(content);
+                if !text.is_empty() {
+                    blocks.push(json!({"type": "text", "text": text}));
+                }
+                for call in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                    let args = call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("{}");
+                    let input =
+                        serde_json::from_str::<Value>(args).ok().filter(Value::is_object).unwrap_or_else(|| json!({}));
+                    blocks.push(json!({"type": "tool_use", "id": call.get("id").cloned().unwrap_or(json!("")),
+                                       "name": call.pointer("/function/name").cloned().unwrap_or(json!("")), "input": input}));
+                }
+                ("assistant", blocks)
+            }
+            _ => match content {
+                Value::Array(parts) => ("user", parts.iter().map(block_of).collect()),
+                other => ("user", vec![json!({"type": "text", "text": text_of(other)})]),
+            },
+        };
+        match turns.last_mut() {
+            Some((last, existing)) if *last == role => existing.extend(blocks),
+            _ => turns.push((role, blocks)),
+        }
+    }
+    (system, turns.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect())
+}
+
+/// OpenAI `tools` and `tool_choice` as Anthropic's.
+fn map_tools(req: &ChatRequest, b: &mut Value) {
+    if let Some(tools) = req.passthrough.get("tools").and_then(Value::as_array) {
+        let mapped: Vec<Value> = tools
+            .iter()
+            .map(|t| {
+                let f = t.get("function").unwrap_or(t);
+                let mut tool = json!({"name": f.get("name").cloned().unwrap_or(json!("")),
+                                      "input_schema": f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"}))});
+                if let Some(d) = f.get("description") {
+                    tool["description"] = d.clone();
+                }
+                tool
+            })
+            .collect();
+        b["tools"] = json!(mapped);
+    }
+    let mut choice = match req.passthrough.get("tool_choice") {
+        Some(Value::String(s)) if s == "required" => Some(json!({"type": "any"})),
+        Some(Value::String(s)) if s == "none" => Some(json!({"type": "none"})),
+        Some(Value::String(_)) => Some(json!({"type": "auto"})),
+        Some(Value::Object(o)) => {
+            o.get("function").and_then(|f| f.get("name")).map(|n| json!({"type": "tool", "name": n}))
+        }
+        _ => None,
+    };
+    if req.passthrough.get("parallel_tool_calls") == Some(&json!(false)) {
+        choice.get_or_insert_with(|| json!({"type": "auto"}))["disable_parallel_tool_use"] = json!(true);
+    }
+    if let Some(c) = choice {
+        b["tool_choice"] = c;
+    }
+}
+
 fn body(upstream: &str, req: &ChatRequest, stream: bool) -> Value {
-    let system: Vec<&str> = req.messages.iter().filter(|m| m.role == "system").map(|m| m.content.as_str()).collect();
-    let messages: Vec<Value> = req
-        .messages
-        .iter()
-        .filter(|m| m.role != "system")
-        .map(|m| json!({"role": if m.role == "assistant" { "assistant" } else { "user" }, "content": m.content}))
-        .collect();
+    let (system, messages) = match req.passthrough.get("messages").and_then(Value::as_array) {
+        Some(items) => messages_of(items),
+        None => {
+            let plain: Vec<Value> =
+                req.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
+            messages_of(&plain)
+        }
+    };
     let mut b = json!({"model": upstream, "max_tokens": req.max_tokens, "messages": messages});
     if !system.is_empty() {
         b["system"] = json!(system.join("\n\n"));
@@ -55,10 +188,42 @@ fn body(upstream: &str, req: &ChatRequest, stream: bool) -> Value {
     if let Some(stop) = &req.stop {
         b["stop_sequences"] = if stop.is_string() { json!([stop]) } else { stop.clone() };
     }
+    map_tools(req, &mut b);
     if stream {
         b["stream"] = json!(true);
     }
     b
+}
+
+/// Anthropic's answer in OpenAI's chat completion shape.
+fn completion_of(v: &Value, upstream: &str) -> (Value, Usage, String, String) {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for b in v.get("content").and_then(Value::as_array).into_iter().flatten() {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("tool_use") => calls.push(json!({"id": b.get("id"), "type": "function",
+                "function": {"name": b.get("name"), "arguments": b.get("input").map_or_else(|| "{}".to_owned(), Value::to_string)}})),
+            _ => {}
+        }
+    }
+    let finish = finish_reason(v.get("stop_reason").and_then(Value::as_str).unwrap_or("end_turn")).to_owned();
+    let usage =
+        Usage { prompt_tokens: u64_at(v, "/usage/input_tokens"), completion_tokens: u64_at(v, "/usage/output_tokens") };
+    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
+    if !calls.is_empty() {
+        message["tool_calls"] = json!(calls);
+    }
+    let id = format!("chatcmpl-{}", v.get("id").and_then(Value::as_str).unwrap_or("anthropic"));
+    let raw = json!({"id": id, "object": "chat.completion", "created": unix_now(), "model": upstream,
+                     "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                     "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                               "total_tokens": usage.prompt_tokens + usage.completion_tokens}});
+    (raw, usage, text, finish)
+}
+
+fn unix_now() -> i64 {
+    crate::domain::Timestamp::now().millis() / 1000
 }
 
 impl Anthropic {
@@ -73,27 +238,9 @@ impl Anthropic {
 
     pub fn chat(&self, upstream: &str, req: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let v = http::read_json(self.post(&body(upstream, req, false))?)?;
-        let text: String = v
-            .get("content")
-            .and_then(Value::as_array)
-            .map(|blocks| {
-                blocks
-                    .iter()
-                    .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
-                    .filter_map(|b| b.get("text").and_then(Value::as_str))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(ChatResponse {
-            id: v.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
-            text,
-            finish_reason: finish_reason(v.get("stop_reason").and_then(Value::as_str).unwrap_or("end_turn")).to_owned(),
-            usage: Usage {
-                prompt_tokens: u64_at(&v, "/usage/input_tokens"),
-                completion_tokens: u64_at(&v, "/usage/output_tokens"),
-            },
-            raw: None,
-        })
+        let (raw, usage, text, finish_reason) = completion_of(&v, upstream);
+        let id = raw.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+        Ok(ChatResponse { id, text, finish_reason, usage, raw: Some(raw) })
     }
 
     pub fn chat_stream(&self, upstream: &str, req: &ChatRequest) -> Result<ChatStream, ProviderError> {
@@ -101,6 +248,10 @@ impl Anthropic {
         let mut sse = SseReader::new(BufReader::new(resp.into_body().into_reader()));
         let mut usage = Usage::default();
         let mut stop: Option<String> = None;
+        // Tool calls: Anthropic content block index -> OpenAI tool call index.
+        let mut tool_index: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+        let mut message_id = String::from("anthropic");
+        let created = unix_now();
         let mut tail: Vec<ChatEvent> = Vec::new();
         let mut done = false;
         Ok(Box::new(std::iter::from_fn(move || {
@@ -130,7 +281,29 @@ impl Anthropic {
                 };
                 let Ok(v) = serde_json::from_str::<Value>(&ev.data) else { continue };
                 match v.get("type").and_then(Value::as_str).unwrap_or("") {
+                    "content_block_start"
+                        if v.pointer("/content_block/type").and_then(Value::as_str) == Some("tool_use") =>
+                    {
+                        let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        let i = tool_index.len();
+                        tool_index.insert(block, i);
+                        let call = json!({"index": i, "id": v.pointer("/content_block/id"), "type": "function",
+                                          "function": {"name": v.pointer("/content_block/name"), "arguments": ""}});
+                        return Some(Ok(tool_chunk(&message_id, created, call)));
+                    }
+                    "content_block_delta"
+                        if v.pointer("/delta/type").and_then(Value::as_str) == Some("input_json_delta") =>
+                    {
+                        let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        let i = tool_index.get(&block).copied().unwrap_or(0);
+                        let partial = v.pointer("/delta/partial_json").and_then(Value::as_str).unwrap_or("");
+                        let call = json!({"index": i, "function": {"arguments": partial}});
+                        return Some(Ok(tool_chunk(&message_id, created, call)));
+                    }
                     "message_start" => {
+                        if let Some(id) = v.pointer("/message/id").and_then(Value::as_str) {
+                            message_id = id.to_owned();
+                        }
                         usage.prompt_tokens = u64_at(&v, "/message/usage/input_tokens");
                         usage.completion_tokens = u64_at(&v, "/message/usage/output_tokens");
                     }
@@ -167,4 +340,13 @@ impl Anthropic {
             }
         })))
     }
+}
+
+/// One OpenAI chunk carrying a tool call's start or a piece of its arguments.
+fn tool_chunk(message_id: &str, created: i64, call: Value) -> ChatEvent {
+    ChatEvent::Chunk(
+        json!({"id": format!("chatcmpl-{message_id}"), "object": "chat.completion.chunk", "created": created,
+               "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": null}]}),
+        None,
+    )
 }

@@ -4,9 +4,15 @@
 //! bytes / 4, rounded up, plus 4 per message), so metering is exercised
 //! exactly as with a real provider.
 
-use super::types::{ChatEvent, ChatRequest, ChatResponse, ImageRequest, ImageResponse, TaskState, Usage, VideoRequest};
+use super::types::{
+    CHAT_FIELDS_BASIC, ChatEvent, ChatRequest, ChatResponse, Honours, ImageRequest, ImageResponse, TaskState, Usage,
+    VideoRequest,
+};
 use super::{ChatStream, ProviderError};
 use sha2::{Digest, Sha256};
+
+/// The dev provider answers plain text only.
+pub const HONOURS: Honours = Honours { fields: CHAT_FIELDS_BASIC, rich_messages: false };
 
 fn short_hash(s: &str) -> String {
     crate::auth::api_key::hex(&Sha256::digest(s.as_bytes())[..6])

@@ -50,9 +50,18 @@ enum Provider {
 
 impl Provider {
     /// Speaks the OpenAI chat format, so every field a client sends reaches
-    /// it unchanged. Other providers honour only `CHAT_FIELDS_BASIC`.
+    /// it unchanged.
     fn passes_through(&self) -> bool {
         matches!(self, Provider::OpenAi(_) | Provider::DashScope { .. })
+    }
+
+    /// The first field of `req` this provider would have to drop.
+    fn unsupported(&self, req: &ChatRequest) -> Option<String> {
+        match self {
+            Provider::OpenAi(_) | Provider::DashScope { .. } => None,
+            Provider::Anthropic(_) => req.unsupported_by(&anthropic::HONOURS),
+            Provider::Dev => req.unsupported_by(&dev::HONOURS),
+        }
     }
 
     /// OpenAI itself (or a server that mirrors all of its API): images as
@@ -273,18 +282,22 @@ impl ModelAdapter {
     /// asks for: checked before anything is held, so a request that would be
     /// served with a field ignored is refused instead.
     pub fn check_chat(&self, model: &Model, req: &ChatRequest) -> Result<(), String> {
-        let Some(param) = req.needs_openai() else { return Ok(()) };
-        let any =
-            model.routes.iter().any(|r| self.providers.get(&r.provider).is_some_and(|n| n.provider.passes_through()));
-        if any { Ok(()) } else { Err(param) }
+        let mut first = None;
+        for r in &model.routes {
+            let Some(n) = self.providers.get(&r.provider) else { continue };
+            match n.provider.unsupported(req) {
+                None => return Ok(()),
+                Some(param) => first = first.or(Some(param)),
+            }
+        }
+        Err(first.unwrap_or_else(|| "model".into()))
     }
 
     pub fn chat(&self, model: &Model, req: &ChatRequest) -> Result<(ChatResponse, CallInfo), ProviderError> {
-        let rich = req.needs_openai().is_some();
         self.with_failover_among(
             model,
             "chat",
-            |p| !rich || p.passes_through(),
+            |p| p.unsupported(req).is_none(),
             |p, upstream| match p {
                 Provider::OpenAi(o) => o.chat(upstream, req),
                 Provider::DashScope { chat, .. } => chat.chat(upstream, req),
@@ -297,11 +310,10 @@ impl ModelAdapter {
     /// Fails over only until a stream is established; after that, a broken
     /// stream is the caller's to handle.
     pub fn chat_stream(&self, model: &Model, req: &ChatRequest) -> Result<(ChatStream, CallInfo), ProviderError> {
-        let rich = req.needs_openai().is_some();
         self.with_failover_among(
             model,
             "chat_stream",
-            |p| !rich || p.passes_through(),
+            |p| p.unsupported(req).is_none(),
             |p, upstream| match p {
                 Provider::OpenAi(o) => o.chat_stream(upstream, req),
                 Provider::DashScope { chat, .. } => chat.chat_stream(upstream, req),

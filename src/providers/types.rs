@@ -50,7 +50,7 @@ impl MaxTokensField {
 }
 
 /// Chat fields every provider honours; anything else a client sends needs
-/// an OpenAI-compatible route (or a route that maps it).
+/// a provider that passes it through or maps it.
 pub const CHAT_FIELDS_BASIC: &[&str] = &[
     "model",
     "messages",
@@ -64,13 +64,20 @@ pub const CHAT_FIELDS_BASIC: &[&str] = &[
     "n",
 ];
 
+/// What a provider that is not OpenAI-compatible can honour.
+pub struct Honours {
+    /// Request fields it takes (or maps).
+    pub fields: &'static [&'static str],
+    /// Image parts, tool calls and tool results in `messages`.
+    pub rich_messages: bool,
+}
+
 impl ChatRequest {
-    /// The first thing in this request that only an OpenAI-compatible
-    /// provider can honour, as the `param` to name in a refusal: a field
-    /// beyond the basic ones, `n` > 1, or a message that is not plain text
-    /// (image parts, tool calls, tool results).
-    pub fn needs_openai(&self) -> Option<String> {
-        if let Some(k) = self.passthrough.keys().find(|k| !CHAT_FIELDS_BASIC.contains(&k.as_str())) {
+    /// The first thing in this request that a provider honouring `h` would
+    /// have to drop, as the `param` to name in a refusal: a field it does
+    /// not take, `n` > 1, or a message it cannot express.
+    pub fn unsupported_by(&self, h: &Honours) -> Option<String> {
+        if let Some(k) = self.passthrough.keys().find(|k| !h.fields.contains(&k.as_str())) {
             return Some(k.clone());
         }
         if self.n > 1 {
@@ -78,14 +85,16 @@ impl ChatRequest {
         }
         let messages = self.passthrough.get("messages").and_then(Value::as_array)?;
         messages.iter().enumerate().find_map(|(i, m)| {
-            let rich_content = m
-                .get("content")
-                .and_then(Value::as_array)
-                .is_some_and(|parts| parts.iter().any(|p| p.get("type").and_then(Value::as_str) != Some("text")));
-            let tool = m.get("role").and_then(Value::as_str) == Some("tool")
-                || m.get("tool_calls").is_some()
-                || m.get("function_call").is_some();
-            (rich_content || tool).then(|| format!("messages[{i}]"))
+            let parts_ok = m.get("content").and_then(Value::as_array).is_none_or(|parts| {
+                parts.iter().all(|p| match p.get("type").and_then(Value::as_str) {
+                    Some("text") => true,
+                    Some("image_url") => h.rich_messages,
+                    _ => false,
+                })
+            });
+            let tools = m.get("role").and_then(Value::as_str) == Some("tool") || m.get("tool_calls").is_some();
+            let ok = parts_ok && (!tools || h.rich_messages) && m.get("function_call").is_none();
+            (!ok).then(|| format!("messages[{i}]"))
         })
     }
 }

@@ -159,15 +159,15 @@ fn a_field_no_route_can_honour_is_refused_before_anything_is_held() {
     let txns = app.count("credit_transactions");
     let holds = app.count("credit_holds");
     for (body, param) in [
-        (json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": []}), "tools"),
         (
             json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}),
             "response_format",
         ),
         (json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "logprobs": true}), "logprobs"),
         (json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 2}), "n"),
+        (json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 1}), "seed"),
         (
-            json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x.invalid/a.png"}}]}]}),
+            json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]}),
             "messages[0]",
         ),
     ] {
@@ -441,4 +441,86 @@ fn the_responses_api_passes_through_plain_and_streamed_and_is_metered() {
     let other = app_with_routes(&FakeProvider::start(), &["anthropic"]);
     let r = other.client.post("/v1/responses", &other.admin, json!({"model": "m", "input": "hi"}));
     assert_eq!((r.status, r.error_code().as_str()), (400, "unsupported_parameter"));
+}
+
+#[test]
+fn a_tool_calling_conversation_through_anthropic_looks_like_openai_to_the_client() {
+    let fake = FakeProvider::start();
+    let app = app_with_routes(&fake, &["anthropic"]);
+    let ann = app.user("ann");
+    app.grant(&ann, 1_000_000);
+    let tools = json!([{"type": "function", "function": {"name": "weather", "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    let mut messages = vec![
+        json!({"role": "system", "content": "Be terse."}),
+        json!({"role": "user", "content": [{"type": "text", "text": "Weather where this photo was taken?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}),
+    ];
+    let first = app.client.post(
+        "/v1/chat/completions",
+        &ann.token,
+        json!({"model": "m", "messages": messages, "tools": tools, "tool_choice": "required", "parallel_tool_calls": false}),
+    );
+    assert_eq!(first.status, 200, "{}", first.text());
+    let v = first.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    let call = v["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!((call["id"].as_str(), call["type"].as_str()), (Some("toolu_1"), Some("function")));
+    assert_eq!(call["function"]["name"], "weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "Paris"})
+    );
+    let sent = fake.requests()[0].body.clone();
+    assert_eq!(sent["system"], "Be terse.");
+    assert_eq!(sent["tools"][0]["input_schema"]["required"], json!(["city"]), "tools mapped to input_schema");
+    assert_eq!(sent["tool_choice"], json!({"type": "any", "disable_parallel_tool_use": true}));
+    assert_eq!(
+        sent["messages"][0]["content"][1],
+        json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}})
+    );
+
+    // The tool result goes back; Anthropic gets tool_use and tool_result blocks.
+    messages.push(v["choices"][0]["message"].clone());
+    messages.push(json!({"role": "tool", "tool_call_id": "toolu_1", "content": "{\"temp_c\": 21}"}));
+    let second = app.client.post(
+        "/v1/chat/completions",
+        &ann.token,
+        json!({"model": "m", "messages": messages, "tools": tools}),
+    );
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(second.json()["choices"][0]["message"]["content"], "fake answer from the provider");
+    let sent = fake.requests()[1].body.clone();
+    let turns = sent["messages"].as_array().unwrap();
+    assert_eq!(turns[1]["role"], "assistant");
+    assert!(
+        turns[1]["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["type"] == "tool_use" && b["id"] == "toolu_1" && b["input"]["city"] == "Paris")
+    );
+    assert_eq!(
+        turns[2]["content"][0],
+        json!({"type": "tool_result", "tool_use_id": "toolu_1", "content": "{\"temp_c\": 21}"})
+    );
+
+    // Streamed: the tool call arrives as OpenAI tool_call deltas, in order.
+    let r = app.client.post(
+        "/v1/chat/completions",
+        &ann.token,
+        json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
+               "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": tools}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let data = sse_data(&r.text());
+    let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let calls: Vec<&Value> = chunks.iter().filter_map(|c| c.pointer("/choices/0/delta/tool_calls/0")).collect();
+    assert_eq!(calls[0]["function"]["name"], "weather");
+    let args: String = calls.iter().filter_map(|c| c.pointer("/function/arguments").and_then(Value::as_str)).collect();
+    assert_eq!(args, "{\"city\":\"Paris\"}");
+    assert!(chunks.iter().any(|c| c.pointer("/choices/0/finish_reason") == Some(&json!("tool_calls"))));
+    assert!(chunks.iter().any(|c| c.get("usage").is_some_and(|u| !u.is_null())), "usage charged and shown");
+    assert_eq!(app.validate(&ann)["valid"], true);
 }

@@ -291,6 +291,49 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
             .collect();
         let _ = rq.respond(json_response(200, &json!({"created": 1, "data": data})));
     } else if path.ends_with("/v1/messages") {
+        // Offered tools and no tool result yet: call the first tool.
+        let has_result =
+            body["messages"].as_array().into_iter().flatten().any(|m| {
+                m["content"].as_array().is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
+            });
+        let tool = body["tools"].as_array().and_then(|t| t.first()).filter(|_| !has_result).cloned();
+        if let Some(tool) = tool {
+            if !stream {
+                let v = json!({"id": "msg_tool", "type": "message", "role": "assistant", "model": body["model"],
+                    "content": [{"type": "text", "text": "Let me check."},
+                                {"type": "tool_use", "id": "toolu_1", "name": tool["name"], "input": {"city": "Paris"}}],
+                    "stop_reason": "tool_use", "usage": {"input_tokens": p, "output_tokens": c}});
+                let _ = rq.respond(json_response(200, &v));
+                return;
+            }
+            let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+            let events = vec![
+                ev(
+                    "message_start",
+                    json!({"type": "message_start", "message": {"id": "msg_tool", "usage": {"input_tokens": p, "output_tokens": 1}}}),
+                ),
+                ev(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_1", "name": tool["name"], "input": {}}}),
+                ),
+                ev(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{\"city\":"}}),
+                ),
+                ev(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "\"Paris\"}"}}),
+                ),
+                ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+                ev(
+                    "message_delta",
+                    json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": c}}),
+                ),
+                ev("message_stop", json!({"type": "message_stop"})),
+            ];
+            let _ = rq.respond(sse_response(events, &script, Arc::clone(stop)));
+            return;
+        }
         if !stream {
             let v = json!({"id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"],
                 "content": [{"type": "text", "text": script.text}], "stop_reason": "end_turn",
