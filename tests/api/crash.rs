@@ -216,3 +216,87 @@ max_output_tokens = 100
     let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
     assert!(o.status.success(), "audit after the restart: {}", String::from_utf8_lossy(&o.stdout));
 }
+
+#[test]
+fn sigkill_during_metered_chats_leaves_every_carry_consistent() {
+    let fake = crate::fake_provider::FakeProvider::start();
+    fake.script(|s| {
+        s.prompt_tokens = 100;
+        s.completion_tokens = 50;
+        s.latency_ms = 2;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.db");
+    let config = dir.path().join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.p]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n[[models]]\nname = \"cheap\"\nkind = \"chat\"\nroutes = [{{ provider = \"p\", model = \"u\" }}]\nprice = {{ input_per_1m = 150, output_per_1m = 600 }}\nmax_output_tokens = 100\n",
+            fake.base
+        ),
+    )
+    .unwrap();
+    let env = [("TOLLGATE_CONFIG", config.to_str().unwrap()), ("TOLLGATE_SERVER_SQLITE_SYNCHRONOUS", "full")];
+    let mut server = serve_process(&db, &env);
+    let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        let email = format!("c{i}@example.com");
+        let r = server.client.post("/v1/admin/users", &admin, json!({"email": email, "password": PASSWORD}));
+        let id = r.json()["id"].as_str().unwrap().to_owned();
+        let r = server.client.post(
+            &format!("/v1/admin/users/{id}/credits"),
+            &admin,
+            json!({"amount": 1000, "description": "c"}),
+        );
+        assert_eq!(r.status, 201);
+        tokens.push(server.client.token(&email, PASSWORD));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(Mutex::new(0u64));
+    let workers: Vec<_> = tokens
+        .iter()
+        .map(|token| {
+            let (client, token, stop, acked) =
+                (server.client.clone(), token.clone(), Arc::clone(&stop), Arc::clone(&acknowledged));
+            std::thread::spawn(move || {
+                let body = json!({"model": "cheap", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 60});
+                while !stop.load(Ordering::Relaxed) {
+                    match client.request(
+                        "POST",
+                        "/v1/chat/completions",
+                        Some(&token),
+                        &[],
+                        Some(body.to_string().as_bytes()),
+                    ) {
+                        Ok(r) if r.status == 200 => *acked.lock().unwrap() += 1,
+                        Ok(r) => panic!("unexpected {}: {}", r.status, r.text()),
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let acked = *acknowledged.lock().unwrap();
+    assert!(acked > 20, "the load did not run long enough ({acked} calls)");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let metered: i64 =
+        c.query_row("SELECT count(*) FROM credit_transactions WHERE cost_micro IS NOT NULL", [], |r| r.get(0)).unwrap();
+    assert!(metered as u64 >= acked, "every acknowledged call is on the ledger ({metered} rows, {acked} acknowledged)");
+    drop(c);
+    let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
+    assert!(o.status.success(), "audit after the crash: {}", String::from_utf8_lossy(&o.stdout));
+    // After a restart the holds of the calls cut short are released, and
+    // the carries still add up.
+    let server = serve_process(&db, &env);
+    drop(server);
+    let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
+    assert!(o.status.success(), "audit after the restart: {}", String::from_utf8_lossy(&o.stdout));
+}
