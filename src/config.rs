@@ -44,6 +44,9 @@ pub struct ServerConfig {
     /// The body limit of `POST /v1/chat/completions`, where images travel
     /// inline as base64 data URIs.
     pub chat_body_bytes_max: usize,
+    /// Request bodies held in memory at once, all connections together;
+    /// past it a body gets 503 `server_busy` (bounds memory under a flood).
+    pub body_bytes_in_flight_max: usize,
     /// `full` (default: every acknowledged write survives power loss) or `normal`.
     pub sqlite_synchronous: String,
     /// Peers whose `X-Forwarded-For` is believed (a reverse proxy's address).
@@ -83,6 +86,7 @@ impl Default for ServerConfig {
             upstream_workers: 64,
             body_bytes_max: 1_048_576,
             chat_body_bytes_max: 20 * 1_048_576,
+            body_bytes_in_flight_max: 256 * 1_048_576,
             sqlite_synchronous: "full".into(),
             trusted_proxies: Vec::new(),
             connections_max: 0,
@@ -402,6 +406,9 @@ impl Config {
             || self.server.chat_body_bytes_max > 256 * 1_048_576
         {
             return bad("server.chat_body_bytes_max", "must be at least server.body_bytes_max and at most 268435456");
+        }
+        if self.server.body_bytes_in_flight_max < self.server.chat_body_bytes_max {
+            return bad("server.body_bytes_in_flight_max", "must be at least server.chat_body_bytes_max");
         }
         if self.server.upstream_workers == 0 || self.server.upstream_workers > 1024 {
             return bad("server.upstream_workers", "must be between 1 and 1024");

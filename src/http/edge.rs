@@ -74,6 +74,7 @@ pub fn limits(config: &ServerConfig, connections_max: usize) -> tiny_http::Limit
         body_bytes_per_s_min: config.body_bytes_per_s_min,
         write_timeout: Duration::from_secs(config.write_timeout_s),
         connections_max,
+        body_bytes_in_flight_max: config.body_bytes_in_flight_max,
         body_bytes_max: Arc::new(move |_, url| body_bytes_max(&for_bodies, url)),
         rejection_body: Arc::new(rejection_body),
     }

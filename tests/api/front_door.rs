@@ -563,3 +563,71 @@ fn a_key_and_user_refusal_takes_no_token_from_the_key() {
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(app.client.get("/v1/me", &key).status, 200, "the key's bucket was not drained by refusals");
 }
+
+#[test]
+fn bodies_in_flight_are_bounded_across_connections() {
+    let app = TestApp::spawn_with(|c| {
+        c.server.body_bytes_max = 64 * 1024;
+        c.server.chat_body_bytes_max = 64 * 1024;
+        c.server.body_bytes_in_flight_max = 100 * 1024;
+    });
+    let ann = app.user("ann");
+    let addr = addr_of(&app.client);
+    let (body, first) = (48 * 1024, 40 * 1024);
+    let head = format!(
+        "POST /v1/credits/consume HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\nContent-Length: {body}\r\n\r\n",
+        ann.token
+    );
+    // Three bodies of 48 KiB, 40 KiB of each sent: none can finish, and
+    // 120 KiB do not fit a 100 KiB pool, so one at least is refused.
+    let mut conns: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(&vec![b' '; first]).unwrap();
+            s
+        })
+        .collect();
+    let answered = |s: &TcpStream| {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        let got = s.peek(&mut b).is_ok_and(|n| n > 0);
+        s.set_nonblocking(false).unwrap();
+        got
+    };
+    let t = Instant::now();
+    while !conns.iter().any(answered) {
+        assert!(t.elapsed() < Duration::from_secs(10), "no body was refused");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let refused: Vec<bool> = conns.iter().map(answered).collect();
+    let mut busy = 0;
+    for (s, refused) in conns.iter_mut().zip(&refused) {
+        if !refused {
+            // (A second refusal may still land in this instant.)
+            let _ = s.write_all(&vec![b' '; body - first]);
+        }
+        let text = read_to_close(s);
+        if text.starts_with("HTTP/1.1 503") {
+            assert_eq!(code_in(&text), "server_busy", "{text}");
+            busy += 1;
+        } else {
+            assert!(!refused);
+            assert_eq!(code_in(&text), "invalid_json", "a body that fits is read whole and parsed: {text}");
+        }
+    }
+    assert!((1..=2).contains(&busy), "{busy} refused");
+    // Every byte goes back to the pool as the requests are dropped.
+    let t = Instant::now();
+    loop {
+        let r = app.client.post_with("/v1/credits/consume", &ann.token, &[], &vec![b' '; 60 * 1024]);
+        if r.status == 400 {
+            assert_eq!(r.error_code(), "invalid_json");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "the pool was not freed: {}", r.text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

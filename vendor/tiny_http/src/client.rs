@@ -21,7 +21,7 @@ use ascii::AsciiString;
 use chunked_transfer::Decoder;
 
 use crate::common::{HTTPVersion, Header, HeaderField, Method};
-use crate::limits::{rejection_bytes, Limits, Rejection};
+use crate::limits::{rejection_bytes, BodyBudget, Limits, Rejection};
 use crate::util::{RefinedTcpStream, SequentialWriterBuilder, Wire};
 use crate::Request;
 
@@ -42,6 +42,8 @@ pub struct ClientConnection {
     reader: BufReader<Wire>,
     sink: SequentialWriterBuilder<BufWriter<RefinedTcpStream>>,
     limits: Arc<Limits>,
+    /// Body bytes held by all connections' requests together.
+    bodies_in_flight: Arc<std::sync::atomic::AtomicUsize>,
     accepted_at: Instant,
     /// No request read yet: the head deadline runs from the accept.
     first: bool,
@@ -84,6 +86,7 @@ impl ClientConnection {
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
         limits: Arc<Limits>,
+        bodies_in_flight: Arc<std::sync::atomic::AtomicUsize>,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr().ok().flatten();
         ClientConnection {
@@ -91,6 +94,7 @@ impl ClientConnection {
             reader: BufReader::with_capacity(8 * 1024, Wire::new(read_socket)),
             sink: SequentialWriterBuilder::new(BufWriter::with_capacity(1024, write_socket)),
             limits,
+            bodies_in_flight,
             accepted_at: Instant::now(),
             first: true,
             responded: None,
@@ -238,12 +242,12 @@ impl ClientConnection {
             if sent.is_err() {
                 return Err(Failure::Closed);
             }
-            let body = self.read_body(framing, limit)?;
+            let (body, budget) = self.read_body(framing, limit)?;
             let writer = self.sink.next().expect("the writer sequence never ends");
-            return Ok(self.finish(method, path, version, headers, body, writer));
+            return Ok(self.finish(method, path, version, headers, body, budget, writer));
         }
-        let body = self.read_body(framing, limit)?;
-        Ok(self.finish(method, path, version, headers, body, writer))
+        let (body, budget) = self.read_body(framing, limit)?;
+        Ok(self.finish(method, path, version, headers, body, budget, writer))
     }
 
     fn finish<W: Write + Send + 'static>(
@@ -253,17 +257,20 @@ impl ClientConnection {
         version: HTTPVersion,
         headers: Vec<Header>,
         body: Vec<u8>,
+        budget: BodyBudget,
         writer: W,
     ) -> Request {
         let (tx, rx) = channel();
         self.responded = Some(rx);
-        crate::request::buffered_request(method, path, version, headers, self.remote_addr, body, writer)
+        crate::request::buffered_request(method, path, version, headers, self.remote_addr, body, budget, writer)
             .with_notify_sender(tx)
     }
 
     /// Reads the whole body into memory: at least `body_timeout_min`, plus a
     /// second per `body_bytes_per_s_min` bytes received.
-    fn read_body(&mut self, framing: Framing, limit: usize) -> Result<Vec<u8>, Failure> {
+    /// The body's bytes are taken from the shared in-flight budget as they
+    /// arrive (not as declared), so a client must send to hold memory.
+    fn read_body(&mut self, framing: Framing, limit: usize) -> Result<(Vec<u8>, BodyBudget), Failure> {
         let limits = Arc::clone(&self.limits);
         let started = Instant::now();
         let wire_start = self.reader.get_ref().bytes_read;
@@ -274,6 +281,15 @@ impl ClientConnection {
             started + min + Duration::from_millis(got.saturating_mul(1000) / rate)
         };
         let mut body = Vec::new();
+        let mut budget = BodyBudget::new(Arc::clone(&self.bodies_in_flight));
+        let in_flight_max = limits.body_bytes_in_flight_max;
+        let busy = || {
+            Failure::Reject(Rejection::new(
+                503,
+                "server_busy",
+                "The server is holding too many request bodies at once; retry shortly.",
+            ))
+        };
         let mut piece = [0u8; BODY_READ_BYTES];
         match framing {
             Framing::None => {}
@@ -286,6 +302,9 @@ impl ClientConnection {
                     match self.reader.read(&mut piece[..want]) {
                         Ok(0) => return Err(Failure::Closed),
                         Ok(k) => {
+                            if !budget.grow(k, in_flight_max) {
+                                return Err(busy());
+                            }
                             body.extend_from_slice(&piece[..k]);
                             left -= k as u64;
                         }
@@ -304,6 +323,9 @@ impl ClientConnection {
                     match decoder.read(&mut piece) {
                         Ok(0) => break,
                         Ok(k) => {
+                            if !budget.grow(k, in_flight_max) {
+                                return Err(busy());
+                            }
                             body.extend_from_slice(&piece[..k]);
                             // A declared chunk size past the limit is refused
                             // now, not after waiting for its bytes.
@@ -321,7 +343,7 @@ impl ClientConnection {
                 }
             }
         }
-        Ok(body)
+        Ok((body, budget))
     }
 
     /// Answers a rejection, stops reading requests, and drains what the

@@ -309,6 +309,7 @@ fn accept_loop(
 ) {
     let tasks_pool = util::TaskPool::new();
     let live = Arc::new(AtomicUsize::new(0));
+    let bodies_in_flight = Arc::new(AtomicUsize::new(0));
     let busy = limits::rejection_bytes(
         &limits,
         &Rejection::new(503, "server_busy", "The server has too many open connections; retry shortly."),
@@ -353,7 +354,8 @@ fn accept_loop(
             }
         };
         let guard = LiveConnection::new(&live);
-        let client = ClientConnection::new(write_half, read_half, Arc::clone(&limits));
+        let client =
+            ClientConnection::new(write_half, read_half, Arc::clone(&limits), Arc::clone(&bodies_in_flight));
         let messages = Arc::clone(&messages);
         let mut task = Some((client, guard));
         let spawned = tasks_pool.spawn(Box::new(move || {

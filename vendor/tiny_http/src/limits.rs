@@ -55,6 +55,11 @@ pub struct Limits {
     pub connections_max: usize,
     /// The largest body a request may carry (413 past it).
     pub body_bytes_max: BodyLimit,
+    /// Request bodies held in memory at once, all connections together
+    /// (bytes received and not yet released by their request): past it a
+    /// body gets 503 and its connection is closed. Bounds memory whatever
+    /// many clients send at once.
+    pub body_bytes_in_flight_max: usize,
     /// The body of every rejection.
     pub rejection_body: RejectionBody,
 }
@@ -72,6 +77,7 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(30),
             connections_max: 1024,
             body_bytes_max: Arc::new(|_, _| 1024 * 1024),
+            body_bytes_in_flight_max: 256 * 1024 * 1024,
             rejection_body: Arc::new(|r| ("text/plain; charset=utf-8", r.message.clone().into_bytes())),
         }
     }
@@ -89,6 +95,7 @@ impl std::fmt::Debug for Limits {
             .field("body_bytes_per_s_min", &self.body_bytes_per_s_min)
             .field("write_timeout", &self.write_timeout)
             .field("connections_max", &self.connections_max)
+            .field("body_bytes_in_flight_max", &self.body_bytes_in_flight_max)
             .finish()
     }
 }
@@ -106,4 +113,36 @@ pub(crate) fn rejection_bytes(limits: &Limits, r: &Rejection) -> Vec<u8> {
     .into_bytes();
     out.extend_from_slice(&body);
     out
+}
+
+/// Bytes of request bodies held by one request, counted in a pool shared
+/// by all connections; given back when the request (its body) is dropped.
+pub(crate) struct BodyBudget {
+    pool: Arc<std::sync::atomic::AtomicUsize>,
+    held: usize,
+}
+
+impl BodyBudget {
+    pub(crate) fn new(pool: Arc<std::sync::atomic::AtomicUsize>) -> BodyBudget {
+        BodyBudget { pool, held: 0 }
+    }
+
+    /// Takes `n` more bytes from the pool; `false` (taking nothing) when
+    /// that would pass `max`.
+    pub(crate) fn grow(&mut self, n: usize, max: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let before = self.pool.fetch_add(n, Ordering::AcqRel);
+        if before.saturating_add(n) > max {
+            self.pool.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        self.held += n;
+        true
+    }
+}
+
+impl Drop for BodyBudget {
+    fn drop(&mut self) {
+        self.pool.fetch_sub(self.held, std::sync::atomic::Ordering::AcqRel);
+    }
 }

@@ -75,6 +75,10 @@ pub struct Request {
     // If Some, a message must be sent after responding: whether the
     // connection may carry another request (PATCH tollgate).
     notify_when_responded: Option<Sender<bool>>,
+
+    // PATCH (tollgate): the body's share of the in-flight budget, given
+    // back when the request is dropped.
+    _body_budget: Option<crate::limits::BodyBudget>,
 }
 
 struct NotifyOnDrop<R> {
@@ -239,6 +243,7 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        _body_budget: None,
     })
 }
 
@@ -251,6 +256,7 @@ pub(crate) fn buffered_request<W>(
     headers: Vec<Header>,
     remote_addr: Option<SocketAddr>,
     body: Vec<u8>,
+    budget: crate::limits::BodyBudget,
     writer: W,
 ) -> Request
 where
@@ -269,6 +275,7 @@ where
         body_length,
         must_send_continue: false,
         notify_when_responded: None,
+        _body_budget: Some(budget),
     }
 }
 
