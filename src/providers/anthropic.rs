@@ -43,24 +43,8 @@ fn finish_reason(stop: &str) -> &'static str {
 
 /// What Anthropic routes honour: the basic fields, and tools, images and
 /// tool calls, which are mapped. Anything else skips the route.
-pub const HONOURS: Honours = Honours {
-    fields: &[
-        "model",
-        "messages",
-        "max_tokens",
-        "max_completion_tokens",
-        "stream",
-        "stream_options",
-        "temperature",
-        "top_p",
-        "stop",
-        "n",
-        "tools",
-        "tool_choice",
-        "parallel_tool_calls",
-    ],
-    rich_messages: true,
-};
+pub const HONOURS: Honours =
+    Honours { extra_fields: &["tools", "tool_choice", "parallel_tool_calls"], rich_messages: true };
 
 /// The text of an OpenAI `content`: a string, or its text parts joined.
 fn text_of(content: &Value) -> String {

@@ -5,14 +5,13 @@
 //! exactly as with a real provider.
 
 use super::types::{
-    CHAT_FIELDS_BASIC, ChatEvent, ChatRequest, ChatResponse, Honours, ImageRequest, ImageResponse, TaskState, Usage,
-    VideoRequest,
+    ChatEvent, ChatRequest, ChatResponse, Honours, ImageRequest, ImageResponse, TaskState, Usage, VideoRequest,
 };
 use super::{ChatStream, ProviderError};
 use sha2::{Digest, Sha256};
 
 /// The dev provider answers plain text only.
-pub const HONOURS: Honours = Honours { fields: CHAT_FIELDS_BASIC, rich_messages: false };
+pub const HONOURS: Honours = Honours { extra_fields: &[], rich_messages: false };
 
 fn short_hash(s: &str) -> String {
     crate::auth::api_key::hex(&Sha256::digest(s.as_bytes())[..6])

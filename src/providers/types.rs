@@ -66,8 +66,8 @@ pub const CHAT_FIELDS_BASIC: &[&str] = &[
 
 /// What a provider that is not OpenAI-compatible can honour.
 pub struct Honours {
-    /// Request fields it takes (or maps).
-    pub fields: &'static [&'static str],
+    /// Request fields it takes (or maps) beyond `CHAT_FIELDS_BASIC`.
+    pub extra_fields: &'static [&'static str],
     /// Image parts, tool calls and tool results in `messages`.
     pub rich_messages: bool,
 }
@@ -77,7 +77,8 @@ impl ChatRequest {
     /// have to drop, as the `param` to name in a refusal: a field it does
     /// not take, `n` > 1, or a message it cannot express.
     pub fn unsupported_by(&self, h: &Honours) -> Option<String> {
-        if let Some(k) = self.passthrough.keys().find(|k| !h.fields.contains(&k.as_str())) {
+        let known = |k: &str| CHAT_FIELDS_BASIC.contains(&k) || h.extra_fields.contains(&k);
+        if let Some(k) = self.passthrough.keys().find(|k| !known(k)) {
             return Some(k.clone());
         }
         if self.n > 1 {

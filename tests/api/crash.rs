@@ -26,17 +26,8 @@ fn sigkill_during_consumes_loses_no_acknowledged_write_and_doubles_none() {
     let durable = [("TOLLGATE_SERVER_SQLITE_SYNCHRONOUS", "full")];
     let mut server = serve_process(&db, &durable);
     let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
-    let r = server.client.post("/v1/admin/users", &admin, json!({"email": "load@example.com", "password": PASSWORD}));
-    assert_eq!(r.status, 201, "{}", r.text());
-    let user_id = r.json()["id"].as_str().unwrap().to_owned();
     // Enough for most consumes, not all: some are refused with 402 before the kill.
-    let r = server.client.post(
-        &format!("/v1/admin/users/{user_id}/credits"),
-        &admin,
-        json!({"amount": 3000, "description": "load"}),
-    );
-    assert_eq!(r.status, 201);
-    let token = server.client.token("load@example.com", PASSWORD);
+    let token = server.client.funded_user(&admin, "load@example.com", 3000);
 
     let outcomes: Arc<Mutex<Outcomes>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -161,15 +152,7 @@ max_output_tokens = 100
     let env = [("TOLLGATE_CONFIG", config.to_str().unwrap()), ("TOLLGATE_SERVER_SQLITE_SYNCHRONOUS", "full")];
     let mut server = serve_process(&db, &env);
     let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
-    let r = server.client.post("/v1/admin/users", &admin, json!({"email": "chat@example.com", "password": PASSWORD}));
-    let user_id = r.json()["id"].as_str().unwrap().to_owned();
-    let r = server.client.post(
-        &format!("/v1/admin/users/{user_id}/credits"),
-        &admin,
-        json!({"amount": 10_000, "description": "chat"}),
-    );
-    assert_eq!(r.status, 201);
-    let token = server.client.token("chat@example.com", PASSWORD);
+    let token = server.client.funded_user(&admin, "chat@example.com", 10_000);
     let calls: Vec<_> = (0..3)
         .map(|_| {
             let (client, token) = (server.client.clone(), token.clone());
@@ -239,19 +222,8 @@ fn sigkill_during_metered_chats_leaves_every_carry_consistent() {
     let env = [("TOLLGATE_CONFIG", config.to_str().unwrap()), ("TOLLGATE_SERVER_SQLITE_SYNCHRONOUS", "full")];
     let mut server = serve_process(&db, &env);
     let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
-    let mut tokens = Vec::new();
-    for i in 0..4 {
-        let email = format!("c{i}@example.com");
-        let r = server.client.post("/v1/admin/users", &admin, json!({"email": email, "password": PASSWORD}));
-        let id = r.json()["id"].as_str().unwrap().to_owned();
-        let r = server.client.post(
-            &format!("/v1/admin/users/{id}/credits"),
-            &admin,
-            json!({"amount": 1000, "description": "c"}),
-        );
-        assert_eq!(r.status, 201);
-        tokens.push(server.client.token(&email, PASSWORD));
-    }
+    let tokens: Vec<String> =
+        (0..4).map(|i| server.client.funded_user(&admin, &format!("c{i}@example.com"), 1000)).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let acknowledged = Arc::new(Mutex::new(0u64));
     let workers: Vec<_> = tokens

@@ -119,6 +119,21 @@ impl Client {
         .expect("login failed")
     }
 
+    /// Creates a user through the admin API, grants them `credits`, and
+    /// logs them in: their token.
+    pub fn funded_user(&self, admin: &str, email: &str, credits: i64) -> String {
+        let r = self.post("/v1/admin/users", admin, json!({"email": email, "password": PASSWORD}));
+        assert_eq!(r.status, 201, "create {email}: {}", r.text());
+        let id = r.json()["id"].as_str().expect("id").to_owned();
+        let r = self.post(
+            &format!("/v1/admin/users/{id}/credits"),
+            admin,
+            json!({"amount": credits, "description": "test"}),
+        );
+        assert_eq!(r.status, 201, "grant {email}: {}", r.text());
+        self.token(email, PASSWORD)
+    }
+
     pub fn token(&self, email: &str, password: &str) -> String {
         let r = self.login(email, password);
         assert_eq!(r.status, 200, "login of {email}: {}", r.text());
