@@ -166,8 +166,15 @@ fn run(command: Command, config: Config) -> Result<(), Failure> {
             let user = crate::users::find_by_email(&db, &email)
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("no user with email {email}"))?;
-            let txn = db.write(move |c| ledger::grant(c, user.id, amount, &description)).map_err(|e| e.to_string())?;
-            println!("granted {amount} credits to {email}: {} (balance {})", txn.id, txn.balance_after);
+            let (g, b) = db
+                .write(move |c| {
+                    Ok::<_, crate::error::Error>((
+                        ledger::grant(c, user.id, amount, &description)?,
+                        ledger::balance(c, user.id)?,
+                    ))
+                })
+                .map_err(|e| e.to_string())?;
+            println!("granted {amount} credits to {email}: {} (promotional, no expiry; balance {})", g.id, b.balance);
             Ok(())
         }
         Command::Audit(args) => audit(&config, &args),

@@ -126,6 +126,8 @@ pub struct AuthConfig {
     pub token_ttl_s: u64,
     pub signup_enabled: bool,
     pub signup_bonus_credits: i64,
+    /// Days until the signup bonus grant expires; 0 = never.
+    pub signup_bonus_expires_days: u32,
     /// Login and signup attempts per client IP per minute.
     pub login_rpm_per_ip: u32,
     /// Failed logins (per IP, and per email) before a lockout.
@@ -155,6 +157,7 @@ impl Default for AuthConfig {
             token_ttl_s: 3600,
             signup_enabled: false,
             signup_bonus_credits: 0,
+            signup_bonus_expires_days: 0,
             login_rpm_per_ip: 60,
             login_failures_max: 10,
             login_lockout_s: 900,
@@ -608,6 +611,7 @@ body_bytes_max = 1048576
 token_ttl_s = 3600
 signup_enabled = false
 signup_bonus_credits = 0
+signup_bonus_expires_days = 0
 [limits]
 rpm = 60
 burst = 60

@@ -32,7 +32,7 @@ impl Page {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct List<T> {
     pub object: &'static str,
     pub data: Vec<T>,

@@ -59,6 +59,8 @@ typed_id!(JobId, "job_");
 typed_id!(HoldId, "hold_");
 typed_id!(ApiKeyId, "key_");
 typed_id!(LogId, "log_");
+typed_id!(GrantId, "grant_");
+typed_id!(CodeId, "code_");
 
 #[cfg(test)]
 mod tests {

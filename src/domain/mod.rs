@@ -7,9 +7,10 @@
 mod credits;
 mod ids;
 mod inputs;
+mod schema;
 mod time;
 
 pub use credits::{CREDITS_AMOUNT_MAX, Credits};
-pub use ids::{ApiKeyId, HoldId, JobId, LogId, TxnId, UserId};
+pub use ids::{ApiKeyId, CodeId, GrantId, HoldId, JobId, LogId, TxnId, UserId};
 pub use inputs::{Email, Password, Role};
 pub use time::{Timestamp, day_number, day_start};

@@ -25,6 +25,15 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(ms))
     }
 
+    /// Parses an RFC 3339 date-time (`2026-12-31T23:59:59Z`, any offset,
+    /// any fraction) to the millisecond; `None` if it is not one or lies
+    /// outside years 1970..=9999.
+    pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+        let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+        let ms = i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()?;
+        (ms >= 0).then_some(Timestamp(ms))
+    }
+
     pub fn rfc3339(self) -> String {
         let nanos = i128::from(self.0) * 1_000_000;
         match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
@@ -71,6 +80,14 @@ impl FromSql for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_rfc3339_with_offsets() {
+        assert_eq!(Timestamp::parse_rfc3339("2023-11-14T22:13:20.123Z"), Some(Timestamp(1_700_000_000_123)));
+        assert_eq!(Timestamp::parse_rfc3339("2023-11-14T23:13:20.123+01:00"), Some(Timestamp(1_700_000_000_123)));
+        assert_eq!(Timestamp::parse_rfc3339("2023-11-14"), None);
+        assert_eq!(Timestamp::parse_rfc3339("1960-01-01T00:00:00Z"), None);
+    }
 
     #[test]
     fn formats_rfc3339_utc() {

@@ -3,6 +3,10 @@
 //! below are the wire shapes the handlers produce.
 
 use super::router::{Access, ROUTES};
+use super::routes;
+use crate::ledger::{self, grants};
+use crate::paging::List;
+use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 
 fn int() -> Value {
@@ -27,9 +31,32 @@ fn list_of(item: &str) -> Value {
     )
 }
 
+/// Schemas derived from the Rust types the handlers serialize (and the
+/// request bodies they parse), named as the routes name them. Types not yet
+/// derived are written out in [`components`] below.
+fn derived() -> Map<String, Value> {
+    let mut g =
+        SchemaSettings::draft2020_12().with(|s| s.definitions_path = "/components/schemas".into()).into_generator();
+    // Types registered under their own name; the call's result is a $ref.
+    g.subschema_for::<ledger::Balance>();
+    g.subschema_for::<ledger::Transaction>();
+    g.subschema_for::<grants::Grant>();
+    g.subschema_for::<routes::grants::NewGrantBody>();
+    // Generic instances, under the names the routes use.
+    let aliases = [
+        ("TransactionList", g.subschema_for::<List<ledger::Transaction>>()),
+        ("GrantList", g.subschema_for::<List<grants::Grant>>()),
+    ];
+    let mut m = g.take_definitions(true);
+    for (name, schema) in aliases {
+        m.insert(name.to_owned(), schema.to_value());
+    }
+    m
+}
+
 /// Every schema a route names.
 pub fn components() -> Map<String, Value> {
-    let mut m = Map::new();
+    let mut m = derived();
     let mut add = |name: &str, v: Value| {
         m.insert(name.to_owned(), v);
     };
@@ -86,22 +113,6 @@ pub fn components() -> Map<String, Value> {
         "Deleted",
         object(&["id", "object", "deleted"], json!({"id": string(), "object": string(), "deleted": {"const": true}})),
     );
-    add(
-        "Balance",
-        object(
-            &["object", "balance", "held", "available"],
-            json!({"object": {"const": "balance"}, "balance": int(), "held": int(), "available": int()}),
-        ),
-    );
-    add(
-        "Transaction",
-        object(
-            &["id", "object", "amount", "kind", "balance_after", "job_id", "hold_id", "description", "created_at"],
-            json!({"id": string(), "object": {"const": "credit_transaction"}, "amount": int(), "kind": {"enum": ["grant", "consume", "refund", "adjust"]},
-                   "balance_after": int(), "job_id": nullable("string"), "hold_id": nullable("string"), "description": string(), "created_at": time()}),
-        ),
-    );
-    add("TransactionList", list_of("Transaction"));
     add(
         "ConsumeRequest",
         object(&["amount"], json!({"amount": {"type": "integer", "minimum": 1}, "description": string()})),

@@ -132,6 +132,13 @@ pub static ROUTES: &[Route] = &[
         doc("Your ledger rows", None, 200, "TransactionList"),
     ),
     route(
+        "GET",
+        "/v1/credits/grants",
+        Access::User,
+        routes::grants::mine,
+        doc("Your credit grants (?status=active|expired|voided|depleted)", None, 200, "GrantList"),
+    ),
+    route(
         "POST",
         "/v1/credits/consume",
         Access::User,
@@ -248,6 +255,32 @@ pub static ROUTES: &[Route] = &[
         doc("Grant or adjust a user's credits", Some("AdjustCredits"), 201, "Transaction"),
     ),
     route(
+        "POST",
+        "/v1/admin/users/{id}/grants",
+        Access::Admin,
+        routes::grants::create,
+        doc(
+            "Grant credits (201; 200 with the first grant for a repeated external_id)",
+            Some("NewGrantBody"),
+            201,
+            "Grant",
+        ),
+    ),
+    route(
+        "GET",
+        "/v1/admin/users/{id}/grants",
+        Access::Admin,
+        routes::grants::of_user,
+        doc("A user's credit grants (?status=)", None, 200, "GrantList"),
+    ),
+    route(
+        "POST",
+        "/v1/admin/grants/{id}/void",
+        Access::Admin,
+        routes::grants::void,
+        doc("End a grant early; its unheld remainder leaves in a void row", None, 200, "Grant"),
+    ),
+    route(
         "PUT",
         "/v1/admin/users/{id}/limits",
         Access::Admin,
@@ -308,9 +341,19 @@ impl Ctx<'_> {
         T: Serialize + 'static,
         F: FnOnce(&Connection) -> crate::error::Result<T> + Send + 'static,
     {
+        self.commit_status(move |c| Ok((status, f(c)?)))
+    }
+
+    /// [`Ctx::commit`] where the write decides the status (201 for a new
+    /// resource, 200 for one that already existed).
+    pub fn commit_status<T, F>(&self, f: F) -> Result<Response, ApiError>
+    where
+        T: Serialize + 'static,
+        F: FnOnce(&Connection) -> crate::error::Result<(u16, T)> + Send + 'static,
+    {
         let token = self.idem.clone();
         let response = self.app.db.write(move |c| {
-            let value = f(c)?;
+            let (status, value) = f(c)?;
             let response = Response::json(status, &value);
             if let Some(t) = &token {
                 idempotency::complete(c, t, &stored(&response))?;

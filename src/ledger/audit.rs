@@ -3,11 +3,18 @@
 //! One pass over every row in id order checks the hash chain, that ids have
 //! no gaps (nothing deleted), and that each row's `balance_after` follows from
 //! the user's previous row. Then every user's caches are compared with the
-//! sums. Reading only: the audit never repairs anything.
+//! sums. Beside the walk runs a cursor over the grant draws (in the same
+//! order): every row since grants exist is paid for by draws that sum to
+//! it, on grants of its own user, never on a grant already ended (a hold's
+//! settle excepted: a hold keeps what it reserved). Each grant's remaining
+//! must be its amount less its draws, its held part what holds reserve, and
+//! each user's grants must sum to the balance. Reading only: the audit never
+//! repairs anything.
 
 use super::chain::{self, ChainFields, GENESIS_HASH};
+use super::grant_storage::{self, DrawCursor};
 use super::storage;
-use crate::domain::{Credits, UserId};
+use crate::domain::{Credits, GrantId, HoldId, Timestamp, UserId};
 use crate::error::Result;
 use rusqlite::Connection;
 use serde::Serialize;
@@ -15,6 +22,10 @@ use std::collections::HashMap;
 
 /// Mismatches listed in one report; the count says how many there were.
 pub const AUDIT_MISMATCHES_LISTED_MAX: usize = 100;
+/// How long past its expiry a grant may keep unreserved credits before the
+/// audit calls it overdue: the sweeper runs every few seconds, so only a
+/// stopped service leaves one that long.
+pub const EXPIRY_OVERDUE_AFTER_MS: i64 = 300_000;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ChainHead {
@@ -42,6 +53,25 @@ pub enum Mismatch {
     Held { user_id: UserId, cached_held: i64, active_holds: i64 },
     /// An active hold whose job already finished (a leaked reservation).
     HoldOfFinishedJob { hold_id: crate::domain::HoldId, job_id: crate::domain::JobId },
+    /// The grants a row drew on do not sum to what it took.
+    Draws { row_id: i64, amount: i64, drawn: i64 },
+    /// A row drew on a grant of another user.
+    DrawOwner { row_id: i64, grant_id: GrantId },
+    /// A charge (not a hold's settle) drew on a grant that had ended.
+    DrawAfterEnd { row_id: i64, grant_id: GrantId },
+    /// A `grant` row without its grant, or a grant whose row is not a
+    /// `grant` row of its user and amount.
+    GrantRow { row_id: Option<i64>, grant_id: Option<GrantId> },
+    /// A grant's remaining is not its amount less what was drawn from it.
+    GrantRemaining { grant_id: GrantId, amount: i64, drawn: i64, remaining: i64 },
+    /// A grant's held credits differ from the holds' reservations on it.
+    GrantHeld { grant_id: GrantId, cached_held: i64, reservations: i64 },
+    /// An active hold's reservations do not sum to its amount.
+    HoldReservations { hold_id: HoldId, amount: i64, reserved: i64 },
+    /// A user's grants' remaining credits do not sum to the balance.
+    UserGrants { user_id: UserId, ledger_balance: i64, grants_remaining: i64 },
+    /// A grant kept unreserved credits long past its expiry.
+    ExpiryOverdue { grant_id: GrantId, expires_at: Timestamp, unreserved: i64 },
     /// The append-only triggers are missing.
     Triggers { present: i64 },
     /// `--expect ID:HASH` did not match.
@@ -76,8 +106,22 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
     let mut walk_issues: Vec<Mismatch> = Vec::new();
     let mut sums: HashMap<i64, i64> = HashMap::new();
     let mut carries: HashMap<i64, i64> = HashMap::new();
+    let grants = grant_storage::audit_input(conn)?;
+    let grant_of: HashMap<GrantId, &grant_storage::GrantFacts> = grants.grants.iter().map(|g| (g.id, g)).collect();
+    let grant_rows: HashMap<i64, GrantId> =
+        grants.grants.iter().filter_map(|g| g.transaction.map(|t| (t.0, g.id))).collect();
+    let mut draws_st = grant_storage::draws_statement(conn)?;
+    let mut draws = DrawCursor::new(&mut draws_st)?;
+    let mut draw_error: Option<rusqlite::Error> = None;
+    let mut orphan_draws: Vec<i64> = Vec::new();
     storage::for_each_row(conn, |r| {
         rows += 1;
+        if r.id >= grants.draws_from_txn && draw_error.is_none() {
+            match draws.draws_of(r.id, &mut orphan_draws) {
+                Ok(d) => check_draws(r, &d, &grant_of, &grant_rows, &mut walk_issues),
+                Err(e) => draw_error = Some(e),
+            }
+        }
         *sums.entry(r.user_id).or_default() += r.amount;
         if r.id != prev_id + 1 {
             walk_issues.push(Mismatch::Gap { after_row_id: prev_id, next_row_id: r.id });
@@ -132,7 +176,16 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
         prev_hash = r.hash.clone();
         prev_id = r.id;
     })?;
+    if let Some(e) = draw_error {
+        return Err(e.into());
+    }
+    for row_id in orphan_draws {
+        walk_issues.push(Mismatch::Draws { row_id, amount: 0, drawn: -1 });
+    }
     for m in walk_issues {
+        note(m, &mut found);
+    }
+    for m in check_grants(&grants, &sums) {
         note(m, &mut found);
     }
 
@@ -187,4 +240,93 @@ pub fn parse_expectation(s: &str) -> Option<ChainHead> {
     let id = id.trim_start_matches("txn_").parse().ok()?;
     (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| ChainHead { id, hash: hash.to_ascii_lowercase() })
+}
+
+/// A row's draws: they sum to what it took, on its user's grants, never on
+/// an ended grant unless a hold reserved the credits before it ended.
+fn check_draws(
+    r: &storage::StoredRow,
+    draws: &[(GrantId, Credits)],
+    grant_of: &HashMap<GrantId, &grant_storage::GrantFacts>,
+    grant_rows: &HashMap<i64, GrantId>,
+    out: &mut Vec<Mismatch>,
+) {
+    let drawn: i64 = draws.iter().map(|(_, a)| a.0).sum();
+    if drawn != (-r.amount).max(0) {
+        out.push(Mismatch::Draws { row_id: r.id, amount: r.amount, drawn });
+    }
+    let at = Timestamp(r.created_at);
+    for (g, _) in draws {
+        let Some(facts) = grant_of.get(g) else {
+            out.push(Mismatch::GrantRow { row_id: Some(r.id), grant_id: Some(*g) });
+            continue;
+        };
+        if facts.user.0 != r.user_id {
+            out.push(Mismatch::DrawOwner { row_id: r.id, grant_id: *g });
+        }
+        let ended = facts.expires_at.is_some_and(|e| e <= at) || facts.voided_at.is_some_and(|v| v < at);
+        if ended && r.hold_id.is_none() && (r.kind == "consume" || r.kind == "adjust") {
+            out.push(Mismatch::DrawAfterEnd { row_id: r.id, grant_id: *g });
+        }
+    }
+    if r.kind == "grant" {
+        let matches = grant_rows
+            .get(&r.id)
+            .and_then(|g| grant_of.get(g))
+            .is_some_and(|f| f.user.0 == r.user_id && f.amount.0 == r.amount);
+        if !matches {
+            out.push(Mismatch::GrantRow { row_id: Some(r.id), grant_id: grant_rows.get(&r.id).copied() });
+        }
+    }
+}
+
+/// Per grant and per user, after the walk has summed each user's rows.
+fn check_grants(a: &grant_storage::GrantAudit, ledger_sums: &HashMap<i64, i64>) -> Vec<Mismatch> {
+    let mut out = Vec::new();
+    let drawn: HashMap<GrantId, Credits> = a.drawn.iter().copied().collect();
+    let reserved: HashMap<GrantId, Credits> = a.reserved.iter().copied().collect();
+    let mut remaining_by_user: HashMap<i64, i64> = HashMap::new();
+    let now = Timestamp::now();
+    for g in &a.grants {
+        let d = drawn.get(&g.id).copied().unwrap_or(Credits::ZERO);
+        if g.amount - d != g.remaining {
+            out.push(Mismatch::GrantRemaining {
+                grant_id: g.id,
+                amount: g.amount.0,
+                drawn: d.0,
+                remaining: g.remaining.0,
+            });
+        }
+        let r = reserved.get(&g.id).copied().unwrap_or(Credits::ZERO);
+        if r != g.reserved {
+            out.push(Mismatch::GrantHeld { grant_id: g.id, cached_held: g.reserved.0, reservations: r.0 });
+        }
+        *remaining_by_user.entry(g.user.0).or_default() += g.remaining.0;
+        if let Some(at) = g.expires_at
+            && g.voided_at.is_none()
+            && g.remaining > g.reserved
+            && at.plus_ms(EXPIRY_OVERDUE_AFTER_MS) < now
+        {
+            out.push(Mismatch::ExpiryOverdue {
+                grant_id: g.id,
+                expires_at: at,
+                unreserved: (g.remaining - g.reserved).0,
+            });
+        }
+    }
+    for (hold_id, amount, held) in &a.hold_reserved {
+        if amount != held {
+            out.push(Mismatch::HoldReservations { hold_id: *hold_id, amount: amount.0, reserved: held.0 });
+        }
+    }
+    let mut users: Vec<i64> = ledger_sums.keys().chain(remaining_by_user.keys()).copied().collect();
+    users.sort_unstable();
+    users.dedup();
+    for u in users {
+        let (sum, rem) = (ledger_sums.get(&u).copied().unwrap_or(0), remaining_by_user.get(&u).copied().unwrap_or(0));
+        if sum != rem {
+            out.push(Mismatch::UserGrants { user_id: UserId(u), ledger_balance: sum, grants_remaining: rem });
+        }
+    }
+    out
 }

@@ -12,6 +12,8 @@
 
 pub mod audit;
 pub mod chain;
+mod grant_storage;
+pub mod grants;
 pub mod storage;
 
 use crate::domain::{Credits, HoldId, JobId, Timestamp, TxnId, UserId, day_number, day_start};
@@ -27,13 +29,17 @@ pub const DESCRIPTION_CHARS_MAX: usize = 500;
 /// Holds expired per sweep transaction, so one sweep never stalls the writer.
 pub const SWEEP_BATCH_MAX: i64 = 500;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Grant,
     Consume,
     Refund,
     Adjust,
+    /// A grant's unused remainder leaving at its expiry.
+    Expire,
+    /// A grant's remainder leaving when an admin voids it.
+    Void,
 }
 
 impl Kind {
@@ -43,6 +49,8 @@ impl Kind {
             Kind::Consume => "consume",
             Kind::Refund => "refund",
             Kind::Adjust => "adjust",
+            Kind::Expire => "expire",
+            Kind::Void => "void",
         }
     }
     pub fn parse(s: &str) -> Option<Kind> {
@@ -51,6 +59,8 @@ impl Kind {
             "consume" => Some(Kind::Consume),
             "refund" => Some(Kind::Refund),
             "adjust" => Some(Kind::Adjust),
+            "expire" => Some(Kind::Expire),
+            "void" => Some(Kind::Void),
             _ => None,
         }
     }
@@ -86,7 +96,7 @@ impl HoldStatus {
 }
 
 /// A ledger row as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Transaction {
     pub id: TxnId,
     pub object: &'static str,
@@ -119,12 +129,14 @@ pub enum Cost {
     Micro(i64),
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, schemars::JsonSchema)]
 pub struct Balance {
     pub object: &'static str,
     pub balance: Credits,
     pub held: Credits,
     pub available: Credits,
+    /// The soonest expiry of the user's credits, and how many expire then.
+    pub next_expiry: Option<grants::NextExpiry>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -170,7 +182,41 @@ pub fn parse_description(raw: Option<&str>) -> Result<String> {
 }
 
 fn account(conn: &Connection, user: UserId) -> Result<(Credits, Credits)> {
-    storage::account(conn, user)?.ok_or_else(|| Error::not_found("user"))
+    let a = storage::account(conn, user)?.ok_or_else(|| Error::not_found("user"))?;
+    Ok((a.credits, a.held))
+}
+
+/// The account a new charge draws on, after expiring the user's grants
+/// whose time has come (only when the cached next expiry says one has: the
+/// common charge pays one read for it).
+fn account_for_charge(conn: &Connection, user: UserId, now: Timestamp) -> Result<(Credits, Credits)> {
+    let a = storage::account(conn, user)?.ok_or_else(|| Error::not_found("user"))?;
+    if a.next_expiry_at.is_some_and(|at| at <= now) {
+        grants::expire_user(conn, user, now)?;
+        return account(conn, user);
+    }
+    Ok((a.credits, a.held))
+}
+
+/// Appends a row for `amount` after the user's current balance and updates
+/// the balance cache: the one way every non-metered row is written.
+fn append_change(
+    conn: &Connection,
+    user: UserId,
+    amount: Credits,
+    kind: Kind,
+    job: Option<JobId>,
+    description: &str,
+    now: Timestamp,
+) -> Result<Transaction> {
+    let (balance, _) = account(conn, user)?;
+    let after = balance + amount;
+    let txn = storage::append(
+        conn,
+        &NewRow { user, amount, kind, balance_after: after, job, hold: None, description, at: now, micro: None },
+    )?;
+    storage::set_credits(conn, user, after)?;
+    Ok(txn)
 }
 
 /// Refuses when today's spend plus `amount` would pass the cap.
@@ -200,44 +246,51 @@ pub fn spent_today(conn: &Connection, user: UserId, day_utc_offset_minutes: i32)
     Ok(storage::spent_on(conn, user, day_number(Timestamp::now(), day_utc_offset_minutes))?)
 }
 
-/// Adds credits (`grant`). For admins, the CLI and signup bonuses.
-pub fn grant(conn: &Connection, user: UserId, amount: Credits, description: &str) -> Result<Transaction> {
-    change_balance(conn, user, amount, Kind::Grant, description)
+/// Adds credits as a promotional grant with the defaults (no expiry). For
+/// the CLI and tests; the API builds a [`grants::NewGrant`].
+pub fn grant(conn: &Connection, user: UserId, amount: Credits, description: &str) -> Result<grants::Grant> {
+    let (g, _) =
+        grants::create(conn, &grants::NewGrant::promotional(user, amount, grants::Source::Admin, description))?;
+    Ok(g)
 }
 
-/// An admin correction: positive is a `grant`, negative an `adjust` that may
-/// not take available credits below zero.
+/// An admin correction: positive is a promotional grant with the defaults,
+/// negative an `adjust` drawn from the user's grants in draw order, which
+/// may not take available credits below zero. Returns the ledger row.
 pub fn admin_adjust(conn: &Connection, user: UserId, amount: Credits, description: &str) -> Result<Transaction> {
-    let kind = if amount.0 > 0 { Kind::Grant } else { Kind::Adjust };
-    change_balance(conn, user, amount, kind, description)
+    admin_adjust_at(conn, user, amount, description, Timestamp::now())
 }
 
-fn change_balance(
+/// [`admin_adjust`] at a given time (tests move the clock).
+pub fn admin_adjust_at(
     conn: &Connection,
     user: UserId,
     amount: Credits,
-    kind: Kind,
     description: &str,
+    now: Timestamp,
 ) -> Result<Transaction> {
-    debug_assert!(amount.0 != 0);
-    let (balance, held) = account(conn, user)?;
-    if amount.0 < 0 && balance - held + amount < Credits::ZERO {
+    if amount.0 > 0 {
+        let (g, _) = grants::create_at(
+            conn,
+            &grants::NewGrant::promotional(user, amount, grants::Source::Admin, description),
+            now,
+        )?;
+        let id = g.transaction_id.ok_or_else(|| Error::Internal("a new grant has no ledger row".into()))?;
+        return storage::get(conn, id)?.ok_or_else(|| Error::Internal("a new grant's ledger row vanished".into()));
+    }
+    let (balance, held) = account_for_charge(conn, user, now)?;
+    if balance - held + amount < Credits::ZERO {
         return Err(Error::InsufficientCredits { needed: -amount, available: balance - held });
     }
-    let now = Timestamp::now();
-    let after = balance + amount;
-    let txn = storage::append(
-        conn,
-        &NewRow { user, amount, kind, balance_after: after, job: None, hold: None, description, at: now, micro: None },
-    )?;
-    storage::set_credits(conn, user, after)?;
+    let txn = append_change(conn, user, amount, Kind::Adjust, None, description, now)?;
+    grants::draw(conn, user, -amount, txn.id, now)?;
     logs::write(
         conn,
         &NewLog::business(
             user,
             "credits_changed",
             true,
-            json!({ "transaction_id": txn.id, "amount": amount, "kind": kind.as_str(), "balance_after": after }),
+            json!({ "transaction_id": txn.id, "amount": amount, "kind": Kind::Adjust.as_str(), "balance_after": txn.balance_after }),
         ),
     )?;
     Ok(txn)
@@ -260,7 +313,7 @@ fn check_spend(
     caps: &SpendCaps,
     now: Timestamp,
 ) -> Result<Spendable> {
-    let (balance, held) = account(conn, user)?;
+    let (balance, held) = account_for_charge(conn, user, now)?;
     let available = balance - held;
     if available < amount {
         return Err(Error::InsufficientCredits { needed: amount, available });
@@ -278,7 +331,18 @@ pub fn consume(
     description: &str,
     caps: &SpendCaps,
 ) -> Result<Consumed> {
-    let now = Timestamp::now();
+    consume_at(conn, user, amount, description, caps, Timestamp::now())
+}
+
+/// [`consume`] at a given time (tests move the clock).
+pub fn consume_at(
+    conn: &Connection,
+    user: UserId,
+    amount: Credits,
+    description: &str,
+    caps: &SpendCaps,
+    now: Timestamp,
+) -> Result<Consumed> {
     let Spendable { balance, held, day } = check_spend(conn, user, amount, caps, now)?;
     let after = balance - amount;
     let txn = storage::append(
@@ -296,6 +360,7 @@ pub fn consume(
         },
     )?;
     storage::set_credits(conn, user, after)?;
+    grants::draw(conn, user, amount, txn.id, now)?;
     storage::add_spent(conn, user, day, amount)?;
     logs::write(
         conn,
@@ -319,9 +384,22 @@ pub fn hold(
     ttl_ms: i64,
     caps: &SpendCaps,
 ) -> Result<HoldId> {
-    let now = Timestamp::now();
+    hold_at(conn, user, amount, job, ttl_ms, caps, Timestamp::now())
+}
+
+/// [`hold`] at a given time (tests move the clock).
+pub fn hold_at(
+    conn: &Connection,
+    user: UserId,
+    amount: Credits,
+    job: Option<JobId>,
+    ttl_ms: i64,
+    caps: &SpendCaps,
+    now: Timestamp,
+) -> Result<HoldId> {
     let Spendable { day, .. } = check_spend(conn, user, amount, caps, now)?;
     let id = storage::insert_hold(conn, user, amount, job, day, now.plus_ms(ttl_ms), now)?;
+    grants::reserve(conn, user, amount, id, now)?;
     storage::add_held(conn, user, amount)?;
     storage::add_spent(conn, user, day, amount)?;
     Ok(id)
@@ -341,6 +419,11 @@ fn closed_outcome(h: &storage::HoldRow) -> HoldOutcome {
 /// the whole credits that makes are charged and the rest carried, both
 /// recorded on the row (a row of amount 0 when the carry absorbs it all).
 pub fn settle(conn: &Connection, id: HoldId, cost: Cost, description: &str) -> Result<HoldOutcome> {
+    settle_at(conn, id, cost, description, Timestamp::now())
+}
+
+/// [`settle`] at a given time (tests move the clock).
+pub fn settle_at(conn: &Connection, id: HoldId, cost: Cost, description: &str, now: Timestamp) -> Result<HoldOutcome> {
     let h = storage::hold(conn, id)?.ok_or_else(|| Error::not_found("hold"))?;
     if h.status != HoldStatus::Active {
         return Ok(closed_outcome(&h));
@@ -368,7 +451,6 @@ pub fn settle(conn: &Connection, id: HoldId, cost: Cost, description: &str) -> R
             (Credits(total / MICRO_PER_CREDIT), Some(micro))
         }
     };
-    let now = Timestamp::now();
     let (balance, _) = account(conn, h.user)?;
     let txn = if charge > Credits::ZERO || micro.is_some() {
         let after = balance - charge;
@@ -394,6 +476,7 @@ pub fn settle(conn: &Connection, id: HoldId, cost: Cost, description: &str) -> R
     } else {
         None
     };
+    grants::close_reservations(conn, id, charge, txn, now)?;
     storage::add_held(conn, h.user, -h.amount)?;
     storage::add_spent(conn, h.user, h.day, charge - h.amount)?;
     storage::close_hold(conn, id, HoldStatus::Settled, Some(charge), txn, now)?;
@@ -411,17 +494,23 @@ fn overrun(conn: &Connection, id: HoldId, held: Credits, actual: serde_json::Val
 }
 
 pub fn release(conn: &Connection, id: HoldId) -> Result<HoldOutcome> {
-    close_uncharged(conn, id, HoldStatus::Released)
+    close_uncharged(conn, id, HoldStatus::Released, Timestamp::now())
 }
 
-fn close_uncharged(conn: &Connection, id: HoldId, status: HoldStatus) -> Result<HoldOutcome> {
+/// [`release`] at a given time (tests move the clock).
+pub fn release_at(conn: &Connection, id: HoldId, now: Timestamp) -> Result<HoldOutcome> {
+    close_uncharged(conn, id, HoldStatus::Released, now)
+}
+
+fn close_uncharged(conn: &Connection, id: HoldId, status: HoldStatus, now: Timestamp) -> Result<HoldOutcome> {
     let h = storage::hold(conn, id)?.ok_or_else(|| Error::not_found("hold"))?;
     if h.status != HoldStatus::Active {
         return Ok(closed_outcome(&h));
     }
+    grants::close_reservations(conn, id, Credits::ZERO, None, now)?;
     storage::add_held(conn, h.user, -h.amount)?;
     storage::add_spent(conn, h.user, h.day, -h.amount)?;
-    storage::close_hold(conn, id, status, Some(Credits::ZERO), None, Timestamp::now())?;
+    storage::close_hold(conn, id, status, Some(Credits::ZERO), None, now)?;
     Ok(HoldOutcome { hold_id: id, status, charged: Credits::ZERO, transaction_id: None })
 }
 
@@ -430,17 +519,18 @@ pub fn extend(conn: &Connection, id: HoldId, until: Timestamp) -> Result<bool> {
     Ok(storage::extend_hold(conn, id, until)? == 1)
 }
 
-/// Expires active holds past their time (a batch at most); returns how many.
-/// Runs from the sweeper and at startup, after a crash.
+/// Expires active holds past their time (a batch at most), then grants
+/// whose expiry has come (a batch of users at most); returns how many holds
+/// and grants. Runs from the sweeper and at startup, after a crash.
 pub fn expire_due(conn: &Connection, now: Timestamp) -> Result<usize> {
     let due = storage::due_holds(conn, now, SWEEP_BATCH_MAX)?;
     for id in &due {
-        close_uncharged(conn, *id, HoldStatus::Expired)?;
+        close_uncharged(conn, *id, HoldStatus::Expired, now)?;
     }
     if !due.is_empty() {
         logs::write(conn, &NewLog::system(Level::Info, "holds_expired", json!({ "count": due.len() })))?;
     }
-    Ok(due.len())
+    Ok(due.len() + grants::expire_due(conn, now)?)
 }
 
 /// At start, before any request: releases (a batch at most of) the holds
@@ -449,7 +539,7 @@ pub fn expire_due(conn: &Connection, now: Timestamp) -> Result<usize> {
 pub fn release_unattached(conn: &Connection) -> Result<usize> {
     let orphaned = storage::unattached_active_holds(conn, SWEEP_BATCH_MAX)?;
     for id in &orphaned {
-        close_uncharged(conn, *id, HoldStatus::Released)?;
+        close_uncharged(conn, *id, HoldStatus::Released, Timestamp::now())?;
     }
     if !orphaned.is_empty() {
         logs::write(conn, &NewLog::system(Level::Warn, "holds_released_at_start", json!({ "count": orphaned.len() })))?;
@@ -462,7 +552,8 @@ pub fn release_unattached(conn: &Connection) -> Result<usize> {
 pub fn balance(conn: &Connection, user: UserId) -> Result<Balance> {
     let (_, held) = account(conn, user)?;
     let (sum, _) = storage::ledger_sum(conn, user)?;
-    Ok(Balance { object: "balance", balance: sum, held, available: sum - held })
+    let next_expiry = grants::next_expiry(conn, user)?;
+    Ok(Balance { object: "balance", balance: sum, held, available: sum - held, next_expiry })
 }
 
 pub fn list(conn: &Connection, user: UserId, page: &crate::paging::Page) -> Result<crate::paging::List<Transaction>> {

@@ -10,10 +10,16 @@ use crate::domain::{Credits, HoldId, JobId, Timestamp, TxnId, UserId};
 use crate::paging::{List, Page};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-/// The cached balance and held amount of an active user.
-pub fn account(conn: &Connection, user: UserId) -> rusqlite::Result<Option<(Credits, Credits)>> {
-    conn.prepare_cached("SELECT credits, held FROM users WHERE id = ?1 AND deleted_at IS NULL")?
-        .query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))
+/// An active user's cached balance, held amount and next grant expiry.
+pub struct Account {
+    pub credits: Credits,
+    pub held: Credits,
+    pub next_expiry_at: Option<Timestamp>,
+}
+
+pub fn account(conn: &Connection, user: UserId) -> rusqlite::Result<Option<Account>> {
+    conn.prepare_cached("SELECT credits, held, next_expiry_at FROM users WHERE id = ?1 AND deleted_at IS NULL")?
+        .query_row([user], |r| Ok(Account { credits: r.get(0)?, held: r.get(1)?, next_expiry_at: r.get(2)? }))
         .optional()
 }
 
@@ -133,6 +139,15 @@ fn txn_from_row(r: &Row<'_>) -> rusqlite::Result<Transaction> {
         cost_micro: r.get(8)?,
         carry_after_micro: r.get(9)?,
     })
+}
+
+const TXN_COLUMNS: &str =
+    "id, amount, kind, balance_after, job_id, hold_id, description, created_at, cost_micro, carry_after";
+
+pub fn get(conn: &Connection, id: TxnId) -> rusqlite::Result<Option<Transaction>> {
+    conn.prepare_cached(&format!("SELECT {TXN_COLUMNS} FROM credit_transactions WHERE id = ?1"))?
+        .query_row([id], txn_from_row)
+        .optional()
 }
 
 pub fn list(conn: &Connection, user: UserId, page: &Page) -> rusqlite::Result<List<Transaction>> {

@@ -90,7 +90,7 @@ fn a_chat_is_charged_exactly_its_reported_usage_and_logged() {
     assert_eq!(sent.body["max_tokens"], 100);
     assert_eq!(
         app.balance(&ann),
-        json!({"object": "balance", "balance": 10_000 - FAKE_COST, "held": 0, "available": 10_000 - FAKE_COST})
+        json!({"object": "balance", "balance": 10_000 - FAKE_COST, "held": 0, "available": 10_000 - FAKE_COST, "next_expiry": null})
     );
     let tx = app.client.get("/v1/credits/transactions", &ann.token).json();
     assert_eq!(tx["data"][0]["amount"], -FAKE_COST);
@@ -195,7 +195,10 @@ fn an_upstream_timeout_is_a_504_with_the_balance_unchanged_and_the_hold_released
     app.grant(&ann, 1_000);
     let r = chat(&app, &ann.token, hi(false));
     assert_eq!((r.status, r.error_code().as_str()), (504, "upstream_timeout"), "{}", r.text());
-    assert_eq!(app.balance(&ann), json!({"object": "balance", "balance": 1_000, "held": 0, "available": 1_000}));
+    assert_eq!(
+        app.balance(&ann),
+        json!({"object": "balance", "balance": 1_000, "held": 0, "available": 1_000, "next_expiry": null})
+    );
     let released: i64 = rusqlite::Connection::open(app.db_path())
         .unwrap()
         .query_row("SELECT count(*) FROM credit_holds WHERE status = 'released'", [], |r| r.get(0))

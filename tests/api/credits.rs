@@ -16,7 +16,7 @@ fn consume_appends_one_row_and_reports_the_new_balance() {
     assert!(v["transaction_id"].as_str().unwrap().starts_with("txn_"));
     assert_eq!((v["balance"].as_i64(), v["available"].as_i64()), (Some(70), Some(70)));
     let b = app.balance(&ann);
-    assert_eq!(b, json!({"object": "balance", "balance": 70, "held": 0, "available": 70}));
+    assert_eq!(b, json!({"object": "balance", "balance": 70, "held": 0, "available": 70, "next_expiry": null}));
     let tx = app.client.get("/v1/credits/transactions", &ann.token).json();
     let row = &tx["data"][0];
     assert_eq!(row["id"], v["transaction_id"]);

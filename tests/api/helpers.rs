@@ -246,6 +246,13 @@ impl TestApp {
             .expect("PUT limits failed")
     }
 
+    /// `GET /v1/admin/users/{id}/grants`, as the admin.
+    pub fn admin_grants(&self, user: &TestUser) -> Vec<Value> {
+        let r = self.client.get(&format!("/v1/admin/users/{}/grants", user.id), &self.admin);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["data"].as_array().expect("data").clone()
+    }
+
     pub fn balance(&self, user: &TestUser) -> Value {
         let r = self.client.get("/v1/credits/balance", &user.token);
         assert_eq!(r.status, 200, "{}", r.text());

@@ -97,7 +97,10 @@ fn the_seed_acceptance_flow_queues_runs_completes_and_charges_through_the_ledger
     assert_eq!((row["kind"].as_str(), row["amount"].as_i64()), (Some("consume"), Some(-77)));
     assert_eq!(row["id"], done["transaction_id"]);
     assert_eq!(row["job_id"], id.as_str());
-    assert_eq!(app.balance(&ann), json!({"object": "balance", "balance": 923, "held": 0, "available": 923}));
+    assert_eq!(
+        app.balance(&ann),
+        json!({"object": "balance", "balance": 923, "held": 0, "available": 923, "next_expiry": null})
+    );
     assert_eq!(app.validate(&ann)["valid"], true);
     let logs = app.client.get("/v1/logs", &ann.token).json().to_string();
     assert!(logs.contains("job_created") && logs.contains("job_completed"));
@@ -119,7 +122,10 @@ fn a_failing_provider_retries_with_backoff_then_fails_with_the_balance_untouched
         failed["events"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["queued", "processing", "queued", "processing", "queued", "processing", "failed"]);
     assert!(failed["events"][2]["message"].as_str().unwrap().contains("retrying in"));
-    assert_eq!(app.balance(&ann), json!({"object": "balance", "balance": 1_000, "held": 0, "available": 1_000}));
+    assert_eq!(
+        app.balance(&ann),
+        json!({"object": "balance", "balance": 1_000, "held": 0, "available": 1_000, "next_expiry": null})
+    );
 
     fake.script(|s| s.fail = None);
     let r = app.client.post(&format!("/v1/jobs/{id}/retry"), &ann.token, json!({}));
@@ -186,7 +192,10 @@ fn cancel_releases_the_hold_jobs_are_private_and_illegal_moves_are_409() {
     assert_eq!(app.client.get("/v1/jobs", &bob.token).json()["data"].as_array().unwrap().len(), 0);
     let r = app.client.post(&format!("/v1/jobs/{id}/cancel"), &ann.token, json!({}));
     assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("canceled")));
-    assert_eq!(app.balance(&ann), json!({"object": "balance", "balance": 1_000, "held": 0, "available": 1_000}));
+    assert_eq!(
+        app.balance(&ann),
+        json!({"object": "balance", "balance": 1_000, "held": 0, "available": 1_000, "next_expiry": null})
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while fake.count("/cancel") == 0 {
         assert!(Instant::now() < deadline, "the provider task was not canceled");

@@ -13,6 +13,7 @@ mod crash;
 mod credits;
 mod docs;
 mod front_door;
+mod grants;
 mod guard;
 mod http_edge;
 mod idempotency;

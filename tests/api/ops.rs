@@ -281,6 +281,10 @@ fn every_earlier_schema_version_with_data_migrates_to_the_current_one_and_audits
             c.execute("UPDATE users SET credits = 50 WHERE id = 1", []).unwrap();
             // A closed hold pointing at the row: V7 rebuilds the table under it.
             c.execute("INSERT INTO credit_holds (user_id, amount, status, day, expires_at, created_at, closed_at, charged, transaction_id) VALUES (1, 5, 'settled', 1, 1, 1, 1, 0, 1)", []).unwrap();
+            // A call in flight: V8 turns its hold into a reservation on the
+            // user's legacy grant.
+            c.execute("INSERT INTO credit_holds (user_id, amount, status, day, expires_at, created_at) VALUES (1, 7, 'active', 1, 9999999999999, 1)", []).unwrap();
+            c.execute("UPDATE users SET held = 7 WHERE id = 1", []).unwrap();
         }
         drop(c);
         let o = tollgate(&["migrate"], &path);
@@ -291,6 +295,16 @@ fn every_earlier_schema_version_with_data_migrates_to_the_current_one_and_audits
         assert_eq!(storage::schema_version(&c).unwrap(), i64::from(max));
         let email: String = c.query_row("SELECT email FROM users WHERE id = 1", [], |r| r.get(0)).unwrap();
         assert_eq!(email, "old@example.com");
+        if from >= 2 {
+            let legacy: (i64, i64, i64, Option<i64>) = c
+                .query_row(
+                    "SELECT amount, remaining, reserved, expires_at FROM credit_grants WHERE user_id = 1 AND source = 'legacy'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .unwrap();
+            assert_eq!(legacy, (50, 50, 7, None), "the balance became one legacy grant, its hold a reservation");
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use crate::logs::{self, Level, LogFilter, LogType};
 use crate::{ledger, users};
 use serde::Deserialize;
 
-fn user_param(ctx: &Ctx) -> Result<UserId, ApiError> {
+pub(super) fn user_param(ctx: &Ctx) -> Result<UserId, ApiError> {
     Ok(UserId::parse(ctx.param(0)).ok_or_else(|| Error::not_found("user"))?)
 }
 

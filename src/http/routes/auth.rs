@@ -6,6 +6,7 @@ use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
 use crate::http::router::Ctx;
+use crate::ledger::grants::{NewGrant, Source};
 use crate::{ledger, users};
 use serde::Deserialize;
 
@@ -57,11 +58,14 @@ pub fn signup(ctx: &Ctx) -> Result<Response, ApiError> {
     let ip = ctx.client_ip();
     ctx.app.guard.begin_signup(ip)?;
     let bonus = cfg.signup_bonus_credits;
+    let bonus_expiry_ms = i64::from(cfg.signup_bonus_expires_days) * 86_400_000;
     let made = auth::password::hash(&password).and_then(|hash| {
         ctx.app.db.write(move |c| {
             let user = users::insert(c, &email, &hash, Role::User)?;
             if let Some(amount) = crate::domain::Credits::positive(bonus) {
-                ledger::grant(c, user.id, amount, "signup bonus")?;
+                let mut g = NewGrant::promotional(user.id, amount, Source::Signup, "signup bonus");
+                g.expires_at = (bonus_expiry_ms > 0).then(|| crate::domain::Timestamp::now().plus_ms(bonus_expiry_ms));
+                ledger::grants::create(c, &g)?;
             }
             Ok::<_, Error>(user)
         })

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod ai;
 pub mod auth;
 pub mod credits;
+pub mod grants;
 pub mod jobs;
 pub mod limits;
 pub mod logs;

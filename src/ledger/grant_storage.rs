@@ -1,0 +1,409 @@
+//! SQL for credit grants: `credit_grants`, `grant_draws` (which grants paid
+//! for which ledger row), `hold_reservations` (what an active hold reserved
+//! on which grant) and the `users.next_expiry_at` cache.
+//!
+//! Nothing here decides what may be drawn; `ledger::grants` does, inside the
+//! writer's transaction, before calling these.
+
+use super::grants::{Category, Grant, GrantStatus, Source};
+use crate::domain::{CodeId, Credits, GrantId, HoldId, Timestamp, TxnId, UserId};
+use crate::paging::{List, Page};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+/// The draw order as SQL, shared by every query that must follow it.
+const DRAW_ORDER: &str = "priority, expires_at IS NULL, expires_at, category = 'paid', id";
+
+const GRANT_COLUMNS: &str = "id, user_id, amount, remaining, reserved, category, priority, effective_at, expires_at,
+     voided_at, source, description, external_id, transaction_id, code_id, created_at";
+
+pub struct NewGrantRow<'a> {
+    pub user: UserId,
+    pub amount: Credits,
+    pub category: Category,
+    pub priority: i64,
+    pub expires_at: Option<Timestamp>,
+    pub source: Source,
+    pub description: &'a str,
+    pub external_id: Option<&'a str>,
+    pub code: Option<CodeId>,
+    pub transaction: TxnId,
+    pub at: Timestamp,
+}
+
+fn grant_from_row(r: &Row<'_>, now: Timestamp) -> rusqlite::Result<Grant> {
+    let category: String = r.get(5)?;
+    let source: String = r.get(10)?;
+    let remaining: Credits = r.get(3)?;
+    let expires_at: Option<Timestamp> = r.get(8)?;
+    let voided_at: Option<Timestamp> = r.get(9)?;
+    Ok(Grant {
+        id: r.get(0)?,
+        object: "credit_grant",
+        user_id: r.get(1)?,
+        amount: r.get(2)?,
+        remaining,
+        held: r.get(4)?,
+        category: Category::parse(&category).unwrap_or(Category::Paid),
+        priority: r.get(6)?,
+        status: GrantStatus::of(remaining, expires_at, voided_at, now),
+        effective_at: r.get(7)?,
+        expires_at,
+        voided_at,
+        source: Source::parse(&source).unwrap_or(Source::Admin),
+        description: r.get(11)?,
+        external_id: r.get(12)?,
+        transaction_id: r.get(13)?,
+        code_id: r.get(14)?,
+        created_at: r.get(15)?,
+    })
+}
+
+pub fn insert(conn: &Connection, g: &NewGrantRow<'_>) -> rusqlite::Result<GrantId> {
+    conn.prepare_cached(
+        "INSERT INTO credit_grants (user_id, amount, remaining, category, priority, effective_at, expires_at,
+             source, description, external_id, code_id, transaction_id, created_at)
+         VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?5)",
+    )?
+    .execute(params![
+        g.user,
+        g.amount,
+        g.category.as_str(),
+        g.priority,
+        g.at,
+        g.expires_at,
+        g.source.as_str(),
+        g.description,
+        g.external_id,
+        g.code,
+        g.transaction,
+    ])?;
+    let id = GrantId(conn.last_insert_rowid());
+    if let Some(at) = g.expires_at {
+        conn.prepare_cached("UPDATE users SET next_expiry_at = MIN(COALESCE(next_expiry_at, ?2), ?2) WHERE id = ?1")?
+            .execute(params![g.user, at])?;
+    }
+    Ok(id)
+}
+
+pub fn get(conn: &Connection, id: GrantId, now: Timestamp) -> rusqlite::Result<Option<Grant>> {
+    conn.prepare_cached(&format!("SELECT {GRANT_COLUMNS} FROM credit_grants WHERE id = ?1"))?
+        .query_row([id], |r| grant_from_row(r, now))
+        .optional()
+}
+
+pub fn by_external_id(
+    conn: &Connection,
+    user: UserId,
+    external_id: &str,
+    now: Timestamp,
+) -> rusqlite::Result<Option<Grant>> {
+    conn.prepare_cached(&format!("SELECT {GRANT_COLUMNS} FROM credit_grants WHERE user_id = ?1 AND external_id = ?2"))?
+        .query_row(params![user, external_id], |r| grant_from_row(r, now))
+        .optional()
+}
+
+/// The SQL condition for each status filter (`?1` is now).
+fn status_condition(status: Option<GrantStatus>) -> &'static str {
+    match status {
+        None => "1",
+        Some(GrantStatus::Active) => "voided_at IS NULL AND (expires_at IS NULL OR expires_at > ?1) AND remaining > 0",
+        Some(GrantStatus::Expired) => "voided_at IS NULL AND expires_at <= ?1",
+        Some(GrantStatus::Voided) => "voided_at IS NOT NULL",
+        Some(GrantStatus::Depleted) => {
+            "voided_at IS NULL AND (expires_at IS NULL OR expires_at > ?1) AND remaining = 0"
+        }
+    }
+}
+
+/// A user's grants, newest first, optionally of one status.
+pub fn list(
+    conn: &Connection,
+    user: UserId,
+    status: Option<GrantStatus>,
+    page: &Page,
+    now: Timestamp,
+) -> rusqlite::Result<List<Grant>> {
+    let sql = format!(
+        "SELECT {GRANT_COLUMNS} FROM credit_grants WHERE user_id = ?2 AND id < ?3 AND {}
+         ORDER BY id DESC LIMIT ?4",
+        status_condition(status)
+    );
+    let rows = conn
+        .prepare_cached(&sql)?
+        .query_map(params![now, user, page.before_id(), page.fetch()], |r| grant_from_row(r, now))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(List::from_rows(rows, page))
+}
+
+/// A user's active grants in draw order, at most `limit`.
+pub fn active_in_draw_order(
+    conn: &Connection,
+    user: UserId,
+    now: Timestamp,
+    limit: i64,
+) -> rusqlite::Result<Vec<Grant>> {
+    conn.prepare_cached(&format!(
+        "SELECT {GRANT_COLUMNS} FROM credit_grants
+         WHERE user_id = ?1 AND remaining > 0 AND voided_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)
+         ORDER BY {DRAW_ORDER} LIMIT ?3"
+    ))?
+    .query_map(params![user, now, limit], |r| grant_from_row(r, now))?
+    .collect()
+}
+
+/// The credits a charge may draw on: the user's unexpired, unvoided grants
+/// with unreserved credits, in draw order, until `amount` is covered.
+pub fn spendable(
+    conn: &Connection,
+    user: UserId,
+    amount: Credits,
+    now: Timestamp,
+) -> rusqlite::Result<Vec<(GrantId, Credits)>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT id, remaining - reserved FROM credit_grants
+         WHERE user_id = ?1 AND remaining > 0 AND remaining > reserved AND voided_at IS NULL
+           AND (expires_at IS NULL OR expires_at > ?2)
+         ORDER BY {DRAW_ORDER}"
+    ))?;
+    let mut rows = st.query(params![user, now])?;
+    let mut found = Vec::new();
+    let mut covered = 0i64;
+    while covered < amount.0
+        && let Some(r) = rows.next()?
+    {
+        let free: Credits = r.get(1)?;
+        covered += free.0;
+        found.push((r.get(0)?, free));
+    }
+    Ok(found)
+}
+
+/// Takes `amount` from a grant's remaining credits (a draw or an ending).
+pub fn take(conn: &Connection, grant: GrantId, amount: Credits) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE credit_grants SET remaining = remaining - ?2 WHERE id = ?1")?
+        .execute(params![grant, amount])?;
+    Ok(())
+}
+
+pub fn record_draw(conn: &Connection, txn: TxnId, grant: GrantId, amount: Credits) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO grant_draws (transaction_id, grant_id, amount) VALUES (?1, ?2, ?3)")?
+        .execute(params![txn, grant, amount])?;
+    Ok(())
+}
+
+pub fn reserve(conn: &Connection, hold: HoldId, grant: GrantId, amount: Credits) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE credit_grants SET reserved = reserved + ?2 WHERE id = ?1")?
+        .execute(params![grant, amount])?;
+    conn.prepare_cached("INSERT INTO hold_reservations (hold_id, grant_id, amount) VALUES (?1, ?2, ?3)")?
+        .execute(params![hold, grant, amount])?;
+    Ok(())
+}
+
+/// What a hold reserved, in draw order: a settle charges in this order.
+pub fn reservations(conn: &Connection, hold: HoldId) -> rusqlite::Result<Vec<(GrantId, Credits)>> {
+    conn.prepare_cached(&format!(
+        "SELECT r.grant_id, r.amount FROM hold_reservations r JOIN credit_grants g ON g.id = r.grant_id
+         WHERE r.hold_id = ?1 ORDER BY {}",
+        DRAW_ORDER.split(", ").map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", ")
+    ))?
+    .query_map([hold], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
+}
+
+/// Ends a hold's reservation on one grant, taking `charged` of it.
+pub fn unreserve(conn: &Connection, grant: GrantId, reserved: Credits, charged: Credits) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE credit_grants SET reserved = reserved - ?2, remaining = remaining - ?3 WHERE id = ?1")?
+        .execute(params![grant, reserved, charged])?;
+    Ok(())
+}
+
+pub fn delete_reservations(conn: &Connection, hold: HoldId) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM hold_reservations WHERE hold_id = ?1")?.execute([hold])?;
+    Ok(())
+}
+
+/// A grant's owner, unreserved credits and whether it has ended (voided, or
+/// its expiry has come): what an ending would remove.
+pub struct Ending {
+    pub user: UserId,
+    pub unreserved: Credits,
+    pub voided: bool,
+    pub expired: bool,
+}
+
+pub fn ending(conn: &Connection, grant: GrantId, now: Timestamp) -> rusqlite::Result<Option<Ending>> {
+    conn.prepare_cached(
+        "SELECT user_id, remaining - reserved, voided_at IS NOT NULL, expires_at IS NOT NULL AND expires_at <= ?2
+         FROM credit_grants WHERE id = ?1",
+    )?
+    .query_row(params![grant, now], |r| {
+        Ok(Ending { user: r.get(0)?, unreserved: r.get(1)?, voided: r.get(2)?, expired: r.get(3)? })
+    })
+    .optional()
+}
+
+pub fn set_voided(conn: &Connection, grant: GrantId, now: Timestamp) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE credit_grants SET voided_at = ?2 WHERE id = ?1 AND voided_at IS NULL")?
+        .execute(params![grant, now])?;
+    Ok(())
+}
+
+/// The user's grants whose expiry has come and that still have unreserved
+/// credits.
+pub fn due_of_user(conn: &Connection, user: UserId, now: Timestamp) -> rusqlite::Result<Vec<GrantId>> {
+    conn.prepare_cached(
+        "SELECT id FROM credit_grants
+         WHERE user_id = ?1 AND remaining > 0 AND remaining > reserved AND voided_at IS NULL
+           AND expires_at IS NOT NULL AND expires_at <= ?2
+         ORDER BY expires_at, id",
+    )?
+    .query_map(params![user, now], |r| r.get(0))?
+    .collect()
+}
+
+/// Recomputes the user's `next_expiry_at` cache after an expiry run.
+pub fn refresh_next_expiry(conn: &Connection, user: UserId) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE users SET next_expiry_at = (SELECT MIN(expires_at) FROM credit_grants
+             WHERE user_id = ?1 AND remaining > 0 AND remaining > reserved AND voided_at IS NULL
+               AND expires_at IS NOT NULL)
+         WHERE id = ?1",
+    )?
+    .execute([user])?;
+    Ok(())
+}
+
+/// Users with a grant whose expiry has come and that still has unreserved
+/// credits, at most `limit` (the sweeper's batch).
+pub fn users_with_due_grants(conn: &Connection, now: Timestamp, limit: i64) -> rusqlite::Result<Vec<UserId>> {
+    conn.prepare_cached(
+        "SELECT DISTINCT user_id FROM credit_grants
+         WHERE remaining > 0 AND expires_at IS NOT NULL AND expires_at <= ?1
+           AND remaining > reserved AND voided_at IS NULL
+         LIMIT ?2",
+    )?
+    .query_map(params![now, limit], |r| r.get(0))?
+    .collect()
+}
+
+/// The soonest expiry among the user's active grants and how many credits
+/// expire then.
+pub fn next_expiry(conn: &Connection, user: UserId, now: Timestamp) -> rusqlite::Result<Option<(Timestamp, Credits)>> {
+    conn.prepare_cached(
+        "SELECT expires_at, SUM(remaining) FROM credit_grants
+         WHERE user_id = ?1 AND remaining > 0 AND voided_at IS NULL AND expires_at > ?2
+         GROUP BY expires_at ORDER BY expires_at LIMIT 1",
+    )?
+    .query_row(params![user, now], |r| Ok((r.get(0)?, r.get(1)?)))
+    .optional()
+}
+
+/// Everything the audit compares about grants.
+pub struct GrantAudit {
+    /// Ledger rows from this id on draw on grants (rows before grants
+    /// existed do not).
+    pub draws_from_txn: i64,
+    /// Per grant: id, user, amount, remaining, reserved, expiry, voided,
+    /// its `grant` ledger row.
+    pub grants: Vec<GrantFacts>,
+    /// Per grant: the sum of its draws.
+    pub drawn: Vec<(GrantId, Credits)>,
+    /// Per grant: the sum of active holds' reservations on it.
+    pub reserved: Vec<(GrantId, Credits)>,
+    /// Per active hold: the sum of its reservations.
+    pub hold_reserved: Vec<(HoldId, Credits, Credits)>,
+}
+
+pub struct GrantFacts {
+    pub id: GrantId,
+    pub user: UserId,
+    pub amount: Credits,
+    pub remaining: Credits,
+    pub reserved: Credits,
+    pub expires_at: Option<Timestamp>,
+    pub voided_at: Option<Timestamp>,
+    pub transaction: Option<TxnId>,
+}
+
+pub fn audit_input(conn: &Connection) -> rusqlite::Result<GrantAudit> {
+    let draws_from_txn = conn
+        .query_row("SELECT value FROM settings WHERE key = 'grants_from_transaction_id'", [], |r| r.get::<_, String>(0))
+        .optional()?
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let grants = conn
+        .prepare(
+            "SELECT id, user_id, amount, remaining, reserved, expires_at, voided_at, transaction_id
+             FROM credit_grants ORDER BY id",
+        )?
+        .query_map([], |r| {
+            Ok(GrantFacts {
+                id: r.get(0)?,
+                user: r.get(1)?,
+                amount: r.get(2)?,
+                remaining: r.get(3)?,
+                reserved: r.get(4)?,
+                expires_at: r.get(5)?,
+                voided_at: r.get(6)?,
+                transaction: r.get(7)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let drawn = conn
+        .prepare("SELECT grant_id, SUM(amount) FROM grant_draws GROUP BY grant_id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let reserved = conn
+        .prepare("SELECT grant_id, SUM(amount) FROM hold_reservations GROUP BY grant_id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let hold_reserved = conn
+        .prepare(
+            "SELECT h.id, h.amount, COALESCE((SELECT SUM(amount) FROM hold_reservations r WHERE r.hold_id = h.id), 0)
+             FROM credit_holds h WHERE h.status = 'active'",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(GrantAudit { draws_from_txn, grants, drawn, reserved, hold_reserved })
+}
+
+/// Calls `visit` with each ledger row's draws, in ledger row order: the
+/// audit walks these beside the ledger rows.
+pub struct DrawCursor<'c> {
+    rows: rusqlite::Rows<'c>,
+    pending: Option<(i64, GrantId, Credits)>,
+}
+
+pub fn draws_statement(conn: &Connection) -> rusqlite::Result<rusqlite::Statement<'_>> {
+    conn.prepare("SELECT transaction_id, grant_id, amount FROM grant_draws ORDER BY transaction_id")
+}
+
+impl<'c> DrawCursor<'c> {
+    pub fn new(st: &'c mut rusqlite::Statement<'_>) -> rusqlite::Result<DrawCursor<'c>> {
+        Ok(DrawCursor { rows: st.query([])?, pending: None })
+    }
+
+    /// The draws of ledger row `txn` (rows are visited in increasing id
+    /// order); draws of skipped rows are returned in `orphans`.
+    pub fn draws_of(&mut self, txn: i64, orphans: &mut Vec<i64>) -> rusqlite::Result<Vec<(GrantId, Credits)>> {
+        let mut out = Vec::new();
+        loop {
+            let next = match self.pending.take() {
+                Some(p) => Some(p),
+                None => match self.rows.next()? {
+                    Some(r) => Some((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    None => None,
+                },
+            };
+            match next {
+                Some((t, g, a)) if t == txn => out.push((g, a)),
+                Some((t, _, _)) if t < txn => orphans.push(t),
+                Some(p) => {
+                    self.pending = Some(p);
+                    return Ok(out);
+                }
+                None => return Ok(out),
+            }
+        }
+    }
+}

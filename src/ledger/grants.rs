@@ -1,0 +1,456 @@
+//! Credit grants: where a user's credits came from, in what order they are
+//! spent, and when they end.
+//!
+//! Every credit addition is a grant (a `grant` ledger row and a
+//! `credit_grants` row, in one transaction). Every charge draws on the
+//! user's grants in the draw order (priority, then soonest expiry with
+//! never-expiring last, then promotional before paid, then oldest), and
+//! `grant_draws` records which grants paid for which ledger row. A hold
+//! reserves credits on specific grants; they stay spendable by that hold
+//! even if their grant expires or is voided meanwhile, and what the hold
+//! leaves unused ends with the grant when the hold closes. An ending (expiry
+//! or void) is an explicit `expire`/`void` ledger row for the unreserved
+//! remainder, so balance = SUM(ledger) = SUM(remaining) at every commit.
+//!
+//! Like the rest of `ledger`, these functions run inside the writer's
+//! transaction; they never talk HTTP.
+
+use super::grant_storage::{self as store, NewGrantRow};
+use super::{Kind, Transaction};
+use crate::domain::{CodeId, Credits, GrantId, HoldId, Timestamp, TxnId, UserId};
+use crate::error::{Error, Result};
+use crate::logs::{self, NewLog};
+use crate::paging::{List, Page};
+use rusqlite::Connection;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::json;
+
+/// Grants drawn first have the lowest priority number.
+pub const PRIORITY_MAX: i64 = 100;
+pub const PRIORITY_DEFAULT: i64 = 50;
+/// An `external_id` is a payment or order reference, not a document.
+pub const EXTERNAL_ID_CHARS_MAX: usize = 200;
+/// Active grants shown in an admin's view of a user.
+pub const ACTIVE_GRANTS_SHOWN_MAX: i64 = 100;
+/// Users whose due grants one sweep transaction expires.
+pub const EXPIRY_SWEEP_USERS_MAX: i64 = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Paid,
+    Promotional,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Paid => "paid",
+            Category::Promotional => "promotional",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Category> {
+        match s {
+            "paid" => Some(Category::Paid),
+            "promotional" => Some(Category::Promotional),
+            _ => None,
+        }
+    }
+}
+
+/// Where a grant came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Admin,
+    Signup,
+    Code,
+    Payment,
+    /// The balance a user held when grants were introduced (migration V8).
+    Legacy,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Admin => "admin",
+            Source::Signup => "signup",
+            Source::Code => "code",
+            Source::Payment => "payment",
+            Source::Legacy => "legacy",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Source> {
+        match s {
+            "admin" => Some(Source::Admin),
+            "signup" => Some(Source::Signup),
+            "code" => Some(Source::Code),
+            "payment" => Some(Source::Payment),
+            "legacy" => Some(Source::Legacy),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GrantStatus {
+    /// Spendable credits remain.
+    Active,
+    /// Its expiry has come.
+    Expired,
+    /// An admin ended it.
+    Voided,
+    /// Spent to zero before it ended.
+    Depleted,
+}
+
+impl GrantStatus {
+    pub fn parse(s: &str) -> Option<GrantStatus> {
+        match s {
+            "active" => Some(GrantStatus::Active),
+            "expired" => Some(GrantStatus::Expired),
+            "voided" => Some(GrantStatus::Voided),
+            "depleted" => Some(GrantStatus::Depleted),
+            _ => None,
+        }
+    }
+
+    pub fn of(remaining: Credits, expires_at: Option<Timestamp>, voided_at: Option<Timestamp>, now: Timestamp) -> Self {
+        if voided_at.is_some() {
+            GrantStatus::Voided
+        } else if expires_at.is_some_and(|at| at <= now) {
+            GrantStatus::Expired
+        } else if remaining == Credits::ZERO {
+            GrantStatus::Depleted
+        } else {
+            GrantStatus::Active
+        }
+    }
+}
+
+/// A grant as the API shows it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Grant {
+    pub id: GrantId,
+    pub object: &'static str,
+    pub user_id: UserId,
+    pub amount: Credits,
+    /// Credits not yet spent, expired or voided.
+    pub remaining: Credits,
+    /// Of `remaining`, what active holds have reserved.
+    pub held: Credits,
+    pub category: Category,
+    pub priority: i64,
+    pub status: GrantStatus,
+    pub effective_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub voided_at: Option<Timestamp>,
+    pub source: Source,
+    pub description: String,
+    pub external_id: Option<String>,
+    pub transaction_id: Option<TxnId>,
+    pub code_id: Option<CodeId>,
+    pub created_at: Timestamp,
+}
+
+/// A grant to add, already validated.
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    pub user: UserId,
+    pub amount: Credits,
+    pub category: Category,
+    pub priority: i64,
+    pub expires_at: Option<Timestamp>,
+    pub source: Source,
+    pub description: String,
+    pub external_id: Option<String>,
+    pub code: Option<CodeId>,
+}
+
+impl NewGrant {
+    /// An admin's grant with the defaults: promotional, priority 50, no
+    /// expiry.
+    pub fn promotional(user: UserId, amount: Credits, source: Source, description: &str) -> NewGrant {
+        NewGrant {
+            user,
+            amount,
+            category: Category::Promotional,
+            priority: PRIORITY_DEFAULT,
+            expires_at: None,
+            source,
+            description: description.to_owned(),
+            external_id: None,
+            code: None,
+        }
+    }
+}
+
+pub fn parse_priority(raw: Option<i64>) -> Result<i64> {
+    match raw {
+        None => Ok(PRIORITY_DEFAULT),
+        Some(p) if (0..=PRIORITY_MAX).contains(&p) => Ok(p),
+        Some(_) => {
+            Err(Error::invalid("priority", format!("priority must be 0..{PRIORITY_MAX} (lower is spent first)")))
+        }
+    }
+}
+
+pub fn parse_category(raw: Option<&str>) -> Result<Category> {
+    match raw {
+        None => Ok(Category::Promotional),
+        Some(s) => {
+            Category::parse(s).ok_or_else(|| Error::invalid("category", "category must be \"paid\" or \"promotional\""))
+        }
+    }
+}
+
+/// An expiry in the future, as RFC 3339.
+pub fn parse_expires_at(raw: Option<&str>, param: &str, now: Timestamp) -> Result<Option<Timestamp>> {
+    let Some(s) = raw else { return Ok(None) };
+    let at = Timestamp::parse_rfc3339(s).ok_or_else(|| {
+        Error::invalid(param, format!("{param} must be an RFC 3339 date-time, e.g. 2027-01-31T00:00:00Z"))
+    })?;
+    if at <= now {
+        return Err(Error::invalid(param, format!("{param} must be in the future")));
+    }
+    Ok(Some(at))
+}
+
+pub fn parse_external_id(raw: Option<&str>) -> Result<Option<String>> {
+    match raw.map(str::trim) {
+        None => Ok(None),
+        Some(s) if s.is_empty() || s.chars().count() > EXTERNAL_ID_CHARS_MAX || s.chars().any(char::is_control) => {
+            Err(Error::invalid(
+                "external_id",
+                format!("external_id must be 1..{EXTERNAL_ID_CHARS_MAX} printable characters"),
+            ))
+        }
+        Some(s) => Ok(Some(s.to_owned())),
+    }
+}
+
+/// Adds a grant: its `grant` ledger row and the grant, in one transaction.
+/// With an `external_id` the user already used, returns that grant and
+/// `false` instead (a payment webhook retried is granted once).
+pub fn create(conn: &Connection, g: &NewGrant) -> Result<(Grant, bool)> {
+    create_at(conn, g, Timestamp::now())
+}
+
+/// [`create`] at a given time (tests move the clock).
+pub fn create_at(conn: &Connection, g: &NewGrant, now: Timestamp) -> Result<(Grant, bool)> {
+    if let Some(ext) = &g.external_id
+        && let Some(existing) = store::by_external_id(conn, g.user, ext, now)?
+    {
+        return Ok((existing, false));
+    }
+    let txn = super::append_change(conn, g.user, g.amount, Kind::Grant, None, &g.description, now)?;
+    let id = store::insert(
+        conn,
+        &NewGrantRow {
+            user: g.user,
+            amount: g.amount,
+            category: g.category,
+            priority: g.priority,
+            expires_at: g.expires_at,
+            source: g.source,
+            description: &g.description,
+            external_id: g.external_id.as_deref(),
+            code: g.code,
+            transaction: txn.id,
+            at: now,
+        },
+    )?;
+    logs::write(
+        conn,
+        &NewLog::business(
+            g.user,
+            "credits_granted",
+            true,
+            json!({ "grant_id": id, "transaction_id": txn.id, "amount": g.amount, "source": g.source.as_str(),
+                    "balance_after": txn.balance_after }),
+        ),
+    )?;
+    let grant =
+        store::get(conn, id, now)?.ok_or_else(|| Error::Internal("a grant vanished as it was written".into()))?;
+    Ok((grant, true))
+}
+
+pub fn get(conn: &Connection, id: GrantId) -> Result<Grant> {
+    store::get(conn, id, Timestamp::now())?.ok_or_else(|| Error::not_found("grant"))
+}
+
+pub fn list(conn: &Connection, user: UserId, status: Option<GrantStatus>, page: &Page) -> Result<List<Grant>> {
+    Ok(store::list(conn, user, status, page, Timestamp::now())?)
+}
+
+pub fn active(conn: &Connection, user: UserId) -> Result<Vec<Grant>> {
+    Ok(store::active_in_draw_order(conn, user, Timestamp::now(), ACTIVE_GRANTS_SHOWN_MAX)?)
+}
+
+/// The soonest expiry of the user's credits and how much expires then.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+pub struct NextExpiry {
+    pub at: Timestamp,
+    pub amount: Credits,
+}
+
+pub fn next_expiry(conn: &Connection, user: UserId) -> Result<Option<NextExpiry>> {
+    Ok(store::next_expiry(conn, user, Timestamp::now())?.map(|(at, amount)| NextExpiry { at, amount }))
+}
+
+/// Draws `amount` for ledger row `txn` from the user's spendable grants.
+/// The caller has checked that available credits cover it (after expiring
+/// what was due), so a shortfall here is a broken invariant.
+pub(super) fn draw(conn: &Connection, user: UserId, amount: Credits, txn: TxnId, now: Timestamp) -> Result<()> {
+    for (grant, take) in plan(conn, user, amount, now)? {
+        store::take(conn, grant, take)?;
+        store::record_draw(conn, txn, grant, take)?;
+    }
+    Ok(())
+}
+
+/// Reserves `amount` on the user's spendable grants for `hold`.
+pub(super) fn reserve(conn: &Connection, user: UserId, amount: Credits, hold: HoldId, now: Timestamp) -> Result<()> {
+    for (grant, take) in plan(conn, user, amount, now)? {
+        store::reserve(conn, hold, grant, take)?;
+    }
+    Ok(())
+}
+
+/// Which grants, in draw order, cover `amount`, and how much of each.
+fn plan(conn: &Connection, user: UserId, amount: Credits, now: Timestamp) -> Result<Vec<(GrantId, Credits)>> {
+    let mut left = amount;
+    let mut out = Vec::new();
+    for (grant, free) in store::spendable(conn, user, amount, now)? {
+        let take = free.min(left);
+        out.push((grant, take));
+        left = left - take;
+    }
+    if left > Credits::ZERO {
+        return Err(Error::Internal(format!("grants of {user} cover {} of {amount} available credits", amount - left)));
+    }
+    Ok(out)
+}
+
+/// Closes a hold's reservations: `charged` (at most the hold) is taken from
+/// its grants in draw order and recorded against ledger row `txn`; the rest
+/// returns to the grants. A grant that ended while the hold was open loses
+/// what the hold left unused now.
+pub(super) fn close_reservations(
+    conn: &Connection,
+    hold: HoldId,
+    charged: Credits,
+    txn: Option<TxnId>,
+    now: Timestamp,
+) -> Result<()> {
+    let mut left = charged;
+    let reserved = store::reservations(conn, hold)?;
+    for (grant, amount) in &reserved {
+        let take = (*amount).min(left);
+        store::unreserve(conn, *grant, *amount, take)?;
+        if take > Credits::ZERO
+            && let Some(t) = txn
+        {
+            store::record_draw(conn, t, *grant, take)?;
+        }
+        left = left - take;
+    }
+    if left > Credits::ZERO {
+        return Err(Error::Internal(format!("{hold} reserved less than the {charged} it charged")));
+    }
+    store::delete_reservations(conn, hold)?;
+    for (grant, _) in reserved {
+        end_if_due(conn, grant, now)?;
+    }
+    Ok(())
+}
+
+/// If the grant has ended (voided, or its expiry has come), its unreserved
+/// credits leave the balance in an `expire` or `void` row.
+fn end_if_due(conn: &Connection, grant: GrantId, now: Timestamp) -> Result<Option<Transaction>> {
+    let Some(e) = store::ending(conn, grant, now)? else { return Ok(None) };
+    let kind = if e.voided {
+        Kind::Void
+    } else if e.expired {
+        Kind::Expire
+    } else {
+        return Ok(None);
+    };
+    if e.unreserved <= Credits::ZERO {
+        return Ok(None);
+    }
+    let what = if kind == Kind::Void { "voided" } else { "expired" };
+    let txn = super::append_change(conn, e.user, -e.unreserved, kind, None, &format!("{grant} {what}"), now)?;
+    store::take(conn, grant, e.unreserved)?;
+    store::record_draw(conn, txn.id, grant, e.unreserved)?;
+    Ok(Some(txn))
+}
+
+/// Expires the user's grants whose time has come (their unreserved part;
+/// a reserved part expires when its hold closes). Runs first in every
+/// charge when the user's `next_expiry_at` has come, and from the sweeper.
+pub(super) fn expire_user(conn: &Connection, user: UserId, now: Timestamp) -> Result<usize> {
+    let due = store::due_of_user(conn, user, now)?;
+    let mut expired = Credits::ZERO;
+    for grant in &due {
+        if let Some(t) = end_if_due(conn, *grant, now)? {
+            expired = expired - t.amount;
+        }
+    }
+    store::refresh_next_expiry(conn, user)?;
+    if !due.is_empty() {
+        logs::write(
+            conn,
+            &NewLog::business(user, "credits_expired", true, json!({ "grants": due.len(), "amount": expired })),
+        )?;
+    }
+    Ok(due.len())
+}
+
+/// The sweeper's grant expiry: a batch of users at most; returns how many
+/// grants it expired.
+pub(super) fn expire_due(conn: &Connection, now: Timestamp) -> Result<usize> {
+    let mut n = 0;
+    for user in store::users_with_due_grants(conn, now, EXPIRY_SWEEP_USERS_MAX)? {
+        n += expire_user(conn, user, now)?;
+    }
+    Ok(n)
+}
+
+/// Ends a grant early. Its unreserved remainder leaves in a `void` row now;
+/// what active holds reserved on it stays theirs, and what they leave
+/// unused is voided when they close. Voiding a voided grant returns it
+/// again; an expired grant cannot be voided.
+pub fn void(conn: &Connection, id: GrantId) -> Result<Grant> {
+    void_at(conn, id, Timestamp::now())
+}
+
+/// [`void`] at a given time (tests move the clock).
+pub fn void_at(conn: &Connection, id: GrantId, now: Timestamp) -> Result<Grant> {
+    let g = store::get(conn, id, now)?.ok_or_else(|| Error::not_found("grant"))?;
+    match g.status {
+        GrantStatus::Voided => return Ok(g),
+        GrantStatus::Expired => {
+            return Err(Error::Conflict {
+                code: "grant_expired",
+                message: format!("{id} has already expired; there is nothing left to void."),
+            });
+        }
+        GrantStatus::Active | GrantStatus::Depleted => {}
+    }
+    store::set_voided(conn, id, now)?;
+    let txn = end_if_due(conn, id, now)?;
+    logs::write(
+        conn,
+        &NewLog::business(
+            g.user_id,
+            "grant_voided",
+            true,
+            json!({ "grant_id": id, "amount": txn.as_ref().map(|t| -t.amount.0).unwrap_or(0),
+                    "transaction_id": txn.map(|t| t.id) }),
+        ),
+    )?;
+    store::get(conn, id, now)?.ok_or_else(|| Error::not_found("grant"))
+}
