@@ -180,6 +180,11 @@ pub struct LimitsConfig {
     pub daily_cap: i64,
     pub global_daily_cap: i64,
     pub day_utc_offset_minutes: i32,
+    /// Failed redemption-code tries (unknown codes) per user, and per
+    /// client IP, within `redeem_lockout_s` before further tries are refused.
+    pub redeem_failures_max: u32,
+    pub redeem_ip_failures_max: u32,
+    pub redeem_lockout_s: u64,
 }
 
 impl Default for LimitsConfig {
@@ -191,6 +196,9 @@ impl Default for LimitsConfig {
             daily_cap: 0,
             global_daily_cap: 0,
             day_utc_offset_minutes: 0,
+            redeem_failures_max: 10,
+            redeem_ip_failures_max: 30,
+            redeem_lockout_s: 3600,
         }
     }
 }
@@ -480,6 +488,12 @@ impl Config {
         }
         if self.limits.day_utc_offset_minutes.abs() > 14 * 60 {
             return bad("limits.day_utc_offset_minutes", "must be within -840..=840");
+        }
+        if self.limits.redeem_failures_max == 0
+            || self.limits.redeem_ip_failures_max == 0
+            || self.limits.redeem_lockout_s == 0
+        {
+            return bad("limits.redeem_*", "must be at least 1 (a redemption needs at least one try)");
         }
         if self.backup.every_s > 0 && (self.backup.every_s < 60 || self.backup.keep == 0) {
             return bad("backup.every_s / backup.keep", "backups run at most once a minute and keep at least 1");

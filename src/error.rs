@@ -63,6 +63,9 @@ pub enum Error {
     QueueFull {
         queue_max: usize,
     },
+    /// A redemption code refused (unknown, expired, used up, or already
+    /// redeemed by this user).
+    Redemption(crate::codes::Refusal),
     /// A conflict with existing state (e.g. an email already taken).
     Conflict {
         code: &'static str,
@@ -107,6 +110,7 @@ impl fmt::Display for Error {
             Error::Upstream { message, .. } | Error::UpstreamRejected(message) => f.write_str(message),
             Error::Busy(message) => f.write_str(message),
             Error::QueueFull { queue_max } => write!(f, "job queue full ({queue_max})"),
+            Error::Redemption(r) => f.write_str(r.message()),
             Error::Storage(e) => write!(f, "{e}"),
         }
     }

@@ -105,6 +105,8 @@ pub struct Guard {
     ip_failures: BoundedMap<IpAddr, Attempts>,
     pair_failures: BoundedMap<(String, Option<IpAddr>), Attempts>,
     email_pace: BoundedMap<String, Pace>,
+    redeem_users: BoundedMap<UserId, Attempts>,
+    redeem_ips: BoundedMap<IpAddr, Attempts>,
     clock: Arc<dyn Clock>,
 }
 
@@ -121,6 +123,8 @@ impl Guard {
             ip_failures: BoundedMap::new(LIMITER_ENTRIES_MAX),
             pair_failures: BoundedMap::new(LIMITER_ENTRIES_MAX),
             email_pace: BoundedMap::new(LIMITER_ENTRIES_MAX),
+            redeem_users: BoundedMap::new(LIMITER_ENTRIES_MAX),
+            redeem_ips: BoundedMap::new(LIMITER_ENTRIES_MAX),
             clock,
         }
     }
@@ -306,6 +310,44 @@ impl Guard {
     pub fn signup_not_made(&self, ip: Option<IpAddr>) {
         let now = self.clock.now_ms();
         self.signups.with(&ip, now, Attempts::default, Attempts::refund);
+    }
+}
+
+impl Guard {
+    /// Before a redemption: reserves one try for the user and one for the
+    /// IP, so concurrent guesses cannot pass the maximum. A try that was not
+    /// a wrong guess gives its reservations back ([`Guard::redeem_not_guessed`]).
+    pub fn begin_redeem(&self, user: UserId, ip: Option<IpAddr>) -> Result<()> {
+        let now = self.clock.now_ms();
+        let l = &self.limits;
+        let window = l.redeem_lockout_s.saturating_mul(1000);
+        let refused = |locked: Locked| Error::RateLimited {
+            retry_after_s: locked.retry_after_s,
+            message: format!(
+                "Too many redemption codes that do not exist were tried. Retry in {} s.",
+                locked.retry_after_s
+            ),
+        };
+        self.redeem_users
+            .with(&user, now, Attempts::default, |a| a.reserve(now, l.redeem_failures_max, window))
+            .map_err(refused)?;
+        if let Some(ip) = ip
+            && let Err(locked) =
+                self.redeem_ips.with(&ip, now, Attempts::default, |a| a.reserve(now, l.redeem_ip_failures_max, window))
+        {
+            self.redeem_users.with(&user, now, Attempts::default, Attempts::refund);
+            return Err(refused(locked));
+        }
+        Ok(())
+    }
+
+    /// The redemption succeeded, or named a real code: not a guess.
+    pub fn redeem_not_guessed(&self, user: UserId, ip: Option<IpAddr>) {
+        let now = self.clock.now_ms();
+        self.redeem_users.with(&user, now, Attempts::default, Attempts::refund);
+        if let Some(ip) = ip {
+            self.redeem_ips.with(&ip, now, Attempts::default, Attempts::refund);
+        }
     }
 }
 

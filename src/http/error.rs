@@ -154,6 +154,15 @@ impl From<Error> for ApiError {
                 a
             }
             Error::Conflict { code, message } => ApiError::new(409, code, message),
+            Error::Redemption(r) => {
+                // A code that cannot be used is a bad request; one that
+                // was used up (by others, or by this user) conflicts with state.
+                let status = match r {
+                    crate::codes::Refusal::Invalid | crate::codes::Refusal::Expired => 400,
+                    crate::codes::Refusal::UsedUp | crate::codes::Refusal::AlreadyRedeemed => 409,
+                };
+                ApiError::new(status, r.code(), r.message())
+            }
             Error::Storage(err) if err.is_disk_full() => {
                 log::error!("storage error, disk full: {err}");
                 let mut a = ApiError::new(

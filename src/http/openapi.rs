@@ -42,10 +42,14 @@ fn derived() -> Map<String, Value> {
     g.subschema_for::<ledger::Transaction>();
     g.subschema_for::<grants::Grant>();
     g.subschema_for::<routes::grants::NewGrantBody>();
+    g.subschema_for::<crate::codes::RedemptionCode>();
+    g.subschema_for::<routes::codes::NewCodesBody>();
+    g.subschema_for::<routes::codes::RedeemBody>();
     // Generic instances, under the names the routes use.
     let aliases = [
         ("TransactionList", g.subschema_for::<List<ledger::Transaction>>()),
         ("GrantList", g.subschema_for::<List<grants::Grant>>()),
+        ("RedemptionCodeList", g.subschema_for::<List<crate::codes::RedemptionCode>>()),
     ];
     let mut m = g.take_definitions(true);
     for (name, schema) in aliases {

@@ -140,6 +140,13 @@ pub static ROUTES: &[Route] = &[
     ),
     route(
         "POST",
+        "/v1/credits/redeem",
+        Access::User,
+        routes::codes::redeem,
+        doc("Redeem a code into a credit grant", Some("RedeemBody"), 201, "Grant"),
+    ),
+    route(
+        "POST",
         "/v1/credits/consume",
         Access::User,
         routes::credits::consume,
@@ -279,6 +286,27 @@ pub static ROUTES: &[Route] = &[
         Access::Admin,
         routes::grants::void,
         doc("End a grant early; its unheld remainder leaves in a void row", None, 200, "Grant"),
+    ),
+    route(
+        "POST",
+        "/v1/admin/codes",
+        Access::Admin,
+        routes::codes::mint,
+        doc("Mint redemption codes (each code shown only here)", Some("NewCodesBody"), 201, "RedemptionCodeList"),
+    ),
+    route(
+        "GET",
+        "/v1/admin/codes",
+        Access::Admin,
+        routes::codes::list,
+        doc("Redemption codes (no secrets)", None, 200, "RedemptionCodeList"),
+    ),
+    route(
+        "POST",
+        "/v1/admin/codes/{id}/disable",
+        Access::Admin,
+        routes::codes::disable,
+        doc("Disable a redemption code", None, 200, "RedemptionCode"),
     ),
     route(
         "PUT",

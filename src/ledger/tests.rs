@@ -324,6 +324,9 @@ enum GrantOp {
     Sweep,
     Void(usize),
     Adjust(i64),
+    /// Mints a code worth this much and redeems it (twice, if set: the
+    /// second is refused).
+    Redeem(i64, bool),
 }
 
 /// One clock step: grants expire a few steps after they are made.
@@ -341,6 +344,7 @@ fn grant_op() -> impl Strategy<Value = GrantOp> {
         1 => Just(GrantOp::Sweep),
         1 => (0..8usize).prop_map(GrantOp::Void),
         1 => (-60..0i64).prop_map(GrantOp::Adjust),
+        1 => (1..100i64, any::<bool>()).prop_map(|(a, twice)| GrantOp::Redeem(a, twice)),
     ]
 }
 
@@ -422,6 +426,27 @@ proptest! {
                 GrantOp::Void(i) => {
                     if let Some(g) = grant_ids.get(i).copied() {
                         let _ = db.write(move |c| grants::void_at(c, g, now));
+                    }
+                }
+                GrantOp::Redeem(amount, twice) => {
+                    let batch = crate::codes::NewCodes {
+                        count: 1,
+                        amount: Credits(amount),
+                        category: grants::Category::Promotional,
+                        priority: 50,
+                        grant_expires_days: None,
+                        redeem_by: None,
+                        max_redemptions: 5,
+                        description: String::new(),
+                    };
+                    let code = db.write(move |c| crate::codes::mint(c, u, &batch)).unwrap().remove(0).code.unwrap();
+                    let typed = code.clone();
+                    let g = db.write(move |c| Ok::<_, Error>(crate::codes::redeem(c, u, &typed)?)).unwrap();
+                    prop_assert_eq!(g.amount.0, amount);
+                    grant_ids.push(g.id);
+                    if twice {
+                        let e = db.write(move |c| Ok::<_, Error>(crate::codes::redeem(c, u, &code)?)).unwrap_err();
+                        prop_assert!(matches!(e, Error::Redemption(crate::codes::Refusal::AlreadyRedeemed)), "{:?}", e);
                     }
                 }
             }

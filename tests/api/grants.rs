@@ -8,12 +8,6 @@ use crate::helpers::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-fn rfc3339_in(ms: i64) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now + ms) * 1_000_000).unwrap();
-    t.format(&time::format_description::well_known::Rfc3339).unwrap()
-}
-
 fn grant(app: &TestApp, user: &TestUser, body: Value) -> Resp {
     app.client.post(&format!("/v1/admin/users/{}/grants", user.id), &app.admin, body)
 }

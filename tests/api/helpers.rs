@@ -301,6 +301,13 @@ pub struct TestUser {
     pub token: String,
 }
 
+/// An RFC 3339 time `ms` milliseconds from now (grant expiries and the like).
+pub fn rfc3339_in(ms: i64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now + ms) * 1_000_000).expect("time");
+    t.format(&time::format_description::well_known::Rfc3339).expect("format")
+}
+
 /// The real binary, as an operator runs it.
 pub fn bin() -> Command {
     clean_env(Command::new(env!("CARGO_BIN_EXE_tollgate")))

@@ -8,6 +8,7 @@ mod helpers;
 mod ai;
 mod auth;
 mod cli;
+mod codes;
 mod compat;
 mod crash;
 mod credits;

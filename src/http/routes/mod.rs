@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod ai;
 pub mod auth;
+pub mod codes;
 pub mod credits;
 pub mod grants;
 pub mod jobs;
