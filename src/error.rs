@@ -63,6 +63,19 @@ pub enum Error {
     QueueFull {
         queue_max: usize,
     },
+    /// The API key's model allow-list does not include the model.
+    ModelNotAllowed(String),
+    /// The charge would take the API key's lifetime spend past its limit.
+    KeySpendLimitExceeded {
+        limit: Credits,
+        spent: Credits,
+    },
+    /// The charge would take the API key's spend today past its limit.
+    KeyDailyLimitExceeded {
+        limit: Credits,
+        spent: Credits,
+        retry_after_s: u64,
+    },
     /// A redemption code refused (unknown, expired, used up, or already
     /// redeemed by this user).
     Redemption(crate::codes::Refusal),
@@ -95,6 +108,7 @@ impl fmt::Display for Error {
             Error::Invalid { message, .. }
             | Error::Unauthorized(message)
             | Error::Forbidden(message)
+            | Error::ModelNotAllowed(message)
             | Error::NotFound(message)
             | Error::Conflict { message, .. }
             | Error::Internal(message) => f.write_str(message),
@@ -111,6 +125,12 @@ impl fmt::Display for Error {
             Error::Busy(message) => f.write_str(message),
             Error::QueueFull { queue_max } => write!(f, "job queue full ({queue_max})"),
             Error::Redemption(r) => f.write_str(r.message()),
+            Error::KeySpendLimitExceeded { limit, spent } => {
+                write!(f, "key spend limit {limit} reached ({spent} spent)")
+            }
+            Error::KeyDailyLimitExceeded { limit, spent, .. } => {
+                write!(f, "key daily spend limit {limit} reached ({spent} spent)")
+            }
             Error::Storage(e) => write!(f, "{e}"),
         }
     }

@@ -6,6 +6,7 @@
 //! never speaks a provider's wire format and never formats HTTP.
 
 use crate::app::App;
+use crate::auth::CurrentUser;
 use crate::domain::{Credits, HoldId, JobId, UserId};
 use crate::error::{Error, Result};
 use crate::ledger::{self, Cost, HoldOutcome, HoldStatus};
@@ -161,12 +162,13 @@ pub struct Reservation {
 
 /// Checks the per-request cap, then holds the bound (with the daily caps
 /// checked and counted in the same transaction). A free call holds nothing.
-pub fn reserve(app: &App, user: UserId, bound: Credits, job: Option<JobId>) -> Result<Reservation> {
+pub fn reserve(app: &App, caller: &CurrentUser, bound: Credits, job: Option<JobId>) -> Result<Reservation> {
+    let user = caller.id;
     app.guard.check_cost(user, bound)?;
     if bound <= Credits::ZERO {
         return Ok(Reservation { user, hold: None, bound: Credits::ZERO });
     }
-    let caps = app.guard.spend_caps(user);
+    let caps = app.guard.spend_caps(caller);
     let ttl = app.hold_ttl_ms();
     // Not fsynced on its own: the settle that follows is, and carries it.
     let hold = app.db.write_lazy(move |c| ledger::hold(c, user, bound, job, ttl, &caps))?;

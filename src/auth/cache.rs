@@ -9,8 +9,10 @@
 //! a revocation is born stale. Changes made outside the process are seen
 //! within [`CREDENTIAL_CACHE_TTL_MS`]. Only successful lookups are cached.
 
-use crate::domain::{ApiKeyId, Role, UserId};
+use super::key_limits::KeyTerms;
+use crate::domain::{Role, UserId};
 use crate::guard::bounded::{BoundedMap, Entry};
+use std::sync::Arc;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -29,11 +31,11 @@ pub enum CacheKey {
 }
 
 /// Who a credential belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub user: UserId,
     pub role: Role,
-    pub key: Option<ApiKeyId>,
+    pub key: Option<Arc<KeyTerms>>,
 }
 
 #[derive(Default)]
@@ -76,7 +78,7 @@ impl CredentialCache {
         let (now, generation) = (now_ms(), self.generation.load(Ordering::Acquire));
         self.map.with(key, now, Slot::default, |slot| match &slot.0 {
             Some(f) if f.generation == generation && now.saturating_sub(f.at_ms) < CREDENTIAL_CACHE_TTL_MS => {
-                Some(f.caller)
+                Some(f.caller.clone())
             }
             _ => None,
         })

@@ -7,6 +7,7 @@
 pub mod api_key;
 pub mod cache;
 pub mod jwt;
+pub mod key_limits;
 pub mod password;
 pub mod storage;
 
@@ -18,8 +19,10 @@ use crate::storage::Db;
 use crate::users::{self, User};
 use cache::{CacheKey, Caller, CredentialCache};
 use jwt::JwtKeys;
+use key_limits::{KeyLimits, KeyTerms};
 use serde::Serialize;
 use serde_json::json;
+use std::sync::Arc;
 
 pub use storage::ApiKeyView;
 
@@ -28,22 +31,39 @@ const JWT_SECRET_SETTING: &str = "jwt_secret";
 pub const API_KEY_NAME_CHARS_MAX: usize = 100;
 
 /// The caller of a request, established from a verified credential.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CurrentUser {
     pub id: UserId,
     pub role: Role,
     pub via: Credential,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
     Jwt,
-    ApiKey(ApiKeyId),
+    /// An API key, with the terms authentication enforces for it.
+    ApiKey(Arc<KeyTerms>),
 }
 
 impl CurrentUser {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
+    }
+
+    /// The API key the call came through, if any (its spend is counted).
+    pub fn key(&self) -> Option<ApiKeyId> {
+        match &self.via {
+            Credential::ApiKey(t) => Some(t.id),
+            Credential::Jwt => None,
+        }
+    }
+
+    /// 403 `model_not_allowed` when the caller's key may not use `model`.
+    pub fn check_model(&self, model: &str) -> Result<()> {
+        match &self.via {
+            Credential::ApiKey(t) => t.check_model(model),
+            Credential::Jwt => Ok(()),
+        }
     }
 }
 
@@ -90,11 +110,19 @@ pub fn authenticate(
             // a deactivated user's tokens and a revoked key stop at once.
             let generation = cache.generation();
             let c = lookup(db, &key)?;
-            cache.put(key, c, generation);
+            cache.put(key, c.clone(), generation);
             c
         }
     };
-    let via = caller.key.map_or(Credential::Jwt, Credential::ApiKey);
+    let via = match caller.key {
+        Some(terms) => {
+            if terms.expires_at.is_some_and(|at| at <= Timestamp::now()) {
+                return Err(Error::Unauthorized("This API key has expired.".into()));
+            }
+            Credential::ApiKey(terms)
+        }
+        None => Credential::Jwt,
+    };
     Ok(CurrentUser { id: caller.user, role: caller.role, via })
 }
 
@@ -102,9 +130,9 @@ fn lookup(db: &Db, key: &CacheKey) -> Result<Caller> {
     match key {
         CacheKey::KeyHash(hash) => {
             let found = db.read(|c| Ok::<_, Error>(storage::user_by_key_hash(c, hash)?))?;
-            let (user, role, key) =
+            let (user, role, terms) =
                 found.ok_or_else(|| Error::Unauthorized("This API key is unknown or has been revoked.".into()))?;
-            Ok(Caller { user, role, key: Some(key) })
+            Ok(Caller { user, role, key: Some(Arc::new(terms)) })
         }
         CacheKey::User(id) => {
             let role = db
@@ -146,14 +174,13 @@ pub fn login(db: &Db, keys: &JwtKeys, ttl_s: u64, email: &str, password: &str) -
     Ok(LoginResponse { access_token, token_type: "Bearer", expires_in: ttl_s, user })
 }
 
-#[derive(Debug, Serialize)]
+/// A new key: the key itself, shown only in this response (only its hash
+/// is stored), and the key as lists show it.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct CreatedApiKey {
-    pub id: ApiKeyId,
-    pub object: &'static str,
-    pub name: String,
-    /// Shown only in this response; only its hash is stored.
     pub key: String,
-    pub created_at: Timestamp,
+    #[serde(flatten)]
+    pub view: ApiKeyView,
 }
 
 pub fn parse_key_name(raw: &str) -> Result<String> {
@@ -164,17 +191,46 @@ pub fn parse_key_name(raw: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
-/// Creates a key inside the caller's transaction.
-pub fn create_api_key(conn: &rusqlite::Connection, user: UserId, name: &str) -> Result<CreatedApiKey> {
+/// Creates a key inside the caller's transaction (`day`: today, for the
+/// view's `spent_today`).
+pub fn create_api_key(
+    conn: &rusqlite::Connection,
+    user: UserId,
+    name: &str,
+    limits: &KeyLimits,
+    day: i64,
+) -> Result<CreatedApiKey> {
     let new = api_key::generate()?;
     let now = Timestamp::now();
-    let id = storage::insert_key(conn, user, name, &new.hash, &new.display_prefix, now)?;
+    let id = storage::insert_key(conn, user, name, &new.hash, &new.display_prefix, limits, now)?;
     logs::write(conn, &NewLog::business(user, "api_key_created", true, json!({ "api_key_id": id, "name": name })))?;
-    Ok(CreatedApiKey { id, object: "api_key", name: name.to_owned(), key: new.plaintext, created_at: now })
+    let view = storage::get_key(conn, user, id, day)?.ok_or_else(|| Error::Internal("a new key vanished".into()))?;
+    Ok(CreatedApiKey { key: new.plaintext, view })
 }
 
-pub fn list_api_keys(db: &Db, user: UserId, page: &Page) -> Result<List<ApiKeyView>> {
-    db.read(|c| Ok::<_, Error>(storage::list_keys(c, user, page)?))
+pub fn list_api_keys(db: &Db, user: UserId, page: &Page, day: i64) -> Result<List<ApiKeyView>> {
+    db.read(|c| Ok::<_, Error>(storage::list_keys(c, user, page, day)?))
+}
+
+pub fn get_api_key(conn: &rusqlite::Connection, user: UserId, id: ApiKeyId, day: i64) -> Result<ApiKeyView> {
+    storage::get_key(conn, user, id, day)?.ok_or_else(|| Error::not_found("API key"))
+}
+
+/// Changes a key's name and limits inside the caller's transaction; the
+/// caller invalidates the credential cache after the commit.
+pub fn update_api_key(
+    conn: &rusqlite::Connection,
+    user: UserId,
+    id: ApiKeyId,
+    name: &str,
+    limits: &KeyLimits,
+    day: i64,
+) -> Result<ApiKeyView> {
+    if storage::update_key(conn, user, id, name, limits)? == 0 {
+        return Err(Error::not_found("API key"));
+    }
+    logs::write(conn, &NewLog::business(user, "api_key_updated", true, json!({ "api_key_id": id, "limits": limits })))?;
+    get_api_key(conn, user, id, day)
 }
 
 pub fn revoke_api_key(db: &Db, user: UserId, id: ApiKeyId) -> Result<()> {

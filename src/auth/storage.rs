@@ -1,8 +1,10 @@
 //! SQL for `settings` and `api_keys`.
 
-use crate::domain::{ApiKeyId, Role, Timestamp, UserId};
+use super::key_limits::{KeyLimits, KeyTerms};
+use crate::domain::{ApiKeyId, Credits, Role, Timestamp, UserId};
 use crate::paging::{List, Page};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 pub fn setting(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
@@ -15,7 +17,8 @@ pub fn setting_init(conn: &Connection, key: &str, value: &str) -> rusqlite::Resu
     conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// An API key as the API shows it (never the key itself).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ApiKeyView {
     pub id: ApiKeyId,
     pub object: &'static str,
@@ -23,6 +26,42 @@ pub struct ApiKeyView {
     /// The first characters of the key, to recognise it in a list.
     pub prefix: String,
     pub created_at: Timestamp,
+    #[serde(flatten)]
+    pub limits: KeyLimits,
+    /// Credits charged through this key, plus what its calls in flight hold.
+    pub spent_total: Credits,
+    /// The same, today (the day of the limits' `day_utc_offset_minutes`).
+    pub spent_today: Credits,
+}
+
+const KEY_COLUMNS: &str = "k.id, k.name, k.key_prefix, k.created_at, k.expires_at, k.models, k.spend_limit,
+     k.daily_spend_limit, k.rpm, k.spent_total, COALESCE(d.spent, 0)";
+
+fn models_from(text: Option<String>) -> Option<Vec<String>> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn models_to(models: &Option<Vec<String>>) -> Option<String> {
+    models.as_ref().map(|m| serde_json::Value::from(m.clone()).to_string())
+}
+
+fn view_from(r: &Row<'_>) -> rusqlite::Result<ApiKeyView> {
+    Ok(ApiKeyView {
+        id: r.get(0)?,
+        object: "api_key",
+        name: r.get(1)?,
+        prefix: r.get(2)?,
+        created_at: r.get(3)?,
+        limits: KeyLimits {
+            expires_at: r.get(4)?,
+            models: models_from(r.get(5)?),
+            spend_limit: r.get(6)?,
+            daily_spend_limit: r.get(7)?,
+            rpm: r.get(8)?,
+        },
+        spent_total: r.get(9)?,
+        spent_today: r.get(10)?,
+    })
 }
 
 pub fn insert_key(
@@ -31,30 +70,69 @@ pub fn insert_key(
     name: &str,
     hash: &str,
     prefix: &str,
+    limits: &KeyLimits,
     now: Timestamp,
 ) -> rusqlite::Result<ApiKeyId> {
     conn.prepare_cached(
-        "INSERT INTO api_keys (user_id, name, key_hash, key_prefix, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO api_keys (user_id, name, key_hash, key_prefix, created_at, expires_at, models, spend_limit,
+             daily_spend_limit, rpm)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
-    .execute(params![user, name, hash, prefix, now])?;
+    .execute(params![
+        user,
+        name,
+        hash,
+        prefix,
+        now,
+        limits.expires_at,
+        models_to(&limits.models),
+        limits.spend_limit,
+        limits.daily_spend_limit,
+        limits.rpm,
+    ])?;
     Ok(ApiKeyId(conn.last_insert_rowid()))
 }
 
-pub fn list_keys(conn: &Connection, user: UserId, page: &Page) -> rusqlite::Result<List<ApiKeyView>> {
-    let mut st = conn.prepare_cached(
-        "SELECT id, name, key_prefix, created_at FROM api_keys
-         WHERE user_id = ?1 AND revoked_at IS NULL AND id < ?2 ORDER BY id DESC LIMIT ?3",
-    )?;
-    let rows = st
-        .query_map(params![user, page.before_id(), page.fetch()], |r| {
-            Ok(ApiKeyView {
-                id: r.get(0)?,
-                object: "api_key",
-                name: r.get(1)?,
-                prefix: r.get(2)?,
-                created_at: r.get(3)?,
-            })
-        })?
+/// The user's live key, with today's spend (`day`).
+pub fn get_key(conn: &Connection, user: UserId, id: ApiKeyId, day: i64) -> rusqlite::Result<Option<ApiKeyView>> {
+    conn.prepare_cached(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN api_key_daily_spend d ON d.api_key_id = k.id AND d.day = ?3
+         WHERE k.id = ?1 AND k.user_id = ?2 AND k.revoked_at IS NULL"
+    ))?
+    .query_row(params![id, user, day], view_from)
+    .optional()
+}
+
+pub fn update_key(
+    conn: &Connection,
+    user: UserId,
+    id: ApiKeyId,
+    name: &str,
+    limits: &KeyLimits,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "UPDATE api_keys SET name = ?3, expires_at = ?4, models = ?5, spend_limit = ?6, daily_spend_limit = ?7, rpm = ?8
+         WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL",
+    )?
+    .execute(params![
+        id,
+        user,
+        name,
+        limits.expires_at,
+        models_to(&limits.models),
+        limits.spend_limit,
+        limits.daily_spend_limit,
+        limits.rpm
+    ])
+}
+
+pub fn list_keys(conn: &Connection, user: UserId, page: &Page, day: i64) -> rusqlite::Result<List<ApiKeyView>> {
+    let rows = conn
+        .prepare_cached(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN api_key_daily_spend d ON d.api_key_id = k.id AND d.day = ?4
+             WHERE k.user_id = ?1 AND k.revoked_at IS NULL AND k.id < ?2 ORDER BY k.id DESC LIMIT ?3"
+        ))?
+        .query_map(params![user, page.before_id(), page.fetch(), day], view_from)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(List::from_rows(rows, page))
 }
@@ -67,15 +145,16 @@ pub fn revoke_key(conn: &Connection, user: UserId, id: ApiKeyId, now: Timestamp)
     )
 }
 
-/// The active user (and their role) behind a live key.
-pub fn user_by_key_hash(conn: &Connection, hash: &str) -> rusqlite::Result<Option<(UserId, Role, ApiKeyId)>> {
+/// The active user (and their role) behind a live key, and the key's terms.
+pub fn user_by_key_hash(conn: &Connection, hash: &str) -> rusqlite::Result<Option<(UserId, Role, KeyTerms)>> {
     conn.prepare_cached(
-        "SELECT u.id, u.role, k.id FROM api_keys k JOIN users u ON u.id = k.user_id
+        "SELECT u.id, u.role, k.id, k.expires_at, k.models, k.rpm FROM api_keys k JOIN users u ON u.id = k.user_id
          WHERE k.key_hash = ?1 AND k.revoked_at IS NULL AND u.deleted_at IS NULL",
     )?
     .query_row([hash], |r| {
         let role: String = r.get(1)?;
-        Ok((r.get(0)?, Role::parse(&role).unwrap_or(Role::User), r.get(2)?))
+        let terms = KeyTerms { id: r.get(2)?, expires_at: r.get(3)?, models: models_from(r.get(4)?), rpm: r.get(5)? };
+        Ok((r.get(0)?, Role::parse(&role).unwrap_or(Role::User), terms))
     })
     .optional()
 }

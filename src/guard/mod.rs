@@ -168,10 +168,13 @@ impl Guard {
         let e = self.effective(user.id);
         let rate = Rate { rpm: e.rpm, burst: e.burst };
         let now = self.clock.now_ms();
-        let Credential::ApiKey(key) = user.via else {
+        let Credential::ApiKey(terms) = &user.via else {
             return self.users.with(&user.id, now, || Bucket::full(rate, now), |b| b.take(rate, now));
         };
-        let d = self.keys.with(&key, now, || Bucket::full(rate, now), |b| b.take(rate, now));
+        let key = terms.id;
+        // A key with its own rate has a bucket of that size.
+        let key_rate = terms.rpm.map_or(rate, |rpm| Rate { rpm, burst: rpm });
+        let d = self.keys.with(&key, now, || Bucket::full(key_rate, now), |b| b.take(key_rate, now));
         if !d.allowed {
             return d;
         }
@@ -179,7 +182,7 @@ impl Guard {
         if !u.allowed {
             // The key's token was not used: a refused request must not
             // drain the key's bucket (its Retry-After would then be short).
-            self.keys.with(&key, now, || Bucket::full(rate, now), Bucket::give_back);
+            self.keys.with(&key, now, || Bucket::full(key_rate, now), Bucket::give_back);
         }
         u
     }
@@ -194,12 +197,13 @@ impl Guard {
     }
 
     /// The caps the ledger enforces when this user is charged.
-    pub fn spend_caps(&self, user: UserId) -> SpendCaps {
-        let e = self.effective(user);
+    pub fn spend_caps(&self, caller: &CurrentUser) -> SpendCaps {
+        let e = self.effective(caller.id);
         SpendCaps {
             daily_cap: Credits::positive(e.daily_cap),
             global_daily_cap: Credits::positive(self.limits.global_daily_cap),
             day_utc_offset_minutes: self.limits.day_utc_offset_minutes,
+            key: caller.key(),
         }
     }
 
@@ -423,8 +427,16 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let caller =
-                CurrentUser { id: UserId(1), role: Role::User, via: Credential::ApiKey(ApiKeyId((x >> 1) as i64)) };
+            let caller = CurrentUser {
+                id: UserId(1),
+                role: Role::User,
+                via: Credential::ApiKey(Arc::new(crate::auth::key_limits::KeyTerms {
+                    id: ApiKeyId((x >> 1) as i64),
+                    expires_at: None,
+                    models: None,
+                    rpm: None,
+                })),
+            };
             g.check_rate(&caller);
             if i % 1000 == 0 {
                 clock.advance_ms(1);

@@ -84,6 +84,25 @@ impl From<Error> for ApiError {
             }
             Error::Unauthorized(m) => ApiError::new(401, "unauthorized", m),
             Error::Forbidden(m) => ApiError::new(403, "forbidden", m),
+            Error::ModelNotAllowed(m) => ApiError::new(403, "model_not_allowed", m).with_param("model"),
+            Error::KeySpendLimitExceeded { limit, spent } => ApiError::new(
+                402,
+                "key_spend_limit_exceeded",
+                format!(
+                    "This API key's spend limit of {limit} credits would be passed ({spent} already spent or reserved through it). Raise the key's spend_limit or use another key."
+                ),
+            ),
+            Error::KeyDailyLimitExceeded { limit, spent, retry_after_s } => {
+                let mut a = ApiError::new(
+                    429,
+                    "key_daily_limit_exceeded",
+                    format!(
+                        "This API key's daily spend limit of {limit} credits would be passed ({spent} already spent or reserved through it today). Retry after the day rolls over, in {retry_after_s} s."
+                    ),
+                );
+                a.retry_after_s = Some(retry_after_s);
+                a
+            }
             Error::NotFound(m) => ApiError::new(404, "not_found", m),
             Error::InsufficientCredits { needed, available } => ApiError::new(
                 402,

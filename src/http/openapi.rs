@@ -45,11 +45,17 @@ fn derived() -> Map<String, Value> {
     g.subschema_for::<crate::codes::RedemptionCode>();
     g.subschema_for::<routes::codes::NewCodesBody>();
     g.subschema_for::<routes::codes::RedeemBody>();
+    g.subschema_for::<crate::auth::key_limits::KeyLimitsBody>();
+    g.subschema_for::<crate::auth::CreatedApiKey>();
+    g.subschema_for::<routes::admin::UserDetail>();
     // Generic instances, under the names the routes use.
     let aliases = [
         ("TransactionList", g.subschema_for::<List<ledger::Transaction>>()),
         ("GrantList", g.subschema_for::<List<grants::Grant>>()),
         ("RedemptionCodeList", g.subschema_for::<List<crate::codes::RedemptionCode>>()),
+        ("ApiKey", g.subschema_for::<crate::auth::ApiKeyView>()),
+        ("UserList", g.subschema_for::<List<crate::users::User>>()),
+        ("ApiKeyList", g.subschema_for::<List<crate::auth::ApiKeyView>>()),
     ];
     let mut m = g.take_definitions(true);
     for (name, schema) in aliases {
@@ -76,13 +82,6 @@ pub fn components() -> Map<String, Value> {
     );
     add("LoginRequest", object(&["email", "password"], json!({"email": string(), "password": string()})));
     add(
-        "User",
-        object(
-            &["id", "object", "email", "role", "created_at"],
-            json!({"id": string(), "object": {"const": "user"}, "email": string(), "role": {"enum": ["user", "admin"]}, "created_at": time()}),
-        ),
-    );
-    add(
         "LoginResponse",
         object(
             &["access_token", "token_type", "expires_in", "user"],
@@ -96,23 +95,6 @@ pub fn components() -> Map<String, Value> {
             json!({"email": string(), "password": string(), "role": {"enum": ["user", "admin"]}}),
         ),
     );
-    add("UserList", list_of("User"));
-    add("ApiKeyCreate", object(&["name"], json!({"name": string()})));
-    add(
-        "ApiKeyCreated",
-        object(
-            &["id", "object", "name", "key", "created_at"],
-            json!({"id": string(), "object": {"const": "api_key"}, "name": string(), "key": string(), "created_at": time()}),
-        ),
-    );
-    add(
-        "ApiKey",
-        object(
-            &["id", "object", "name", "prefix", "created_at"],
-            json!({"id": string(), "object": {"const": "api_key"}, "name": string(), "prefix": string(), "created_at": time()}),
-        ),
-    );
-    add("ApiKeyList", list_of("ApiKey"));
     add(
         "Deleted",
         object(&["id", "object", "deleted"], json!({"id": string(), "object": string(), "deleted": {"const": true}})),

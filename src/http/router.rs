@@ -101,7 +101,12 @@ pub static ROUTES: &[Route] = &[
         "/v1/api-keys",
         Access::User,
         routes::auth::create_key,
-        doc("Create an API key (shown once; no Idempotency-Key)", Some("ApiKeyCreate"), 201, "ApiKeyCreated"),
+        doc(
+            "Create an API key with optional limits (shown once; no Idempotency-Key)",
+            Some("KeyLimitsBody"),
+            201,
+            "CreatedApiKey",
+        ),
     )),
     route(
         "GET",
@@ -109,6 +114,13 @@ pub static ROUTES: &[Route] = &[
         Access::User,
         routes::auth::list_keys,
         doc("List your API keys", None, 200, "ApiKeyList"),
+    ),
+    route(
+        "PATCH",
+        "/v1/api-keys/{id}",
+        Access::User,
+        routes::auth::update_key,
+        doc("Change a key's name or limits (null clears a limit)", Some("KeyLimitsBody"), 200, "ApiKey"),
     ),
     route(
         "DELETE",
@@ -246,7 +258,41 @@ pub static ROUTES: &[Route] = &[
         routes::admin::create_user,
         doc("Create a user", Some("CreateUser"), 201, "User"),
     ),
-    route("GET", "/v1/admin/users", Access::Admin, routes::admin::list_users, doc("List users", None, 200, "UserList")),
+    route(
+        "GET",
+        "/v1/admin/users",
+        Access::Admin,
+        routes::admin::list_users,
+        doc("List users (?email= finds addresses containing it)", None, 200, "UserList"),
+    ),
+    route(
+        "GET",
+        "/v1/admin/users/{id}",
+        Access::Admin,
+        routes::admin::get_user,
+        doc("One user with balance, limits and active grants", None, 200, "UserDetail"),
+    ),
+    route(
+        "POST",
+        "/v1/admin/users/{id}/reactivate",
+        Access::Admin,
+        routes::admin::reactivate_user,
+        doc("Let a deactivated user sign in again", None, 200, "UserDetail"),
+    ),
+    route(
+        "GET",
+        "/v1/admin/users/{id}/transactions",
+        Access::Admin,
+        routes::admin::user_transactions,
+        doc("A user's ledger rows", None, 200, "TransactionList"),
+    ),
+    route(
+        "GET",
+        "/v1/admin/users/{id}/jobs",
+        Access::Admin,
+        routes::jobs::of_user,
+        doc("A user's jobs (?status=)", None, 200, "JobList"),
+    ),
     route(
         "DELETE",
         "/v1/admin/users/{id}",
@@ -308,6 +354,20 @@ pub static ROUTES: &[Route] = &[
         routes::codes::disable,
         doc("Disable a redemption code", None, 200, "RedemptionCode"),
     ),
+    not_replayable(route(
+        "POST",
+        "/v1/admin/users/{id}/api-keys",
+        Access::Admin,
+        routes::auth::admin_create_key,
+        doc("Mint an API key for a user (shown once; no Idempotency-Key)", Some("KeyLimitsBody"), 201, "CreatedApiKey"),
+    )),
+    route(
+        "GET",
+        "/v1/admin/users/{id}/api-keys",
+        Access::Admin,
+        routes::auth::admin_list_keys,
+        doc("A user's API keys", None, 200, "ApiKeyList"),
+    ),
     route(
         "PUT",
         "/v1/admin/users/{id}/limits",
@@ -349,7 +409,7 @@ impl Ctx<'_> {
     /// The caller. Only routes with `Access::User`/`Admin` reach handlers
     /// that call this, so the error is a routing bug, reported as 401.
     pub fn user(&self) -> Result<CurrentUser, ApiError> {
-        self.user.ok_or_else(|| ApiError::new(401, "unauthorized", "Authentication required."))
+        self.user.clone().ok_or_else(|| ApiError::new(401, "unauthorized", "Authentication required."))
     }
 
     pub fn client_ip(&self) -> Option<std::net::IpAddr> {
@@ -488,7 +548,7 @@ fn dispatch_inner(
             Some(auth::authenticate(&app.db, &app.keys, &app.credentials, req.header("authorization"))?)
         }
     };
-    *user_id = user.map(|u| u.id);
+    *user_id = user.as_ref().map(|u| u.id);
     if let Some(u) = &user {
         let d = app.guard.check_rate(u);
         *rate = Some(d);
@@ -502,12 +562,13 @@ fn dispatch_inner(
             return Err(e);
         }
     }
-    if route.access == Access::Admin && !user.is_some_and(|u| u.is_admin()) {
+    if route.access == Access::Admin && !user.as_ref().is_some_and(|u| u.is_admin()) {
         return Err(ApiError::new(403, "forbidden", "This route is for administrators only."));
     }
+    let caller = user.as_ref().map(|u| u.id);
     let mut ctx = Ctx { app, req, params, rate: *rate, user, idem: None, idem_stored: Cell::new(false) };
     if req.method == "POST"
-        && let (Some(u), Some(raw)) = (user, req.header("idempotency-key"))
+        && let (Some(caller), Some(raw)) = (caller, req.header("idempotency-key"))
     {
         if !route.replayable {
             return Err(ApiError::new(
@@ -518,7 +579,7 @@ fn dispatch_inner(
             .with_param("Idempotency-Key"));
         }
         let key = idempotency::parse_key(raw)?;
-        match idempotency::begin(&app.db, u.id, key, fingerprint(req))? {
+        match idempotency::begin(&app.db, caller, key, fingerprint(req))? {
             Claim::Fresh(token) => ctx.idem = Some(token),
             Claim::Replay(s) => {
                 let content_type = if s.content_type == super::response::JSON {

@@ -72,6 +72,8 @@ pub enum Mismatch {
     UserGrants { user_id: UserId, ledger_balance: i64, grants_remaining: i64 },
     /// A grant kept unreserved credits long past its expiry.
     ExpiryOverdue { grant_id: GrantId, expires_at: Timestamp, unreserved: i64 },
+    /// An API key's cached spend differs from its rows and active holds.
+    KeySpent { api_key_id: crate::domain::ApiKeyId, cached_spent: i64, ledger_spent: i64 },
     /// The append-only triggers are missing.
     Triggers { present: i64 },
     /// `--expect ID:HASH` did not match.
@@ -114,8 +116,12 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
     let mut draws = DrawCursor::new(&mut draws_st)?;
     let mut draw_error: Option<rusqlite::Error> = None;
     let mut orphan_draws: Vec<i64> = Vec::new();
+    let mut key_charged: HashMap<i64, i64> = HashMap::new();
     storage::for_each_row(conn, |r| {
         rows += 1;
+        if let Some(k) = r.api_key_id {
+            *key_charged.entry(k).or_default() -= r.amount;
+        }
         if r.id >= grants.draws_from_txn && draw_error.is_none() {
             match draws.draws_of(r.id, &mut orphan_draws) {
                 Ok(d) => check_draws(r, &d, &grant_of, &grant_rows, &mut walk_issues),
@@ -187,6 +193,12 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
     }
     for m in check_grants(&grants, &sums) {
         note(m, &mut found);
+    }
+    for (key, cached, held) in storage::key_spend_audit(conn)? {
+        let spent = key_charged.get(&key.0).copied().unwrap_or(0) + held;
+        if spent != cached {
+            note(Mismatch::KeySpent { api_key_id: key, cached_spent: cached, ledger_spent: spent }, &mut found);
+        }
     }
 
     let input = storage::audit_input(conn)?;

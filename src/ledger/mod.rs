@@ -16,7 +16,7 @@ mod grant_storage;
 pub mod grants;
 pub mod storage;
 
-use crate::domain::{Credits, HoldId, JobId, Timestamp, TxnId, UserId, day_number, day_start};
+use crate::domain::{ApiKeyId, Credits, HoldId, JobId, Timestamp, TxnId, UserId, day_number, day_start};
 use crate::error::{Error, Result};
 use crate::logs::{self, Level, NewLog};
 use rusqlite::Connection;
@@ -155,10 +155,14 @@ pub struct SpendCaps {
     /// Credits per day for all users together; `None` = off.
     pub global_daily_cap: Option<Credits>,
     pub day_utc_offset_minutes: i32,
+    /// The API key the charge is made through: its spend limits apply and
+    /// its spend is counted (`None` for a session token).
+    pub key: Option<ApiKeyId>,
 }
 
 impl SpendCaps {
-    pub const NONE: SpendCaps = SpendCaps { daily_cap: None, global_daily_cap: None, day_utc_offset_minutes: 0 };
+    pub const NONE: SpendCaps =
+        SpendCaps { daily_cap: None, global_daily_cap: None, day_utc_offset_minutes: 0, key: None };
 }
 
 /// How a hold ended. Settling or releasing a closed hold returns this again.
@@ -213,19 +217,33 @@ fn append_change(
     let after = balance + amount;
     let txn = storage::append(
         conn,
-        &NewRow { user, amount, kind, balance_after: after, job, hold: None, description, at: now, micro: None },
+        &NewRow {
+            user,
+            amount,
+            kind,
+            balance_after: after,
+            job,
+            hold: None,
+            description,
+            at: now,
+            micro: None,
+            api_key: None,
+        },
     )?;
     storage::set_credits(conn, user, after)?;
     Ok(txn)
 }
 
+/// Seconds from `now` until the spend day after `day` begins.
+fn seconds_to_next_day(day: i64, caps: &SpendCaps, now: Timestamp) -> u64 {
+    let next = day_start(day + 1, caps.day_utc_offset_minutes);
+    ((next.millis() - now.millis()) as u64).div_ceil(1000).max(1)
+}
+
 /// Refuses when today's spend plus `amount` would pass the cap.
 fn check_daily_cap(conn: &Connection, user: UserId, amount: Credits, caps: &SpendCaps, now: Timestamp) -> Result<i64> {
     let day = day_number(now, caps.day_utc_offset_minutes);
-    let retry_after_s = || {
-        let next = day_start(day + 1, caps.day_utc_offset_minutes);
-        ((next.millis() - now.millis()) as u64).div_ceil(1000).max(1)
-    };
+    let retry_after_s = || seconds_to_next_day(day, caps, now);
     if let Some(cap) = caps.daily_cap {
         let spent = storage::spent_on(conn, user, day)?;
         if spent + amount > cap {
@@ -319,7 +337,51 @@ fn check_spend(
         return Err(Error::InsufficientCredits { needed: amount, available });
     }
     let day = check_daily_cap(conn, user, amount, caps, now)?;
+    if let Some(key) = caps.key {
+        check_key_limits(conn, key, amount, day, caps, now)?;
+    }
     Ok(Spendable { balance, held, day })
+}
+
+/// Refuses when the charge would take the API key past its lifetime or
+/// daily spend limit (read from the key's row in this transaction, so
+/// concurrent charges through one key cannot pass it together).
+fn check_key_limits(
+    conn: &Connection,
+    key: ApiKeyId,
+    amount: Credits,
+    day: i64,
+    caps: &SpendCaps,
+    now: Timestamp,
+) -> Result<()> {
+    let Some(s) = storage::key_spend(conn, key, day)? else {
+        return Err(Error::Unauthorized("This API key is unknown or has been revoked.".into()));
+    };
+    if let Some(limit) = s.spend_limit
+        && s.total + amount > limit
+    {
+        return Err(Error::KeySpendLimitExceeded { limit, spent: s.total });
+    }
+    if let Some(limit) = s.daily_spend_limit
+        && s.today + amount > limit
+    {
+        return Err(Error::KeyDailyLimitExceeded {
+            limit,
+            spent: s.today,
+            retry_after_s: seconds_to_next_day(day, caps, now),
+        });
+    }
+    Ok(())
+}
+
+/// Counts `delta` (possibly negative) toward the day's spend of the user,
+/// of everyone, and of the key it was made through.
+fn count_spend(conn: &Connection, user: UserId, key: Option<ApiKeyId>, day: i64, delta: Credits) -> Result<()> {
+    storage::add_spent(conn, user, day, delta)?;
+    if let Some(k) = key {
+        storage::add_key_spent(conn, k, day, delta)?;
+    }
+    Ok(())
 }
 
 /// Spends `amount` now: checks available credits and the daily cap, appends
@@ -357,11 +419,12 @@ pub fn consume_at(
             description,
             at: now,
             micro: None,
+            api_key: caps.key,
         },
     )?;
     storage::set_credits(conn, user, after)?;
     grants::draw(conn, user, amount, txn.id, now)?;
-    storage::add_spent(conn, user, day, amount)?;
+    count_spend(conn, user, caps.key, day, amount)?;
     logs::write(
         conn,
         &NewLog::business(
@@ -398,10 +461,10 @@ pub fn hold_at(
     now: Timestamp,
 ) -> Result<HoldId> {
     let Spendable { day, .. } = check_spend(conn, user, amount, caps, now)?;
-    let id = storage::insert_hold(conn, user, amount, job, day, now.plus_ms(ttl_ms), now)?;
+    let id = storage::insert_hold(conn, user, amount, job, caps.key, day, now.plus_ms(ttl_ms), now)?;
     grants::reserve(conn, user, amount, id, now)?;
     storage::add_held(conn, user, amount)?;
-    storage::add_spent(conn, user, day, amount)?;
+    count_spend(conn, user, caps.key, day, amount)?;
     Ok(id)
 }
 
@@ -466,6 +529,7 @@ pub fn settle_at(conn: &Connection, id: HoldId, cost: Cost, description: &str, n
                 description,
                 at: now,
                 micro,
+                api_key: h.api_key,
             },
         )?;
         match micro {
@@ -478,7 +542,7 @@ pub fn settle_at(conn: &Connection, id: HoldId, cost: Cost, description: &str, n
     };
     grants::close_reservations(conn, id, charge, txn, now)?;
     storage::add_held(conn, h.user, -h.amount)?;
-    storage::add_spent(conn, h.user, h.day, charge - h.amount)?;
+    count_spend(conn, h.user, h.api_key, h.day, charge - h.amount)?;
     storage::close_hold(conn, id, HoldStatus::Settled, Some(charge), txn, now)?;
     Ok(HoldOutcome { hold_id: id, status: HoldStatus::Settled, charged: charge, transaction_id: txn })
 }
@@ -509,7 +573,7 @@ fn close_uncharged(conn: &Connection, id: HoldId, status: HoldStatus, now: Times
     }
     grants::close_reservations(conn, id, Credits::ZERO, None, now)?;
     storage::add_held(conn, h.user, -h.amount)?;
-    storage::add_spent(conn, h.user, h.day, -h.amount)?;
+    count_spend(conn, h.user, h.api_key, h.day, -h.amount)?;
     storage::close_hold(conn, id, status, Some(Credits::ZERO), None, now)?;
     Ok(HoldOutcome { hold_id: id, status, charged: Credits::ZERO, transaction_id: None })
 }
@@ -550,7 +614,8 @@ pub fn release_unattached(conn: &Connection) -> Result<usize> {
 /// Balance = SUM of the ledger (the seed's `getBalance`); held from the
 /// cache, which the audit checks against the active holds.
 pub fn balance(conn: &Connection, user: UserId) -> Result<Balance> {
-    let (_, held) = account(conn, user)?;
+    // Deactivated users too: an admin looks at their balance.
+    let held = storage::held(conn, user)?.ok_or_else(|| Error::not_found("user"))?;
     let (sum, _) = storage::ledger_sum(conn, user)?;
     let next_expiry = grants::next_expiry(conn, user)?;
     Ok(Balance { object: "balance", balance: sum, held, available: sum - held, next_expiry })

@@ -6,7 +6,7 @@
 
 use super::chain::{self, ChainFields, GENESIS_HASH};
 use super::{HoldStatus, Kind, Transaction};
-use crate::domain::{Credits, HoldId, JobId, Timestamp, TxnId, UserId};
+use crate::domain::{ApiKeyId, Credits, HoldId, JobId, Timestamp, TxnId, UserId};
 use crate::paging::{List, Page};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -21,6 +21,11 @@ pub fn account(conn: &Connection, user: UserId) -> rusqlite::Result<Option<Accou
     conn.prepare_cached("SELECT credits, held, next_expiry_at FROM users WHERE id = ?1 AND deleted_at IS NULL")?
         .query_row([user], |r| Ok(Account { credits: r.get(0)?, held: r.get(1)?, next_expiry_at: r.get(2)? }))
         .optional()
+}
+
+/// The held cache of any user, active or not.
+pub fn held(conn: &Connection, user: UserId) -> rusqlite::Result<Option<Credits>> {
+    conn.prepare_cached("SELECT held FROM users WHERE id = ?1")?.query_row([user], |r| r.get(0)).optional()
 }
 
 pub fn set_credits(conn: &Connection, user: UserId, credits: Credits) -> rusqlite::Result<()> {
@@ -44,6 +49,8 @@ pub struct NewRow<'a> {
     pub at: Timestamp,
     /// A metered consume: its exact cost and the user's carry after it.
     pub micro: Option<Micro>,
+    /// The API key the charge was made through (not chained: attribution).
+    pub api_key: Option<ApiKeyId>,
 }
 
 /// A metered consume's exact cost and the carry it leaves, in millionths of
@@ -80,8 +87,9 @@ pub fn append(conn: &Connection, row: &NewRow<'_>) -> rusqlite::Result<Transacti
     );
     conn.prepare_cached(
         "INSERT INTO credit_transactions
-         (id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash, cost_micro, carry_after)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         (id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash, cost_micro, carry_after,
+          api_key_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         id,
@@ -96,6 +104,7 @@ pub fn append(conn: &Connection, row: &NewRow<'_>) -> rusqlite::Result<Transacti
         hash,
         row.micro.map(|m| m.cost),
         row.micro.map(|m| m.carry_after),
+        row.api_key,
     ])?;
     Ok(Transaction {
         id: TxnId(id),
@@ -203,6 +212,40 @@ pub fn add_spent(conn: &Connection, user: UserId, day: i64, delta: Credits) -> r
     Ok(())
 }
 
+/// An API key's spend limits and spend (in total, and on `day`).
+pub struct KeySpend {
+    pub spend_limit: Option<Credits>,
+    pub daily_spend_limit: Option<Credits>,
+    pub total: Credits,
+    pub today: Credits,
+}
+
+/// `None` for a key that is gone (revoked since the request began).
+pub fn key_spend(conn: &Connection, key: ApiKeyId, day: i64) -> rusqlite::Result<Option<KeySpend>> {
+    conn.prepare_cached(
+        "SELECT k.spend_limit, k.daily_spend_limit, k.spent_total, COALESCE(d.spent, 0)
+         FROM api_keys k LEFT JOIN api_key_daily_spend d ON d.api_key_id = k.id AND d.day = ?2
+         WHERE k.id = ?1 AND k.revoked_at IS NULL",
+    )?
+    .query_row(params![key, day], |r| {
+        Ok(KeySpend { spend_limit: r.get(0)?, daily_spend_limit: r.get(1)?, total: r.get(2)?, today: r.get(3)? })
+    })
+    .optional()
+}
+
+/// Adds `delta` (possibly negative) to an API key's spend, in total and on
+/// `day`.
+pub fn add_key_spent(conn: &Connection, key: ApiKeyId, day: i64, delta: Credits) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE api_keys SET spent_total = MAX(spent_total + ?2, 0) WHERE id = ?1")?
+        .execute(params![key, delta])?;
+    conn.prepare_cached(
+        "INSERT INTO api_key_daily_spend (api_key_id, day, spent) VALUES (?1, ?2, MAX(?3, 0))
+         ON CONFLICT(api_key_id, day) DO UPDATE SET spent = MAX(spent + ?3, 0)",
+    )?
+    .execute(params![key, day, delta])?;
+    Ok(())
+}
+
 pub fn global_spent_on(conn: &Connection, day: i64) -> rusqlite::Result<Credits> {
     Ok(conn
         .prepare_cached("SELECT spent FROM daily_spend_global WHERE day = ?1")?
@@ -218,6 +261,7 @@ pub struct HoldRow {
     pub amount: Credits,
     pub status: HoldStatus,
     pub job: Option<JobId>,
+    pub api_key: Option<ApiKeyId>,
     pub day: i64,
     pub expires_at: Timestamp,
     pub charged: Option<Credits>,
@@ -229,21 +273,22 @@ pub fn insert_hold(
     user: UserId,
     amount: Credits,
     job: Option<JobId>,
+    api_key: Option<ApiKeyId>,
     day: i64,
     expires_at: Timestamp,
     now: Timestamp,
 ) -> rusqlite::Result<HoldId> {
     conn.prepare_cached(
-        "INSERT INTO credit_holds (user_id, amount, status, job_id, day, expires_at, created_at)
-         VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6)",
+        "INSERT INTO credit_holds (user_id, amount, status, job_id, api_key_id, day, expires_at, created_at)
+         VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![user, amount, job, day, expires_at, now])?;
+    .execute(params![user, amount, job, api_key, day, expires_at, now])?;
     Ok(HoldId(conn.last_insert_rowid()))
 }
 
 pub fn hold(conn: &Connection, id: HoldId) -> rusqlite::Result<Option<HoldRow>> {
     conn.prepare_cached(
-        "SELECT id, user_id, amount, status, job_id, day, expires_at, charged, transaction_id
+        "SELECT id, user_id, amount, status, job_id, day, expires_at, charged, transaction_id, api_key_id
          FROM credit_holds WHERE id = ?1",
     )?
     .query_row([id], |r| {
@@ -258,6 +303,7 @@ pub fn hold(conn: &Connection, id: HoldId) -> rusqlite::Result<Option<HoldRow>> 
             expires_at: r.get(6)?,
             charged: r.get(7)?,
             transaction: r.get(8)?,
+            api_key: r.get(9)?,
         })
     })
     .optional()
@@ -339,13 +385,14 @@ pub struct StoredRow {
     pub created_at: i64,
     pub hash: String,
     pub micro: Option<(i64, i64)>,
+    pub api_key_id: Option<i64>,
 }
 
 /// Calls `visit` for every ledger row in id order, without loading them all.
 pub fn for_each_row(conn: &Connection, mut visit: impl FnMut(&StoredRow)) -> rusqlite::Result<()> {
     let mut st = conn.prepare(
         "SELECT id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash,
-                cost_micro, carry_after
+                cost_micro, carry_after, api_key_id
          FROM credit_transactions ORDER BY id",
     )?;
     let mut rows = st.query([])?;
@@ -365,6 +412,7 @@ pub fn for_each_row(conn: &Connection, mut visit: impl FnMut(&StoredRow)) -> rus
                 (Some(cost), Some(carry)) => Some((cost, carry)),
                 _ => None,
             },
+            api_key_id: r.get(12)?,
         });
     }
     Ok(())
@@ -378,6 +426,17 @@ pub fn active_holds_of_finished_jobs(conn: &Connection) -> rusqlite::Result<Vec<
          WHERE h.status = 'active' AND j.status IN ('completed', 'failed', 'canceled')",
     )?
     .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
+}
+
+/// Per API key: its cached spend, and what its active holds reserve.
+pub fn key_spend_audit(conn: &Connection) -> rusqlite::Result<Vec<(ApiKeyId, i64, i64)>> {
+    conn.prepare(
+        "SELECT k.id, k.spent_total, COALESCE(h.held, 0) FROM api_keys k
+         LEFT JOIN (SELECT api_key_id, SUM(amount) AS held FROM credit_holds
+                    WHERE status = 'active' AND api_key_id IS NOT NULL GROUP BY api_key_id) h ON h.api_key_id = k.id",
+    )?
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
     .collect()
 }
 

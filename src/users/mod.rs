@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::json;
 
 /// A user as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct User {
     pub id: UserId,
     pub object: &'static str,
@@ -53,8 +53,25 @@ pub fn find_by_email(db: &Db, email: &Email) -> Result<Option<User>> {
     db.read(|c| storage::by_email(c, email).map(|o| o.map(|(u, _)| u)))
 }
 
-pub fn list(db: &Db, page: &Page) -> Result<List<User>> {
-    db.read(|c| storage::list(c, page))
+pub fn list(db: &Db, email: Option<&str>, page: &Page) -> Result<List<User>> {
+    db.read(|c| storage::list(c, email, page))
+}
+
+/// Any user (an admin's view), and when they were deactivated.
+pub fn get_any(conn: &Connection, id: UserId) -> Result<(User, Option<Timestamp>)> {
+    storage::get_any(conn, id)?.ok_or_else(|| Error::not_found("user"))
+}
+
+/// Lets a deactivated user sign in again (their keys and balance were
+/// kept). Reactivating an active user changes nothing.
+pub fn reactivate(db: &Db, id: UserId) -> Result<()> {
+    db.write(move |c| {
+        get_any(c, id)?;
+        if storage::reactivate(c, id)? == 1 {
+            logs::write(c, &NewLog::business(id, "user_reactivated", true, json!({})))?;
+        }
+        Ok::<_, Error>(())
+    })
 }
 
 /// Deactivates a user: their tokens and API keys stop working at once. Their

@@ -46,13 +46,33 @@ pub fn by_email(conn: &Connection, email: &Email) -> crate::error::Result<Option
     Ok(st.query_row([email.as_str()], |r| Ok((user_from_row(r)?, r.get(4)?))).optional()?)
 }
 
-pub fn list(conn: &Connection, page: &Page) -> crate::error::Result<List<User>> {
+/// Active users, newest first; with `email`, those whose address contains
+/// it (any case).
+pub fn list(conn: &Connection, email: Option<&str>, page: &Page) -> crate::error::Result<List<User>> {
+    let pattern = email.map(|e| {
+        let escaped = e.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        format!("%{escaped}%")
+    });
     let mut st = conn.prepare_cached(
-        "SELECT id, email, role, created_at FROM users WHERE id < ?1 AND deleted_at IS NULL ORDER BY id DESC LIMIT ?2",
+        "SELECT id, email, role, created_at FROM users
+         WHERE id < ?1 AND deleted_at IS NULL AND (?3 IS NULL OR lower(email) LIKE ?3 ESCAPE '\\')
+         ORDER BY id DESC LIMIT ?2",
     )?;
-    let rows =
-        st.query_map(params![page.before_id(), page.fetch()], user_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = st
+        .query_map(params![page.before_id(), page.fetch(), pattern], user_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(List::from_rows(rows, page))
+}
+
+/// Any user, active or deactivated, and when they were deactivated.
+pub fn get_any(conn: &Connection, id: UserId) -> rusqlite::Result<Option<(User, Option<Timestamp>)>> {
+    conn.prepare_cached("SELECT id, email, role, created_at, deleted_at FROM users WHERE id = ?1")?
+        .query_row([id], |r| Ok((user_from_row(r)?, r.get(4)?)))
+        .optional()
+}
+
+pub fn reactivate(conn: &Connection, id: UserId) -> rusqlite::Result<usize> {
+    conn.execute("UPDATE users SET deleted_at = NULL WHERE id = ?1 AND deleted_at IS NOT NULL", [id])
 }
 
 pub fn deactivate(conn: &Connection, id: UserId, now: Timestamp) -> rusqlite::Result<usize> {

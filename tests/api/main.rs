@@ -19,4 +19,5 @@ mod guard;
 mod http_edge;
 mod idempotency;
 mod jobs;
+mod keys;
 mod ops;

@@ -285,6 +285,12 @@ fn every_earlier_schema_version_with_data_migrates_to_the_current_one_and_audits
             // user's legacy grant.
             c.execute("INSERT INTO credit_holds (user_id, amount, status, day, expires_at, created_at) VALUES (1, 7, 'active', 1, 9999999999999, 1)", []).unwrap();
             c.execute("UPDATE users SET held = 7 WHERE id = 1", []).unwrap();
+            if from >= 8 {
+                // Since V8 a grant row comes with its grant, and a hold
+                // reserves on it.
+                c.execute("INSERT INTO credit_grants (user_id, amount, remaining, reserved, category, priority, effective_at, source, transaction_id, created_at) VALUES (1, 50, 50, 7, 'promotional', 50, 1, 'admin', 1, 1)", []).unwrap();
+                c.execute("INSERT INTO hold_reservations (hold_id, grant_id, amount) VALUES (2, 1, 7)", []).unwrap();
+            }
         }
         drop(c);
         let o = tollgate(&["migrate"], &path);
@@ -295,7 +301,7 @@ fn every_earlier_schema_version_with_data_migrates_to_the_current_one_and_audits
         assert_eq!(storage::schema_version(&c).unwrap(), i64::from(max));
         let email: String = c.query_row("SELECT email FROM users WHERE id = 1", [], |r| r.get(0)).unwrap();
         assert_eq!(email, "old@example.com");
-        if from >= 2 {
+        if (2..8).contains(&from) {
             let legacy: (i64, i64, i64, Option<i64>) = c
                 .query_row(
                     "SELECT amount, remaining, reserved, expires_at FROM credit_grants WHERE user_id = 1 AND source = 'legacy'",

@@ -1,14 +1,14 @@
 //! `/v1/admin/*`: user management, credits, logs and the audit. The router
 //! has already checked `role = admin`.
 
-use crate::domain::{Credits, Email, LogId, Password, Role, UserId};
+use crate::domain::{Credits, Email, LogId, Password, Role, Timestamp, UserId};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
 use crate::http::router::Ctx;
 use crate::logs::{self, Level, LogFilter, LogType};
 use crate::{ledger, users};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub(super) fn user_param(ctx: &Ctx) -> Result<UserId, ApiError> {
     Ok(UserId::parse(ctx.param(0)).ok_or_else(|| Error::not_found("user"))?)
@@ -35,8 +35,88 @@ pub fn create_user(ctx: &Ctx) -> Result<Response, ApiError> {
     ctx.commit(201, move |c| users::insert(c, &email, &hash, role))
 }
 
+/// Email searches are substrings of an address, not documents.
+const EMAIL_SEARCH_CHARS_MAX: usize = 254;
+
 pub fn list_users(ctx: &Ctx) -> Result<Response, ApiError> {
-    let list = users::list(&ctx.app.db, &ctx.req.page_after(UserId::PREFIX)?)?;
+    let email = ctx.req.query("email");
+    if email.is_some_and(|e| e.is_empty() || e.chars().count() > EMAIL_SEARCH_CHARS_MAX) {
+        return Err(Error::invalid("email", format!("email must be 1 to {EMAIL_SEARCH_CHARS_MAX} characters")).into());
+    }
+    let list = users::list(&ctx.app.db, email, &ctx.req.page_after(UserId::PREFIX)?)?;
+    Ok(Response::json(200, &list))
+}
+
+/// One user as an admin sees them: the account, the money and the limits.
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct UserDetail {
+    #[serde(flatten)]
+    user: users::User,
+    deactivated_at: Option<Timestamp>,
+    balance: Credits,
+    held: Credits,
+    available: Credits,
+    next_expiry: Option<ledger::grants::NextExpiry>,
+    limits: LimitsView,
+    /// Grants with credits left, in the order charges draw on them.
+    active_grants: Vec<ledger::grants::Grant>,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+struct LimitsView {
+    rpm: u32,
+    burst: u32,
+    /// 0 = no cap.
+    max_cost_per_request: i64,
+    /// 0 = no cap.
+    daily_cap: i64,
+    spent_today: Credits,
+}
+
+fn user_detail(ctx: &Ctx, id: UserId) -> Result<Response, ApiError> {
+    let e = ctx.app.guard.effective(id);
+    let offset = ctx.app.guard.day_utc_offset_minutes();
+    let detail = ctx.app.db.read(|c| {
+        let (user, deactivated_at) = users::get_any(c, id)?;
+        let b = ledger::balance(c, id)?;
+        Ok::<_, Error>(UserDetail {
+            user,
+            deactivated_at,
+            balance: b.balance,
+            held: b.held,
+            available: b.available,
+            next_expiry: b.next_expiry,
+            limits: LimitsView {
+                rpm: e.rpm,
+                burst: e.burst,
+                max_cost_per_request: e.max_cost_per_request,
+                daily_cap: e.daily_cap,
+                spent_today: ledger::spent_today(c, id, offset)?,
+            },
+            active_grants: ledger::grants::active(c, id)?,
+        })
+    })?;
+    Ok(Response::json(200, &detail))
+}
+
+pub fn get_user(ctx: &Ctx) -> Result<Response, ApiError> {
+    user_detail(ctx, user_param(ctx)?)
+}
+
+pub fn reactivate_user(ctx: &Ctx) -> Result<Response, ApiError> {
+    let id = user_param(ctx)?;
+    users::reactivate(&ctx.app.db, id)?;
+    user_detail(ctx, id)
+}
+
+/// `GET /v1/admin/users/{id}/transactions`: the user's ledger rows.
+pub fn user_transactions(ctx: &Ctx) -> Result<Response, ApiError> {
+    let id = user_param(ctx)?;
+    let page = ctx.req.page_after(crate::domain::TxnId::PREFIX)?;
+    let list = ctx.app.db.read(|c| {
+        users::get_any(c, id)?;
+        ledger::list(c, id, &page)
+    })?;
     Ok(Response::json(200, &list))
 }
 

@@ -24,8 +24,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
+/// The models the caller may use (an API key with an allow-list sees only
+/// those).
 pub fn models(ctx: &Ctx) -> Result<Response, ApiError> {
-    let data: Vec<Value> = ctx.app.adapter.models().iter().map(model_json).collect();
+    let caller = ctx.user()?;
+    let data: Vec<Value> =
+        ctx.app.adapter.models().iter().filter(|m| caller.check_model(&m.name).is_ok()).map(model_json).collect();
     Ok(Response::json_value(200, &json!({"object": "list", "data": data, "has_more": false})))
 }
 
@@ -64,6 +68,7 @@ fn model_json(m: &Model) -> Value {
 
 pub(super) fn model_of_kind<'a>(ctx: &'a Ctx, name: &str, kind: ModelKind) -> Result<&'a Model, ApiError> {
     let m = ctx.app.adapter.model(name).ok_or_else(|| not_found_model(name))?;
+    ctx.user()?.check_model(name)?;
     if m.kind != kind {
         return Err(Error::invalid(
             "model",
@@ -147,7 +152,8 @@ fn chat_log(model: &Model, info: &CallInfo, usage: &Usage, user: crate::domain::
 }
 
 pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?.id;
+    let caller = ctx.user()?;
+    let user = caller.id;
     let (body, object): (ChatBody, _) = ctx.req.json_and_object()?;
     let model = model_of_kind(ctx, &body.model, ModelKind::Chat)?;
     let req = parse_chat(&body, object, model)?;
@@ -159,7 +165,7 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
         .into());
     }
     ctx.app.adapter.check_chat(model, &req).map_err(|param| unsupported(model, &param))?;
-    let reservation = metered::reserve(ctx.app, user, metered::chat_bound(model, &req), None)?;
+    let reservation = metered::reserve(ctx.app, &caller, metered::chat_bound(model, &req), None)?;
     if body.stream {
         let (stream, info) = ctx.app.adapter.chat_stream(model, &req).map_err(|e| {
             metered::release(ctx.app, &reservation);
@@ -329,7 +335,8 @@ struct ImageBody {
 }
 
 pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?.id;
+    let caller = ctx.user()?;
+    let user = caller.id;
     let body: ImageBody = ctx.req.json()?;
     let model = model_of_kind(ctx, &body.model, ModelKind::Image)?;
     let n = body.n.unwrap_or(1);
@@ -348,7 +355,7 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
     };
     let req = ImageRequest { prompt: body.prompt.clone(), n, size: body.size.clone(), b64_json };
     ctx.app.adapter.check_image(model, &req).map_err(|param| unsupported(model, &param))?;
-    let reservation = metered::reserve(ctx.app, user, model.price.images(n), None)?;
+    let reservation = metered::reserve(ctx.app, &caller, model.price.images(n), None)?;
     let (resp, info) = ctx.app.adapter.image(model, &req).map_err(|e| {
         metered::release(ctx.app, &reservation);
         metered::provider_error(e)
@@ -415,12 +422,13 @@ fn embedding_input_bound(input: &Value) -> Result<u64, Error> {
 
 /// `POST /v1/embeddings`: priced per input token, held at the input's size.
 pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?.id;
+    let caller = ctx.user()?;
+    let user = caller.id;
     let (body, mut passthrough): (EmbeddingsBody, _) = ctx.req.json_and_object()?;
     let model = model_of_kind(ctx, &body.model, ModelKind::Embedding)?;
     let bound = model.price.tokens(embedding_input_bound(&body.input)?, 0);
     passthrough.remove("model");
-    let reservation = metered::reserve(ctx.app, user, bound, None)?;
+    let reservation = metered::reserve(ctx.app, &caller, bound, None)?;
     let (mut answer, info) = ctx.app.adapter.embeddings(model, &passthrough).map_err(|e| {
         metered::release(ctx.app, &reservation);
         metered::provider_error(e)

@@ -1,7 +1,8 @@
 //! `/v1/auth/*`, `/v1/me`, `/v1/api-keys`.
 
 use crate::auth;
-use crate::domain::{ApiKeyId, Email, Password, Role};
+use crate::auth::key_limits::{KeyLimits, KeyLimitsBody};
+use crate::domain::{ApiKeyId, Email, Password, Role, Timestamp, UserId, day_number};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
@@ -9,6 +10,7 @@ use crate::http::router::Ctx;
 use crate::ledger::grants::{NewGrant, Source};
 use crate::{ledger, users};
 use serde::Deserialize;
+use std::collections::HashSet;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,21 +86,64 @@ pub fn me(ctx: &Ctx) -> Result<Response, ApiError> {
     Ok(Response::json(200, &user))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewKey {
-    name: String,
+/// Today, as spend limits count days.
+fn today(ctx: &Ctx) -> i64 {
+    day_number(Timestamp::now(), ctx.app.guard.day_utc_offset_minutes())
+}
+
+fn model_names(ctx: &Ctx) -> HashSet<String> {
+    ctx.app.adapter.models().iter().map(|m| m.name.clone()).collect()
 }
 
 pub fn create_key(ctx: &Ctx) -> Result<Response, ApiError> {
+    create_key_for(ctx, ctx.user()?.id)
+}
+
+/// `POST /v1/admin/users/{id}/api-keys`: a product backend gives each of its
+/// users a scoped key.
+pub fn admin_create_key(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = super::admin::user_param(ctx)?;
+    users::get(&ctx.app.db, user)?;
+    create_key_for(ctx, user)
+}
+
+fn create_key_for(ctx: &Ctx, user: UserId) -> Result<Response, ApiError> {
+    let (body, raw): (KeyLimitsBody, _) = ctx.req.json_and_object()?;
+    let name = auth::parse_key_name(body.name.as_deref().unwrap_or(""))?;
+    let mut limits = KeyLimits::default();
+    let models = model_names(ctx);
+    body.apply(&raw, &mut limits, |m| models.contains(m), Timestamp::now())?;
+    let day = today(ctx);
+    ctx.commit(201, move |c| auth::create_api_key(c, user, &name, &limits, day))
+}
+
+/// `PATCH /v1/api-keys/{id}`: the fields sent change, null clears a limit,
+/// the others stay. Read, change and write in one transaction.
+pub fn update_key(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = ctx.user()?.id;
-    let body: NewKey = ctx.req.json()?;
-    let name = auth::parse_key_name(&body.name)?;
-    ctx.commit(201, move |c| auth::create_api_key(c, user, &name))
+    let id = ApiKeyId::parse(ctx.param(0)).ok_or_else(|| Error::not_found("API key"))?;
+    let (body, raw): (KeyLimitsBody, serde_json::Map<String, serde_json::Value>) = ctx.req.json_and_object()?;
+    let name = body.name.as_deref().map(auth::parse_key_name).transpose()?;
+    let (models, day) = (model_names(ctx), today(ctx));
+    let response = ctx.commit(200, move |c| {
+        let current = auth::get_api_key(c, user, id, day)?;
+        let mut limits = current.limits.clone();
+        body.apply(&raw, &mut limits, |m| models.contains(m), Timestamp::now())?;
+        auth::update_api_key(c, user, id, name.as_deref().unwrap_or(&current.name), &limits, day)
+    })?;
+    ctx.app.credentials.invalidate();
+    Ok(response)
 }
 
 pub fn list_keys(ctx: &Ctx) -> Result<Response, ApiError> {
-    let list = auth::list_api_keys(&ctx.app.db, ctx.user()?.id, &ctx.req.page_after(ApiKeyId::PREFIX)?)?;
+    let list = auth::list_api_keys(&ctx.app.db, ctx.user()?.id, &ctx.req.page_after(ApiKeyId::PREFIX)?, today(ctx))?;
+    Ok(Response::json(200, &list))
+}
+
+pub fn admin_list_keys(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = super::admin::user_param(ctx)?;
+    users::get(&ctx.app.db, user)?;
+    let list = auth::list_api_keys(&ctx.app.db, user, &ctx.req.page_after(ApiKeyId::PREFIX)?, today(ctx))?;
     Ok(Response::json(200, &list))
 }
 

@@ -29,12 +29,13 @@ struct Consume {
 }
 
 pub fn consume(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?.id;
+    let caller = ctx.user()?;
+    let user = caller.id;
     let body: Consume = ctx.req.json()?;
     let amount = positive_amount(body.amount, "amount")?;
     let description = ledger::parse_description(body.description.as_deref())?;
     ctx.app.guard.check_cost(user, amount)?;
-    let caps = ctx.app.guard.spend_caps(user);
+    let caps = ctx.app.guard.spend_caps(&caller);
     let response = ctx.commit(201, move |c| ledger::consume(c, user, amount, &description, &caps))?;
     crate::metrics::global().credits_charged.inc_by(amount.0 as u64);
     Ok(response)

@@ -22,7 +22,8 @@ struct NewJob {
 }
 
 pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?.id;
+    let caller = ctx.user()?;
+    let user = caller.id;
     let body: NewJob = ctx.req.json()?;
     let jtype = JobType::parse(&body.jtype)
         .ok_or_else(|| Error::invalid("type", "type must be text_generation, image_generation or video_generation"))?;
@@ -30,6 +31,7 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
         ApiError::new(404, "model_not_found", format!("The model {:?} does not exist. See GET /v1/models.", body.model))
             .with_param("model")
     })?;
+    caller.check_model(&model.name)?;
     if model.kind != input::model_kind(jtype) {
         return Err(Error::invalid("model", format!("{} is not a model for {}", model.name, jtype.as_str())).into());
     }
@@ -56,7 +58,7 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
         max_attempts: ctx.app.config.jobs.attempts_max,
         queue_max: ctx.app.config.jobs.queue_max,
         hold_ttl_ms: ctx.app.hold_ttl_ms(),
-        caps: ctx.app.guard.spend_caps(user),
+        caps: ctx.app.guard.spend_caps(&caller),
     };
     let response = ctx.commit(202, move |conn| jobs::create(conn, &c))?;
     ctx.app.notifier.notify();
@@ -95,12 +97,21 @@ pub fn cancel(ctx: &Ctx) -> Result<Response, ApiError> {
 }
 
 pub fn retry(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?.id;
+    let caller = ctx.user()?;
+    let user = caller.id;
     let id = job_param(ctx)?;
-    let (ttl, caps) = (ctx.app.hold_ttl_ms(), ctx.app.guard.spend_caps(user));
+    let (ttl, caps) = (ctx.app.hold_ttl_ms(), ctx.app.guard.spend_caps(&caller));
     let response = ctx.commit(202, move |c| jobs::retry(c, user, id, ttl, &caps))?;
     ctx.app.notifier.notify();
     Ok(response)
+}
+
+/// `GET /v1/admin/users/{id}/jobs` (`?status=`).
+pub fn of_user(ctx: &Ctx) -> Result<Response, ApiError> {
+    let user = super::admin::user_param(ctx)?;
+    ctx.app.db.read(|c| crate::users::get_any(c, user))?;
+    let list = jobs::list(&ctx.app.db, Some(user), status_filter(ctx)?, &ctx.req.page_after(JobId::PREFIX)?)?;
+    Ok(Response::json(200, &list))
 }
 
 pub fn admin_list(ctx: &Ctx) -> Result<Response, ApiError> {

@@ -78,7 +78,8 @@ fn usage_in(response: &Value) -> Option<Usage> {
 }
 
 pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?.id;
+    let caller = ctx.user()?;
+    let user = caller.id;
     let (parsed, mut body): (ResponsesBody, _) = ctx.req.json_and_object()?;
     let model = model_of_kind(ctx, &parsed.model, ModelKind::Chat)?;
     if !ctx.app.adapter.has_responses(model) {
@@ -92,7 +93,7 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
         return Err(Error::invalid("Idempotency-Key", "Idempotency-Key is not supported with stream: true").into());
     }
     body.insert("max_output_tokens".into(), json!(max_output));
-    let reservation = metered::reserve(ctx.app, user, bound(model, &body, max_output), None)?;
+    let reservation = metered::reserve(ctx.app, &caller, bound(model, &body, max_output), None)?;
     if parsed.stream {
         let (stream, info) = ctx.app.adapter.responses_stream(model, &body).map_err(|e| {
             metered::release(ctx.app, &reservation);

@@ -1,0 +1,237 @@
+//! API keys with their own limits over HTTP: expiry, model allow-list,
+//! rate, lifetime and daily spend limits, PATCH, admin-minted keys, and a
+//! spend limit held exactly under 32 racing callers.
+
+use crate::helpers::*;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+fn create_key(app: &TestApp, token: &str, body: Value) -> (String, Value) {
+    let r = app.client.post("/v1/api-keys", token, body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    (v["key"].as_str().unwrap().to_owned(), v)
+}
+
+fn patch(app: &TestApp, token: &str, id: &str, body: Value) -> Resp {
+    app.client
+        .request("PATCH", &format!("/v1/api-keys/{id}"), Some(token), &[], Some(body.to_string().as_bytes()))
+        .unwrap()
+}
+
+#[test]
+fn a_key_enforces_its_daily_and_lifetime_spend_limits_and_shows_its_spend() {
+    let app = TestApp::spawn();
+    let ann = app.user("ann");
+    app.grant(&ann, 10_000);
+    let (key, v) =
+        create_key(&app, &ann.token, json!({"name": "backend", "spend_limit": 100, "daily_spend_limit": 60}));
+    assert_eq!(
+        (v["spend_limit"].as_i64(), v["daily_spend_limit"].as_i64(), v["spent_total"].as_i64()),
+        (Some(100), Some(60), Some(0))
+    );
+    assert!(v["models"].is_null() && v["expires_at"].is_null() && v["rpm"].is_null());
+    let id = v["id"].as_str().unwrap().to_owned();
+
+    assert_eq!(app.client.post("/v1/credits/consume", &key, json!({"amount": 50})).status, 201);
+    let r = app.client.post("/v1/credits/consume", &key, json!({"amount": 20}));
+    assert_eq!((r.status, r.error_code()), (429, "key_daily_limit_exceeded".to_owned()), "{}", r.text());
+    assert!(r.header("Retry-After").is_some());
+    // The session token is not the key: its charges do not count.
+    assert_eq!(app.consume(&ann, 20).status, 201);
+
+    let r = patch(&app, &ann.token, &id, json!({"daily_spend_limit": null}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        (v["daily_spend_limit"].is_null(), v["spend_limit"].as_i64(), v["name"].as_str()),
+        (true, Some(100), Some("backend"))
+    );
+    assert_eq!(app.client.post("/v1/credits/consume", &key, json!({"amount": 20})).status, 201);
+    let r = app.client.post("/v1/credits/consume", &key, json!({"amount": 40}));
+    assert_eq!((r.status, r.error_code()), (402, "key_spend_limit_exceeded".to_owned()), "{}", r.text());
+    assert_eq!(app.client.post("/v1/credits/consume", &key, json!({"amount": 30})).status, 201, "exactly to the limit");
+
+    let listed = app.client.get("/v1/api-keys", &ann.token).json();
+    let k = &listed["data"][0];
+    assert_eq!((k["spent_total"].as_i64(), k["spent_today"].as_i64()), (Some(100), Some(100)));
+    assert_eq!(app.balance(&ann)["balance"], 10_000 - 120);
+    let a = app.audit();
+    assert_eq!(a["valid"], true, "{a}");
+}
+
+#[test]
+fn a_key_is_held_to_its_models_rate_and_expiry() {
+    let app = TestApp::spawn();
+    let ann = app.user("ann");
+    app.grant(&ann, 10_000);
+    let (key, _) = create_key(&app, &ann.token, json!({"name": "chat only", "models": ["dev-chat"]}));
+    let models = app.client.get("/v1/models", &key).json();
+    let names: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(names, ["dev-chat"]);
+    let chat = json!({"model": "dev-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10});
+    assert_eq!(app.client.post("/v1/chat/completions", &key, chat).status, 200);
+    let image = app.client.post("/v1/images/generations", &key, json!({"model": "dev-image", "prompt": "a cat"}));
+    assert_eq!((image.status, image.error_code()), (403, "model_not_allowed".to_owned()), "{}", image.text());
+    let job = app.client.post(
+        "/v1/jobs",
+        &key,
+        json!({"type": "image_generation", "model": "dev-image", "input": {"prompt": "a cat"}}),
+    );
+    assert_eq!(job.error_code(), "model_not_allowed", "{}", job.text());
+
+    let (slow, _) = create_key(&app, &ann.token, json!({"name": "slow", "rpm": 2}));
+    assert_eq!(app.client.get("/v1/credits/balance", &slow).status, 200);
+    assert_eq!(app.client.get("/v1/credits/balance", &slow).status, 200);
+    let r = app.client.get("/v1/credits/balance", &slow);
+    assert_eq!((r.status, r.error_code()), (429, "rate_limited".to_owned()));
+    assert_eq!(
+        app.client.get("/v1/credits/balance", &ann.token).status,
+        200,
+        "the user's other credentials are not slowed"
+    );
+
+    let (brief, _) = create_key(&app, &ann.token, json!({"name": "brief", "expires_at": rfc3339_in(800)}));
+    assert_eq!(app.client.get("/v1/credits/balance", &brief).status, 200);
+    std::thread::sleep(std::time::Duration::from_millis(900));
+    let r = app.client.get("/v1/credits/balance", &brief);
+    assert_eq!((r.status, r.error_code()), (401, "unauthorized".to_owned()));
+    assert!(r.text().contains("expired"), "{}", r.text());
+}
+
+#[test]
+fn key_limits_are_validated_and_a_refused_change_changes_nothing() {
+    let app = TestApp::spawn();
+    let (ann, bob) = (app.user("ann"), app.user("bob"));
+    for (bad, param) in [
+        (json!({"name": "k", "models": ["no-such-model"]}), "models"),
+        (json!({"name": "k", "models": []}), "models"),
+        (json!({"name": "k", "spend_limit": -1}), "spend_limit"),
+        (json!({"name": "k", "daily_spend_limit": -5}), "daily_spend_limit"),
+        (json!({"name": "k", "rpm": 0}), "rpm"),
+        (json!({"name": "k", "expires_at": "2001-01-01T00:00:00Z"}), "expires_at"),
+        (json!({"spend_limit": 5}), "name"),
+    ] {
+        let r = app.client.post("/v1/api-keys", &ann.token, bad.clone());
+        assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some(param)), "{bad}: {}", r.text());
+    }
+    assert_eq!(app.count("api_keys"), 0);
+    let (_, v) = create_key(&app, &ann.token, json!({"name": "k", "spend_limit": 10}));
+    let id = v["id"].as_str().unwrap();
+    let r = patch(&app, &ann.token, id, json!({"rpm": -3}));
+    assert_eq!(r.status, 400);
+    assert_eq!(app.client.get("/v1/api-keys", &ann.token).json()["data"][0]["rpm"], Value::Null);
+    assert_eq!(patch(&app, &bob.token, id, json!({"spend_limit": 999})).status, 404, "another user's key");
+    assert_eq!(patch(&app, &ann.token, id, json!({"limit": 1})).status, 400, "unknown fields are refused");
+    let r = patch(&app, &ann.token, id, json!({"name": "renamed", "models": ["dev-chat", "dev-chat"]}));
+    assert_eq!(
+        (r.status, r.json()["models"].clone(), r.json()["spend_limit"].as_i64()),
+        (200, json!(["dev-chat"]), Some(10))
+    );
+}
+
+#[test]
+fn an_admin_mints_a_scoped_key_for_a_user_and_sees_the_user_whole() {
+    let app = TestApp::spawn();
+    let ann = app.user("ann");
+    let g = app.client.post(
+        &format!("/v1/admin/users/{}/grants", ann.id),
+        &app.admin,
+        json!({"amount": 500, "expires_at": rfc3339_in(86_400_000)}),
+    );
+    assert_eq!(g.status, 201);
+    let r = app.client.post(
+        &format!("/v1/admin/users/{}/api-keys", ann.id),
+        &app.admin,
+        json!({"name": "from the product", "spend_limit": 50}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let key = r.json()["key"].as_str().unwrap().to_owned();
+    assert_eq!(app.client.post("/v1/credits/consume", &key, json!({"amount": 7})).status, 201);
+    let me = app.client.get("/v1/me", &key).json();
+    assert_eq!(me["id"].as_str(), Some(ann.id.as_str()), "the key is the user's");
+    let keys = app.client.get(&format!("/v1/admin/users/{}/api-keys", ann.id), &app.admin).json();
+    assert_eq!((keys["data"][0]["spent_total"].as_i64(), keys["data"][0]["spend_limit"].as_i64()), (Some(7), Some(50)));
+    let r = app.client.post("/v1/admin/users/usr_99999/api-keys", &app.admin, json!({"name": "x"}));
+    assert_eq!(r.status, 404);
+    let r = app
+        .client
+        .request(
+            "POST",
+            &format!("/v1/admin/users/{}/api-keys", ann.id),
+            Some(&app.admin),
+            &[("Idempotency-Key", "k1")],
+            Some(br#"{"name":"x"}"#),
+        )
+        .unwrap();
+    assert_eq!(r.error_code(), "idempotency_not_supported", "a minted key is never stored for replay");
+
+    let d = app.client.get(&format!("/v1/admin/users/{}", ann.id), &app.admin).json();
+    assert_eq!(
+        (d["object"].as_str(), d["email"].as_str(), d["balance"].as_i64(), d["available"].as_i64()),
+        (Some("user"), Some("ann@example.com"), Some(493), Some(493))
+    );
+    assert_eq!((d["active_grants"].as_array().unwrap().len(), d["next_expiry"]["amount"].as_i64()), (1, Some(493)));
+    assert_eq!(d["limits"]["spent_today"], 7);
+    assert!(d["deactivated_at"].is_null());
+    let txns = app.client.get(&format!("/v1/admin/users/{}/transactions", ann.id), &app.admin).json();
+    assert_eq!(txns["data"].as_array().unwrap().len(), 2);
+    let jobs = app.client.get(&format!("/v1/admin/users/{}/jobs", ann.id), &app.admin);
+    assert_eq!((jobs.status, jobs.json()["data"].as_array().unwrap().len()), (200, 0));
+    let found = app.client.get("/v1/admin/users?email=ANN@", &app.admin).json();
+    assert_eq!(found["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.client.get("/v1/admin/users?email=%25", &app.admin).json()["data"].as_array().unwrap().len(),
+        0,
+        "% is literal"
+    );
+
+    assert_eq!(
+        app.client
+            .request("DELETE", &format!("/v1/admin/users/{}", ann.id), Some(&app.admin), &[], None)
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(app.client.get("/v1/me", &key).status, 401);
+    let d = app.client.get(&format!("/v1/admin/users/{}", ann.id), &app.admin).json();
+    assert!(d["deactivated_at"].is_string(), "{d}");
+    let r = app.client.post(&format!("/v1/admin/users/{}/reactivate", ann.id), &app.admin, json!({}));
+    assert_eq!((r.status, r.json()["deactivated_at"].is_null()), (200, true));
+    assert_eq!(app.client.get("/v1/me", &key).status, 200, "the key works again");
+    assert_eq!(app.client.post("/v1/admin/users/usr_99999/reactivate", &app.admin, json!({})).status, 404);
+}
+
+#[test]
+fn thirty_two_callers_racing_through_one_key_stop_exactly_at_its_spend_limit() {
+    let app = TestApp::spawn();
+    let ann = app.user("ann");
+    app.grant(&ann, 100_000);
+    const LIMIT: i64 = 1_000;
+    let (key, _) = create_key(&app, &ann.token, json!({"name": "shared", "spend_limit": LIMIT}));
+    let key = Arc::new(key);
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            let (client, key) = (app.client.clone(), Arc::clone(&key));
+            std::thread::spawn(move || {
+                let mut ok = 0i64;
+                for _ in 0..100 {
+                    let r = client.post("/v1/credits/consume", &key, json!({"amount": 1}));
+                    match r.status {
+                        201 => ok += 1,
+                        402 => assert_eq!(r.error_code(), "key_spend_limit_exceeded"),
+                        s => panic!("unexpected {s}: {}", r.text()),
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let ok: i64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(ok, LIMIT, "exactly the charges that fit");
+    let k = &app.client.get("/v1/api-keys", &ann.token).json()["data"][0];
+    assert_eq!(k["spent_total"].as_i64(), Some(LIMIT));
+    assert_eq!(app.balance(&ann)["balance"], 100_000 - LIMIT);
+    let a = app.audit();
+    assert_eq!(a["valid"], true, "{a}");
+}
