@@ -461,7 +461,10 @@ pub fn hold_at(
     now: Timestamp,
 ) -> Result<HoldId> {
     let Spendable { day, .. } = check_spend(conn, user, amount, caps, now)?;
-    let id = storage::insert_hold(conn, user, amount, job, caps.key, day, now.plus_ms(ttl_ms), now)?;
+    let id = storage::insert_hold(
+        conn,
+        &storage::NewHold { user, amount, job, api_key: caps.key, day, expires_at: now.plus_ms(ttl_ms), at: now },
+    )?;
     grants::reserve(conn, user, amount, id, now)?;
     storage::add_held(conn, user, amount)?;
     count_spend(conn, user, caps.key, day, amount)?;

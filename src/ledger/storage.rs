@@ -268,21 +268,22 @@ pub struct HoldRow {
     pub transaction: Option<TxnId>,
 }
 
-pub fn insert_hold(
-    conn: &Connection,
-    user: UserId,
-    amount: Credits,
-    job: Option<JobId>,
-    api_key: Option<ApiKeyId>,
-    day: i64,
-    expires_at: Timestamp,
-    now: Timestamp,
-) -> rusqlite::Result<HoldId> {
+pub struct NewHold {
+    pub user: UserId,
+    pub amount: Credits,
+    pub job: Option<JobId>,
+    pub api_key: Option<ApiKeyId>,
+    pub day: i64,
+    pub expires_at: Timestamp,
+    pub at: Timestamp,
+}
+
+pub fn insert_hold(conn: &Connection, h: &NewHold) -> rusqlite::Result<HoldId> {
     conn.prepare_cached(
         "INSERT INTO credit_holds (user_id, amount, status, job_id, api_key_id, day, expires_at, created_at)
          VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![user, amount, job, api_key, day, expires_at, now])?;
+    .execute(params![h.user, h.amount, h.job, h.api_key, h.day, h.expires_at, h.at])?;
     Ok(HoldId(conn.last_insert_rowid()))
 }
 
