@@ -12,6 +12,7 @@ use tollgate::config::{AuthConfig, LimitsConfig};
 use tollgate::domain::{Credits, Email, Role, UserId};
 use tollgate::guard::{Guard, SystemClock};
 use tollgate::storage::{Db, Synchronous};
+use tollgate::ledger::SpendCaps;
 
 fn jwt(c: &mut Criterion) {
     let keys = JwtKeys::new(b"0123456789abcdef0123456789abcdef");
@@ -47,8 +48,13 @@ fn audit_1m(c: &mut Criterion) {
         let users = users.clone();
         db.write(move |c| {
             for u in &users {
-                for k in 0..10 {
-                    tollgate::ledger::grant(c, *u, Credits(1 + k), "seed")?;
+                // Two grants and eight charges drawn on them: the audit
+                // checks the grants, their draws and the chain.
+                for k in 0..2 {
+                    tollgate::ledger::grant(c, *u, Credits(100 + k), "seed")?;
+                }
+                for k in 0..8 {
+                    tollgate::ledger::consume(c, *u, Credits(1 + k % 5), "seed", &SpendCaps::NONE)?;
                 }
             }
             let _ = round;

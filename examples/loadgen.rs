@@ -35,6 +35,9 @@ struct Args {
     admin_password: String,
     model: String,
     path: String,
+    /// Credit grants seeded per user (`--db` only): mixed priority, category
+    /// and expiry, as a user who bought, was given and redeemed credits.
+    grants: usize,
 }
 
 fn parse_args() -> Args {
@@ -50,6 +53,7 @@ fn parse_args() -> Args {
         admin_password: "admin-password".into(),
         model: "dev-chat".into(),
         path: "/".into(),
+        grants: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,6 +70,7 @@ fn parse_args() -> Args {
             "--admin-password" => a.admin_password = val(),
             "--model" => a.model = val(),
             "--path" => a.path = val(),
+            "--grants" => a.grants = val().parse().expect("--grants"),
             "--help" | "-h" => {
                 println!("see the comment at the top of examples/loadgen.rs");
                 std::process::exit(0);
@@ -85,9 +90,31 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
+/// The `g`-th grant of a seeded user: the first never expires; the others
+/// expire 1..30 days out, alternate categories and spread over priorities.
+fn seed_grant(c: &rusqlite::Connection, user: tollgate::domain::UserId, g: usize) -> tollgate::error::Result<()> {
+    use tollgate::ledger::grants::{Category, NewGrant, Source};
+    let day_ms = 86_400_000;
+    let now = tollgate::domain::Timestamp::now();
+    let g64 = g as i64;
+    let grant = NewGrant {
+        user,
+        amount: tollgate::domain::Credits(1_000_000_000),
+        category: if g % 2 == 0 { Category::Paid } else { Category::Promotional },
+        priority: (g64 * 7) % 101,
+        expires_at: (g > 0).then(|| now.plus_ms((1 + g64 % 30) * day_ms)),
+        source: Source::Admin,
+        description: "loadgen".into(),
+        external_id: None,
+        code: None,
+    };
+    tollgate::ledger::grants::create(c, &grant)?;
+    Ok(())
+}
+
 /// Seeds users into the file and returns their bearer tokens.
-fn seed_db(path: &str, n: usize) -> Vec<String> {
-    use tollgate::domain::{Credits, Email, Password, Role};
+fn seed_db(path: &str, n: usize, grants: usize) -> Vec<String> {
+    use tollgate::domain::{Email, Password, Role};
     let db = tollgate::storage::Db::open(std::path::Path::new(path), tollgate::storage::Synchronous::Normal)
         .expect("open db");
     let keys = tollgate::auth::load_keys(&db).expect("keys");
@@ -102,7 +129,9 @@ fn seed_db(path: &str, n: usize) -> Vec<String> {
                 for i in chunk {
                     let email = Email::parse(&format!("load{stamp}-{i}@example.com")).expect("email");
                     let u = tollgate::users::insert(c, &email, &hash, Role::User)?;
-                    tollgate::ledger::grant(c, u.id, Credits(1_000_000_000), "loadgen")?;
+                    for g in 0..grants.max(1) {
+                        seed_grant(c, u.id, g)?;
+                    }
                     out.push(u.id);
                 }
                 Ok::<_, tollgate::error::Error>(out)
@@ -223,7 +252,7 @@ fn main() {
     let a = parse_args();
     let tokens: Arc<Vec<String>> = Arc::new(match (&a.db, a.scenario.as_str()) {
         (_, "get") => vec![String::new()],
-        (Some(db), _) => seed_db(db, a.users),
+        (Some(db), _) => seed_db(db, a.users, a.grants),
         (None, _) => seed_api(&a),
     });
     eprintln!("{} users ready; {} connections, scenario {}", tokens.len(), a.connections, a.scenario);
