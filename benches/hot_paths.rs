@@ -11,8 +11,8 @@ use tollgate::auth::jwt::JwtKeys;
 use tollgate::config::{AuthConfig, LimitsConfig};
 use tollgate::domain::{Credits, Email, Role, UserId};
 use tollgate::guard::{Guard, SystemClock};
-use tollgate::storage::{Db, Synchronous};
 use tollgate::ledger::SpendCaps;
+use tollgate::storage::{Db, Synchronous};
 
 fn jwt(c: &mut Criterion) {
     let keys = JwtKeys::new(b"0123456789abcdef0123456789abcdef");

@@ -23,6 +23,10 @@ CREATE TABLE credit_transactions_v8 (
     hash          TEXT NOT NULL,
     cost_micro    INTEGER CHECK (cost_micro IS NULL OR cost_micro > 0),
     carry_after   INTEGER CHECK (carry_after IS NULL OR (carry_after >= 0 AND carry_after < 1000000)),
+    -- The one grant a row drew on, when it drew on exactly one (the common
+    -- case: no grant_draws row is written for it). Attribution, like
+    -- grant_draws, not part of the hash chain.
+    grant_id      INTEGER REFERENCES credit_grants(id),
     CHECK ((cost_micro IS NULL) = (carry_after IS NULL)),
     CHECK (cost_micro IS NULL OR kind = 'consume'),
     CHECK (amount <> 0 OR cost_micro IS NOT NULL),
@@ -72,6 +76,11 @@ CREATE TABLE credit_grants (
     -- by active holds (hold_reservations).
     remaining      INTEGER NOT NULL CHECK (remaining >= 0 AND remaining <= amount),
     reserved       INTEGER NOT NULL DEFAULT 0 CHECK (reserved >= 0 AND reserved <= remaining),
+    -- When remaining reached 0. The partial indexes below are on this, not
+    -- on remaining: SQLite rewrites a partial index entry whenever a column
+    -- its WHERE names is assigned, so an index on `remaining > 0` would be
+    -- rewritten by every charge; this column is assigned once per grant.
+    emptied_at     INTEGER,
     category       TEXT NOT NULL CHECK (category IN ('paid', 'promotional')),
     priority       INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 100),
     effective_at   INTEGER NOT NULL,
@@ -86,7 +95,8 @@ CREATE TABLE credit_grants (
     transaction_id INTEGER REFERENCES credit_transactions(id),
     created_at     INTEGER NOT NULL,
     CHECK ((source = 'legacy') = (transaction_id IS NULL)),
-    CHECK ((source = 'code') = (code_id IS NOT NULL))
+    CHECK ((source = 'code') = (code_id IS NOT NULL)),
+    CHECK ((remaining = 0) = (emptied_at IS NOT NULL))
 );
 CREATE INDEX credit_grants_by_user ON credit_grants(user_id, id);
 CREATE UNIQUE INDEX credit_grants_by_external_id ON credit_grants(user_id, external_id) WHERE external_id IS NOT NULL;
@@ -95,13 +105,14 @@ CREATE UNIQUE INDEX credit_grants_one_per_code ON credit_grants(code_id, user_id
 -- The draw order: priority, then expiry (never-expiring last), then
 -- promotional before paid, then oldest first.
 CREATE INDEX credit_grants_draw_order ON credit_grants
-    (user_id, priority, expires_at IS NULL, expires_at, category = 'paid', id) WHERE remaining > 0;
+    (user_id, priority, expires_at IS NULL, expires_at, category = 'paid', id) WHERE emptied_at IS NULL;
 -- The sweeper's scan for grants whose expiry has come.
-CREATE INDEX credit_grants_expiring ON credit_grants(expires_at) WHERE remaining > 0 AND expires_at IS NOT NULL;
+CREATE INDEX credit_grants_expiring ON credit_grants(expires_at) WHERE emptied_at IS NULL AND expires_at IS NOT NULL;
 
--- Which grants paid for which ledger row: one row per (ledger row, grant)
--- with the whole credits taken from that grant. The rows of a consume,
--- adjust, expire or void sum to minus its amount.
+-- Which grants paid for which ledger row, when a row drew on more than one
+-- grant (one drawn on alone is named by credit_transactions.grant_id): one
+-- row per (ledger row, grant) with the whole credits taken from that grant.
+-- The draws of a consume, adjust, expire or void sum to minus its amount.
 CREATE TABLE grant_draws (
     transaction_id INTEGER NOT NULL REFERENCES credit_transactions(id),
     grant_id       INTEGER NOT NULL REFERENCES credit_grants(id),

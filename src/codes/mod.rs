@@ -75,6 +75,19 @@ pub struct RedemptionCode {
     pub code: Option<String>,
     /// The code's last four characters, to recognise it.
     pub hint: String,
+    #[serde(flatten)]
+    pub terms: CodeTerms,
+    pub redemptions: i64,
+    pub status: CodeStatus,
+    /// Shared by the codes minted in one call.
+    pub batch_id: String,
+    pub created_at: Timestamp,
+    pub disabled_at: Option<Timestamp>,
+}
+
+/// What a code is worth and how long and often it may be redeemed.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CodeTerms {
     pub amount: Credits,
     pub category: Category,
     pub priority: i64,
@@ -83,26 +96,14 @@ pub struct RedemptionCode {
     pub grant_expires_days: Option<i64>,
     pub redeem_by: Option<Timestamp>,
     pub max_redemptions: i64,
-    pub redemptions: i64,
-    pub status: CodeStatus,
     pub description: String,
-    /// Shared by the codes minted in one call.
-    pub batch_id: String,
-    pub created_at: Timestamp,
-    pub disabled_at: Option<Timestamp>,
 }
 
 /// A batch to mint, already validated.
 #[derive(Debug, Clone)]
 pub struct NewCodes {
     pub count: i64,
-    pub amount: Credits,
-    pub category: Category,
-    pub priority: i64,
-    pub grant_expires_days: Option<i64>,
-    pub redeem_by: Option<Timestamp>,
-    pub max_redemptions: i64,
-    pub description: String,
+    pub terms: CodeTerms,
 }
 
 /// `TG-XXXXX-XXXXX-XXXXX-XXXXX` from 20 random symbols.
@@ -153,13 +154,7 @@ pub fn mint(conn: &Connection, by: UserId, c: &NewCodes) -> Result<Vec<Redemptio
             &storage::NewCodeRow {
                 hash: &hash(&symbols),
                 hint: &symbols[CODE_CHARS - 4..],
-                amount: c.amount,
-                category: c.category,
-                priority: c.priority,
-                grant_expires_days: c.grant_expires_days,
-                redeem_by: c.redeem_by,
-                max_redemptions: c.max_redemptions,
-                description: &c.description,
+                terms: &c.terms,
                 batch_id: &batch_id,
                 created_by: by,
                 at: now,
@@ -176,7 +171,7 @@ pub fn mint(conn: &Connection, by: UserId, c: &NewCodes) -> Result<Vec<Redemptio
             by,
             "codes_minted",
             true,
-            json!({ "batch_id": batch_id, "count": c.count, "amount": c.amount }),
+            json!({ "batch_id": batch_id, "count": c.count, "amount": c.terms.amount }),
         ),
     )?;
     Ok(out)
@@ -240,16 +235,17 @@ pub fn redeem(conn: &Connection, user: UserId, typed: &str) -> std::result::Resu
     if !storage::count_redemption(conn, code.id)? {
         return Err(RedeemError::Refused(Refusal::UsedUp));
     }
+    let t = &code.terms;
     let description =
-        if code.description.is_empty() { format!("redemption code {}", code.id) } else { code.description.clone() };
+        if t.description.is_empty() { format!("redemption code {}", code.id) } else { t.description.clone() };
     let (grant, _) = grants::create_at(
         conn,
         &NewGrant {
             user,
-            amount: code.amount,
-            category: code.category,
-            priority: code.priority,
-            expires_at: code.grant_expires_days.map(|d| now.plus_ms(d * MS_PER_DAY)),
+            amount: t.amount,
+            category: t.category,
+            priority: t.priority,
+            expires_at: t.grant_expires_days.map(|d| now.plus_ms(d * MS_PER_DAY)),
             source: Source::Code,
             description,
             external_id: None,

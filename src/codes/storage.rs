@@ -1,8 +1,8 @@
 //! SQL for `redemption_codes` (the grants a redemption makes live in
 //! `credit_grants`, written by `ledger::grants`).
 
-use super::{CodeStatus, RedemptionCode};
-use crate::domain::{CodeId, Credits, Timestamp, UserId};
+use super::{CodeStatus, CodeTerms, RedemptionCode};
+use crate::domain::{CodeId, Timestamp, UserId};
 use crate::ledger::grants::Category;
 use crate::paging::{List, Page};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -13,13 +13,7 @@ const COLUMNS: &str = "id, code_hint, amount, category, priority, grant_expires_
 pub struct NewCodeRow<'a> {
     pub hash: &'a str,
     pub hint: &'a str,
-    pub amount: Credits,
-    pub category: Category,
-    pub priority: i64,
-    pub grant_expires_days: Option<i64>,
-    pub redeem_by: Option<Timestamp>,
-    pub max_redemptions: i64,
-    pub description: &'a str,
+    pub terms: &'a CodeTerms,
     pub batch_id: &'a str,
     pub created_by: UserId,
     pub at: Timestamp,
@@ -36,15 +30,17 @@ fn from_row(r: &Row<'_>, now: Timestamp) -> rusqlite::Result<RedemptionCode> {
         object: "redemption_code",
         code: None,
         hint: r.get(1)?,
-        amount: r.get(2)?,
-        category: Category::parse(&category).unwrap_or(Category::Promotional),
-        priority: r.get(4)?,
-        grant_expires_days: r.get(5)?,
-        redeem_by,
-        max_redemptions,
+        terms: CodeTerms {
+            amount: r.get(2)?,
+            category: Category::parse(&category).unwrap_or(Category::Promotional),
+            priority: r.get(4)?,
+            grant_expires_days: r.get(5)?,
+            redeem_by,
+            max_redemptions,
+            description: r.get(9)?,
+        },
         redemptions,
         status: CodeStatus::of(disabled_at, redeem_by, redemptions, max_redemptions, now),
-        description: r.get(9)?,
         batch_id: r.get(10)?,
         created_at: r.get(11)?,
         disabled_at,
@@ -60,13 +56,13 @@ pub fn insert(conn: &Connection, c: &NewCodeRow<'_>) -> rusqlite::Result<CodeId>
     .execute(params![
         c.hash,
         c.hint,
-        c.amount,
-        c.category.as_str(),
-        c.priority,
-        c.grant_expires_days,
-        c.redeem_by,
-        c.max_redemptions,
-        c.description,
+        c.terms.amount,
+        c.terms.category.as_str(),
+        c.terms.priority,
+        c.terms.grant_expires_days,
+        c.terms.redeem_by,
+        c.terms.max_redemptions,
+        c.terms.description,
         c.batch_id,
         c.created_by,
         c.at,

@@ -117,6 +117,7 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
     let mut draw_error: Option<rusqlite::Error> = None;
     let mut orphan_draws: Vec<i64> = Vec::new();
     let mut key_charged: HashMap<i64, i64> = HashMap::new();
+    let mut drawn: HashMap<GrantId, i64> = HashMap::new();
     storage::for_each_row(conn, |r| {
         rows += 1;
         if let Some(k) = r.api_key_id {
@@ -124,7 +125,16 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
         }
         if r.id >= grants.draws_from_txn && draw_error.is_none() {
             match draws.draws_of(r.id, &mut orphan_draws) {
-                Ok(d) => check_draws(r, &d, &grant_of, &grant_rows, &mut walk_issues),
+                Ok(mut d) => {
+                    // A row that drew on one grant names it instead.
+                    if let Some(g) = r.grant_id {
+                        d.push((GrantId(g), Credits(-r.amount)));
+                    }
+                    for (g, a) in &d {
+                        *drawn.entry(*g).or_default() += a.0;
+                    }
+                    check_draws(r, &d, &grant_of, &grant_rows, &mut walk_issues);
+                }
                 Err(e) => draw_error = Some(e),
             }
         }
@@ -191,7 +201,7 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
     for m in walk_issues {
         note(m, &mut found);
     }
-    for m in check_grants(&grants, &sums) {
+    for m in check_grants(&grants, &drawn, &sums) {
         note(m, &mut found);
     }
     for (key, cached, held) in storage::key_spend_audit(conn)? {
@@ -293,19 +303,22 @@ fn check_draws(
 }
 
 /// Per grant and per user, after the walk has summed each user's rows.
-fn check_grants(a: &grant_storage::GrantAudit, ledger_sums: &HashMap<i64, i64>) -> Vec<Mismatch> {
+fn check_grants(
+    a: &grant_storage::GrantAudit,
+    drawn: &HashMap<GrantId, i64>,
+    ledger_sums: &HashMap<i64, i64>,
+) -> Vec<Mismatch> {
     let mut out = Vec::new();
-    let drawn: HashMap<GrantId, Credits> = a.drawn.iter().copied().collect();
     let reserved: HashMap<GrantId, Credits> = a.reserved.iter().copied().collect();
     let mut remaining_by_user: HashMap<i64, i64> = HashMap::new();
     let now = Timestamp::now();
     for g in &a.grants {
-        let d = drawn.get(&g.id).copied().unwrap_or(Credits::ZERO);
-        if g.amount - d != g.remaining {
+        let d = drawn.get(&g.id).copied().unwrap_or(0);
+        if g.amount.0 - d != g.remaining.0 {
             out.push(Mismatch::GrantRemaining {
                 grant_id: g.id,
                 amount: g.amount.0,
-                drawn: d.0,
+                drawn: d,
                 remaining: g.remaining.0,
             });
         }

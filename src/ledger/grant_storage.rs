@@ -5,8 +5,8 @@
 //! Nothing here decides what may be drawn; `ledger::grants` does, inside the
 //! writer's transaction, before calling these.
 
-use super::grants::{Category, Grant, GrantStatus, Source};
-use crate::domain::{CodeId, Credits, GrantId, HoldId, Timestamp, TxnId, UserId};
+use super::grants::{Category, Grant, GrantStatus, NewGrant, Source};
+use crate::domain::{Credits, GrantId, HoldId, Timestamp, TxnId, UserId};
 use crate::paging::{List, Page};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -15,20 +15,6 @@ const DRAW_ORDER: &str = "priority, expires_at IS NULL, expires_at, category = '
 
 const GRANT_COLUMNS: &str = "id, user_id, amount, remaining, reserved, category, priority, effective_at, expires_at,
      voided_at, source, description, external_id, transaction_id, code_id, created_at";
-
-pub struct NewGrantRow<'a> {
-    pub user: UserId,
-    pub amount: Credits,
-    pub category: Category,
-    pub priority: i64,
-    pub expires_at: Option<Timestamp>,
-    pub source: Source,
-    pub description: &'a str,
-    pub external_id: Option<&'a str>,
-    pub code: Option<CodeId>,
-    pub transaction: TxnId,
-    pub at: Timestamp,
-}
 
 fn grant_from_row(r: &Row<'_>, now: Timestamp) -> rusqlite::Result<Grant> {
     let category: String = r.get(5)?;
@@ -58,7 +44,8 @@ fn grant_from_row(r: &Row<'_>, now: Timestamp) -> rusqlite::Result<Grant> {
     })
 }
 
-pub fn insert(conn: &Connection, g: &NewGrantRow<'_>) -> rusqlite::Result<GrantId> {
+/// Inserts the grant that ledger row `transaction` added, at `at`.
+pub fn insert(conn: &Connection, g: &NewGrant, transaction: TxnId, at: Timestamp) -> rusqlite::Result<GrantId> {
     conn.prepare_cached(
         "INSERT INTO credit_grants (user_id, amount, remaining, category, priority, effective_at, expires_at,
              source, description, external_id, code_id, transaction_id, created_at)
@@ -69,13 +56,13 @@ pub fn insert(conn: &Connection, g: &NewGrantRow<'_>) -> rusqlite::Result<GrantI
         g.amount,
         g.category.as_str(),
         g.priority,
-        g.at,
+        at,
         g.expires_at,
         g.source.as_str(),
         g.description,
         g.external_id,
         g.code,
-        g.transaction,
+        transaction,
     ])?;
     let id = GrantId(conn.last_insert_rowid());
     if let Some(at) = g.expires_at {
@@ -144,24 +131,28 @@ pub fn active_in_draw_order(
 ) -> rusqlite::Result<Vec<Grant>> {
     conn.prepare_cached(&format!(
         "SELECT {GRANT_COLUMNS} FROM credit_grants
-         WHERE user_id = ?1 AND remaining > 0 AND voided_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)
+         WHERE user_id = ?1 AND emptied_at IS NULL AND voided_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)
          ORDER BY {DRAW_ORDER} LIMIT ?3"
     ))?
     .query_map(params![user, now, limit], |r| grant_from_row(r, now))?
     .collect()
 }
 
+/// A grant a charge may draw on: its unreserved credits, and all it has
+/// left (to know whether a draw empties it).
+#[derive(Debug, Clone, Copy)]
+pub struct Spendable {
+    pub id: GrantId,
+    pub free: Credits,
+    pub remaining: Credits,
+}
+
 /// The credits a charge may draw on: the user's unexpired, unvoided grants
 /// with unreserved credits, in draw order, until `amount` is covered.
-pub fn spendable(
-    conn: &Connection,
-    user: UserId,
-    amount: Credits,
-    now: Timestamp,
-) -> rusqlite::Result<Vec<(GrantId, Credits)>> {
+pub fn spendable(conn: &Connection, user: UserId, amount: Credits, now: Timestamp) -> rusqlite::Result<Vec<Spendable>> {
     let mut st = conn.prepare_cached(&format!(
-        "SELECT id, remaining - reserved FROM credit_grants
-         WHERE user_id = ?1 AND remaining > 0 AND remaining > reserved AND voided_at IS NULL
+        "SELECT id, remaining - reserved, remaining FROM credit_grants
+         WHERE user_id = ?1 AND emptied_at IS NULL AND remaining > reserved AND voided_at IS NULL
            AND (expires_at IS NULL OR expires_at > ?2)
          ORDER BY {DRAW_ORDER}"
     ))?;
@@ -173,15 +164,22 @@ pub fn spendable(
     {
         let free: Credits = r.get(1)?;
         covered += free.0;
-        found.push((r.get(0)?, free));
+        found.push(Spendable { id: r.get(0)?, free, remaining: r.get(2)? });
     }
     Ok(found)
 }
 
-/// Takes `amount` from a grant's remaining credits (a draw or an ending).
-pub fn take(conn: &Connection, grant: GrantId, amount: Credits) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE credit_grants SET remaining = remaining - ?2 WHERE id = ?1")?
-        .execute(params![grant, amount])?;
+/// Takes `amount` from a grant's remaining credits (a draw or an ending);
+/// `empties` when that leaves nothing, which is recorded (and only then is
+/// the partial index on `emptied_at` touched).
+pub fn take(conn: &Connection, grant: GrantId, amount: Credits, empties: bool, now: Timestamp) -> rusqlite::Result<()> {
+    if empties {
+        conn.prepare_cached("UPDATE credit_grants SET remaining = remaining - ?2, emptied_at = ?3 WHERE id = ?1")?
+            .execute(params![grant, amount, now])?;
+    } else {
+        conn.prepare_cached("UPDATE credit_grants SET remaining = remaining - ?2 WHERE id = ?1")?
+            .execute(params![grant, amount])?;
+    }
     Ok(())
 }
 
@@ -199,21 +197,38 @@ pub fn reserve(conn: &Connection, hold: HoldId, grant: GrantId, amount: Credits)
     Ok(())
 }
 
+/// A hold's reservation on one grant, and what the grant has left.
+#[derive(Debug, Clone, Copy)]
+pub struct Reservation {
+    pub grant: GrantId,
+    pub amount: Credits,
+    pub remaining: Credits,
+}
+
 /// What a hold reserved, in draw order: a settle charges in this order.
-pub fn reservations(conn: &Connection, hold: HoldId) -> rusqlite::Result<Vec<(GrantId, Credits)>> {
+pub fn reservations(conn: &Connection, hold: HoldId) -> rusqlite::Result<Vec<Reservation>> {
     conn.prepare_cached(&format!(
-        "SELECT r.grant_id, r.amount FROM hold_reservations r JOIN credit_grants g ON g.id = r.grant_id
+        "SELECT r.grant_id, r.amount, g.remaining FROM hold_reservations r JOIN credit_grants g ON g.id = r.grant_id
          WHERE r.hold_id = ?1 ORDER BY {}",
         DRAW_ORDER.split(", ").map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", ")
     ))?
-    .query_map([hold], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .query_map([hold], |r| Ok(Reservation { grant: r.get(0)?, amount: r.get(1)?, remaining: r.get(2)? }))?
     .collect()
 }
 
 /// Ends a hold's reservation on one grant, taking `charged` of it.
-pub fn unreserve(conn: &Connection, grant: GrantId, reserved: Credits, charged: Credits) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE credit_grants SET reserved = reserved - ?2, remaining = remaining - ?3 WHERE id = ?1")?
-        .execute(params![grant, reserved, charged])?;
+pub fn unreserve(conn: &Connection, r: &Reservation, charged: Credits, now: Timestamp) -> rusqlite::Result<()> {
+    if r.remaining == charged {
+        conn.prepare_cached(
+            "UPDATE credit_grants SET reserved = reserved - ?2, remaining = remaining - ?3, emptied_at = ?4 WHERE id = ?1",
+        )?
+        .execute(params![r.grant, r.amount, charged, now])?;
+    } else {
+        conn.prepare_cached(
+            "UPDATE credit_grants SET reserved = reserved - ?2, remaining = remaining - ?3 WHERE id = ?1",
+        )?
+        .execute(params![r.grant, r.amount, charged])?;
+    }
     Ok(())
 }
 
@@ -227,17 +242,20 @@ pub fn delete_reservations(conn: &Connection, hold: HoldId) -> rusqlite::Result<
 pub struct Ending {
     pub user: UserId,
     pub unreserved: Credits,
+    /// Nothing is reserved: the ending empties the grant.
+    pub empties: bool,
     pub voided: bool,
     pub expired: bool,
 }
 
 pub fn ending(conn: &Connection, grant: GrantId, now: Timestamp) -> rusqlite::Result<Option<Ending>> {
     conn.prepare_cached(
-        "SELECT user_id, remaining - reserved, voided_at IS NOT NULL, expires_at IS NOT NULL AND expires_at <= ?2
+        "SELECT user_id, remaining - reserved, reserved = 0, voided_at IS NOT NULL,
+                expires_at IS NOT NULL AND expires_at <= ?2
          FROM credit_grants WHERE id = ?1",
     )?
     .query_row(params![grant, now], |r| {
-        Ok(Ending { user: r.get(0)?, unreserved: r.get(1)?, voided: r.get(2)?, expired: r.get(3)? })
+        Ok(Ending { user: r.get(0)?, unreserved: r.get(1)?, empties: r.get(2)?, voided: r.get(3)?, expired: r.get(4)? })
     })
     .optional()
 }
@@ -253,7 +271,7 @@ pub fn set_voided(conn: &Connection, grant: GrantId, now: Timestamp) -> rusqlite
 pub fn due_of_user(conn: &Connection, user: UserId, now: Timestamp) -> rusqlite::Result<Vec<GrantId>> {
     conn.prepare_cached(
         "SELECT id FROM credit_grants
-         WHERE user_id = ?1 AND remaining > 0 AND remaining > reserved AND voided_at IS NULL
+         WHERE user_id = ?1 AND emptied_at IS NULL AND remaining > reserved AND voided_at IS NULL
            AND expires_at IS NOT NULL AND expires_at <= ?2
          ORDER BY expires_at, id",
     )?
@@ -265,7 +283,7 @@ pub fn due_of_user(conn: &Connection, user: UserId, now: Timestamp) -> rusqlite:
 pub fn refresh_next_expiry(conn: &Connection, user: UserId) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE users SET next_expiry_at = (SELECT MIN(expires_at) FROM credit_grants
-             WHERE user_id = ?1 AND remaining > 0 AND remaining > reserved AND voided_at IS NULL
+             WHERE user_id = ?1 AND emptied_at IS NULL AND remaining > reserved AND voided_at IS NULL
                AND expires_at IS NOT NULL)
          WHERE id = ?1",
     )?
@@ -278,7 +296,7 @@ pub fn refresh_next_expiry(conn: &Connection, user: UserId) -> rusqlite::Result<
 pub fn users_with_due_grants(conn: &Connection, now: Timestamp, limit: i64) -> rusqlite::Result<Vec<UserId>> {
     conn.prepare_cached(
         "SELECT DISTINCT user_id FROM credit_grants
-         WHERE remaining > 0 AND expires_at IS NOT NULL AND expires_at <= ?1
+         WHERE emptied_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?1
            AND remaining > reserved AND voided_at IS NULL
          LIMIT ?2",
     )?
@@ -291,7 +309,7 @@ pub fn users_with_due_grants(conn: &Connection, now: Timestamp, limit: i64) -> r
 pub fn next_expiry(conn: &Connection, user: UserId, now: Timestamp) -> rusqlite::Result<Option<(Timestamp, Credits)>> {
     conn.prepare_cached(
         "SELECT expires_at, SUM(remaining) FROM credit_grants
-         WHERE user_id = ?1 AND remaining > 0 AND voided_at IS NULL AND expires_at > ?2
+         WHERE user_id = ?1 AND emptied_at IS NULL AND voided_at IS NULL AND expires_at > ?2
          GROUP BY expires_at ORDER BY expires_at LIMIT 1",
     )?
     .query_row(params![user, now], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -306,8 +324,6 @@ pub struct GrantAudit {
     /// Per grant: id, user, amount, remaining, reserved, expiry, voided,
     /// its `grant` ledger row.
     pub grants: Vec<GrantFacts>,
-    /// Per grant: the sum of its draws.
-    pub drawn: Vec<(GrantId, Credits)>,
     /// Per grant: the sum of active holds' reservations on it.
     pub reserved: Vec<(GrantId, Credits)>,
     /// Per active hold: the sum of its reservations.
@@ -349,10 +365,6 @@ pub fn audit_input(conn: &Connection) -> rusqlite::Result<GrantAudit> {
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let drawn = conn
-        .prepare("SELECT grant_id, SUM(amount) FROM grant_draws GROUP BY grant_id")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
     let reserved = conn
         .prepare("SELECT grant_id, SUM(amount) FROM hold_reservations GROUP BY grant_id")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -364,7 +376,7 @@ pub fn audit_input(conn: &Connection) -> rusqlite::Result<GrantAudit> {
         )?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(GrantAudit { draws_from_txn, grants, drawn, reserved, hold_reserved })
+    Ok(GrantAudit { draws_from_txn, grants, reserved, hold_reserved })
 }
 
 /// Calls `visit` with each ledger row's draws, in ledger row order: the

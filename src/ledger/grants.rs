@@ -15,7 +15,7 @@
 //! Like the rest of `ledger`, these functions run inside the writer's
 //! transaction; they never talk HTTP.
 
-use super::grant_storage::{self as store, NewGrantRow};
+use super::grant_storage as store;
 use super::{Kind, Transaction};
 use crate::domain::{CodeId, Credits, GrantId, HoldId, Timestamp, TxnId, UserId};
 use crate::error::{Error, Result};
@@ -246,22 +246,7 @@ pub fn create_at(conn: &Connection, g: &NewGrant, now: Timestamp) -> Result<(Gra
         return Ok((existing, false));
     }
     let txn = super::append_change(conn, g.user, g.amount, Kind::Grant, None, &g.description, now)?;
-    let id = store::insert(
-        conn,
-        &NewGrantRow {
-            user: g.user,
-            amount: g.amount,
-            category: g.category,
-            priority: g.priority,
-            expires_at: g.expires_at,
-            source: g.source,
-            description: &g.description,
-            external_id: g.external_id.as_deref(),
-            code: g.code,
-            transaction: txn.id,
-            at: now,
-        },
-    )?;
+    let id = store::insert(conn, g, txn.id, now)?;
     logs::write(
         conn,
         &NewLog::business(
@@ -300,69 +285,117 @@ pub fn next_expiry(conn: &Connection, user: UserId) -> Result<Option<NextExpiry>
     Ok(store::next_expiry(conn, user, Timestamp::now())?.map(|(at, amount)| NextExpiry { at, amount }))
 }
 
-/// Draws `amount` for ledger row `txn` from the user's spendable grants.
-/// The caller has checked that available credits cover it (after expiring
-/// what was due), so a shortfall here is a broken invariant.
-pub(super) fn draw(conn: &Connection, user: UserId, amount: Credits, txn: TxnId, now: Timestamp) -> Result<()> {
-    for (grant, take) in plan(conn, user, amount, now)? {
-        store::take(conn, grant, take)?;
-        store::record_draw(conn, txn, grant, take)?;
+/// Which grants, in draw order, pay for a charge, and how much of each.
+pub(super) struct Draw(Vec<(store::Spendable, Credits)>);
+
+impl Draw {
+    /// The grant, when the charge draws on exactly one: the ledger row names
+    /// it, and no `grant_draws` row is written.
+    pub(super) fn single(&self) -> Option<GrantId> {
+        match self.0.as_slice() {
+            [(g, _)] => Some(g.id),
+            _ => None,
+        }
+    }
+}
+
+/// Plans a charge of `amount` on the user's spendable grants. The caller
+/// has checked that available credits cover it (after expiring what was
+/// due), so a shortfall here is a broken invariant.
+pub(super) fn plan_draw(conn: &Connection, user: UserId, amount: Credits, now: Timestamp) -> Result<Draw> {
+    let mut left = amount;
+    let mut out = Vec::new();
+    for g in store::spendable(conn, user, amount, now)? {
+        let take = g.free.min(left);
+        out.push((g, take));
+        left = left - take;
+    }
+    if left > Credits::ZERO {
+        return Err(Error::Internal(format!("grants of {user} cover {} of {amount} available credits", amount - left)));
+    }
+    Ok(Draw(out))
+}
+
+/// Takes a planned charge from its grants, for ledger row `txn`.
+pub(super) fn apply_draw(conn: &Connection, draw: &Draw, txn: TxnId, now: Timestamp) -> Result<()> {
+    let several = draw.0.len() > 1;
+    for (g, take) in &draw.0 {
+        store::take(conn, g.id, *take, g.remaining == *take, now)?;
+        if several {
+            store::record_draw(conn, txn, g.id, *take)?;
+        }
     }
     Ok(())
 }
 
 /// Reserves `amount` on the user's spendable grants for `hold`.
 pub(super) fn reserve(conn: &Connection, user: UserId, amount: Credits, hold: HoldId, now: Timestamp) -> Result<()> {
-    for (grant, take) in plan(conn, user, amount, now)? {
-        store::reserve(conn, hold, grant, take)?;
+    for (g, take) in plan_draw(conn, user, amount, now)?.0 {
+        store::reserve(conn, hold, g.id, take)?;
     }
     Ok(())
 }
 
-/// Which grants, in draw order, cover `amount`, and how much of each.
-fn plan(conn: &Connection, user: UserId, amount: Credits, now: Timestamp) -> Result<Vec<(GrantId, Credits)>> {
-    let mut left = amount;
-    let mut out = Vec::new();
-    for (grant, free) in store::spendable(conn, user, amount, now)? {
-        let take = free.min(left);
-        out.push((grant, take));
-        left = left - take;
-    }
-    if left > Credits::ZERO {
-        return Err(Error::Internal(format!("grants of {user} cover {} of {amount} available credits", amount - left)));
-    }
-    Ok(out)
+/// How a hold's charge splits over what it reserved, in draw order.
+pub(super) struct Settlement {
+    reserved: Vec<store::Reservation>,
+    /// Per reservation, the part charged.
+    taken: Vec<Credits>,
 }
 
-/// Closes a hold's reservations: `charged` (at most the hold) is taken from
-/// its grants in draw order and recorded against ledger row `txn`; the rest
-/// returns to the grants. A grant that ended while the hold was open loses
-/// what the hold left unused now.
-pub(super) fn close_reservations(
-    conn: &Connection,
-    hold: HoldId,
-    charged: Credits,
-    txn: Option<TxnId>,
-    now: Timestamp,
-) -> Result<()> {
-    let mut left = charged;
-    let reserved = store::reservations(conn, hold)?;
-    for (grant, amount) in &reserved {
-        let take = (*amount).min(left);
-        store::unreserve(conn, *grant, *amount, take)?;
-        if take > Credits::ZERO
-            && let Some(t) = txn
-        {
-            store::record_draw(conn, t, *grant, take)?;
+impl Settlement {
+    /// The grant, when the charge falls on exactly one.
+    pub(super) fn single(&self) -> Option<GrantId> {
+        let mut charged = self.reserved.iter().zip(&self.taken).filter(|(_, t)| **t > Credits::ZERO);
+        match (charged.next(), charged.next()) {
+            (Some((r, _)), None) => Some(r.grant),
+            _ => None,
         }
-        left = left - take;
     }
+}
+
+/// Plans charging `charged` (at most the hold) from a hold's reservations.
+pub(super) fn plan_settle(conn: &Connection, hold: HoldId, charged: Credits) -> Result<Settlement> {
+    let reserved = store::reservations(conn, hold)?;
+    let mut left = charged;
+    let taken = reserved
+        .iter()
+        .map(|r| {
+            let take = r.amount.min(left);
+            left = left - take;
+            take
+        })
+        .collect();
     if left > Credits::ZERO {
         return Err(Error::Internal(format!("{hold} reserved less than the {charged} it charged")));
     }
+    Ok(Settlement { reserved, taken })
+}
+
+/// Closes a hold's reservations as planned: the charged parts are taken
+/// from their grants (recorded against ledger row `txn` when there are
+/// several), the rest returns to the grants. A grant that ended while the
+/// hold was open loses what the hold left unused now.
+pub(super) fn close_reservations(
+    conn: &Connection,
+    hold: HoldId,
+    s: &Settlement,
+    txn: Option<TxnId>,
+    now: Timestamp,
+) -> Result<()> {
+    let several = s.single().is_none();
+    for (r, take) in s.reserved.iter().zip(&s.taken) {
+        store::unreserve(conn, r, *take, now)?;
+        if several
+            && *take > Credits::ZERO
+            && let Some(t) = txn
+        {
+            store::record_draw(conn, t, r.grant, *take)?;
+        }
+    }
     store::delete_reservations(conn, hold)?;
-    for (grant, _) in reserved {
-        end_if_due(conn, grant, now)?;
+    for r in &s.reserved {
+        end_if_due(conn, r.grant, now)?;
     }
     Ok(())
 }
@@ -382,9 +415,8 @@ fn end_if_due(conn: &Connection, grant: GrantId, now: Timestamp) -> Result<Optio
         return Ok(None);
     }
     let what = if kind == Kind::Void { "voided" } else { "expired" };
-    let txn = super::append_change(conn, e.user, -e.unreserved, kind, None, &format!("{grant} {what}"), now)?;
-    store::take(conn, grant, e.unreserved)?;
-    store::record_draw(conn, txn.id, grant, e.unreserved)?;
+    let txn = super::append_change(conn, e.user, -e.unreserved, kind, Some(grant), &format!("{grant} {what}"), now)?;
+    store::take(conn, grant, e.unreserved, e.empties, now)?;
     Ok(Some(txn))
 }
 

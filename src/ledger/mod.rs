@@ -16,7 +16,7 @@ mod grant_storage;
 pub mod grants;
 pub mod storage;
 
-use crate::domain::{ApiKeyId, Credits, HoldId, JobId, Timestamp, TxnId, UserId, day_number, day_start};
+use crate::domain::{ApiKeyId, Credits, GrantId, HoldId, JobId, Timestamp, TxnId, UserId, day_number, day_start};
 use crate::error::{Error, Result};
 use crate::logs::{self, Level, NewLog};
 use rusqlite::Connection;
@@ -209,7 +209,7 @@ fn append_change(
     user: UserId,
     amount: Credits,
     kind: Kind,
-    job: Option<JobId>,
+    grant: Option<GrantId>,
     description: &str,
     now: Timestamp,
 ) -> Result<Transaction> {
@@ -222,12 +222,13 @@ fn append_change(
             amount,
             kind,
             balance_after: after,
-            job,
+            job: None,
             hold: None,
             description,
             at: now,
             micro: None,
             api_key: None,
+            grant,
         },
     )?;
     storage::set_credits(conn, user, after)?;
@@ -300,8 +301,9 @@ pub fn admin_adjust_at(
     if balance - held + amount < Credits::ZERO {
         return Err(Error::InsufficientCredits { needed: -amount, available: balance - held });
     }
-    let txn = append_change(conn, user, amount, Kind::Adjust, None, description, now)?;
-    grants::draw(conn, user, -amount, txn.id, now)?;
+    let draw = grants::plan_draw(conn, user, -amount, now)?;
+    let txn = append_change(conn, user, amount, Kind::Adjust, draw.single(), description, now)?;
+    grants::apply_draw(conn, &draw, txn.id, now)?;
     logs::write(
         conn,
         &NewLog::business(
@@ -407,6 +409,7 @@ pub fn consume_at(
 ) -> Result<Consumed> {
     let Spendable { balance, held, day } = check_spend(conn, user, amount, caps, now)?;
     let after = balance - amount;
+    let draw = grants::plan_draw(conn, user, amount, now)?;
     let txn = storage::append(
         conn,
         &NewRow {
@@ -420,10 +423,11 @@ pub fn consume_at(
             at: now,
             micro: None,
             api_key: caps.key,
+            grant: draw.single(),
         },
     )?;
     storage::set_credits(conn, user, after)?;
-    grants::draw(conn, user, amount, txn.id, now)?;
+    grants::apply_draw(conn, &draw, txn.id, now)?;
     count_spend(conn, user, caps.key, day, amount)?;
     logs::write(
         conn,
@@ -518,6 +522,7 @@ pub fn settle_at(conn: &Connection, id: HoldId, cost: Cost, description: &str, n
         }
     };
     let (balance, _) = account(conn, h.user)?;
+    let settlement = grants::plan_settle(conn, id, charge)?;
     let txn = if charge > Credits::ZERO || micro.is_some() {
         let after = balance - charge;
         let t = storage::append(
@@ -533,6 +538,7 @@ pub fn settle_at(conn: &Connection, id: HoldId, cost: Cost, description: &str, n
                 at: now,
                 micro,
                 api_key: h.api_key,
+                grant: settlement.single(),
             },
         )?;
         match micro {
@@ -543,7 +549,7 @@ pub fn settle_at(conn: &Connection, id: HoldId, cost: Cost, description: &str, n
     } else {
         None
     };
-    grants::close_reservations(conn, id, charge, txn, now)?;
+    grants::close_reservations(conn, id, &settlement, txn, now)?;
     storage::add_held(conn, h.user, -h.amount)?;
     count_spend(conn, h.user, h.api_key, h.day, charge - h.amount)?;
     storage::close_hold(conn, id, HoldStatus::Settled, Some(charge), txn, now)?;
@@ -574,7 +580,8 @@ fn close_uncharged(conn: &Connection, id: HoldId, status: HoldStatus, now: Times
     if h.status != HoldStatus::Active {
         return Ok(closed_outcome(&h));
     }
-    grants::close_reservations(conn, id, Credits::ZERO, None, now)?;
+    let settlement = grants::plan_settle(conn, id, Credits::ZERO)?;
+    grants::close_reservations(conn, id, &settlement, None, now)?;
     storage::add_held(conn, h.user, -h.amount)?;
     count_spend(conn, h.user, h.api_key, h.day, -h.amount)?;
     storage::close_hold(conn, id, status, Some(Credits::ZERO), None, now)?;

@@ -6,7 +6,7 @@
 
 use super::chain::{self, ChainFields, GENESIS_HASH};
 use super::{HoldStatus, Kind, Transaction};
-use crate::domain::{ApiKeyId, Credits, HoldId, JobId, Timestamp, TxnId, UserId};
+use crate::domain::{ApiKeyId, Credits, GrantId, HoldId, JobId, Timestamp, TxnId, UserId};
 use crate::paging::{List, Page};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -51,6 +51,9 @@ pub struct NewRow<'a> {
     pub micro: Option<Micro>,
     /// The API key the charge was made through (not chained: attribution).
     pub api_key: Option<ApiKeyId>,
+    /// The one grant the row drew on, when it drew on exactly one (not
+    /// chained: attribution; several are listed in `grant_draws`).
+    pub grant: Option<GrantId>,
 }
 
 /// A metered consume's exact cost and the carry it leaves, in millionths of
@@ -88,8 +91,8 @@ pub fn append(conn: &Connection, row: &NewRow<'_>) -> rusqlite::Result<Transacti
     conn.prepare_cached(
         "INSERT INTO credit_transactions
          (id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash, cost_micro, carry_after,
-          api_key_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+          api_key_id, grant_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         id,
@@ -105,6 +108,7 @@ pub fn append(conn: &Connection, row: &NewRow<'_>) -> rusqlite::Result<Transacti
         row.micro.map(|m| m.cost),
         row.micro.map(|m| m.carry_after),
         row.api_key,
+        row.grant,
     ])?;
     Ok(Transaction {
         id: TxnId(id),
@@ -387,13 +391,14 @@ pub struct StoredRow {
     pub hash: String,
     pub micro: Option<(i64, i64)>,
     pub api_key_id: Option<i64>,
+    pub grant_id: Option<i64>,
 }
 
 /// Calls `visit` for every ledger row in id order, without loading them all.
 pub fn for_each_row(conn: &Connection, mut visit: impl FnMut(&StoredRow)) -> rusqlite::Result<()> {
     let mut st = conn.prepare(
         "SELECT id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash,
-                cost_micro, carry_after, api_key_id
+                cost_micro, carry_after, api_key_id, grant_id
          FROM credit_transactions ORDER BY id",
     )?;
     let mut rows = st.query([])?;
@@ -414,6 +419,7 @@ pub fn for_each_row(conn: &Connection, mut visit: impl FnMut(&StoredRow)) -> rus
                 _ => None,
             },
             api_key_id: r.get(12)?,
+            grant_id: r.get(13)?,
         });
     }
     Ok(())

@@ -299,9 +299,14 @@ fn spendable_now(c: &rusqlite::Connection, u: UserId, now: Timestamp) -> Vec<Mod
     .unwrap()
 }
 
+/// The grants ledger row `txn` drew on: the one it names, or its
+/// `grant_draws` rows.
 fn draws_of(c: &rusqlite::Connection, txn: TxnId) -> Vec<(i64, i64)> {
     let mut d: Vec<(i64, i64)> = c
-        .prepare("SELECT grant_id, amount FROM grant_draws WHERE transaction_id = ?1")
+        .prepare(
+            "SELECT grant_id, amount FROM grant_draws WHERE transaction_id = ?1
+             UNION ALL SELECT grant_id, -amount FROM credit_transactions WHERE id = ?1 AND grant_id IS NOT NULL",
+        )
         .unwrap()
         .query_map([txn], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
@@ -431,13 +436,15 @@ proptest! {
                 GrantOp::Redeem(amount, twice) => {
                     let batch = crate::codes::NewCodes {
                         count: 1,
-                        amount: Credits(amount),
-                        category: grants::Category::Promotional,
-                        priority: 50,
-                        grant_expires_days: None,
-                        redeem_by: None,
-                        max_redemptions: 5,
-                        description: String::new(),
+                        terms: crate::codes::CodeTerms {
+                            amount: Credits(amount),
+                            category: grants::Category::Promotional,
+                            priority: 50,
+                            grant_expires_days: None,
+                            redeem_by: None,
+                            max_redemptions: 5,
+                            description: String::new(),
+                        },
                     };
                     let code = db.write(move |c| crate::codes::mint(c, u, &batch)).unwrap().remove(0).code.unwrap();
                     let typed = code.clone();

@@ -195,28 +195,7 @@ fn sigkill_while_a_hold_outlives_its_grant_leaves_every_grant_consistent_after_r
     fake.script(|s| s.latency_ms = 30_000);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
-    let config = dir.path().join("tollgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[ledger]
-sweep_interval_s = 1
-[providers.slow]
-kind = "openai"
-base_url = "{}/v1"
-read_timeout_ms = 60000
-[[models]]
-name = "slow-chat"
-kind = "chat"
-routes = [{{ provider = "slow", model = "m" }}]
-price = {{ input_per_1m = 1000000, output_per_1m = 1000000 }}
-max_output_tokens = 100
-"#,
-            fake.base
-        ),
-    )
-    .unwrap();
+    let config = slow_chat_config(dir.path(), &fake.base, "[ledger]\nsweep_interval_s = 1\n");
     let env = [("TOLLGATE_CONFIG", config.to_str().unwrap()), ("TOLLGATE_SERVER_SQLITE_SYNCHRONOUS", "full")];
     let mut server = serve_process(&db, &env);
     let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);

@@ -308,6 +308,29 @@ pub fn rfc3339_in(ms: i64) -> String {
     t.format(&time::format_description::well_known::Rfc3339).expect("format")
 }
 
+/// Writes `tollgate.toml` into `dir`: `extra` settings, then a model
+/// `slow-chat` (1 credit per token, at most 100 output tokens) routed to an
+/// OpenAI-compatible fake provider at `fake_base`. Returns its path.
+pub fn slow_chat_config(dir: &std::path::Path, fake_base: &str, extra: &str) -> PathBuf {
+    let path = dir.join("tollgate.toml");
+    let text = format!(
+        r#"{extra}
+[providers.slow]
+kind = "openai"
+base_url = "{fake_base}/v1"
+read_timeout_ms = 60000
+[[models]]
+name = "slow-chat"
+kind = "chat"
+routes = [{{ provider = "slow", model = "m" }}]
+price = {{ input_per_1m = 1000000, output_per_1m = 1000000 }}
+max_output_tokens = 100
+"#
+    );
+    std::fs::write(&path, text).expect("write tollgate.toml");
+    path
+}
+
 /// The real binary, as an operator runs it.
 pub fn bin() -> Command {
     clean_env(Command::new(env!("CARGO_BIN_EXE_tollgate")))

@@ -1,7 +1,7 @@
 //! Redemption codes: admins mint, list and disable; users redeem.
 
 use super::positive_amount;
-use crate::codes::{self, CODES_PER_BATCH_MAX, GRANT_EXPIRES_DAYS_MAX, NewCodes, REDEMPTIONS_PER_CODE_MAX};
+use crate::codes::{self, CODES_PER_BATCH_MAX, CodeTerms, GRANT_EXPIRES_DAYS_MAX, NewCodes, REDEMPTIONS_PER_CODE_MAX};
 use crate::domain::{CodeId, Timestamp};
 use crate::error::Error;
 use crate::http::error::ApiError;
@@ -42,17 +42,19 @@ pub fn mint(ctx: &Ctx) -> Result<Response, ApiError> {
     let by = ctx.user()?.id;
     let b: NewCodesBody = ctx.req.json()?;
     let c = NewCodes {
-        amount: positive_amount(b.amount, "amount")?,
         count: within(b.count, "count", CODES_PER_BATCH_MAX)?,
-        category: grants::parse_category(b.category.as_deref())?,
-        priority: grants::parse_priority(b.priority)?,
-        grant_expires_days: b
-            .grant_expires_days
-            .map(|d| within(d, "grant_expires_days", GRANT_EXPIRES_DAYS_MAX))
-            .transpose()?,
-        redeem_by: grants::parse_expires_at(b.redeem_by.as_deref(), "redeem_by", Timestamp::now())?,
-        max_redemptions: within(b.max_redemptions.unwrap_or(1), "max_redemptions", REDEMPTIONS_PER_CODE_MAX)?,
-        description: ledger::parse_description(b.description.as_deref())?,
+        terms: CodeTerms {
+            amount: positive_amount(b.amount, "amount")?,
+            category: grants::parse_category(b.category.as_deref())?,
+            priority: grants::parse_priority(b.priority)?,
+            grant_expires_days: b
+                .grant_expires_days
+                .map(|d| within(d, "grant_expires_days", GRANT_EXPIRES_DAYS_MAX))
+                .transpose()?,
+            redeem_by: grants::parse_expires_at(b.redeem_by.as_deref(), "redeem_by", Timestamp::now())?,
+            max_redemptions: within(b.max_redemptions.unwrap_or(1), "max_redemptions", REDEMPTIONS_PER_CODE_MAX)?,
+            description: ledger::parse_description(b.description.as_deref())?,
+        },
     };
     ctx.commit(201, move |conn| {
         let minted = codes::mint(conn, by, &c)?;
