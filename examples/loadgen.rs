@@ -100,7 +100,7 @@ fn seed_grant(c: &rusqlite::Connection, user: tollgate::domain::UserId, g: usize
     let grant = NewGrant {
         user,
         amount: tollgate::domain::Credits(1_000_000_000),
-        category: if g % 2 == 0 { Category::Paid } else { Category::Promotional },
+        category: if g.is_multiple_of(2) { Category::Paid } else { Category::Promotional },
         priority: (g64 * 7) % 101,
         expires_at: (g > 0).then(|| now.plus_ms((1 + g64 % 30) * day_ms)),
         source: Source::Admin,

@@ -5,7 +5,7 @@
 //! what a consume costs (BENCHMARKS.md, "What limits it").
 //!
 //! ```sh
-//! cargo run --release --example writer_only -- [USERS] [GROUP] [sp|nosp] [INDEX_TO_DROP]
+//! cargo run --release --example writer_only -- [USERS] [GROUP] [sp|nosp] [INDEX_TO_DROP|none] [GRANTS]
 //! cargo run --release --example writer_only -- 10000 16 sp
 //! cargo run --release --example writer_only -- 10000 16 sp logs_by_user
 //! ```
@@ -25,7 +25,9 @@ fn main() {
     let users_n: usize = arg(1, 10_000);
     let group: usize = arg(2, 16).max(1);
     let savepoints = arg(3, "sp".to_owned()) != "nosp";
-    let drop_index: Option<String> = std::env::args().nth(4);
+    let drop_index: Option<String> = std::env::args().nth(4).filter(|s| s != "none");
+    // Credit additions per user before the run (each a grant).
+    let grants_n: usize = arg(5, 1).max(1);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut conn = storage::open_connection(&dir.path().join("w.db"), Synchronous::Normal).expect("open");
     storage::migrate(&mut conn).expect("migrate");
@@ -37,7 +39,9 @@ fn main() {
         .map(|i| {
             let email = Email::parse(&format!("u{i}@example.com")).expect("email");
             let u = tollgate::users::insert(&conn, &email, "x", Role::User).expect("user");
-            ledger::grant(&conn, u.id, Credits(1_000_000_000), "seed").expect("grant");
+            for _ in 0..grants_n {
+                ledger::grant(&conn, u.id, Credits(1_000_000_000), "seed").expect("grant");
+            }
             u.id
         })
         .collect();

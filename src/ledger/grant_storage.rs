@@ -169,6 +169,29 @@ pub fn spendable(conn: &Connection, user: UserId, amount: Credits, now: Timestam
     Ok(found)
 }
 
+/// The common charge in one statement: takes `amount` from the first grant
+/// in draw order when its unreserved credits cover it with some to spare
+/// (so it does not empty, and no index entry is rewritten). `None`: the
+/// charge needs the general path (several grants, or one it empties).
+pub fn take_from_first(
+    conn: &Connection,
+    user: UserId,
+    amount: Credits,
+    now: Timestamp,
+) -> rusqlite::Result<Option<GrantId>> {
+    conn.prepare_cached(&format!(
+        "UPDATE credit_grants SET remaining = remaining - ?2
+         WHERE id = (SELECT id FROM credit_grants
+                     WHERE user_id = ?1 AND emptied_at IS NULL AND remaining > reserved AND voided_at IS NULL
+                       AND (expires_at IS NULL OR expires_at > ?3)
+                     ORDER BY {DRAW_ORDER} LIMIT 1)
+           AND remaining - reserved > ?2
+         RETURNING id"
+    ))?
+    .query_row(params![user, amount, now], |r| r.get(0))
+    .optional()
+}
+
 /// Takes `amount` from a grant's remaining credits (a draw or an ending);
 /// `empties` when that leaves nothing, which is recorded (and only then is
 /// the partial index on `emptied_at` touched).

@@ -285,24 +285,52 @@ pub fn next_expiry(conn: &Connection, user: UserId) -> Result<Option<NextExpiry>
     Ok(store::next_expiry(conn, user, Timestamp::now())?.map(|(at, amount)| NextExpiry { at, amount }))
 }
 
-/// Which grants, in draw order, pay for a charge, and how much of each.
-pub(super) struct Draw(Vec<(store::Spendable, Credits)>);
+/// Which grants, in draw order, paid for a charge, and how much each.
+pub(super) struct Draw(Vec<(GrantId, Credits)>);
 
 impl Draw {
-    /// The grant, when the charge draws on exactly one: the ledger row names
+    /// The grant, when the charge drew on exactly one: the ledger row names
     /// it, and no `grant_draws` row is written.
     pub(super) fn single(&self) -> Option<GrantId> {
         match self.0.as_slice() {
-            [(g, _)] => Some(g.id),
+            [(g, _)] => Some(*g),
             _ => None,
         }
     }
 }
 
-/// Plans a charge of `amount` on the user's spendable grants. The caller
-/// has checked that available credits cover it (after expiring what was
-/// due), so a shortfall here is a broken invariant.
-pub(super) fn plan_draw(conn: &Connection, user: UserId, amount: Credits, now: Timestamp) -> Result<Draw> {
+/// Takes a charge of `amount` from the user's spendable grants, in draw
+/// order; [`record_draw`] then records it against the ledger row. The
+/// caller has checked that available credits cover it (after expiring what
+/// was due), so a shortfall here is a broken invariant.
+pub(super) fn draw(conn: &Connection, user: UserId, amount: Credits, now: Timestamp) -> Result<Draw> {
+    if let Some(g) = store::take_from_first(conn, user, amount, now)? {
+        return Ok(Draw(vec![(g, amount)]));
+    }
+    let plan = plan_draw(conn, user, amount, now)?;
+    for (g, take) in &plan {
+        store::take(conn, g.id, *take, g.remaining == *take, now)?;
+    }
+    Ok(Draw(plan.into_iter().map(|(g, take)| (g.id, take)).collect()))
+}
+
+/// Records which grants paid for ledger row `txn`, when there were several.
+pub(super) fn record_draw(conn: &Connection, draw: &Draw, txn: TxnId) -> Result<()> {
+    if draw.single().is_none() {
+        for (g, take) in &draw.0 {
+            store::record_draw(conn, txn, *g, *take)?;
+        }
+    }
+    Ok(())
+}
+
+/// Which grants, in draw order, cover `amount`, and how much of each.
+fn plan_draw(
+    conn: &Connection,
+    user: UserId,
+    amount: Credits,
+    now: Timestamp,
+) -> Result<Vec<(store::Spendable, Credits)>> {
     let mut left = amount;
     let mut out = Vec::new();
     for g in store::spendable(conn, user, amount, now)? {
@@ -313,24 +341,12 @@ pub(super) fn plan_draw(conn: &Connection, user: UserId, amount: Credits, now: T
     if left > Credits::ZERO {
         return Err(Error::Internal(format!("grants of {user} cover {} of {amount} available credits", amount - left)));
     }
-    Ok(Draw(out))
-}
-
-/// Takes a planned charge from its grants, for ledger row `txn`.
-pub(super) fn apply_draw(conn: &Connection, draw: &Draw, txn: TxnId, now: Timestamp) -> Result<()> {
-    let several = draw.0.len() > 1;
-    for (g, take) in &draw.0 {
-        store::take(conn, g.id, *take, g.remaining == *take, now)?;
-        if several {
-            store::record_draw(conn, txn, g.id, *take)?;
-        }
-    }
-    Ok(())
+    Ok(out)
 }
 
 /// Reserves `amount` on the user's spendable grants for `hold`.
 pub(super) fn reserve(conn: &Connection, user: UserId, amount: Credits, hold: HoldId, now: Timestamp) -> Result<()> {
-    for (g, take) in plan_draw(conn, user, amount, now)?.0 {
+    for (g, take) in plan_draw(conn, user, amount, now)? {
         store::reserve(conn, hold, g.id, take)?;
     }
     Ok(())

@@ -301,9 +301,9 @@ pub fn admin_adjust_at(
     if balance - held + amount < Credits::ZERO {
         return Err(Error::InsufficientCredits { needed: -amount, available: balance - held });
     }
-    let draw = grants::plan_draw(conn, user, -amount, now)?;
+    let draw = grants::draw(conn, user, -amount, now)?;
     let txn = append_change(conn, user, amount, Kind::Adjust, draw.single(), description, now)?;
-    grants::apply_draw(conn, &draw, txn.id, now)?;
+    grants::record_draw(conn, &draw, txn.id)?;
     logs::write(
         conn,
         &NewLog::business(
@@ -409,7 +409,7 @@ pub fn consume_at(
 ) -> Result<Consumed> {
     let Spendable { balance, held, day } = check_spend(conn, user, amount, caps, now)?;
     let after = balance - amount;
-    let draw = grants::plan_draw(conn, user, amount, now)?;
+    let draw = grants::draw(conn, user, amount, now)?;
     let txn = storage::append(
         conn,
         &NewRow {
@@ -427,7 +427,7 @@ pub fn consume_at(
         },
     )?;
     storage::set_credits(conn, user, after)?;
-    grants::apply_draw(conn, &draw, txn.id, now)?;
+    grants::record_draw(conn, &draw, txn.id)?;
     count_spend(conn, user, caps.key, day, amount)?;
     logs::write(
         conn,
