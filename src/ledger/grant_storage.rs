@@ -220,22 +220,28 @@ pub fn reserve(conn: &Connection, hold: HoldId, grant: GrantId, amount: Credits)
     Ok(())
 }
 
-/// A hold's reservation on one grant, and what the grant has left.
+/// A hold's reservation on one grant, what the grant has left, and whether
+/// the grant had ended (voided, or expired) when it was read.
 #[derive(Debug, Clone, Copy)]
 pub struct Reservation {
     pub grant: GrantId,
     pub amount: Credits,
     pub remaining: Credits,
+    pub ended: bool,
 }
 
 /// What a hold reserved, in draw order: a settle charges in this order.
-pub fn reservations(conn: &Connection, hold: HoldId) -> rusqlite::Result<Vec<Reservation>> {
+pub fn reservations(conn: &Connection, hold: HoldId, now: Timestamp) -> rusqlite::Result<Vec<Reservation>> {
     conn.prepare_cached(&format!(
-        "SELECT r.grant_id, r.amount, g.remaining FROM hold_reservations r JOIN credit_grants g ON g.id = r.grant_id
+        "SELECT r.grant_id, r.amount, g.remaining,
+                g.voided_at IS NOT NULL OR (g.expires_at IS NOT NULL AND g.expires_at <= ?2)
+         FROM hold_reservations r JOIN credit_grants g ON g.id = r.grant_id
          WHERE r.hold_id = ?1 ORDER BY {}",
         DRAW_ORDER.split(", ").map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", ")
     ))?
-    .query_map([hold], |r| Ok(Reservation { grant: r.get(0)?, amount: r.get(1)?, remaining: r.get(2)? }))?
+    .query_map(params![hold, now], |r| {
+        Ok(Reservation { grant: r.get(0)?, amount: r.get(1)?, remaining: r.get(2)?, ended: r.get(3)? })
+    })?
     .collect()
 }
 

@@ -371,8 +371,8 @@ impl Settlement {
 }
 
 /// Plans charging `charged` (at most the hold) from a hold's reservations.
-pub(super) fn plan_settle(conn: &Connection, hold: HoldId, charged: Credits) -> Result<Settlement> {
-    let reserved = store::reservations(conn, hold)?;
+pub(super) fn plan_settle(conn: &Connection, hold: HoldId, charged: Credits, now: Timestamp) -> Result<Settlement> {
+    let reserved = store::reservations(conn, hold, now)?;
     let mut left = charged;
     let taken = reserved
         .iter()
@@ -410,7 +410,9 @@ pub(super) fn close_reservations(
         }
     }
     store::delete_reservations(conn, hold)?;
-    for r in &s.reserved {
+    // Only a grant that had ended loses what the hold leaves: the common
+    // settle reads nothing more.
+    for r in s.reserved.iter().filter(|r| r.ended) {
         end_if_due(conn, r.grant, now)?;
     }
     Ok(())

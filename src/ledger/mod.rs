@@ -522,7 +522,7 @@ pub fn settle_at(conn: &Connection, id: HoldId, cost: Cost, description: &str, n
         }
     };
     let (balance, _) = account(conn, h.user)?;
-    let settlement = grants::plan_settle(conn, id, charge)?;
+    let settlement = grants::plan_settle(conn, id, charge, now)?;
     let txn = if charge > Credits::ZERO || micro.is_some() {
         let after = balance - charge;
         let t = storage::append(
@@ -580,7 +580,7 @@ fn close_uncharged(conn: &Connection, id: HoldId, status: HoldStatus, now: Times
     if h.status != HoldStatus::Active {
         return Ok(closed_outcome(&h));
     }
-    let settlement = grants::plan_settle(conn, id, Credits::ZERO)?;
+    let settlement = grants::plan_settle(conn, id, Credits::ZERO, now)?;
     grants::close_reservations(conn, id, &settlement, None, now)?;
     storage::add_held(conn, h.user, -h.amount)?;
     count_spend(conn, h.user, h.api_key, h.day, -h.amount)?;
