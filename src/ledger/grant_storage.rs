@@ -408,8 +408,8 @@ pub fn audit_input(conn: &Connection) -> rusqlite::Result<GrantAudit> {
     Ok(GrantAudit { draws_from_txn, grants, reserved, hold_reserved })
 }
 
-/// Calls `visit` with each ledger row's draws, in ledger row order: the
-/// audit walks these beside the ledger rows.
+/// The `grant_draws` rows in ledger-row order, read alongside the audit's
+/// walk over the ledger: [`DrawCursor::draws_of`] hands out each row's.
 pub struct DrawCursor<'c> {
     rows: rusqlite::Rows<'c>,
     pending: Option<(i64, GrantId, Credits)>,

@@ -262,8 +262,8 @@ pub fn create_at(conn: &Connection, g: &NewGrant, now: Timestamp) -> Result<(Gra
     Ok((grant, true))
 }
 
-pub fn get(conn: &Connection, id: GrantId) -> Result<Grant> {
-    store::get(conn, id, Timestamp::now())?.ok_or_else(|| Error::not_found("grant"))
+fn get_at(conn: &Connection, id: GrantId, now: Timestamp) -> Result<Grant> {
+    store::get(conn, id, now)?.ok_or_else(|| Error::not_found("grant"))
 }
 
 pub fn list(conn: &Connection, user: UserId, status: Option<GrantStatus>, page: &Page) -> Result<List<Grant>> {
@@ -479,7 +479,7 @@ pub fn void(conn: &Connection, id: GrantId) -> Result<Grant> {
 
 /// [`void`] at a given time (tests move the clock).
 pub fn void_at(conn: &Connection, id: GrantId, now: Timestamp) -> Result<Grant> {
-    let g = store::get(conn, id, now)?.ok_or_else(|| Error::not_found("grant"))?;
+    let g = get_at(conn, id, now)?;
     match g.status {
         GrantStatus::Voided => return Ok(g),
         GrantStatus::Expired => {
@@ -502,5 +502,5 @@ pub fn void_at(conn: &Connection, id: GrantId, now: Timestamp) -> Result<Grant> 
                     "transaction_id": txn.map(|t| t.id) }),
         ),
     )?;
-    store::get(conn, id, now)?.ok_or_else(|| Error::not_found("grant"))
+    get_at(conn, id, now)
 }

@@ -134,21 +134,7 @@ fn holds_of_chat_calls_in_flight_at_sigkill_are_released_at_the_next_start() {
     let mut server = serve_process(&db, &env);
     let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
     let token = server.client.funded_user(&admin, "chat@example.com", 10_000);
-    let calls: Vec<_> = (0..3)
-        .map(|_| {
-            let (client, token) = (server.client.clone(), token.clone());
-            std::thread::spawn(move || {
-                let body = json!({"model": "slow-chat", "messages": [{"role": "user", "content": "hi"}]});
-                let _ = client.request(
-                    "POST",
-                    "/v1/chat/completions",
-                    Some(&token),
-                    &[],
-                    Some(body.to_string().as_bytes()),
-                );
-            })
-        })
-        .collect();
+    let calls = slow_chats_in_background(&server.client, &token, 3);
     let active = |db: &std::path::Path| -> i64 {
         let c = rusqlite::Connection::open(db).unwrap();
         c.query_row("SELECT count(*) FROM credit_holds WHERE status = 'active'", [], |r| r.get(0)).unwrap()

@@ -210,21 +210,7 @@ fn sigkill_while_a_hold_outlives_its_grant_leaves_every_grant_consistent_after_r
     let r = server.client.post(&format!("/v1/admin/users/{id}/grants"), &admin, json!({"amount": 7}));
     assert_eq!(r.status, 201, "{}", r.text());
     let token = server.client.token("g@example.com", PASSWORD);
-    let calls: Vec<_> = (0..2)
-        .map(|_| {
-            let (client, token) = (server.client.clone(), token.clone());
-            std::thread::spawn(move || {
-                let body = json!({"model": "slow-chat", "messages": [{"role": "user", "content": "hi"}]});
-                let _ = client.request(
-                    "POST",
-                    "/v1/chat/completions",
-                    Some(&token),
-                    &[],
-                    Some(body.to_string().as_bytes()),
-                );
-            })
-        })
-        .collect();
+    let calls = slow_chats_in_background(&server.client, &token, 2);
     let query = |sql: &str| -> i64 {
         let c = rusqlite::Connection::open(&db).unwrap();
         c.query_row(sql, [], |r| r.get(0)).unwrap()

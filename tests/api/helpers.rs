@@ -331,6 +331,27 @@ max_output_tokens = 100
     path
 }
 
+/// Starts `n` chats with the `slow-chat` model (see [`slow_chat_config`]),
+/// each on its own thread, their outcome ignored: calls in flight for a
+/// test that kills the server under them.
+pub fn slow_chats_in_background(client: &Client, token: &str, n: usize) -> Vec<std::thread::JoinHandle<()>> {
+    (0..n)
+        .map(|_| {
+            let (client, token) = (client.clone(), token.to_owned());
+            std::thread::spawn(move || {
+                let body = json!({"model": "slow-chat", "messages": [{"role": "user", "content": "hi"}]});
+                let _ = client.request(
+                    "POST",
+                    "/v1/chat/completions",
+                    Some(&token),
+                    &[],
+                    Some(body.to_string().as_bytes()),
+                );
+            })
+        })
+        .collect()
+}
+
 /// The real binary, as an operator runs it.
 pub fn bin() -> Command {
     clean_env(Command::new(env!("CARGO_BIN_EXE_tollgate")))
