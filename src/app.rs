@@ -17,6 +17,14 @@ pub struct App {
     pub adapter: ModelAdapter,
     /// Wakes job workers when work is queued.
     pub notifier: crate::jobs::Notifier,
+    /// Wakes the webhook dispatcher (a sender finished, an admin redelivered).
+    pub webhook_wake: crate::jobs::Notifier,
+    /// Wakes job event streams when a job changes.
+    pub job_changes: crate::jobs::Notifier,
+    /// Open job event streams, for their bounds.
+    pub job_streams: crate::http::routes::job_events::Streams,
+    /// The media store (kept job outputs).
+    pub media: crate::media::Store,
 }
 
 impl App {

@@ -179,11 +179,17 @@ fn run(command: Command, config: Config) -> Result<(), Failure> {
         }
         Command::Audit(args) => audit(&config, &args),
         Command::Backup { file } => {
-            let r = crate::ops::backup(&config.server.db, &file)?;
+            let r = crate::ops::backup(&config.server.db, &config.media.dir_for(&config.server.db), &file)?;
             println!("backup written to {} ({} bytes)", r.path.display(), r.bytes);
             println!("integrity: {}", r.integrity);
             println!("schema version: {}", r.schema_version);
             println!("users: {}, ledger rows: {}", r.users, r.ledger_rows);
+            println!(
+                "kept media: {} file(s), {} bytes, checked, in {}",
+                r.media_files,
+                r.media_bytes,
+                crate::ops::media_beside(&r.path).display()
+            );
             if let Some(h) = &r.audit.head {
                 println!("chain head: {}:{}", h.id, h.hash);
             }
@@ -194,7 +200,7 @@ fn run(command: Command, config: Config) -> Result<(), Failure> {
             Ok(())
         }
         Command::Restore { file, force } => {
-            let r = crate::ops::restore(&config.server.db, &file, force)?;
+            let r = crate::ops::restore(&config.server.db, &config.media.dir_for(&config.server.db), &file, force)?;
             println!("restored {} into {}", r.restored_from.display(), config.server.db.display());
             if let Some(p) = &r.previous_kept_as {
                 println!("the previous database is kept as {}", p.display());
@@ -203,6 +209,7 @@ fn run(command: Command, config: Config) -> Result<(), Failure> {
                 "schema version {} + {} migration(s) applied",
                 r.schema_version_before_migration, r.migrations_applied
             );
+            println!("kept media restored: {} file(s), each checked", r.media_files);
             Ok(())
         }
     }

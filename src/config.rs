@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// The config file read when `--config` is not given, if it exists.
 pub const CONFIG_PATH_DEFAULT: &str = "./tollgate.toml";
 /// Sections that `TOLLGATE_<SECTION>_<KEY>` may address.
-const ENV_SECTIONS: &[&str] = &["server", "auth", "limits", "jobs", "logs", "ledger", "backup"];
+const ENV_SECTIONS: &[&str] = &["server", "auth", "limits", "jobs", "logs", "ledger", "backup", "events", "media"];
 /// Variables with the prefix that are not `<SECTION>_<KEY>` overrides.
 const ENV_RESERVED: &[&str] = &["TOLLGATE_ADMIN_EMAIL", "TOLLGATE_ADMIN_PASSWORD", "TOLLGATE_CONFIG", "TOLLGATE_LOG"];
 
@@ -26,6 +26,9 @@ pub struct Config {
     pub logs: LogsConfig,
     pub ledger: LedgerConfig,
     pub backup: BackupConfig,
+    pub events: EventsConfig,
+    pub media: MediaConfig,
+    pub webhooks: Vec<WebhookConfig>,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub models: Vec<ModelConfig>,
 }
@@ -109,6 +112,14 @@ impl Default for ServerConfig {
 /// Measured, 64 connections: 4 -> 6.9k req/s, 16 -> 10.2k, 32 -> 11.2k
 /// (p99 10.7 ms), 64 -> 10.5k (p99 14.8 ms).
 pub const HTTP_WORKERS_DEFAULT_MIN: usize = 32;
+
+impl JobsConfig {
+    /// Streams allowed at once: `streams_max`, but never more than half the
+    /// HTTP workers (the rest keep answering everything else).
+    pub fn streams_max_effective(&self, server: &ServerConfig) -> usize {
+        self.streams_max.min(server.http_workers_effective() / 2).max(1)
+    }
+}
 
 impl ServerConfig {
     pub fn http_workers_effective(&self) -> usize {
@@ -220,6 +231,15 @@ pub struct JobsConfig {
     pub task_timeout_s: u64,
     /// How long a worker owns a claimed job without renewing it.
     pub lease_s: u64,
+    /// Open `GET /v1/jobs/{id}/events` streams, all users together, and per
+    /// user (429 `too_many_streams` past either). Each holds an HTTP worker
+    /// while it is open, so at most half the HTTP workers are given to
+    /// streams, whatever this says.
+    pub streams_max: usize,
+    pub streams_per_user_max: usize,
+    /// A stream ends after this long with a reconnect hint; the client
+    /// resumes with `Last-Event-ID` and misses nothing.
+    pub stream_duration_s_max: u64,
 }
 
 impl Default for JobsConfig {
@@ -234,6 +254,9 @@ impl Default for JobsConfig {
             poll_interval_max_ms: 10_000,
             task_timeout_s: 1_800,
             lease_s: 300,
+            streams_max: 16,
+            streams_per_user_max: 4,
+            stream_duration_s_max: 300,
         }
     }
 }
@@ -279,6 +302,117 @@ pub struct BackupConfig {
 impl Default for BackupConfig {
     fn default() -> Self {
         BackupConfig { every_s: 0, dir: PathBuf::from("./backups"), keep: 7 }
+    }
+}
+
+/// Events out: the outbox, webhook delivery and its retry schedule.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// `credits.low` is sent when a charge or hold takes a user's available
+    /// credits from at least this to below it; 0 = never.
+    pub credits_low_threshold: i64,
+    /// Threads that send webhook requests.
+    pub delivery_workers: usize,
+    /// Requests in flight to one endpoint at once.
+    pub endpoint_concurrency_max: usize,
+    /// Whole time of one attempt (connect, send, answer).
+    pub attempt_timeout_ms: u64,
+    /// Attempts per delivery before it is marked failed. With the default
+    /// backoff, 22 attempts span more than 24 hours.
+    pub attempts_max: u32,
+    /// Delay after the first failure; doubles per attempt up to the max,
+    /// plus up to half again of jitter.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Webhook URLs that resolve to loopback, private, link-local or other
+    /// non-public addresses are refused unless this is true.
+    pub allow_private_urls: bool,
+    /// Events whose deliveries have all finished are pruned after this many
+    /// days; 0 keeps them forever.
+    pub retention_days: u32,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            credits_low_threshold: 0,
+            delivery_workers: 4,
+            endpoint_concurrency_max: 4,
+            attempt_timeout_ms: 10_000,
+            attempts_max: 22,
+            backoff_base_ms: 10_000,
+            backoff_max_ms: 7_200_000,
+            allow_private_urls: false,
+            retention_days: 30,
+        }
+    }
+}
+
+/// A webhook endpoint from the config file (`[[webhooks]]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// The environment variable holding the signing secret (`whsec_...`).
+    pub secret_env: String,
+    /// Event types sent to it; empty = every type.
+    #[serde(default)]
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// The media store: job outputs downloaded from providers and kept.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Where kept files live; empty = beside the database (`<db>.media`).
+    pub dir: PathBuf,
+    /// Download job outputs into the store (false = pass provider URLs on).
+    pub keep_outputs: bool,
+    /// Largest single output kept; a larger one stays at the provider.
+    pub file_bytes_max: u64,
+    /// All kept files together (live rows); 0 = no limit.
+    pub store_bytes_max: u64,
+    /// Download attempts per output, with backoff, before the job completes
+    /// with the provider's URL (`kept: false`).
+    pub download_attempts_max: u32,
+    pub download_backoff_base_ms: u64,
+    /// Whole time of one download attempt.
+    pub download_timeout_s: u64,
+    /// Kept files are deleted this many days after they were kept; 0 = never.
+    pub retention_days: u32,
+    /// Lifetime of signed URLs (`?expires=&signature=`).
+    pub signed_url_ttl_s: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            dir: PathBuf::new(),
+            keep_outputs: true,
+            file_bytes_max: 512 * 1_048_576,
+            store_bytes_max: 0,
+            download_attempts_max: 5,
+            download_backoff_base_ms: 2_000,
+            download_timeout_s: 300,
+            retention_days: 0,
+            signed_url_ttl_s: 3_600,
+        }
+    }
+}
+
+impl MediaConfig {
+    /// The store's folder for the database at `db`.
+    pub fn dir_for(&self, db: &Path) -> PathBuf {
+        if self.dir.as_os_str().is_empty() {
+            let mut p = db.as_os_str().to_owned();
+            p.push(".media");
+            PathBuf::from(p)
+        } else {
+            self.dir.clone()
+        }
     }
 }
 
@@ -513,6 +647,50 @@ impl Config {
         }
         if self.ledger.hold_ttl_s == 0 || self.ledger.sweep_interval_s == 0 {
             return bad("ledger.hold_ttl_s / ledger.sweep_interval_s", "must be at least 1 second");
+        }
+        if j.streams_per_user_max == 0 || j.streams_max < j.streams_per_user_max {
+            return bad(
+                "jobs.streams_max / streams_per_user_max",
+                "at least 1 each, and the total at least the per-user",
+            );
+        }
+        if j.stream_duration_s_max == 0 || j.stream_duration_s_max > 86_400 {
+            return bad("jobs.stream_duration_s_max", "must be between 1 and 86400 seconds");
+        }
+        let e = &self.events;
+        if e.credits_low_threshold < 0 {
+            return bad("events.credits_low_threshold", "must not be negative (0 turns credits.low off)");
+        }
+        if e.delivery_workers == 0 || e.delivery_workers > 64 || e.endpoint_concurrency_max == 0 {
+            return bad(
+                "events.delivery_workers / endpoint_concurrency_max",
+                "delivery_workers 1..=64, concurrency at least 1",
+            );
+        }
+        if e.attempts_max == 0 || e.attempts_max > 100 || e.backoff_base_ms == 0 || e.backoff_max_ms < e.backoff_base_ms
+        {
+            return bad(
+                "events.attempts_max / backoff_*",
+                "attempts 1..=100, backoff_base_ms positive and at most backoff_max_ms",
+            );
+        }
+        if e.attempt_timeout_ms < 100 || e.attempt_timeout_ms > 300_000 {
+            return bad("events.attempt_timeout_ms", "must be between 100 and 300000");
+        }
+        for w in &self.webhooks {
+            if let Err(why) = crate::events::endpoints::check_types(&w.events) {
+                return Err(ConfigError(format!("invalid webhook {}: {why}", w.url)));
+            }
+            if w.secret_env.is_empty() {
+                return Err(ConfigError(format!("invalid webhook {}: secret_env must name a variable", w.url)));
+            }
+        }
+        let m = &self.media;
+        if m.file_bytes_max == 0 || m.download_attempts_max == 0 || m.download_attempts_max > 20 {
+            return bad("media.file_bytes_max / download_attempts_max", "file_bytes_max positive, attempts 1..=20");
+        }
+        if m.download_timeout_s == 0 || m.signed_url_ttl_s == 0 || m.signed_url_ttl_s > 30 * 86_400 {
+            return bad("media.download_timeout_s / signed_url_ttl_s", "positive; signed URLs live at most 30 days");
         }
         Ok(())
     }

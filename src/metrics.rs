@@ -24,6 +24,8 @@ pub struct Metrics {
     pub provider_calls: IntCounterVec,
     pub provider_duration: HistogramVec,
     pub jobs: IntGaugeVec,
+    pub webhook_attempts: IntCounterVec,
+    pub media_downloads: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -112,6 +114,18 @@ impl Metrics {
                 latency,
             ),
             jobs,
+            webhook_attempts: counter_vec(
+                &r,
+                "webhook_attempts_total",
+                "Webhook delivery attempts, by outcome (delivered, retry, failed)",
+                &["outcome"],
+            ),
+            media_downloads: counter_vec(
+                &r,
+                "media_downloads_total",
+                "Job outputs downloaded into the media store, by outcome (kept, retry, not_kept)",
+                &["outcome"],
+            ),
             registry: r,
         }
     }

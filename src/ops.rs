@@ -9,6 +9,11 @@
 //! Every backup gets a `FILE.sha256` beside it; restore verifies it when it
 //! is there, because `PRAGMA integrity_check` checks structure, not content,
 //! and a flipped byte inside a row can pass it.
+//! A backup also holds the media store's kept files that its database
+//! references, in `FILE.media/` beside it, laid out as the live store
+//! (`<2 hex>/<sha256>`; hard links where the file system allows, copies
+//! otherwise), each checked against its SHA-256 (its name). Restore checks
+//! them again and copies them into the live store.
 //! Nothing here runs inside the server's writer: these are whole-file steps.
 
 use crate::ledger::audit::{self, AuditReport};
@@ -26,6 +31,9 @@ pub struct BackupReport {
     pub users: i64,
     pub ledger_rows: i64,
     pub audit: AuditReport,
+    /// Kept media files in the backup, and their bytes.
+    pub media_files: usize,
+    pub media_bytes: u64,
 }
 
 fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
@@ -34,8 +42,14 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Copies the live database at `db` to `dest` (which must not exist).
-pub fn backup(db: &Path, dest: &Path) -> Result<BackupReport, String> {
+/// The media folder that belongs to a database or backup file.
+pub fn media_beside(file: &Path) -> PathBuf {
+    with_suffix(file, ".media")
+}
+
+/// Copies the live database at `db` to `dest` (which must not exist), and
+/// the media it references from `media` into `dest.media/`.
+pub fn backup(db: &Path, media: &Path, dest: &Path) -> Result<BackupReport, String> {
     if !db.exists() {
         return Err(format!("no database at {}", db.display()));
     }
@@ -57,9 +71,42 @@ pub fn backup(db: &Path, dest: &Path) -> Result<BackupReport, String> {
     let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("backup");
     std::fs::write(sidecar(dest), format!("{digest}  {name}\n"))
         .map_err(|e| format!("cannot write the checksum: {e}"))?;
+    let (media_files, media_bytes) = copy_media(&partial, media, &media_beside(dest)).inspect_err(|_| {
+        let _ = std::fs::remove_file(&partial);
+        let _ = std::fs::remove_file(sidecar(dest));
+    })?;
     std::fs::rename(&partial, dest).map_err(|e| format!("cannot move the backup into place: {e}"))?;
     let bytes = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
-    Ok(BackupReport { path: dest.to_path_buf(), bytes, ..report })
+    Ok(BackupReport { path: dest.to_path_buf(), bytes, media_files, media_bytes, ..report })
+}
+
+/// Copies every kept file the database at `db_file` references from the
+/// store `from` into `to` (same layout), checking each copy's SHA-256.
+/// A file already in `to` with the right hash is kept as it is.
+fn copy_media(db_file: &Path, from: &Path, to: &Path) -> Result<(usize, u64), String> {
+    let (conn, _) = files::inspect(db_file).map_err(|e| format!("cannot read {}: {e}", db_file.display()))?;
+    let hashes = crate::media::storage::live_hashes(&conn).map_err(|e| e.to_string())?;
+    drop(conn);
+    let mut bytes = 0;
+    for sha in &hashes {
+        let (src, dst) = (crate::media::content_path(from, sha), crate::media::content_path(to, sha));
+        if !(dst.exists() && file_sha256(&dst).as_deref() == Ok(sha.as_str())) {
+            if let Some(dir) = dst.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
+            let _ = std::fs::remove_file(&dst);
+            if std::fs::hard_link(&src, &dst).is_err() {
+                std::fs::copy(&src, &dst).map_err(|e| format!("kept file {} cannot be copied: {e}", src.display()))?;
+            }
+            let actual = file_sha256(&dst)?;
+            if actual != *sha {
+                let _ = std::fs::remove_file(&dst);
+                return Err(format!("kept file {} does not match its checksum (it is damaged)", src.display()));
+            }
+        }
+        bytes += std::fs::metadata(&dst).map(|m| m.len()).unwrap_or(0);
+    }
+    Ok((hashes.len(), bytes))
 }
 
 fn sidecar(file: &Path) -> PathBuf {
@@ -89,13 +136,16 @@ fn check_copy(path: &Path) -> Result<BackupReport, String> {
         users: count("users")?,
         ledger_rows: count("credit_transactions")?,
         audit,
+        media_files: 0,
+        media_bytes: 0,
     })
 }
 
-/// Writes `dir/tollgate-<timestamp>.db` and keeps the newest `keep`.
-pub fn rotate(db: &Path, dir: &Path, keep: usize) -> Result<BackupReport, String> {
+/// Writes `dir/tollgate-<timestamp>.db` (and its `.media/`) and keeps the
+/// newest `keep`.
+pub fn rotate(db: &Path, media: &Path, dir: &Path, keep: usize) -> Result<BackupReport, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let report = backup(db, &dir.join(format!("tollgate-{}.db", file_stamp())))?;
+    let report = backup(db, media, &dir.join(format!("tollgate-{}.db", file_stamp())))?;
     let mut existing: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| e.to_string())?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -110,6 +160,7 @@ pub fn rotate(db: &Path, dir: &Path, keep: usize) -> Result<BackupReport, String
             log::warn!("cannot remove old backup {}: {e}", old.display());
         }
         let _ = std::fs::remove_file(sidecar(old));
+        let _ = std::fs::remove_dir_all(media_beside(old));
     }
     Ok(report)
 }
@@ -120,6 +171,8 @@ pub struct RestoreReport {
     pub previous_kept_as: Option<PathBuf>,
     pub schema_version_before_migration: i64,
     pub migrations_applied: usize,
+    /// Kept media files checked and put into the live store.
+    pub media_files: usize,
 }
 
 /// Now, for file names: `20261125T170102123Z`.
@@ -137,8 +190,9 @@ fn pre_restore_path(db: &Path) -> PathBuf {
         .unwrap_or(base)
 }
 
-/// Replaces the database at `db` with `file`.
-pub fn restore(db: &Path, file: &Path, force: bool) -> Result<RestoreReport, String> {
+/// Replaces the database at `db` with `file`, and puts the media the backup
+/// holds (`file.media/`, each checked) into the store at `media`.
+pub fn restore(db: &Path, media: &Path, file: &Path, force: bool) -> Result<RestoreReport, String> {
     let lock = ServerLock::try_acquire(db).map_err(|e| e.to_string())?.ok_or_else(|| {
         format!(
             "a tollgate server is using {} (it holds {}); stop it before restoring",
@@ -189,7 +243,23 @@ pub fn restore(db: &Path, file: &Path, force: bool) -> Result<RestoreReport, Str
         ));
     }
     let report = audit::audit(&conn, None).map_err(|e| format!("cannot audit {}: {e}; {untouched}", file.display()))?;
+    let referenced = crate::media::storage::live_hashes(&conn).map(|h| h.len()).unwrap_or(0);
     drop(conn);
+    // Media first: a backup whose files are missing or damaged is refused
+    // before the live database changes (copying into the store only adds
+    // content-addressed files, which nothing live can mind).
+    let media_files = if referenced == 0 {
+        0
+    } else {
+        match copy_media(file, &media_beside(file), media) {
+            Ok((n, _)) => n,
+            Err(e) if force => {
+                log::warn!("restoring without all kept media: {e}");
+                0
+            }
+            Err(e) => return Err(format!("{e}; pass --force to restore without it; {untouched}")),
+        }
+    };
     if !report.valid && !force {
         return Err(format!(
             "{} fails the ledger audit ({} mismatch(es), first: {}); pass --force to restore it anyway; {untouched}",
@@ -223,5 +293,6 @@ pub fn restore(db: &Path, file: &Path, force: bool) -> Result<RestoreReport, Str
         previous_kept_as: previous,
         schema_version_before_migration: facts.schema_version,
         migrations_applied: applied,
+        media_files,
     })
 }

@@ -40,6 +40,7 @@ pub struct StartOptions {
 pub struct Service {
     _lock: crate::storage::backup::ServerLock,
     workers: Option<crate::jobs::worker::Workers>,
+    deliverer: Option<crate::events::delivery::Deliverer>,
     app: Arc<App>,
     http: HttpServer,
     stop: Arc<AtomicBool>,
@@ -66,13 +67,19 @@ impl Service {
         }
         recover(&db)?;
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock::default()));
-        let guard = Guard::new(config.limits.clone(), config.auth.clone(), clock);
+        let guard = Guard::new(config.limits.clone(), config.auth.clone(), clock)
+            .with_low_balance(crate::domain::Credits(config.events.credits_low_threshold));
         guard.load(&db).map_err(|e| format!("cannot load per-user limits: {e}"))?;
         let adapter = crate::providers::ModelAdapter::new(&config, db.clone())?;
         let (requeued, failed) = crate::jobs::recover(&db).map_err(|e| format!("job recovery failed: {e}"))?;
         if requeued + failed > 0 {
             log::warn!("jobs after a restart: {requeued} requeued, {failed} failed (submission outcome unknown)");
         }
+        let media = crate::media::Store::open(&config.media, &config.server.db, &db)?;
+        let hook_secrets =
+            crate::events::endpoints::sync_config(&db, &config.webhooks, config.events.allow_private_urls, |name| {
+                std::env::var(name).ok()
+            })?;
         let app = Arc::new(App {
             config,
             db,
@@ -81,8 +88,13 @@ impl Service {
             guard,
             adapter,
             notifier: crate::jobs::Notifier::default(),
+            webhook_wake: crate::jobs::Notifier::default(),
+            job_changes: crate::jobs::Notifier::default(),
+            job_streams: Default::default(),
+            media,
         });
         let workers = crate::jobs::worker::Workers::start(&app)?;
+        let deliverer = crate::events::delivery::Deliverer::start(&app, hook_secrets)?;
         let stop = Arc::new(AtomicBool::new(false));
         let upkeep = {
             let (app, stop) = (Arc::clone(&app), Arc::clone(&stop));
@@ -93,7 +105,15 @@ impl Service {
         };
         let http = HttpServer::start(Arc::clone(&app), listener)?;
         log::info!("tollgate listening on http://{} (database {})", http.addr(), app.config.server.db.display());
-        Ok(Service { _lock: lock, workers: Some(workers), app, http, stop, upkeep: Some(upkeep) })
+        Ok(Service {
+            _lock: lock,
+            workers: Some(workers),
+            deliverer: Some(deliverer),
+            app,
+            http,
+            stop,
+            upkeep: Some(upkeep),
+        })
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
@@ -109,6 +129,9 @@ impl Service {
         self.http.shutdown();
         if let Some(w) = self.workers.take() {
             w.stop(&self.app.notifier);
+        }
+        if let Some(d) = self.deliverer.take() {
+            d.stop(&self.app);
         }
         self.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.upkeep.take() {
@@ -194,7 +217,7 @@ fn upkeep(app: &App, stop: &AtomicBool) {
         if !backup_every.is_zero() && last_backup.elapsed() >= backup_every {
             last_backup = Instant::now();
             let b = &app.config.backup;
-            match crate::ops::rotate(&app.config.server.db, &b.dir, b.keep) {
+            match crate::ops::rotate(&app.config.server.db, app.media.dir(), &b.dir, b.keep) {
                 Ok(r) => log::info!(
                     "backup written to {} ({} bytes, audit valid: {})",
                     r.path.display(),
@@ -219,6 +242,14 @@ fn upkeep(app: &App, stop: &AtomicBool) {
             }
             if let Err(e) = idempotency::prune(&app.db) {
                 log::error!("idempotency key pruning failed: {e}");
+            }
+            if let Err(e) = crate::events::prune(&app.db, app.config.events.retention_days) {
+                log::error!("event pruning failed: {e}");
+            }
+            match crate::media::sweep(&app.db, &app.media) {
+                Ok(n) if n > 0 => log::info!("media retention released {n} file(s)"),
+                Ok(_) => {}
+                Err(e) => log::error!("media retention sweep failed: {e}"),
             }
         }
     }

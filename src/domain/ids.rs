@@ -61,6 +61,9 @@ typed_id!(ApiKeyId, "key_");
 typed_id!(LogId, "log_");
 typed_id!(GrantId, "grant_");
 typed_id!(CodeId, "code_");
+typed_id!(EndpointId, "wh_");
+typed_id!(DeliveryId, "dlv_");
+typed_id!(FileId, "file_");
 
 #[cfg(test)]
 mod tests {

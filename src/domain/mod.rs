@@ -11,6 +11,6 @@ mod schema;
 mod time;
 
 pub use credits::{CREDITS_AMOUNT_MAX, Credits};
-pub use ids::{ApiKeyId, CodeId, GrantId, HoldId, JobId, LogId, TxnId, UserId};
+pub use ids::{ApiKeyId, CodeId, DeliveryId, EndpointId, FileId, GrantId, HoldId, JobId, LogId, TxnId, UserId};
 pub use inputs::{Email, Password, Role};
 pub use time::{Timestamp, day_number, day_start};

@@ -3,7 +3,9 @@
 //! RFC 3339 string). Derived schemas of the types that hold these use them,
 //! so the document follows the code. Never used to validate input.
 
-use super::{ApiKeyId, CodeId, Credits, GrantId, HoldId, JobId, LogId, Timestamp, TxnId, UserId};
+use super::{
+    ApiKeyId, CodeId, Credits, DeliveryId, EndpointId, FileId, GrantId, HoldId, JobId, LogId, Timestamp, TxnId, UserId,
+};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use std::borrow::Cow;
 
@@ -47,4 +49,4 @@ macro_rules! id_schema {
     )*};
 }
 
-id_schema!(UserId, TxnId, JobId, HoldId, ApiKeyId, LogId, GrantId, CodeId);
+id_schema!(UserId, TxnId, JobId, HoldId, ApiKeyId, LogId, GrantId, CodeId, EndpointId, DeliveryId, FileId);

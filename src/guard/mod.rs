@@ -97,6 +97,8 @@ pub struct Effective {
 pub struct Guard {
     limits: LimitsConfig,
     auth: AuthConfig,
+    /// `events.credits_low_threshold`, carried into every charge's caps.
+    low_balance: Credits,
     overrides: RwLock<HashMap<UserId, Overrides>>,
     users: BoundedMap<UserId, Bucket>,
     keys: BoundedMap<ApiKeyId, Bucket>,
@@ -115,6 +117,7 @@ impl Guard {
         Guard {
             limits,
             auth,
+            low_balance: Credits::ZERO,
             overrides: RwLock::new(HashMap::new()),
             users: BoundedMap::new(LIMITER_ENTRIES_MAX),
             keys: BoundedMap::new(LIMITER_ENTRIES_MAX),
@@ -127,6 +130,13 @@ impl Guard {
             redeem_ips: BoundedMap::new(LIMITER_ENTRIES_MAX),
             clock,
         }
+    }
+
+    /// Charges that take a user's available credits below `threshold` emit
+    /// `credits.low` (0 = never).
+    pub fn with_low_balance(mut self, threshold: Credits) -> Guard {
+        self.low_balance = threshold;
+        self
     }
 
     /// Loads the per-user overrides from the database (at start).
@@ -204,6 +214,7 @@ impl Guard {
             global_daily_cap: Credits::positive(self.limits.global_daily_cap),
             day_utc_offset_minutes: self.limits.day_utc_offset_minutes,
             key: caller.key(),
+            low_balance: self.low_balance,
         }
     }
 

@@ -48,6 +48,10 @@ fn derived() -> Map<String, Value> {
     g.subschema_for::<crate::auth::key_limits::KeyLimitsBody>();
     g.subschema_for::<crate::auth::CreatedApiKey>();
     g.subschema_for::<routes::admin::UserDetail>();
+    g.subschema_for::<crate::media::FileView>();
+    g.subschema_for::<routes::webhooks::NewWebhookBody>();
+    g.subschema_for::<crate::events::endpoints::CreatedEndpoint>();
+    g.subschema_for::<crate::events::Delivery>();
     // Generic instances, under the names the routes use.
     let aliases = [
         ("TransactionList", g.subschema_for::<List<ledger::Transaction>>()),
@@ -56,6 +60,9 @@ fn derived() -> Map<String, Value> {
         ("ApiKey", g.subschema_for::<crate::auth::ApiKeyView>()),
         ("UserList", g.subschema_for::<List<crate::users::User>>()),
         ("ApiKeyList", g.subschema_for::<List<crate::auth::ApiKeyView>>()),
+        ("Endpoint", g.subschema_for::<crate::events::endpoints::Endpoint>()),
+        ("EndpointList", g.subschema_for::<List<crate::events::endpoints::Endpoint>>()),
+        ("DeliveryList", g.subschema_for::<List<crate::events::Delivery>>()),
     ];
     let mut m = g.take_definitions(true);
     for (name, schema) in aliases {
@@ -72,6 +79,14 @@ pub fn components() -> Map<String, Value> {
     };
     add("Status", object(&["status"], json!({"status": string()})));
     add("Metrics", json!({"type": "string", "description": "Prometheus text exposition format"}));
+    add(
+        "EventStream",
+        json!({"type": "string", "description": "Server-sent events: `event: status` per job transition (id = the transition's id; data = {job_id, from, status, at, message}), then `event: job` with the final job object"}),
+    );
+    add(
+        "Binary",
+        json!({"type": "string", "contentMediaType": "application/octet-stream", "description": "The file's bytes, served with the type its bytes show (image/*, video/*)"}),
+    );
     add("OpenApi", json!({"type": "object", "description": "This document"}));
     add(
         "Error",
@@ -311,7 +326,12 @@ pub fn document() -> Value {
                 json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}}}),
             );
         }
-        let content_type = if r.doc.schema == "Metrics" { "text/plain" } else { "application/json" };
+        let content_type = match r.doc.schema {
+            "Metrics" => "text/plain",
+            "EventStream" => "text/event-stream",
+            "Binary" => "application/octet-stream",
+            _ => "application/json",
+        };
         let mut responses = Map::new();
         responses.insert(
             r.doc.ok.to_string(),

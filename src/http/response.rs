@@ -11,6 +11,9 @@ pub struct Response {
     /// A body produced while it is sent (server-sent events), sent chunked.
     /// When set, `body` is ignored.
     pub stream: Option<Box<dyn Read + Send>>,
+    /// The length of `stream` when known (a file): sent as Content-Length
+    /// instead of chunked.
+    pub stream_len: Option<usize>,
 }
 
 pub const JSON: &str = "application/json";
@@ -18,7 +21,9 @@ pub const JSON: &str = "application/json";
 impl Response {
     pub fn json<T: Serialize>(status: u16, value: &T) -> Response {
         match serde_json::to_vec(value) {
-            Ok(body) => Response { status, content_type: JSON, headers: Vec::new(), body, stream: None },
+            Ok(body) => {
+                Response { status, content_type: JSON, headers: Vec::new(), body, stream: None, stream_len: None }
+            }
             Err(e) => {
                 log::error!("cannot encode a response: {e}");
                 Response::json_value(
@@ -30,11 +35,18 @@ impl Response {
     }
 
     pub fn json_value(status: u16, value: &serde_json::Value) -> Response {
-        Response { status, content_type: JSON, headers: Vec::new(), body: value.to_string().into_bytes(), stream: None }
+        Response {
+            status,
+            content_type: JSON,
+            headers: Vec::new(),
+            body: value.to_string().into_bytes(),
+            stream: None,
+            stream_len: None,
+        }
     }
 
     pub fn text(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
-        Response { status, content_type, headers: Vec::new(), body: body.into(), stream: None }
+        Response { status, content_type, headers: Vec::new(), body: body.into(), stream: None, stream_len: None }
     }
 
     pub fn event_stream(body: Box<dyn Read + Send>) -> Response {
@@ -44,6 +56,7 @@ impl Response {
             headers: vec![("Cache-Control", "no-cache".into())],
             body: Vec::new(),
             stream: Some(body),
+            stream_len: None,
         }
     }
 

@@ -209,6 +209,32 @@ pub static ROUTES: &[Route] = &[
         doc("One of your jobs, with its events", None, 200, "Job"),
     ),
     route(
+        "GET",
+        "/v1/jobs/{id}/events",
+        Access::User,
+        routes::job_events::stream,
+        doc(
+            "The job's transitions as server-sent events, then the final job (Last-Event-ID resumes)",
+            None,
+            200,
+            "EventStream",
+        ),
+    ),
+    route(
+        "GET",
+        "/v1/files/{id}",
+        Access::User,
+        routes::files::get,
+        doc("A kept output file, with a fresh signed URL", None, 200, "FileView"),
+    ),
+    route(
+        "GET",
+        "/v1/files/{id}/content",
+        Access::Public,
+        routes::files::content,
+        doc("A kept file's bytes (credential, or ?expires=&signature=); Range gives 206", None, 200, "Binary"),
+    ),
+    route(
         "POST",
         "/v1/jobs/{id}/cancel",
         Access::User,
@@ -382,6 +408,46 @@ pub static ROUTES: &[Route] = &[
         Access::Admin,
         routes::jobs::admin_list,
         doc("All jobs (?status=&user_id=)", None, 200, "JobList"),
+    ),
+    not_replayable(route(
+        "POST",
+        "/v1/admin/webhooks",
+        Access::Admin,
+        routes::webhooks::create,
+        doc(
+            "Add a webhook endpoint (its signing secret is shown once; no Idempotency-Key)",
+            Some("NewWebhookBody"),
+            201,
+            "CreatedEndpoint",
+        ),
+    )),
+    route(
+        "GET",
+        "/v1/admin/webhooks",
+        Access::Admin,
+        routes::webhooks::list,
+        doc("Webhook endpoints, from the config file and the API", None, 200, "EndpointList"),
+    ),
+    route(
+        "DELETE",
+        "/v1/admin/webhooks/{id}",
+        Access::Admin,
+        routes::webhooks::delete,
+        doc("Delete an API webhook endpoint (its pending deliveries fail)", None, 200, "Endpoint"),
+    ),
+    route(
+        "GET",
+        "/v1/admin/webhook-deliveries",
+        Access::Admin,
+        routes::webhooks::deliveries,
+        doc("Webhook deliveries (?status=pending|delivered|failed&endpoint_id=)", None, 200, "DeliveryList"),
+    ),
+    route(
+        "POST",
+        "/v1/admin/webhook-deliveries/{id}/redeliver",
+        Access::Admin,
+        routes::webhooks::redeliver,
+        doc("Send a delivery again from its first attempt", None, 202, "Delivery"),
     ),
     route(
         "GET",
@@ -593,6 +659,7 @@ fn dispatch_inner(
                     headers: vec![("Idempotent-Replayed", "true".into())],
                     body: s.body,
                     stream: None,
+                    stream_len: None,
                 });
             }
             Claim::InProgress => {

@@ -226,7 +226,7 @@ fn respond(raw: tiny_http::Request, r: Response) -> std::io::Result<()> {
     headers.extend(r.headers.iter().filter_map(|(k, v)| header(k, v)));
     match r.stream {
         // No length: tiny_http sends it chunked, flushing as we produce.
-        Some(body) => raw.respond(tiny_http::Response::new(r.status.into(), headers, body, None, None)),
+        Some(body) => raw.respond(tiny_http::Response::new(r.status.into(), headers, body, r.stream_len, None)),
         None => {
             let len = r.body.len();
             raw.respond(tiny_http::Response::new(

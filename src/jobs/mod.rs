@@ -18,6 +18,7 @@ pub mod worker;
 
 use crate::domain::{Credits, JobId, Timestamp, UserId};
 use crate::error::{Error, Result};
+use crate::events::{self, EventType};
 use crate::ledger::{self, SpendCaps};
 use crate::logs::{self, Level, NewLog};
 use crate::paging::{List, Page};
@@ -101,6 +102,14 @@ pub fn create(conn: &Connection, c: &Create) -> Result<Value> {
     view(conn, id)
 }
 
+/// The webhook event for a job that just ended (completed, failed or
+/// canceled), with the job object as its data, in the same transaction.
+pub fn emit_end(conn: &Connection, id: JobId, etype: EventType) -> Result<()> {
+    let j = storage::get(conn, id)?.ok_or_else(|| Error::not_found("job"))?;
+    let data = render(&j, storage::events(conn, id)?);
+    events::emit(conn, etype, Some(j.user), &data)
+}
+
 /// The job object of the API, with its events.
 pub fn view(conn: &Connection, id: JobId) -> Result<Value> {
     let j = storage::get(conn, id)?.ok_or_else(|| Error::not_found("job"))?;
@@ -135,6 +144,33 @@ pub fn list(db: &Db, user: Option<UserId>, status: Option<JobStatus>, page: &Pag
     })
 }
 
+/// Transitions sent per read of a job's event stream.
+const STREAM_EVENTS_PER_READ_MAX: usize = 100;
+
+/// One read of a job's event stream, in one snapshot: the transitions after
+/// `after` (`job_events` id, status, from, at, message) and, once the job
+/// has ended and nothing is left to send, the final job object.
+pub struct StreamStep {
+    pub transitions: Vec<(i64, Value)>,
+    pub last: Option<Value>,
+}
+
+pub fn stream_step(db: &Db, user: UserId, id: JobId, after: i64) -> Result<StreamStep> {
+    db.read(|c| {
+        let j = storage::get(c, id)?.filter(|j| j.user == user).ok_or_else(|| Error::not_found("job"))?;
+        let rows = storage::events_after(c, id, after, STREAM_EVENTS_PER_READ_MAX)?;
+        let drained = rows.len() < STREAM_EVENTS_PER_READ_MAX;
+        let transitions = rows
+            .into_iter()
+            .map(|(eid, from, e)| {
+                (eid, json!({"job_id": id, "from": from, "status": e.status, "at": e.at, "message": e.message}))
+            })
+            .collect();
+        let last = (drained && j.status.is_final()).then(|| render(&j, storage::events(c, id).unwrap_or_default()));
+        Ok(StreamStep { transitions, last })
+    })
+}
+
 fn owned(conn: &Connection, user: UserId, id: JobId) -> Result<JobRow> {
     storage::get(conn, id)?.filter(|j| j.user == user).ok_or_else(|| Error::not_found("job"))
 }
@@ -155,6 +191,7 @@ pub fn cancel(conn: &Connection, user: UserId, id: JobId) -> Result<Value> {
         ledger::release(conn, h)?;
     }
     logs::write(conn, &NewLog::business(user, "job_canceled", true, json!({"job_id": id})))?;
+    emit_end(conn, id, EventType::JobCanceled)?;
     view(conn, id)
 }
 
@@ -230,6 +267,7 @@ fn recover_where(db: &Db, lease_expired_before: Option<Timestamp>) -> Result<(us
                         json!({"job_id": j.id, "error": "submission_unknown"}),
                     ),
                 )?;
+                emit_end(c, j.id, EventType::JobFailed)?;
                 failed += 1;
             } else {
                 let why = if lease_expired_before.is_some() {

@@ -249,3 +249,26 @@ pub fn events(conn: &Connection, id: JobId) -> Result<Vec<Event>> {
         })?
         .collect::<rusqlite::Result<_>>()?)
 }
+
+/// A job's transitions after `after` (a `job_events` id), oldest first.
+pub fn events_after(
+    conn: &Connection,
+    id: JobId,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<(i64, Option<String>, Event)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, from_status, to_status, at, message FROM job_events WHERE job_id = ?1 AND id > ?2
+             ORDER BY id LIMIT ?3",
+        )?
+        .query_map(params![id, after, limit as i64], |r| {
+            let s: String = r.get(2)?;
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                Event { status: JobStatus::parse(&s).unwrap_or(JobStatus::Failed), at: r.get(3)?, message: r.get(4)? },
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?)
+}

@@ -10,8 +10,9 @@ use super::{Notifier, TASK_SUBMITTING};
 use crate::app::App;
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
+use crate::events::EventType;
 use crate::ledger::{self, Cost};
-use crate::logs::{self, NewLog};
+use crate::logs::{self, Level, NewLog};
 use crate::metered;
 use crate::providers::types::TaskState;
 use crate::providers::{CallInfo, Model, ProviderError, Submitted, TaskRef};
@@ -129,6 +130,7 @@ fn run(app: &App, job: JobRow, stop: &AtomicBool) {
                         ),
                         info,
                     },
+                    stop,
                 )
             }
             Err(e) => failed_call(app, &job, e),
@@ -150,6 +152,7 @@ fn run(app: &App, job: JobRow, stop: &AtomicBool) {
                             description: format!("job {} images {} ({n})", job.id, model.name),
                             info,
                         },
+                        stop,
                     )
                 }
                 Ok((Submitted::Task(task), info)) => poll(app, &job, &model, &parsed, task, Some(info), stop),
@@ -266,7 +269,7 @@ fn poll(
                     }
                     JobInput::Text(_) => return fail(app, job, "invalid_input", "a text job has no provider task"),
                 };
-                return complete(app, job, done);
+                return complete(app, job, done, stop);
             }
             Ok(TaskState::Failed { code, message }) => {
                 return fail(app, job, "provider_task_failed", &format!("{code}: {message}"));
@@ -303,14 +306,62 @@ fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
     !stop.load(Ordering::Relaxed)
 }
 
+/// Downloads the job's outputs into the media store (when configured),
+/// renewing the lease between attempts. Outputs that cannot be kept stay
+/// at the provider (`kept: false`): the user paid for the generation.
+fn keep_outputs(app: &App, job: &JobRow, output: &Value, stop: &AtomicBool) -> Vec<crate::media::fetch::Outcome> {
+    let urls = crate::media::output_urls(output);
+    if urls.is_empty() || !app.config.media.keep_outputs {
+        return Vec::new();
+    }
+    let used = if app.config.media.store_bytes_max > 0 {
+        app.db.read(crate::media::storage::live_bytes).unwrap_or(u64::MAX)
+    } else {
+        0
+    };
+    let (id, hold) = (job.id, job.hold);
+    crate::media::fetch::keep_all(&app.media, &urls, used, |wait| {
+        if !sleep_unless_stopped(wait, stop) {
+            return false;
+        }
+        let until = lease_until(app);
+        let hold_until = until.plus_ms(app.hold_ttl_ms());
+        app.db
+            .write(move |c| {
+                let live = storage::get(c, id)?.is_some_and(|j| j.status == JobStatus::Processing);
+                if live {
+                    storage::renew_lease(c, id, until)?;
+                    if let Some(h) = hold {
+                        ledger::extend(c, h, hold_until)?;
+                    }
+                }
+                Ok::<_, Error>(live)
+            })
+            .unwrap_or(false)
+    })
+}
+
 /// Settles the hold, stores the output and completes the job, in one
 /// transaction. A job canceled meanwhile is left alone (its hold is gone).
-fn complete(app: &App, job: &JobRow, done: Done) {
+fn complete(app: &App, job: &JobRow, mut done: Done, stop: &AtomicBool) {
+    let kept = keep_outputs(app, job, &done.output, stop);
     let (id, user, model) = (job.id, job.user, job.model.clone());
+    let retention_days = app.config.media.retention_days;
     let result = app.db.write(move |c| {
         let Some(cur) = storage::get(c, id)? else { return Ok(false) };
         if cur.status != JobStatus::Processing {
             return Ok(false);
+        }
+        crate::media::attach(c, user, id, &mut done.output, &kept, retention_days)?;
+        for not_kept in kept.iter().filter_map(|o| o.result.as_ref().err().map(|why| (&o.url, why))) {
+            logs::write(
+                c,
+                &NewLog::system(
+                    Level::Warn,
+                    "job_output_not_kept",
+                    json!({"job_id": id, "url": not_kept.0, "reason": not_kept.1}),
+                ),
+            )?;
         }
         let reservation = metered::Reservation { user, hold: cur.hold, bound: cur.estimated_cost };
         let log = NewLog::business(
@@ -322,8 +373,10 @@ fn complete(app: &App, job: &JobRow, done: Done) {
         let outcome = metered::settle_in(c, &reservation, done.cost, &done.description, &log)?;
         storage::set_result(c, id, &done.output, outcome.charged, outcome.transaction_id)?;
         storage::set_status(c, id, JobStatus::Processing, JobStatus::Completed, "completed", Timestamp::now())?;
+        super::emit_end(c, id, EventType::JobCompleted)?;
         Ok::<_, Error>(true)
     });
+    app.job_changes.notify();
     match result {
         Ok(true) => {}
         Ok(false) => log::info!("job {id} finished after it was canceled; result discarded"),
@@ -353,8 +406,10 @@ fn fail(app: &App, job: &JobRow, code: &str, message: &str) {
                 json!({"job_id": id, "error": code, "message": message, "cost": 0}),
             ),
         )?;
+        super::emit_end(c, id, EventType::JobFailed)?;
         Ok(())
     });
+    app.job_changes.notify();
     if let Err(e) = r {
         log::error!("job {id}: cannot record failure: {e}");
     }

@@ -158,11 +158,19 @@ pub struct SpendCaps {
     /// The API key the charge is made through: its spend limits apply and
     /// its spend is counted (`None` for a session token).
     pub key: Option<ApiKeyId>,
+    /// `credits.low` fires when a charge takes the available balance below
+    /// this (0 = off).
+    pub low_balance: Credits,
 }
 
 impl SpendCaps {
-    pub const NONE: SpendCaps =
-        SpendCaps { daily_cap: None, global_daily_cap: None, day_utc_offset_minutes: 0, key: None };
+    pub const NONE: SpendCaps = SpendCaps {
+        daily_cap: None,
+        global_daily_cap: None,
+        day_utc_offset_minutes: 0,
+        key: None,
+        low_balance: Credits::ZERO,
+    };
 }
 
 /// How a hold ended. Settling or releasing a closed hold returns this again.
@@ -429,6 +437,7 @@ pub fn consume_at(
     storage::set_credits(conn, user, after)?;
     grants::record_draw(conn, &draw, txn.id)?;
     count_spend(conn, user, caps.key, day, amount)?;
+    crate::events::spent(conn, user, balance - held, amount, caps.low_balance)?;
     logs::write(
         conn,
         &NewLog::business(
@@ -464,7 +473,7 @@ pub fn hold_at(
     caps: &SpendCaps,
     now: Timestamp,
 ) -> Result<HoldId> {
-    let Spendable { day, .. } = check_spend(conn, user, amount, caps, now)?;
+    let Spendable { balance, held, day } = check_spend(conn, user, amount, caps, now)?;
     let id = storage::insert_hold(
         conn,
         &storage::NewHold { user, amount, job, api_key: caps.key, day, expires_at: now.plus_ms(ttl_ms), at: now },
@@ -472,6 +481,7 @@ pub fn hold_at(
     grants::reserve(conn, user, amount, id, now)?;
     storage::add_held(conn, user, amount)?;
     count_spend(conn, user, caps.key, day, amount)?;
+    crate::events::spent(conn, user, balance - held, amount, caps.low_balance)?;
     Ok(id)
 }
 

@@ -41,6 +41,12 @@ pub struct Script {
     /// Tasks end FAILED instead.
     pub task_fails: bool,
     pub video_seconds: u32,
+    /// Output media URLs answer 404 (the provider's URL expired).
+    pub media_gone: bool,
+    /// The next N media downloads answer 503.
+    pub media_fail_next: u32,
+    /// Bytes of a served video (an MP4 header, then filler).
+    pub video_bytes: usize,
     /// Chat answers this whole body instead (usage from the script's counts).
     pub chat_reply: Option<Value>,
     /// Streams send these chunks instead of the text (then usage, [DONE]).
@@ -64,6 +70,9 @@ impl Default for Script {
             video_seconds: 5,
             chat_reply: None,
             chat_chunks: None,
+            media_gone: false,
+            media_fail_next: 0,
+            video_bytes: 256 * 1024,
         }
     }
 }
@@ -92,19 +101,21 @@ impl FakeProvider {
         };
         let server = Arc::new(tiny_http::Server::new(config).expect("fake provider listens"));
         let addr = server.server_addr().to_ip().expect("ip");
+        let base = format!("http://{addr}");
         let state = Arc::new(Mutex::new(State::default()));
         let stop = Arc::new(AtomicBool::new(false));
         for _ in 0..16 {
-            let (server, state, stop) = (Arc::clone(&server), Arc::clone(&state), Arc::clone(&stop));
+            let (server, state, stop, base) =
+                (Arc::clone(&server), Arc::clone(&state), Arc::clone(&stop), base.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     if let Ok(Some(rq)) = server.recv_timeout(Duration::from_millis(50)) {
-                        handle(rq, &state, &stop);
+                        handle(rq, &state, &stop, &base);
                     }
                 }
             });
         }
-        FakeProvider { base: format!("http://{addr}"), state, stop }
+        FakeProvider { base, state, stop }
     }
 
     pub fn script(&self, f: impl FnOnce(&mut Script)) {
@@ -186,7 +197,23 @@ impl Read for SseReader {
     }
 }
 
-fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<AtomicBool>) {
+/// The bytes the fake serves at a media URL: a real PNG or MP4 header (so
+/// the store's content check passes), then filler that differs per path.
+pub fn media_bytes(path: &str, video_bytes: usize) -> Vec<u8> {
+    let mut b: Vec<u8> = if path.ends_with(".mp4") {
+        b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom".to_vec()
+    } else {
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec()
+    };
+    let len = if path.ends_with(".mp4") { video_bytes } else { 4096 };
+    let seed = path.bytes().fold(7u32, |h, c| h.wrapping_mul(31).wrapping_add(u32::from(c)));
+    b.extend(
+        (0..len.saturating_sub(b.len()) as u32).map(|i| (seed.wrapping_add(i).wrapping_mul(2_654_435_761) >> 24) as u8),
+    );
+    b
+}
+
+fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<AtomicBool>, base: &str) {
     let mut raw = String::new();
     let _ = rq.as_reader().read_to_string(&mut raw);
     let body: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
@@ -209,6 +236,25 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
     }
     if let Some((status, message)) = failure {
         let _ = rq.respond(json_response(status, &json!({"error": {"message": message, "type": "fake_error"}})));
+        return;
+    }
+    if let Some(media) = path.strip_prefix("/media/") {
+        let fail = {
+            let mut s = state.lock().unwrap();
+            let f = s.script.media_fail_next > 0;
+            s.script.media_fail_next = s.script.media_fail_next.saturating_sub(1);
+            f
+        };
+        if script.media_gone || fail {
+            let status = if fail { 503 } else { 404 };
+            let _ = rq.respond(tiny_http::Response::from_string("<html>expired</html>").with_status_code(status));
+            return;
+        }
+        let ctype = if media.ends_with(".mp4") { &b"video/mp4"[..] } else { &b"image/png"[..] };
+        let _ = rq.respond(
+            tiny_http::Response::from_data(media_bytes(&path, script.video_bytes))
+                .with_header(tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype).unwrap()),
+        );
         return;
     }
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
@@ -285,7 +331,7 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
                 if b64 {
                     json!({"b64_json": format!("aW1hZ2Ut{i}")})
                 } else {
-                    json!({"url": format!("https://fake.invalid/img/{i}.png")})
+                    json!({"url": format!("{base}/media/img/{i}.png")})
                 }
             })
             .collect();
@@ -410,10 +456,10 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
         } else if script.task_fails {
             json!({"output": {"task_id": id, "task_status": "FAILED", "code": "DataInspectionFailed", "message": "the prompt was refused"}})
         } else if kind == "video" {
-            json!({"output": {"task_id": id, "task_status": "SUCCEEDED", "video_url": format!("https://fake.invalid/video/{id}.mp4")},
+            json!({"output": {"task_id": id, "task_status": "SUCCEEDED", "video_url": format!("{base}/media/video/{id}.mp4")},
                    "usage": {"video_duration": script.video_seconds, "video_count": 1}})
         } else {
-            json!({"output": {"task_id": id, "task_status": "SUCCEEDED", "results": [{"url": format!("https://fake.invalid/img/{id}.png")}]},
+            json!({"output": {"task_id": id, "task_status": "SUCCEEDED", "results": [{"url": format!("{base}/media/img/{id}.png")}]},
                    "usage": {"image_count": 1}})
         };
         let _ = rq.respond(json_response(200, &v));

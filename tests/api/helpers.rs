@@ -158,6 +158,11 @@ pub fn test_config(dir: &tempfile::TempDir) -> Config {
     c.server.sqlite_synchronous = "normal".into();
     c.limits.rpm = 1_000_000;
     c.limits.burst = 1_000_000;
+    // Receivers and fake providers listen on loopback.
+    c.events.allow_private_urls = true;
+    c.events.backoff_base_ms = 50;
+    c.events.backoff_max_ms = 200;
+    c.media.download_backoff_base_ms = 50;
     c
 }
 

@@ -156,7 +156,8 @@ fn a_video_job_polls_the_dashscope_task_and_is_charged_per_second() {
     assert_eq!(r.json()["estimated_cost"], 70);
     let id = r.json()["id"].as_str().unwrap().to_owned();
     let done = wait_for(&app, &ann.token, &id, &["completed"]);
-    assert!(done["output"]["video_url"].as_str().unwrap().ends_with(".mp4"));
+    assert!(done["output"]["provider_url"].as_str().unwrap().ends_with(".mp4"));
+    assert_eq!(done["output"]["kept"], true, "kept in the media store");
     assert_eq!(done["output"]["duration_s"], 6);
     assert_eq!(done["credit_cost"], 42, "charged for the 6 s the provider made, not the 10 s held");
     assert_eq!(fake.count("video-synthesis"), 1);

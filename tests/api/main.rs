@@ -13,6 +13,7 @@ mod compat;
 mod crash;
 mod credits;
 mod docs;
+mod events;
 mod front_door;
 mod grants;
 mod guard;

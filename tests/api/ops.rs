@@ -166,7 +166,7 @@ fn rotating_backups_keep_the_newest_n() {
     let app = TestApp::spawn();
     let dir = app.dir.path().join("backups");
     for _ in 0..3 {
-        let r = tollgate::ops::rotate(&app.db_path(), &dir, 2).unwrap();
+        let r = tollgate::ops::rotate(&app.db_path(), &tollgate::ops::media_beside(&app.db_path()), &dir, 2).unwrap();
         assert!(r.audit.valid && r.integrity == "ok");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }

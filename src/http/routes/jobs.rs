@@ -62,6 +62,7 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
     };
     let response = ctx.commit(202, move |conn| jobs::create(conn, &c))?;
     ctx.app.notifier.notify();
+    ctx.app.job_changes.notify();
     Ok(response)
 }
 
@@ -74,10 +75,23 @@ fn status_filter(ctx: &Ctx) -> Result<Option<JobStatus>, ApiError> {
     }
 }
 
+/// Job objects as answered: kept outputs get fresh signed URLs.
+fn signed(ctx: &Ctx, mut job: Value) -> Value {
+    if let Some(out) = job.get_mut("output") {
+        crate::media::sign_output(&ctx.app.media, out);
+    }
+    job
+}
+
+fn list_of(ctx: &Ctx, user: Option<UserId>) -> Result<Response, ApiError> {
+    let mut list = jobs::list(&ctx.app.db, user, status_filter(ctx)?, &ctx.req.page_after(JobId::PREFIX)?)?;
+    list.data = list.data.into_iter().map(|j| signed(ctx, j)).collect();
+    Ok(Response::json(200, &list))
+}
+
 pub fn list(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = ctx.user()?.id;
-    let list = jobs::list(&ctx.app.db, Some(user), status_filter(ctx)?, &ctx.req.page_after(JobId::PREFIX)?)?;
-    Ok(Response::json(200, &list))
+    list_of(ctx, Some(user))
 }
 
 fn job_param(ctx: &Ctx) -> Result<JobId, ApiError> {
@@ -87,13 +101,15 @@ fn job_param(ctx: &Ctx) -> Result<JobId, ApiError> {
 pub fn get(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = ctx.user()?;
     let id = job_param(ctx)?;
-    Ok(Response::json(200, &jobs::get_for(&ctx.app.db, Some(user.id), id)?))
+    Ok(Response::json(200, &signed(ctx, jobs::get_for(&ctx.app.db, Some(user.id), id)?)))
 }
 
 pub fn cancel(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = ctx.user()?.id;
     let id = job_param(ctx)?;
-    ctx.commit(200, move |c| jobs::cancel(c, user, id))
+    let response = ctx.commit(200, move |c| jobs::cancel(c, user, id))?;
+    ctx.app.job_changes.notify();
+    Ok(response)
 }
 
 pub fn retry(ctx: &Ctx) -> Result<Response, ApiError> {
@@ -103,6 +119,7 @@ pub fn retry(ctx: &Ctx) -> Result<Response, ApiError> {
     let (ttl, caps) = (ctx.app.hold_ttl_ms(), ctx.app.guard.spend_caps(&caller));
     let response = ctx.commit(202, move |c| jobs::retry(c, user, id, ttl, &caps))?;
     ctx.app.notifier.notify();
+    ctx.app.job_changes.notify();
     Ok(response)
 }
 
@@ -110,8 +127,7 @@ pub fn retry(ctx: &Ctx) -> Result<Response, ApiError> {
 pub fn of_user(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = super::admin::user_param(ctx)?;
     ctx.app.db.read(|c| crate::users::get_any(c, user))?;
-    let list = jobs::list(&ctx.app.db, Some(user), status_filter(ctx)?, &ctx.req.page_after(JobId::PREFIX)?)?;
-    Ok(Response::json(200, &list))
+    list_of(ctx, Some(user))
 }
 
 pub fn admin_list(ctx: &Ctx) -> Result<Response, ApiError> {
@@ -121,6 +137,5 @@ pub fn admin_list(ctx: &Ctx) -> Result<Response, ApiError> {
             Some(UserId::parse(s).ok_or_else(|| Error::invalid("user_id", "user_id must be a user id (usr_...)"))?)
         }
     };
-    let list = jobs::list(&ctx.app.db, user, status_filter(ctx)?, &ctx.req.page_after(JobId::PREFIX)?)?;
-    Ok(Response::json(200, &list))
+    list_of(ctx, user)
 }

@@ -7,13 +7,16 @@ pub mod ai;
 pub mod auth;
 pub mod codes;
 pub mod credits;
+pub mod files;
 pub mod grants;
+pub mod job_events;
 pub mod jobs;
 pub mod limits;
 pub mod logs;
 mod metered_stream;
 pub mod ops;
 pub mod responses;
+pub mod webhooks;
 
 use super::error::ApiError;
 use crate::domain::Credits;

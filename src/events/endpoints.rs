@@ -1,0 +1,152 @@
+//! Webhook endpoints: from the config file (`[[webhooks]]`, secret in an
+//! environment variable, synced into the table at start) or added by an
+//! admin through the API (secret generated, shown once, stored so the
+//! sender can sign). URLs are checked by `url_guard` before they get here:
+//! nothing in this module resolves a name inside the writer.
+
+use super::EventType;
+use super::signing::Secret;
+use super::storage::{self, EndpointRow, NewEndpoint};
+use crate::config::WebhookConfig;
+use crate::domain::{EndpointId, Timestamp};
+use crate::error::{Error, Result};
+use crate::paging::{List, Page};
+use crate::storage::Db;
+use rusqlite::Connection;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Event types one endpoint may list.
+pub const EVENT_TYPES_MAX: usize = 32;
+/// A description's length, in characters.
+pub const DESCRIPTION_CHARS_MAX: usize = 200;
+
+/// Every name is a known event type (an empty list means all of them).
+pub fn check_types(types: &[String]) -> std::result::Result<(), String> {
+    if types.len() > EVENT_TYPES_MAX {
+        return Err(format!("at most {EVENT_TYPES_MAX} event types"));
+    }
+    match types.iter().find(|t| EventType::parse(t).is_none()) {
+        Some(t) => {
+            Err(format!("{t:?} is not an event type; known: {}", EventType::ALL.map(EventType::as_str).join(", ")))
+        }
+        None => Ok(()),
+    }
+}
+
+/// An endpoint on the wire (never its secret).
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Endpoint {
+    pub id: EndpointId,
+    /// Always `webhook_endpoint`.
+    pub object: &'static str,
+    pub url: String,
+    /// Event types sent to it; empty = every type.
+    pub events: Vec<String>,
+    pub description: String,
+    /// `config` (from the config file; change it there) or `api`.
+    pub source: &'static str,
+    pub created_at: Timestamp,
+}
+
+impl From<EndpointRow> for Endpoint {
+    fn from(r: EndpointRow) -> Endpoint {
+        Endpoint {
+            id: r.id,
+            object: "webhook_endpoint",
+            url: r.url,
+            events: r.events,
+            description: r.description,
+            source: if r.config_key.is_some() { "config" } else { "api" },
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// A new endpoint with its signing secret, shown only in this answer.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct CreatedEndpoint {
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    /// `whsec_...`: verify signatures with it. Shown only once.
+    pub secret: String,
+}
+
+/// Whether `row` wants events of `etype`.
+pub fn wants(row: &EndpointRow, etype: &str) -> bool {
+    row.events.is_empty() || row.events.iter().any(|t| t == etype)
+}
+
+/// Adds an endpoint (URL already checked) with a fresh secret.
+pub fn create(conn: &Connection, url: &str, events: &[String], description: &str) -> Result<CreatedEndpoint> {
+    check_types(events).map_err(|m| Error::invalid("events", m))?;
+    if description.chars().count() > DESCRIPTION_CHARS_MAX {
+        return Err(Error::invalid("description", format!("at most {DESCRIPTION_CHARS_MAX} characters")));
+    }
+    let (text, _) = Secret::generate()?;
+    let new = NewEndpoint { url, secret: Some(&text), events, description, config_key: None };
+    let id = storage::insert_endpoint(conn, &new, Timestamp::now())?;
+    let row = storage::endpoint(conn, id)?.ok_or_else(|| Error::Internal("endpoint vanished".into()))?;
+    Ok(CreatedEndpoint { endpoint: row.into(), secret: text })
+}
+
+pub fn list(db: &Db, page: &Page) -> Result<List<Endpoint>> {
+    db.read(|c| {
+        let rows = storage::list_endpoints(c, page)?;
+        Ok(List { object: "list", data: rows.data.into_iter().map(Endpoint::from).collect(), has_more: rows.has_more })
+    })
+}
+
+/// Deletes an API endpoint; its pending deliveries end as failed.
+pub fn delete(conn: &Connection, id: EndpointId) -> Result<Endpoint> {
+    let row = storage::endpoint(conn, id)?
+        .filter(|r| r.deleted_at.is_none())
+        .ok_or_else(|| Error::not_found("webhook endpoint"))?;
+    if row.config_key.is_some() {
+        return Err(Error::Conflict {
+            code: "webhook_from_config",
+            message: "This endpoint comes from the config file; remove it there and restart.".into(),
+        });
+    }
+    storage::delete_endpoint(conn, id, Timestamp::now())?;
+    Ok(row.into())
+}
+
+/// Brings the config file's endpoints into the table (the URL is each one's
+/// key) and deletes the ones no longer there. Returns their secrets, read
+/// from the environment: a missing or malformed one stops the start.
+pub fn sync_config(
+    db: &Db,
+    hooks: &[WebhookConfig],
+    allow_private: bool,
+    env: impl Fn(&str) -> Option<String>,
+) -> std::result::Result<HashMap<EndpointId, Secret>, String> {
+    let mut secrets = Vec::new();
+    for h in hooks {
+        let raw = env(&h.secret_env)
+            .ok_or_else(|| format!("webhook {}: the environment variable {} is not set", h.url, h.secret_env))?;
+        let secret = Secret::parse(raw.trim()).map_err(|e| format!("webhook {}: {}: {e}", h.url, h.secret_env))?;
+        super::url_guard::check(&h.url, allow_private).map_err(|e| format!("webhook {}: {e}", h.url))?;
+        secrets.push(secret);
+    }
+    let hooks = hooks.to_vec();
+    let ids = db
+        .write(move |c| {
+            let now = Timestamp::now();
+            let mut ids = Vec::new();
+            for h in &hooks {
+                let new = NewEndpoint {
+                    url: &h.url,
+                    secret: None,
+                    events: &h.events,
+                    description: &h.description,
+                    config_key: Some(&h.url),
+                };
+                ids.push(storage::upsert_config_endpoint(c, &new, now)?);
+            }
+            storage::delete_config_endpoints_except(c, &ids, now)?;
+            Ok::<_, Error>(ids)
+        })
+        .map_err(|e| format!("cannot record the configured webhooks: {e}"))?;
+    Ok(ids.into_iter().zip(secrets).collect())
+}
