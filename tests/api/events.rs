@@ -624,3 +624,70 @@ fn a_backup_taken_while_jobs_complete_restores_every_kept_output_with_its_checks
     assert!(err.contains("checksum"), "{err}");
     assert!(!db.exists(), "nothing restored");
 }
+
+/// p50 and p99 of `n` sequential consumes, in ms (reported, not asserted:
+/// speed is for benchmarks; this shows the outage next to the baseline).
+fn consume_latency_ms(app: &TestApp, user: &TestUser, n: usize) -> (f64, f64) {
+    let mut ms: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            assert_eq!(app.consume(user, 1).status, 201);
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    (ms[n / 2], ms[n * 99 / 100])
+}
+
+#[test]
+fn a_thousand_job_events_wait_out_a_receiver_outage_and_all_arrive() {
+    let receiver = Receiver::start();
+    receiver.seen(|s| s.down = true);
+    let app = Arc::new(TestApp::spawn());
+    subscribe(&app, &receiver, json!(["job.completed"]));
+    let probe = app.user("probe");
+    app.grant(&probe, 100_000);
+    let before = consume_latency_ms(&app, &probe, 300);
+    let users: Vec<TestUser> = (0..10).map(|i| app.user(&format!("u{i}"))).collect();
+    for u in &users {
+        app.grant(u, 1_000_000);
+    }
+    let handles: Vec<_> = users
+        .into_iter()
+        .map(|u| {
+            let app = Arc::clone(&app);
+            std::thread::spawn(move || {
+                for k in 0..100 {
+                    let body = json!({"type": "text_generation", "model": "dev-chat", "input": {"prompt": format!("p{k}"), "max_tokens": 16}});
+                    let r = app.client.post("/v1/jobs", &u.token, body);
+                    assert_eq!(r.status, 202, "{}", r.text());
+                }
+            })
+        })
+        .collect();
+    let during = consume_latency_ms(&app, &probe, 300);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while app.count_where("jobs", "status = 'completed'") < 1000 {
+        assert!(Instant::now() < deadline, "jobs did not complete");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(receiver.seen(|s| s.attempts) > 0 && receiver.seen(|s| s.events.is_empty()), "the receiver was down");
+    receiver.seen(|s| s.down = false);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while receiver.seen(|s| s.events.len()) < 1000 {
+        assert!(Instant::now() < deadline, "only {} of 1000 events arrived", receiver.seen(|s| s.events.len()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let jobs: std::collections::HashSet<String> =
+        receiver.seen(|s| s.events.values().map(|e| e["data"]["id"].as_str().unwrap().to_owned()).collect());
+    assert_eq!(jobs.len(), 1000, "one event per job, none lost");
+    assert_eq!(receiver.seen(|s| s.bad_signatures), 0);
+    eprintln!(
+        "consume latency: before p50 {:.2} ms p99 {:.2} ms; while 1,000 jobs completed into a dead receiver p50 {:.2} ms p99 {:.2} ms",
+        before.0, before.1, during.0, during.1
+    );
+    assert_eq!(app.audit()["valid"], true);
+}
