@@ -189,29 +189,28 @@ pub fn attach(
     if let Some(images) = output.get_mut("images").and_then(Value::as_array_mut) {
         for img in images {
             let Some(url) = img.get("url").and_then(Value::as_str).map(str::to_owned) else { continue };
-            match view_of(&url)? {
-                Some(file) => {
-                    img["url"] = file["url"].clone();
-                    img["kept"] = json!(true);
-                    img["file"] = file;
-                    img["provider_url"] = json!(url);
-                }
-                None => img["kept"] = json!(false),
-            }
+            point_at(img, "url", view_of(&url)?, &url);
         }
     }
     if let Some(url) = output.get("video_url").and_then(Value::as_str).map(str::to_owned) {
-        match view_of(&url)? {
-            Some(file) => {
-                output["video_url"] = file["url"].clone();
-                output["kept"] = json!(true);
-                output["file"] = file;
-                output["provider_url"] = json!(url);
-            }
-            None => output["kept"] = json!(false),
-        }
+        let file = view_of(&url)?;
+        point_at(output, "video_url", file, &url);
     }
     Ok(())
+}
+
+/// Points `holder[url_key]` at a kept file (with `kept`, `file` and the
+/// provider's URL beside it), or marks it `kept: false`.
+fn point_at(holder: &mut Value, url_key: &str, file: Option<Value>, provider_url: &str) {
+    match file {
+        Some(file) => {
+            holder[url_key] = file["url"].clone();
+            holder["kept"] = json!(true);
+            holder["file"] = file;
+            holder["provider_url"] = json!(provider_url);
+        }
+        None => holder["kept"] = json!(false),
+    }
 }
 
 /// Adds a fresh `signed_url` to every kept file in a job output (at read
@@ -236,7 +235,7 @@ pub fn sign_output(store: &Store, output: &mut Value) {
 }
 
 /// Retention: marks files past their time deleted and removes bytes no
-/// live row holds. Returns how many rows ended.
+/// live row holds. Returns how many contents were released.
 pub fn sweep(db: &crate::storage::Db, store: &Store) -> Result<usize> {
     let orphaned = db.write(|c| storage::expire(c, Timestamp::now(), SWEEP_BATCH_MAX))?;
     store.remove_unheld(&orphaned);
