@@ -64,14 +64,14 @@ pub fn backup(db: &Path, media: &Path, dest: &Path) -> Result<BackupReport, Stri
     let partial = with_suffix(dest, ".partial");
     let _ = std::fs::remove_file(&partial);
     files::online_copy(db, &partial).map_err(|e| format!("backup failed: {e}"))?;
-    let report = check_copy(&partial).inspect_err(|_| {
+    let (report, hashes) = check_copy(&partial).inspect_err(|_| {
         let _ = std::fs::remove_file(&partial);
     })?;
     let digest = file_sha256(&partial)?;
     let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("backup");
     std::fs::write(sidecar(dest), format!("{digest}  {name}\n"))
         .map_err(|e| format!("cannot write the checksum: {e}"))?;
-    let (media_files, media_bytes) = copy_media(&partial, media, &media_beside(dest)).inspect_err(|_| {
+    let (media_files, media_bytes) = copy_media(&hashes, media, &media_beside(dest)).inspect_err(|_| {
         let _ = std::fs::remove_file(&partial);
         let _ = std::fs::remove_file(sidecar(dest));
     })?;
@@ -80,15 +80,12 @@ pub fn backup(db: &Path, media: &Path, dest: &Path) -> Result<BackupReport, Stri
     Ok(BackupReport { path: dest.to_path_buf(), bytes, media_files, media_bytes, ..report })
 }
 
-/// Copies every kept file the database at `db_file` references from the
-/// store `from` into `to` (same layout), checking each copy's SHA-256.
-/// A file already in `to` with the right hash is kept as it is.
-fn copy_media(db_file: &Path, from: &Path, to: &Path) -> Result<(usize, u64), String> {
-    let (conn, _) = files::inspect(db_file).map_err(|e| format!("cannot read {}: {e}", db_file.display()))?;
-    let hashes = crate::media::storage::live_hashes(&conn).map_err(|e| e.to_string())?;
-    drop(conn);
+/// Copies the kept files with these hashes (the ones a database references)
+/// from the store `from` into `to` (same layout), checking each copy's
+/// SHA-256. A file already in `to` with the right hash is kept as it is.
+fn copy_media(hashes: &[String], from: &Path, to: &Path) -> Result<(usize, u64), String> {
     let mut bytes = 0;
-    for sha in &hashes {
+    for sha in hashes {
         let (src, dst) = (crate::media::content_path(from, sha), crate::media::content_path(to, sha));
         if !(dst.exists() && file_sha256(&dst).as_deref() == Ok(sha.as_str())) {
             if let Some(dir) = dst.parent() {
@@ -121,14 +118,17 @@ fn file_sha256(path: &Path) -> Result<String, String> {
     Ok(crate::auth::api_key::hex(&h.finalize()))
 }
 
-fn check_copy(path: &Path) -> Result<BackupReport, String> {
+/// Checks a fresh copy (integrity, audit) and reads what it references of
+/// the media store, on one connection: the integrity check reads every page.
+fn check_copy(path: &Path) -> Result<(BackupReport, Vec<String>), String> {
     let (conn, facts) = files::inspect(path).map_err(|e| format!("cannot read the copy: {e}"))?;
     if facts.integrity != "ok" {
         return Err(format!("the copy fails the integrity check: {}", facts.integrity));
     }
     let count = |t| files::count(&conn, t).map_err(|e| e.to_string());
     let audit = audit::audit(&conn, None).map_err(|e| format!("cannot audit the copy: {e}"))?;
-    Ok(BackupReport {
+    let hashes = crate::media::storage::live_hashes(&conn).map_err(|e| format!("cannot read the copy's files: {e}"))?;
+    let report = BackupReport {
         path: path.to_path_buf(),
         bytes: 0,
         integrity: facts.integrity,
@@ -138,7 +138,8 @@ fn check_copy(path: &Path) -> Result<BackupReport, String> {
         audit,
         media_files: 0,
         media_bytes: 0,
-    })
+    };
+    Ok((report, hashes))
 }
 
 /// Writes `dir/tollgate-<timestamp>.db` (and its `.media/`) and keeps the
@@ -243,23 +244,9 @@ pub fn restore(db: &Path, media: &Path, file: &Path, force: bool) -> Result<Rest
         ));
     }
     let report = audit::audit(&conn, None).map_err(|e| format!("cannot audit {}: {e}; {untouched}", file.display()))?;
-    let referenced = crate::media::storage::live_hashes(&conn).map(|h| h.len()).unwrap_or(0);
+    let hashes = crate::media::storage::live_hashes(&conn)
+        .map_err(|e| format!("cannot read {}'s files: {e}; {untouched}", file.display()))?;
     drop(conn);
-    // Media first: a backup whose files are missing or damaged is refused
-    // before the live database changes (copying into the store only adds
-    // content-addressed files, which nothing live can mind).
-    let media_files = if referenced == 0 {
-        0
-    } else {
-        match copy_media(file, &media_beside(file), media) {
-            Ok((n, _)) => n,
-            Err(e) if force => {
-                log::warn!("restoring without all kept media: {e}");
-                0
-            }
-            Err(e) => return Err(format!("{e}; pass --force to restore without it; {untouched}")),
-        }
-    };
     if !report.valid && !force {
         return Err(format!(
             "{} fails the ledger audit ({} mismatch(es), first: {}); pass --force to restore it anyway; {untouched}",
@@ -268,6 +255,17 @@ pub fn restore(db: &Path, media: &Path, file: &Path, force: bool) -> Result<Rest
             report.mismatches.first().and_then(|m| serde_json::to_string(m).ok()).unwrap_or_default()
         ));
     }
+    // Media before the database: a backup whose files are missing or
+    // damaged is refused before the live database changes (copying into the
+    // store only adds content-addressed files, which nothing live can mind).
+    let media_files = match copy_media(&hashes, &media_beside(file), media) {
+        Ok((n, _)) => n,
+        Err(e) if force => {
+            log::warn!("restoring without all kept media: {e}");
+            0
+        }
+        Err(e) => return Err(format!("{e}; pass --force to restore without it; {untouched}")),
+    };
     let previous = if db.exists() {
         let pre = pre_restore_path(db);
         let tmp = with_suffix(&pre, ".partial");

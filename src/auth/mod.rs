@@ -69,9 +69,14 @@ impl CurrentUser {
 
 /// Loads the signing secret, generating and storing it on first start.
 pub fn load_keys(db: &Db) -> Result<JwtKeys> {
+    Ok(JwtKeys::new(secret_setting(db, JWT_SECRET_SETTING)?.as_bytes()))
+}
+
+/// A 256-bit secret kept in `settings` under `key`, made at first use
+/// (random, hex) and the same ever after.
+pub fn secret_setting(db: &Db, key: &'static str) -> Result<String> {
     let fresh = api_key::hex(&api_key::random_bytes::<32>()?);
-    let secret = db.write(move |c| Ok::<_, Error>(storage::setting_init(c, JWT_SECRET_SETTING, &fresh)?))?;
-    Ok(JwtKeys::new(secret.as_bytes()))
+    db.write(move |c| Ok::<_, Error>(storage::setting_init(c, key, &fresh)?))
 }
 
 fn unauthorized() -> Error {

@@ -64,11 +64,14 @@ impl EventType {
 /// drops a new event as a repeat.
 const EVENT_ID_RANDOM_BYTES: usize = 12;
 
-/// Records an event in the caller's transaction.
-pub fn emit(conn: &Connection, etype: EventType, user: Option<UserId>, data: &Value) -> Result<()> {
+/// Records an event in the caller's transaction; `data` is serialized once,
+/// straight into the row.
+pub fn emit(conn: &Connection, etype: EventType, user: Option<UserId>, data: &impl serde::Serialize) -> Result<()> {
     let uid =
         format!("evt_{}", crate::auth::api_key::hex(&crate::auth::api_key::random_bytes::<EVENT_ID_RANDOM_BYTES>()?));
-    storage::insert_event(conn, &uid, etype.as_str(), user, &data.to_string(), Timestamp::now())?;
+    let data = serde_json::to_string(data)
+        .map_err(|e| crate::error::Error::Internal(format!("cannot encode a {} event: {e}", etype.as_str())))?;
+    storage::insert_event(conn, &uid, etype.as_str(), user, &data, Timestamp::now())?;
     Ok(())
 }
 

@@ -104,10 +104,12 @@ pub fn create(conn: &Connection, c: &Create) -> Result<Value> {
 
 /// The webhook event for a job that just ended (completed, failed or
 /// canceled), with the job object as its data, in the same transaction.
-pub fn emit_end(conn: &Connection, id: JobId, etype: EventType) -> Result<()> {
+/// Returns that job object.
+pub fn emit_end(conn: &Connection, id: JobId, etype: EventType) -> Result<Value> {
     let j = storage::get(conn, id)?.ok_or_else(|| Error::not_found("job"))?;
     let data = render(&j, storage::events(conn, id)?);
-    events::emit(conn, etype, Some(j.user), &data)
+    events::emit(conn, etype, Some(j.user), &data)?;
+    Ok(data)
 }
 
 /// The job object of the API, with its events.
@@ -166,7 +168,7 @@ pub fn stream_step(db: &Db, user: UserId, id: JobId, after: i64) -> Result<Strea
                 (eid, json!({"job_id": id, "from": from, "status": e.status, "at": e.at, "message": e.message}))
             })
             .collect();
-        let last = (drained && j.status.is_final()).then(|| render(&j, storage::events(c, id).unwrap_or_default()));
+        let last = if drained && j.status.is_final() { Some(render(&j, storage::events(c, id)?)) } else { None };
         Ok(StreamStep { transitions, last })
     })
 }
@@ -191,8 +193,7 @@ pub fn cancel(conn: &Connection, user: UserId, id: JobId) -> Result<Value> {
         ledger::release(conn, h)?;
     }
     logs::write(conn, &NewLog::business(user, "job_canceled", true, json!({"job_id": id})))?;
-    emit_end(conn, id, EventType::JobCanceled)?;
-    view(conn, id)
+    emit_end(conn, id, EventType::JobCanceled)
 }
 
 /// Runs a failed or canceled job again, as a new attempt with a new hold.

@@ -160,10 +160,12 @@ pub fn next_due(conn: &Connection) -> Result<Option<Timestamp>> {
         .query_row([], |r| r.get::<_, Option<Timestamp>>(0))?)
 }
 
-pub fn renew_lease(conn: &Connection, id: JobId, until: Timestamp) -> Result<()> {
-    conn.prepare_cached("UPDATE jobs SET lease_until = ?2 WHERE id = ?1 AND status = 'processing'")?
+/// Renews a processing job's lease; false when it is no longer processing.
+pub fn renew_lease(conn: &Connection, id: JobId, until: Timestamp) -> Result<bool> {
+    let n = conn
+        .prepare_cached("UPDATE jobs SET lease_until = ?2 WHERE id = ?1 AND status = 'processing'")?
         .execute(params![id, until])?;
-    Ok(())
+    Ok(n == 1)
 }
 
 pub fn set_task(conn: &Connection, id: JobId, task: Option<&str>) -> Result<()> {
@@ -240,13 +242,20 @@ pub fn list(conn: &Connection, user: Option<UserId>, status: Option<JobStatus>, 
     Ok(List::from_rows(rows, page))
 }
 
+/// An event from `to_status, at, message` at column `first`.
+fn event_at(r: &Row<'_>, first: usize) -> rusqlite::Result<Event> {
+    let s: String = r.get(first)?;
+    Ok(Event {
+        status: JobStatus::parse(&s).unwrap_or(JobStatus::Failed),
+        at: r.get(first + 1)?,
+        message: r.get(first + 2)?,
+    })
+}
+
 pub fn events(conn: &Connection, id: JobId) -> Result<Vec<Event>> {
     Ok(conn
         .prepare_cached("SELECT to_status, at, message FROM job_events WHERE job_id = ?1 ORDER BY id")?
-        .query_map([id], |r| {
-            let s: String = r.get(0)?;
-            Ok(Event { status: JobStatus::parse(&s).unwrap_or(JobStatus::Failed), at: r.get(1)?, message: r.get(2)? })
-        })?
+        .query_map([id], |r| event_at(r, 0))?
         .collect::<rusqlite::Result<_>>()?)
 }
 
@@ -262,13 +271,6 @@ pub fn events_after(
             "SELECT id, from_status, to_status, at, message FROM job_events WHERE job_id = ?1 AND id > ?2
              ORDER BY id LIMIT ?3",
         )?
-        .query_map(params![id, after, limit as i64], |r| {
-            let s: String = r.get(2)?;
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                Event { status: JobStatus::parse(&s).unwrap_or(JobStatus::Failed), at: r.get(3)?, message: r.get(4)? },
-            ))
-        })?
+        .query_map(params![id, after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, event_at(r, 2)?)))?
         .collect::<rusqlite::Result<_>>()?)
 }

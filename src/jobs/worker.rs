@@ -280,16 +280,24 @@ fn poll(
             return;
         }
         interval = (interval * 2).min(cfg.poll_interval_max_ms);
-        let (until, hold) = (lease_until(app), job.hold);
-        let hold_until = until.plus_ms(app.hold_ttl_ms());
-        let _ = app.db.write(move |c| {
-            storage::renew_lease(c, id, until)?;
-            if let Some(h) = hold {
+        renew(app, job);
+    }
+}
+
+/// Renews the job's lease and extends its hold past it. False when the job
+/// is no longer processing (canceled meanwhile) or the write failed.
+fn renew(app: &App, job: &JobRow) -> bool {
+    let (id, hold, until) = (job.id, job.hold, lease_until(app));
+    let hold_until = until.plus_ms(app.hold_ttl_ms());
+    app.db
+        .write(move |c| {
+            let live = storage::renew_lease(c, id, until)?;
+            if live && let Some(h) = hold {
                 ledger::extend(c, h, hold_until)?;
             }
-            Ok::<_, Error>(())
-        });
-    }
+            Ok::<_, Error>(live)
+        })
+        .unwrap_or(false)
 }
 
 fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
@@ -319,26 +327,7 @@ fn keep_outputs(app: &App, job: &JobRow, output: &Value, stop: &AtomicBool) -> V
     } else {
         0
     };
-    let (id, hold) = (job.id, job.hold);
-    crate::media::fetch::keep_all(&app.media, &urls, used, |wait| {
-        if !sleep_unless_stopped(wait, stop) {
-            return false;
-        }
-        let until = lease_until(app);
-        let hold_until = until.plus_ms(app.hold_ttl_ms());
-        app.db
-            .write(move |c| {
-                let live = storage::get(c, id)?.is_some_and(|j| j.status == JobStatus::Processing);
-                if live {
-                    storage::renew_lease(c, id, until)?;
-                    if let Some(h) = hold {
-                        ledger::extend(c, h, hold_until)?;
-                    }
-                }
-                Ok::<_, Error>(live)
-            })
-            .unwrap_or(false)
-    })
+    crate::media::fetch::keep_all(&app.media, &urls, used, |wait| sleep_unless_stopped(wait, stop) && renew(app, job))
 }
 
 /// Settles the hold, stores the output and completes the job, in one

@@ -259,8 +259,7 @@ pub fn create_at(conn: &Connection, g: &NewGrant, now: Timestamp) -> Result<(Gra
     )?;
     let grant =
         store::get(conn, id, now)?.ok_or_else(|| Error::Internal("a grant vanished as it was written".into()))?;
-    let data = serde_json::to_value(&grant).map_err(|e| Error::Internal(format!("cannot encode a grant: {e}")))?;
-    crate::events::emit(conn, crate::events::EventType::CreditsGranted, Some(g.user), &data)?;
+    crate::events::emit(conn, crate::events::EventType::CreditsGranted, Some(g.user), &grant)?;
     Ok((grant, true))
 }
 

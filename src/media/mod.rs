@@ -52,11 +52,7 @@ impl Store {
         let dir = config.dir_for(db_path);
         std::fs::create_dir_all(dir.join("tmp"))
             .map_err(|e| format!("cannot create the media store {}: {e}", dir.display()))?;
-        let fresh = crate::auth::api_key::hex(&crate::auth::api_key::random_bytes::<32>().map_err(|e| e.to_string())?);
-        let key = db
-            .write(move |c| {
-                Ok::<_, crate::error::Error>(crate::auth::storage::setting_init(c, SIGNING_KEY_SETTING, &fresh)?)
-            })
+        let key = crate::auth::secret_setting(db, SIGNING_KEY_SETTING)
             .map_err(|e| format!("cannot load the media signing key: {e}"))?;
         Ok(Store { dir, key: key.into_bytes(), config: config.clone() })
     }

@@ -36,8 +36,7 @@ pub fn insert(conn: &Connection, email: &Email, password_hash: &str, role: Role)
     })?;
     logs::write(conn, &NewLog::business(id, "user_created", true, json!({ "role": role.as_str() })))?;
     let user = User { id, object: "user", email: email.to_string(), role, created_at: now };
-    let data = serde_json::to_value(&user).map_err(|e| Error::Internal(format!("cannot encode a user: {e}")))?;
-    crate::events::emit(conn, crate::events::EventType::UserCreated, Some(id), &data)?;
+    crate::events::emit(conn, crate::events::EventType::UserCreated, Some(id), &user)?;
     Ok(user)
 }
 

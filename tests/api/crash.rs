@@ -177,15 +177,13 @@ fn sigkill_during_metered_chats_leaves_every_carry_consistent() {
     });
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
-    let config = dir.path().join("tollgate.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let config = write_config(
+        dir.path(),
+        &format!(
             "[providers.p]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n[[models]]\nname = \"cheap\"\nkind = \"chat\"\nroutes = [{{ provider = \"p\", model = \"u\" }}]\nprice = {{ input_per_1m = 150, output_per_1m = 600 }}\nmax_output_tokens = 100\n",
             fake.base
         ),
-    )
-    .unwrap();
+    );
     let env = [("TOLLGATE_CONFIG", config.to_str().unwrap()), ("TOLLGATE_SERVER_SQLITE_SYNCHRONOUS", "full")];
     let mut server = serve_process(&db, &env);
     let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);

@@ -237,15 +237,13 @@ fn an_event_committed_before_sigkill_is_delivered_after_the_restart() {
     receiver.set_secret(&secret);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
-    let config = dir.path().join("tollgate.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let config = write_config(
+        dir.path(),
+        &format!(
             "[events]\nallow_private_urls = true\nbackoff_base_ms = 100\nbackoff_max_ms = 300\n\n[[webhooks]]\nurl = \"{}\"\nsecret_env = \"HOOK_SECRET\"\nevents = [\"user.created\"]\n",
             receiver.url
         ),
-    )
-    .unwrap();
+    );
     let env = [
         ("TOLLGATE_CONFIG", config.to_str().unwrap()),
         ("HOOK_SECRET", secret.as_str()),

@@ -313,11 +313,18 @@ pub fn rfc3339_in(ms: i64) -> String {
     t.format(&time::format_description::well_known::Rfc3339).expect("format")
 }
 
+/// Writes `text` as `dir/tollgate.toml`; returns its path (for
+/// `TOLLGATE_CONFIG`).
+pub fn write_config(dir: &std::path::Path, text: &str) -> PathBuf {
+    let path = dir.join("tollgate.toml");
+    std::fs::write(&path, text).expect("write tollgate.toml");
+    path
+}
+
 /// Writes `tollgate.toml` into `dir`: `extra` settings, then a model
 /// `slow-chat` (1 credit per token, at most 100 output tokens) routed to an
 /// OpenAI-compatible fake provider at `fake_base`. Returns its path.
 pub fn slow_chat_config(dir: &std::path::Path, fake_base: &str, extra: &str) -> PathBuf {
-    let path = dir.join("tollgate.toml");
     let text = format!(
         r#"{extra}
 [providers.slow]
@@ -332,8 +339,7 @@ price = {{ input_per_1m = 1000000, output_per_1m = 1000000 }}
 max_output_tokens = 100
 "#
     );
-    std::fs::write(&path, text).expect("write tollgate.toml");
-    path
+    write_config(dir, &text)
 }
 
 /// Starts `n` chats with the `slow-chat` model (see [`slow_chat_config`]),

@@ -321,10 +321,9 @@ fn sigkill_with_fifty_jobs_in_flight_loses_nothing_and_submits_no_task_twice() {
         s.latency_ms = 20;
     });
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tollgate.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let config = write_config(
+        dir.path(),
+        &format!(
             r#"[jobs]
 workers = 8
 backoff_base_ms = 20
@@ -350,8 +349,7 @@ max_output_tokens = 100
 "#,
             ds = fake.base
         ),
-    )
-    .unwrap();
+    );
     let db = dir.path().join("jobs.db");
     let cfg = config.to_str().unwrap();
     let mut server = serve_process(&db, &[("TOLLGATE_CONFIG", cfg)]);
