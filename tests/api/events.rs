@@ -226,6 +226,21 @@ fn webhook_urls_to_private_addresses_are_refused_unless_allowed() {
         let r = app.client.post("/v1/admin/webhooks", &app.admin, json!({"url": url}));
         assert_eq!((r.status, r.error_code()), (400, "webhook_url_refused".to_owned()), "{url}");
     }
+    // At the limits: a URL of URL_BYTES_MAX + 1 bytes, a description of
+    // DESCRIPTION_CHARS_MAX + 1 characters, EVENT_TYPES_MAX + 1 types.
+    let long = format!("http://8.8.8.8/{}", "a".repeat(tollgate::events::url_guard::URL_BYTES_MAX - 14));
+    assert_eq!(long.len(), tollgate::events::url_guard::URL_BYTES_MAX + 1);
+    let r = app.client.post("/v1/admin/webhooks", &app.admin, json!({"url": long}));
+    assert_eq!((r.status, r.error_code()), (400, "webhook_url_refused".to_owned()));
+    let r = app.client.post(
+        "/v1/admin/webhooks",
+        &app.admin,
+        json!({"url": "http://8.8.8.8/h", "description": "d".repeat(tollgate::events::endpoints::DESCRIPTION_CHARS_MAX + 1)}),
+    );
+    assert_eq!((r.status, r.error_code()), (400, "invalid_request".to_owned()));
+    let types = vec!["job.completed"; tollgate::events::endpoints::EVENT_TYPES_MAX + 1];
+    let r = app.client.post("/v1/admin/webhooks", &app.admin, json!({"url": "http://8.8.8.8/h", "events": types}));
+    assert_eq!((r.status, r.error_code()), (400, "invalid_request".to_owned()));
     assert_eq!(app.count("webhook_endpoints"), 0);
 }
 
@@ -551,6 +566,26 @@ fn kept_outputs_outlive_the_provider_url_with_signed_urls_and_ranges() {
     let logs = app.client.get("/v1/admin/logs?log_type=system", &app.admin).json().to_string();
     assert!(logs.contains("job_output_not_kept"), "{logs}");
     assert_eq!(app.audit()["valid"], true);
+}
+
+#[test]
+fn an_output_over_the_size_limit_stays_at_the_provider() {
+    let fake = FakeProvider::start();
+    fake.script(|s| s.video_bytes = 4_097);
+    let app = TestApp::spawn_with(|c| {
+        with_video(&fake)(c);
+        c.media.file_bytes_max = 4_096;
+    });
+    let ann = app.user("ann");
+    app.grant(&ann, 1_000);
+    let id = video_job(&app, &ann.token);
+    let job = wait_status(&app, &ann.token, &id, "completed");
+    assert_eq!(job["output"]["kept"], false, "one byte over file_bytes_max: {}", job["output"]);
+    assert_eq!(app.count("files"), 0);
+    fake.script(|s| s.video_bytes = 4_096);
+    let id = video_job(&app, &ann.token);
+    let job = wait_status(&app, &ann.token, &id, "completed");
+    assert_eq!(job["output"]["kept"], true, "exactly file_bytes_max is kept: {}", job["output"]);
 }
 
 #[test]
