@@ -16,7 +16,7 @@ use tollgate::storage::{Db, Synchronous};
 
 fn jwt(c: &mut Criterion) {
     let keys = JwtKeys::new(b"0123456789abcdef0123456789abcdef");
-    let token = keys.issue(UserId(42), Role::User, 3600).expect("token");
+    let token = keys.issue(UserId(42), Role::User, 1, 3600).expect("token");
     c.bench_function("jwt_verify", |b| b.iter(|| keys.verify(std::hint::black_box(&token)).expect("valid")));
 }
 
@@ -27,7 +27,7 @@ fn bucket(c: &mut Criterion) {
     c.bench_function("token_bucket_check_10k_users", |b| {
         b.iter(|| {
             i = (i + 1) % 10_000;
-            let u = CurrentUser { id: UserId(i + 1), role: Role::User, via: tollgate::auth::Credential::Jwt };
+            let u = CurrentUser { id: UserId(i + 1), role: Role::User, via: tollgate::auth::Credential::Jwt(None) };
             guard.check_rate(std::hint::black_box(&u))
         })
     });

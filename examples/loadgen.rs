@@ -132,14 +132,17 @@ fn seed_db(path: &str, n: usize, grants: usize) -> Vec<String> {
                     for g in 0..grants.max(1) {
                         seed_grant(c, u.id, g)?;
                     }
-                    out.push(u.id);
+                    // Tokens name a session, as a login's do.
+                    let session =
+                        tollgate::auth::sessions::start(c, u.id, Role::User, "password", &Default::default())?;
+                    out.push((u.id, session.session));
                 }
                 Ok::<_, tollgate::error::Error>(out)
             })
             .expect("seed users");
         ids.extend(batch);
     }
-    ids.into_iter().map(|id| keys.issue(id, Role::User, 86_400).expect("token")).collect()
+    ids.into_iter().map(|(id, session)| keys.issue(id, Role::User, session, 86_400).expect("token")).collect()
 }
 
 fn seed_api(a: &Args) -> Vec<String> {

@@ -25,6 +25,12 @@ pub struct App {
     pub job_streams: crate::http::routes::job_events::Streams,
     /// The media store (kept job outputs).
     pub media: crate::media::Store,
+    /// Cross-origin access for browser frontends.
+    pub cors: crate::http::cors::Cors,
+    /// Identity providers for "sign in with ...".
+    pub oidc: crate::oidc::Providers,
+    /// Password reset requests, handled off the request path.
+    pub resets: crate::auth::reset::Requests,
 }
 
 impl App {

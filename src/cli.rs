@@ -224,7 +224,7 @@ fn serve(config: Config) -> Result<(), Failure> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| format!("cannot handle signals: {e}"))?;
     }
-    let service = Service::start(config, StartOptions { admin, clock: None })?;
+    let service = Service::start(config, StartOptions { admin, clock: None, secrets: Vec::new() })?;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }

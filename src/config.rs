@@ -29,6 +29,8 @@ pub struct Config {
     pub events: EventsConfig,
     pub media: MediaConfig,
     pub webhooks: Vec<WebhookConfig>,
+    /// Identity providers for "sign in with ...", by name (`[oidc.<name>]`).
+    pub oidc: BTreeMap<String, OidcConfig>,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub models: Vec<ModelConfig>,
 }
@@ -78,6 +80,14 @@ pub struct ServerConfig {
     /// `/readyz` answers 503 `storage_full` when the database's file system
     /// has less free space than this.
     pub disk_free_bytes_min: u64,
+    /// Browser origins (`https://app.example.com`, exact) allowed to call
+    /// the API cross-origin. Empty = no CORS headers at all.
+    pub cors_origins: Vec<String>,
+    /// How long a browser may cache a preflight's answer.
+    pub cors_max_age_s: u64,
+    /// The URL this service is reached at from browsers (`https://api.example.com`),
+    /// for the OIDC callback. Empty = `http://<addr>`.
+    pub public_url: String,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +112,9 @@ impl Default for ServerConfig {
             body_bytes_per_s_min: 16 * 1024,
             write_timeout_s: 30,
             disk_free_bytes_min: 64 * 1_048_576,
+            cors_origins: Vec::new(),
+            cors_max_age_s: 600,
+            public_url: String::new(),
         }
     }
 }
@@ -134,7 +147,19 @@ impl ServerConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
+    /// The access token's life (short: a revoked session's tokens stop at
+    /// once anyway, and a leaked one is worth little).
     pub token_ttl_s: u64,
+    /// A refresh token's life; each refresh issues a new one, so a session
+    /// used at least this often lasts.
+    pub refresh_token_ttl_s: u64,
+    /// Sessions one user may hold; a new login past it ends the oldest.
+    pub sessions_per_user_max: u32,
+    /// How long a password reset token stays usable.
+    pub password_reset_ttl_s: u64,
+    /// Reset tokens issued per account per hour; further requests still
+    /// answer 202 but issue nothing.
+    pub password_resets_per_account_per_hour: u32,
     pub signup_enabled: bool,
     pub signup_bonus_credits: i64,
     /// Days until the signup bonus grant expires; 0 = never.
@@ -165,7 +190,11 @@ pub struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
-            token_ttl_s: 3600,
+            token_ttl_s: 900,
+            refresh_token_ttl_s: 30 * 86_400,
+            sessions_per_user_max: 100,
+            password_reset_ttl_s: 1_800,
+            password_resets_per_account_per_hour: 5,
             signup_enabled: false,
             signup_bonus_credits: 0,
             signup_bonus_expires_days: 0,
@@ -361,6 +390,28 @@ pub struct WebhookConfig {
     pub events: Vec<String>,
     #[serde(default)]
     pub description: String,
+}
+
+/// An OpenID Connect identity provider (`[oidc.<name>]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer URL; discovery reads `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    /// The environment variable holding the client secret (never the file).
+    pub client_secret_env: String,
+    #[serde(default = "oidc_scopes_default")]
+    pub scopes: Vec<String>,
+    /// E-mail domains allowed to sign in; empty = any.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// Where the frontend may ask to be sent back to (exact URLs).
+    pub redirect_uris: Vec<String>,
+}
+
+fn oidc_scopes_default() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
 }
 
 /// The media store: job outputs downloaded from providers and kept.
@@ -608,6 +659,27 @@ impl Config {
         if self.auth.token_ttl_s == 0 || self.auth.token_ttl_s > 30 * 86_400 {
             return bad("auth.token_ttl_s", "must be between 1 and 2592000 seconds");
         }
+        if a.refresh_token_ttl_s < a.token_ttl_s || a.refresh_token_ttl_s > 365 * 86_400 {
+            return bad("auth.refresh_token_ttl_s", "must be at least auth.token_ttl_s and at most 31536000 seconds");
+        }
+        if a.sessions_per_user_max == 0 || a.sessions_per_user_max > 10_000 {
+            return bad("auth.sessions_per_user_max", "must be between 1 and 10000");
+        }
+        if a.password_reset_ttl_s < 60 || a.password_reset_ttl_s > 86_400 {
+            return bad("auth.password_reset_ttl_s", "must be between 60 and 86400 seconds");
+        }
+        if a.password_resets_per_account_per_hour == 0 {
+            return bad("auth.password_resets_per_account_per_hour", "must be at least 1");
+        }
+        crate::http::cors::check_origins(&self.server.cors_origins)
+            .map_err(|why| ConfigError(format!("invalid setting server.cors_origins: {why}")))?;
+        if !self.server.public_url.is_empty() && url_shape(&self.server.public_url, false).is_err() {
+            return bad("server.public_url", "must be an http(s) URL such as https://api.example.com");
+        }
+        for (name, p) in &self.oidc {
+            crate::oidc::check_config(name, p)
+                .map_err(|why| ConfigError(format!("invalid setting oidc.{name}: {why}")))?;
+        }
         if self.auth.signup_bonus_credits < 0 {
             return bad("auth.signup_bonus_credits", "must not be negative");
         }
@@ -694,6 +766,18 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// An absolute http(s) URL; `with_path` allows a path (and query).
+pub fn url_shape(raw: &str, with_path: bool) -> Result<url::Url, String> {
+    let u = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL ({e})"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() || !u.username().is_empty() {
+        return Err(format!("{raw:?} must be an http(s) URL with a host and no user"));
+    }
+    if u.fragment().is_some() || (!with_path && (u.path() != "/" || u.query().is_some())) {
+        return Err(format!("{raw:?} must not have a {}", if with_path { "fragment" } else { "path" }));
+    }
+    Ok(u)
 }
 
 fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {

@@ -79,6 +79,8 @@ pub enum Error {
     /// A redemption code refused (unknown, expired, used up, or already
     /// redeemed by this user).
     Redemption(crate::codes::Refusal),
+    /// An account request refused (sessions, passwords, identity providers).
+    Account(crate::auth::refusal::Refusal),
     /// A conflict with existing state (e.g. an email already taken).
     Conflict {
         code: &'static str,
@@ -125,6 +127,7 @@ impl fmt::Display for Error {
             Error::Busy(message) => f.write_str(message),
             Error::QueueFull { queue_max } => write!(f, "job queue full ({queue_max})"),
             Error::Redemption(r) => f.write_str(r.message()),
+            Error::Account(r) => f.write_str(&r.spec().message),
             Error::KeySpendLimitExceeded { limit, spent } => {
                 write!(f, "key spend limit {limit} reached ({spent} spent)")
             }

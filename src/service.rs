@@ -35,6 +35,9 @@ pub struct StartOptions {
     /// The rate limiter's clock; the system clock when `None`. Tests inject
     /// a manual clock to move time without sleeping.
     pub clock: Option<Arc<dyn Clock>>,
+    /// Secrets named by `*_env` settings, looked up here before the process
+    /// environment (tests pass theirs without touching the environment).
+    pub secrets: Vec<(String, String)>,
 }
 
 pub struct Service {
@@ -76,10 +79,18 @@ impl Service {
             log::warn!("jobs after a restart: {requeued} requeued, {failed} failed (submission outcome unknown)");
         }
         let media = crate::media::Store::open(&config.media, &config.server.db, &db)?;
+        let secret = |name: &str| {
+            options.secrets.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| std::env::var(name).ok())
+        };
         let hook_secrets =
-            crate::events::endpoints::sync_config(&db, &config.webhooks, config.events.allow_private_urls, |name| {
-                std::env::var(name).ok()
-            })?;
+            crate::events::endpoints::sync_config(&db, &config.webhooks, config.events.allow_private_urls, secret)?;
+        let public_url = match config.server.public_url.as_str() {
+            "" => format!("http://{}", listener.local_addr().map_err(|e| format!("the listener has no address: {e}"))?),
+            url => url.to_owned(),
+        };
+        let oidc = crate::oidc::Providers::new(&config.oidc, &public_url, secret)?;
+        let cors = crate::http::cors::Cors::new(&config.server.cors_origins, config.server.cors_max_age_s);
+        let resets = crate::auth::reset::Requests::start(db.clone(), config.auth.clone()).map_err(|e| e.to_string())?;
         let app = Arc::new(App {
             config,
             db,
@@ -92,6 +103,9 @@ impl Service {
             job_changes: crate::jobs::Notifier::default(),
             job_streams: Default::default(),
             media,
+            cors,
+            oidc,
+            resets,
         });
         let workers = crate::jobs::worker::Workers::start(&app)?;
         let deliverer = crate::events::delivery::Deliverer::start(&app, hook_secrets)?;
@@ -239,6 +253,14 @@ fn upkeep(app: &App, stop: &AtomicBool) {
                 Ok(n) if n > 0 => log::info!("pruned {n} log entries past retention"),
                 Ok(_) => {}
                 Err(e) => log::error!("log pruning failed: {e}"),
+            }
+            let ended = app.db.write(|c| {
+                Ok::<_, crate::error::Error>(
+                    auth::sessions::prune(c)? + auth::reset::prune(c)? + crate::oidc::prune(c)?,
+                )
+            });
+            if let Err(e) = ended {
+                log::error!("session and sign-in pruning failed: {e}");
             }
             if let Err(e) = idempotency::prune(&app.db) {
                 log::error!("idempotency key pruning failed: {e}");

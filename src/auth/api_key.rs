@@ -1,4 +1,5 @@
-//! API keys: `tg_` + 64 hex characters (32 random bytes).
+//! API keys: `tg_` + 64 hex characters (32 random bytes), and the other
+//! opaque tokens made the same way.
 //!
 //! Only the SHA-256 of a key is stored. A fast hash is right here (unlike for
 //! passwords): the key has 256 bits of entropy, so there is nothing to guess,
@@ -38,6 +39,15 @@ pub struct NewKey {
 pub fn generate() -> Result<NewKey> {
     let plaintext = format!("{API_KEY_PREFIX}{}", hex(&random_bytes::<API_KEY_RANDOM_BYTES>()?));
     Ok(NewKey { hash: hash(&plaintext), display_prefix: plaintext[..API_KEY_PREFIX.len() + 6].to_owned(), plaintext })
+}
+
+/// A fresh opaque token (`prefix` + 64 hex characters, 256 random bits) and
+/// the SHA-256 that is all we store of it: refresh tokens, reset tokens,
+/// sign-in codes.
+pub fn opaque_token(prefix: &str) -> Result<(String, String)> {
+    let token = format!("{prefix}{}", hex(&random_bytes::<32>()?));
+    let h = hash(&token);
+    Ok((token, h))
 }
 
 pub fn hash(plaintext: &str) -> String {

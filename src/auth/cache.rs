@@ -24,8 +24,10 @@ pub const CREDENTIAL_CACHE_ENTRIES_MAX: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CacheKey {
-    /// A verified JWT's subject.
+    /// A verified JWT's subject (a token from before sessions).
     User(UserId),
+    /// A verified JWT's subject and session.
+    Session(UserId, i64),
     /// An API key, by its SHA-256 (never the key itself).
     KeyHash(String),
 }

@@ -17,6 +17,17 @@ pub struct Claims {
     pub role: String,
     pub iat: u64,
     pub exp: u64,
+    /// The session the token belongs to. Tokens from before sessions had
+    /// none; they live out their (short) life on the user alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<i64>,
+}
+
+/// What a valid token says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub user: UserId,
+    pub session: Option<i64>,
 }
 
 pub struct JwtKeys {
@@ -35,15 +46,22 @@ impl JwtKeys {
         JwtKeys { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
     }
 
-    pub fn issue(&self, user: UserId, role: Role, ttl_s: u64) -> Result<String> {
+    pub fn issue(&self, user: UserId, role: Role, session: i64, ttl_s: u64) -> Result<String> {
         let now = (Timestamp::now().millis() / 1000) as u64;
-        let claims = Claims { sub: user.to_string(), role: role.as_str().into(), iat: now, exp: now + ttl_s };
+        let claims = Claims {
+            sub: user.to_string(),
+            role: role.as_str().into(),
+            iat: now,
+            exp: now + ttl_s,
+            sid: Some(session),
+        };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| Error::Internal(format!("cannot sign token: {e}")))
     }
 
-    /// The user a token names, if its signature, algorithm and expiry hold.
-    pub fn verify(&self, token: &str) -> Result<UserId> {
+    /// The user and session a token names, if its signature, algorithm and
+    /// expiry hold.
+    pub fn verify(&self, token: &str) -> Result<Verified> {
         let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
             let why = match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => "The access token has expired; log in again.",
@@ -51,7 +69,8 @@ impl JwtKeys {
             };
             Error::Unauthorized(why.into())
         })?;
-        UserId::parse(&data.claims.sub)
-            .ok_or_else(|| Error::Unauthorized("The access token is invalid; log in again to get a new one.".into()))
+        let user = UserId::parse(&data.claims.sub)
+            .ok_or_else(|| Error::Unauthorized("The access token is invalid; log in again to get a new one.".into()))?;
+        Ok(Verified { user, session: data.claims.sid })
     }
 }

@@ -9,8 +9,12 @@ pub mod cache;
 pub mod jwt;
 pub mod key_limits;
 pub mod password;
+pub mod refusal;
+pub mod reset;
+pub mod sessions;
 pub mod storage;
 
+use crate::config::AuthConfig;
 use crate::domain::{ApiKeyId, Email, Role, Timestamp, UserId};
 use crate::error::{Error, Result};
 use crate::logs::{self, NewLog};
@@ -40,7 +44,9 @@ pub struct CurrentUser {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
-    Jwt,
+    /// An access token, and the session it belongs to (none for tokens
+    /// issued before sessions existed).
+    Jwt(Option<i64>),
     /// An API key, with the terms authentication enforces for it.
     ApiKey(Arc<KeyTerms>),
 }
@@ -54,7 +60,7 @@ impl CurrentUser {
     pub fn key(&self) -> Option<ApiKeyId> {
         match &self.via {
             Credential::ApiKey(t) => Some(t.id),
-            Credential::Jwt => None,
+            Credential::Jwt(_) => None,
         }
     }
 
@@ -62,7 +68,15 @@ impl CurrentUser {
     pub fn check_model(&self, model: &str) -> Result<()> {
         match &self.via {
             Credential::ApiKey(t) => t.check_model(model),
-            Credential::Jwt => Ok(()),
+            Credential::Jwt(_) => Ok(()),
+        }
+    }
+
+    /// The session the call came through, if it came with an access token.
+    pub fn session(&self) -> Option<i64> {
+        match &self.via {
+            Credential::Jwt(s) => *s,
+            Credential::ApiKey(_) => None,
         }
     }
 }
@@ -105,7 +119,14 @@ pub fn authenticate(
         }
         CacheKey::KeyHash(api_key::hash(token))
     } else {
-        CacheKey::User(keys.verify(token)?)
+        match keys.verify(token)? {
+            jwt::Verified { user, session: Some(s) } => CacheKey::Session(user, s),
+            jwt::Verified { user, session: None } => CacheKey::User(user),
+        }
+    };
+    let session = match &key {
+        CacheKey::Session(_, s) => Some(*s),
+        _ => None,
     };
     let caller = match cache.get(&key) {
         Some(c) => c,
@@ -126,7 +147,7 @@ pub fn authenticate(
             }
             Credential::ApiKey(terms)
         }
-        None => Credential::Jwt,
+        None => Credential::Jwt(session),
     };
     Ok(CurrentUser { id: caller.user, role: caller.role, via })
 }
@@ -145,22 +166,87 @@ fn lookup(db: &Db, key: &CacheKey) -> Result<Caller> {
                 .ok_or_else(|| Error::Unauthorized("This account no longer exists or has been deactivated.".into()))?;
             Ok(Caller { user: *id, role, key: None })
         }
+        CacheKey::Session(id, session) => {
+            let role = db.read(|c| sessions::live_role(c, *id, *session))?.ok_or_else(|| {
+                Error::Unauthorized(
+                    "This session has ended (logged out, or the password changed) or the account was deactivated; log in again."
+                        .into(),
+                )
+            })?;
+            Ok(Caller { user: *id, role, key: None })
+        }
     }
 }
 
-#[derive(Debug, Serialize)]
-pub struct LoginResponse {
+/// A new access token and refresh token (login, refresh, sign-in).
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Tokens {
     pub access_token: String,
     pub token_type: &'static str,
+    /// Seconds the access token lives.
     pub expires_in: u64,
+    /// Opaque; exchange it at `POST /v1/auth/refresh` for the next pair.
+    pub refresh_token: String,
+    /// Seconds the refresh token lives unless used.
+    pub refresh_expires_in: u64,
+}
+
+/// A login's answer: the tokens and who signed in.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct LoginResponse {
+    #[serde(flatten)]
+    pub tokens: Tokens,
     pub user: User,
+}
+
+/// Signs the access token for a session just started or rotated.
+pub fn tokens(keys: &JwtKeys, cfg: &AuthConfig, issued: sessions::Issued) -> Result<Tokens> {
+    Ok(Tokens {
+        access_token: keys.issue(issued.user, issued.role, issued.session, cfg.token_ttl_s)?,
+        token_type: "Bearer",
+        expires_in: cfg.token_ttl_s,
+        refresh_token: issued.refresh_token,
+        refresh_expires_in: cfg.refresh_token_ttl_s,
+    })
+}
+
+/// Starts a session for `user` (after their credential was checked) and
+/// answers its tokens; logs `action` for the user in the same transaction.
+/// Sessions it ends (past the per-user maximum) stop at once.
+pub fn sign_in(
+    db: &Db,
+    keys: &JwtKeys,
+    cache: &CredentialCache,
+    cfg: &AuthConfig,
+    user: User,
+    method: String,
+    action: &'static str,
+) -> Result<LoginResponse> {
+    let session_cfg = cfg.clone();
+    let (id, role) = (user.id, user.role);
+    let issued = db.write(move |c| {
+        let issued = sessions::start(c, id, role, &method, &session_cfg)?;
+        logs::write(c, &NewLog::business(id, action, true, json!({ "session_id": issued.session, "method": method })))?;
+        Ok::<_, Error>(issued)
+    })?;
+    if issued.ended_others > 0 {
+        cache.invalidate();
+    }
+    Ok(LoginResponse { tokens: tokens(keys, cfg, issued)?, user })
 }
 
 /// One message for an unknown email and a wrong password, so that login
 /// does not reveal which addresses have accounts.
 pub const LOGIN_FAILED_MESSAGE: &str = "Invalid email or password.";
 
-pub fn login(db: &Db, keys: &JwtKeys, ttl_s: u64, email: &str, password: &str) -> Result<LoginResponse> {
+pub fn login(
+    db: &Db,
+    keys: &JwtKeys,
+    cache: &CredentialCache,
+    cfg: &AuthConfig,
+    email: &str,
+    password: &str,
+) -> Result<LoginResponse> {
     let found = match Email::parse(email) {
         Ok(e) => db.read(|c| users::storage::by_email(c, &e))?,
         Err(_) => None,
@@ -174,9 +260,7 @@ pub fn login(db: &Db, keys: &JwtKeys, ttl_s: u64, email: &str, password: &str) -
         logs::record(db, NewLog::business(user.id, "login", false, json!({ "reason": "wrong_password" })));
         return Err(Error::Unauthorized(LOGIN_FAILED_MESSAGE.into()));
     }
-    let access_token = keys.issue(user.id, user.role, ttl_s)?;
-    logs::record(db, NewLog::business(user.id, "login", true, json!({})));
-    Ok(LoginResponse { access_token, token_type: "Bearer", expires_in: ttl_s, user })
+    sign_in(db, keys, cache, cfg, user, "password".into(), "login")
 }
 
 /// A new key: the key itself, shown only in this response (only its hash

@@ -128,6 +128,16 @@ fn hash_now(plain: &str) -> Result<String> {
     Ok(h.to_string())
 }
 
+/// A new password as the policy allows it (length bounds, not a common
+/// one), or 400 `weak_password` naming `param`.
+pub fn policy(raw: &str, param: &'static str) -> Result<Password> {
+    Password::parse(raw).map_err(|why| Error::Account(super::refusal::Refusal::WeakPassword { param, why }))
+}
+
+/// A stored hash no password matches: accounts made through an identity
+/// provider have no password until a reset sets one.
+pub const NO_PASSWORD: &str = "!";
+
 /// `Ok(true)` only when `stored` is a valid hash of `candidate`.
 pub fn verify(candidate: &str, stored: &str) -> Result<bool> {
     let (candidate, stored) = (candidate.to_owned(), stored.to_owned());

@@ -59,12 +59,23 @@ impl Password {
                 "password must be at least {PASSWORD_CHARS_MIN} characters and at most {PASSWORD_BYTES_MAX} bytes"
             ));
         }
+        if is_common(raw) {
+            return Err("it is one of the most common passwords, the first an attacker tries".into());
+        }
         Ok(Password(raw.to_owned()))
     }
 
     pub fn expose(&self) -> &str {
         &self.0
     }
+}
+
+/// The built-in list of passwords too common to allow.
+const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
+
+fn is_common(raw: &str) -> bool {
+    let candidate = raw.trim().to_lowercase();
+    COMMON_PASSWORDS.lines().any(|l| !l.starts_with('#') && l == candidate)
 }
 
 impl fmt::Debug for Password {
@@ -114,5 +125,13 @@ mod tests {
         assert!(Password::parse("short").is_err());
         assert!(Password::parse(&"x".repeat(PASSWORD_BYTES_MAX + 1)).is_err());
         assert!(Password::parse("correct horse").is_ok());
+        assert!(Password::parse(&"x".repeat(PASSWORD_BYTES_MAX)).is_ok(), "exactly the limit is allowed");
+        assert!(
+            Password::parse("1234567").is_err() && Password::parse("x1234567").is_ok(),
+            "8 characters is the least"
+        );
+        for common in ["password1", "Password1", "QWERTYUIOP", "iloveyou", "12345678"] {
+            assert!(Password::parse(common).is_err(), "{common} accepted");
+        }
     }
 }

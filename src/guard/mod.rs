@@ -236,6 +236,13 @@ impl Guard {
         })
     }
 
+    /// The client IP's rate for account routes that check no password
+    /// (refresh, logout, password reset, sign-in through a provider): the
+    /// same bucket as login, so together they are limited like login.
+    pub fn check_account_rate(&self, ip: Option<IpAddr>) -> Result<()> {
+        self.check_ip_rate(ip, self.clock.now_ms())
+    }
+
     /// Before a password is checked: the IP's rate, then one try reserved
     /// against the IP's and the (email, IP) pair's failure counts, and, for
     /// an IP that already failed on this email, the email's pace. Counting

@@ -173,6 +173,12 @@ impl From<Error> for ApiError {
                 a
             }
             Error::Conflict { code, message } => ApiError::new(409, code, message),
+            Error::Account(r) => {
+                let spec = r.spec();
+                let mut a = ApiError::new(spec.status, spec.code, spec.message);
+                a.param = spec.param.map(str::to_owned);
+                a
+            }
             Error::Redemption(r) => {
                 // A code that cannot be used is a bad request; one that
                 // was used up (by others, or by this user) conflicts with state.

@@ -5,6 +5,7 @@
 //! service code runs. This layer never writes SQL and never decides a
 //! business rule; it maps service results and errors to HTTP.
 
+pub mod cors;
 pub mod edge;
 pub mod error;
 pub mod openapi;

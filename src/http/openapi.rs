@@ -52,6 +52,16 @@ fn derived() -> Map<String, Value> {
     g.subschema_for::<routes::webhooks::NewWebhookBody>();
     g.subschema_for::<crate::events::endpoints::CreatedEndpoint>();
     g.subschema_for::<crate::events::Delivery>();
+    g.subschema_for::<crate::auth::Tokens>();
+    g.subschema_for::<crate::auth::LoginResponse>();
+    g.subschema_for::<crate::auth::reset::ResetToken>();
+    g.subschema_for::<routes::sessions::RefreshBody>();
+    g.subschema_for::<routes::sessions::SessionsEnded>();
+    g.subschema_for::<routes::sessions::PasswordChangeBody>();
+    g.subschema_for::<routes::sessions::ResetRequestBody>();
+    g.subschema_for::<routes::sessions::ResetAccepted>();
+    g.subschema_for::<routes::sessions::ResetConfirmBody>();
+    g.subschema_for::<routes::oidc::ExchangeBody>();
     // Generic instances, under the names the routes use.
     let aliases = [
         ("TransactionList", g.subschema_for::<List<ledger::Transaction>>()),
@@ -97,11 +107,12 @@ pub fn components() -> Map<String, Value> {
     );
     add("LoginRequest", object(&["email", "password"], json!({"email": string(), "password": string()})));
     add(
-        "LoginResponse",
-        object(
-            &["access_token", "token_type", "expires_in", "user"],
-            json!({"access_token": string(), "token_type": {"const": "Bearer"}, "expires_in": int(), "user": {"$ref": "#/components/schemas/User"}}),
-        ),
+        "PasswordReset",
+        object(&["object", "user_id"], json!({"object": {"const": "password_reset"}, "user_id": string()})),
+    );
+    add(
+        "Redirect",
+        json!({"type": "object", "description": "302 with a Location header; the body repeats it as {location}"}),
     );
     add(
         "CreateUser",

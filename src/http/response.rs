@@ -60,6 +60,14 @@ impl Response {
         }
     }
 
+    /// 302 to `location`, with a JSON body for clients that do not follow.
+    pub fn redirect(location: &str) -> Response {
+        let mut r = Response::json_value(302, &serde_json::json!({ "location": location }));
+        r.headers.push(("Location", location.to_owned()));
+        r.headers.push(("Cache-Control", "no-store".into()));
+        r
+    }
+
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }

@@ -95,7 +95,106 @@ pub static ROUTES: &[Route] = &[
         routes::auth::signup,
         doc("Create an account (when enabled)", Some("LoginRequest"), 201, "User"),
     ),
+    not_replayable(route(
+        "POST",
+        "/v1/auth/refresh",
+        Access::Public,
+        routes::sessions::refresh,
+        doc(
+            "Exchange a refresh token for a new pair (the old one is retired; reusing it ends the session)",
+            Some("RefreshBody"),
+            200,
+            "Tokens",
+        ),
+    )),
+    route(
+        "POST",
+        "/v1/auth/logout",
+        Access::Public,
+        routes::sessions::logout,
+        doc(
+            "End the refresh token's session (its access tokens stop at once)",
+            Some("RefreshBody"),
+            200,
+            "SessionsEnded",
+        ),
+    ),
+    route(
+        "POST",
+        "/v1/auth/logout-all",
+        Access::User,
+        routes::sessions::logout_all,
+        doc("End every session of the caller", None, 200, "SessionsEnded"),
+    ),
+    route(
+        "POST",
+        "/v1/auth/password-reset",
+        Access::Public,
+        routes::sessions::request_reset,
+        doc(
+            "Ask for a reset token (always 202; a real account gets a user.password_reset_requested event)",
+            Some("ResetRequestBody"),
+            202,
+            "ResetAccepted",
+        ),
+    ),
+    route(
+        "POST",
+        "/v1/auth/password-reset/confirm",
+        Access::Public,
+        routes::sessions::confirm_reset,
+        doc(
+            "Set a new password with a reset token; ends every session",
+            Some("ResetConfirmBody"),
+            200,
+            "PasswordReset",
+        ),
+    ),
+    Route {
+        upstream: true,
+        ..route(
+            "GET",
+            "/v1/auth/oidc/{name}/start",
+            Access::Public,
+            routes::oidc::start,
+            doc(
+                "Sign in through an identity provider: 302 to it (?redirect_uri=, optional state)",
+                None,
+                302,
+                "Redirect",
+            ),
+        )
+    },
+    Route {
+        upstream: true,
+        ..route(
+            "GET",
+            "/v1/auth/oidc/{name}/callback",
+            Access::Public,
+            routes::oidc::callback,
+            doc("The provider returns here: 302 to redirect_uri with ?code= (or ?error=)", None, 302, "Redirect"),
+        )
+    },
+    not_replayable(route(
+        "POST",
+        "/v1/auth/oidc/exchange",
+        Access::Public,
+        routes::oidc::exchange,
+        doc("Exchange a sign-in's one-time code for tokens", Some("ExchangeBody"), 200, "LoginResponse"),
+    )),
     route("GET", "/v1/me", Access::User, routes::auth::me, doc("The calling user", None, 200, "User")),
+    route(
+        "POST",
+        "/v1/me/password",
+        Access::User,
+        routes::sessions::change_password,
+        doc(
+            "Change your password (current_password required); ends your other sessions",
+            Some("PasswordChangeBody"),
+            200,
+            "SessionsEnded",
+        ),
+    ),
     not_replayable(route(
         "POST",
         "/v1/api-keys",
@@ -386,6 +485,13 @@ pub static ROUTES: &[Route] = &[
         Access::Admin,
         routes::auth::admin_create_key,
         doc("Mint an API key for a user (shown once; no Idempotency-Key)", Some("KeyLimitsBody"), 201, "CreatedApiKey"),
+    )),
+    not_replayable(route(
+        "POST",
+        "/v1/admin/users/{id}/password-reset",
+        Access::Admin,
+        routes::sessions::admin_reset,
+        doc("Issue a password reset token for a user (shown once; no Idempotency-Key)", None, 201, "ResetToken"),
     )),
     route(
         "GET",

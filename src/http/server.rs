@@ -113,7 +113,8 @@ fn upstream_worker(app: &Arc<App>, rx: &Mutex<Receiver<Pending>>, stop: &AtomicB
         };
         match next {
             Ok(p) => {
-                let (response, route) = router::dispatch(app, &p.req);
+                let (mut response, route) = router::dispatch(app, &p.req);
+                app.cors.decorate(p.req.header("origin"), &mut response);
                 finish(p.raw, &p.req.method, response, route, p.id, p.started, false);
             }
             Err(_) if stop.load(Ordering::Relaxed) => return,
@@ -131,29 +132,32 @@ fn accept(app: &Arc<App>, mut raw: tiny_http::Request, upstream: &SyncSender<Pen
         // The rest of an oversized body is not read; the connection is closed.
         Err(e) => {
             let method = raw.method().as_str().to_owned();
-            return finish(raw, &method, e.into_response(), "unread", id, started, true);
+            let origin = raw.headers().iter().find(|h| h.field.equiv("Origin")).map(|h| h.value.to_string());
+            let mut response = e.into_response();
+            app.cors.decorate(origin.as_deref(), &mut response);
+            return finish(raw, &method, response, "unread", id, started, true);
         }
     };
+    let origin = req.header("origin");
+    if let Some(response) = app.cors.preflight(&req.method, origin, req.header("access-control-request-method")) {
+        return finish(raw, &req.method, response, "preflight", id, started, false);
+    }
     if router::find(&req.method, &req.path).is_ok_and(|(r, _)| r.upstream) {
         let method = req.method.clone();
         match upstream.try_send(Pending { raw, req, id, started }) {
             Ok(()) => {}
             Err(TrySendError::Full(p) | TrySendError::Disconnected(p)) => {
                 crate::metrics::global().guard_refusals.with_label_values(&["server_busy"]).inc();
-                finish(
-                    p.raw,
-                    &method,
-                    ApiError::from(Error::Busy("All provider workers are busy. Retry in a moment.")).into_response(),
-                    "busy",
-                    id,
-                    started,
-                    false,
-                );
+                let mut response =
+                    ApiError::from(Error::Busy("All provider workers are busy. Retry in a moment.")).into_response();
+                app.cors.decorate(p.req.header("origin"), &mut response);
+                finish(p.raw, &method, response, "busy", id, started, false);
             }
         }
         return;
     }
-    let (response, route) = router::dispatch(app, &req);
+    let (mut response, route) = router::dispatch(app, &req);
+    app.cors.decorate(req.header("origin"), &mut response);
     finish(raw, &req.method, response, route, id, started, false);
 }
 

@@ -9,6 +9,7 @@ pub mod storage;
 use crate::auth::password;
 use crate::domain::{Email, Password, Role, Timestamp, UserId};
 use crate::error::{Error, Result};
+use crate::ledger::grants::{NewGrant, Source};
 use crate::logs::{self, NewLog};
 use crate::paging::{List, Page};
 use crate::storage::Db;
@@ -37,6 +38,20 @@ pub fn insert(conn: &Connection, email: &Email, password_hash: &str, role: Role)
     logs::write(conn, &NewLog::business(id, "user_created", true, json!({ "role": role.as_str() })))?;
     let user = User { id, object: "user", email: email.to_string(), role, created_at: now };
     crate::events::emit(conn, crate::events::EventType::UserCreated, Some(id), &user)?;
+    Ok(user)
+}
+
+/// Creates a user who signed themselves up (the signup route, or a first
+/// sign-in through an identity provider), with the signup bonus grant, in
+/// the caller's transaction.
+pub fn sign_up(conn: &Connection, email: &Email, password_hash: &str, cfg: &crate::config::AuthConfig) -> Result<User> {
+    let user = insert(conn, email, password_hash, Role::User)?;
+    if let Some(amount) = crate::domain::Credits::positive(cfg.signup_bonus_credits) {
+        let mut g = NewGrant::promotional(user.id, amount, Source::Signup, "signup bonus");
+        let expiry_ms = i64::from(cfg.signup_bonus_expires_days) * 86_400_000;
+        g.expires_at = (expiry_ms > 0).then(|| Timestamp::now().plus_ms(expiry_ms));
+        crate::ledger::grants::create(conn, &g)?;
+    }
     Ok(user)
 }
 
@@ -76,12 +91,14 @@ pub fn reactivate(db: &Db, id: UserId) -> Result<()> {
     })
 }
 
-/// Deactivates a user: their tokens and API keys stop working at once. Their
+/// Deactivates a user: their tokens and API keys stop working at once, and
+/// their sessions end (a reactivation does not bring them back). Their
 /// ledger rows stay (the ledger is append-only).
 pub fn deactivate(db: &Db, id: UserId) -> Result<()> {
     let done = db.write(move |c| {
         let n = storage::deactivate(c, id, Timestamp::now())?;
         if n == 1 {
+            crate::auth::sessions::end_all(c, id, None, crate::auth::sessions::Ended::UserDeactivated)?;
             logs::write(c, &NewLog::business(id, "user_deactivated", true, json!({})))?;
         }
         Ok::<_, Error>(n)

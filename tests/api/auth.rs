@@ -21,7 +21,9 @@ fn login_gives_a_token_that_identifies_the_user_on_me() {
     assert_eq!(r.status, 200);
     let v = r.json();
     assert_eq!(v["token_type"], "Bearer");
-    assert_eq!(v["expires_in"], 3600);
+    assert_eq!(v["expires_in"], 900, "access tokens are short");
+    assert!(v["refresh_token"].as_str().is_some_and(|t| t.starts_with("tgr_")), "{v}");
+    assert_eq!(v["refresh_expires_in"], 30 * 86_400);
     assert_eq!(v["user"]["id"], ann.id.as_str());
     let me = app.client.get("/v1/me", v["access_token"].as_str().unwrap());
     assert_eq!(me.status, 200);

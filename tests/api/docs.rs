@@ -65,7 +65,7 @@ fn the_api_reference_lists_every_error_code() {
     let mut codes = std::collections::BTreeSet::new();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        for marker in ["ApiError::new(", "Rejection::new(", "code: \"", "unavailable(\""] {
+        for marker in ["ApiError::new(", "Rejection::new(", "code: \"", "unavailable(\"", "refusal("] {
             let marker = marker.trim_end_matches('"');
             codes.extend(codes_after(&text, marker));
         }

@@ -182,16 +182,31 @@ impl TestApp {
     pub fn spawn_with_clock(clock: Arc<dyn Clock>) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = test_config(&dir);
-        TestApp::start(dir, config, Some(clock))
+        TestApp::start(dir, config, Some(clock), Vec::new())
     }
 
     pub fn start_in(dir: tempfile::TempDir, config: Config) -> TestApp {
-        TestApp::start(dir, config, None)
+        TestApp::start(dir, config, None, Vec::new())
     }
 
-    fn start(dir: tempfile::TempDir, config: Config, clock: Option<Arc<dyn Clock>>) -> TestApp {
+    /// A service that finds `secrets` where config names environment variables.
+    pub fn spawn_with_secrets(secrets: &[(&str, &str)], adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(&dir);
+        adjust(&mut config);
+        let secrets = secrets.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        TestApp::start(dir, config, None, secrets)
+    }
+
+    fn start(
+        dir: tempfile::TempDir,
+        config: Config,
+        clock: Option<Arc<dyn Clock>>,
+        secrets: Vec<(String, String)>,
+    ) -> TestApp {
         let admin = BootstrapAdmin { email: ADMIN_EMAIL.into(), password: ADMIN_PASSWORD.into() };
-        let service = Service::start(config, StartOptions { admin: Some(admin), clock }).expect("service starts");
+        let service =
+            Service::start(config, StartOptions { admin: Some(admin), clock, secrets }).expect("service starts");
         let client = Client::new(format!("http://{}", service.addr()));
         let admin = client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
         TestApp { client, dir, admin, service: Some(service) }

@@ -199,6 +199,7 @@ fn an_admin_mints_a_scoped_key_for_a_user_and_sees_the_user_whole() {
     let r = app.client.post(&format!("/v1/admin/users/{}/reactivate", ann.id), &app.admin, json!({}));
     assert_eq!((r.status, r.json()["deactivated_at"].is_null()), (200, true));
     assert_eq!(app.client.get("/v1/me", &key).status, 200, "the key works again");
+    assert_eq!(app.client.get("/v1/me", &ann.token).status, 401, "sessions ended by the deactivation stay ended");
     assert_eq!(app.client.post("/v1/admin/users/usr_99999/reactivate", &app.admin, json!({})).status, 404);
 }
 

@@ -2,6 +2,7 @@
 //! an ephemeral port with a fresh SQLite file and talks to it over HTTP.
 //! Helpers (the `TestApp`) live in `helpers`; one module per area.
 
+mod fake_oidc;
 mod fake_provider;
 mod helpers;
 
@@ -21,4 +22,6 @@ mod http_edge;
 mod idempotency;
 mod jobs;
 mod keys;
+mod oidc;
 mod ops;
+mod sessions;

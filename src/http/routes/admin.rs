@@ -1,7 +1,7 @@
 //! `/v1/admin/*`: user management, credits, logs and the audit. The router
 //! has already checked `role = admin`.
 
-use crate::domain::{Credits, Email, LogId, Password, Role, Timestamp, UserId};
+use crate::domain::{Credits, Email, LogId, Role, Timestamp, UserId};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
@@ -26,7 +26,7 @@ struct NewUser {
 pub fn create_user(ctx: &Ctx) -> Result<Response, ApiError> {
     let body: NewUser = ctx.req.json()?;
     let email = Email::parse(&body.email).map_err(|m| Error::invalid("email", m))?;
-    let password = Password::parse(&body.password).map_err(|m| Error::invalid("password", m))?;
+    let password = crate::auth::password::policy(&body.password, "password")?;
     let role = match body.role.as_deref() {
         None => Role::User,
         Some(r) => Role::parse(r).ok_or_else(|| Error::invalid("role", "role must be \"user\" or \"admin\""))?,

@@ -2,13 +2,12 @@
 
 use crate::auth;
 use crate::auth::key_limits::{KeyLimits, KeyLimitsBody};
-use crate::domain::{ApiKeyId, Email, Password, Role, Timestamp, UserId, day_number};
+use crate::domain::{ApiKeyId, Email, Timestamp, UserId, day_number};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
 use crate::http::router::Ctx;
-use crate::ledger::grants::{NewGrant, Source};
-use crate::{ledger, users};
+use crate::users;
 use serde::Deserialize;
 use std::collections::HashSet;
 
@@ -30,8 +29,14 @@ pub fn login(ctx: &Ctx) -> Result<Response, ApiError> {
         }
         refused.error
     })?;
-    let ttl_s = ctx.app.config.auth.token_ttl_s;
-    match auth::login(&ctx.app.db, &ctx.app.keys, ttl_s, &body.email, &body.password) {
+    match auth::login(
+        &ctx.app.db,
+        &ctx.app.keys,
+        &ctx.app.credentials,
+        &ctx.app.config.auth,
+        &body.email,
+        &body.password,
+    ) {
         Ok(out) => {
             guard.login_succeeded(attempt);
             Ok(Response::json(200, &out))
@@ -56,22 +61,12 @@ pub fn signup(ctx: &Ctx) -> Result<Response, ApiError> {
     }
     let body: Credentials = ctx.req.json()?;
     let email = Email::parse(&body.email).map_err(|m| Error::invalid("email", m))?;
-    let password = Password::parse(&body.password).map_err(|m| Error::invalid("password", m))?;
+    let password = crate::auth::password::policy(&body.password, "password")?;
     let ip = ctx.client_ip();
     ctx.app.guard.begin_signup(ip)?;
-    let bonus = cfg.signup_bonus_credits;
-    let bonus_expiry_ms = i64::from(cfg.signup_bonus_expires_days) * 86_400_000;
-    let made = auth::password::hash(&password).and_then(|hash| {
-        ctx.app.db.write(move |c| {
-            let user = users::insert(c, &email, &hash, Role::User)?;
-            if let Some(amount) = crate::domain::Credits::positive(bonus) {
-                let mut g = NewGrant::promotional(user.id, amount, Source::Signup, "signup bonus");
-                g.expires_at = (bonus_expiry_ms > 0).then(|| crate::domain::Timestamp::now().plus_ms(bonus_expiry_ms));
-                ledger::grants::create(c, &g)?;
-            }
-            Ok::<_, Error>(user)
-        })
-    });
+    let cfg = cfg.clone();
+    let made = auth::password::hash(&password)
+        .and_then(|hash| ctx.app.db.write(move |c| users::sign_up(c, &email, &hash, &cfg)));
     match made {
         Ok(user) => Ok(Response::json(201, &user)),
         Err(e) => {

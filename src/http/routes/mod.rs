@@ -14,8 +14,10 @@ pub mod jobs;
 pub mod limits;
 pub mod logs;
 mod metered_stream;
+pub mod oidc;
 pub mod ops;
 pub mod responses;
+pub mod sessions;
 pub mod webhooks;
 
 use super::error::ApiError;
