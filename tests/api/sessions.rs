@@ -102,6 +102,7 @@ fn a_refresh_rotates_and_a_retired_token_coming_back_ends_the_session() {
     assert_eq!((after.status, after.error_code().as_str()), (401, "invalid_refresh_token"), "the family ended");
     assert_eq!((me_status(&app, &a1), me_status(&app, &a2)), (401, 401), "its access tokens stop at once");
     assert_eq!(app.count_where("logs", "action = 'refresh_token_reused'"), 1);
+    assert_eq!(app.count_where("logs", "action = 'token_refreshed'"), 1);
 
     for (body, code) in [
         (json!({ "refresh_token": "tgr_nope" }), "invalid_refresh_token"),

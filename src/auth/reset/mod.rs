@@ -113,20 +113,34 @@ fn serve(db: &Db, cfg: &AuthConfig, rx: &Receiver<Email>) {
     }
 }
 
+/// Why `presented` cannot reset a password now, if it cannot.
+fn refusal(found: Option<(i64, UserId, Timestamp, bool)>, now: Timestamp) -> Option<Refusal> {
+    match found {
+        None | Some((_, _, _, true)) => Some(Refusal::InvalidResetToken),
+        Some((_, _, expires_at, _)) if expires_at <= now => Some(Refusal::ResetTokenExpired),
+        Some(_) => None,
+    }
+}
+
+/// A cheap look at a token before the new password is hashed (argon2
+/// is not spent on a token that cannot work); [`confirm`] checks again.
+pub fn precheck(db: &Db, presented: &str) -> Result<std::result::Result<(), Refusal>> {
+    let found = db.read(|c| Ok::<_, Error>(storage::find(c, &api_key::hash(presented))?))?;
+    Ok(refusal(found, Timestamp::now()).map_or(Ok(()), Err))
+}
+
 /// Sets a new password with `presented` inside the caller's transaction
 /// (`new_hash`: the new password's argon2 hash, made before). A refusal
 /// changes nothing.
 pub fn confirm(conn: &Connection, presented: &str, new_hash: &str) -> Result<std::result::Result<UserId, Refusal>> {
     let now = Timestamp::now();
-    let Some((_, user, expires_at, used)) = storage::find(conn, &api_key::hash(presented))? else {
+    let found = storage::find(conn, &api_key::hash(presented))?;
+    if let Some(r) = refusal(found, now) {
+        return Ok(Err(r));
+    }
+    let Some((_, user, _, _)) = found else {
         return Ok(Err(Refusal::InvalidResetToken));
     };
-    if used {
-        return Ok(Err(Refusal::InvalidResetToken));
-    }
-    if expires_at <= now {
-        return Ok(Err(Refusal::ResetTokenExpired));
-    }
     storage::set_password(conn, user, new_hash)?;
     storage::use_all(conn, user, now)?;
     let ended = sessions::end_all(conn, user, None, Ended::PasswordReset)?;

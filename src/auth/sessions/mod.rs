@@ -131,6 +131,7 @@ pub fn rotate(conn: &Connection, presented: &str, cfg: &AuthConfig) -> Result<Ro
     }
     let refresh_token = issue_token(conn, found.session, cfg, now)?;
     let (session, user, role) = (found.session, found.user, found.role);
+    logs::write(conn, &NewLog::business(user, "token_refreshed", true, json!({ "session_id": session })))?;
     Ok(Rotation::Rotated(Issued { session, user, role, refresh_token, ended_others: 0 }))
 }
 

@@ -23,6 +23,12 @@ pub mod webhooks;
 use super::error::ApiError;
 use crate::domain::Credits;
 
+/// Account routes that check no password (refresh, logout, resets,
+/// sign-in through a provider) share the client IP's login bucket.
+pub(crate) fn account_rate(ctx: &super::router::Ctx) -> Result<(), ApiError> {
+    Ok(ctx.app.guard.check_account_rate(ctx.client_ip())?)
+}
+
 /// A strictly positive amount of credits, or 400 naming `param`.
 pub(crate) fn positive_amount(n: i64, param: &str) -> Result<Credits, ApiError> {
     Credits::positive(n).ok_or_else(|| {

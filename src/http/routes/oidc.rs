@@ -7,13 +7,9 @@ use crate::http::router::Ctx;
 use crate::oidc;
 use serde::Deserialize;
 
-fn rate(ctx: &Ctx) -> Result<(), ApiError> {
-    Ok(ctx.app.guard.check_account_rate(ctx.client_ip())?)
-}
-
 /// Redirects the browser to the provider.
 pub fn start(ctx: &Ctx) -> Result<Response, ApiError> {
-    rate(ctx)?;
+    super::account_rate(ctx)?;
     let redirect_uri = ctx
         .req
         .query("redirect_uri")
@@ -24,7 +20,7 @@ pub fn start(ctx: &Ctx) -> Result<Response, ApiError> {
 
 /// The provider sends the browser here; it goes on to the frontend.
 pub fn callback(ctx: &Ctx) -> Result<Response, ApiError> {
-    rate(ctx)?;
+    super::account_rate(ctx)?;
     let oidc::Redirect(url) = ctx.app.oidc.callback(&ctx.app.db, &ctx.app.config.auth, ctx.param(0), &ctx.req.query)?;
     Ok(Response::redirect(&url))
 }
@@ -38,7 +34,7 @@ pub struct ExchangeBody {
 
 /// The frontend's one-time code for a session's tokens.
 pub fn exchange(ctx: &Ctx) -> Result<Response, ApiError> {
-    rate(ctx)?;
+    super::account_rate(ctx)?;
     let body: ExchangeBody = ctx.req.json()?;
     let out = oidc::exchange(&ctx.app.db, &ctx.app.keys, &ctx.app.credentials, &ctx.app.config.auth, &body.code)?;
     Ok(Response::json(200, &out))

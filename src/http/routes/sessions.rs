@@ -29,14 +29,10 @@ pub struct SessionsEnded {
     pub sessions_ended: usize,
 }
 
-fn rate(ctx: &Ctx) -> Result<(), ApiError> {
-    Ok(ctx.app.guard.check_account_rate(ctx.client_ip())?)
-}
-
 /// `POST /v1/auth/refresh`: the next token pair; the presented refresh
 /// token is retired.
 pub fn refresh(ctx: &Ctx) -> Result<Response, ApiError> {
-    rate(ctx)?;
+    super::account_rate(ctx)?;
     let body: RefreshBody = ctx.req.json()?;
     let cfg = ctx.app.config.auth.clone();
     let token = body.refresh_token;
@@ -56,7 +52,7 @@ pub fn refresh(ctx: &Ctx) -> Result<Response, ApiError> {
 /// `POST /v1/auth/logout`: ends the refresh token's session (and with it
 /// every access token of the session, at once).
 pub fn logout(ctx: &Ctx) -> Result<Response, ApiError> {
-    rate(ctx)?;
+    super::account_rate(ctx)?;
     let body: RefreshBody = ctx.req.json()?;
     let token = body.refresh_token;
     if ctx.app.db.write(move |c| sessions::end(c, &token))?.is_none() {
@@ -132,7 +128,7 @@ pub struct ResetAccepted {
 /// `POST /v1/auth/password-reset`: always 202 with the same body; the work
 /// happens off the request path (see `auth::reset`).
 pub fn request_reset(ctx: &Ctx) -> Result<Response, ApiError> {
-    rate(ctx)?;
+    super::account_rate(ctx)?;
     let body: ResetRequestBody = ctx.req.json()?;
     let email = Email::parse(&body.email).map_err(|m| Error::invalid("email", m))?;
     ctx.app.resets.submit(email)?;
@@ -149,9 +145,10 @@ pub struct ResetConfirmBody {
 /// `POST /v1/auth/password-reset/confirm`: sets the password and ends every
 /// session of the account; the token is used up.
 pub fn confirm_reset(ctx: &Ctx) -> Result<Response, ApiError> {
-    rate(ctx)?;
+    super::account_rate(ctx)?;
     let body: ResetConfirmBody = ctx.req.json()?;
     let new = password::policy(&body.new_password, "new_password")?;
+    reset::precheck(&ctx.app.db, &body.token)?.map_err(Error::Account)?;
     let new_hash = password::hash(&new)?;
     let token = body.token;
     match ctx.app.db.write(move |c| reset::confirm(c, &token, &new_hash))? {
