@@ -36,4 +36,5 @@ pub mod paging;
 pub mod providers;
 pub mod service;
 pub mod storage;
+pub mod usage;
 pub mod users;

@@ -7,12 +7,13 @@
 
 use crate::app::App;
 use crate::auth::CurrentUser;
-use crate::domain::{Credits, HoldId, JobId, UserId};
+use crate::domain::{ApiKeyId, Credits, HoldId, JobId, Timestamp, UserId};
 use crate::error::{Error, Result};
 use crate::ledger::{self, Cost, HoldOutcome, HoldStatus};
 use crate::logs::{self, NewLog};
 use crate::providers::types::{ChatRequest, Message, Usage};
 use crate::providers::{Model, ProviderError};
+use crate::usage::Metered;
 use rusqlite::Connection;
 
 /// Messages in one chat request or text job.
@@ -152,12 +153,26 @@ pub fn chat_cost(model: &Model, usage: &Usage) -> Cost {
     Cost::Micro(model.price.tokens_micro(usage.prompt_tokens, usage.completion_tokens))
 }
 
+/// What a token-metered call used, for the usage aggregate.
+pub fn used_tokens(model: &Model, u: &Usage) -> Metered {
+    Metered {
+        model: model.name.clone(),
+        input_tokens: u.prompt_tokens,
+        output_tokens: u.completion_tokens,
+        ..Metered::default()
+    }
+}
+
 /// Credits reserved for one call.
 #[derive(Debug, Clone, Copy)]
 pub struct Reservation {
     pub user: UserId,
     pub hold: Option<HoldId>,
     pub bound: Credits,
+    /// The API key the call came through (usage is counted per key).
+    pub key: Option<ApiKeyId>,
+    /// The spend day the call counts toward.
+    pub day: i64,
 }
 
 /// Checks the per-request cap, then holds the bound (with the daily caps
@@ -165,33 +180,40 @@ pub struct Reservation {
 pub fn reserve(app: &App, caller: &CurrentUser, bound: Credits, job: Option<JobId>) -> Result<Reservation> {
     let user = caller.id;
     app.guard.check_cost(user, bound)?;
+    let (key, day) = (caller.key(), app.guard.today());
     if bound <= Credits::ZERO {
-        return Ok(Reservation { user, hold: None, bound: Credits::ZERO });
+        return Ok(Reservation { user, hold: None, bound: Credits::ZERO, key, day });
     }
     let caps = app.guard.spend_caps(caller);
     let ttl = app.hold_ttl_ms();
     // Not fsynced on its own: the settle that follows is, and carries it.
     let hold = app.db.write_lazy(move |c| ledger::hold(c, user, bound, job, ttl, &caps))?;
-    Ok(Reservation { user, hold: Some(hold), bound })
+    Ok(Reservation { user, hold: Some(hold), bound, key, day })
 }
 
 /// Settles inside the caller's transaction and writes the business log
-/// beside it, so the log and the charge agree.
+/// beside it, so the log and the charge agree; the usage aggregate counts
+/// the call (`used`) in the same transaction.
 pub fn settle_in(
     conn: &Connection,
     r: &Reservation,
     cost: Cost,
     description: &str,
     log: &NewLog,
+    used: &Metered,
 ) -> Result<HoldOutcome> {
     let outcome = match r.hold {
-        Some(h) => ledger::settle(conn, h, cost, description)?,
-        None => HoldOutcome {
-            hold_id: HoldId(0),
-            status: HoldStatus::Settled,
-            charged: Credits::ZERO,
-            transaction_id: None,
-        },
+        Some(h) => ledger::settle_metered(conn, h, cost, description, used, Timestamp::now())?,
+        None => {
+            // A free call: no ledger row, but it is a request.
+            crate::usage::count(conn, r.user, r.day, &used.request(r.key, Credits::ZERO))?;
+            HoldOutcome {
+                hold_id: HoldId(0),
+                status: HoldStatus::Settled,
+                charged: Credits::ZERO,
+                transaction_id: None,
+            }
+        }
     };
     let mut log = log.clone();
     log.details["cost"] = serde_json::json!(outcome.charged);
@@ -201,13 +223,19 @@ pub fn settle_in(
     Ok(outcome)
 }
 
-/// Gives the reservation back (the provider failed). Errors are logged: the
-/// sweeper releases the hold at its expiry anyway.
-pub fn release(app: &App, r: &Reservation) {
-    if let Some(h) = r.hold
-        && let Err(e) = app.db.write(move |c| ledger::release(c, h))
-    {
-        log::error!("could not release hold {h}: {e}; it will expire");
+/// Gives the reservation back (the provider failed) and counts the failure
+/// of `model` in the usage aggregate. Errors are logged: the sweeper
+/// releases the hold at its expiry anyway.
+pub fn release(app: &App, r: &Reservation, model: &str) {
+    let (r, failed) = (*r, Metered::model(model).failure(r.key));
+    let done = app.db.write(move |c| {
+        if let Some(h) = r.hold {
+            ledger::release(c, h)?;
+        }
+        crate::usage::count(c, r.user, r.day, &failed)
+    });
+    if let Err(e) = done {
+        log::error!("could not release the hold of a failed call ({:?}): {e}; it will expire", r.hold);
     }
 }
 

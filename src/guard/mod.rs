@@ -218,6 +218,11 @@ impl Guard {
         }
     }
 
+    /// Today's spend day number.
+    pub fn today(&self) -> i64 {
+        crate::domain::day_number(Timestamp::now(), self.limits.day_utc_offset_minutes)
+    }
+
     pub fn day_utc_offset_minutes(&self) -> i32 {
         self.limits.day_utc_offset_minutes
     }

@@ -62,6 +62,7 @@ fn derived() -> Map<String, Value> {
     g.subschema_for::<routes::sessions::ResetAccepted>();
     g.subschema_for::<routes::sessions::ResetConfirmBody>();
     g.subschema_for::<routes::oidc::ExchangeBody>();
+    g.subschema_for::<crate::usage::Report>();
     // Generic instances, under the names the routes use.
     let aliases = [
         ("TransactionList", g.subschema_for::<List<ledger::Transaction>>()),
@@ -73,6 +74,7 @@ fn derived() -> Map<String, Value> {
         ("Endpoint", g.subschema_for::<crate::events::endpoints::Endpoint>()),
         ("EndpointList", g.subschema_for::<List<crate::events::endpoints::Endpoint>>()),
         ("DeliveryList", g.subschema_for::<List<crate::events::Delivery>>()),
+        ("UsageReport", g.subschema_for::<crate::usage::Report>()),
     ];
     let mut m = g.take_definitions(true);
     for (name, schema) in aliases {
@@ -98,6 +100,8 @@ pub fn components() -> Map<String, Value> {
         json!({"type": "string", "contentMediaType": "application/octet-stream", "description": "The file's bytes, served with the type its bytes show (image/*, video/*)"}),
     );
     add("OpenApi", json!({"type": "object", "description": "This document"}));
+    add("Html", json!({"type": "string", "contentMediaType": "text/html"}));
+    add("Asset", json!({"type": "string", "description": "A static file of the console (script or styles)"}));
     add(
         "Error",
         object(
@@ -322,12 +326,18 @@ pub fn document() -> Value {
         let mut op = Map::new();
         op.insert("summary".into(), json!(r.doc.summary));
         op.insert("operationId".into(), json!(format!("{} {}", r.method, r.path)));
-        let params: Vec<Value> = r
+        let mut params: Vec<Value> = r
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        params.extend(
+            r.query
+                .unwrap_or_default()
+                .iter()
+                .map(|name| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}})),
+        );
         if !params.is_empty() {
             op.insert("parameters".into(), json!(params));
         }
@@ -341,6 +351,8 @@ pub fn document() -> Value {
             "Metrics" => "text/plain",
             "EventStream" => "text/event-stream",
             "Binary" => "application/octet-stream",
+            "Html" => "text/html",
+            "Asset" => "text/plain",
             _ => "application/json",
         };
         let mut responses = Map::new();

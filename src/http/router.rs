@@ -43,6 +43,20 @@ pub struct Route {
     /// For `/openapi.json`: a one-line summary, the request body schema and
     /// the success status and schema (names in `openapi::components`).
     pub doc: Doc,
+    /// The query parameters the route reads; any other is a 400
+    /// `unknown_parameter` (a filter the route does not know must not be
+    /// silently ignored). `None`: anything (an identity provider's redirect).
+    pub query: Option<&'static [&'static str]>,
+}
+
+/// Query parameters of a paged list.
+const PAGED: &[&str] = &["limit", "starting_after"];
+/// ... of a list filtered by status.
+const PAGED_STATUS: &[&str] = &["status", "limit", "starting_after"];
+
+/// `r`, reading the query parameters `names`.
+const fn with_query(r: Route, names: &'static [&'static str]) -> Route {
+    Route { query: Some(names), ..r }
 }
 
 pub struct Doc {
@@ -57,7 +71,7 @@ const fn doc(summary: &'static str, body: Option<&'static str>, ok: u16, schema:
 }
 
 const fn route(method: &'static str, path: &'static str, access: Access, handler: Handler, doc: Doc) -> Route {
-    Route { method, path, access, handler, upstream: false, replayable: true, doc }
+    Route { method, path, access, handler, upstream: false, replayable: true, doc, query: Some(&[]) }
 }
 
 /// A route whose response is never stored for `Idempotency-Key` replay.
@@ -66,11 +80,27 @@ const fn not_replayable(r: Route) -> Route {
 }
 
 const fn upstream(method: &'static str, path: &'static str, handler: Handler, doc: Doc) -> Route {
-    Route { method, path, access: Access::User, handler, upstream: true, replayable: true, doc }
+    Route { method, path, access: Access::User, handler, upstream: true, replayable: true, doc, query: Some(&[]) }
 }
 
 /// Every route the binary serves. `/openapi.json` is checked against this.
 pub static ROUTES: &[Route] = &[
+    route("GET", "/", Access::Public, routes::console::root, doc("302 to the web console", None, 302, "Redirect")),
+    route("GET", "/console/", Access::Public, routes::console::index, doc("The web console", None, 200, "Html")),
+    route(
+        "GET",
+        "/console/app.js",
+        Access::Public,
+        routes::console::script,
+        doc("The console's script", None, 200, "Asset"),
+    ),
+    route(
+        "GET",
+        "/console/app.css",
+        Access::Public,
+        routes::console::style,
+        doc("The console's styles", None, 200, "Asset"),
+    ),
     route("GET", "/healthz", Access::Public, routes::ops::healthz, doc("Process is up", None, 200, "Status")),
     route("GET", "/readyz", Access::Public, routes::ops::readyz, doc("Database is writable", None, 200, "Status")),
     route("GET", "/metrics", Access::Public, routes::ops::metrics, doc("Prometheus metrics", None, 200, "Metrics")),
@@ -152,21 +182,26 @@ pub static ROUTES: &[Route] = &[
     ),
     Route {
         upstream: true,
-        ..route(
-            "GET",
-            "/v1/auth/oidc/{name}/start",
-            Access::Public,
-            routes::oidc::start,
-            doc(
-                "Sign in through an identity provider: 302 to it (?redirect_uri=, optional state)",
-                None,
-                302,
-                "Redirect",
+        ..with_query(
+            route(
+                "GET",
+                "/v1/auth/oidc/{name}/start",
+                Access::Public,
+                routes::oidc::start,
+                doc(
+                    "Sign in through an identity provider: 302 to it (?redirect_uri=, optional state)",
+                    None,
+                    302,
+                    "Redirect",
+                ),
             ),
+            &["redirect_uri", "state"],
         )
     },
     Route {
         upstream: true,
+        // The provider adds what it likes (code, state, iss, scope, ...).
+        query: None,
         ..route(
             "GET",
             "/v1/auth/oidc/{name}/callback",
@@ -207,12 +242,15 @@ pub static ROUTES: &[Route] = &[
             "CreatedApiKey",
         ),
     )),
-    route(
-        "GET",
-        "/v1/api-keys",
-        Access::User,
-        routes::auth::list_keys,
-        doc("List your API keys", None, 200, "ApiKeyList"),
+    with_query(
+        route(
+            "GET",
+            "/v1/api-keys",
+            Access::User,
+            routes::auth::list_keys,
+            doc("List your API keys", None, 200, "ApiKeyList"),
+        ),
+        PAGED,
     ),
     route(
         "PATCH",
@@ -235,19 +273,25 @@ pub static ROUTES: &[Route] = &[
         routes::credits::balance,
         doc("Your balance, held and available credits", None, 200, "Balance"),
     ),
-    route(
-        "GET",
-        "/v1/credits/transactions",
-        Access::User,
-        routes::credits::transactions,
-        doc("Your ledger rows", None, 200, "TransactionList"),
+    with_query(
+        route(
+            "GET",
+            "/v1/credits/transactions",
+            Access::User,
+            routes::credits::transactions,
+            doc("Your ledger rows", None, 200, "TransactionList"),
+        ),
+        PAGED,
     ),
-    route(
-        "GET",
-        "/v1/credits/grants",
-        Access::User,
-        routes::grants::mine,
-        doc("Your credit grants (?status=active|expired|voided|depleted)", None, 200, "GrantList"),
+    with_query(
+        route(
+            "GET",
+            "/v1/credits/grants",
+            Access::User,
+            routes::grants::mine,
+            doc("Your credit grants (?status=active|expired|voided|depleted)", None, 200, "GrantList"),
+        ),
+        PAGED_STATUS,
     ),
     route(
         "POST",
@@ -270,7 +314,40 @@ pub static ROUTES: &[Route] = &[
         routes::credits::validate,
         doc("Check your cached balance against the ledger", None, 200, "Validation"),
     ),
-    route("GET", "/v1/logs", Access::User, routes::logs::mine, doc("Your business logs", None, 200, "LogList")),
+    with_query(
+        route(
+            "GET",
+            "/v1/usage",
+            Access::User,
+            routes::usage::mine,
+            doc(
+                "Your usage from the daily aggregate (?start=&end=YYYY-MM-DD, group_by=day|model|key, format=csv)",
+                None,
+                200,
+                "UsageReport",
+            ),
+        ),
+        &["start", "end", "group_by", "format"],
+    ),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/usage",
+            Access::Admin,
+            routes::usage::admin,
+            doc(
+                "Everyone's usage (?start=&end=&user_id=, group_by=day|model|user|key, format=csv)",
+                None,
+                200,
+                "UsageReport",
+            ),
+        ),
+        &["start", "end", "user_id", "group_by", "format"],
+    ),
+    with_query(
+        route("GET", "/v1/logs", Access::User, routes::logs::mine, doc("Your business logs", None, 200, "LogList")),
+        PAGED,
+    ),
     route(
         "GET",
         "/v1/limits",
@@ -299,7 +376,10 @@ pub static ROUTES: &[Route] = &[
         routes::jobs::create,
         doc("Queue a generation job (holds its cost bound)", Some("JobCreate"), 202, "Job"),
     ),
-    route("GET", "/v1/jobs", Access::User, routes::jobs::list, doc("Your jobs (?status=)", None, 200, "JobList")),
+    with_query(
+        route("GET", "/v1/jobs", Access::User, routes::jobs::list, doc("Your jobs (?status=)", None, 200, "JobList")),
+        PAGED_STATUS,
+    ),
     route(
         "GET",
         "/v1/jobs/{id}",
@@ -326,12 +406,15 @@ pub static ROUTES: &[Route] = &[
         routes::files::get,
         doc("A kept output file, with a fresh signed URL", None, 200, "FileView"),
     ),
-    route(
-        "GET",
-        "/v1/files/{id}/content",
-        Access::Public,
-        routes::files::content,
-        doc("A kept file's bytes (credential, or ?expires=&signature=); Range gives 206", None, 200, "Binary"),
+    with_query(
+        route(
+            "GET",
+            "/v1/files/{id}/content",
+            Access::Public,
+            routes::files::content,
+            doc("A kept file's bytes (credential, or ?expires=&signature=); Range gives 206", None, 200, "Binary"),
+        ),
+        &["expires", "signature"],
     ),
     route(
         "POST",
@@ -383,12 +466,15 @@ pub static ROUTES: &[Route] = &[
         routes::admin::create_user,
         doc("Create a user", Some("CreateUser"), 201, "User"),
     ),
-    route(
-        "GET",
-        "/v1/admin/users",
-        Access::Admin,
-        routes::admin::list_users,
-        doc("List users (?email= finds addresses containing it)", None, 200, "UserList"),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/users",
+            Access::Admin,
+            routes::admin::list_users,
+            doc("List users (?email= finds addresses containing it)", None, 200, "UserList"),
+        ),
+        &["email", "limit", "starting_after"],
     ),
     route(
         "GET",
@@ -404,19 +490,25 @@ pub static ROUTES: &[Route] = &[
         routes::admin::reactivate_user,
         doc("Let a deactivated user sign in again", None, 200, "UserDetail"),
     ),
-    route(
-        "GET",
-        "/v1/admin/users/{id}/transactions",
-        Access::Admin,
-        routes::admin::user_transactions,
-        doc("A user's ledger rows", None, 200, "TransactionList"),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/users/{id}/transactions",
+            Access::Admin,
+            routes::admin::user_transactions,
+            doc("A user's ledger rows", None, 200, "TransactionList"),
+        ),
+        PAGED,
     ),
-    route(
-        "GET",
-        "/v1/admin/users/{id}/jobs",
-        Access::Admin,
-        routes::jobs::of_user,
-        doc("A user's jobs (?status=)", None, 200, "JobList"),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/users/{id}/jobs",
+            Access::Admin,
+            routes::jobs::of_user,
+            doc("A user's jobs (?status=)", None, 200, "JobList"),
+        ),
+        PAGED_STATUS,
     ),
     route(
         "DELETE",
@@ -444,12 +536,15 @@ pub static ROUTES: &[Route] = &[
             "Grant",
         ),
     ),
-    route(
-        "GET",
-        "/v1/admin/users/{id}/grants",
-        Access::Admin,
-        routes::grants::of_user,
-        doc("A user's credit grants (?status=)", None, 200, "GrantList"),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/users/{id}/grants",
+            Access::Admin,
+            routes::grants::of_user,
+            doc("A user's credit grants (?status=)", None, 200, "GrantList"),
+        ),
+        PAGED_STATUS,
     ),
     route(
         "POST",
@@ -465,12 +560,15 @@ pub static ROUTES: &[Route] = &[
         routes::codes::mint,
         doc("Mint redemption codes (each code shown only here)", Some("NewCodesBody"), 201, "RedemptionCodeList"),
     ),
-    route(
-        "GET",
-        "/v1/admin/codes",
-        Access::Admin,
-        routes::codes::list,
-        doc("Redemption codes (no secrets)", None, 200, "RedemptionCodeList"),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/codes",
+            Access::Admin,
+            routes::codes::list,
+            doc("Redemption codes (no secrets)", None, 200, "RedemptionCodeList"),
+        ),
+        PAGED,
     ),
     route(
         "POST",
@@ -493,12 +591,15 @@ pub static ROUTES: &[Route] = &[
         routes::sessions::admin_reset,
         doc("Issue a password reset token for a user (shown once; no Idempotency-Key)", None, 201, "ResetToken"),
     )),
-    route(
-        "GET",
-        "/v1/admin/users/{id}/api-keys",
-        Access::Admin,
-        routes::auth::admin_list_keys,
-        doc("A user's API keys", None, 200, "ApiKeyList"),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/users/{id}/api-keys",
+            Access::Admin,
+            routes::auth::admin_list_keys,
+            doc("A user's API keys", None, 200, "ApiKeyList"),
+        ),
+        PAGED,
     ),
     route(
         "PUT",
@@ -507,13 +608,25 @@ pub static ROUTES: &[Route] = &[
         routes::limits::set,
         doc("Set a user's limit overrides", Some("LimitsUpdate"), 200, "LimitsSet"),
     ),
-    route("GET", "/v1/admin/logs", Access::Admin, routes::admin::logs, doc("All logs, filtered", None, 200, "LogList")),
-    route(
-        "GET",
-        "/v1/admin/jobs",
-        Access::Admin,
-        routes::jobs::admin_list,
-        doc("All jobs (?status=&user_id=)", None, 200, "JobList"),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/logs",
+            Access::Admin,
+            routes::admin::logs,
+            doc("All logs, filtered", None, 200, "LogList"),
+        ),
+        &["log_type", "level", "user_id", "limit", "starting_after"],
+    ),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/jobs",
+            Access::Admin,
+            routes::jobs::admin_list,
+            doc("All jobs (?status=&user_id=)", None, 200, "JobList"),
+        ),
+        &["status", "user_id", "limit", "starting_after"],
     ),
     not_replayable(route(
         "POST",
@@ -527,12 +640,15 @@ pub static ROUTES: &[Route] = &[
             "CreatedEndpoint",
         ),
     )),
-    route(
-        "GET",
-        "/v1/admin/webhooks",
-        Access::Admin,
-        routes::webhooks::list,
-        doc("Webhook endpoints, from the config file and the API", None, 200, "EndpointList"),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/webhooks",
+            Access::Admin,
+            routes::webhooks::list,
+            doc("Webhook endpoints, from the config file and the API", None, 200, "EndpointList"),
+        ),
+        PAGED,
     ),
     route(
         "DELETE",
@@ -541,12 +657,15 @@ pub static ROUTES: &[Route] = &[
         routes::webhooks::delete,
         doc("Delete an API webhook endpoint (its pending deliveries fail)", None, 200, "Endpoint"),
     ),
-    route(
-        "GET",
-        "/v1/admin/webhook-deliveries",
-        Access::Admin,
-        routes::webhooks::deliveries,
-        doc("Webhook deliveries (?status=pending|delivered|failed&endpoint_id=)", None, 200, "DeliveryList"),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/webhook-deliveries",
+            Access::Admin,
+            routes::webhooks::deliveries,
+            doc("Webhook deliveries (?status=pending|delivered|failed&endpoint_id=)", None, 200, "DeliveryList"),
+        ),
+        &["status", "endpoint_id", "limit", "starting_after"],
     ),
     route(
         "POST",
@@ -634,7 +753,8 @@ pub fn find<'r>(method: &str, path: &'r str) -> Result<(&'static Route, Vec<&'r 
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     let mut path_matched = false;
     for r in ROUTES {
-        let pattern: Vec<&str> = r.path.split('/').collect();
+        // A trailing slash never matters (`/console/` is `/console`).
+        let pattern: Vec<&str> = r.path.trim_end_matches('/').split('/').collect();
         if pattern.len() != segments.len() {
             continue;
         }
@@ -714,6 +834,7 @@ fn dispatch_inner(
 ) -> Result<Response, ApiError> {
     let (route, params) = find(&req.method, &req.path)?;
     *route_path = route.path;
+    check_query(route, req)?;
     let user = match route.access {
         Access::Public => None,
         Access::User | Access::Admin => {
@@ -799,6 +920,23 @@ fn dispatch_inner(
         }
     }
     result
+}
+
+/// 400 `unknown_parameter` for a query parameter the route does not read.
+fn check_query(route: &Route, req: &Req) -> Result<(), ApiError> {
+    let Some(known) = route.query else { return Ok(()) };
+    match req.query.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some((name, _)) => {
+            let takes = if known.is_empty() { "no query parameters".to_owned() } else { known.join(", ") };
+            Err(ApiError::new(
+                400,
+                "unknown_parameter",
+                format!("Unknown query parameter `{name}`: {} {} takes {takes}.", route.method, route.path),
+            )
+            .with_param(name.clone()))
+        }
+    }
 }
 
 /// What makes two requests "the same" for an idempotency key.

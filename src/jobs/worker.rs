@@ -94,6 +94,8 @@ struct Done {
     cost: Cost,
     description: String,
     info: CallInfo,
+    /// What the job used, for the usage aggregate.
+    used: crate::usage::Metered,
 }
 
 fn run(app: &App, job: JobRow, stop: &AtomicBool) {
@@ -129,6 +131,7 @@ fn run(app: &App, job: JobRow, stop: &AtomicBool) {
                             job.id, model.name, u.prompt_tokens, u.completion_tokens
                         ),
                         info,
+                        used: metered::used_tokens(&model, &u),
                     },
                     stop,
                 )
@@ -151,6 +154,10 @@ fn run(app: &App, job: JobRow, stop: &AtomicBool) {
                             cost: Cost::Credits(model.price.images(n)),
                             description: format!("job {} images {} ({n})", job.id, model.name),
                             info,
+                            used: crate::usage::Metered {
+                                images: u64::from(n),
+                                ..crate::usage::Metered::model(&model.name)
+                            },
                         },
                         stop,
                     )
@@ -255,6 +262,10 @@ fn poll(
                             cost: Cost::Credits(model.price.video(seconds)),
                             description: format!("job {id} video {} ({seconds} s)", model.name),
                             info,
+                            used: crate::usage::Metered {
+                                video_seconds: u64::from(seconds),
+                                ..crate::usage::Metered::model(&model.name)
+                            },
                         }
                     }
                     JobInput::Image(req) => {
@@ -265,6 +276,10 @@ fn poll(
                             cost: Cost::Credits(model.price.images(n)),
                             description: format!("job {id} images {} ({n})", model.name),
                             info,
+                            used: crate::usage::Metered {
+                                images: u64::from(n),
+                                ..crate::usage::Metered::model(&model.name)
+                            },
                         }
                     }
                     JobInput::Text(_) => return fail(app, job, "invalid_input", "a text job has no provider task"),
@@ -336,6 +351,7 @@ fn complete(app: &App, job: &JobRow, mut done: Done, stop: &AtomicBool) {
     let kept = keep_outputs(app, job, &done.output, stop);
     let (id, user, model) = (job.id, job.user, job.model.clone());
     let retention_days = app.config.media.retention_days;
+    let today = app.guard.today();
     let result = app.db.write(move |c| {
         let Some(cur) = storage::get(c, id)? else { return Ok(false) };
         if cur.status != JobStatus::Processing {
@@ -352,14 +368,16 @@ fn complete(app: &App, job: &JobRow, mut done: Done, stop: &AtomicBool) {
                 ),
             )?;
         }
-        let reservation = metered::Reservation { user, hold: cur.hold, bound: cur.estimated_cost };
+        // A job's hold knows its key and day; a free job counts today, keyless.
+        let reservation =
+            metered::Reservation { user, hold: cur.hold, bound: cur.estimated_cost, key: None, day: today };
         let log = NewLog::business(
             user,
             "job_completed",
             true,
             json!({"job_id": id, "model": model, "provider": done.info.provider, "latency_ms": done.info.latency_ms}),
         );
-        let outcome = metered::settle_in(c, &reservation, done.cost, &done.description, &log)?;
+        let outcome = metered::settle_in(c, &reservation, done.cost, &done.description, &log, &done.used)?;
         storage::set_result(c, id, &done.output, outcome.charged, outcome.transaction_id)?;
         storage::set_status(c, id, JobStatus::Processing, JobStatus::Completed, "completed", Timestamp::now())?;
         super::emit_end(c, id, EventType::JobCompleted)?;
@@ -376,6 +394,7 @@ fn complete(app: &App, job: &JobRow, mut done: Done, stop: &AtomicBool) {
 /// A permanent failure: `failed`, hold released, nothing charged.
 fn fail(app: &App, job: &JobRow, code: &str, message: &str) {
     let (id, user, code, message) = (job.id, job.user, code.to_owned(), message.to_owned());
+    let (failed, today) = (crate::usage::Metered::model(&job.model).failure(None), app.guard.today());
     let r = app.db.write(move |c| -> Result<()> {
         let Some(cur) = storage::get(c, id)? else { return Ok(()) };
         if cur.status != JobStatus::Processing {
@@ -386,6 +405,7 @@ fn fail(app: &App, job: &JobRow, code: &str, message: &str) {
         if let Some(h) = cur.hold {
             ledger::release(c, h)?;
         }
+        crate::usage::count(c, user, today, &failed)?;
         logs::write(
             c,
             &NewLog::business(

@@ -74,6 +74,9 @@ pub enum Mismatch {
     ExpiryOverdue { grant_id: GrantId, expires_at: Timestamp, unreserved: i64 },
     /// An API key's cached spend differs from its rows and active holds.
     KeySpent { api_key_id: crate::domain::ApiKeyId, cached_spent: i64, ledger_spent: i64 },
+    /// The usage aggregate's cost for a user differs from what the ledger
+    /// charged them (their `consume` rows).
+    Usage { user_id: UserId, ledger_consumed: i64, usage_cost: i64 },
     /// The append-only triggers are missing.
     Triggers { present: i64 },
     /// `--expect ID:HASH` did not match.
@@ -118,8 +121,12 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
     let mut orphan_draws: Vec<i64> = Vec::new();
     let mut key_charged: HashMap<i64, i64> = HashMap::new();
     let mut drawn: HashMap<GrantId, i64> = HashMap::new();
+    let mut consumed: HashMap<i64, i64> = HashMap::new();
     storage::for_each_row(conn, |r| {
         rows += 1;
+        if r.kind == "consume" {
+            *consumed.entry(r.user_id).or_default() -= r.amount;
+        }
         if let Some(k) = r.api_key_id {
             *key_charged.entry(k).or_default() -= r.amount;
         }
@@ -228,6 +235,14 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
         let active = held.get(user).copied().unwrap_or(Credits::ZERO);
         if active != *cached_held {
             note(Mismatch::Held { user_id: *user, cached_held: cached_held.0, active_holds: active.0 }, &mut found);
+        }
+    }
+    let usage: HashMap<i64, i64> = crate::usage::storage::cost_by_user(conn)?.into_iter().collect();
+    for user in consumed.keys().chain(usage.keys()).collect::<std::collections::BTreeSet<_>>() {
+        let (ledger_consumed, usage_cost) =
+            (consumed.get(user).copied().unwrap_or(0), usage.get(user).copied().unwrap_or(0));
+        if ledger_consumed != usage_cost {
+            note(Mismatch::Usage { user_id: UserId(*user), ledger_consumed, usage_cost }, &mut found);
         }
     }
     for (hold_id, job_id) in storage::active_holds_of_finished_jobs(conn)? {

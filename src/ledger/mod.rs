@@ -437,6 +437,7 @@ pub fn consume_at(
     storage::set_credits(conn, user, after)?;
     grants::record_draw(conn, &draw, txn.id)?;
     count_spend(conn, user, caps.key, day, amount)?;
+    crate::usage::count(conn, user, day, &crate::usage::Metered::default().request(caps.key, amount))?;
     crate::events::spent(conn, user, balance - held, amount, caps.low_balance)?;
     logs::write(
         conn,
@@ -504,6 +505,19 @@ pub fn settle(conn: &Connection, id: HoldId, cost: Cost, description: &str) -> R
 
 /// [`settle`] at a given time (tests move the clock).
 pub fn settle_at(conn: &Connection, id: HoldId, cost: Cost, description: &str, now: Timestamp) -> Result<HoldOutcome> {
+    settle_metered(conn, id, cost, description, &crate::usage::Metered::default(), now)
+}
+
+/// [`settle`] of a metered call: the usage aggregate counts the request
+/// with what it used (model, tokens, images, seconds) and what it cost.
+pub fn settle_metered(
+    conn: &Connection,
+    id: HoldId,
+    cost: Cost,
+    description: &str,
+    used: &crate::usage::Metered,
+    now: Timestamp,
+) -> Result<HoldOutcome> {
     let h = storage::hold(conn, id)?.ok_or_else(|| Error::not_found("hold"))?;
     if h.status != HoldStatus::Active {
         return Ok(closed_outcome(&h));
@@ -562,6 +576,7 @@ pub fn settle_at(conn: &Connection, id: HoldId, cost: Cost, description: &str, n
     grants::close_reservations(conn, id, &settlement, txn, now)?;
     storage::add_held(conn, h.user, -h.amount)?;
     count_spend(conn, h.user, h.api_key, h.day, charge - h.amount)?;
+    crate::usage::count(conn, h.user, h.day, &used.request(h.api_key, charge))?;
     storage::close_hold(conn, id, HoldStatus::Settled, Some(charge), txn, now)?;
     Ok(HoldOutcome { hold_id: id, status: HoldStatus::Settled, charged: charge, transaction_id: txn })
 }

@@ -197,15 +197,17 @@ impl Read for SseReader {
     }
 }
 
-/// The bytes the fake serves at a media URL: a real PNG or MP4 header (so
-/// the store's content check passes), then filler that differs per path.
+/// The bytes the fake serves at a media URL: a real PNG (48 x 48) or an MP4
+/// header (so the store's content check passes), then filler that differs
+/// per path (decoders stop at the PNG's end).
 pub fn media_bytes(path: &str, video_bytes: usize) -> Vec<u8> {
     let mut b: Vec<u8> = if path.ends_with(".mp4") {
         b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom".to_vec()
     } else {
-        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec()
+        // A real picture (a browser shows it), then the filler.
+        include_bytes!("fixtures/gradient.png").to_vec()
     };
-    let len = if path.ends_with(".mp4") { video_bytes } else { 4096 };
+    let len = if path.ends_with(".mp4") { video_bytes } else { b.len() + 512 };
     let seed = path.bytes().fold(7u32, |h, c| h.wrapping_mul(31).wrapping_add(u32::from(c)));
     b.extend(
         (0..len.saturating_sub(b.len()) as u32).map(|i| (seed.wrapping_add(i).wrapping_mul(2_654_435_761) >> 24) as u8),

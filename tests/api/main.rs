@@ -8,6 +8,7 @@ mod helpers;
 
 mod ai;
 mod auth;
+mod browser;
 mod cli;
 mod codes;
 mod compat;
@@ -25,3 +26,4 @@ mod keys;
 mod oidc;
 mod ops;
 mod sessions;
+mod usage;

@@ -168,7 +168,7 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
     let reservation = metered::reserve(ctx.app, &caller, metered::chat_bound(model, &req), None)?;
     if body.stream {
         let (stream, info) = ctx.app.adapter.chat_stream(model, &req).map_err(|e| {
-            metered::release(ctx.app, &reservation);
+            metered::release(ctx.app, &reservation, &model.name);
             metered::provider_error(e)
         })?;
         let include_usage = body.stream_options.as_ref().is_some_and(|o| o.include_usage);
@@ -178,7 +178,7 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
         return Ok(Response::event_stream(Box::new(Pumped::new(sse))));
     }
     let (resp, info) = ctx.app.adapter.chat(model, &req).map_err(|e| {
-        metered::release(ctx.app, &reservation);
+        metered::release(ctx.app, &reservation, &model.name);
         metered::provider_error(e)
     })?;
     let cost = metered::chat_cost(model, &resp.usage);
@@ -186,7 +186,8 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
     ctx.commit(200, move |c| {
         let log = chat_log(&model_c, &info_c, &resp.usage, user);
         let desc = call_description("chat", &model_c, &resp.usage);
-        let outcome = metered::settle_in(c, &reservation, cost, &desc, &log)?;
+        let used = metered::used_tokens(&model_c, &resp.usage);
+        let outcome = metered::settle_in(c, &reservation, cost, &desc, &log, &used)?;
         let u = resp.usage;
         let tollgate = json!({"cost": outcome.charged, "transaction_id": outcome.transaction_id});
         // An OpenAI-compatible answer goes back whole, under the public name.
@@ -357,12 +358,13 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
     ctx.app.adapter.check_image(model, &req).map_err(|param| unsupported(model, &param))?;
     let reservation = metered::reserve(ctx.app, &caller, model.price.images(n), None)?;
     let (resp, info) = ctx.app.adapter.image(model, &req).map_err(|e| {
-        metered::release(ctx.app, &reservation);
+        metered::release(ctx.app, &reservation, &model.name);
         metered::provider_error(e)
     })?;
     let delivered = (resp.urls.len() as u32).min(n);
     let cost = model.price.images(delivered);
     let name = model.name.clone();
+    let used = crate::usage::Metered { images: u64::from(delivered), ..crate::usage::Metered::model(&name) };
     ctx.commit(200, move |c| {
         let log = NewLog::business(
             user,
@@ -371,7 +373,7 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
             json!({"model": name, "provider": info.provider, "upstream_model": info.upstream_model, "images": delivered, "latency_ms": info.latency_ms}),
         );
         let outcome =
-            metered::settle_in(c, &reservation, Cost::Credits(cost), &format!("images {name} ({delivered})"), &log)?;
+            metered::settle_in(c, &reservation, Cost::Credits(cost), &format!("images {name} ({delivered})"), &log, &used)?;
         let data: Vec<Value> = resp
             .urls
             .iter()
@@ -430,7 +432,7 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
     passthrough.remove("model");
     let reservation = metered::reserve(ctx.app, &caller, bound, None)?;
     let (mut answer, info) = ctx.app.adapter.embeddings(model, &passthrough).map_err(|e| {
-        metered::release(ctx.app, &reservation);
+        metered::release(ctx.app, &reservation, &model.name);
         metered::provider_error(e)
     })?;
     let usage = Usage {
@@ -448,7 +450,8 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
                    "usage": {"prompt_tokens": usage.prompt_tokens}, "latency_ms": info.latency_ms}),
         );
         let desc = format!("embeddings {name} ({} tokens)", usage.prompt_tokens);
-        let outcome = metered::settle_in(c, &reservation, cost, &desc, &log)?;
+        let used = crate::usage::Metered { input_tokens: usage.prompt_tokens, ..crate::usage::Metered::model(&name) };
+        let outcome = metered::settle_in(c, &reservation, cost, &desc, &log, &used)?;
         answer["model"] = json!(name);
         answer["tollgate"] = json!({"cost": outcome.charged, "transaction_id": outcome.transaction_id});
         Ok(answer)

@@ -90,7 +90,8 @@ impl StreamCharge {
         };
         let log = call_log(self.action, &self.model, &self.info, &usage, true, self.reservation.user, outcome);
         let (r, desc) = (self.reservation, call_description(self.what, &self.model, &usage));
-        if let Err(e) = self.app.db.write(move |c| metered::settle_in(c, &r, cost, &desc, &log)) {
+        let used = metered::used_tokens(&self.model, &usage);
+        if let Err(e) = self.app.db.write(move |c| metered::settle_in(c, &r, cost, &desc, &log, &used)) {
             log::error!("could not settle a streamed {}: {e}; its hold will expire uncharged", self.what);
         }
     }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod ai;
 pub mod auth;
 pub mod codes;
+pub mod console;
 pub mod credits;
 pub mod files;
 pub mod grants;
@@ -18,6 +19,7 @@ pub mod oidc;
 pub mod ops;
 pub mod responses;
 pub mod sessions;
+pub mod usage;
 pub mod webhooks;
 
 use super::error::ApiError;

@@ -96,7 +96,7 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
     let reservation = metered::reserve(ctx.app, &caller, bound(model, &body, max_output), None)?;
     if parsed.stream {
         let (stream, info) = ctx.app.adapter.responses_stream(model, &body).map_err(|e| {
-            metered::release(ctx.app, &reservation);
+            metered::release(ctx.app, &reservation, &model.name);
             metered::provider_error(e)
         })?;
         let charge =
@@ -104,7 +104,7 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
         return Ok(Response::event_stream(Box::new(Pumped::new(ResponseEvents { charge, stream }))));
     }
     let (mut answer, info) = ctx.app.adapter.responses(model, &body).map_err(|e| {
-        metered::release(ctx.app, &reservation);
+        metered::release(ctx.app, &reservation, &model.name);
         metered::provider_error(e)
     })?;
     let usage = usage_in(&answer).unwrap_or_default();
@@ -112,7 +112,9 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
     let model_c = model.clone();
     ctx.commit(200, move |c| {
         let log = call_log("ai_response", &model_c, &info, &usage, false, user, "completed");
-        let outcome = metered::settle_in(c, &reservation, cost, &call_description("response", &model_c, &usage), &log)?;
+        let used = metered::used_tokens(&model_c, &usage);
+        let outcome =
+            metered::settle_in(c, &reservation, cost, &call_description("response", &model_c, &usage), &log, &used)?;
         answer["model"] = json!(model_c.name);
         answer["tollgate"] = json!({"cost": outcome.charged, "transaction_id": outcome.transaction_id});
         Ok(answer)

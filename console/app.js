@@ -1,0 +1,537 @@
+// tollgate console: a reference client of the public /v1 API.
+// No framework and no build step. The DOM is built with `h()` (never
+// innerHTML), so the strict Content-Security-Policy holds and no API text
+// is ever read as markup. Tokens live in sessionStorage (this tab only).
+"use strict";
+
+const S = sessionStorage;
+const $ = (sel) => document.querySelector(sel);
+const COLORS = ["#0b5fff", "#e8710a", "#1a7f37", "#a142f4", "#d01884", "#12b5cb", "#b3261e", "#5b6470"];
+
+function h(tag, attrs, ...kids) {
+  const el = tag === "svg" || tag === "rect" || tag === "text" || tag === "g" || tag === "line" || tag === "title"
+    ? document.createElementNS("http://www.w3.org/2000/svg", tag) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "text") el.textContent = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const k of kids.flat()) if (k !== null && k !== undefined && k !== false) el.append(k instanceof Node ? k : String(k));
+  return el;
+}
+
+function showError(message) {
+  const a = $("#alert");
+  a.textContent = message || "";
+  a.hidden = !message;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.error && body.error.message) || `HTTP ${status}`);
+    this.status = status;
+    this.code = body && body.error && body.error.code;
+  }
+}
+
+let refreshing = null;
+async function refreshTokens() {
+  const refresh = S.getItem("refresh");
+  if (!refresh) return false;
+  // One refresh at a time: a second use of a refresh token ends the session.
+  refreshing = refreshing || fetch("/v1/auth/refresh", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ refresh_token: refresh }),
+  }).then(async (r) => {
+    if (!r.ok) return false;
+    const t = await r.json();
+    S.setItem("access", t.access_token);
+    S.setItem("refresh", t.refresh_token);
+    return true;
+  }).finally(() => { refreshing = null; });
+  return refreshing;
+}
+
+async function api(path, opts = {}) {
+  const go = () => fetch(path, {
+    method: opts.method || "GET",
+    headers: Object.assign({ Authorization: `Bearer ${S.getItem("access") || ""}` },
+      opts.body !== undefined ? { "Content-Type": "application/json" } : {}, opts.headers || {}),
+    body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined,
+  });
+  let r = await go();
+  if (r.status === 401 && S.getItem("refresh") && await refreshTokens()) r = await go();
+  if (r.status === 401 && !opts.login) { signOut(false); throw new ApiError(401, await r.json().catch(() => null)); }
+  if (opts.raw) return r;
+  const body = r.status === 204 ? null : await r.json().catch(() => null);
+  if (!r.ok) throw new ApiError(r.status, body);
+  return body;
+}
+
+// Runs an action, showing the API's message when it fails.
+async function attempt(fn) {
+  showError("");
+  try { return await fn(); } catch (e) { showError(e.message); return undefined; }
+}
+
+function signOut(server = true) {
+  const refresh = S.getItem("refresh");
+  if (server && refresh) fetch("/v1/auth/logout", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ refresh_token: refresh }) });
+  S.clear();
+  me = null;
+  location.hash = "#/login";
+  render();
+}
+
+const fmt = (n) => (n === null || n === undefined ? "—" : Number(n).toLocaleString("en-US"));
+const when = (t) => (t ? t.replace("T", " ").replace(/\.\d+Z$|Z$/, " UTC") : "—");
+const table = (heads, rows) => h("div", { class: "table-wrap" },
+  h("table", {}, h("thead", {}, h("tr", {}, heads.map((x) => h("th", { scope: "col" }, x)))), h("tbody", {}, rows)));
+const field = (label, input) => h("label", {}, label, input);
+
+let me = null;
+
+// ---------- pages ----------
+
+const userPages = [
+  ["#/", "Overview", overview], ["#/ledger", "Ledger", ledger], ["#/grants", "Grants", grants],
+  ["#/jobs", "Jobs", jobs], ["#/keys", "API keys", keys], ["#/playground", "Playground", playground],
+];
+const adminPages = [
+  ["#/admin/users", "Users", adminUsers], ["#/admin/usage", "Usage", adminUsage], ["#/admin/codes", "Codes", adminCodes],
+  ["#/admin/logs", "Logs", adminLogs], ["#/admin/audit", "Audit", adminAudit], ["#/admin/webhooks", "Webhooks", adminWebhooks],
+];
+
+async function render() {
+  const main = $("#main");
+  const hash = location.hash || "#/";
+  if (!S.getItem("access")) return mount(main, "Sign in", loginPage());
+  if (!me) me = await attempt(() => api("/v1/me"));
+  if (!me) return mount(main, "Sign in", loginPage());
+  const pages = userPages.concat(me.role === "admin" ? adminPages : []);
+  const [path] = hash.split("?");
+  const page = pages.find(([p]) => p === path) || (path.startsWith("#/admin/users/") && me.role === "admin" ? ["", "User", adminUser] : pages[0]);
+  $("#nav").replaceChildren(...pages.map(([p, name]) => h("a", { href: p, "aria-current": p === page[0] ? "page" : null }, name)));
+  $("#who").replaceChildren(me.email, " ", h("button", { class: "secondary", type: "button", onclick: () => signOut() }, "Sign out"));
+  const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+  mount(main, page[1], body);
+  await attempt(() => page[2](body, hash));
+}
+
+function mount(main, title, body) {
+  document.title = `${title} · tollgate`;
+  main.replaceChildren(h("h1", {}, title), body);
+}
+
+function loginPage() {
+  $("#nav").replaceChildren();
+  $("#who").replaceChildren();
+  const email = h("input", { id: "email", type: "email", autocomplete: "username", required: true });
+  const password = h("input", { id: "password", type: "password", autocomplete: "current-password", required: true });
+  return h("div", { class: "login" }, h("form", {
+    onsubmit: async (e) => {
+      e.preventDefault();
+      const t = await attempt(() => api("/v1/auth/login", { method: "POST", login: true, body: { email: email.value, password: password.value } }));
+      if (!t) return;
+      S.setItem("access", t.access_token);
+      S.setItem("refresh", t.refresh_token);
+      me = t.user;
+      location.hash = "#/";
+      render();
+    },
+  }, field("Email", email), field("Password", password), h("button", { type: "submit", id: "sign-in" }, "Sign in")));
+}
+
+async function overview(body) {
+  const [bal, lim, use] = await Promise.all([api("/v1/credits/balance"), api("/v1/limits"), api("/v1/usage?group_by=day,model")]);
+  const cap = lim.daily_cap;
+  const capBar = h("div", { class: "bar", role: "img", "aria-label": `Spent today: ${lim.spent_today} of ${cap || "no cap"}` }, h("span"));
+  capBar.firstChild.style.width = cap ? `${Math.min(100, (100 * lim.spent_today) / cap)}%` : "0%";
+  const code = h("input", { id: "redeem-code", autocomplete: "off", required: true });
+  body.replaceChildren(
+    h("div", { class: "cards" },
+      card("Balance", bal.balance, "balance"), card("Held", bal.held, "held"), card("Available", bal.available, "available"),
+      card("Spent today", cap ? `${fmt(lim.spent_today)} / ${fmt(cap)}` : fmt(lim.spent_today), "spent-today")),
+    h("p", { class: "muted" }, cap ? "Daily cap" : "No daily cap"), capBar,
+    h("h2", {}, "Daily spend, last 30 days, by model"), spendChart(use.data, use.start, use.end),
+    h("h2", {}, "Redeem a code"),
+    h("form", { class: "row", onsubmit: async (e) => {
+      e.preventDefault();
+      const g = await attempt(() => api("/v1/credits/redeem", { method: "POST", body: { code: code.value.trim() } }));
+      if (g) { code.value = ""; render(); }
+    } }, field("Code", code), h("button", { type: "submit" }, "Redeem")));
+}
+
+const card = (label, n, id) => h("div", { class: "card" }, h("div", { class: "l" }, label), h("div", { class: "n", id }, typeof n === "number" ? fmt(n) : n));
+
+function days(start, end) {
+  const out = [];
+  for (let t = Date.parse(start + "T00:00:00Z"); t <= Date.parse(end + "T00:00:00Z"); t += 86400000) out.push(new Date(t).toISOString().slice(0, 10));
+  return out;
+}
+
+// A stacked bar chart of cost per day, one color per series (model or user).
+function spendChart(rows, start, end, seriesOf = (r) => r.model || "(consume)") {
+  const ds = days(start, end);
+  const series = [...new Set(rows.map(seriesOf))];
+  const per = new Map(ds.map((d) => [d, new Map()]));
+  for (const r of rows) { const m = per.get(r.day); if (m) m.set(seriesOf(r), (m.get(seriesOf(r)) || 0) + r.cost); }
+  const max = Math.max(1, ...ds.map((d) => [...per.get(d).values()].reduce((a, b) => a + b, 0)));
+  const W = 900, H = 300, pad = 30, bw = (W - pad) / ds.length;
+  const svg = h("svg", { class: "chart", id: "spend-chart", viewBox: `0 0 ${W} ${H}`, role: "img",
+    "aria-label": `Daily spend from ${start} to ${end}; total ${fmt(rows.reduce((a, r) => a + r.cost, 0))} credits` });
+  svg.append(h("line", { x1: pad, y1: H - 20, x2: W, y2: H - 20, stroke: "#b0b7c0" }));
+  svg.append(h("text", { x: 2, y: 14, "font-size": 12, fill: "#5b6470" }, fmt(max)));
+  ds.forEach((d, i) => {
+    let y = H - 20;
+    series.forEach((s, j) => {
+      const v = per.get(d).get(s) || 0;
+      if (!v) return;
+      const bh = ((H - 40) * v) / max;
+      y -= bh;
+      svg.append(h("rect", { x: pad + i * bw + 1, y, width: Math.max(1, bw - 2), height: bh, fill: COLORS[j % COLORS.length] }, h("title", {}, `${d} ${s}: ${fmt(v)}`)));
+    });
+    if (i % 5 === 0) svg.append(h("text", { x: pad + i * bw, y: H - 4, "font-size": 11, fill: "#5b6470" }, d.slice(5)));
+  });
+  const legend = h("div", { class: "legend" }, series.length ? series.map((s, j) => {
+    const sw = h("span", { class: "swatch" });
+    sw.style.background = COLORS[j % COLORS.length];
+    return h("span", {}, sw, s);
+  }) : h("span", { class: "muted" }, "No spend in this range."));
+  return h("div", {}, svg, legend);
+}
+
+// A paged list: `load(after)` answers a list page; `row(item)` a <tr>.
+function paged(body, heads, load, row, filter) {
+  const tbody = h("tbody");
+  const more = h("button", { class: "secondary", type: "button" }, "More");
+  let after = null;
+  const next = async () => {
+    const list = await attempt(() => load(after));
+    if (!list) return;
+    for (const item of list.data) if (!filter || filter(item)) tbody.append(row(item));
+    after = list.data.length ? list.data[list.data.length - 1].id : after;
+    more.hidden = !list.has_more;
+  };
+  more.addEventListener("click", next);
+  body.append(h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, heads.map((x) => h("th", { scope: "col" }, x)))), tbody)), more);
+  return next();
+}
+
+async function ledger(body, hash, base = "/v1/credits/transactions") {
+  const kind = h("select", { id: "kind-filter" }, ["all", "consume", "grant", "refund", "adjust", "expire", "void"].map((k) => h("option", { value: k }, k)));
+  const list = h("div");
+  const load = () => {
+    list.replaceChildren();
+    return paged(list, ["When", "Kind", "Amount", "Balance after", "Description"],
+      (after) => api(`${base}?limit=50${after ? `&starting_after=${after}` : ""}`),
+      (t) => h("tr", {}, h("td", {}, when(t.created_at)), h("td", {}, t.kind), h("td", { class: t.amount < 0 ? "neg" : "pos" }, fmt(t.amount)),
+        h("td", {}, fmt(t.balance_after)), h("td", {}, t.description || "")),
+      (t) => kind.value === "all" || t.kind === kind.value);
+  };
+  kind.addEventListener("change", load);
+  body.replaceChildren(h("div", { class: "row" }, field("Kind", kind)), list);
+  await load();
+}
+
+async function grants(body) {
+  body.replaceChildren();
+  await paged(body, ["Granted", "Amount", "Remaining", "Category", "Status", "Expires"],
+    (after) => api(`/v1/credits/grants?limit=50${after ? `&starting_after=${after}` : ""}`),
+    (g) => h("tr", {}, h("td", {}, when(g.created_at)), h("td", {}, fmt(g.amount)), h("td", {}, fmt(g.remaining)), h("td", {}, g.category),
+      h("td", {}, g.status), h("td", {}, g.expires_at ? when(g.expires_at) : "never")));
+}
+
+function outputOf(job) {
+  const o = job.output || {};
+  const out = h("div", { class: "out" });
+  for (const img of o.images || []) {
+    const src = (img.file && img.file.signed_url) || img.url;
+    if (src) out.append(h("img", { src, alt: `Image made by job ${job.id}`, width: 256, height: 256 }));
+  }
+  const video = (o.file && o.file.signed_url) || o.video_url;
+  if (video) out.append(h("video", { src: video, controls: true, preload: "metadata", "aria-label": `Video made by job ${job.id}` }));
+  if (o.text) out.append(h("div", { class: "answer" }, o.text));
+  return out;
+}
+
+async function jobs(body) {
+  const rows = h("tbody");
+  const draw = async () => {
+    const list = await api("/v1/jobs?limit=20");
+    rows.replaceChildren(...list.data.map((j) => h("tr", { "data-job": j.id },
+      h("td", { class: "mono" }, j.id), h("td", {}, j.type), h("td", {}, j.model), h("td", { class: "status" }, j.status), h("td", {}, fmt(j.cost ?? j.estimated_cost)),
+      h("td", {}, ["queued", "processing"].includes(j.status) ? h("button", { class: "danger", type: "button", onclick: () => act(j, "cancel") }, "Cancel") : null,
+        ["failed", "canceled"].includes(j.status) ? h("button", { class: "secondary", type: "button", onclick: () => act(j, "retry") }, "Retry") : null),
+      h("td", {}, outputOf(j)))));
+    return list.data.some((j) => ["queued", "processing"].includes(j.status));
+  };
+  const act = async (j, what) => { await attempt(() => api(`/v1/jobs/${j.id}/${what}`, { method: "POST", body: {} })); await attempt(draw); };
+  const heads = ["Job", "Type", "Model", "Status", "Cost", "", "Output"].map((x) => h("th", { scope: "col" }, x));
+  body.replaceChildren(h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, heads)), rows)),
+    h("p", { class: "muted" }, "Live: refreshed every 2 s while a job runs."));
+  // Live status: poll while anything runs and this page is shown.
+  while (location.hash.startsWith("#/jobs") && body.isConnected) {
+    const running = await attempt(draw);
+    await new Promise((r) => setTimeout(r, running ? 2000 : 5000));
+  }
+}
+
+async function keys(body) {
+  const name = h("input", { id: "key-name", required: true, maxlength: 100 });
+  const spend = h("input", { id: "key-spend-limit", type: "number", min: 1 });
+  const daily = h("input", { id: "key-daily-limit", type: "number", min: 1 });
+  const rpm = h("input", { id: "key-rpm", type: "number", min: 1 });
+  const shown = h("div");
+  const list = h("div");
+  const load = async () => {
+    list.replaceChildren();
+    await paged(list, ["Name", "Prefix", "Limits", "Spent", "Created", ""],
+      (after) => api(`/v1/api-keys?limit=50${after ? `&starting_after=${after}` : ""}`),
+      (k) => h("tr", {}, h("td", {}, k.name), h("td", { class: "mono" }, k.prefix),
+        h("td", {}, limitsText(k.limits || {})), h("td", {}, `${fmt(k.spent_total)} (today ${fmt(k.spent_today)})`), h("td", {}, when(k.created_at)),
+        h("td", {}, h("button", { class: "danger", type: "button", "aria-label": `Revoke ${k.name}`, onclick: async () => {
+          if (await attempt(() => api(`/v1/api-keys/${k.id}`, { method: "DELETE" }))) load();
+        } }, "Revoke"))));
+  };
+  const num = (i) => (i.value ? Number(i.value) : undefined);
+  body.replaceChildren(
+    h("form", { class: "row", onsubmit: async (e) => {
+      e.preventDefault();
+      const k = await attempt(() => api("/v1/api-keys", { method: "POST", body: { name: name.value, spend_limit: num(spend), daily_spend_limit: num(daily), rpm: num(rpm) } }));
+      if (!k) return;
+      const copy = h("button", { type: "button", class: "secondary", onclick: async () => { await navigator.clipboard.writeText(k.key).catch(() => {}); copy.textContent = "Copied"; } }, "Copy");
+      shown.replaceChildren(h("div", { class: "notice" }, "Your new key (shown only now): ", h("code", { id: "new-key" }, k.key), " ", copy));
+      name.value = "";
+      load();
+    } }, field("Name", name), field("Spend limit", spend), field("Daily limit", daily), field("Requests / min", rpm), h("button", { type: "submit" }, "Create key")),
+    shown, list);
+  await load();
+}
+
+const limitsText = (l) => ["spend_limit", "daily_spend_limit", "rpm", "models", "expires_at"].filter((k) => l[k] !== null && l[k] !== undefined)
+  .map((k) => `${k}: ${Array.isArray(l[k]) ? l[k].join(" ") : l[k]}`).join(", ") || "none";
+
+async function playground(body) {
+  const models = (await api("/v1/models")).data;
+  const chatModels = models.filter((m) => m.kind === "chat");
+  const imageModels = models.filter((m) => m.kind === "image");
+  const model = h("select", { id: "chat-model" }, chatModels.map((m) => h("option", { value: m.id }, m.id)));
+  const prompt = h("textarea", { id: "chat-prompt", required: true });
+  const answer = h("div", { class: "answer", id: "chat-answer", "aria-live": "polite" });
+  const cost = h("p", { id: "chat-cost", class: "muted" }, " ");
+  const imgModel = h("select", { id: "image-model" }, imageModels.map((m) => h("option", { value: m.id }, m.id)));
+  const imgPrompt = h("input", { id: "image-prompt", required: true });
+  const imgOut = h("div", { id: "image-job" });
+  body.replaceChildren(
+    h("h2", {}, "Chat"),
+    h("form", { onsubmit: async (e) => { e.preventDefault(); await attempt(() => chat(model.value, prompt.value, answer, cost)); } },
+      h("div", { class: "row" }, field("Model", model)), field("Message", prompt), h("div", { class: "row" }, h("button", { type: "submit", id: "chat-send" }, "Send"))),
+    answer, cost,
+    h("h2", {}, "Generate an image"),
+    h("form", { class: "row", onsubmit: async (e) => {
+      e.preventDefault();
+      const job = await attempt(() => api("/v1/jobs", { method: "POST", body: { type: "image_generation", model: imgModel.value, input: { prompt: imgPrompt.value } } }));
+      if (job) await watchJob(job, imgOut);
+    } }, field("Model", imgModel), field("Prompt", imgPrompt), h("button", { type: "submit", id: "image-send" }, "Generate")),
+    imgOut);
+}
+
+// Streams a chat: tokens appear as they arrive; the cost comes after.
+async function chat(model, text, answer, costLine) {
+  answer.textContent = "";
+  costLine.textContent = " ";
+  const before = (await api("/v1/credits/balance")).balance;
+  const r = await api("/v1/chat/completions", { method: "POST", raw: true, body: { model, stream: true, stream_options: { include_usage: true }, messages: [{ role: "user", content: text }] } });
+  if (!r.ok) throw new ApiError(r.status, await r.json().catch(() => null));
+  const reader = r.body.getReader();
+  const dec = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += dec.decode(value, { stream: true });
+    let i;
+    while ((i = buf.indexOf("\n\n")) >= 0) {
+      const event = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      for (const line of event.split("\n")) {
+        if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
+        const chunk = JSON.parse(line.slice(6));
+        const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+        if (delta && delta.content) answer.append(delta.content);
+      }
+    }
+  }
+  const after = (await api("/v1/credits/balance")).balance;
+  costLine.textContent = `Cost: ${fmt(before - after)} credits`;
+}
+
+async function watchJob(job, out) {
+  for (;;) {
+    out.replaceChildren(h("p", {}, `Job ${job.id}: `, h("span", { class: "status", id: "image-status" }, job.status)), outputOf(job));
+    if (!["queued", "processing"].includes(job.status)) return;
+    await new Promise((r) => setTimeout(r, 500));
+    job = await api(`/v1/jobs/${job.id}`);
+  }
+}
+
+// ---------- admin ----------
+
+async function adminUsers(body) {
+  const q = h("input", { id: "user-search", type: "search" });
+  const email = h("input", { id: "new-email", type: "email", required: true });
+  const password = h("input", { id: "new-password", type: "password", required: true, autocomplete: "new-password" });
+  const role = h("select", { id: "new-role" }, h("option", { value: "user" }, "user"), h("option", { value: "admin" }, "admin"));
+  const list = h("div");
+  const load = async () => {
+    list.replaceChildren();
+    await paged(list, ["Email", "Id", "Role", "Created"],
+      (after) => api(`/v1/admin/users?limit=50${q.value ? `&email=${encodeURIComponent(q.value)}` : ""}${after ? `&starting_after=${after}` : ""}`),
+      (u) => h("tr", {}, h("td", {}, h("a", { href: `#/admin/users/${u.id}` }, u.email)), h("td", { class: "mono" }, u.id), h("td", {}, u.role), h("td", {}, when(u.created_at))));
+  };
+  body.replaceChildren(
+    h("form", { class: "row", role: "search", onsubmit: (e) => { e.preventDefault(); attempt(load); } }, field("Search by email", q), h("button", { type: "submit" }, "Search")),
+    h("h2", {}, "Create a user"),
+    h("form", { class: "row", onsubmit: async (e) => {
+      e.preventDefault();
+      const u = await attempt(() => api("/v1/admin/users", { method: "POST", body: { email: email.value, password: password.value, role: role.value } }));
+      if (u) location.hash = `#/admin/users/${u.id}`;
+    } }, field("Email", email), field("Password", password), field("Role", role), h("button", { type: "submit", id: "create-user" }, "Create")),
+    h("h2", {}, "Users"), list);
+  await load();
+}
+
+async function adminUser(body, hash) {
+  const id = hash.split("/")[3];
+  const u = await api(`/v1/admin/users/${id}`);
+  const amount = h("input", { id: "grant-amount", type: "number", required: true });
+  const why = h("input", { id: "grant-description", required: true });
+  const rpm = h("input", { id: "limit-rpm", type: "number", min: 1, value: u.limits && u.limits.rpm });
+  const cap = h("input", { id: "limit-daily-cap", type: "number", min: 0, value: u.limits && u.limits.daily_cap });
+  const again = () => render();
+  const tabs = h("div");
+  body.replaceChildren(
+    h("p", {}, `${u.email} · ${u.role} · `, h("span", { class: "mono" }, u.id), u.deactivated_at ? h("strong", { class: "neg" }, ` · deactivated ${when(u.deactivated_at)}`) : ""),
+    h("div", { class: "cards" }, card("Balance", u.balance, "user-balance"), card("Held", u.held), card("Available", u.available)),
+    h("div", { class: "row" }, u.deactivated_at
+      ? h("button", { type: "button", onclick: async () => { if (await attempt(() => api(`/v1/admin/users/${id}/reactivate`, { method: "POST", body: {} }))) again(); } }, "Reactivate")
+      : h("button", { class: "danger", type: "button", onclick: async () => { if (await attempt(() => api(`/v1/admin/users/${id}`, { method: "DELETE" }))) again(); } }, "Deactivate")),
+    h("h2", {}, "Grant or adjust credits"),
+    h("form", { class: "row", onsubmit: async (e) => {
+      e.preventDefault();
+      if (await attempt(() => api(`/v1/admin/users/${id}/credits`, { method: "POST", body: { amount: Number(amount.value), description: why.value } }))) again();
+    } }, field("Amount", amount), field("Description", why), h("button", { type: "submit", id: "grant-submit" }, "Apply")),
+    h("h2", {}, "Limits"),
+    h("form", { class: "row", onsubmit: async (e) => {
+      e.preventDefault();
+      const b = { rpm: rpm.value ? Number(rpm.value) : null, daily_cap: cap.value ? Number(cap.value) : null };
+      if (await attempt(() => api(`/v1/admin/users/${id}/limits`, { method: "PUT", body: b }))) again();
+    } }, field("Requests / min", rpm), field("Daily cap", cap), h("button", { type: "submit" }, "Save")),
+    h("div", { class: "row" },
+      h("button", { class: "secondary", type: "button", onclick: () => attempt(() => ledger(tabs, hash, `/v1/admin/users/${id}/transactions`)) }, "Ledger"),
+      h("button", { class: "secondary", type: "button", onclick: () => attempt(() => userKeys(tabs, id)) }, "Keys"),
+      h("button", { class: "secondary", type: "button", onclick: () => attempt(() => userJobs(tabs, id)) }, "Jobs")),
+    tabs);
+}
+
+function userKeys(tabs, id) {
+  tabs.replaceChildren();
+  return paged(tabs, ["Name", "Spent", "Created"],
+    (a) => api(`/v1/admin/users/${id}/api-keys?limit=50${a ? `&starting_after=${a}` : ""}`),
+    (k) => h("tr", {}, h("td", {}, k.name), h("td", {}, fmt(k.spent_total)), h("td", {}, when(k.created_at))));
+}
+
+function userJobs(tabs, id) {
+  tabs.replaceChildren();
+  return paged(tabs, ["Job", "Model", "Status", "Cost"],
+    (a) => api(`/v1/admin/users/${id}/jobs?limit=50${a ? `&starting_after=${a}` : ""}`),
+    (j) => h("tr", {}, h("td", { class: "mono" }, j.id), h("td", {}, j.model), h("td", {}, j.status), h("td", {}, fmt(j.cost))));
+}
+
+async function adminUsage(body) {
+  const end = new Date().toISOString().slice(0, 10);
+  const start = new Date(Date.now() - 29 * 86400000).toISOString().slice(0, 10);
+  const by = h("select", { id: "usage-series" }, ["model", "user"].map((x) => h("option", { value: x }, `by ${x}`)));
+  const out = h("div");
+  const draw = async () => {
+    const r = await api(`/v1/admin/usage?start=${start}&end=${end}&group_by=day,${by.value}`);
+    const seriesOf = by.value === "user" ? (x) => x.user_id : (x) => x.model || "(consume)";
+    const totals = new Map();
+    for (const x of r.data) totals.set(seriesOf(x), (totals.get(seriesOf(x)) || 0) + x.cost);
+    out.replaceChildren(spendChart(r.data, r.start, r.end, seriesOf),
+      table([by.value, "Cost"], [...totals].sort((a, b) => b[1] - a[1]).map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, fmt(v))))));
+  };
+  const csv = h("button", { type: "button", class: "secondary", onclick: () => attempt(async () => {
+    const r = await api(`/v1/admin/usage?start=${start}&end=${end}&group_by=day,model,user&format=csv`, { raw: true });
+    if (!r.ok) throw new ApiError(r.status, await r.json().catch(() => null));
+    const a = h("a", { href: URL.createObjectURL(await r.blob()), download: `usage-${start}-${end}.csv` });
+    document.body.append(a); a.click(); a.remove();
+  }) }, "Download CSV");
+  by.addEventListener("change", () => attempt(draw));
+  body.replaceChildren(h("div", { class: "row" }, field("Series", by), csv), out);
+  await draw();
+}
+
+async function adminCodes(body) {
+  const amount = h("input", { id: "code-amount", type: "number", min: 1, required: true });
+  const count = h("input", { id: "code-count", type: "number", min: 1, value: 1, required: true });
+  const shown = h("div");
+  const list = h("div");
+  const load = async () => {
+    list.replaceChildren();
+    await paged(list, ["Code id", "Amount", "Redeemed", "Status", ""],
+      (a) => api(`/v1/admin/codes?limit=50${a ? `&starting_after=${a}` : ""}`),
+      (c) => h("tr", {}, h("td", { class: "mono" }, c.id), h("td", {}, fmt(c.terms.amount)), h("td", {}, `${fmt(c.redemptions)} / ${fmt(c.terms.max_redemptions)}`), h("td", {}, c.status),
+        h("td", {}, h("button", { class: "danger", type: "button", onclick: async () => { if (await attempt(() => api(`/v1/admin/codes/${c.id}/disable`, { method: "POST", body: {} }))) load(); } }, "Disable"))));
+  };
+  body.replaceChildren(h("form", { class: "row", onsubmit: async (e) => {
+    e.preventDefault();
+    const r = await attempt(() => api("/v1/admin/codes", { method: "POST", body: { amount: Number(amount.value), count: Number(count.value) } }));
+    if (r) { shown.replaceChildren(h("div", { class: "notice" }, "New codes (shown only now): ", r.data.map((c) => h("code", {}, `${c.code} `)))); load(); }
+  } }, field("Credits each", amount), field("How many", count), h("button", { type: "submit" }, "Mint")), shown, list);
+  await load();
+}
+
+async function adminLogs(body) {
+  const level = h("select", { id: "log-level" }, ["", "info", "warn", "error"].map((l) => h("option", { value: l }, l || "any level")));
+  const type = h("select", { id: "log-type" }, ["", "business", "system"].map((l) => h("option", { value: l }, l || "any type")));
+  const list = h("div");
+  const load = async () => {
+    list.replaceChildren();
+    const f = `${level.value ? `&level=${level.value}` : ""}${type.value ? `&log_type=${type.value}` : ""}`;
+    await paged(list, ["When", "Type", "Level", "Action", "User", "Details"],
+      (a) => api(`/v1/admin/logs?limit=50${f}${a ? `&starting_after=${a}` : ""}`),
+      (l) => h("tr", {}, h("td", {}, when(l.created_at)), h("td", {}, l.log_type), h("td", {}, l.level), h("td", {}, l.action), h("td", { class: "mono" }, l.user_id || ""), h("td", { class: "mono" }, JSON.stringify(l.details))));
+  };
+  level.addEventListener("change", () => attempt(load));
+  type.addEventListener("change", () => attempt(load));
+  body.replaceChildren(h("div", { class: "row" }, field("Level", level), field("Type", type)), list);
+  await load();
+}
+
+async function adminAudit(body) {
+  const out = h("div", { id: "audit-result" }, h("p", { class: "muted" }, "The audit walks every ledger row, balance, hold, grant and the usage aggregate."));
+  body.replaceChildren(h("button", { type: "button", id: "run-audit", onclick: () => attempt(async () => {
+    out.replaceChildren(h("p", {}, "Running…"));
+    const r = await api("/v1/admin/audit");
+    out.replaceChildren(
+      h("p", {}, h("strong", { class: r.valid ? "pos" : "neg" }, r.valid ? "Valid" : `${r.mismatch_count} mismatches`),
+        ` · ${fmt(r.rows_checked)} rows, ${fmt(r.users_checked)} users`),
+      h("p", {}, "Chain head: ", h("code", { class: "mono" }, r.head ? `${r.head.id}:${r.head.hash}` : "(empty ledger)")),
+      r.mismatches.length ? h("pre", { class: "mono" }, JSON.stringify(r.mismatches, null, 2)) : "");
+  }) }, "Run the audit"), out);
+}
+
+async function adminWebhooks(body) {
+  body.replaceChildren();
+  await paged(body, ["Delivery", "Event", "Endpoint", "Status", "Attempts", "Last status", ""],
+    (a) => api(`/v1/admin/webhook-deliveries?limit=50${a ? `&starting_after=${a}` : ""}`),
+    (d) => h("tr", {}, h("td", { class: "mono" }, d.id), h("td", {}, d.event_type), h("td", { class: "mono" }, d.endpoint_id), h("td", {}, d.status), h("td", {}, fmt(d.attempts)),
+      h("td", {}, d.last_status_code ?? d.last_error ?? ""),
+      h("td", {}, d.status === "failed" ? h("button", { class: "secondary", type: "button", onclick: () => attempt(() => api(`/v1/admin/webhook-deliveries/${d.id}/redeliver`, { method: "POST", body: {} })) }, "Redeliver") : "")));
+}
+
+window.addEventListener("hashchange", render);
+window.addEventListener("DOMContentLoaded", render);

@@ -1,0 +1,25 @@
+-- Usage analytics (issue 17): one row per (day, user, model, API key),
+-- kept in the same transaction as every charge. `model` is '' for plain
+-- consumes; `api_key_id` 0 for calls made with an access token.
+CREATE TABLE usage_daily (
+    day           INTEGER NOT NULL,
+    user_id       INTEGER NOT NULL REFERENCES users(id),
+    model         TEXT NOT NULL,
+    api_key_id    INTEGER NOT NULL,
+    requests      INTEGER NOT NULL DEFAULT 0,
+    input_tokens  INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    images        INTEGER NOT NULL DEFAULT 0,
+    video_seconds INTEGER NOT NULL DEFAULT 0,
+    cost          INTEGER NOT NULL DEFAULT 0,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, user_id, model, api_key_id)
+) WITHOUT ROWID;
+CREATE INDEX usage_daily_by_user ON usage_daily (user_id, day);
+
+-- What the ledger already holds: every consume row as one request of an
+-- unknown model on its UTC day, so the audit's equality holds from here on.
+INSERT INTO usage_daily (day, user_id, model, api_key_id, requests, cost)
+SELECT created_at / 86400000, user_id, '', COALESCE(api_key_id, 0), count(*), -sum(amount)
+FROM credit_transactions WHERE kind = 'consume'
+GROUP BY created_at / 86400000, user_id, COALESCE(api_key_id, 0);

@@ -1,0 +1,247 @@
+//! Usage analytics: a daily aggregate per (day, user, model, API key) of
+//! requests, tokens, images, video seconds, cost and failures, added to in
+//! the same transaction as each charge (the ledger calls [`count`] for every
+//! consume and settle; the metered path for free calls and failures), so it
+//! always equals the ledger (the audit checks cost per user). Reports read
+//! only this table: their cost does not grow with the ledger.
+//!
+//! This module never charges and never reads the ledger.
+
+pub mod storage;
+
+use crate::domain::{ApiKeyId, Credits, Timestamp, UserId, day_start};
+use crate::error::{Error, Result};
+use rusqlite::Connection;
+use serde::Serialize;
+
+/// The longest range one report covers.
+pub const RANGE_DAYS_MAX: i64 = 366;
+/// Groups one report answers at most (366 days x a few models fits).
+pub const GROUPS_MAX: usize = 10_000;
+
+/// What one call adds to the aggregate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counted {
+    /// The model name; empty for a plain consume.
+    pub model: String,
+    pub api_key: Option<ApiKeyId>,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub images: i64,
+    pub video_seconds: i64,
+    pub cost: i64,
+    pub failures: i64,
+}
+
+/// What a metered call used (the ledger adds the cost and the key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metered {
+    pub model: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub images: u64,
+    pub video_seconds: u64,
+}
+
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Metered {
+    pub fn model(name: &str) -> Metered {
+        Metered { model: name.to_owned(), ..Metered::default() }
+    }
+
+    /// One request that cost `cost`, through `key`.
+    pub fn request(&self, key: Option<ApiKeyId>, cost: Credits) -> Counted {
+        Counted {
+            model: self.model.clone(),
+            api_key: key,
+            requests: 1,
+            input_tokens: int(self.input_tokens),
+            output_tokens: int(self.output_tokens),
+            images: int(self.images),
+            video_seconds: int(self.video_seconds),
+            cost: cost.0,
+            failures: 0,
+        }
+    }
+
+    /// One call that failed (nothing charged).
+    pub fn failure(&self, key: Option<ApiKeyId>) -> Counted {
+        Counted { model: self.model.clone(), api_key: key, failures: 1, ..Counted::default() }
+    }
+}
+
+/// Adds `c` to the user's row of `day`, inside the caller's transaction.
+pub fn count(conn: &Connection, user: UserId, day: i64, c: &Counted) -> Result<()> {
+    Ok(storage::add(conn, day, user, c)?)
+}
+
+/// A report dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dim {
+    Day,
+    Model,
+    User,
+    Key,
+}
+
+impl Dim {
+    fn parse(s: &str) -> Option<Dim> {
+        match s {
+            "day" => Some(Dim::Day),
+            "model" => Some(Dim::Model),
+            "user" => Some(Dim::User),
+            "key" => Some(Dim::Key),
+            _ => None,
+        }
+    }
+}
+
+/// One group of a report; the dimensions not grouped by are left out.
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
+pub struct UsageRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub day: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+    /// `null` for calls made with an access token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_id: Option<Option<ApiKeyId>>,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub images: i64,
+    pub video_seconds: i64,
+    pub cost: i64,
+    pub failures: i64,
+}
+
+/// A report's answer.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Report {
+    pub object: &'static str,
+    pub start: String,
+    pub end: String,
+    pub group_by: Vec<&'static str>,
+    pub data: Vec<UsageRow>,
+}
+
+/// `YYYY-MM-DD` of a day number (UTC: days are named by their UTC date).
+pub fn day_string(day: i64) -> String {
+    day_start(day, 0).rfc3339()[..10].to_owned()
+}
+
+/// The day number of `YYYY-MM-DD`, or 400 naming `param`.
+pub fn parse_day(raw: &str, param: &str) -> Result<i64> {
+    let at = Timestamp::parse_rfc3339(&format!("{raw}T00:00:00Z"))
+        .filter(|_| raw.len() == 10)
+        .ok_or_else(|| Error::invalid(param, format!("{param} must be a date as YYYY-MM-DD")))?;
+    Ok(at.millis().div_euclid(86_400_000))
+}
+
+/// A parsed report request.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub start_day: i64,
+    pub end_day: i64,
+    pub user: Option<UserId>,
+    pub dims: Vec<Dim>,
+}
+
+impl Query {
+    /// Checks a range and `group_by` (`allowed`: the dimensions the caller
+    /// may group by).
+    pub fn new(start_day: i64, end_day: i64, user: Option<UserId>, group_by: &str, allowed: &[Dim]) -> Result<Query> {
+        if end_day < start_day {
+            return Err(Error::invalid("end", "end must not be before start"));
+        }
+        if end_day - start_day + 1 > RANGE_DAYS_MAX {
+            return Err(Error::invalid("end", format!("a report covers at most {RANGE_DAYS_MAX} days")));
+        }
+        let mut dims = Vec::new();
+        for part in group_by.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let d = Dim::parse(part).filter(|d| allowed.contains(d)).ok_or_else(|| {
+                let names: Vec<&str> = allowed.iter().map(|d| name(*d)).collect();
+                Error::invalid("group_by", format!("group_by takes {} (comma-separated)", names.join(", ")))
+            })?;
+            if dims.contains(&d) {
+                return Err(Error::invalid("group_by", format!("{part} is named twice")));
+            }
+            dims.push(d);
+        }
+        Ok(Query { start_day, end_day, user, dims })
+    }
+}
+
+fn name(d: Dim) -> &'static str {
+    match d {
+        Dim::Day => "day",
+        Dim::Model => "model",
+        Dim::User => "user",
+        Dim::Key => "key",
+    }
+}
+
+pub fn report(conn: &Connection, q: &Query) -> Result<Report> {
+    let data = storage::grouped(conn, q.start_day, q.end_day, q.user, &q.dims, GROUPS_MAX)?;
+    Ok(Report {
+        object: "list",
+        start: day_string(q.start_day),
+        end: day_string(q.end_day),
+        group_by: q.dims.iter().map(|d| name(*d)).collect(),
+        data,
+    })
+}
+
+/// The report as CSV: a header, then one line per group.
+pub fn csv(r: &Report) -> String {
+    let mut out = String::new();
+    let mut header: Vec<&str> = r
+        .group_by
+        .iter()
+        .map(|d| {
+            if *d == "user" {
+                "user_id"
+            } else if *d == "key" {
+                "api_key_id"
+            } else {
+                d
+            }
+        })
+        .collect();
+    header.extend(["requests", "input_tokens", "output_tokens", "images", "video_seconds", "cost", "failures"]);
+    out.push_str(&header.join(","));
+    out.push('\n');
+    for row in &r.data {
+        let mut cells: Vec<String> = Vec::new();
+        for d in &r.group_by {
+            match *d {
+                "day" => cells.push(row.day.clone().unwrap_or_default()),
+                "model" => cells.push(csv_cell(row.model.as_deref().unwrap_or(""))),
+                "user" => cells.push(row.user_id.map(|u| u.to_string()).unwrap_or_default()),
+                "key" => cells.push(row.api_key_id.flatten().map(|k| k.to_string()).unwrap_or_default()),
+                _ => {}
+            }
+        }
+        for n in
+            [row.requests, row.input_tokens, row.output_tokens, row.images, row.video_seconds, row.cost, row.failures]
+        {
+            cells.push(n.to_string());
+        }
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// A cell quoted when it holds a comma, quote or line break, and defused
+/// when a spreadsheet would read it as a formula.
+fn csv_cell(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_owned() };
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
+}
