@@ -74,5 +74,70 @@ fn audit_1m(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, jwt, bucket, audit_1m);
+/// Usage reports at 1M ledger rows and 10k users: 10,000 users x 100
+/// consumes spread over 30 days, plus three models' calls per user per day
+/// in the aggregate (~900k aggregate rows). Reports read only the aggregate.
+fn usage_reports(c: &mut Criterion) {
+    use tollgate::usage::{Dim, Metered, Query};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(&dir.path().join("usage.db"), Synchronous::Normal).expect("open");
+    let day0 = tollgate::domain::day_number(tollgate::domain::Timestamp::now(), 0) - 29;
+    let mut users = Vec::new();
+    for chunk in 0..10 {
+        let made = db
+            .write(move |c| {
+                let mut out = Vec::new();
+                for i in 0..1000 {
+                    let email = Email::parse(&format!("u{chunk}-{i}@example.com")).expect("email");
+                    let u = tollgate::users::insert(c, &email, "x", Role::User)?.id;
+                    tollgate::ledger::grant(c, u, Credits(1_000_000), "seed")?;
+                    out.push(u);
+                }
+                Ok::<_, tollgate::error::Error>(out)
+            })
+            .expect("users");
+        users.extend(made);
+    }
+    let models = ["chat-a", "chat-b", "image-c"];
+    for round in 0..100i64 {
+        for half in users.chunks(5_000) {
+            let half = half.to_vec();
+            db.write(move |c| {
+                let at = tollgate::domain::day_start(day0 + round % 30, 0).plus_ms(3_600_000);
+                for u in &half {
+                    tollgate::ledger::consume_at(c, *u, Credits(1 + round % 7), "seed", &SpendCaps::NONE, at)?;
+                    if round < 30 {
+                        for m in models {
+                            let used = Metered { input_tokens: 120, output_tokens: 340, ..Metered::model(m) };
+                            tollgate::usage::count(c, *u, day0 + round, &used.request(None, Credits(0)))?;
+                        }
+                    }
+                }
+                Ok::<_, tollgate::error::Error>(())
+            })
+            .expect("seed");
+        }
+    }
+    let (start, end) = (day0, day0 + 29);
+    let all = [Dim::Day, Dim::Model, Dim::User, Dim::Key];
+    let mut g = c.benchmark_group("usage_1m_rows_10k_users");
+    g.sample_size(20);
+    let user = users[4321];
+    for (name, who, group) in [
+        ("user_by_day_model", Some(user), "day,model"),
+        ("all_by_day_model", None, "day,model"),
+        ("all_by_user", None, "user"),
+    ] {
+        let q = Query::new(start, end, who, group, &all).expect("query");
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let r = db.read(|c| tollgate::usage::report(c, &q)).expect("report");
+                assert!(!r.data.is_empty());
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, jwt, bucket, audit_1m, usage_reports);
 criterion_main!(benches);

@@ -23,3 +23,20 @@ INSERT INTO usage_daily (day, user_id, model, api_key_id, requests, cost)
 SELECT created_at / 86400000, user_id, '', COALESCE(api_key_id, 0), count(*), -sum(amount)
 FROM credit_transactions WHERE kind = 'consume'
 GROUP BY created_at / 86400000, user_id, COALESCE(api_key_id, 0);
+
+-- The same, summed over users and keys: what all-user reports by day and
+-- model read (a few rows a day, whatever the number of users).
+CREATE TABLE usage_totals (
+    day           INTEGER NOT NULL,
+    model         TEXT NOT NULL,
+    requests      INTEGER NOT NULL DEFAULT 0,
+    input_tokens  INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    images        INTEGER NOT NULL DEFAULT 0,
+    video_seconds INTEGER NOT NULL DEFAULT 0,
+    cost          INTEGER NOT NULL DEFAULT 0,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, model)
+) WITHOUT ROWID;
+INSERT INTO usage_totals (day, model, requests, cost)
+SELECT day, model, sum(requests), sum(cost) FROM usage_daily GROUP BY day, model;

@@ -77,6 +77,8 @@ pub enum Mismatch {
     /// The usage aggregate's cost for a user differs from what the ledger
     /// charged them (their `consume` rows).
     Usage { user_id: UserId, ledger_consumed: i64, usage_cost: i64 },
+    /// The all-user totals of a (day, model) differ from the per-user rows.
+    UsageTotals { day: i64, model: String, totals_cost: i64, detail_cost: i64 },
     /// The append-only triggers are missing.
     Triggers { present: i64 },
     /// `--expect ID:HASH` did not match.
@@ -244,6 +246,9 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
         if ledger_consumed != usage_cost {
             note(Mismatch::Usage { user_id: UserId(*user), ledger_consumed, usage_cost }, &mut found);
         }
+    }
+    for (day, model, totals_cost, detail_cost) in crate::usage::storage::totals_drift(conn)? {
+        note(Mismatch::UsageTotals { day, model, totals_cost, detail_cost }, &mut found);
     }
     for (hold_id, job_id) in storage::active_holds_of_finished_jobs(conn)? {
         note(Mismatch::HoldOfFinishedJob { hold_id, job_id }, &mut found);

@@ -188,7 +188,9 @@ fn name(d: Dim) -> &'static str {
 }
 
 pub fn report(conn: &Connection, q: &Query) -> Result<Report> {
-    let data = storage::grouped(conn, q.start_day, q.end_day, q.user, &q.dims, GROUPS_MAX)?;
+    let data = storage::grouped(conn, q.start_day, q.end_day, q.user, &q.dims, GROUPS_MAX)?.ok_or_else(|| {
+        Error::invalid("group_by", format!("more than {GROUPS_MAX} groups: narrow the range or group by less"))
+    })?;
     Ok(Report {
         object: "list",
         start: day_string(q.start_day),

@@ -189,8 +189,11 @@ impl Browser {
     /// Visits a console page, waits for `ready`, screenshots it, and checks
     /// the console.
     fn page(&self, base: &str, hash: &str, ready: &str, name: &str) {
+        let started = Instant::now();
         self.goto(&format!("{base}/console/{hash}"));
         self.wait(ready);
+        // Reported, not asserted (timings are for benchmarks): load to usable.
+        let _ = writeln!(std::io::stderr(), "console page {name}: usable after {:?}", started.elapsed());
         std::thread::sleep(Duration::from_millis(150));
         self.shot(name);
         self.assert_no_console_errors(name, &[]);
