@@ -40,3 +40,25 @@ CREATE TABLE usage_totals (
 ) WITHOUT ROWID;
 INSERT INTO usage_totals (day, model, requests, cost)
 SELECT day, model, sum(requests), sum(cost) FROM usage_daily GROUP BY day, model;
+
+-- Per user, the running sums through each day with activity: a user's total
+-- over any range is two lookups (through `end`, minus through the day
+-- before `start`), so a report of every user by user reads two rows per
+-- user instead of every user's every day.
+CREATE TABLE usage_user_running (
+    user_id       INTEGER NOT NULL REFERENCES users(id),
+    day           INTEGER NOT NULL,
+    requests      INTEGER NOT NULL DEFAULT 0,
+    input_tokens  INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    images        INTEGER NOT NULL DEFAULT 0,
+    video_seconds INTEGER NOT NULL DEFAULT 0,
+    cost          INTEGER NOT NULL DEFAULT 0,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, day)
+) WITHOUT ROWID;
+INSERT INTO usage_user_running (user_id, day, requests, cost)
+SELECT user_id, day,
+       sum(sum(requests)) OVER (PARTITION BY user_id ORDER BY day),
+       sum(sum(cost)) OVER (PARTITION BY user_id ORDER BY day)
+FROM usage_daily GROUP BY user_id, day;

@@ -77,6 +77,8 @@ pub enum Mismatch {
     /// The usage aggregate's cost for a user differs from what the ledger
     /// charged them (their `consume` rows).
     Usage { user_id: UserId, ledger_consumed: i64, usage_cost: i64 },
+    /// A user's running usage sums end elsewhere than their daily rows.
+    UsageRunning { user_id: UserId, running_cost: i64, daily_cost: i64 },
     /// The all-user totals of a (day, model) differ from the per-user rows.
     UsageTotals { day: i64, model: String, totals_cost: i64, detail_cost: i64 },
     /// The append-only triggers are missing.
@@ -246,6 +248,9 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
         if ledger_consumed != usage_cost {
             note(Mismatch::Usage { user_id: UserId(*user), ledger_consumed, usage_cost }, &mut found);
         }
+    }
+    for (user, running_cost, daily_cost) in crate::usage::storage::running_drift(conn)? {
+        note(Mismatch::UsageRunning { user_id: UserId(user), running_cost, daily_cost }, &mut found);
     }
     for (day, model, totals_cost, detail_cost) in crate::usage::storage::totals_drift(conn)? {
         note(Mismatch::UsageTotals { day, model, totals_cost, detail_cost }, &mut found);

@@ -247,3 +247,44 @@ fn csv_cell(s: &str) -> String {
     let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_owned() };
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Email, Role};
+    use crate::storage::Synchronous;
+
+    fn spent(m: &str, cost: i64) -> Counted {
+        Counted { requests: 1, cost, ..Metered::model(m).request(None, Credits(cost)) }
+    }
+
+    #[test]
+    fn range_totals_by_user_match_the_daily_rows_whatever_order_days_are_written_in() {
+        let (_dir, db) = crate::storage::temp_db(Synchronous::Normal);
+        let (a, b) = db
+            .write(|c| {
+                let a = crate::users::insert(c, &Email::parse("a@example.com").unwrap(), "x", Role::User)?.id;
+                let b = crate::users::insert(c, &Email::parse("b@example.com").unwrap(), "x", Role::User)?.id;
+                // Days out of order: a hold settled for day 10 after day 12
+                // had spend, and a day before every other.
+                for (u, day, cost) in
+                    [(a, 10, 5), (a, 12, 7), (a, 10, 3), (b, 11, 2), (a, 8, 1), (a, 12, 4), (b, 30, 9)]
+                {
+                    count(c, u, day, &spent("m", cost))?;
+                }
+                Ok::<_, Error>((a, b))
+            })
+            .unwrap();
+        let all = [Dim::Day, Dim::Model, Dim::User, Dim::Key];
+        for (start, end) in [(0, 100), (9, 11), (10, 10), (11, 12), (13, 29), (12, 30), (8, 8)] {
+            let fast = db.read(|c| report(c, &Query::new(start, end, None, "user", &all)?)).unwrap();
+            // The same grouping from the daily rows (user, model: summed here).
+            let slow = db.read(|c| report(c, &Query::new(start, end, None, "user,model", &all)?)).unwrap();
+            let costs =
+                |r: &Report| r.data.iter().map(|x| (x.user_id.unwrap(), x.cost, x.requests)).collect::<Vec<_>>();
+            assert_eq!(costs(&fast), costs(&slow), "range {start}..={end}");
+        }
+        let whole = db.read(|c| report(c, &Query::new(0, 100, None, "user", &all)?)).unwrap();
+        assert_eq!(whole.data.iter().map(|r| (r.user_id.unwrap(), r.cost)).collect::<Vec<_>>(), [(a, 20), (b, 11)]);
+    }
+}

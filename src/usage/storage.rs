@@ -49,7 +49,96 @@ pub fn add(conn: &Connection, day: i64, user: UserId, c: &Counted) -> rusqlite::
         c.cost,
         c.failures
     ])?;
+    add_running(conn, day, user, c)
+}
+
+/// Adds `c` to the user's running sums from `day` on: every row at or after
+/// `day` (usually just today's), and a row for `day` made from the one
+/// before it when there is none.
+fn add_running(conn: &Connection, day: i64, user: UserId, c: &Counted) -> rusqlite::Result<()> {
+    let d = [c.requests, c.input_tokens, c.output_tokens, c.images, c.video_seconds, c.cost, c.failures];
+    conn.prepare_cached(
+        "UPDATE usage_user_running SET requests = requests + ?3, input_tokens = input_tokens + ?4,
+           output_tokens = output_tokens + ?5, images = images + ?6, video_seconds = video_seconds + ?7,
+           cost = cost + ?8, failures = failures + ?9
+         WHERE user_id = ?1 AND day >= ?2",
+    )?
+    .execute(rusqlite::params![user, day, d[0], d[1], d[2], d[3], d[4], d[5], d[6]])?;
+    conn.prepare_cached(
+        "INSERT INTO usage_user_running (user_id, day, requests, input_tokens, output_tokens, images, video_seconds,
+                                         cost, failures)
+         SELECT ?1, ?2, coalesce(p.requests, 0) + ?3, coalesce(p.input_tokens, 0) + ?4,
+                coalesce(p.output_tokens, 0) + ?5, coalesce(p.images, 0) + ?6, coalesce(p.video_seconds, 0) + ?7,
+                coalesce(p.cost, 0) + ?8, coalesce(p.failures, 0) + ?9
+         FROM (SELECT 1) LEFT JOIN (SELECT * FROM usage_user_running WHERE user_id = ?1 AND day < ?2
+                                    ORDER BY day DESC LIMIT 1) p
+         WHERE NOT EXISTS (SELECT 1 FROM usage_user_running WHERE user_id = ?1 AND day = ?2)",
+    )?
+    .execute(rusqlite::params![user, day, d[0], d[1], d[2], d[3], d[4], d[5], d[6]])?;
     Ok(())
+}
+
+/// Every user's sums over `[start_day, end_day]` from the running sums (two
+/// lookups per user), by user; `None` past `limit` users with activity.
+pub fn by_user(
+    conn: &Connection,
+    start_day: i64,
+    end_day: i64,
+    limit: usize,
+) -> rusqlite::Result<Option<Vec<UsageRow>>> {
+    let mut users = conn.prepare_cached("SELECT DISTINCT user_id FROM usage_user_running ORDER BY user_id")?;
+    let mut through = conn.prepare_cached(
+        "SELECT requests, input_tokens, output_tokens, images, video_seconds, cost, failures
+         FROM usage_user_running WHERE user_id = ?1 AND day <= ?2 ORDER BY day DESC LIMIT 1",
+    )?;
+    let mut sums = |user: i64, day: i64| -> rusqlite::Result<Sums> {
+        let mut rows = through.query(rusqlite::params![user, day])?;
+        let mut s = Sums::default();
+        if let Some(r) = rows.next()? {
+            for (i, slot) in s.iter_mut().enumerate() {
+                *slot = r.get(i)?;
+            }
+        }
+        Ok(s)
+    };
+    let ids: Vec<i64> = users.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::new();
+    for user in ids {
+        let (upto, before) = (sums(user, end_day)?, sums(user, start_day - 1)?);
+        let d: Vec<i64> = upto.iter().zip(before).map(|(a, b)| a - b).collect();
+        // A user with nothing in the range is not a group.
+        if d.iter().all(|n| *n == 0) {
+            continue;
+        }
+        if out.len() >= limit {
+            return Ok(None);
+        }
+        out.push(UsageRow {
+            user_id: Some(UserId(user)),
+            requests: d[0],
+            input_tokens: d[1],
+            output_tokens: d[2],
+            images: d[3],
+            video_seconds: d[4],
+            cost: d[5],
+            failures: d[6],
+            ..UsageRow::default()
+        });
+    }
+    Ok(Some(out))
+}
+
+/// Users whose latest running cost differs from the sum of their daily rows.
+pub fn running_drift(conn: &Connection) -> rusqlite::Result<Vec<(i64, i64, i64)>> {
+    conn.prepare(
+        "SELECT d.user_id, coalesce((SELECT cost FROM usage_user_running r WHERE r.user_id = d.user_id
+                                     ORDER BY r.day DESC LIMIT 1), 0), d.cost
+         FROM (SELECT user_id, sum(cost) AS cost FROM usage_daily GROUP BY user_id) d
+         WHERE coalesce((SELECT cost FROM usage_user_running r WHERE r.user_id = d.user_id ORDER BY r.day DESC LIMIT 1), 0)
+               <> d.cost",
+    )?
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    .collect()
 }
 
 /// The sums of one group, in report order.
@@ -69,6 +158,9 @@ pub fn grouped(
     dims: &[Dim],
     limit: usize,
 ) -> rusqlite::Result<Option<Vec<UsageRow>>> {
+    if user.is_none() && dims == [Dim::User] {
+        return by_user(conn, start_day, end_day, limit);
+    }
     let totals_only = user.is_none() && dims.iter().all(|d| matches!(d, Dim::Day | Dim::Model));
     let sums = "requests, input_tokens, output_tokens, images, video_seconds, cost, failures";
     let (sql, args): (String, Vec<Value>) = if totals_only {
