@@ -19,12 +19,9 @@ pub const RANGE_DAYS_MAX: i64 = 366;
 /// Groups one report answers at most (366 days x a few models fits).
 pub const GROUPS_MAX: usize = 10_000;
 
-/// What one call adds to the aggregate.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counted {
-    /// The model name; empty for a plain consume.
-    pub model: String,
-    pub api_key: Option<ApiKeyId>,
+/// The counters of the aggregate, in column order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct Counts {
     pub requests: i64,
     pub input_tokens: i64,
     pub output_tokens: i64,
@@ -32,6 +29,38 @@ pub struct Counted {
     pub video_seconds: i64,
     pub cost: i64,
     pub failures: i64,
+}
+
+/// The counters' column names, in the order of [`Counts::array`].
+pub const COUNT_COLUMNS: [&str; 7] =
+    ["requests", "input_tokens", "output_tokens", "images", "video_seconds", "cost", "failures"];
+
+impl Counts {
+    pub fn array(&self) -> [i64; 7] {
+        [
+            self.requests,
+            self.input_tokens,
+            self.output_tokens,
+            self.images,
+            self.video_seconds,
+            self.cost,
+            self.failures,
+        ]
+    }
+
+    pub fn from_array(a: [i64; 7]) -> Counts {
+        let [requests, input_tokens, output_tokens, images, video_seconds, cost, failures] = a;
+        Counts { requests, input_tokens, output_tokens, images, video_seconds, cost, failures }
+    }
+}
+
+/// What one call adds to the aggregate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counted {
+    /// The model name; empty for a plain consume.
+    pub model: String,
+    pub api_key: Option<ApiKeyId>,
+    pub counts: Counts,
 }
 
 /// What a metered call used (the ledger adds the cost and the key).
@@ -58,19 +87,21 @@ impl Metered {
         Counted {
             model: self.model.clone(),
             api_key: key,
-            requests: 1,
-            input_tokens: int(self.input_tokens),
-            output_tokens: int(self.output_tokens),
-            images: int(self.images),
-            video_seconds: int(self.video_seconds),
-            cost: cost.0,
-            failures: 0,
+            counts: Counts {
+                requests: 1,
+                input_tokens: int(self.input_tokens),
+                output_tokens: int(self.output_tokens),
+                images: int(self.images),
+                video_seconds: int(self.video_seconds),
+                cost: cost.0,
+                failures: 0,
+            },
         }
     }
 
     /// One call that failed (nothing charged).
     pub fn failure(&self, key: Option<ApiKeyId>) -> Counted {
-        Counted { model: self.model.clone(), api_key: key, failures: 1, ..Counted::default() }
+        Counted { model: self.model.clone(), api_key: key, counts: Counts { failures: 1, ..Counts::default() } }
     }
 }
 
@@ -112,13 +143,8 @@ pub struct UsageRow {
     /// `null` for calls made with an access token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_id: Option<Option<ApiKeyId>>,
-    pub requests: i64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub images: i64,
-    pub video_seconds: i64,
-    pub cost: i64,
-    pub failures: i64,
+    #[serde(flatten)]
+    pub counts: Counts,
 }
 
 /// A report's answer.
@@ -216,7 +242,7 @@ pub fn csv(r: &Report) -> String {
             }
         })
         .collect();
-    header.extend(["requests", "input_tokens", "output_tokens", "images", "video_seconds", "cost", "failures"]);
+    header.extend(COUNT_COLUMNS);
     out.push_str(&header.join(","));
     out.push('\n');
     for row in &r.data {
@@ -230,9 +256,7 @@ pub fn csv(r: &Report) -> String {
                 _ => {}
             }
         }
-        for n in
-            [row.requests, row.input_tokens, row.output_tokens, row.images, row.video_seconds, row.cost, row.failures]
-        {
+        for n in row.counts.array() {
             cells.push(n.to_string());
         }
         out.push_str(&cells.join(","));
@@ -255,7 +279,7 @@ mod tests {
     use crate::storage::Synchronous;
 
     fn spent(m: &str, cost: i64) -> Counted {
-        Counted { requests: 1, cost, ..Metered::model(m).request(None, Credits(cost)) }
+        Metered::model(m).request(None, Credits(cost))
     }
 
     #[test]
@@ -280,11 +304,15 @@ mod tests {
             let fast = db.read(|c| report(c, &Query::new(start, end, None, "user", &all)?)).unwrap();
             // The same grouping from the daily rows (user, model: summed here).
             let slow = db.read(|c| report(c, &Query::new(start, end, None, "user,model", &all)?)).unwrap();
-            let costs =
-                |r: &Report| r.data.iter().map(|x| (x.user_id.unwrap(), x.cost, x.requests)).collect::<Vec<_>>();
+            let costs = |r: &Report| {
+                r.data.iter().map(|x| (x.user_id.unwrap(), x.counts.cost, x.counts.requests)).collect::<Vec<_>>()
+            };
             assert_eq!(costs(&fast), costs(&slow), "range {start}..={end}");
         }
         let whole = db.read(|c| report(c, &Query::new(0, 100, None, "user", &all)?)).unwrap();
-        assert_eq!(whole.data.iter().map(|r| (r.user_id.unwrap(), r.cost)).collect::<Vec<_>>(), [(a, 20), (b, 11)]);
+        assert_eq!(
+            whole.data.iter().map(|r| (r.user_id.unwrap(), r.counts.cost)).collect::<Vec<_>>(),
+            [(a, 20), (b, 11)]
+        );
     }
 }

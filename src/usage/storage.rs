@@ -1,8 +1,13 @@
 //! SQL for `usage_daily`.
 
-use super::{Counted, Dim, UsageRow};
+use super::{Counted, Counts, Dim, UsageRow};
 use crate::domain::{ApiKeyId, UserId};
 use rusqlite::{Connection, params_from_iter, types::Value};
+
+/// The counters of `c` as statement parameters, in column order.
+fn counts(c: &Counted) -> impl Iterator<Item = Value> {
+    c.counts.array().into_iter().map(Value::Integer)
+}
 
 /// Adds `c` to its (day, user, model, key) row.
 pub fn add(conn: &Connection, day: i64, user: UserId, c: &Counted) -> rusqlite::Result<()> {
@@ -16,19 +21,16 @@ pub fn add(conn: &Connection, day: i64, user: UserId, c: &Counted) -> rusqlite::
            video_seconds = video_seconds + excluded.video_seconds, cost = cost + excluded.cost,
            failures = failures + excluded.failures",
     )?
-    .execute(rusqlite::params![
-        day,
-        user,
-        c.model,
-        c.api_key.map_or(0, |k| k.0),
-        c.requests,
-        c.input_tokens,
-        c.output_tokens,
-        c.images,
-        c.video_seconds,
-        c.cost,
-        c.failures
-    ])?;
+    .execute(params_from_iter(
+        [
+            Value::Integer(day),
+            Value::Integer(user.0),
+            Value::Text(c.model.clone()),
+            Value::Integer(c.api_key.map_or(0, |k| k.0)),
+        ]
+        .into_iter()
+        .chain(counts(c)),
+    ))?;
     conn.prepare_cached(
         "INSERT INTO usage_totals (day, model, requests, input_tokens, output_tokens, images, video_seconds, cost, failures)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -38,17 +40,7 @@ pub fn add(conn: &Connection, day: i64, user: UserId, c: &Counted) -> rusqlite::
            video_seconds = video_seconds + excluded.video_seconds, cost = cost + excluded.cost,
            failures = failures + excluded.failures",
     )?
-    .execute(rusqlite::params![
-        day,
-        c.model,
-        c.requests,
-        c.input_tokens,
-        c.output_tokens,
-        c.images,
-        c.video_seconds,
-        c.cost,
-        c.failures
-    ])?;
+    .execute(params_from_iter([Value::Integer(day), Value::Text(c.model.clone())].into_iter().chain(counts(c))))?;
     add_running(conn, day, user, c)
 }
 
@@ -56,14 +48,13 @@ pub fn add(conn: &Connection, day: i64, user: UserId, c: &Counted) -> rusqlite::
 /// `day` (usually just today's), and a row for `day` made from the one
 /// before it when there is none.
 fn add_running(conn: &Connection, day: i64, user: UserId, c: &Counted) -> rusqlite::Result<()> {
-    let d = [c.requests, c.input_tokens, c.output_tokens, c.images, c.video_seconds, c.cost, c.failures];
     conn.prepare_cached(
         "UPDATE usage_user_running SET requests = requests + ?3, input_tokens = input_tokens + ?4,
            output_tokens = output_tokens + ?5, images = images + ?6, video_seconds = video_seconds + ?7,
            cost = cost + ?8, failures = failures + ?9
          WHERE user_id = ?1 AND day >= ?2",
     )?
-    .execute(rusqlite::params![user, day, d[0], d[1], d[2], d[3], d[4], d[5], d[6]])?;
+    .execute(params_from_iter([Value::Integer(user.0), Value::Integer(day)].into_iter().chain(counts(c))))?;
     conn.prepare_cached(
         "INSERT INTO usage_user_running (user_id, day, requests, input_tokens, output_tokens, images, video_seconds,
                                          cost, failures)
@@ -74,7 +65,7 @@ fn add_running(conn: &Connection, day: i64, user: UserId, c: &Counted) -> rusqli
                                     ORDER BY day DESC LIMIT 1) p
          WHERE NOT EXISTS (SELECT 1 FROM usage_user_running WHERE user_id = ?1 AND day = ?2)",
     )?
-    .execute(rusqlite::params![user, day, d[0], d[1], d[2], d[3], d[4], d[5], d[6]])?;
+    .execute(params_from_iter([Value::Integer(user.0), Value::Integer(day)].into_iter().chain(counts(c))))?;
     Ok(())
 }
 
@@ -105,7 +96,7 @@ pub fn by_user(
     let mut out = Vec::new();
     for user in ids {
         let (upto, before) = (sums(user, end_day)?, sums(user, start_day - 1)?);
-        let d: Vec<i64> = upto.iter().zip(before).map(|(a, b)| a - b).collect();
+        let d: Sums = std::array::from_fn(|i| upto[i] - before[i]);
         // A user with nothing in the range is not a group.
         if d.iter().all(|n| *n == 0) {
             continue;
@@ -113,17 +104,7 @@ pub fn by_user(
         if out.len() >= limit {
             return Ok(None);
         }
-        out.push(UsageRow {
-            user_id: Some(UserId(user)),
-            requests: d[0],
-            input_tokens: d[1],
-            output_tokens: d[2],
-            images: d[3],
-            video_seconds: d[4],
-            cost: d[5],
-            failures: d[6],
-            ..UsageRow::default()
-        });
+        out.push(UsageRow { user_id: Some(UserId(user)), counts: Counts::from_array(d), ..UsageRow::default() });
     }
     Ok(Some(out))
 }
@@ -208,13 +189,7 @@ pub fn grouped(
             model: dims.contains(&Dim::Model).then_some(model),
             user_id: dims.contains(&Dim::User).then_some(UserId(user_id)),
             api_key_id: dims.contains(&Dim::Key).then(|| (key != 0).then_some(ApiKeyId(key))),
-            requests: s[0],
-            input_tokens: s[1],
-            output_tokens: s[2],
-            images: s[3],
-            video_seconds: s[4],
-            cost: s[5],
-            failures: s[6],
+            counts: Counts::from_array(s),
         })
         .collect();
     // Groups in the order the caller named the dimensions.
