@@ -66,28 +66,26 @@ impl Cors {
         if method != "OPTIONS" || requested.is_none() {
             return None;
         }
-        let Some(origin) = self.allowed(origin) else {
+        if self.allowed(origin).is_none() {
             let why = if self.enabled() {
                 "This origin is not allowed to call the API from a browser; an operator can add it to server.cors_origins."
             } else {
                 "Cross-origin calls are off on this server; an operator can list allowed origins in server.cors_origins."
             };
-            let mut r = ApiError::new(403, "cors_origin_not_allowed", why).into_response();
-            r.headers.push(("Vary", "Origin".into()));
-            return Some(r);
-        };
+            return Some(ApiError::new(403, "cors_origin_not_allowed", why).into_response());
+        }
+        // `Allow-Origin` and `Vary` come from `decorate`, like every answer's.
         let mut r = Response::text(204, "text/plain", Vec::new());
         r.headers.extend([
-            ("Access-Control-Allow-Origin", origin.to_owned()),
             ("Access-Control-Allow-Methods", ALLOW_METHODS.into()),
             ("Access-Control-Allow-Headers", ALLOW_HEADERS.into()),
             ("Access-Control-Max-Age", self.max_age_s.to_string()),
-            ("Vary", "Origin".into()),
         ]);
         Some(r)
     }
 
-    /// Adds the CORS headers to an actual response for an allowed origin.
+    /// Adds the CORS headers to an answer (a preflight's too) for an
+    /// allowed origin.
     pub fn decorate(&self, origin: Option<&str>, response: &mut Response) {
         if !self.enabled() {
             return;

@@ -113,9 +113,8 @@ fn upstream_worker(app: &Arc<App>, rx: &Mutex<Receiver<Pending>>, stop: &AtomicB
         };
         match next {
             Ok(p) => {
-                let (mut response, route) = router::dispatch(app, &p.req);
-                app.cors.decorate(p.req.header("origin"), &mut response);
-                finish(p.raw, &p.req.method, response, route, p.id, p.started, false);
+                let (response, route) = router::dispatch(app, &p.req);
+                finish(&app.cors, p.raw, response, route, p.id, p.started, false);
             }
             Err(_) if stop.load(Ordering::Relaxed) => return,
             Err(_) => {}
@@ -130,40 +129,33 @@ fn accept(app: &Arc<App>, mut raw: tiny_http::Request, upstream: &SyncSender<Pen
     let req = match request::read(&mut raw, limit) {
         Ok(req) => req,
         // The rest of an oversized body is not read; the connection is closed.
-        Err(e) => {
-            let method = raw.method().as_str().to_owned();
-            let origin = raw.headers().iter().find(|h| h.field.equiv("Origin")).map(|h| h.value.to_string());
-            let mut response = e.into_response();
-            app.cors.decorate(origin.as_deref(), &mut response);
-            return finish(raw, &method, response, "unread", id, started, true);
-        }
+        Err(e) => return finish(&app.cors, raw, e.into_response(), "unread", id, started, true),
     };
     let origin = req.header("origin");
     if let Some(response) = app.cors.preflight(&req.method, origin, req.header("access-control-request-method")) {
-        return finish(raw, &req.method, response, "preflight", id, started, false);
+        return finish(&app.cors, raw, response, "preflight", id, started, false);
     }
     if router::find(&req.method, &req.path).is_ok_and(|(r, _)| r.upstream) {
-        let method = req.method.clone();
         match upstream.try_send(Pending { raw, req, id, started }) {
             Ok(()) => {}
             Err(TrySendError::Full(p) | TrySendError::Disconnected(p)) => {
                 crate::metrics::global().guard_refusals.with_label_values(&["server_busy"]).inc();
-                let mut response =
+                let response =
                     ApiError::from(Error::Busy("All provider workers are busy. Retry in a moment.")).into_response();
-                app.cors.decorate(p.req.header("origin"), &mut response);
-                finish(p.raw, &method, response, "busy", id, started, false);
+                finish(&app.cors, p.raw, response, "busy", id, started, false);
             }
         }
         return;
     }
-    let (mut response, route) = router::dispatch(app, &req);
-    app.cors.decorate(req.header("origin"), &mut response);
-    finish(raw, &req.method, response, route, id, started, false);
+    let (response, route) = router::dispatch(app, &req);
+    finish(&app.cors, raw, response, route, id, started, false);
 }
 
+/// Sends every answer: CORS headers for the request's origin, the request
+/// id, then the metrics.
 fn finish(
+    cors: &super::cors::Cors,
     raw: tiny_http::Request,
-    method: &str,
     mut response: Response,
     route: &'static str,
     id: u64,
@@ -171,11 +163,16 @@ fn finish(
     close: bool,
 ) {
     let status = response.status;
+    let origin = raw.headers().iter().find(|h| h.field.equiv("Origin")).map(|h| h.value.as_str());
+    cors.decorate(origin, &mut response);
     response.headers.push(("X-Request-Id", format!("req_{id:x}")));
     if close {
         response.headers.push(("Connection", "close".into()));
     }
     let url = raw.url().split('?').next().unwrap_or("").to_owned();
+    // A clone of the enum (no allocation for the standard methods): `raw` is consumed by `respond`.
+    let method = raw.method().clone();
+    let method = method.as_str();
     if let Err(e) = respond(raw, response) {
         log::debug!("req_{id:x}: client went away before the response was sent: {e}");
     }

@@ -30,8 +30,9 @@ use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJwsSigningAlgorithm, CoreProviderMetadata,
 };
 use openidconnect::{
-    AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl, JsonWebKeySet, Nonce,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError, TokenResponse,
+    AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IssuerUrl, JsonWebKeySet, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    SignatureVerificationError, TokenResponse,
 };
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -73,6 +74,11 @@ pub fn check_config(name: &str, p: &OidcConfig) -> std::result::Result<(), Strin
     }
     Ok(())
 }
+
+/// A client made from discovery: an authorization endpoint, and a token and
+/// user-info endpoint if the provider named them.
+type DiscoveredClient =
+    CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
 
 struct Provider {
     name: String,
@@ -183,6 +189,13 @@ impl Providers {
         ClientId::new(p.cfg.client_id.clone())
     }
 
+    /// The crate's client for `p`: our credentials and callback, the
+    /// provider's endpoints from its metadata.
+    fn client(p: &Provider, metadata: &CoreProviderMetadata) -> DiscoveredClient {
+        CoreClient::from_provider_metadata(metadata.clone(), Self::client_id(p), Some(p.secret.clone()))
+            .set_redirect_uri(p.callback.clone())
+    }
+
     /// `GET /v1/auth/oidc/{name}/start`: stores the pending sign-in and
     /// answers the provider's authorization URL.
     pub fn start(&self, db: &Db, name: &str, redirect_uri: &str, client_state: Option<&str>) -> Result<String> {
@@ -197,9 +210,7 @@ impl Providers {
         let state = api_key::hex(&api_key::random_bytes::<32>()?);
         let nonce = api_key::hex(&api_key::random_bytes::<32>()?);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let client =
-            CoreClient::from_provider_metadata((*metadata).clone(), Self::client_id(p), Some(p.secret.clone()))
-                .set_redirect_uri(p.callback.clone());
+        let client = Self::client(p, &metadata);
         let mut request = client.authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,
             {
@@ -293,9 +304,7 @@ impl Providers {
         code: &str,
     ) -> Result<String> {
         let metadata = self.metadata(p)?;
-        let client =
-            CoreClient::from_provider_metadata((*metadata).clone(), Self::client_id(p), Some(p.secret.clone()))
-                .set_redirect_uri(p.callback.clone());
+        let client = Self::client(p, &metadata);
         let http = |r| http_client::call(&self.agent, r);
         let response = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))

@@ -2,7 +2,7 @@
 
 use crate::auth;
 use crate::auth::key_limits::{KeyLimits, KeyLimitsBody};
-use crate::domain::{ApiKeyId, Email, Timestamp, UserId, day_number};
+use crate::domain::{ApiKeyId, Email, Timestamp, UserId};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
@@ -81,11 +81,6 @@ pub fn me(ctx: &Ctx) -> Result<Response, ApiError> {
     Ok(Response::json(200, &user))
 }
 
-/// Today, as spend limits count days.
-fn today(ctx: &Ctx) -> i64 {
-    day_number(Timestamp::now(), ctx.app.guard.day_utc_offset_minutes())
-}
-
 fn model_names(ctx: &Ctx) -> HashSet<String> {
     ctx.app.adapter.models().iter().map(|m| m.name.clone()).collect()
 }
@@ -108,7 +103,7 @@ fn create_key_for(ctx: &Ctx, user: UserId) -> Result<Response, ApiError> {
     let mut limits = KeyLimits::default();
     let models = model_names(ctx);
     body.apply(&raw, &mut limits, |m| models.contains(m), Timestamp::now())?;
-    let day = today(ctx);
+    let day = ctx.app.guard.today();
     ctx.commit(201, move |c| auth::create_api_key(c, user, &name, &limits, day))
 }
 
@@ -119,7 +114,7 @@ pub fn update_key(ctx: &Ctx) -> Result<Response, ApiError> {
     let id = ApiKeyId::parse(ctx.param(0)).ok_or_else(|| Error::not_found("API key"))?;
     let (body, raw): (KeyLimitsBody, serde_json::Map<String, serde_json::Value>) = ctx.req.json_and_object()?;
     let name = body.name.as_deref().map(auth::parse_key_name).transpose()?;
-    let (models, day) = (model_names(ctx), today(ctx));
+    let (models, day) = (model_names(ctx), ctx.app.guard.today());
     let response = ctx.commit(200, move |c| {
         let current = auth::get_api_key(c, user, id, day)?;
         let mut limits = current.limits.clone();
@@ -131,14 +126,19 @@ pub fn update_key(ctx: &Ctx) -> Result<Response, ApiError> {
 }
 
 pub fn list_keys(ctx: &Ctx) -> Result<Response, ApiError> {
-    let list = auth::list_api_keys(&ctx.app.db, ctx.user()?.id, &ctx.req.page_after(ApiKeyId::PREFIX)?, today(ctx))?;
+    let list = auth::list_api_keys(
+        &ctx.app.db,
+        ctx.user()?.id,
+        &ctx.req.page_after(ApiKeyId::PREFIX)?,
+        ctx.app.guard.today(),
+    )?;
     Ok(Response::json(200, &list))
 }
 
 pub fn admin_list_keys(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = super::admin::user_param(ctx)?;
     users::get(&ctx.app.db, user)?;
-    let list = auth::list_api_keys(&ctx.app.db, user, &ctx.req.page_after(ApiKeyId::PREFIX)?, today(ctx))?;
+    let list = auth::list_api_keys(&ctx.app.db, user, &ctx.req.page_after(ApiKeyId::PREFIX)?, ctx.app.guard.today())?;
     Ok(Response::json(200, &list))
 }
 
