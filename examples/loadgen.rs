@@ -126,7 +126,7 @@ fn seed_db(path: &str, n: usize, grants: usize) -> Vec<String> {
         let batch = db
             .write(move |c| {
                 let mut out = Vec::new();
-                for i in chunk {
+                for i in &chunk {
                     let email = Email::parse(&format!("load{stamp}-{i}@example.com")).expect("email");
                     let u = tollgate::users::insert(c, &email, &hash, Role::User)?;
                     for g in 0..grants.max(1) {

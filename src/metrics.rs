@@ -21,6 +21,7 @@ pub struct Metrics {
     pub writer_group_size: HistogramVec,
     pub writer_commit_seconds: HistogramVec,
     pub writer_fsync_seconds: HistogramVec,
+    pub writer_replays: IntCounter,
     pub provider_calls: IntCounterVec,
     pub provider_duration: HistogramVec,
     pub jobs: IntGaugeVec,
@@ -52,6 +53,12 @@ impl Metrics {
             IntGauge::new("wal_frames", "Frames in the SQLite WAL at the last background checkpoint").expect("metric");
         r.register(Box::new(holds_active.clone())).expect("unique metric");
         r.register(Box::new(wal_frames.clone())).expect("unique metric");
+        let writer_replays = IntCounter::new(
+            "writer_replays_total",
+            "Groups rolled back and run again because a closure failed after writing",
+        )
+        .expect("metric");
+        r.register(Box::new(writer_replays.clone())).expect("unique metric");
         let jobs = IntGaugeVec::new(Opts::new("jobs", "Jobs by status"), &["status"]).expect("metric");
         r.register(Box::new(jobs.clone())).expect("unique metric");
         Metrics {
@@ -69,6 +76,7 @@ impl Metrics {
                 latency.clone(),
             ),
             credits_charged,
+            writer_replays,
             credits_refused: counter_vec(&r, "credits_refused_total", "Charges refused, by reason", &["reason"]),
             guard_refusals: counter_vec(&r, "guard_refusals_total", "Requests refused by a guard", &["guard"]),
             edge_rejections: counter_vec(

@@ -718,7 +718,7 @@ impl Ctx<'_> {
     pub fn commit<T, F>(&self, status: u16, f: F) -> Result<Response, ApiError>
     where
         T: Serialize + 'static,
-        F: FnOnce(&Connection) -> crate::error::Result<T> + Send + 'static,
+        F: Fn(&Connection) -> crate::error::Result<T> + Send + 'static,
     {
         self.commit_status(move |c| Ok((status, f(c)?)))
     }
@@ -728,7 +728,7 @@ impl Ctx<'_> {
     pub fn commit_status<T, F>(&self, f: F) -> Result<Response, ApiError>
     where
         T: Serialize + 'static,
-        F: FnOnce(&Connection) -> crate::error::Result<(u16, T)> + Send + 'static,
+        F: Fn(&Connection) -> crate::error::Result<(u16, T)> + Send + 'static,
     {
         let token = self.idem.clone();
         let response = self.app.db.write(move |c| {

@@ -74,7 +74,7 @@ pub fn begin(db: &Db, user: UserId, key: String, fingerprint: String) -> Result<
             }
             _ => {
                 storage::claim(c, user, &key, &fingerprint, now)?;
-                Ok(Claim::Fresh(Token { user, key }))
+                Ok(Claim::Fresh(Token { user, key: key.clone() }))
             }
         }
     })

@@ -347,7 +347,7 @@ fn keep_outputs(app: &App, job: &JobRow, output: &Value, stop: &AtomicBool) -> V
 
 /// Settles the hold, stores the output and completes the job, in one
 /// transaction. A job canceled meanwhile is left alone (its hold is gone).
-fn complete(app: &App, job: &JobRow, mut done: Done, stop: &AtomicBool) {
+fn complete(app: &App, job: &JobRow, done: Done, stop: &AtomicBool) {
     let kept = keep_outputs(app, job, &done.output, stop);
     let (id, user, model) = (job.id, job.user, job.model.clone());
     let retention_days = app.config.media.retention_days;
@@ -357,7 +357,9 @@ fn complete(app: &App, job: &JobRow, mut done: Done, stop: &AtomicBool) {
         if cur.status != JobStatus::Processing {
             return Ok(false);
         }
-        crate::media::attach(c, user, id, &mut done.output, &kept, retention_days)?;
+        // A copy per run: the writer may run this closure again.
+        let mut output = done.output.clone();
+        crate::media::attach(c, user, id, &mut output, &kept, retention_days)?;
         for not_kept in kept.iter().filter_map(|o| o.result.as_ref().err().map(|why| (&o.url, why))) {
             logs::write(
                 c,
@@ -378,7 +380,7 @@ fn complete(app: &App, job: &JobRow, mut done: Done, stop: &AtomicBool) {
             json!({"job_id": id, "model": model, "provider": done.info.provider, "latency_ms": done.info.latency_ms}),
         );
         let outcome = metered::settle_in(c, &reservation, done.cost, &done.description, &log, &done.used)?;
-        storage::set_result(c, id, &done.output, outcome.charged, outcome.transaction_id)?;
+        storage::set_result(c, id, &output, outcome.charged, outcome.transaction_id)?;
         storage::set_status(c, id, JobStatus::Processing, JobStatus::Completed, "completed", Timestamp::now())?;
         super::emit_end(c, id, EventType::JobCompleted)?;
         Ok::<_, Error>(true)

@@ -224,13 +224,28 @@ impl Db {
     }
 
     /// Runs `f` inside the writer's transaction and returns once it is durably
-    /// committed. If `f` fails, only its own changes are rolled back.
-    pub fn write<T, E>(&self, f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static) -> Result<T, E>
+    /// committed. If `f` fails, its changes are undone and its neighbours'
+    /// stay. `f` may run more than once (an `Fn`): when a closure grouped
+    /// with it fails after writing, the writer rolls the group back and runs
+    /// the others again, instead of paying a savepoint per closure. So `f`
+    /// must do nothing outside the database that cannot happen twice.
+    pub fn write<T, E>(&self, f: impl Fn(&Connection) -> Result<T, E> + Send + 'static) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        self.writer.submit(true, f)
+        self.writer.submit_replayable(true, f)
+    }
+
+    /// [`Db::write`] for a closure that can run only once (it consumes what
+    /// it captured, or acts outside the database): it runs in a savepoint of
+    /// its own, so its failure never makes the group replay.
+    pub fn write_once<T, E>(&self, f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        self.writer.submit_once(true, f)
     }
 
     /// Runs `f(conn, batch)` in write transactions of its own until it
@@ -257,11 +272,11 @@ impl Db {
     /// anything that depends on them is written durably later (a hold
     /// settled afterwards, an idempotency claim cleared at startup). WAL
     /// order makes every later durable commit carry these with it.
-    pub fn write_lazy<T, E>(&self, f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static) -> Result<T, E>
+    pub fn write_lazy<T, E>(&self, f: impl Fn(&Connection) -> Result<T, E> + Send + 'static) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        self.writer.submit(false, f)
+        self.writer.submit_replayable(false, f)
     }
 }

@@ -53,33 +53,67 @@ type Answer<'a> = Result<(), &'a NotCommitted>;
 trait WriteJob: Send {
     /// Whether the caller waits for an fsync: a durable write that succeeded.
     fn needs_sync(&self) -> bool;
+    /// Whether the closure may run again from the start (an `Fn`): it then
+    /// needs no savepoint, because a late failure can be undone by rolling
+    /// back the group and running the closures before it again.
+    fn replayable(&self) -> bool;
     /// Runs the closure; true when it succeeded and its changes should stay.
+    /// A replayable closure's earlier result is replaced.
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller once the group's fate is known.
     fn finish(self: Box<Self>, commit: Answer<'_>);
 }
 
-struct Job<T, E, F> {
+/// A submitted closure: run once (in a savepoint when it shares its group),
+/// or as many times as the group is replayed.
+trait Body<T, E>: Send {
+    const REPLAYABLE: bool;
+    fn call(&mut self, conn: &Connection) -> Option<Result<T, E>>;
+}
+
+struct Once<F>(Option<F>);
+struct Again<F>(F);
+
+impl<T, E, F: FnOnce(&Connection) -> Result<T, E> + Send> Body<T, E> for Once<F> {
+    const REPLAYABLE: bool = false;
+    fn call(&mut self, conn: &Connection) -> Option<Result<T, E>> {
+        self.0.take().map(|f| f(conn))
+    }
+}
+
+impl<T, E, F: Fn(&Connection) -> Result<T, E> + Send> Body<T, E> for Again<F> {
+    const REPLAYABLE: bool = true;
+    fn call(&mut self, conn: &Connection) -> Option<Result<T, E>> {
+        Some((self.0)(conn))
+    }
+}
+
+struct Job<T, E, B> {
     durable: bool,
-    f: Option<F>,
+    body: B,
     result: Option<Result<T, E>>,
     reply: SyncSender<Result<T, E>>,
 }
 
-impl<T, E, F> WriteJob for Job<T, E, F>
+impl<T, E, B> WriteJob for Job<T, E, B>
 where
     T: Send,
     E: From<StorageError> + Send,
-    F: FnOnce(&Connection) -> Result<T, E> + Send,
+    B: Body<T, E>,
 {
     fn needs_sync(&self) -> bool {
         self.durable && matches!(self.result, Some(Ok(_)))
     }
 
+    fn replayable(&self) -> bool {
+        B::REPLAYABLE
+    }
+
     fn run(&mut self, conn: &Connection) -> bool {
-        let Some(f) = self.f.take() else { return false };
-        let outcome = match catch_unwind(AssertUnwindSafe(|| f(conn))) {
-            Ok(r) => r,
+        let outcome = match catch_unwind(AssertUnwindSafe(|| self.body.call(conn))) {
+            Ok(Some(r)) => r,
+            // A once-only closure asked to run again: the writer never does.
+            Ok(None) => return false,
             Err(_) => {
                 log::error!("a write closure panicked; its changes were rolled back");
                 Err(E::from(StorageError::WritePanicked))
@@ -139,14 +173,36 @@ impl Writer {
         self.fsyncs.load(Ordering::Relaxed)
     }
 
-    pub(super) fn submit<T, E, F>(&self, durable: bool, f: F) -> Result<T, E>
+    /// Queues a closure that runs once, in a savepoint of its own when it
+    /// shares its group, and waits for its answer.
+    pub(super) fn submit_once<T, E, F>(&self, durable: bool, f: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
+        self.submit(durable, Once(Some(f)))
+    }
+
+    /// Queues a closure the writer may run again (see [`run_group`]): no
+    /// savepoint of its own.
+    pub(super) fn submit_replayable<T, E, F>(&self, durable: bool, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+        F: Fn(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        self.submit(durable, Again(f))
+    }
+
+    fn submit<T, E, B>(&self, durable: bool, body: B) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+        B: Body<T, E> + 'static,
+    {
         let (reply, answer) = sync_channel(1);
-        let job: Box<dyn WriteJob> = Box::new(Job { durable, f: Some(f), result: None, reply });
+        let job: Box<dyn WriteJob> = Box::new(Job { durable, body, result: None, reply });
         let sender = match self.tx.lock() {
             Ok(guard) => guard.clone(),
             Err(_) => None,
@@ -228,40 +284,59 @@ fn run(conn: &Connection, rx: &Receiver<Box<dyn WriteJob>>, syncer: Option<Synce
 }
 
 /// Runs one group in one transaction; `Err` says why nothing of it stayed.
+///
+/// A replayable closure runs without a savepoint while every closure before
+/// it in the transaction is replayable too. If it fails having written
+/// nothing (the common refusal: checks come before writes), nothing needs
+/// undoing. If it fails after writing, the transaction is rolled back and
+/// the closures before it run again from the start, without it: the same
+/// closures on the same state, so the same effects (issue 19: a SAVEPOINT
+/// and RELEASE per closure cost the writer more than these rare replays).
+/// Each replay drops one closure for good, so a group replays at most once
+/// per closure. Once-only closures, and every closure after one, run in a
+/// savepoint of their own, as before.
 fn run_group(conn: &Connection, group: &mut Group) -> Result<(), NotCommitted> {
     let started = Instant::now();
-    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
-        log::error!("writer cannot begin a transaction: {e}");
-        return Err(NotCommitted::from_sqlite(&e));
-    }
+    begin(conn)?;
     let single = group.len() == 1;
-    let mut failed = 0u64;
-    for job in group.iter_mut() {
-        // A lone closure needs no savepoint: if it fails, the whole
-        // transaction is its own and is rolled back below.
-        if single {
-            if !job.run(conn) {
-                failed += 1;
+    // Closures whose failure is final: skipped when the group replays.
+    let mut dropped = vec![false; group.len()];
+    let mut succeeded = 0usize;
+    let mut i = 0;
+    let mut once_ran = false;
+    while i < group.len() {
+        if dropped[i] {
+            i += 1;
+            continue;
+        }
+        let job = &mut group[i];
+        if single || (job.replayable() && !once_ran) {
+            let before = conn.total_changes();
+            if job.run(conn) {
+                succeeded += 1;
+            } else {
+                dropped[i] = true;
+                if conn.total_changes() != before && !single {
+                    replay(conn)?;
+                    crate::metrics::global().writer_replays.inc();
+                    succeeded = 0;
+                    i = 0;
+                    continue;
+                }
             }
-            continue;
-        }
-        if let Err(e) = exec(conn, "SAVEPOINT w") {
-            log::error!("writer cannot open a savepoint: {e}");
-            failed += 1;
-            continue;
-        }
-        let ok = job.run(conn);
-        let closed = if ok {
-            exec(conn, "RELEASE w")
         } else {
-            failed += 1;
-            exec(conn, "ROLLBACK TO w").and_then(|()| exec(conn, "RELEASE w"))
-        };
-        if let Err(e) = closed {
-            log::error!("writer cannot close a savepoint: {e}");
+            once_ran |= !job.replayable();
+            if run_in_savepoint(conn, job.as_mut()) {
+                succeeded += 1;
+            } else {
+                dropped[i] = true;
+            }
         }
+        i += 1;
     }
-    let commit = if single && failed == 1 { exec(conn, "ROLLBACK") } else { exec(conn, "COMMIT") };
+    // Nothing to keep (every closure failed): a rollback is the answer, and
+    // it undoes a lone closure that failed after writing.
+    let commit = if succeeded == 0 { exec(conn, "ROLLBACK") } else { exec(conn, "COMMIT") };
     let m = crate::metrics::global();
     m.writer_group_size.with_label_values::<&str>(&[]).observe(group.len() as f64);
     m.writer_commit_seconds.with_label_values::<&str>(&[]).observe(started.elapsed().as_secs_f64());
@@ -270,6 +345,38 @@ fn run_group(conn: &Connection, group: &mut Group) -> Result<(), NotCommitted> {
         log::error!("writer commit failed, group of {} rolled back: {e}", group.len());
         NotCommitted::from_sqlite(&e)
     })
+}
+
+fn begin(conn: &Connection) -> Result<(), NotCommitted> {
+    exec(conn, "BEGIN IMMEDIATE").map_err(|e| {
+        log::error!("writer cannot begin a transaction: {e}");
+        NotCommitted::from_sqlite(&e)
+    })
+}
+
+/// Undoes the transaction so far and opens a new one for the replay.
+fn replay(conn: &Connection) -> Result<(), NotCommitted> {
+    if let Err(e) = exec(conn, "ROLLBACK") {
+        log::error!("writer cannot roll back a group to replay it: {e}");
+        return Err(NotCommitted::from_sqlite(&e));
+    }
+    begin(conn)
+}
+
+/// Runs a once-only closure in a savepoint: a failure undoes its changes
+/// alone. True when it succeeded.
+fn run_in_savepoint(conn: &Connection, job: &mut dyn WriteJob) -> bool {
+    if let Err(e) = exec(conn, "SAVEPOINT w") {
+        log::error!("writer cannot open a savepoint: {e}");
+        return false;
+    }
+    let ok = job.run(conn);
+    let closed =
+        if ok { exec(conn, "RELEASE w") } else { exec(conn, "ROLLBACK TO w").and_then(|()| exec(conn, "RELEASE w")) };
+    if let Err(e) = closed {
+        log::error!("writer cannot close a savepoint: {e}");
+    }
+    ok
 }
 
 /// Runs a fixed statement through the statement cache: the writer issues
@@ -336,6 +443,126 @@ mod tests {
         crate::storage::temp_db(Synchronous::Normal)
     }
 
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// A write as a test thread submits it.
+    type Submit<T> = Box<dyn FnOnce(&Db) -> Result<T, StorageError> + Send>;
+
+    /// Submits `writes` one after another while the writer is held busy,
+    /// so they run as one group in submission order; returns their answers.
+    fn as_one_group<T: Send + 'static>(db: &Arc<Db>, writes: Vec<Submit<T>>) -> Vec<Result<T, StorageError>> {
+        let busy = {
+            let db = Arc::clone(db);
+            std::thread::spawn(move || {
+                db.write(|_| {
+                    std::thread::sleep(Duration::from_millis(300));
+                    Ok::<_, StorageError>(())
+                })
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let handles: Vec<_> = writes
+            .into_iter()
+            .map(|w| {
+                let db = Arc::clone(db);
+                let h = std::thread::spawn(move || w(&db));
+                std::thread::sleep(Duration::from_millis(20));
+                h
+            })
+            .collect();
+        busy.join().unwrap().unwrap();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
+    fn keys(db: &Db) -> Vec<String> {
+        db.read(|c| {
+            let mut st = c.prepare("SELECT key FROM settings WHERE key LIKE 'g-%' ORDER BY key")?;
+            let rows = st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok::<_, StorageError>(rows)
+        })
+        .unwrap()
+    }
+
+    /// A replayable closure that fails having written nothing costs its
+    /// group nothing; one that fails after writing makes the writer roll the
+    /// group back and run the closures before it again, without it. Every
+    /// caller gets the answer of the run that committed.
+    #[test]
+    fn a_closure_failing_after_writing_replays_its_group_without_it() {
+        let (_dir, db) = db();
+        let db = Arc::new(db);
+        let runs = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let write = |i: usize, writes_then_fails: bool| -> Submit<i64> {
+            let runs = Arc::clone(&runs);
+            Box::new(move |db: &Db| {
+                db.write(move |c| {
+                    runs[i].fetch_add(1, Ordering::SeqCst);
+                    if writes_then_fails || i != 1 {
+                        c.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [format!("g-{i}")])?;
+                    }
+                    if i == 1 {
+                        return Err(StorageError::Pool("refused on purpose".into()));
+                    }
+                    // What a replay must recompute: this run's own row.
+                    Ok(c.query_row("SELECT rowid FROM settings WHERE key = ?1", [format!("g-{i}")], |r| r.get(0))
+                        .unwrap_or(-1))
+                })
+            })
+        };
+        let replays = || crate::metrics::global().writer_replays.get();
+
+        // The refusal wrote nothing: no replay, each closure ran once.
+        let answers = as_one_group(&db, vec![write(0, false), write(1, false), write(2, false)]);
+        assert!(answers[0].is_ok() && answers[1].is_err() && answers[2].is_ok(), "{answers:?}");
+        let counts: Vec<usize> = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+        assert_eq!(counts, [1, 1, 1]);
+        assert_eq!(keys(&db), ["g-0", "g-2"]);
+
+        db.write(|c| Ok::<_, StorageError>(c.execute("DELETE FROM settings WHERE key LIKE 'g-%'", [])?)).unwrap();
+        runs.iter().for_each(|r| r.store(0, Ordering::SeqCst));
+        let before = replays();
+        let answers = as_one_group(&db, vec![write(0, true), write(1, true), write(2, true)]);
+        assert!(answers[0].is_ok() && answers[1].is_err() && answers[2].is_ok(), "{answers:?}");
+        // The first ran again after the rollback; the failed one never did.
+        let counts: Vec<usize> = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+        assert_eq!(counts, [2, 1, 1]);
+        assert_eq!(keys(&db), ["g-0", "g-2"], "the failed closure's row is gone, the others' stay once");
+        assert!(replays() > before);
+    }
+
+    /// Once-only closures run in a savepoint, never twice, and a replayable
+    /// closure after one in the group does too.
+    #[test]
+    fn once_only_closures_keep_savepoints_and_never_run_twice() {
+        let (_dir, db) = db();
+        let db = Arc::new(db);
+        let runs = Arc::new(AtomicUsize::new(0));
+        let once = |i: usize| -> Submit<()> {
+            let runs = Arc::clone(&runs);
+            Box::new(move |db: &Db| {
+                let owned = format!("g-{i}");
+                db.write_once(move |c| {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    c.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [owned])?;
+                    Ok(())
+                })
+            })
+        };
+        let failing = |i: usize| -> Submit<()> {
+            Box::new(move |db: &Db| {
+                db.write(move |c| {
+                    c.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [format!("g-{i}")])?;
+                    Err(StorageError::Pool("refused after writing".into()))
+                })
+            })
+        };
+        let answers = as_one_group(&db, vec![once(0), failing(1), once(2), failing(3)]);
+        assert!(answers[0].is_ok() && answers[1].is_err() && answers[2].is_ok() && answers[3].is_err());
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "each once-only closure ran once");
+        assert_eq!(keys(&db), ["g-0", "g-2"]);
+    }
+
     #[test]
     fn a_failing_closure_rolls_back_alone_while_its_group_commits() {
         let (_dir, db) = db();
@@ -372,7 +599,7 @@ mod tests {
         let db = Arc::new(db);
         let insert = |key: String| {
             move |c: &rusqlite::Connection| -> Result<usize, StorageError> {
-                Ok(c.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [key])?)
+                Ok(c.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [&key])?)
             }
         };
         for i in 0..5 {

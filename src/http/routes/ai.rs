@@ -190,8 +190,9 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
         let outcome = metered::settle_in(c, &reservation, cost, &desc, &log, &used)?;
         let u = resp.usage;
         let tollgate = json!({"cost": outcome.charged, "transaction_id": outcome.transaction_id});
-        // An OpenAI-compatible answer goes back whole, under the public name.
-        if let Some(mut raw) = resp.raw {
+        // An OpenAI-compatible answer goes back whole, under the public name
+        // (a copy: the writer may run this closure again).
+        if let Some(mut raw) = resp.raw.clone() {
             raw["model"] = json!(model_c.name);
             raw["tollgate"] = tollgate;
             return Ok(raw);
@@ -431,7 +432,7 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
     let bound = model.price.tokens(embedding_input_bound(&body.input)?, 0);
     passthrough.remove("model");
     let reservation = metered::reserve(ctx.app, &caller, bound, None)?;
-    let (mut answer, info) = ctx.app.adapter.embeddings(model, &passthrough).map_err(|e| {
+    let (answer, info) = ctx.app.adapter.embeddings(model, &passthrough).map_err(|e| {
         metered::release(ctx.app, &reservation, &model.name);
         metered::provider_error(e)
     })?;
@@ -452,6 +453,7 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
         let desc = format!("embeddings {name} ({} tokens)", usage.prompt_tokens);
         let used = crate::usage::Metered { input_tokens: usage.prompt_tokens, ..crate::usage::Metered::model(&name) };
         let outcome = metered::settle_in(c, &reservation, cost, &desc, &log, &used)?;
+        let mut answer = answer.clone();
         answer["model"] = json!(name);
         answer["tollgate"] = json!({"cost": outcome.charged, "transaction_id": outcome.transaction_id});
         Ok(answer)

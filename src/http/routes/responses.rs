@@ -103,7 +103,7 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
             StreamCharge::new(Arc::clone(ctx.app), model.clone(), info, reservation, "ai_response", "response");
         return Ok(Response::event_stream(Box::new(Pumped::new(ResponseEvents { charge, stream }))));
     }
-    let (mut answer, info) = ctx.app.adapter.responses(model, &body).map_err(|e| {
+    let (answer, info) = ctx.app.adapter.responses(model, &body).map_err(|e| {
         metered::release(ctx.app, &reservation, &model.name);
         metered::provider_error(e)
     })?;
@@ -115,6 +115,7 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
         let used = metered::used_tokens(&model_c, &usage);
         let outcome =
             metered::settle_in(c, &reservation, cost, &call_description("response", &model_c, &usage), &log, &used)?;
+        let mut answer = answer.clone();
         answer["model"] = json!(model_c.name);
         answer["tollgate"] = json!({"cost": outcome.charged, "transaction_id": outcome.transaction_id});
         Ok(answer)
