@@ -1,5 +1,5 @@
 //! Hot paths outside the writer: JWT verification, the token-bucket check,
-//! and the full audit of a 1M-row ledger.
+//! the full audit of a 1M-row ledger, usage reports and admin log filters.
 //!
 //! Run: `cargo bench --bench hot_paths`.
 
@@ -139,5 +139,64 @@ fn usage_reports(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, jwt, bucket, audit_1m, usage_reports);
+/// Admin log filters over 1M business logs (10k users; 1 in 100 a warning)
+/// and 10,000 system logs (1 in 10 an error): what the partial indexes of
+/// migration V13 must keep fast.
+fn logs_1m(c: &mut Criterion) {
+    use tollgate::logs::{Level, LogFilter, LogType, NewLog};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(&dir.path().join("logs.db"), Synchronous::Normal).expect("open");
+    let users: Vec<UserId> = db
+        .write(|c| {
+            (0..10_000)
+                .map(|i| {
+                    let email = Email::parse(&format!("l{i}@example.com")).expect("email");
+                    Ok(tollgate::users::insert(c, &email, "x", Role::User)?.id)
+                })
+                .collect::<tollgate::error::Result<Vec<_>>>()
+        })
+        .expect("users");
+    for round in 0..20 {
+        let users = users.clone();
+        db.write(move |c| {
+            for i in 0..50_000usize {
+                let n = round * 50_000 + i;
+                let user = users[n % users.len()];
+                tollgate::logs::write(
+                    c,
+                    &NewLog::business(user, "ai_chat_completion", n % 100 != 0, serde_json::json!({"n": n})),
+                )?;
+                if n % 100 == 0 {
+                    let level = if n % 1000 == 0 { Level::Error } else { Level::Info };
+                    tollgate::logs::write(c, &NewLog::system(level, "upkeep", serde_json::json!({"n": n})))?;
+                }
+            }
+            Ok::<_, tollgate::error::Error>(())
+        })
+        .expect("seed");
+    }
+    let page = tollgate::paging::Page::default();
+    let mut g = c.benchmark_group("admin_logs_1m_business");
+    g.sample_size(20);
+    for (name, log_type, level, user_id) in [
+        ("all", None, None, None),
+        ("business", Some(LogType::Business), None, None),
+        ("business_warn", Some(LogType::Business), Some(Level::Warn), None),
+        ("system", Some(LogType::System), None, None),
+        ("system_error", Some(LogType::System), Some(Level::Error), None),
+        ("error_any_type", None, Some(Level::Error), None),
+        ("one_user", None, None, Some(users[4321])),
+    ] {
+        let f = LogFilter { log_type, level, user_id };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let l = tollgate::logs::list_all(&db, &f, &page).expect("list");
+                assert!(!l.data.is_empty());
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, jwt, bucket, audit_1m, usage_reports, logs_1m);
 criterion_main!(benches);

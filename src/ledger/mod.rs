@@ -324,7 +324,8 @@ pub fn admin_adjust_at(
     Ok(txn)
 }
 
-/// What a charge may draw on, once `check_spend` has allowed it.
+/// What a charge may draw on, once `take_spend` has allowed it: the user's
+/// balance and held amount before it.
 struct Spendable {
     balance: Credits,
     held: Credits,
@@ -332,25 +333,58 @@ struct Spendable {
     day: i64,
 }
 
-/// The checks every new charge passes first (a consume, or a hold): enough
-/// available credits, then room under the daily caps.
-fn check_spend(
+/// The checks every new charge passes (enough available credits, then room
+/// under the daily caps and the key's limits), and the change it makes to
+/// the user's row. The caps are read first; then one conditional
+/// `UPDATE ... RETURNING` checks the available credits and takes them (a
+/// debit, or a hold's reservation), instead of a read and a write of the
+/// same row (issue 19). When that update takes nothing (too few credits, a
+/// grant due to expire first, no such user), the general path decides.
+fn take_spend(
     conn: &Connection,
     user: UserId,
     amount: Credits,
     caps: &SpendCaps,
+    take: storage::Take,
     now: Timestamp,
 ) -> Result<Spendable> {
+    let day = match check_caps(conn, user, amount, caps, now) {
+        Ok(day) => day,
+        Err(refused) => {
+            // A charge refused on both counts hears about the credits first.
+            check_available(conn, user, amount, now)?;
+            return Err(refused);
+        }
+    };
+    if let Some((balance, held)) = storage::take_if_available(conn, user, amount, take, now)? {
+        return Ok(Spendable { balance, held, day });
+    }
+    let (balance, held) = check_available(conn, user, amount, now)?;
+    match take {
+        storage::Take::Debit => storage::set_credits(conn, user, balance - amount)?,
+        storage::Take::Hold => storage::add_held(conn, user, amount)?,
+    }
+    Ok(Spendable { balance, held, day })
+}
+
+/// The user's balance and held amount after expiring what was due, or a
+/// refusal when their available credits do not cover `amount`.
+fn check_available(conn: &Connection, user: UserId, amount: Credits, now: Timestamp) -> Result<(Credits, Credits)> {
     let (balance, held) = account_for_charge(conn, user, now)?;
     let available = balance - held;
     if available < amount {
         return Err(Error::InsufficientCredits { needed: amount, available });
     }
+    Ok((balance, held))
+}
+
+/// Room under the daily caps and the key's limits; returns the spend day.
+fn check_caps(conn: &Connection, user: UserId, amount: Credits, caps: &SpendCaps, now: Timestamp) -> Result<i64> {
     let day = check_daily_cap(conn, user, amount, caps, now)?;
     if let Some(key) = caps.key {
         check_key_limits(conn, key, amount, day, caps, now)?;
     }
-    Ok(Spendable { balance, held, day })
+    Ok(day)
 }
 
 /// Refuses when the charge would take the API key past its lifetime or
@@ -395,7 +429,8 @@ fn count_spend(conn: &Connection, user: UserId, key: Option<ApiKeyId>, day: i64,
 }
 
 /// Spends `amount` now: checks available credits and the daily cap, appends
-/// the `consume` row, updates the cache and today's spend, logs it.
+/// the `consume` row, updates the cache, today's spend and the usage
+/// aggregate.
 pub fn consume(
     conn: &Connection,
     user: UserId,
@@ -415,7 +450,7 @@ pub fn consume_at(
     caps: &SpendCaps,
     now: Timestamp,
 ) -> Result<Consumed> {
-    let Spendable { balance, held, day } = check_spend(conn, user, amount, caps, now)?;
+    let Spendable { balance, held, day } = take_spend(conn, user, amount, caps, storage::Take::Debit, now)?;
     let after = balance - amount;
     let draw = grants::draw(conn, user, amount, now)?;
     let txn = storage::append(
@@ -434,20 +469,13 @@ pub fn consume_at(
             grant: draw.single(),
         },
     )?;
-    storage::set_credits(conn, user, after)?;
     grants::record_draw(conn, &draw, txn.id)?;
     count_spend(conn, user, caps.key, day, amount)?;
     crate::usage::count(conn, user, day, &crate::usage::Metered::default().request(caps.key, amount))?;
     crate::events::spent(conn, user, balance - held, amount, caps.low_balance)?;
-    logs::write(
-        conn,
-        &NewLog::business(
-            user,
-            "credits_consumed",
-            true,
-            json!({ "transaction_id": txn.id, "amount": amount, "balance_after": after }),
-        ),
-    )?;
+    // No business log: the ledger row (with its description) is the record
+    // of a plain consume and the usage aggregate counts it; a log row cost
+    // every consume an insert and three index entries (issue 19).
     Ok(Consumed { transaction_id: txn.id, balance: after, available: after - held })
 }
 
@@ -474,13 +502,12 @@ pub fn hold_at(
     caps: &SpendCaps,
     now: Timestamp,
 ) -> Result<HoldId> {
-    let Spendable { balance, held, day } = check_spend(conn, user, amount, caps, now)?;
+    let Spendable { balance, held, day } = take_spend(conn, user, amount, caps, storage::Take::Hold, now)?;
     let id = storage::insert_hold(
         conn,
         &storage::NewHold { user, amount, job, api_key: caps.key, day, expires_at: now.plus_ms(ttl_ms), at: now },
     )?;
     grants::reserve(conn, user, amount, id, now)?;
-    storage::add_held(conn, user, amount)?;
     count_spend(conn, user, caps.key, day, amount)?;
     crate::events::spent(conn, user, balance - held, amount, caps.low_balance)?;
     Ok(id)

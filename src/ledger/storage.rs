@@ -33,6 +33,44 @@ pub fn set_credits(conn: &Connection, user: UserId, credits: Credits) -> rusqlit
     Ok(())
 }
 
+/// What a new charge takes from the user's row.
+#[derive(Debug, Clone, Copy)]
+pub enum Take {
+    /// `credits` goes down by the amount (a consume).
+    Debit,
+    /// `held` goes up by the amount (a hold).
+    Hold,
+}
+
+/// The common charge's check and change in one statement: takes `amount`
+/// when the active user's available credits cover it and no grant of
+/// theirs is due to expire by `now`. Returns the balance and held amount
+/// before it; `None` when nothing was taken.
+pub fn take_if_available(
+    conn: &Connection,
+    user: UserId,
+    amount: Credits,
+    take: Take,
+    now: Timestamp,
+) -> rusqlite::Result<Option<(Credits, Credits)>> {
+    // RETURNING sees the row after the change; the caller wants it before.
+    let sql = match take {
+        Take::Debit => {
+            "UPDATE users SET credits = credits - ?2
+             WHERE id = ?1 AND deleted_at IS NULL AND credits - held >= ?2
+               AND (next_expiry_at IS NULL OR next_expiry_at > ?3)
+             RETURNING credits + ?2, held"
+        }
+        Take::Hold => {
+            "UPDATE users SET held = held + ?2
+             WHERE id = ?1 AND deleted_at IS NULL AND credits - held >= ?2
+               AND (next_expiry_at IS NULL OR next_expiry_at > ?3)
+             RETURNING credits, held - ?2"
+        }
+    };
+    conn.prepare_cached(sql)?.query_row(params![user, amount, now], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+}
+
 pub fn add_held(conn: &Connection, user: UserId, delta: Credits) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE users SET held = held + ?2 WHERE id = ?1")?.execute(params![user, delta])?;
     Ok(())
