@@ -97,6 +97,19 @@ pub struct AuditReport {
     pub mismatches: Vec<Mismatch>,
 }
 
+/// What the walk sums per user.
+#[derive(Debug, Default, Clone, Copy)]
+struct UserWalk {
+    /// Every row's amount: the balance the caches must show.
+    sum: i64,
+    /// The last row's `balance_after`, which the next row must follow.
+    running: i64,
+    /// What `consume` rows took: the usage aggregate's cost.
+    consumed: i64,
+    /// The last metered row's carry.
+    carry: i64,
+}
+
 pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditReport> {
     let mut found: Vec<Mismatch> = Vec::new();
     let mut count = 0usize;
@@ -110,11 +123,11 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
     let mut prev_hash = GENESIS_HASH.to_owned();
     let mut prev_id = 0i64;
     let mut rows = 0u64;
-    let mut running: HashMap<i64, i64> = HashMap::new();
     let mut expected_seen: Option<String> = None;
     let mut walk_issues: Vec<Mismatch> = Vec::new();
-    let mut sums: HashMap<i64, i64> = HashMap::new();
-    let mut carries: HashMap<i64, i64> = HashMap::new();
+    // Everything the walk keeps per user, in one map: one lookup per row
+    // (five maps cost the audit a quarter of its time in probes).
+    let mut users: HashMap<i64, UserWalk> = HashMap::new();
     let grants = grant_storage::audit_input(conn)?;
     let grant_of: HashMap<GrantId, &grant_storage::GrantFacts> = grants.grants.iter().map(|g| (g.id, g)).collect();
     let grant_rows: HashMap<i64, GrantId> =
@@ -125,11 +138,11 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
     let mut orphan_draws: Vec<i64> = Vec::new();
     let mut key_charged: HashMap<i64, i64> = HashMap::new();
     let mut drawn: HashMap<GrantId, i64> = HashMap::new();
-    let mut consumed: HashMap<i64, i64> = HashMap::new();
     storage::for_each_row(conn, |r| {
         rows += 1;
+        let u = users.entry(r.user_id).or_default();
         if r.kind == "consume" {
-            *consumed.entry(r.user_id).or_default() -= r.amount;
+            u.consumed -= r.amount;
         }
         if let Some(k) = r.api_key_id {
             *key_charged.entry(k).or_default() -= r.amount;
@@ -149,7 +162,7 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
                 Err(e) => draw_error = Some(e),
             }
         }
-        *sums.entry(r.user_id).or_default() += r.amount;
+        u.sum += r.amount;
         if r.id != prev_id + 1 {
             walk_issues.push(Mismatch::Gap { after_row_id: prev_id, next_row_id: r.id });
         }
@@ -159,19 +172,19 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
                 id: r.id,
                 user_id: r.user_id,
                 amount: r.amount,
-                kind: &r.kind,
+                kind: r.kind,
                 balance_after: r.balance_after,
                 job_id: r.job_id,
                 hold_id: r.hold_id,
-                description: &r.description,
+                description: r.description,
                 created_at: r.created_at,
                 micro: r.micro,
             },
         );
         if expected != r.hash {
-            walk_issues.push(Mismatch::Chain { row_id: r.id, expected_hash: expected, stored_hash: r.hash.clone() });
+            walk_issues.push(Mismatch::Chain { row_id: r.id, expected_hash: expected, stored_hash: r.hash.to_owned() });
         }
-        let before = running.get(&r.user_id).copied().unwrap_or(0);
+        let before = u.running;
         if before + r.amount != r.balance_after {
             walk_issues.push(Mismatch::RunningBalance {
                 row_id: r.id,
@@ -182,9 +195,9 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
         }
         // Keep the stored value: one bad row is reported once, not again at
         // every later row of the same user.
-        running.insert(r.user_id, r.balance_after);
+        u.running = r.balance_after;
         if let Some((cost, carry_after)) = r.micro {
-            let total = carries.get(&r.user_id).copied().unwrap_or(0) + cost;
+            let total = u.carry + cost;
             let (charge, carry) = (total / super::MICRO_PER_CREDIT, total % super::MICRO_PER_CREDIT);
             if r.amount != -charge || carry_after != carry {
                 walk_issues.push(Mismatch::Carry {
@@ -195,12 +208,13 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
                     stored_carry: carry_after,
                 });
             }
-            carries.insert(r.user_id, carry_after);
+            u.carry = carry_after;
         }
         if expect.is_some_and(|e| e.id == r.id) {
-            expected_seen = Some(r.hash.clone());
+            expected_seen = Some(r.hash.to_owned());
         }
-        prev_hash = r.hash.clone();
+        prev_hash.clear();
+        prev_hash.push_str(r.hash);
         prev_id = r.id;
     })?;
     if let Some(e) = draw_error {
@@ -212,6 +226,7 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
     for m in walk_issues {
         note(m, &mut found);
     }
+    let sums: HashMap<i64, i64> = users.iter().map(|(id, u)| (*id, u.sum)).collect();
     for m in check_grants(&grants, &drawn, &sums) {
         note(m, &mut found);
     }
@@ -225,14 +240,15 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
     let input = storage::audit_input(conn)?;
     let held: HashMap<UserId, Credits> = input.active_held.into_iter().collect();
     for (user, cached, cached_held, cached_carry) in &input.users {
-        let carry = carries.get(&user.0).copied().unwrap_or(0);
+        let walked = users.get(&user.0).copied().unwrap_or_default();
+        let carry = walked.carry;
         if carry != *cached_carry {
             note(
                 Mismatch::CachedCarry { user_id: *user, ledger_carry: carry, cached_carry: *cached_carry },
                 &mut found,
             );
         }
-        let sum = sums.get(&user.0).copied().unwrap_or(0);
+        let sum = walked.sum;
         if sum != cached.0 {
             note(Mismatch::CachedBalance { user_id: *user, ledger_balance: sum, cached_balance: cached.0 }, &mut found);
         }
@@ -242,9 +258,9 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
         }
     }
     let usage: HashMap<i64, i64> = crate::usage::storage::cost_by_user(conn)?.into_iter().collect();
-    for user in consumed.keys().chain(usage.keys()).collect::<std::collections::BTreeSet<_>>() {
+    for user in users.keys().chain(usage.keys()).collect::<std::collections::BTreeSet<_>>() {
         let (ledger_consumed, usage_cost) =
-            (consumed.get(user).copied().unwrap_or(0), usage.get(user).copied().unwrap_or(0));
+            (users.get(user).map_or(0, |u| u.consumed), usage.get(user).copied().unwrap_or(0));
         if ledger_consumed != usage_cost {
             note(Mismatch::Usage { user_id: UserId(*user), ledger_consumed, usage_cost }, &mut found);
         }

@@ -416,24 +416,25 @@ pub fn audit_input(conn: &Connection) -> rusqlite::Result<AuditInput> {
 }
 
 /// One ledger row as stored, for the chain walk.
-pub struct StoredRow {
+pub struct StoredRow<'a> {
     pub id: i64,
     pub user_id: i64,
     pub amount: i64,
-    pub kind: String,
+    pub kind: &'a str,
     pub balance_after: i64,
     pub job_id: Option<i64>,
     pub hold_id: Option<i64>,
-    pub description: String,
+    pub description: &'a str,
     pub created_at: i64,
-    pub hash: String,
+    pub hash: &'a str,
     pub micro: Option<(i64, i64)>,
     pub api_key_id: Option<i64>,
     pub grant_id: Option<i64>,
 }
 
-/// Calls `visit` for every ledger row in id order, without loading them all.
-pub fn for_each_row(conn: &Connection, mut visit: impl FnMut(&StoredRow)) -> rusqlite::Result<()> {
+/// Calls `visit` for every ledger row in id order, without loading them all
+/// (and without copying its text: the row borrows SQLite's buffers).
+pub fn for_each_row(conn: &Connection, mut visit: impl FnMut(&StoredRow<'_>)) -> rusqlite::Result<()> {
     let mut st = conn.prepare(
         "SELECT id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash,
                 cost_micro, carry_after, api_key_id, grant_id
@@ -441,17 +442,22 @@ pub fn for_each_row(conn: &Connection, mut visit: impl FnMut(&StoredRow)) -> rus
     )?;
     let mut rows = st.query([])?;
     while let Some(r) = rows.next()? {
+        let text = |i: usize| -> rusqlite::Result<&str> {
+            r.get_ref(i)?
+                .as_str()
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+        };
         visit(&StoredRow {
             id: r.get(0)?,
             user_id: r.get(1)?,
             amount: r.get(2)?,
-            kind: r.get(3)?,
+            kind: text(3)?,
             balance_after: r.get(4)?,
             job_id: r.get(5)?,
             hold_id: r.get(6)?,
-            description: r.get(7)?,
+            description: text(7)?,
             created_at: r.get(8)?,
-            hash: r.get(9)?,
+            hash: text(9)?,
             micro: match (r.get::<_, Option<i64>>(10)?, r.get::<_, Option<i64>>(11)?) {
                 (Some(cost), Some(carry)) => Some((cost, carry)),
                 _ => None,
