@@ -531,6 +531,27 @@ mod tests {
         assert!(replays() > before);
     }
 
+    /// A closure that panics after writing is undone like one that failed:
+    /// its group replays without it and the writer goes on.
+    #[test]
+    fn a_closure_panicking_after_writing_is_undone_and_its_group_kept() {
+        let (_dir, db) = db();
+        let db = Arc::new(db);
+        let insert = |i: usize, panics: bool| -> Submit<()> {
+            Box::new(move |db: &Db| {
+                db.write(move |c| {
+                    c.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [format!("g-{i}")])?;
+                    assert!(!panics, "a bug after the write");
+                    Ok(())
+                })
+            })
+        };
+        let answers = as_one_group(&db, vec![insert(0, false), insert(1, true), insert(2, false)]);
+        assert!(matches!(answers[1], Err(StorageError::WritePanicked)), "{answers:?}");
+        assert!(answers[0].is_ok() && answers[2].is_ok());
+        assert_eq!(keys(&db), ["g-0", "g-2"]);
+    }
+
     /// Once-only closures run in a savepoint, never twice, and a replayable
     /// closure after one in the group does too.
     #[test]
