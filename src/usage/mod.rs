@@ -315,4 +315,29 @@ mod tests {
             [(a, 20), (b, 11)]
         );
     }
+
+    /// A report answers exactly `GROUPS_MAX` groups, and refuses one more
+    /// rather than cutting the answer short.
+    #[test]
+    fn a_report_of_groups_max_groups_answers_and_one_more_is_refused() {
+        let (_dir, db) = crate::storage::temp_db(Synchronous::Normal);
+        let user = db
+            .write(|c| {
+                let u = crate::users::insert(c, &Email::parse("g@example.com").unwrap(), "x", Role::User)?.id;
+                for day in 0..100 {
+                    for m in 0..(GROUPS_MAX as i64 / 100) {
+                        count(c, u, day, &spent(&format!("m{m}"), 1))?;
+                    }
+                }
+                Ok::<_, Error>(u)
+            })
+            .unwrap();
+        let all = [Dim::Day, Dim::Model, Dim::User, Dim::Key];
+        let q = Query::new(0, 99, Some(user), "day,model", &all).unwrap();
+        let at_limit = db.read(|c| report(c, &q)).unwrap();
+        assert_eq!(at_limit.data.len(), GROUPS_MAX);
+        db.write(move |c| count(c, user, 50, &spent("one-more", 1))).unwrap();
+        let past = db.read(|c| report(c, &q)).unwrap_err();
+        assert!(matches!(&past, Error::Invalid { param: Some(p), .. } if p == "group_by"), "{past:?}");
+    }
 }
