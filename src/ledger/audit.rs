@@ -226,8 +226,7 @@ pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditRepor
     for m in walk_issues {
         note(m, &mut found);
     }
-    let sums: HashMap<i64, i64> = users.iter().map(|(id, u)| (*id, u.sum)).collect();
-    for m in check_grants(&grants, &drawn, &sums) {
+    for m in check_grants(&grants, &drawn, &users) {
         note(m, &mut found);
     }
     for (key, cached, held) in storage::key_spend_audit(conn)? {
@@ -347,7 +346,7 @@ fn check_draws(
 fn check_grants(
     a: &grant_storage::GrantAudit,
     drawn: &HashMap<GrantId, i64>,
-    ledger_sums: &HashMap<i64, i64>,
+    walked: &HashMap<i64, UserWalk>,
 ) -> Vec<Mismatch> {
     let mut out = Vec::new();
     let reserved: HashMap<GrantId, Credits> = a.reserved.iter().copied().collect();
@@ -385,11 +384,11 @@ fn check_grants(
             out.push(Mismatch::HoldReservations { hold_id: *hold_id, amount: amount.0, reserved: held.0 });
         }
     }
-    let mut users: Vec<i64> = ledger_sums.keys().chain(remaining_by_user.keys()).copied().collect();
+    let mut users: Vec<i64> = walked.keys().chain(remaining_by_user.keys()).copied().collect();
     users.sort_unstable();
     users.dedup();
     for u in users {
-        let (sum, rem) = (ledger_sums.get(&u).copied().unwrap_or(0), remaining_by_user.get(&u).copied().unwrap_or(0));
+        let (sum, rem) = (walked.get(&u).map_or(0, |w| w.sum), remaining_by_user.get(&u).copied().unwrap_or(0));
         if sum != rem {
             out.push(Mismatch::UserGrants { user_id: UserId(u), ledger_balance: sum, grants_remaining: rem });
         }

@@ -305,10 +305,7 @@ pub fn admin_adjust_at(
         let id = g.transaction_id.ok_or_else(|| Error::Internal("a new grant has no ledger row".into()))?;
         return storage::get(conn, id)?.ok_or_else(|| Error::Internal("a new grant's ledger row vanished".into()));
     }
-    let (balance, held) = account_for_charge(conn, user, now)?;
-    if balance - held + amount < Credits::ZERO {
-        return Err(Error::InsufficientCredits { needed: -amount, available: balance - held });
-    }
+    check_available(conn, user, -amount, now)?;
     let draw = grants::draw(conn, user, -amount, now)?;
     let txn = append_change(conn, user, amount, Kind::Adjust, draw.single(), description, now)?;
     grants::record_draw(conn, &draw, txn.id)?;

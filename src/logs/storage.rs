@@ -39,6 +39,9 @@ fn narrowing(f: &LogFilter) -> &'static str {
     }
 }
 
+/// Every filter's statement binds the same five parameters, so the
+/// `?x IS NULL OR` terms stay beside the narrowing term (one of them then
+/// repeats it, which costs SQLite nothing).
 fn list_sql(f: &LogFilter) -> String {
     format!(
         "SELECT id, log_type, level, action, details, success, user_id, created_at FROM logs
