@@ -92,7 +92,11 @@ fn agent() -> ureq::Agent {
 
 /// The `g`-th grant of a seeded user: the first never expires; the others
 /// expire 1..30 days out, alternate categories and spread over priorities.
-fn seed_grant(c: &rusqlite::Connection, user: tollgate::domain::UserId, g: usize) -> tollgate::error::Result<()> {
+fn seed_grant(
+    c: &tollgate::storage::Conn<'_>,
+    user: tollgate::domain::UserId,
+    g: usize,
+) -> tollgate::error::Result<()> {
     use tollgate::ledger::grants::{Category, NewGrant, Source};
     let day_ms = 86_400_000;
     let now = tollgate::domain::Timestamp::now();

@@ -38,9 +38,9 @@ fn main() {
     let users: Vec<_> = (0..users_n)
         .map(|i| {
             let email = Email::parse(&format!("u{i}@example.com")).expect("email");
-            let u = tollgate::users::insert(&conn, &email, "x", Role::User).expect("user");
+            let u = tollgate::users::insert(&storage::Conn::Sqlite(&conn), &email, "x", Role::User).expect("user");
             for _ in 0..grants_n {
-                ledger::grant(&conn, u.id, Credits(1_000_000_000), "seed").expect("grant");
+                ledger::grant(&storage::Conn::Sqlite(&conn), u.id, Credits(1_000_000_000), "seed").expect("grant");
             }
             u.id
         })
@@ -60,7 +60,7 @@ fn main() {
             if savepoints {
                 conn.prepare_cached("SAVEPOINT w").and_then(|mut s| s.execute([])).expect("savepoint");
             }
-            ledger::consume(&conn, user, Credits(1), "", &SpendCaps::NONE).expect("consume");
+            ledger::consume(&storage::Conn::Sqlite(&conn), user, Credits(1), "", &SpendCaps::NONE).expect("consume");
             if savepoints {
                 conn.prepare_cached("RELEASE w").and_then(|mut s| s.execute([])).expect("release");
             }

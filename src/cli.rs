@@ -246,7 +246,8 @@ fn audit(config: &Config, args: &AuditArgs) -> Result<(), Failure> {
     }
     let conn = crate::storage::open_connection(&config.server.db, crate::storage::Synchronous::Full)
         .map_err(|e| e.to_string())?;
-    let report = ledger::audit::audit(&conn, expect.as_ref()).map_err(|e| e.to_string())?;
+    let report =
+        ledger::audit::audit(&crate::storage::Conn::Sqlite(&conn), expect.as_ref()).map_err(|e| e.to_string())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {

@@ -13,8 +13,8 @@ use crate::ledger::{self, Cost, HoldOutcome, HoldStatus};
 use crate::logs::{self, NewLog};
 use crate::providers::types::{ChatRequest, Message, Usage};
 use crate::providers::{Model, ProviderError};
+use crate::storage::Conn;
 use crate::usage::Metered;
-use rusqlite::Connection;
 
 /// Messages in one chat request or text job.
 pub const CHAT_MESSAGES_MAX: usize = 1_000;
@@ -195,7 +195,7 @@ pub fn reserve(app: &App, caller: &CurrentUser, bound: Credits, job: Option<JobI
 /// beside it, so the log and the charge agree; the usage aggregate counts
 /// the call (`used`) in the same transaction.
 pub fn settle_in(
-    conn: &Connection,
+    conn: &Conn<'_>,
     r: &Reservation,
     cost: Cost,
     description: &str,

@@ -126,8 +126,10 @@ fn check_copy(path: &Path) -> Result<(BackupReport, Vec<String>), String> {
         return Err(format!("the copy fails the integrity check: {}", facts.integrity));
     }
     let count = |t| files::count(&conn, t).map_err(|e| e.to_string());
-    let audit = audit::audit(&conn, None).map_err(|e| format!("cannot audit the copy: {e}"))?;
-    let hashes = crate::media::storage::live_hashes(&conn).map_err(|e| format!("cannot read the copy's files: {e}"))?;
+    let audit =
+        audit::audit(&crate::storage::Conn::Sqlite(&conn), None).map_err(|e| format!("cannot audit the copy: {e}"))?;
+    let hashes = crate::media::storage::live_hashes(&crate::storage::Conn::Sqlite(&conn))
+        .map_err(|e| format!("cannot read the copy's files: {e}"))?;
     let report = BackupReport {
         path: path.to_path_buf(),
         bytes: 0,
@@ -243,8 +245,9 @@ pub fn restore(db: &Path, media: &Path, file: &Path, force: bool) -> Result<Rest
             facts.schema_version
         ));
     }
-    let report = audit::audit(&conn, None).map_err(|e| format!("cannot audit {}: {e}; {untouched}", file.display()))?;
-    let hashes = crate::media::storage::live_hashes(&conn)
+    let report = audit::audit(&crate::storage::Conn::Sqlite(&conn), None)
+        .map_err(|e| format!("cannot audit {}: {e}; {untouched}", file.display()))?;
+    let hashes = crate::media::storage::live_hashes(&crate::storage::Conn::Sqlite(&conn))
         .map_err(|e| format!("cannot read {}'s files: {e}; {untouched}", file.display()))?;
     drop(conn);
     if !report.valid && !force {

@@ -11,7 +11,7 @@ use crate::domain::{Email, Password, Role, Timestamp};
 use crate::error::Error;
 use crate::guard::{Clock, Guard, SystemClock};
 use crate::http::server::HttpServer;
-use crate::storage::{Db, Synchronous};
+use crate::storage::{Conn, Db, Synchronous};
 use crate::{idempotency, ledger, logs, users};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -192,7 +192,7 @@ fn recover(db: &Db) -> Result<(), String> {
 /// Runs a batch-at-a-time ledger fix-up until a batch comes back short.
 fn in_batches(
     db: &Db,
-    batch: impl Fn(&rusqlite::Connection) -> crate::error::Result<usize> + Copy + Send + 'static,
+    batch: impl Fn(&Conn<'_>) -> crate::error::Result<usize> + Copy + Send + 'static,
 ) -> Result<usize, String> {
     let mut total = 0;
     loop {

@@ -4,6 +4,7 @@
 //! Identity comes only from a verified credential. Nothing in this module (or
 //! anywhere else) reads a user id from a header, a body or a query string.
 
+use crate::storage::Conn;
 pub mod api_key;
 pub mod cache;
 pub mod jwt;
@@ -283,7 +284,7 @@ pub fn parse_key_name(raw: &str) -> Result<String> {
 /// Creates a key inside the caller's transaction (`day`: today, for the
 /// view's `spent_today`).
 pub fn create_api_key(
-    conn: &rusqlite::Connection,
+    conn: &Conn<'_>,
     user: UserId,
     name: &str,
     limits: &KeyLimits,
@@ -301,14 +302,14 @@ pub fn list_api_keys(db: &Db, user: UserId, page: &Page, day: i64) -> Result<Lis
     db.read(|c| Ok::<_, Error>(storage::list_keys(c, user, page, day)?))
 }
 
-pub fn get_api_key(conn: &rusqlite::Connection, user: UserId, id: ApiKeyId, day: i64) -> Result<ApiKeyView> {
+pub fn get_api_key(conn: &Conn<'_>, user: UserId, id: ApiKeyId, day: i64) -> Result<ApiKeyView> {
     storage::get_key(conn, user, id, day)?.ok_or_else(|| Error::not_found("API key"))
 }
 
 /// Changes a key's name and limits inside the caller's transaction; the
 /// caller invalidates the credential cache after the commit.
 pub fn update_api_key(
-    conn: &rusqlite::Connection,
+    conn: &Conn<'_>,
     user: UserId,
     id: ApiKeyId,
     name: &str,

@@ -3,16 +3,19 @@
 use super::key_limits::{KeyLimits, KeyTerms};
 use crate::domain::{ApiKeyId, Credits, Role, Timestamp, UserId};
 use crate::paging::{List, Page};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::storage::Conn;
+use rusqlite::{OptionalExtension, Row, params};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-pub fn setting(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+pub fn setting(conn: &Conn<'_>, key: &str) -> rusqlite::Result<Option<String>> {
+    let conn = conn.sqlite()?;
     conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()
 }
 
 /// Stores `value` unless the key exists; returns what is stored either way.
-pub fn setting_init(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<String> {
+pub fn setting_init(conn: &Conn<'_>, key: &str, value: &str) -> rusqlite::Result<String> {
+    let conn = conn.sqlite()?;
     conn.execute("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING", [key, value])?;
     conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
 }
@@ -65,7 +68,7 @@ fn view_from(r: &Row<'_>) -> rusqlite::Result<ApiKeyView> {
 }
 
 pub fn insert_key(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     name: &str,
     hash: &str,
@@ -73,6 +76,7 @@ pub fn insert_key(
     limits: &KeyLimits,
     now: Timestamp,
 ) -> rusqlite::Result<ApiKeyId> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "INSERT INTO api_keys (user_id, name, key_hash, key_prefix, created_at, expires_at, models, spend_limit,
              daily_spend_limit, rpm)
@@ -94,7 +98,8 @@ pub fn insert_key(
 }
 
 /// The user's live key, with today's spend (`day`).
-pub fn get_key(conn: &Connection, user: UserId, id: ApiKeyId, day: i64) -> rusqlite::Result<Option<ApiKeyView>> {
+pub fn get_key(conn: &Conn<'_>, user: UserId, id: ApiKeyId, day: i64) -> rusqlite::Result<Option<ApiKeyView>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(&format!(
         "SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN api_key_daily_spend d ON d.api_key_id = k.id AND d.day = ?3
          WHERE k.id = ?1 AND k.user_id = ?2 AND k.revoked_at IS NULL"
@@ -104,12 +109,13 @@ pub fn get_key(conn: &Connection, user: UserId, id: ApiKeyId, day: i64) -> rusql
 }
 
 pub fn update_key(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     id: ApiKeyId,
     name: &str,
     limits: &KeyLimits,
 ) -> rusqlite::Result<usize> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "UPDATE api_keys SET name = ?3, expires_at = ?4, models = ?5, spend_limit = ?6, daily_spend_limit = ?7, rpm = ?8
          WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL",
@@ -126,7 +132,8 @@ pub fn update_key(
     ])
 }
 
-pub fn list_keys(conn: &Connection, user: UserId, page: &Page, day: i64) -> rusqlite::Result<List<ApiKeyView>> {
+pub fn list_keys(conn: &Conn<'_>, user: UserId, page: &Page, day: i64) -> rusqlite::Result<List<ApiKeyView>> {
+    let conn = conn.sqlite()?;
     let rows = conn
         .prepare_cached(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN api_key_daily_spend d ON d.api_key_id = k.id AND d.day = ?4
@@ -138,7 +145,8 @@ pub fn list_keys(conn: &Connection, user: UserId, page: &Page, day: i64) -> rusq
 }
 
 /// Revokes the user's own key; 0 rows when it is not theirs or already revoked.
-pub fn revoke_key(conn: &Connection, user: UserId, id: ApiKeyId, now: Timestamp) -> rusqlite::Result<usize> {
+pub fn revoke_key(conn: &Conn<'_>, user: UserId, id: ApiKeyId, now: Timestamp) -> rusqlite::Result<usize> {
+    let conn = conn.sqlite()?;
     conn.execute(
         "UPDATE api_keys SET revoked_at = ?3 WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL",
         params![id, user, now],
@@ -146,7 +154,8 @@ pub fn revoke_key(conn: &Connection, user: UserId, id: ApiKeyId, now: Timestamp)
 }
 
 /// The active user (and their role) behind a live key, and the key's terms.
-pub fn user_by_key_hash(conn: &Connection, hash: &str) -> rusqlite::Result<Option<(UserId, Role, KeyTerms)>> {
+pub fn user_by_key_hash(conn: &Conn<'_>, hash: &str) -> rusqlite::Result<Option<(UserId, Role, KeyTerms)>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "SELECT u.id, u.role, k.id, k.expires_at, k.models, k.rpm FROM api_keys k JOIN users u ON u.id = k.user_id
          WHERE k.key_hash = ?1 AND k.revoked_at IS NULL AND u.deleted_at IS NULL",
@@ -160,7 +169,8 @@ pub fn user_by_key_hash(conn: &Connection, hash: &str) -> rusqlite::Result<Optio
 }
 
 /// The role of an active user, for a verified JWT.
-pub fn active_role(conn: &Connection, user: UserId) -> rusqlite::Result<Option<Role>> {
+pub fn active_role(conn: &Conn<'_>, user: UserId) -> rusqlite::Result<Option<Role>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("SELECT role FROM users WHERE id = ?1 AND deleted_at IS NULL")?
         .query_row([user], |r| r.get::<_, String>(0))
         .optional()

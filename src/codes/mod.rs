@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::ledger::grants::{self, Category, Grant, NewGrant, Source};
 use crate::logs::{self, NewLog};
 use crate::paging::{List, Page};
-use rusqlite::Connection;
+use crate::storage::Conn;
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::json;
@@ -142,7 +142,7 @@ fn hash(symbols: &str) -> String {
 }
 
 /// Mints a batch in one transaction; the codes are in the answer only.
-pub fn mint(conn: &Connection, by: UserId, c: &NewCodes) -> Result<Vec<RedemptionCode>> {
+pub fn mint(conn: &Conn<'_>, by: UserId, c: &NewCodes) -> Result<Vec<RedemptionCode>> {
     let now = Timestamp::now();
     let batch_id = format!("batch_{}", hex(&random_bytes::<8>()?));
     let mut out = Vec::with_capacity(c.count as usize);
@@ -177,11 +177,11 @@ pub fn mint(conn: &Connection, by: UserId, c: &NewCodes) -> Result<Vec<Redemptio
     Ok(out)
 }
 
-pub fn list(conn: &Connection, page: &Page) -> Result<List<RedemptionCode>> {
+pub fn list(conn: &Conn<'_>, page: &Page) -> Result<List<RedemptionCode>> {
     Ok(storage::list(conn, page, Timestamp::now())?)
 }
 
-pub fn disable(conn: &Connection, id: CodeId) -> Result<RedemptionCode> {
+pub fn disable(conn: &Conn<'_>, id: CodeId) -> Result<RedemptionCode> {
     let now = Timestamp::now();
     storage::disable(conn, id, now)?;
     storage::get(conn, id, now)?.ok_or_else(|| Error::not_found("redemption code"))
@@ -220,7 +220,7 @@ impl Refusal {
 
 /// Redeems a typed code for `user`: a grant with the code's terms. Runs in
 /// the writer, so the checks and the count are one atomic step.
-pub fn redeem(conn: &Connection, user: UserId, typed: &str) -> std::result::Result<Grant, RedeemError> {
+pub fn redeem(conn: &Conn<'_>, user: UserId, typed: &str) -> std::result::Result<Grant, RedeemError> {
     let now = Timestamp::now();
     let symbols = normalize(typed).ok_or(RedeemError::Refused(Refusal::Invalid))?;
     let code = storage::by_hash(conn, &hash(&symbols), now)?.ok_or(RedeemError::Refused(Refusal::Invalid))?;

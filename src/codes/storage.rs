@@ -5,7 +5,8 @@ use super::{CodeStatus, CodeTerms, RedemptionCode};
 use crate::domain::{CodeId, Timestamp, UserId};
 use crate::ledger::grants::Category;
 use crate::paging::{List, Page};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::storage::Conn;
+use rusqlite::{OptionalExtension, Row, params};
 
 const COLUMNS: &str = "id, code_hint, amount, category, priority, grant_expires_days, redeem_by, max_redemptions,
      redemptions, description, batch_id, created_at, disabled_at";
@@ -47,7 +48,8 @@ fn from_row(r: &Row<'_>, now: Timestamp) -> rusqlite::Result<RedemptionCode> {
     })
 }
 
-pub fn insert(conn: &Connection, c: &NewCodeRow<'_>) -> rusqlite::Result<CodeId> {
+pub fn insert(conn: &Conn<'_>, c: &NewCodeRow<'_>) -> rusqlite::Result<CodeId> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "INSERT INTO redemption_codes (code_hash, code_hint, amount, category, priority, grant_expires_days,
              redeem_by, max_redemptions, description, batch_id, created_by, created_at)
@@ -70,19 +72,22 @@ pub fn insert(conn: &Connection, c: &NewCodeRow<'_>) -> rusqlite::Result<CodeId>
     Ok(CodeId(conn.last_insert_rowid()))
 }
 
-pub fn get(conn: &Connection, id: CodeId, now: Timestamp) -> rusqlite::Result<Option<RedemptionCode>> {
+pub fn get(conn: &Conn<'_>, id: CodeId, now: Timestamp) -> rusqlite::Result<Option<RedemptionCode>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM redemption_codes WHERE id = ?1"))?
         .query_row([id], |r| from_row(r, now))
         .optional()
 }
 
-pub fn by_hash(conn: &Connection, hash: &str, now: Timestamp) -> rusqlite::Result<Option<RedemptionCode>> {
+pub fn by_hash(conn: &Conn<'_>, hash: &str, now: Timestamp) -> rusqlite::Result<Option<RedemptionCode>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM redemption_codes WHERE code_hash = ?1"))?
         .query_row([hash], |r| from_row(r, now))
         .optional()
 }
 
-pub fn list(conn: &Connection, page: &Page, now: Timestamp) -> rusqlite::Result<List<RedemptionCode>> {
+pub fn list(conn: &Conn<'_>, page: &Page, now: Timestamp) -> rusqlite::Result<List<RedemptionCode>> {
+    let conn = conn.sqlite()?;
     let rows = conn
         .prepare_cached(&format!("SELECT {COLUMNS} FROM redemption_codes WHERE id < ?1 ORDER BY id DESC LIMIT ?2"))?
         .query_map(params![page.before_id(), page.fetch()], |r| from_row(r, now))?
@@ -91,7 +96,8 @@ pub fn list(conn: &Connection, page: &Page, now: Timestamp) -> rusqlite::Result<
 }
 
 /// Counts one redemption unless the code is used up; whether it counted.
-pub fn count_redemption(conn: &Connection, id: CodeId) -> rusqlite::Result<bool> {
+pub fn count_redemption(conn: &Conn<'_>, id: CodeId) -> rusqlite::Result<bool> {
+    let conn = conn.sqlite()?;
     let n = conn
         .prepare_cached(
             "UPDATE redemption_codes SET redemptions = redemptions + 1 WHERE id = ?1 AND redemptions < max_redemptions",
@@ -100,14 +106,16 @@ pub fn count_redemption(conn: &Connection, id: CodeId) -> rusqlite::Result<bool>
     Ok(n == 1)
 }
 
-pub fn redeemed_by(conn: &Connection, id: CodeId, user: UserId) -> rusqlite::Result<bool> {
+pub fn redeemed_by(conn: &Conn<'_>, id: CodeId, user: UserId) -> rusqlite::Result<bool> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("SELECT 1 FROM credit_grants WHERE code_id = ?1 AND user_id = ?2")?
         .query_row(params![id, user], |_| Ok(()))
         .optional()
         .map(|o| o.is_some())
 }
 
-pub fn disable(conn: &Connection, id: CodeId, now: Timestamp) -> rusqlite::Result<()> {
+pub fn disable(conn: &Conn<'_>, id: CodeId, now: Timestamp) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("UPDATE redemption_codes SET disabled_at = ?2 WHERE id = ?1 AND disabled_at IS NULL")?
         .execute(params![id, now])?;
     Ok(())

@@ -11,8 +11,8 @@ use crate::config::WebhookConfig;
 use crate::domain::{EndpointId, Timestamp};
 use crate::error::{Error, Result};
 use crate::paging::{List, Page};
+use crate::storage::Conn;
 use crate::storage::Db;
-use rusqlite::Connection;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -78,7 +78,7 @@ pub fn wants(row: &EndpointRow, etype: &str) -> bool {
 }
 
 /// Adds an endpoint (URL already checked) with a fresh secret.
-pub fn create(conn: &Connection, url: &str, events: &[String], description: &str) -> Result<CreatedEndpoint> {
+pub fn create(conn: &Conn<'_>, url: &str, events: &[String], description: &str) -> Result<CreatedEndpoint> {
     check_types(events).map_err(|m| Error::invalid("events", m))?;
     if description.chars().count() > DESCRIPTION_CHARS_MAX {
         return Err(Error::invalid("description", format!("at most {DESCRIPTION_CHARS_MAX} characters")));
@@ -98,7 +98,7 @@ pub fn list(db: &Db, page: &Page) -> Result<List<Endpoint>> {
 }
 
 /// Deletes an API endpoint; its pending deliveries end as failed.
-pub fn delete(conn: &Connection, id: EndpointId) -> Result<Endpoint> {
+pub fn delete(conn: &Conn<'_>, id: EndpointId) -> Result<Endpoint> {
     let row = storage::endpoint(conn, id)?
         .filter(|r| r.deleted_at.is_none())
         .ok_or_else(|| Error::not_found("webhook endpoint"))?;

@@ -16,7 +16,7 @@ pub mod url_guard;
 
 use crate::domain::{Credits, Timestamp, UserId};
 use crate::error::Result;
-use rusqlite::Connection;
+use crate::storage::Conn;
 use serde_json::{Value, json};
 
 /// What happened. The wire names are the contract (README, docs/API.md).
@@ -66,7 +66,7 @@ const EVENT_ID_RANDOM_BYTES: usize = 12;
 
 /// Records an event in the caller's transaction; `data` is serialized once,
 /// straight into the row.
-pub fn emit(conn: &Connection, etype: EventType, user: Option<UserId>, data: &impl serde::Serialize) -> Result<()> {
+pub fn emit(conn: &Conn<'_>, etype: EventType, user: Option<UserId>, data: &impl serde::Serialize) -> Result<()> {
     let uid =
         format!("evt_{}", crate::auth::api_key::hex(&crate::auth::api_key::random_bytes::<EVENT_ID_RANDOM_BYTES>()?));
     let data = serde_json::to_string(data)
@@ -79,7 +79,7 @@ pub fn emit(conn: &Connection, etype: EventType, user: Option<UserId>, data: &im
 /// `threshold` to below it: once per crossing, because the next spend starts
 /// below (a grant that lifts it above arms it again).
 pub fn spent(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     available_before: Credits,
     amount: Credits,
@@ -183,7 +183,7 @@ pub fn list_deliveries(
 
 /// Sends a delivery again from its first attempt, now. Refused while its
 /// endpoint is deleted (nobody to send it to).
-pub fn redeliver(conn: &Connection, id: crate::domain::DeliveryId) -> Result<Delivery> {
+pub fn redeliver(conn: &Conn<'_>, id: crate::domain::DeliveryId) -> Result<Delivery> {
     let d = storage::delivery(conn, id)?.ok_or_else(|| crate::error::Error::not_found("webhook delivery"))?;
     if storage::endpoint(conn, d.endpoint)?.is_none_or(|e| e.deleted_at.is_some()) {
         return Err(crate::error::Error::Conflict {

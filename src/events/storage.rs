@@ -3,7 +3,8 @@
 use crate::domain::{DeliveryId, EndpointId, Timestamp, UserId};
 use crate::error::Result;
 use crate::paging::{List, Page};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::storage::Conn;
+use rusqlite::{OptionalExtension, Row, params};
 
 const CURSOR_KEY: &str = "events_fanned_out_through";
 
@@ -17,13 +18,14 @@ pub struct EventRow {
 }
 
 pub fn insert_event(
-    conn: &Connection,
+    conn: &Conn<'_>,
     uid: &str,
     etype: &str,
     user: Option<UserId>,
     data: &str,
     at: Timestamp,
 ) -> Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("INSERT INTO events (uid, type, user_id, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![uid, etype, user, data, at])?;
     Ok(())
@@ -34,7 +36,8 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
 }
 
 /// Events after the fan-out cursor, oldest first.
-pub fn events_to_fan_out(conn: &Connection, limit: usize) -> Result<Vec<EventRow>> {
+pub fn events_to_fan_out(conn: &Conn<'_>, limit: usize) -> Result<Vec<EventRow>> {
+    let conn = conn.sqlite()?;
     Ok(conn
         .prepare_cached(
             "SELECT id, uid, type, data, created_at FROM events
@@ -44,13 +47,15 @@ pub fn events_to_fan_out(conn: &Connection, limit: usize) -> Result<Vec<EventRow
         .collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn set_fanned_out_through(conn: &Connection, id: i64) -> Result<()> {
+pub fn set_fanned_out_through(conn: &Conn<'_>, id: i64) -> Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("UPDATE settings SET value = ?2 WHERE key = ?1")?
         .execute(params![CURSOR_KEY, id.to_string()])?;
     Ok(())
 }
 
-pub fn insert_delivery(conn: &Connection, event: i64, endpoint: EndpointId, now: Timestamp) -> Result<()> {
+pub fn insert_delivery(conn: &Conn<'_>, event: i64, endpoint: EndpointId, now: Timestamp) -> Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "INSERT OR IGNORE INTO webhook_deliveries (event_id, endpoint_id, status, next_attempt_at, created_at)
          VALUES (?1, ?2, 'pending', ?3, ?3)",
@@ -97,7 +102,8 @@ pub struct NewEndpoint<'a> {
     pub config_key: Option<&'a str>,
 }
 
-pub fn insert_endpoint(conn: &Connection, e: &NewEndpoint<'_>, now: Timestamp) -> Result<EndpointId> {
+pub fn insert_endpoint(conn: &Conn<'_>, e: &NewEndpoint<'_>, now: Timestamp) -> Result<EndpointId> {
+    let conn = conn.sqlite()?;
     let events = serde_json::to_string(e.events).unwrap_or_else(|_| "[]".into());
     conn.prepare_cached(
         "INSERT INTO webhook_endpoints (url, secret, events, description, config_key, created_at)
@@ -109,7 +115,8 @@ pub fn insert_endpoint(conn: &Connection, e: &NewEndpoint<'_>, now: Timestamp) -
 
 /// A config endpoint's row (found by its key), revived and brought up to
 /// date with the file; inserted when new.
-pub fn upsert_config_endpoint(conn: &Connection, e: &NewEndpoint<'_>, now: Timestamp) -> Result<EndpointId> {
+pub fn upsert_config_endpoint(conn: &Conn<'_>, e: &NewEndpoint<'_>, now: Timestamp) -> Result<EndpointId> {
+    let conn = conn.sqlite()?;
     let events = serde_json::to_string(e.events).unwrap_or_else(|_| "[]".into());
     let found: Option<EndpointId> = conn
         .prepare_cached("SELECT id FROM webhook_endpoints WHERE config_key = ?1")?
@@ -123,16 +130,13 @@ pub fn upsert_config_endpoint(conn: &Connection, e: &NewEndpoint<'_>, now: Times
             .execute(params![id, e.url, events, e.description])?;
             Ok(id)
         }
-        None => insert_endpoint(conn, e, now),
+        None => insert_endpoint(&Conn::Sqlite(conn), e, now),
     }
 }
 
 /// Config endpoints no longer in the file are deleted.
-pub fn delete_config_endpoints_except(
-    conn: &Connection,
-    keep: &[EndpointId],
-    now: Timestamp,
-) -> Result<Vec<EndpointId>> {
+pub fn delete_config_endpoints_except(conn: &Conn<'_>, keep: &[EndpointId], now: Timestamp) -> Result<Vec<EndpointId>> {
+    let conn = conn.sqlite()?;
     let gone: Vec<EndpointId> = conn
         .prepare("SELECT id FROM webhook_endpoints WHERE config_key IS NOT NULL AND deleted_at IS NULL")?
         .query_map([], |r| r.get(0))?
@@ -141,19 +145,21 @@ pub fn delete_config_endpoints_except(
         .filter(|id| !keep.contains(id))
         .collect();
     for id in &gone {
-        delete_endpoint(conn, *id, now)?;
+        delete_endpoint(&Conn::Sqlite(conn), *id, now)?;
     }
     Ok(gone)
 }
 
-pub fn endpoint(conn: &Connection, id: EndpointId) -> Result<Option<EndpointRow>> {
+pub fn endpoint(conn: &Conn<'_>, id: EndpointId) -> Result<Option<EndpointRow>> {
+    let conn = conn.sqlite()?;
     Ok(conn
         .prepare_cached(&format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?1"))?
         .query_row([id], endpoint_row)
         .optional()?)
 }
 
-pub fn live_endpoints(conn: &Connection) -> Result<Vec<EndpointRow>> {
+pub fn live_endpoints(conn: &Conn<'_>) -> Result<Vec<EndpointRow>> {
+    let conn = conn.sqlite()?;
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE deleted_at IS NULL ORDER BY id"
@@ -162,7 +168,8 @@ pub fn live_endpoints(conn: &Connection) -> Result<Vec<EndpointRow>> {
         .collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn list_endpoints(conn: &Connection, page: &Page) -> Result<List<EndpointRow>> {
+pub fn list_endpoints(conn: &Conn<'_>, page: &Page) -> Result<List<EndpointRow>> {
+    let conn = conn.sqlite()?;
     let rows = conn
         .prepare_cached(&format!(
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE deleted_at IS NULL AND id < ?1 ORDER BY id DESC LIMIT ?2"
@@ -173,7 +180,8 @@ pub fn list_endpoints(conn: &Connection, page: &Page) -> Result<List<EndpointRow
 }
 
 /// Deletes an endpoint; its pending deliveries end as failed.
-pub fn delete_endpoint(conn: &Connection, id: EndpointId, now: Timestamp) -> Result<bool> {
+pub fn delete_endpoint(conn: &Conn<'_>, id: EndpointId, now: Timestamp) -> Result<bool> {
+    let conn = conn.sqlite()?;
     let n = conn
         .prepare_cached("UPDATE webhook_endpoints SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL")?
         .execute(params![id, now])?;
@@ -220,7 +228,8 @@ fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRow> {
 }
 
 /// Pending deliveries whose attempt is due, oldest due first.
-pub fn due(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<DeliveryRow>> {
+pub fn due(conn: &Conn<'_>, now: Timestamp, limit: usize) -> Result<Vec<DeliveryRow>> {
+    let conn = conn.sqlite()?;
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
@@ -231,7 +240,8 @@ pub fn due(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<Delive
 }
 
 /// When the next pending delivery is due (the dispatcher's sleep).
-pub fn next_due(conn: &Connection) -> Result<Option<Timestamp>> {
+pub fn next_due(conn: &Conn<'_>) -> Result<Option<Timestamp>> {
+    let conn = conn.sqlite()?;
     Ok(conn
         .prepare_cached("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'")?
         .query_row([], |r| r.get(0))?)
@@ -246,7 +256,8 @@ pub enum Attempt {
 
 /// Records an attempt on a delivery that is still pending (a redelivery or
 /// a deleted endpoint may have moved it meanwhile: then nothing changes).
-pub fn record(conn: &Connection, id: DeliveryId, attempt: &Attempt, now: Timestamp) -> Result<bool> {
+pub fn record(conn: &Conn<'_>, id: DeliveryId, attempt: &Attempt, now: Timestamp) -> Result<bool> {
+    let conn = conn.sqlite()?;
     let (status, next, code, error, finished) = match attempt {
         Attempt::Delivered { status } => ("delivered", now, Some(*status), None, Some(now)),
         Attempt::Retry { status, error, at } => ("pending", *at, *status, Some(error.as_str()), None),
@@ -261,7 +272,8 @@ pub fn record(conn: &Connection, id: DeliveryId, attempt: &Attempt, now: Timesta
     Ok(n == 1)
 }
 
-pub fn delivery(conn: &Connection, id: DeliveryId) -> Result<Option<DeliveryRow>> {
+pub fn delivery(conn: &Conn<'_>, id: DeliveryId) -> Result<Option<DeliveryRow>> {
+    let conn = conn.sqlite()?;
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1"
@@ -271,11 +283,12 @@ pub fn delivery(conn: &Connection, id: DeliveryId) -> Result<Option<DeliveryRow>
 }
 
 pub fn list_deliveries(
-    conn: &Connection,
+    conn: &Conn<'_>,
     status: Option<&str>,
     endpoint: Option<EndpointId>,
     page: &Page,
 ) -> Result<List<DeliveryRow>> {
+    let conn = conn.sqlite()?;
     let rows = conn
         .prepare_cached(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
@@ -288,7 +301,8 @@ pub fn list_deliveries(
 }
 
 /// Sends a delivery again from its first attempt: pending, due now.
-pub fn redeliver(conn: &Connection, id: DeliveryId, now: Timestamp) -> Result<()> {
+pub fn redeliver(conn: &Conn<'_>, id: DeliveryId, now: Timestamp) -> Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?2, finished_at = NULL
          WHERE id = ?1",
@@ -299,7 +313,8 @@ pub fn redeliver(conn: &Connection, id: DeliveryId, now: Timestamp) -> Result<()
 
 /// Events older than `before` whose deliveries all finished, and those
 /// deliveries. Returns the events removed.
-pub fn prune(conn: &Connection, before: Timestamp, batch: usize) -> Result<usize> {
+pub fn prune(conn: &Conn<'_>, before: Timestamp, batch: usize) -> Result<usize> {
+    let conn = conn.sqlite()?;
     let ids: Vec<i64> = conn
         .prepare_cached(
             "SELECT id FROM events WHERE created_at < ?1

@@ -2,9 +2,11 @@
 
 use super::Overrides;
 use crate::domain::{Timestamp, UserId};
-use rusqlite::{Connection, params};
+use crate::storage::Conn;
+use rusqlite::params;
 
-pub fn all_overrides(conn: &Connection) -> rusqlite::Result<Vec<(UserId, Overrides)>> {
+pub fn all_overrides(conn: &Conn<'_>) -> rusqlite::Result<Vec<(UserId, Overrides)>> {
+    let conn = conn.sqlite()?;
     conn.prepare("SELECT user_id, rpm, burst, max_cost_per_request, daily_cap FROM user_limits")?
         .query_map([], |r| {
             Ok((
@@ -15,7 +17,8 @@ pub fn all_overrides(conn: &Connection) -> rusqlite::Result<Vec<(UserId, Overrid
         .collect()
 }
 
-pub fn put_overrides(conn: &Connection, user: UserId, o: &Overrides, now: Timestamp) -> rusqlite::Result<()> {
+pub fn put_overrides(conn: &Conn<'_>, user: UserId, o: &Overrides, now: Timestamp) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.execute(
         "INSERT INTO user_limits (user_id, rpm, burst, max_cost_per_request, daily_cap, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)

@@ -13,7 +13,7 @@ use crate::app::App;
 use crate::auth::{self, CurrentUser};
 use crate::guard::bucket::Decision;
 use crate::idempotency::{self, Claim, StoredResponse, Token};
-use rusqlite::Connection;
+use crate::storage::Conn;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::cell::Cell;
@@ -718,7 +718,7 @@ impl Ctx<'_> {
     pub fn commit<T, F>(&self, status: u16, f: F) -> Result<Response, ApiError>
     where
         T: Serialize + 'static,
-        F: Fn(&Connection) -> crate::error::Result<T> + Send + 'static,
+        F: Fn(&Conn<'_>) -> crate::error::Result<T> + Send + 'static,
     {
         self.commit_status(move |c| Ok((status, f(c)?)))
     }
@@ -728,7 +728,7 @@ impl Ctx<'_> {
     pub fn commit_status<T, F>(&self, f: F) -> Result<Response, ApiError>
     where
         T: Serialize + 'static,
-        F: Fn(&Connection) -> crate::error::Result<(u16, T)> + Send + 'static,
+        F: Fn(&Conn<'_>) -> crate::error::Result<(u16, T)> + Send + 'static,
     {
         let token = self.idem.clone();
         let response = self.app.db.write(move |c| {

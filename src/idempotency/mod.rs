@@ -11,8 +11,8 @@ pub mod storage;
 
 use crate::domain::{Timestamp, UserId};
 use crate::error::{Error, Result};
+use crate::storage::Conn;
 use crate::storage::Db;
-use rusqlite::Connection;
 
 /// How long a stored response is replayed.
 pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3_600_000;
@@ -81,7 +81,7 @@ pub fn begin(db: &Db, user: UserId, key: String, fingerprint: String) -> Result<
 }
 
 /// Stores the response inside the transaction that made the effect.
-pub fn complete(conn: &Connection, token: &Token, response: &StoredResponse) -> Result<()> {
+pub fn complete(conn: &Conn<'_>, token: &Token, response: &StoredResponse) -> Result<()> {
     Ok(storage::complete(conn, token.user, &token.key, response)?)
 }
 
@@ -132,7 +132,7 @@ mod tests {
         .unwrap();
         assert_eq!(prune_before(&db, cutoff, 5).unwrap(), 12, "5 + 5 + 2");
         let left: i64 = db
-            .read(|c| Ok::<_, Error>(c.query_row("SELECT count(*) FROM idempotency_keys", [], |r| r.get(0))?))
+            .read(|c| Ok::<_, Error>(c.sqlite()?.query_row("SELECT count(*) FROM idempotency_keys", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(left, 2);
     }

@@ -2,7 +2,8 @@
 
 use super::StoredResponse;
 use crate::domain::{Timestamp, UserId};
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::storage::Conn;
+use rusqlite::{OptionalExtension, params};
 
 pub struct Row {
     pub fingerprint: String,
@@ -10,7 +11,8 @@ pub struct Row {
     pub response: Option<StoredResponse>,
 }
 
-pub fn get(conn: &Connection, user: UserId, key: &str) -> rusqlite::Result<Option<Row>> {
+pub fn get(conn: &Conn<'_>, user: UserId, key: &str) -> rusqlite::Result<Option<Row>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "SELECT fingerprint, created_at, state, status, content_type, body FROM idempotency_keys
          WHERE user_id = ?1 AND key = ?2",
@@ -28,7 +30,8 @@ pub fn get(conn: &Connection, user: UserId, key: &str) -> rusqlite::Result<Optio
 }
 
 /// Claims the key, replacing an expired record if there is one.
-pub fn claim(conn: &Connection, user: UserId, key: &str, fingerprint: &str, now: Timestamp) -> rusqlite::Result<()> {
+pub fn claim(conn: &Conn<'_>, user: UserId, key: &str, fingerprint: &str, now: Timestamp) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "INSERT OR REPLACE INTO idempotency_keys (user_id, key, fingerprint, state, created_at)
          VALUES (?1, ?2, ?3, 'in_progress', ?4)",
@@ -37,7 +40,8 @@ pub fn claim(conn: &Connection, user: UserId, key: &str, fingerprint: &str, now:
     Ok(())
 }
 
-pub fn complete(conn: &Connection, user: UserId, key: &str, r: &StoredResponse) -> rusqlite::Result<()> {
+pub fn complete(conn: &Conn<'_>, user: UserId, key: &str, r: &StoredResponse) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "UPDATE idempotency_keys SET state = 'done', status = ?3, content_type = ?4, body = ?5
          WHERE user_id = ?1 AND key = ?2",
@@ -46,19 +50,22 @@ pub fn complete(conn: &Connection, user: UserId, key: &str, r: &StoredResponse) 
     Ok(())
 }
 
-pub fn delete_in_progress(conn: &Connection, user: UserId, key: &str) -> rusqlite::Result<usize> {
+pub fn delete_in_progress(conn: &Conn<'_>, user: UserId, key: &str) -> rusqlite::Result<usize> {
+    let conn = conn.sqlite()?;
     conn.execute(
         "DELETE FROM idempotency_keys WHERE user_id = ?1 AND key = ?2 AND state = 'in_progress'",
         params![user, key],
     )
 }
 
-pub fn delete_all_in_progress(conn: &Connection) -> rusqlite::Result<usize> {
+pub fn delete_all_in_progress(conn: &Conn<'_>) -> rusqlite::Result<usize> {
+    let conn = conn.sqlite()?;
     conn.execute("DELETE FROM idempotency_keys WHERE state = 'in_progress'", [])
 }
 
 /// Deletes at most `batch` records older than `cutoff`, oldest first.
-pub fn delete_before(conn: &Connection, cutoff: Timestamp, batch: usize) -> rusqlite::Result<usize> {
+pub fn delete_before(conn: &Conn<'_>, cutoff: Timestamp, batch: usize) -> rusqlite::Result<usize> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "DELETE FROM idempotency_keys WHERE (user_id, key) IN
          (SELECT user_id, key FROM idempotency_keys WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)",

@@ -22,8 +22,8 @@ use crate::events::{self, EventType};
 use crate::ledger::{self, SpendCaps};
 use crate::logs::{self, Level, NewLog};
 use crate::paging::{List, Page};
+use crate::storage::Conn;
 use crate::storage::Db;
-use rusqlite::Connection;
 use serde_json::{Value, json};
 pub use state::{JobStatus, JobType};
 use std::sync::{Condvar, Mutex};
@@ -72,7 +72,7 @@ pub struct Create {
 
 /// Queues a job and holds its bound, in the caller's transaction: a refusal
 /// (402, 429) leaves no job behind.
-pub fn create(conn: &Connection, c: &Create) -> Result<Value> {
+pub fn create(conn: &Conn<'_>, c: &Create) -> Result<Value> {
     if storage::count_queued(conn)? >= c.queue_max as i64 {
         return Err(Error::QueueFull { queue_max: c.queue_max });
     }
@@ -105,7 +105,7 @@ pub fn create(conn: &Connection, c: &Create) -> Result<Value> {
 /// The webhook event for a job that just ended (completed, failed or
 /// canceled), with the job object as its data, in the same transaction.
 /// Returns that job object.
-pub fn emit_end(conn: &Connection, id: JobId, etype: EventType) -> Result<Value> {
+pub fn emit_end(conn: &Conn<'_>, id: JobId, etype: EventType) -> Result<Value> {
     let j = storage::get(conn, id)?.ok_or_else(|| Error::not_found("job"))?;
     let data = render(&j, storage::events(conn, id)?);
     events::emit(conn, etype, Some(j.user), &data)?;
@@ -113,7 +113,7 @@ pub fn emit_end(conn: &Connection, id: JobId, etype: EventType) -> Result<Value>
 }
 
 /// The job object of the API, with its events.
-pub fn view(conn: &Connection, id: JobId) -> Result<Value> {
+pub fn view(conn: &Conn<'_>, id: JobId) -> Result<Value> {
     let j = storage::get(conn, id)?.ok_or_else(|| Error::not_found("job"))?;
     Ok(render(&j, storage::events(conn, id)?))
 }
@@ -173,13 +173,13 @@ pub fn stream_step(db: &Db, user: UserId, id: JobId, after: i64) -> Result<Strea
     })
 }
 
-fn owned(conn: &Connection, user: UserId, id: JobId) -> Result<JobRow> {
+fn owned(conn: &Conn<'_>, user: UserId, id: JobId) -> Result<JobRow> {
     storage::get(conn, id)?.filter(|j| j.user == user).ok_or_else(|| Error::not_found("job"))
 }
 
 /// Cancels a queued or processing job and releases its hold. A worker
 /// holding it notices and cancels the provider task (best effort).
-pub fn cancel(conn: &Connection, user: UserId, id: JobId) -> Result<Value> {
+pub fn cancel(conn: &Conn<'_>, user: UserId, id: JobId) -> Result<Value> {
     let j = owned(conn, user, id)?;
     if !matches!(j.status, JobStatus::Queued | JobStatus::Processing) {
         return Err(Error::Conflict {
@@ -197,7 +197,7 @@ pub fn cancel(conn: &Connection, user: UserId, id: JobId) -> Result<Value> {
 }
 
 /// Runs a failed or canceled job again, as a new attempt with a new hold.
-pub fn retry(conn: &Connection, user: UserId, id: JobId, hold_ttl_ms: i64, caps: &SpendCaps) -> Result<Value> {
+pub fn retry(conn: &Conn<'_>, user: UserId, id: JobId, hold_ttl_ms: i64, caps: &SpendCaps) -> Result<Value> {
     let j = owned(conn, user, id)?;
     if !matches!(j.status, JobStatus::Failed | JobStatus::Canceled) {
         return Err(Error::Conflict {

@@ -6,7 +6,8 @@ use super::state::{self, JobStatus, JobType};
 use crate::domain::{Credits, HoldId, JobId, Timestamp, TxnId, UserId};
 use crate::error::Result;
 use crate::paging::{List, Page};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::storage::Conn;
+use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -82,25 +83,27 @@ pub struct NewJob<'a> {
     pub max_attempts: u32,
 }
 
-pub fn insert(conn: &Connection, j: &NewJob<'_>, now: Timestamp) -> Result<JobId> {
+pub fn insert(conn: &Conn<'_>, j: &NewJob<'_>, now: Timestamp) -> Result<JobId> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "INSERT INTO jobs (user_id, type, model, status, input, estimated_cost, max_attempts, next_attempt_at, created_at)
          VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?7)",
     )?
     .execute(params![j.user, j.jtype.as_str(), j.model, j.input.to_string(), j.estimated_cost, j.max_attempts, now])?;
     let id = JobId(conn.last_insert_rowid());
-    event(conn, id, None, JobStatus::Queued, "created", now)?;
+    event(&Conn::Sqlite(conn), id, None, JobStatus::Queued, "created", now)?;
     Ok(id)
 }
 
 fn event(
-    conn: &Connection,
+    conn: &Conn<'_>,
     id: JobId,
     from: Option<JobStatus>,
     to: JobStatus,
     message: &str,
     at: Timestamp,
 ) -> Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "INSERT INTO job_events (job_id, from_status, to_status, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
@@ -111,69 +114,77 @@ fn event(
 /// Moves a job `from -> to` if it is still in `from`; `Ok(false)` when it no
 /// longer is (someone else moved it first). Writes the event.
 pub fn set_status(
-    conn: &Connection,
+    conn: &Conn<'_>,
     id: JobId,
     from: JobStatus,
     to: JobStatus,
     message: &str,
     now: Timestamp,
 ) -> Result<bool> {
+    let conn = conn.sqlite()?;
     state::check(from, to)?;
     let finished = to.is_final().then_some(now);
     let n = conn
         .prepare_cached("UPDATE jobs SET status = ?3, finished_at = ?4 WHERE id = ?1 AND status = ?2")?
         .execute(params![id, from.as_str(), to.as_str(), finished])?;
     if n == 1 {
-        event(conn, id, Some(from), to, message, now)?;
+        event(&Conn::Sqlite(conn), id, Some(from), to, message, now)?;
     }
     Ok(n == 1)
 }
 
-pub fn set_hold(conn: &Connection, id: JobId, hold: Option<HoldId>) -> Result<()> {
+pub fn set_hold(conn: &Conn<'_>, id: JobId, hold: Option<HoldId>) -> Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("UPDATE jobs SET hold_id = ?2 WHERE id = ?1")?.execute(params![id, hold])?;
     Ok(())
 }
 
-pub fn get(conn: &Connection, id: JobId) -> Result<Option<JobRow>> {
+pub fn get(conn: &Conn<'_>, id: JobId) -> Result<Option<JobRow>> {
+    let conn = conn.sqlite()?;
     Ok(conn.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?.query_row([id], row).optional()?)
 }
 
 /// The oldest due queued job, claimed: `processing`, leased, one more attempt.
-pub fn claim_due(conn: &Connection, now: Timestamp, lease_until: Timestamp) -> Result<Option<JobRow>> {
+pub fn claim_due(conn: &Conn<'_>, now: Timestamp, lease_until: Timestamp) -> Result<Option<JobRow>> {
+    let conn = conn.sqlite()?;
     let id: Option<JobId> = conn
         .prepare_cached("SELECT id FROM jobs WHERE status = 'queued' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT 1")?
         .query_row([now], |r| r.get(0))
         .optional()?;
     let Some(id) = id else { return Ok(None) };
-    set_status(conn, id, JobStatus::Queued, JobStatus::Processing, "claimed by a worker", now)?;
+    set_status(&Conn::Sqlite(conn), id, JobStatus::Queued, JobStatus::Processing, "claimed by a worker", now)?;
     conn.prepare_cached(
         "UPDATE jobs SET attempts = attempts + 1, lease_until = ?2, started_at = COALESCE(started_at, ?3) WHERE id = ?1",
     )?
     .execute(params![id, lease_until, now])?;
-    get(conn, id)
+    get(&Conn::Sqlite(conn), id)
 }
 
 /// When the next queued job is due, for the workers' wait.
-pub fn next_due(conn: &Connection) -> Result<Option<Timestamp>> {
+pub fn next_due(conn: &Conn<'_>) -> Result<Option<Timestamp>> {
+    let conn = conn.sqlite()?;
     Ok(conn
         .prepare_cached("SELECT MIN(next_attempt_at) FROM jobs WHERE status = 'queued'")?
         .query_row([], |r| r.get::<_, Option<Timestamp>>(0))?)
 }
 
 /// Renews a processing job's lease; false when it is no longer processing.
-pub fn renew_lease(conn: &Connection, id: JobId, until: Timestamp) -> Result<bool> {
+pub fn renew_lease(conn: &Conn<'_>, id: JobId, until: Timestamp) -> Result<bool> {
+    let conn = conn.sqlite()?;
     let n = conn
         .prepare_cached("UPDATE jobs SET lease_until = ?2 WHERE id = ?1 AND status = 'processing'")?
         .execute(params![id, until])?;
     Ok(n == 1)
 }
 
-pub fn set_task(conn: &Connection, id: JobId, task: Option<&str>) -> Result<()> {
+pub fn set_task(conn: &Conn<'_>, id: JobId, task: Option<&str>) -> Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("UPDATE jobs SET provider_task_id = ?2 WHERE id = ?1")?.execute(params![id, task])?;
     Ok(())
 }
 
-pub fn set_result(conn: &Connection, id: JobId, output: &Value, cost: Credits, txn: Option<TxnId>) -> Result<()> {
+pub fn set_result(conn: &Conn<'_>, id: JobId, output: &Value, cost: Credits, txn: Option<TxnId>) -> Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "UPDATE jobs SET output = ?2, credit_cost = ?3, transaction_id = ?4, lease_until = NULL WHERE id = ?1",
     )?
@@ -181,26 +192,30 @@ pub fn set_result(conn: &Connection, id: JobId, output: &Value, cost: Credits, t
     Ok(())
 }
 
-pub fn set_error(conn: &Connection, id: JobId, code: &str, message: &str) -> Result<()> {
+pub fn set_error(conn: &Conn<'_>, id: JobId, code: &str, message: &str) -> Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("UPDATE jobs SET error_code = ?2, error_message = ?3, lease_until = NULL WHERE id = ?1")?
         .execute(params![id, code, message])?;
     Ok(())
 }
 
 /// An attempt that never reached the provider does not count.
-pub fn refund_attempt(conn: &Connection, id: JobId) -> Result<()> {
+pub fn refund_attempt(conn: &Conn<'_>, id: JobId) -> Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("UPDATE jobs SET attempts = MAX(attempts - 1, 0) WHERE id = ?1")?.execute([id])?;
     Ok(())
 }
 
-pub fn schedule(conn: &Connection, id: JobId, at: Timestamp) -> Result<()> {
+pub fn schedule(conn: &Conn<'_>, id: JobId, at: Timestamp) -> Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("UPDATE jobs SET next_attempt_at = ?2, lease_until = NULL WHERE id = ?1")?
         .execute(params![id, at])?;
     Ok(())
 }
 
 /// Clears a failed or canceled job for a fresh run.
-pub fn reset_for_retry(conn: &Connection, id: JobId, now: Timestamp) -> Result<()> {
+pub fn reset_for_retry(conn: &Conn<'_>, id: JobId, now: Timestamp) -> Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "UPDATE jobs SET attempts = 0, output = NULL, error_code = NULL, error_message = NULL, credit_cost = NULL,
          transaction_id = NULL, provider_task_id = NULL, next_attempt_at = ?2, started_at = NULL, lease_until = NULL
@@ -210,11 +225,13 @@ pub fn reset_for_retry(conn: &Connection, id: JobId, now: Timestamp) -> Result<(
     Ok(())
 }
 
-pub fn count_queued(conn: &Connection) -> Result<i64> {
+pub fn count_queued(conn: &Conn<'_>) -> Result<i64> {
+    let conn = conn.sqlite()?;
     Ok(conn.prepare_cached("SELECT count(*) FROM jobs WHERE status = 'queued'")?.query_row([], |r| r.get(0))?)
 }
 
-pub fn counts_by_status(conn: &Connection) -> Result<Vec<(String, i64)>> {
+pub fn counts_by_status(conn: &Conn<'_>) -> Result<Vec<(String, i64)>> {
+    let conn = conn.sqlite()?;
     Ok(conn
         .prepare_cached("SELECT status, count(*) FROM jobs GROUP BY status")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -222,7 +239,8 @@ pub fn counts_by_status(conn: &Connection) -> Result<Vec<(String, i64)>> {
 }
 
 /// Processing jobs; with `lease_before`, only those whose lease ran out.
-pub fn processing(conn: &Connection, lease_before: Option<Timestamp>) -> Result<Vec<JobRow>> {
+pub fn processing(conn: &Conn<'_>, lease_before: Option<Timestamp>) -> Result<Vec<JobRow>> {
+    let conn = conn.sqlite()?;
     Ok(conn
         .prepare(&format!(
             "SELECT {COLUMNS} FROM jobs WHERE status = 'processing' AND (?1 IS NULL OR COALESCE(lease_until, 0) < ?1)"
@@ -231,7 +249,8 @@ pub fn processing(conn: &Connection, lease_before: Option<Timestamp>) -> Result<
         .collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn list(conn: &Connection, user: Option<UserId>, status: Option<JobStatus>, page: &Page) -> Result<List<JobRow>> {
+pub fn list(conn: &Conn<'_>, user: Option<UserId>, status: Option<JobStatus>, page: &Page) -> Result<List<JobRow>> {
+    let conn = conn.sqlite()?;
     let rows = conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM jobs WHERE id < ?1 AND (?2 IS NULL OR user_id = ?2) AND (?3 IS NULL OR status = ?3)
@@ -252,7 +271,8 @@ fn event_at(r: &Row<'_>, first: usize) -> rusqlite::Result<Event> {
     })
 }
 
-pub fn events(conn: &Connection, id: JobId) -> Result<Vec<Event>> {
+pub fn events(conn: &Conn<'_>, id: JobId) -> Result<Vec<Event>> {
+    let conn = conn.sqlite()?;
     Ok(conn
         .prepare_cached("SELECT to_status, at, message FROM job_events WHERE job_id = ?1 ORDER BY id")?
         .query_map([id], |r| event_at(r, 0))?
@@ -260,12 +280,8 @@ pub fn events(conn: &Connection, id: JobId) -> Result<Vec<Event>> {
 }
 
 /// A job's transitions after `after` (a `job_events` id), oldest first.
-pub fn events_after(
-    conn: &Connection,
-    id: JobId,
-    after: i64,
-    limit: usize,
-) -> Result<Vec<(i64, Option<String>, Event)>> {
+pub fn events_after(conn: &Conn<'_>, id: JobId, after: i64, limit: usize) -> Result<Vec<(i64, Option<String>, Event)>> {
+    let conn = conn.sqlite()?;
     Ok(conn
         .prepare_cached(
             "SELECT id, from_status, to_status, at, message FROM job_events WHERE job_id = ?1 AND id > ?2

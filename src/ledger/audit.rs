@@ -16,7 +16,7 @@ use super::grant_storage::{self, DrawCursor};
 use super::storage;
 use crate::domain::{Credits, GrantId, HoldId, Timestamp, UserId};
 use crate::error::Result;
-use rusqlite::Connection;
+use crate::storage::Conn;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -110,7 +110,7 @@ struct UserWalk {
     carry: i64,
 }
 
-pub fn audit(conn: &Connection, expect: Option<&ChainHead>) -> Result<AuditReport> {
+pub fn audit(conn: &Conn<'_>, expect: Option<&ChainHead>) -> Result<AuditReport> {
     let mut found: Vec<Mismatch> = Vec::new();
     let mut count = 0usize;
     let mut note = |m: Mismatch, found: &mut Vec<Mismatch>| {

@@ -8,7 +8,8 @@
 use super::grants::{Category, Grant, GrantStatus, NewGrant, Source};
 use crate::domain::{Credits, GrantId, HoldId, Timestamp, TxnId, UserId};
 use crate::paging::{List, Page};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::storage::Conn;
+use rusqlite::{OptionalExtension, Row, params};
 
 /// The draw order as SQL, shared by every query that must follow it.
 const DRAW_ORDER: &str = "priority, expires_at IS NULL, expires_at, category = 'paid', id";
@@ -45,7 +46,8 @@ fn grant_from_row(r: &Row<'_>, now: Timestamp) -> rusqlite::Result<Grant> {
 }
 
 /// Inserts the grant that ledger row `transaction` added, at `at`.
-pub fn insert(conn: &Connection, g: &NewGrant, transaction: TxnId, at: Timestamp) -> rusqlite::Result<GrantId> {
+pub fn insert(conn: &Conn<'_>, g: &NewGrant, transaction: TxnId, at: Timestamp) -> rusqlite::Result<GrantId> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "INSERT INTO credit_grants (user_id, amount, remaining, category, priority, effective_at, expires_at,
              source, description, external_id, code_id, transaction_id, created_at)
@@ -72,18 +74,20 @@ pub fn insert(conn: &Connection, g: &NewGrant, transaction: TxnId, at: Timestamp
     Ok(id)
 }
 
-pub fn get(conn: &Connection, id: GrantId, now: Timestamp) -> rusqlite::Result<Option<Grant>> {
+pub fn get(conn: &Conn<'_>, id: GrantId, now: Timestamp) -> rusqlite::Result<Option<Grant>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(&format!("SELECT {GRANT_COLUMNS} FROM credit_grants WHERE id = ?1"))?
         .query_row([id], |r| grant_from_row(r, now))
         .optional()
 }
 
 pub fn by_external_id(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     external_id: &str,
     now: Timestamp,
 ) -> rusqlite::Result<Option<Grant>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(&format!("SELECT {GRANT_COLUMNS} FROM credit_grants WHERE user_id = ?1 AND external_id = ?2"))?
         .query_row(params![user, external_id], |r| grant_from_row(r, now))
         .optional()
@@ -104,12 +108,13 @@ fn status_condition(status: Option<GrantStatus>) -> &'static str {
 
 /// A user's grants, newest first, optionally of one status.
 pub fn list(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     status: Option<GrantStatus>,
     page: &Page,
     now: Timestamp,
 ) -> rusqlite::Result<List<Grant>> {
+    let conn = conn.sqlite()?;
     let sql = format!(
         "SELECT {GRANT_COLUMNS} FROM credit_grants WHERE user_id = ?2 AND id < ?3 AND {}
          ORDER BY id DESC LIMIT ?4",
@@ -123,12 +128,8 @@ pub fn list(
 }
 
 /// A user's active grants in draw order, at most `limit`.
-pub fn active_in_draw_order(
-    conn: &Connection,
-    user: UserId,
-    now: Timestamp,
-    limit: i64,
-) -> rusqlite::Result<Vec<Grant>> {
+pub fn active_in_draw_order(conn: &Conn<'_>, user: UserId, now: Timestamp, limit: i64) -> rusqlite::Result<Vec<Grant>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(&format!(
         "SELECT {GRANT_COLUMNS} FROM credit_grants
          WHERE user_id = ?1 AND emptied_at IS NULL AND voided_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)
@@ -149,7 +150,8 @@ pub struct Spendable {
 
 /// The credits a charge may draw on: the user's unexpired, unvoided grants
 /// with unreserved credits, in draw order, until `amount` is covered.
-pub fn spendable(conn: &Connection, user: UserId, amount: Credits, now: Timestamp) -> rusqlite::Result<Vec<Spendable>> {
+pub fn spendable(conn: &Conn<'_>, user: UserId, amount: Credits, now: Timestamp) -> rusqlite::Result<Vec<Spendable>> {
+    let conn = conn.sqlite()?;
     let mut st = conn.prepare_cached(&format!(
         "SELECT id, remaining - reserved, remaining FROM credit_grants
          WHERE user_id = ?1 AND emptied_at IS NULL AND remaining > reserved AND voided_at IS NULL
@@ -174,11 +176,12 @@ pub fn spendable(conn: &Connection, user: UserId, amount: Credits, now: Timestam
 /// (so it does not empty, and no index entry is rewritten). `None`: the
 /// charge needs the general path (several grants, or one it empties).
 pub fn take_from_first(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     amount: Credits,
     now: Timestamp,
 ) -> rusqlite::Result<Option<GrantId>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(&format!(
         "UPDATE credit_grants SET remaining = remaining - ?2
          WHERE id = (SELECT id FROM credit_grants
@@ -195,7 +198,8 @@ pub fn take_from_first(
 /// Takes `amount` from a grant's remaining credits (a draw or an ending);
 /// `empties` when that leaves nothing, which is recorded (and only then is
 /// the partial index on `emptied_at` touched).
-pub fn take(conn: &Connection, grant: GrantId, amount: Credits, empties: bool, now: Timestamp) -> rusqlite::Result<()> {
+pub fn take(conn: &Conn<'_>, grant: GrantId, amount: Credits, empties: bool, now: Timestamp) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     if empties {
         conn.prepare_cached("UPDATE credit_grants SET remaining = remaining - ?2, emptied_at = ?3 WHERE id = ?1")?
             .execute(params![grant, amount, now])?;
@@ -206,13 +210,15 @@ pub fn take(conn: &Connection, grant: GrantId, amount: Credits, empties: bool, n
     Ok(())
 }
 
-pub fn record_draw(conn: &Connection, txn: TxnId, grant: GrantId, amount: Credits) -> rusqlite::Result<()> {
+pub fn record_draw(conn: &Conn<'_>, txn: TxnId, grant: GrantId, amount: Credits) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("INSERT INTO grant_draws (transaction_id, grant_id, amount) VALUES (?1, ?2, ?3)")?
         .execute(params![txn, grant, amount])?;
     Ok(())
 }
 
-pub fn reserve(conn: &Connection, hold: HoldId, grant: GrantId, amount: Credits) -> rusqlite::Result<()> {
+pub fn reserve(conn: &Conn<'_>, hold: HoldId, grant: GrantId, amount: Credits) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("UPDATE credit_grants SET reserved = reserved + ?2 WHERE id = ?1")?
         .execute(params![grant, amount])?;
     conn.prepare_cached("INSERT INTO hold_reservations (hold_id, grant_id, amount) VALUES (?1, ?2, ?3)")?
@@ -231,7 +237,8 @@ pub struct Reservation {
 }
 
 /// What a hold reserved, in draw order: a settle charges in this order.
-pub fn reservations(conn: &Connection, hold: HoldId, now: Timestamp) -> rusqlite::Result<Vec<Reservation>> {
+pub fn reservations(conn: &Conn<'_>, hold: HoldId, now: Timestamp) -> rusqlite::Result<Vec<Reservation>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(&format!(
         "SELECT r.grant_id, r.amount, g.remaining,
                 g.voided_at IS NOT NULL OR (g.expires_at IS NOT NULL AND g.expires_at <= ?2)
@@ -246,7 +253,8 @@ pub fn reservations(conn: &Connection, hold: HoldId, now: Timestamp) -> rusqlite
 }
 
 /// Ends a hold's reservation on one grant, taking `charged` of it.
-pub fn unreserve(conn: &Connection, r: &Reservation, charged: Credits, now: Timestamp) -> rusqlite::Result<()> {
+pub fn unreserve(conn: &Conn<'_>, r: &Reservation, charged: Credits, now: Timestamp) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     if r.remaining == charged {
         conn.prepare_cached(
             "UPDATE credit_grants SET reserved = reserved - ?2, remaining = remaining - ?3, emptied_at = ?4 WHERE id = ?1",
@@ -261,7 +269,8 @@ pub fn unreserve(conn: &Connection, r: &Reservation, charged: Credits, now: Time
     Ok(())
 }
 
-pub fn delete_reservations(conn: &Connection, hold: HoldId) -> rusqlite::Result<()> {
+pub fn delete_reservations(conn: &Conn<'_>, hold: HoldId) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("DELETE FROM hold_reservations WHERE hold_id = ?1")?.execute([hold])?;
     Ok(())
 }
@@ -277,7 +286,8 @@ pub struct Ending {
     pub expired: bool,
 }
 
-pub fn ending(conn: &Connection, grant: GrantId, now: Timestamp) -> rusqlite::Result<Option<Ending>> {
+pub fn ending(conn: &Conn<'_>, grant: GrantId, now: Timestamp) -> rusqlite::Result<Option<Ending>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "SELECT user_id, remaining - reserved, reserved = 0, voided_at IS NOT NULL,
                 expires_at IS NOT NULL AND expires_at <= ?2
@@ -289,7 +299,8 @@ pub fn ending(conn: &Connection, grant: GrantId, now: Timestamp) -> rusqlite::Re
     .optional()
 }
 
-pub fn set_voided(conn: &Connection, grant: GrantId, now: Timestamp) -> rusqlite::Result<()> {
+pub fn set_voided(conn: &Conn<'_>, grant: GrantId, now: Timestamp) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("UPDATE credit_grants SET voided_at = ?2 WHERE id = ?1 AND voided_at IS NULL")?
         .execute(params![grant, now])?;
     Ok(())
@@ -297,7 +308,8 @@ pub fn set_voided(conn: &Connection, grant: GrantId, now: Timestamp) -> rusqlite
 
 /// The user's grants whose expiry has come and that still have unreserved
 /// credits.
-pub fn due_of_user(conn: &Connection, user: UserId, now: Timestamp) -> rusqlite::Result<Vec<GrantId>> {
+pub fn due_of_user(conn: &Conn<'_>, user: UserId, now: Timestamp) -> rusqlite::Result<Vec<GrantId>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "SELECT id FROM credit_grants
          WHERE user_id = ?1 AND emptied_at IS NULL AND remaining > reserved AND voided_at IS NULL
@@ -309,7 +321,8 @@ pub fn due_of_user(conn: &Connection, user: UserId, now: Timestamp) -> rusqlite:
 }
 
 /// Recomputes the user's `next_expiry_at` cache after an expiry run.
-pub fn refresh_next_expiry(conn: &Connection, user: UserId) -> rusqlite::Result<()> {
+pub fn refresh_next_expiry(conn: &Conn<'_>, user: UserId) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "UPDATE users SET next_expiry_at = (SELECT MIN(expires_at) FROM credit_grants
              WHERE user_id = ?1 AND emptied_at IS NULL AND remaining > reserved AND voided_at IS NULL
@@ -322,7 +335,8 @@ pub fn refresh_next_expiry(conn: &Connection, user: UserId) -> rusqlite::Result<
 
 /// Users with a grant whose expiry has come and that still has unreserved
 /// credits, at most `limit` (the sweeper's batch).
-pub fn users_with_due_grants(conn: &Connection, now: Timestamp, limit: i64) -> rusqlite::Result<Vec<UserId>> {
+pub fn users_with_due_grants(conn: &Conn<'_>, now: Timestamp, limit: i64) -> rusqlite::Result<Vec<UserId>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "SELECT DISTINCT user_id FROM credit_grants
          WHERE emptied_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?1
@@ -335,7 +349,8 @@ pub fn users_with_due_grants(conn: &Connection, now: Timestamp, limit: i64) -> r
 
 /// The soonest expiry among the user's active grants and how many credits
 /// expire then.
-pub fn next_expiry(conn: &Connection, user: UserId, now: Timestamp) -> rusqlite::Result<Option<(Timestamp, Credits)>> {
+pub fn next_expiry(conn: &Conn<'_>, user: UserId, now: Timestamp) -> rusqlite::Result<Option<(Timestamp, Credits)>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "SELECT expires_at, SUM(remaining) FROM credit_grants
          WHERE user_id = ?1 AND emptied_at IS NULL AND voided_at IS NULL AND expires_at > ?2
@@ -370,7 +385,8 @@ pub struct GrantFacts {
     pub transaction: Option<TxnId>,
 }
 
-pub fn audit_input(conn: &Connection) -> rusqlite::Result<GrantAudit> {
+pub fn audit_input(conn: &Conn<'_>) -> rusqlite::Result<GrantAudit> {
+    let conn = conn.sqlite()?;
     let draws_from_txn = conn
         .query_row("SELECT value FROM settings WHERE key = 'grants_from_transaction_id'", [], |r| r.get::<_, String>(0))
         .optional()?
@@ -415,7 +431,8 @@ pub struct DrawCursor<'c> {
     pending: Option<(i64, GrantId, Credits)>,
 }
 
-pub fn draws_statement(conn: &Connection) -> rusqlite::Result<rusqlite::Statement<'_>> {
+pub fn draws_statement<'a>(conn: &Conn<'a>) -> rusqlite::Result<rusqlite::Statement<'a>> {
+    let conn = conn.sqlite()?;
     conn.prepare("SELECT transaction_id, grant_id, amount FROM grant_draws ORDER BY transaction_id")
 }
 

@@ -21,7 +21,7 @@ use crate::domain::{CodeId, Credits, GrantId, HoldId, Timestamp, TxnId, UserId};
 use crate::error::{Error, Result};
 use crate::logs::{self, NewLog};
 use crate::paging::{List, Page};
-use rusqlite::Connection;
+use crate::storage::Conn;
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::json;
@@ -234,12 +234,12 @@ pub fn parse_external_id(raw: Option<&str>) -> Result<Option<String>> {
 /// Adds a grant: its `grant` ledger row and the grant, in one transaction.
 /// With an `external_id` the user already used, returns that grant and
 /// `false` instead (a payment webhook retried is granted once).
-pub fn create(conn: &Connection, g: &NewGrant) -> Result<(Grant, bool)> {
+pub fn create(conn: &Conn<'_>, g: &NewGrant) -> Result<(Grant, bool)> {
     create_at(conn, g, Timestamp::now())
 }
 
 /// [`create`] at a given time (tests move the clock).
-pub fn create_at(conn: &Connection, g: &NewGrant, now: Timestamp) -> Result<(Grant, bool)> {
+pub fn create_at(conn: &Conn<'_>, g: &NewGrant, now: Timestamp) -> Result<(Grant, bool)> {
     if let Some(ext) = &g.external_id
         && let Some(existing) = store::by_external_id(conn, g.user, ext, now)?
     {
@@ -263,15 +263,15 @@ pub fn create_at(conn: &Connection, g: &NewGrant, now: Timestamp) -> Result<(Gra
     Ok((grant, true))
 }
 
-fn get_at(conn: &Connection, id: GrantId, now: Timestamp) -> Result<Grant> {
+fn get_at(conn: &Conn<'_>, id: GrantId, now: Timestamp) -> Result<Grant> {
     store::get(conn, id, now)?.ok_or_else(|| Error::not_found("grant"))
 }
 
-pub fn list(conn: &Connection, user: UserId, status: Option<GrantStatus>, page: &Page) -> Result<List<Grant>> {
+pub fn list(conn: &Conn<'_>, user: UserId, status: Option<GrantStatus>, page: &Page) -> Result<List<Grant>> {
     Ok(store::list(conn, user, status, page, Timestamp::now())?)
 }
 
-pub fn active(conn: &Connection, user: UserId) -> Result<Vec<Grant>> {
+pub fn active(conn: &Conn<'_>, user: UserId) -> Result<Vec<Grant>> {
     Ok(store::active_in_draw_order(conn, user, Timestamp::now(), ACTIVE_GRANTS_SHOWN_MAX)?)
 }
 
@@ -282,7 +282,7 @@ pub struct NextExpiry {
     pub amount: Credits,
 }
 
-pub fn next_expiry(conn: &Connection, user: UserId) -> Result<Option<NextExpiry>> {
+pub fn next_expiry(conn: &Conn<'_>, user: UserId) -> Result<Option<NextExpiry>> {
     Ok(store::next_expiry(conn, user, Timestamp::now())?.map(|(at, amount)| NextExpiry { at, amount }))
 }
 
@@ -304,7 +304,7 @@ impl Draw {
 /// order; [`record_draw`] then records it against the ledger row. The
 /// caller has checked that available credits cover it (after expiring what
 /// was due), so a shortfall here is a broken invariant.
-pub(super) fn draw(conn: &Connection, user: UserId, amount: Credits, now: Timestamp) -> Result<Draw> {
+pub(super) fn draw(conn: &Conn<'_>, user: UserId, amount: Credits, now: Timestamp) -> Result<Draw> {
     if let Some(g) = store::take_from_first(conn, user, amount, now)? {
         return Ok(Draw(vec![(g, amount)]));
     }
@@ -316,7 +316,7 @@ pub(super) fn draw(conn: &Connection, user: UserId, amount: Credits, now: Timest
 }
 
 /// Records which grants paid for ledger row `txn`, when there were several.
-pub(super) fn record_draw(conn: &Connection, draw: &Draw, txn: TxnId) -> Result<()> {
+pub(super) fn record_draw(conn: &Conn<'_>, draw: &Draw, txn: TxnId) -> Result<()> {
     if draw.single().is_none() {
         for (g, take) in &draw.0 {
             store::record_draw(conn, txn, *g, *take)?;
@@ -327,7 +327,7 @@ pub(super) fn record_draw(conn: &Connection, draw: &Draw, txn: TxnId) -> Result<
 
 /// Which grants, in draw order, cover `amount`, and how much of each.
 fn plan_draw(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     amount: Credits,
     now: Timestamp,
@@ -346,7 +346,7 @@ fn plan_draw(
 }
 
 /// Reserves `amount` on the user's spendable grants for `hold`.
-pub(super) fn reserve(conn: &Connection, user: UserId, amount: Credits, hold: HoldId, now: Timestamp) -> Result<()> {
+pub(super) fn reserve(conn: &Conn<'_>, user: UserId, amount: Credits, hold: HoldId, now: Timestamp) -> Result<()> {
     for (g, take) in plan_draw(conn, user, amount, now)? {
         store::reserve(conn, hold, g.id, take)?;
     }
@@ -372,7 +372,7 @@ impl Settlement {
 }
 
 /// Plans charging `charged` (at most the hold) from a hold's reservations.
-pub(super) fn plan_settle(conn: &Connection, hold: HoldId, charged: Credits, now: Timestamp) -> Result<Settlement> {
+pub(super) fn plan_settle(conn: &Conn<'_>, hold: HoldId, charged: Credits, now: Timestamp) -> Result<Settlement> {
     let reserved = store::reservations(conn, hold, now)?;
     let mut left = charged;
     let taken = reserved
@@ -394,7 +394,7 @@ pub(super) fn plan_settle(conn: &Connection, hold: HoldId, charged: Credits, now
 /// several), the rest returns to the grants. A grant that ended while the
 /// hold was open loses what the hold left unused now.
 pub(super) fn close_reservations(
-    conn: &Connection,
+    conn: &Conn<'_>,
     hold: HoldId,
     s: &Settlement,
     txn: Option<TxnId>,
@@ -421,7 +421,7 @@ pub(super) fn close_reservations(
 
 /// If the grant has ended (voided, or its expiry has come), its unreserved
 /// credits leave the balance in an `expire` or `void` row.
-fn end_if_due(conn: &Connection, grant: GrantId, now: Timestamp) -> Result<Option<Transaction>> {
+fn end_if_due(conn: &Conn<'_>, grant: GrantId, now: Timestamp) -> Result<Option<Transaction>> {
     let Some(e) = store::ending(conn, grant, now)? else { return Ok(None) };
     let kind = if e.voided {
         Kind::Void
@@ -442,7 +442,7 @@ fn end_if_due(conn: &Connection, grant: GrantId, now: Timestamp) -> Result<Optio
 /// Expires the user's grants whose time has come (their unreserved part;
 /// a reserved part expires when its hold closes). Runs first in every
 /// charge when the user's `next_expiry_at` has come, and from the sweeper.
-pub(super) fn expire_user(conn: &Connection, user: UserId, now: Timestamp) -> Result<usize> {
+pub(super) fn expire_user(conn: &Conn<'_>, user: UserId, now: Timestamp) -> Result<usize> {
     let due = store::due_of_user(conn, user, now)?;
     let mut expired = Credits::ZERO;
     for grant in &due {
@@ -462,7 +462,7 @@ pub(super) fn expire_user(conn: &Connection, user: UserId, now: Timestamp) -> Re
 
 /// The sweeper's grant expiry: a batch of users at most; returns how many
 /// grants it expired.
-pub(super) fn expire_due(conn: &Connection, now: Timestamp) -> Result<usize> {
+pub(super) fn expire_due(conn: &Conn<'_>, now: Timestamp) -> Result<usize> {
     let mut n = 0;
     for user in store::users_with_due_grants(conn, now, EXPIRY_SWEEP_USERS_MAX)? {
         n += expire_user(conn, user, now)?;
@@ -474,12 +474,12 @@ pub(super) fn expire_due(conn: &Connection, now: Timestamp) -> Result<usize> {
 /// what active holds reserved on it stays theirs, and what they leave
 /// unused is voided when they close. Voiding a voided grant returns it
 /// again; an expired grant cannot be voided.
-pub fn void(conn: &Connection, id: GrantId) -> Result<Grant> {
+pub fn void(conn: &Conn<'_>, id: GrantId) -> Result<Grant> {
     void_at(conn, id, Timestamp::now())
 }
 
 /// [`void`] at a given time (tests move the clock).
-pub fn void_at(conn: &Connection, id: GrantId, now: Timestamp) -> Result<Grant> {
+pub fn void_at(conn: &Conn<'_>, id: GrantId, now: Timestamp) -> Result<Grant> {
     let g = get_at(conn, id, now)?;
     match g.status {
         GrantStatus::Voided => return Ok(g),

@@ -19,7 +19,7 @@ pub mod storage;
 use crate::domain::{ApiKeyId, Credits, GrantId, HoldId, JobId, Timestamp, TxnId, UserId, day_number, day_start};
 use crate::error::{Error, Result};
 use crate::logs::{self, Level, NewLog};
-use rusqlite::Connection;
+use crate::storage::Conn;
 use serde::Serialize;
 use serde_json::json;
 use storage::NewRow;
@@ -193,7 +193,7 @@ pub fn parse_description(raw: Option<&str>) -> Result<String> {
     Ok(d.to_owned())
 }
 
-fn account(conn: &Connection, user: UserId) -> Result<(Credits, Credits)> {
+fn account(conn: &Conn<'_>, user: UserId) -> Result<(Credits, Credits)> {
     let a = storage::account(conn, user)?.ok_or_else(|| Error::not_found("user"))?;
     Ok((a.credits, a.held))
 }
@@ -201,7 +201,7 @@ fn account(conn: &Connection, user: UserId) -> Result<(Credits, Credits)> {
 /// The account a new charge draws on, after expiring the user's grants
 /// whose time has come (only when the cached next expiry says one has: the
 /// common charge pays one read for it).
-fn account_for_charge(conn: &Connection, user: UserId, now: Timestamp) -> Result<(Credits, Credits)> {
+fn account_for_charge(conn: &Conn<'_>, user: UserId, now: Timestamp) -> Result<(Credits, Credits)> {
     let a = storage::account(conn, user)?.ok_or_else(|| Error::not_found("user"))?;
     if a.next_expiry_at.is_some_and(|at| at <= now) {
         grants::expire_user(conn, user, now)?;
@@ -213,7 +213,7 @@ fn account_for_charge(conn: &Connection, user: UserId, now: Timestamp) -> Result
 /// Appends a row for `amount` after the user's current balance and updates
 /// the balance cache: the one way every non-metered row is written.
 fn append_change(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     amount: Credits,
     kind: Kind,
@@ -250,7 +250,7 @@ fn seconds_to_next_day(day: i64, caps: &SpendCaps, now: Timestamp) -> u64 {
 }
 
 /// Refuses when today's spend plus `amount` would pass the cap.
-fn check_daily_cap(conn: &Connection, user: UserId, amount: Credits, caps: &SpendCaps, now: Timestamp) -> Result<i64> {
+fn check_daily_cap(conn: &Conn<'_>, user: UserId, amount: Credits, caps: &SpendCaps, now: Timestamp) -> Result<i64> {
     let day = day_number(now, caps.day_utc_offset_minutes);
     let retry_after_s = || seconds_to_next_day(day, caps, now);
     if let Some(cap) = caps.daily_cap {
@@ -269,13 +269,13 @@ fn check_daily_cap(conn: &Connection, user: UserId, amount: Credits, caps: &Spen
 }
 
 /// Today's spend (consumed plus reserved) for `/v1/limits`.
-pub fn spent_today(conn: &Connection, user: UserId, day_utc_offset_minutes: i32) -> Result<Credits> {
+pub fn spent_today(conn: &Conn<'_>, user: UserId, day_utc_offset_minutes: i32) -> Result<Credits> {
     Ok(storage::spent_on(conn, user, day_number(Timestamp::now(), day_utc_offset_minutes))?)
 }
 
 /// Adds credits as a promotional grant with the defaults (no expiry). For
 /// the CLI and tests; the API builds a [`grants::NewGrant`].
-pub fn grant(conn: &Connection, user: UserId, amount: Credits, description: &str) -> Result<grants::Grant> {
+pub fn grant(conn: &Conn<'_>, user: UserId, amount: Credits, description: &str) -> Result<grants::Grant> {
     let (g, _) =
         grants::create(conn, &grants::NewGrant::promotional(user, amount, grants::Source::Admin, description))?;
     Ok(g)
@@ -284,13 +284,13 @@ pub fn grant(conn: &Connection, user: UserId, amount: Credits, description: &str
 /// An admin correction: positive is a promotional grant with the defaults,
 /// negative an `adjust` drawn from the user's grants in draw order, which
 /// may not take available credits below zero. Returns the ledger row.
-pub fn admin_adjust(conn: &Connection, user: UserId, amount: Credits, description: &str) -> Result<Transaction> {
+pub fn admin_adjust(conn: &Conn<'_>, user: UserId, amount: Credits, description: &str) -> Result<Transaction> {
     admin_adjust_at(conn, user, amount, description, Timestamp::now())
 }
 
 /// [`admin_adjust`] at a given time (tests move the clock).
 pub fn admin_adjust_at(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     amount: Credits,
     description: &str,
@@ -338,7 +338,7 @@ struct Spendable {
 /// same row (issue 19). When that update takes nothing (too few credits, a
 /// grant due to expire first, no such user), the general path decides.
 fn take_spend(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     amount: Credits,
     caps: &SpendCaps,
@@ -366,7 +366,7 @@ fn take_spend(
 
 /// The user's balance and held amount after expiring what was due, or a
 /// refusal when their available credits do not cover `amount`.
-fn check_available(conn: &Connection, user: UserId, amount: Credits, now: Timestamp) -> Result<(Credits, Credits)> {
+fn check_available(conn: &Conn<'_>, user: UserId, amount: Credits, now: Timestamp) -> Result<(Credits, Credits)> {
     let (balance, held) = account_for_charge(conn, user, now)?;
     let available = balance - held;
     if available < amount {
@@ -376,7 +376,7 @@ fn check_available(conn: &Connection, user: UserId, amount: Credits, now: Timest
 }
 
 /// Room under the daily caps and the key's limits; returns the spend day.
-fn check_caps(conn: &Connection, user: UserId, amount: Credits, caps: &SpendCaps, now: Timestamp) -> Result<i64> {
+fn check_caps(conn: &Conn<'_>, user: UserId, amount: Credits, caps: &SpendCaps, now: Timestamp) -> Result<i64> {
     let day = check_daily_cap(conn, user, amount, caps, now)?;
     if let Some(key) = caps.key {
         check_key_limits(conn, key, amount, day, caps, now)?;
@@ -388,7 +388,7 @@ fn check_caps(conn: &Connection, user: UserId, amount: Credits, caps: &SpendCaps
 /// daily spend limit (read from the key's row in this transaction, so
 /// concurrent charges through one key cannot pass it together).
 fn check_key_limits(
-    conn: &Connection,
+    conn: &Conn<'_>,
     key: ApiKeyId,
     amount: Credits,
     day: i64,
@@ -417,7 +417,7 @@ fn check_key_limits(
 
 /// Counts `delta` (possibly negative) toward the day's spend of the user,
 /// of everyone, and of the key it was made through.
-fn count_spend(conn: &Connection, user: UserId, key: Option<ApiKeyId>, day: i64, delta: Credits) -> Result<()> {
+fn count_spend(conn: &Conn<'_>, user: UserId, key: Option<ApiKeyId>, day: i64, delta: Credits) -> Result<()> {
     storage::add_spent(conn, user, day, delta)?;
     if let Some(k) = key {
         storage::add_key_spent(conn, k, day, delta)?;
@@ -429,7 +429,7 @@ fn count_spend(conn: &Connection, user: UserId, key: Option<ApiKeyId>, day: i64,
 /// the `consume` row, updates the cache, today's spend and the usage
 /// aggregate.
 pub fn consume(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     amount: Credits,
     description: &str,
@@ -440,7 +440,7 @@ pub fn consume(
 
 /// [`consume`] at a given time (tests move the clock).
 pub fn consume_at(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     amount: Credits,
     description: &str,
@@ -479,7 +479,7 @@ pub fn consume_at(
 /// Reserves `amount` for work whose cost is known later. The reservation
 /// counts toward today's spend now, so concurrent holds cannot pass the cap.
 pub fn hold(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     amount: Credits,
     job: Option<JobId>,
@@ -491,7 +491,7 @@ pub fn hold(
 
 /// [`hold`] at a given time (tests move the clock).
 pub fn hold_at(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     amount: Credits,
     job: Option<JobId>,
@@ -523,19 +523,19 @@ fn closed_outcome(h: &storage::HoldRow) -> HoldOutcome {
 /// row and closes the hold. A `Cost::Micro` is added to the user's carry;
 /// the whole credits that makes are charged and the rest carried, both
 /// recorded on the row (a row of amount 0 when the carry absorbs it all).
-pub fn settle(conn: &Connection, id: HoldId, cost: Cost, description: &str) -> Result<HoldOutcome> {
+pub fn settle(conn: &Conn<'_>, id: HoldId, cost: Cost, description: &str) -> Result<HoldOutcome> {
     settle_at(conn, id, cost, description, Timestamp::now())
 }
 
 /// [`settle`] at a given time (tests move the clock).
-pub fn settle_at(conn: &Connection, id: HoldId, cost: Cost, description: &str, now: Timestamp) -> Result<HoldOutcome> {
+pub fn settle_at(conn: &Conn<'_>, id: HoldId, cost: Cost, description: &str, now: Timestamp) -> Result<HoldOutcome> {
     settle_metered(conn, id, cost, description, &crate::usage::Metered::default(), now)
 }
 
 /// [`settle`] of a metered call: the usage aggregate counts the request
 /// with what it used (model, tokens, images, seconds) and what it cost.
 pub fn settle_metered(
-    conn: &Connection,
+    conn: &Conn<'_>,
     id: HoldId,
     cost: Cost,
     description: &str,
@@ -607,7 +607,7 @@ pub fn settle_metered(
 
 /// A provider reported more than the bound that was held: charged the
 /// hold, and logged, because a bound should never be wrong.
-fn overrun(conn: &Connection, id: HoldId, held: Credits, actual: serde_json::Value) -> Result<()> {
+fn overrun(conn: &Conn<'_>, id: HoldId, held: Credits, actual: serde_json::Value) -> Result<()> {
     logs::write(
         conn,
         &NewLog::system(Level::Warn, "hold_overrun", json!({ "hold_id": id, "held": held, "actual": actual })),
@@ -615,16 +615,16 @@ fn overrun(conn: &Connection, id: HoldId, held: Credits, actual: serde_json::Val
     Ok(())
 }
 
-pub fn release(conn: &Connection, id: HoldId) -> Result<HoldOutcome> {
+pub fn release(conn: &Conn<'_>, id: HoldId) -> Result<HoldOutcome> {
     close_uncharged(conn, id, HoldStatus::Released, Timestamp::now())
 }
 
 /// [`release`] at a given time (tests move the clock).
-pub fn release_at(conn: &Connection, id: HoldId, now: Timestamp) -> Result<HoldOutcome> {
+pub fn release_at(conn: &Conn<'_>, id: HoldId, now: Timestamp) -> Result<HoldOutcome> {
     close_uncharged(conn, id, HoldStatus::Released, now)
 }
 
-fn close_uncharged(conn: &Connection, id: HoldId, status: HoldStatus, now: Timestamp) -> Result<HoldOutcome> {
+fn close_uncharged(conn: &Conn<'_>, id: HoldId, status: HoldStatus, now: Timestamp) -> Result<HoldOutcome> {
     let h = storage::hold(conn, id)?.ok_or_else(|| Error::not_found("hold"))?;
     if h.status != HoldStatus::Active {
         return Ok(closed_outcome(&h));
@@ -638,14 +638,14 @@ fn close_uncharged(conn: &Connection, id: HoldId, status: HoldStatus, now: Times
 }
 
 /// Keeps a hold alive while its work runs.
-pub fn extend(conn: &Connection, id: HoldId, until: Timestamp) -> Result<bool> {
+pub fn extend(conn: &Conn<'_>, id: HoldId, until: Timestamp) -> Result<bool> {
     Ok(storage::extend_hold(conn, id, until)? == 1)
 }
 
 /// Expires active holds past their time (a batch at most), then grants
 /// whose expiry has come (a batch of users at most); returns how many holds
 /// and grants. Runs from the sweeper and at startup, after a crash.
-pub fn expire_due(conn: &Connection, now: Timestamp) -> Result<usize> {
+pub fn expire_due(conn: &Conn<'_>, now: Timestamp) -> Result<usize> {
     let due = storage::due_holds(conn, now, SWEEP_BATCH_MAX)?;
     for id in &due {
         close_uncharged(conn, *id, HoldStatus::Expired, now)?;
@@ -659,7 +659,7 @@ pub fn expire_due(conn: &Connection, now: Timestamp) -> Result<usize> {
 /// At start, before any request: releases (a batch at most of) the holds
 /// of calls that died with the previous process. Jobs' holds are left to job
 /// recovery, which resumes or fails their jobs. Returns how many.
-pub fn release_unattached(conn: &Connection) -> Result<usize> {
+pub fn release_unattached(conn: &Conn<'_>) -> Result<usize> {
     let orphaned = storage::unattached_active_holds(conn, SWEEP_BATCH_MAX)?;
     for id in &orphaned {
         close_uncharged(conn, *id, HoldStatus::Released, Timestamp::now())?;
@@ -672,7 +672,7 @@ pub fn release_unattached(conn: &Connection) -> Result<usize> {
 
 /// Balance = SUM of the ledger (the seed's `getBalance`); held from the
 /// cache, which the audit checks against the active holds.
-pub fn balance(conn: &Connection, user: UserId) -> Result<Balance> {
+pub fn balance(conn: &Conn<'_>, user: UserId) -> Result<Balance> {
     // Deactivated users too: an admin looks at their balance.
     let held = storage::held(conn, user)?.ok_or_else(|| Error::not_found("user"))?;
     let (sum, _) = storage::ledger_sum(conn, user)?;
@@ -680,7 +680,7 @@ pub fn balance(conn: &Connection, user: UserId) -> Result<Balance> {
     Ok(Balance { object: "balance", balance: sum, held, available: sum - held, next_expiry })
 }
 
-pub fn list(conn: &Connection, user: UserId, page: &crate::paging::Page) -> Result<crate::paging::List<Transaction>> {
+pub fn list(conn: &Conn<'_>, user: UserId, page: &crate::paging::Page) -> Result<crate::paging::List<Transaction>> {
     Ok(storage::list(conn, user, page)?)
 }
 
@@ -697,7 +697,7 @@ pub struct Validation {
 
 /// The seed's `validateBalance`: ledger SUM, the cache and the last row's
 /// `balance_after` must agree, and so must the held cache and active holds.
-pub fn validate(conn: &Connection, user: UserId) -> Result<Validation> {
+pub fn validate(conn: &Conn<'_>, user: UserId) -> Result<Validation> {
     let (cached, held) = account(conn, user)?;
     let (sum, last) = storage::ledger_sum(conn, user)?;
     let active = storage::active_held_sum(conn, user)?;

@@ -8,7 +8,8 @@ use super::chain::{self, ChainFields, GENESIS_HASH};
 use super::{HoldStatus, Kind, Transaction};
 use crate::domain::{ApiKeyId, Credits, GrantId, HoldId, JobId, Timestamp, TxnId, UserId};
 use crate::paging::{List, Page};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::storage::Conn;
+use rusqlite::{OptionalExtension, Row, params};
 
 /// An active user's cached balance, held amount and next grant expiry.
 pub struct Account {
@@ -17,18 +18,21 @@ pub struct Account {
     pub next_expiry_at: Option<Timestamp>,
 }
 
-pub fn account(conn: &Connection, user: UserId) -> rusqlite::Result<Option<Account>> {
+pub fn account(conn: &Conn<'_>, user: UserId) -> rusqlite::Result<Option<Account>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("SELECT credits, held, next_expiry_at FROM users WHERE id = ?1 AND deleted_at IS NULL")?
         .query_row([user], |r| Ok(Account { credits: r.get(0)?, held: r.get(1)?, next_expiry_at: r.get(2)? }))
         .optional()
 }
 
 /// The held cache of any user, active or not.
-pub fn held(conn: &Connection, user: UserId) -> rusqlite::Result<Option<Credits>> {
+pub fn held(conn: &Conn<'_>, user: UserId) -> rusqlite::Result<Option<Credits>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("SELECT held FROM users WHERE id = ?1")?.query_row([user], |r| r.get(0)).optional()
 }
 
-pub fn set_credits(conn: &Connection, user: UserId, credits: Credits) -> rusqlite::Result<()> {
+pub fn set_credits(conn: &Conn<'_>, user: UserId, credits: Credits) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("UPDATE users SET credits = ?2 WHERE id = ?1")?.execute(params![user, credits])?;
     Ok(())
 }
@@ -47,12 +51,13 @@ pub enum Take {
 /// theirs is due to expire by `now`. Returns the balance and held amount
 /// before it; `None` when nothing was taken.
 pub fn take_if_available(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     amount: Credits,
     take: Take,
     now: Timestamp,
 ) -> rusqlite::Result<Option<(Credits, Credits)>> {
+    let conn = conn.sqlite()?;
     // RETURNING sees the row after the change; the caller wants it before.
     let sql = match take {
         Take::Debit => {
@@ -71,7 +76,8 @@ pub fn take_if_available(
     conn.prepare_cached(sql)?.query_row(params![user, amount, now], |r| Ok((r.get(0)?, r.get(1)?))).optional()
 }
 
-pub fn add_held(conn: &Connection, user: UserId, delta: Credits) -> rusqlite::Result<()> {
+pub fn add_held(conn: &Conn<'_>, user: UserId, delta: Credits) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("UPDATE users SET held = held + ?2 WHERE id = ?1")?.execute(params![user, delta])?;
     Ok(())
 }
@@ -104,7 +110,8 @@ pub struct Micro {
 
 /// Appends a row at the head of the chain. Must run inside the writer's
 /// transaction: reading the head and appending after it is only safe there.
-pub fn append(conn: &Connection, row: &NewRow<'_>) -> rusqlite::Result<Transaction> {
+pub fn append(conn: &Conn<'_>, row: &NewRow<'_>) -> rusqlite::Result<Transaction> {
+    let conn = conn.sqlite()?;
     let (prev_id, prev_hash): (i64, String) = conn
         .prepare_cached("SELECT id, hash FROM credit_transactions ORDER BY id DESC LIMIT 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -164,12 +171,14 @@ pub fn append(conn: &Connection, row: &NewRow<'_>) -> rusqlite::Result<Transacti
 }
 
 /// The user's unbilled fraction of a credit, in millionths.
-pub fn carry(conn: &Connection, user: UserId) -> rusqlite::Result<i64> {
+pub fn carry(conn: &Conn<'_>, user: UserId) -> rusqlite::Result<i64> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("SELECT carry_micro FROM users WHERE id = ?1")?.query_row([user], |r| r.get(0))
 }
 
 /// The balance cache and the carry, in one statement (a metered settle).
-pub fn set_credits_and_carry(conn: &Connection, user: UserId, credits: Credits, carry: i64) -> rusqlite::Result<()> {
+pub fn set_credits_and_carry(conn: &Conn<'_>, user: UserId, credits: Credits, carry: i64) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("UPDATE users SET credits = ?2, carry_micro = ?3 WHERE id = ?1")?
         .execute(params![user, credits, carry])?;
     Ok(())
@@ -195,13 +204,15 @@ fn txn_from_row(r: &Row<'_>) -> rusqlite::Result<Transaction> {
 const TXN_COLUMNS: &str =
     "id, amount, kind, balance_after, job_id, hold_id, description, created_at, cost_micro, carry_after";
 
-pub fn get(conn: &Connection, id: TxnId) -> rusqlite::Result<Option<Transaction>> {
+pub fn get(conn: &Conn<'_>, id: TxnId) -> rusqlite::Result<Option<Transaction>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(&format!("SELECT {TXN_COLUMNS} FROM credit_transactions WHERE id = ?1"))?
         .query_row([id], txn_from_row)
         .optional()
 }
 
-pub fn list(conn: &Connection, user: UserId, page: &Page) -> rusqlite::Result<List<Transaction>> {
+pub fn list(conn: &Conn<'_>, user: UserId, page: &Page) -> rusqlite::Result<List<Transaction>> {
+    let conn = conn.sqlite()?;
     let rows = conn
         .prepare_cached(
             "SELECT id, amount, kind, balance_after, job_id, hold_id, description, created_at, cost_micro, carry_after
@@ -214,7 +225,8 @@ pub fn list(conn: &Connection, user: UserId, page: &Page) -> rusqlite::Result<Li
 
 /// SUM over the user's rows (the seed's `getBalance`), and the last row's
 /// `balance_after`.
-pub fn ledger_sum(conn: &Connection, user: UserId) -> rusqlite::Result<(Credits, Option<Credits>)> {
+pub fn ledger_sum(conn: &Conn<'_>, user: UserId) -> rusqlite::Result<(Credits, Option<Credits>)> {
+    let conn = conn.sqlite()?;
     let sum: Credits = conn
         .prepare_cached("SELECT COALESCE(SUM(amount), 0) FROM credit_transactions WHERE user_id = ?1")?
         .query_row([user], |r| r.get(0))?;
@@ -225,12 +237,14 @@ pub fn ledger_sum(conn: &Connection, user: UserId) -> rusqlite::Result<(Credits,
     Ok((sum, last))
 }
 
-pub fn active_held_sum(conn: &Connection, user: UserId) -> rusqlite::Result<Credits> {
+pub fn active_held_sum(conn: &Conn<'_>, user: UserId) -> rusqlite::Result<Credits> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("SELECT COALESCE(SUM(amount), 0) FROM credit_holds WHERE user_id = ?1 AND status = 'active'")?
         .query_row([user], |r| r.get(0))
 }
 
-pub fn spent_on(conn: &Connection, user: UserId, day: i64) -> rusqlite::Result<Credits> {
+pub fn spent_on(conn: &Conn<'_>, user: UserId, day: i64) -> rusqlite::Result<Credits> {
+    let conn = conn.sqlite()?;
     Ok(conn
         .prepare_cached("SELECT spent FROM daily_spend WHERE user_id = ?1 AND day = ?2")?
         .query_row(params![user, day], |r| r.get(0))
@@ -240,7 +254,8 @@ pub fn spent_on(conn: &Connection, user: UserId, day: i64) -> rusqlite::Result<C
 
 /// Adds `delta` (possibly negative) to a day's spend, the user's and
 /// everyone's together, never below zero.
-pub fn add_spent(conn: &Connection, user: UserId, day: i64, delta: Credits) -> rusqlite::Result<()> {
+pub fn add_spent(conn: &Conn<'_>, user: UserId, day: i64, delta: Credits) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "INSERT INTO daily_spend (user_id, day, spent) VALUES (?1, ?2, MAX(?3, 0))
          ON CONFLICT(user_id, day) DO UPDATE SET spent = MAX(spent + ?3, 0)",
@@ -263,7 +278,8 @@ pub struct KeySpend {
 }
 
 /// `None` for a key that is gone (revoked since the request began).
-pub fn key_spend(conn: &Connection, key: ApiKeyId, day: i64) -> rusqlite::Result<Option<KeySpend>> {
+pub fn key_spend(conn: &Conn<'_>, key: ApiKeyId, day: i64) -> rusqlite::Result<Option<KeySpend>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "SELECT k.spend_limit, k.daily_spend_limit, k.spent_total, COALESCE(d.spent, 0)
          FROM api_keys k LEFT JOIN api_key_daily_spend d ON d.api_key_id = k.id AND d.day = ?2
@@ -277,7 +293,8 @@ pub fn key_spend(conn: &Connection, key: ApiKeyId, day: i64) -> rusqlite::Result
 
 /// Adds `delta` (possibly negative) to an API key's spend, in total and on
 /// `day`.
-pub fn add_key_spent(conn: &Connection, key: ApiKeyId, day: i64, delta: Credits) -> rusqlite::Result<()> {
+pub fn add_key_spent(conn: &Conn<'_>, key: ApiKeyId, day: i64, delta: Credits) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("UPDATE api_keys SET spent_total = MAX(spent_total + ?2, 0) WHERE id = ?1")?
         .execute(params![key, delta])?;
     conn.prepare_cached(
@@ -288,7 +305,8 @@ pub fn add_key_spent(conn: &Connection, key: ApiKeyId, day: i64, delta: Credits)
     Ok(())
 }
 
-pub fn global_spent_on(conn: &Connection, day: i64) -> rusqlite::Result<Credits> {
+pub fn global_spent_on(conn: &Conn<'_>, day: i64) -> rusqlite::Result<Credits> {
+    let conn = conn.sqlite()?;
     Ok(conn
         .prepare_cached("SELECT spent FROM daily_spend_global WHERE day = ?1")?
         .query_row([day], |r| r.get(0))
@@ -320,7 +338,8 @@ pub struct NewHold {
     pub at: Timestamp,
 }
 
-pub fn insert_hold(conn: &Connection, h: &NewHold) -> rusqlite::Result<HoldId> {
+pub fn insert_hold(conn: &Conn<'_>, h: &NewHold) -> rusqlite::Result<HoldId> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "INSERT INTO credit_holds (user_id, amount, status, job_id, api_key_id, day, expires_at, created_at)
          VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6, ?7)",
@@ -329,7 +348,8 @@ pub fn insert_hold(conn: &Connection, h: &NewHold) -> rusqlite::Result<HoldId> {
     Ok(HoldId(conn.last_insert_rowid()))
 }
 
-pub fn hold(conn: &Connection, id: HoldId) -> rusqlite::Result<Option<HoldRow>> {
+pub fn hold(conn: &Conn<'_>, id: HoldId) -> rusqlite::Result<Option<HoldRow>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "SELECT id, user_id, amount, status, job_id, day, expires_at, charged, transaction_id, api_key_id
          FROM credit_holds WHERE id = ?1",
@@ -353,13 +373,14 @@ pub fn hold(conn: &Connection, id: HoldId) -> rusqlite::Result<Option<HoldRow>> 
 }
 
 pub fn close_hold(
-    conn: &Connection,
+    conn: &Conn<'_>,
     id: HoldId,
     status: HoldStatus,
     charged: Option<Credits>,
     txn: Option<TxnId>,
     now: Timestamp,
 ) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "UPDATE credit_holds SET status = ?2, charged = ?3, transaction_id = ?4, closed_at = ?5
          WHERE id = ?1 AND status = 'active'",
@@ -368,13 +389,15 @@ pub fn close_hold(
     Ok(())
 }
 
-pub fn extend_hold(conn: &Connection, id: HoldId, until: Timestamp) -> rusqlite::Result<usize> {
+pub fn extend_hold(conn: &Conn<'_>, id: HoldId, until: Timestamp) -> rusqlite::Result<usize> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("UPDATE credit_holds SET expires_at = MAX(expires_at, ?2) WHERE id = ?1 AND status = 'active'")?
         .execute(params![id, until])
 }
 
 /// Active holds past their expiry, oldest first, at most `limit`.
-pub fn due_holds(conn: &Connection, now: Timestamp, limit: i64) -> rusqlite::Result<Vec<HoldId>> {
+pub fn due_holds(conn: &Conn<'_>, now: Timestamp, limit: i64) -> rusqlite::Result<Vec<HoldId>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "SELECT id FROM credit_holds WHERE status = 'active' AND expires_at < ?1
            AND (job_id IS NULL OR job_id NOT IN (SELECT id FROM jobs WHERE status IN ('queued', 'processing')))
@@ -386,13 +409,15 @@ pub fn due_holds(conn: &Connection, now: Timestamp, limit: i64) -> rusqlite::Res
 
 /// Active holds not attached to a job: each belonged to a call (chat,
 /// images) in flight in this process, so after a restart none is still live.
-pub fn unattached_active_holds(conn: &Connection, limit: i64) -> rusqlite::Result<Vec<HoldId>> {
+pub fn unattached_active_holds(conn: &Conn<'_>, limit: i64) -> rusqlite::Result<Vec<HoldId>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("SELECT id FROM credit_holds WHERE status = 'active' AND job_id IS NULL ORDER BY id LIMIT ?1")?
         .query_map(params![limit], |r| r.get(0))?
         .collect()
 }
 
-pub fn count_active_holds(conn: &Connection) -> rusqlite::Result<i64> {
+pub fn count_active_holds(conn: &Conn<'_>) -> rusqlite::Result<i64> {
+    let conn = conn.sqlite()?;
     conn.query_row("SELECT count(*) FROM credit_holds WHERE status = 'active'", [], |r| r.get(0))
 }
 
@@ -403,7 +428,8 @@ pub struct AuditInput {
     pub active_held: Vec<(UserId, Credits)>,
 }
 
-pub fn audit_input(conn: &Connection) -> rusqlite::Result<AuditInput> {
+pub fn audit_input(conn: &Conn<'_>) -> rusqlite::Result<AuditInput> {
+    let conn = conn.sqlite()?;
     let users = conn
         .prepare("SELECT id, credits, held, carry_micro FROM users ORDER BY id")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
@@ -434,7 +460,8 @@ pub struct StoredRow<'a> {
 
 /// Calls `visit` for every ledger row in id order, without loading them all
 /// (and without copying its text: the row borrows SQLite's buffers).
-pub fn for_each_row(conn: &Connection, mut visit: impl FnMut(&StoredRow<'_>)) -> rusqlite::Result<()> {
+pub fn for_each_row(conn: &Conn<'_>, mut visit: impl FnMut(&StoredRow<'_>)) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     let mut st = conn.prepare(
         "SELECT id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash,
                 cost_micro, carry_after, api_key_id, grant_id
@@ -471,7 +498,8 @@ pub fn for_each_row(conn: &Connection, mut visit: impl FnMut(&StoredRow<'_>)) ->
 
 /// Active holds whose job has finished: a leak. Closed by job recovery,
 /// reported by the audit.
-pub fn active_holds_of_finished_jobs(conn: &Connection) -> rusqlite::Result<Vec<(HoldId, JobId)>> {
+pub fn active_holds_of_finished_jobs(conn: &Conn<'_>) -> rusqlite::Result<Vec<(HoldId, JobId)>> {
+    let conn = conn.sqlite()?;
     conn.prepare(
         "SELECT h.id, h.job_id FROM credit_holds h JOIN jobs j ON j.id = h.job_id
          WHERE h.status = 'active' AND j.status IN ('completed', 'failed', 'canceled')",
@@ -481,7 +509,8 @@ pub fn active_holds_of_finished_jobs(conn: &Connection) -> rusqlite::Result<Vec<
 }
 
 /// Per API key: its cached spend, and what its active holds reserve.
-pub fn key_spend_audit(conn: &Connection) -> rusqlite::Result<Vec<(ApiKeyId, i64, i64)>> {
+pub fn key_spend_audit(conn: &Conn<'_>) -> rusqlite::Result<Vec<(ApiKeyId, i64, i64)>> {
+    let conn = conn.sqlite()?;
     conn.prepare(
         "SELECT k.id, k.spent_total, COALESCE(h.held, 0) FROM api_keys k
          LEFT JOIN (SELECT api_key_id, SUM(amount) AS held FROM credit_holds
@@ -492,7 +521,8 @@ pub fn key_spend_audit(conn: &Connection) -> rusqlite::Result<Vec<(ApiKeyId, i64
 }
 
 /// The append-only triggers; a tamperer has to drop them first.
-pub fn append_only_triggers(conn: &Connection) -> rusqlite::Result<i64> {
+pub fn append_only_triggers(conn: &Conn<'_>) -> rusqlite::Result<i64> {
+    let conn = conn.sqlite()?;
     conn.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'
          AND name IN ('credit_transactions_no_update', 'credit_transactions_no_delete')",

@@ -84,7 +84,7 @@ fn settle_charges_at_most_the_hold_and_closed_holds_return_their_first_outcome()
     assert_eq!(check(&db, u).ledger_balance, Credits(70));
     let warned: i64 = db
         .read(|c| {
-            Ok::<_, Error>(c.query_row(
+            Ok::<_, Error>(c.sqlite()?.query_row(
                 "SELECT count(*) FROM logs WHERE action = 'hold_overrun' AND level = 'warn'",
                 [],
                 |r| r.get(0),
@@ -106,8 +106,9 @@ fn a_hold_over_available_is_refused_and_writes_nothing() {
     let u = user(&db, "ann", 10);
     let e = db.write(move |c| hold(c, u, Credits(11), None, 60_000, &SpendCaps::NONE)).unwrap_err();
     assert!(matches!(e, Error::InsufficientCredits { .. }), "{e:?}");
-    let holds: i64 =
-        db.read(|c| Ok::<_, Error>(c.query_row("SELECT count(*) FROM credit_holds", [], |r| r.get(0))?)).unwrap();
+    let holds: i64 = db
+        .read(|c| Ok::<_, Error>(c.sqlite()?.query_row("SELECT count(*) FROM credit_holds", [], |r| r.get(0))?))
+        .unwrap();
     assert_eq!(holds, 0);
 }
 
@@ -246,7 +247,8 @@ fn the_audit_recomputes_every_carry_and_catches_an_edited_one() {
     assert_eq!(v.ledger_balance, Credits(9));
     let report = db.read(|c| audit::audit(c, None)).unwrap();
     assert!(report.valid, "{report:?}");
-    db.write(move |c| Ok::<_, Error>(c.execute("UPDATE users SET carry_micro = 0 WHERE id = ?1", [u])?)).unwrap();
+    db.write(move |c| Ok::<_, Error>(c.sqlite()?.execute("UPDATE users SET carry_micro = 0 WHERE id = ?1", [u])?))
+        .unwrap();
     let report = db.read(|c| audit::audit(c, None)).unwrap();
     assert!(!report.valid);
     assert!(
@@ -285,7 +287,8 @@ fn expected_plan(mut spendable: Vec<ModelGrant>, amount: i64) -> Vec<(i64, i64)>
     plan
 }
 
-fn spendable_now(c: &rusqlite::Connection, u: UserId, now: Timestamp) -> Vec<ModelGrant> {
+fn spendable_now(c: &Conn<'_>, u: UserId, now: Timestamp) -> Vec<ModelGrant> {
+    let c = c.sqlite().expect("a SQLite test database");
     c.prepare(
         "SELECT id, remaining - reserved, priority, expires_at, category = 'paid' FROM credit_grants
          WHERE user_id = ?1 AND voided_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
@@ -301,7 +304,8 @@ fn spendable_now(c: &rusqlite::Connection, u: UserId, now: Timestamp) -> Vec<Mod
 
 /// The grants ledger row `txn` drew on: the one it names, or its
 /// `grant_draws` rows.
-fn draws_of(c: &rusqlite::Connection, txn: TxnId) -> Vec<(i64, i64)> {
+fn draws_of(c: &Conn<'_>, txn: TxnId) -> Vec<(i64, i64)> {
+    let c = c.sqlite().expect("a SQLite test database");
     let mut d: Vec<(i64, i64)> = c
         .prepare(
             "SELECT grant_id, amount FROM grant_draws WHERE transaction_id = ?1
@@ -423,7 +427,7 @@ proptest! {
                 GrantOp::Tick(steps) => now = now.plus_ms(steps * STEP_MS),
                 GrantOp::Sweep => {
                     db.write(move |c| expire_due(c, now)).unwrap();
-                    let overdue: i64 = db.read(|c| Ok::<_, Error>(c.query_row(
+                    let overdue: i64 = db.read(|c| Ok::<_, Error>(c.sqlite()?.query_row(
                         "SELECT count(*) FROM credit_grants WHERE expires_at <= ?1 AND remaining > reserved",
                         [now], |r| r.get(0))?)).unwrap();
                     prop_assert_eq!(overdue, 0, "a sweep leaves nothing due unexpired");
@@ -460,7 +464,7 @@ proptest! {
             let v = db.read(|c| validate(c, u)).unwrap();
             prop_assert!(v.valid, "{:?}", v);
             prop_assert!(v.cached_balance.0 - v.held.0 >= 0, "available went negative: {:?}", v);
-            let (remaining, negative): (i64, i64) = db.read(|c| Ok::<_, Error>(c.query_row(
+            let (remaining, negative): (i64, i64) = db.read(|c| Ok::<_, Error>(c.sqlite()?.query_row(
                 "SELECT COALESCE(SUM(remaining), 0), count(*) FILTER (WHERE remaining < 0 OR reserved < 0)
                  FROM credit_grants WHERE user_id = ?1", [u], |r| Ok((r.get(0)?, r.get(1)?)))?)).unwrap();
             prop_assert_eq!(remaining, v.ledger_balance.0, "SUM(remaining) = balance");

@@ -9,8 +9,8 @@ pub mod storage;
 
 use crate::domain::{LogId, Timestamp, UserId};
 use crate::paging::{List, Page};
+use crate::storage::Conn;
 use crate::storage::Db;
-use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -109,7 +109,7 @@ pub struct LogFilter {
 }
 
 /// Writes a log inside the caller's transaction.
-pub fn write(conn: &Connection, log: &NewLog) -> crate::error::Result<LogId> {
+pub fn write(conn: &Conn<'_>, log: &NewLog) -> crate::error::Result<LogId> {
     Ok(storage::insert(conn, log, Timestamp::now())?)
 }
 

@@ -3,9 +3,11 @@
 use super::{Level, LogEntry, LogFilter, LogType, NewLog};
 use crate::domain::{LogId, Timestamp, UserId};
 use crate::paging::{List, Page};
-use rusqlite::{Connection, params};
+use crate::storage::Conn;
+use rusqlite::params;
 
-pub fn insert(conn: &Connection, log: &NewLog, at: Timestamp) -> rusqlite::Result<LogId> {
+pub fn insert(conn: &Conn<'_>, log: &NewLog, at: Timestamp) -> rusqlite::Result<LogId> {
+    let conn = conn.sqlite()?;
     let mut st = conn.prepare_cached(
         "INSERT INTO logs (log_type, level, action, details, success, user_id, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -54,7 +56,8 @@ fn list_sql(f: &LogFilter) -> String {
     )
 }
 
-pub fn list(conn: &Connection, f: &LogFilter, page: &Page) -> crate::error::Result<List<LogEntry>> {
+pub fn list(conn: &Conn<'_>, f: &LogFilter, page: &Page) -> crate::error::Result<List<LogEntry>> {
+    let conn = conn.sqlite()?;
     let mut st = conn.prepare_cached(&list_sql(f))?;
     let rows = st
         .query_map(
@@ -91,7 +94,8 @@ pub fn list(conn: &Connection, f: &LogFilter, page: &Page) -> crate::error::Resu
 /// inserts it), so old rows are a prefix of the id order and the first newer
 /// row ends it; a row stamped before a clock step back waits for a later
 /// pass rather than a newer row going early.
-pub fn delete_oldest_before(conn: &Connection, cutoff: Timestamp, batch: usize) -> rusqlite::Result<usize> {
+pub fn delete_oldest_before(conn: &Conn<'_>, cutoff: Timestamp, batch: usize) -> rusqlite::Result<usize> {
+    let conn = conn.sqlite()?;
     let mut last_old = None;
     {
         let mut st = conn.prepare_cached("SELECT id, created_at FROM logs ORDER BY id LIMIT ?1")?;
@@ -122,7 +126,7 @@ mod tests {
         let (_dir, db) = crate::storage::temp_db(crate::storage::Synchronous::Normal);
         let plan = |f: LogFilter| -> String {
             db.read(|c| {
-                let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {}", list_sql(&f)))?;
+                let mut st = c.sqlite()?.prepare(&format!("EXPLAIN QUERY PLAN {}", list_sql(&f)))?;
                 let rows = st.query_map(
                     rusqlite::params![1, Option::<&str>::None, Option::<&str>::None, Option::<i64>::None, 10],
                     |r| r.get::<_, String>(3),

@@ -17,10 +17,10 @@ pub mod storage;
 use crate::config::MediaConfig;
 use crate::domain::{FileId, JobId, Timestamp, UserId};
 use crate::error::Result;
+use crate::storage::Conn;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -158,7 +158,7 @@ pub fn output_urls(output: &Value) -> Vec<String> {
 /// `provider_url`); outputs not kept get `kept: false` and keep the
 /// provider's URL.
 pub fn attach(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     job: JobId,
     output: &mut Value,

@@ -2,7 +2,8 @@
 
 use crate::domain::{FileId, JobId, Timestamp, UserId};
 use crate::error::Result;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::storage::Conn;
+use rusqlite::{OptionalExtension, Row, params};
 
 #[derive(Debug, Clone)]
 pub struct FileRow {
@@ -46,7 +47,8 @@ pub struct NewFile<'a> {
     pub expires_at: Option<Timestamp>,
 }
 
-pub fn insert(conn: &Connection, f: &NewFile<'_>, now: Timestamp) -> Result<FileId> {
+pub fn insert(conn: &Conn<'_>, f: &NewFile<'_>, now: Timestamp) -> Result<FileId> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "INSERT INTO files (user_id, job_id, sha256, bytes, content_type, source_url, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -55,12 +57,14 @@ pub fn insert(conn: &Connection, f: &NewFile<'_>, now: Timestamp) -> Result<File
     Ok(FileId(conn.last_insert_rowid()))
 }
 
-pub fn get(conn: &Connection, id: FileId) -> Result<Option<FileRow>> {
+pub fn get(conn: &Conn<'_>, id: FileId) -> Result<Option<FileRow>> {
+    let conn = conn.sqlite()?;
     Ok(conn.prepare_cached(&format!("SELECT {COLUMNS} FROM files WHERE id = ?1"))?.query_row([id], row).optional()?)
 }
 
 /// Bytes of every live file (the store's size limit counts these).
-pub fn live_bytes(conn: &Connection) -> Result<u64> {
+pub fn live_bytes(conn: &Conn<'_>) -> Result<u64> {
+    let conn = conn.sqlite()?;
     Ok(conn
         .prepare_cached("SELECT COALESCE(SUM(bytes), 0) FROM files WHERE deleted_at IS NULL")?
         .query_row([], |r| r.get::<_, i64>(0))?
@@ -69,7 +73,8 @@ pub fn live_bytes(conn: &Connection) -> Result<u64> {
 
 /// Marks up to `limit` files past retention deleted; returns their content
 /// hashes that no live row holds any more (their bytes may go).
-pub fn expire(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<String>> {
+pub fn expire(conn: &Conn<'_>, now: Timestamp, limit: usize) -> Result<Vec<String>> {
+    let conn = conn.sqlite()?;
     let due: Vec<(FileId, String)> = conn
         .prepare_cached(
             "SELECT id, sha256 FROM files WHERE deleted_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?1
@@ -80,7 +85,7 @@ pub fn expire(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<Str
     let mut orphaned = Vec::new();
     for (id, sha) in due {
         conn.prepare_cached("UPDATE files SET deleted_at = ?2 WHERE id = ?1")?.execute(params![id, now])?;
-        if !still_held(conn, &sha)? {
+        if !still_held(&Conn::Sqlite(conn), &sha)? {
             orphaned.push(sha);
         }
     }
@@ -88,7 +93,8 @@ pub fn expire(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<Str
 }
 
 /// Whether a live row holds this content.
-pub fn still_held(conn: &Connection, sha256: &str) -> Result<bool> {
+pub fn still_held(conn: &Conn<'_>, sha256: &str) -> Result<bool> {
+    let conn = conn.sqlite()?;
     Ok(conn
         .prepare_cached("SELECT 1 FROM files WHERE sha256 = ?1 AND deleted_at IS NULL LIMIT 1")?
         .query_row([sha256], |_| Ok(()))
@@ -97,7 +103,8 @@ pub fn still_held(conn: &Connection, sha256: &str) -> Result<bool> {
 }
 
 /// Every live file's content hash (a backup copies these).
-pub fn live_hashes(conn: &Connection) -> Result<Vec<String>> {
+pub fn live_hashes(conn: &Conn<'_>) -> Result<Vec<String>> {
+    let conn = conn.sqlite()?;
     Ok(conn
         .prepare("SELECT DISTINCT sha256 FROM files WHERE deleted_at IS NULL")?
         .query_map([], |r| r.get(0))?

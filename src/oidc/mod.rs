@@ -15,6 +15,7 @@
 //! crate's; this module never parses a JWT itself. Provider metadata is
 //! fetched on first use and kept [`METADATA_TTL_S`].
 
+use crate::storage::Conn;
 pub mod http_client;
 pub mod storage;
 
@@ -367,7 +368,7 @@ impl Providers {
 /// else the active account with the same verified e-mail, now linked; else
 /// a new account when signup is enabled.
 fn link_or_create(
-    conn: &rusqlite::Connection,
+    conn: &Conn<'_>,
     auth_cfg: &AuthConfig,
     cfg: &OidcConfig,
     provider: &str,
@@ -422,6 +423,6 @@ pub fn exchange(
 }
 
 /// Deletes finished sign-ins and codes.
-pub fn prune(conn: &rusqlite::Connection) -> Result<usize> {
+pub fn prune(conn: &Conn<'_>) -> Result<usize> {
     Ok(storage::prune(conn, Timestamp::now())?)
 }

@@ -1,7 +1,8 @@
 //! SQL for `oidc_logins`, `oidc_codes` and `oidc_identities`.
 
 use crate::domain::{Timestamp, UserId};
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::storage::Conn;
+use rusqlite::{OptionalExtension, params};
 
 /// A sign-in under way, as `/start` stored it.
 pub struct Pending {
@@ -13,12 +14,13 @@ pub struct Pending {
 }
 
 pub fn insert_login(
-    conn: &Connection,
+    conn: &Conn<'_>,
     state_hash: &str,
     p: &Pending,
     now: Timestamp,
     expires_at: Timestamp,
 ) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "INSERT INTO oidc_logins (state_hash, provider, nonce, pkce_verifier, redirect_uri, client_state, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -30,11 +32,12 @@ pub fn insert_login(
 /// Takes a pending sign-in: marks it used and returns it, once; `None` when
 /// unknown, used, expired, or of another provider.
 pub fn take_login(
-    conn: &Connection,
+    conn: &Conn<'_>,
     state_hash: &str,
     provider: &str,
     now: Timestamp,
 ) -> rusqlite::Result<Option<Pending>> {
+    let conn = conn.sqlite()?;
     let found = conn
         .prepare_cached(
             "UPDATE oidc_logins SET used_at = ?3
@@ -55,13 +58,14 @@ pub fn take_login(
 }
 
 pub fn insert_code(
-    conn: &Connection,
+    conn: &Conn<'_>,
     hash: &str,
     user: UserId,
     provider: &str,
     now: Timestamp,
     expires_at: Timestamp,
 ) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "INSERT INTO oidc_codes (code_hash, user_id, provider, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
@@ -70,7 +74,8 @@ pub fn insert_code(
 }
 
 /// Uses a sign-in code once: its user and provider, if unused and unexpired.
-pub fn take_code(conn: &Connection, hash: &str, now: Timestamp) -> rusqlite::Result<Option<(UserId, String)>> {
+pub fn take_code(conn: &Conn<'_>, hash: &str, now: Timestamp) -> rusqlite::Result<Option<(UserId, String)>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "UPDATE oidc_codes SET used_at = ?2 WHERE code_hash = ?1 AND used_at IS NULL AND expires_at > ?2
          RETURNING user_id, provider",
@@ -80,20 +85,22 @@ pub fn take_code(conn: &Connection, hash: &str, now: Timestamp) -> rusqlite::Res
 }
 
 /// The user linked to (issuer, subject), if any.
-pub fn linked_user(conn: &Connection, issuer: &str, subject: &str) -> rusqlite::Result<Option<UserId>> {
+pub fn linked_user(conn: &Conn<'_>, issuer: &str, subject: &str) -> rusqlite::Result<Option<UserId>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("SELECT user_id FROM oidc_identities WHERE issuer = ?1 AND subject = ?2")?
         .query_row(params![issuer, subject], |r| r.get(0))
         .optional()
 }
 
 pub fn link(
-    conn: &Connection,
+    conn: &Conn<'_>,
     issuer: &str,
     subject: &str,
     user: UserId,
     email: Option<&str>,
     now: Timestamp,
 ) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "INSERT INTO oidc_identities (issuer, subject, user_id, email, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
@@ -102,7 +109,8 @@ pub fn link(
 }
 
 /// Deletes finished or expired sign-ins and codes.
-pub fn prune(conn: &Connection, now: Timestamp) -> rusqlite::Result<usize> {
+pub fn prune(conn: &Conn<'_>, now: Timestamp) -> rusqlite::Result<usize> {
+    let conn = conn.sqlite()?;
     let a = conn.execute("DELETE FROM oidc_logins WHERE expires_at < ?1", [now])?;
     let b = conn.execute("DELETE FROM oidc_codes WHERE expires_at < ?1", [now])?;
     Ok(a + b)

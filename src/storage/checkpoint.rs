@@ -150,8 +150,8 @@ mod tests {
                 let (db, stop) = (Arc::clone(&db), Arc::clone(&stop));
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
-                        let _: Result<i64, StorageError> =
-                            db.read(|c| Ok(c.query_row("SELECT count(*) FROM settings", [], |r| r.get(0))?));
+                        let _: Result<i64, StorageError> = db
+                            .read(|c| Ok(c.sqlite()?.query_row("SELECT count(*) FROM settings", [], |r| r.get(0))?));
                     }
                 })
             })
@@ -163,7 +163,8 @@ mod tests {
         let writes = 2 * WAL_RESTART_FRAMES;
         for i in 0..writes {
             db.write(move |c| {
-                c.execute("INSERT INTO settings(key, value) VALUES (?1, ?2)", (format!("k{i}"), "x".repeat(4000)))?;
+                c.sqlite()?
+                    .execute("INSERT INTO settings(key, value) VALUES (?1, ?2)", (format!("k{i}"), "x".repeat(4000)))?;
                 Ok::<_, StorageError>(())
             })
             .unwrap();
@@ -174,9 +175,11 @@ mod tests {
         assert!(largest <= bound, "WAL reached {largest} bytes, bound {bound}");
         let rows: i64 = db
             .read(|c| {
-                Ok::<_, StorageError>(
-                    c.query_row("SELECT count(*) FROM settings WHERE key LIKE 'k%'", [], |r| r.get(0))?,
-                )
+                Ok::<_, StorageError>(c.sqlite()?.query_row(
+                    "SELECT count(*) FROM settings WHERE key LIKE 'k%'",
+                    [],
+                    |r| r.get(0),
+                )?)
             })
             .unwrap();
         assert_eq!(rows, writes);

@@ -11,6 +11,16 @@ pub enum StorageError {
     Open { path: String, source: rusqlite::Error },
     /// A query failed.
     Sqlite(rusqlite::Error),
+    /// A PostgreSQL query (or the connection) failed.
+    Postgres(postgres::Error),
+    /// A column held a value its Rust type cannot take, or a value could
+    /// not be bound: a bug in a storage module, never the client's input.
+    Column(String),
+    /// A statement that must return a row returned none.
+    NoRow,
+    /// PostgreSQL gave up on the transaction for a concurrent one, as many
+    /// times as a write is tried.
+    Conflict(String),
     /// The read pool could not hand out a connection in time.
     Pool(String),
     /// A migration failed; the schema is unchanged.
@@ -59,6 +69,20 @@ impl StorageError {
         match self {
             StorageError::Sqlite(e) | StorageError::Open { source: e, .. } => sqlite_disk_full(e),
             StorageError::NotCommitted(n) => n.disk_full,
+            StorageError::Postgres(e) => e.code() == Some(&postgres::error::SqlState::DISK_FULL),
+            _ => false,
+        }
+    }
+
+    /// PostgreSQL gave up on the transaction because a concurrent one
+    /// conflicted with it (serialization failure, deadlock): running the
+    /// whole transaction again is the documented answer.
+    pub fn is_retryable(&self) -> bool {
+        use postgres::error::SqlState;
+        match self {
+            StorageError::Postgres(e) => {
+                matches!(e.code(), Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
+            }
             _ => false,
         }
     }
@@ -71,6 +95,13 @@ impl fmt::Display for StorageError {
                 write!(f, "cannot open database {path}: {source}")
             }
             StorageError::Sqlite(e) => write!(f, "database error: {e}"),
+            StorageError::Postgres(e) => match e.as_db_error() {
+                Some(db) => write!(f, "database error: {} ({})", db.message(), db.code().code()),
+                None => write!(f, "database error: {e}"),
+            },
+            StorageError::Column(e) => write!(f, "database value error: {e}"),
+            StorageError::NoRow => write!(f, "database error: a statement returned no row"),
+            StorageError::Conflict(e) => write!(f, "database conflict: {e}"),
             StorageError::Pool(e) => write!(f, "no database connection available: {e}"),
             StorageError::Migration(e) => write!(f, "migration failed: {e}"),
             StorageError::NotCommitted(e) => write!(f, "transaction not committed: {}", e.reason),
@@ -87,5 +118,11 @@ impl std::error::Error for StorageError {}
 impl From<rusqlite::Error> for StorageError {
     fn from(e: rusqlite::Error) -> Self {
         StorageError::Sqlite(e)
+    }
+}
+
+impl From<postgres::Error> for StorageError {
+    fn from(e: postgres::Error) -> Self {
+        StorageError::Postgres(e)
     }
 }

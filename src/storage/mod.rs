@@ -17,9 +17,12 @@
 pub mod backup;
 mod checkpoint;
 mod error;
+pub mod pg;
+pub mod sql;
 mod writer;
 
 pub use error::StorageError;
+pub use sql::{Conn, Engine, Row, Sql};
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
@@ -64,9 +67,20 @@ impl Synchronous {
     }
 }
 
-/// The database handle every module gets. Cheap to clone.
+/// The database handle every module gets: either engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqliteDb),
+    Postgres(Arc<pg::PgDb>),
+}
+
+#[derive(Clone)]
+struct SqliteDb {
     readers: r2d2::Pool<SqliteConnectionManager>,
     writer: Arc<Writer>,
     _checkpointer: Arc<checkpoint::Checkpointer>,
@@ -124,10 +138,13 @@ fn run_migrations(conn: &mut Connection, runner: refinery::Runner) -> Result<usi
 
 /// A small real write (a row in `settings`), for the readiness check: a
 /// transaction with no change would commit even on a full disk.
-pub fn probe_write(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached("INSERT OR REPLACE INTO settings(key, value) VALUES ('ready_probe', ?1)")?
-        .execute([now_ms.to_string()])
-        .map(|_| ())
+pub fn probe_write(conn: &Conn<'_>, now_ms: i64) -> Result<(), StorageError> {
+    conn.execute(
+        "INSERT INTO settings(key, value) VALUES ('ready_probe', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        rusqlite::params![now_ms.to_string()],
+    )
+    .map(|_| ())
 }
 
 /// Bytes an unprivileged writer may still use on the file system that holds
@@ -209,18 +226,40 @@ impl Db {
             Synchronous::Normal => None,
         };
         let writer = Writer::start(conn, sync_wal, catch_up)?;
-        Ok(Db { readers, writer: Arc::new(writer), _checkpointer: Arc::new(checkpointer) })
+        let sqlite = SqliteDb { readers, writer: Arc::new(writer), _checkpointer: Arc::new(checkpointer) };
+        Ok(Db { backend: Backend::Sqlite(sqlite) })
     }
 
-    /// WAL fsyncs the writer's syncer has done (0 at `synchronous=NORMAL`).
+    /// Connects to a PostgreSQL database (`postgres://...`) and migrates it.
+    pub fn open_postgres(url: &str) -> Result<Db, StorageError> {
+        Ok(Db { backend: Backend::Postgres(Arc::new(pg::PgDb::open(url)?)) })
+    }
+
+    pub fn engine(&self) -> Engine {
+        match &self.backend {
+            Backend::Sqlite(_) => Engine::Sqlite,
+            Backend::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// WAL fsyncs the writer's syncer has done (0 at `synchronous=NORMAL`,
+    /// and on PostgreSQL, whose server does its own).
     pub fn fsyncs(&self) -> u64 {
-        self.writer.fsyncs()
+        match &self.backend {
+            Backend::Sqlite(s) => s.writer.fsyncs(),
+            Backend::Postgres(_) => 0,
+        }
     }
 
     /// Runs `f` on a pooled read connection.
-    pub fn read<T, E: From<StorageError>>(&self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E> {
-        let conn = self.readers.get().map_err(|e| StorageError::Pool(e.to_string()))?;
-        f(&conn)
+    pub fn read<T, E: From<StorageError>>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T, E>) -> Result<T, E> {
+        match &self.backend {
+            Backend::Sqlite(s) => {
+                let conn = s.readers.get().map_err(|e| StorageError::Pool(e.to_string()))?;
+                f(&Conn::Sqlite(&conn))
+            }
+            Backend::Postgres(p) => p.read(f),
+        }
     }
 
     /// Runs `f` inside the writer's transaction and returns once it is durably
@@ -229,23 +268,29 @@ impl Db {
     /// with it fails after writing, the writer rolls the group back and runs
     /// the others again, instead of paying a savepoint per closure. So `f`
     /// must do nothing outside the database that cannot happen twice.
-    pub fn write<T, E>(&self, f: impl Fn(&Connection) -> Result<T, E> + Send + 'static) -> Result<T, E>
+    pub fn write<T, E>(&self, f: impl Fn(&Conn<'_>) -> Result<T, E> + Send + 'static) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        self.writer.submit_replayable(true, f)
+        match &self.backend {
+            Backend::Sqlite(s) => s.writer.submit_replayable(true, f),
+            Backend::Postgres(p) => p.write(f),
+        }
     }
 
     /// [`Db::write`] for a closure that can run only once (it consumes what
     /// it captured, or acts outside the database): it runs in a savepoint of
     /// its own, so its failure never makes the group replay.
-    pub fn write_once<T, E>(&self, f: impl FnOnce(&Connection) -> Result<T, E> + Send + 'static) -> Result<T, E>
+    pub fn write_once<T, E>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        self.writer.submit_once(true, f)
+        match &self.backend {
+            Backend::Sqlite(s) => s.writer.submit_once(true, f),
+            Backend::Postgres(p) => p.write_once(f),
+        }
     }
 
     /// Runs `f(conn, batch)` in write transactions of its own until it
@@ -254,7 +299,7 @@ impl Db {
     pub fn write_in_batches<E, F>(&self, batch: usize, f: F) -> Result<usize, E>
     where
         E: From<StorageError> + Send + 'static,
-        F: Fn(&Connection, usize) -> Result<usize, E> + Clone + Send + 'static,
+        F: Fn(&Conn<'_>, usize) -> Result<usize, E> + Clone + Send + 'static,
     {
         let mut total = 0;
         loop {
@@ -272,11 +317,16 @@ impl Db {
     /// anything that depends on them is written durably later (a hold
     /// settled afterwards, an idempotency claim cleared at startup). WAL
     /// order makes every later durable commit carry these with it.
-    pub fn write_lazy<T, E>(&self, f: impl Fn(&Connection) -> Result<T, E> + Send + 'static) -> Result<T, E>
+    pub fn write_lazy<T, E>(&self, f: impl Fn(&Conn<'_>) -> Result<T, E> + Send + 'static) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        self.writer.submit_replayable(false, f)
+        match &self.backend {
+            Backend::Sqlite(s) => s.writer.submit_replayable(false, f),
+            // PostgreSQL's commit is durable or not by the server's
+            // `synchronous_commit`; there is no cheaper path to take.
+            Backend::Postgres(p) => p.write(f),
+        }
     }
 }

@@ -27,6 +27,7 @@
 use super::StorageError;
 use super::checkpoint::CatchUp;
 use super::error::NotCommitted;
+use super::sql::Conn;
 use rusqlite::Connection;
 use std::fs::{File, OpenOptions};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -74,17 +75,17 @@ trait Body<T, E>: Send {
 struct Once<F>(Option<F>);
 struct Again<F>(F);
 
-impl<T, E, F: FnOnce(&Connection) -> Result<T, E> + Send> Body<T, E> for Once<F> {
+impl<T, E, F: FnOnce(&Conn<'_>) -> Result<T, E> + Send> Body<T, E> for Once<F> {
     const REPLAYABLE: bool = false;
     fn call(&mut self, conn: &Connection) -> Option<Result<T, E>> {
-        self.0.take().map(|f| f(conn))
+        self.0.take().map(|f| f(&Conn::Sqlite(conn)))
     }
 }
 
-impl<T, E, F: Fn(&Connection) -> Result<T, E> + Send> Body<T, E> for Again<F> {
+impl<T, E, F: Fn(&Conn<'_>) -> Result<T, E> + Send> Body<T, E> for Again<F> {
     const REPLAYABLE: bool = true;
     fn call(&mut self, conn: &Connection) -> Option<Result<T, E>> {
-        Some((self.0)(conn))
+        Some((self.0)(&Conn::Sqlite(conn)))
     }
 }
 
@@ -179,7 +180,7 @@ impl Writer {
     where
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> Result<T, E> + Send + 'static,
     {
         self.submit(durable, Once(Some(f)))
     }
@@ -190,7 +191,7 @@ impl Writer {
     where
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
-        F: Fn(&Connection) -> Result<T, E> + Send + 'static,
+        F: Fn(&Conn<'_>) -> Result<T, E> + Send + 'static,
     {
         self.submit(durable, Again(f))
     }
@@ -477,7 +478,7 @@ mod tests {
 
     fn keys(db: &Db) -> Vec<String> {
         db.read(|c| {
-            let mut st = c.prepare("SELECT key FROM settings WHERE key LIKE 'g-%' ORDER BY key")?;
+            let mut st = c.sqlite()?.prepare("SELECT key FROM settings WHERE key LIKE 'g-%' ORDER BY key")?;
             let rows = st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
             Ok::<_, StorageError>(rows)
         })
@@ -499,13 +500,14 @@ mod tests {
                 db.write(move |c| {
                     runs[i].fetch_add(1, Ordering::SeqCst);
                     if writes_then_fails || i != 1 {
-                        c.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [format!("g-{i}")])?;
+                        c.sqlite()?.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [format!("g-{i}")])?;
                     }
                     if i == 1 {
                         return Err(StorageError::Pool("refused on purpose".into()));
                     }
                     // What a replay must recompute: this run's own row.
-                    Ok(c.query_row("SELECT rowid FROM settings WHERE key = ?1", [format!("g-{i}")], |r| r.get(0))
+                    Ok(c.sqlite()?
+                        .query_row("SELECT rowid FROM settings WHERE key = ?1", [format!("g-{i}")], |r| r.get(0))
                         .unwrap_or(-1))
                 })
             })
@@ -519,7 +521,8 @@ mod tests {
         assert_eq!(counts, [1, 1, 1]);
         assert_eq!(keys(&db), ["g-0", "g-2"]);
 
-        db.write(|c| Ok::<_, StorageError>(c.execute("DELETE FROM settings WHERE key LIKE 'g-%'", [])?)).unwrap();
+        db.write(|c| Ok::<_, StorageError>(c.sqlite()?.execute("DELETE FROM settings WHERE key LIKE 'g-%'", [])?))
+            .unwrap();
         runs.iter().for_each(|r| r.store(0, Ordering::SeqCst));
         let before = replays();
         let answers = as_one_group(&db, vec![write(0, true), write(1, true), write(2, true)]);
@@ -540,7 +543,7 @@ mod tests {
         let insert = |i: usize, panics: bool| -> Submit<()> {
             Box::new(move |db: &Db| {
                 db.write(move |c| {
-                    c.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [format!("g-{i}")])?;
+                    c.sqlite()?.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [format!("g-{i}")])?;
                     assert!(!panics, "a bug after the write");
                     Ok(())
                 })
@@ -565,7 +568,7 @@ mod tests {
                 let owned = format!("g-{i}");
                 db.write_once(move |c| {
                     runs.fetch_add(1, Ordering::SeqCst);
-                    c.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [owned])?;
+                    c.sqlite()?.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [owned])?;
                     Ok(())
                 })
             })
@@ -573,7 +576,7 @@ mod tests {
         let failing = |i: usize| -> Submit<()> {
             Box::new(move |db: &Db| {
                 db.write(move |c| {
-                    c.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [format!("g-{i}")])?;
+                    c.sqlite()?.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [format!("g-{i}")])?;
                     Err(StorageError::Pool("refused after writing".into()))
                 })
             })
@@ -593,7 +596,7 @@ mod tests {
                 let db = Arc::clone(&db);
                 std::thread::spawn(move || {
                     db.write(move |c| {
-                        c.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [format!("k{i}")])?;
+                        c.sqlite()?.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [format!("k{i}")])?;
                         if i % 2 == 1 {
                             return Err(StorageError::Pool("refused on purpose".into()));
                         }
@@ -606,9 +609,11 @@ mod tests {
         assert_eq!(ok, 32);
         let rows: i64 = db
             .read(|c| {
-                Ok::<_, StorageError>(
-                    c.query_row("SELECT count(*) FROM settings WHERE key LIKE 'k%'", [], |r| r.get(0))?,
-                )
+                Ok::<_, StorageError>(c.sqlite()?.query_row(
+                    "SELECT count(*) FROM settings WHERE key LIKE 'k%'",
+                    [],
+                    |r| r.get(0),
+                )?)
             })
             .unwrap();
         assert_eq!(rows, 32);
@@ -619,8 +624,8 @@ mod tests {
         let (dir, db) = crate::storage::temp_db(Synchronous::Full);
         let db = Arc::new(db);
         let insert = |key: String| {
-            move |c: &rusqlite::Connection| -> Result<usize, StorageError> {
-                Ok(c.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", [&key])?)
+            move |c: &crate::storage::Conn<'_>| -> Result<usize, StorageError> {
+                c.execute("INSERT INTO settings(key, value) VALUES (?1, 'v')", rusqlite::params![key])
             }
         };
         for i in 0..5 {
@@ -644,9 +649,11 @@ mod tests {
         assert!((2..=17).contains(&db.fsyncs()), "16 durable writes, at most one fsync each: {}", db.fsyncs());
         let rows: i64 = db
             .read(|c| {
-                Ok::<_, StorageError>(
-                    c.query_row("SELECT count(*) FROM settings WHERE key LIKE 'm%'", [], |r| r.get(0))?,
-                )
+                Ok::<_, StorageError>(c.sqlite()?.query_row(
+                    "SELECT count(*) FROM settings WHERE key LIKE 'm%'",
+                    [],
+                    |r| r.get(0),
+                )?)
             })
             .unwrap();
         assert_eq!(rows, 32);
@@ -667,7 +674,7 @@ mod tests {
         let r: Result<(), StorageError> = db.write(|_| panic!("boom"));
         assert!(matches!(r, Err(StorageError::WritePanicked)));
         let r: Result<usize, StorageError> =
-            db.write(|c| Ok(c.execute("INSERT INTO settings(key, value) VALUES ('after', 'panic')", [])?));
+            db.write(|c| Ok(c.sqlite()?.execute("INSERT INTO settings(key, value) VALUES ('after', 'panic')", [])?));
         assert_eq!(r.unwrap(), 1);
     }
 }

@@ -11,7 +11,7 @@ pub mod storage;
 
 use crate::domain::{ApiKeyId, Credits, Timestamp, UserId, day_start};
 use crate::error::{Error, Result};
-use rusqlite::Connection;
+use crate::storage::Conn;
 use serde::Serialize;
 
 /// The longest range one report covers.
@@ -106,7 +106,7 @@ impl Metered {
 }
 
 /// Adds `c` to the user's row of `day`, inside the caller's transaction.
-pub fn count(conn: &Connection, user: UserId, day: i64, c: &Counted) -> Result<()> {
+pub fn count(conn: &Conn<'_>, user: UserId, day: i64, c: &Counted) -> Result<()> {
     Ok(storage::add(conn, day, user, c)?)
 }
 
@@ -213,7 +213,7 @@ fn name(d: Dim) -> &'static str {
     }
 }
 
-pub fn report(conn: &Connection, q: &Query) -> Result<Report> {
+pub fn report(conn: &Conn<'_>, q: &Query) -> Result<Report> {
     let data = storage::grouped(conn, q.start_day, q.end_day, q.user, &q.dims, GROUPS_MAX)?.ok_or_else(|| {
         Error::invalid("group_by", format!("more than {GROUPS_MAX} groups: narrow the range or group by less"))
     })?;

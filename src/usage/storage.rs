@@ -2,7 +2,8 @@
 
 use super::{Counted, Counts, Dim, UsageRow};
 use crate::domain::{ApiKeyId, UserId};
-use rusqlite::{Connection, params_from_iter, types::Value};
+use crate::storage::Conn;
+use rusqlite::{params_from_iter, types::Value};
 
 /// The counters of `c` as statement parameters, in column order.
 fn counts(c: &Counted) -> impl Iterator<Item = Value> {
@@ -10,7 +11,8 @@ fn counts(c: &Counted) -> impl Iterator<Item = Value> {
 }
 
 /// Adds `c` to its (day, user, model, key) row.
-pub fn add(conn: &Connection, day: i64, user: UserId, c: &Counted) -> rusqlite::Result<()> {
+pub fn add(conn: &Conn<'_>, day: i64, user: UserId, c: &Counted) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "INSERT INTO usage_daily (day, user_id, model, api_key_id, requests, input_tokens, output_tokens, images,
                                   video_seconds, cost, failures)
@@ -41,13 +43,14 @@ pub fn add(conn: &Connection, day: i64, user: UserId, c: &Counted) -> rusqlite::
            failures = failures + excluded.failures",
     )?
     .execute(params_from_iter([Value::Integer(day), Value::Text(c.model.clone())].into_iter().chain(counts(c))))?;
-    add_running(conn, day, user, c)
+    add_running(&Conn::Sqlite(conn), day, user, c)
 }
 
 /// Adds `c` to the user's running sums from `day` on: every row at or after
 /// `day` (usually just today's), and a row for `day` made from the one
 /// before it when there is none.
-fn add_running(conn: &Connection, day: i64, user: UserId, c: &Counted) -> rusqlite::Result<()> {
+fn add_running(conn: &Conn<'_>, day: i64, user: UserId, c: &Counted) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "UPDATE usage_user_running SET requests = requests + ?3, input_tokens = input_tokens + ?4,
            output_tokens = output_tokens + ?5, images = images + ?6, video_seconds = video_seconds + ?7,
@@ -71,12 +74,8 @@ fn add_running(conn: &Connection, day: i64, user: UserId, c: &Counted) -> rusqli
 
 /// Every user's sums over `[start_day, end_day]` from the running sums (two
 /// lookups per user), by user; `None` past `limit` users with activity.
-pub fn by_user(
-    conn: &Connection,
-    start_day: i64,
-    end_day: i64,
-    limit: usize,
-) -> rusqlite::Result<Option<Vec<UsageRow>>> {
+pub fn by_user(conn: &Conn<'_>, start_day: i64, end_day: i64, limit: usize) -> rusqlite::Result<Option<Vec<UsageRow>>> {
+    let conn = conn.sqlite()?;
     let mut users = conn.prepare_cached("SELECT DISTINCT user_id FROM usage_user_running ORDER BY user_id")?;
     let mut through = conn.prepare_cached(
         "SELECT requests, input_tokens, output_tokens, images, video_seconds, cost, failures
@@ -110,7 +109,8 @@ pub fn by_user(
 }
 
 /// Users whose latest running cost differs from the sum of their daily rows.
-pub fn running_drift(conn: &Connection) -> rusqlite::Result<Vec<(i64, i64, i64)>> {
+pub fn running_drift(conn: &Conn<'_>) -> rusqlite::Result<Vec<(i64, i64, i64)>> {
+    let conn = conn.sqlite()?;
     conn.prepare(
         "SELECT d.user_id, coalesce((SELECT cost FROM usage_user_running r WHERE r.user_id = d.user_id
                                      ORDER BY r.day DESC LIMIT 1), 0), d.cost
@@ -132,15 +132,16 @@ type Sums = [i64; 7];
 /// `usage_daily_by_user`; the rest is one range scan of the days, summed
 /// here (no sort of the rows).
 pub fn grouped(
-    conn: &Connection,
+    conn: &Conn<'_>,
     start_day: i64,
     end_day: i64,
     user: Option<UserId>,
     dims: &[Dim],
     limit: usize,
 ) -> rusqlite::Result<Option<Vec<UsageRow>>> {
+    let conn = conn.sqlite()?;
     if user.is_none() && dims == [Dim::User] {
-        return by_user(conn, start_day, end_day, limit);
+        return by_user(&Conn::Sqlite(conn), start_day, end_day, limit);
     }
     let totals_only = user.is_none() && dims.iter().all(|d| matches!(d, Dim::Day | Dim::Model));
     let sums = "requests, input_tokens, output_tokens, images, video_seconds, cost, failures";
@@ -209,7 +210,8 @@ pub fn grouped(
 
 /// Per (day, model): the totals table's cost and the detail's (the audit
 /// checks they agree); only the pairs that differ.
-pub fn totals_drift(conn: &Connection) -> rusqlite::Result<Vec<(i64, String, i64, i64)>> {
+pub fn totals_drift(conn: &Conn<'_>) -> rusqlite::Result<Vec<(i64, String, i64, i64)>> {
+    let conn = conn.sqlite()?;
     conn.prepare(
         "SELECT coalesce(t.day, d.day), coalesce(t.model, d.model), coalesce(t.cost, 0), coalesce(d.cost, 0)
          FROM usage_totals t FULL OUTER JOIN (SELECT day, model, sum(cost) AS cost FROM usage_daily GROUP BY day, model) d
@@ -221,7 +223,8 @@ pub fn totals_drift(conn: &Connection) -> rusqlite::Result<Vec<(i64, String, i64
 }
 
 /// Every user's total charged cost in the aggregate (for the audit).
-pub fn cost_by_user(conn: &Connection) -> rusqlite::Result<Vec<(i64, i64)>> {
+pub fn cost_by_user(conn: &Conn<'_>) -> rusqlite::Result<Vec<(i64, i64)>> {
+    let conn = conn.sqlite()?;
     conn.prepare("SELECT user_id, sum(cost) FROM usage_daily GROUP BY user_id")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect()

@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::ledger::grants::{NewGrant, Source};
 use crate::logs::{self, NewLog};
 use crate::paging::{List, Page};
+use crate::storage::Conn;
 use crate::storage::Db;
-use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::json;
 
@@ -29,7 +29,7 @@ pub struct User {
 
 /// Creates a user inside the caller's transaction from an already computed
 /// password hash. Fails with `email_taken` if the address is in use.
-pub fn insert(conn: &Connection, email: &Email, password_hash: &str, role: Role) -> Result<User> {
+pub fn insert(conn: &Conn<'_>, email: &Email, password_hash: &str, role: Role) -> Result<User> {
     let now = Timestamp::now();
     let id = storage::insert(conn, email, password_hash, role, now)?.ok_or_else(|| Error::Conflict {
         code: "email_taken",
@@ -44,7 +44,7 @@ pub fn insert(conn: &Connection, email: &Email, password_hash: &str, role: Role)
 /// Creates a user who signed themselves up (the signup route, or a first
 /// sign-in through an identity provider), with the signup bonus grant, in
 /// the caller's transaction.
-pub fn sign_up(conn: &Connection, email: &Email, password_hash: &str, cfg: &crate::config::AuthConfig) -> Result<User> {
+pub fn sign_up(conn: &Conn<'_>, email: &Email, password_hash: &str, cfg: &crate::config::AuthConfig) -> Result<User> {
     let user = insert(conn, email, password_hash, Role::User)?;
     if let Some(amount) = crate::domain::Credits::positive(cfg.signup_bonus_credits) {
         let mut g = NewGrant::promotional(user.id, amount, Source::Signup, "signup bonus");
@@ -75,7 +75,7 @@ pub fn list(db: &Db, email: Option<&str>, page: &Page) -> Result<List<User>> {
 }
 
 /// Any user (an admin's view), and when they were deactivated.
-pub fn get_any(conn: &Connection, id: UserId) -> Result<(User, Option<Timestamp>)> {
+pub fn get_any(conn: &Conn<'_>, id: UserId) -> Result<(User, Option<Timestamp>)> {
     storage::get_any(conn, id)?.ok_or_else(|| Error::not_found("user"))
 }
 

@@ -3,7 +3,8 @@
 use super::User;
 use crate::domain::{Email, Role, Timestamp, UserId};
 use crate::paging::{List, Page};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use crate::storage::Conn;
+use rusqlite::{OptionalExtension, Row, params};
 
 fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
     let role: String = r.get(2)?;
@@ -18,12 +19,13 @@ fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
 
 /// `None` when the email is already taken.
 pub fn insert(
-    conn: &Connection,
+    conn: &Conn<'_>,
     email: &Email,
     hash: &str,
     role: Role,
     now: Timestamp,
 ) -> rusqlite::Result<Option<UserId>> {
+    let conn = conn.sqlite()?;
     let mut st = conn.prepare_cached(
         "INSERT INTO users (email, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(email) DO NOTHING",
@@ -32,14 +34,16 @@ pub fn insert(
     Ok((n == 1).then(|| UserId(conn.last_insert_rowid())))
 }
 
-pub fn get_active(conn: &Connection, id: UserId) -> crate::error::Result<Option<User>> {
+pub fn get_active(conn: &Conn<'_>, id: UserId) -> crate::error::Result<Option<User>> {
+    let conn = conn.sqlite()?;
     let mut st =
         conn.prepare_cached("SELECT id, email, role, created_at FROM users WHERE id = ?1 AND deleted_at IS NULL")?;
     Ok(st.query_row([id], user_from_row).optional()?)
 }
 
 /// The active user with this email and their password hash.
-pub fn by_email(conn: &Connection, email: &Email) -> crate::error::Result<Option<(User, String)>> {
+pub fn by_email(conn: &Conn<'_>, email: &Email) -> crate::error::Result<Option<(User, String)>> {
+    let conn = conn.sqlite()?;
     let mut st = conn.prepare_cached(
         "SELECT id, email, role, created_at, password_hash FROM users WHERE email = ?1 AND deleted_at IS NULL",
     )?;
@@ -48,7 +52,8 @@ pub fn by_email(conn: &Connection, email: &Email) -> crate::error::Result<Option
 
 /// Active users, newest first; with `email`, those whose address contains
 /// it (any case).
-pub fn list(conn: &Connection, email: Option<&str>, page: &Page) -> crate::error::Result<List<User>> {
+pub fn list(conn: &Conn<'_>, email: Option<&str>, page: &Page) -> crate::error::Result<List<User>> {
+    let conn = conn.sqlite()?;
     let pattern = email.map(|e| {
         let escaped = e.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
         format!("%{escaped}%")
@@ -65,16 +70,19 @@ pub fn list(conn: &Connection, email: Option<&str>, page: &Page) -> crate::error
 }
 
 /// Any user, active or deactivated, and when they were deactivated.
-pub fn get_any(conn: &Connection, id: UserId) -> rusqlite::Result<Option<(User, Option<Timestamp>)>> {
+pub fn get_any(conn: &Conn<'_>, id: UserId) -> rusqlite::Result<Option<(User, Option<Timestamp>)>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("SELECT id, email, role, created_at, deleted_at FROM users WHERE id = ?1")?
         .query_row([id], |r| Ok((user_from_row(r)?, r.get(4)?)))
         .optional()
 }
 
-pub fn reactivate(conn: &Connection, id: UserId) -> rusqlite::Result<usize> {
+pub fn reactivate(conn: &Conn<'_>, id: UserId) -> rusqlite::Result<usize> {
+    let conn = conn.sqlite()?;
     conn.execute("UPDATE users SET deleted_at = NULL WHERE id = ?1 AND deleted_at IS NOT NULL", [id])
 }
 
-pub fn deactivate(conn: &Connection, id: UserId, now: Timestamp) -> rusqlite::Result<usize> {
+pub fn deactivate(conn: &Conn<'_>, id: UserId, now: Timestamp) -> rusqlite::Result<usize> {
+    let conn = conn.sqlite()?;
     conn.execute("UPDATE users SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL", params![id, now])
 }

@@ -20,8 +20,8 @@ use crate::domain::{Email, Timestamp, UserId};
 use crate::error::{Error, Result};
 use crate::events::{self, EventType};
 use crate::logs::{self, NewLog};
+use crate::storage::Conn;
 use crate::storage::Db;
-use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::json;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -44,7 +44,7 @@ pub struct ResetToken {
 
 /// Issues a token for an active user inside the caller's transaction;
 /// `None` past `password_resets_per_account_per_hour` when `limited`.
-pub fn issue(conn: &Connection, user: UserId, cfg: &AuthConfig, limited: bool) -> Result<Option<ResetToken>> {
+pub fn issue(conn: &Conn<'_>, user: UserId, cfg: &AuthConfig, limited: bool) -> Result<Option<ResetToken>> {
     let now = Timestamp::now();
     let Some((email, _)) = storage::password_hash(conn, user)? else {
         return Err(Error::not_found("user"));
@@ -61,7 +61,7 @@ pub fn issue(conn: &Connection, user: UserId, cfg: &AuthConfig, limited: bool) -
 }
 
 /// A reset asked for by e-mail: for a real account, a token and the event.
-fn requested(conn: &Connection, email: &Email, cfg: &AuthConfig) -> Result<()> {
+fn requested(conn: &Conn<'_>, email: &Email, cfg: &AuthConfig) -> Result<()> {
     let Some((user, _)) = crate::users::storage::by_email(conn, email)? else {
         return Ok(());
     };
@@ -132,7 +132,7 @@ pub fn precheck(db: &Db, presented: &str) -> Result<std::result::Result<(), Refu
 /// Sets a new password with `presented` inside the caller's transaction
 /// (`new_hash`: the new password's argon2 hash, made before). A refusal
 /// changes nothing.
-pub fn confirm(conn: &Connection, presented: &str, new_hash: &str) -> Result<std::result::Result<UserId, Refusal>> {
+pub fn confirm(conn: &Conn<'_>, presented: &str, new_hash: &str) -> Result<std::result::Result<UserId, Refusal>> {
     let now = Timestamp::now();
     let found = storage::find(conn, &api_key::hash(presented))?;
     if let Some(r) = refusal(found, now) {
@@ -150,7 +150,7 @@ pub fn confirm(conn: &Connection, presented: &str, new_hash: &str) -> Result<std
 
 /// Changes a password the caller proved they know, ending their other
 /// sessions (`keep`: the caller's own, if it came through one).
-pub fn change(conn: &Connection, user: UserId, new_hash: &str, keep: Option<i64>) -> Result<usize> {
+pub fn change(conn: &Conn<'_>, user: UserId, new_hash: &str, keep: Option<i64>) -> Result<usize> {
     storage::set_password(conn, user, new_hash)?;
     storage::use_all(conn, user, Timestamp::now())?;
     let ended = sessions::end_all(conn, user, keep, Ended::PasswordChanged)?;
@@ -163,6 +163,6 @@ pub fn current(db: &Db, user: UserId) -> Result<(String, String)> {
     db.read(|c| Ok::<_, Error>(storage::password_hash(c, user)?))?.ok_or_else(|| Error::not_found("user"))
 }
 
-pub fn prune(conn: &Connection) -> Result<usize> {
+pub fn prune(conn: &Conn<'_>) -> Result<usize> {
     Ok(storage::prune(conn, Timestamp::now().plus_ms(-sessions::ENDED_SESSIONS_KEPT_MS))?)
 }

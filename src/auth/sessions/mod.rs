@@ -19,7 +19,7 @@ use crate::config::AuthConfig;
 use crate::domain::{Role, Timestamp, UserId};
 use crate::error::{Error, Result};
 use crate::logs::{self, NewLog};
-use rusqlite::Connection;
+use crate::storage::Conn;
 use serde_json::json;
 
 pub const REFRESH_TOKEN_PREFIX: &str = "tgr_";
@@ -69,7 +69,7 @@ fn refresh_ttl_ms(cfg: &AuthConfig) -> i64 {
     i64::try_from(cfg.refresh_token_ttl_s.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
-fn issue_token(conn: &Connection, session: i64, cfg: &AuthConfig, now: Timestamp) -> Result<String> {
+fn issue_token(conn: &Conn<'_>, session: i64, cfg: &AuthConfig, now: Timestamp) -> Result<String> {
     let (token, hash) = api_key::opaque_token(REFRESH_TOKEN_PREFIX)?;
     storage::insert_token(conn, session, &hash, now, now.plus_ms(refresh_ttl_ms(cfg)))?;
     Ok(token)
@@ -78,7 +78,7 @@ fn issue_token(conn: &Connection, session: i64, cfg: &AuthConfig, now: Timestamp
 /// Starts a session for `user` inside the caller's transaction (`method`:
 /// `password` or `oidc:<provider>`). Past `sessions_per_user_max` live
 /// sessions, the oldest end.
-pub fn start(conn: &Connection, user: UserId, role: Role, method: &str, cfg: &AuthConfig) -> Result<Issued> {
+pub fn start(conn: &Conn<'_>, user: UserId, role: Role, method: &str, cfg: &AuthConfig) -> Result<Issued> {
     let now = Timestamp::now();
     let session = storage::insert_session(conn, user, method, now, now.plus_ms(refresh_ttl_ms(cfg)))?;
     let refresh_token = issue_token(conn, session, cfg, now)?;
@@ -104,7 +104,7 @@ fn looks_like_refresh_token(s: &str) -> bool {
 
 /// Rotates `presented` inside the caller's transaction: retires it and
 /// issues its successor, or refuses (revoking the session on reuse).
-pub fn rotate(conn: &Connection, presented: &str, cfg: &AuthConfig) -> Result<Rotation> {
+pub fn rotate(conn: &Conn<'_>, presented: &str, cfg: &AuthConfig) -> Result<Rotation> {
     let now = Timestamp::now();
     if !looks_like_refresh_token(presented) {
         return Ok(Rotation::Refused(Refusal::InvalidRefreshToken));
@@ -137,7 +137,7 @@ pub fn rotate(conn: &Connection, presented: &str, cfg: &AuthConfig) -> Result<Ro
 
 /// Ends the session `presented` belongs to (logout); its user, or `None`
 /// for a token that is not ours. Ending an ended session is not an error.
-pub fn end(conn: &Connection, presented: &str) -> Result<Option<UserId>> {
+pub fn end(conn: &Conn<'_>, presented: &str) -> Result<Option<UserId>> {
     if !looks_like_refresh_token(presented) {
         return Ok(None);
     }
@@ -151,16 +151,16 @@ pub fn end(conn: &Connection, presented: &str) -> Result<Option<UserId>> {
 }
 
 /// Ends every live session of `user` but `except`; returns how many ended.
-pub fn end_all(conn: &Connection, user: UserId, except: Option<i64>, why: Ended) -> Result<usize> {
+pub fn end_all(conn: &Conn<'_>, user: UserId, except: Option<i64>, why: Ended) -> Result<usize> {
     Ok(storage::revoke_user(conn, user, except, why.as_str(), Timestamp::now())?)
 }
 
 /// The role of `user` while `session` is theirs and live.
-pub fn live_role(conn: &Connection, user: UserId, session: i64) -> Result<Option<Role>> {
+pub fn live_role(conn: &Conn<'_>, user: UserId, session: i64) -> Result<Option<Role>> {
     Ok(storage::live_role(conn, user, session, Timestamp::now())?)
 }
 
 /// Deletes sessions that ended more than [`ENDED_SESSIONS_KEPT_MS`] ago.
-pub fn prune(conn: &Connection) -> Result<usize> {
+pub fn prune(conn: &Conn<'_>) -> Result<usize> {
     Ok(storage::prune(conn, Timestamp::now().plus_ms(-ENDED_SESSIONS_KEPT_MS))?)
 }

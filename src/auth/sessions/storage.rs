@@ -1,7 +1,8 @@
 //! SQL for `sessions` and `refresh_tokens`.
 
 use crate::domain::{Role, Timestamp, UserId};
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::storage::Conn;
+use rusqlite::{OptionalExtension, params};
 
 /// A refresh token as found by its hash, with its session.
 pub struct Found {
@@ -17,24 +18,26 @@ pub struct Found {
 }
 
 pub fn insert_session(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     method: &str,
     now: Timestamp,
     expires_at: Timestamp,
 ) -> rusqlite::Result<i64> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("INSERT INTO sessions (user_id, method, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![user, method, now, expires_at])?;
     Ok(conn.last_insert_rowid())
 }
 
 pub fn insert_token(
-    conn: &Connection,
+    conn: &Conn<'_>,
     session: i64,
     hash: &str,
     now: Timestamp,
     expires_at: Timestamp,
 ) -> rusqlite::Result<()> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "INSERT INTO refresh_tokens (session_id, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
     )?
@@ -43,7 +46,8 @@ pub fn insert_token(
     Ok(())
 }
 
-pub fn find_token(conn: &Connection, hash: &str) -> rusqlite::Result<Option<Found>> {
+pub fn find_token(conn: &Conn<'_>, hash: &str) -> rusqlite::Result<Option<Found>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "SELECT t.id, t.session_id, s.user_id, u.role, t.expires_at, t.retired_at IS NOT NULL,
                 s.revoked_at IS NOT NULL, u.deleted_at IS NOT NULL
@@ -67,12 +71,14 @@ pub fn find_token(conn: &Connection, hash: &str) -> rusqlite::Result<Option<Foun
 }
 
 /// Retires a current token; 0 when another refresh retired it first.
-pub fn retire_token(conn: &Connection, token_id: i64, now: Timestamp) -> rusqlite::Result<usize> {
+pub fn retire_token(conn: &Conn<'_>, token_id: i64, now: Timestamp) -> rusqlite::Result<usize> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached("UPDATE refresh_tokens SET retired_at = ?2 WHERE id = ?1 AND retired_at IS NULL")?
         .execute(params![token_id, now])
 }
 
-pub fn revoke_session(conn: &Connection, session: i64, reason: &str, now: Timestamp) -> rusqlite::Result<usize> {
+pub fn revoke_session(conn: &Conn<'_>, session: i64, reason: &str, now: Timestamp) -> rusqlite::Result<usize> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3 WHERE id = ?1 AND revoked_at IS NULL",
     )?
@@ -81,12 +87,13 @@ pub fn revoke_session(conn: &Connection, session: i64, reason: &str, now: Timest
 
 /// Revokes the user's live sessions but `except`; returns how many.
 pub fn revoke_user(
-    conn: &Connection,
+    conn: &Conn<'_>,
     user: UserId,
     except: Option<i64>,
     reason: &str,
     now: Timestamp,
 ) -> rusqlite::Result<usize> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "UPDATE sessions SET revoked_at = ?2, revoked_reason = ?3
          WHERE user_id = ?1 AND revoked_at IS NULL AND id IS NOT ?4",
@@ -95,7 +102,8 @@ pub fn revoke_user(
 }
 
 /// Live sessions of a user past the newest `keep`, oldest first.
-pub fn sessions_over(conn: &Connection, user: UserId, keep: u32, now: Timestamp) -> rusqlite::Result<Vec<i64>> {
+pub fn sessions_over(conn: &Conn<'_>, user: UserId, keep: u32, now: Timestamp) -> rusqlite::Result<Vec<i64>> {
+    let conn = conn.sqlite()?;
     conn.prepare_cached(
         "SELECT id FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?3
          ORDER BY id DESC LIMIT -1 OFFSET ?2",
@@ -105,7 +113,8 @@ pub fn sessions_over(conn: &Connection, user: UserId, keep: u32, now: Timestamp)
 }
 
 /// The role of `user` if the session is theirs, live, and they are active.
-pub fn live_role(conn: &Connection, user: UserId, session: i64, now: Timestamp) -> rusqlite::Result<Option<Role>> {
+pub fn live_role(conn: &Conn<'_>, user: UserId, session: i64, now: Timestamp) -> rusqlite::Result<Option<Role>> {
+    let conn = conn.sqlite()?;
     let role: Option<String> = conn
         .prepare_cached(
             "SELECT u.role FROM sessions s JOIN users u ON u.id = s.user_id
@@ -117,7 +126,8 @@ pub fn live_role(conn: &Connection, user: UserId, session: i64, now: Timestamp) 
 }
 
 /// Deletes sessions (and their tokens) that ended before `before`.
-pub fn prune(conn: &Connection, before: Timestamp) -> rusqlite::Result<usize> {
+pub fn prune(conn: &Conn<'_>, before: Timestamp) -> rusqlite::Result<usize> {
+    let conn = conn.sqlite()?;
     let ended = "SELECT id FROM sessions WHERE expires_at < ?1 OR revoked_at < ?1";
     conn.execute(&format!("DELETE FROM refresh_tokens WHERE session_id IN ({ended})"), [before])?;
     conn.execute(&format!("DELETE FROM sessions WHERE id IN ({ended})"), [before])
