@@ -185,3 +185,181 @@ impl<E: From<StorageError>> Attempt<E> {
         if e.is_retryable() { Attempt::Conflict(e) } else { Attempt::Failed(E::from(e)) }
     }
 }
+
+/// A fresh, empty database on the test server named by
+/// `TOLLGATE_TEST_PG_URL` (which `scripts/test` starts), or `None` when no
+/// server is configured: the PostgreSQL tests then say they were skipped,
+/// except under `CI`, where a missing server fails them.
+#[cfg(test)]
+pub(crate) fn test_database() -> Option<String> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let Ok(base) = std::env::var("TOLLGATE_TEST_PG_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs every suite: start PostgreSQL with scripts/test (or set TOLLGATE_TEST_PG_URL)"
+        );
+        eprintln!("skipped: PostgreSQL suite (TOLLGATE_TEST_PG_URL is not set; scripts/test starts a server)");
+        return None;
+    };
+    let name = format!("t_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let mut admin = config(&base).expect("TOLLGATE_TEST_PG_URL").connect(postgres::NoTls).expect("connect");
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create a test database");
+    let mut config = config(&base).expect("TOLLGATE_TEST_PG_URL");
+    config.dbname(&name);
+    // postgres::Config does not print back as a URL; build one.
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("postgres");
+    Some(format!("postgres://{user}@{host}:{port}/{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Db, Engine, Synchronous};
+    use rusqlite::params;
+    use std::collections::BTreeMap;
+
+    type Columns = BTreeMap<String, Vec<String>>;
+
+    fn columns(db: &Db) -> Columns {
+        let sql = match db.engine() {
+            Engine::Sqlite => {
+                "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p
+                 WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> 'refinery_schema_history'
+                 ORDER BY m.name, p.cid"
+            }
+            Engine::Postgres => {
+                "SELECT table_name::TEXT, column_name::TEXT FROM information_schema.columns
+                 WHERE table_schema = 'public' AND table_name <> 'refinery_schema_history'
+                 ORDER BY table_name, ordinal_position"
+            }
+        };
+        let rows = db
+            .read(|c| c.query_all(sql, &[], |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?))))
+            .expect("read the schema");
+        let mut out = Columns::new();
+        for (table, column) in rows {
+            out.entry(table).or_default().push(column);
+        }
+        out
+    }
+
+    #[test]
+    fn the_postgresql_schema_has_every_table_and_column_of_sqlites_in_order() {
+        let Some(url) = test_database() else { return };
+        let pg = Db::open_postgres(&url).expect("open PostgreSQL");
+        let (_dir, sqlite) = crate::storage::temp_db(Synchronous::Normal);
+        let (a, b) = (columns(&sqlite), columns(&pg));
+        assert!(a.len() > 25, "{a:?}");
+        assert_eq!(a, b);
+        // Opening again applies nothing: the history is shared by instances.
+        assert_eq!(migrate(&url).expect("migrate again"), 0);
+    }
+
+    /// What the storage modules rely on: typed ids, options, booleans as
+    /// 0/1, bytes, `?N` used twice, `?N IS NULL OR` filters, RETURNING.
+    fn round_trip(db: &Db) {
+        use crate::domain::{Timestamp, UserId};
+        let id: UserId = db
+            .write(|c| {
+                c.query_one(
+                    "INSERT INTO users (email, password_hash, role, created_at) VALUES (?1, 'h', ?2, ?3) RETURNING id",
+                    params!["a@example.com", "user", Timestamp(7)],
+                    |r| r.get(0),
+                )
+            })
+            .expect("insert");
+        db.write(move |c| {
+            c.execute(
+                "INSERT INTO logs (log_type, level, action, success, user_id, created_at) VALUES ('business', 'info', 'x', ?1, ?2, 1)",
+                params![true, id],
+            )?;
+            c.execute(
+                "INSERT INTO idempotency_keys (user_id, key, fingerprint, state, body, created_at) VALUES (?1, 'k', 'f', 'done', ?2, 1)",
+                params![id, vec![0u8, 255, 1]],
+            )
+        })
+        .expect("insert a log and a key");
+        let found: Vec<(UserId, Option<Timestamp>, bool, Vec<u8>)> = db
+            .read(|c| {
+                c.query_all(
+                    "SELECT u.id, u.deleted_at, l.success, k.body FROM users u
+                     JOIN logs l ON l.user_id = u.id JOIN idempotency_keys k ON k.user_id = u.id
+                     WHERE (CAST(?1 AS TEXT) IS NULL OR u.email = ?1) AND u.created_at = ?2",
+                    params![Option::<String>::None, 7],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+            })
+            .expect("read back");
+        assert_eq!(found, vec![(id, None, true, vec![0, 255, 1])]);
+        let none: Option<i64> = db
+            .read(|c| c.query_opt("SELECT id FROM users WHERE email = ?1", params!["b@example.com"], |r| r.get(0)))
+            .expect("read nothing");
+        assert_eq!(none, None);
+        let sum: i64 = db
+            .read(|c| c.query_one("SELECT CAST(COALESCE(SUM(credits), 0) AS BIGINT) FROM users", &[], |r| r.get(0)))
+            .expect("sum");
+        assert_eq!(sum, 0);
+    }
+
+    #[test]
+    fn values_round_trip_the_same_on_both_engines() {
+        let (_dir, sqlite) = crate::storage::temp_db(Synchronous::Normal);
+        round_trip(&sqlite);
+        let Some(url) = test_database() else { return };
+        round_trip(&Db::open_postgres(&url).expect("open PostgreSQL"));
+    }
+
+    /// Two pools on one database stand for two instances: a read-then-write
+    /// closure on each, racing, loses no update, because write transactions
+    /// never overlap.
+    #[test]
+    fn racing_read_then_write_closures_from_two_instances_lose_nothing() {
+        let Some(url) = test_database() else { return };
+        let instances = [Db::open_postgres(&url).expect("open"), Db::open_postgres(&url).expect("open again")];
+        instances[0].write(|c| c.execute("INSERT INTO settings (key, value) VALUES ('n', '0')", &[])).expect("seed");
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let db = instances[t % 2].clone();
+                std::thread::spawn(move || {
+                    for _ in 0..25 {
+                        db.write(|c| {
+                            let n: String =
+                                c.query_one("SELECT value FROM settings WHERE key = 'n'", &[], |r| r.get(0))?;
+                            let n: i64 = n.parse().map_err(|_| StorageError::Column(n.clone()))?;
+                            c.execute("UPDATE settings SET value = ?1 WHERE key = 'n'", params![(n + 1).to_string()])
+                        })
+                        .expect("increment");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("a racing thread");
+        }
+        let n: String = instances[1]
+            .read(|c| c.query_one("SELECT value FROM settings WHERE key = 'n'", &[], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(n, "200");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_nothing_and_a_storage_function_without_a_port_fails_cleanly() {
+        let Some(url) = test_database() else { return };
+        let db = Db::open_postgres(&url).expect("open");
+        let r: Result<(), StorageError> = db.write(|c| {
+            c.execute("INSERT INTO settings (key, value) VALUES ('gone', 'x')", &[])?;
+            Err(StorageError::NoRow)
+        });
+        assert!(matches!(r, Err(StorageError::NoRow)));
+        let n: i64 = db.read(|c| c.query_one("SELECT count(*) FROM settings", &[], |r| r.get(0))).unwrap();
+        assert_eq!(n, 0);
+        let err = db.read(|c| c.sqlite().map(|_| ()).map_err(StorageError::from)).unwrap_err();
+        assert!(err.to_string().contains("no PostgreSQL port yet"), "{err}");
+    }
+}

@@ -9,6 +9,12 @@
 //! same on both engines. Where the dialects differ (`MAX(a, b)` against
 //! `GREATEST(a, b)`), a statement names both texts with [`Sql::each`].
 //!
+//! Rules for text that runs on both: a parameter PostgreSQL cannot type
+//! from its context is cast (`CAST(?1 AS TEXT) IS NULL OR email = ?1`); an
+//! aggregate of integers is cast back (`CAST(SUM(x) AS BIGINT)`, since
+//! PostgreSQL's SUM of BIGINT is NUMERIC); a new row's id comes from
+//! `RETURNING id`, not `last_insert_rowid()`; upserts are `ON CONFLICT`.
+//!
 //! This module owns statement text rewriting, argument and cell conversion,
 //! and PostgreSQL's per-connection statement cache. It never opens
 //! transactions (that is the writer's and the pool's job) and knows nothing
