@@ -26,7 +26,7 @@ pub struct Token {
     pub key: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
     pub status: u16,
     pub content_type: String,
@@ -113,27 +113,52 @@ fn prune_before(db: &Db, cutoff: Timestamp, batch: usize) -> Result<usize> {
 mod tests {
     use super::*;
     use crate::domain::{Email, Role};
-    use crate::storage::Synchronous;
 
     #[test]
     fn prune_deletes_only_expired_records_in_bounded_batches() {
-        let (_dir, db) = crate::storage::temp_db(Synchronous::Normal);
-        let cutoff = Timestamp(1_000_000);
-        let email = Email::parse("a@example.com").unwrap();
-        db.write(move |c| {
-            let u = crate::users::insert(c, &email, "x", Role::User)?.id;
-            for i in 0..12 {
-                storage::claim(c, u, &format!("old{i}"), "f", Timestamp(cutoff.0 - 100 + i))?;
-            }
-            storage::claim(c, u, "new1", "f", cutoff)?;
-            storage::claim(c, u, "new2", "f", Timestamp(cutoff.0 + 5))?;
-            Ok::<_, Error>(())
-        })
-        .unwrap();
-        assert_eq!(prune_before(&db, cutoff, 5).unwrap(), 12, "5 + 5 + 2");
-        let left: i64 = db
-            .read(|c| Ok::<_, Error>(c.sqlite()?.query_row("SELECT count(*) FROM idempotency_keys", [], |r| r.get(0))?))
+        for (_dir, db) in crate::storage::test_engines() {
+            let cutoff = Timestamp(1_000_000);
+            let email = Email::parse("a@example.com").unwrap();
+            db.write(move |c| {
+                let u = crate::users::storage::insert(c, &email, "x", Role::User, Timestamp(1))?.expect("a new user");
+                for i in 0..12 {
+                    storage::claim(c, u, &format!("old{i}"), "f", Timestamp(cutoff.0 - 100 + i))?;
+                }
+                storage::claim(c, u, "new1", "f", cutoff)?;
+                storage::claim(c, u, "new2", "f", Timestamp(cutoff.0 + 5))?;
+                Ok::<_, Error>(())
+            })
             .unwrap();
-        assert_eq!(left, 2);
+            assert_eq!(prune_before(&db, cutoff, 5).unwrap(), 12, "5 + 5 + 2");
+            let left: i64 =
+                db.read(|c| c.query_one("SELECT count(*) FROM idempotency_keys", &[], |r| r.get(0))).unwrap();
+            assert_eq!(left, 2);
+        }
+    }
+
+    #[test]
+    fn a_claim_completes_reads_back_and_a_new_claim_replaces_it_on_both_engines() {
+        for (_dir, db) in crate::storage::test_engines() {
+            let email = Email::parse("b@example.com").unwrap();
+            let u = db
+                .write(move |c| {
+                    Ok::<_, Error>(crate::users::storage::insert(c, &email, "x", Role::User, Timestamp(1))?)
+                })
+                .unwrap()
+                .expect("a new user");
+            let done = StoredResponse { status: 201, content_type: "application/json".into(), body: b"{}".to_vec() };
+            let stored = done.clone();
+            db.write(move |c| {
+                storage::claim(c, u, "k", "f1", Timestamp(1))?;
+                storage::complete(c, u, "k", &stored)
+            })
+            .unwrap();
+            let row = db.read(|c| storage::get(c, u, "k")).unwrap().expect("the record");
+            assert_eq!((row.fingerprint.as_str(), row.created_at, row.response), ("f1", Timestamp(1), Some(done)));
+            db.write(move |c| storage::claim(c, u, "k", "f2", Timestamp(2))).unwrap();
+            let row = db.read(|c| storage::get(c, u, "k")).unwrap().expect("the new claim");
+            assert_eq!((row.fingerprint.as_str(), row.response), ("f2", None));
+            assert_eq!(db.write(move |c| storage::delete_in_progress(c, u, "k")).unwrap(), 1);
+        }
     }
 }

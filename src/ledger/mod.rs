@@ -6,7 +6,7 @@
 //! known only afterwards: `available = balance - held`; a hold is later
 //! settled into one `consume` row (never more than the hold) or released.
 //!
-//! The functions here take a `&Connection` and must run inside the writer's
+//! The functions here take a `&Conn` and must run inside the writer's
 //! transaction (`Db::write`): that is what makes check-then-append atomic.
 //! This module never talks HTTP and never calls a provider.
 

@@ -1,11 +1,13 @@
-//! The one SQLite file: opening it, migrating it, and the two ways in.
+//! The database: opening it, migrating it, and the two ways in. The
+//! default engine is one SQLite file; PostgreSQL (`pg.rs`, in progress) is
+//! the second, behind the same `Db` and the same `Conn` (`sql.rs`).
 //!
 //! Reads use an r2d2 pool of `query_only` connections. Every write goes
 //! through the single [`Writer`] thread, which owns the only connection that may
 //! write and commits in groups (see `writer.rs`). Copying the WAL back into
 //! the database file (checkpoints) runs on a thread of its own
 //! (`checkpoint.rs`). Only `storage` and the
-//! `storage.rs` files of each module touch rusqlite; nothing here knows about
+//! `storage.rs` files of each module hold SQL; nothing here knows about
 //! HTTP or business rules.
 //!
 //! # Durability
@@ -183,6 +185,19 @@ pub(crate) fn temp_db(sync: Synchronous) -> (tempfile::TempDir, Db) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(&dir.path().join("test.db"), sync).expect("open a test database");
     (dir, db)
+}
+
+/// A fresh database on each engine the tests can reach: SQLite always,
+/// PostgreSQL when `TOLLGATE_TEST_PG_URL` names a server (see
+/// [`pg::test_database`]). The guard keeps SQLite's temp dir alive.
+#[cfg(test)]
+pub(crate) fn test_engines() -> Vec<(Option<tempfile::TempDir>, Db)> {
+    let (dir, sqlite) = temp_db(Synchronous::Normal);
+    let mut out = vec![(Some(dir), sqlite)];
+    if let Some(url) = pg::test_database() {
+        out.push((None, Db::open_postgres(&url).expect("open a PostgreSQL test database")));
+    }
+    out
 }
 
 impl Db {

@@ -213,13 +213,7 @@ impl<'a> Conn<'a> {
                 }
             }
             Conn::Pg(c) => {
-                let rows = {
-                    let mut c = c.borrow_mut();
-                    let st = c.prepare(sql.text(Engine::Postgres))?;
-                    let args = pg_args(params)?;
-                    let r = c.client.query(&st, &pg_refs(&args));
-                    c.note(r)?
-                };
+                let rows = pg_query(c, sql.text(Engine::Postgres), params)?;
                 rows.first().map(|r| f(&Row::Pg(r))).transpose()
             }
         }
@@ -235,8 +229,8 @@ impl<'a> Conn<'a> {
         self.query_opt(sql, params, f)?.ok_or(StorageError::NoRow)
     }
 
-    /// Every row, in order. The rows are read in full before `f` sees the
-    /// first, so `f` may query the same connection.
+    /// Every row, in order. `f` may query the same connection (PostgreSQL's
+    /// rows are all read before `f` sees the first).
     pub fn query_all<'s, T>(
         &self,
         sql: impl Into<Sql<'s>>,
@@ -255,13 +249,7 @@ impl<'a> Conn<'a> {
                 Ok(out)
             }
             Conn::Pg(c) => {
-                let rows = {
-                    let mut c = c.borrow_mut();
-                    let st = c.prepare(sql.text(Engine::Postgres))?;
-                    let args = pg_args(params)?;
-                    let r = c.client.query(&st, &pg_refs(&args));
-                    c.note(r)?
-                };
+                let rows = pg_query(c, sql.text(Engine::Postgres), params)?;
                 rows.iter().map(|r| f(&Row::Pg(r))).collect()
             }
         }
@@ -312,6 +300,15 @@ impl<'a> Conn<'a> {
             }
         }
     }
+}
+
+/// Every row of one PostgreSQL statement, read in full.
+fn pg_query(c: &RefCell<&mut PgClient>, sql: &str, params: Params<'_>) -> Result<Vec<postgres::Row>, StorageError> {
+    let mut c = c.borrow_mut();
+    let st = c.prepare(sql)?;
+    let args = pg_args(params)?;
+    let r = c.client.query(&st, &pg_refs(&args));
+    c.note(r)
 }
 
 /// Rewrites SQLite's parameters for PostgreSQL: `?N` -> `$N`, and a bare

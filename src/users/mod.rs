@@ -67,11 +67,11 @@ pub fn get(db: &Db, id: UserId) -> Result<User> {
 }
 
 pub fn find_by_email(db: &Db, email: &Email) -> Result<Option<User>> {
-    db.read(|c| storage::by_email(c, email).map(|o| o.map(|(u, _)| u)))
+    Ok(db.read(|c| storage::by_email(c, email).map(|o| o.map(|(u, _)| u)))?)
 }
 
 pub fn list(db: &Db, email: Option<&str>, page: &Page) -> Result<List<User>> {
-    db.read(|c| storage::list(c, email, page))
+    Ok(db.read(|c| storage::list(c, email, page))?)
 }
 
 /// Any user (an admin's view), and when they were deactivated.
@@ -107,4 +107,43 @@ pub fn deactivate(db: &Db, id: UserId) -> Result<()> {
         return Err(Error::not_found("user"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::storage;
+    use crate::domain::{Email, Role, Timestamp};
+    use crate::paging::Page;
+    use crate::storage::StorageError;
+
+    #[test]
+    fn the_users_table_reads_and_writes_alike_on_both_engines() {
+        for (_dir, db) in crate::storage::test_engines() {
+            let engine = db.engine();
+            let email = |s: &str| Email::parse(s).expect("email");
+            let (a, dup) = db
+                .write(move |c| {
+                    let a = storage::insert(c, &email("Ann_1@example.com"), "h1", Role::Admin, Timestamp(5))?;
+                    let dup = storage::insert(c, &email("ann_1@example.com"), "h2", Role::User, Timestamp(6))?;
+                    storage::insert(c, &email("annx1@example.com"), "h3", Role::User, Timestamp(7))?;
+                    Ok::<_, StorageError>((a.expect("a new user"), dup))
+                })
+                .expect("insert");
+            assert_eq!(dup, None, "{engine:?}: the address is taken");
+            let (user, hash) =
+                db.read(|c| storage::by_email(c, &email("ann_1@example.com"))).expect("by email").expect("found");
+            assert_eq!((user.id, user.role, user.created_at, hash.as_str()), (a, Role::Admin, Timestamp(5), "h1"));
+            // `_` is a literal in the filter, not a wildcard.
+            let page = Page { limit: 10, starting_after: None };
+            let found = db.read(|c| storage::list(c, Some("N_1"), &page)).expect("list");
+            assert_eq!(found.data.iter().map(|u| u.id).collect::<Vec<_>>(), vec![a], "{engine:?}");
+            assert_eq!(db.read(|c| storage::list(c, None, &page)).expect("list all").data.len(), 2);
+            db.write(move |c| storage::deactivate(c, a, Timestamp(9))).expect("deactivate");
+            assert!(db.read(|c| storage::get_active(c, a)).expect("get").is_none());
+            let (_, deleted) = db.read(|c| storage::get_any(c, a)).expect("get any").expect("still there");
+            assert_eq!(deleted, Some(Timestamp(9)));
+            assert_eq!(db.write(move |c| storage::reactivate(c, a)).expect("reactivate"), 1);
+            assert!(db.read(|c| storage::get_active(c, a)).expect("get").is_some());
+        }
+    }
 }

@@ -1,12 +1,15 @@
 //! SQL for the `users` table (identity columns; the ledger owns `credits`).
+//! The same text runs on SQLite and PostgreSQL.
 
 use super::User;
 use crate::domain::{Email, Role, Timestamp, UserId};
 use crate::paging::{List, Page};
-use crate::storage::Conn;
-use rusqlite::{OptionalExtension, Row, params};
+use crate::storage::{Conn, Row, StorageError};
+use rusqlite::params;
 
-fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
+type Result<T> = std::result::Result<T, StorageError>;
+
+fn user_from_row(r: &Row<'_>) -> Result<User> {
     let role: String = r.get(2)?;
     Ok(User {
         id: r.get(0)?,
@@ -18,71 +21,60 @@ fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
 }
 
 /// `None` when the email is already taken.
-pub fn insert(
-    conn: &Conn<'_>,
-    email: &Email,
-    hash: &str,
-    role: Role,
-    now: Timestamp,
-) -> rusqlite::Result<Option<UserId>> {
-    let conn = conn.sqlite()?;
-    let mut st = conn.prepare_cached(
+pub fn insert(conn: &Conn<'_>, email: &Email, hash: &str, role: Role, now: Timestamp) -> Result<Option<UserId>> {
+    conn.query_opt(
         "INSERT INTO users (email, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT(email) DO NOTHING",
-    )?;
-    let n = st.execute(params![email.as_str(), hash, role.as_str(), now])?;
-    Ok((n == 1).then(|| UserId(conn.last_insert_rowid())))
+         ON CONFLICT(email) DO NOTHING RETURNING id",
+        params![email.as_str(), hash, role.as_str(), now],
+        |r| r.get(0),
+    )
 }
 
-pub fn get_active(conn: &Conn<'_>, id: UserId) -> crate::error::Result<Option<User>> {
-    let conn = conn.sqlite()?;
-    let mut st =
-        conn.prepare_cached("SELECT id, email, role, created_at FROM users WHERE id = ?1 AND deleted_at IS NULL")?;
-    Ok(st.query_row([id], user_from_row).optional()?)
+pub fn get_active(conn: &Conn<'_>, id: UserId) -> Result<Option<User>> {
+    conn.query_opt(
+        "SELECT id, email, role, created_at FROM users WHERE id = ?1 AND deleted_at IS NULL",
+        params![id],
+        user_from_row,
+    )
 }
 
 /// The active user with this email and their password hash.
-pub fn by_email(conn: &Conn<'_>, email: &Email) -> crate::error::Result<Option<(User, String)>> {
-    let conn = conn.sqlite()?;
-    let mut st = conn.prepare_cached(
+pub fn by_email(conn: &Conn<'_>, email: &Email) -> Result<Option<(User, String)>> {
+    conn.query_opt(
         "SELECT id, email, role, created_at, password_hash FROM users WHERE email = ?1 AND deleted_at IS NULL",
-    )?;
-    Ok(st.query_row([email.as_str()], |r| Ok((user_from_row(r)?, r.get(4)?))).optional()?)
+        params![email.as_str()],
+        |r| Ok((user_from_row(r)?, r.get(4)?)),
+    )
 }
 
 /// Active users, newest first; with `email`, those whose address contains
 /// it (any case).
-pub fn list(conn: &Conn<'_>, email: Option<&str>, page: &Page) -> crate::error::Result<List<User>> {
-    let conn = conn.sqlite()?;
+pub fn list(conn: &Conn<'_>, email: Option<&str>, page: &Page) -> Result<List<User>> {
     let pattern = email.map(|e| {
         let escaped = e.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
         format!("%{escaped}%")
     });
-    let mut st = conn.prepare_cached(
+    let rows = conn.query_all(
         "SELECT id, email, role, created_at FROM users
-         WHERE id < ?1 AND deleted_at IS NULL AND (?3 IS NULL OR lower(email) LIKE ?3 ESCAPE '\\')
+         WHERE id < ?1 AND deleted_at IS NULL AND (CAST(?3 AS TEXT) IS NULL OR lower(email) LIKE ?3 ESCAPE '\\')
          ORDER BY id DESC LIMIT ?2",
+        params![page.before_id(), page.fetch(), pattern],
+        user_from_row,
     )?;
-    let rows = st
-        .query_map(params![page.before_id(), page.fetch(), pattern], user_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(List::from_rows(rows, page))
 }
 
 /// Any user, active or deactivated, and when they were deactivated.
-pub fn get_any(conn: &Conn<'_>, id: UserId) -> rusqlite::Result<Option<(User, Option<Timestamp>)>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("SELECT id, email, role, created_at, deleted_at FROM users WHERE id = ?1")?
-        .query_row([id], |r| Ok((user_from_row(r)?, r.get(4)?)))
-        .optional()
+pub fn get_any(conn: &Conn<'_>, id: UserId) -> Result<Option<(User, Option<Timestamp>)>> {
+    conn.query_opt("SELECT id, email, role, created_at, deleted_at FROM users WHERE id = ?1", params![id], |r| {
+        Ok((user_from_row(r)?, r.get(4)?))
+    })
 }
 
-pub fn reactivate(conn: &Conn<'_>, id: UserId) -> rusqlite::Result<usize> {
-    let conn = conn.sqlite()?;
-    conn.execute("UPDATE users SET deleted_at = NULL WHERE id = ?1 AND deleted_at IS NOT NULL", [id])
+pub fn reactivate(conn: &Conn<'_>, id: UserId) -> Result<usize> {
+    conn.execute("UPDATE users SET deleted_at = NULL WHERE id = ?1 AND deleted_at IS NOT NULL", params![id])
 }
 
-pub fn deactivate(conn: &Conn<'_>, id: UserId, now: Timestamp) -> rusqlite::Result<usize> {
-    let conn = conn.sqlite()?;
+pub fn deactivate(conn: &Conn<'_>, id: UserId, now: Timestamp) -> Result<usize> {
     conn.execute("UPDATE users SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL", params![id, now])
 }
