@@ -4,7 +4,10 @@
 //! a fixed request count or duration, and a scenario. Prints requests/s,
 //! errors by status and latency percentiles (hdrhistogram).
 //!
-//! Users: with `--db FILE` (the server's database) it seeds `--users` users
+//! `--url` may list several instances (comma-separated): connections are
+//! spread over them in turn.
+//!
+//! Users: with `--db FILE` (the server's database, or its PostgreSQL URL) it seeds `--users` users
 //! with credits straight into the file through tollgate's own library and
 //! mints their tokens with the stored signing key: seconds, instead of
 //! minutes of argon2 through the API. Without `--db` it creates them through
@@ -119,8 +122,12 @@ fn seed_grant(
 /// Seeds users into the file and returns their bearer tokens.
 fn seed_db(path: &str, n: usize, grants: usize) -> Vec<String> {
     use tollgate::domain::{Email, Password, Role};
-    let db = tollgate::storage::Db::open(std::path::Path::new(path), tollgate::storage::Synchronous::Normal)
-        .expect("open db");
+    let db = if path.starts_with("postgres://") || path.starts_with("postgresql://") {
+        tollgate::storage::Db::open_postgres(path).expect("open the PostgreSQL database")
+    } else {
+        tollgate::storage::Db::open(std::path::Path::new(path), tollgate::storage::Synchronous::Normal)
+            .expect("open db")
+    };
     let keys = tollgate::auth::load_keys(&db).expect("keys");
     let hash = tollgate::auth::password::hash(&Password::parse("loadgen-password").expect("pw")).expect("hash");
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
@@ -271,7 +278,10 @@ fn main() {
     let threads: Vec<_> = (0..a.connections)
         .map(|t| {
             let (tokens, hist, statuses) = (Arc::clone(&tokens), Arc::clone(&hist), Arc::clone(&statuses));
-            let (url, scenario, model, path) = (a.url.clone(), a.scenario.clone(), a.model.clone(), a.path.clone());
+            // `--url a,b,c` spreads the connections over several instances.
+            let urls: Vec<&str> = a.url.split(',').collect();
+            let url = urls[t % urls.len()].to_owned();
+            let (scenario, model, path) = (a.scenario.clone(), a.model.clone(), a.path.clone());
             std::thread::spawn(move || {
                 let mut conn = Conn::open(&url);
                 let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");

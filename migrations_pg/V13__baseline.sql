@@ -415,3 +415,7 @@ CREATE TABLE usage_user_running (
     failures      BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, day)
 );
+
+-- The rows SQLite's migrations seed (V8, V10): a fresh database draws on
+-- grants from its first ledger row, and fans out events from the first.
+INSERT INTO settings (key, value) VALUES ('grants_from_transaction_id', '1'), ('events_fanned_out_through', '0');

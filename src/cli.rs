@@ -17,7 +17,7 @@ use std::time::Duration;
 #[command(
     name = "tollgate",
     version,
-    about = "Authenticate, meter and bill AI generation calls against an exact credit ledger in one SQLite file."
+    about = "Authenticate, meter and bill AI generation calls against an exact credit ledger in one SQLite file (or PostgreSQL)."
 )]
 struct Cli {
     /// Config file (default: ./tollgate.toml if present).
@@ -57,6 +57,16 @@ enum Command {
         /// Restore even if the file fails the ledger audit.
         #[arg(long)]
         force: bool,
+    },
+    /// Copy a SQLite database into an empty PostgreSQL database, audit both,
+    /// and keep the copy only if the audits agree.
+    MigrateToPostgres {
+        /// The SQLite file to copy (no server may be using it).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The PostgreSQL database: postgres://user:password@host:port/dbname
+        #[arg(long, value_name = "URL")]
+        to: String,
     },
 }
 
@@ -133,9 +143,42 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Backups and restores of a PostgreSQL database are the server's own
+/// tools' job.
+const PG_BACKUP_HINT: &str = "database.url names a PostgreSQL database: back it up with `pg_dump --format=custom` \
+     and restore with `pg_restore` (see README, \"PostgreSQL\"); `tollgate backup` and `restore` are for the SQLite file";
+
 fn run(command: Command, config: Config) -> Result<(), Failure> {
+    if let Some(url) = config.database.postgres_url() {
+        match command {
+            Command::Migrate => {
+                let n = crate::storage::pg::migrate(url).map_err(|e| e.to_string())?;
+                println!(
+                    "PostgreSQL: {n} migration(s) applied, schema version {}",
+                    crate::storage::schema_version_max()
+                );
+                return Ok(());
+            }
+            Command::Backup { .. } | Command::Restore { .. } => return Err(PG_BACKUP_HINT.to_owned().into()),
+            _ => {}
+        }
+    }
     match command {
         Command::Serve(_) => serve(config),
+        Command::MigrateToPostgres { from, to } => {
+            let started = std::time::Instant::now();
+            let r = crate::migrate_pg::migrate_to_postgres(&from, &to, |table, rows| {
+                eprintln!("copied {table}: {rows} row(s)");
+            })?;
+            let rows: u64 = r.tables.iter().map(|(_, n)| n).sum();
+            println!("copied {rows} row(s) in {} table(s) in {:.1} s", r.tables.len(), started.elapsed().as_secs_f64());
+            println!("users checked: {}, ledger rows checked: {}", r.audit.users_checked, r.audit.rows_checked);
+            if let Some(h) = &r.audit.head {
+                println!("chain head: {}:{} (the same on both)", h.id, h.hash);
+            }
+            println!("audit passed on both; set database.url (or TOLLGATE_DATABASE_URL) to serve from PostgreSQL");
+            Ok(())
+        }
         Command::Migrate => {
             let mut conn = crate::storage::open_connection(&config.server.db, crate::storage::Synchronous::Full)
                 .map_err(|e| e.to_string())?;
@@ -241,13 +284,20 @@ fn audit(config: &Config, args: &AuditArgs) -> Result<(), Failure> {
                 .ok_or_else(|| format!("--expect must be ID:HASH (64 hex characters), got {s}"))?,
         ),
     };
-    if !config.server.db.exists() {
-        return Err(format!("no database at {}", config.server.db.display()).into());
-    }
-    let conn = crate::storage::open_connection(&config.server.db, crate::storage::Synchronous::Full)
-        .map_err(|e| e.to_string())?;
-    let report =
-        ledger::audit::audit(&crate::storage::Conn::Sqlite(&conn), expect.as_ref()).map_err(|e| e.to_string())?;
+    let report = match config.database.postgres_url() {
+        Some(url) => {
+            let db = crate::storage::Db::open_postgres(url).map_err(|e| e.to_string())?;
+            db.read(|c| ledger::audit::audit(c, expect.as_ref())).map_err(|e| e.to_string())?
+        }
+        None => {
+            if !config.server.db.exists() {
+                return Err(format!("no database at {}", config.server.db.display()).into());
+            }
+            let conn = crate::storage::open_connection(&config.server.db, crate::storage::Synchronous::Full)
+                .map_err(|e| e.to_string())?;
+            ledger::audit::audit(&crate::storage::Conn::Sqlite(&conn), expect.as_ref()).map_err(|e| e.to_string())?
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {

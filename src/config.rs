@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 
 /// The config file read when `--config` is not given, if it exists.
 pub const CONFIG_PATH_DEFAULT: &str = "./tollgate.toml";
+/// Most instances one database's rates are divided among.
+pub const DATABASE_INSTANCES_MAX: u32 = 64;
 /// Sections that `TOLLGATE_<SECTION>_<KEY>` may address.
-const ENV_SECTIONS: &[&str] = &["server", "auth", "limits", "jobs", "logs", "ledger", "backup", "events", "media"];
+const ENV_SECTIONS: &[&str] =
+    &["server", "database", "auth", "limits", "jobs", "logs", "ledger", "backup", "events", "media"];
 /// Variables with the prefix that are not `<SECTION>_<KEY>` overrides.
 const ENV_RESERVED: &[&str] = &["TOLLGATE_ADMIN_EMAIL", "TOLLGATE_ADMIN_PASSWORD", "TOLLGATE_CONFIG", "TOLLGATE_LOG"];
 
@@ -20,6 +23,7 @@ const ENV_RESERVED: &[&str] = &["TOLLGATE_ADMIN_EMAIL", "TOLLGATE_ADMIN_PASSWORD
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub jobs: JobsConfig,
@@ -287,6 +291,33 @@ impl Default for JobsConfig {
             streams_per_user_max: 4,
             stream_duration_s_max: 300,
         }
+    }
+}
+
+/// Where the data lives: the SQLite file `server.db` unless `url` names a
+/// PostgreSQL database.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/dbname` (or `postgresql://`);
+    /// empty = SQLite. Several instances may share one database.
+    pub url: String,
+    /// How many instances serve this database: each enforces that share of
+    /// every request rate (`limits.rpm`, keys' rpm, the login rate per IP).
+    /// PostgreSQL only; 1 to 64.
+    pub instances: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: String::new(), instances: 1 }
+    }
+}
+
+impl DatabaseConfig {
+    /// The PostgreSQL URL, if one is configured.
+    pub fn postgres_url(&self) -> Option<&str> {
+        Some(self.url.trim()).filter(|u| !u.is_empty())
     }
 }
 
@@ -612,6 +643,20 @@ impl Config {
         if self.server.http_workers > 1024 {
             return bad("server.http_workers", "must be at most 1024 (0 means the default)");
         }
+        if let Some(url) = self.database.postgres_url()
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return bad(
+                "database.url",
+                "must start with postgres:// or postgresql:// (empty = the SQLite file server.db)",
+            );
+        }
+        if !(1..=DATABASE_INSTANCES_MAX).contains(&self.database.instances) {
+            return bad("database.instances", &format!("must be 1 to {DATABASE_INSTANCES_MAX}"));
+        }
+        if self.database.instances > 1 && self.database.postgres_url().is_none() {
+            return bad("database.instances", "only several instances on PostgreSQL (database.url) share a database");
+        }
         if crate::storage::Synchronous::parse(&self.server.sqlite_synchronous).is_none() {
             return bad("server.sqlite_synchronous", "must be \"full\" or \"normal\"");
         }
@@ -842,6 +887,24 @@ mod tests {
         let p = dir.path().join("tollgate.toml");
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    #[test]
+    fn the_database_url_and_instances_are_checked_at_their_limits() {
+        let load = |pairs: &[(&str, &str)]| Config::load_from(&Flags::default(), &env(pairs));
+        let url = ("TOLLGATE_DATABASE_URL", "postgres://tollgate@127.0.0.1:5432/tollgate");
+        let c = load(&[url, ("TOLLGATE_DATABASE_INSTANCES", "64")]).unwrap();
+        assert_eq!((c.database.postgres_url(), c.database.instances), (Some(url.1), 64));
+        let err = load(&[url, ("TOLLGATE_DATABASE_INSTANCES", "65")]).unwrap_err();
+        assert!(err.0.contains("database.instances"), "{err}");
+        let err = load(&[url, ("TOLLGATE_DATABASE_INSTANCES", "0")]).unwrap_err();
+        assert!(err.0.contains("database.instances"), "{err}");
+        // Several instances need a shared database.
+        let err = load(&[("TOLLGATE_DATABASE_INSTANCES", "2")]).unwrap_err();
+        assert!(err.0.contains("database.instances"), "{err}");
+        let err = load(&[("TOLLGATE_DATABASE_URL", "mysql://x")]).unwrap_err();
+        assert!(err.0.contains("database.url"), "{err}");
+        assert_eq!(load(&[]).unwrap().database.postgres_url(), None);
     }
 
     #[test]

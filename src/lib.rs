@@ -30,6 +30,7 @@ pub mod logs;
 pub mod media;
 pub mod metered;
 pub mod metrics;
+pub mod migrate_pg;
 pub mod oidc;
 pub mod ops;
 pub mod paging;

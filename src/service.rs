@@ -41,7 +41,8 @@ pub struct StartOptions {
 }
 
 pub struct Service {
-    _lock: crate::storage::backup::ServerLock,
+    /// SQLite only: one server per file. Instances on PostgreSQL share it.
+    _lock: Option<crate::storage::backup::ServerLock>,
     workers: Option<crate::jobs::worker::Workers>,
     deliverer: Option<crate::events::delivery::Deliverer>,
     app: Arc<App>,
@@ -52,6 +53,9 @@ pub struct Service {
 
 /// Opens the database with the configured durability.
 pub fn open_db(config: &Config) -> Result<Db, String> {
+    if let Some(url) = config.database.postgres_url() {
+        return Db::open_postgres(url).map_err(|e| e.to_string());
+    }
     let sync = Synchronous::parse(&config.server.sqlite_synchronous).unwrap_or(Synchronous::Full);
     Db::open(&config.server.db, sync).map_err(|e| e.to_string())
 }
@@ -59,9 +63,14 @@ pub fn open_db(config: &Config) -> Result<Db, String> {
 impl Service {
     pub fn start(config: Config, options: StartOptions) -> Result<Service, String> {
         let listener = HttpServer::bind(&config.server.addr)?;
-        let lock = crate::storage::backup::ServerLock::try_acquire(&config.server.db)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("another tollgate server is using {}", config.server.db.display()))?;
+        let lock = match config.database.postgres_url() {
+            Some(_) => None,
+            None => Some(
+                crate::storage::backup::ServerLock::try_acquire(&config.server.db)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("another tollgate server is using {}", config.server.db.display()))?,
+            ),
+        };
         crate::auth::password::configure(config.auth.password_hashes_max, config.auth.password_hash_wait_ms);
         let db = open_db(&config)?;
         let keys = auth::load_keys(&db).map_err(|e| format!("cannot load the token signing key: {e}"))?;
@@ -71,7 +80,8 @@ impl Service {
         recover(&db)?;
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock::default()));
         let guard = Guard::new(config.limits.clone(), config.auth.clone(), clock)
-            .with_low_balance(crate::domain::Credits(config.events.credits_low_threshold));
+            .with_low_balance(crate::domain::Credits(config.events.credits_low_threshold))
+            .with_instances(config.database.instances);
         guard.load(&db).map_err(|e| format!("cannot load per-user limits: {e}"))?;
         let adapter = crate::providers::ModelAdapter::new(&config, db.clone())?;
         let (requeued, failed) = crate::jobs::recover(&db).map_err(|e| format!("job recovery failed: {e}"))?;
@@ -91,11 +101,17 @@ impl Service {
         let oidc = crate::oidc::Providers::new(&config.oidc, &public_url, secret)?;
         let cors = crate::http::cors::Cors::new(&config.server.cors_origins, config.server.cors_max_age_s);
         let resets = crate::auth::reset::Requests::start(db.clone(), config.auth.clone()).map_err(|e| e.to_string())?;
+        let credentials = match db.engine() {
+            crate::storage::Engine::Sqlite => Default::default(),
+            crate::storage::Engine::Postgres => {
+                crate::auth::cache::CredentialCache::with_ttl_ms(crate::auth::cache::CREDENTIAL_CACHE_TTL_SHARED_MS)
+            }
+        };
         let app = Arc::new(App {
             config,
             db,
             keys,
-            credentials: Default::default(),
+            credentials,
             guard,
             adapter,
             notifier: crate::jobs::Notifier::default(),
@@ -118,7 +134,11 @@ impl Service {
                 .map_err(|e| format!("cannot start the upkeep thread: {e}"))?
         };
         let http = HttpServer::start(Arc::clone(&app), listener)?;
-        log::info!("tollgate listening on http://{} (database {})", http.addr(), app.config.server.db.display());
+        let database = match app.config.database.postgres_url() {
+            Some(_) => "PostgreSQL (database.url)".to_owned(),
+            None => app.config.server.db.display().to_string(),
+        };
+        log::info!("tollgate listening on http://{} (database {database})", http.addr());
         Ok(Service {
             _lock: lock,
             workers: Some(workers),
@@ -173,14 +193,26 @@ fn ensure_admin(db: &Db, a: &BootstrapAdmin) -> Result<(), String> {
 /// After a crash: drop idempotency claims of requests that died with the
 /// process, release the holds of provider calls that died with it, and
 /// expire holds whose time has passed.
+/// What a previous process left half done. On SQLite this process is the
+/// only one, so anything in flight is dead. On PostgreSQL other instances
+/// may be serving: their idempotency claims and their calls' holds are
+/// alive, so a claim is cleared only once it is older than any request can
+/// run, and holds only when they expire (the sweeper does that while
+/// serving); jobs are recovered by their leases (`jobs::recover`).
 fn recover(db: &Db) -> Result<(), String> {
-    let cleared = idempotency::clear_in_progress(db).map_err(|e| e.to_string())?;
+    let cleared = match db.engine() {
+        crate::storage::Engine::Sqlite => idempotency::clear_in_progress(db),
+        crate::storage::Engine::Postgres => idempotency::clear_stale_in_progress(db),
+    }
+    .map_err(|e| e.to_string())?;
     if cleared > 0 {
         log::warn!("cleared {cleared} idempotency claim(s) left by a previous process");
     }
-    let released = in_batches(db, ledger::release_unattached)?;
-    if released > 0 {
-        log::warn!("released {released} hold(s) of calls that were in flight when the previous process stopped");
+    if db.engine() == crate::storage::Engine::Sqlite {
+        let released = in_batches(db, ledger::release_unattached)?;
+        if released > 0 {
+            log::warn!("released {released} hold(s) of calls that were in flight when the previous process stopped");
+        }
     }
     let expired = in_batches(db, |c| ledger::expire_due(c, Timestamp::now()))?;
     if expired > 0 {
@@ -219,6 +251,13 @@ fn upkeep(app: &App, stop: &AtomicBool) {
             if let Err(e) = app.db.write(|c| ledger::expire_due(c, Timestamp::now())) {
                 log::error!("hold sweep failed: {e}");
             }
+            if app.db.engine() == crate::storage::Engine::Postgres {
+                match idempotency::clear_stale_in_progress(&app.db) {
+                    Ok(0) => {}
+                    Ok(n) => log::warn!("cleared {n} idempotency claim(s) of an instance that stopped mid-request"),
+                    Err(e) => log::error!("clearing stale idempotency claims failed: {e}"),
+                }
+            }
             match crate::jobs::recover_expired_leases(&app.db) {
                 Ok((0, 0)) => {}
                 Ok((requeued, failed)) => {
@@ -228,7 +267,11 @@ fn upkeep(app: &App, stop: &AtomicBool) {
                 Err(e) => log::error!("job lease recovery failed: {e}"),
             }
         }
-        if !backup_every.is_zero() && last_backup.elapsed() >= backup_every {
+        // PostgreSQL is backed up with its own tools (pg_dump); see README.
+        if !backup_every.is_zero()
+            && last_backup.elapsed() >= backup_every
+            && app.db.engine() == crate::storage::Engine::Sqlite
+        {
             last_backup = Instant::now();
             let b = &app.config.backup;
             match crate::ops::rotate(&app.config.server.db, app.media.dir(), &b.dir, b.keep) {

@@ -7,7 +7,11 @@
 //! bumps a generation that every entry is checked against, and a reader
 //! takes the generation *before* it reads the database, so a fill that raced
 //! a revocation is born stale. Changes made outside the process are seen
-//! within [`CREDENTIAL_CACHE_TTL_MS`]. Only successful lookups are cached.
+//! within [`CREDENTIAL_CACHE_TTL_MS`], or within
+//! [`CREDENTIAL_CACHE_TTL_SHARED_MS`] on PostgreSQL, where other instances
+//! make them: a revocation through any instance stops the credential on
+//! every instance within a second, at the cost of one read per active
+//! credential per second per instance. Only successful lookups are cached.
 
 use super::key_limits::KeyTerms;
 use crate::domain::{Role, UserId};
@@ -19,6 +23,8 @@ use std::time::Instant;
 
 /// Longest an entry is trusted without reading the database again.
 pub const CREDENTIAL_CACHE_TTL_MS: u64 = 5_000;
+/// The same when several instances share the database (PostgreSQL).
+pub const CREDENTIAL_CACHE_TTL_SHARED_MS: u64 = 1_000;
 /// Most credentials remembered; past it the oldest are forgotten.
 pub const CREDENTIAL_CACHE_ENTRIES_MAX: usize = 100_000;
 
@@ -61,11 +67,12 @@ impl Entry for Slot {
 pub struct CredentialCache {
     map: BoundedMap<CacheKey, Slot>,
     generation: AtomicU64,
+    ttl_ms: u64,
 }
 
 impl Default for CredentialCache {
     fn default() -> Self {
-        CredentialCache { map: BoundedMap::new(CREDENTIAL_CACHE_ENTRIES_MAX), generation: AtomicU64::new(0) }
+        CredentialCache::with_ttl_ms(CREDENTIAL_CACHE_TTL_MS)
     }
 }
 
@@ -75,11 +82,21 @@ fn now_ms() -> u64 {
 }
 
 impl CredentialCache {
+    /// A cache that trusts an entry for `ttl_ms` (at most
+    /// [`CREDENTIAL_CACHE_TTL_MS`]).
+    pub fn with_ttl_ms(ttl_ms: u64) -> CredentialCache {
+        CredentialCache {
+            map: BoundedMap::new(CREDENTIAL_CACHE_ENTRIES_MAX),
+            generation: AtomicU64::new(0),
+            ttl_ms: ttl_ms.min(CREDENTIAL_CACHE_TTL_MS),
+        }
+    }
+
     /// The caller for `key` if a fresh entry exists.
     pub fn get(&self, key: &CacheKey) -> Option<Caller> {
         let (now, generation) = (now_ms(), self.generation.load(Ordering::Acquire));
         self.map.with(key, now, Slot::default, |slot| match &slot.0 {
-            Some(f) if f.generation == generation && now.saturating_sub(f.at_ms) < CREDENTIAL_CACHE_TTL_MS => {
+            Some(f) if f.generation == generation && now.saturating_sub(f.at_ms) < self.ttl_ms => {
                 Some(f.caller.clone())
             }
             _ => None,

@@ -3,21 +3,21 @@
 use super::key_limits::{KeyLimits, KeyTerms};
 use crate::domain::{ApiKeyId, Credits, Role, Timestamp, UserId};
 use crate::paging::{List, Page};
-use crate::storage::Conn;
-use rusqlite::{OptionalExtension, Row, params};
+use crate::storage::{Conn, Row, StorageError};
+use rusqlite::params;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-pub fn setting(conn: &Conn<'_>, key: &str) -> rusqlite::Result<Option<String>> {
-    let conn = conn.sqlite()?;
-    conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()
+type Result<T> = std::result::Result<T, StorageError>;
+
+pub fn setting(conn: &Conn<'_>, key: &str) -> Result<Option<String>> {
+    conn.query_opt("SELECT value FROM settings WHERE key = ?1", params![key], |r| r.get(0))
 }
 
 /// Stores `value` unless the key exists; returns what is stored either way.
-pub fn setting_init(conn: &Conn<'_>, key: &str, value: &str) -> rusqlite::Result<String> {
-    let conn = conn.sqlite()?;
-    conn.execute("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING", [key, value])?;
-    conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+pub fn setting_init(conn: &Conn<'_>, key: &str, value: &str) -> Result<String> {
+    conn.execute("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING", params![key, value])?;
+    conn.query_one("SELECT value FROM settings WHERE key = ?1", params![key], |r| r.get(0))
 }
 
 /// An API key as the API shows it (never the key itself).
@@ -48,7 +48,7 @@ fn models_to(models: &Option<Vec<String>>) -> Option<String> {
     models.as_ref().map(|m| serde_json::Value::from(m.clone()).to_string())
 }
 
-fn view_from(r: &Row<'_>) -> rusqlite::Result<ApiKeyView> {
+fn view_from(r: &Row<'_>) -> Result<ApiKeyView> {
     Ok(ApiKeyView {
         id: r.get(0)?,
         object: "api_key",
@@ -75,52 +75,42 @@ pub fn insert_key(
     prefix: &str,
     limits: &KeyLimits,
     now: Timestamp,
-) -> rusqlite::Result<ApiKeyId> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+) -> Result<ApiKeyId> {
+    conn.query_one(
         "INSERT INTO api_keys (user_id, name, key_hash, key_prefix, created_at, expires_at, models, spend_limit,
              daily_spend_limit, rpm)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        user,
-        name,
-        hash,
-        prefix,
-        now,
-        limits.expires_at,
-        models_to(&limits.models),
-        limits.spend_limit,
-        limits.daily_spend_limit,
-        limits.rpm,
-    ])?;
-    Ok(ApiKeyId(conn.last_insert_rowid()))
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
+        params![
+            user,
+            name,
+            hash,
+            prefix,
+            now,
+            limits.expires_at,
+            models_to(&limits.models),
+            limits.spend_limit,
+            limits.daily_spend_limit,
+            limits.rpm,
+        ],
+        |r| r.get(0),
+    )
 }
 
 /// The user's live key, with today's spend (`day`).
-pub fn get_key(conn: &Conn<'_>, user: UserId, id: ApiKeyId, day: i64) -> rusqlite::Result<Option<ApiKeyView>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(&format!(
-        "SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN api_key_daily_spend d ON d.api_key_id = k.id AND d.day = ?3
+pub fn get_key(conn: &Conn<'_>, user: UserId, id: ApiKeyId, day: i64) -> Result<Option<ApiKeyView>> {
+    conn.query_opt(
+        &format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN api_key_daily_spend d ON d.api_key_id = k.id AND d.day = ?3
          WHERE k.id = ?1 AND k.user_id = ?2 AND k.revoked_at IS NULL"
-    ))?
-    .query_row(params![id, user, day], view_from)
-    .optional()
+        ),
+        params![id, user, day],
+        view_from,
+    )
 }
 
-pub fn update_key(
-    conn: &Conn<'_>,
-    user: UserId,
-    id: ApiKeyId,
-    name: &str,
-    limits: &KeyLimits,
-) -> rusqlite::Result<usize> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
-        "UPDATE api_keys SET name = ?3, expires_at = ?4, models = ?5, spend_limit = ?6, daily_spend_limit = ?7, rpm = ?8
-         WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL",
-    )?
-    .execute(params![
+pub fn update_key(conn: &Conn<'_>, user: UserId, id: ApiKeyId, name: &str, limits: &KeyLimits) -> Result<usize> {
+    conn.execute("UPDATE api_keys SET name = ?3, expires_at = ?4, models = ?5, spend_limit = ?6, daily_spend_limit = ?7, rpm = ?8
+         WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL", params![
         id,
         user,
         name,
@@ -132,21 +122,20 @@ pub fn update_key(
     ])
 }
 
-pub fn list_keys(conn: &Conn<'_>, user: UserId, page: &Page, day: i64) -> rusqlite::Result<List<ApiKeyView>> {
-    let conn = conn.sqlite()?;
-    let rows = conn
-        .prepare_cached(&format!(
+pub fn list_keys(conn: &Conn<'_>, user: UserId, page: &Page, day: i64) -> Result<List<ApiKeyView>> {
+    let rows = conn.query_all(
+        &format!(
             "SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN api_key_daily_spend d ON d.api_key_id = k.id AND d.day = ?4
              WHERE k.user_id = ?1 AND k.revoked_at IS NULL AND k.id < ?2 ORDER BY k.id DESC LIMIT ?3"
-        ))?
-        .query_map(params![user, page.before_id(), page.fetch(), day], view_from)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        ),
+        params![user, page.before_id(), page.fetch(), day],
+        view_from,
+    )?;
     Ok(List::from_rows(rows, page))
 }
 
 /// Revokes the user's own key; 0 rows when it is not theirs or already revoked.
-pub fn revoke_key(conn: &Conn<'_>, user: UserId, id: ApiKeyId, now: Timestamp) -> rusqlite::Result<usize> {
-    let conn = conn.sqlite()?;
+pub fn revoke_key(conn: &Conn<'_>, user: UserId, id: ApiKeyId, now: Timestamp) -> Result<usize> {
     conn.execute(
         "UPDATE api_keys SET revoked_at = ?3 WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL",
         params![id, user, now],
@@ -154,25 +143,22 @@ pub fn revoke_key(conn: &Conn<'_>, user: UserId, id: ApiKeyId, now: Timestamp) -
 }
 
 /// The active user (and their role) behind a live key, and the key's terms.
-pub fn user_by_key_hash(conn: &Conn<'_>, hash: &str) -> rusqlite::Result<Option<(UserId, Role, KeyTerms)>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+pub fn user_by_key_hash(conn: &Conn<'_>, hash: &str) -> Result<Option<(UserId, Role, KeyTerms)>> {
+    conn.query_opt(
         "SELECT u.id, u.role, k.id, k.expires_at, k.models, k.rpm FROM api_keys k JOIN users u ON u.id = k.user_id
          WHERE k.key_hash = ?1 AND k.revoked_at IS NULL AND u.deleted_at IS NULL",
-    )?
-    .query_row([hash], |r| {
-        let role: String = r.get(1)?;
-        let terms = KeyTerms { id: r.get(2)?, expires_at: r.get(3)?, models: models_from(r.get(4)?), rpm: r.get(5)? };
-        Ok((r.get(0)?, Role::parse(&role).unwrap_or(Role::User), terms))
-    })
-    .optional()
+        params![hash],
+        |r| {
+            let role: String = r.get(1)?;
+            let terms =
+                KeyTerms { id: r.get(2)?, expires_at: r.get(3)?, models: models_from(r.get(4)?), rpm: r.get(5)? };
+            Ok((r.get(0)?, Role::parse(&role).unwrap_or(Role::User), terms))
+        },
+    )
 }
 
 /// The role of an active user, for a verified JWT.
-pub fn active_role(conn: &Conn<'_>, user: UserId) -> rusqlite::Result<Option<Role>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("SELECT role FROM users WHERE id = ?1 AND deleted_at IS NULL")?
-        .query_row([user], |r| r.get::<_, String>(0))
-        .optional()
+pub fn active_role(conn: &Conn<'_>, user: UserId) -> Result<Option<Role>> {
+    conn.query_opt("SELECT role FROM users WHERE id = ?1 AND deleted_at IS NULL", params![user], |r| r.get::<String>(0))
         .map(|o| o.and_then(|s| Role::parse(&s)))
 }

@@ -270,6 +270,12 @@ impl From<Error> for RedeemError {
     }
 }
 
+impl From<crate::storage::StorageError> for RedeemError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        RedeemError::Failed(e.into())
+    }
+}
+
 impl From<rusqlite::Error> for RedeemError {
     fn from(e: rusqlite::Error) -> Self {
         RedeemError::Failed(e.into())

@@ -5,8 +5,10 @@ use super::{CodeStatus, CodeTerms, RedemptionCode};
 use crate::domain::{CodeId, Timestamp, UserId};
 use crate::ledger::grants::Category;
 use crate::paging::{List, Page};
-use crate::storage::Conn;
-use rusqlite::{OptionalExtension, Row, params};
+use crate::storage::{Conn, Row, StorageError};
+use rusqlite::params;
+
+type Result<T> = std::result::Result<T, StorageError>;
 
 const COLUMNS: &str = "id, code_hint, amount, category, priority, grant_expires_days, redeem_by, max_redemptions,
      redemptions, description, batch_id, created_at, disabled_at";
@@ -20,7 +22,7 @@ pub struct NewCodeRow<'a> {
     pub at: Timestamp,
 }
 
-fn from_row(r: &Row<'_>, now: Timestamp) -> rusqlite::Result<RedemptionCode> {
+fn from_row(r: &Row<'_>, now: Timestamp) -> Result<RedemptionCode> {
     let category: String = r.get(3)?;
     let redeem_by: Option<Timestamp> = r.get(6)?;
     let max_redemptions: i64 = r.get(7)?;
@@ -48,75 +50,66 @@ fn from_row(r: &Row<'_>, now: Timestamp) -> rusqlite::Result<RedemptionCode> {
     })
 }
 
-pub fn insert(conn: &Conn<'_>, c: &NewCodeRow<'_>) -> rusqlite::Result<CodeId> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+pub fn insert(conn: &Conn<'_>, c: &NewCodeRow<'_>) -> Result<CodeId> {
+    conn.query_one(
         "INSERT INTO redemption_codes (code_hash, code_hint, amount, category, priority, grant_expires_days,
              redeem_by, max_redemptions, description, batch_id, created_by, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?
-    .execute(params![
-        c.hash,
-        c.hint,
-        c.terms.amount,
-        c.terms.category.as_str(),
-        c.terms.priority,
-        c.terms.grant_expires_days,
-        c.terms.redeem_by,
-        c.terms.max_redemptions,
-        c.terms.description,
-        c.batch_id,
-        c.created_by,
-        c.at,
-    ])?;
-    Ok(CodeId(conn.last_insert_rowid()))
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id",
+        params![
+            c.hash,
+            c.hint,
+            c.terms.amount,
+            c.terms.category.as_str(),
+            c.terms.priority,
+            c.terms.grant_expires_days,
+            c.terms.redeem_by,
+            c.terms.max_redemptions,
+            c.terms.description,
+            c.batch_id,
+            c.created_by,
+            c.at,
+        ],
+        |r| r.get(0),
+    )
 }
 
-pub fn get(conn: &Conn<'_>, id: CodeId, now: Timestamp) -> rusqlite::Result<Option<RedemptionCode>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM redemption_codes WHERE id = ?1"))?
-        .query_row([id], |r| from_row(r, now))
-        .optional()
+pub fn get(conn: &Conn<'_>, id: CodeId, now: Timestamp) -> Result<Option<RedemptionCode>> {
+    conn.query_opt(&format!("SELECT {COLUMNS} FROM redemption_codes WHERE id = ?1"), params![id], |r| from_row(r, now))
 }
 
-pub fn by_hash(conn: &Conn<'_>, hash: &str, now: Timestamp) -> rusqlite::Result<Option<RedemptionCode>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM redemption_codes WHERE code_hash = ?1"))?
-        .query_row([hash], |r| from_row(r, now))
-        .optional()
+pub fn by_hash(conn: &Conn<'_>, hash: &str, now: Timestamp) -> Result<Option<RedemptionCode>> {
+    conn.query_opt(&format!("SELECT {COLUMNS} FROM redemption_codes WHERE code_hash = ?1"), params![hash], |r| {
+        from_row(r, now)
+    })
 }
 
-pub fn list(conn: &Conn<'_>, page: &Page, now: Timestamp) -> rusqlite::Result<List<RedemptionCode>> {
-    let conn = conn.sqlite()?;
-    let rows = conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM redemption_codes WHERE id < ?1 ORDER BY id DESC LIMIT ?2"))?
-        .query_map(params![page.before_id(), page.fetch()], |r| from_row(r, now))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+pub fn list(conn: &Conn<'_>, page: &Page, now: Timestamp) -> Result<List<RedemptionCode>> {
+    let rows = conn.query_all(
+        &format!("SELECT {COLUMNS} FROM redemption_codes WHERE id < ?1 ORDER BY id DESC LIMIT ?2"),
+        params![page.before_id(), page.fetch()],
+        |r| from_row(r, now),
+    )?;
     Ok(List::from_rows(rows, page))
 }
 
 /// Counts one redemption unless the code is used up; whether it counted.
-pub fn count_redemption(conn: &Conn<'_>, id: CodeId) -> rusqlite::Result<bool> {
-    let conn = conn.sqlite()?;
-    let n = conn
-        .prepare_cached(
-            "UPDATE redemption_codes SET redemptions = redemptions + 1 WHERE id = ?1 AND redemptions < max_redemptions",
-        )?
-        .execute([id])?;
+pub fn count_redemption(conn: &Conn<'_>, id: CodeId) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE redemption_codes SET redemptions = redemptions + 1 WHERE id = ?1 AND redemptions < max_redemptions",
+        params![id],
+    )?;
     Ok(n == 1)
 }
 
-pub fn redeemed_by(conn: &Conn<'_>, id: CodeId, user: UserId) -> rusqlite::Result<bool> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("SELECT 1 FROM credit_grants WHERE code_id = ?1 AND user_id = ?2")?
-        .query_row(params![id, user], |_| Ok(()))
-        .optional()
+pub fn redeemed_by(conn: &Conn<'_>, id: CodeId, user: UserId) -> Result<bool> {
+    conn.query_opt("SELECT 1 FROM credit_grants WHERE code_id = ?1 AND user_id = ?2", params![id, user], |_| Ok(()))
         .map(|o| o.is_some())
 }
 
-pub fn disable(conn: &Conn<'_>, id: CodeId, now: Timestamp) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("UPDATE redemption_codes SET disabled_at = ?2 WHERE id = ?1 AND disabled_at IS NULL")?
-        .execute(params![id, now])?;
+pub fn disable(conn: &Conn<'_>, id: CodeId, now: Timestamp) -> Result<()> {
+    conn.execute(
+        "UPDATE redemption_codes SET disabled_at = ?2 WHERE id = ?1 AND disabled_at IS NULL",
+        params![id, now],
+    )?;
     Ok(())
 }

@@ -3,8 +3,8 @@
 use crate::domain::{DeliveryId, EndpointId, Timestamp, UserId};
 use crate::error::Result;
 use crate::paging::{List, Page};
-use crate::storage::Conn;
-use rusqlite::{OptionalExtension, Row, params};
+use crate::storage::{Conn, Row, StorageError};
+use rusqlite::params;
 
 const CURSOR_KEY: &str = "events_fanned_out_through";
 
@@ -25,42 +25,38 @@ pub fn insert_event(
     data: &str,
     at: Timestamp,
 ) -> Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("INSERT INTO events (uid, type, user_id, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![uid, etype, user, data, at])?;
+    conn.execute(
+        "INSERT INTO events (uid, type, user_id, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![uid, etype, user, data, at],
+    )?;
     Ok(())
 }
 
-fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
+fn event_row(r: &Row<'_>) -> std::result::Result<EventRow, StorageError> {
     Ok(EventRow { id: r.get(0)?, uid: r.get(1)?, etype: r.get(2)?, data: r.get(3)?, created_at: r.get(4)? })
 }
 
 /// Events after the fan-out cursor, oldest first.
 pub fn events_to_fan_out(conn: &Conn<'_>, limit: usize) -> Result<Vec<EventRow>> {
-    let conn = conn.sqlite()?;
-    Ok(conn
-        .prepare_cached(
-            "SELECT id, uid, type, data, created_at FROM events
+    Ok(conn.query_all(
+        "SELECT id, uid, type, data, created_at FROM events
              WHERE id > (SELECT CAST(value AS INTEGER) FROM settings WHERE key = ?1) ORDER BY id LIMIT ?2",
-        )?
-        .query_map(params![CURSOR_KEY, limit as i64], event_row)?
-        .collect::<rusqlite::Result<_>>()?)
+        params![CURSOR_KEY, limit as i64],
+        event_row,
+    )?)
 }
 
 pub fn set_fanned_out_through(conn: &Conn<'_>, id: i64) -> Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("UPDATE settings SET value = ?2 WHERE key = ?1")?
-        .execute(params![CURSOR_KEY, id.to_string()])?;
+    conn.execute("UPDATE settings SET value = ?2 WHERE key = ?1", params![CURSOR_KEY, id.to_string()])?;
     Ok(())
 }
 
 pub fn insert_delivery(conn: &Conn<'_>, event: i64, endpoint: EndpointId, now: Timestamp) -> Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO webhook_deliveries (event_id, endpoint_id, status, next_attempt_at, created_at)
-         VALUES (?1, ?2, 'pending', ?3, ?3)",
-    )?
-    .execute(params![event, endpoint, now])?;
+    conn.execute(
+        "INSERT INTO webhook_deliveries (event_id, endpoint_id, status, next_attempt_at, created_at)
+         VALUES (?1, ?2, 'pending', ?3, ?3) ON CONFLICT (event_id, endpoint_id) DO NOTHING",
+        params![event, endpoint, now],
+    )?;
     Ok(())
 }
 
@@ -80,7 +76,7 @@ pub struct EndpointRow {
 
 const ENDPOINT_COLUMNS: &str = "id, url, secret, events, description, config_key, created_at, deleted_at";
 
-fn endpoint_row(r: &Row<'_>) -> rusqlite::Result<EndpointRow> {
+fn endpoint_row(r: &Row<'_>) -> std::result::Result<EndpointRow, StorageError> {
     let events: String = r.get(3)?;
     Ok(EndpointRow {
         id: r.get(0)?,
@@ -103,93 +99,83 @@ pub struct NewEndpoint<'a> {
 }
 
 pub fn insert_endpoint(conn: &Conn<'_>, e: &NewEndpoint<'_>, now: Timestamp) -> Result<EndpointId> {
-    let conn = conn.sqlite()?;
     let events = serde_json::to_string(e.events).unwrap_or_else(|_| "[]".into());
-    conn.prepare_cached(
+    Ok(conn.query_one(
         "INSERT INTO webhook_endpoints (url, secret, events, description, config_key, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![e.url, e.secret, events, e.description, e.config_key, now])?;
-    Ok(EndpointId(conn.last_insert_rowid()))
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+        params![e.url, e.secret, events, e.description, e.config_key, now],
+        |r| r.get(0),
+    )?)
 }
 
 /// A config endpoint's row (found by its key), revived and brought up to
 /// date with the file; inserted when new.
 pub fn upsert_config_endpoint(conn: &Conn<'_>, e: &NewEndpoint<'_>, now: Timestamp) -> Result<EndpointId> {
-    let conn = conn.sqlite()?;
     let events = serde_json::to_string(e.events).unwrap_or_else(|_| "[]".into());
-    let found: Option<EndpointId> = conn
-        .prepare_cached("SELECT id FROM webhook_endpoints WHERE config_key = ?1")?
-        .query_row([e.config_key], |r| r.get(0))
-        .optional()?;
+    let found: Option<EndpointId> =
+        conn.query_opt("SELECT id FROM webhook_endpoints WHERE config_key = ?1", params![e.config_key], |r| r.get(0))?;
     match found {
         Some(id) => {
-            conn.prepare_cached(
+            conn.execute(
                 "UPDATE webhook_endpoints SET url = ?2, events = ?3, description = ?4, deleted_at = NULL WHERE id = ?1",
-            )?
-            .execute(params![id, e.url, events, e.description])?;
+                params![id, e.url, events, e.description],
+            )?;
             Ok(id)
         }
-        None => insert_endpoint(&Conn::Sqlite(conn), e, now),
+        None => insert_endpoint(conn, e, now),
     }
 }
 
 /// Config endpoints no longer in the file are deleted.
 pub fn delete_config_endpoints_except(conn: &Conn<'_>, keep: &[EndpointId], now: Timestamp) -> Result<Vec<EndpointId>> {
-    let conn = conn.sqlite()?;
     let gone: Vec<EndpointId> = conn
-        .prepare("SELECT id FROM webhook_endpoints WHERE config_key IS NOT NULL AND deleted_at IS NULL")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<EndpointId>>>()?
+        .query_all("SELECT id FROM webhook_endpoints WHERE config_key IS NOT NULL AND deleted_at IS NULL", &[], |r| {
+            r.get(0)
+        })?
         .into_iter()
         .filter(|id| !keep.contains(id))
         .collect();
     for id in &gone {
-        delete_endpoint(&Conn::Sqlite(conn), *id, now)?;
+        delete_endpoint(conn, *id, now)?;
     }
     Ok(gone)
 }
 
 pub fn endpoint(conn: &Conn<'_>, id: EndpointId) -> Result<Option<EndpointRow>> {
-    let conn = conn.sqlite()?;
-    Ok(conn
-        .prepare_cached(&format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?1"))?
-        .query_row([id], endpoint_row)
-        .optional()?)
+    Ok(conn.query_opt(
+        &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?1"),
+        params![id],
+        endpoint_row,
+    )?)
 }
 
 pub fn live_endpoints(conn: &Conn<'_>) -> Result<Vec<EndpointRow>> {
-    let conn = conn.sqlite()?;
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE deleted_at IS NULL ORDER BY id"
-        ))?
-        .query_map([], endpoint_row)?
-        .collect::<rusqlite::Result<_>>()?)
+    Ok(conn.query_all(
+        &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE deleted_at IS NULL ORDER BY id"),
+        &[],
+        endpoint_row,
+    )?)
 }
 
 pub fn list_endpoints(conn: &Conn<'_>, page: &Page) -> Result<List<EndpointRow>> {
-    let conn = conn.sqlite()?;
     let rows = conn
-        .prepare_cached(&format!(
+        .query_all(&format!(
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE deleted_at IS NULL AND id < ?1 ORDER BY id DESC LIMIT ?2"
-        ))?
-        .query_map(params![page.before_id(), page.fetch()], endpoint_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        ), params![page.before_id(), page.fetch()], endpoint_row)?;
     Ok(List::from_rows(rows, page))
 }
 
 /// Deletes an endpoint; its pending deliveries end as failed.
 pub fn delete_endpoint(conn: &Conn<'_>, id: EndpointId, now: Timestamp) -> Result<bool> {
-    let conn = conn.sqlite()?;
-    let n = conn
-        .prepare_cached("UPDATE webhook_endpoints SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL")?
-        .execute(params![id, now])?;
-    conn.prepare_cached(
+    let n = conn.execute(
+        "UPDATE webhook_endpoints SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
+        params![id, now],
+    )?;
+    conn.execute(
         "UPDATE webhook_deliveries SET status = 'failed', finished_at = ?2, last_error = 'the endpoint was deleted'
          WHERE endpoint_id = ?1 AND status = 'pending'",
-    )?
-    .execute(params![id, now])?;
+        params![id, now],
+    )?;
     Ok(n == 1)
 }
 
@@ -212,7 +198,7 @@ pub struct DeliveryRow {
 const DELIVERY_COLUMNS: &str = "d.id, e.id, e.uid, e.type, e.data, e.created_at, d.endpoint_id, d.status, d.attempts,
     d.next_attempt_at, d.last_status_code, d.last_error, d.created_at, d.finished_at";
 
-fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRow> {
+fn delivery_row(r: &Row<'_>) -> std::result::Result<DeliveryRow, StorageError> {
     Ok(DeliveryRow {
         id: r.get(0)?,
         event: EventRow { id: r.get(1)?, uid: r.get(2)?, etype: r.get(3)?, data: r.get(4)?, created_at: r.get(5)? },
@@ -229,22 +215,20 @@ fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRow> {
 
 /// Pending deliveries whose attempt is due, oldest due first.
 pub fn due(conn: &Conn<'_>, now: Timestamp, limit: usize) -> Result<Vec<DeliveryRow>> {
-    let conn = conn.sqlite()?;
-    Ok(conn
-        .prepare_cached(&format!(
+    Ok(conn.query_all(
+        &format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
              WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 ORDER BY d.next_attempt_at, d.id LIMIT ?2"
-        ))?
-        .query_map(params![now, limit as i64], delivery_row)?
-        .collect::<rusqlite::Result<_>>()?)
+        ),
+        params![now, limit as i64],
+        delivery_row,
+    )?)
 }
 
 /// When the next pending delivery is due (the dispatcher's sleep).
 pub fn next_due(conn: &Conn<'_>) -> Result<Option<Timestamp>> {
-    let conn = conn.sqlite()?;
     Ok(conn
-        .prepare_cached("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'")?
-        .query_row([], |r| r.get(0))?)
+        .query_one("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'", &[], |r| r.get(0))?)
 }
 
 /// What one attempt came to.
@@ -257,29 +241,27 @@ pub enum Attempt {
 /// Records an attempt on a delivery that is still pending (a redelivery or
 /// a deleted endpoint may have moved it meanwhile: then nothing changes).
 pub fn record(conn: &Conn<'_>, id: DeliveryId, attempt: &Attempt, now: Timestamp) -> Result<bool> {
-    let conn = conn.sqlite()?;
     let (status, next, code, error, finished) = match attempt {
         Attempt::Delivered { status } => ("delivered", now, Some(*status), None, Some(now)),
         Attempt::Retry { status, error, at } => ("pending", *at, *status, Some(error.as_str()), None),
         Attempt::Failed { status, error } => ("failed", now, *status, Some(error.as_str()), Some(now)),
     };
-    let n = conn
-        .prepare_cached(
-            "UPDATE webhook_deliveries SET status = ?2, attempts = attempts + 1, next_attempt_at = ?3,
+    let n = conn.execute(
+        "UPDATE webhook_deliveries SET status = ?2, attempts = attempts + 1, next_attempt_at = ?3,
              last_status_code = ?4, last_error = ?5, finished_at = ?6 WHERE id = ?1 AND status = 'pending'",
-        )?
-        .execute(params![id, status, next, code, error, finished])?;
+        params![id, status, next, code, error, finished],
+    )?;
     Ok(n == 1)
 }
 
 pub fn delivery(conn: &Conn<'_>, id: DeliveryId) -> Result<Option<DeliveryRow>> {
-    let conn = conn.sqlite()?;
-    Ok(conn
-        .prepare_cached(&format!(
+    Ok(conn.query_opt(
+        &format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1"
-        ))?
-        .query_row([id], delivery_row)
-        .optional()?)
+        ),
+        params![id],
+        delivery_row,
+    )?)
 }
 
 pub fn list_deliveries(
@@ -288,45 +270,39 @@ pub fn list_deliveries(
     endpoint: Option<EndpointId>,
     page: &Page,
 ) -> Result<List<DeliveryRow>> {
-    let conn = conn.sqlite()?;
     let rows = conn
-        .prepare_cached(&format!(
+        .query_all(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
-             WHERE d.id < ?1 AND (?2 IS NULL OR d.status = ?2) AND (?3 IS NULL OR d.endpoint_id = ?3)
+             WHERE d.id < ?1 AND (CAST(?2 AS TEXT) IS NULL OR d.status = ?2) AND (CAST(?3 AS BIGINT) IS NULL OR d.endpoint_id = ?3)
              ORDER BY d.id DESC LIMIT ?4"
-        ))?
-        .query_map(params![page.before_id(), status, endpoint, page.fetch()], delivery_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        ), params![page.before_id(), status, endpoint, page.fetch()], delivery_row)?;
     Ok(List::from_rows(rows, page))
 }
 
 /// Sends a delivery again from its first attempt: pending, due now.
 pub fn redeliver(conn: &Conn<'_>, id: DeliveryId, now: Timestamp) -> Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+    conn.execute(
         "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?2, finished_at = NULL
          WHERE id = ?1",
-    )?
-    .execute(params![id, now])?;
+        params![id, now],
+    )?;
     Ok(())
 }
 
 /// Events older than `before` whose deliveries all finished, and those
 /// deliveries. Returns the events removed.
 pub fn prune(conn: &Conn<'_>, before: Timestamp, batch: usize) -> Result<usize> {
-    let conn = conn.sqlite()?;
-    let ids: Vec<i64> = conn
-        .prepare_cached(
-            "SELECT id FROM events WHERE created_at < ?1
+    let ids: Vec<i64> = conn.query_all(
+        "SELECT id FROM events WHERE created_at < ?1
              AND id <= (SELECT CAST(value AS INTEGER) FROM settings WHERE key = ?2)
              AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = events.id AND d.status = 'pending')
              ORDER BY id LIMIT ?3",
-        )?
-        .query_map(params![before, CURSOR_KEY, batch as i64], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        params![before, CURSOR_KEY, batch as i64],
+        |r| r.get(0),
+    )?;
     for id in &ids {
-        conn.prepare_cached("DELETE FROM webhook_deliveries WHERE event_id = ?1")?.execute([id])?;
-        conn.prepare_cached("DELETE FROM events WHERE id = ?1")?.execute([id])?;
+        conn.execute("DELETE FROM webhook_deliveries WHERE event_id = ?1", params![id])?;
+        conn.execute("DELETE FROM events WHERE id = ?1", params![id])?;
     }
     Ok(ids.len())
 }

@@ -99,6 +99,12 @@ pub struct Guard {
     auth: AuthConfig,
     /// `events.credits_low_threshold`, carried into every charge's caps.
     low_balance: Credits,
+    /// Instances sharing the database (`database.instances`): each enforces
+    /// its share of every request rate, so that together they allow the
+    /// configured rate. Buckets stay in memory (no database round trip per
+    /// request); a load balancer that spreads requests evenly makes the sum
+    /// exact, an uneven one makes it stricter, never looser.
+    instances: u32,
     overrides: RwLock<HashMap<UserId, Overrides>>,
     users: BoundedMap<UserId, Bucket>,
     keys: BoundedMap<ApiKeyId, Bucket>,
@@ -118,6 +124,7 @@ impl Guard {
             limits,
             auth,
             low_balance: Credits::ZERO,
+            instances: 1,
             overrides: RwLock::new(HashMap::new()),
             users: BoundedMap::new(LIMITER_ENTRIES_MAX),
             keys: BoundedMap::new(LIMITER_ENTRIES_MAX),
@@ -137,6 +144,17 @@ impl Guard {
     pub fn with_low_balance(mut self, threshold: Credits) -> Guard {
         self.low_balance = threshold;
         self
+    }
+
+    /// Divides every request rate among `instances` (at least 1).
+    pub fn with_instances(mut self, instances: u32) -> Guard {
+        self.instances = instances.max(1);
+        self
+    }
+
+    /// This instance's share of a rate (at least one request a minute).
+    fn share(&self, rate: Rate) -> Rate {
+        Rate { rpm: (rate.rpm / self.instances).max(1), burst: (rate.burst / self.instances).max(1) }
     }
 
     /// Loads the per-user overrides from the database (at start).
@@ -176,14 +194,14 @@ impl Guard {
     /// refusal by either takes nothing from the other.
     pub fn check_rate(&self, user: &CurrentUser) -> Decision {
         let e = self.effective(user.id);
-        let rate = Rate { rpm: e.rpm, burst: e.burst };
+        let rate = self.share(Rate { rpm: e.rpm, burst: e.burst });
         let now = self.clock.now_ms();
         let Credential::ApiKey(terms) = &user.via else {
             return self.users.with(&user.id, now, || Bucket::full(rate, now), |b| b.take(rate, now));
         };
         let key = terms.id;
         // A key with its own rate has a bucket of that size.
-        let key_rate = terms.rpm.map_or(rate, |rpm| Rate { rpm, burst: rpm });
+        let key_rate = terms.rpm.map_or(rate, |rpm| self.share(Rate { rpm, burst: rpm }));
         let d = self.keys.with(&key, now, || Bucket::full(key_rate, now), |b| b.take(key_rate, now));
         if !d.allowed {
             return d;
@@ -230,7 +248,7 @@ impl Guard {
     /// The client IP's login/signup rate (a token bucket per minute).
     fn check_ip_rate(&self, ip: Option<IpAddr>, now: u64) -> Result<()> {
         let Some(ip) = ip else { return Ok(()) };
-        let rate = Rate { rpm: self.auth.login_rpm_per_ip, burst: self.auth.login_rpm_per_ip };
+        let rate = self.share(Rate { rpm: self.auth.login_rpm_per_ip, burst: self.auth.login_rpm_per_ip });
         let d = self.ips.with(&ip, now, || Bucket::full(rate, now), |b| b.take(rate, now));
         if d.allowed {
             return Ok(());
@@ -438,6 +456,29 @@ mod tests {
     fn guard(clock: Arc<ManualClock>) -> Guard {
         let limits = LimitsConfig { rpm: 10, burst: 10, ..LimitsConfig::default() };
         Guard::new(limits, AuthConfig::default(), clock)
+    }
+
+    #[test]
+    fn each_of_three_instances_allows_a_third_of_the_rate_and_at_least_one() {
+        let clock = Arc::new(ManualClock::default());
+        let limits = LimitsConfig { rpm: 10, burst: 10, ..LimitsConfig::default() };
+        let g = Guard::new(limits, AuthConfig::default(), clock).with_instances(3);
+        let caller = CurrentUser {
+            id: UserId(1),
+            role: Role::User,
+            via: Credential::ApiKey(Arc::new(crate::auth::key_limits::KeyTerms {
+                id: ApiKeyId(1),
+                expires_at: None,
+                models: None,
+                rpm: Some(2),
+            })),
+        };
+        // The key's 2 rpm shared by three instances is one here (never 0);
+        // the user's 10 is 3.
+        assert!(g.check_rate(&caller).allowed);
+        let d = g.check_rate(&caller);
+        assert!(!d.allowed);
+        assert_eq!(d.limit, 1);
     }
 
     #[test]

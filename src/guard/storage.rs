@@ -1,24 +1,21 @@
 //! SQL for `user_limits`: per-user overrides of the configured limits.
+//! The same text runs on SQLite and PostgreSQL.
 
 use super::Overrides;
 use crate::domain::{Timestamp, UserId};
-use crate::storage::Conn;
+use crate::storage::{Conn, StorageError};
 use rusqlite::params;
 
-pub fn all_overrides(conn: &Conn<'_>) -> rusqlite::Result<Vec<(UserId, Overrides)>> {
-    let conn = conn.sqlite()?;
-    conn.prepare("SELECT user_id, rpm, burst, max_cost_per_request, daily_cap FROM user_limits")?
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                Overrides { rpm: r.get(1)?, burst: r.get(2)?, max_cost_per_request: r.get(3)?, daily_cap: r.get(4)? },
-            ))
-        })?
-        .collect()
+pub fn all_overrides(conn: &Conn<'_>) -> Result<Vec<(UserId, Overrides)>, StorageError> {
+    conn.query_all("SELECT user_id, rpm, burst, max_cost_per_request, daily_cap FROM user_limits", &[], |r| {
+        Ok((
+            r.get(0)?,
+            Overrides { rpm: r.get(1)?, burst: r.get(2)?, max_cost_per_request: r.get(3)?, daily_cap: r.get(4)? },
+        ))
+    })
 }
 
-pub fn put_overrides(conn: &Conn<'_>, user: UserId, o: &Overrides, now: Timestamp) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
+pub fn put_overrides(conn: &Conn<'_>, user: UserId, o: &Overrides, now: Timestamp) -> Result<(), StorageError> {
     conn.execute(
         "INSERT INTO user_limits (user_id, rpm, burst, max_cost_per_request, daily_cap, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)

@@ -98,6 +98,19 @@ pub fn clear_in_progress(db: &Db) -> Result<usize> {
     db.write(|c| Ok(storage::delete_all_in_progress(c)?))
 }
 
+/// Longer than any request runs (the slowest are streamed chats, bounded by
+/// the providers' timeouts): a claim this old belongs to a dead process.
+pub const CLAIM_STALE_MS: i64 = 3_600_000;
+
+/// With several instances (PostgreSQL): claims older than
+/// [`CLAIM_STALE_MS`], left by an instance that died mid-request. Younger
+/// claims may be another instance's request in flight: a retry meanwhile
+/// gets `request_in_progress`, never a second effect.
+pub fn clear_stale_in_progress(db: &Db) -> Result<usize> {
+    let before = Timestamp::now().plus_ms(-CLAIM_STALE_MS);
+    db.write(move |c| Ok(storage::delete_in_progress_before(c, before)?))
+}
+
 /// Records deleted per writer transaction when pruning.
 pub const PRUNE_BATCH_MAX: usize = 5_000;
 

@@ -60,6 +60,10 @@ pub fn delete_in_progress(conn: &Conn<'_>, user: UserId, key: &str) -> Result<us
     )
 }
 
+pub fn delete_in_progress_before(conn: &Conn<'_>, before: Timestamp) -> Result<usize> {
+    conn.execute("DELETE FROM idempotency_keys WHERE state = 'in_progress' AND created_at < ?1", params![before])
+}
+
 pub fn delete_all_in_progress(conn: &Conn<'_>) -> Result<usize> {
     conn.execute("DELETE FROM idempotency_keys WHERE state = 'in_progress'", &[])
 }

@@ -226,8 +226,14 @@ pub fn retry(conn: &Conn<'_>, user: UserId, id: JobId, hold_ttl_ms: i64, caps: &
 /// fails (the task may or may not exist: never pay twice); the others go
 /// back to `queued`, and those with a task resume polling it. Holds of
 /// finished jobs are released.
+///
+/// On PostgreSQL other instances may be running jobs: only jobs whose lease
+/// ran out are recovered (a dead instance's, once its leases lapse).
 pub fn recover(db: &Db) -> Result<(usize, usize)> {
-    recover_where(db, None)
+    match db.engine() {
+        crate::storage::Engine::Sqlite => recover_where(db, None),
+        crate::storage::Engine::Postgres => recover_where(db, Some(Timestamp::now())),
+    }
 }
 
 /// While serving: jobs whose worker stopped renewing the lease (it died, or

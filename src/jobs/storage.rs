@@ -6,8 +6,8 @@ use super::state::{self, JobStatus, JobType};
 use crate::domain::{Credits, HoldId, JobId, Timestamp, TxnId, UserId};
 use crate::error::Result;
 use crate::paging::{List, Page};
-use crate::storage::Conn;
-use rusqlite::{OptionalExtension, Row, params};
+use crate::storage::{Conn, Row, Sql, StorageError};
+use rusqlite::params;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -45,7 +45,7 @@ const COLUMNS: &str = "id, user_id, type, model, status, input, output, error_co
     credit_cost, hold_id, transaction_id, attempts, max_attempts, provider_task_id, next_attempt_at, created_at,
     started_at, finished_at";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
+fn row(r: &Row<'_>) -> std::result::Result<JobRow, StorageError> {
     let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
     let jtype: String = r.get(2)?;
     let status: String = r.get(4)?;
@@ -84,14 +84,9 @@ pub struct NewJob<'a> {
 }
 
 pub fn insert(conn: &Conn<'_>, j: &NewJob<'_>, now: Timestamp) -> Result<JobId> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
-        "INSERT INTO jobs (user_id, type, model, status, input, estimated_cost, max_attempts, next_attempt_at, created_at)
-         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?7)",
-    )?
-    .execute(params![j.user, j.jtype.as_str(), j.model, j.input.to_string(), j.estimated_cost, j.max_attempts, now])?;
-    let id = JobId(conn.last_insert_rowid());
-    event(&Conn::Sqlite(conn), id, None, JobStatus::Queued, "created", now)?;
+    let id: JobId = conn.query_one("INSERT INTO jobs (user_id, type, model, status, input, estimated_cost, max_attempts, next_attempt_at, created_at)
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?7) RETURNING id", params![j.user, j.jtype.as_str(), j.model, j.input.to_string(), j.estimated_cost, j.max_attempts, now], |r| r.get(0))?;
+    event(conn, id, None, JobStatus::Queued, "created", now)?;
     Ok(id)
 }
 
@@ -103,11 +98,10 @@ fn event(
     message: &str,
     at: Timestamp,
 ) -> Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+    conn.execute(
         "INSERT INTO job_events (job_id, from_status, to_status, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![id, from.map(JobStatus::as_str), to.as_str(), message, at])?;
+        params![id, from.map(JobStatus::as_str), to.as_str(), message, at],
+    )?;
     Ok(())
 }
 
@@ -121,148 +115,130 @@ pub fn set_status(
     message: &str,
     now: Timestamp,
 ) -> Result<bool> {
-    let conn = conn.sqlite()?;
     state::check(from, to)?;
     let finished = to.is_final().then_some(now);
-    let n = conn
-        .prepare_cached("UPDATE jobs SET status = ?3, finished_at = ?4 WHERE id = ?1 AND status = ?2")?
-        .execute(params![id, from.as_str(), to.as_str(), finished])?;
+    let n = conn.execute(
+        "UPDATE jobs SET status = ?3, finished_at = ?4 WHERE id = ?1 AND status = ?2",
+        params![id, from.as_str(), to.as_str(), finished],
+    )?;
     if n == 1 {
-        event(&Conn::Sqlite(conn), id, Some(from), to, message, now)?;
+        event(conn, id, Some(from), to, message, now)?;
     }
     Ok(n == 1)
 }
 
 pub fn set_hold(conn: &Conn<'_>, id: JobId, hold: Option<HoldId>) -> Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("UPDATE jobs SET hold_id = ?2 WHERE id = ?1")?.execute(params![id, hold])?;
+    conn.execute("UPDATE jobs SET hold_id = ?2 WHERE id = ?1", params![id, hold])?;
     Ok(())
 }
 
 pub fn get(conn: &Conn<'_>, id: JobId) -> Result<Option<JobRow>> {
-    let conn = conn.sqlite()?;
-    Ok(conn.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?.query_row([id], row).optional()?)
+    Ok(conn.query_opt(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), params![id], row)?)
 }
 
 /// The oldest due queued job, claimed: `processing`, leased, one more attempt.
 pub fn claim_due(conn: &Conn<'_>, now: Timestamp, lease_until: Timestamp) -> Result<Option<JobRow>> {
-    let conn = conn.sqlite()?;
-    let id: Option<JobId> = conn
-        .prepare_cached("SELECT id FROM jobs WHERE status = 'queued' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT 1")?
-        .query_row([now], |r| r.get(0))
-        .optional()?;
+    let id: Option<JobId> = conn.query_opt(
+        "SELECT id FROM jobs WHERE status = 'queued' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT 1",
+        params![now],
+        |r| r.get(0),
+    )?;
     let Some(id) = id else { return Ok(None) };
-    set_status(&Conn::Sqlite(conn), id, JobStatus::Queued, JobStatus::Processing, "claimed by a worker", now)?;
-    conn.prepare_cached(
-        "UPDATE jobs SET attempts = attempts + 1, lease_until = ?2, started_at = COALESCE(started_at, ?3) WHERE id = ?1",
-    )?
-    .execute(params![id, lease_until, now])?;
-    get(&Conn::Sqlite(conn), id)
+    set_status(conn, id, JobStatus::Queued, JobStatus::Processing, "claimed by a worker", now)?;
+    conn.execute("UPDATE jobs SET attempts = attempts + 1, lease_until = ?2, started_at = COALESCE(started_at, ?3) WHERE id = ?1", params![id, lease_until, now])?;
+    get(conn, id)
 }
 
 /// When the next queued job is due, for the workers' wait.
 pub fn next_due(conn: &Conn<'_>) -> Result<Option<Timestamp>> {
-    let conn = conn.sqlite()?;
-    Ok(conn
-        .prepare_cached("SELECT MIN(next_attempt_at) FROM jobs WHERE status = 'queued'")?
-        .query_row([], |r| r.get::<_, Option<Timestamp>>(0))?)
+    Ok(conn.query_one("SELECT MIN(next_attempt_at) FROM jobs WHERE status = 'queued'", &[], |r| {
+        r.get::<Option<Timestamp>>(0)
+    })?)
 }
 
 /// Renews a processing job's lease; false when it is no longer processing.
 pub fn renew_lease(conn: &Conn<'_>, id: JobId, until: Timestamp) -> Result<bool> {
-    let conn = conn.sqlite()?;
-    let n = conn
-        .prepare_cached("UPDATE jobs SET lease_until = ?2 WHERE id = ?1 AND status = 'processing'")?
-        .execute(params![id, until])?;
+    let n =
+        conn.execute("UPDATE jobs SET lease_until = ?2 WHERE id = ?1 AND status = 'processing'", params![id, until])?;
     Ok(n == 1)
 }
 
 pub fn set_task(conn: &Conn<'_>, id: JobId, task: Option<&str>) -> Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("UPDATE jobs SET provider_task_id = ?2 WHERE id = ?1")?.execute(params![id, task])?;
+    conn.execute("UPDATE jobs SET provider_task_id = ?2 WHERE id = ?1", params![id, task])?;
     Ok(())
 }
 
 pub fn set_result(conn: &Conn<'_>, id: JobId, output: &Value, cost: Credits, txn: Option<TxnId>) -> Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+    conn.execute(
         "UPDATE jobs SET output = ?2, credit_cost = ?3, transaction_id = ?4, lease_until = NULL WHERE id = ?1",
-    )?
-    .execute(params![id, output.to_string(), cost, txn])?;
+        params![id, output.to_string(), cost, txn],
+    )?;
     Ok(())
 }
 
 pub fn set_error(conn: &Conn<'_>, id: JobId, code: &str, message: &str) -> Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("UPDATE jobs SET error_code = ?2, error_message = ?3, lease_until = NULL WHERE id = ?1")?
-        .execute(params![id, code, message])?;
+    conn.execute(
+        "UPDATE jobs SET error_code = ?2, error_message = ?3, lease_until = NULL WHERE id = ?1",
+        params![id, code, message],
+    )?;
     Ok(())
 }
 
 /// An attempt that never reached the provider does not count.
 pub fn refund_attempt(conn: &Conn<'_>, id: JobId) -> Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("UPDATE jobs SET attempts = MAX(attempts - 1, 0) WHERE id = ?1")?.execute([id])?;
+    conn.execute(
+        Sql::each(
+            "UPDATE jobs SET attempts = MAX(attempts - 1, 0) WHERE id = ?1",
+            "UPDATE jobs SET attempts = GREATEST(attempts - 1, 0) WHERE id = ?1",
+        ),
+        params![id],
+    )?;
     Ok(())
 }
 
 pub fn schedule(conn: &Conn<'_>, id: JobId, at: Timestamp) -> Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("UPDATE jobs SET next_attempt_at = ?2, lease_until = NULL WHERE id = ?1")?
-        .execute(params![id, at])?;
+    conn.execute("UPDATE jobs SET next_attempt_at = ?2, lease_until = NULL WHERE id = ?1", params![id, at])?;
     Ok(())
 }
 
 /// Clears a failed or canceled job for a fresh run.
 pub fn reset_for_retry(conn: &Conn<'_>, id: JobId, now: Timestamp) -> Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+    conn.execute(
         "UPDATE jobs SET attempts = 0, output = NULL, error_code = NULL, error_message = NULL, credit_cost = NULL,
          transaction_id = NULL, provider_task_id = NULL, next_attempt_at = ?2, started_at = NULL, lease_until = NULL
          WHERE id = ?1",
-    )?
-    .execute(params![id, now])?;
+        params![id, now],
+    )?;
     Ok(())
 }
 
 pub fn count_queued(conn: &Conn<'_>) -> Result<i64> {
-    let conn = conn.sqlite()?;
-    Ok(conn.prepare_cached("SELECT count(*) FROM jobs WHERE status = 'queued'")?.query_row([], |r| r.get(0))?)
+    Ok(conn.query_one("SELECT count(*) FROM jobs WHERE status = 'queued'", &[], |r| r.get(0))?)
 }
 
 pub fn counts_by_status(conn: &Conn<'_>) -> Result<Vec<(String, i64)>> {
-    let conn = conn.sqlite()?;
-    Ok(conn
-        .prepare_cached("SELECT status, count(*) FROM jobs GROUP BY status")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?)
+    Ok(conn.query_all("SELECT status, count(*) FROM jobs GROUP BY status", &[], |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
 
 /// Processing jobs; with `lease_before`, only those whose lease ran out.
 pub fn processing(conn: &Conn<'_>, lease_before: Option<Timestamp>) -> Result<Vec<JobRow>> {
-    let conn = conn.sqlite()?;
     Ok(conn
-        .prepare(&format!(
-            "SELECT {COLUMNS} FROM jobs WHERE status = 'processing' AND (?1 IS NULL OR COALESCE(lease_until, 0) < ?1)"
-        ))?
-        .query_map([lease_before], row)?
-        .collect::<rusqlite::Result<_>>()?)
+        .query_all(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE status = 'processing' AND (CAST(?1 AS BIGINT) IS NULL OR COALESCE(lease_until, 0) < ?1)"
+        ), params![lease_before], row)?)
 }
 
 pub fn list(conn: &Conn<'_>, user: Option<UserId>, status: Option<JobStatus>, page: &Page) -> Result<List<JobRow>> {
-    let conn = conn.sqlite()?;
     let rows = conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM jobs WHERE id < ?1 AND (?2 IS NULL OR user_id = ?2) AND (?3 IS NULL OR status = ?3)
+        .query_all(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE id < ?1 AND (CAST(?2 AS BIGINT) IS NULL OR user_id = ?2) AND (CAST(?3 AS TEXT) IS NULL OR status = ?3)
              ORDER BY id DESC LIMIT ?4"
-        ))?
-        .query_map(params![page.before_id(), user, status.map(JobStatus::as_str), page.fetch()], row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        ), params![page.before_id(), user, status.map(JobStatus::as_str), page.fetch()], row)?;
     Ok(List::from_rows(rows, page))
 }
 
 /// An event from `to_status, at, message` at column `first`.
-fn event_at(r: &Row<'_>, first: usize) -> rusqlite::Result<Event> {
+fn event_at(r: &Row<'_>, first: usize) -> std::result::Result<Event, StorageError> {
     let s: String = r.get(first)?;
     Ok(Event {
         status: JobStatus::parse(&s).unwrap_or(JobStatus::Failed),
@@ -272,21 +248,19 @@ fn event_at(r: &Row<'_>, first: usize) -> rusqlite::Result<Event> {
 }
 
 pub fn events(conn: &Conn<'_>, id: JobId) -> Result<Vec<Event>> {
-    let conn = conn.sqlite()?;
-    Ok(conn
-        .prepare_cached("SELECT to_status, at, message FROM job_events WHERE job_id = ?1 ORDER BY id")?
-        .query_map([id], |r| event_at(r, 0))?
-        .collect::<rusqlite::Result<_>>()?)
+    Ok(conn.query_all(
+        "SELECT to_status, at, message FROM job_events WHERE job_id = ?1 ORDER BY id",
+        params![id],
+        |r| event_at(r, 0),
+    )?)
 }
 
 /// A job's transitions after `after` (a `job_events` id), oldest first.
 pub fn events_after(conn: &Conn<'_>, id: JobId, after: i64, limit: usize) -> Result<Vec<(i64, Option<String>, Event)>> {
-    let conn = conn.sqlite()?;
-    Ok(conn
-        .prepare_cached(
-            "SELECT id, from_status, to_status, at, message FROM job_events WHERE job_id = ?1 AND id > ?2
+    Ok(conn.query_all(
+        "SELECT id, from_status, to_status, at, message FROM job_events WHERE job_id = ?1 AND id > ?2
              ORDER BY id LIMIT ?3",
-        )?
-        .query_map(params![id, after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, event_at(r, 2)?)))?
-        .collect::<rusqlite::Result<_>>()?)
+        params![id, after, limit as i64],
+        |r| Ok((r.get(0)?, r.get(1)?, event_at(r, 2)?)),
+    )?)
 }

@@ -110,7 +110,19 @@ struct UserWalk {
     carry: i64,
 }
 
+/// Ledger rows the walk reads per query: the draws of one chunk are held
+/// in memory beside it, and no two cursors are open at once (one
+/// PostgreSQL connection cannot interleave them).
+pub const AUDIT_CHUNK_ROWS: i64 = 50_000;
+
+/// Checks everything against the ledger, in one read snapshot.
 pub fn audit(conn: &Conn<'_>, expect: Option<&ChainHead>) -> Result<AuditReport> {
+    conn.snapshot(|c| audit_in(c, expect))
+}
+
+/// [`audit`] inside a transaction the caller already holds (a copy being
+/// checked before it commits): no snapshot of its own.
+pub fn audit_in(conn: &Conn<'_>, expect: Option<&ChainHead>) -> Result<AuditReport> {
     let mut found: Vec<Mismatch> = Vec::new();
     let mut count = 0usize;
     let mut note = |m: Mismatch, found: &mut Vec<Mismatch>| {
@@ -132,93 +144,99 @@ pub fn audit(conn: &Conn<'_>, expect: Option<&ChainHead>) -> Result<AuditReport>
     let grant_of: HashMap<GrantId, &grant_storage::GrantFacts> = grants.grants.iter().map(|g| (g.id, g)).collect();
     let grant_rows: HashMap<i64, GrantId> =
         grants.grants.iter().filter_map(|g| g.transaction.map(|t| (t.0, g.id))).collect();
-    let mut draws_st = grant_storage::draws_statement(conn)?;
-    let mut draws = DrawCursor::new(&mut draws_st)?;
-    let mut draw_error: Option<rusqlite::Error> = None;
     let mut orphan_draws: Vec<i64> = Vec::new();
     let mut key_charged: HashMap<i64, i64> = HashMap::new();
     let mut drawn: HashMap<GrantId, i64> = HashMap::new();
-    storage::for_each_row(conn, |r| {
-        rows += 1;
-        let u = users.entry(r.user_id).or_default();
-        if r.kind == "consume" {
-            u.consumed -= r.amount;
-        }
-        if let Some(k) = r.api_key_id {
-            *key_charged.entry(k).or_default() -= r.amount;
-        }
-        if r.id >= grants.draws_from_txn && draw_error.is_none() {
-            match draws.draws_of(r.id, &mut orphan_draws) {
-                Ok(mut d) => {
-                    // A row that drew on one grant names it instead.
-                    if let Some(g) = r.grant_id {
-                        d.push((GrantId(g), Credits(-r.amount)));
-                    }
-                    for (g, a) in &d {
-                        *drawn.entry(*g).or_default() += a.0;
-                    }
-                    check_draws(r, &d, &grant_of, &grant_rows, &mut walk_issues);
-                }
-                Err(e) => draw_error = Some(e),
+    let last = storage::last_row_id(conn)?;
+    let mut after: i64 = 0;
+    loop {
+        let through = after.saturating_add(AUDIT_CHUNK_ROWS);
+        // The last chunk's draws include any past the last row: orphans.
+        let mut draws = DrawCursor::new(conn, after, if through >= last { i64::MAX } else { through })?;
+        storage::for_each_row(conn, after, through, |r| {
+            rows += 1;
+            let u = users.entry(r.user_id).or_default();
+            if r.kind == "consume" {
+                u.consumed -= r.amount;
             }
-        }
-        u.sum += r.amount;
-        if r.id != prev_id + 1 {
-            walk_issues.push(Mismatch::Gap { after_row_id: prev_id, next_row_id: r.id });
-        }
-        let expected = chain::row_hash(
-            &prev_hash,
-            &ChainFields {
-                id: r.id,
-                user_id: r.user_id,
-                amount: r.amount,
-                kind: r.kind,
-                balance_after: r.balance_after,
-                job_id: r.job_id,
-                hold_id: r.hold_id,
-                description: r.description,
-                created_at: r.created_at,
-                micro: r.micro,
-            },
-        );
-        if expected != r.hash {
-            walk_issues.push(Mismatch::Chain { row_id: r.id, expected_hash: expected, stored_hash: r.hash.to_owned() });
-        }
-        let before = u.running;
-        if before + r.amount != r.balance_after {
-            walk_issues.push(Mismatch::RunningBalance {
-                row_id: r.id,
-                user_id: UserId(r.user_id),
-                expected: before + r.amount,
-                stored: r.balance_after,
-            });
-        }
-        // Keep the stored value: one bad row is reported once, not again at
-        // every later row of the same user.
-        u.running = r.balance_after;
-        if let Some((cost, carry_after)) = r.micro {
-            let total = u.carry + cost;
-            let (charge, carry) = (total / super::MICRO_PER_CREDIT, total % super::MICRO_PER_CREDIT);
-            if r.amount != -charge || carry_after != carry {
-                walk_issues.push(Mismatch::Carry {
+            if let Some(k) = r.api_key_id {
+                *key_charged.entry(k).or_default() -= r.amount;
+            }
+            if r.id >= grants.draws_from_txn {
+                let mut d = draws.draws_of(r.id, &mut orphan_draws);
+                // A row that drew on one grant names it instead.
+                if let Some(g) = r.grant_id {
+                    d.push((GrantId(g), Credits(-r.amount)));
+                }
+                for (g, a) in &d {
+                    *drawn.entry(*g).or_default() += a.0;
+                }
+                check_draws(r, &d, &grant_of, &grant_rows, &mut walk_issues);
+            }
+            u.sum += r.amount;
+            if r.id != prev_id + 1 {
+                walk_issues.push(Mismatch::Gap { after_row_id: prev_id, next_row_id: r.id });
+            }
+            let expected = chain::row_hash(
+                &prev_hash,
+                &ChainFields {
+                    id: r.id,
+                    user_id: r.user_id,
+                    amount: r.amount,
+                    kind: r.kind,
+                    balance_after: r.balance_after,
+                    job_id: r.job_id,
+                    hold_id: r.hold_id,
+                    description: r.description,
+                    created_at: r.created_at,
+                    micro: r.micro,
+                },
+            );
+            if expected != r.hash {
+                walk_issues.push(Mismatch::Chain {
                     row_id: r.id,
-                    user_id: UserId(r.user_id),
-                    expected_amount: -charge,
-                    expected_carry: carry,
-                    stored_carry: carry_after,
+                    expected_hash: expected,
+                    stored_hash: r.hash.to_owned(),
                 });
             }
-            u.carry = carry_after;
+            let before = u.running;
+            if before + r.amount != r.balance_after {
+                walk_issues.push(Mismatch::RunningBalance {
+                    row_id: r.id,
+                    user_id: UserId(r.user_id),
+                    expected: before + r.amount,
+                    stored: r.balance_after,
+                });
+            }
+            // Keep the stored value: one bad row is reported once, not again at
+            // every later row of the same user.
+            u.running = r.balance_after;
+            if let Some((cost, carry_after)) = r.micro {
+                let total = u.carry + cost;
+                let (charge, carry) = (total / super::MICRO_PER_CREDIT, total % super::MICRO_PER_CREDIT);
+                if r.amount != -charge || carry_after != carry {
+                    walk_issues.push(Mismatch::Carry {
+                        row_id: r.id,
+                        user_id: UserId(r.user_id),
+                        expected_amount: -charge,
+                        expected_carry: carry,
+                        stored_carry: carry_after,
+                    });
+                }
+                u.carry = carry_after;
+            }
+            if expect.is_some_and(|e| e.id == r.id) {
+                expected_seen = Some(r.hash.to_owned());
+            }
+            prev_hash.clear();
+            prev_hash.push_str(r.hash);
+            prev_id = r.id;
+        })?;
+        orphan_draws.extend(draws.rest());
+        if through >= last {
+            break;
         }
-        if expect.is_some_and(|e| e.id == r.id) {
-            expected_seen = Some(r.hash.to_owned());
-        }
-        prev_hash.clear();
-        prev_hash.push_str(r.hash);
-        prev_id = r.id;
-    })?;
-    if let Some(e) = draw_error {
-        return Err(e.into());
+        after = through;
     }
     for row_id in orphan_draws {
         walk_issues.push(Mismatch::Draws { row_id, amount: 0, drawn: -1 });
@@ -273,8 +291,8 @@ pub fn audit(conn: &Conn<'_>, expect: Option<&ChainHead>) -> Result<AuditReport>
     for (hold_id, job_id) in storage::active_holds_of_finished_jobs(conn)? {
         note(Mismatch::HoldOfFinishedJob { hold_id, job_id }, &mut found);
     }
-    let triggers = storage::append_only_triggers(conn)?;
-    if triggers != 2 {
+    let (triggers, expected) = storage::append_only_triggers(conn)?;
+    if triggers != expected {
         note(Mismatch::Triggers { present: triggers }, &mut found);
     }
     if let Some(e) = expect

@@ -8,8 +8,10 @@
 use super::grants::{Category, Grant, GrantStatus, NewGrant, Source};
 use crate::domain::{Credits, GrantId, HoldId, Timestamp, TxnId, UserId};
 use crate::paging::{List, Page};
-use crate::storage::Conn;
-use rusqlite::{OptionalExtension, Row, params};
+use crate::storage::{Conn, Row, Sql, StorageError};
+use rusqlite::params;
+
+type Result<T> = std::result::Result<T, StorageError>;
 
 /// The draw order as SQL, shared by every query that must follow it.
 const DRAW_ORDER: &str = "priority, expires_at IS NULL, expires_at, category = 'paid', id";
@@ -17,7 +19,7 @@ const DRAW_ORDER: &str = "priority, expires_at IS NULL, expires_at, category = '
 const GRANT_COLUMNS: &str = "id, user_id, amount, remaining, reserved, category, priority, effective_at, expires_at,
      voided_at, source, description, external_id, transaction_id, code_id, created_at";
 
-fn grant_from_row(r: &Row<'_>, now: Timestamp) -> rusqlite::Result<Grant> {
+fn grant_from_row(r: &Row<'_>, now: Timestamp) -> Result<Grant> {
     let category: String = r.get(5)?;
     let source: String = r.get(10)?;
     let remaining: Credits = r.get(3)?;
@@ -46,60 +48,61 @@ fn grant_from_row(r: &Row<'_>, now: Timestamp) -> rusqlite::Result<Grant> {
 }
 
 /// Inserts the grant that ledger row `transaction` added, at `at`.
-pub fn insert(conn: &Conn<'_>, g: &NewGrant, transaction: TxnId, at: Timestamp) -> rusqlite::Result<GrantId> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+pub fn insert(conn: &Conn<'_>, g: &NewGrant, transaction: TxnId, at: Timestamp) -> Result<GrantId> {
+    let id: GrantId = conn.query_one(
         "INSERT INTO credit_grants (user_id, amount, remaining, category, priority, effective_at, expires_at,
              source, description, external_id, code_id, transaction_id, created_at)
-         VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?5)",
-    )?
-    .execute(params![
-        g.user,
-        g.amount,
-        g.category.as_str(),
-        g.priority,
-        at,
-        g.expires_at,
-        g.source.as_str(),
-        g.description,
-        g.external_id,
-        g.code,
-        transaction,
-    ])?;
-    let id = GrantId(conn.last_insert_rowid());
+         VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?5) RETURNING id",
+        params![
+            g.user,
+            g.amount,
+            g.category.as_str(),
+            g.priority,
+            at,
+            g.expires_at,
+            g.source.as_str(),
+            g.description,
+            g.external_id,
+            g.code,
+            transaction,
+        ],
+        |r| r.get(0),
+    )?;
     if let Some(at) = g.expires_at {
-        conn.prepare_cached("UPDATE users SET next_expiry_at = MIN(COALESCE(next_expiry_at, ?2), ?2) WHERE id = ?1")?
-            .execute(params![g.user, at])?;
+        conn.execute(
+            Sql::each(
+                "UPDATE users SET next_expiry_at = MIN(COALESCE(next_expiry_at, ?2), ?2) WHERE id = ?1",
+                "UPDATE users SET next_expiry_at = LEAST(COALESCE(next_expiry_at, ?2), ?2) WHERE id = ?1",
+            ),
+            params![g.user, at],
+        )?;
     }
     Ok(id)
 }
 
-pub fn get(conn: &Conn<'_>, id: GrantId, now: Timestamp) -> rusqlite::Result<Option<Grant>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(&format!("SELECT {GRANT_COLUMNS} FROM credit_grants WHERE id = ?1"))?
-        .query_row([id], |r| grant_from_row(r, now))
-        .optional()
+pub fn get(conn: &Conn<'_>, id: GrantId, now: Timestamp) -> Result<Option<Grant>> {
+    conn.query_opt(&format!("SELECT {GRANT_COLUMNS} FROM credit_grants WHERE id = ?1"), params![id], |r| {
+        grant_from_row(r, now)
+    })
 }
 
-pub fn by_external_id(
-    conn: &Conn<'_>,
-    user: UserId,
-    external_id: &str,
-    now: Timestamp,
-) -> rusqlite::Result<Option<Grant>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(&format!("SELECT {GRANT_COLUMNS} FROM credit_grants WHERE user_id = ?1 AND external_id = ?2"))?
-        .query_row(params![user, external_id], |r| grant_from_row(r, now))
-        .optional()
+pub fn by_external_id(conn: &Conn<'_>, user: UserId, external_id: &str, now: Timestamp) -> Result<Option<Grant>> {
+    conn.query_opt(
+        &format!("SELECT {GRANT_COLUMNS} FROM credit_grants WHERE user_id = ?1 AND external_id = ?2"),
+        params![user, external_id],
+        |r| grant_from_row(r, now),
+    )
 }
 
 /// The SQL condition for each status filter (`?1` is now).
+/// Every condition names `?1` (now), so that PostgreSQL can type it even
+/// where it decides nothing.
 fn status_condition(status: Option<GrantStatus>) -> &'static str {
     match status {
-        None => "1",
+        None => "CAST(?1 AS BIGINT) IS NOT NULL",
         Some(GrantStatus::Active) => "voided_at IS NULL AND (expires_at IS NULL OR expires_at > ?1) AND remaining > 0",
         Some(GrantStatus::Expired) => "voided_at IS NULL AND expires_at <= ?1",
-        Some(GrantStatus::Voided) => "voided_at IS NOT NULL",
+        Some(GrantStatus::Voided) => "voided_at IS NOT NULL AND CAST(?1 AS BIGINT) IS NOT NULL",
         Some(GrantStatus::Depleted) => {
             "voided_at IS NULL AND (expires_at IS NULL OR expires_at > ?1) AND remaining = 0"
         }
@@ -113,30 +116,27 @@ pub fn list(
     status: Option<GrantStatus>,
     page: &Page,
     now: Timestamp,
-) -> rusqlite::Result<List<Grant>> {
-    let conn = conn.sqlite()?;
+) -> Result<List<Grant>> {
     let sql = format!(
         "SELECT {GRANT_COLUMNS} FROM credit_grants WHERE user_id = ?2 AND id < ?3 AND {}
          ORDER BY id DESC LIMIT ?4",
         status_condition(status)
     );
-    let rows = conn
-        .prepare_cached(&sql)?
-        .query_map(params![now, user, page.before_id(), page.fetch()], |r| grant_from_row(r, now))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = conn.query_all(&sql, params![now, user, page.before_id(), page.fetch()], |r| grant_from_row(r, now))?;
     Ok(List::from_rows(rows, page))
 }
 
 /// A user's active grants in draw order, at most `limit`.
-pub fn active_in_draw_order(conn: &Conn<'_>, user: UserId, now: Timestamp, limit: i64) -> rusqlite::Result<Vec<Grant>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(&format!(
-        "SELECT {GRANT_COLUMNS} FROM credit_grants
+pub fn active_in_draw_order(conn: &Conn<'_>, user: UserId, now: Timestamp, limit: i64) -> Result<Vec<Grant>> {
+    conn.query_all(
+        &format!(
+            "SELECT {GRANT_COLUMNS} FROM credit_grants
          WHERE user_id = ?1 AND emptied_at IS NULL AND voided_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)
          ORDER BY {DRAW_ORDER} LIMIT ?3"
-    ))?
-    .query_map(params![user, now, limit], |r| grant_from_row(r, now))?
-    .collect()
+        ),
+        params![user, now, limit],
+        |r| grant_from_row(r, now),
+    )
 }
 
 /// A grant a charge may draw on: its unreserved credits, and all it has
@@ -150,24 +150,27 @@ pub struct Spendable {
 
 /// The credits a charge may draw on: the user's unexpired, unvoided grants
 /// with unreserved credits, in draw order, until `amount` is covered.
-pub fn spendable(conn: &Conn<'_>, user: UserId, amount: Credits, now: Timestamp) -> rusqlite::Result<Vec<Spendable>> {
-    let conn = conn.sqlite()?;
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT id, remaining - reserved, remaining FROM credit_grants
-         WHERE user_id = ?1 AND emptied_at IS NULL AND remaining > reserved AND voided_at IS NULL
-           AND (expires_at IS NULL OR expires_at > ?2)
-         ORDER BY {DRAW_ORDER}"
-    ))?;
-    let mut rows = st.query(params![user, now])?;
+pub fn spendable(conn: &Conn<'_>, user: UserId, amount: Credits, now: Timestamp) -> Result<Vec<Spendable>> {
     let mut found = Vec::new();
-    let mut covered = 0i64;
-    while covered < amount.0
-        && let Some(r) = rows.next()?
-    {
-        let free: Credits = r.get(1)?;
-        covered += free.0;
-        found.push(Spendable { id: r.get(0)?, free, remaining: r.get(2)? });
+    if amount.0 <= 0 {
+        return Ok(found);
     }
+    let mut covered = 0i64;
+    conn.query_each(
+        &format!(
+            "SELECT id, remaining - reserved, remaining FROM credit_grants
+             WHERE user_id = ?1 AND emptied_at IS NULL AND remaining > reserved AND voided_at IS NULL
+               AND (expires_at IS NULL OR expires_at > ?2)
+             ORDER BY {DRAW_ORDER}"
+        ),
+        params![user, now],
+        |r| {
+            let free: Credits = r.get(1)?;
+            covered += free.0;
+            found.push(Spendable { id: r.get(0)?, free, remaining: r.get(2)? });
+            Ok(covered < amount.0)
+        },
+    )?;
     Ok(found)
 }
 
@@ -175,54 +178,51 @@ pub fn spendable(conn: &Conn<'_>, user: UserId, amount: Credits, now: Timestamp)
 /// in draw order when its unreserved credits cover it with some to spare
 /// (so it does not empty, and no index entry is rewritten). `None`: the
 /// charge needs the general path (several grants, or one it empties).
-pub fn take_from_first(
-    conn: &Conn<'_>,
-    user: UserId,
-    amount: Credits,
-    now: Timestamp,
-) -> rusqlite::Result<Option<GrantId>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(&format!(
-        "UPDATE credit_grants SET remaining = remaining - ?2
+pub fn take_from_first(conn: &Conn<'_>, user: UserId, amount: Credits, now: Timestamp) -> Result<Option<GrantId>> {
+    conn.query_opt(
+        &format!(
+            "UPDATE credit_grants SET remaining = remaining - ?2
          WHERE id = (SELECT id FROM credit_grants
                      WHERE user_id = ?1 AND emptied_at IS NULL AND remaining > reserved AND voided_at IS NULL
                        AND (expires_at IS NULL OR expires_at > ?3)
                      ORDER BY {DRAW_ORDER} LIMIT 1)
            AND remaining - reserved > ?2
          RETURNING id"
-    ))?
-    .query_row(params![user, amount, now], |r| r.get(0))
-    .optional()
+        ),
+        params![user, amount, now],
+        |r| r.get(0),
+    )
 }
 
 /// Takes `amount` from a grant's remaining credits (a draw or an ending);
 /// `empties` when that leaves nothing, which is recorded (and only then is
 /// the partial index on `emptied_at` touched).
-pub fn take(conn: &Conn<'_>, grant: GrantId, amount: Credits, empties: bool, now: Timestamp) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
+pub fn take(conn: &Conn<'_>, grant: GrantId, amount: Credits, empties: bool, now: Timestamp) -> Result<()> {
     if empties {
-        conn.prepare_cached("UPDATE credit_grants SET remaining = remaining - ?2, emptied_at = ?3 WHERE id = ?1")?
-            .execute(params![grant, amount, now])?;
+        conn.execute(
+            "UPDATE credit_grants SET remaining = remaining - ?2, emptied_at = ?3 WHERE id = ?1",
+            params![grant, amount, now],
+        )?;
     } else {
-        conn.prepare_cached("UPDATE credit_grants SET remaining = remaining - ?2 WHERE id = ?1")?
-            .execute(params![grant, amount])?;
+        conn.execute("UPDATE credit_grants SET remaining = remaining - ?2 WHERE id = ?1", params![grant, amount])?;
     }
     Ok(())
 }
 
-pub fn record_draw(conn: &Conn<'_>, txn: TxnId, grant: GrantId, amount: Credits) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("INSERT INTO grant_draws (transaction_id, grant_id, amount) VALUES (?1, ?2, ?3)")?
-        .execute(params![txn, grant, amount])?;
+pub fn record_draw(conn: &Conn<'_>, txn: TxnId, grant: GrantId, amount: Credits) -> Result<()> {
+    conn.execute(
+        "INSERT INTO grant_draws (transaction_id, grant_id, amount) VALUES (?1, ?2, ?3)",
+        params![txn, grant, amount],
+    )?;
     Ok(())
 }
 
-pub fn reserve(conn: &Conn<'_>, hold: HoldId, grant: GrantId, amount: Credits) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("UPDATE credit_grants SET reserved = reserved + ?2 WHERE id = ?1")?
-        .execute(params![grant, amount])?;
-    conn.prepare_cached("INSERT INTO hold_reservations (hold_id, grant_id, amount) VALUES (?1, ?2, ?3)")?
-        .execute(params![hold, grant, amount])?;
+pub fn reserve(conn: &Conn<'_>, hold: HoldId, grant: GrantId, amount: Credits) -> Result<()> {
+    conn.execute("UPDATE credit_grants SET reserved = reserved + ?2 WHERE id = ?1", params![grant, amount])?;
+    conn.execute(
+        "INSERT INTO hold_reservations (hold_id, grant_id, amount) VALUES (?1, ?2, ?3)",
+        params![hold, grant, amount],
+    )?;
     Ok(())
 }
 
@@ -237,41 +237,35 @@ pub struct Reservation {
 }
 
 /// What a hold reserved, in draw order: a settle charges in this order.
-pub fn reservations(conn: &Conn<'_>, hold: HoldId, now: Timestamp) -> rusqlite::Result<Vec<Reservation>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(&format!(
-        "SELECT r.grant_id, r.amount, g.remaining,
+pub fn reservations(conn: &Conn<'_>, hold: HoldId, now: Timestamp) -> Result<Vec<Reservation>> {
+    conn.query_all(
+        &format!(
+            "SELECT r.grant_id, r.amount, g.remaining,
                 g.voided_at IS NOT NULL OR (g.expires_at IS NOT NULL AND g.expires_at <= ?2)
          FROM hold_reservations r JOIN credit_grants g ON g.id = r.grant_id
          WHERE r.hold_id = ?1 ORDER BY {}",
-        DRAW_ORDER.split(", ").map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", ")
-    ))?
-    .query_map(params![hold, now], |r| {
-        Ok(Reservation { grant: r.get(0)?, amount: r.get(1)?, remaining: r.get(2)?, ended: r.get(3)? })
-    })?
-    .collect()
+            DRAW_ORDER.split(", ").map(|c| format!("g.{c}")).collect::<Vec<_>>().join(", ")
+        ),
+        params![hold, now],
+        |r| Ok(Reservation { grant: r.get(0)?, amount: r.get(1)?, remaining: r.get(2)?, ended: r.get(3)? }),
+    )
 }
 
 /// Ends a hold's reservation on one grant, taking `charged` of it.
-pub fn unreserve(conn: &Conn<'_>, r: &Reservation, charged: Credits, now: Timestamp) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
+pub fn unreserve(conn: &Conn<'_>, r: &Reservation, charged: Credits, now: Timestamp) -> Result<()> {
     if r.remaining == charged {
-        conn.prepare_cached(
-            "UPDATE credit_grants SET reserved = reserved - ?2, remaining = remaining - ?3, emptied_at = ?4 WHERE id = ?1",
-        )?
-        .execute(params![r.grant, r.amount, charged, now])?;
+        conn.execute("UPDATE credit_grants SET reserved = reserved - ?2, remaining = remaining - ?3, emptied_at = ?4 WHERE id = ?1", params![r.grant, r.amount, charged, now])?;
     } else {
-        conn.prepare_cached(
+        conn.execute(
             "UPDATE credit_grants SET reserved = reserved - ?2, remaining = remaining - ?3 WHERE id = ?1",
-        )?
-        .execute(params![r.grant, r.amount, charged])?;
+            params![r.grant, r.amount, charged],
+        )?;
     }
     Ok(())
 }
 
-pub fn delete_reservations(conn: &Conn<'_>, hold: HoldId) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("DELETE FROM hold_reservations WHERE hold_id = ?1")?.execute([hold])?;
+pub fn delete_reservations(conn: &Conn<'_>, hold: HoldId) -> Result<()> {
+    conn.execute("DELETE FROM hold_reservations WHERE hold_id = ?1", params![hold])?;
     Ok(())
 }
 
@@ -286,78 +280,77 @@ pub struct Ending {
     pub expired: bool,
 }
 
-pub fn ending(conn: &Conn<'_>, grant: GrantId, now: Timestamp) -> rusqlite::Result<Option<Ending>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+pub fn ending(conn: &Conn<'_>, grant: GrantId, now: Timestamp) -> Result<Option<Ending>> {
+    conn.query_opt(
         "SELECT user_id, remaining - reserved, reserved = 0, voided_at IS NOT NULL,
                 expires_at IS NOT NULL AND expires_at <= ?2
          FROM credit_grants WHERE id = ?1",
-    )?
-    .query_row(params![grant, now], |r| {
-        Ok(Ending { user: r.get(0)?, unreserved: r.get(1)?, empties: r.get(2)?, voided: r.get(3)?, expired: r.get(4)? })
-    })
-    .optional()
+        params![grant, now],
+        |r| {
+            Ok(Ending {
+                user: r.get(0)?,
+                unreserved: r.get(1)?,
+                empties: r.get(2)?,
+                voided: r.get(3)?,
+                expired: r.get(4)?,
+            })
+        },
+    )
 }
 
-pub fn set_voided(conn: &Conn<'_>, grant: GrantId, now: Timestamp) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("UPDATE credit_grants SET voided_at = ?2 WHERE id = ?1 AND voided_at IS NULL")?
-        .execute(params![grant, now])?;
+pub fn set_voided(conn: &Conn<'_>, grant: GrantId, now: Timestamp) -> Result<()> {
+    conn.execute("UPDATE credit_grants SET voided_at = ?2 WHERE id = ?1 AND voided_at IS NULL", params![grant, now])?;
     Ok(())
 }
 
 /// The user's grants whose expiry has come and that still have unreserved
 /// credits.
-pub fn due_of_user(conn: &Conn<'_>, user: UserId, now: Timestamp) -> rusqlite::Result<Vec<GrantId>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+pub fn due_of_user(conn: &Conn<'_>, user: UserId, now: Timestamp) -> Result<Vec<GrantId>> {
+    conn.query_all(
         "SELECT id FROM credit_grants
          WHERE user_id = ?1 AND emptied_at IS NULL AND remaining > reserved AND voided_at IS NULL
            AND expires_at IS NOT NULL AND expires_at <= ?2
          ORDER BY expires_at, id",
-    )?
-    .query_map(params![user, now], |r| r.get(0))?
-    .collect()
+        params![user, now],
+        |r| r.get(0),
+    )
 }
 
 /// Recomputes the user's `next_expiry_at` cache after an expiry run.
-pub fn refresh_next_expiry(conn: &Conn<'_>, user: UserId) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+pub fn refresh_next_expiry(conn: &Conn<'_>, user: UserId) -> Result<()> {
+    conn.execute(
         "UPDATE users SET next_expiry_at = (SELECT MIN(expires_at) FROM credit_grants
              WHERE user_id = ?1 AND emptied_at IS NULL AND remaining > reserved AND voided_at IS NULL
                AND expires_at IS NOT NULL)
          WHERE id = ?1",
-    )?
-    .execute([user])?;
+        params![user],
+    )?;
     Ok(())
 }
 
 /// Users with a grant whose expiry has come and that still has unreserved
 /// credits, at most `limit` (the sweeper's batch).
-pub fn users_with_due_grants(conn: &Conn<'_>, now: Timestamp, limit: i64) -> rusqlite::Result<Vec<UserId>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+pub fn users_with_due_grants(conn: &Conn<'_>, now: Timestamp, limit: i64) -> Result<Vec<UserId>> {
+    conn.query_all(
         "SELECT DISTINCT user_id FROM credit_grants
          WHERE emptied_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?1
            AND remaining > reserved AND voided_at IS NULL
          LIMIT ?2",
-    )?
-    .query_map(params![now, limit], |r| r.get(0))?
-    .collect()
+        params![now, limit],
+        |r| r.get(0),
+    )
 }
 
 /// The soonest expiry among the user's active grants and how many credits
 /// expire then.
-pub fn next_expiry(conn: &Conn<'_>, user: UserId, now: Timestamp) -> rusqlite::Result<Option<(Timestamp, Credits)>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
-        "SELECT expires_at, SUM(remaining) FROM credit_grants
+pub fn next_expiry(conn: &Conn<'_>, user: UserId, now: Timestamp) -> Result<Option<(Timestamp, Credits)>> {
+    conn.query_opt(
+        "SELECT expires_at, CAST(SUM(remaining) AS BIGINT) FROM credit_grants
          WHERE user_id = ?1 AND emptied_at IS NULL AND voided_at IS NULL AND expires_at > ?2
          GROUP BY expires_at ORDER BY expires_at LIMIT 1",
-    )?
-    .query_row(params![user, now], |r| Ok((r.get(0)?, r.get(1)?)))
-    .optional()
+        params![user, now],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
 /// Everything the audit compares about grants.
@@ -385,19 +378,16 @@ pub struct GrantFacts {
     pub transaction: Option<TxnId>,
 }
 
-pub fn audit_input(conn: &Conn<'_>) -> rusqlite::Result<GrantAudit> {
-    let conn = conn.sqlite()?;
+pub fn audit_input(conn: &Conn<'_>) -> Result<GrantAudit> {
     let draws_from_txn = conn
-        .query_row("SELECT value FROM settings WHERE key = 'grants_from_transaction_id'", [], |r| r.get::<_, String>(0))
-        .optional()?
+        .query_opt("SELECT value FROM settings WHERE key = 'grants_from_transaction_id'", &[], |r| r.get::<String>(0))?
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    let grants = conn
-        .prepare(
-            "SELECT id, user_id, amount, remaining, reserved, expires_at, voided_at, transaction_id
+    let grants = conn.query_all(
+        "SELECT id, user_id, amount, remaining, reserved, expires_at, voided_at, transaction_id
              FROM credit_grants ORDER BY id",
-        )?
-        .query_map([], |r| {
+        &[],
+        |r| {
             Ok(GrantFacts {
                 id: r.get(0)?,
                 user: r.get(1)?,
@@ -408,60 +398,59 @@ pub fn audit_input(conn: &Conn<'_>) -> rusqlite::Result<GrantAudit> {
                 voided_at: r.get(6)?,
                 transaction: r.get(7)?,
             })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let reserved = conn
-        .prepare("SELECT grant_id, SUM(amount) FROM hold_reservations GROUP BY grant_id")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        },
+    )?;
+    let reserved = conn.query_all(
+        "SELECT grant_id, CAST(SUM(amount) AS BIGINT) FROM hold_reservations GROUP BY grant_id",
+        &[],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     let hold_reserved = conn
-        .prepare(
-            "SELECT h.id, h.amount, COALESCE((SELECT SUM(amount) FROM hold_reservations r WHERE r.hold_id = h.id), 0)
-             FROM credit_holds h WHERE h.status = 'active'",
-        )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .query_all("SELECT h.id, h.amount, COALESCE((SELECT CAST(SUM(amount) AS BIGINT) FROM hold_reservations r WHERE r.hold_id = h.id), 0)
+             FROM credit_holds h WHERE h.status = 'active'", &[], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     Ok(GrantAudit { draws_from_txn, grants, reserved, hold_reserved })
 }
 
-/// The `grant_draws` rows in ledger-row order, read alongside the audit's
-/// walk over the ledger: [`DrawCursor::draws_of`] hands out each row's.
-pub struct DrawCursor<'c> {
-    rows: rusqlite::Rows<'c>,
+/// The `grant_draws` rows of ledger rows `after < id <= through` (all of
+/// them past the last row when `through` is `i64::MAX`), in ledger-row
+/// order, read beside the audit's walk over the same rows:
+/// [`DrawCursor::draws_of`] hands out each row's.
+pub struct DrawCursor {
+    rows: std::vec::IntoIter<(i64, GrantId, Credits)>,
     pending: Option<(i64, GrantId, Credits)>,
 }
 
-pub fn draws_statement<'a>(conn: &Conn<'a>) -> rusqlite::Result<rusqlite::Statement<'a>> {
-    let conn = conn.sqlite()?;
-    conn.prepare("SELECT transaction_id, grant_id, amount FROM grant_draws ORDER BY transaction_id")
-}
-
-impl<'c> DrawCursor<'c> {
-    pub fn new(st: &'c mut rusqlite::Statement<'_>) -> rusqlite::Result<DrawCursor<'c>> {
-        Ok(DrawCursor { rows: st.query([])?, pending: None })
+impl DrawCursor {
+    pub fn new(conn: &Conn<'_>, after: i64, through: i64) -> Result<DrawCursor> {
+        let rows = conn.query_all(
+            "SELECT transaction_id, grant_id, amount FROM grant_draws
+             WHERE transaction_id > ?1 AND transaction_id <= ?2 ORDER BY transaction_id",
+            params![after, through],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        Ok(DrawCursor { rows: rows.into_iter(), pending: None })
     }
 
     /// The draws of ledger row `txn` (rows are visited in increasing id
     /// order); draws of skipped rows are returned in `orphans`.
-    pub fn draws_of(&mut self, txn: i64, orphans: &mut Vec<i64>) -> rusqlite::Result<Vec<(GrantId, Credits)>> {
+    pub fn draws_of(&mut self, txn: i64, orphans: &mut Vec<i64>) -> Vec<(GrantId, Credits)> {
         let mut out = Vec::new();
         loop {
-            let next = match self.pending.take() {
-                Some(p) => Some(p),
-                None => match self.rows.next()? {
-                    Some(r) => Some((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    None => None,
-                },
-            };
+            let next = self.pending.take().or_else(|| self.rows.next());
             match next {
                 Some((t, g, a)) if t == txn => out.push((g, a)),
                 Some((t, _, _)) if t < txn => orphans.push(t),
                 Some(p) => {
                     self.pending = Some(p);
-                    return Ok(out);
+                    return out;
                 }
-                None => return Ok(out),
+                None => return out,
             }
         }
+    }
+
+    /// Draws left after the walk: of no ledger row.
+    pub fn rest(self) -> impl Iterator<Item = i64> {
+        self.pending.into_iter().chain(self.rows).map(|(t, _, _)| t)
     }
 }

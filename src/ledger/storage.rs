@@ -8,8 +8,10 @@ use super::chain::{self, ChainFields, GENESIS_HASH};
 use super::{HoldStatus, Kind, Transaction};
 use crate::domain::{ApiKeyId, Credits, GrantId, HoldId, JobId, Timestamp, TxnId, UserId};
 use crate::paging::{List, Page};
-use crate::storage::Conn;
-use rusqlite::{OptionalExtension, Row, params};
+use crate::storage::{Conn, Engine, Row, Sql, StorageError};
+use rusqlite::params;
+
+type Result<T> = std::result::Result<T, StorageError>;
 
 /// An active user's cached balance, held amount and next grant expiry.
 pub struct Account {
@@ -18,22 +20,21 @@ pub struct Account {
     pub next_expiry_at: Option<Timestamp>,
 }
 
-pub fn account(conn: &Conn<'_>, user: UserId) -> rusqlite::Result<Option<Account>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("SELECT credits, held, next_expiry_at FROM users WHERE id = ?1 AND deleted_at IS NULL")?
-        .query_row([user], |r| Ok(Account { credits: r.get(0)?, held: r.get(1)?, next_expiry_at: r.get(2)? }))
-        .optional()
+pub fn account(conn: &Conn<'_>, user: UserId) -> Result<Option<Account>> {
+    conn.query_opt(
+        "SELECT credits, held, next_expiry_at FROM users WHERE id = ?1 AND deleted_at IS NULL",
+        params![user],
+        |r| Ok(Account { credits: r.get(0)?, held: r.get(1)?, next_expiry_at: r.get(2)? }),
+    )
 }
 
 /// The held cache of any user, active or not.
-pub fn held(conn: &Conn<'_>, user: UserId) -> rusqlite::Result<Option<Credits>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("SELECT held FROM users WHERE id = ?1")?.query_row([user], |r| r.get(0)).optional()
+pub fn held(conn: &Conn<'_>, user: UserId) -> Result<Option<Credits>> {
+    conn.query_opt("SELECT held FROM users WHERE id = ?1", params![user], |r| r.get(0))
 }
 
-pub fn set_credits(conn: &Conn<'_>, user: UserId, credits: Credits) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("UPDATE users SET credits = ?2 WHERE id = ?1")?.execute(params![user, credits])?;
+pub fn set_credits(conn: &Conn<'_>, user: UserId, credits: Credits) -> Result<()> {
+    conn.execute("UPDATE users SET credits = ?2 WHERE id = ?1", params![user, credits])?;
     Ok(())
 }
 
@@ -56,8 +57,7 @@ pub fn take_if_available(
     amount: Credits,
     take: Take,
     now: Timestamp,
-) -> rusqlite::Result<Option<(Credits, Credits)>> {
-    let conn = conn.sqlite()?;
+) -> Result<Option<(Credits, Credits)>> {
     // RETURNING sees the row after the change; the caller wants it before.
     let sql = match take {
         Take::Debit => {
@@ -73,12 +73,11 @@ pub fn take_if_available(
              RETURNING credits, held - ?2"
         }
     };
-    conn.prepare_cached(sql)?.query_row(params![user, amount, now], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+    conn.query_opt(sql, params![user, amount, now], |r| Ok((r.get(0)?, r.get(1)?)))
 }
 
-pub fn add_held(conn: &Conn<'_>, user: UserId, delta: Credits) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("UPDATE users SET held = held + ?2 WHERE id = ?1")?.execute(params![user, delta])?;
+pub fn add_held(conn: &Conn<'_>, user: UserId, delta: Credits) -> Result<()> {
+    conn.execute("UPDATE users SET held = held + ?2 WHERE id = ?1", params![user, delta])?;
     Ok(())
 }
 
@@ -110,12 +109,11 @@ pub struct Micro {
 
 /// Appends a row at the head of the chain. Must run inside the writer's
 /// transaction: reading the head and appending after it is only safe there.
-pub fn append(conn: &Conn<'_>, row: &NewRow<'_>) -> rusqlite::Result<Transaction> {
-    let conn = conn.sqlite()?;
+pub fn append(conn: &Conn<'_>, row: &NewRow<'_>) -> Result<Transaction> {
     let (prev_id, prev_hash): (i64, String) = conn
-        .prepare_cached("SELECT id, hash FROM credit_transactions ORDER BY id DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?
+        .query_opt("SELECT id, hash FROM credit_transactions ORDER BY id DESC LIMIT 1", &[], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .unwrap_or((0, GENESIS_HASH.to_owned()));
     let id = prev_id + 1;
     let hash = chain::row_hash(
@@ -133,13 +131,10 @@ pub fn append(conn: &Conn<'_>, row: &NewRow<'_>) -> rusqlite::Result<Transaction
             micro: row.micro.map(|m| (m.cost, m.carry_after)),
         },
     );
-    conn.prepare_cached(
-        "INSERT INTO credit_transactions
+    conn.execute("INSERT INTO credit_transactions
          (id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash, cost_micro, carry_after,
           api_key_id, grant_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-    )?
-    .execute(params![
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)", params![
         id,
         row.user,
         row.amount,
@@ -171,20 +166,17 @@ pub fn append(conn: &Conn<'_>, row: &NewRow<'_>) -> rusqlite::Result<Transaction
 }
 
 /// The user's unbilled fraction of a credit, in millionths.
-pub fn carry(conn: &Conn<'_>, user: UserId) -> rusqlite::Result<i64> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("SELECT carry_micro FROM users WHERE id = ?1")?.query_row([user], |r| r.get(0))
+pub fn carry(conn: &Conn<'_>, user: UserId) -> Result<i64> {
+    conn.query_one("SELECT carry_micro FROM users WHERE id = ?1", params![user], |r| r.get(0))
 }
 
 /// The balance cache and the carry, in one statement (a metered settle).
-pub fn set_credits_and_carry(conn: &Conn<'_>, user: UserId, credits: Credits, carry: i64) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("UPDATE users SET credits = ?2, carry_micro = ?3 WHERE id = ?1")?
-        .execute(params![user, credits, carry])?;
+pub fn set_credits_and_carry(conn: &Conn<'_>, user: UserId, credits: Credits, carry: i64) -> Result<()> {
+    conn.execute("UPDATE users SET credits = ?2, carry_micro = ?3 WHERE id = ?1", params![user, credits, carry])?;
     Ok(())
 }
 
-fn txn_from_row(r: &Row<'_>) -> rusqlite::Result<Transaction> {
+fn txn_from_row(r: &Row<'_>) -> Result<Transaction> {
     let kind: String = r.get(2)?;
     Ok(Transaction {
         id: r.get(0)?,
@@ -204,68 +196,71 @@ fn txn_from_row(r: &Row<'_>) -> rusqlite::Result<Transaction> {
 const TXN_COLUMNS: &str =
     "id, amount, kind, balance_after, job_id, hold_id, description, created_at, cost_micro, carry_after";
 
-pub fn get(conn: &Conn<'_>, id: TxnId) -> rusqlite::Result<Option<Transaction>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(&format!("SELECT {TXN_COLUMNS} FROM credit_transactions WHERE id = ?1"))?
-        .query_row([id], txn_from_row)
-        .optional()
+pub fn get(conn: &Conn<'_>, id: TxnId) -> Result<Option<Transaction>> {
+    conn.query_opt(&format!("SELECT {TXN_COLUMNS} FROM credit_transactions WHERE id = ?1"), params![id], txn_from_row)
 }
 
-pub fn list(conn: &Conn<'_>, user: UserId, page: &Page) -> rusqlite::Result<List<Transaction>> {
-    let conn = conn.sqlite()?;
-    let rows = conn
-        .prepare_cached(
-            "SELECT id, amount, kind, balance_after, job_id, hold_id, description, created_at, cost_micro, carry_after
+pub fn list(conn: &Conn<'_>, user: UserId, page: &Page) -> Result<List<Transaction>> {
+    let rows = conn.query_all(
+        "SELECT id, amount, kind, balance_after, job_id, hold_id, description, created_at, cost_micro, carry_after
              FROM credit_transactions WHERE user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-        )?
-        .query_map(params![user, page.before_id(), page.fetch()], txn_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        params![user, page.before_id(), page.fetch()],
+        txn_from_row,
+    )?;
     Ok(List::from_rows(rows, page))
 }
 
 /// SUM over the user's rows (the seed's `getBalance`), and the last row's
 /// `balance_after`.
-pub fn ledger_sum(conn: &Conn<'_>, user: UserId) -> rusqlite::Result<(Credits, Option<Credits>)> {
-    let conn = conn.sqlite()?;
-    let sum: Credits = conn
-        .prepare_cached("SELECT COALESCE(SUM(amount), 0) FROM credit_transactions WHERE user_id = ?1")?
-        .query_row([user], |r| r.get(0))?;
-    let last: Option<Credits> = conn
-        .prepare_cached("SELECT balance_after FROM credit_transactions WHERE user_id = ?1 ORDER BY id DESC LIMIT 1")?
-        .query_row([user], |r| r.get(0))
-        .optional()?;
+pub fn ledger_sum(conn: &Conn<'_>, user: UserId) -> Result<(Credits, Option<Credits>)> {
+    let sum: Credits = conn.query_one(
+        "SELECT COALESCE(CAST(SUM(amount) AS BIGINT), 0) FROM credit_transactions WHERE user_id = ?1",
+        params![user],
+        |r| r.get(0),
+    )?;
+    let last: Option<Credits> = conn.query_opt(
+        "SELECT balance_after FROM credit_transactions WHERE user_id = ?1 ORDER BY id DESC LIMIT 1",
+        params![user],
+        |r| r.get(0),
+    )?;
     Ok((sum, last))
 }
 
-pub fn active_held_sum(conn: &Conn<'_>, user: UserId) -> rusqlite::Result<Credits> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("SELECT COALESCE(SUM(amount), 0) FROM credit_holds WHERE user_id = ?1 AND status = 'active'")?
-        .query_row([user], |r| r.get(0))
+pub fn active_held_sum(conn: &Conn<'_>, user: UserId) -> Result<Credits> {
+    conn.query_one(
+        "SELECT COALESCE(CAST(SUM(amount) AS BIGINT), 0) FROM credit_holds WHERE user_id = ?1 AND status = 'active'",
+        params![user],
+        |r| r.get(0),
+    )
 }
 
-pub fn spent_on(conn: &Conn<'_>, user: UserId, day: i64) -> rusqlite::Result<Credits> {
-    let conn = conn.sqlite()?;
+pub fn spent_on(conn: &Conn<'_>, user: UserId, day: i64) -> Result<Credits> {
     Ok(conn
-        .prepare_cached("SELECT spent FROM daily_spend WHERE user_id = ?1 AND day = ?2")?
-        .query_row(params![user, day], |r| r.get(0))
-        .optional()?
+        .query_opt("SELECT spent FROM daily_spend WHERE user_id = ?1 AND day = ?2", params![user, day], |r| r.get(0))?
         .unwrap_or(Credits::ZERO))
 }
 
 /// Adds `delta` (possibly negative) to a day's spend, the user's and
 /// everyone's together, never below zero.
-pub fn add_spent(conn: &Conn<'_>, user: UserId, day: i64, delta: Credits) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
-        "INSERT INTO daily_spend (user_id, day, spent) VALUES (?1, ?2, MAX(?3, 0))
-         ON CONFLICT(user_id, day) DO UPDATE SET spent = MAX(spent + ?3, 0)",
-    )?
-    .execute(params![user, day, delta])?;
-    conn.prepare_cached(
-        "INSERT INTO daily_spend_global (day, spent) VALUES (?1, MAX(?2, 0))
-         ON CONFLICT(day) DO UPDATE SET spent = MAX(spent + ?2, 0)",
-    )?
-    .execute(params![day, delta])?;
+pub fn add_spent(conn: &Conn<'_>, user: UserId, day: i64, delta: Credits) -> Result<()> {
+    conn.execute(
+        Sql::each(
+            "INSERT INTO daily_spend (user_id, day, spent) VALUES (?1, ?2, MAX(?3, 0))
+             ON CONFLICT(user_id, day) DO UPDATE SET spent = MAX(spent + ?3, 0)",
+            "INSERT INTO daily_spend (user_id, day, spent) VALUES (?1, ?2, GREATEST(?3, 0))
+             ON CONFLICT(user_id, day) DO UPDATE SET spent = GREATEST(daily_spend.spent + ?3, 0)",
+        ),
+        params![user, day, delta],
+    )?;
+    conn.execute(
+        Sql::each(
+            "INSERT INTO daily_spend_global (day, spent) VALUES (?1, MAX(?2, 0))
+             ON CONFLICT(day) DO UPDATE SET spent = MAX(spent + ?2, 0)",
+            "INSERT INTO daily_spend_global (day, spent) VALUES (?1, GREATEST(?2, 0))
+             ON CONFLICT(day) DO UPDATE SET spent = GREATEST(daily_spend_global.spent + ?2, 0)",
+        ),
+        params![day, delta],
+    )?;
     Ok(())
 }
 
@@ -278,39 +273,41 @@ pub struct KeySpend {
 }
 
 /// `None` for a key that is gone (revoked since the request began).
-pub fn key_spend(conn: &Conn<'_>, key: ApiKeyId, day: i64) -> rusqlite::Result<Option<KeySpend>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+pub fn key_spend(conn: &Conn<'_>, key: ApiKeyId, day: i64) -> Result<Option<KeySpend>> {
+    conn.query_opt(
         "SELECT k.spend_limit, k.daily_spend_limit, k.spent_total, COALESCE(d.spent, 0)
          FROM api_keys k LEFT JOIN api_key_daily_spend d ON d.api_key_id = k.id AND d.day = ?2
          WHERE k.id = ?1 AND k.revoked_at IS NULL",
-    )?
-    .query_row(params![key, day], |r| {
-        Ok(KeySpend { spend_limit: r.get(0)?, daily_spend_limit: r.get(1)?, total: r.get(2)?, today: r.get(3)? })
-    })
-    .optional()
+        params![key, day],
+        |r| Ok(KeySpend { spend_limit: r.get(0)?, daily_spend_limit: r.get(1)?, total: r.get(2)?, today: r.get(3)? }),
+    )
 }
 
 /// Adds `delta` (possibly negative) to an API key's spend, in total and on
 /// `day`.
-pub fn add_key_spent(conn: &Conn<'_>, key: ApiKeyId, day: i64, delta: Credits) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("UPDATE api_keys SET spent_total = MAX(spent_total + ?2, 0) WHERE id = ?1")?
-        .execute(params![key, delta])?;
-    conn.prepare_cached(
-        "INSERT INTO api_key_daily_spend (api_key_id, day, spent) VALUES (?1, ?2, MAX(?3, 0))
-         ON CONFLICT(api_key_id, day) DO UPDATE SET spent = MAX(spent + ?3, 0)",
-    )?
-    .execute(params![key, day, delta])?;
+pub fn add_key_spent(conn: &Conn<'_>, key: ApiKeyId, day: i64, delta: Credits) -> Result<()> {
+    conn.execute(
+        Sql::each(
+            "UPDATE api_keys SET spent_total = MAX(spent_total + ?2, 0) WHERE id = ?1",
+            "UPDATE api_keys SET spent_total = GREATEST(spent_total + ?2, 0) WHERE id = ?1",
+        ),
+        params![key, delta],
+    )?;
+    conn.execute(
+        Sql::each(
+            "INSERT INTO api_key_daily_spend (api_key_id, day, spent) VALUES (?1, ?2, MAX(?3, 0))
+             ON CONFLICT(api_key_id, day) DO UPDATE SET spent = MAX(spent + ?3, 0)",
+            "INSERT INTO api_key_daily_spend (api_key_id, day, spent) VALUES (?1, ?2, GREATEST(?3, 0))
+             ON CONFLICT(api_key_id, day) DO UPDATE SET spent = GREATEST(api_key_daily_spend.spent + ?3, 0)",
+        ),
+        params![key, day, delta],
+    )?;
     Ok(())
 }
 
-pub fn global_spent_on(conn: &Conn<'_>, day: i64) -> rusqlite::Result<Credits> {
-    let conn = conn.sqlite()?;
+pub fn global_spent_on(conn: &Conn<'_>, day: i64) -> Result<Credits> {
     Ok(conn
-        .prepare_cached("SELECT spent FROM daily_spend_global WHERE day = ?1")?
-        .query_row([day], |r| r.get(0))
-        .optional()?
+        .query_opt("SELECT spent FROM daily_spend_global WHERE day = ?1", params![day], |r| r.get(0))?
         .unwrap_or(Credits::ZERO))
 }
 
@@ -338,38 +335,36 @@ pub struct NewHold {
     pub at: Timestamp,
 }
 
-pub fn insert_hold(conn: &Conn<'_>, h: &NewHold) -> rusqlite::Result<HoldId> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+pub fn insert_hold(conn: &Conn<'_>, h: &NewHold) -> Result<HoldId> {
+    conn.query_one(
         "INSERT INTO credit_holds (user_id, amount, status, job_id, api_key_id, day, expires_at, created_at)
-         VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![h.user, h.amount, h.job, h.api_key, h.day, h.expires_at, h.at])?;
-    Ok(HoldId(conn.last_insert_rowid()))
+         VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6, ?7) RETURNING id",
+        params![h.user, h.amount, h.job, h.api_key, h.day, h.expires_at, h.at],
+        |r| r.get(0),
+    )
 }
 
-pub fn hold(conn: &Conn<'_>, id: HoldId) -> rusqlite::Result<Option<HoldRow>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+pub fn hold(conn: &Conn<'_>, id: HoldId) -> Result<Option<HoldRow>> {
+    conn.query_opt(
         "SELECT id, user_id, amount, status, job_id, day, expires_at, charged, transaction_id, api_key_id
          FROM credit_holds WHERE id = ?1",
-    )?
-    .query_row([id], |r| {
-        let status: String = r.get(3)?;
-        Ok(HoldRow {
-            id: r.get(0)?,
-            user: r.get(1)?,
-            amount: r.get(2)?,
-            status: HoldStatus::parse(&status).unwrap_or(HoldStatus::Released),
-            job: r.get(4)?,
-            day: r.get(5)?,
-            expires_at: r.get(6)?,
-            charged: r.get(7)?,
-            transaction: r.get(8)?,
-            api_key: r.get(9)?,
-        })
-    })
-    .optional()
+        params![id],
+        |r| {
+            let status: String = r.get(3)?;
+            Ok(HoldRow {
+                id: r.get(0)?,
+                user: r.get(1)?,
+                amount: r.get(2)?,
+                status: HoldStatus::parse(&status).unwrap_or(HoldStatus::Released),
+                job: r.get(4)?,
+                day: r.get(5)?,
+                expires_at: r.get(6)?,
+                charged: r.get(7)?,
+                transaction: r.get(8)?,
+                api_key: r.get(9)?,
+            })
+        },
+    )
 }
 
 pub fn close_hold(
@@ -379,46 +374,48 @@ pub fn close_hold(
     charged: Option<Credits>,
     txn: Option<TxnId>,
     now: Timestamp,
-) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+) -> Result<()> {
+    conn.execute(
         "UPDATE credit_holds SET status = ?2, charged = ?3, transaction_id = ?4, closed_at = ?5
          WHERE id = ?1 AND status = 'active'",
-    )?
-    .execute(params![id, status.as_str(), charged, txn, now])?;
+        params![id, status.as_str(), charged, txn, now],
+    )?;
     Ok(())
 }
 
-pub fn extend_hold(conn: &Conn<'_>, id: HoldId, until: Timestamp) -> rusqlite::Result<usize> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("UPDATE credit_holds SET expires_at = MAX(expires_at, ?2) WHERE id = ?1 AND status = 'active'")?
-        .execute(params![id, until])
+pub fn extend_hold(conn: &Conn<'_>, id: HoldId, until: Timestamp) -> Result<usize> {
+    conn.execute(
+        Sql::each(
+            "UPDATE credit_holds SET expires_at = MAX(expires_at, ?2) WHERE id = ?1 AND status = 'active'",
+            "UPDATE credit_holds SET expires_at = GREATEST(expires_at, ?2) WHERE id = ?1 AND status = 'active'",
+        ),
+        params![id, until],
+    )
 }
 
 /// Active holds past their expiry, oldest first, at most `limit`.
-pub fn due_holds(conn: &Conn<'_>, now: Timestamp, limit: i64) -> rusqlite::Result<Vec<HoldId>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+pub fn due_holds(conn: &Conn<'_>, now: Timestamp, limit: i64) -> Result<Vec<HoldId>> {
+    conn.query_all(
         "SELECT id FROM credit_holds WHERE status = 'active' AND expires_at < ?1
            AND (job_id IS NULL OR job_id NOT IN (SELECT id FROM jobs WHERE status IN ('queued', 'processing')))
          ORDER BY expires_at LIMIT ?2",
-    )?
-    .query_map(params![now, limit], |r| r.get(0))?
-    .collect()
+        params![now, limit],
+        |r| r.get(0),
+    )
 }
 
 /// Active holds not attached to a job: each belonged to a call (chat,
 /// images) in flight in this process, so after a restart none is still live.
-pub fn unattached_active_holds(conn: &Conn<'_>, limit: i64) -> rusqlite::Result<Vec<HoldId>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("SELECT id FROM credit_holds WHERE status = 'active' AND job_id IS NULL ORDER BY id LIMIT ?1")?
-        .query_map(params![limit], |r| r.get(0))?
-        .collect()
+pub fn unattached_active_holds(conn: &Conn<'_>, limit: i64) -> Result<Vec<HoldId>> {
+    conn.query_all(
+        "SELECT id FROM credit_holds WHERE status = 'active' AND job_id IS NULL ORDER BY id LIMIT ?1",
+        params![limit],
+        |r| r.get(0),
+    )
 }
 
-pub fn count_active_holds(conn: &Conn<'_>) -> rusqlite::Result<i64> {
-    let conn = conn.sqlite()?;
-    conn.query_row("SELECT count(*) FROM credit_holds WHERE status = 'active'", [], |r| r.get(0))
+pub fn count_active_holds(conn: &Conn<'_>) -> Result<i64> {
+    conn.query_one("SELECT count(*) FROM credit_holds WHERE status = 'active'", &[], |r| r.get(0))
 }
 
 /// Everything the audit compares, read in one pass each.
@@ -428,16 +425,15 @@ pub struct AuditInput {
     pub active_held: Vec<(UserId, Credits)>,
 }
 
-pub fn audit_input(conn: &Conn<'_>) -> rusqlite::Result<AuditInput> {
-    let conn = conn.sqlite()?;
-    let users = conn
-        .prepare("SELECT id, credits, held, carry_micro FROM users ORDER BY id")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let active_held = conn
-        .prepare("SELECT user_id, SUM(amount) FROM credit_holds WHERE status = 'active' GROUP BY user_id")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+pub fn audit_input(conn: &Conn<'_>) -> Result<AuditInput> {
+    let users = conn.query_all("SELECT id, credits, held, carry_micro FROM users ORDER BY id", &[], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
+    let active_held = conn.query_all(
+        "SELECT user_id, CAST(SUM(amount) AS BIGINT) FROM credit_holds WHERE status = 'active' GROUP BY user_id",
+        &[],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     Ok(AuditInput { users, active_held })
 }
 
@@ -458,75 +454,84 @@ pub struct StoredRow<'a> {
     pub grant_id: Option<i64>,
 }
 
-/// Calls `visit` for every ledger row in id order, without loading them all
-/// (and without copying its text: the row borrows SQLite's buffers).
-pub fn for_each_row(conn: &Conn<'_>, mut visit: impl FnMut(&StoredRow<'_>)) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    let mut st = conn.prepare(
+/// The largest ledger row id (0 for an empty ledger).
+pub fn last_row_id(conn: &Conn<'_>) -> Result<i64> {
+    conn.query_one("SELECT COALESCE(MAX(id), 0) FROM credit_transactions", &[], |r| r.get(0))
+}
+
+/// Calls `visit` for every ledger row with `after < id <= through`, in id
+/// order, without loading them (and without copying their text: the row
+/// borrows the driver's buffers). `visit` must not query: the connection
+/// is busy with the stream.
+pub fn for_each_row(conn: &Conn<'_>, after: i64, through: i64, mut visit: impl FnMut(&StoredRow<'_>)) -> Result<()> {
+    conn.query_each(
         "SELECT id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash,
                 cost_micro, carry_after, api_key_id, grant_id
-         FROM credit_transactions ORDER BY id",
-    )?;
-    let mut rows = st.query([])?;
-    while let Some(r) = rows.next()? {
-        let text = |i: usize| -> rusqlite::Result<&str> {
-            r.get_ref(i)?
-                .as_str()
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
-        };
-        visit(&StoredRow {
-            id: r.get(0)?,
-            user_id: r.get(1)?,
-            amount: r.get(2)?,
-            kind: text(3)?,
-            balance_after: r.get(4)?,
-            job_id: r.get(5)?,
-            hold_id: r.get(6)?,
-            description: text(7)?,
-            created_at: r.get(8)?,
-            hash: text(9)?,
-            micro: match (r.get::<_, Option<i64>>(10)?, r.get::<_, Option<i64>>(11)?) {
-                (Some(cost), Some(carry)) => Some((cost, carry)),
-                _ => None,
-            },
-            api_key_id: r.get(12)?,
-            grant_id: r.get(13)?,
-        });
-    }
-    Ok(())
+         FROM credit_transactions WHERE id > ?1 AND id <= ?2 ORDER BY id",
+        params![after, through],
+        |r| {
+            visit(&StoredRow {
+                id: r.get(0)?,
+                user_id: r.get(1)?,
+                amount: r.get(2)?,
+                kind: r.get_str(3)?,
+                balance_after: r.get(4)?,
+                job_id: r.get(5)?,
+                hold_id: r.get(6)?,
+                description: r.get_str(7)?,
+                created_at: r.get(8)?,
+                hash: r.get_str(9)?,
+                micro: match (r.get::<Option<i64>>(10)?, r.get::<Option<i64>>(11)?) {
+                    (Some(cost), Some(carry)) => Some((cost, carry)),
+                    _ => None,
+                },
+                api_key_id: r.get(12)?,
+                grant_id: r.get(13)?,
+            });
+            Ok(true)
+        },
+    )
 }
 
 /// Active holds whose job has finished: a leak. Closed by job recovery,
 /// reported by the audit.
-pub fn active_holds_of_finished_jobs(conn: &Conn<'_>) -> rusqlite::Result<Vec<(HoldId, JobId)>> {
-    let conn = conn.sqlite()?;
-    conn.prepare(
+pub fn active_holds_of_finished_jobs(conn: &Conn<'_>) -> Result<Vec<(HoldId, JobId)>> {
+    conn.query_all(
         "SELECT h.id, h.job_id FROM credit_holds h JOIN jobs j ON j.id = h.job_id
          WHERE h.status = 'active' AND j.status IN ('completed', 'failed', 'canceled')",
-    )?
-    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-    .collect()
+        &[],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
 /// Per API key: its cached spend, and what its active holds reserve.
-pub fn key_spend_audit(conn: &Conn<'_>) -> rusqlite::Result<Vec<(ApiKeyId, i64, i64)>> {
-    let conn = conn.sqlite()?;
-    conn.prepare(
+pub fn key_spend_audit(conn: &Conn<'_>) -> Result<Vec<(ApiKeyId, i64, i64)>> {
+    conn.query_all(
         "SELECT k.id, k.spent_total, COALESCE(h.held, 0) FROM api_keys k
-         LEFT JOIN (SELECT api_key_id, SUM(amount) AS held FROM credit_holds
+         LEFT JOIN (SELECT api_key_id, CAST(SUM(amount) AS BIGINT) AS held FROM credit_holds
                     WHERE status = 'active' AND api_key_id IS NOT NULL GROUP BY api_key_id) h ON h.api_key_id = k.id",
-    )?
-    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-    .collect()
+        &[],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
 }
 
 /// The append-only triggers; a tamperer has to drop them first.
-pub fn append_only_triggers(conn: &Conn<'_>) -> rusqlite::Result<i64> {
-    let conn = conn.sqlite()?;
-    conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'
-         AND name IN ('credit_transactions_no_update', 'credit_transactions_no_delete')",
-        [],
-        |r| r.get(0),
-    )
+/// How many of the ledger's append-only triggers exist, and how many
+/// should: SQLite has two (update, delete), PostgreSQL three (and truncate).
+pub fn append_only_triggers(conn: &Conn<'_>) -> Result<(i64, i64)> {
+    match conn.engine() {
+        Engine::Sqlite => conn.query_one(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'
+             AND name IN ('credit_transactions_no_update', 'credit_transactions_no_delete')",
+            &[],
+            |r| Ok((r.get(0)?, 2)),
+        ),
+        Engine::Postgres => conn.query_one(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'credit_transactions'::regclass AND tgenabled <> 'D'
+             AND tgname IN ('credit_transactions_no_update', 'credit_transactions_no_delete',
+                            'credit_transactions_no_truncate')",
+            &[],
+            |r| Ok((r.get(0)?, 3)),
+        ),
+    }
 }

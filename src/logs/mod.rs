@@ -132,7 +132,7 @@ pub fn list_for_user(db: &Db, user: UserId, page: &Page) -> crate::error::Result
 }
 
 pub fn list_all(db: &Db, filter: &LogFilter, page: &Page) -> crate::error::Result<List<LogEntry>> {
-    db.read(|c| storage::list(c, filter, page))
+    Ok(db.read(|c| storage::list(c, filter, page))?)
 }
 
 /// Deletes logs older than the retention window; returns how many.
@@ -154,11 +154,15 @@ fn prune_before(db: &Db, cutoff: Timestamp, batch: usize) -> crate::error::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Synchronous;
 
     #[test]
     fn prune_deletes_exactly_the_old_logs_in_bounded_batches() {
-        let (_dir, db) = crate::storage::temp_db(Synchronous::Normal);
+        for (_dir, db) in crate::storage::test_engines() {
+            prune_on(&db);
+        }
+    }
+
+    fn prune_on(db: &Db) {
         let cutoff = Timestamp(1_000_000);
         db.write(move |c| {
             for i in 0..25 {
@@ -172,10 +176,12 @@ mod tests {
             Ok::<_, crate::error::Error>(())
         })
         .unwrap();
-        assert_eq!(prune_before(&db, cutoff, 10).unwrap(), 25, "three batches: 10 + 10 + 5");
-        let left = list_all(&db, &LogFilter::default(), &Page::default()).unwrap();
+        assert_eq!(prune_before(db, cutoff, 10).unwrap(), 25, "three batches: 10 + 10 + 5");
+        let left = list_all(db, &LogFilter::default(), &Page::default()).unwrap();
         let actions: Vec<&str> = left.data.iter().rev().map(|l| l.action.as_str()).collect();
         assert_eq!(actions, ["new", "stepped_back", "new"]);
-        assert_eq!(prune_before(&db, cutoff, 10).unwrap(), 0);
+        let system = LogFilter { log_type: Some(LogType::System), level: Some(Level::Info), user_id: None };
+        assert_eq!(list_all(db, &system, &Page::default()).unwrap().data.len(), 3);
+        assert_eq!(prune_before(db, cutoff, 10).unwrap(), 0);
     }
 }

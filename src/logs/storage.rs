@@ -1,27 +1,27 @@
-//! SQL for the `logs` table. Only this file knows its columns.
+//! SQL for the `logs` table. Only this file knows its columns. The same
+//! text runs on SQLite and PostgreSQL.
 
 use super::{Level, LogEntry, LogFilter, LogType, NewLog};
 use crate::domain::{LogId, Timestamp, UserId};
 use crate::paging::{List, Page};
-use crate::storage::Conn;
+use crate::storage::{Conn, StorageError};
 use rusqlite::params;
 
-pub fn insert(conn: &Conn<'_>, log: &NewLog, at: Timestamp) -> rusqlite::Result<LogId> {
-    let conn = conn.sqlite()?;
-    let mut st = conn.prepare_cached(
+pub fn insert(conn: &Conn<'_>, log: &NewLog, at: Timestamp) -> Result<LogId, StorageError> {
+    conn.query_one(
         "INSERT INTO logs (log_type, level, action, details, success, user_id, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    st.execute(params![
-        log.log_type.as_str(),
-        log.level.as_str(),
-        log.action,
-        log.details.to_string(),
-        log.success,
-        log.user_id,
-        at
-    ])?;
-    Ok(LogId(conn.last_insert_rowid()))
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+        params![
+            log.log_type.as_str(),
+            log.level.as_str(),
+            log.action,
+            log.details.to_string(),
+            log.success,
+            log.user_id,
+            at
+        ],
+        |r| r.get(0),
+    )
 }
 
 /// The indexed term of a filter's query: a business log has no entry in a
@@ -48,44 +48,35 @@ fn list_sql(f: &LogFilter) -> String {
     format!(
         "SELECT id, log_type, level, action, details, success, user_id, created_at FROM logs
          WHERE {} id < ?1
-           AND (?2 IS NULL OR log_type = ?2)
-           AND (?3 IS NULL OR level = ?3)
-           AND (?4 IS NULL OR user_id = ?4)
+           AND (CAST(?2 AS TEXT) IS NULL OR log_type = ?2)
+           AND (CAST(?3 AS TEXT) IS NULL OR level = ?3)
+           AND (CAST(?4 AS BIGINT) IS NULL OR user_id = ?4)
          ORDER BY id DESC LIMIT ?5",
         narrowing(f)
     )
 }
 
-pub fn list(conn: &Conn<'_>, f: &LogFilter, page: &Page) -> crate::error::Result<List<LogEntry>> {
-    let conn = conn.sqlite()?;
-    let mut st = conn.prepare_cached(&list_sql(f))?;
-    let rows = st
-        .query_map(
-            params![
-                page.before_id(),
-                f.log_type.map(LogType::as_str),
-                f.level.map(Level::as_str),
-                f.user_id,
-                page.fetch()
-            ],
-            |r| {
-                let log_type: String = r.get(1)?;
-                let level: String = r.get(2)?;
-                let details: String = r.get(4)?;
-                Ok(LogEntry {
-                    id: r.get(0)?,
-                    object: "log",
-                    log_type: LogType::parse(&log_type).unwrap_or(LogType::System),
-                    level: Level::parse(&level).unwrap_or(Level::Error),
-                    action: r.get(3)?,
-                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
-                    success: r.get(5)?,
-                    user_id: r.get::<_, Option<UserId>>(6)?,
-                    created_at: r.get(7)?,
-                })
-            },
-        )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+pub fn list(conn: &Conn<'_>, f: &LogFilter, page: &Page) -> Result<List<LogEntry>, StorageError> {
+    let rows = conn.query_all(
+        &list_sql(f),
+        params![page.before_id(), f.log_type.map(LogType::as_str), f.level.map(Level::as_str), f.user_id, page.fetch()],
+        |r| {
+            let log_type: String = r.get(1)?;
+            let level: String = r.get(2)?;
+            let details: String = r.get(4)?;
+            Ok(LogEntry {
+                id: r.get(0)?,
+                object: "log",
+                log_type: LogType::parse(&log_type).unwrap_or(LogType::System),
+                level: Level::parse(&level).unwrap_or(Level::Error),
+                action: r.get(3)?,
+                details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+                success: r.get(5)?,
+                user_id: r.get::<Option<UserId>>(6)?,
+                created_at: r.get(7)?,
+            })
+        },
+    )?;
     Ok(List::from_rows(rows, page))
 }
 
@@ -94,21 +85,14 @@ pub fn list(conn: &Conn<'_>, f: &LogFilter, page: &Page) -> crate::error::Result
 /// inserts it), so old rows are a prefix of the id order and the first newer
 /// row ends it; a row stamped before a clock step back waits for a later
 /// pass rather than a newer row going early.
-pub fn delete_oldest_before(conn: &Conn<'_>, cutoff: Timestamp, batch: usize) -> rusqlite::Result<usize> {
-    let conn = conn.sqlite()?;
-    let mut last_old = None;
-    {
-        let mut st = conn.prepare_cached("SELECT id, created_at FROM logs ORDER BY id LIMIT ?1")?;
-        let mut rows = st.query([batch as i64])?;
-        while let Some(r) = rows.next()? {
-            if r.get::<_, Timestamp>(1)? >= cutoff {
-                break;
-            }
-            last_old = Some(r.get::<_, i64>(0)?);
-        }
-    }
+pub fn delete_oldest_before(conn: &Conn<'_>, cutoff: Timestamp, batch: usize) -> Result<usize, StorageError> {
+    let oldest: Vec<(i64, Timestamp)> =
+        conn.query_all("SELECT id, created_at FROM logs ORDER BY id LIMIT ?1", params![batch as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let last_old = oldest.iter().take_while(|(_, at)| *at < cutoff).last().map(|(id, _)| *id);
     match last_old {
-        Some(id) => conn.prepare_cached("DELETE FROM logs WHERE id <= ?1")?.execute([id]),
+        Some(id) => conn.execute("DELETE FROM logs WHERE id <= ?1", params![id]),
         None => Ok(0),
     }
 }

@@ -2,8 +2,8 @@
 
 use crate::domain::{FileId, JobId, Timestamp, UserId};
 use crate::error::Result;
-use crate::storage::Conn;
-use rusqlite::{OptionalExtension, Row, params};
+use crate::storage::{Conn, Row, StorageError};
+use rusqlite::params;
 
 #[derive(Debug, Clone)]
 pub struct FileRow {
@@ -22,13 +22,13 @@ pub struct FileRow {
 const COLUMNS: &str =
     "id, user_id, job_id, sha256, bytes, content_type, source_url, created_at, expires_at, deleted_at";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<FileRow> {
+fn row(r: &Row<'_>) -> std::result::Result<FileRow, StorageError> {
     Ok(FileRow {
         id: r.get(0)?,
         user: r.get(1)?,
         job: r.get(2)?,
         sha256: r.get(3)?,
-        bytes: r.get::<_, i64>(4)?.max(0) as u64,
+        bytes: r.get::<i64>(4)?.max(0) as u64,
         content_type: r.get(5)?,
         source_url: r.get(6)?,
         created_at: r.get(7)?,
@@ -48,44 +48,40 @@ pub struct NewFile<'a> {
 }
 
 pub fn insert(conn: &Conn<'_>, f: &NewFile<'_>, now: Timestamp) -> Result<FileId> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+    Ok(conn.query_one(
         "INSERT INTO files (user_id, job_id, sha256, bytes, content_type, source_url, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![f.user, f.job, f.sha256, f.bytes as i64, f.content_type, f.source_url, now, f.expires_at])?;
-    Ok(FileId(conn.last_insert_rowid()))
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+        params![f.user, f.job, f.sha256, f.bytes as i64, f.content_type, f.source_url, now, f.expires_at],
+        |r| r.get(0),
+    )?)
 }
 
 pub fn get(conn: &Conn<'_>, id: FileId) -> Result<Option<FileRow>> {
-    let conn = conn.sqlite()?;
-    Ok(conn.prepare_cached(&format!("SELECT {COLUMNS} FROM files WHERE id = ?1"))?.query_row([id], row).optional()?)
+    Ok(conn.query_opt(&format!("SELECT {COLUMNS} FROM files WHERE id = ?1"), params![id], row)?)
 }
 
 /// Bytes of every live file (the store's size limit counts these).
 pub fn live_bytes(conn: &Conn<'_>) -> Result<u64> {
-    let conn = conn.sqlite()?;
     Ok(conn
-        .prepare_cached("SELECT COALESCE(SUM(bytes), 0) FROM files WHERE deleted_at IS NULL")?
-        .query_row([], |r| r.get::<_, i64>(0))?
+        .query_one("SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM files WHERE deleted_at IS NULL", &[], |r| {
+            r.get::<i64>(0)
+        })?
         .max(0) as u64)
 }
 
 /// Marks up to `limit` files past retention deleted; returns their content
 /// hashes that no live row holds any more (their bytes may go).
 pub fn expire(conn: &Conn<'_>, now: Timestamp, limit: usize) -> Result<Vec<String>> {
-    let conn = conn.sqlite()?;
-    let due: Vec<(FileId, String)> = conn
-        .prepare_cached(
-            "SELECT id, sha256 FROM files WHERE deleted_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?1
+    let due: Vec<(FileId, String)> = conn.query_all(
+        "SELECT id, sha256 FROM files WHERE deleted_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?1
              ORDER BY expires_at LIMIT ?2",
-        )?
-        .query_map(params![now, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        params![now, limit as i64],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     let mut orphaned = Vec::new();
     for (id, sha) in due {
-        conn.prepare_cached("UPDATE files SET deleted_at = ?2 WHERE id = ?1")?.execute(params![id, now])?;
-        if !still_held(&Conn::Sqlite(conn), &sha)? {
+        conn.execute("UPDATE files SET deleted_at = ?2 WHERE id = ?1", params![id, now])?;
+        if !still_held(conn, &sha)? {
             orphaned.push(sha);
         }
     }
@@ -94,19 +90,12 @@ pub fn expire(conn: &Conn<'_>, now: Timestamp, limit: usize) -> Result<Vec<Strin
 
 /// Whether a live row holds this content.
 pub fn still_held(conn: &Conn<'_>, sha256: &str) -> Result<bool> {
-    let conn = conn.sqlite()?;
     Ok(conn
-        .prepare_cached("SELECT 1 FROM files WHERE sha256 = ?1 AND deleted_at IS NULL LIMIT 1")?
-        .query_row([sha256], |_| Ok(()))
-        .optional()?
+        .query_opt("SELECT 1 FROM files WHERE sha256 = ?1 AND deleted_at IS NULL LIMIT 1", params![sha256], |_| Ok(()))?
         .is_some())
 }
 
 /// Every live file's content hash (a backup copies these).
 pub fn live_hashes(conn: &Conn<'_>) -> Result<Vec<String>> {
-    let conn = conn.sqlite()?;
-    Ok(conn
-        .prepare("SELECT DISTINCT sha256 FROM files WHERE deleted_at IS NULL")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?)
+    Ok(conn.query_all("SELECT DISTINCT sha256 FROM files WHERE deleted_at IS NULL", &[], |r| r.get(0))?)
 }

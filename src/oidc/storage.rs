@@ -1,8 +1,10 @@
 //! SQL for `oidc_logins`, `oidc_codes` and `oidc_identities`.
 
 use crate::domain::{Timestamp, UserId};
-use crate::storage::Conn;
-use rusqlite::{OptionalExtension, params};
+use crate::storage::{Conn, StorageError};
+use rusqlite::params;
+
+type Result<T> = std::result::Result<T, StorageError>;
 
 /// A sign-in under way, as `/start` stored it.
 pub struct Pending {
@@ -19,32 +21,21 @@ pub fn insert_login(
     p: &Pending,
     now: Timestamp,
     expires_at: Timestamp,
-) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
-        "INSERT INTO oidc_logins (state_hash, provider, nonce, pkce_verifier, redirect_uri, client_state, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![state_hash, p.provider, p.nonce, p.pkce_verifier, p.redirect_uri, p.client_state, now, expires_at])?;
+) -> Result<()> {
+    conn.execute("INSERT INTO oidc_logins (state_hash, provider, nonce, pkce_verifier, redirect_uri, client_state, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)", params![state_hash, p.provider, p.nonce, p.pkce_verifier, p.redirect_uri, p.client_state, now, expires_at])?;
     Ok(())
 }
 
 /// Takes a pending sign-in: marks it used and returns it, once; `None` when
 /// unknown, used, expired, or of another provider.
-pub fn take_login(
-    conn: &Conn<'_>,
-    state_hash: &str,
-    provider: &str,
-    now: Timestamp,
-) -> rusqlite::Result<Option<Pending>> {
-    let conn = conn.sqlite()?;
-    let found = conn
-        .prepare_cached(
-            "UPDATE oidc_logins SET used_at = ?3
+pub fn take_login(conn: &Conn<'_>, state_hash: &str, provider: &str, now: Timestamp) -> Result<Option<Pending>> {
+    let found = conn.query_opt(
+        "UPDATE oidc_logins SET used_at = ?3
              WHERE state_hash = ?1 AND provider = ?2 AND used_at IS NULL AND expires_at > ?3
              RETURNING provider, nonce, pkce_verifier, redirect_uri, client_state",
-        )?
-        .query_row(params![state_hash, provider, now], |r| {
+        params![state_hash, provider, now],
+        |r| {
             Ok(Pending {
                 provider: r.get(0)?,
                 nonce: r.get(1)?,
@@ -52,8 +43,8 @@ pub fn take_login(
                 redirect_uri: r.get(3)?,
                 client_state: r.get(4)?,
             })
-        })
-        .optional()?;
+        },
+    )?;
     Ok(found)
 }
 
@@ -64,32 +55,31 @@ pub fn insert_code(
     provider: &str,
     now: Timestamp,
     expires_at: Timestamp,
-) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+) -> Result<()> {
+    conn.execute(
         "INSERT INTO oidc_codes (code_hash, user_id, provider, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![hash, user, provider, now, expires_at])?;
+        params![hash, user, provider, now, expires_at],
+    )?;
     Ok(())
 }
 
 /// Uses a sign-in code once: its user and provider, if unused and unexpired.
-pub fn take_code(conn: &Conn<'_>, hash: &str, now: Timestamp) -> rusqlite::Result<Option<(UserId, String)>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+pub fn take_code(conn: &Conn<'_>, hash: &str, now: Timestamp) -> Result<Option<(UserId, String)>> {
+    conn.query_opt(
         "UPDATE oidc_codes SET used_at = ?2 WHERE code_hash = ?1 AND used_at IS NULL AND expires_at > ?2
          RETURNING user_id, provider",
-    )?
-    .query_row(params![hash, now], |r| Ok((r.get(0)?, r.get(1)?)))
-    .optional()
+        params![hash, now],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
 /// The user linked to (issuer, subject), if any.
-pub fn linked_user(conn: &Conn<'_>, issuer: &str, subject: &str) -> rusqlite::Result<Option<UserId>> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached("SELECT user_id FROM oidc_identities WHERE issuer = ?1 AND subject = ?2")?
-        .query_row(params![issuer, subject], |r| r.get(0))
-        .optional()
+pub fn linked_user(conn: &Conn<'_>, issuer: &str, subject: &str) -> Result<Option<UserId>> {
+    conn.query_opt(
+        "SELECT user_id FROM oidc_identities WHERE issuer = ?1 AND subject = ?2",
+        params![issuer, subject],
+        |r| r.get(0),
+    )
 }
 
 pub fn link(
@@ -99,19 +89,17 @@ pub fn link(
     user: UserId,
     email: Option<&str>,
     now: Timestamp,
-) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+) -> Result<()> {
+    conn.execute(
         "INSERT INTO oidc_identities (issuer, subject, user_id, email, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![issuer, subject, user, email, now])?;
+        params![issuer, subject, user, email, now],
+    )?;
     Ok(())
 }
 
 /// Deletes finished or expired sign-ins and codes.
-pub fn prune(conn: &Conn<'_>, now: Timestamp) -> rusqlite::Result<usize> {
-    let conn = conn.sqlite()?;
-    let a = conn.execute("DELETE FROM oidc_logins WHERE expires_at < ?1", [now])?;
-    let b = conn.execute("DELETE FROM oidc_codes WHERE expires_at < ?1", [now])?;
+pub fn prune(conn: &Conn<'_>, now: Timestamp) -> Result<usize> {
+    let a = conn.execute("DELETE FROM oidc_logins WHERE expires_at < ?1", params![now])?;
+    let b = conn.execute("DELETE FROM oidc_codes WHERE expires_at < ?1", params![now])?;
     Ok(a + b)
 }

@@ -18,6 +18,7 @@
 
 pub mod backup;
 mod checkpoint;
+pub mod copy;
 mod error;
 pub mod pg;
 pub mod sql;

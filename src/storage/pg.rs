@@ -146,6 +146,9 @@ impl PgDb {
         f: &impl Fn(&Conn<'_>) -> Result<T, E>,
     ) -> Result<T, Attempt<E>> {
         let mut c = self.get().map_err(|e| Attempt::Failed(E::from(e)))?;
+        // A conflict noted by an earlier read on this pooled connection is
+        // not this transaction's.
+        let _ = c.take_conflict();
         let begun = c.client().batch_execute("BEGIN").map_err(StorageError::from).and_then(|()| {
             c.client().query_one("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK_KEY]).map_err(StorageError::from)
         });
@@ -186,12 +189,28 @@ impl<E: From<StorageError>> Attempt<E> {
     }
 }
 
-/// A fresh, empty database on the test server named by
-/// `TOLLGATE_TEST_PG_URL` (which `scripts/test` starts), or `None` when no
-/// server is configured: the PostgreSQL tests then say they were skipped,
-/// except under `CI`, where a missing server fails them.
-#[cfg(test)]
-pub(crate) fn test_database() -> Option<String> {
+/// Creates a fresh, empty database on the server at `base` (a URL whose
+/// user may create databases) and returns its URL: each test gets its own.
+pub fn create_database(base: &str, name: &str) -> Result<String, StorageError> {
+    let mut admin = config(base)?.connect(postgres::NoTls)?;
+    admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
+    let mut config = config(base)?;
+    config.dbname(name);
+    // postgres::Config does not print back as a URL; build one.
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("postgres");
+    Ok(format!("postgres://{user}@{host}:{port}/{name}"))
+}
+
+/// A fresh database on the test server named by `TOLLGATE_TEST_PG_URL`
+/// (which `scripts/test` starts), or `None` when no server is configured:
+/// the PostgreSQL tests then say they were skipped, except under `CI`,
+/// where a missing server fails them.
+pub fn test_database() -> Option<String> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let Ok(base) = std::env::var("TOLLGATE_TEST_PG_URL") else {
@@ -202,19 +221,9 @@ pub(crate) fn test_database() -> Option<String> {
         eprintln!("skipped: PostgreSQL suite (TOLLGATE_TEST_PG_URL is not set; scripts/test starts a server)");
         return None;
     };
-    let name = format!("t_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    let mut admin = config(&base).expect("TOLLGATE_TEST_PG_URL").connect(postgres::NoTls).expect("connect");
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create a test database");
-    let mut config = config(&base).expect("TOLLGATE_TEST_PG_URL");
-    config.dbname(&name);
-    // postgres::Config does not print back as a URL; build one.
-    let host = match config.get_hosts().first() {
-        Some(postgres::config::Host::Tcp(h)) => h.clone(),
-        _ => "127.0.0.1".to_owned(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let user = config.get_user().unwrap_or("postgres");
-    Some(format!("postgres://{user}@{host}:{port}/{name}"))
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let name = format!("t_{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    Some(create_database(&base, &name).expect("create a test database"))
 }
 
 #[cfg(test)]
@@ -257,6 +266,18 @@ mod tests {
         let (a, b) = (columns(&sqlite), columns(&pg));
         assert!(a.len() > 25, "{a:?}");
         assert_eq!(a, b);
+        // migrate-to-postgres copies every table.
+        let mut copied: Vec<&str> = crate::storage::copy::TABLES_IN_COPY_ORDER.to_vec();
+        copied.sort_unstable();
+        assert_eq!(copied, a.keys().map(String::as_str).collect::<Vec<_>>());
+        // The rows migrations seed are the same too.
+        let seeded = |db: &Db| -> Vec<(String, String)> {
+            db.read(|c| {
+                c.query_all("SELECT key, value FROM settings ORDER BY key", &[], |r| Ok((r.get(0)?, r.get(1)?)))
+            })
+            .expect("settings")
+        };
+        assert_eq!(seeded(&sqlite), seeded(&pg));
         // Opening again applies nothing: the history is shared by instances.
         assert_eq!(migrate(&url).expect("migrate again"), 0);
     }
@@ -357,7 +378,8 @@ mod tests {
             Err(StorageError::NoRow)
         });
         assert!(matches!(r, Err(StorageError::NoRow)));
-        let n: i64 = db.read(|c| c.query_one("SELECT count(*) FROM settings", &[], |r| r.get(0))).unwrap();
+        let n: i64 =
+            db.read(|c| c.query_one("SELECT count(*) FROM settings WHERE key = 'gone'", &[], |r| r.get(0))).unwrap();
         assert_eq!(n, 0);
         let err = db.read(|c| c.sqlite().map(|_| ()).map_err(StorageError::from)).unwrap_err();
         assert!(err.to_string().contains("no PostgreSQL port yet"), "{err}");

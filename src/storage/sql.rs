@@ -36,6 +36,11 @@ pub const PG_STATEMENTS_PER_CONNECTION_MAX: usize = 256;
 /// The arguments of one statement: `params![a, b]` or `&[]`.
 pub type Params<'p> = &'p [&'p dyn ToSql];
 
+/// Arguments built at run time (a list of values) as [`Params`].
+pub fn dyn_params(values: &[rusqlite::types::Value]) -> Vec<&dyn ToSql> {
+    values.iter().map(|v| v as &dyn ToSql).collect()
+}
+
 /// Which engine a connection talks to, for the few statements whose text
 /// differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +146,15 @@ pub enum Row<'r> {
 }
 
 impl Row<'_> {
+    /// Column `i` as text borrowed from the row (no copy): for walks over
+    /// millions of rows.
+    pub fn get_str(&self, i: usize) -> Result<&str, StorageError> {
+        match self {
+            Row::Sqlite(r) => r.get_ref(i)?.as_str().map_err(|e| StorageError::Column(format!("column {i}: {e}"))),
+            Row::Pg(r) => Ok(r.try_get::<_, &str>(i)?),
+        }
+    }
+
     /// Column `i` (from 0) as `T`, through `T`'s rusqlite `FromSql` on both
     /// engines.
     pub fn get<T: FromSql>(&self, i: usize) -> Result<T, StorageError> {
@@ -156,6 +170,19 @@ impl Row<'_> {
 }
 
 impl<'a> Conn<'a> {
+    /// Runs `f` in one read transaction, so that every statement sees the
+    /// same snapshot (the audit compares caches with the ledger walk).
+    /// Never commits anything.
+    pub fn snapshot<T, E: From<StorageError>>(&self, f: impl FnOnce(&Conn<'a>) -> Result<T, E>) -> Result<T, E> {
+        self.batch(match self.engine() {
+            Engine::Sqlite => "BEGIN",
+            Engine::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        })?;
+        let out = f(self);
+        self.batch("ROLLBACK")?;
+        out
+    }
+
     pub fn pg(client: &'a mut PgClient) -> Conn<'a> {
         Conn::Pg(RefCell::new(client))
     }
@@ -255,14 +282,14 @@ impl<'a> Conn<'a> {
         }
     }
 
-    /// Streams every row through `f` without holding them all (the audit's
-    /// walk of the ledger). `f` must not query this connection: on
-    /// PostgreSQL it is busy with the stream.
+    /// Streams rows through `f` without holding them all (the audit's walk
+    /// of the ledger) until `f` answers false. `f` must not query this
+    /// connection: on PostgreSQL it is busy with the stream.
     pub fn query_each<'s>(
         &self,
         sql: impl Into<Sql<'s>>,
         params: Params<'_>,
-        mut f: impl FnMut(&Row<'_>) -> Result<(), StorageError>,
+        mut f: impl FnMut(&Row<'_>) -> Result<bool, StorageError>,
     ) -> Result<(), StorageError> {
         let sql = sql.into();
         match self {
@@ -270,7 +297,9 @@ impl<'a> Conn<'a> {
                 let mut st = c.prepare_cached(sql.text(Engine::Sqlite))?;
                 let mut rows = st.query(params)?;
                 while let Some(r) = rows.next()? {
-                    f(&Row::Sqlite(r))?;
+                    if !f(&Row::Sqlite(r))? {
+                        break;
+                    }
                 }
                 Ok(())
             }
@@ -281,7 +310,9 @@ impl<'a> Conn<'a> {
                 let args = pg_args(params)?;
                 let mut rows = c.client.query_raw(&st, pg_refs(&args))?;
                 while let Some(r) = rows.next()? {
-                    f(&Row::Pg(&r))?;
+                    if !f(&Row::Pg(&r))? {
+                        break;
+                    }
                 }
                 drop(rows);
                 Ok(())

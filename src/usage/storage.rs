@@ -2,8 +2,11 @@
 
 use super::{Counted, Counts, Dim, UsageRow};
 use crate::domain::{ApiKeyId, UserId};
-use crate::storage::Conn;
-use rusqlite::{params_from_iter, types::Value};
+use crate::storage::sql::dyn_params;
+use crate::storage::{Conn, Sql, StorageError};
+use rusqlite::types::Value;
+
+type Result<T> = std::result::Result<T, StorageError>;
 
 /// The counters of `c` as statement parameters, in column order.
 fn counts(c: &Counted) -> impl Iterator<Item = Value> {
@@ -11,87 +14,83 @@ fn counts(c: &Counted) -> impl Iterator<Item = Value> {
 }
 
 /// Adds `c` to its (day, user, model, key) row.
-pub fn add(conn: &Conn<'_>, day: i64, user: UserId, c: &Counted) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+pub fn add(conn: &Conn<'_>, day: i64, user: UserId, c: &Counted) -> Result<()> {
+    conn.execute(
         "INSERT INTO usage_daily (day, user_id, model, api_key_id, requests, input_tokens, output_tokens, images,
                                   video_seconds, cost, failures)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (day, user_id, model, api_key_id) DO UPDATE SET
-           requests = requests + excluded.requests, input_tokens = input_tokens + excluded.input_tokens,
-           output_tokens = output_tokens + excluded.output_tokens, images = images + excluded.images,
-           video_seconds = video_seconds + excluded.video_seconds, cost = cost + excluded.cost,
-           failures = failures + excluded.failures",
-    )?
-    .execute(params_from_iter(
-        [
-            Value::Integer(day),
-            Value::Integer(user.0),
-            Value::Text(c.model.clone()),
-            Value::Integer(c.api_key.map_or(0, |k| k.0)),
-        ]
-        .into_iter()
-        .chain(counts(c)),
-    ))?;
-    conn.prepare_cached(
-        "INSERT INTO usage_totals (day, model, requests, input_tokens, output_tokens, images, video_seconds, cost, failures)
+           requests = usage_daily.requests + excluded.requests, input_tokens = usage_daily.input_tokens + excluded.input_tokens,
+           output_tokens = usage_daily.output_tokens + excluded.output_tokens, images = usage_daily.images + excluded.images,
+           video_seconds = usage_daily.video_seconds + excluded.video_seconds, cost = usage_daily.cost + excluded.cost,
+           failures = usage_daily.failures + excluded.failures",
+        &dyn_params(
+            &([
+                Value::Integer(day),
+                Value::Integer(user.0),
+                Value::Text(c.model.clone()),
+                Value::Integer(c.api_key.map_or(0, |k| k.0)),
+            ]
+            .into_iter()
+            .chain(counts(c)))
+            .collect::<Vec<_>>(),
+        ),
+    )?;
+    conn.execute("INSERT INTO usage_totals (day, model, requests, input_tokens, output_tokens, images, video_seconds, cost, failures)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (day, model) DO UPDATE SET
-           requests = requests + excluded.requests, input_tokens = input_tokens + excluded.input_tokens,
-           output_tokens = output_tokens + excluded.output_tokens, images = images + excluded.images,
-           video_seconds = video_seconds + excluded.video_seconds, cost = cost + excluded.cost,
-           failures = failures + excluded.failures",
-    )?
-    .execute(params_from_iter([Value::Integer(day), Value::Text(c.model.clone())].into_iter().chain(counts(c))))?;
-    add_running(&Conn::Sqlite(conn), day, user, c)
+           requests = usage_totals.requests + excluded.requests, input_tokens = usage_totals.input_tokens + excluded.input_tokens,
+           output_tokens = usage_totals.output_tokens + excluded.output_tokens, images = usage_totals.images + excluded.images,
+           video_seconds = usage_totals.video_seconds + excluded.video_seconds, cost = usage_totals.cost + excluded.cost,
+           failures = usage_totals.failures + excluded.failures", &dyn_params(&([Value::Integer(day), Value::Text(c.model.clone())].into_iter().chain(counts(c))).collect::<Vec<_>>()))?;
+    add_running(conn, day, user, c)
 }
 
 /// Adds `c` to the user's running sums from `day` on: every row at or after
 /// `day` (usually just today's), and a row for `day` made from the one
 /// before it when there is none.
-fn add_running(conn: &Conn<'_>, day: i64, user: UserId, c: &Counted) -> rusqlite::Result<()> {
-    let conn = conn.sqlite()?;
-    conn.prepare_cached(
+fn add_running(conn: &Conn<'_>, day: i64, user: UserId, c: &Counted) -> Result<()> {
+    conn.execute(
         "UPDATE usage_user_running SET requests = requests + ?3, input_tokens = input_tokens + ?4,
            output_tokens = output_tokens + ?5, images = images + ?6, video_seconds = video_seconds + ?7,
            cost = cost + ?8, failures = failures + ?9
          WHERE user_id = ?1 AND day >= ?2",
-    )?
-    .execute(params_from_iter([Value::Integer(user.0), Value::Integer(day)].into_iter().chain(counts(c))))?;
-    conn.prepare_cached(
+        &dyn_params(&([Value::Integer(user.0), Value::Integer(day)].into_iter().chain(counts(c))).collect::<Vec<_>>()),
+    )?;
+    conn.execute(
         "INSERT INTO usage_user_running (user_id, day, requests, input_tokens, output_tokens, images, video_seconds,
                                          cost, failures)
          SELECT ?1, ?2, coalesce(p.requests, 0) + ?3, coalesce(p.input_tokens, 0) + ?4,
                 coalesce(p.output_tokens, 0) + ?5, coalesce(p.images, 0) + ?6, coalesce(p.video_seconds, 0) + ?7,
                 coalesce(p.cost, 0) + ?8, coalesce(p.failures, 0) + ?9
-         FROM (SELECT 1) LEFT JOIN (SELECT * FROM usage_user_running WHERE user_id = ?1 AND day < ?2
-                                    ORDER BY day DESC LIMIT 1) p
+         FROM (SELECT 1 AS one) AS o LEFT JOIN (SELECT * FROM usage_user_running WHERE user_id = ?1 AND day < ?2
+                                    ORDER BY day DESC LIMIT 1) AS p ON 1 = 1
          WHERE NOT EXISTS (SELECT 1 FROM usage_user_running WHERE user_id = ?1 AND day = ?2)",
-    )?
-    .execute(params_from_iter([Value::Integer(user.0), Value::Integer(day)].into_iter().chain(counts(c))))?;
+        &dyn_params(&([Value::Integer(user.0), Value::Integer(day)].into_iter().chain(counts(c))).collect::<Vec<_>>()),
+    )?;
     Ok(())
 }
 
 /// Every user's sums over `[start_day, end_day]` from the running sums (two
 /// lookups per user), by user; `None` past `limit` users with activity.
-pub fn by_user(conn: &Conn<'_>, start_day: i64, end_day: i64, limit: usize) -> rusqlite::Result<Option<Vec<UsageRow>>> {
-    let conn = conn.sqlite()?;
-    let mut users = conn.prepare_cached("SELECT DISTINCT user_id FROM usage_user_running ORDER BY user_id")?;
-    let mut through = conn.prepare_cached(
-        "SELECT requests, input_tokens, output_tokens, images, video_seconds, cost, failures
-         FROM usage_user_running WHERE user_id = ?1 AND day <= ?2 ORDER BY day DESC LIMIT 1",
-    )?;
-    let mut sums = |user: i64, day: i64| -> rusqlite::Result<Sums> {
-        let mut rows = through.query(rusqlite::params![user, day])?;
-        let mut s = Sums::default();
-        if let Some(r) = rows.next()? {
-            for (i, slot) in s.iter_mut().enumerate() {
-                *slot = r.get(i)?;
-            }
-        }
-        Ok(s)
+pub fn by_user(conn: &Conn<'_>, start_day: i64, end_day: i64, limit: usize) -> Result<Option<Vec<UsageRow>>> {
+    let sums = |user: i64, day: i64| -> Result<Sums> {
+        let found = conn.query_opt(
+            "SELECT requests, input_tokens, output_tokens, images, video_seconds, cost, failures
+             FROM usage_user_running WHERE user_id = ?1 AND day <= ?2 ORDER BY day DESC LIMIT 1",
+            rusqlite::params![user, day],
+            |r| {
+                let mut s = Sums::default();
+                for (i, slot) in s.iter_mut().enumerate() {
+                    *slot = r.get(i)?;
+                }
+                Ok(s)
+            },
+        )?;
+        Ok(found.unwrap_or_default())
     };
-    let ids: Vec<i64> = users.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    let ids: Vec<i64> =
+        conn.query_all("SELECT DISTINCT user_id FROM usage_user_running ORDER BY user_id", &[], |r| r.get(0))?;
     let mut out = Vec::new();
     for user in ids {
         let (upto, before) = (sums(user, end_day)?, sums(user, start_day - 1)?);
@@ -109,17 +108,12 @@ pub fn by_user(conn: &Conn<'_>, start_day: i64, end_day: i64, limit: usize) -> r
 }
 
 /// Users whose latest running cost differs from the sum of their daily rows.
-pub fn running_drift(conn: &Conn<'_>) -> rusqlite::Result<Vec<(i64, i64, i64)>> {
-    let conn = conn.sqlite()?;
-    conn.prepare(
-        "SELECT d.user_id, coalesce((SELECT cost FROM usage_user_running r WHERE r.user_id = d.user_id
+pub fn running_drift(conn: &Conn<'_>) -> Result<Vec<(i64, i64, i64)>> {
+    conn.query_all("SELECT d.user_id, coalesce((SELECT cost FROM usage_user_running r WHERE r.user_id = d.user_id
                                      ORDER BY r.day DESC LIMIT 1), 0), d.cost
-         FROM (SELECT user_id, sum(cost) AS cost FROM usage_daily GROUP BY user_id) d
+         FROM (SELECT user_id, CAST(sum(cost) AS BIGINT) AS cost FROM usage_daily GROUP BY user_id) d
          WHERE coalesce((SELECT cost FROM usage_user_running r WHERE r.user_id = d.user_id ORDER BY r.day DESC LIMIT 1), 0)
-               <> d.cost",
-    )?
-    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-    .collect()
+               <> d.cost", &[], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
 }
 
 /// The sums of one group, in report order.
@@ -138,10 +132,9 @@ pub fn grouped(
     user: Option<UserId>,
     dims: &[Dim],
     limit: usize,
-) -> rusqlite::Result<Option<Vec<UsageRow>>> {
-    let conn = conn.sqlite()?;
+) -> Result<Option<Vec<UsageRow>>> {
     if user.is_none() && dims == [Dim::User] {
-        return by_user(&Conn::Sqlite(conn), start_day, end_day, limit);
+        return by_user(conn, start_day, end_day, limit);
     }
     let totals_only = user.is_none() && dims.iter().all(|d| matches!(d, Dim::Day | Dim::Model));
     let sums = "requests, input_tokens, output_tokens, images, video_seconds, cost, failures";
@@ -165,9 +158,11 @@ pub fn grouped(
         )
     };
     let mut groups: std::collections::BTreeMap<(i64, String, i64, i64), Sums> = std::collections::BTreeMap::new();
-    let mut st = conn.prepare_cached(&sql)?;
-    let mut rows = st.query(params_from_iter(args))?;
-    while let Some(r) = rows.next()? {
+    // SQLite must be told to read one user's rows by user; PostgreSQL's
+    // planner needs no hint (and has no INDEXED BY).
+    let pg_sql = sql.replace(" INDEXED BY usage_daily_by_user", "");
+    let mut over = false;
+    conn.query_each(Sql::each(&sql, &pg_sql), &dyn_params(&args), |r| {
         let (day, model, user_id, key): (i64, String, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
         let key = (
             if dims.contains(&Dim::Day) { day } else { 0 },
@@ -176,12 +171,17 @@ pub fn grouped(
             if dims.contains(&Dim::Key) { key } else { 0 },
         );
         if groups.len() >= limit && !groups.contains_key(&key) {
-            return Ok(None);
+            over = true;
+            return Ok(false);
         }
         let g = groups.entry(key).or_default();
         for (i, slot) in g.iter_mut().enumerate() {
-            *slot += r.get::<_, i64>(4 + i)?;
+            *slot += r.get::<i64>(4 + i)?;
         }
+        Ok(true)
+    })?;
+    if over {
+        return Ok(None);
     }
     let mut out: Vec<UsageRow> = groups
         .into_iter()
@@ -210,22 +210,16 @@ pub fn grouped(
 
 /// Per (day, model): the totals table's cost and the detail's (the audit
 /// checks they agree); only the pairs that differ.
-pub fn totals_drift(conn: &Conn<'_>) -> rusqlite::Result<Vec<(i64, String, i64, i64)>> {
-    let conn = conn.sqlite()?;
-    conn.prepare(
-        "SELECT coalesce(t.day, d.day), coalesce(t.model, d.model), coalesce(t.cost, 0), coalesce(d.cost, 0)
-         FROM usage_totals t FULL OUTER JOIN (SELECT day, model, sum(cost) AS cost FROM usage_daily GROUP BY day, model) d
+pub fn totals_drift(conn: &Conn<'_>) -> Result<Vec<(i64, String, i64, i64)>> {
+    conn.query_all("SELECT coalesce(t.day, d.day), coalesce(t.model, d.model), coalesce(t.cost, 0), coalesce(d.cost, 0)
+         FROM usage_totals t FULL OUTER JOIN (SELECT day, model, CAST(sum(cost) AS BIGINT) AS cost FROM usage_daily GROUP BY day, model) d
            ON d.day = t.day AND d.model = t.model
-         WHERE coalesce(t.cost, 0) <> coalesce(d.cost, 0)",
-    )?
-    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-    .collect()
+         WHERE coalesce(t.cost, 0) <> coalesce(d.cost, 0)", &[], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
 }
 
 /// Every user's total charged cost in the aggregate (for the audit).
-pub fn cost_by_user(conn: &Conn<'_>) -> rusqlite::Result<Vec<(i64, i64)>> {
-    let conn = conn.sqlite()?;
-    conn.prepare("SELECT user_id, sum(cost) FROM usage_daily GROUP BY user_id")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect()
+pub fn cost_by_user(conn: &Conn<'_>) -> Result<Vec<(i64, i64)>> {
+    conn.query_all("SELECT user_id, CAST(sum(cost) AS BIGINT) FROM usage_daily GROUP BY user_id", &[], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
 }

@@ -55,10 +55,7 @@ fn hi(stream: bool) -> Value {
 }
 
 fn active_holds(app: &TestApp) -> i64 {
-    rusqlite::Connection::open(app.db_path())
-        .unwrap()
-        .query_row("SELECT count(*) FROM credit_holds WHERE status = 'active'", [], |r| r.get(0))
-        .unwrap()
+    app.sql_one("SELECT count(*) FROM credit_holds WHERE status = 'active'", &[])
 }
 
 /// 12 prompt tokens x 0.8 + 34 completion x 2 = 9.6 + 68 = 77.6 credits
@@ -199,10 +196,7 @@ fn an_upstream_timeout_is_a_504_with_the_balance_unchanged_and_the_hold_released
         app.balance(&ann),
         json!({"object": "balance", "balance": 1_000, "held": 0, "available": 1_000, "next_expiry": null})
     );
-    let released: i64 = rusqlite::Connection::open(app.db_path())
-        .unwrap()
-        .query_row("SELECT count(*) FROM credit_holds WHERE status = 'released'", [], |r| r.get(0))
-        .unwrap();
+    let released: i64 = app.sql_one("SELECT count(*) FROM credit_holds WHERE status = 'released'", &[]);
     assert_eq!(released, 1);
 }
 

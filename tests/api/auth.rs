@@ -72,10 +72,7 @@ fn forged_expired_and_malformed_credentials_are_refused_with_401() {
     .unwrap();
     // A token with the right secret but expired long ago: sign it with the
     // server's secret read from the database file (an operator could).
-    let secret: String = rusqlite::Connection::open(app.db_path())
-        .unwrap()
-        .query_row("SELECT value FROM settings WHERE key = 'jwt_secret'", [], |r| r.get(0))
-        .unwrap();
+    let secret: String = app.sql_one("SELECT value FROM settings WHERE key = 'jwt_secret'", &[]);
     let expired = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &json!({"sub": ann.id, "role": "user", "iat": now_s() - 7200, "exp": now_s() - 3600}),
@@ -166,10 +163,8 @@ fn api_keys_work_until_revoked_and_are_shown_once() {
     let list = app.client.get("/v1/api-keys", &ann.token).json();
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
     assert!(!list.to_string().contains(&key), "the key must not be listed");
-    let stored: i64 = rusqlite::Connection::open(app.db_path())
-        .unwrap()
-        .query_row("SELECT count(*) FROM api_keys WHERE key_hash LIKE ?1", [format!("%{}%", &key[3..])], |r| r.get(0))
-        .unwrap();
+    let stored: i64 = app
+        .sql_one("SELECT count(*) FROM api_keys WHERE key_hash LIKE ?1", rusqlite::params![format!("%{}%", &key[3..])]);
     assert_eq!(stored, 0, "the plaintext key must not be stored");
     let id = created["id"].as_str().unwrap();
     // Bob cannot revoke ann's key: to him it does not exist.

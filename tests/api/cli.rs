@@ -36,6 +36,7 @@ fn every_subcommand_has_help() {
 
 #[test]
 fn an_unknown_config_key_is_a_startup_error_naming_key_and_file() {
+    crate::sqlite_only!();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tollgate.toml"), "[limits]\nrpm = 5\nbrust = 3\n").unwrap();
     let o = run(&["migrate"], dir.path());
@@ -69,6 +70,7 @@ fn cli_creates_users_and_grants_credits_through_the_ledger() {
 
 #[test]
 fn serve_with_no_config_creates_the_database_in_the_working_directory() {
+    crate::sqlite_only!();
     let dir = tempfile::tempdir().unwrap();
     let mut child = bin()
         .args(["serve", "--addr", "127.0.0.1:0"])
@@ -113,6 +115,7 @@ fn tamper(db: &Path, row: i64) {
 
 #[test]
 fn hand_editing_a_ledger_amount_makes_audit_fail_and_name_the_row() {
+    crate::sqlite_only!();
     let app = TestApp::spawn();
     let ann = app.user("ann");
     app.grant(&ann, 100);
@@ -147,6 +150,7 @@ fn hand_editing_a_ledger_amount_makes_audit_fail_and_name_the_row() {
 
 #[test]
 fn audit_expect_fails_when_the_recorded_head_was_rewritten() {
+    crate::sqlite_only!();
     let app = TestApp::spawn();
     let ann = app.user("ann");
     app.grant(&ann, 100);
@@ -172,6 +176,7 @@ fn serve_on_a_port_in_use_fails_before_touching_the_database() {
 
 #[test]
 fn a_provider_key_variable_that_is_not_set_stops_the_start() {
+    crate::sqlite_only!();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("tollgate.toml"),

@@ -296,16 +296,19 @@ fn ten_thousand_calls_of_0_045_credits_charge_exactly_450() {
         t.join().unwrap();
     }
     assert_eq!(app.balance(&ann)["balance"], 1_000 - 450, "the exact sum, rounded once");
-    let c = rusqlite::Connection::open(app.db_path()).unwrap();
-    let (rows, micro, charged): (i64, i64, i64) = c
-        .query_row(
-            "SELECT count(*), SUM(cost_micro), -SUM(amount) FROM credit_transactions WHERE kind = 'consume'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+    let (rows, micro, charged): (i64, i64, i64) = app
+        .db()
+        .read(|c| {
+            c.query_one(
+                "SELECT count(*), CAST(SUM(cost_micro) AS BIGINT), CAST(-SUM(amount) AS BIGINT)
+                 FROM credit_transactions WHERE kind = 'consume'",
+                &[],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+        })
         .unwrap();
     assert_eq!((rows, micro, charged), (10_000, 450_000_000, 450), "every call is on the ledger with its exact cost");
-    let carry: i64 = c.query_row("SELECT carry_micro FROM users WHERE email = ?1", [&ann.email], |r| r.get(0)).unwrap();
+    let carry: i64 = app.sql_one("SELECT carry_micro FROM users WHERE email = ?1", rusqlite::params![ann.email]);
     assert_eq!(carry, 0);
     let last = app.client.get("/v1/credits/transactions?limit=1", &ann.token).json()["data"][0].clone();
     assert_eq!(last["cost_micro"], 45_000, "the ledger shows each call's exact cost and the carry");

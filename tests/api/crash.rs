@@ -21,6 +21,7 @@ type Outcomes = HashMap<String, (Outcome, Option<String>)>;
 
 #[test]
 fn sigkill_during_consumes_loses_no_acknowledged_write_and_doubles_none() {
+    crate::sqlite_only!();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
     let durable = [("TOLLGATE_SERVER_SQLITE_SYNCHRONOUS", "full")];
@@ -125,6 +126,7 @@ fn sigkill_during_consumes_loses_no_acknowledged_write_and_doubles_none() {
 
 #[test]
 fn holds_of_chat_calls_in_flight_at_sigkill_are_released_at_the_next_start() {
+    crate::sqlite_only!();
     let fake = crate::fake_provider::FakeProvider::start();
     fake.script(|s| s.latency_ms = 30_000);
     let dir = tempfile::tempdir().unwrap();
@@ -169,6 +171,7 @@ fn holds_of_chat_calls_in_flight_at_sigkill_are_released_at_the_next_start() {
 
 #[test]
 fn sigkill_during_metered_chats_leaves_every_carry_consistent() {
+    crate::sqlite_only!();
     let fake = crate::fake_provider::FakeProvider::start();
     fake.script(|s| {
         s.prompt_tokens = 100;

@@ -85,10 +85,7 @@ fn thirty_two_threads_racing_consumes_spend_exactly_the_balance() {
     assert_eq!(refused, 3200 - 1428);
     assert_eq!(app.balance(&ann)["balance"], 4);
     assert_eq!(app.validate(&ann)["valid"], true);
-    let negative: i64 = rusqlite::Connection::open(app.db_path())
-        .unwrap()
-        .query_row("SELECT count(*) FROM credit_transactions WHERE balance_after < 0", [], |r| r.get(0))
-        .unwrap();
+    let negative: i64 = app.sql_one("SELECT count(*) FROM credit_transactions WHERE balance_after < 0", &[]);
     assert_eq!(negative, 0);
     let audit = app.audit();
     assert_eq!(audit["valid"], true, "{audit}");

@@ -246,6 +246,7 @@ fn webhook_urls_to_private_addresses_are_refused_unless_allowed() {
 
 #[test]
 fn an_event_committed_before_sigkill_is_delivered_after_the_restart() {
+    crate::sqlite_only!();
     let receiver = Receiver::start();
     receiver.seen(|s| s.down = true);
     let (secret, _) = tollgate::events::signing::Secret::generate().unwrap();
@@ -603,6 +604,7 @@ fn a_download_that_fails_at_first_is_retried_and_kept() {
 
 #[test]
 fn a_backup_taken_while_jobs_complete_restores_every_kept_output_with_its_checksum() {
+    crate::sqlite_only!();
     let fake = FakeProvider::start();
     fake.script(|s| s.video_bytes = 64 * 1024);
     let app = TestApp::spawn_with(with_video(&fake));

@@ -191,6 +191,7 @@ fn a_call_holding_credits_of_a_grant_that_expires_mid_call_settles_and_the_rest_
 
 #[test]
 fn sigkill_while_a_hold_outlives_its_grant_leaves_every_grant_consistent_after_restart() {
+    crate::sqlite_only!();
     let fake = FakeProvider::start();
     fake.script(|s| s.latency_ms = 30_000);
     let dir = tempfile::tempdir().unwrap();

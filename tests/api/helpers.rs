@@ -151,6 +151,13 @@ pub struct TestApp {
 /// Settings for a test: a fresh database in `dir`, an ephemeral port, and
 /// durability off (the tests that need it turn it on).
 pub fn test_config(dir: &tempfile::TempDir) -> Config {
+    // TOLLGATE_TEST_LOG=warn (or any level) shows the services' logs.
+    static LOGGER: std::sync::Once = std::sync::Once::new();
+    LOGGER.call_once(|| {
+        if let Ok(level) = std::env::var("TOLLGATE_TEST_LOG") {
+            let _ = env_logger::Builder::new().parse_filters(&level).is_test(true).try_init();
+        }
+    });
     let mut c = Config::load_from(&Flags::default(), &[]).expect("default config");
     c.server.addr = "127.0.0.1:0".into();
     c.server.db = dir.path().join("tollgate.db");
@@ -163,7 +170,29 @@ pub fn test_config(dir: &tempfile::TempDir) -> Config {
     c.events.backoff_base_ms = 50;
     c.events.backoff_max_ms = 200;
     c.media.download_backoff_base_ms = 50;
+    if engine_is_postgres() {
+        c.database.url = tollgate::storage::pg::test_database().expect("TOLLGATE_TEST_PG_URL names the test server");
+    }
     c
+}
+
+/// The engine the suite runs on: `TOLLGATE_TEST_ENGINE=postgres` runs every
+/// service test on a fresh PostgreSQL database (`scripts/test` runs the
+/// suite once per engine).
+pub fn engine_is_postgres() -> bool {
+    std::env::var("TOLLGATE_TEST_ENGINE").is_ok_and(|e| e == "postgres")
+}
+
+/// Skips a test that is about the SQLite file itself (its CLI, backups,
+/// kill -9 of a process on it) when the suite runs on PostgreSQL.
+#[macro_export]
+macro_rules! sqlite_only {
+    () => {
+        if $crate::helpers::engine_is_postgres() {
+            eprintln!("skipped on PostgreSQL: this test is about the SQLite file");
+            return;
+        }
+    };
 }
 
 impl TestApp {
@@ -296,14 +325,33 @@ impl TestApp {
     }
 
     pub fn count_where(&self, table: &str, condition: &str) -> i64 {
-        let c = rusqlite::Connection::open(self.db_path()).expect("open db");
-        c.query_row(&format!("SELECT count(*) FROM {table} WHERE {condition}"), [], |r| r.get(0)).expect("count")
+        self.count_sql(&format!("SELECT count(*) FROM {table} WHERE {condition}"))
     }
 
-    /// Counts rows straight from the file, to prove that nothing was written.
+    /// Counts rows straight from the database, to prove that nothing was
+    /// written.
     pub fn count(&self, table: &str) -> i64 {
-        let c = rusqlite::Connection::open(self.db_path()).expect("open db");
-        c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).expect("count")
+        self.count_sql(&format!("SELECT count(*) FROM {table}"))
+    }
+
+    fn count_sql(&self, sql: &str) -> i64 {
+        self.sql_one(sql, &[])
+    }
+
+    /// The first column of the one row `sql` returns, read through the
+    /// service's own database handle (either engine).
+    pub fn sql_one<T: rusqlite::types::FromSql>(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> T {
+        self.db().read(|c| c.query_one(sql, params, |r| r.get::<T>(0))).expect(sql)
+    }
+
+    /// Runs one statement through the service's writer (a test that moves
+    /// time or corrupts a row on purpose); the rows it changed.
+    pub fn sql_exec(&self, sql: &'static str) -> usize {
+        self.db().write(move |c| c.execute(sql, &[])).expect(sql)
+    }
+
+    pub fn db(&self) -> &tollgate::storage::Db {
+        &self.service.as_ref().expect("running").app().db
     }
 }
 

@@ -127,7 +127,11 @@ fn a_failing_provider_retries_with_backoff_then_fails_with_the_balance_untouched
         json!({"object": "balance", "balance": 1_000, "held": 0, "available": 1_000, "next_expiry": null})
     );
 
-    fake.script(|s| s.fail = None);
+    // The provider answers slowly enough for the new attempt's hold to be seen.
+    fake.script(|s| {
+        s.fail = None;
+        s.latency_ms = 500;
+    });
     let r = app.client.post(&format!("/v1/jobs/{id}/retry"), &ann.token, json!({}));
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(app.balance(&ann)["held"], 227, "a new hold for the new attempt (\"hello\" bounds at 227)");
@@ -315,6 +319,7 @@ fn a_thousand_jobs_from_ten_users_each_run_exactly_once() {
 
 #[test]
 fn sigkill_with_fifty_jobs_in_flight_loses_nothing_and_submits_no_task_twice() {
+    crate::sqlite_only!();
     let fake = FakeProvider::start();
     fake.script(|s| {
         s.task_polls = 6;

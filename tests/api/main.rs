@@ -21,6 +21,7 @@ mod grants;
 mod guard;
 mod http_edge;
 mod idempotency;
+mod instances;
 mod jobs;
 mod keys;
 mod oidc;

@@ -71,8 +71,7 @@ fn racing_consumes_and_calls_are_counted_exactly_and_the_audit_checks_it() {
     assert_eq!(app.audit()["valid"], true, "{}", app.audit());
 
     // The audit catches an aggregate that drifted from the ledger.
-    let c = rusqlite::Connection::open(app.db_path()).unwrap();
-    c.execute("UPDATE usage_daily SET cost = cost + 1 WHERE model = ''", []).unwrap();
+    app.sql_exec("UPDATE usage_daily SET cost = cost + 1 WHERE model = ''");
     let audit = app.audit();
     assert_eq!(audit["valid"], false);
     assert!(audit["mismatches"].as_array().unwrap().iter().any(|m| m["kind"] == "usage"), "{audit}");

@@ -1,0 +1,290 @@
+//! Several tollgate processes on one PostgreSQL database: money, idempotency
+//! and jobs stay exact across instances, and an instance killed under load
+//! loses nothing acknowledged. Runs in the PostgreSQL pass of the suite.
+
+use crate::fake_provider::FakeProvider;
+use crate::helpers::*;
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Skips a test that needs the PostgreSQL pass.
+macro_rules! postgres_only {
+    () => {
+        if !engine_is_postgres() {
+            eprintln!("skipped on SQLite: this test runs several instances on one PostgreSQL database");
+            return;
+        }
+    };
+}
+
+/// `n` `tollgate serve` processes on the database at `url`.
+fn instances(dir: &tempfile::TempDir, n: usize, url: &str, extra: &[(&str, &str)]) -> Vec<ServerProcess> {
+    (0..n)
+        .map(|i| {
+            let mut env = vec![("TOLLGATE_DATABASE_URL", url)];
+            env.extend_from_slice(extra);
+            // Each instance has its own directory (media); the data is shared.
+            serve_process(&dir.path().join(format!("instance{i}.db")), &env)
+        })
+        .collect()
+}
+
+fn fresh_database() -> String {
+    tollgate::storage::pg::test_database().expect("TOLLGATE_TEST_PG_URL names the test server")
+}
+
+/// A user with `credits`, created through the first instance; their token.
+fn funded(servers: &[ServerProcess], email: &str, credits: i64) -> String {
+    let admin = servers[0].client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    servers[0].client.funded_user(&admin, email, credits)
+}
+
+#[test]
+fn three_instances_racing_consumes_spend_exactly_the_balance() {
+    postgres_only!();
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database();
+    let servers = instances(&dir, 3, &url, &[]);
+    let token = funded(&servers, "race@example.com", 10_000);
+    let clients: Vec<Client> = servers.iter().map(|s| s.client.clone()).collect();
+    let threads: Vec<_> = (0..32)
+        .map(|t| {
+            let (clients, token) = (clients.clone(), token.clone());
+            std::thread::spawn(move || {
+                let mut ok = 0;
+                for i in 0..100 {
+                    let client = &clients[(t + i) % clients.len()];
+                    let r = client.post("/v1/credits/consume", &token, json!({"amount": 7}));
+                    match r.status {
+                        201 => ok += 1,
+                        402 => {}
+                        s => panic!("unexpected {s}: {}", r.text()),
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let ok: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(ok, 1_428, "10,000 / 7 consumes fit, across three instances");
+    for s in &servers {
+        let b = s.client.get("/v1/credits/balance", &token).json();
+        assert_eq!(b["balance"], 4, "every instance sees the same balance");
+    }
+    let admin = servers[1].client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let audit = servers[2].client.get("/v1/admin/audit", &admin).json();
+    assert_eq!(audit["valid"], true, "{audit}");
+}
+
+#[test]
+fn fifty_racing_requests_with_one_idempotency_key_across_instances_have_one_effect() {
+    postgres_only!();
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database();
+    let servers = instances(&dir, 3, &url, &[]);
+    let token = funded(&servers, "once@example.com", 1_000);
+    let clients: Vec<Client> = servers.iter().map(|s| s.client.clone()).collect();
+    let body = json!({"amount": 10, "description": "once"}).to_string();
+    let threads: Vec<_> = (0..50)
+        .map(|i| {
+            let (client, token, body) = (clients[i % 3].clone(), token.clone(), body.clone());
+            std::thread::spawn(move || {
+                let r = client
+                    .request(
+                        "POST",
+                        "/v1/credits/consume",
+                        Some(&token),
+                        &[("Idempotency-Key", "k-1")],
+                        Some(body.as_bytes()),
+                    )
+                    .expect("answered");
+                (r.status, r.json()["transaction_id"].as_str().map(str::to_owned))
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, Option<String>)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let ids: HashSet<&String> = answers.iter().filter(|(s, _)| *s == 201).filter_map(|(_, id)| id.as_ref()).collect();
+    assert_eq!(ids.len(), 1, "every 201 names the one transaction: {answers:?}");
+    assert!(answers.iter().all(|(s, _)| *s == 201 || *s == 409), "{answers:?}");
+    let b = servers[0].client.get("/v1/credits/balance", &token).json();
+    assert_eq!(b["balance"], 990, "charged once");
+}
+
+fn job_config(dir: &std::path::Path, fake: &FakeProvider) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            r#"[jobs]
+workers = 4
+lease_s = 5
+backoff_base_ms = 20
+poll_interval_min_ms = 20
+poll_interval_max_ms = 50
+[ledger]
+sweep_interval_s = 1
+[providers.oa]
+kind = "openai"
+base_url = "{base}/v1"
+[[models]]
+name = "qwen-plus"
+kind = "chat"
+routes = [ {{ provider = "oa", model = "q" }} ]
+price = {{ input_per_1m = 800000, output_per_1m = 2000000 }}
+max_output_tokens = 100
+"#,
+            base = fake.base
+        ),
+    )
+}
+
+fn submit_jobs(servers: &[ServerProcess], token: &str, prefix: &str, n: usize) {
+    let clients: Vec<Client> = servers.iter().map(|s| s.client.clone()).collect();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (clients, token, prefix) = (clients.clone(), token.to_owned(), prefix.to_owned());
+            std::thread::spawn(move || {
+                for k in (t..n).step_by(4) {
+                    let body = json!({"type": "text_generation", "model": "qwen-plus",
+                                      "input": {"prompt": format!("{prefix}-{k}"), "max_tokens": 100}});
+                    let r = clients[k % clients.len()].post("/v1/jobs", &token, body);
+                    assert_eq!(r.status, 202, "{}", r.text());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// Waits until `n` jobs completed, asking `client` as the admin.
+fn wait_completed(client: &Client, n: usize, within: Duration) {
+    let admin = client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let deadline = Instant::now() + within;
+    loop {
+        let mut done = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = match &after {
+                Some(a) => format!("/v1/admin/jobs?status=completed&limit=100&starting_after={a}"),
+                None => "/v1/admin/jobs?status=completed&limit=100".to_owned(),
+            };
+            let list = client.get(&page, &admin).json();
+            let data = list["data"].as_array().cloned().unwrap_or_default();
+            done += data.len();
+            if list["has_more"] != true {
+                break;
+            }
+            after = data.last().and_then(|j| j["id"].as_str()).map(str::to_owned);
+        }
+        if done >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {done} of {n} jobs completed");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn a_thousand_jobs_across_three_instances_call_the_provider_exactly_once_each() {
+    postgres_only!();
+    let fake = FakeProvider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_config(dir.path(), &fake);
+    let url = fresh_database();
+    let servers = instances(&dir, 3, &url, &[("TOLLGATE_CONFIG", config.to_str().unwrap())]);
+    let token = funded(&servers, "jobs@example.com", 1_000_000);
+    submit_jobs(&servers, &token, "job", 1_000);
+    wait_completed(&servers[0].client, 1_000, Duration::from_secs(180));
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for r in fake.requests() {
+        *seen.entry(r.body["messages"][0]["content"].as_str().unwrap_or("").to_owned()).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 1_000, "every job reached the provider");
+    assert!(seen.values().all(|n| *n == 1), "a job ran twice");
+    let admin = servers[1].client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    assert_eq!(servers[1].client.get("/v1/admin/audit", &admin).json()["valid"], true);
+}
+
+#[test]
+fn an_instance_killed_under_load_loses_no_acknowledged_charge_and_the_others_finish_its_jobs() {
+    postgres_only!();
+    let fake = FakeProvider::start();
+    // Slow enough that the killed instance has jobs in flight.
+    fake.script(|s| s.latency_ms = 1_000);
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_config(dir.path(), &fake);
+    let url = fresh_database();
+    let mut servers = instances(&dir, 3, &url, &[("TOLLGATE_CONFIG", config.to_str().unwrap())]);
+    let token = funded(&servers, "kill@example.com", 1_000_000);
+    submit_jobs(&servers, &token, "kill", 60);
+
+    // Consumes through every instance; the third dies under them.
+    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<Client> = servers.iter().map(|s| s.client.clone()).collect();
+    let load: Vec<_> = (0..6)
+        .map(|t| {
+            let (client, token, acknowledged, stop) =
+                (clients[t % 3].clone(), token.clone(), Arc::clone(&acknowledged), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match client.request(
+                        "POST",
+                        "/v1/credits/consume",
+                        Some(&token),
+                        &[],
+                        Some(json!({"amount": 1}).to_string().as_bytes()),
+                    ) {
+                        Ok(r) if r.status == 201 => {
+                            let id = r.json()["transaction_id"].as_str().expect("id").to_owned();
+                            acknowledged.lock().unwrap().push(id);
+                        }
+                        Ok(r) => panic!("unexpected {}: {}", r.status, r.text()),
+                        // The killed instance's callers: unknown outcome.
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1_500));
+    servers[2].child.kill().expect("SIGKILL");
+    servers[2].child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() > 50, "the load ran ({} acknowledged)", acknowledged.len());
+
+    // The survivors finish every job (the dead instance's after their lease).
+    wait_completed(&servers[0].client, 60, Duration::from_secs(60));
+    let admin = servers[0].client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let jobs = servers[0].client.get("/v1/admin/jobs?limit=100", &admin).json();
+    let rerun = jobs["data"].as_array().unwrap().iter().filter(|j| j["attempts"].as_i64().unwrap_or(0) > 1).count();
+    assert!(rerun > 0, "the killed instance had jobs in flight, run again by the others after their lease");
+    let mut ledger: HashSet<String> = HashSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = match &after {
+            Some(a) => format!("/v1/credits/transactions?limit=100&starting_after={a}"),
+            None => "/v1/credits/transactions?limit=100".to_owned(),
+        };
+        let list = servers[1].client.get(&page, &token).json();
+        let data = list["data"].as_array().cloned().unwrap_or_default();
+        ledger.extend(data.iter().filter_map(|t| t["id"].as_str().map(str::to_owned)));
+        if list["has_more"] != true {
+            break;
+        }
+        after = data.last().and_then(|t| t["id"].as_str()).map(str::to_owned);
+    }
+    let lost: Vec<&String> = acknowledged.iter().filter(|id| !ledger.contains(*id)).collect();
+    assert!(lost.is_empty(), "acknowledged charges missing from the ledger: {lost:?}");
+    let audit = servers[1].client.get("/v1/admin/audit", &admin).json();
+    assert_eq!(audit["valid"], true, "{audit}");
+}
