@@ -20,7 +20,8 @@ export TOLLGATE_LIMITS_RPM=100000000 TOLLGATE_LIMITS_BURST=100000000 RUST_LOG=wa
 
 serve() { # port, extra env...
   local port=$1; shift
-  env "$@" "$bin" serve --addr "127.0.0.1:$port" --db "$work/$port.db" >"$work/$port.log" 2>&1 &
+  # The server refuses TOLLGATE_* variables it does not know.
+  env -u TOLLGATE_TEST_PG_URL -u TOLLGATE_TEST_PG_DIR "$@" "$bin" serve --addr "127.0.0.1:$port" --db "$work/$port.db" >"$work/$port.log" 2>&1 &
   echo $!
 }
 wait_ready() {
@@ -39,7 +40,7 @@ for round in $(seq "$rounds"); do
   wait_ready 18090
   run "SQLite, 1 instance (round $round)" "http://127.0.0.1:18090" "$work/18090.db"
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  rm -f "$work"/18090.db*
+  rm -rf "$work"/18090.db*
 
   db="b1_$round"
   psql -q "$TOLLGATE_TEST_PG_URL" -c "CREATE DATABASE $db"
