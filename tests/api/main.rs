@@ -26,5 +26,6 @@ mod jobs;
 mod keys;
 mod oidc;
 mod ops;
+mod postgres_cli;
 mod sessions;
 mod usage;
