@@ -101,11 +101,10 @@ impl Service {
         let oidc = crate::oidc::Providers::new(&config.oidc, &public_url, secret)?;
         let cors = crate::http::cors::Cors::new(&config.server.cors_origins, config.server.cors_max_age_s);
         let resets = crate::auth::reset::Requests::start(db.clone(), config.auth.clone()).map_err(|e| e.to_string())?;
-        let credentials = match db.engine() {
-            crate::storage::Engine::Sqlite => Default::default(),
-            crate::storage::Engine::Postgres => {
-                crate::auth::cache::CredentialCache::with_ttl_ms(crate::auth::cache::CREDENTIAL_CACHE_TTL_SHARED_MS)
-            }
+        let credentials = if db.is_shared() {
+            crate::auth::cache::CredentialCache::with_ttl_ms(crate::auth::cache::CREDENTIAL_CACHE_TTL_SHARED_MS)
+        } else {
+            Default::default()
         };
         let app = Arc::new(App {
             config,
@@ -192,23 +191,20 @@ fn ensure_admin(db: &Db, a: &BootstrapAdmin) -> Result<(), String> {
 
 /// After a crash: drop idempotency claims of requests that died with the
 /// process, release the holds of provider calls that died with it, and
-/// expire holds whose time has passed.
-/// What a previous process left half done. On SQLite this process is the
-/// only one, so anything in flight is dead. On PostgreSQL other instances
-/// may be serving: their idempotency claims and their calls' holds are
-/// alive, so a claim is cleared only once it is older than any request can
-/// run, and holds only when they expire (the sweeper does that while
-/// serving); jobs are recovered by their leases (`jobs::recover`).
+/// expire holds whose time has passed. On a SQLite file this process is the
+/// only server, so anything in flight is dead. On a shared database
+/// (PostgreSQL) other instances may be serving: their claims and their
+/// calls' holds are alive, so a claim is cleared only once it is older than
+/// any request can run, and holds only when they expire (the sweeper does
+/// that while serving); jobs are recovered by their leases (`jobs::recover`).
 fn recover(db: &Db) -> Result<(), String> {
-    let cleared = match db.engine() {
-        crate::storage::Engine::Sqlite => idempotency::clear_in_progress(db),
-        crate::storage::Engine::Postgres => idempotency::clear_stale_in_progress(db),
-    }
-    .map_err(|e| e.to_string())?;
+    let cleared =
+        if db.is_shared() { idempotency::clear_stale_in_progress(db) } else { idempotency::clear_in_progress(db) }
+            .map_err(|e| e.to_string())?;
     if cleared > 0 {
         log::warn!("cleared {cleared} idempotency claim(s) left by a previous process");
     }
-    if db.engine() == crate::storage::Engine::Sqlite {
+    if !db.is_shared() {
         let released = in_batches(db, ledger::release_unattached)?;
         if released > 0 {
             log::warn!("released {released} hold(s) of calls that were in flight when the previous process stopped");
@@ -251,7 +247,7 @@ fn upkeep(app: &App, stop: &AtomicBool) {
             if let Err(e) = app.db.write(|c| ledger::expire_due(c, Timestamp::now())) {
                 log::error!("hold sweep failed: {e}");
             }
-            if app.db.engine() == crate::storage::Engine::Postgres {
+            if app.db.is_shared() {
                 match idempotency::clear_stale_in_progress(&app.db) {
                     Ok(0) => {}
                     Ok(n) => log::warn!("cleared {n} idempotency claim(s) of an instance that stopped mid-request"),

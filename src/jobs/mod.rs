@@ -230,10 +230,7 @@ pub fn retry(conn: &Conn<'_>, user: UserId, id: JobId, hold_ttl_ms: i64, caps: &
 /// On PostgreSQL other instances may be running jobs: only jobs whose lease
 /// ran out are recovered (a dead instance's, once its leases lapse).
 pub fn recover(db: &Db) -> Result<(usize, usize)> {
-    match db.engine() {
-        crate::storage::Engine::Sqlite => recover_where(db, None),
-        crate::storage::Engine::Postgres => recover_where(db, Some(Timestamp::now())),
-    }
+    recover_where(db, db.is_shared().then(Timestamp::now))
 }
 
 /// While serving: jobs whose worker stopped renewing the lease (it died, or

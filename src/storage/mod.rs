@@ -258,6 +258,14 @@ impl Db {
         }
     }
 
+    /// Whether other tollgate processes may be serving from this database
+    /// (PostgreSQL), so that work found in flight may be theirs, and a
+    /// change they make reaches this process only by reading. A SQLite file
+    /// has one server (its lock file).
+    pub fn is_shared(&self) -> bool {
+        self.engine() == Engine::Postgres
+    }
+
     /// WAL fsyncs the writer's syncer has done (0 at `synchronous=NORMAL`,
     /// and on PostgreSQL, whose server does its own).
     pub fn fsyncs(&self) -> u64 {

@@ -114,7 +114,7 @@ impl PgDb {
     pub fn write<T, E: From<StorageError>>(&self, f: impl Fn(&Conn<'_>) -> Result<T, E>) -> Result<T, E> {
         let mut attempt = 1;
         loop {
-            match self.write_once_attempt(&f) {
+            match self.attempt(&f) {
                 Err(Attempt::Conflict(e)) if attempt < PG_WRITE_ATTEMPTS_MAX => {
                     log::debug!("write transaction conflicted ({e}); running it again");
                     attempt += 1;
@@ -129,22 +129,15 @@ impl PgDb {
     /// [`PgDb::write`] for a closure that can run only once: a conflict is
     /// returned, not retried.
     pub fn write_once<T, E: From<StorageError>>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T, E>) -> Result<T, E> {
-        let f = std::cell::Cell::new(Some(f));
-        let once = |c: &Conn<'_>| match f.take() {
-            Some(f) => f(c),
-            None => Err(E::from(StorageError::WriterGone)),
-        };
-        match self.write_once_attempt(&once) {
+        match self.attempt(f) {
             Ok(v) => Ok(v),
             Err(Attempt::Conflict(e)) => Err(E::from(e)),
             Err(Attempt::Failed(e)) => Err(e),
         }
     }
 
-    fn write_once_attempt<T, E: From<StorageError>>(
-        &self,
-        f: &impl Fn(&Conn<'_>) -> Result<T, E>,
-    ) -> Result<T, Attempt<E>> {
+    /// One write transaction running `f` once.
+    fn attempt<T, E: From<StorageError>>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T, E>) -> Result<T, Attempt<E>> {
         let mut c = self.get().map_err(|e| Attempt::Failed(E::from(e)))?;
         // A conflict noted by an earlier read on this pooled connection is
         // not this transaction's.
@@ -192,18 +185,12 @@ impl<E: From<StorageError>> Attempt<E> {
 /// Creates a fresh, empty database on the server at `base` (a URL whose
 /// user may create databases) and returns its URL: each test gets its own.
 pub fn create_database(base: &str, name: &str) -> Result<String, StorageError> {
+    let mut url = url::Url::parse(base).map_err(|e| StorageError::Pool(format!("invalid PostgreSQL URL ({e})")))?;
     let mut admin = config(base)?.connect(postgres::NoTls)?;
     admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
-    let mut config = config(base)?;
-    config.dbname(name);
-    // postgres::Config does not print back as a URL; build one.
-    let host = match config.get_hosts().first() {
-        Some(postgres::config::Host::Tcp(h)) => h.clone(),
-        _ => "127.0.0.1".to_owned(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let user = config.get_user().unwrap_or("postgres");
-    Ok(format!("postgres://{user}@{host}:{port}/{name}"))
+    // The same server, user, password and options; another database.
+    url.set_path(name);
+    Ok(url.into())
 }
 
 /// A fresh database on the test server named by `TOLLGATE_TEST_PG_URL`
@@ -370,7 +357,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_write_leaves_nothing_and_a_storage_function_without_a_port_fails_cleanly() {
+    fn a_failed_write_leaves_nothing_and_sqlite_only_code_fails_cleanly() {
         let Some(url) = test_database() else { return };
         let db = Db::open_postgres(&url).expect("open");
         let r: Result<(), StorageError> = db.write(|c| {
@@ -382,6 +369,6 @@ mod tests {
             db.read(|c| c.query_one("SELECT count(*) FROM settings WHERE key = 'gone'", &[], |r| r.get(0))).unwrap();
         assert_eq!(n, 0);
         let err = db.read(|c| c.sqlite().map(|_| ()).map_err(StorageError::from)).unwrap_err();
-        assert!(err.to_string().contains("no PostgreSQL port yet"), "{err}");
+        assert!(err.to_string().contains("SQLite-only code called on a PostgreSQL connection"), "{err}");
     }
 }

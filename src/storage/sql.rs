@@ -162,7 +162,7 @@ impl Row<'_> {
             Row::Sqlite(r) => Ok(r.get(i)?),
             Row::Pg(r) => {
                 let cell = pg_cell(r, i)?;
-                T::column_result(cell.as_value_ref())
+                T::column_result(ValueRef::from(&cell))
                     .map_err(|e| StorageError::Column(format!("column {i} ({}): {e}", r.columns()[i].name())))
             }
         }
@@ -194,14 +194,15 @@ impl<'a> Conn<'a> {
         }
     }
 
-    /// The SQLite connection, for storage code that has no PostgreSQL port
-    /// yet: on PostgreSQL it fails cleanly instead of running SQLite's SQL.
+    /// The SQLite connection, for code that is about SQLite itself (the
+    /// writer's and checkpointer's tests, query plans): on PostgreSQL it
+    /// fails cleanly instead of running SQLite's SQL.
     pub fn sqlite(&self) -> rusqlite::Result<&'a Connection> {
         match self {
             Conn::Sqlite(c) => Ok(c),
             Conn::Pg(_) => Err(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISUSE),
-                Some("this storage function has no PostgreSQL port yet".to_owned()),
+                Some("SQLite-only code called on a PostgreSQL connection".to_owned()),
             )),
         }
     }
@@ -266,13 +267,12 @@ impl<'a> Conn<'a> {
     ) -> Result<Vec<T>, StorageError> {
         let sql = sql.into();
         match self {
-            Conn::Sqlite(c) => {
-                let mut st = c.prepare_cached(sql.text(Engine::Sqlite))?;
-                let mut rows = st.query(params)?;
+            Conn::Sqlite(_) => {
                 let mut out = Vec::new();
-                while let Some(r) = rows.next()? {
-                    out.push(f(&Row::Sqlite(r))?);
-                }
+                self.query_each(sql, params, |r| {
+                    out.push(f(r)?);
+                    Ok(true)
+                })?;
                 Ok(out)
             }
             Conn::Pg(c) => {
@@ -468,16 +468,6 @@ fn pg_cell(r: &postgres::Row, i: usize) -> Result<Value, StorageError> {
         }
     };
     Ok(v.unwrap_or(Value::Null))
-}
-
-trait AsValueRef {
-    fn as_value_ref(&self) -> ValueRef<'_>;
-}
-
-impl AsValueRef for Value {
-    fn as_value_ref(&self) -> ValueRef<'_> {
-        ValueRef::from(self)
-    }
 }
 
 #[cfg(test)]

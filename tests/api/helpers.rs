@@ -195,6 +195,18 @@ macro_rules! sqlite_only {
     };
 }
 
+/// Skips a test that needs the PostgreSQL pass (several instances on one
+/// database, the PostgreSQL command line).
+#[macro_export]
+macro_rules! postgres_only {
+    () => {
+        if !$crate::helpers::engine_is_postgres() {
+            eprintln!("skipped on SQLite: this test needs the PostgreSQL pass");
+            return;
+        }
+    };
+}
+
 impl TestApp {
     pub fn spawn() -> TestApp {
         TestApp::spawn_with(|_| {})

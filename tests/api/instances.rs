@@ -10,16 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Skips a test that needs the PostgreSQL pass.
-macro_rules! postgres_only {
-    () => {
-        if !engine_is_postgres() {
-            eprintln!("skipped on SQLite: this test runs several instances on one PostgreSQL database");
-            return;
-        }
-    };
-}
-
 /// `n` `tollgate serve` processes on the database at `url`.
 fn instances(dir: &tempfile::TempDir, n: usize, url: &str, extra: &[(&str, &str)]) -> Vec<ServerProcess> {
     (0..n)
@@ -44,7 +34,7 @@ fn funded(servers: &[ServerProcess], email: &str, credits: i64) -> String {
 
 #[test]
 fn three_instances_racing_consumes_spend_exactly_the_balance() {
-    postgres_only!();
+    crate::postgres_only!();
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database();
     let servers = instances(&dir, 3, &url, &[]);
@@ -81,7 +71,7 @@ fn three_instances_racing_consumes_spend_exactly_the_balance() {
 
 #[test]
 fn fifty_racing_requests_with_one_idempotency_key_across_instances_have_one_effect() {
-    postgres_only!();
+    crate::postgres_only!();
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database();
     let servers = instances(&dir, 3, &url, &[]);
@@ -160,26 +150,29 @@ fn submit_jobs(servers: &[ServerProcess], token: &str, prefix: &str, n: usize) {
     }
 }
 
+/// Every item of a list route, page by page.
+fn all_pages(client: &Client, path: &str, token: &str) -> Vec<serde_json::Value> {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    loop {
+        let page = match out.last().and_then(|item| item["id"].as_str()) {
+            Some(after) => format!("{path}{sep}limit=100&starting_after={after}"),
+            None => format!("{path}{sep}limit=100"),
+        };
+        let list = client.get(&page, token).json();
+        out.extend(list["data"].as_array().cloned().unwrap_or_default());
+        if list["has_more"] != true {
+            return out;
+        }
+    }
+}
+
 /// Waits until `n` jobs completed, asking `client` as the admin.
 fn wait_completed(client: &Client, n: usize, within: Duration) {
     let admin = client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
     let deadline = Instant::now() + within;
     loop {
-        let mut done = 0;
-        let mut after: Option<String> = None;
-        loop {
-            let page = match &after {
-                Some(a) => format!("/v1/admin/jobs?status=completed&limit=100&starting_after={a}"),
-                None => "/v1/admin/jobs?status=completed&limit=100".to_owned(),
-            };
-            let list = client.get(&page, &admin).json();
-            let data = list["data"].as_array().cloned().unwrap_or_default();
-            done += data.len();
-            if list["has_more"] != true {
-                break;
-            }
-            after = data.last().and_then(|j| j["id"].as_str()).map(str::to_owned);
-        }
+        let done = all_pages(client, "/v1/admin/jobs?status=completed", &admin).len();
         if done >= n {
             return;
         }
@@ -190,7 +183,7 @@ fn wait_completed(client: &Client, n: usize, within: Duration) {
 
 #[test]
 fn a_thousand_jobs_across_three_instances_call_the_provider_exactly_once_each() {
-    postgres_only!();
+    crate::postgres_only!();
     let fake = FakeProvider::start();
     let dir = tempfile::tempdir().unwrap();
     let config = job_config(dir.path(), &fake);
@@ -211,7 +204,7 @@ fn a_thousand_jobs_across_three_instances_call_the_provider_exactly_once_each() 
 
 #[test]
 fn an_instance_killed_under_load_loses_no_acknowledged_charge_and_the_others_finish_its_jobs() {
-    postgres_only!();
+    crate::postgres_only!();
     let fake = FakeProvider::start();
     // Slow enough that the killed instance has jobs in flight.
     fake.script(|s| s.latency_ms = 1_000);
@@ -268,21 +261,10 @@ fn an_instance_killed_under_load_loses_no_acknowledged_charge_and_the_others_fin
     let jobs = servers[0].client.get("/v1/admin/jobs?limit=100", &admin).json();
     let rerun = jobs["data"].as_array().unwrap().iter().filter(|j| j["attempts"].as_i64().unwrap_or(0) > 1).count();
     assert!(rerun > 0, "the killed instance had jobs in flight, run again by the others after their lease");
-    let mut ledger: HashSet<String> = HashSet::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = match &after {
-            Some(a) => format!("/v1/credits/transactions?limit=100&starting_after={a}"),
-            None => "/v1/credits/transactions?limit=100".to_owned(),
-        };
-        let list = servers[1].client.get(&page, &token).json();
-        let data = list["data"].as_array().cloned().unwrap_or_default();
-        ledger.extend(data.iter().filter_map(|t| t["id"].as_str().map(str::to_owned)));
-        if list["has_more"] != true {
-            break;
-        }
-        after = data.last().and_then(|t| t["id"].as_str()).map(str::to_owned);
-    }
+    let ledger: HashSet<String> = all_pages(&servers[1].client, "/v1/credits/transactions", &token)
+        .iter()
+        .filter_map(|t| t["id"].as_str().map(str::to_owned))
+        .collect();
     let lost: Vec<&String> = acknowledged.iter().filter(|id| !ledger.contains(*id)).collect();
     assert!(lost.is_empty(), "acknowledged charges missing from the ledger: {lost:?}");
     let audit = servers[1].client.get("/v1/admin/audit", &admin).json();

@@ -44,10 +44,7 @@ fn sqlite_with_spending(db: &Path) -> String {
 
 #[test]
 fn migrate_to_postgres_copies_everything_proves_it_and_refuses_what_it_cannot_prove() {
-    if !engine_is_postgres() {
-        eprintln!("skipped on SQLite: this test needs the PostgreSQL pass");
-        return;
-    }
+    crate::postgres_only!();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("moving.db");
     let token = sqlite_with_spending(&db);
