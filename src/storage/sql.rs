@@ -474,6 +474,23 @@ fn pg_cell(r: &postgres::Row, i: usize) -> Result<Value, StorageError> {
 mod tests {
     use super::*;
 
+    /// Statements built at run time cannot grow a connection's cache past
+    /// its limit, and statements keep working when it starts over.
+    #[test]
+    fn the_statement_cache_stops_at_its_limit_and_starts_over() {
+        let Some(url) = crate::storage::pg::test_database() else { return };
+        let mut client = PgClient::new(url.parse::<postgres::Config>().unwrap().connect(postgres::NoTls).unwrap());
+        for i in 0..PG_STATEMENTS_PER_CONNECTION_MAX {
+            let n: i64 = Conn::pg(&mut client)
+                .query_one(&format!("SELECT {i} + ?1"), rusqlite::params![1], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, i as i64 + 1);
+        }
+        assert_eq!(client.statements.len(), PG_STATEMENTS_PER_CONNECTION_MAX);
+        let n: i64 = Conn::pg(&mut client).query_one("SELECT -1 + ?1", rusqlite::params![1], |r| r.get(0)).unwrap();
+        assert_eq!((n, client.statements.len()), (0, 1), "one past the limit: the cache started over");
+    }
+
     #[test]
     fn parameters_are_rewritten_outside_quotes() {
         assert_eq!(pg_text("SELECT a FROM t WHERE b = ?1 AND c = ?12"), "SELECT a FROM t WHERE b = $1 AND c = $12");
