@@ -254,6 +254,12 @@ pub struct JobsConfig {
     pub attempts_max: u32,
     /// Queued jobs (all users) before new ones get 429 `queue_full`.
     pub queue_max: usize,
+    /// Queued jobs of one user before their next gets 429 `too_many_jobs`,
+    /// so that one user cannot fill the queue for everyone.
+    pub queued_per_user_max: usize,
+    /// Jobs of one user processing at once, across every worker (and every
+    /// instance); their other jobs wait while other users' jobs run.
+    pub processing_per_user_max: usize,
     /// First retry delay; doubles per attempt, with jitter.
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
@@ -281,6 +287,8 @@ impl Default for JobsConfig {
             workers: 4,
             attempts_max: 3,
             queue_max: 10_000,
+            queued_per_user_max: 100,
+            processing_per_user_max: 2,
             backoff_base_ms: 2_000,
             backoff_max_ms: 300_000,
             poll_interval_min_ms: 1_000,
@@ -439,6 +447,12 @@ pub struct OidcConfig {
     pub allowed_domains: Vec<String>,
     /// Where the frontend may ask to be sent back to (exact URLs).
     pub redirect_uris: Vec<String>,
+    /// Link an existing account to a new identity of this provider when the
+    /// provider asserts the account's verified e-mail. Off by default: a
+    /// provider that lets users claim an address would hand out accounts.
+    /// Never links an administrator or an account with another identity.
+    #[serde(default)]
+    pub link_existing_by_email: bool,
 }
 
 fn oidc_scopes_default() -> Vec<String> {
@@ -752,6 +766,12 @@ impl Config {
         let j = &self.jobs;
         if j.workers > 256 || j.attempts_max == 0 || j.attempts_max > 100 || j.queue_max == 0 {
             return bad("jobs", "workers must be at most 256, attempts_max from 1 to 100, queue_max at least 1");
+        }
+        if j.queued_per_user_max == 0 || j.processing_per_user_max == 0 {
+            return bad(
+                "jobs.queued_per_user_max / jobs.processing_per_user_max",
+                "must be at least 1 (a user needs room for one job)",
+            );
         }
         if j.backoff_base_ms == 0 || j.poll_interval_min_ms == 0 || j.poll_interval_max_ms < j.poll_interval_min_ms {
             return bad(

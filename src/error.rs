@@ -63,6 +63,10 @@ pub enum Error {
     QueueFull {
         queue_max: usize,
     },
+    /// The caller already has `jobs.queued_per_user_max` jobs waiting.
+    TooManyJobs {
+        queued_per_user_max: usize,
+    },
     /// The API key's model allow-list does not include the model.
     ModelNotAllowed(String),
     /// The charge would take the API key's lifetime spend past its limit.
@@ -126,6 +130,9 @@ impl fmt::Display for Error {
             Error::Upstream { message, .. } | Error::UpstreamRejected(message) => f.write_str(message),
             Error::Busy(message) => f.write_str(message),
             Error::QueueFull { queue_max } => write!(f, "job queue full ({queue_max})"),
+            Error::TooManyJobs { queued_per_user_max } => {
+                write!(f, "too many queued jobs of this user ({queued_per_user_max})")
+            }
             Error::Redemption(r) => f.write_str(r.message()),
             Error::Account(r) => f.write_str(&r.spec().message),
             Error::KeySpendLimitExceeded { limit, spent } => {

@@ -40,6 +40,9 @@ pub enum Refusal {
     OidcDomainNotAllowed,
     OidcEmailUnverified,
     SignupDisabled,
+    /// An account with the asserted e-mail exists, and the linking policy
+    /// does not let this identity take it over.
+    OidcAccountExists,
     /// The one-time sign-in code is unknown, used or expired.
     InvalidOidcCode,
 }
@@ -129,6 +132,11 @@ impl Refusal {
                 403,
                 "signup_disabled",
                 "No account is linked to this sign-in and signup is disabled; ask an administrator for an account.",
+            ),
+            Refusal::OidcAccountExists => refusal(
+                409,
+                "oidc_account_exists",
+                "An account with this e-mail already exists and is not linked to this sign-in. Sign in to it with its password (administrators, accounts linked to another identity, and any account unless the operator allows linking by e-mail are never linked this way).",
             ),
             Refusal::InvalidOidcCode => Spec {
                 param: Some("code"),

@@ -29,10 +29,11 @@ pub enum EventType {
     CreditsGranted,
     UserCreated,
     PasswordResetRequested,
+    IdentityLinked,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 8] = [
         EventType::JobCompleted,
         EventType::JobFailed,
         EventType::JobCanceled,
@@ -40,6 +41,7 @@ impl EventType {
         EventType::CreditsGranted,
         EventType::UserCreated,
         EventType::PasswordResetRequested,
+        EventType::IdentityLinked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +53,7 @@ impl EventType {
             EventType::CreditsGranted => "credits.granted",
             EventType::UserCreated => "user.created",
             EventType::PasswordResetRequested => "user.password_reset_requested",
+            EventType::IdentityLinked => "user.identity_linked",
         }
     }
 

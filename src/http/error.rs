@@ -167,6 +167,17 @@ impl From<Error> for ApiError {
                 a.retry_after_s = Some(5);
                 a
             }
+            Error::TooManyJobs { queued_per_user_max } => {
+                let mut a = ApiError::new(
+                    429,
+                    "too_many_jobs",
+                    format!(
+                        "You have {queued_per_user_max} jobs waiting, the most one user may queue. Retry when one of them has started, or cancel one."
+                    ),
+                );
+                a.retry_after_s = Some(5);
+                a
+            }
             Error::Busy(message) => {
                 let mut a = ApiError::new(503, "server_busy", message);
                 a.retry_after_s = Some(1);

@@ -362,8 +362,16 @@ pub fn document() -> Value {
         );
         responses.insert("default".into(), error_response("An error in the contract's shape"));
         op.insert("responses".into(), Value::Object(responses));
-        if r.access != Access::Public {
-            op.insert("security".into(), json!([{"bearer": []}]));
+        // Which credential kinds a route takes: a session's access token,
+        // and an API key only where the route allows keys.
+        match r.access {
+            Access::Public => {}
+            Access::User => {
+                op.insert("security".into(), json!([{"session": []}, {"api_key": []}]));
+            }
+            Access::Session | Access::Admin => {
+                op.insert("security".into(), json!([{"session": []}]));
+            }
         }
         let entry = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
         if let Some(obj) = entry.as_object_mut() {
@@ -382,7 +390,10 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "schemas": components(),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "A JWT from /v1/auth/login or an API key (tg_...)"}}
+            "securitySchemes": {
+                "session": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "An access token from /v1/auth/login (or refresh, or a sign-in): every authenticated route"},
+                "api_key": {"type": "http", "scheme": "bearer", "description": "An API key (tg_...): only the routes that list it; the others answer 403 key_not_allowed"}
+            }
         }
     })
 }

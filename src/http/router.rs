@@ -1,5 +1,6 @@
 //! The route table and the request path through it:
-//! match -> authenticate -> (admin check) -> idempotency claim -> handler
+//! match -> authenticate -> rate -> access (admin role; API keys only on
+//! routes that allow them) -> idempotency claim -> handler
 //! -> store or drop the claim.
 //!
 //! Identity is established here, once, by `auth::authenticate`; handlers get
@@ -19,11 +20,29 @@ use sha2::{Digest, Sha256};
 use std::cell::Cell;
 use std::sync::Arc;
 
+/// Who may call a route. A credential has a kind (a session's access token
+/// or an API key), and a key is not a session: it may spend and read what
+/// it spends, never manage credentials or the account, so a scoped key
+/// cannot mint an unscoped one or loosen its own limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
+    /// No credential.
     Public,
+    /// Any verified credential: a session's access token or an API key.
     User,
+    /// A session's access token only: routes that manage credentials or the
+    /// account (keys, sessions, passwords). An API key gets 403
+    /// `key_not_allowed`.
+    Session,
+    /// An administrator's session (never an API key, admin's included).
     Admin,
+}
+
+impl Access {
+    /// Whether an API key may call a route of this class.
+    pub fn allows_api_keys(self) -> bool {
+        matches!(self, Access::User)
+    }
 }
 
 pub type Handler = fn(&Ctx) -> Result<Response, ApiError>;
@@ -152,7 +171,7 @@ pub static ROUTES: &[Route] = &[
     route(
         "POST",
         "/v1/auth/logout-all",
-        Access::User,
+        Access::Session,
         routes::sessions::logout_all,
         doc("End every session of the caller", None, 200, "SessionsEnded"),
     ),
@@ -221,7 +240,7 @@ pub static ROUTES: &[Route] = &[
     route(
         "POST",
         "/v1/me/password",
-        Access::User,
+        Access::Session,
         routes::sessions::change_password,
         doc(
             "Change your password (current_password required); ends your other sessions",
@@ -233,7 +252,7 @@ pub static ROUTES: &[Route] = &[
     not_replayable(route(
         "POST",
         "/v1/api-keys",
-        Access::User,
+        Access::Session,
         routes::auth::create_key,
         doc(
             "Create an API key with optional limits (shown once; no Idempotency-Key)",
@@ -246,7 +265,7 @@ pub static ROUTES: &[Route] = &[
         route(
             "GET",
             "/v1/api-keys",
-            Access::User,
+            Access::Session,
             routes::auth::list_keys,
             doc("List your API keys", None, 200, "ApiKeyList"),
         ),
@@ -255,14 +274,14 @@ pub static ROUTES: &[Route] = &[
     route(
         "PATCH",
         "/v1/api-keys/{id}",
-        Access::User,
+        Access::Session,
         routes::auth::update_key,
         doc("Change a key's name or limits (null clears a limit)", Some("KeyLimitsBody"), 200, "ApiKey"),
     ),
     route(
         "DELETE",
         "/v1/api-keys/{id}",
-        Access::User,
+        Access::Session,
         routes::auth::revoke_key,
         doc("Revoke an API key", None, 200, "Deleted"),
     ),
@@ -837,7 +856,7 @@ fn dispatch_inner(
     check_query(route, req)?;
     let user = match route.access {
         Access::Public => None,
-        Access::User | Access::Admin => {
+        Access::User | Access::Session | Access::Admin => {
             Some(auth::authenticate(&app.db, &app.keys, &app.credentials, req.header("authorization"))?)
         }
     };
@@ -857,6 +876,16 @@ fn dispatch_inner(
     }
     if route.access == Access::Admin && !user.as_ref().is_some_and(|u| u.is_admin()) {
         return Err(ApiError::new(403, "forbidden", "This route is for administrators only."));
+    }
+    if !route.access.allows_api_keys() && user.as_ref().is_some_and(|u| u.key().is_some()) {
+        return Err(ApiError::new(
+            403,
+            "key_not_allowed",
+            format!(
+                "An API key cannot call {} {}: it manages credentials, the account or other users. Use an access token from /v1/auth/login.",
+                route.method, route.path
+            ),
+        ));
     }
     let caller = user.as_ref().map(|u| u.id);
     let mut ctx = Ctx { app, req, params, rate: *rate, user, idem: None, idem_stored: Cell::new(false) };

@@ -14,6 +14,8 @@
 pub mod input;
 pub mod state;
 pub mod storage;
+#[cfg(test)]
+mod tests;
 pub mod worker;
 
 use crate::domain::{Credits, JobId, Timestamp, UserId};
@@ -65,17 +67,41 @@ pub struct Create {
     pub input: Value,
     pub bound: Credits,
     pub max_attempts: u32,
-    pub queue_max: usize,
+    pub bounds: QueueBounds,
     pub hold_ttl_ms: i64,
     pub caps: SpendCaps,
+}
+
+/// How many jobs may wait: all users together, and one user.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueBounds {
+    pub queue_max: usize,
+    pub queued_per_user_max: usize,
+}
+
+impl QueueBounds {
+    pub fn of(cfg: &crate::config::JobsConfig) -> QueueBounds {
+        QueueBounds { queue_max: cfg.queue_max, queued_per_user_max: cfg.queued_per_user_max }
+    }
+
+    /// Room for one more of `user`'s jobs (429 `too_many_jobs` past the
+    /// user's bound, `queue_full` past everyone's); the turn it takes.
+    fn admit(&self, conn: &Conn<'_>, user: UserId) -> Result<i64> {
+        let mine = storage::queue_of(conn, user)?;
+        if mine.queued >= self.queued_per_user_max as i64 {
+            return Err(Error::TooManyJobs { queued_per_user_max: self.queued_per_user_max });
+        }
+        if storage::count_queued(conn)? >= self.queue_max as i64 {
+            return Err(Error::QueueFull { queue_max: self.queue_max });
+        }
+        Ok(mine.next_turn)
+    }
 }
 
 /// Queues a job and holds its bound, in the caller's transaction: a refusal
 /// (402, 429) leaves no job behind.
 pub fn create(conn: &Conn<'_>, c: &Create) -> Result<Value> {
-    if storage::count_queued(conn)? >= c.queue_max as i64 {
-        return Err(Error::QueueFull { queue_max: c.queue_max });
-    }
+    let turn = c.bounds.admit(conn, c.user)?;
     let now = Timestamp::now();
     let new = storage::NewJob {
         user: c.user,
@@ -85,7 +111,7 @@ pub fn create(conn: &Conn<'_>, c: &Create) -> Result<Value> {
         estimated_cost: c.bound,
         max_attempts: c.max_attempts,
     };
-    let id = storage::insert(conn, &new, now)?;
+    let id = storage::insert(conn, &new, turn, now)?;
     if c.bound > Credits::ZERO {
         let hold = ledger::hold(conn, c.user, c.bound, Some(id), c.hold_ttl_ms, &c.caps)?;
         storage::set_hold(conn, id, Some(hold))?;
@@ -196,8 +222,16 @@ pub fn cancel(conn: &Conn<'_>, user: UserId, id: JobId) -> Result<Value> {
     emit_end(conn, id, EventType::JobCanceled)
 }
 
-/// Runs a failed or canceled job again, as a new attempt with a new hold.
-pub fn retry(conn: &Conn<'_>, user: UserId, id: JobId, hold_ttl_ms: i64, caps: &SpendCaps) -> Result<Value> {
+/// Runs a failed or canceled job again, as a new attempt with a new hold;
+/// it waits in the queue under the same bounds as a new job.
+pub fn retry(
+    conn: &Conn<'_>,
+    user: UserId,
+    id: JobId,
+    bounds: &QueueBounds,
+    hold_ttl_ms: i64,
+    caps: &SpendCaps,
+) -> Result<Value> {
     let j = owned(conn, user, id)?;
     if !matches!(j.status, JobStatus::Failed | JobStatus::Canceled) {
         return Err(Error::Conflict {
@@ -205,6 +239,7 @@ pub fn retry(conn: &Conn<'_>, user: UserId, id: JobId, hold_ttl_ms: i64, caps: &
             message: format!("This job is {}; only failed or canceled jobs can be retried.", j.status.as_str()),
         });
     }
+    bounds.admit(conn, user)?;
     let now = Timestamp::now();
     storage::set_status(conn, id, j.status, JobStatus::Queued, "retried by the user", now)?;
     storage::reset_for_retry(conn, id, now)?;

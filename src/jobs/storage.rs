@@ -83,9 +83,33 @@ pub struct NewJob<'a> {
     pub max_attempts: u32,
 }
 
-pub fn insert(conn: &Conn<'_>, j: &NewJob<'_>, now: Timestamp) -> Result<JobId> {
-    let id: JobId = conn.query_one("INSERT INTO jobs (user_id, type, model, status, input, estimated_cost, max_attempts, next_attempt_at, created_at)
-         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?7) RETURNING id", params![j.user, j.jtype.as_str(), j.model, j.input.to_string(), j.estimated_cost, j.max_attempts, now], |r| r.get(0))?;
+/// A user's place in the queue: how many of their jobs are queued, and the
+/// turn their next queued job takes (see [`queue_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserQueue {
+    pub queued: i64,
+    pub next_turn: i64,
+}
+
+/// The user's queued jobs and next turn, in one read of `jobs_queued_by_user`
+/// and one of `jobs_fair`. The next turn is one after the user's last
+/// queued job and never before the oldest turn still queued: claims go by
+/// turn, so a user with one job waits behind at most one job of each
+/// backlog, and two backlogs interleave.
+pub fn queue_of(conn: &Conn<'_>, user: UserId) -> Result<UserQueue> {
+    let (queued, last, oldest): (i64, Option<i64>, Option<i64>) = conn.query_one(
+        "SELECT count(*), MAX(turn), (SELECT MIN(turn) FROM jobs WHERE status = 'queued')
+         FROM jobs WHERE user_id = ?1 AND status = 'queued'",
+        params![user],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let next_turn = last.map_or(0, |t| t + 1).max(oldest.unwrap_or(0));
+    Ok(UserQueue { queued, next_turn })
+}
+
+pub fn insert(conn: &Conn<'_>, j: &NewJob<'_>, turn: i64, now: Timestamp) -> Result<JobId> {
+    let id: JobId = conn.query_one("INSERT INTO jobs (user_id, type, model, status, input, estimated_cost, max_attempts, next_attempt_at, created_at, turn)
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?7, ?8) RETURNING id", params![j.user, j.jtype.as_str(), j.model, j.input.to_string(), j.estimated_cost, j.max_attempts, now, turn], |r| r.get(0))?;
     event(conn, id, None, JobStatus::Queued, "created", now)?;
     Ok(id)
 }
@@ -117,9 +141,22 @@ pub fn set_status(
 ) -> Result<bool> {
     state::check(from, to)?;
     let finished = to.is_final().then_some(now);
+    // A job queued again (a retry, a transient failure, a recovery) takes
+    // its user's next turn, as a new job would: behind their own backlog.
+    let turn = match to {
+        JobStatus::Queued => {
+            let user: Option<UserId> =
+                conn.query_opt("SELECT user_id FROM jobs WHERE id = ?1", params![id], |r| r.get(0))?;
+            match user {
+                Some(u) => Some(queue_of(conn, u)?.next_turn),
+                None => None,
+            }
+        }
+        _ => None,
+    };
     let n = conn.execute(
-        "UPDATE jobs SET status = ?3, finished_at = ?4 WHERE id = ?1 AND status = ?2",
-        params![id, from.as_str(), to.as_str(), finished],
+        "UPDATE jobs SET status = ?3, finished_at = ?4, turn = COALESCE(?5, turn) WHERE id = ?1 AND status = ?2",
+        params![id, from.as_str(), to.as_str(), finished, turn],
     )?;
     if n == 1 {
         event(conn, id, Some(from), to, message, now)?;
@@ -136,11 +173,42 @@ pub fn get(conn: &Conn<'_>, id: JobId) -> Result<Option<JobRow>> {
     Ok(conn.query_opt(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), params![id], row)?)
 }
 
-/// The oldest due queued job, claimed: `processing`, leased, one more attempt.
-pub fn claim_due(conn: &Conn<'_>, now: Timestamp, lease_until: Timestamp) -> Result<Option<JobRow>> {
+/// The users with `processing_per_user_max` jobs processing: their queued
+/// jobs wait. Processing jobs are few (bounded by the workers of every
+/// instance), so this is a short read of `jobs_processing`.
+/// (`$max` names the parameter holding the maximum.)
+macro_rules! users_at_processing_max {
+    ($max:literal) => {
+        concat!("SELECT user_id FROM jobs WHERE status = 'processing' GROUP BY user_id HAVING count(*) >= ", $max)
+    };
+}
+
+/// The next due queued job in turn order, claimed: `processing`, leased, one
+/// more attempt. Jobs of users with `processing_per_user_max` jobs running
+/// are passed over, so one user's backlog holds at most that many workers.
+pub fn claim_due(
+    conn: &Conn<'_>,
+    now: Timestamp,
+    lease_until: Timestamp,
+    processing_per_user_max: usize,
+) -> Result<Option<JobRow>> {
+    // `jobs_fair` walks queued jobs in turn order; without the hint SQLite
+    // may take `jobs_due` and sort every due job by turn.
     let id: Option<JobId> = conn.query_opt(
-        "SELECT id FROM jobs WHERE status = 'queued' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT 1",
-        params![now],
+        Sql::each(
+            concat!(
+                "SELECT id FROM jobs INDEXED BY jobs_fair WHERE status = 'queued' AND next_attempt_at <= ?1
+                 AND user_id NOT IN (",
+                users_at_processing_max!("?2"),
+                ") ORDER BY turn, id LIMIT 1"
+            ),
+            concat!(
+                "SELECT id FROM jobs WHERE status = 'queued' AND next_attempt_at <= ?1 AND user_id NOT IN (",
+                users_at_processing_max!("?2"),
+                ") ORDER BY turn, id LIMIT 1"
+            ),
+        ),
+        params![now, processing_per_user_max as i64],
         |r| r.get(0),
     )?;
     let Some(id) = id else { return Ok(None) };
@@ -149,11 +217,18 @@ pub fn claim_due(conn: &Conn<'_>, now: Timestamp, lease_until: Timestamp) -> Res
     get(conn, id)
 }
 
-/// When the next queued job is due, for the workers' wait.
-pub fn next_due(conn: &Conn<'_>) -> Result<Option<Timestamp>> {
-    Ok(conn.query_one("SELECT MIN(next_attempt_at) FROM jobs WHERE status = 'queued'", &[], |r| {
-        r.get::<Option<Timestamp>>(0)
-    })?)
+/// When the next claimable queued job is due, for the workers' wait (jobs
+/// of users at `processing_per_user_max` wait for one of theirs to end).
+pub fn next_due(conn: &Conn<'_>, processing_per_user_max: usize) -> Result<Option<Timestamp>> {
+    Ok(conn.query_opt(
+        concat!(
+            "SELECT next_attempt_at FROM jobs WHERE status = 'queued' AND user_id NOT IN (",
+            users_at_processing_max!("?1"),
+            ") ORDER BY next_attempt_at LIMIT 1"
+        ),
+        params![processing_per_user_max as i64],
+        |r| r.get(0),
+    )?)
 }
 
 /// Renews a processing job's lease; false when it is no longer processing.

@@ -64,8 +64,9 @@ fn work(app: &Arc<App>, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         let until = lease_until(app);
         let hold_until = until.plus_ms(app.hold_ttl_ms());
+        let per_user = app.config.jobs.processing_per_user_max;
         let claimed = app.db.write(move |c| {
-            let job = storage::claim_due(c, Timestamp::now(), until)?;
+            let job = storage::claim_due(c, Timestamp::now(), until, per_user)?;
             if let Some(h) = job.as_ref().and_then(|j| j.hold) {
                 ledger::extend(c, h, hold_until)?;
             }
@@ -74,7 +75,7 @@ fn work(app: &Arc<App>, stop: &AtomicBool) {
         match claimed {
             Ok(Some(job)) => run(app, job, stop),
             Ok(None) => {
-                let wait = match app.db.read(storage::next_due) {
+                let wait = match app.db.read(|c| storage::next_due(c, per_user)) {
                     Ok(Some(t)) => (t.millis() - Timestamp::now().millis()).clamp(5, IDLE_WAIT_MS_MAX as i64) as u64,
                     _ => IDLE_WAIT_MS_MAX,
                 };

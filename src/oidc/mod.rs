@@ -24,6 +24,7 @@ use crate::auth::{self, api_key};
 use crate::config::{AuthConfig, OidcConfig};
 use crate::domain::{Email, Timestamp, UserId};
 use crate::error::{Error, Result};
+use crate::events::{self, EventType};
 use crate::logs::{self, NewLog};
 use crate::storage::Db;
 use crate::users;
@@ -365,8 +366,9 @@ impl Providers {
 }
 
 /// The user for a verified identity: the one linked to (issuer, subject);
-/// else the active account with the same verified e-mail, now linked; else
-/// a new account when signup is enabled.
+/// else the active account with the same verified e-mail, now linked, when
+/// [`may_link_by_email`] allows it; else a new account when signup is
+/// enabled. Every link is a business log and a `user.identity_linked` event.
 fn link_or_create(
     conn: &Conn<'_>,
     auth_cfg: &AuthConfig,
@@ -394,14 +396,34 @@ fn link_or_create(
         return Err(refused(Refusal::OidcEmailUnverified));
     };
     let now = Timestamp::now();
-    let user = match users::storage::by_email(conn, &email)? {
-        Some((user, _)) => user.id,
-        None if auth_cfg.signup_enabled => users::sign_up(conn, &email, auth::password::NO_PASSWORD, auth_cfg)?.id,
+    let (user, existing) = match users::storage::by_email(conn, &email)? {
+        Some((user, _)) => {
+            may_link_by_email(conn, cfg, &user)?;
+            (user.id, true)
+        }
+        None if auth_cfg.signup_enabled => {
+            (users::sign_up(conn, &email, auth::password::NO_PASSWORD, auth_cfg)?.id, false)
+        }
         None => return Err(refused(Refusal::SignupDisabled)),
     };
     storage::link(conn, issuer, &id.subject, user, Some(email.as_str()), now)?;
-    logs::write(conn, &NewLog::business(user, "oidc_linked", true, json!({ "provider": provider })))?;
+    let linked = json!({ "user_id": user, "provider": provider, "existing_account": existing });
+    logs::write(conn, &NewLog::business(user, "oidc_linked", true, linked.clone()))?;
+    events::emit(conn, EventType::IdentityLinked, Some(user), &linked)?;
     Ok(user)
+}
+
+/// Whether an existing account may be linked to a new identity because the
+/// provider asserts its e-mail. An identity provider that lets its users
+/// claim an address would otherwise hand out any account with that address:
+/// so only where the operator opted in (`link_existing_by_email`), never an
+/// administrator, and never an account that already signs in through
+/// another identity (its owner chose that one).
+fn may_link_by_email(conn: &Conn<'_>, cfg: &OidcConfig, user: &users::User) -> Result<()> {
+    if !cfg.link_existing_by_email || user.role == crate::domain::Role::Admin || storage::has_identity(conn, user.id)? {
+        return Err(refused(Refusal::OidcAccountExists));
+    }
+    Ok(())
 }
 
 /// `POST /v1/auth/oidc/exchange`: the one-time code for a session's tokens.

@@ -82,6 +82,11 @@ pub fn linked_user(conn: &Conn<'_>, issuer: &str, subject: &str) -> Result<Optio
     )
 }
 
+/// Whether the user already has an identity at any provider.
+pub fn has_identity(conn: &Conn<'_>, user: UserId) -> Result<bool> {
+    conn.query_one("SELECT EXISTS (SELECT 1 FROM oidc_identities WHERE user_id = ?1)", params![user], |r| r.get(0))
+}
+
 pub fn link(
     conn: &Conn<'_>,
     issuer: &str,

@@ -46,7 +46,7 @@ pub const TABLES_IN_COPY_ORDER: &[&str] = &[
 ];
 
 /// Rows per INSERT: PostgreSQL takes at most 65,535 parameters a statement,
-/// and the widest table has 21 columns.
+/// and the widest table (jobs) has 22 columns.
 pub const COPY_ROWS_PER_STATEMENT_MAX: usize = 1_000;
 
 /// Whether `to` holds anything a copy would collide with: any user, ledger

@@ -55,6 +55,26 @@ fn the_api_reference_lists_every_route_the_binary_serves() {
     assert!(missing.is_empty(), "docs/API.md lacks {missing:?}");
 }
 
+/// Which credential each route takes is what the route table enforces: the
+/// reference's `who` column says `session` exactly for the routes an API
+/// key may not call (besides admin routes and the public ones).
+#[test]
+fn the_api_reference_says_which_routes_take_a_session_only() {
+    use tollgate::http::router::{Access, ROUTES};
+    let reference = reference();
+    let mut wrong = Vec::new();
+    for r in ROUTES {
+        let row = format!("| `{} {}` | ", r.method, r.path);
+        let Some(at) = reference.find(&row) else { continue };
+        let who = reference[at + row.len()..].split(" |").next().unwrap_or("");
+        let says_session = who.starts_with("session");
+        if says_session != (r.access == Access::Session) {
+            wrong.push(format!("{} {} is {:?} but documented as {who:?}", r.method, r.path, r.access));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
 #[test]
 fn the_api_reference_lists_every_error_code() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

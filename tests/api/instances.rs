@@ -109,6 +109,7 @@ fn job_config(dir: &std::path::Path, fake: &FakeProvider) -> std::path::PathBuf 
         &format!(
             r#"[jobs]
 workers = 4
+processing_per_user_max = 8
 lease_s = 5
 backoff_base_ms = 20
 poll_interval_min_ms = 20

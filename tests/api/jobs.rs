@@ -331,6 +331,7 @@ fn sigkill_with_fifty_jobs_in_flight_loses_nothing_and_submits_no_task_twice() {
         &format!(
             r#"[jobs]
 workers = 8
+processing_per_user_max = 8
 backoff_base_ms = 20
 poll_interval_min_ms = 20
 poll_interval_max_ms = 50
@@ -415,4 +416,90 @@ max_output_tokens = 100
     server.child.wait().unwrap();
     let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
+/// Users in the order workers claimed their jobs, from job events.
+fn claim_order(app: &TestApp) -> Vec<String> {
+    app.db()
+        .read(|c| {
+            c.query_all(
+                "SELECT j.user_id FROM job_events e JOIN jobs j ON j.id = e.job_id
+                 WHERE e.message = 'claimed by a worker' ORDER BY e.id",
+                &[],
+                |r| Ok(format!("usr_{}", r.get::<i64>(0)?)),
+            )
+        })
+        .unwrap()
+}
+
+#[test]
+fn one_user_past_the_per_user_bound_gets_429_while_another_users_jobs_are_accepted_and_run_first() {
+    // 16 callers race past the bound: exactly the bound is queued and held.
+    let fake = FakeProvider::start();
+    let app = TestApp::spawn_with(|c| {
+        with_fake(&fake)(c);
+        c.jobs.workers = 0;
+        c.jobs.queued_per_user_max = 5;
+    });
+    let (ann, bob) = (app.user("ann"), app.user("bob"));
+    app.grant(&ann, 100_000);
+    app.grant(&bob, 100_000);
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let (client, token) = (app.client.clone(), ann.token.clone());
+            std::thread::spawn(move || {
+                let body =
+                    json!({"type": "text_generation", "model": "qwen-plus", "input": {"prompt": format!("p{i}")}});
+                let r = client.post("/v1/jobs", &token, body);
+                (
+                    r.status,
+                    if r.status == 202 { String::new() } else { r.error_code() },
+                    r.header("Retry-After").is_some(),
+                )
+            })
+        })
+        .collect();
+    let answers: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(answers.iter().filter(|a| a.0 == 202).count(), 5, "{answers:?}");
+    assert!(answers.iter().all(|a| a.0 == 202 || (a.0 == 429 && a.1 == "too_many_jobs" && a.2)), "{answers:?}");
+    let queued = app.client.get("/v1/jobs?status=queued", &ann.token).json();
+    let bounds: i64 = queued["data"].as_array().unwrap().iter().map(|j| j["estimated_cost"].as_i64().unwrap()).sum();
+    assert_eq!(queued["data"].as_array().unwrap().len(), 5);
+    assert_eq!(app.balance(&ann)["held"].as_i64(), Some(bounds), "only the accepted jobs hold credits");
+    assert_eq!(text_job(&app, &bob.token, "bob's turn").status, 202, "another user is still accepted");
+    assert_eq!(app.count("jobs"), 6);
+    assert_eq!(app.audit()["valid"], true);
+    drop(app);
+
+    // With one worker, bob's single job runs after at most one of ann's.
+    let fake = FakeProvider::start();
+    fake.script(|s| s.latency_ms = 100);
+    let app = TestApp::spawn_with(|c| {
+        with_fake(&fake)(c);
+        c.jobs.workers = 1;
+        c.jobs.queued_per_user_max = 5;
+        c.jobs.processing_per_user_max = 1;
+    });
+    let (ann, bob) = (app.user("ann"), app.user("bob"));
+    app.grant(&ann, 100_000);
+    app.grant(&bob, 100_000);
+    let mut refused = 0;
+    for i in 0..8 {
+        let r = text_job(&app, &ann.token, &format!("ann-{i}"));
+        if r.status == 429 {
+            assert_eq!(r.error_code(), "too_many_jobs");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 2, "8 jobs against a bound of 5 queued and 1 running");
+    let claims_before = claim_order(&app).len();
+    let r = text_job(&app, &bob.token, "bob");
+    assert_eq!(r.status, 202);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(wait_for(&app, &bob.token, &id, &["completed"])["status"], "completed");
+    let after: Vec<String> = claim_order(&app).split_off(claims_before);
+    let bob_at = after.iter().position(|u| *u == bob.id).expect("bob's job was claimed");
+    assert!(bob_at <= 1, "bob waited behind {bob_at} of ann's jobs: {after:?}");
+    let queued = app.client.get("/v1/jobs?status=queued", &ann.token).json();
+    assert!(!queued["data"].as_array().unwrap().is_empty(), "ann's backlog was still waiting");
 }

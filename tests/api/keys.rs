@@ -236,3 +236,123 @@ fn thirty_two_callers_racing_through_one_key_stop_exactly_at_its_spend_limit() {
     let a = app.audit();
     assert_eq!(a["valid"], true, "{a}");
 }
+
+/// Who could change what a refused credential call might have changed:
+/// keys and their limits, sessions, users and passwords, webhooks, money.
+fn account_state(app: &TestApp) -> Vec<String> {
+    [
+        "SELECT count(*) FROM api_keys",
+        "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL",
+        "SELECT CAST(COALESCE(SUM(COALESCE(spend_limit, -1) + COALESCE(rpm, -1) + length(COALESCE(models, ''))), 0) AS BIGINT)
+         FROM api_keys",
+        "SELECT count(*) FROM sessions WHERE revoked_at IS NULL",
+        "SELECT count(*) FROM users",
+        "SELECT count(*) FROM password_resets",
+        "SELECT count(*) FROM webhook_endpoints",
+        "SELECT count(*) FROM credit_transactions",
+        "SELECT count(*) FROM credit_grants",
+        "SELECT count(*) FROM redemption_codes",
+        "SELECT count(*) FROM user_limits",
+    ]
+    .iter()
+    .map(|sql| app.sql_one::<i64>(sql, &[]).to_string())
+    .chain(
+        [ADMIN_EMAIL, "ann@example.com"]
+            .map(|e| app.sql_one::<String>("SELECT password_hash FROM users WHERE email = ?1", &[&e])),
+    )
+    .collect()
+}
+
+/// A body that would do the route's harm if it were let through.
+fn harmful_body(method: &str, path: &str) -> Option<String> {
+    let body = match (method, path) {
+        ("GET" | "DELETE", _) => return None,
+        (_, "/v1/api-keys" | "/v1/admin/users/{id}/api-keys") => json!({"name": "escalated"}),
+        (_, "/v1/api-keys/{id}") => json!({"spend_limit": null, "models": null, "rpm": null}),
+        (_, "/v1/me/password") => json!({"current_password": PASSWORD, "new_password": "taken-over-password-9"}),
+        (_, "/v1/admin/users") => json!({"email": "mallory@example.com", "password": PASSWORD, "role": "admin"}),
+        (_, "/v1/admin/users/{id}/credits" | "/v1/admin/users/{id}/grants") => {
+            json!({"amount": 500, "description": "free money"})
+        }
+        (_, "/v1/admin/users/{id}/limits") => json!({"rpm": null, "daily_cap": null}),
+        (_, "/v1/admin/codes") => json!({"amount": 500, "count": 1}),
+        (_, "/v1/admin/webhooks") => json!({"url": "http://127.0.0.1:9/hook"}),
+        _ => json!({}),
+    };
+    Some(body.to_string())
+}
+
+#[test]
+fn a_key_cannot_manage_credentials_or_the_account_while_a_session_can() {
+    use tollgate::http::router::{Access, ROUTES};
+    let app = TestApp::spawn();
+    let ann = app.user("ann");
+    app.grant(&ann, 1_000);
+    let (limited, v) =
+        create_key(&app, &ann.token, json!({"name": "scoped", "models": ["dev-chat"], "spend_limit": 10, "rpm": 100}));
+    let key_id = v["id"].as_str().unwrap().to_owned();
+    let (admin_key, _) = create_key(&app, &app.admin, json!({"name": "admin automation"}));
+    let before = account_state(&app);
+
+    let guarded: Vec<_> = ROUTES.iter().filter(|r| r.access != Access::Public && !r.access.allows_api_keys()).collect();
+    assert!(guarded.len() > 30, "every credential, account and admin route");
+    for key in [&limited, &admin_key] {
+        for r in &guarded {
+            let path = r.path.replace("/api-keys/{id}", &format!("/api-keys/{key_id}")).replace("{id}", &ann.id);
+            let body = harmful_body(r.method, r.path);
+            let resp = app.client.request(r.method, &path, Some(key), &[], body.as_deref().map(str::as_bytes)).unwrap();
+            let who = if key == &limited { "a user's scoped key" } else { "an admin's key" };
+            assert_eq!(resp.status, 403, "{who} on {} {path}: {}", r.method, resp.text());
+            let code = resp.error_code();
+            if key == &admin_key || r.access == Access::Session {
+                assert_eq!(code, "key_not_allowed", "{} {path}", r.method);
+                assert!(resp.text().contains(r.path), "the message names the route: {}", resp.text());
+            } else {
+                assert_eq!(code, "forbidden", "a user's key on an admin route: {}", resp.text());
+            }
+        }
+    }
+    assert_eq!(account_state(&app), before, "refused calls changed nothing");
+
+    // The escalation the probe found: the scoped key is still scoped.
+    let r = app.client.post("/v1/chat/completions", &limited, json!({"model": "dev-image", "messages": []}));
+    assert_eq!(r.error_code(), "model_not_allowed");
+    assert_eq!(app.client.post("/v1/credits/consume", &limited, json!({"amount": 11})).status, 402);
+    assert_eq!(app.client.get("/v1/models/dev-chat", &limited).status, 200);
+    let r = app.client.get("/v1/models/dev-image", &limited);
+    assert_eq!((r.status, r.error_code()), (404, "model_not_found".to_owned()), "a model the key may not use");
+    assert_eq!(app.client.get("/v1/models/dev-image", &ann.token).status, 200);
+
+    // What a key is for: spending and reading what it spends.
+    for path in ["/v1/me", "/v1/credits/balance", "/v1/credits/transactions", "/v1/usage", "/v1/limits", "/v1/jobs"] {
+        assert_eq!(app.client.get(path, &limited).status, 200, "{path}");
+    }
+    assert_eq!(app.client.post("/v1/credits/consume", &limited, json!({"amount": 3})).status, 201);
+
+    // A session does all of it.
+    let r = app.client.post("/v1/api-keys", &ann.token, json!({"name": "another"}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = patch(&app, &ann.token, &key_id, json!({"spend_limit": null, "models": null}));
+    assert_eq!((r.status, r.json()["spend_limit"].is_null()), (200, true), "{}", r.text());
+    assert_eq!(app.client.get("/v1/api-keys", &ann.token).json()["data"].as_array().unwrap().len(), 2);
+    let del = app.client.request("DELETE", &format!("/v1/api-keys/{key_id}"), Some(&ann.token), &[], None).unwrap();
+    assert_eq!(del.status, 200);
+    assert_eq!(app.client.get("/v1/me", &limited).status, 401, "revoked");
+    let r = app.client.post(
+        "/v1/me/password",
+        &ann.token,
+        json!({"current_password": PASSWORD, "new_password": "a-new-password-42"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(app.client.post("/v1/auth/logout-all", &ann.token, json!({})).status, 200);
+    let minted = app.client.post(&format!("/v1/admin/users/{}/api-keys", ann.id), &app.admin, json!({"name": "m"}));
+    assert_eq!(minted.status, 201);
+
+    // The document says which credential each route takes.
+    let doc = app.client.get("/openapi.json", &app.admin).json();
+    let security = |path: &str, method: &str| doc["paths"][path][method]["security"].clone();
+    assert_eq!(security("/v1/api-keys", "post"), json!([{"session": []}]));
+    assert_eq!(security("/v1/admin/users", "get"), json!([{"session": []}]));
+    assert_eq!(security("/v1/chat/completions", "post"), json!([{"session": []}, {"api_key": []}]));
+    assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
+}

@@ -19,6 +19,7 @@ fn spawn(fake: &FakeOidc, adjust: impl FnOnce(&mut tollgate::config::Config)) ->
         scopes: vec!["openid".into(), "email".into()],
         allowed_domains: Vec::new(),
         redirect_uris: vec![FRONTEND.into()],
+        link_existing_by_email: false,
     };
     TestApp::spawn_with_secrets(&[("TEST_OIDC_SECRET", fake_oidc::CLIENT_SECRET)], |c| {
         c.oidc.insert("test".into(), provider);
@@ -192,13 +193,14 @@ fn without_signup_only_existing_accounts_sign_in_and_domains_are_checked() {
     let (to_frontend, _) = sign_in(&app, None);
     assert_eq!(query_of(&to_frontend).get("error").map(String::as_str), Some("signup_disabled"));
 
-    // An account with the same verified e-mail is linked.
+    // An account with the same verified e-mail is not taken over unless the
+    // operator opted in (see the linking policy test).
     let r =
         app.client.post("/v1/admin/users", &app.admin, json!({"email": "oidc-user@example.com", "password": PASSWORD}));
     assert_eq!(r.status, 201);
     let (to_frontend, _) = sign_in(&app, None);
-    let v = exchange(&app, &query_of(&to_frontend)["code"]).json();
-    assert_eq!(v["user"]["id"], r.json()["id"]);
+    assert_eq!(query_of(&to_frontend).get("error").map(String::as_str), Some("oidc_account_exists"));
+    assert_eq!(app.count("oidc_identities"), 0);
 
     // An unverified e-mail is never linked to an account.
     fake.set(|s| {
@@ -215,4 +217,68 @@ fn without_signup_only_existing_accounts_sign_in_and_domains_are_checked() {
     fake2.set(|s| s.email = "someone@corp.example".into());
     let (to_frontend, _) = sign_in(&app2, None);
     assert!(query_of(&to_frontend).contains_key("code"), "{to_frontend}");
+}
+
+/// The e-mail of the newest `oidc_linked` log's user, and how many
+/// `user.identity_linked` events there are.
+fn links(app: &TestApp) -> i64 {
+    let logs = app.count_where("logs", "action = 'oidc_linked'");
+    assert_eq!(logs, app.count_where("events", "type = 'user.identity_linked'"), "a log and an event per link");
+    logs
+}
+
+#[test]
+fn an_asserted_email_never_takes_over_an_admin_and_links_a_user_only_when_allowed() {
+    for opt_in in [false, true] {
+        let fake = FakeOidc::start();
+        let app = spawn(&fake, |c| c.oidc.get_mut("test").unwrap().link_existing_by_email = opt_in);
+        let ann = app.user("ann");
+
+        // The provider asserts the administrator's verified address.
+        fake.set(|s| {
+            s.subject = "attacker".into();
+            s.email = ADMIN_EMAIL.into();
+        });
+        let (to_frontend, _) = sign_in(&app, None);
+        let q = query_of(&to_frontend);
+        assert_eq!(q.get("error").map(String::as_str), Some("oidc_account_exists"), "opt-in {opt_in}");
+        assert!(!q.contains_key("code"), "no sign-in as the admin");
+
+        // A user's address links only with the opt-in, once.
+        fake.set(|s| {
+            s.subject = "ann-at-idp".into();
+            s.email = ann.email.clone();
+        });
+        let (to_frontend, _) = sign_in(&app, None);
+        let q = query_of(&to_frontend);
+        if opt_in {
+            let v = exchange(&app, &q["code"]).json();
+            assert_eq!(v["user"]["id"].as_str(), Some(ann.id.as_str()));
+            assert_eq!(links(&app), 1);
+            let data: String = app.sql_one("SELECT data FROM events WHERE type = 'user.identity_linked'", &[]);
+            let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+            assert_eq!(
+                (data["user_id"].as_str(), data["existing_account"].as_bool()),
+                (Some(ann.id.as_str()), Some(true))
+            );
+            assert_eq!(app.count_where("logs", "action = 'oidc_linked' AND success = 1"), 1);
+            // Her account now has an identity: another subject with her
+            // address cannot take it over.
+            fake.set(|s| s.subject = "second-identity".into());
+            let (to_frontend, _) = sign_in(&app, None);
+            assert_eq!(query_of(&to_frontend).get("error").map(String::as_str), Some("oidc_account_exists"));
+        } else {
+            assert_eq!(q.get("error").map(String::as_str), Some("oidc_account_exists"));
+            assert_eq!(links(&app), 0);
+        }
+        assert_eq!(app.count("oidc_identities"), i64::from(opt_in), "opt-in {opt_in}");
+        // A new address still signs up (a new account is linked to its identity).
+        fake.set(|s| {
+            s.subject = "newcomer".into();
+            s.email = "newcomer@example.com".into();
+        });
+        let (to_frontend, _) = sign_in(&app, None);
+        assert!(query_of(&to_frontend).contains_key("code"), "{to_frontend}");
+        assert_eq!(links(&app), 1 + i64::from(opt_in));
+    }
 }

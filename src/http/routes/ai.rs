@@ -33,10 +33,17 @@ pub fn models(ctx: &Ctx) -> Result<Response, ApiError> {
     Ok(Response::json_value(200, &json!({"object": "list", "data": data, "has_more": false})))
 }
 
-/// `GET /v1/models/{id}` (the SDKs' `models.retrieve`).
+/// `GET /v1/models/{id}` (the SDKs' `models.retrieve`). A model the
+/// caller's key may not use does not exist for it, as in the list.
 pub fn model(ctx: &Ctx) -> Result<Response, ApiError> {
     let name = ctx.param(0);
-    let m = ctx.app.adapter.model(name).ok_or_else(|| not_found_model(name))?;
+    let caller = ctx.user()?;
+    let m = ctx
+        .app
+        .adapter
+        .model(name)
+        .filter(|m| caller.check_model(&m.name).is_ok())
+        .ok_or_else(|| not_found_model(name))?;
     Ok(Response::json_value(200, &model_json(m)))
 }
 

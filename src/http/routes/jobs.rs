@@ -56,7 +56,7 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
         input: stored,
         bound,
         max_attempts: ctx.app.config.jobs.attempts_max,
-        queue_max: ctx.app.config.jobs.queue_max,
+        bounds: jobs::QueueBounds::of(&ctx.app.config.jobs),
         hold_ttl_ms: ctx.app.hold_ttl_ms(),
         caps: ctx.app.guard.spend_caps(&caller),
     };
@@ -117,7 +117,8 @@ pub fn retry(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = caller.id;
     let id = job_param(ctx)?;
     let (ttl, caps) = (ctx.app.hold_ttl_ms(), ctx.app.guard.spend_caps(&caller));
-    let response = ctx.commit(202, move |c| jobs::retry(c, user, id, ttl, &caps))?;
+    let bounds = jobs::QueueBounds::of(&ctx.app.config.jobs);
+    let response = ctx.commit(202, move |c| jobs::retry(c, user, id, &bounds, ttl, &caps))?;
     ctx.app.notifier.notify();
     ctx.app.job_changes.notify();
     Ok(response)
