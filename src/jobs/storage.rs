@@ -97,9 +97,15 @@ pub struct UserQueue {
 /// turn, so a user with one job waits behind at most one job of each
 /// backlog, and two backlogs interleave.
 pub fn queue_of(conn: &Conn<'_>, user: UserId) -> Result<UserQueue> {
+    // Without the hint SQLite reads the oldest turn through `jobs_by_status`,
+    // every queued job (measured: job creation 3x slower at 20,000 queued).
     let (queued, last, oldest): (i64, Option<i64>, Option<i64>) = conn.query_one(
-        "SELECT count(*), MAX(turn), (SELECT MIN(turn) FROM jobs WHERE status = 'queued')
-         FROM jobs WHERE user_id = ?1 AND status = 'queued'",
+        Sql::each(
+            "SELECT count(*), MAX(turn), (SELECT MIN(turn) FROM jobs INDEXED BY jobs_fair WHERE status = 'queued')
+             FROM jobs WHERE user_id = ?1 AND status = 'queued'",
+            "SELECT count(*), MAX(turn), (SELECT MIN(turn) FROM jobs WHERE status = 'queued')
+             FROM jobs WHERE user_id = ?1 AND status = 'queued'",
+        ),
         params![user],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
@@ -220,11 +226,20 @@ pub fn claim_due(
 /// When the next claimable queued job is due, for the workers' wait (jobs
 /// of users at `processing_per_user_max` wait for one of theirs to end).
 pub fn next_due(conn: &Conn<'_>, processing_per_user_max: usize) -> Result<Option<Timestamp>> {
+    // `jobs_due` walks queued jobs by due time; without the hint SQLite
+    // reads every queued job through `jobs_by_status` and sorts them.
     Ok(conn.query_opt(
-        concat!(
-            "SELECT next_attempt_at FROM jobs WHERE status = 'queued' AND user_id NOT IN (",
-            users_at_processing_max!("?1"),
-            ") ORDER BY next_attempt_at LIMIT 1"
+        Sql::each(
+            concat!(
+                "SELECT next_attempt_at FROM jobs INDEXED BY jobs_due WHERE status = 'queued' AND user_id NOT IN (",
+                users_at_processing_max!("?1"),
+                ") ORDER BY next_attempt_at LIMIT 1"
+            ),
+            concat!(
+                "SELECT next_attempt_at FROM jobs WHERE status = 'queued' AND user_id NOT IN (",
+                users_at_processing_max!("?1"),
+                ") ORDER BY next_attempt_at LIMIT 1"
+            ),
         ),
         params![processing_per_user_max as i64],
         |r| r.get(0),
