@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::guard::Guard;
 use crate::providers::ModelAdapter;
 use crate::storage::Db;
+use std::sync::Arc;
 
 pub struct App {
     pub config: Config,
@@ -16,17 +17,13 @@ pub struct App {
     pub guard: Guard,
     pub adapter: ModelAdapter,
     /// Wakes job workers when work is queued.
-    pub notifier: crate::jobs::Notifier,
+    pub notifier: crate::support::notify::Notifier,
     /// Wakes the webhook dispatcher (a sender finished, an admin redelivered).
-    pub webhook_wake: crate::jobs::Notifier,
+    pub webhook_wake: Arc<crate::support::notify::Notifier>,
     /// Wakes job event streams when a job changes.
-    pub job_changes: crate::jobs::Notifier,
-    /// Open job event streams, for their bounds.
-    pub job_streams: crate::http::routes::job_events::Streams,
+    pub job_changes: crate::support::notify::Notifier,
     /// The media store (kept job outputs).
     pub media: crate::media::Store,
-    /// Cross-origin access for browser frontends.
-    pub cors: crate::http::cors::Cors,
     /// Identity providers for "sign in with ...".
     pub oidc: crate::oidc::Providers,
     /// Password reset requests, handled off the request path.

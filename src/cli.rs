@@ -195,7 +195,7 @@ fn run(command: Command, config: Config) -> Result<(), Failure> {
             let password = Password::parse(&password).map_err(|m| format!("--password: {m}"))?;
             let db = service::open_db(&config)?;
             let role = if admin { Role::Admin } else { Role::User };
-            let user = crate::users::create(&db, email, &password, role).map_err(|e| e.to_string())?;
+            let user = crate::auth::accounts::create(&db, email, &password, role).map_err(|e| e.to_string())?;
             println!("created {} {} ({})", user.id, user.email, role.as_str());
             Ok(())
         }

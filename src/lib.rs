@@ -3,7 +3,8 @@
 //! A single-binary service between an AI product and its model providers:
 //! it authenticates every call, charges exactly what it cost against an
 //! append-only credit ledger, refuses what would break a budget, and keeps
-//! everything in one SQLite file.
+//! everything in one SQLite file by default (PostgreSQL when several
+//! instances share one database).
 //!
 //! Where to start reading:
 //! - [`cli`]: the binary's commands; `serve` calls [`service::Service::start`].
@@ -37,5 +38,6 @@ pub mod paging;
 pub mod providers;
 pub mod service;
 pub mod storage;
+pub mod support;
 pub mod usage;
 pub mod users;

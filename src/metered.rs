@@ -71,16 +71,10 @@ pub fn max_tokens(model: &Model, asked: Option<u32>) -> Result<u32> {
 const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 8;
 const TEMPLATE_TOKENS_FIXED: u64 = 16;
 
-/// Request fields that never become prompt tokens (sampling settings and
-/// bookkeeping). Every other field, known or not, counts at its size.
+/// Request fields beyond the sampling ones (`CHAT_SAMPLING_FIELDS`) that
+/// never become prompt tokens (bookkeeping). Every other field, known or
+/// not, counts at its size.
 const NOT_PROMPT_FIELDS: &[&str] = &[
-    "max_tokens",
-    "max_completion_tokens",
-    "stream",
-    "stream_options",
-    "temperature",
-    "top_p",
-    "n",
     "seed",
     "user",
     "presence_penalty",
@@ -92,7 +86,6 @@ const NOT_PROMPT_FIELDS: &[&str] = &[
     "metadata",
     "store",
     "service_tier",
-    "stop",
 ];
 
 /// Template tokens a provider may add per tool definition.
@@ -112,7 +105,10 @@ pub fn input_tokens_bound(model: &Model, req: &ChatRequest) -> u64 {
     let bytes: u64 = req
         .passthrough
         .iter()
-        .filter(|(k, _)| !NOT_PROMPT_FIELDS.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            !(crate::providers::types::CHAT_SAMPLING_FIELDS.contains(&k.as_str())
+                || NOT_PROMPT_FIELDS.contains(&k.as_str()))
+        })
         .map(|(_, v)| serde_json::to_vec(v).map_or(0, |b| b.len() as u64))
         .sum();
     let (images, image_bytes) = image_parts(&req.passthrough);

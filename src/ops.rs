@@ -115,7 +115,7 @@ fn file_sha256(path: &Path) -> Result<String, String> {
     let mut f = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(crate::auth::api_key::hex(&h.finalize()))
+    Ok(crate::support::token::hex(&h.finalize()))
 }
 
 /// Checks a fresh copy (integrity, audit) and reads what it references of

@@ -99,7 +99,6 @@ impl Service {
             url => url.to_owned(),
         };
         let oidc = crate::oidc::Providers::new(&config.oidc, &public_url, secret)?;
-        let cors = crate::http::cors::Cors::new(&config.server.cors_origins, config.server.cors_max_age_s);
         let resets = crate::auth::reset::Requests::start(db.clone(), config.auth.clone()).map_err(|e| e.to_string())?;
         let credentials = if db.is_shared() {
             crate::auth::cache::CredentialCache::with_ttl_ms(crate::auth::cache::CREDENTIAL_CACHE_TTL_SHARED_MS)
@@ -113,17 +112,22 @@ impl Service {
             credentials,
             guard,
             adapter,
-            notifier: crate::jobs::Notifier::default(),
-            webhook_wake: crate::jobs::Notifier::default(),
-            job_changes: crate::jobs::Notifier::default(),
-            job_streams: Default::default(),
+            notifier: crate::support::notify::Notifier::default(),
+            webhook_wake: Default::default(),
+            job_changes: crate::support::notify::Notifier::default(),
             media,
-            cors,
             oidc,
             resets,
         });
         let workers = crate::jobs::worker::Workers::start(&app)?;
-        let deliverer = crate::events::delivery::Deliverer::start(&app, hook_secrets)?;
+        let deliverer = crate::events::delivery::Deliverer::start(
+            crate::events::delivery::Handles {
+                db: app.db.clone(),
+                config: app.config.events.clone(),
+                wake: Arc::clone(&app.webhook_wake),
+            },
+            hook_secrets,
+        )?;
         let stop = Arc::new(AtomicBool::new(false));
         let upkeep = {
             let (app, stop) = (Arc::clone(&app), Arc::clone(&stop));
@@ -164,7 +168,7 @@ impl Service {
             w.stop(&self.app.notifier);
         }
         if let Some(d) = self.deliverer.take() {
-            d.stop(&self.app);
+            d.stop();
         }
         self.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.upkeep.take() {
@@ -180,7 +184,7 @@ fn ensure_admin(db: &Db, a: &BootstrapAdmin) -> Result<(), String> {
         return Ok(());
     }
     let password = Password::parse(&a.password).map_err(|m| format!("TOLLGATE_ADMIN_PASSWORD: {m}"))?;
-    match users::create(db, email.clone(), &password, Role::Admin) {
+    match crate::auth::accounts::create(db, email.clone(), &password, Role::Admin) {
         Ok(_) | Err(Error::Conflict { .. }) => {
             log::info!("created administrator {email}");
             Ok(())

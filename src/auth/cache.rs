@@ -15,7 +15,7 @@
 
 use super::key_limits::KeyTerms;
 use crate::domain::{Role, UserId};
-use crate::guard::bounded::{BoundedMap, Entry};
+use crate::support::bounded::{BoundedMap, Entry};
 use std::sync::Arc;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};

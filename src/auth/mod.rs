@@ -5,12 +5,12 @@
 //! anywhere else) reads a user id from a header, a body or a query string.
 
 use crate::storage::Conn;
+pub mod accounts;
 pub mod api_key;
 pub mod cache;
 pub mod jwt;
 pub mod key_limits;
 pub mod password;
-pub mod refusal;
 pub mod reset;
 pub mod sessions;
 pub mod storage;
@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::logs::{self, NewLog};
 use crate::paging::{List, Page};
 use crate::storage::Db;
+use crate::support::token;
 use crate::users::{self, User};
 use cache::{CacheKey, Caller, CredentialCache};
 use jwt::JwtKeys;
@@ -90,7 +91,7 @@ pub fn load_keys(db: &Db) -> Result<JwtKeys> {
 /// A 256-bit secret kept in `settings` under `key`, made at first use
 /// (random, hex) and the same ever after.
 pub fn secret_setting(db: &Db, key: &'static str) -> Result<String> {
-    let fresh = api_key::hex(&api_key::random_bytes::<32>()?);
+    let fresh = token::hex(&token::random_bytes::<32>()?);
     db.write(move |c| Ok::<_, Error>(storage::setting_init(c, key, &fresh)?))
 }
 
@@ -118,7 +119,7 @@ pub fn authenticate(
         if !api_key::looks_like_key(token) {
             return Err(unauthorized());
         }
-        CacheKey::KeyHash(api_key::hash(token))
+        CacheKey::KeyHash(token::hash(token))
     } else {
         match keys.verify(token)? {
             jwt::Verified { user, session: Some(s) } => CacheKey::Session(user, s),

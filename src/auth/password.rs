@@ -131,7 +131,7 @@ fn hash_now(plain: &str) -> Result<String> {
 /// A new password as the policy allows it (length bounds, not a common
 /// one), or 400 `weak_password` naming `param`.
 pub fn policy(raw: &str, param: &'static str) -> Result<Password> {
-    Password::parse(raw).map_err(|why| Error::Account(super::refusal::Refusal::WeakPassword { param, why }))
+    Password::parse(raw).map_err(|why| Error::Account(crate::error::account::Refusal::WeakPassword { param, why }))
 }
 
 /// A stored hash no password matches: accounts made through an identity

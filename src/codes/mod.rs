@@ -14,13 +14,14 @@
 
 pub mod storage;
 
-use crate::auth::api_key::{hex, random_bytes};
 use crate::domain::{CodeId, Credits, Timestamp, UserId};
+use crate::error::redemption::Refusal;
 use crate::error::{Error, Result};
 use crate::ledger::grants::{self, Category, Grant, NewGrant, Source};
 use crate::logs::{self, NewLog};
 use crate::paging::{List, Page};
 use crate::storage::Conn;
+use crate::support::token::{hex, random_bytes};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::json;
@@ -185,37 +186,6 @@ pub fn disable(conn: &Conn<'_>, id: CodeId) -> Result<RedemptionCode> {
     let now = Timestamp::now();
     storage::disable(conn, id, now)?;
     storage::get(conn, id, now)?.ok_or_else(|| Error::not_found("redemption code"))
-}
-
-/// Why a redemption was refused. Only `Invalid` can be a guess; the others
-/// name a code that exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    Invalid,
-    Expired,
-    UsedUp,
-    AlreadyRedeemed,
-}
-
-impl Refusal {
-    /// The stable error code.
-    pub fn code(self) -> &'static str {
-        match self {
-            Refusal::Invalid => "code_invalid",
-            Refusal::Expired => "code_expired",
-            Refusal::UsedUp => "code_used_up",
-            Refusal::AlreadyRedeemed => "code_already_redeemed",
-        }
-    }
-
-    pub fn message(self) -> &'static str {
-        match self {
-            Refusal::Invalid => "This code does not exist or has been disabled. Check it and try again.",
-            Refusal::Expired => "This code can no longer be redeemed: its redemption period has ended.",
-            Refusal::UsedUp => "This code has been redeemed as many times as it allows.",
-            Refusal::AlreadyRedeemed => "You have already redeemed this code.",
-        }
-    }
 }
 
 /// Redeems a typed code for `user`: a grant with the code's terms. Runs in

@@ -5,12 +5,16 @@
 //! never touches the database or HTTP; it only defines what a valid value is.
 
 mod credits;
+mod event_type;
 mod ids;
 mod inputs;
 mod schema;
 mod time;
+mod web;
 
 pub use credits::{CREDITS_AMOUNT_MAX, Credits};
+pub use event_type::{EVENT_TYPES_MAX, EventType, check_event_types};
 pub use ids::{ApiKeyId, CodeId, DeliveryId, EndpointId, FileId, GrantId, HoldId, JobId, LogId, TxnId, UserId};
 pub use inputs::{Email, Password, Role};
 pub use time::{Timestamp, day_number, day_start};
+pub use web::{HttpUrl, Origin, url_shape};

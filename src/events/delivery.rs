@@ -13,11 +13,12 @@
 use super::signing::Secret;
 use super::storage::{self, Attempt, DeliveryRow, EndpointRow};
 use super::{endpoints, url_guard};
-use crate::app::App;
 use crate::config::EventsConfig;
 use crate::domain::{DeliveryId, EndpointId, Timestamp};
 use crate::error::Error;
 use crate::logs::{self, Level, NewLog};
+use crate::storage::Db;
+use crate::support::notify::Notifier;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,14 +53,24 @@ struct Task {
 
 pub struct Deliverer {
     stop: Arc<AtomicBool>,
+    wake: Arc<Notifier>,
     handles: Vec<JoinHandle<()>>,
+}
+
+/// What the sender works with, and nothing more of the service.
+pub struct Handles {
+    pub db: Db,
+    pub config: EventsConfig,
+    /// Wakes the dispatcher (a sender finished, an admin redelivered).
+    pub wake: Arc<Notifier>,
 }
 
 impl Deliverer {
     /// Starts the dispatcher and the senders. `config_secrets` are the
     /// secrets of the config file's endpoints (`endpoints::sync_config`).
-    pub fn start(app: &Arc<App>, config_secrets: HashMap<EndpointId, Secret>) -> Result<Deliverer, String> {
-        let cfg = app.config.events.clone();
+    pub fn start(handles: Handles, config_secrets: HashMap<EndpointId, Secret>) -> Result<Deliverer, String> {
+        let app = Arc::new(handles);
+        let cfg = app.config.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let in_flight = Arc::new(Mutex::new(InFlight::default()));
         let (tx, rx) = sync_channel::<Task>(cfg.delivery_workers);
@@ -74,10 +85,11 @@ impl Deliverer {
         let mut handles = Vec::new();
         for i in 0..cfg.delivery_workers {
             let (app, rx, stop, in_flight, agent) =
-                (Arc::clone(app), Arc::clone(&rx), Arc::clone(&stop), Arc::clone(&in_flight), agent.clone());
+                (Arc::clone(&app), Arc::clone(&rx), Arc::clone(&stop), Arc::clone(&in_flight), agent.clone());
             handles.push(spawn(format!("webhook-{i}"), move || send_loop(&app, &rx, &stop, &in_flight, &agent))?);
         }
-        let (app, stop2) = (Arc::clone(app), Arc::clone(&stop));
+        let wake = Arc::clone(&app.wake);
+        let stop2 = Arc::clone(&stop);
         handles.push(spawn("webhook-dispatch".into(), move || {
             let mut secrets = config_secrets;
             while !stop2.load(Ordering::Relaxed) {
@@ -91,17 +103,17 @@ impl Deliverer {
                         IDLE_WAIT_MS_MAX
                     }
                 };
-                app.webhook_wake.wait(Duration::from_millis(wait as u64));
+                app.wake.wait(Duration::from_millis(wait as u64));
             }
         })?);
-        Ok(Deliverer { stop, handles })
+        Ok(Deliverer { stop, wake, handles })
     }
 
     /// Stops after the attempts in flight; pending deliveries wait for the
     /// next start.
-    pub fn stop(self, app: &App) {
+    pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
-        app.webhook_wake.notify();
+        self.wake.notify();
         for h in self.handles {
             let _ = h.join();
         }
@@ -114,7 +126,7 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<(
 
 /// Moves events past the cursor into deliveries for the endpoints that
 /// existed when each event happened and want its type.
-fn fan_out(app: &App) -> crate::error::Result<()> {
+fn fan_out(app: &Handles) -> crate::error::Result<()> {
     loop {
         if app.db.read(|c| storage::events_to_fan_out(c, 1))?.is_empty() {
             return Ok(());
@@ -141,7 +153,7 @@ fn fan_out(app: &App) -> crate::error::Result<()> {
 
 /// Hands due deliveries to the senders; returns how long to sleep (ms).
 fn dispatch(
-    app: &App,
+    app: &Handles,
     secrets: &mut HashMap<EndpointId, Secret>,
     in_flight: &Mutex<InFlight>,
     tx: &std::sync::mpsc::SyncSender<Task>,
@@ -150,7 +162,7 @@ fn dispatch(
     let (due, hooks) =
         app.db.read(|c| Ok::<_, Error>((storage::due(c, now, DUE_BATCH_MAX)?, storage::live_endpoints(c)?)))?;
     let hooks: HashMap<EndpointId, EndpointRow> = hooks.into_iter().map(|h| (h.id, h)).collect();
-    let per_endpoint_max = app.config.events.endpoint_concurrency_max;
+    let per_endpoint_max = app.config.endpoint_concurrency_max;
     let mut queue_full = false;
     for d in due {
         let Ok(mut f) = in_flight.lock() else { break };
@@ -192,7 +204,7 @@ fn dispatch(
 }
 
 fn send_loop(
-    app: &App,
+    app: &Handles,
     rx: &Mutex<Receiver<Task>>,
     stop: &AtomicBool,
     in_flight: &Mutex<InFlight>,
@@ -213,7 +225,7 @@ fn send_loop(
                         *n = n.saturating_sub(1);
                     }
                 }
-                app.webhook_wake.notify();
+                app.wake.notify();
             }
             Err(_) if stop.load(Ordering::Relaxed) => return,
             Err(_) => {}
@@ -226,14 +238,14 @@ fn send_loop(
 pub fn backoff_ms(cfg: &EventsConfig, failures: u32) -> u64 {
     let exp = cfg.backoff_base_ms.saturating_mul(1u64 << failures.saturating_sub(1).min(30));
     let delay = exp.min(cfg.backoff_max_ms);
-    let jitter =
-        crate::auth::api_key::random_bytes::<4>().map(u32::from_le_bytes).map(u64::from).unwrap_or(0) % (delay / 2 + 1);
+    let jitter = crate::support::token::random_bytes::<4>().map(u32::from_le_bytes).map(u64::from).unwrap_or(0)
+        % (delay / 2 + 1);
     delay + jitter
 }
 
 /// One attempt, and its outcome recorded.
-fn send(app: &App, agent: &ureq::Agent, task: &Task) {
-    let cfg = &app.config.events;
+fn send(app: &Handles, agent: &ureq::Agent, task: &Task) {
+    let cfg = &app.config;
     let d = &task.delivery;
     let (status, error) = match attempt(agent, cfg, task) {
         Ok(s) if (200..300).contains(&s) => (Some(s), None),

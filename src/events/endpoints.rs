@@ -4,7 +4,6 @@
 //! sender can sign). URLs are checked by `url_guard` before they get here:
 //! nothing in this module resolves a name inside the writer.
 
-use super::EventType;
 use super::signing::Secret;
 use super::storage::{self, EndpointRow, NewEndpoint};
 use crate::config::WebhookConfig;
@@ -16,23 +15,8 @@ use crate::storage::Db;
 use serde::Serialize;
 use std::collections::HashMap;
 
-/// Event types one endpoint may list.
-pub const EVENT_TYPES_MAX: usize = 32;
 /// A description's length, in characters.
 pub const DESCRIPTION_CHARS_MAX: usize = 200;
-
-/// Every name is a known event type (an empty list means all of them).
-pub fn check_types(types: &[String]) -> std::result::Result<(), String> {
-    if types.len() > EVENT_TYPES_MAX {
-        return Err(format!("at most {EVENT_TYPES_MAX} event types"));
-    }
-    match types.iter().find(|t| EventType::parse(t).is_none()) {
-        Some(t) => {
-            Err(format!("{t:?} is not an event type; known: {}", EventType::ALL.map(EventType::as_str).join(", ")))
-        }
-        None => Ok(()),
-    }
-}
 
 /// An endpoint on the wire (never its secret).
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -79,7 +63,7 @@ pub fn wants(row: &EndpointRow, etype: &str) -> bool {
 
 /// Adds an endpoint (URL already checked) with a fresh secret.
 pub fn create(conn: &Conn<'_>, url: &str, events: &[String], description: &str) -> Result<CreatedEndpoint> {
-    check_types(events).map_err(|m| Error::invalid("events", m))?;
+    crate::domain::check_event_types(events).map_err(|m| Error::invalid("events", m))?;
     if description.chars().count() > DESCRIPTION_CHARS_MAX {
         return Err(Error::invalid("description", format!("at most {DESCRIPTION_CHARS_MAX} characters")));
     }
@@ -129,16 +113,16 @@ pub fn sync_config(
         super::url_guard::check(&h.url, allow_private).map_err(|e| format!("webhook {}: {e}", h.url))?;
         secrets.push(secret);
     }
-    let hooks = hooks.to_vec();
+    let hooks: Vec<(WebhookConfig, Vec<String>)> = hooks.iter().map(|h| (h.clone(), h.event_names())).collect();
     let ids = db
         .write(move |c| {
             let now = Timestamp::now();
             let mut ids = Vec::new();
-            for h in &hooks {
+            for (h, events) in &hooks {
                 let new = NewEndpoint {
                     url: &h.url,
                     secret: None,
-                    events: &h.events,
+                    events,
                     description: &h.description,
                     config_key: Some(&h.url),
                 };

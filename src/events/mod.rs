@@ -14,53 +14,11 @@ pub mod signing;
 pub mod storage;
 pub mod url_guard;
 
+pub use crate::domain::EventType;
 use crate::domain::{Credits, Timestamp, UserId};
 use crate::error::Result;
 use crate::storage::Conn;
 use serde_json::{Value, json};
-
-/// What happened. The wire names are the contract (README, docs/API.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
-    JobCompleted,
-    JobFailed,
-    JobCanceled,
-    CreditsLow,
-    CreditsGranted,
-    UserCreated,
-    PasswordResetRequested,
-    IdentityLinked,
-}
-
-impl EventType {
-    pub const ALL: [EventType; 8] = [
-        EventType::JobCompleted,
-        EventType::JobFailed,
-        EventType::JobCanceled,
-        EventType::CreditsLow,
-        EventType::CreditsGranted,
-        EventType::UserCreated,
-        EventType::PasswordResetRequested,
-        EventType::IdentityLinked,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::JobCompleted => "job.completed",
-            EventType::JobFailed => "job.failed",
-            EventType::JobCanceled => "job.canceled",
-            EventType::CreditsLow => "credits.low",
-            EventType::CreditsGranted => "credits.granted",
-            EventType::UserCreated => "user.created",
-            EventType::PasswordResetRequested => "user.password_reset_requested",
-            EventType::IdentityLinked => "user.identity_linked",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<EventType> {
-        EventType::ALL.into_iter().find(|t| t.as_str() == s)
-    }
-}
 
 /// Random bytes in an event's wire id (`evt_` + hex): unique across
 /// restores of older backups, so a receiver that de-duplicates by id never
@@ -71,7 +29,7 @@ const EVENT_ID_RANDOM_BYTES: usize = 12;
 /// straight into the row.
 pub fn emit(conn: &Conn<'_>, etype: EventType, user: Option<UserId>, data: &impl serde::Serialize) -> Result<()> {
     let uid =
-        format!("evt_{}", crate::auth::api_key::hex(&crate::auth::api_key::random_bytes::<EVENT_ID_RANDOM_BYTES>()?));
+        format!("evt_{}", crate::support::token::hex(&crate::support::token::random_bytes::<EVENT_ID_RANDOM_BYTES>()?));
     let data = serde_json::to_string(data)
         .map_err(|e| crate::error::Error::Internal(format!("cannot encode a {} event: {e}", etype.as_str())))?;
     storage::insert_event(conn, &uid, etype.as_str(), user, &data, Timestamp::now())?;

@@ -25,7 +25,7 @@ impl std::fmt::Debug for Secret {
 impl Secret {
     /// A fresh secret: the `whsec_...` text (shown once) and the key.
     pub fn generate() -> crate::error::Result<(String, Secret)> {
-        let key = crate::auth::api_key::random_bytes::<SECRET_KEY_BYTES>()?;
+        let key = crate::support::token::random_bytes::<SECRET_KEY_BYTES>()?;
         Ok((format!("{SECRET_PREFIX}{}", STANDARD.encode(key)), Secret(key.to_vec())))
     }
 

@@ -3,7 +3,7 @@
 //! per millisecond: integer refill with no remainder to lose between checks,
 //! reproducible under an injected clock.
 
-use super::bounded::Entry;
+use crate::support::bounded::Entry;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {

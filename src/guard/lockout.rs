@@ -8,7 +8,7 @@
 //! down instead of locking it: past a number of free failures, each further
 //! try waits a delay that doubles per failure, up to a maximum.
 
-use super::bounded::Entry;
+use crate::support::bounded::Entry;
 
 /// Refused: `retry_after_s`, and whether this refusal started a lockout
 /// (worth one log line, not one per refused try).

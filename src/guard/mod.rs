@@ -9,7 +9,6 @@
 //! inside the charging transaction; this module only says what they are.
 //! This module never writes money and never calls a provider.
 
-pub(crate) mod bounded;
 pub mod bucket;
 mod lockout;
 pub mod storage;
@@ -21,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::ledger::SpendCaps;
 use crate::logs::{self, Level, NewLog};
 use crate::storage::Db;
-use bounded::BoundedMap;
+use crate::support::bounded::BoundedMap;
 use bucket::{Bucket, Decision, Rate};
 use lockout::{Attempts, Locked, Pace};
 use serde::Serialize;
@@ -507,7 +506,7 @@ mod tests {
             }
         }
         assert!(g.keys.len() <= g.keys.capacity(), "{} > {}", g.keys.len(), g.keys.capacity());
-        assert!(g.keys.capacity() <= LIMITER_ENTRIES_MAX + bounded::SHARDS);
+        assert!(g.keys.capacity() <= LIMITER_ENTRIES_MAX + crate::support::bounded::SHARDS);
     }
 
     fn guard_with_auth(clock: Arc<ManualClock>, auth: AuthConfig) -> Guard {

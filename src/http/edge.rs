@@ -83,7 +83,7 @@ pub fn limits(config: &ServerConfig, connections_max: usize) -> tiny_http::Limit
 /// A refusal by the connection layer in the contract's error shape.
 fn rejection_body(r: &tiny_http::Rejection) -> (&'static str, Vec<u8>) {
     crate::metrics::global().edge_rejections.with_label_values(&[r.code]).inc();
-    let body = ApiError::new(r.status, r.code, r.message.clone()).into_response().body;
+    let body = ApiError::refuse(r.code, r.message.clone()).into_response().body;
     ("application/json", body)
 }
 

@@ -1,10 +1,11 @@
 //! The HTTP error: status, stable code and message, in the contract's shape
-//! `{"error":{"type","code","message","param"}}`. Every service error becomes
-//! one of these in `From<Error>`, the only place statuses are chosen.
+//! `{"error":{"type","code","message","param"}}`. Every error, the service's
+//! (`From<Error>`) and the HTTP layer's own ([`ApiError::refuse`]), gets its
+//! status from its code in [`status_of`], the only place statuses are chosen.
 
 use super::response::Response;
 use crate::error::Error;
-use serde_json::json;
+use serde::Serialize;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -17,7 +18,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+    /// A refusal by its stable code; [`status_of`] gives the status.
+    pub fn refuse(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(status_of(code), code, message)
+    }
+
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
         let kind = match status {
             401 => "authentication_error",
             403 => "permission_error",
@@ -37,31 +43,47 @@ impl ApiError {
     }
 
     pub fn invalid_json(detail: &str) -> ApiError {
-        ApiError::new(
-            400,
-            "invalid_json",
-            format!("The request body is not valid JSON ({detail}). Send a JSON object."),
-        )
+        ApiError::refuse("invalid_json", format!("The request body is not valid JSON ({detail}). Send a JSON object."))
     }
 
     pub fn payload_too_large(limit: usize) -> ApiError {
-        ApiError::new(
-            413,
+        ApiError::refuse(
             "payload_too_large",
             format!("The request body is larger than {limit} bytes. Send a smaller body."),
         )
     }
 
     pub fn into_response(self) -> Response {
-        let body = json!({ "error": {
-            "type": self.kind, "code": self.code, "message": self.message, "param": self.param
-        }});
-        let mut r = Response::json_value(self.status, &body);
+        let body = ErrorBody {
+            error: ErrorDetail { code: self.code, message: self.message, param: self.param, kind: self.kind },
+        };
+        let mut r = Response::json(self.status, &body);
         if let Some(s) = self.retry_after_s {
             r.headers.push(("Retry-After", s.to_string()));
         }
         r
     }
+}
+
+/// Every error's body, the contract's shape. Fields in name order: the
+/// bytes the answer has always had.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Error")]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+struct ErrorDetail {
+    /// Stable: what a client branches on.
+    code: &'static str,
+    /// What went wrong and what to do next.
+    message: String,
+    /// The field or header at fault, when one is.
+    param: Option<String>,
+    /// OpenAI's error type for the status.
+    #[serde(rename = "type")]
+    kind: &'static str,
 }
 
 impl From<Error> for ApiError {
@@ -76,147 +98,119 @@ impl From<Error> for ApiError {
         if let Some(r) = reason {
             crate::metrics::global().credits_refused.with_label_values(&[r]).inc();
         }
-        match e {
-            Error::Invalid { param, message } => {
-                let mut a = ApiError::new(400, "invalid_request", message);
-                a.param = param;
-                a
-            }
-            Error::Unauthorized(m) => ApiError::new(401, "unauthorized", m),
-            Error::Forbidden(m) => ApiError::new(403, "forbidden", m),
-            Error::ModelNotAllowed(m) => ApiError::new(403, "model_not_allowed", m).with_param("model"),
-            Error::KeySpendLimitExceeded { limit, spent } => ApiError::new(
-                402,
-                "key_spend_limit_exceeded",
-                format!(
-                    "This API key's spend limit of {limit} credits would be passed ({spent} already spent or reserved through it). Raise the key's spend_limit or use another key."
-                ),
-            ),
-            Error::KeyDailyLimitExceeded { limit, spent, retry_after_s } => {
-                let mut a = ApiError::new(
-                    429,
-                    "key_daily_limit_exceeded",
-                    format!(
-                        "This API key's daily spend limit of {limit} credits would be passed ({spent} already spent or reserved through it today). Retry after the day rolls over, in {retry_after_s} s."
-                    ),
-                );
-                a.retry_after_s = Some(retry_after_s);
-                a
-            }
-            Error::NotFound(m) => ApiError::new(404, "not_found", m),
-            Error::InsufficientCredits { needed, available } => ApiError::new(
-                402,
-                "insufficient_credits",
-                format!(
-                    "Insufficient credits: this needs {needed} and {available} are available. Top up, or wait for pending jobs to finish."
-                ),
-            ),
-            Error::DailyCapExceeded { cap, spent, retry_after_s } => {
-                let mut a = ApiError::new(
-                    429,
-                    "daily_cap_exceeded",
-                    format!(
-                        "Your daily spend cap of {cap} credits would be passed ({spent} already spent or reserved today). Retry after the day rolls over, in {retry_after_s} s."
-                    ),
-                );
-                a.retry_after_s = Some(retry_after_s);
-                a
-            }
-            Error::BudgetExhausted { retry_after_s, .. } => {
-                let mut a = ApiError::new(
-                    503,
-                    "budget_exhausted",
-                    "The service's daily spending budget is exhausted; charged requests resume when the day rolls over.",
-                );
-                a.retry_after_s = Some(retry_after_s);
-                a
-            }
-            Error::MaxCostExceeded { bound, cap } => ApiError::new(
-                402,
-                "max_cost_exceeded",
-                format!(
-                    "This request could cost up to {bound} credits, over your per-request cap of {cap}. Ask for less (e.g. a lower max_tokens or max_cost)."
-                ),
-            ),
-            Error::RateLimited { retry_after_s, message } => {
-                let mut a = ApiError::new(429, "rate_limited", message);
-                a.retry_after_s = Some(retry_after_s);
-                a
-            }
-            Error::Upstream { timeout: true, message } => ApiError::new(
-                504,
-                "upstream_timeout",
-                format!("The model provider did not answer in time ({message}). Nothing was charged; retry later."),
-            ),
-            Error::Upstream { timeout: false, message } => ApiError::new(
-                502,
-                "upstream_error",
-                format!("The model provider failed ({message}). Nothing was charged; retry later."),
-            ),
-            Error::UpstreamRejected(message) => ApiError::new(
-                400,
-                "invalid_request",
-                format!("The model provider rejected the request: {message}. Nothing was charged."),
-            ),
-            Error::QueueFull { queue_max } => {
-                let mut a = ApiError::new(
-                    429,
-                    "queue_full",
-                    format!("The job queue is full ({queue_max} queued jobs). Retry in a little while."),
-                );
-                a.retry_after_s = Some(5);
-                a
-            }
-            Error::TooManyJobs { queued_per_user_max } => {
-                let mut a = ApiError::new(
-                    429,
-                    "too_many_jobs",
-                    format!(
-                        "You have {queued_per_user_max} jobs waiting, the most one user may queue. Retry when one of them has started, or cancel one."
-                    ),
-                );
-                a.retry_after_s = Some(5);
-                a
-            }
-            Error::Busy(message) => {
-                let mut a = ApiError::new(503, "server_busy", message);
-                a.retry_after_s = Some(1);
-                a
-            }
-            Error::Conflict { code, message } => ApiError::new(409, code, message),
-            Error::Account(r) => {
-                let spec = r.spec();
-                let mut a = ApiError::new(spec.status, spec.code, spec.message);
-                a.param = spec.param.map(str::to_owned);
-                a
-            }
-            Error::Redemption(r) => {
-                // A code that cannot be used is a bad request; one that
-                // was used up (by others, or by this user) conflicts with state.
-                let status = match r {
-                    crate::codes::Refusal::Invalid | crate::codes::Refusal::Expired => 400,
-                    crate::codes::Refusal::UsedUp | crate::codes::Refusal::AlreadyRedeemed => 409,
-                };
-                ApiError::new(status, r.code(), r.message())
-            }
-            Error::Storage(err) if err.is_disk_full() => {
-                log::error!("storage error, disk full: {err}");
-                let mut a = ApiError::new(
-                    507,
-                    "storage_full",
-                    "The server's disk is full, so nothing was changed. Retry later; the operator must free disk space.",
-                );
-                a.retry_after_s = Some(30);
-                a
-            }
-            Error::Storage(err) => {
-                log::error!("storage error: {err}");
-                ApiError::new(500, "internal_error", "An internal error occurred; nothing was changed. Retry later.")
-            }
-            Error::Internal(detail) => {
-                log::error!("internal error: {detail}");
-                ApiError::new(500, "internal_error", "An internal error occurred; nothing was changed. Retry later.")
+        match &e {
+            Error::Storage(err) if err.is_disk_full() => log::error!("storage error, disk full: {err}"),
+            Error::Storage(err) => log::error!("storage error: {err}"),
+            Error::Internal(detail) => log::error!("internal error: {detail}"),
+            _ => {}
+        }
+        let view = e.client_view();
+        let mut a = ApiError::refuse(view.code, view.message);
+        a.param = view.param;
+        a.retry_after_s = view.retry_after_s;
+        a
+    }
+}
+
+/// The one place an error gets its HTTP status: from its stable code, as
+/// the reference's error table (docs/API.md) lists them; a test holds the
+/// two together. An unknown code is our fault (500).
+pub fn status_of(code: &str) -> u16 {
+    match code {
+        "invalid_json"
+        | "invalid_request"
+        | "unsupported_parameter"
+        | "idempotency_not_supported"
+        | "code_invalid"
+        | "code_expired"
+        | "webhook_url_refused"
+        | "unknown_parameter"
+        | "weak_password"
+        | "wrong_password"
+        | "invalid_reset_token"
+        | "reset_token_expired"
+        | "redirect_uri_not_allowed"
+        | "invalid_oidc_state"
+        | "invalid_oidc_code"
+        | "invalid_http" => 400,
+        "unauthorized"
+        | "invalid_refresh_token"
+        | "refresh_token_reused"
+        | "refresh_token_expired"
+        | "oidc_token_invalid" => 401,
+        "insufficient_credits" | "max_cost_exceeded" | "key_spend_limit_exceeded" => 402,
+        "forbidden"
+        | "key_not_allowed"
+        | "cors_origin_not_allowed"
+        | "oidc_domain_not_allowed"
+        | "oidc_email_unverified"
+        | "signup_disabled"
+        | "model_not_allowed"
+        | "invalid_signature"
+        | "url_expired" => 403,
+        "not_found" | "oidc_provider_not_found" | "model_not_found" => 404,
+        "method_not_allowed" => 405,
+        "request_timeout" => 408,
+        // A state the request conflicts with.
+        "oidc_account_exists"
+        | "email_taken"
+        | "job_not_cancelable"
+        | "job_not_retryable"
+        | "grant_expired"
+        | "code_used_up"
+        | "code_already_redeemed"
+        | "webhook_from_config"
+        | "webhook_endpoint_deleted"
+        | "request_in_progress" => 409,
+        "file_expired" => 410,
+        "payload_too_large" => 413,
+        "uri_too_long" => 414,
+        "range_not_satisfiable" => 416,
+        "expectation_failed" => 417,
+        "idempotency_key_reused" => 422,
+        "rate_limited"
+        | "daily_cap_exceeded"
+        | "key_daily_limit_exceeded"
+        | "too_many_streams"
+        | "queue_full"
+        | "too_many_jobs" => 429,
+        "request_header_too_large" | "too_many_headers" => 431,
+        "unsupported_transfer_encoding" => 501,
+        "oidc_provider_error" | "upstream_error" => 502,
+        "server_busy" | "budget_exhausted" => 503,
+        "upstream_timeout" => 504,
+        "http_version_not_supported" => 505,
+        "storage_full" => 507,
+        _ => 500,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_of;
+
+    /// Every row of the reference's error table has the status [`status_of`]
+    /// gives its code (`/readyz` answers in its own shape, not through here).
+    #[test]
+    fn every_code_has_the_status_the_reference_gives_it() {
+        let reference = include_str!("../../docs/API.md");
+        let mut rows = 0;
+        let mut wrong = Vec::new();
+        for line in reference.lines() {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            let (Some(status), Some(code), Some(when)) = (cells.first(), cells.get(1), cells.get(3)) else { continue };
+            let (Ok(status), Some(code)) = (
+                status.trim_start_matches("| ").parse::<u16>(),
+                code.strip_prefix('`').and_then(|c| c.strip_suffix('`')),
+            ) else {
+                continue;
+            };
+            rows += 1;
+            if !when.starts_with("`/readyz`") && status_of(code) != status {
+                wrong.push(format!("{code}: documented {status}, answered {}", status_of(code)));
             }
         }
+        assert!(rows > 60, "the error table was not found ({rows} rows)");
+        assert!(wrong.is_empty(), "{wrong:#?}");
     }
 }

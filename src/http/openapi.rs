@@ -2,7 +2,8 @@
 //! so a route cannot exist without being described. The component schemas
 //! below are the wire shapes the handlers produce.
 
-use super::router::{Access, ROUTES};
+use super::route::Access;
+use super::router::routes;
 use super::routes;
 use crate::ledger::{self, grants};
 use crate::paging::List;
@@ -63,6 +64,18 @@ fn derived() -> Map<String, Value> {
     g.subschema_for::<routes::sessions::ResetConfirmBody>();
     g.subschema_for::<routes::oidc::ExchangeBody>();
     g.subschema_for::<crate::usage::Report>();
+    g.subschema_for::<routes::credits::Consume>();
+    g.subschema_for::<ledger::Consumed>();
+    g.subschema_for::<ledger::Validation>();
+    g.subschema_for::<routes::admin::NewUser>();
+    g.subschema_for::<routes::admin::Adjust>();
+    g.subschema_for::<routes::auth::Credentials>();
+    g.subschema_for::<routes::limits::SetLimits>();
+    g.subschema_for::<routes::jobs::NewJob>();
+    g.subschema_for::<routes::Deleted>();
+    g.subschema_for::<super::error::ErrorBody>();
+    g.subschema_for::<routes::sessions::PasswordResetDone>();
+    g.subschema_for::<routes::limits::LimitsView>();
     // Generic instances, under the names the routes use.
     let aliases = [
         ("TransactionList", g.subschema_for::<List<ledger::Transaction>>()),
@@ -75,10 +88,16 @@ fn derived() -> Map<String, Value> {
         ("EndpointList", g.subschema_for::<List<crate::events::endpoints::Endpoint>>()),
         ("DeliveryList", g.subschema_for::<List<crate::events::Delivery>>()),
         ("UsageReport", g.subschema_for::<crate::usage::Report>()),
+        ("LogList", g.subschema_for::<List<crate::logs::LogEntry>>()),
     ];
     let mut m = g.take_definitions(true);
     for (name, schema) in aliases {
-        m.insert(name.to_owned(), schema.to_value());
+        // A type registered under the route's own name already has its
+        // definition there: the alias would be a reference to itself.
+        let schema = schema.to_value();
+        if schema.get("$ref").and_then(Value::as_str) != Some(&format!("#/components/schemas/{name}")) {
+            m.insert(name.to_owned(), schema);
+        }
     }
     m
 }
@@ -103,83 +122,8 @@ pub fn components() -> Map<String, Value> {
     add("Html", json!({"type": "string", "contentMediaType": "text/html"}));
     add("Asset", json!({"type": "string", "description": "A static file of the console (script or styles)"}));
     add(
-        "Error",
-        object(
-            &["error"],
-            json!({"error": object(&["type", "code", "message", "param"], json!({"type": string(), "code": string(), "message": string(), "param": nullable("string")}))}),
-        ),
-    );
-    add("LoginRequest", object(&["email", "password"], json!({"email": string(), "password": string()})));
-    add(
-        "PasswordReset",
-        object(&["object", "user_id"], json!({"object": {"const": "password_reset"}, "user_id": string()})),
-    );
-    add(
         "Redirect",
         json!({"type": "object", "description": "302 with a Location header; the body repeats it as {location}"}),
-    );
-    add(
-        "CreateUser",
-        object(
-            &["email", "password"],
-            json!({"email": string(), "password": string(), "role": {"enum": ["user", "admin"]}}),
-        ),
-    );
-    add(
-        "Deleted",
-        object(&["id", "object", "deleted"], json!({"id": string(), "object": string(), "deleted": {"const": true}})),
-    );
-    add(
-        "ConsumeRequest",
-        object(&["amount"], json!({"amount": {"type": "integer", "minimum": 1}, "description": string()})),
-    );
-    add(
-        "Consumed",
-        object(
-            &["transaction_id", "balance", "available"],
-            json!({"transaction_id": string(), "balance": int(), "available": int()}),
-        ),
-    );
-    add(
-        "Validation",
-        object(
-            &["valid", "ledger_balance", "cached_balance", "difference"],
-            json!({"valid": {"type": "boolean"}, "ledger_balance": int(), "cached_balance": int(), "difference": int(),
-                   "last_balance_after": nullable("integer"), "held": int(), "active_holds_sum": int()}),
-        ),
-    );
-    add(
-        "Log",
-        object(
-            &["id", "object", "log_type", "level", "action", "details", "success", "created_at"],
-            json!({"id": string(), "object": {"const": "log"}, "log_type": {"enum": ["business", "system"]}, "level": {"enum": ["info", "warn", "error"]},
-                   "action": string(), "details": {}, "success": {"type": "boolean"}, "user_id": string(), "created_at": time()}),
-        ),
-    );
-    add("LogList", list_of("Log"));
-    add(
-        "Limits",
-        object(
-            &[
-                "object",
-                "rpm",
-                "burst",
-                "remaining",
-                "max_cost_per_request",
-                "daily_cap",
-                "spent_today",
-                "remaining_today",
-            ],
-            json!({"object": {"const": "limits"}, "rpm": int(), "burst": int(), "remaining": nullable("integer"), "max_cost_per_request": int(),
-                   "daily_cap": int(), "spent_today": int(), "remaining_today": nullable("integer")}),
-        ),
-    );
-    add(
-        "LimitsUpdate",
-        object(
-            &[],
-            json!({"rpm": nullable("integer"), "burst": nullable("integer"), "max_cost_per_request": nullable("integer"), "daily_cap": nullable("integer")}),
-        ),
     );
     add(
         "LimitsSet",
@@ -263,15 +207,6 @@ pub fn components() -> Map<String, Value> {
         ),
     );
     add(
-        "JobCreate",
-        object(
-            &["type", "model", "input"],
-            json!({"type": {"enum": ["text_generation", "image_generation", "video_generation"]}, "model": string(),
-                   "input": {"type": "object", "description": "text: {prompt} or {messages} (+ max_tokens); image: {prompt, n?, size?}; video: {prompt, duration_s?}"},
-                   "max_cost": {"type": "integer", "minimum": 0}}),
-        ),
-    );
-    add(
         "Job",
         object(
             &[
@@ -303,7 +238,6 @@ pub fn components() -> Map<String, Value> {
         ),
     );
     add("JobList", list_of("Job"));
-    add("AdjustCredits", object(&["amount", "description"], json!({"amount": int(), "description": string()})));
     add(
         "AuditReport",
         object(
@@ -322,7 +256,7 @@ fn error_response(description: &str) -> Value {
 /// The whole document.
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for r in ROUTES {
+    for r in routes() {
         let mut op = Map::new();
         op.insert("summary".into(), json!(r.doc.summary));
         op.insert("operationId".into(), json!(format!("{} {}", r.method, r.path)));

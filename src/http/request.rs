@@ -62,7 +62,7 @@ impl Req {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
             let param = if path == "." || path.is_empty() { missing_field(&inner).unwrap_or_default() } else { path };
-            let mut err = ApiError::new(400, "invalid_request", format!("Invalid request body: {inner}."));
+            let mut err = ApiError::refuse("invalid_request", format!("Invalid request body: {inner}."));
             if !param.is_empty() {
                 err = err.with_param(param);
             }
@@ -81,8 +81,7 @@ impl Req {
         if let Some(cursor) = self.query("starting_after") {
             let id = cursor.strip_prefix(prefix).and_then(|d| d.parse::<i64>().ok()).filter(|n| *n > 0).ok_or_else(
                 || {
-                    ApiError::new(
-                        400,
+                    ApiError::refuse(
                         "invalid_request",
                         format!("starting_after must be an id of the listed kind ({prefix}...)."),
                     )
@@ -98,12 +97,8 @@ impl Req {
         let mut page = Page::default();
         if let Some(raw) = self.query("limit") {
             page.limit = raw.parse::<usize>().ok().filter(|n| (1..=PAGE_LIMIT_MAX).contains(n)).ok_or_else(|| {
-                ApiError::new(
-                    400,
-                    "invalid_request",
-                    format!("limit must be a whole number from 1 to {PAGE_LIMIT_MAX}."),
-                )
-                .with_param("limit")
+                ApiError::refuse("invalid_request", format!("limit must be a whole number from 1 to {PAGE_LIMIT_MAX}."))
+                    .with_param("limit")
             })?;
         }
         Ok(page)
@@ -141,7 +136,7 @@ pub fn read(raw: &mut tiny_http::Request, body_bytes_max: usize) -> Result<Req, 
     raw.as_reader()
         .take(body_bytes_max as u64 + 1)
         .read_to_end(&mut body)
-        .map_err(|e| ApiError::new(400, "invalid_request", format!("Could not read the request body: {e}.")))?;
+        .map_err(|e| ApiError::refuse("invalid_request", format!("Could not read the request body: {e}.")))?;
     if body.len() > body_bytes_max {
         return Err(ApiError::payload_too_large(body_bytes_max));
     }

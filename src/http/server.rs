@@ -15,6 +15,7 @@ use super::error::ApiError;
 use super::request::{self, Req};
 use super::response::Response;
 use super::router;
+use super::state::HttpState;
 use crate::app::App;
 use crate::error::Error;
 use std::net::SocketAddr;
@@ -52,7 +53,8 @@ impl HttpServer {
     }
 
     pub fn start(app: Arc<App>, listener: std::net::TcpListener) -> Result<HttpServer, String> {
-        let cfg = &app.config.server;
+        let app = Arc::new(HttpState::new(app));
+        let cfg = &app.app.config.server;
         let fd_limit = super::edge::raise_fd_limit();
         let connections_max = super::edge::connections_max(cfg, fd_limit);
         log::info!("accepting up to {connections_max} connections (open-file limit {fd_limit})");
@@ -61,7 +63,7 @@ impl HttpServer {
         let addr = server.server_addr().to_ip().ok_or_else(|| "the listener has no IP address".to_owned())?;
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
-        let upstream_n = app.config.server.upstream_workers;
+        let upstream_n = cfg.upstream_workers;
         // Room for one waiting request per upstream worker, then 503.
         let (tx, rx) = sync_channel::<Pending>(upstream_n);
         let rx = Arc::new(Mutex::new(rx));
@@ -70,7 +72,7 @@ impl HttpServer {
             let (app, rx, stop) = (Arc::clone(&app), Arc::clone(&rx), Arc::clone(&stop));
             workers.push(spawn(format!("upstream-{i}"), move || upstream_worker(&app, &rx, &stop))?);
         }
-        for i in 0..app.config.server.http_workers_effective() {
+        for i in 0..cfg.http_workers_effective() {
             let (app, server, stop, tx) = (Arc::clone(&app), Arc::clone(&server), Arc::clone(&stop), tx.clone());
             workers.push(spawn(format!("http-{i}"), move || http_worker(&app, &server, &stop, &tx))?);
         }
@@ -95,7 +97,7 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<(
     thread::Builder::new().name(name).spawn(f).map_err(|e| format!("cannot start a worker thread: {e}"))
 }
 
-fn http_worker(app: &Arc<App>, server: &tiny_http::Server, stop: &AtomicBool, upstream: &SyncSender<Pending>) {
+fn http_worker(app: &Arc<HttpState>, server: &tiny_http::Server, stop: &AtomicBool, upstream: &SyncSender<Pending>) {
     while !stop.load(Ordering::Relaxed) {
         match server.recv_timeout(Duration::from_millis(WORKER_POLL_MS)) {
             Ok(Some(rq)) => accept(app, rq, upstream),
@@ -105,7 +107,7 @@ fn http_worker(app: &Arc<App>, server: &tiny_http::Server, stop: &AtomicBool, up
     }
 }
 
-fn upstream_worker(app: &Arc<App>, rx: &Mutex<Receiver<Pending>>, stop: &AtomicBool) {
+fn upstream_worker(app: &Arc<HttpState>, rx: &Mutex<Receiver<Pending>>, stop: &AtomicBool) {
     loop {
         let next = match rx.lock() {
             Ok(r) => r.recv_timeout(Duration::from_millis(WORKER_POLL_MS)),
@@ -122,10 +124,10 @@ fn upstream_worker(app: &Arc<App>, rx: &Mutex<Receiver<Pending>>, stop: &AtomicB
     }
 }
 
-fn accept(app: &Arc<App>, mut raw: tiny_http::Request, upstream: &SyncSender<Pending>) {
+fn accept(app: &Arc<HttpState>, mut raw: tiny_http::Request, upstream: &SyncSender<Pending>) {
     let started = Instant::now();
     let id = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
-    let limit = super::edge::body_bytes_max(&app.config.server, raw.url());
+    let limit = super::edge::body_bytes_max(&app.app.config.server, raw.url());
     let req = match request::read(&mut raw, limit) {
         Ok(req) => req,
         // The rest of an oversized body is not read; the connection is closed.

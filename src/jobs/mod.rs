@@ -28,36 +28,11 @@ use crate::storage::Conn;
 use crate::storage::Db;
 use serde_json::{Value, json};
 pub use state::{JobStatus, JobType};
-use std::sync::{Condvar, Mutex};
-use std::time::Duration;
 use storage::JobRow;
 
 /// The provider_task_id of a job whose task is being submitted: if the
 /// process dies in this window, nobody knows whether the provider took it.
 pub const TASK_SUBMITTING: &str = "submitting";
-
-/// Wakes idle workers when a job is queued, instead of busy polling.
-#[derive(Default)]
-pub struct Notifier {
-    generation: Mutex<u64>,
-    cv: Condvar,
-}
-
-impl Notifier {
-    pub fn notify(&self) {
-        if let Ok(mut g) = self.generation.lock() {
-            *g += 1;
-        }
-        self.cv.notify_all();
-    }
-
-    /// Waits until notified or `timeout` passes.
-    pub fn wait(&self, timeout: Duration) {
-        let Ok(g) = self.generation.lock() else { return };
-        let start = *g;
-        let _ = self.cv.wait_timeout_while(g, timeout, |g| *g == start);
-    }
-}
 
 /// Everything `create` needs, parsed and checked by the caller.
 pub struct Create {

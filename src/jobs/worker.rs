@@ -3,10 +3,10 @@
 //! ModelAdapter and record the outcome. Idle workers sleep on a condition
 //! variable until a job is queued or the next retry is due.
 
+use super::TASK_SUBMITTING;
 use super::input::{self, JobInput};
 use super::state::JobStatus;
 use super::storage::{self, JobRow};
-use super::{Notifier, TASK_SUBMITTING};
 use crate::app::App;
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
@@ -16,6 +16,7 @@ use crate::logs::{self, Level, NewLog};
 use crate::metered;
 use crate::providers::types::TaskState;
 use crate::providers::{CallInfo, Model, ProviderError, Submitted, TaskRef};
+use crate::support::notify::Notifier;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -460,7 +461,7 @@ fn failed_call(app: &App, job: &JobRow, e: ProviderError) {
     let cfg = &app.config.jobs;
     let exp = cfg.backoff_base_ms.saturating_mul(1u64 << job.attempts.saturating_sub(1).min(20));
     let delay = exp.min(cfg.backoff_max_ms);
-    let jitter = crate::auth::api_key::random_bytes::<2>().map(|b| u64::from(u16::from_le_bytes(b))).unwrap_or(0)
+    let jitter = crate::support::token::random_bytes::<2>().map(|b| u64::from(u16::from_le_bytes(b))).unwrap_or(0)
         % (delay / 2 + 1);
     let at = Timestamp::now().plus_ms((delay + jitter) as i64);
     let (id, message) = (job.id, format!("attempt {} failed ({e}); retrying in {} ms", job.attempts, delay + jitter));

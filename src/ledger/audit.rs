@@ -11,7 +11,7 @@
 //! each user's grants must sum to the balance. Reading only: the audit never
 //! repairs anything.
 
-use super::chain::{self, ChainFields, GENESIS_HASH};
+use super::chain::{self, GENESIS_HASH};
 use super::grant_storage::{self, DrawCursor};
 use super::storage;
 use crate::domain::{Credits, GrantId, HoldId, Timestamp, UserId};
@@ -177,21 +177,7 @@ pub fn audit_in(conn: &Conn<'_>, expect: Option<&ChainHead>) -> Result<AuditRepo
             if r.id != prev_id + 1 {
                 walk_issues.push(Mismatch::Gap { after_row_id: prev_id, next_row_id: r.id });
             }
-            let expected = chain::row_hash(
-                &prev_hash,
-                &ChainFields {
-                    id: r.id,
-                    user_id: r.user_id,
-                    amount: r.amount,
-                    kind: r.kind,
-                    balance_after: r.balance_after,
-                    job_id: r.job_id,
-                    hold_id: r.hold_id,
-                    description: r.description,
-                    created_at: r.created_at,
-                    micro: r.micro,
-                },
-            );
+            let expected = chain::row_hash(&prev_hash, &r.chained);
             if expected != r.hash {
                 walk_issues.push(Mismatch::Chain {
                     row_id: r.id,

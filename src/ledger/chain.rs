@@ -47,7 +47,7 @@ pub fn row_hash(prev_hash: &str, f: &ChainFields<'_>) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(&canonical);
-    crate::auth::api_key::hex(&h.finalize())
+    crate::support::token::hex(&h.finalize())
 }
 
 #[cfg(test)]
@@ -75,7 +75,7 @@ mod tests {
         let mut h = Sha256::new();
         h.update(prev_hash.as_bytes());
         h.update(canonical.to_string().as_bytes());
-        crate::auth::api_key::hex(&h.finalize())
+        crate::support::token::hex(&h.finalize())
     }
 
     proptest::proptest! {

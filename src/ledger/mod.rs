@@ -139,7 +139,7 @@ pub struct Balance {
     pub next_expiry: Option<grants::NextExpiry>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Consumed {
     pub transaction_id: TxnId,
     pub balance: Credits,
@@ -223,22 +223,7 @@ fn append_change(
 ) -> Result<Transaction> {
     let (balance, _) = account(conn, user)?;
     let after = balance + amount;
-    let txn = storage::append(
-        conn,
-        &NewRow {
-            user,
-            amount,
-            kind,
-            balance_after: after,
-            job: None,
-            hold: None,
-            description,
-            at: now,
-            micro: None,
-            api_key: None,
-            grant,
-        },
-    )?;
+    let txn = storage::append(conn, &NewRow { grant, ..NewRow::plain(user, amount, kind, after, description, now) })?;
     storage::set_credits(conn, user, after)?;
     Ok(txn)
 }
@@ -453,17 +438,9 @@ pub fn consume_at(
     let txn = storage::append(
         conn,
         &NewRow {
-            user,
-            amount: -amount,
-            kind: Kind::Consume,
-            balance_after: after,
-            job: None,
-            hold: None,
-            description,
-            at: now,
-            micro: None,
             api_key: caps.key,
             grant: draw.single(),
+            ..NewRow::plain(user, -amount, Kind::Consume, after, description, now)
         },
     )?;
     grants::record_draw(conn, &draw, txn.id)?;
@@ -684,7 +661,7 @@ pub fn list(conn: &Conn<'_>, user: UserId, page: &crate::paging::Page) -> Result
     Ok(storage::list(conn, user, page)?)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Validation {
     pub valid: bool,
     pub ledger_balance: Credits,

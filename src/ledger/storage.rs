@@ -99,6 +99,33 @@ pub struct NewRow<'a> {
     pub grant: Option<GrantId>,
 }
 
+impl<'a> NewRow<'a> {
+    /// A row that names no job, hold, carry, key or grant; a caller adds
+    /// what its row has with struct update syntax.
+    pub fn plain(
+        user: UserId,
+        amount: Credits,
+        kind: Kind,
+        balance_after: Credits,
+        description: &'a str,
+        at: Timestamp,
+    ) -> Self {
+        NewRow {
+            user,
+            amount,
+            kind,
+            balance_after,
+            job: None,
+            hold: None,
+            description,
+            at,
+            micro: None,
+            api_key: None,
+            grant: None,
+        }
+    }
+}
+
 /// A metered consume's exact cost and the carry it leaves, in millionths of
 /// a credit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -437,21 +464,22 @@ pub fn audit_input(conn: &Conn<'_>) -> Result<AuditInput> {
     Ok(AuditInput { users, active_held })
 }
 
-/// One ledger row as stored, for the chain walk.
+/// One ledger row as stored, for the chain walk: the fields the chain
+/// protects (read through `Deref`, so `row.amount` is the chained amount),
+/// its stored hash, and the columns the audit checks outside the chain.
 pub struct StoredRow<'a> {
-    pub id: i64,
-    pub user_id: i64,
-    pub amount: i64,
-    pub kind: &'a str,
-    pub balance_after: i64,
-    pub job_id: Option<i64>,
-    pub hold_id: Option<i64>,
-    pub description: &'a str,
-    pub created_at: i64,
+    pub chained: ChainFields<'a>,
     pub hash: &'a str,
-    pub micro: Option<(i64, i64)>,
     pub api_key_id: Option<i64>,
     pub grant_id: Option<i64>,
+}
+
+impl<'a> std::ops::Deref for StoredRow<'a> {
+    type Target = ChainFields<'a>;
+
+    fn deref(&self) -> &ChainFields<'a> {
+        &self.chained
+    }
 }
 
 /// The largest ledger row id (0 for an empty ledger).
@@ -471,20 +499,22 @@ pub fn for_each_row(conn: &Conn<'_>, after: i64, through: i64, mut visit: impl F
         params![after, through],
         |r| {
             visit(&StoredRow {
-                id: r.get(0)?,
-                user_id: r.get(1)?,
-                amount: r.get(2)?,
-                kind: r.get_str(3)?,
-                balance_after: r.get(4)?,
-                job_id: r.get(5)?,
-                hold_id: r.get(6)?,
-                description: r.get_str(7)?,
-                created_at: r.get(8)?,
-                hash: r.get_str(9)?,
-                micro: match (r.get::<Option<i64>>(10)?, r.get::<Option<i64>>(11)?) {
-                    (Some(cost), Some(carry)) => Some((cost, carry)),
-                    _ => None,
+                chained: ChainFields {
+                    id: r.get(0)?,
+                    user_id: r.get(1)?,
+                    amount: r.get(2)?,
+                    kind: r.get_str(3)?,
+                    balance_after: r.get(4)?,
+                    job_id: r.get(5)?,
+                    hold_id: r.get(6)?,
+                    description: r.get_str(7)?,
+                    created_at: r.get(8)?,
+                    micro: match (r.get::<Option<i64>>(10)?, r.get::<Option<i64>>(11)?) {
+                        (Some(cost), Some(carry)) => Some((cost, carry)),
+                        _ => None,
+                    },
                 },
+                hash: r.get_str(9)?,
                 api_key_id: r.get(12)?,
                 grant_id: r.get(13)?,
             });

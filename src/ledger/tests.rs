@@ -457,7 +457,7 @@ proptest! {
                     grant_ids.push(g.id);
                     if twice {
                         let e = db.write(move |c| Ok::<_, Error>(crate::codes::redeem(c, u, &code)?)).unwrap_err();
-                        prop_assert!(matches!(e, Error::Redemption(crate::codes::Refusal::AlreadyRedeemed)), "{:?}", e);
+                        prop_assert!(matches!(e, Error::Redemption(crate::error::redemption::Refusal::AlreadyRedeemed)), "{:?}", e);
                     }
                 }
             }

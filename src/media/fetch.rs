@@ -110,7 +110,7 @@ fn download(agent: &ureq::Agent, store: &Store, url: &str, used_bytes: u64) -> R
     };
     let tmp = store.dir().join("tmp").join(format!(
         "{}.part",
-        crate::auth::api_key::hex(&crate::auth::api_key::random_bytes::<8>().map_err(|e| permanent(e.to_string()))?)
+        crate::support::token::hex(&crate::support::token::random_bytes::<8>().map_err(|e| permanent(e.to_string()))?)
     ));
     let result = stream_to(&mut resp.body_mut().as_reader(), &tmp, limit);
     let (sha256, bytes, head) = match result {
@@ -160,5 +160,5 @@ fn stream_to(body: &mut impl Read, path: &std::path::Path, limit: u64) -> Result
         file.write_all(chunk).map_err(|e| transient(format!("cannot write the media store: {e}")))?;
     }
     file.sync_all().map_err(|e| transient(format!("cannot sync the media store: {e}")))?;
-    Ok((crate::auth::api_key::hex(&hasher.finalize()), total, head))
+    Ok((crate::support::token::hex(&hasher.finalize()), total, head))
 }

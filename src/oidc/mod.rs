@@ -19,14 +19,15 @@ use crate::storage::Conn;
 pub mod http_client;
 pub mod storage;
 
-use crate::auth::refusal::Refusal;
-use crate::auth::{self, api_key};
+use crate::auth;
 use crate::config::{AuthConfig, OidcConfig};
 use crate::domain::{Email, Timestamp, UserId};
+use crate::error::account::Refusal;
 use crate::error::{Error, Result};
 use crate::events::{self, EventType};
 use crate::logs::{self, NewLog};
 use crate::storage::Db;
+use crate::support::token;
 use crate::users;
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJwsSigningAlgorithm, CoreProviderMetadata,
@@ -53,29 +54,6 @@ pub const METADATA_TTL_S: u64 = 3_600;
 pub const JWKS_REFRESH_INTERVAL_MIN_S: u64 = 10;
 /// The frontend's own `state`, echoed back to it.
 pub const CLIENT_STATE_BYTES_MAX: usize = 512;
-/// Redirect URIs per provider.
-pub const REDIRECT_URIS_MAX: usize = 32;
-
-/// Checks one `[oidc.<name>]` table.
-pub fn check_config(name: &str, p: &OidcConfig) -> std::result::Result<(), String> {
-    if name.is_empty()
-        || name.len() > 32
-        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    {
-        return Err("the name must be 1 to 32 of a-z, 0-9, - and _".into());
-    }
-    crate::config::url_shape(&p.issuer, true).map_err(|e| format!("issuer: {e}"))?;
-    if p.client_id.is_empty() || p.client_secret_env.is_empty() {
-        return Err("client_id and client_secret_env are required".into());
-    }
-    if p.redirect_uris.is_empty() || p.redirect_uris.len() > REDIRECT_URIS_MAX {
-        return Err(format!("redirect_uris must list 1 to {REDIRECT_URIS_MAX} frontend URLs"));
-    }
-    for u in &p.redirect_uris {
-        crate::config::url_shape(u, true).map_err(|e| format!("redirect_uris: {e}"))?;
-    }
-    Ok(())
-}
 
 /// A client made from discovery: an authorization endpoint, and a token and
 /// user-info endpoint if the provider named them.
@@ -134,7 +112,7 @@ impl Providers {
             let secret = env(&cfg.client_secret_env)
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| format!("oidc.{name}: the environment variable {} is not set", cfg.client_secret_env))?;
-            let issuer = IssuerUrl::new(cfg.issuer.clone()).map_err(|e| format!("oidc.{name}.issuer: {e}"))?;
+            let issuer = IssuerUrl::new(cfg.issuer.to_string()).map_err(|e| format!("oidc.{name}.issuer: {e}"))?;
             let callback = format!("{}/v1/auth/oidc/{name}/callback", public_url.trim_end_matches('/'));
             let callback = RedirectUrl::new(callback).map_err(|e| format!("oidc.{name}: callback URL: {e}"))?;
             providers.insert(
@@ -202,15 +180,15 @@ impl Providers {
     /// answers the provider's authorization URL.
     pub fn start(&self, db: &Db, name: &str, redirect_uri: &str, client_state: Option<&str>) -> Result<String> {
         let p = self.provider(name)?;
-        if !p.cfg.redirect_uris.iter().any(|u| u == redirect_uri) {
+        if !p.cfg.redirect_uris.iter().any(|u| u.as_str() == redirect_uri) {
             return Err(refused(Refusal::RedirectUriNotAllowed));
         }
         if client_state.is_some_and(|s| s.len() > CLIENT_STATE_BYTES_MAX) {
             return Err(Error::invalid("state", format!("state must be at most {CLIENT_STATE_BYTES_MAX} bytes")));
         }
         let metadata = self.metadata(p)?;
-        let state = api_key::hex(&api_key::random_bytes::<32>()?);
-        let nonce = api_key::hex(&api_key::random_bytes::<32>()?);
+        let state = token::hex(&token::random_bytes::<32>()?);
+        let nonce = token::hex(&token::random_bytes::<32>()?);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let client = Self::client(p, &metadata);
         let mut request = client.authorize_url(
@@ -235,7 +213,7 @@ impl Providers {
             redirect_uri: redirect_uri.to_owned(),
             client_state: client_state.map(str::to_owned),
         };
-        let state_hash = api_key::hash(&state);
+        let state_hash = token::hash(&state);
         db.write(move |c| {
             let now = Timestamp::now();
             storage::insert_login(c, &state_hash, &pending, now, now.plus_ms(OIDC_LOGIN_TTL_S * 1000))?;
@@ -252,7 +230,7 @@ impl Providers {
         let p = self.provider(name)?;
         let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let state = get("state").ok_or_else(|| refused(Refusal::InvalidOidcState))?;
-        let state_hash = api_key::hash(state);
+        let state_hash = token::hash(state);
         let provider = p.name.clone();
         let pending = db
             .write(move |c| Ok::<_, Error>(storage::take_login(c, &state_hash, &provider, Timestamp::now())?))?
@@ -281,16 +259,16 @@ impl Providers {
         match outcome {
             Ok(code) => back(&[("code", &code)]),
             Err(e) => {
-                let api = crate::http::error::ApiError::from(e);
+                let view = e.client_view();
                 logs::record(
                     db,
                     NewLog::system(
                         logs::Level::Info,
                         "oidc_sign_in_refused",
-                        json!({ "provider": p.name, "code": api.code }),
+                        json!({ "provider": p.name, "code": view.code }),
                     ),
                 );
-                back(&[("error", api.code), ("error_description", &api.message)])
+                back(&[("error", view.code), ("error_description", &view.message)])
             }
         }
     }
@@ -332,9 +310,9 @@ impl Providers {
         .map_err(|e| refused(Refusal::OidcTokenInvalid(e.to_string())))?;
         let (provider, issuer, cfg) = (p.name.clone(), p.cfg.issuer.clone(), p.cfg.clone());
         let auth_cfg = auth_cfg.clone();
-        let (code, hash) = api_key::opaque_token(OIDC_CODE_PREFIX)?;
+        let (code, hash) = token::opaque_token(OIDC_CODE_PREFIX)?;
         db.write(move |c| {
-            let user = link_or_create(c, &auth_cfg, &cfg, &provider, &issuer, &identity)?;
+            let user = link_or_create(c, &auth_cfg, &cfg, &provider, issuer.as_str(), &identity)?;
             let now = Timestamp::now();
             storage::insert_code(c, &hash, user, &provider, now, now.plus_ms(OIDC_CODE_TTL_S * 1000))?;
             Ok::<_, Error>(())
@@ -434,7 +412,7 @@ pub fn exchange(
     cfg: &AuthConfig,
     code: &str,
 ) -> Result<auth::LoginResponse> {
-    let hash = api_key::hash(code);
+    let hash = token::hash(code);
     let (user, provider) = db.write(move |c| {
         let (user, provider) =
             storage::take_code(c, &hash, Timestamp::now())?.ok_or_else(|| refused(Refusal::InvalidOidcCode))?;

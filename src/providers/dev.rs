@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 pub const HONOURS: Honours = Honours { extra_fields: &[], rich_messages: false };
 
 fn short_hash(s: &str) -> String {
-    crate::auth::api_key::hex(&Sha256::digest(s.as_bytes())[..6])
+    crate::support::token::hex(&Sha256::digest(s.as_bytes())[..6])
 }
 
 fn answer(req: &ChatRequest) -> (Vec<String>, Usage, String) {

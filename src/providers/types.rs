@@ -49,24 +49,22 @@ impl MaxTokensField {
     }
 }
 
-/// Chat fields every provider honours; anything else a client sends needs
-/// a provider that passes it through or maps it.
-pub const CHAT_FIELDS_BASIC: &[&str] = &[
-    "model",
-    "messages",
-    "max_tokens",
-    "max_completion_tokens",
-    "stream",
-    "stream_options",
-    "temperature",
-    "top_p",
-    "stop",
-    "n",
-];
+/// Chat fields that say how a completion is sampled and sent, never what
+/// it says: every provider honours them, and they are never prompt tokens.
+pub const CHAT_SAMPLING_FIELDS: &[&str] =
+    &["max_tokens", "max_completion_tokens", "stream", "stream_options", "temperature", "top_p", "stop", "n"];
+
+/// Chat fields every provider honours: the model, the messages and the
+/// sampling fields. Anything else a client sends needs a provider that
+/// passes it through or maps it.
+pub fn is_basic_chat_field(name: &str) -> bool {
+    name == "model" || name == "messages" || CHAT_SAMPLING_FIELDS.contains(&name)
+}
 
 /// What a provider that is not OpenAI-compatible can honour.
 pub struct Honours {
-    /// Request fields it takes (or maps) beyond `CHAT_FIELDS_BASIC`.
+    /// Request fields it takes (or maps) beyond the basic ones
+    /// ([`is_basic_chat_field`]).
     pub extra_fields: &'static [&'static str],
     /// Image parts, tool calls and tool results in `messages`.
     pub rich_messages: bool,
@@ -77,7 +75,7 @@ impl ChatRequest {
     /// have to drop, as the `param` to name in a refusal: a field it does
     /// not take, `n` > 1, or a message it cannot express.
     pub fn unsupported_by(&self, h: &Honours) -> Option<String> {
-        let known = |k: &str| CHAT_FIELDS_BASIC.contains(&k) || h.extra_fields.contains(&k);
+        let known = |k: &str| is_basic_chat_field(k) || h.extra_fields.contains(&k);
         if let Some(k) = self.passthrough.keys().find(|k| !known(k)) {
             return Some(k.clone());
         }

@@ -1,6 +1,7 @@
 //! The database: opening it, migrating it, and the two ways in. The
-//! default engine is one SQLite file; PostgreSQL (`pg.rs`, in progress) is
-//! the second, behind the same `Db` and the same `Conn` (`sql.rs`).
+//! default engine is one SQLite file; PostgreSQL (`pg.rs`) is the second,
+//! for several instances on one database, behind the same `Db` and the same
+//! `Conn` (`sql.rs`): every storage module runs on both.
 //!
 //! Reads use an r2d2 pool of `query_only` connections. Every write goes
 //! through the single [`Writer`] thread, which owns the only connection that may
@@ -19,12 +20,12 @@
 pub mod backup;
 mod checkpoint;
 pub mod copy;
-mod error;
 pub mod pg;
 pub mod sql;
 mod writer;
 
-pub use error::StorageError;
+pub use crate::config::Synchronous;
+pub use crate::error::{NotCommitted, StorageError};
 pub use sql::{Conn, Engine, Row, Sql};
 
 use r2d2_sqlite::SqliteConnectionManager;
@@ -46,29 +47,6 @@ pub const READ_POOL_SIZE_MAX: u32 = 16;
 /// Prepared statements kept per connection; the writer's connection runs
 /// every write statement of every module.
 const STATEMENT_CACHE_MAX: usize = 128;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Synchronous {
-    Full,
-    Normal,
-}
-
-impl Synchronous {
-    pub fn parse(s: &str) -> Option<Synchronous> {
-        match s.to_ascii_lowercase().as_str() {
-            "full" => Some(Synchronous::Full),
-            "normal" => Some(Synchronous::Normal),
-            _ => None,
-        }
-    }
-
-    fn pragma(self) -> &'static str {
-        match self {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        }
-    }
-}
 
 /// The database handle every module gets: either engine. Cheap to clone.
 #[derive(Clone)]

@@ -1,10 +1,16 @@
 //! The single writer thread with group commit, and its syncer.
 //!
 //! Callers submit a closure and block until it is durable. The writer takes
-//! every closure already queued (up to [`WRITER_GROUP_SIZE_MAX`]), runs each in
-//! its own SAVEPOINT inside one `BEGIN IMMEDIATE` transaction and commits once.
-//! A closure that fails (or panics) is rolled back to its savepoint alone; its
-//! neighbours still commit.
+//! every closure already queued (up to [`WRITER_GROUP_SIZE_MAX`]) and runs
+//! them in one `BEGIN IMMEDIATE` transaction, committed once. A re-runnable
+//! closure (`Db::write`, `Fn`) runs without a savepoint: when one fails
+//! having written nothing (the usual refusal: checks come before writes),
+//! nothing is undone; when it fails (or panics) after writing, the writer
+//! rolls the group back and runs the closures before it again, without it,
+//! so its neighbours still commit and each caller gets the answer of the
+//! run that committed. A once-only closure (`Db::write_once`) and every
+//! closure after it in its group keep a SAVEPOINT each, since it cannot be
+//! run again.
 //!
 //! At `synchronous=FULL` the commit itself does not wait for the disk: the
 //! connection runs at NORMAL and hands the group to the syncer thread, which
@@ -24,9 +30,9 @@
 //! This module must never run a closure outside a transaction, and never
 //! answer a durable caller before an fsync that follows its commit.
 
+use super::NotCommitted;
 use super::StorageError;
 use super::checkpoint::CatchUp;
-use super::error::NotCommitted;
 use super::sql::Conn;
 use rusqlite::Connection;
 use std::fs::{File, OpenOptions};

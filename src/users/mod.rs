@@ -1,13 +1,12 @@
-//! Users: creation, lookup, listing and deactivation.
+//! Users: their rows, creation from a password hash, lookup and listing.
 //!
-//! Passwords are hashed here before anything reaches the writer thread:
-//! argon2 takes tens of milliseconds and must never run inside a transaction.
-//! This module never decides who the caller is; `auth` does.
+//! This module never hashes a password nor ends a session (`auth::accounts`
+//! creates and deactivates accounts with both) and never decides who the
+//! caller is; `auth` does.
 
 pub mod storage;
 
-use crate::auth::password;
-use crate::domain::{Email, Password, Role, Timestamp, UserId};
+use crate::domain::{Email, Role, Timestamp, UserId};
 use crate::error::{Error, Result};
 use crate::ledger::grants::{NewGrant, Source};
 use crate::logs::{self, NewLog};
@@ -55,12 +54,6 @@ pub fn sign_up(conn: &Conn<'_>, email: &Email, password_hash: &str, cfg: &crate:
     Ok(user)
 }
 
-/// Hashes the password, then creates the user in its own transaction.
-pub fn create(db: &Db, email: Email, password: &Password, role: Role) -> Result<User> {
-    let hash = password::hash(password)?;
-    db.write(move |c| insert(c, &email, &hash, role))
-}
-
 /// An active (not deleted) user.
 pub fn get(db: &Db, id: UserId) -> Result<User> {
     db.read(|c| storage::get_active(c, id))?.ok_or_else(|| Error::not_found("user"))
@@ -89,24 +82,6 @@ pub fn reactivate(db: &Db, id: UserId) -> Result<()> {
         }
         Ok::<_, Error>(())
     })
-}
-
-/// Deactivates a user: their tokens and API keys stop working at once, and
-/// their sessions end (a reactivation does not bring them back). Their
-/// ledger rows stay (the ledger is append-only).
-pub fn deactivate(db: &Db, id: UserId) -> Result<()> {
-    let done = db.write(move |c| {
-        let n = storage::deactivate(c, id, Timestamp::now())?;
-        if n == 1 {
-            crate::auth::sessions::end_all(c, id, None, crate::auth::sessions::Ended::UserDeactivated)?;
-            logs::write(c, &NewLog::business(id, "user_deactivated", true, json!({})))?;
-        }
-        Ok::<_, Error>(n)
-    })?;
-    if done == 0 {
-        return Err(Error::not_found("user"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

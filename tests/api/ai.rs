@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tollgate::config::{Config, ModelConfig, PriceConfig, ProviderConfig, RouteConfig};
+use tollgate::config::{Config, ModelConfig, PriceConfig, ProviderConfig};
 
 pub fn provider(kind: &str, base: &str, read_timeout_ms: u64) -> ProviderConfig {
     ProviderConfig {
@@ -24,13 +24,13 @@ pub fn provider(kind: &str, base: &str, read_timeout_ms: u64) -> ProviderConfig 
 
 pub fn chat_model(name: &str, routes: &[(&str, &str)]) -> ModelConfig {
     ModelConfig {
-        name: name.into(),
-        kind: "chat".into(),
-        routes: routes.iter().map(|(p, m)| RouteConfig { provider: (*p).into(), model: (*m).into() }).collect(),
-        price: PriceConfig { input_per_1m: 800_000, output_per_1m: 2_000_000, ..PriceConfig::default() },
         max_output_tokens: Some(1000),
-        image_input_tokens_max: None,
-        context_tokens_max: None,
+        ..model_config(
+            name,
+            "chat",
+            routes,
+            PriceConfig { input_per_1m: 800_000, output_per_1m: 2_000_000, ..PriceConfig::default() },
+        )
     }
 }
 
@@ -46,7 +46,7 @@ fn app_with(fake: &FakeProvider, adjust: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 fn chat(app: &TestApp, token: &str, body: Value) -> Resp {
-    app.client.post("/v1/chat/completions", token, body)
+    app.client.chat(token, body)
 }
 
 fn hi(stream: bool) -> Value {
@@ -89,7 +89,7 @@ fn a_chat_is_charged_exactly_its_reported_usage_and_logged() {
         app.balance(&ann),
         json!({"object": "balance", "balance": 10_000 - FAKE_COST, "held": 0, "available": 10_000 - FAKE_COST, "next_expiry": null})
     );
-    let tx = app.client.get("/v1/credits/transactions", &ann.token).json();
+    let tx = app.client.transactions(&ann.token).json();
     assert_eq!(tx["data"][0]["amount"], -FAKE_COST);
     assert_eq!(tx["data"][0]["id"], v["tollgate"]["transaction_id"]);
     let log = app.client.get("/v1/logs", &ann.token).json()["data"][0].clone();
@@ -147,7 +147,7 @@ fn when_route_one_fails_route_two_answers_billed_once_and_the_failover_is_logged
     assert_eq!(r.json()["choices"][0]["message"]["content"], "fake answer from the provider");
     assert_eq!((down.count("/chat/completions"), up.count("/chat/completions")), (1, 1));
     assert_eq!(up.requests()[0].body["model"], "m2");
-    let tx = app.client.get("/v1/credits/transactions", &ann.token).json();
+    let tx = app.client.transactions(&ann.token).json();
     let consumes = tx["data"].as_array().unwrap().iter().filter(|t| t["kind"] == "consume").count();
     assert_eq!(consumes, 1, "billed once");
     let logs = app.client.get("/v1/admin/logs?log_type=system", &app.admin).json().to_string();
@@ -354,32 +354,28 @@ fn images_are_charged_per_image_through_openai_and_dashscope_tasks() {
         c.providers.insert("oa".into(), provider("openai", &openai_base, 5_000));
         c.providers.insert("ds".into(), provider("dashscope", &ds_base, 5_000));
         for (name, p) in [("img-oa", "oa"), ("img-ds", "ds")] {
-            c.models.push(ModelConfig {
-                name: name.into(),
-                kind: "image".into(),
-                routes: vec![RouteConfig { provider: p.into(), model: "wanx".into() }],
-                price: PriceConfig { per_image: 25, ..PriceConfig::default() },
-                max_output_tokens: None,
-                image_input_tokens_max: None,
-                context_tokens_max: None,
-            });
+            c.models.push(model_config(
+                name,
+                "image",
+                &[(p, "wanx")],
+                PriceConfig { per_image: 25, ..PriceConfig::default() },
+            ));
         }
     });
     let ann = app.user("ann");
     app.grant(&ann, 1_000);
-    let r =
-        app.client.post("/v1/images/generations", &ann.token, json!({"model": "img-oa", "prompt": "a cat", "n": 3}));
+    let r = app.client.images(&ann.token, json!({"model": "img-oa", "prompt": "a cat", "n": 3}));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["data"].as_array().unwrap().len(), 3);
     assert_eq!(app.balance(&ann)["balance"], 1_000 - 75);
-    let r = app.client.post("/v1/images/generations", &ann.token, json!({"model": "img-ds", "prompt": "a dog"}));
+    let r = app.client.images(&ann.token, json!({"model": "img-ds", "prompt": "a dog"}));
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json()["data"][0]["url"].as_str().unwrap().contains("task-"));
     assert!(fake.count("/api/v1/tasks/") >= 2, "polled the task");
     assert_eq!(app.balance(&ann)["balance"], 1_000 - 100);
-    let r = app.client.post("/v1/images/generations", &ann.token, json!({"model": "img-oa", "prompt": "x", "n": 11}));
+    let r = app.client.images(&ann.token, json!({"model": "img-oa", "prompt": "x", "n": 11}));
     assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("n")));
-    let r = app.client.post("/v1/images/generations", &ann.token, json!({"model": "qwen-nope", "prompt": "x"}));
+    let r = app.client.images(&ann.token, json!({"model": "qwen-nope", "prompt": "x"}));
     assert_eq!(r.status, 404);
 }
 

@@ -25,7 +25,7 @@ fn login_gives_a_token_that_identifies_the_user_on_me() {
     assert!(v["refresh_token"].as_str().is_some_and(|t| t.starts_with("tgr_")), "{v}");
     assert_eq!(v["refresh_expires_in"], 30 * 86_400);
     assert_eq!(v["user"]["id"], ann.id.as_str());
-    let me = app.client.get("/v1/me", v["access_token"].as_str().unwrap());
+    let me = app.client.get(ME, v["access_token"].as_str().unwrap());
     assert_eq!(me.status, 200);
     let me = me.json();
     assert_eq!(me["id"], ann.id.as_str());
@@ -86,7 +86,7 @@ fn forged_expired_and_malformed_credentials_are_refused_with_401() {
     )
     .unwrap();
     // Control: the same construction with a live expiry is accepted.
-    assert_eq!(app.client.get("/v1/me", &valid_with_server_secret).status, 200);
+    assert_eq!(app.client.me(&valid_with_server_secret).status, 200);
 
     for (what, header) in [
         ("another secret", format!("Bearer {other_secret}")),
@@ -99,11 +99,11 @@ fn forged_expired_and_malformed_credentials_are_refused_with_401() {
         ("bad api key", format!("Bearer tg_{}", "0".repeat(64))),
         ("short api key", "Bearer tg_123".to_owned()),
     ] {
-        let r = app.client.request("GET", "/v1/me", None, &[("Authorization", &header)], None).unwrap();
+        let r = app.client.request("GET", ME, None, &[("Authorization", &header)], None).unwrap();
         assert_eq!(r.status, 401, "{what} should be refused: {}", r.text());
         assert_eq!(r.error_code(), "unauthorized", "{what}");
     }
-    let r = app.client.request("GET", "/v1/credits/balance", None, &[("X-User-Id", &ann.id)], None).unwrap();
+    let r = app.client.request("GET", BALANCE, None, &[("X-User-Id", &ann.id)], None).unwrap();
     assert_eq!(r.status, 401);
     assert_eq!(r.error_code(), "unauthorized");
 }
@@ -114,8 +114,7 @@ fn x_user_id_never_changes_who_the_caller_is() {
     let ann = app.user("ann");
     let bob = app.user("bob");
     app.grant(&bob, 50);
-    let r =
-        app.client.request("GET", "/v1/credits/balance", Some(&ann.token), &[("X-User-Id", &bob.id)], None).unwrap();
+    let r = app.client.request("GET", BALANCE, Some(&ann.token), &[("X-User-Id", &bob.id)], None).unwrap();
     assert_eq!(r.json()["balance"], 0, "ann must see her own balance, not bob's");
 }
 
@@ -131,7 +130,7 @@ fn users_see_only_their_own_logs_and_get_403_on_admin_routes() {
     assert!(!data.is_empty());
     assert!(data.iter().all(|l| l["log_type"] == "business"));
     assert!(!logs.to_string().contains("credits_changed"), "bob's grant leaked into ann's logs: {logs}");
-    for path in ["/v1/admin/users", "/v1/admin/logs", "/v1/admin/audit"] {
+    for path in [ADMIN_USERS, "/v1/admin/logs", ADMIN_AUDIT] {
         let r = app.client.get(path, &ann.token);
         assert_eq!(r.status, 403, "{path}");
         assert_eq!(r.error_code(), "forbidden");
@@ -154,13 +153,13 @@ fn api_keys_work_until_revoked_and_are_shown_once() {
     let app = TestApp::spawn();
     let ann = app.user("ann");
     let bob = app.user("bob");
-    let r = app.client.post("/v1/api-keys", &ann.token, json!({"name": "ci"}));
+    let r = app.client.create_key(&ann.token, json!({"name": "ci"}));
     assert_eq!(r.status, 201, "{}", r.text());
     let created = r.json();
     let key = created["key"].as_str().unwrap().to_owned();
     assert!(key.starts_with("tg_") && key.len() == 67);
-    assert_eq!(app.client.get("/v1/me", &key).json()["id"], ann.id.as_str());
-    let list = app.client.get("/v1/api-keys", &ann.token).json();
+    assert_eq!(app.client.me(&key).json()["id"], ann.id.as_str());
+    let list = app.client.list_keys(&ann.token).json();
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
     assert!(!list.to_string().contains(&key), "the key must not be listed");
     let stored: i64 = app
@@ -172,7 +171,7 @@ fn api_keys_work_until_revoked_and_are_shown_once() {
     assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
     let r = app.client.request("DELETE", &format!("/v1/api-keys/{id}"), Some(&ann.token), &[], None).unwrap();
     assert_eq!(r.status, 200);
-    let r = app.client.get("/v1/me", &key);
+    let r = app.client.me(&key);
     assert_eq!((r.status, r.error_code().as_str()), (401, "unauthorized"));
 }
 
@@ -180,12 +179,11 @@ fn api_keys_work_until_revoked_and_are_shown_once() {
 fn a_deactivated_users_tokens_and_keys_stop_working() {
     let app = TestApp::spawn();
     let ann = app.user("ann");
-    let key =
-        app.client.post("/v1/api-keys", &ann.token, json!({"name": "k"})).json()["key"].as_str().unwrap().to_owned();
+    let key = app.client.create_key(&ann.token, json!({"name": "k"})).json()["key"].as_str().unwrap().to_owned();
     let r = app.client.request("DELETE", &format!("/v1/admin/users/{}", ann.id), Some(&app.admin), &[], None).unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(app.client.get("/v1/me", &ann.token).status, 401);
-    assert_eq!(app.client.get("/v1/me", &key).status, 401);
+    assert_eq!(app.client.me(&ann.token).status, 401);
+    assert_eq!(app.client.me(&key).status, 401);
     assert_eq!(app.client.login(&ann.email, PASSWORD).status, 401);
 }
 
@@ -204,7 +202,7 @@ fn signup_is_refused_unless_enabled_and_then_grants_the_bonus_through_the_ledger
     let r = app.client.request("POST", "/v1/auth/signup", None, &[], Some(body.as_bytes())).unwrap();
     assert_eq!(r.status, 201, "{}", r.text());
     let token = app.client.token("new@example.com", PASSWORD);
-    let tx = app.client.get("/v1/credits/transactions", &token).json();
+    let tx = app.client.transactions(&token).json();
     assert_eq!(tx["data"][0]["kind"], "grant");
     assert_eq!(tx["data"][0]["amount"], 25);
     let again = app.client.request("POST", "/v1/auth/signup", None, &[], Some(body.as_bytes())).unwrap();
@@ -216,7 +214,7 @@ fn tokens_stay_valid_across_a_restart_because_the_secret_is_stored_once() {
     let app = TestApp::spawn();
     let ann = app.user("ann");
     let app = app.restart();
-    let r = app.client.get("/v1/me", &ann.token);
+    let r = app.client.me(&ann.token);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["id"], ann.id.as_str());
 }

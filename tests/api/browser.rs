@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tollgate::config::{ModelConfig, PriceConfig, RouteConfig};
+use tollgate::config::PriceConfig;
 
 /// Debian's paths; `TOLLGATE_TEST_CHROMIUM` / `TOLLGATE_TEST_CHROMEDRIVER` point elsewhere.
 fn tool(var: &str, default: &str) -> String {
@@ -205,15 +205,12 @@ fn console_app(fake: &FakeProvider) -> TestApp {
     TestApp::spawn_with(move |c| {
         c.providers.insert("fake".into(), crate::ai::provider("openai", &base, 5_000));
         c.models.push(crate::ai::chat_model("fake-chat", &[("fake", "m")]));
-        c.models.push(ModelConfig {
-            name: "fake-image".into(),
-            kind: "image".into(),
-            routes: vec![RouteConfig { provider: "fake".into(), model: "img".into() }],
-            price: PriceConfig { per_image: 25, ..PriceConfig::default() },
-            max_output_tokens: None,
-            image_input_tokens_max: None,
-            context_tokens_max: None,
-        });
+        c.models.push(model_config(
+            "fake-image",
+            "image",
+            &[("fake", "img")],
+            PriceConfig { per_image: 25, ..PriceConfig::default() },
+        ));
     })
 }
 
@@ -308,11 +305,7 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     let balance: i64 = b.text("#balance").replace(',', "").parse().unwrap();
     assert!(balance < 10_000, "{balance} ({cost})");
     let ann = app.client.token("ann@example.com", PASSWORD);
-    assert_eq!(
-        Some(balance),
-        app.client.get("/v1/credits/balance", &ann).json()["balance"].as_i64(),
-        "what the API says"
-    );
+    assert_eq!(Some(balance), app.client.balance(&ann).json()["balance"].as_i64(), "what the API says");
     let bars = b.exec("return document.querySelectorAll('#spend-chart rect').length;", json!([]));
     assert!(bars.as_u64().unwrap_or(0) >= 2, "the chat and the image, by model: {bars}");
     b.page(&base, "#/ledger", "#kind-filter", "14-ledger");

@@ -180,7 +180,10 @@ fn a_provider_key_variable_that_is_not_set_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("tollgate.toml"),
-        "[providers.openai]\nkind = \"openai\"\napi_key_env = \"TG_TEST_UNSET_KEY\"\n[[models]]\nname = \"m\"\nkind = \"chat\"\nroutes = [{ provider = \"openai\", model = \"gpt\" }]\n",
+        format!(
+            "[providers.openai]\nkind = \"openai\"\napi_key_env = \"TG_TEST_UNSET_KEY\"\n{}",
+            model_toml("m", "chat", "openai", "gpt", "{}", "")
+        ),
     )
     .unwrap();
     let o = bin()

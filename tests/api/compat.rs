@@ -67,7 +67,7 @@ fn every_field_a_client_sends_reaches_an_openai_provider_unchanged() {
     let ann = app.user("ann");
     app.grant(&ann, 1_000_000);
     let sent = rich_request();
-    let r = app.client.post("/v1/chat/completions", &ann.token, sent.clone());
+    let r = app.client.chat(&ann.token, sent.clone());
     assert_eq!(r.status, 200, "{}", r.text());
     let got = &fake.requests()[0].body;
     let mut expected = sent.clone();
@@ -89,7 +89,7 @@ fn tool_calls_come_back_unchanged_and_the_id_is_the_providers() {
     let app = app_with_routes(&fake, &["openai"]);
     let ann = app.user("ann");
     app.grant(&ann, 1_000_000);
-    let r = app.client.post("/v1/chat/completions", &ann.token, rich_request());
+    let r = app.client.chat(&ann.token, rich_request());
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["id"], "chatcmpl-abc123", "never chatcmpl-chatcmpl-");
@@ -129,7 +129,7 @@ fn streamed_tool_call_deltas_arrive_in_order_and_usage_is_charged() {
             body["stream_options"] = json!({"include_usage": true});
         }
         let before = app.balance(&ann)["balance"].as_i64().unwrap();
-        let r = app.client.post("/v1/chat/completions", &ann.token, body);
+        let r = app.client.chat(&ann.token, body);
         assert_eq!(r.status, 200, "{}", r.text());
         let data = sse_data(&r.text());
         assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
@@ -171,18 +171,14 @@ fn a_field_no_route_can_honour_is_refused_before_anything_is_held() {
             "messages[0]",
         ),
     ] {
-        let r = app.client.post("/v1/chat/completions", &ann.token, body);
+        let r = app.client.chat(&ann.token, body);
         assert_eq!((r.status, r.error_code().as_str()), (400, "unsupported_parameter"), "{}", r.text());
         assert_eq!(r.json()["error"]["param"], param);
     }
     assert_eq!((app.count("credit_transactions"), app.count("credit_holds")), (txns, holds), "nothing held or charged");
     assert!(fake.requests().is_empty(), "no provider was called");
     // Plain text still goes to Anthropic.
-    let r = app.client.post(
-        "/v1/chat/completions",
-        &ann.token,
-        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
-    );
+    let r = app.client.chat(&ann.token, json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}));
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -192,10 +188,10 @@ fn a_rich_request_skips_a_route_that_cannot_honour_it() {
     let app = app_with_routes(&fake, &["anthropic", "openai"]);
     let ann = app.user("ann");
     app.grant(&ann, 1_000_000);
-    let r = app.client.post("/v1/chat/completions", &ann.token, rich_request());
+    let r = app.client.chat(&ann.token, rich_request());
     assert_eq!(r.status, 200, "{}", r.text());
     let paths: Vec<String> = fake.requests().iter().map(|r| r.path.clone()).collect();
-    assert_eq!(paths, vec!["/v1/chat/completions".to_owned()], "only the OpenAI route was called");
+    assert_eq!(paths, vec![CHAT.to_owned()], "only the OpenAI route was called");
 }
 
 #[test]
@@ -206,10 +202,10 @@ fn n_and_images_raise_the_cost_bound() {
     // chat_model: 0.8 credits per input token, 2 per output token.
     app.grant(&ann, 3_000);
     let one = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1000});
-    assert_eq!(app.client.post("/v1/chat/completions", &ann.token, one.clone()).status, 200);
+    assert_eq!(app.client.chat(&ann.token, one.clone()).status, 200);
     let mut two = one.clone();
     two["n"] = json!(2);
-    let r = app.client.post("/v1/chat/completions", &ann.token, two);
+    let r = app.client.chat(&ann.token, two);
     assert_eq!(
         (r.status, r.error_code().as_str()),
         (402, "insufficient_credits"),
@@ -218,7 +214,7 @@ fn n_and_images_raise_the_cost_bound() {
     let image = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "https://x.invalid/a.png"}}]}]});
     let balance = app.balance(&ann)["available"].as_i64().unwrap();
-    let r = app.client.post("/v1/chat/completions", &ann.token, image);
+    let r = app.client.chat(&ann.token, image);
     assert_eq!(r.status, 200, "1445 image tokens x 0.8 fit in {balance}: {}", r.text());
 }
 
@@ -245,7 +241,7 @@ fn the_chat_route_takes_large_bodies_and_other_routes_keep_their_limit() {
     let image = "A".repeat(3 << 20);
     let body = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{image}")}}]}]});
-    let r = app.client.post("/v1/chat/completions", &ann.token, body);
+    let r = app.client.chat(&ann.token, body);
     assert_eq!(
         r.status,
         200,
@@ -257,7 +253,7 @@ fn the_chat_route_takes_large_bodies_and_other_routes_keep_their_limit() {
         Some(image.len() + 22)
     );
     let big = vec![b' '; 2 << 20];
-    let r = app.client.post_with("/v1/credits/consume", &ann.token, &[], &big);
+    let r = app.client.post_with(CONSUME, &ann.token, &[], &big);
     assert_eq!((r.status, r.error_code().as_str()), (413, "payload_too_large"));
 }
 
@@ -286,7 +282,7 @@ fn ten_thousand_calls_of_0_045_credits_charge_exactly_450() {
             std::thread::spawn(move || {
                 let body = json!({"model": "cheap", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 60});
                 for i in 0..1_250 {
-                    let r = client.post("/v1/chat/completions", &token, body.clone());
+                    let r = client.chat(&token, body.clone());
                     assert_eq!(r.status, 200, "thread {t} call {i}: {}", r.text());
                 }
             })
@@ -331,7 +327,7 @@ fn embeddings_pass_through_and_are_charged_per_input_token() {
     let ann = app.user("ann");
     app.grant(&ann, 100);
     let sent = json!({"model": "embed", "input": ["first text", "second"], "encoding_format": "float", "dimensions": 2, "user": "u1"});
-    let r = app.client.post("/v1/embeddings", &ann.token, sent.clone());
+    let r = app.client.embeddings(&ann.token, sent.clone());
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(
@@ -344,16 +340,16 @@ fn embeddings_pass_through_and_are_charged_per_input_token() {
     // 2,000 tokens x 500 per 1M = 1 credit exactly.
     assert_eq!(app.balance(&ann)["balance"], 99);
     for bad in [json!(""), json!([]), json!(5), json!([[]]), json!([1, "x"])] {
-        let r = app.client.post("/v1/embeddings", &ann.token, json!({"model": "embed", "input": bad}));
+        let r = app.client.embeddings(&ann.token, json!({"model": "embed", "input": bad}));
         assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("input")), "{bad}");
     }
-    let r = app.client.post("/v1/embeddings", &ann.token, json!({"model": "m-missing", "input": "x"}));
+    let r = app.client.embeddings(&ann.token, json!({"model": "m-missing", "input": "x"}));
     assert_eq!(r.status, 404);
     // The dev provider embeds offline.
     let dev = TestApp::spawn();
     let bob = dev.user("bob");
     dev.grant(&bob, 10);
-    let r = dev.client.post("/v1/embeddings", &bob.token, json!({"model": "dev-embedding", "input": "hello"}));
+    let r = dev.client.embeddings(&bob.token, json!({"model": "dev-embedding", "input": "hello"}));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["data"][0]["embedding"].as_array().map(Vec::len), Some(8));
 }
@@ -371,11 +367,9 @@ fn images_can_come_back_as_base64_where_the_provider_can() {
     });
     let ann = app.user("ann");
     app.grant(&ann, 100);
-    let r = app.client.post(
-        "/v1/images/generations",
-        &ann.token,
-        json!({"model": "img", "prompt": "a fox", "n": 3, "response_format": "b64_json"}),
-    );
+    let r = app
+        .client
+        .images(&ann.token, json!({"model": "img", "prompt": "a fox", "n": 3, "response_format": "b64_json"}));
     assert_eq!(r.status, 200, "{}", r.text());
     let data = r.json()["data"].clone();
     assert_eq!(data.as_array().map(Vec::len), Some(3));
@@ -384,11 +378,8 @@ fn images_can_come_back_as_base64_where_the_provider_can() {
     assert_eq!(app.balance(&ann)["balance"], 91);
     // The dev provider has only URLs: refused before anything is held.
     let dev = TestApp::spawn();
-    let r = dev.client.post(
-        "/v1/images/generations",
-        &dev.admin,
-        json!({"model": "dev-image", "prompt": "a fox", "response_format": "b64_json"}),
-    );
+    let r =
+        dev.client.images(&dev.admin, json!({"model": "dev-image", "prompt": "a fox", "response_format": "b64_json"}));
     assert_eq!((r.status, r.error_code().as_str()), (400, "unsupported_parameter"));
 }
 
@@ -400,7 +391,7 @@ fn the_responses_api_passes_through_plain_and_streamed_and_is_metered() {
     app.grant(&ann, 10_000);
     let sent = json!({"model": "m", "input": "Say hi", "instructions": "Be brief", "store": false,
                       "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}], "text": {"format": {"type": "text"}}});
-    let r = app.client.post("/v1/responses", &ann.token, sent.clone());
+    let r = app.client.responses(&ann.token, sent.clone());
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(
@@ -418,7 +409,7 @@ fn the_responses_api_passes_through_plain_and_streamed_and_is_metered() {
 
     let mut streamed = sent;
     streamed["stream"] = json!(true);
-    let r = app.client.post("/v1/responses", &ann.token, streamed);
+    let r = app.client.responses(&ann.token, streamed);
     assert_eq!(r.status, 200, "{}", r.text());
     let text = r.text();
     let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
@@ -428,11 +419,8 @@ fn the_responses_api_passes_through_plain_and_streamed_and_is_metered() {
     assert_eq!(app.balance(&ann)["balance"], 10_000 - 155, "two calls: 155.2 exactly, rounded once");
 
     // Stored context is invisible to tollgate: the bound is the context window.
-    let r = app.client.post(
-        "/v1/responses",
-        &ann.token,
-        json!({"model": "m", "input": "and then?", "previous_response_id": "resp_1"}),
-    );
+    let r =
+        app.client.responses(&ann.token, json!({"model": "m", "input": "and then?", "previous_response_id": "resp_1"}));
     assert_eq!(
         (r.status, r.error_code().as_str()),
         (402, "max_cost_exceeded"),
@@ -442,7 +430,7 @@ fn the_responses_api_passes_through_plain_and_streamed_and_is_metered() {
 
     // A model without an openai route cannot serve it.
     let other = app_with_routes(&FakeProvider::start(), &["anthropic"]);
-    let r = other.client.post("/v1/responses", &other.admin, json!({"model": "m", "input": "hi"}));
+    let r = other.client.responses(&other.admin, json!({"model": "m", "input": "hi"}));
     assert_eq!((r.status, r.error_code().as_str()), (400, "unsupported_parameter"));
 }
 
@@ -459,9 +447,7 @@ fn a_tool_calling_conversation_through_anthropic_looks_like_openai_to_the_client
         json!({"role": "user", "content": [{"type": "text", "text": "Weather where this photo was taken?"},
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}),
     ];
-    let first = app.client.post(
-        "/v1/chat/completions",
-        &ann.token,
+    let first = app.client.chat(&ann.token,
         json!({"model": "m", "messages": messages, "tools": tools, "tool_choice": "required", "parallel_tool_calls": false}),
     );
     assert_eq!(first.status, 200, "{}", first.text());
@@ -487,11 +473,7 @@ fn a_tool_calling_conversation_through_anthropic_looks_like_openai_to_the_client
     // The tool result goes back; Anthropic gets tool_use and tool_result blocks.
     messages.push(v["choices"][0]["message"].clone());
     messages.push(json!({"role": "tool", "tool_call_id": "toolu_1", "content": "{\"temp_c\": 21}"}));
-    let second = app.client.post(
-        "/v1/chat/completions",
-        &ann.token,
-        json!({"model": "m", "messages": messages, "tools": tools}),
-    );
+    let second = app.client.chat(&ann.token, json!({"model": "m", "messages": messages, "tools": tools}));
     assert_eq!(second.status, 200, "{}", second.text());
     assert_eq!(second.json()["choices"][0]["message"]["content"], "fake answer from the provider");
     let sent = fake.requests()[1].body.clone();
@@ -510,8 +492,7 @@ fn a_tool_calling_conversation_through_anthropic_looks_like_openai_to_the_client
     );
 
     // Streamed: the tool call arrives as OpenAI tool_call deltas, in order.
-    let r = app.client.post(
-        "/v1/chat/completions",
+    let r = app.client.chat(
         &ann.token,
         json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
                "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": tools}),

@@ -44,7 +44,7 @@ fn sigkill_during_consumes_loses_no_acknowledged_write_and_doubles_none() {
                     let body = json!({"amount": 3, "description": key}).to_string();
                     let r = client.request(
                         "POST",
-                        "/v1/credits/consume",
+                        CONSUME,
                         Some(&token),
                         &[("Idempotency-Key", &key)],
                         Some(body.as_bytes()),
@@ -106,7 +106,7 @@ fn sigkill_during_consumes_loses_no_acknowledged_write_and_doubles_none() {
         let body = json!({"amount": 3, "description": key}).to_string();
         let r = server
             .client
-            .request("POST", "/v1/credits/consume", Some(&token), &[("Idempotency-Key", key)], Some(body.as_bytes()))
+            .request("POST", CONSUME, Some(&token), &[("Idempotency-Key", key)], Some(body.as_bytes()))
             .unwrap();
         assert!(r.status == 201 || r.status == 402, "{}", r.text());
     }
@@ -156,7 +156,7 @@ fn holds_of_chat_calls_in_flight_at_sigkill_are_released_at_the_next_start() {
     let server = serve_process(&db, &env);
     assert_eq!(active(&db), 0, "released at start, not after their TTL");
     let token = server.client.token("chat@example.com", PASSWORD);
-    let b = server.client.get("/v1/credits/balance", &token).json();
+    let b = server.client.balance(&token).json();
     assert_eq!(
         (b["balance"].as_i64(), b["held"].as_i64(), b["available"].as_i64()),
         (Some(10_000), Some(0), Some(10_000))
@@ -183,8 +183,16 @@ fn sigkill_during_metered_chats_leaves_every_carry_consistent() {
     let config = write_config(
         dir.path(),
         &format!(
-            "[providers.p]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n[[models]]\nname = \"cheap\"\nkind = \"chat\"\nroutes = [{{ provider = \"p\", model = \"u\" }}]\nprice = {{ input_per_1m = 150, output_per_1m = 600 }}\nmax_output_tokens = 100\n",
-            fake.base
+            "[providers.p]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n{}",
+            fake.base,
+            model_toml(
+                "cheap",
+                "chat",
+                "p",
+                "u",
+                "{ input_per_1m = 150, output_per_1m = 600 }",
+                "max_output_tokens = 100\n"
+            )
         ),
     );
     let env = [("TOLLGATE_CONFIG", config.to_str().unwrap()), ("TOLLGATE_SERVER_SQLITE_SYNCHRONOUS", "full")];
@@ -202,13 +210,7 @@ fn sigkill_during_metered_chats_leaves_every_carry_consistent() {
             std::thread::spawn(move || {
                 let body = json!({"model": "cheap", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 60});
                 while !stop.load(Ordering::Relaxed) {
-                    match client.request(
-                        "POST",
-                        "/v1/chat/completions",
-                        Some(&token),
-                        &[],
-                        Some(body.to_string().as_bytes()),
-                    ) {
+                    match client.request("POST", CHAT, Some(&token), &[], Some(body.to_string().as_bytes())) {
                         Ok(r) if r.status == 200 => *acked.lock().unwrap() += 1,
                         Ok(r) => panic!("unexpected {}: {}", r.status, r.text()),
                         Err(_) => break,

@@ -10,14 +10,14 @@ fn consume_appends_one_row_and_reports_the_new_balance() {
     let app = TestApp::spawn();
     let ann = app.user("ann");
     app.grant(&ann, 100);
-    let r = app.client.post("/v1/credits/consume", &ann.token, json!({"amount": 30, "description": "render"}));
+    let r = app.client.post(CONSUME, &ann.token, json!({"amount": 30, "description": "render"}));
     assert_eq!(r.status, 201, "{}", r.text());
     let v = r.json();
     assert!(v["transaction_id"].as_str().unwrap().starts_with("txn_"));
     assert_eq!((v["balance"].as_i64(), v["available"].as_i64()), (Some(70), Some(70)));
     let b = app.balance(&ann);
     assert_eq!(b, json!({"object": "balance", "balance": 70, "held": 0, "available": 70, "next_expiry": null}));
-    let tx = app.client.get("/v1/credits/transactions", &ann.token).json();
+    let tx = app.client.transactions(&ann.token).json();
     let row = &tx["data"][0];
     assert_eq!(row["id"], v["transaction_id"]);
     assert_eq!(
@@ -66,7 +66,7 @@ fn thirty_two_threads_racing_consumes_spend_exactly_the_balance() {
             std::thread::spawn(move || {
                 let mut counts = (0u32, 0u32);
                 for _ in 0..100 {
-                    let r = app.client.post("/v1/credits/consume", &token, json!({"amount": 7}));
+                    let r = app.client.consume(&token, 7);
                     match r.status {
                         201 => counts.0 += 1,
                         402 => {
@@ -101,7 +101,7 @@ fn sixty_four_concurrent_consumes_never_pass_the_daily_cap() {
     let handles: Vec<_> = (0..64)
         .map(|_| {
             let (app, token) = (Arc::clone(&app), Arc::clone(&token));
-            std::thread::spawn(move || app.client.post("/v1/credits/consume", &token, json!({"amount": 7})))
+            std::thread::spawn(move || app.client.consume(&token, 7))
         })
         .collect();
     let results: Vec<Resp> = handles.into_iter().map(|h| h.join().unwrap()).collect();

@@ -1,26 +1,16 @@
 //! The repository's API reference (docs/API.md) stays true: it lists every
 //! route the binary serves and every error code the code can produce.
 
+use crate::architecture::rust_files;
 use crate::helpers::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 fn reference() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/API.md")).expect("docs/API.md")
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
-
 /// The string literal after `marker` (skipping a status number and a comma
-/// first, as in `ApiError::new(404, "not_found", ...)`).
+/// first, as in `Rejection::new(404, "not_found", ...)`).
 fn codes_after(text: &str, marker: &str) -> Vec<String> {
     let mut found = Vec::new();
     for (at, _) in text.match_indices(marker) {
@@ -60,10 +50,11 @@ fn the_api_reference_lists_every_route_the_binary_serves() {
 /// key may not call (besides admin routes and the public ones).
 #[test]
 fn the_api_reference_says_which_routes_take_a_session_only() {
-    use tollgate::http::router::{Access, ROUTES};
+    use tollgate::http::route::Access;
+    use tollgate::http::router::routes;
     let reference = reference();
     let mut wrong = Vec::new();
-    for r in ROUTES {
+    for r in routes() {
         let row = format!("| `{} {}` | ", r.method, r.path);
         let Some(at) = reference.find(&row) else { continue };
         let who = reference[at + row.len()..].split(" |").next().unwrap_or("");
@@ -85,7 +76,9 @@ fn the_api_reference_lists_every_error_code() {
     let mut codes = std::collections::BTreeSet::new();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        for marker in ["ApiError::new(", "Rejection::new(", "code: \"", "unavailable(\"", "refusal("] {
+        for marker in
+            ["ApiError::refuse(", "ClientView::new(", "Rejection::new(", "code: \"", "unavailable(\"", "refusal("]
+        {
             let marker = marker.trim_end_matches('"');
             codes.extend(codes_after(&text, marker));
         }

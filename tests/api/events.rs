@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tollgate::config::{Config, ModelConfig, PriceConfig, ProviderConfig, RouteConfig};
+use tollgate::config::{Config, PriceConfig, ProviderConfig};
 
 #[derive(Default)]
 struct Seen {
@@ -128,7 +128,7 @@ fn now_s() -> i64 {
 
 /// Adds the receiver as an endpoint through the admin API.
 fn subscribe(app: &TestApp, receiver: &Receiver, events: Value) -> Value {
-    let r = app.client.post("/v1/admin/webhooks", &app.admin, json!({"url": receiver.url, "events": events}));
+    let r = app.client.create_webhook(&app.admin, json!({"url": receiver.url, "events": events}));
     assert_eq!(r.status, 201, "{}", r.text());
     let created = r.json();
     receiver.set_secret(created["secret"].as_str().expect("the secret, once"));
@@ -142,7 +142,7 @@ fn webhooks_are_signed_retried_and_each_event_arrives_once_after_de_duplication(
     let app = TestApp::spawn_with(|c| c.events.credits_low_threshold = 50);
     let created = subscribe(&app, &receiver, json!([]));
     assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
-    let listed = app.client.get("/v1/admin/webhooks", &app.admin).json();
+    let listed = app.client.get(ADMIN_WEBHOOKS, &app.admin).json();
     assert_eq!(listed["data"][0]["id"], created["id"]);
     assert!(listed["data"][0].get("secret").is_none(), "the secret is shown only at creation");
 
@@ -194,14 +194,13 @@ fn webhooks_are_signed_retried_and_each_event_arrives_once_after_de_duplication(
     assert_eq!(receiver.seen(|s| s.events.len()), got.len(), "the copy de-duplicates into the same event");
 
     // Bad input changes nothing.
-    let bad =
-        app.client.post("/v1/admin/webhooks", &app.admin, json!({"url": receiver.url, "events": ["job.exploded"]}));
+    let bad = app.client.create_webhook(&app.admin, json!({"url": receiver.url, "events": ["job.exploded"]}));
     assert_eq!((bad.status, bad.error_code()), (400, "invalid_request".to_owned()));
-    let bad = app.client.post("/v1/admin/webhooks", &app.admin, json!({"url": "ftp://example.com/x"}));
+    let bad = app.client.create_webhook(&app.admin, json!({"url": "ftp://example.com/x"}));
     assert_eq!((bad.status, bad.error_code()), (400, "webhook_url_refused".to_owned()));
     let bad = app.client.get("/v1/admin/webhook-deliveries?status=lost", &app.admin);
     assert_eq!(bad.status, 400);
-    let not_admin = app.client.get("/v1/admin/webhooks", &ann.token);
+    let not_admin = app.client.get(ADMIN_WEBHOOKS, &ann.token);
     assert_eq!(not_admin.status, 403);
     assert_eq!(app.count("webhook_endpoints"), 1);
     let del = app
@@ -215,7 +214,7 @@ fn webhooks_are_signed_retried_and_each_event_arrives_once_after_de_duplication(
         )
         .unwrap();
     assert_eq!(del.status, 200, "{}", del.text());
-    assert_eq!(app.client.get("/v1/admin/webhooks", &app.admin).json()["data"], json!([]));
+    assert_eq!(app.client.get(ADMIN_WEBHOOKS, &app.admin).json()["data"], json!([]));
 }
 
 #[test]
@@ -223,23 +222,21 @@ fn webhook_urls_to_private_addresses_are_refused_unless_allowed() {
     let app = TestApp::spawn_with(|c| c.events.allow_private_urls = false);
     for url in ["http://127.0.0.1:9/hooks", "http://localhost/hooks", "http://169.254.169.254/latest", "http://[::1]/"]
     {
-        let r = app.client.post("/v1/admin/webhooks", &app.admin, json!({"url": url}));
+        let r = app.client.create_webhook(&app.admin, json!({"url": url}));
         assert_eq!((r.status, r.error_code()), (400, "webhook_url_refused".to_owned()), "{url}");
     }
     // At the limits: a URL of URL_BYTES_MAX + 1 bytes, a description of
     // DESCRIPTION_CHARS_MAX + 1 characters, EVENT_TYPES_MAX + 1 types.
     let long = format!("http://8.8.8.8/{}", "a".repeat(tollgate::events::url_guard::URL_BYTES_MAX - 14));
     assert_eq!(long.len(), tollgate::events::url_guard::URL_BYTES_MAX + 1);
-    let r = app.client.post("/v1/admin/webhooks", &app.admin, json!({"url": long}));
+    let r = app.client.create_webhook(&app.admin, json!({"url": long}));
     assert_eq!((r.status, r.error_code()), (400, "webhook_url_refused".to_owned()));
-    let r = app.client.post(
-        "/v1/admin/webhooks",
-        &app.admin,
+    let r = app.client.create_webhook(&app.admin,
         json!({"url": "http://8.8.8.8/h", "description": "d".repeat(tollgate::events::endpoints::DESCRIPTION_CHARS_MAX + 1)}),
     );
     assert_eq!((r.status, r.error_code()), (400, "invalid_request".to_owned()));
-    let types = vec!["job.completed"; tollgate::events::endpoints::EVENT_TYPES_MAX + 1];
-    let r = app.client.post("/v1/admin/webhooks", &app.admin, json!({"url": "http://8.8.8.8/h", "events": types}));
+    let types = vec!["job.completed"; tollgate::domain::EVENT_TYPES_MAX + 1];
+    let r = app.client.create_webhook(&app.admin, json!({"url": "http://8.8.8.8/h", "events": types}));
     assert_eq!((r.status, r.error_code()), (400, "invalid_request".to_owned()));
     assert_eq!(app.count("webhook_endpoints"), 0);
 }
@@ -267,7 +264,7 @@ fn an_event_committed_before_sigkill_is_delivered_after_the_restart() {
     ];
     let mut server = serve_process(&db, &env);
     let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
-    let r = server.client.post("/v1/admin/users", &admin, json!({"email": "late@example.com", "password": PASSWORD}));
+    let r = server.client.create_user(&admin, json!({"email": "late@example.com", "password": PASSWORD}));
     assert_eq!(r.status, 201);
     let user = r.json()["id"].as_str().unwrap().to_owned();
     // Committed, tried, refused by the receiver: then the process dies.
@@ -306,21 +303,17 @@ fn with_video(fake: &FakeProvider) -> impl FnOnce(&mut Config) {
                 breaker_cool_down_ms: 200,
             },
         );
-        c.models.push(ModelConfig {
-            name: "wan-video".into(),
-            kind: "video".into(),
-            routes: vec![RouteConfig { provider: "ds".into(), model: "wan-upstream".into() }],
-            price: PriceConfig { per_video_second: 7, ..PriceConfig::default() },
-            max_output_tokens: None,
-            image_input_tokens_max: None,
-            context_tokens_max: None,
-        });
+        c.models.push(model_config(
+            "wan-video",
+            "video",
+            &[("ds", "wan-upstream")],
+            PriceConfig { per_video_second: 7, ..PriceConfig::default() },
+        ));
     }
 }
 
 fn video_job(app: &TestApp, token: &str) -> String {
-    let r = app.client.post(
-        "/v1/jobs",
+    let r = app.client.create_job(
         token,
         json!({"type": "video_generation", "model": "wan-video", "input": {"prompt": "a cat", "duration_s": 5}}),
     );
@@ -641,7 +634,7 @@ fn a_backup_taken_while_jobs_complete_restores_every_kept_output_with_its_checks
         for (sha, bytes) in rows {
             let data = std::fs::read(tollgate::media::content_path(&restored_media, &sha)).expect("kept file restored");
             assert_eq!(data.len() as i64, bytes);
-            assert_eq!(tollgate::auth::api_key::hex(&<Sha256 as sha2::Digest>::digest(&data)), sha);
+            assert_eq!(tollgate::support::token::hex(&<Sha256 as sha2::Digest>::digest(&data)), sha);
         }
         let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
         assert!(o.status.success(), "audit of the restored copy: {}", String::from_utf8_lossy(&o.stdout));
@@ -694,7 +687,7 @@ fn a_thousand_job_events_wait_out_a_receiver_outage_and_all_arrive() {
             std::thread::spawn(move || {
                 for k in 0..100 {
                     let body = json!({"type": "text_generation", "model": "dev-chat", "input": {"prompt": format!("p{k}"), "max_tokens": 16}});
-                    let r = app.client.post("/v1/jobs", &u.token, body);
+                    let r = app.client.create_job(&u.token, body);
                     assert_eq!(r.status, 202, "{}", r.text());
                 }
             })

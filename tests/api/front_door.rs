@@ -88,7 +88,7 @@ fn a_thousand_slowloris_sockets_get_408_while_a_normal_client_is_served_fast() {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(3) {
         let t = Instant::now();
-        assert_eq!(app.client.get("/v1/me", &ann.token).status, 200);
+        assert_eq!(app.client.me(&ann.token).status, 200);
         latencies.push(t.elapsed().as_secs_f64() * 1000.0);
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -105,7 +105,7 @@ fn a_thousand_slowloris_sockets_get_408_while_a_normal_client_is_served_fast() {
     stop.store(true, Ordering::Relaxed);
     dripper.join().unwrap();
     assert_eq!(timed_out, 1000, "every slowloris socket got 408 and a close");
-    assert_eq!(app.client.get("/v1/me", &ann.token).status, 200);
+    assert_eq!(app.client.me(&ann.token).status, 200);
 }
 
 #[test]
@@ -509,11 +509,11 @@ fn api_key_creation_refuses_an_idempotency_key_so_no_key_is_stored_in_clear() {
     let app = TestApp::spawn();
     let ann = app.user("ann");
     let body = json!({"name": "ci"}).to_string();
-    let r = app.client.post_with("/v1/api-keys", &ann.token, &[("Idempotency-Key", "k1")], body.as_bytes());
+    let r = app.client.post_with(API_KEYS, &ann.token, &[("Idempotency-Key", "k1")], body.as_bytes());
     assert_eq!((r.status, r.error_code().as_str()), (400, "idempotency_not_supported"), "{}", r.text());
     assert_eq!(r.json()["error"]["param"], "Idempotency-Key");
     assert_eq!(app.count("api_keys"), 0);
-    let r = app.client.post("/v1/api-keys", &ann.token, json!({"name": "ci"}));
+    let r = app.client.create_key(&ann.token, json!({"name": "ci"}));
     assert_eq!(r.status, 201);
     let key = r.json()["key"].as_str().unwrap().to_owned();
     let bodies: Vec<Vec<u8>> = app
@@ -540,7 +540,7 @@ fn small_edge_cases_get_clear_errors_and_change_nothing() {
         assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("amount")), "{amount}");
     }
     // A repeated key is not silently resolved to its last value.
-    let r = app.client.post_with("/v1/credits/consume", &ann.token, &[], br#"{"amount":1,"amount":90}"#);
+    let r = app.client.post_with(CONSUME, &ann.token, &[], br#"{"amount":1,"amount":90}"#);
     assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_json"));
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("duplicate key `amount`"));
     assert_eq!(app.count("credit_transactions"), before);
@@ -556,22 +556,21 @@ fn small_edge_cases_get_clear_errors_and_change_nothing() {
 fn a_key_and_user_refusal_takes_no_token_from_the_key() {
     let app = TestApp::spawn();
     let ann = app.user("ann");
-    let key =
-        app.client.post("/v1/api-keys", &ann.token, json!({"name": "k"})).json()["key"].as_str().unwrap().to_owned();
+    let key = app.client.create_key(&ann.token, json!({"name": "k"})).json()["key"].as_str().unwrap().to_owned();
     // The user's bucket holds 3: the JWT spends it, then the key is refused
     // by the user's bucket without losing its own tokens.
     let r = app.put_limits(&app.admin, &ann, r#"{"rpm": 60, "burst": 3}"#);
     assert_eq!(r.status, 200);
     for _ in 0..3 {
-        assert_eq!(app.client.get("/v1/me", &ann.token).status, 200);
+        assert_eq!(app.client.me(&ann.token).status, 200);
     }
     for _ in 0..5 {
-        let r = app.client.get("/v1/me", &key);
+        let r = app.client.me(&key);
         assert_eq!(r.status, 429);
         assert_eq!(r.header("Retry-After"), Some("1"), "one token refills in a second at 60 rpm");
     }
     std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(app.client.get("/v1/me", &key).status, 200, "the key's bucket was not drained by refusals");
+    assert_eq!(app.client.me(&key).status, 200, "the key's bucket was not drained by refusals");
 }
 
 #[test]
@@ -632,7 +631,7 @@ fn bodies_in_flight_are_bounded_across_connections() {
     // Every byte goes back to the pool as the requests are dropped.
     let t = Instant::now();
     loop {
-        let r = app.client.post_with("/v1/credits/consume", &ann.token, &[], &vec![b' '; 60 * 1024]);
+        let r = app.client.post_with(CONSUME, &ann.token, &[], &vec![b' '; 60 * 1024]);
         if r.status == 400 {
             assert_eq!(r.error_code(), "invalid_json");
             break;

@@ -121,7 +121,7 @@ fn voiding_removes_the_remainder_in_a_void_row_once() {
     assert_eq!(app.balance(&ann)["balance"], 0);
     let again = app.client.post(&path, &app.admin, json!({}));
     assert_eq!((again.status, again.json()["voided_at"].clone()), (200, v["voided_at"].clone()));
-    let rows = app.client.get("/v1/credits/transactions", &ann.token).json();
+    let rows = app.client.transactions(&ann.token).json();
     assert_eq!((rows["data"][0]["kind"].as_str(), rows["data"][0]["amount"].as_i64()), (Some("void"), Some(-30)));
     assert_eq!(app.count_where("credit_transactions", "kind = 'void'"), 1);
     assert_eq!(app.client.post("/v1/admin/grants/grant_999/void", &app.admin, json!({})).status, 404);
@@ -171,11 +171,11 @@ fn a_call_holding_credits_of_a_grant_that_expires_mid_call_settles_and_the_rest_
     let ann = app.user("ann");
     assert_eq!(grant(&app, &ann, json!({"amount": 1_000, "expires_at": rfc3339_in(1_000)})).status, 201);
     let body = json!({"model": "qwen-plus", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100});
-    let r = app.client.post("/v1/chat/completions", &ann.token, body);
+    let r = app.client.chat(&ann.token, body);
     assert_eq!(r.status, 200, "the reserved credits are honoured after the expiry: {}", r.text());
     let cost = r.json()["tollgate"]["cost"].as_i64().unwrap();
     assert!(cost > 0);
-    let rows = app.client.get("/v1/credits/transactions", &ann.token).json();
+    let rows = app.client.transactions(&ann.token).json();
     let kinds: Vec<(&str, i64)> = rows["data"]
         .as_array()
         .unwrap()
@@ -200,7 +200,7 @@ fn sigkill_while_a_hold_outlives_its_grant_leaves_every_grant_consistent_after_r
     let env = [("TOLLGATE_CONFIG", config.to_str().unwrap()), ("TOLLGATE_SERVER_SQLITE_SYNCHRONOUS", "full")];
     let mut server = serve_process(&db, &env);
     let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
-    let r = server.client.post("/v1/admin/users", &admin, json!({"email": "g@example.com", "password": PASSWORD}));
+    let r = server.client.create_user(&admin, json!({"email": "g@example.com", "password": PASSWORD}));
     let id = r.json()["id"].as_str().unwrap().to_owned();
     let r = server.client.post(
         &format!("/v1/admin/users/{id}/grants"),
@@ -235,7 +235,7 @@ fn sigkill_while_a_hold_outlives_its_grant_leaves_every_grant_consistent_after_r
     }
 
     let server = serve_process(&db, &env);
-    let b = server.client.get("/v1/credits/balance", &server.client.token("g@example.com", PASSWORD)).json();
+    let b = server.client.get(BALANCE, &server.client.token("g@example.com", PASSWORD)).json();
     assert_eq!(
         (b["balance"].as_i64(), b["held"].as_i64()),
         (Some(7), Some(0)),

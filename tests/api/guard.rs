@@ -21,28 +21,28 @@ fn ten_per_minute_lets_ten_through_refuses_the_eleventh_and_refills_with_time() 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["effective"]["burst"], 10, "rpm without burst sets burst");
     for i in 0..10 {
-        let r = app.client.get("/v1/me", &ann.token);
+        let r = app.client.me(&ann.token);
         assert_eq!(r.status, 200, "request {i}");
         assert_eq!(r.header("X-RateLimit-Limit"), Some("10"));
         assert_eq!(r.header("X-RateLimit-Remaining"), Some((9 - i).to_string().as_str()));
         assert!(r.header("X-RateLimit-Reset").is_some());
     }
-    let r = app.client.get("/v1/me", &ann.token);
+    let r = app.client.me(&ann.token);
     assert_eq!((r.status, r.error_code().as_str()), (429, "rate_limited"));
     assert_eq!(r.header("Retry-After"), Some("6"));
     assert_eq!(r.header("X-RateLimit-Remaining"), Some("0"));
-    let _ = app.client.get("/v1/me", &ann.token);
+    let _ = app.client.me(&ann.token);
     clock.advance_ms(5_999);
-    assert_eq!(app.client.get("/v1/me", &ann.token).status, 429);
+    assert_eq!(app.client.me(&ann.token).status, 429);
     clock.advance_ms(1);
-    assert_eq!(app.client.get("/v1/me", &ann.token).status, 200, "one token after six seconds");
+    assert_eq!(app.client.me(&ann.token).status, 200, "one token after six seconds");
     // Three refusals, one log line: floods do not become floods of writes.
     let logs = guard_logs(&app, &ann);
     assert_eq!(logs.len(), 1, "{logs:?}");
     assert!(logs.iter().all(|l| l["details"]["guard"] == "rate_limit"));
     // Other users have their own buckets.
     let bob = app.user("bob");
-    assert_eq!(app.client.get("/v1/me", &bob.token).status, 200);
+    assert_eq!(app.client.me(&bob.token).status, 200);
 }
 
 #[test]

@@ -3,12 +3,13 @@
 
 #![allow(dead_code)]
 
+pub use crate::endpoints::*;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate::config::{Config, Flags};
+use tollgate::config::{Config, Flags, ModelConfig, PriceConfig, RouteConfig};
 use tollgate::guard::Clock;
 use tollgate::service::{BootstrapAdmin, Service, StartOptions};
 
@@ -122,7 +123,7 @@ impl Client {
     /// Creates a user through the admin API, grants them `credits`, and
     /// logs them in: their token.
     pub fn funded_user(&self, admin: &str, email: &str, credits: i64) -> String {
-        let r = self.post("/v1/admin/users", admin, json!({"email": email, "password": PASSWORD}));
+        let r = self.create_user(admin, json!({"email": email, "password": PASSWORD}));
         assert_eq!(r.status, 201, "create {email}: {}", r.text());
         let id = r.json()["id"].as_str().expect("id").to_owned();
         let r = self.post(
@@ -284,7 +285,7 @@ impl TestApp {
     /// Creates a user through the admin API and logs them in.
     pub fn user(&self, name: &str) -> TestUser {
         let email = format!("{name}@example.com");
-        let r = self.client.post("/v1/admin/users", &self.admin, json!({"email": email, "password": PASSWORD}));
+        let r = self.client.create_user(&self.admin, json!({"email": email, "password": PASSWORD}));
         assert_eq!(r.status, 201, "create user: {}", r.text());
         let id = r.json()["id"].as_str().expect("id").to_owned();
         let token = self.client.token(&email, PASSWORD);
@@ -315,13 +316,13 @@ impl TestApp {
     }
 
     pub fn balance(&self, user: &TestUser) -> Value {
-        let r = self.client.get("/v1/credits/balance", &user.token);
+        let r = self.client.balance(&user.token);
         assert_eq!(r.status, 200, "{}", r.text());
         r.json()
     }
 
     pub fn consume(&self, user: &TestUser, amount: i64) -> Resp {
-        self.client.post("/v1/credits/consume", &user.token, json!({"amount": amount}))
+        self.client.consume(&user.token, amount)
     }
 
     pub fn validate(&self, user: &TestUser) -> Value {
@@ -331,7 +332,7 @@ impl TestApp {
     }
 
     pub fn audit(&self) -> Value {
-        let r = self.client.get("/v1/admin/audit", &self.admin);
+        let r = self.client.audit(&self.admin);
         assert_eq!(r.status, 200, "{}", r.text());
         r.json()
     }
@@ -396,23 +397,57 @@ pub fn write_config(dir: &std::path::Path, text: &str) -> PathBuf {
     path
 }
 
+/// A `[[models]]` entry: `name` of `kind` routed to `(provider, upstream
+/// model)` pairs in order, at `price`, with no token bounds (set them with
+/// struct update syntax).
+pub fn model_config(name: &str, kind: &str, routes: &[(&str, &str)], price: PriceConfig) -> ModelConfig {
+    ModelConfig {
+        name: name.into(),
+        kind: kind.into(),
+        routes: routes.iter().map(|(p, m)| RouteConfig { provider: (*p).into(), model: (*m).into() }).collect(),
+        price,
+        max_output_tokens: None,
+        image_input_tokens_max: None,
+        context_tokens_max: None,
+    }
+}
+
+/// The same entry as TOML, for a config written to a file: `price` is an
+/// inline table (`{ per_image = 25 }`), `extra` more lines of the entry.
+pub fn model_toml(name: &str, kind: &str, provider: &str, upstream: &str, price: &str, extra: &str) -> String {
+    format!(
+        "[[models]]\nname = \"{name}\"\nkind = \"{kind}\"\nroutes = [{{ provider = \"{provider}\", model = \"{upstream}\" }}]\nprice = {price}\n{extra}"
+    )
+}
+
+/// `qwen-plus` as TOML, routed to `provider`'s model `q`: 0.8 credits per
+/// input token and 2 per output token (so usage maps to visible sums), at
+/// most 100 output tokens.
+pub fn qwen_plus_toml(provider: &str) -> String {
+    model_toml(
+        "qwen-plus",
+        "chat",
+        provider,
+        "q",
+        "{ input_per_1m = 800000, output_per_1m = 2000000 }",
+        "max_output_tokens = 100\n",
+    )
+}
+
 /// Writes `tollgate.toml` into `dir`: `extra` settings, then a model
 /// `slow-chat` (1 credit per token, at most 100 output tokens) routed to an
 /// OpenAI-compatible fake provider at `fake_base`. Returns its path.
 pub fn slow_chat_config(dir: &std::path::Path, fake_base: &str, extra: &str) -> PathBuf {
     let text = format!(
-        r#"{extra}
-[providers.slow]
-kind = "openai"
-base_url = "{fake_base}/v1"
-read_timeout_ms = 60000
-[[models]]
-name = "slow-chat"
-kind = "chat"
-routes = [{{ provider = "slow", model = "m" }}]
-price = {{ input_per_1m = 1000000, output_per_1m = 1000000 }}
-max_output_tokens = 100
-"#
+        "{extra}\n[providers.slow]\nkind = \"openai\"\nbase_url = \"{fake_base}/v1\"\nread_timeout_ms = 60000\n{}",
+        model_toml(
+            "slow-chat",
+            "chat",
+            "slow",
+            "m",
+            "{ input_per_1m = 1000000, output_per_1m = 1000000 }",
+            "max_output_tokens = 100\n"
+        )
     );
     write_config(dir, &text)
 }
@@ -426,13 +461,7 @@ pub fn slow_chats_in_background(client: &Client, token: &str, n: usize) -> Vec<s
             let (client, token) = (client.clone(), token.to_owned());
             std::thread::spawn(move || {
                 let body = json!({"model": "slow-chat", "messages": [{"role": "user", "content": "hi"}]});
-                let _ = client.request(
-                    "POST",
-                    "/v1/chat/completions",
-                    Some(&token),
-                    &[],
-                    Some(body.to_string().as_bytes()),
-                );
+                let _ = client.request("POST", CHAT, Some(&token), &[], Some(body.to_string().as_bytes()));
             })
         })
         .collect()

@@ -17,7 +17,7 @@ fn bad_bodies_get_400_or_413_and_write_nothing() {
     let before = footprint(&app);
 
     let big = vec![b' '; 5000];
-    let r = app.client.post_with("/v1/credits/consume", &ann.token, &[], &big);
+    let r = app.client.post_with(CONSUME, &ann.token, &[], &big);
     assert_eq!((r.status, r.error_code().as_str()), (413, "payload_too_large"));
 
     for (body, code, param) in [
@@ -31,20 +31,20 @@ fn bad_bodies_get_400_or_413_and_write_nothing() {
         (b"{\"amount\": -3}", "invalid_request", Some("amount")),
         (b"{\"amount\": 5, \"user_id\": \"usr_1\"}", "invalid_request", None),
     ] {
-        let r = app.client.post_with("/v1/credits/consume", &ann.token, &[], body);
+        let r = app.client.post_with(CONSUME, &ann.token, &[], body);
         assert_eq!(r.status, 400, "{}: {}", String::from_utf8_lossy(body), r.text());
         assert_eq!(r.error_code(), code, "{}", String::from_utf8_lossy(body));
         if let Some(p) = param {
             assert_eq!(r.json()["error"]["param"], p, "{}", String::from_utf8_lossy(body));
         }
     }
-    let r = app.client.post("/v1/admin/users", &app.admin, json!({"password": PASSWORD}));
+    let r = app.client.create_user(&app.admin, json!({"password": PASSWORD}));
     assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("email")));
-    let r = app.client.post("/v1/admin/users", &app.admin, json!({"email": "not-an-email", "password": PASSWORD}));
+    let r = app.client.create_user(&app.admin, json!({"email": "not-an-email", "password": PASSWORD}));
     assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("email")));
-    let r = app.client.post("/v1/admin/users", &app.admin, json!({"email": "x@example.com", "password": "short"}));
+    let r = app.client.create_user(&app.admin, json!({"email": "x@example.com", "password": "short"}));
     assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("password")));
-    let r = app.client.post("/v1/api-keys", &ann.token, json!({"name": ""}));
+    let r = app.client.create_key(&ann.token, json!({"name": ""}));
     assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("name")));
 
     assert_eq!(footprint(&app), before, "a refused request wrote something");
@@ -69,7 +69,7 @@ fn a_huge_declared_content_length_is_refused_without_reading_it_and_the_server_l
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     drop(s);
-    assert_eq!(app.client.get("/v1/me", &ann.token).status, 200, "the server must survive");
+    assert_eq!(app.client.me(&ann.token).status, 200, "the server must survive");
 }
 
 #[test]
@@ -77,7 +77,7 @@ fn unknown_routes_and_methods_get_json_errors() {
     let app = TestApp::spawn();
     let r = app.client.get("/v1/nope", &app.admin);
     assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
-    let r = app.client.request("PUT", "/v1/me", Some(&app.admin), &[], None).unwrap();
+    let r = app.client.request("PUT", ME, Some(&app.admin), &[], None).unwrap();
     assert_eq!((r.status, r.error_code().as_str()), (405, "method_not_allowed"));
     let r = app.client.request("GET", "/healthz", None, &[], None).unwrap();
     assert_eq!(r.status, 200);

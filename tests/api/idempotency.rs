@@ -11,23 +11,23 @@ fn the_same_key_and_body_replays_the_first_response_byte_for_byte() {
     app.grant(&ann, 100);
     let body = json!({"amount": 7, "description": "once"}).to_string();
     let h = [("Idempotency-Key", "k-1")];
-    let first = app.client.post_with("/v1/credits/consume", &ann.token, &h, body.as_bytes());
+    let first = app.client.post_with(CONSUME, &ann.token, &h, body.as_bytes());
     assert_eq!(first.status, 201, "{}", first.text());
-    let second = app.client.post_with("/v1/credits/consume", &ann.token, &h, body.as_bytes());
+    let second = app.client.post_with(CONSUME, &ann.token, &h, body.as_bytes());
     assert_eq!(second.status, 201);
     assert_eq!(second.body, first.body);
     assert_eq!(second.header("Idempotent-Replayed"), Some("true"));
     assert_eq!(app.balance(&ann)["balance"], 93, "charged once");
 
     let other = json!({"amount": 8}).to_string();
-    let r = app.client.post_with("/v1/credits/consume", &ann.token, &h, other.as_bytes());
+    let r = app.client.post_with(CONSUME, &ann.token, &h, other.as_bytes());
     assert_eq!((r.status, r.error_code().as_str()), (422, "idempotency_key_reused"));
     assert_eq!(app.balance(&ann)["balance"], 93);
 
     // Keys are per user: bob may use the same key for his own request.
     let bob = app.user("bob");
     app.grant(&bob, 10);
-    let r = app.client.post_with("/v1/credits/consume", &bob.token, &h, body.as_bytes());
+    let r = app.client.post_with(CONSUME, &bob.token, &h, body.as_bytes());
     assert_eq!(r.status, 201);
     assert_eq!(app.balance(&bob)["balance"], 3);
 }
@@ -38,10 +38,10 @@ fn a_failed_request_is_not_stored_so_a_retry_after_a_top_up_succeeds() {
     let ann = app.user("ann");
     let body = json!({"amount": 5}).to_string();
     let h = [("Idempotency-Key", "retry-me")];
-    let r = app.client.post_with("/v1/credits/consume", &ann.token, &h, body.as_bytes());
+    let r = app.client.post_with(CONSUME, &ann.token, &h, body.as_bytes());
     assert_eq!((r.status, r.error_code().as_str()), (402, "insufficient_credits"));
     app.grant(&ann, 5);
-    let r = app.client.post_with("/v1/credits/consume", &ann.token, &h, body.as_bytes());
+    let r = app.client.post_with(CONSUME, &ann.token, &h, body.as_bytes());
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(app.balance(&ann)["balance"], 0);
 }
@@ -72,7 +72,7 @@ fn concurrent_requests_with_one_key_have_exactly_one_effect() {
             let (app, token) = (Arc::clone(&app), Arc::clone(&token));
             std::thread::spawn(move || {
                 let body = json!({"amount": 10}).to_string();
-                app.client.post_with("/v1/credits/consume", &token, &[("Idempotency-Key", "race")], body.as_bytes())
+                app.client.post_with(CONSUME, &token, &[("Idempotency-Key", "race")], body.as_bytes())
             })
         })
         .collect();
@@ -92,7 +92,7 @@ fn an_invalid_idempotency_key_is_a_400() {
     let ann = app.user("ann");
     let long = "k".repeat(256);
     for key in [long.as_str(), "has space"] {
-        let r = app.client.post_with("/v1/credits/consume", &ann.token, &[("Idempotency-Key", key)], b"{\"amount\":1}");
+        let r = app.client.post_with(CONSUME, &ann.token, &[("Idempotency-Key", key)], b"{\"amount\":1}");
         assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("Idempotency-Key")));
     }
 }

@@ -47,7 +47,7 @@ fn three_instances_racing_consumes_spend_exactly_the_balance() {
                 let mut ok = 0;
                 for i in 0..100 {
                     let client = &clients[(t + i) % clients.len()];
-                    let r = client.post("/v1/credits/consume", &token, json!({"amount": 7}));
+                    let r = client.consume(&token, 7);
                     match r.status {
                         201 => ok += 1,
                         402 => {}
@@ -61,11 +61,11 @@ fn three_instances_racing_consumes_spend_exactly_the_balance() {
     let ok: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(ok, 1_428, "10,000 / 7 consumes fit, across three instances");
     for s in &servers {
-        let b = s.client.get("/v1/credits/balance", &token).json();
+        let b = s.client.balance(&token).json();
         assert_eq!(b["balance"], 4, "every instance sees the same balance");
     }
     let admin = servers[1].client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
-    let audit = servers[2].client.get("/v1/admin/audit", &admin).json();
+    let audit = servers[2].client.audit(&admin).json();
     assert_eq!(audit["valid"], true, "{audit}");
 }
 
@@ -83,13 +83,7 @@ fn fifty_racing_requests_with_one_idempotency_key_across_instances_have_one_effe
             let (client, token, body) = (clients[i % 3].clone(), token.clone(), body.clone());
             std::thread::spawn(move || {
                 let r = client
-                    .request(
-                        "POST",
-                        "/v1/credits/consume",
-                        Some(&token),
-                        &[("Idempotency-Key", "k-1")],
-                        Some(body.as_bytes()),
-                    )
+                    .request("POST", CONSUME, Some(&token), &[("Idempotency-Key", "k-1")], Some(body.as_bytes()))
                     .expect("answered");
                 (r.status, r.json()["transaction_id"].as_str().map(str::to_owned))
             })
@@ -99,7 +93,7 @@ fn fifty_racing_requests_with_one_idempotency_key_across_instances_have_one_effe
     let ids: HashSet<&String> = answers.iter().filter(|(s, _)| *s == 201).filter_map(|(_, id)| id.as_ref()).collect();
     assert_eq!(ids.len(), 1, "every 201 names the one transaction: {answers:?}");
     assert!(answers.iter().all(|(s, _)| *s == 201 || *s == 409), "{answers:?}");
-    let b = servers[0].client.get("/v1/credits/balance", &token).json();
+    let b = servers[0].client.balance(&token).json();
     assert_eq!(b["balance"], 990, "charged once");
 }
 
@@ -119,14 +113,9 @@ sweep_interval_s = 1
 [providers.oa]
 kind = "openai"
 base_url = "{base}/v1"
-[[models]]
-name = "qwen-plus"
-kind = "chat"
-routes = [ {{ provider = "oa", model = "q" }} ]
-price = {{ input_per_1m = 800000, output_per_1m = 2000000 }}
-max_output_tokens = 100
-"#,
-            base = fake.base
+{chat}"#,
+            base = fake.base,
+            chat = qwen_plus_toml("oa"),
         ),
     )
 }
@@ -140,7 +129,7 @@ fn submit_jobs(servers: &[ServerProcess], token: &str, prefix: &str, n: usize) {
                 for k in (t..n).step_by(4) {
                     let body = json!({"type": "text_generation", "model": "qwen-plus",
                                       "input": {"prompt": format!("{prefix}-{k}"), "max_tokens": 100}});
-                    let r = clients[k % clients.len()].post("/v1/jobs", &token, body);
+                    let r = clients[k % clients.len()].create_job(&token, body);
                     assert_eq!(r.status, 202, "{}", r.text());
                 }
             })
@@ -200,7 +189,7 @@ fn a_thousand_jobs_across_three_instances_call_the_provider_exactly_once_each() 
     assert_eq!(seen.len(), 1_000, "every job reached the provider");
     assert!(seen.values().all(|n| *n == 1), "a job ran twice");
     let admin = servers[1].client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
-    assert_eq!(servers[1].client.get("/v1/admin/audit", &admin).json()["valid"], true);
+    assert_eq!(servers[1].client.audit(&admin).json()["valid"], true);
 }
 
 #[test]
@@ -228,7 +217,7 @@ fn an_instance_killed_under_load_loses_no_acknowledged_charge_and_the_others_fin
                 while !stop.load(Ordering::Relaxed) {
                     match client.request(
                         "POST",
-                        "/v1/credits/consume",
+                        CONSUME,
                         Some(&token),
                         &[],
                         Some(json!({"amount": 1}).to_string().as_bytes()),
@@ -262,12 +251,12 @@ fn an_instance_killed_under_load_loses_no_acknowledged_charge_and_the_others_fin
     let jobs = servers[0].client.get("/v1/admin/jobs?limit=100", &admin).json();
     let rerun = jobs["data"].as_array().unwrap().iter().filter(|j| j["attempts"].as_i64().unwrap_or(0) > 1).count();
     assert!(rerun > 0, "the killed instance had jobs in flight, run again by the others after their lease");
-    let ledger: HashSet<String> = all_pages(&servers[1].client, "/v1/credits/transactions", &token)
+    let ledger: HashSet<String> = all_pages(&servers[1].client, TRANSACTIONS, &token)
         .iter()
         .filter_map(|t| t["id"].as_str().map(str::to_owned))
         .collect();
     let lost: Vec<&String> = acknowledged.iter().filter(|id| !ledger.contains(*id)).collect();
     assert!(lost.is_empty(), "acknowledged charges missing from the ledger: {lost:?}");
-    let audit = servers[1].client.get("/v1/admin/audit", &admin).json();
+    let audit = servers[1].client.audit(&admin).json();
     assert_eq!(audit["valid"], true, "{audit}");
 }

@@ -7,7 +7,7 @@ use crate::helpers::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tollgate::config::{Config, ModelConfig, PriceConfig, ProviderConfig, RouteConfig};
+use tollgate::config::{Config, ModelConfig, PriceConfig, ProviderConfig};
 
 fn fast_jobs(c: &mut Config) {
     c.jobs.backoff_base_ms = 20;
@@ -32,13 +32,8 @@ fn with_fake(fake: &FakeProvider) -> impl FnOnce(&mut Config) {
         c.providers.insert("oa".into(), p("openai", &openai));
         c.providers.insert("ds".into(), p("dashscope", &ds));
         let m = |name: &str, kind: &str, prov: &str, price: PriceConfig| ModelConfig {
-            name: name.into(),
-            kind: kind.into(),
-            routes: vec![RouteConfig { provider: prov.into(), model: format!("{name}-upstream") }],
-            price,
             max_output_tokens: Some(100),
-            image_input_tokens_max: None,
-            context_tokens_max: None,
+            ..model_config(name, kind, &[(prov, &format!("{name}-upstream"))], price)
         };
         c.models.push(m(
             "qwen-plus",
@@ -63,8 +58,7 @@ fn wait_for(app: &TestApp, token: &str, id: &str, statuses: &[&str]) -> Value {
 }
 
 fn text_job(app: &TestApp, token: &str, prompt: &str) -> Resp {
-    app.client.post(
-        "/v1/jobs",
+    app.client.create_job(
         token,
         json!({"type": "text_generation", "model": "qwen-plus", "input": {"prompt": prompt, "max_tokens": 100}}),
     )
@@ -92,7 +86,7 @@ fn the_seed_acceptance_flow_queues_runs_completes_and_charges_through_the_ledger
     // 77.6 credits exactly: 77 charged, 0.6 carried (see ledger::settle).
     assert_eq!(done["credit_cost"], 77);
     assert_eq!(done["attempts"], 1);
-    let tx = app.client.get("/v1/credits/transactions", &ann.token).json();
+    let tx = app.client.transactions(&ann.token).json();
     let row = &tx["data"][0];
     assert_eq!((row["kind"].as_str(), row["amount"].as_i64()), (Some("consume"), Some(-77)));
     assert_eq!(row["id"], done["transaction_id"]);
@@ -151,8 +145,7 @@ fn a_video_job_polls_the_dashscope_task_and_is_charged_per_second() {
     let app = TestApp::spawn_with(with_fake(&fake));
     let ann = app.user("ann");
     app.grant(&ann, 1_000);
-    let r = app.client.post(
-        "/v1/jobs",
+    let r = app.client.create_job(
         &ann.token,
         json!({"type": "video_generation", "model": "wan-video", "input": {"prompt": "a sunrise", "duration_s": 10}}),
     );
@@ -182,11 +175,7 @@ fn cancel_releases_the_hold_jobs_are_private_and_illegal_moves_are_409() {
     app.grant(&ann, 1_000);
     let id = app
         .client
-        .post(
-            "/v1/jobs",
-            &ann.token,
-            json!({"type": "video_generation", "model": "wan-video", "input": {"prompt": "p"}}),
-        )
+        .create_job(&ann.token, json!({"type": "video_generation", "model": "wan-video", "input": {"prompt": "p"}}))
         .json()["id"]
         .as_str()
         .unwrap()
@@ -194,7 +183,7 @@ fn cancel_releases_the_hold_jobs_are_private_and_illegal_moves_are_409() {
     wait_for(&app, &ann.token, &id, &["processing"]);
     assert_eq!(app.client.get(&format!("/v1/jobs/{id}"), &bob.token).status, 404, "bob cannot see ann's job");
     assert_eq!(app.client.post(&format!("/v1/jobs/{id}/cancel"), &bob.token, json!({})).status, 404);
-    assert_eq!(app.client.get("/v1/jobs", &bob.token).json()["data"].as_array().unwrap().len(), 0);
+    assert_eq!(app.client.jobs(&bob.token).json()["data"].as_array().unwrap().len(), 0);
     let r = app.client.post(&format!("/v1/jobs/{id}/cancel"), &ann.token, json!({}));
     assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("canceled")));
     assert_eq!(
@@ -239,11 +228,10 @@ fn refused_creations_create_no_job_and_max_cost_lowers_max_tokens() {
         ),
         (json!({"type": "text_generation", "model": "nope", "input": {"prompt": "x"}}), 404, Some("model")),
     ] {
-        let r = app.client.post("/v1/jobs", &ann.token, body.clone());
+        let r = app.client.create_job(&ann.token, body.clone());
         assert_eq!((r.status, r.json()["error"]["param"].as_str()), (status, param), "{body}");
     }
-    let r = app.client.post(
-        "/v1/jobs",
+    let r = app.client.create_job(
         &ann.token,
         json!({"type": "text_generation", "model": "qwen-plus", "input": {"prompt": "x"}, "max_cost": 10}),
     );
@@ -253,8 +241,7 @@ fn refused_creations_create_no_job_and_max_cost_lowers_max_tokens() {
         "not even one token fits 10 credits with this prompt"
     );
     assert_eq!(app.count("jobs"), 0);
-    let r = app.client.post(
-        "/v1/jobs",
+    let r = app.client.create_job(
         &ann.token,
         json!({"type": "text_generation", "model": "qwen-plus", "input": {"prompt": "x"}, "max_cost": 60}),
     );
@@ -341,26 +328,17 @@ base_url = "{ds}"
 [providers.oa]
 kind = "openai"
 base_url = "{ds}/v1"
-[[models]]
-name = "wan-video"
-kind = "video"
-routes = [ {{ provider = "ds", model = "wan" }} ]
-price = {{ per_video_second = 7 }}
-[[models]]
-name = "qwen-plus"
-kind = "chat"
-routes = [ {{ provider = "oa", model = "q" }} ]
-price = {{ input_per_1m = 800000, output_per_1m = 2000000 }}
-max_output_tokens = 100
-"#,
-            ds = fake.base
+{video}{chat}"#,
+            ds = fake.base,
+            video = model_toml("wan-video", "video", "ds", "wan", "{ per_video_second = 7 }", ""),
+            chat = qwen_plus_toml("oa"),
         ),
     );
     let db = dir.path().join("jobs.db");
     let cfg = config.to_str().unwrap();
     let mut server = serve_process(&db, &[("TOLLGATE_CONFIG", cfg)]);
     let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
-    let r = server.client.post("/v1/admin/users", &admin, json!({"email": "k@example.com", "password": PASSWORD}));
+    let r = server.client.create_user(&admin, json!({"email": "k@example.com", "password": PASSWORD}));
     let uid = r.json()["id"].as_str().unwrap().to_owned();
     server.client.post(
         &format!("/v1/admin/users/{uid}/credits"),
@@ -374,7 +352,7 @@ max_output_tokens = 100
         } else {
             json!({"type": "text_generation", "model": "qwen-plus", "input": {"prompt": format!("text-{i}")}})
         };
-        assert_eq!(server.client.post("/v1/jobs", &token, body).status, 202);
+        assert_eq!(server.client.create_job(&token, body).status, 202);
     }
     // Let some finish, some poll, some wait.
     std::thread::sleep(Duration::from_millis(300));
@@ -450,7 +428,7 @@ fn one_user_past_the_per_user_bound_gets_429_while_another_users_jobs_are_accept
             std::thread::spawn(move || {
                 let body =
                     json!({"type": "text_generation", "model": "qwen-plus", "input": {"prompt": format!("p{i}")}});
-                let r = client.post("/v1/jobs", &token, body);
+                let r = client.create_job(&token, body);
                 (
                     r.status,
                     if r.status == 202 { String::new() } else { r.error_code() },

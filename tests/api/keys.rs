@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 fn create_key(app: &TestApp, token: &str, body: Value) -> (String, Value) {
-    let r = app.client.post("/v1/api-keys", token, body);
+    let r = app.client.create_key(token, body);
     assert_eq!(r.status, 201, "{}", r.text());
     let v = r.json();
     (v["key"].as_str().unwrap().to_owned(), v)
@@ -33,8 +33,8 @@ fn a_key_enforces_its_daily_and_lifetime_spend_limits_and_shows_its_spend() {
     assert!(v["models"].is_null() && v["expires_at"].is_null() && v["rpm"].is_null());
     let id = v["id"].as_str().unwrap().to_owned();
 
-    assert_eq!(app.client.post("/v1/credits/consume", &key, json!({"amount": 50})).status, 201);
-    let r = app.client.post("/v1/credits/consume", &key, json!({"amount": 20}));
+    assert_eq!(app.client.consume(&key, 50).status, 201);
+    let r = app.client.consume(&key, 20);
     assert_eq!((r.status, r.error_code()), (429, "key_daily_limit_exceeded".to_owned()), "{}", r.text());
     assert!(r.header("Retry-After").is_some());
     // The session token is not the key: its charges do not count.
@@ -47,12 +47,12 @@ fn a_key_enforces_its_daily_and_lifetime_spend_limits_and_shows_its_spend() {
         (v["daily_spend_limit"].is_null(), v["spend_limit"].as_i64(), v["name"].as_str()),
         (true, Some(100), Some("backend"))
     );
-    assert_eq!(app.client.post("/v1/credits/consume", &key, json!({"amount": 20})).status, 201);
-    let r = app.client.post("/v1/credits/consume", &key, json!({"amount": 40}));
+    assert_eq!(app.client.consume(&key, 20).status, 201);
+    let r = app.client.consume(&key, 40);
     assert_eq!((r.status, r.error_code()), (402, "key_spend_limit_exceeded".to_owned()), "{}", r.text());
-    assert_eq!(app.client.post("/v1/credits/consume", &key, json!({"amount": 30})).status, 201, "exactly to the limit");
+    assert_eq!(app.client.consume(&key, 30).status, 201, "exactly to the limit");
 
-    let listed = app.client.get("/v1/api-keys", &ann.token).json();
+    let listed = app.client.list_keys(&ann.token).json();
     let k = &listed["data"][0];
     assert_eq!((k["spent_total"].as_i64(), k["spent_today"].as_i64()), (Some(100), Some(100)));
     assert_eq!(app.balance(&ann)["balance"], 10_000 - 120);
@@ -70,31 +70,25 @@ fn a_key_is_held_to_its_models_rate_and_expiry() {
     let names: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(names, ["dev-chat"]);
     let chat = json!({"model": "dev-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10});
-    assert_eq!(app.client.post("/v1/chat/completions", &key, chat).status, 200);
-    let image = app.client.post("/v1/images/generations", &key, json!({"model": "dev-image", "prompt": "a cat"}));
+    assert_eq!(app.client.chat(&key, chat).status, 200);
+    let image = app.client.images(&key, json!({"model": "dev-image", "prompt": "a cat"}));
     assert_eq!((image.status, image.error_code()), (403, "model_not_allowed".to_owned()), "{}", image.text());
-    let job = app.client.post(
-        "/v1/jobs",
-        &key,
-        json!({"type": "image_generation", "model": "dev-image", "input": {"prompt": "a cat"}}),
-    );
+    let job = app
+        .client
+        .create_job(&key, json!({"type": "image_generation", "model": "dev-image", "input": {"prompt": "a cat"}}));
     assert_eq!(job.error_code(), "model_not_allowed", "{}", job.text());
 
     let (slow, _) = create_key(&app, &ann.token, json!({"name": "slow", "rpm": 2}));
-    assert_eq!(app.client.get("/v1/credits/balance", &slow).status, 200);
-    assert_eq!(app.client.get("/v1/credits/balance", &slow).status, 200);
-    let r = app.client.get("/v1/credits/balance", &slow);
+    assert_eq!(app.client.balance(&slow).status, 200);
+    assert_eq!(app.client.balance(&slow).status, 200);
+    let r = app.client.balance(&slow);
     assert_eq!((r.status, r.error_code()), (429, "rate_limited".to_owned()));
-    assert_eq!(
-        app.client.get("/v1/credits/balance", &ann.token).status,
-        200,
-        "the user's other credentials are not slowed"
-    );
+    assert_eq!(app.client.balance(&ann.token).status, 200, "the user's other credentials are not slowed");
 
     let (brief, _) = create_key(&app, &ann.token, json!({"name": "brief", "expires_at": rfc3339_in(800)}));
-    assert_eq!(app.client.get("/v1/credits/balance", &brief).status, 200);
+    assert_eq!(app.client.balance(&brief).status, 200);
     std::thread::sleep(std::time::Duration::from_millis(900));
-    let r = app.client.get("/v1/credits/balance", &brief);
+    let r = app.client.balance(&brief);
     assert_eq!((r.status, r.error_code()), (401, "unauthorized".to_owned()));
     assert!(r.text().contains("expired"), "{}", r.text());
 }
@@ -112,7 +106,7 @@ fn key_limits_are_validated_and_a_refused_change_changes_nothing() {
         (json!({"name": "k", "expires_at": "2001-01-01T00:00:00Z"}), "expires_at"),
         (json!({"spend_limit": 5}), "name"),
     ] {
-        let r = app.client.post("/v1/api-keys", &ann.token, bad.clone());
+        let r = app.client.create_key(&ann.token, bad.clone());
         assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some(param)), "{bad}: {}", r.text());
     }
     assert_eq!(app.count("api_keys"), 0);
@@ -120,7 +114,7 @@ fn key_limits_are_validated_and_a_refused_change_changes_nothing() {
     let id = v["id"].as_str().unwrap();
     let r = patch(&app, &ann.token, id, json!({"rpm": -3}));
     assert_eq!(r.status, 400);
-    assert_eq!(app.client.get("/v1/api-keys", &ann.token).json()["data"][0]["rpm"], Value::Null);
+    assert_eq!(app.client.list_keys(&ann.token).json()["data"][0]["rpm"], Value::Null);
     assert_eq!(patch(&app, &bob.token, id, json!({"spend_limit": 999})).status, 404, "another user's key");
     assert_eq!(patch(&app, &ann.token, id, json!({"limit": 1})).status, 400, "unknown fields are refused");
     let r = patch(&app, &ann.token, id, json!({"name": "renamed", "models": ["dev-chat", "dev-chat"]}));
@@ -147,8 +141,8 @@ fn an_admin_mints_a_scoped_key_for_a_user_and_sees_the_user_whole() {
     );
     assert_eq!(r.status, 201, "{}", r.text());
     let key = r.json()["key"].as_str().unwrap().to_owned();
-    assert_eq!(app.client.post("/v1/credits/consume", &key, json!({"amount": 7})).status, 201);
-    let me = app.client.get("/v1/me", &key).json();
+    assert_eq!(app.client.consume(&key, 7).status, 201);
+    let me = app.client.me(&key).json();
     assert_eq!(me["id"].as_str(), Some(ann.id.as_str()), "the key is the user's");
     let keys = app.client.get(&format!("/v1/admin/users/{}/api-keys", ann.id), &app.admin).json();
     assert_eq!((keys["data"][0]["spent_total"].as_i64(), keys["data"][0]["spend_limit"].as_i64()), (Some(7), Some(50)));
@@ -193,13 +187,13 @@ fn an_admin_mints_a_scoped_key_for_a_user_and_sees_the_user_whole() {
             .status,
         200
     );
-    assert_eq!(app.client.get("/v1/me", &key).status, 401);
+    assert_eq!(app.client.me(&key).status, 401);
     let d = app.client.get(&format!("/v1/admin/users/{}", ann.id), &app.admin).json();
     assert!(d["deactivated_at"].is_string(), "{d}");
     let r = app.client.post(&format!("/v1/admin/users/{}/reactivate", ann.id), &app.admin, json!({}));
     assert_eq!((r.status, r.json()["deactivated_at"].is_null()), (200, true));
-    assert_eq!(app.client.get("/v1/me", &key).status, 200, "the key works again");
-    assert_eq!(app.client.get("/v1/me", &ann.token).status, 401, "sessions ended by the deactivation stay ended");
+    assert_eq!(app.client.me(&key).status, 200, "the key works again");
+    assert_eq!(app.client.me(&ann.token).status, 401, "sessions ended by the deactivation stay ended");
     assert_eq!(app.client.post("/v1/admin/users/usr_99999/reactivate", &app.admin, json!({})).status, 404);
 }
 
@@ -217,7 +211,7 @@ fn thirty_two_callers_racing_through_one_key_stop_exactly_at_its_spend_limit() {
             std::thread::spawn(move || {
                 let mut ok = 0i64;
                 for _ in 0..100 {
-                    let r = client.post("/v1/credits/consume", &key, json!({"amount": 1}));
+                    let r = client.consume(&key, 1);
                     match r.status {
                         201 => ok += 1,
                         402 => assert_eq!(r.error_code(), "key_spend_limit_exceeded"),
@@ -230,7 +224,7 @@ fn thirty_two_callers_racing_through_one_key_stop_exactly_at_its_spend_limit() {
         .collect();
     let ok: i64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(ok, LIMIT, "exactly the charges that fit");
-    let k = &app.client.get("/v1/api-keys", &ann.token).json()["data"][0];
+    let k = &app.client.list_keys(&ann.token).json()["data"][0];
     assert_eq!(k["spent_total"].as_i64(), Some(LIMIT));
     assert_eq!(app.balance(&ann)["balance"], 100_000 - LIMIT);
     let a = app.audit();
@@ -267,16 +261,16 @@ fn account_state(app: &TestApp) -> Vec<String> {
 fn harmful_body(method: &str, path: &str) -> Option<String> {
     let body = match (method, path) {
         ("GET" | "DELETE", _) => return None,
-        (_, "/v1/api-keys" | "/v1/admin/users/{id}/api-keys") => json!({"name": "escalated"}),
+        (_, API_KEYS | "/v1/admin/users/{id}/api-keys") => json!({"name": "escalated"}),
         (_, "/v1/api-keys/{id}") => json!({"spend_limit": null, "models": null, "rpm": null}),
         (_, "/v1/me/password") => json!({"current_password": PASSWORD, "new_password": "taken-over-password-9"}),
-        (_, "/v1/admin/users") => json!({"email": "mallory@example.com", "password": PASSWORD, "role": "admin"}),
+        (_, ADMIN_USERS) => json!({"email": "mallory@example.com", "password": PASSWORD, "role": "admin"}),
         (_, "/v1/admin/users/{id}/credits" | "/v1/admin/users/{id}/grants") => {
             json!({"amount": 500, "description": "free money"})
         }
         (_, "/v1/admin/users/{id}/limits") => json!({"rpm": null, "daily_cap": null}),
         (_, "/v1/admin/codes") => json!({"amount": 500, "count": 1}),
-        (_, "/v1/admin/webhooks") => json!({"url": "http://127.0.0.1:9/hook"}),
+        (_, ADMIN_WEBHOOKS) => json!({"url": "http://127.0.0.1:9/hook"}),
         _ => json!({}),
     };
     Some(body.to_string())
@@ -284,7 +278,8 @@ fn harmful_body(method: &str, path: &str) -> Option<String> {
 
 #[test]
 fn a_key_cannot_manage_credentials_or_the_account_while_a_session_can() {
-    use tollgate::http::router::{Access, ROUTES};
+    use tollgate::http::route::Access;
+    use tollgate::http::router::routes;
     let app = TestApp::spawn();
     let ann = app.user("ann");
     app.grant(&ann, 1_000);
@@ -294,7 +289,7 @@ fn a_key_cannot_manage_credentials_or_the_account_while_a_session_can() {
     let (admin_key, _) = create_key(&app, &app.admin, json!({"name": "admin automation"}));
     let before = account_state(&app);
 
-    let guarded: Vec<_> = ROUTES.iter().filter(|r| r.access != Access::Public && !r.access.allows_api_keys()).collect();
+    let guarded: Vec<_> = routes().filter(|r| r.access != Access::Public && !r.access.allows_api_keys()).collect();
     assert!(guarded.len() > 30, "every credential, account and admin route");
     for key in [&limited, &admin_key] {
         for r in &guarded {
@@ -315,29 +310,29 @@ fn a_key_cannot_manage_credentials_or_the_account_while_a_session_can() {
     assert_eq!(account_state(&app), before, "refused calls changed nothing");
 
     // The escalation the probe found: the scoped key is still scoped.
-    let r = app.client.post("/v1/chat/completions", &limited, json!({"model": "dev-image", "messages": []}));
+    let r = app.client.chat(&limited, json!({"model": "dev-image", "messages": []}));
     assert_eq!(r.error_code(), "model_not_allowed");
-    assert_eq!(app.client.post("/v1/credits/consume", &limited, json!({"amount": 11})).status, 402);
+    assert_eq!(app.client.consume(&limited, 11).status, 402);
     assert_eq!(app.client.get("/v1/models/dev-chat", &limited).status, 200);
     let r = app.client.get("/v1/models/dev-image", &limited);
     assert_eq!((r.status, r.error_code()), (404, "model_not_found".to_owned()), "a model the key may not use");
     assert_eq!(app.client.get("/v1/models/dev-image", &ann.token).status, 200);
 
     // What a key is for: spending and reading what it spends.
-    for path in ["/v1/me", "/v1/credits/balance", "/v1/credits/transactions", "/v1/usage", "/v1/limits", "/v1/jobs"] {
+    for path in [ME, BALANCE, TRANSACTIONS, "/v1/usage", "/v1/limits", JOBS] {
         assert_eq!(app.client.get(path, &limited).status, 200, "{path}");
     }
-    assert_eq!(app.client.post("/v1/credits/consume", &limited, json!({"amount": 3})).status, 201);
+    assert_eq!(app.client.consume(&limited, 3).status, 201);
 
     // A session does all of it.
-    let r = app.client.post("/v1/api-keys", &ann.token, json!({"name": "another"}));
+    let r = app.client.create_key(&ann.token, json!({"name": "another"}));
     assert_eq!(r.status, 201, "{}", r.text());
     let r = patch(&app, &ann.token, &key_id, json!({"spend_limit": null, "models": null}));
     assert_eq!((r.status, r.json()["spend_limit"].is_null()), (200, true), "{}", r.text());
-    assert_eq!(app.client.get("/v1/api-keys", &ann.token).json()["data"].as_array().unwrap().len(), 2);
+    assert_eq!(app.client.list_keys(&ann.token).json()["data"].as_array().unwrap().len(), 2);
     let del = app.client.request("DELETE", &format!("/v1/api-keys/{key_id}"), Some(&ann.token), &[], None).unwrap();
     assert_eq!(del.status, 200);
-    assert_eq!(app.client.get("/v1/me", &limited).status, 401, "revoked");
+    assert_eq!(app.client.me(&limited).status, 401, "revoked");
     let r = app.client.post(
         "/v1/me/password",
         &ann.token,
@@ -351,8 +346,8 @@ fn a_key_cannot_manage_credentials_or_the_account_while_a_session_can() {
     // The document says which credential each route takes.
     let doc = app.client.get("/openapi.json", &app.admin).json();
     let security = |path: &str, method: &str| doc["paths"][path][method]["security"].clone();
-    assert_eq!(security("/v1/api-keys", "post"), json!([{"session": []}]));
-    assert_eq!(security("/v1/admin/users", "get"), json!([{"session": []}]));
-    assert_eq!(security("/v1/chat/completions", "post"), json!([{"session": []}, {"api_key": []}]));
+    assert_eq!(security(API_KEYS, "post"), json!([{"session": []}]));
+    assert_eq!(security(ADMIN_USERS, "get"), json!([{"session": []}]));
+    assert_eq!(security(CHAT, "post"), json!([{"session": []}, {"api_key": []}]));
     assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
 }

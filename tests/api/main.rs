@@ -2,11 +2,13 @@
 //! an ephemeral port with a fresh SQLite file and talks to it over HTTP.
 //! Helpers (the `TestApp`) live in `helpers`; one module per area.
 
+mod endpoints;
 mod fake_oidc;
 mod fake_provider;
 mod helpers;
 
 mod ai;
+mod architecture;
 mod auth;
 mod browser;
 mod cli;

@@ -8,17 +8,18 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use tollgate::config::OidcConfig;
+use tollgate::domain::HttpUrl;
 
 const FRONTEND: &str = "https://app.example.com/auth/done";
 
 fn spawn(fake: &FakeOidc, adjust: impl FnOnce(&mut tollgate::config::Config)) -> TestApp {
     let provider = OidcConfig {
-        issuer: fake.base.clone(),
+        issuer: HttpUrl::parse(&fake.base).unwrap(),
         client_id: fake_oidc::CLIENT_ID.into(),
         client_secret_env: "TEST_OIDC_SECRET".into(),
         scopes: vec!["openid".into(), "email".into()],
         allowed_domains: Vec::new(),
-        redirect_uris: vec![FRONTEND.into()],
+        redirect_uris: vec![HttpUrl::parse(FRONTEND).unwrap()],
         link_existing_by_email: false,
     };
     TestApp::spawn_with_secrets(&[("TEST_OIDC_SECRET", fake_oidc::CLIENT_SECRET)], |c| {
@@ -89,8 +90,8 @@ fn the_whole_flow_signs_a_new_user_in_and_the_same_user_again() {
     let v = tokens.json();
     assert_eq!(v["user"]["email"], "oidc-user@example.com");
     let access = v["access_token"].as_str().unwrap();
-    assert_eq!(app.client.get("/v1/me", access).json()["email"], "oidc-user@example.com");
-    assert_eq!(app.client.get("/v1/credits/balance", access).json()["balance"], 50, "the signup bonus");
+    assert_eq!(app.client.me(access).json()["email"], "oidc-user@example.com");
+    assert_eq!(app.client.balance(access).json()["balance"], 50, "the signup bonus");
     assert_eq!(app.count("users"), users_before + 1);
     let again = exchange(&app, &code);
     assert_eq!((again.status, again.error_code().as_str()), (400, "invalid_oidc_code"), "a code works once");
@@ -195,8 +196,7 @@ fn without_signup_only_existing_accounts_sign_in_and_domains_are_checked() {
 
     // An account with the same verified e-mail is not taken over unless the
     // operator opted in (see the linking policy test).
-    let r =
-        app.client.post("/v1/admin/users", &app.admin, json!({"email": "oidc-user@example.com", "password": PASSWORD}));
+    let r = app.client.create_user(&app.admin, json!({"email": "oidc-user@example.com", "password": PASSWORD}));
     assert_eq!(r.status, 201);
     let (to_frontend, _) = sign_in(&app, None);
     assert_eq!(query_of(&to_frontend).get("error").map(String::as_str), Some("oidc_account_exists"));

@@ -2,7 +2,6 @@
 //! server lock, metrics, the OpenAPI document, and upgrades.
 
 use crate::helpers::*;
-use serde_json::json;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +32,7 @@ fn a_backup_taken_under_load_restores_with_every_consume_acknowledged_before_it(
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let r = app.client.post("/v1/credits/consume", &token, json!({"amount": 1}));
+                    let r = app.client.consume(&token, 1);
                     assert_eq!(r.status, 201);
                     acked.lock().unwrap().push(r.json()["transaction_id"].as_str().unwrap().to_owned());
                 }
@@ -221,7 +220,7 @@ fn metrics_parse_as_prometheus_text_and_count_what_happened() {
     }
     let consumed = scrape.samples.iter().find(|s| {
         s.metric == "tollgate_http_requests_total"
-            && s.labels.get("route") == Some("/v1/credits/consume")
+            && s.labels.get("route") == Some(CONSUME)
             && s.labels.get("status") == Some("201")
     });
     assert!(consumed.is_some(), "{text}");
@@ -235,7 +234,7 @@ fn every_route_is_in_the_openapi_document_and_every_reference_resolves() {
     let doc = r.json();
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
-    for route in tollgate::http::router::ROUTES {
+    for route in tollgate::http::router::routes() {
         let op = &doc["paths"][route.path][route.method.to_ascii_lowercase()];
         assert!(op.is_object(), "{} {} is not documented", route.method, route.path);
         assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{} {}", route.method, route.path);
@@ -249,8 +248,44 @@ fn every_route_is_in_the_openapi_document_and_every_reference_resolves() {
         let name = piece.split('"').next().unwrap();
         assert!(schemas.contains_key(name), "dangling $ref to {name}");
     }
+    for (name, schema) in schemas {
+        let target = schema["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/"));
+        assert_ne!(target, Some(name.as_str()), "{name} is a reference to itself");
+    }
     let ops: usize = doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
-    assert_eq!(ops, tollgate::http::router::ROUTES.len(), "the document describes routes the binary does not serve");
+    assert_eq!(
+        ops,
+        tollgate::http::router::routes().count(),
+        "the document describes routes the binary does not serve"
+    );
+}
+
+/// The OpenAPI validator `scripts/test` installs (`openapi-spec-validator`
+/// in a venv), or `TOLLGATE_OPENAPI_VALIDATOR`; `None` when neither exists.
+fn openapi_validator() -> Option<std::path::PathBuf> {
+    let path = match std::env::var_os("TOLLGATE_OPENAPI_VALIDATOR") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/openapi-venv/bin/openapi-spec-validator"),
+    };
+    path.exists().then_some(path)
+}
+
+#[test]
+fn the_openapi_document_validates_as_openapi_3_1() {
+    let Some(validator) = openapi_validator() else {
+        assert!(std::env::var_os("CI").is_none(), "no OpenAPI validator under CI: run scripts/test, which installs it");
+        eprintln!(
+            "skipped: no OpenAPI validator (scripts/test installs openapi-spec-validator into target/openapi-venv)"
+        );
+        return;
+    };
+    let app = TestApp::spawn();
+    let doc = app.client.request("GET", "/openapi.json", None, &[], None).unwrap();
+    let file = app.dir.path().join("openapi.json");
+    std::fs::write(&file, &doc.body).unwrap();
+    let out = std::process::Command::new(&validator).arg(&file).output().expect("run the OpenAPI validator");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.contains("OK"), "/openapi.json is not valid OpenAPI 3.1:\n{said}");
 }
 
 #[test]

@@ -4,7 +4,6 @@
 //! pass of the suite.
 
 use crate::helpers::*;
-use serde_json::json;
 use std::path::Path;
 use std::process::Output;
 
@@ -36,7 +35,7 @@ fn sqlite_with_spending(db: &Path) -> String {
     let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
     let token = server.client.funded_user(&admin, "moved@example.com", 1_000);
     for _ in 0..5 {
-        assert_eq!(server.client.post("/v1/credits/consume", &token, json!({"amount": 7})).status, 201);
+        assert_eq!(server.client.consume(&token, 7).status, 201);
     }
     drop(server);
     token
@@ -66,7 +65,7 @@ fn migrate_to_postgres_copies_everything_proves_it_and_refuses_what_it_cannot_pr
     // A server on the copy: the same signing key, so the old token works,
     // and the same balance.
     let server = serve_process(&dir.path().join("unused.db"), &[("TOLLGATE_DATABASE_URL", &url)]);
-    let b = server.client.get("/v1/credits/balance", &token).json();
+    let b = server.client.balance(&token).json();
     assert_eq!(b["balance"], 1_000 - 35, "{b}");
     drop(server);
 

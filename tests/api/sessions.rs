@@ -5,6 +5,7 @@ use crate::helpers::*;
 use serde_json::{Value, json};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
+use tollgate::domain::Origin;
 
 const ORIGIN: &str = "https://app.example.com";
 
@@ -34,15 +35,15 @@ fn refresh(app: &TestApp, token: &str) -> Resp {
 }
 
 fn me_status(app: &TestApp, access: &str) -> u16 {
-    app.client.get("/v1/me", access).status
+    app.client.me(access).status
 }
 
 #[test]
 fn cors_answers_allowed_origins_and_gives_nothing_to_others() {
-    let app = TestApp::spawn_with(|c| c.server.cors_origins = vec![ORIGIN.into()]);
+    let app = TestApp::spawn_with(|c| c.server.cors_origins = vec![Origin::parse(ORIGIN).unwrap()]);
     let ann = app.user("ann");
 
-    let pre = options(&app, "/v1/credits/consume", ORIGIN);
+    let pre = options(&app, CONSUME, ORIGIN);
     assert_eq!(pre.status, 204, "{}", pre.text());
     assert_eq!(pre.header("access-control-allow-origin"), Some(ORIGIN));
     let methods = pre.header("access-control-allow-methods").unwrap_or_default();
@@ -52,13 +53,11 @@ fn cors_answers_allowed_origins_and_gives_nothing_to_others() {
     assert_eq!(pre.header("access-control-max-age"), Some("600"));
     assert_eq!(pre.header("access-control-allow-credentials"), None, "no credentials mode");
 
-    let other = options(&app, "/v1/credits/consume", "https://evil.example.net");
+    let other = options(&app, CONSUME, "https://evil.example.net");
     assert_eq!((other.status, other.error_code().as_str()), (403, "cors_origin_not_allowed"));
     assert_eq!(other.header("access-control-allow-origin"), None);
 
-    let get = |origin: &str| {
-        app.client.request("GET", "/v1/credits/balance", Some(&ann.token), &[("Origin", origin)], None).unwrap()
-    };
+    let get = |origin: &str| app.client.request("GET", BALANCE, Some(&ann.token), &[("Origin", origin)], None).unwrap();
     let ok = get(ORIGIN);
     assert_eq!(ok.status, 200);
     assert_eq!(ok.header("access-control-allow-origin"), Some(ORIGIN));
@@ -72,12 +71,12 @@ fn cors_answers_allowed_origins_and_gives_nothing_to_others() {
     assert_eq!(theirs.header("access-control-expose-headers"), None);
 
     // An error is readable by the allowed frontend too (it must show it).
-    let denied = app.client.request("GET", "/v1/me", Some("nope"), &[("Origin", ORIGIN)], None).unwrap();
+    let denied = app.client.request("GET", ME, Some("nope"), &[("Origin", ORIGIN)], None).unwrap();
     assert_eq!((denied.status, denied.header("access-control-allow-origin")), (401, Some(ORIGIN)));
 
     // Without cors_origins: no CORS at all.
     let plain = TestApp::spawn();
-    let pre = options(&plain, "/v1/credits/consume", ORIGIN);
+    let pre = options(&plain, CONSUME, ORIGIN);
     assert_eq!((pre.status, pre.error_code().as_str()), (403, "cors_origin_not_allowed"));
     let r = plain.client.request("GET", "/healthz", None, &[("Origin", ORIGIN)], None).unwrap();
     assert_eq!((r.header("access-control-allow-origin"), r.header("vary")), (None, None));
@@ -161,7 +160,7 @@ fn logout_ends_one_session_and_logout_all_ends_every_one() {
     assert_eq!(unknown.error_code(), "invalid_refresh_token");
 
     // An API key is not a session: logout-all leaves it working.
-    let key = app.client.post("/v1/api-keys", &a2, json!({ "name": "k" })).json()["key"].as_str().unwrap().to_owned();
+    let key = app.client.create_key(&a2, json!({ "name": "k" })).json()["key"].as_str().unwrap().to_owned();
     let (a3, _) = session(&app, &ann.email, PASSWORD);
     let all = app.client.post("/v1/auth/logout-all", &a3, json!({}));
     assert_eq!((all.status, all.json()["sessions_ended"].as_u64()), (200, Some(3)), "{}", all.text());

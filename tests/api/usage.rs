@@ -27,8 +27,7 @@ fn racing_consumes_and_calls_are_counted_exactly_and_the_audit_checks_it() {
     });
     let ann = app.user("ann");
     app.grant(&ann, 100_000);
-    let key =
-        app.client.post("/v1/api-keys", &ann.token, json!({"name": "k"})).json()["key"].as_str().unwrap().to_owned();
+    let key = app.client.create_key(&ann.token, json!({"name": "k"})).json()["key"].as_str().unwrap().to_owned();
     let key = Arc::new(key);
     let threads: Vec<_> = (0..16)
         .map(|i| {
@@ -36,12 +35,12 @@ fn racing_consumes_and_calls_are_counted_exactly_and_the_audit_checks_it() {
             std::thread::spawn(move || {
                 let credential = if i % 2 == 0 { token } else { (*key).clone() };
                 for _ in 0..10 {
-                    let r = client.post("/v1/credits/consume", &credential, json!({"amount": 7}));
+                    let r = client.consume(&credential, 7);
                     assert_eq!(r.status, 201, "{}", r.text());
                 }
                 for _ in 0..2 {
                     let body = json!({"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}]});
-                    let r = client.post("/v1/chat/completions", &credential, body);
+                    let r = client.chat(&credential, body);
                     assert_eq!(r.status, 200, "{}", r.text());
                 }
             })

@@ -12,16 +12,16 @@
 
 pub mod storage;
 
-use super::api_key;
-use super::refusal::Refusal;
 use super::sessions::{self, Ended};
 use crate::config::AuthConfig;
 use crate::domain::{Email, Timestamp, UserId};
+use crate::error::account::Refusal;
 use crate::error::{Error, Result};
 use crate::events::{self, EventType};
 use crate::logs::{self, NewLog};
 use crate::storage::Conn;
 use crate::storage::Db;
+use crate::support::token;
 use serde::Serialize;
 use serde_json::json;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -53,7 +53,7 @@ pub fn issue(conn: &Conn<'_>, user: UserId, cfg: &AuthConfig, limited: bool) -> 
     {
         return Ok(None);
     }
-    let (token, hash) = api_key::opaque_token(RESET_TOKEN_PREFIX)?;
+    let (token, hash) = token::opaque_token(RESET_TOKEN_PREFIX)?;
     let ttl_ms = i64::try_from(cfg.password_reset_ttl_s.saturating_mul(1000)).unwrap_or(i64::MAX);
     let expires_at = now.plus_ms(ttl_ms);
     storage::insert(conn, user, &hash, now, expires_at)?;
@@ -125,7 +125,7 @@ fn refusal(found: Option<(i64, UserId, Timestamp, bool)>, now: Timestamp) -> Opt
 /// A cheap look at a token before the new password is hashed (argon2
 /// is not spent on a token that cannot work); [`confirm`] checks again.
 pub fn precheck(db: &Db, presented: &str) -> Result<std::result::Result<(), Refusal>> {
-    let found = db.read(|c| Ok::<_, Error>(storage::find(c, &api_key::hash(presented))?))?;
+    let found = db.read(|c| Ok::<_, Error>(storage::find(c, &token::hash(presented))?))?;
     Ok(refusal(found, Timestamp::now()).map_or(Ok(()), Err))
 }
 
@@ -134,7 +134,7 @@ pub fn precheck(db: &Db, presented: &str) -> Result<std::result::Result<(), Refu
 /// changes nothing.
 pub fn confirm(conn: &Conn<'_>, presented: &str, new_hash: &str) -> Result<std::result::Result<UserId, Refusal>> {
     let now = Timestamp::now();
-    let found = storage::find(conn, &api_key::hash(presented))?;
+    let found = storage::find(conn, &token::hash(presented))?;
     if let Some(r) = refusal(found, now) {
         return Ok(Err(r));
     }

@@ -13,13 +13,13 @@
 
 pub mod storage;
 
-use super::api_key;
-use super::refusal::Refusal;
 use crate::config::AuthConfig;
 use crate::domain::{Role, Timestamp, UserId};
+use crate::error::account::Refusal;
 use crate::error::{Error, Result};
 use crate::logs::{self, NewLog};
 use crate::storage::Conn;
+use crate::support::token;
 use serde_json::json;
 
 pub const REFRESH_TOKEN_PREFIX: &str = "tgr_";
@@ -70,7 +70,7 @@ fn refresh_ttl_ms(cfg: &AuthConfig) -> i64 {
 }
 
 fn issue_token(conn: &Conn<'_>, session: i64, cfg: &AuthConfig, now: Timestamp) -> Result<String> {
-    let (token, hash) = api_key::opaque_token(REFRESH_TOKEN_PREFIX)?;
+    let (token, hash) = token::opaque_token(REFRESH_TOKEN_PREFIX)?;
     storage::insert_token(conn, session, &hash, now, now.plus_ms(refresh_ttl_ms(cfg)))?;
     Ok(token)
 }
@@ -109,7 +109,7 @@ pub fn rotate(conn: &Conn<'_>, presented: &str, cfg: &AuthConfig) -> Result<Rota
     if !looks_like_refresh_token(presented) {
         return Ok(Rotation::Refused(Refusal::InvalidRefreshToken));
     }
-    let Some(found) = storage::find_token(conn, &api_key::hash(presented))? else {
+    let Some(found) = storage::find_token(conn, &token::hash(presented))? else {
         return Ok(Rotation::Refused(Refusal::InvalidRefreshToken));
     };
     if found.session_revoked || found.user_gone {
@@ -141,7 +141,7 @@ pub fn end(conn: &Conn<'_>, presented: &str) -> Result<Option<UserId>> {
     if !looks_like_refresh_token(presented) {
         return Ok(None);
     }
-    let Some(found) = storage::find_token(conn, &api_key::hash(presented))? else {
+    let Some(found) = storage::find_token(conn, &token::hash(presented))? else {
         return Ok(None);
     };
     if storage::revoke_session(conn, found.session, Ended::Logout.as_str(), Timestamp::now())? == 1 {

@@ -5,18 +5,83 @@ use crate::domain::{Credits, Email, LogId, Role, Timestamp, UserId};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
-use crate::http::router::Ctx;
+use crate::http::route::{Access, Ctx, PAGED, Route, doc, route, with_query};
 use crate::logs::{self, Level, LogFilter, LogType};
 use crate::{ledger, users};
 use serde::{Deserialize, Serialize};
+
+/// The admin routes, in the order the router tries them.
+pub static ROUTES: &[Route] = &[
+    route("POST", "/v1/admin/users", Access::Admin, create_user, doc("Create a user", Some("CreateUser"), 201, "User")),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/users",
+            Access::Admin,
+            list_users,
+            doc("List users (?email= finds addresses containing it)", None, 200, "UserList"),
+        ),
+        &["email", "limit", "starting_after"],
+    ),
+    route(
+        "GET",
+        "/v1/admin/users/{id}",
+        Access::Admin,
+        get_user,
+        doc("One user with balance, limits and active grants", None, 200, "UserDetail"),
+    ),
+    route(
+        "POST",
+        "/v1/admin/users/{id}/reactivate",
+        Access::Admin,
+        reactivate_user,
+        doc("Let a deactivated user sign in again", None, 200, "UserDetail"),
+    ),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/users/{id}/transactions",
+            Access::Admin,
+            user_transactions,
+            doc("A user's ledger rows", None, 200, "TransactionList"),
+        ),
+        PAGED,
+    ),
+    route(
+        "DELETE",
+        "/v1/admin/users/{id}",
+        Access::Admin,
+        deactivate_user,
+        doc("Deactivate a user", None, 200, "Deleted"),
+    ),
+    route(
+        "POST",
+        "/v1/admin/users/{id}/credits",
+        Access::Admin,
+        adjust_credits,
+        doc("Grant or adjust a user's credits", Some("AdjustCredits"), 201, "Transaction"),
+    ),
+    with_query(
+        route("GET", "/v1/admin/logs", Access::Admin, logs, doc("All logs, filtered", None, 200, "LogList")),
+        &["log_type", "level", "user_id", "limit", "starting_after"],
+    ),
+    route(
+        "GET",
+        "/v1/admin/audit",
+        Access::Admin,
+        audit,
+        doc("Audit every balance, hold and the hash chain", None, 200, "AuditReport"),
+    ),
+];
 
 pub(super) fn user_param(ctx: &Ctx) -> Result<UserId, ApiError> {
     Ok(UserId::parse(ctx.param(0)).ok_or_else(|| Error::not_found("user"))?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NewUser {
+#[schemars(rename = "CreateUser")]
+pub(crate) struct NewUser {
     email: String,
     password: String,
     #[serde(default)]
@@ -125,14 +190,15 @@ pub fn deactivate_user(ctx: &Ctx) -> Result<Response, ApiError> {
     if id == ctx.user()?.id {
         return Err(Error::invalid("id", "an administrator cannot deactivate their own account").into());
     }
-    users::deactivate(&ctx.app.db, id)?;
+    crate::auth::accounts::deactivate(&ctx.app.db, id)?;
     ctx.app.credentials.invalidate();
-    Ok(Response::json_value(200, &serde_json::json!({ "id": id.to_string(), "object": "user", "deleted": true })))
+    Ok(Response::json(200, &super::Deleted::new(id, "user")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Adjust {
+#[schemars(rename = "AdjustCredits")]
+pub(crate) struct Adjust {
     amount: i64,
     description: String,
 }

@@ -13,7 +13,7 @@ use crate::domain::Timestamp;
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
-use crate::http::router::Ctx;
+use crate::http::route::{Access, Ctx, Route, doc, route, upstream};
 use crate::ledger::Cost;
 use crate::logs::NewLog;
 use crate::metered;
@@ -23,6 +23,36 @@ use crate::providers::{CallInfo, ChatStream, Model};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
+
+/// The ai routes, in the order the router tries them.
+pub static ROUTES: &[Route] = &[
+    route("GET", "/v1/models", Access::User, models, doc("Models with their pricing", None, 200, "ModelList")),
+    route(
+        "GET",
+        "/v1/models/{id}",
+        Access::User,
+        model,
+        doc("One model with its pricing (404 model_not_found)", None, 200, "Model"),
+    ),
+    upstream(
+        "POST",
+        "/v1/chat/completions",
+        chat,
+        doc("OpenAI-compatible chat completion (stream: true for SSE)", Some("ChatRequest"), 200, "ChatCompletion"),
+    ),
+    upstream(
+        "POST",
+        "/v1/embeddings",
+        embeddings,
+        doc("OpenAI embeddings, charged per input token", Some("EmbeddingsRequest"), 200, "Embeddings"),
+    ),
+    upstream(
+        "POST",
+        "/v1/images/generations",
+        images,
+        doc("OpenAI-compatible image generation", Some("ImageRequest"), 200, "ImagesResponse"),
+    ),
+];
 
 /// The models the caller may use (an API key with an allow-list sees only
 /// those).
@@ -48,7 +78,7 @@ pub fn model(ctx: &Ctx) -> Result<Response, ApiError> {
 }
 
 fn not_found_model(name: &str) -> ApiError {
-    ApiError::new(404, "model_not_found", format!("The model {name:?} does not exist. See GET /v1/models."))
+    ApiError::refuse("model_not_found", format!("The model {name:?} does not exist. See GET /v1/models."))
         .with_param("model")
 }
 
@@ -227,8 +257,7 @@ fn chat_id(provider_id: &str) -> String {
 
 /// No route of the model can honour `param`: refused before any hold.
 pub(super) fn unsupported(model: &Model, param: &str) -> ApiError {
-    ApiError::new(
-        400,
+    ApiError::refuse(
         "unsupported_parameter",
         format!(
             "{param} needs an OpenAI-compatible provider, and no route of {} has one. Remove it, or use another model.",
@@ -254,7 +283,7 @@ impl ChatSse {
     fn new(charge: StreamCharge, stream: ChatStream, include_usage: bool) -> ChatSse {
         let id = format!(
             "chatcmpl-{}",
-            crate::auth::api_key::hex(&crate::auth::api_key::random_bytes::<8>().unwrap_or_default())
+            crate::support::token::hex(&crate::support::token::random_bytes::<8>().unwrap_or_default())
         );
         ChatSse { charge, stream, include_usage, id, created: unix_s(), sent_role: false }
     }

@@ -6,14 +6,75 @@ use crate::domain::{ApiKeyId, Email, Timestamp, UserId};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
-use crate::http::router::Ctx;
+use crate::http::route::{Access, Ctx, PAGED, Route, doc, not_replayable, route, with_query};
 use crate::users;
 use serde::Deserialize;
 use std::collections::HashSet;
 
-#[derive(Deserialize)]
+/// The auth routes, in the order the router tries them.
+pub static ROUTES: &[Route] = &[
+    route(
+        "POST",
+        "/v1/auth/login",
+        Access::Public,
+        login,
+        doc("Log in; returns an access token", Some("LoginRequest"), 200, "LoginResponse"),
+    ),
+    route(
+        "POST",
+        "/v1/auth/signup",
+        Access::Public,
+        signup,
+        doc("Create an account (when enabled)", Some("LoginRequest"), 201, "User"),
+    ),
+    route("GET", "/v1/me", Access::User, me, doc("The calling user", None, 200, "User")),
+    not_replayable(route(
+        "POST",
+        "/v1/api-keys",
+        Access::Session,
+        create_key,
+        doc(
+            "Create an API key with optional limits (shown once; no Idempotency-Key)",
+            Some("KeyLimitsBody"),
+            201,
+            "CreatedApiKey",
+        ),
+    )),
+    with_query(
+        route("GET", "/v1/api-keys", Access::Session, list_keys, doc("List your API keys", None, 200, "ApiKeyList")),
+        PAGED,
+    ),
+    route(
+        "PATCH",
+        "/v1/api-keys/{id}",
+        Access::Session,
+        update_key,
+        doc("Change a key's name or limits (null clears a limit)", Some("KeyLimitsBody"), 200, "ApiKey"),
+    ),
+    route("DELETE", "/v1/api-keys/{id}", Access::Session, revoke_key, doc("Revoke an API key", None, 200, "Deleted")),
+    not_replayable(route(
+        "POST",
+        "/v1/admin/users/{id}/api-keys",
+        Access::Admin,
+        admin_create_key,
+        doc("Mint an API key for a user (shown once; no Idempotency-Key)", Some("KeyLimitsBody"), 201, "CreatedApiKey"),
+    )),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/users/{id}/api-keys",
+            Access::Admin,
+            admin_list_keys,
+            doc("A user's API keys", None, 200, "ApiKeyList"),
+        ),
+        PAGED,
+    ),
+];
+
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Credentials {
+#[schemars(rename = "LoginRequest")]
+pub(crate) struct Credentials {
     email: String,
     password: String,
 }
@@ -147,5 +208,5 @@ pub fn revoke_key(ctx: &Ctx) -> Result<Response, ApiError> {
     let id = ApiKeyId::parse(ctx.param(0)).ok_or_else(|| Error::not_found("API key"))?;
     auth::revoke_api_key(&ctx.app.db, user, id)?;
     ctx.app.credentials.invalidate();
-    Ok(Response::json_value(200, &serde_json::json!({ "id": id.to_string(), "object": "api_key", "deleted": true })))
+    Ok(Response::json(200, &super::Deleted::new(id, "api_key")))
 }

@@ -6,9 +6,44 @@ use crate::domain::{CodeId, Timestamp};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
-use crate::http::router::Ctx;
+use crate::http::route::{Access, Ctx, PAGED, Route, doc, route, with_query};
 use crate::ledger::{self, grants};
 use serde::Deserialize;
+
+/// The codes routes, in the order the router tries them.
+pub static ROUTES: &[Route] = &[
+    route(
+        "POST",
+        "/v1/credits/redeem",
+        Access::User,
+        redeem,
+        doc("Redeem a code into a credit grant", Some("RedeemBody"), 201, "Grant"),
+    ),
+    route(
+        "POST",
+        "/v1/admin/codes",
+        Access::Admin,
+        mint,
+        doc("Mint redemption codes (each code shown only here)", Some("NewCodesBody"), 201, "RedemptionCodeList"),
+    ),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/codes",
+            Access::Admin,
+            list,
+            doc("Redemption codes (no secrets)", None, 200, "RedemptionCodeList"),
+        ),
+        PAGED,
+    ),
+    route(
+        "POST",
+        "/v1/admin/codes/{id}/disable",
+        Access::Admin,
+        disable,
+        doc("Disable a redemption code", None, 200, "RedemptionCode"),
+    ),
+];
 
 /// `POST /v1/admin/codes`; `redeem_by` is RFC 3339.
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -87,7 +122,7 @@ pub fn redeem(ctx: &Ctx) -> Result<Response, ApiError> {
     ctx.app.guard.begin_redeem(user, ip)?;
     let typed = body.code;
     let result = ctx.commit(201, move |c| Ok(codes::redeem(c, user, &typed)?));
-    let guessed = matches!(&result, Err(e) if e.code == codes::Refusal::Invalid.code());
+    let guessed = matches!(&result, Err(e) if e.code == crate::error::redemption::Refusal::Invalid.code());
     if !guessed {
         ctx.app.guard.redeem_not_guessed(user, ip);
     }

@@ -5,7 +5,15 @@
 
 use crate::http::error::ApiError;
 use crate::http::response::Response;
-use crate::http::router::Ctx;
+use crate::http::route::{Access, Ctx, Route, doc, route};
+
+/// The console routes, in the order the router tries them.
+pub static ROUTES: &[Route] = &[
+    route("GET", "/", Access::Public, root, doc("302 to the web console", None, 302, "Redirect")),
+    route("GET", "/console/", Access::Public, index, doc("The web console", None, 200, "Html")),
+    route("GET", "/console/app.js", Access::Public, script, doc("The console's script", None, 200, "Asset")),
+    route("GET", "/console/app.css", Access::Public, style, doc("The console's styles", None, 200, "Asset")),
+];
 
 const INDEX: &[u8] = include_bytes!("../../../console/index.html");
 const APP_JS: &[u8] = include_bytes!("../../../console/app.js");

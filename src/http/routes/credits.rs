@@ -3,9 +3,44 @@
 use super::positive_amount;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
-use crate::http::router::Ctx;
+use crate::http::route::{Access, Ctx, PAGED, Route, doc, route, with_query};
 use crate::ledger;
 use serde::Deserialize;
+
+/// The credits routes, in the order the router tries them.
+pub static ROUTES: &[Route] = &[
+    route(
+        "GET",
+        "/v1/credits/balance",
+        Access::User,
+        balance,
+        doc("Your balance, held and available credits", None, 200, "Balance"),
+    ),
+    with_query(
+        route(
+            "GET",
+            "/v1/credits/transactions",
+            Access::User,
+            transactions,
+            doc("Your ledger rows", None, 200, "TransactionList"),
+        ),
+        PAGED,
+    ),
+    route(
+        "POST",
+        "/v1/credits/consume",
+        Access::User,
+        consume,
+        doc("Spend credits", Some("ConsumeRequest"), 201, "Consumed"),
+    ),
+    route(
+        "GET",
+        "/v1/credits/validate",
+        Access::User,
+        validate,
+        doc("Check your cached balance against the ledger", None, 200, "Validation"),
+    ),
+];
 
 pub fn balance(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = ctx.user()?.id;
@@ -20,9 +55,10 @@ pub fn transactions(ctx: &Ctx) -> Result<Response, ApiError> {
     Ok(Response::json(200, &list))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Consume {
+#[schemars(rename = "ConsumeRequest")]
+pub(crate) struct Consume {
     amount: i64,
     #[serde(default)]
     description: Option<String>,

@@ -11,9 +11,30 @@ use crate::domain::{FileId, Timestamp};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
-use crate::http::router::Ctx;
+use crate::http::route::{Access, Ctx, Route, doc, route, with_query};
 use crate::media::{FileView, sniff, storage};
 use std::io::{Read, Seek, SeekFrom};
+
+/// The files routes, in the order the router tries them.
+pub static ROUTES: &[Route] = &[
+    route(
+        "GET",
+        "/v1/files/{id}",
+        Access::User,
+        get,
+        doc("A kept output file, with a fresh signed URL", None, 200, "FileView"),
+    ),
+    with_query(
+        route(
+            "GET",
+            "/v1/files/{id}/content",
+            Access::Public,
+            content,
+            doc("A kept file's bytes (credential, or ?expires=&signature=); Range gives 206", None, 200, "Binary"),
+        ),
+        &["expires", "signature"],
+    ),
+];
 
 fn file_param(ctx: &Ctx) -> Result<FileId, ApiError> {
     Ok(FileId::parse(ctx.param(0)).ok_or_else(|| Error::not_found("file"))?)
@@ -32,11 +53,7 @@ fn readable(
         .filter(|f| owner_check.is_none_or(|u| u.is_admin() || u.id == f.user))
         .ok_or_else(|| Error::not_found("file"))?;
     if row.deleted_at.is_some() {
-        return Err(ApiError::new(
-            410,
-            "file_expired",
-            "This file passed the media store's retention and was deleted.",
-        ));
+        return Err(ApiError::refuse("file_expired", "This file passed the media store's retention and was deleted."));
     }
     Ok(row)
 }
@@ -63,8 +80,7 @@ pub fn content(ctx: &Ctx) -> Result<Response, ApiError> {
                 return Err(bad_signature());
             }
             if expires < Timestamp::now().millis() / 1000 {
-                return Err(ApiError::new(
-                    403,
+                return Err(ApiError::refuse(
                     "url_expired",
                     "This signed URL has expired. Get a fresh one from GET /v1/files/{id} or the job.",
                 ));
@@ -77,7 +93,7 @@ pub fn content(ctx: &Ctx) -> Result<Response, ApiError> {
 }
 
 fn bad_signature() -> ApiError {
-    ApiError::new(403, "invalid_signature", "The URL's signature does not match; use the signed URL exactly as given.")
+    ApiError::refuse("invalid_signature", "The URL's signature does not match; use the signed URL exactly as given.")
 }
 
 /// What a `Range` header asks of a body of `len` bytes.
@@ -140,7 +156,7 @@ fn serve(ctx: &Ctx, row: &storage::FileRow) -> Result<Response, ApiError> {
         }
         Wanted::Unsatisfiable => {
             let mut r =
-                ApiError::new(416, "range_not_satisfiable", format!("The range is outside the file's {len} bytes."))
+                ApiError::refuse("range_not_satisfiable", format!("The range is outside the file's {len} bytes."))
                     .into_response();
             r.headers.push(("Content-Range", format!("bytes */{len}")));
             return Ok(r);

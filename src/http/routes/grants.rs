@@ -5,10 +5,53 @@ use crate::domain::{GrantId, Timestamp, UserId};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
-use crate::http::router::Ctx;
+use crate::http::route::{Access, Ctx, PAGED_STATUS, Route, doc, route, with_query};
 use crate::ledger;
 use crate::ledger::grants::{self, GrantStatus, NewGrant, Source};
 use serde::Deserialize;
+
+/// The grants routes, in the order the router tries them.
+pub static ROUTES: &[Route] = &[
+    with_query(
+        route(
+            "GET",
+            "/v1/credits/grants",
+            Access::User,
+            mine,
+            doc("Your credit grants (?status=active|expired|voided|depleted)", None, 200, "GrantList"),
+        ),
+        PAGED_STATUS,
+    ),
+    route(
+        "POST",
+        "/v1/admin/users/{id}/grants",
+        Access::Admin,
+        create,
+        doc(
+            "Grant credits (201; 200 with the first grant for a repeated external_id)",
+            Some("NewGrantBody"),
+            201,
+            "Grant",
+        ),
+    ),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/users/{id}/grants",
+            Access::Admin,
+            of_user,
+            doc("A user's credit grants (?status=)", None, 200, "GrantList"),
+        ),
+        PAGED_STATUS,
+    ),
+    route(
+        "POST",
+        "/v1/admin/grants/{id}/void",
+        Access::Admin,
+        void,
+        doc("End a grant early; its unheld remainder leaves in a void row", None, 200, "Grant"),
+    ),
+];
 
 /// `POST /v1/admin/users/{id}/grants`; `expires_at` is RFC 3339.
 #[derive(Deserialize, schemars::JsonSchema)]

@@ -9,17 +9,31 @@
 //! reconnects and resumes). Comments keep idle streams alive and find
 //! clients that left.
 
-use crate::app::App;
 use crate::domain::{JobId, UserId};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
-use crate::http::router::Ctx;
+use crate::http::route::{Access, Ctx, Route, doc, route};
+use crate::http::state::HttpState;
 use crate::jobs;
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The job_events routes, in the order the router tries them.
+pub static ROUTES: &[Route] = &[route(
+    "GET",
+    "/v1/jobs/{id}/events",
+    Access::User,
+    stream,
+    doc(
+        "The job's transitions as server-sent events, then the final job (Last-Event-ID resumes)",
+        None,
+        200,
+        "EventStream",
+    ),
+)];
 
 /// The reconnect delay suggested to clients.
 const RETRY_MS: u64 = 2_000;
@@ -39,8 +53,7 @@ impl Streams {
         let Ok(mut g) = self.open.lock() else { return Err(Error::Internal("stream count poisoned".into()).into()) };
         let mine = g.1.get(&user).copied().unwrap_or(0);
         if g.0 >= total_max || mine >= per_user_max {
-            let mut e = ApiError::new(
-                429,
+            let mut e = ApiError::refuse(
                 "too_many_streams",
                 format!(
                     "At most {per_user_max} job event streams per user and {total_max} in all may be open; close one or poll GET /v1/jobs/{{id}}."
@@ -73,7 +86,7 @@ pub fn stream(ctx: &Ctx) -> Result<Response, ApiError> {
     let after = match ctx.req.header("last-event-id").map(str::trim) {
         None | Some("") => 0,
         Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-            ApiError::new(400, "invalid_request", "Last-Event-ID must be an id this stream sent.")
+            ApiError::refuse("invalid_request", "Last-Event-ID must be an id this stream sent.")
                 .with_param("Last-Event-ID")
         })?,
     };
@@ -81,9 +94,9 @@ pub fn stream(ctx: &Ctx) -> Result<Response, ApiError> {
     let first = jobs::stream_step(&ctx.app.db, user, id, after)?;
     let cfg = &ctx.app.config.jobs;
     let total_max = cfg.streams_max_effective(&ctx.app.config.server);
-    ctx.app.job_streams.try_open(user, total_max, cfg.streams_per_user_max)?;
+    ctx.http.job_streams.try_open(user, total_max, cfg.streams_per_user_max)?;
     let mut s = JobStream {
-        app: Arc::clone(ctx.app),
+        http: Arc::clone(ctx.http),
         user,
         job: id,
         after,
@@ -98,7 +111,7 @@ pub fn stream(ctx: &Ctx) -> Result<Response, ApiError> {
 }
 
 struct JobStream {
-    app: Arc<App>,
+    http: Arc<HttpState>,
     user: UserId,
     job: JobId,
     after: i64,
@@ -117,7 +130,7 @@ impl JobStream {
         }
         if let Some(mut job) = step.last {
             if let Some(out) = job.get_mut("output") {
-                crate::media::sign_output(&self.app.media, out);
+                crate::media::sign_output(&self.http.app.media, out);
             }
             self.buf.extend_from_slice(format!("id: {}\nevent: job\ndata: {job}\n\n", self.after).as_bytes());
             self.done = true;
@@ -137,7 +150,7 @@ impl JobStream {
                 self.done = true;
                 return true;
             }
-            match jobs::stream_step(&self.app.db, self.user, self.job, self.after) {
+            match jobs::stream_step(&self.http.app.db, self.user, self.job, self.after) {
                 Ok(step) => self.push(step),
                 Err(e) => {
                     log::warn!("job event stream for {}: {e}", self.job);
@@ -153,7 +166,7 @@ impl JobStream {
                 return true;
             }
             let left = self.deadline.saturating_duration_since(now);
-            self.app.job_changes.wait(left.min(Duration::from_millis(POLL_MS_MAX)));
+            self.http.app.job_changes.wait(left.min(Duration::from_millis(POLL_MS_MAX)));
         }
     }
 }
@@ -177,6 +190,6 @@ impl Read for JobStream {
 
 impl Drop for JobStream {
     fn drop(&mut self) {
-        self.app.job_streams.close(self.user);
+        self.http.job_streams.close(self.user);
     }
 }

@@ -4,15 +4,60 @@ use crate::domain::{Credits, JobId, UserId};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
-use crate::http::router::Ctx;
+use crate::http::route::{Access, Ctx, PAGED_STATUS, Route, doc, route, with_query};
 use crate::jobs::input::{self, JobInput};
 use crate::jobs::{self, JobStatus, JobType};
 use serde::Deserialize;
 use serde_json::Value;
 
-#[derive(Deserialize)]
+/// The jobs routes, in the order the router tries them.
+pub static ROUTES: &[Route] = &[
+    route(
+        "POST",
+        "/v1/jobs",
+        Access::User,
+        create,
+        doc("Queue a generation job (holds its cost bound)", Some("JobCreate"), 202, "Job"),
+    ),
+    with_query(
+        route("GET", "/v1/jobs", Access::User, list, doc("Your jobs (?status=)", None, 200, "JobList")),
+        PAGED_STATUS,
+    ),
+    route("GET", "/v1/jobs/{id}", Access::User, get, doc("One of your jobs, with its events", None, 200, "Job")),
+    route(
+        "POST",
+        "/v1/jobs/{id}/cancel",
+        Access::User,
+        cancel,
+        doc("Cancel a queued or processing job", None, 200, "Job"),
+    ),
+    route("POST", "/v1/jobs/{id}/retry", Access::User, retry, doc("Retry a failed or canceled job", None, 202, "Job")),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/users/{id}/jobs",
+            Access::Admin,
+            of_user,
+            doc("A user's jobs (?status=)", None, 200, "JobList"),
+        ),
+        PAGED_STATUS,
+    ),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/jobs",
+            Access::Admin,
+            admin_list,
+            doc("All jobs (?status=&user_id=)", None, 200, "JobList"),
+        ),
+        &["status", "user_id", "limit", "starting_after"],
+    ),
+];
+
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NewJob {
+#[schemars(rename = "JobCreate")]
+pub(crate) struct NewJob {
     #[serde(rename = "type")]
     jtype: String,
     model: String,
@@ -28,7 +73,7 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
     let jtype = JobType::parse(&body.jtype)
         .ok_or_else(|| Error::invalid("type", "type must be text_generation, image_generation or video_generation"))?;
     let model = ctx.app.adapter.model(&body.model).ok_or_else(|| {
-        ApiError::new(404, "model_not_found", format!("The model {:?} does not exist. See GET /v1/models.", body.model))
+        ApiError::refuse("model_not_found", format!("The model {:?} does not exist. See GET /v1/models.", body.model))
             .with_param("model")
     })?;
     caller.check_model(&model.name)?;

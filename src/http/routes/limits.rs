@@ -5,10 +5,22 @@ use crate::error::Error;
 use crate::guard::{Overrides, RATE_MAX};
 use crate::http::error::ApiError;
 use crate::http::response::Response;
-use crate::http::router::Ctx;
+use crate::http::route::{Access, Ctx, Route, doc, route};
 use crate::ledger;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+/// The limits routes, in the order the router tries them.
+pub static ROUTES: &[Route] = &[
+    route("GET", "/v1/limits", Access::User, mine, doc("Your limits and what is left of them", None, 200, "Limits")),
+    route(
+        "PUT",
+        "/v1/admin/users/{id}/limits",
+        Access::Admin,
+        set,
+        doc("Set a user's limit overrides", Some("LimitsUpdate"), 200, "LimitsSet"),
+    ),
+];
 
 pub fn mine(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = ctx.user()?.id;
@@ -16,24 +28,42 @@ pub fn mine(ctx: &Ctx) -> Result<Response, ApiError> {
     let offset = ctx.app.guard.day_utc_offset_minutes();
     let spent = ctx.app.db.read(|c| ledger::spent_today(c, user, offset))?;
     let remaining_today = (e.daily_cap > 0).then(|| (e.daily_cap - spent.0).max(0));
-    Ok(Response::json_value(
+    Ok(Response::json(
         200,
-        &json!({
-            "object": "limits",
-            "rpm": e.rpm,
-            "burst": e.burst,
-            "remaining": ctx.rate.map(|d| d.remaining),
-            "max_cost_per_request": e.max_cost_per_request,
-            "daily_cap": e.daily_cap,
-            "spent_today": spent,
-            "remaining_today": remaining_today,
-        }),
+        &LimitsView {
+            burst: e.burst,
+            daily_cap: e.daily_cap,
+            max_cost_per_request: e.max_cost_per_request,
+            object: "limits",
+            remaining: ctx.rate.map(|d| d.remaining),
+            remaining_today,
+            rpm: e.rpm,
+            spent_today: spent,
+        },
     ))
 }
 
-#[derive(Deserialize)]
+/// The caller's limits and what is left of them (0 = no cap). Fields in
+/// name order: the bytes the answer has always had.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Limits")]
+pub(crate) struct LimitsView {
+    burst: u32,
+    daily_cap: i64,
+    max_cost_per_request: i64,
+    object: &'static str,
+    /// Requests left in the bucket now.
+    remaining: Option<u32>,
+    /// Credits left under the daily cap today; null without a cap.
+    remaining_today: Option<i64>,
+    rpm: u32,
+    spent_today: crate::domain::Credits,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct SetLimits {
+#[schemars(rename = "LimitsUpdate")]
+pub(crate) struct SetLimits {
     #[serde(default)]
     rpm: Option<u32>,
     #[serde(default)]

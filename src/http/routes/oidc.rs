@@ -3,9 +3,50 @@
 
 use crate::http::error::ApiError;
 use crate::http::response::Response;
-use crate::http::router::Ctx;
+use crate::http::route::{Access, Ctx, Route, doc, not_replayable, route, with_query};
 use crate::oidc;
 use serde::Deserialize;
+
+/// The oidc routes, in the order the router tries them.
+pub static ROUTES: &[Route] = &[
+    Route {
+        upstream: true,
+        ..with_query(
+            route(
+                "GET",
+                "/v1/auth/oidc/{name}/start",
+                Access::Public,
+                start,
+                doc(
+                    "Sign in through an identity provider: 302 to it (?redirect_uri=, optional state)",
+                    None,
+                    302,
+                    "Redirect",
+                ),
+            ),
+            &["redirect_uri", "state"],
+        )
+    },
+    Route {
+        upstream: true,
+        // The provider adds what it likes (code, state, iss, scope, ...).
+        query: None,
+        ..route(
+            "GET",
+            "/v1/auth/oidc/{name}/callback",
+            Access::Public,
+            callback,
+            doc("The provider returns here: 302 to redirect_uri with ?code= (or ?error=)", None, 302, "Redirect"),
+        )
+    },
+    not_replayable(route(
+        "POST",
+        "/v1/auth/oidc/exchange",
+        Access::Public,
+        exchange,
+        doc("Exchange a sign-in's one-time code for tokens", Some("ExchangeBody"), 200, "LoginResponse"),
+    )),
+];
 
 /// Redirects the browser to the provider.
 pub fn start(ctx: &Ctx) -> Result<Response, ApiError> {
@@ -13,7 +54,7 @@ pub fn start(ctx: &Ctx) -> Result<Response, ApiError> {
     let redirect_uri = ctx
         .req
         .query("redirect_uri")
-        .ok_or_else(|| ApiError::new(400, "invalid_request", "redirect_uri is required.").with_param("redirect_uri"))?;
+        .ok_or_else(|| ApiError::refuse("invalid_request", "redirect_uri is required.").with_param("redirect_uri"))?;
     let url = ctx.app.oidc.start(&ctx.app.db, ctx.param(0), redirect_uri, ctx.req.query("state"))?;
     Ok(Response::redirect(&url))
 }

@@ -3,8 +3,16 @@
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
-use crate::http::router::Ctx;
+use crate::http::route::{Access, Ctx, Route, doc, route};
 use serde_json::json;
+
+/// The ops routes, in the order the router tries them.
+pub static ROUTES: &[Route] = &[
+    route("GET", "/healthz", Access::Public, healthz, doc("Process is up", None, 200, "Status")),
+    route("GET", "/readyz", Access::Public, readyz, doc("Database is writable", None, 200, "Status")),
+    route("GET", "/metrics", Access::Public, metrics, doc("Prometheus metrics", None, 200, "Metrics")),
+    route("GET", "/openapi.json", Access::Public, openapi, doc("This OpenAPI 3.1 document", None, 200, "OpenApi")),
+];
 
 pub fn healthz(_: &Ctx) -> Result<Response, ApiError> {
     Ok(Response::json_value(200, &json!({ "status": "ok" })))

@@ -15,7 +15,7 @@ use super::metered_stream::{Pump, Pumped, StreamCharge, call_description, call_l
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
-use crate::http::router::Ctx;
+use crate::http::route::{Ctx, Route, doc, upstream};
 use crate::metered;
 use crate::providers::catalog::ModelKind;
 use crate::providers::types::Usage;
@@ -23,6 +23,14 @@ use crate::providers::{Model, RawStream};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
+
+/// The responses routes, in the order the router tries them.
+pub static ROUTES: &[Route] = &[upstream(
+    "POST",
+    "/v1/responses",
+    create,
+    doc("OpenAI Responses API (openai routes; plain or stream: true)", Some("ResponsesRequest"), 200, "ResponseObject"),
+)];
 
 /// Fields of a Responses request that never become prompt tokens.
 const NOT_PROMPT_FIELDS: &[&str] = &[

@@ -3,18 +3,96 @@
 //! passwords. Every route here is limited like login (the client IP's
 //! bucket) or, for the signed-in ones, by the caller's rate.
 
-use crate::auth::refusal::Refusal;
 use crate::auth::reset;
 use crate::auth::sessions::{self, Ended, Rotation};
 use crate::auth::{self, password};
 use crate::domain::Email;
 use crate::error::Error;
+use crate::error::account::Refusal;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
-use crate::http::router::Ctx;
+use crate::http::route::{Access, Ctx, Route, doc, not_replayable, route};
 use crate::logs::{self, NewLog};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+/// The sessions routes, in the order the router tries them.
+pub static ROUTES: &[Route] = &[
+    not_replayable(route(
+        "POST",
+        "/v1/auth/refresh",
+        Access::Public,
+        refresh,
+        doc(
+            "Exchange a refresh token for a new pair (the old one is retired; reusing it ends the session)",
+            Some("RefreshBody"),
+            200,
+            "Tokens",
+        ),
+    )),
+    route(
+        "POST",
+        "/v1/auth/logout",
+        Access::Public,
+        logout,
+        doc(
+            "End the refresh token's session (its access tokens stop at once)",
+            Some("RefreshBody"),
+            200,
+            "SessionsEnded",
+        ),
+    ),
+    route(
+        "POST",
+        "/v1/auth/logout-all",
+        Access::Session,
+        logout_all,
+        doc("End every session of the caller", None, 200, "SessionsEnded"),
+    ),
+    route(
+        "POST",
+        "/v1/auth/password-reset",
+        Access::Public,
+        request_reset,
+        doc(
+            "Ask for a reset token (always 202; a real account gets a user.password_reset_requested event)",
+            Some("ResetRequestBody"),
+            202,
+            "ResetAccepted",
+        ),
+    ),
+    route(
+        "POST",
+        "/v1/auth/password-reset/confirm",
+        Access::Public,
+        confirm_reset,
+        doc(
+            "Set a new password with a reset token; ends every session",
+            Some("ResetConfirmBody"),
+            200,
+            "PasswordReset",
+        ),
+    ),
+    route(
+        "POST",
+        "/v1/me/password",
+        Access::Session,
+        change_password,
+        doc(
+            "Change your password (current_password required); ends your other sessions",
+            Some("PasswordChangeBody"),
+            200,
+            "SessionsEnded",
+        ),
+    ),
+    not_replayable(route(
+        "POST",
+        "/v1/admin/users/{id}/password-reset",
+        Access::Admin,
+        admin_reset,
+        doc("Issue a password reset token for a user (shown once; no Idempotency-Key)", None, 201, "ResetToken"),
+    )),
+];
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -144,6 +222,14 @@ pub struct ResetConfirmBody {
 
 /// `POST /v1/auth/password-reset/confirm`: sets the password and ends every
 /// session of the account; the token is used up.
+/// A password set with a reset token.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "PasswordReset")]
+pub struct PasswordResetDone {
+    object: &'static str,
+    user_id: String,
+}
+
 pub fn confirm_reset(ctx: &Ctx) -> Result<Response, ApiError> {
     super::account_rate(ctx)?;
     let body: ResetConfirmBody = ctx.req.json()?;
@@ -154,7 +240,7 @@ pub fn confirm_reset(ctx: &Ctx) -> Result<Response, ApiError> {
     match ctx.app.db.write(move |c| reset::confirm(c, &token, &new_hash))? {
         Ok(user) => {
             ctx.app.credentials.invalidate();
-            Ok(Response::json(200, &json!({ "object": "password_reset", "user_id": user.to_string() })))
+            Ok(Response::json(200, &PasswordResetDone { object: "password_reset", user_id: user.to_string() }))
         }
         Err(r) => Err(Error::Account(r).into()),
     }

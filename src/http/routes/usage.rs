@@ -5,8 +5,42 @@ use crate::domain::UserId;
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
-use crate::http::router::Ctx;
+use crate::http::route::{Access, Ctx, Route, doc, route, with_query};
 use crate::usage::{self, Dim, Query};
+
+/// The usage routes, in the order the router tries them.
+pub static ROUTES: &[Route] = &[
+    with_query(
+        route(
+            "GET",
+            "/v1/usage",
+            Access::User,
+            mine,
+            doc(
+                "Your usage from the daily aggregate (?start=&end=YYYY-MM-DD, group_by=day|model|key, format=csv)",
+                None,
+                200,
+                "UsageReport",
+            ),
+        ),
+        &["start", "end", "group_by", "format"],
+    ),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/usage",
+            Access::Admin,
+            admin,
+            doc(
+                "Everyone's usage (?start=&end=&user_id=, group_by=day|model|user|key, format=csv)",
+                None,
+                200,
+                "UsageReport",
+            ),
+        ),
+        &["start", "end", "user_id", "group_by", "format"],
+    ),
+];
 
 /// The range when none is given: the last 30 days, today included.
 const DEFAULT_RANGE_DAYS: i64 = 30;

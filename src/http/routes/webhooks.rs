@@ -6,8 +6,58 @@ use crate::error::Error;
 use crate::events::{self, endpoints, url_guard};
 use crate::http::error::ApiError;
 use crate::http::response::Response;
-use crate::http::router::Ctx;
+use crate::http::route::{Access, Ctx, PAGED, Route, doc, not_replayable, route, with_query};
 use serde::Deserialize;
+
+/// The webhooks routes, in the order the router tries them.
+pub static ROUTES: &[Route] = &[
+    not_replayable(route(
+        "POST",
+        "/v1/admin/webhooks",
+        Access::Admin,
+        create,
+        doc(
+            "Add a webhook endpoint (its signing secret is shown once; no Idempotency-Key)",
+            Some("NewWebhookBody"),
+            201,
+            "CreatedEndpoint",
+        ),
+    )),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/webhooks",
+            Access::Admin,
+            list,
+            doc("Webhook endpoints, from the config file and the API", None, 200, "EndpointList"),
+        ),
+        PAGED,
+    ),
+    route(
+        "DELETE",
+        "/v1/admin/webhooks/{id}",
+        Access::Admin,
+        delete,
+        doc("Delete an API webhook endpoint (its pending deliveries fail)", None, 200, "Endpoint"),
+    ),
+    with_query(
+        route(
+            "GET",
+            "/v1/admin/webhook-deliveries",
+            Access::Admin,
+            deliveries,
+            doc("Webhook deliveries (?status=pending|delivered|failed&endpoint_id=)", None, 200, "DeliveryList"),
+        ),
+        &["status", "endpoint_id", "limit", "starting_after"],
+    ),
+    route(
+        "POST",
+        "/v1/admin/webhook-deliveries/{id}/redeliver",
+        Access::Admin,
+        redeliver,
+        doc("Send a delivery again from its first attempt", None, 202, "Delivery"),
+    ),
+];
 
 /// `POST /v1/admin/webhooks`.
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -23,10 +73,10 @@ pub(crate) struct NewWebhookBody {
 
 pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
     let body: NewWebhookBody = ctx.req.json()?;
-    endpoints::check_types(&body.events).map_err(|m| Error::invalid("events", m))?;
+    crate::domain::check_event_types(&body.events).map_err(|m| Error::invalid("events", m))?;
     // Resolved here, on the HTTP worker: never inside the writer.
     url_guard::check(&body.url, ctx.app.config.events.allow_private_urls)
-        .map_err(|m| ApiError::new(400, "webhook_url_refused", format!("{m}.")).with_param("url"))?;
+        .map_err(|m| ApiError::refuse("webhook_url_refused", format!("{m}.")).with_param("url"))?;
     let description = body.description.unwrap_or_default();
     ctx.commit(201, move |c| endpoints::create(c, &body.url, &body.events, &description))
 }

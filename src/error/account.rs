@@ -1,11 +1,11 @@
 //! Why an account request was refused: sessions, passwords, resets and
-//! sign-in through an identity provider. Each refusal has one status and one
-//! stable code (the contract), and a message that says what to do next.
-//! Nothing here carries a secret: a refusal may be logged.
+//! sign-in through an identity provider. Each refusal has one stable code
+//! (the contract) and a message that says what to do next; the HTTP layer
+//! gives it its status. Nothing here carries a secret: a refusal may be
+//! logged.
 
-/// A refusal's wire form.
+/// A refusal's code, message and the field it is about.
 pub struct Spec {
-    pub status: u16,
     pub code: &'static str,
     pub message: String,
     pub param: Option<&'static str>,
@@ -49,12 +49,11 @@ pub enum Refusal {
 
 impl Refusal {
     pub fn spec(&self) -> Spec {
-        let refusal = |status, code, message: &str| Spec { status, code, message: message.to_owned(), param: None };
+        let refusal = |code, message: &str| Spec { code, message: message.to_owned(), param: None };
         match self {
             Refusal::InvalidRefreshToken => Spec {
                 param: Some("refresh_token"),
                 ..refusal(
-                    401,
                     "invalid_refresh_token",
                     "This refresh token is not valid (unknown, or its session ended). Log in again.",
                 )
@@ -62,85 +61,66 @@ impl Refusal {
             Refusal::RefreshTokenReused => Spec {
                 param: Some("refresh_token"),
                 ..refusal(
-                    401,
                     "refresh_token_reused",
                     "This refresh token was already used, so the session was ended for safety. Log in again; refresh one request at a time.",
                 )
             },
             Refusal::RefreshTokenExpired => Spec {
                 param: Some("refresh_token"),
-                ..refusal(401, "refresh_token_expired", "This refresh token has expired. Log in again.")
+                ..refusal("refresh_token_expired", "This refresh token has expired. Log in again.")
             },
             Refusal::WrongPassword => Spec {
                 param: Some("current_password"),
-                ..refusal(400, "wrong_password", "The current password is not right.")
+                ..refusal("wrong_password", "The current password is not right.")
             },
-            Refusal::WeakPassword { param, why } => Spec {
-                param: Some(param),
-                ..refusal(400, "weak_password", &format!("Choose another password: {why}."))
-            },
+            Refusal::WeakPassword { param, why } => {
+                Spec { param: Some(param), ..refusal("weak_password", &format!("Choose another password: {why}.")) }
+            }
             Refusal::InvalidResetToken => Spec {
                 param: Some("token"),
-                ..refusal(
-                    400,
-                    "invalid_reset_token",
-                    "This reset token is unknown or was already used. Ask for a new one.",
-                )
+                ..refusal("invalid_reset_token", "This reset token is unknown or was already used. Ask for a new one.")
             },
             Refusal::ResetTokenExpired => Spec {
                 param: Some("token"),
-                ..refusal(400, "reset_token_expired", "This reset token has expired. Ask for a new one.")
+                ..refusal("reset_token_expired", "This reset token has expired. Ask for a new one.")
             },
-            Refusal::OidcProviderNotFound => {
-                refusal(404, "oidc_provider_not_found", "No identity provider has this name.")
-            }
+            Refusal::OidcProviderNotFound => refusal("oidc_provider_not_found", "No identity provider has this name."),
             Refusal::RedirectUriNotAllowed => Spec {
                 param: Some("redirect_uri"),
                 ..refusal(
-                    400,
                     "redirect_uri_not_allowed",
                     "This redirect_uri is not in the provider's redirect_uris; an operator can add it to the config.",
                 )
             },
             Refusal::InvalidOidcState => Spec {
                 param: Some("state"),
-                ..refusal(
-                    400,
-                    "invalid_oidc_state",
-                    "This sign-in is unknown, expired or already finished. Start again.",
-                )
+                ..refusal("invalid_oidc_state", "This sign-in is unknown, expired or already finished. Start again.")
             },
             Refusal::OidcTokenInvalid(why) => refusal(
-                401,
                 "oidc_token_invalid",
                 &format!("The identity provider's answer could not be verified ({why}). Start the sign-in again."),
             ),
-            Refusal::OidcProviderError(why) => refusal(
-                502,
-                "oidc_provider_error",
-                &format!("The identity provider failed ({why}). Retry in a moment."),
-            ),
+            Refusal::OidcProviderError(why) => {
+                refusal("oidc_provider_error", &format!("The identity provider failed ({why}). Retry in a moment."))
+            }
             Refusal::OidcDomainNotAllowed => {
-                refusal(403, "oidc_domain_not_allowed", "Accounts of this e-mail domain may not sign in here.")
+                refusal("oidc_domain_not_allowed", "Accounts of this e-mail domain may not sign in here.")
             }
             Refusal::OidcEmailUnverified => refusal(
-                403,
                 "oidc_email_unverified",
                 "The identity provider did not confirm this e-mail address; verify it there first.",
             ),
             Refusal::SignupDisabled => refusal(
-                403,
                 "signup_disabled",
                 "No account is linked to this sign-in and signup is disabled; ask an administrator for an account.",
             ),
             Refusal::OidcAccountExists => refusal(
-                409,
                 "oidc_account_exists",
                 "An account with this e-mail already exists and is not linked to this sign-in. Sign in to it with its password (administrators, accounts linked to another identity, and any account unless the operator allows linking by e-mail are never linked this way).",
             ),
             Refusal::InvalidOidcCode => Spec {
                 param: Some("code"),
-                ..refusal(400, "invalid_oidc_code", "This sign-in code is unknown, used or expired. Sign in again.")
+                ..refusal("invalid_oidc_code", "This sign-in code is unknown, used or expired. Sign in again.")
             },
         }
     }

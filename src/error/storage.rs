@@ -1,4 +1,5 @@
-//! Storage failures. None of these is the client's fault: the HTTP layer maps
+//! Storage failures (beside the error floor, so that every layer can carry
+//! them). None of these is the client's fault: the HTTP layer maps
 //! a full disk to 507 `storage_full` and everything else to 500, and logs
 //! the detail.
 
