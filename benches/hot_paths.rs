@@ -27,7 +27,12 @@ fn bucket(c: &mut Criterion) {
     c.bench_function("token_bucket_check_10k_users", |b| {
         b.iter(|| {
             i = (i + 1) % 10_000;
-            let u = CurrentUser { id: UserId(i + 1), role: Role::User, via: tollgate::auth::Credential::Jwt(None) };
+            let u = CurrentUser {
+                id: UserId(i + 1),
+                role: Role::User,
+                via: tollgate::auth::Credential::Jwt(None),
+                price_group: None,
+            };
             guard.check_rate(std::hint::black_box(&u))
         })
     });

@@ -458,10 +458,20 @@ async function adminUsage(body) {
   const draw = async () => {
     const r = await api(`/v1/admin/usage?start=${start}&end=${end}&group_by=day,${by.value}`);
     const seriesOf = by.value === "user" ? (x) => x.user_id : (x) => x.model || "(consume)";
+    // Cost charged, what the providers billed (models with provider_cost
+    // in the config) and the margin, per series.
     const totals = new Map();
-    for (const x of r.data) totals.set(seriesOf(x), (totals.get(seriesOf(x)) || 0) + x.cost);
+    for (const x of r.data) {
+      const t = totals.get(seriesOf(x)) || { cost: 0, provider: 0, margin: 0 };
+      t.cost += x.cost; t.provider += x.provider_cost_micro || 0; t.margin += x.margin_micro || 0;
+      totals.set(seriesOf(x), t);
+    }
+    const micro = (n) => fmt(Math.round(n / 1000) / 1000);
+    const rows = [...totals].sort((a, b) => b[1].cost - a[1].cost).map(([k, t]) => h("tr", {},
+      h("td", {}, k), h("td", {}, fmt(t.cost)), h("td", {}, micro(t.provider)),
+      h("td", { class: t.margin < 0 ? "loss" : "" }, micro(t.margin))));
     out.replaceChildren(spendChart(r.data, r.start, r.end, seriesOf),
-      table([by.value, "Cost"], [...totals].sort((a, b) => b[1] - a[1]).map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, fmt(v))))));
+      table([by.value, "Cost", "Provider cost", "Margin"], rows));
   };
   const csv = h("button", { type: "button", class: "secondary", onclick: () => attempt(async () => {
     const r = await api(`/v1/admin/usage?start=${start}&end=${end}&group_by=day,model,user&format=csv`, { raw: true });

@@ -58,6 +58,9 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Model prices.
+    #[command(subcommand)]
+    Prices(PricesCommand),
     /// Copy a SQLite database into an empty PostgreSQL database, audit both,
     /// and keep the copy only if the audits agree.
     MigrateToPostgres {
@@ -88,6 +91,22 @@ enum UserCommand {
         /// Make the user an administrator.
         #[arg(long)]
         admin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PricesCommand {
+    /// Print `[[models]]` price tables for the models named, from a copy of
+    /// LiteLLM's `model_prices_and_context_window.json` (read, never
+    /// downloaded). Paste them into the config and set each route.
+    Import {
+        /// The price list (JSON).
+        file: PathBuf,
+        /// Credits one US dollar buys (prices are integer credits).
+        #[arg(long, value_name = "N")]
+        credits_per_usd: u64,
+        /// The models to print (every model when none is named).
+        models: Vec<String>,
     },
 }
 
@@ -165,6 +184,10 @@ fn run(command: Command, config: Config) -> Result<(), Failure> {
     }
     match command {
         Command::Serve(_) => serve(config),
+        Command::Prices(PricesCommand::Import { file, credits_per_usd, models }) => {
+            print!("{}", import_prices(&file, credits_per_usd, &models)?);
+            Ok(())
+        }
         Command::MigrateToPostgres { from, to } => {
             let started = std::time::Instant::now();
             let r = crate::migrate_pg::migrate_to_postgres(&from, &to, |table, rows| {
@@ -316,4 +339,41 @@ fn audit(config: &Config, args: &AuditArgs) -> Result<(), Failure> {
         println!("{}", if report.valid { "audit passed" } else { "AUDIT FAILED" });
     }
     if report.valid { Ok(()) } else { Err(Failure(format!("audit found {} mismatch(es)", report.mismatch_count), 1)) }
+}
+
+/// The price list file's size limit: LiteLLM's is about 1 MiB.
+const PRICE_LIST_BYTES_MAX: u64 = 64 << 20;
+
+/// `[[models]]` entries as TOML, each with its rounding notes as comments.
+fn import_prices(file: &std::path::Path, credits_per_usd: u64, models: &[String]) -> Result<String, Failure> {
+    let size = std::fs::metadata(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?.len();
+    if size > PRICE_LIST_BYTES_MAX {
+        return Err(format!("{} is over {PRICE_LIST_BYTES_MAX} bytes", file.display()).into());
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let imported = crate::providers::litellm::import(&text, credits_per_usd, models)?;
+    let mut out =
+        format!("# From {} at {credits_per_usd} credits per USD. Set each route's provider.\n", file.display());
+    for m in imported {
+        let entry = crate::config::ModelConfig {
+            name: m.name.clone(),
+            kind: m.kind.into(),
+            routes: vec![crate::config::RouteConfig { provider: "CHANGE_ME".into(), model: m.name.clone() }],
+            price: m.price,
+            provider_cost: None,
+            max_output_tokens: None,
+            image_input_tokens_max: None,
+            context_tokens_max: None,
+        };
+        #[derive(serde::Serialize)]
+        struct One {
+            models: [crate::config::ModelConfig; 1],
+        }
+        out.push('\n');
+        for note in &m.notes {
+            out.push_str(&format!("# {note}\n"));
+        }
+        out.push_str(&toml::to_string(&One { models: [entry] }).map_err(|e| format!("cannot write TOML: {e}"))?);
+    }
+    Ok(out)
 }

@@ -145,16 +145,80 @@ pub fn chat_bound(model: &Model, req: &ChatRequest) -> Credits {
 
 /// A chat's exact cost, in millionths of a credit (charged through the
 /// user's carry: see `ledger::settle`).
-pub fn chat_cost(model: &Model, usage: &Usage) -> Cost {
-    Cost::Micro(model.price.tokens_micro(usage.prompt_tokens, usage.completion_tokens))
+pub fn chat_cost(model: &Model, usage: &Usage, multiplier_micro: i64) -> Cost {
+    Cost::Micro(model.price.usage_micro_at(usage, multiplier_micro))
+}
+
+/// What a token-metered answer says of its cost beside the credits charged:
+/// the exact cost in millionths, and each component that had tokens or cost
+/// something (`request` is the per-call price).
+pub fn cost_detail(model: &Model, usage: &Usage, multiplier_micro: i64) -> serde_json::Map<String, serde_json::Value> {
+    let parts: Vec<serde_json::Value> = model
+        .price
+        .components_at(usage, multiplier_micro)
+        .iter()
+        .filter(|c| c.tokens > 0 || c.micro > 0)
+        .map(|c| serde_json::json!({"component": c.name, "tokens": c.tokens, "per_1m": c.per_1m, "micro": c.micro}))
+        .collect();
+    let mut m = serde_json::Map::new();
+    m.insert("cost_micro".into(), model.price.usage_micro_at(usage, multiplier_micro).into());
+    m.insert("breakdown".into(), parts.into());
+    // A price group's factor: each part is its list cost (tokens x per_1m)
+    // times it, rounded up to the millionth.
+    if multiplier_micro != crate::domain::MULTIPLIER_ONE_MICRO {
+        m.insert("multiplier_micro".into(), multiplier_micro.into());
+    }
+    m
+}
+
+/// The `tollgate` object of an answer: the whole credits charged, the
+/// ledger row, and `detail` ([`cost_detail`], or the units of a call priced
+/// per unit).
+pub fn tollgate_json(
+    outcome: &crate::ledger::HoldOutcome,
+    detail: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("cost".into(), serde_json::json!(outcome.charged));
+    m.insert("transaction_id".into(), serde_json::json!(outcome.transaction_id));
+    m.extend(detail);
+    serde_json::Value::Object(m)
+}
+
+/// [`cost_detail`] of a call priced per unit (images, video seconds).
+pub fn unit_detail(
+    component: &'static str,
+    units: u64,
+    price: i64,
+    multiplier_micro: i64,
+) -> serde_json::Map<String, serde_json::Value> {
+    let list = price.max(0).saturating_mul(units as i64);
+    let micro = scale_credits(Credits(list), multiplier_micro).0.saturating_mul(1_000_000);
+    let mut m = serde_json::Map::new();
+    m.insert("cost_micro".into(), micro.into());
+    m.insert(
+        "breakdown".into(),
+        serde_json::json!([{"component": component, "units": units, "price": price, "micro": micro}]),
+    );
+    if multiplier_micro != crate::domain::MULTIPLIER_ONE_MICRO {
+        m.insert("multiplier_micro".into(), multiplier_micro.into());
+    }
+    m
 }
 
 /// What a token-metered call used, for the usage aggregate.
-pub fn used_tokens(model: &Model, u: &Usage) -> Metered {
+/// `detail` is the call's [`cost_detail`]: the ledger row keeps it.
+pub fn used_tokens(model: &Model, u: &Usage, detail: &serde_json::Map<String, serde_json::Value>) -> Metered {
     Metered {
         model: model.name.clone(),
         input_tokens: u.prompt_tokens,
         output_tokens: u.completion_tokens,
+        cached_input_tokens: u.cached_tokens,
+        cache_write_tokens: u.cache_write_tokens + u.cache_write_1h_tokens,
+        reasoning_tokens: u.reasoning_tokens,
+        audio_tokens: u.audio_input_tokens + u.audio_output_tokens,
+        provider_cost_micro: model.provider_cost.as_ref().map_or(0, |p| p.usage_micro(u)),
+        components: serde_json::to_string(detail).ok(),
         ..Metered::default()
     }
 }
@@ -169,22 +233,39 @@ pub struct Reservation {
     pub key: Option<ApiKeyId>,
     /// The spend day the call counts toward.
     pub day: i64,
+    /// The caller's price group factor (millionths), fixed when the call
+    /// is reserved: its bound and its cost both carry it.
+    pub multiplier_micro: i64,
+}
+
+/// The price group factor of `user` now (the jobs worker's: a job is
+/// charged at its owner's group when it completes).
+pub fn multiplier_for(app: &App, user: UserId) -> i64 {
+    let group = app.db.read(|c| crate::auth::storage::price_group(c, user)).ok().flatten();
+    app.config.pricing.multiplier_micro(group.as_deref())
+}
+
+/// Whole credits at a price group's factor, rounded up.
+pub fn scale_credits(c: Credits, multiplier_micro: i64) -> Credits {
+    Credits(crate::domain::scale_up(c.0, multiplier_micro))
 }
 
 /// Checks the per-request cap, then holds the bound (with the daily caps
 /// checked and counted in the same transaction). A free call holds nothing.
 pub fn reserve(app: &App, caller: &CurrentUser, bound: Credits, job: Option<JobId>) -> Result<Reservation> {
     let user = caller.id;
+    let multiplier_micro = app.config.pricing.multiplier_micro(caller.price_group.as_deref());
+    let bound = scale_credits(bound, multiplier_micro);
     app.guard.check_cost(user, bound)?;
     let (key, day) = (caller.key(), app.guard.today());
     if bound <= Credits::ZERO {
-        return Ok(Reservation { user, hold: None, bound: Credits::ZERO, key, day });
+        return Ok(Reservation { user, hold: None, bound: Credits::ZERO, key, day, multiplier_micro });
     }
     let caps = app.guard.spend_caps(caller);
     let ttl = app.hold_ttl_ms();
     // Not fsynced on its own: the settle that follows is, and carries it.
     let hold = app.db.write_lazy(move |c| ledger::hold(c, user, bound, job, ttl, &caps))?;
-    Ok(Reservation { user, hold: Some(hold), bound, key, day })
+    Ok(Reservation { user, hold: Some(hold), bound, key, day, multiplier_micro })
 }
 
 /// Settles inside the caller's transaction and writes the business log

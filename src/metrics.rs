@@ -4,7 +4,8 @@
 //! This module only counts; it never decides anything.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::sync::OnceLock;
 
@@ -22,6 +23,8 @@ pub struct Metrics {
     pub writer_commit_seconds: HistogramVec,
     pub writer_fsync_seconds: HistogramVec,
     pub writer_replays: IntCounter,
+    /// Credits a settle could not charge because the cost passed its hold.
+    pub settle_capped_credits: Counter,
     pub provider_calls: IntCounterVec,
     pub provider_duration: HistogramVec,
     pub jobs: IntGaugeVec,
@@ -59,6 +62,12 @@ impl Metrics {
         )
         .expect("metric");
         r.register(Box::new(writer_replays.clone())).expect("unique metric");
+        let settle_capped_credits = Counter::new(
+            "settle_capped_credits_total",
+            "Credits not charged because a call cost more than its hold (a price bound too low)",
+        )
+        .expect("metric");
+        r.register(Box::new(settle_capped_credits.clone())).expect("unique metric");
         let jobs = IntGaugeVec::new(Opts::new("jobs", "Jobs by status"), &["status"]).expect("metric");
         r.register(Box::new(jobs.clone())).expect("unique metric");
         Metrics {
@@ -77,6 +86,7 @@ impl Metrics {
             ),
             credits_charged,
             writer_replays,
+            settle_capped_credits,
             credits_refused: counter_vec(&r, "credits_refused_total", "Charges refused, by reason", &["reason"]),
             guard_refusals: counter_vec(&r, "guard_refusals_total", "Requests refused by a guard", &["guard"]),
             edge_rejections: counter_vec(

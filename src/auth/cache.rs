@@ -44,6 +44,8 @@ pub struct Caller {
     pub user: UserId,
     pub role: Role,
     pub key: Option<Arc<KeyTerms>>,
+    /// The user's price group (`[pricing] groups`), if any.
+    pub price_group: Option<Arc<str>>,
 }
 
 #[derive(Default)]
@@ -125,7 +127,7 @@ mod tests {
     use super::*;
 
     fn caller() -> Caller {
-        Caller { user: UserId(7), role: Role::User, key: None }
+        Caller { user: UserId(7), role: Role::User, key: None, price_group: None }
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct CurrentUser {
     pub id: UserId,
     pub role: Role,
     pub via: Credential,
+    /// The user's price group: every price of their calls is multiplied
+    /// by the group's factor (`[pricing] groups`).
+    pub price_group: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,22 +154,30 @@ pub fn authenticate(
         }
         None => Credential::Jwt(session),
     };
-    Ok(CurrentUser { id: caller.user, role: caller.role, via })
+    Ok(CurrentUser { id: caller.user, role: caller.role, via, price_group: caller.price_group })
 }
 
+/// The caller behind a credential, with their price group (one more read,
+/// only when the credential is not cached).
 fn lookup(db: &Db, key: &CacheKey) -> Result<Caller> {
+    let mut caller = lookup_role(db, key)?;
+    caller.price_group = db.read(|c| Ok::<_, Error>(storage::price_group(c, caller.user)?))?.map(Arc::from);
+    Ok(caller)
+}
+
+fn lookup_role(db: &Db, key: &CacheKey) -> Result<Caller> {
     match key {
         CacheKey::KeyHash(hash) => {
             let found = db.read(|c| Ok::<_, Error>(storage::user_by_key_hash(c, hash)?))?;
             let (user, role, terms) =
                 found.ok_or_else(|| Error::Unauthorized("This API key is unknown or has been revoked.".into()))?;
-            Ok(Caller { user, role, key: Some(Arc::new(terms)) })
+            Ok(Caller { user, role, key: Some(Arc::new(terms)), price_group: None })
         }
         CacheKey::User(id) => {
             let role = db
                 .read(|c| Ok::<_, Error>(storage::active_role(c, *id)?))?
                 .ok_or_else(|| Error::Unauthorized("This account no longer exists or has been deactivated.".into()))?;
-            Ok(Caller { user: *id, role, key: None })
+            Ok(Caller { user: *id, role, key: None, price_group: None })
         }
         CacheKey::Session(id, session) => {
             let role = db.read(|c| sessions::live_role(c, *id, *session))?.ok_or_else(|| {
@@ -175,7 +186,7 @@ fn lookup(db: &Db, key: &CacheKey) -> Result<Caller> {
                         .into(),
                 )
             })?;
-            Ok(Caller { user: *id, role, key: None })
+            Ok(Caller { user: *id, role, key: None, price_group: None })
         }
     }
 }

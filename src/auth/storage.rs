@@ -157,6 +157,13 @@ pub fn user_by_key_hash(conn: &Conn<'_>, hash: &str) -> Result<Option<(UserId, R
     )
 }
 
+/// The price group of a user, if they have one.
+pub fn price_group(conn: &Conn<'_>, user: UserId) -> Result<Option<String>> {
+    Ok(conn
+        .query_opt("SELECT price_group FROM users WHERE id = ?1", params![user], |r| r.get::<Option<String>>(0))?
+        .flatten())
+}
+
 /// The role of an active user, for a verified JWT.
 pub fn active_role(conn: &Conn<'_>, user: UserId) -> Result<Option<Role>> {
     conn.query_opt("SELECT role FROM users WHERE id = ?1 AND deleted_at IS NULL", params![user], |r| r.get::<String>(0))

@@ -25,7 +25,9 @@ pub use events::{EventsConfig, WebhookConfig};
 pub use jobs::JobsConfig;
 pub use limits::LimitsConfig;
 pub use media::MediaConfig;
-pub use providers::{ModelConfig, PriceConfig, ProviderConfig, RouteConfig};
+pub use providers::{
+    ModelConfig, PRICE_GROUPS_MAX, PriceConfig, PriceTierConfig, PricingConfig, ProviderConfig, RouteConfig,
+};
 pub use records::{BackupConfig, LedgerConfig, LogsConfig};
 pub use server::{CORS_ORIGINS_MAX, HTTP_WORKERS_DEFAULT_MIN, ServerConfig};
 
@@ -55,6 +57,7 @@ pub struct Config {
     pub oidc: BTreeMap<String, OidcConfig>,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub models: Vec<ModelConfig>,
+    pub pricing: PricingConfig,
 }
 
 /// Values from command-line flags, the top of the precedence order.
@@ -128,6 +131,7 @@ impl Config {
         self.backup.check()?;
         self.events.check()?;
         self.webhooks.iter().try_for_each(WebhookConfig::check)?;
+        self.pricing.check()?;
         self.media.check()
     }
 }

@@ -48,6 +48,11 @@ pub struct ModelConfig {
     pub routes: Vec<RouteConfig>,
     #[serde(default)]
     pub price: PriceConfig,
+    /// What the provider bills the operator for the same call, in credits,
+    /// in `price`'s shape: recorded per call, so `/v1/admin/usage` shows
+    /// provider cost and margin. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_cost: Option<PriceConfig>,
     /// Chat: output tokens when a request names no `max_tokens`, and the most
     /// it may name (default 4096).
     #[serde(default)]
@@ -71,11 +76,106 @@ pub struct RouteConfig {
     pub model: String,
 }
 
+/// What a model costs, in integer credits, component by component as the
+/// provider bills it. Token prices are per 1M tokens; an unset component
+/// price defaults as its comment says.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PriceConfig {
     pub input_per_1m: i64,
     pub output_per_1m: i64,
+    /// Input read from the prompt cache (default: `input_per_1m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_1m: Option<i64>,
+    /// Input written to the cache for 5 minutes (default: `input_per_1m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_1m: Option<i64>,
+    /// Input written to the cache for 1 hour (default: `cache_write_per_1m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_write_1h_per_1m: Option<i64>,
+    /// Reasoning output (default: `output_per_1m`); charged once, as the
+    /// part of the output it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_per_1m: Option<i64>,
+    /// Audio input (default: `input_per_1m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_input_per_1m: Option<i64>,
+    /// Audio output (default: `output_per_1m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_output_per_1m: Option<i64>,
+    /// Whole credits per call, on top of its tokens.
+    pub per_request: i64,
     pub per_image: i64,
     pub per_video_second: i64,
+    /// Per image by size or size/quality (`{ "1024x1024" = 4,
+    /// "1024x1536/high" = 25 }`): size/quality first, then size, then
+    /// `per_image`.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub per_image_by: std::collections::BTreeMap<String, i64>,
+    /// Per video second by resolution (`{ "720P" = 10, "1080P" = 30 }`),
+    /// else `per_video_second`.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub per_video_second_by: std::collections::BTreeMap<String, i64>,
+    /// Long-context prices: when a request's whole prompt is above a tier's
+    /// `above_input_tokens`, that tier's prices apply to the whole request.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<PriceTierConfig>,
+}
+
+/// One long-context tier: its token prices, each defaulting to the base
+/// price of the same component.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceTierConfig {
+    pub above_input_tokens: u64,
+    pub input_per_1m: Option<i64>,
+    pub output_per_1m: Option<i64>,
+    pub cached_input_per_1m: Option<i64>,
+    pub cache_write_per_1m: Option<i64>,
+    pub cache_write_1h_per_1m: Option<i64>,
+    pub reasoning_per_1m: Option<i64>,
+    pub audio_input_per_1m: Option<i64>,
+    pub audio_output_per_1m: Option<i64>,
+}
+
+/// Price groups one config may define.
+pub const PRICE_GROUPS_MAX: usize = 64;
+
+/// `[pricing]`: price groups (one-api's group ratios). A user in a group
+/// pays every price times its factor (`vip = 0.8`), exactly to the
+/// millionth of a credit.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricingConfig {
+    pub groups: std::collections::BTreeMap<String, f64>,
+}
+
+impl PricingConfig {
+    /// The factor of `group` in millionths; list price for none, or for a
+    /// group no longer configured.
+    pub fn multiplier_micro(&self, group: Option<&str>) -> i64 {
+        group.and_then(|g| self.groups.get(g)).map_or(crate::domain::MULTIPLIER_ONE_MICRO, |m| (m * 1e6).round() as i64)
+    }
+
+    pub(super) fn check(&self) -> Result<(), super::ConfigError> {
+        if self.groups.len() > PRICE_GROUPS_MAX {
+            return super::bad("pricing.groups", &format!("at most {PRICE_GROUPS_MAX} groups"));
+        }
+        for (name, m) in &self.groups {
+            if name.is_empty()
+                || name.len() > 32
+                || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            {
+                return super::bad("pricing.groups", &format!("{name:?}: a name is 1 to 32 of a-z, 0-9, - and _"));
+            }
+            let micro = m * 1e6;
+            if !(*m > 0.0 && *m <= 100.0) || (micro - micro.round()).abs() > 1e-6 {
+                return super::bad(
+                    &format!("pricing.groups.{name}"),
+                    "must be above 0 and at most 100, in millionths at most (0.8, 1.25, 0.333333)",
+                );
+            }
+        }
+        Ok(())
+    }
 }

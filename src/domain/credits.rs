@@ -67,3 +67,18 @@ impl FromSql for Credits {
         i64::column_result(v).map(Credits)
     }
 }
+
+/// A price group's factor in millionths (1,000,000 = list price).
+pub const MULTIPLIER_ONE_MICRO: i64 = 1_000_000;
+
+/// `amount` times a factor in millionths, rounded up: a group's price is
+/// never below its exact value (at most one unit of `amount` more).
+pub fn scale_up(amount: i64, multiplier_micro: i64) -> i64 {
+    if multiplier_micro == MULTIPLIER_ONE_MICRO {
+        return amount;
+    }
+    let exact = i128::from(amount) * i128::from(multiplier_micro);
+    let scaled = exact.div_euclid(i128::from(MULTIPLIER_ONE_MICRO))
+        + i128::from(exact.rem_euclid(i128::from(MULTIPLIER_ONE_MICRO)) != 0);
+    scaled.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}

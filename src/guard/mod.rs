@@ -465,6 +465,7 @@ mod tests {
         let caller = CurrentUser {
             id: UserId(1),
             role: Role::User,
+            price_group: None,
             via: Credential::ApiKey(Arc::new(crate::auth::key_limits::KeyTerms {
                 id: ApiKeyId(1),
                 expires_at: None,
@@ -493,6 +494,7 @@ mod tests {
             let caller = CurrentUser {
                 id: UserId(1),
                 role: Role::User,
+                price_group: None,
                 via: Credential::ApiKey(Arc::new(crate::auth::key_limits::KeyTerms {
                     id: ApiKeyId((x >> 1) as i64),
                     expires_at: None,

@@ -73,6 +73,7 @@ fn derived() -> Map<String, Value> {
     g.subschema_for::<routes::limits::SetLimits>();
     g.subschema_for::<routes::jobs::NewJob>();
     g.subschema_for::<routes::Deleted>();
+    g.subschema_for::<routes::admin::UserUpdate>();
     g.subschema_for::<super::error::ErrorBody>();
     g.subschema_for::<routes::sessions::PasswordResetDone>();
     g.subschema_for::<routes::limits::LimitsView>();

@@ -82,10 +82,12 @@ pub fn parse(t: JobType, model: &Model, input: &Value) -> Result<JobInput> {
             prompt: prompt(input, true)?.unwrap_or_default(),
             n: small_int(input, "n", 1, IMAGES_PER_REQUEST_MAX)?,
             size: input.get("size").and_then(Value::as_str).map(str::to_owned),
+            quality: input.get("quality").and_then(Value::as_str).map(str::to_owned),
         }),
         JobType::Video => JobInput::Video(VideoRequest {
             prompt: prompt(input, true)?.unwrap_or_default(),
             duration_s: small_int(input, "duration_s", VIDEO_SECONDS_DEFAULT, VIDEO_SECONDS_MAX)?,
+            resolution: input.get("resolution").and_then(Value::as_str).map(str::to_owned),
         }),
     })
 }
@@ -94,8 +96,8 @@ pub fn parse(t: JobType, model: &Model, input: &Value) -> Result<JobInput> {
 pub fn bound(model: &Model, input: &JobInput) -> Credits {
     match input {
         JobInput::Text(req) => metered::chat_bound(model, req),
-        JobInput::Image(req) => model.price.images(req.n),
-        JobInput::Video(req) => model.price.video(req.duration_s),
+        JobInput::Image(req) => model.price.images_of(req, req.n),
+        JobInput::Video(req) => model.price.video_of(req, req.duration_s),
     }
 }
 

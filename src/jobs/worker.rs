@@ -121,19 +121,20 @@ fn run(app: &App, job: JobRow, stop: &AtomicBool) {
         JobInput::Text(req) => match app.adapter.chat(&model, req) {
             Ok((resp, info)) => {
                 let u = resp.usage;
+                let multiplier = metered::multiplier_for(app, job.user);
                 complete(
                     app,
                     &job,
                     Done {
                         output: json!({"text": resp.text, "finish_reason": resp.finish_reason,
                                        "usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}}),
-                        cost: metered::chat_cost(&model, &u),
+                        cost: metered::chat_cost(&model, &u, multiplier),
                         description: format!(
                             "job {} text {} ({} in / {} out tokens)",
                             job.id, model.name, u.prompt_tokens, u.completion_tokens
                         ),
                         info,
-                        used: metered::used_tokens(&model, &u),
+                        used: metered::used_tokens(&model, &u, &metered::cost_detail(&model, &u, multiplier)),
                     },
                     stop,
                 )
@@ -153,11 +154,17 @@ fn run(app: &App, job: JobRow, stop: &AtomicBool) {
                         &job,
                         Done {
                             output: json!({"images": images}),
-                            cost: Cost::Credits(model.price.images(n)),
+                            cost: Cost::Credits(metered::scale_credits(
+                                model.price.images_of(req, n),
+                                metered::multiplier_for(app, job.user),
+                            )),
                             description: format!("job {} images {} ({n})", job.id, model.name),
                             info,
                             used: crate::usage::Metered {
                                 images: u64::from(n),
+                                provider_cost_micro: model.provider_cost.as_ref().map_or(0, |p| {
+                                    p.images_of(req, n).0.saturating_mul(crate::ledger::MICRO_PER_CREDIT)
+                                }),
                                 ..crate::usage::Metered::model(&model.name)
                             },
                         },
@@ -261,11 +268,17 @@ fn poll(
                         let seconds = duration_s.unwrap_or(req.duration_s);
                         Done {
                             output: json!({"video_url": urls.first(), "duration_s": seconds}),
-                            cost: Cost::Credits(model.price.video(seconds)),
+                            cost: Cost::Credits(metered::scale_credits(
+                                model.price.video_of(req, seconds),
+                                metered::multiplier_for(app, job.user),
+                            )),
                             description: format!("job {id} video {} ({seconds} s)", model.name),
                             info,
                             used: crate::usage::Metered {
                                 video_seconds: u64::from(seconds),
+                                provider_cost_micro: model.provider_cost.as_ref().map_or(0, |p| {
+                                    p.video_of(req, seconds).0.saturating_mul(crate::ledger::MICRO_PER_CREDIT)
+                                }),
                                 ..crate::usage::Metered::model(&model.name)
                             },
                         }
@@ -275,11 +288,17 @@ fn poll(
                         let images: Vec<Value> = urls.iter().take(n as usize).map(|u| json!({"url": u})).collect();
                         Done {
                             output: json!({"images": images}),
-                            cost: Cost::Credits(model.price.images(n)),
+                            cost: Cost::Credits(metered::scale_credits(
+                                model.price.images_of(req, n),
+                                metered::multiplier_for(app, job.user),
+                            )),
                             description: format!("job {id} images {} ({n})", model.name),
                             info,
                             used: crate::usage::Metered {
                                 images: u64::from(n),
+                                provider_cost_micro: model.provider_cost.as_ref().map_or(0, |p| {
+                                    p.images_of(req, n).0.saturating_mul(crate::ledger::MICRO_PER_CREDIT)
+                                }),
                                 ..crate::usage::Metered::model(&model.name)
                             },
                         }
@@ -373,8 +392,14 @@ fn complete(app: &App, job: &JobRow, done: Done, stop: &AtomicBool) {
             )?;
         }
         // A job's hold knows its key and day; a free job counts today, keyless.
-        let reservation =
-            metered::Reservation { user, hold: cur.hold, bound: cur.estimated_cost, key: None, day: today };
+        let reservation = metered::Reservation {
+            user,
+            hold: cur.hold,
+            bound: cur.estimated_cost,
+            key: None,
+            day: today,
+            multiplier_micro: crate::domain::MULTIPLIER_ONE_MICRO,
+        };
         let log = NewLog::business(
             user,
             "job_completed",

@@ -49,6 +49,10 @@ pub enum Mismatch {
     Carry { row_id: i64, user_id: UserId, expected_amount: i64, expected_carry: i64, stored_carry: i64 },
     /// The user's cached carry differs from their last metered row's.
     CachedCarry { user_id: UserId, ledger_carry: i64, cached_carry: i64 },
+    /// A row's recorded components do not price to its cost: a part whose
+    /// cost is not its tokens times its price, or parts that do not sum to
+    /// the row's exact cost.
+    Components { row_id: i64, reason: String },
     /// The cached held amount differs from the active holds.
     Held { user_id: UserId, cached_held: i64, active_holds: i64 },
     /// An active hold whose job already finished (a leaked reservation).
@@ -210,6 +214,9 @@ pub fn audit_in(conn: &Conn<'_>, expect: Option<&ChainHead>) -> Result<AuditRepo
                     });
                 }
                 u.carry = carry_after;
+                if let Some(reason) = r.components.and_then(|parts| components_mismatch(parts, cost)) {
+                    walk_issues.push(Mismatch::Components { row_id: r.id, reason });
+                }
             }
             if expect.is_some_and(|e| e.id == r.id) {
                 expected_seen = Some(r.hash.to_owned());
@@ -398,4 +405,54 @@ fn check_grants(
         }
     }
     out
+}
+
+/// Why a row's recorded components do not price to `cost_micro`, if they
+/// do not: every token part costs its tokens times its price per 1M (in
+/// millionths of a credit, exactly), and the parts sum to the row's cost.
+fn components_mismatch(parts: &str, cost_micro: i64) -> Option<String> {
+    let v: serde_json::Value = match serde_json::from_str(parts) {
+        Ok(v) => v,
+        Err(e) => return Some(format!("not JSON: {e}")),
+    };
+    if v.get("cost_micro").and_then(serde_json::Value::as_i64) != Some(cost_micro) {
+        return Some(format!("cost_micro {} is not the row's {cost_micro}", v["cost_micro"]));
+    }
+    // A price group's factor: each part is its list cost times it, rounded up.
+    let multiplier =
+        v.get("multiplier_micro").and_then(serde_json::Value::as_i64).unwrap_or(crate::domain::MULTIPLIER_ONE_MICRO);
+    let mut sum: i64 = 0;
+    for p in v.get("breakdown").and_then(serde_json::Value::as_array).into_iter().flatten() {
+        let micro = p.get("micro").and_then(serde_json::Value::as_i64).unwrap_or(i64::MIN);
+        if let (Some(tokens), Some(per_1m)) =
+            (p.get("tokens").and_then(|t| t.as_i64()), p.get("per_1m").and_then(|t| t.as_i64()))
+            && p.get("component").and_then(serde_json::Value::as_str) != Some("request")
+            && tokens.checked_mul(per_1m).map(|list| crate::domain::scale_up(list, multiplier)) != Some(micro)
+        {
+            return Some(format!(
+                "{}: {tokens} tokens at {per_1m} (x {multiplier}/1e6) is not {micro}",
+                p["component"]
+            ));
+        }
+        sum = sum.saturating_add(micro);
+    }
+    (sum != cost_micro).then(|| format!("the parts sum to {sum}, not {cost_micro}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::components_mismatch;
+
+    #[test]
+    fn recorded_components_must_price_to_the_row() {
+        let row = r#"{"cost_micro":280000,"breakdown":[{"component":"input","tokens":200,"per_1m":1000,"micro":200000},{"component":"cached_input","tokens":800,"per_1m":100,"micro":80000}]}"#;
+        assert_eq!(components_mismatch(row, 280_000), None);
+        assert!(components_mismatch(row, 280_001).is_some(), "the row's cost differs");
+        let edited = row.replace("\"micro\":80000", "\"micro\":80001");
+        assert!(components_mismatch(&edited, 280_000).unwrap().contains("cached_input"));
+        // A group at 0.8: 200 x 1000 x 0.8 = 160000; 800 x 100 x 0.8 = 64000.
+        let vip = r#"{"cost_micro":224000,"multiplier_micro":800000,"breakdown":[{"component":"input","tokens":200,"per_1m":1000,"micro":160000},{"component":"cached_input","tokens":800,"per_1m":100,"micro":64000}]}"#;
+        assert_eq!(components_mismatch(vip, 224_000), None);
+        assert!(components_mismatch("not json", 1).is_some());
+    }
 }

@@ -23,6 +23,9 @@ pub struct ChainFields<'a> {
     /// A metered consume's exact cost and the user's carry after it, both in
     /// millionths of a credit (migration V7); `None` on every other row.
     pub micro: Option<(i64, i64)>,
+    /// What a token-metered row was charged for, as JSON (migration V15):
+    /// chained after the carry, so rows without it hash as before.
+    pub components: Option<&'a str>,
 }
 
 /// A JSON array is the canonical form: unambiguous for any description text.
@@ -36,11 +39,15 @@ pub fn row_hash(prev_hash: &str, f: &ChainFields<'_>) -> String {
     let head = (f.id, f.user_id, f.amount, f.kind, f.balance_after, f.job_id, f.hold_id, f.description, f.created_at);
     let mut canonical = Vec::with_capacity(128 + f.description.len());
     // Writing integers, strings and nulls into a Vec cannot fail.
-    let written = match f.micro {
-        None => serde_json::to_writer(&mut canonical, &head),
-        Some((cost, carry)) => serde_json::to_writer(
+    let written = match (f.micro, f.components) {
+        (None, _) => serde_json::to_writer(&mut canonical, &head),
+        (Some((cost, carry)), None) => serde_json::to_writer(
             &mut canonical,
             &(head.0, head.1, head.2, head.3, head.4, head.5, head.6, head.7, head.8, cost, carry),
+        ),
+        (Some((cost, carry)), Some(parts)) => serde_json::to_writer(
+            &mut canonical,
+            &(head.0, head.1, head.2, head.3, head.4, head.5, head.6, head.7, head.8, cost, carry, parts),
         ),
     };
     debug_assert!(written.is_ok());
@@ -71,6 +78,9 @@ mod tests {
         if let (Some((cost, carry)), Some(items)) = (f.micro, canonical.as_array_mut()) {
             items.push(cost.into());
             items.push(carry.into());
+            if let Some(parts) = f.components {
+                items.push(parts.into());
+            }
         }
         let mut h = Sha256::new();
         h.update(prev_hash.as_bytes());
@@ -86,6 +96,7 @@ mod tests {
             job in proptest::option::of(proptest::prelude::any::<i64>()),
             description in "\\PC{0,40}|[\"\\\\\u{0}-\u{1f}\u{7f}\u{2028}é€😀]{0,12}",
             micro in proptest::option::of((proptest::prelude::any::<i64>(), proptest::prelude::any::<i64>())),
+            components in proptest::option::of("\\PC{0,40}"),
         ) {
             let f = ChainFields {
                 id,
@@ -98,6 +109,7 @@ mod tests {
                 description: &description,
                 created_at: 1_700_000_000_000,
                 micro,
+                components: components.as_deref(),
             };
             proptest::prop_assert_eq!(row_hash(GENESIS_HASH, &f), row_hash_from_value(GENESIS_HASH, &f));
         }
@@ -116,6 +128,7 @@ mod tests {
             description: "x",
             created_at: 5,
             micro: None,
+            components: None,
         };
         let h = row_hash(GENESIS_HASH, &base);
         assert_eq!(h.len(), 64);
@@ -125,5 +138,9 @@ mod tests {
         let carried = row_hash(GENESIS_HASH, &ChainFields { micro: Some((45_000, 45_000)), ..base });
         assert_ne!(h, carried);
         assert_ne!(carried, row_hash(GENESIS_HASH, &ChainFields { micro: Some((45_000, 90_000)), ..base }));
+        let with = |parts| ChainFields { micro: Some((45_000, 45_000)), components: Some(parts), ..base };
+        let priced = row_hash(GENESIS_HASH, &with(r#"{"cost_micro":45000}"#));
+        assert_ne!(carried, priced, "the components are chained");
+        assert_ne!(priced, row_hash(GENESIS_HASH, &with(r#"{"cost_micro":45001}"#)));
     }
 }

@@ -113,6 +113,11 @@ pub struct Transaction {
     /// The user's unbilled fraction after this row, in millionths.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub carry_after_micro: Option<i64>,
+    /// A token-metered consume: what it was charged for (`cost_micro`,
+    /// `breakdown` by component, the price group's multiplier), as the
+    /// answer showed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub components: Option<serde_json::Value>,
 }
 
 /// Millionths of a credit in one credit.
@@ -523,11 +528,14 @@ pub fn settle_metered(
     if h.status != HoldStatus::Active {
         return Ok(closed_outcome(&h));
     }
+    // A capped charge keeps no components: they would price to more than
+    // the row charged (the `settle_capped` log has both figures).
+    let mut components = used.components.as_deref();
     let (charge, micro) = match cost {
         Cost::Credits(actual) => {
             let actual = actual.max(Credits::ZERO);
             if actual > h.amount {
-                overrun(conn, id, h.amount, json!(actual))?;
+                capped(conn, id, h.amount, actual.0.saturating_mul(MICRO_PER_CREDIT))?;
             }
             (actual.min(h.amount), None)
         }
@@ -538,7 +546,8 @@ pub fn settle_metered(
             // even with the carry added (the carry is under one credit).
             let bound = h.amount.0.saturating_mul(MICRO_PER_CREDIT);
             if exact > bound {
-                overrun(conn, id, h.amount, json!({ "cost_micro": exact }))?;
+                capped(conn, id, h.amount, exact)?;
+                components = None;
             }
             let exact = exact.min(bound);
             let total = carry + exact;
@@ -562,6 +571,7 @@ pub fn settle_metered(
                 description,
                 at: now,
                 micro,
+                components,
                 api_key: h.api_key,
                 grant: settlement.single(),
             },
@@ -584,11 +594,23 @@ pub fn settle_metered(
 
 /// A provider reported more than the bound that was held: charged the
 /// hold, and logged, because a bound should never be wrong.
-fn overrun(conn: &Conn<'_>, id: HoldId, held: Credits, actual: serde_json::Value) -> Result<()> {
+/// A cost past its hold is charged up to the hold (the user agreed to no
+/// more), and never silently: a system `warn` log `settle_capped` with both
+/// figures and what went uncharged, and `tollgate_settle_capped_credits_total`.
+/// Normal traffic never gets here: the bound covers the dearest component.
+fn capped(conn: &Conn<'_>, id: HoldId, held: Credits, cost_micro: i64) -> Result<()> {
+    let uncharged_micro = cost_micro.saturating_sub(held.0.saturating_mul(MICRO_PER_CREDIT));
     logs::write(
         conn,
-        &NewLog::system(Level::Warn, "hold_overrun", json!({ "hold_id": id, "held": held, "actual": actual })),
+        &NewLog::system(
+            Level::Warn,
+            "settle_capped",
+            json!({ "hold_id": id, "held": held, "cost_micro": cost_micro, "uncharged_micro": uncharged_micro }),
+        ),
     )?;
+    // Counted as the write runs: a group the writer replays counts it twice,
+    // an over-count on a warning metric, never a charge.
+    crate::metrics::global().settle_capped_credits.inc_by(uncharged_micro as f64 / MICRO_PER_CREDIT as f64);
     Ok(())
 }
 

@@ -92,6 +92,8 @@ pub struct NewRow<'a> {
     pub at: Timestamp,
     /// A metered consume: its exact cost and the user's carry after it.
     pub micro: Option<Micro>,
+    /// A token-metered consume: what it was charged for (JSON), chained.
+    pub components: Option<&'a str>,
     /// The API key the charge was made through (not chained: attribution).
     pub api_key: Option<ApiKeyId>,
     /// The one grant the row drew on, when it drew on exactly one (not
@@ -120,6 +122,7 @@ impl<'a> NewRow<'a> {
             description,
             at,
             micro: None,
+            components: None,
             api_key: None,
             grant: None,
         }
@@ -156,12 +159,13 @@ pub fn append(conn: &Conn<'_>, row: &NewRow<'_>) -> Result<Transaction> {
             description: row.description,
             created_at: row.at.0,
             micro: row.micro.map(|m| (m.cost, m.carry_after)),
+            components: row.micro.and(row.components),
         },
     );
     conn.execute("INSERT INTO credit_transactions
          (id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash, cost_micro, carry_after,
-          api_key_id, grant_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)", params![
+          api_key_id, grant_id, components)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)", params![
         id,
         row.user,
         row.amount,
@@ -176,6 +180,7 @@ pub fn append(conn: &Conn<'_>, row: &NewRow<'_>) -> Result<Transaction> {
         row.micro.map(|m| m.carry_after),
         row.api_key,
         row.grant,
+        row.micro.and(row.components),
     ])?;
     Ok(Transaction {
         id: TxnId(id),
@@ -189,6 +194,9 @@ pub fn append(conn: &Conn<'_>, row: &NewRow<'_>) -> Result<Transaction> {
         created_at: row.at,
         cost_micro: row.micro.map(|m| m.cost),
         carry_after_micro: row.micro.map(|m| m.carry_after),
+        // Not parsed back inside the writer: the caller has the components
+        // it passed (lists read them from the row).
+        components: None,
     })
 }
 
@@ -217,11 +225,12 @@ fn txn_from_row(r: &Row<'_>) -> Result<Transaction> {
         created_at: r.get(7)?,
         cost_micro: r.get(8)?,
         carry_after_micro: r.get(9)?,
+        components: r.get::<Option<String>>(10)?.and_then(|c| serde_json::from_str(&c).ok()),
     })
 }
 
 const TXN_COLUMNS: &str =
-    "id, amount, kind, balance_after, job_id, hold_id, description, created_at, cost_micro, carry_after";
+    "id, amount, kind, balance_after, job_id, hold_id, description, created_at, cost_micro, carry_after, components";
 
 pub fn get(conn: &Conn<'_>, id: TxnId) -> Result<Option<Transaction>> {
     conn.query_opt(&format!("SELECT {TXN_COLUMNS} FROM credit_transactions WHERE id = ?1"), params![id], txn_from_row)
@@ -229,8 +238,9 @@ pub fn get(conn: &Conn<'_>, id: TxnId) -> Result<Option<Transaction>> {
 
 pub fn list(conn: &Conn<'_>, user: UserId, page: &Page) -> Result<List<Transaction>> {
     let rows = conn.query_all(
-        "SELECT id, amount, kind, balance_after, job_id, hold_id, description, created_at, cost_micro, carry_after
-             FROM credit_transactions WHERE user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+        &format!(
+            "SELECT {TXN_COLUMNS} FROM credit_transactions WHERE user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+        ),
         params![user, page.before_id(), page.fetch()],
         txn_from_row,
     )?;
@@ -494,7 +504,7 @@ pub fn last_row_id(conn: &Conn<'_>) -> Result<i64> {
 pub fn for_each_row(conn: &Conn<'_>, after: i64, through: i64, mut visit: impl FnMut(&StoredRow<'_>)) -> Result<()> {
     conn.query_each(
         "SELECT id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash,
-                cost_micro, carry_after, api_key_id, grant_id
+                cost_micro, carry_after, api_key_id, grant_id, components
          FROM credit_transactions WHERE id > ?1 AND id <= ?2 ORDER BY id",
         params![after, through],
         |r| {
@@ -513,6 +523,7 @@ pub fn for_each_row(conn: &Conn<'_>, after: i64, through: i64, mut visit: impl F
                         (Some(cost), Some(carry)) => Some((cost, carry)),
                         _ => None,
                     },
+                    components: r.get_opt_str(14)?,
                 },
                 hash: r.get_str(9)?,
                 api_key_id: r.get(12)?,

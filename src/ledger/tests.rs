@@ -85,7 +85,7 @@ fn settle_charges_at_most_the_hold_and_closed_holds_return_their_first_outcome()
     let warned: i64 = db
         .read(|c| {
             Ok::<_, Error>(c.sqlite()?.query_row(
-                "SELECT count(*) FROM logs WHERE action = 'hold_overrun' AND level = 'warn'",
+                "SELECT count(*) FROM logs WHERE action = 'settle_capped' AND level = 'warn'",
                 [],
                 |r| r.get(0),
             )?)

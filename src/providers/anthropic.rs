@@ -17,7 +17,7 @@
 //!   (stop reason, cumulative output tokens), `message_stop`; `ping`
 //!   ignored; `error` ends the stream.
 
-use super::http::{self, u64_at};
+use super::http;
 use super::sse::SseReader;
 use super::types::{ChatEvent, ChatRequest, ChatResponse, Honours, Usage};
 use super::{ChatStream, ProviderError};
@@ -192,8 +192,10 @@ fn completion_of(v: &Value, upstream: &str) -> (Value, Usage, String, String) {
         }
     }
     let finish = finish_reason(v.get("stop_reason").and_then(Value::as_str).unwrap_or("end_turn")).to_owned();
-    let usage =
-        Usage { prompt_tokens: u64_at(v, "/usage/input_tokens"), completion_tokens: u64_at(v, "/usage/output_tokens") };
+    let mut usage = Usage::default();
+    if let Some(u) = v.get("usage") {
+        usage.merge_anthropic(u);
+    }
     let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) }});
     if !calls.is_empty() {
         message["tool_calls"] = json!(calls);
@@ -201,8 +203,7 @@ fn completion_of(v: &Value, upstream: &str) -> (Value, Usage, String, String) {
     let id = format!("chatcmpl-{}", v.get("id").and_then(Value::as_str).unwrap_or("anthropic"));
     let raw = json!({"id": id, "object": "chat.completion", "created": unix_now(), "model": upstream,
                      "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                     "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                               "total_tokens": usage.prompt_tokens + usage.completion_tokens}});
+                     "usage": usage.openai_json()});
     (raw, usage, text, finish)
 }
 
@@ -288,8 +289,9 @@ impl Anthropic {
                         if let Some(id) = v.pointer("/message/id").and_then(Value::as_str) {
                             message_id = id.to_owned();
                         }
-                        usage.prompt_tokens = u64_at(&v, "/message/usage/input_tokens");
-                        usage.completion_tokens = u64_at(&v, "/message/usage/output_tokens");
+                        if let Some(u) = v.pointer("/message/usage") {
+                            usage.merge_anthropic(u);
+                        }
                     }
                     "content_block_delta" => {
                         if let Some(t) = v.pointer("/delta/text").and_then(Value::as_str) {
@@ -300,11 +302,8 @@ impl Anthropic {
                         if let Some(s) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
                             stop = Some(finish_reason(s).to_owned());
                         }
-                        if let Some(n) = v.pointer("/usage/output_tokens").and_then(Value::as_u64) {
-                            usage.completion_tokens = n;
-                        }
-                        if let Some(n) = v.pointer("/usage/input_tokens").and_then(Value::as_u64) {
-                            usage.prompt_tokens = n;
+                        if let Some(u) = v.get("usage") {
+                            usage.merge_anthropic(u);
                         }
                     }
                     "message_stop" => {

@@ -58,6 +58,10 @@ impl DashScope {
     pub fn submit_video(&self, upstream: &str, req: &VideoRequest) -> Result<String, ProviderError> {
         let body =
             json!({"model": upstream, "input": {"prompt": req.prompt}, "parameters": {"duration": req.duration_s}});
+        let mut body = body;
+        if let Some(r) = &req.resolution {
+            body["parameters"]["resolution"] = json!(r);
+        }
         self.submit("/api/v1/services/aigc/video-generation/video-synthesis", &body)
     }
 

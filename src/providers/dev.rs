@@ -25,7 +25,7 @@ fn answer(req: &ChatRequest) -> (Vec<String>, Usage, String) {
     let finish = if words.len() > max { "length" } else { "stop" };
     let words: Vec<String> = words.into_iter().take(max).collect();
     let prompt: u64 = req.messages.iter().map(|m| (m.content.len() as u64).div_ceil(4) + 4).sum();
-    (words.clone(), Usage { prompt_tokens: prompt, completion_tokens: words.len() as u64 }, finish.to_owned())
+    (words.clone(), Usage::tokens(prompt, words.len() as u64), finish.to_owned())
 }
 
 pub fn chat(req: &ChatRequest) -> ChatResponse {

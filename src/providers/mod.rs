@@ -17,6 +17,7 @@ pub mod dashscope;
 pub mod dev;
 pub mod error;
 pub mod http;
+pub mod litellm;
 pub mod openai;
 pub mod sse;
 pub mod types;
@@ -375,7 +376,13 @@ impl ModelAdapter {
     pub fn check_image(&self, model: &Model, req: &ImageRequest) -> Result<(), String> {
         let any =
             model.routes.iter().any(|r| self.providers.get(&r.provider).is_some_and(|n| n.provider.full_openai()));
-        if req.b64_json && !any { Err("response_format".into()) } else { Ok(()) }
+        if req.b64_json && !any {
+            Err("response_format".into())
+        } else if req.quality.is_some() && !any {
+            Err("quality".into())
+        } else {
+            Ok(())
+        }
     }
 
     pub fn image(&self, model: &Model, req: &ImageRequest) -> Result<(ImageResponse, CallInfo), ProviderError> {
@@ -383,7 +390,7 @@ impl ModelAdapter {
         self.with_failover_among(
             model,
             "image",
-            |p| !inline || p.full_openai(),
+            |p| !(inline || req.quality.is_some()) || p.full_openai(),
             |p, upstream| match p {
                 Provider::OpenAi(o) => o.image(upstream, req),
                 Provider::DashScope { tasks, .. } => tasks.image(upstream, req).map(|urls| ImageResponse { urls }),

@@ -2,7 +2,7 @@
 //! DeepSeek, vLLM, Ollama, OpenRouter, DashScope's compatible mode).
 //!
 //! - Chat: `POST {base}/chat/completions` with `Authorization: Bearer`;
-//!   usage from `usage.prompt_tokens` / `usage.completion_tokens`.
+//!   usage from `usage` with its details (cached, audio, reasoning tokens).
 //! - Requests carry every field the client sent (`tools`,
 //!   `response_format`, image parts, ...); tollgate sets only the upstream
 //!   model, the output bound (under the client's name for it) and, for
@@ -11,7 +11,7 @@
 //!   with `usage`, then `data: [DONE]`.
 //! - Images: `POST {base}/images/generations` -> `data[].url` (or `b64_json`).
 
-use super::http::{self, u64_at};
+use super::http;
 use super::sse::SseReader;
 use super::types::{ChatEvent, ChatRequest, ChatResponse, ImageRequest, ImageResponse, Usage};
 use super::{ChatStream, ProviderError};
@@ -64,10 +64,7 @@ pub fn chat_body(upstream: &str, req: &ChatRequest, stream: bool) -> Value {
 }
 
 fn usage_of(v: &Value) -> Option<Usage> {
-    v.get("usage").filter(|u| !u.is_null()).map(|_| Usage {
-        prompt_tokens: u64_at(v, "/usage/prompt_tokens"),
-        completion_tokens: u64_at(v, "/usage/completion_tokens"),
-    })
+    v.get("usage").filter(|u| !u.is_null()).map(Usage::from_openai)
 }
 
 impl OpenAi {
@@ -193,6 +190,9 @@ impl OpenAi {
         let mut body = json!({"model": upstream, "prompt": req.prompt, "n": req.n});
         if let Some(s) = &req.size {
             body["size"] = json!(s);
+        }
+        if let Some(q) = &req.quality {
+            body["quality"] = json!(q);
         }
         if req.b64_json {
             body["response_format"] = json!("b64_json");

@@ -98,10 +98,125 @@ impl ChatRequest {
     }
 }
 
+/// What one call used, in the components providers bill separately. The
+/// two totals have OpenAI's meaning whatever the provider: `prompt_tokens`
+/// counts every input token (cache reads and writes and audio included),
+/// `completion_tokens` every output token (reasoning and audio included);
+/// the other fields say how many of those were of each kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Input read from the provider's prompt cache.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_tokens: u64,
+    /// Input written to the prompt cache for 5 minutes (Anthropic).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
+    /// Input written to the prompt cache for 1 hour (Anthropic).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_1h_tokens: u64,
+    /// Audio input.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audio_input_tokens: u64,
+    /// Output spent reasoning before the answer.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning_tokens: u64,
+    /// Audio output.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audio_output_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Usage {
+    /// Usage in OpenAI's shape, for answers tollgate assembles (providers
+    /// that are not OpenAI-compatible): the totals, and the cache's part of
+    /// the input when there is one, so a client sees what it paid for.
+    pub fn openai_json(&self) -> serde_json::Value {
+        let mut out = serde_json::json!({"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                                         "total_tokens": self.prompt_tokens + self.completion_tokens});
+        if self.cached_tokens + self.cache_write_tokens + self.cache_write_1h_tokens > 0 {
+            out["prompt_tokens_details"] = serde_json::json!({"cached_tokens": self.cached_tokens,
+                "cache_write_tokens": self.cache_write_tokens + self.cache_write_1h_tokens});
+        }
+        if self.reasoning_tokens > 0 {
+            out["completion_tokens_details"] = serde_json::json!({"reasoning_tokens": self.reasoning_tokens});
+        }
+        out
+    }
+
+    /// Plain input and output, with no parts of any other kind.
+    pub fn tokens(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+        Usage { prompt_tokens, completion_tokens, ..Usage::default() }
+    }
+
+    /// Input at the plain input price: the total less every other kind
+    /// (never below zero, whatever a provider reports).
+    pub fn plain_input(&self) -> u64 {
+        self.prompt_tokens
+            .saturating_sub(self.cached_tokens)
+            .saturating_sub(self.cache_write_tokens)
+            .saturating_sub(self.cache_write_1h_tokens)
+            .saturating_sub(self.audio_input_tokens)
+    }
+
+    /// Output at the plain output price.
+    pub fn plain_output(&self) -> u64 {
+        self.completion_tokens.saturating_sub(self.reasoning_tokens).saturating_sub(self.audio_output_tokens)
+    }
+
+    /// OpenAI's shape (chat and Responses): `prompt_tokens_details` and
+    /// `completion_tokens_details`, or `input_tokens_details` and
+    /// `output_tokens_details`, each optional.
+    pub fn from_openai(u: &serde_json::Value) -> Usage {
+        let n = |p: &str| u.pointer(p).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let either = |a: &str, b: &str| n(a).max(n(b));
+        Usage {
+            prompt_tokens: either("/prompt_tokens", "/input_tokens"),
+            completion_tokens: either("/completion_tokens", "/output_tokens"),
+            cached_tokens: either("/prompt_tokens_details/cached_tokens", "/input_tokens_details/cached_tokens"),
+            audio_input_tokens: either("/prompt_tokens_details/audio_tokens", "/input_tokens_details/audio_tokens"),
+            reasoning_tokens: either(
+                "/completion_tokens_details/reasoning_tokens",
+                "/output_tokens_details/reasoning_tokens",
+            ),
+            audio_output_tokens: either(
+                "/completion_tokens_details/audio_tokens",
+                "/output_tokens_details/audio_tokens",
+            ),
+            ..Usage::default()
+        }
+    }
+
+    /// Anthropic's shape: `input_tokens` leaves the cache out, so the total
+    /// adds cache reads and writes; a write split by duration
+    /// (`cache_creation.ephemeral_1h_input_tokens`) is priced by it. Fields
+    /// a stream's later event leaves out keep what `self` had.
+    pub fn merge_anthropic(&mut self, u: &serde_json::Value) {
+        let n = |p: &str| u.pointer(p).and_then(serde_json::Value::as_u64);
+        let input = n("/input_tokens");
+        let read = n("/cache_read_input_tokens");
+        let write = n("/cache_creation_input_tokens");
+        let write_1h = n("/cache_creation/ephemeral_1h_input_tokens");
+        if let Some(r) = read {
+            self.cached_tokens = r;
+        }
+        if let Some(w) = write {
+            let one_hour = write_1h.unwrap_or(0).min(w);
+            self.cache_write_1h_tokens = one_hour;
+            self.cache_write_tokens = w - one_hour;
+        }
+        if input.is_some() || read.is_some() || write.is_some() {
+            let plain = input.unwrap_or(self.plain_input());
+            self.prompt_tokens = plain + self.cached_tokens + self.cache_write_tokens + self.cache_write_1h_tokens;
+        }
+        if let Some(o) = n("/output_tokens") {
+            self.completion_tokens = o;
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +246,9 @@ pub struct ImageRequest {
     pub prompt: String,
     pub n: u32,
     pub size: Option<String>,
+    /// OpenAI's `quality` (`standard`, `hd`, `low`, `medium`, `high`):
+    /// OpenAI-compatible routes only; with `size`, what `per_image_by` prices.
+    pub quality: Option<String>,
     /// Base64 images (`b64_json`) instead of URLs: OpenAI-compatible routes only.
     pub b64_json: bool,
 }
@@ -144,6 +262,9 @@ pub struct ImageResponse {
 pub struct VideoRequest {
     pub prompt: String,
     pub duration_s: u32,
+    /// `480P`, `720P`, `1080P`...: sent to the provider, and what
+    /// `per_video_second_by` prices.
+    pub resolution: Option<String>,
 }
 
 /// A submitted asynchronous task (video, DashScope images).

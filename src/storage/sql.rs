@@ -155,6 +155,17 @@ impl Row<'_> {
         }
     }
 
+    /// Column `i` (from 0) as a borrowed string, or `None` for NULL.
+    pub fn get_opt_str(&self, i: usize) -> Result<Option<&str>, StorageError> {
+        match self {
+            Row::Sqlite(r) => match r.get_ref(i)? {
+                rusqlite::types::ValueRef::Null => Ok(None),
+                v => v.as_str().map(Some).map_err(|e| StorageError::Column(format!("column {i}: {e}"))),
+            },
+            Row::Pg(r) => Ok(r.try_get::<_, Option<&str>>(i)?),
+        }
+    }
+
     /// Column `i` (from 0) as `T`, through `T`'s rusqlite `FromSql` on both
     /// engines.
     pub fn get<T: FromSql>(&self, i: usize) -> Result<T, StorageError> {

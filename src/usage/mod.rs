@@ -29,14 +29,42 @@ pub struct Counts {
     pub video_seconds: i64,
     pub cost: i64,
     pub failures: i64,
+    /// Of `input_tokens`: read from the prompt cache.
+    pub cached_input_tokens: i64,
+    /// Of `input_tokens`: written to the prompt cache (5 minutes and 1 hour).
+    pub cache_write_tokens: i64,
+    /// Of `output_tokens`: reasoning.
+    pub reasoning_tokens: i64,
+    /// Audio tokens, input and output.
+    pub audio_tokens: i64,
+    /// What the provider billed the operator (millionths): shown to
+    /// administrators only, as `provider_cost_micro` and `margin_micro`.
+    #[serde(skip)]
+    pub provider_cost_micro: i64,
 }
 
-/// The counters' column names, in the order of [`Counts::array`].
-pub const COUNT_COLUMNS: [&str; 7] =
-    ["requests", "input_tokens", "output_tokens", "images", "video_seconds", "cost", "failures"];
+/// Counters one aggregate row has.
+pub const COUNTS_N: usize = 12;
+
+/// The counters' column names, in the order of [`Counts::array`] (the CSV's
+/// order too; `provider_cost_micro` is in administrators' reports only).
+pub const COUNT_COLUMNS: [&str; COUNTS_N] = [
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "images",
+    "video_seconds",
+    "cost",
+    "failures",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "audio_tokens",
+    "provider_cost_micro",
+];
 
 impl Counts {
-    pub fn array(&self) -> [i64; 7] {
+    pub fn array(&self) -> [i64; COUNTS_N] {
         [
             self.requests,
             self.input_tokens,
@@ -45,12 +73,43 @@ impl Counts {
             self.video_seconds,
             self.cost,
             self.failures,
+            self.cached_input_tokens,
+            self.cache_write_tokens,
+            self.reasoning_tokens,
+            self.audio_tokens,
+            self.provider_cost_micro,
         ]
     }
 
-    pub fn from_array(a: [i64; 7]) -> Counts {
-        let [requests, input_tokens, output_tokens, images, video_seconds, cost, failures] = a;
-        Counts { requests, input_tokens, output_tokens, images, video_seconds, cost, failures }
+    pub fn from_array(a: [i64; COUNTS_N]) -> Counts {
+        let [
+            requests,
+            input_tokens,
+            output_tokens,
+            images,
+            video_seconds,
+            cost,
+            failures,
+            cached_input_tokens,
+            cache_write_tokens,
+            reasoning_tokens,
+            audio_tokens,
+            provider_cost_micro,
+        ] = a;
+        Counts {
+            requests,
+            input_tokens,
+            output_tokens,
+            images,
+            video_seconds,
+            cost,
+            failures,
+            cached_input_tokens,
+            cache_write_tokens,
+            reasoning_tokens,
+            audio_tokens,
+            provider_cost_micro,
+        }
     }
 }
 
@@ -71,6 +130,18 @@ pub struct Metered {
     pub output_tokens: u64,
     pub images: u64,
     pub video_seconds: u64,
+    /// Of the input: read from the prompt cache, written to it.
+    pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
+    /// Of the output: reasoning.
+    pub reasoning_tokens: u64,
+    /// Audio, input and output.
+    pub audio_tokens: u64,
+    /// What the provider billed the operator, in millionths of a credit.
+    pub provider_cost_micro: i64,
+    /// What the ledger row was charged for (the answer's cost detail, as
+    /// JSON): chained on the row.
+    pub components: Option<String>,
 }
 
 fn int(n: u64) -> i64 {
@@ -95,6 +166,11 @@ impl Metered {
                 video_seconds: int(self.video_seconds),
                 cost: cost.0,
                 failures: 0,
+                cached_input_tokens: int(self.cached_input_tokens),
+                cache_write_tokens: int(self.cache_write_tokens),
+                reasoning_tokens: int(self.reasoning_tokens),
+                audio_tokens: int(self.audio_tokens),
+                provider_cost_micro: self.provider_cost_micro,
             },
         }
     }
@@ -145,6 +221,12 @@ pub struct UsageRow {
     pub api_key_id: Option<Option<ApiKeyId>>,
     #[serde(flatten)]
     pub counts: Counts,
+    /// Administrators' reports: what the provider billed, and the cost
+    /// charged less it, both in millionths of a credit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_cost_micro: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub margin_micro: Option<i64>,
 }
 
 /// A report's answer.
@@ -155,6 +237,9 @@ pub struct Report {
     pub end: String,
     pub group_by: Vec<&'static str>,
     pub data: Vec<UsageRow>,
+    /// An administrator's report: with provider cost and margin.
+    #[serde(skip)]
+    pub operator: bool,
 }
 
 /// `YYYY-MM-DD` of a day number (UTC: days are named by their UTC date).
@@ -177,6 +262,8 @@ pub struct Query {
     pub end_day: i64,
     pub user: Option<UserId>,
     pub dims: Vec<Dim>,
+    /// For an administrator: rows carry provider cost and margin.
+    pub operator: bool,
 }
 
 impl Query {
@@ -200,7 +287,7 @@ impl Query {
             }
             dims.push(d);
         }
-        Ok(Query { start_day, end_day, user, dims })
+        Ok(Query { start_day, end_day, user, dims, operator: false })
     }
 }
 
@@ -214,15 +301,23 @@ fn name(d: Dim) -> &'static str {
 }
 
 pub fn report(conn: &Conn<'_>, q: &Query) -> Result<Report> {
-    let data = storage::grouped(conn, q.start_day, q.end_day, q.user, &q.dims, GROUPS_MAX)?.ok_or_else(|| {
+    let mut data = storage::grouped(conn, q.start_day, q.end_day, q.user, &q.dims, GROUPS_MAX)?.ok_or_else(|| {
         Error::invalid("group_by", format!("more than {GROUPS_MAX} groups: narrow the range or group by less"))
     })?;
+    if q.operator {
+        for row in &mut data {
+            let provider = row.counts.provider_cost_micro;
+            row.provider_cost_micro = Some(provider);
+            row.margin_micro = Some(row.counts.cost.saturating_mul(1_000_000).saturating_sub(provider));
+        }
+    }
     Ok(Report {
         object: "list",
         start: day_string(q.start_day),
         end: day_string(q.end_day),
         group_by: q.dims.iter().map(|d| name(*d)).collect(),
         data,
+        operator: q.operator,
     })
 }
 
@@ -242,7 +337,11 @@ pub fn csv(r: &Report) -> String {
             }
         })
         .collect();
-    header.extend(COUNT_COLUMNS);
+    // The provider's cost is the operator's business: in their reports only.
+    header.extend(&COUNT_COLUMNS[..COUNTS_N - 1]);
+    if r.operator {
+        header.extend(["provider_cost_micro", "margin_micro"]);
+    }
     out.push_str(&header.join(","));
     out.push('\n');
     for row in &r.data {
@@ -256,8 +355,11 @@ pub fn csv(r: &Report) -> String {
                 _ => {}
             }
         }
-        for n in row.counts.array() {
+        for n in &row.counts.array()[..COUNTS_N - 1] {
             cells.push(n.to_string());
+        }
+        if let (Some(p), Some(m)) = (row.provider_cost_micro, row.margin_micro) {
+            cells.extend([p.to_string(), m.to_string()]);
         }
         out.push_str(&cells.join(","));
         out.push('\n');

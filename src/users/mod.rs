@@ -24,6 +24,9 @@ pub struct User {
     pub email: String,
     pub role: Role,
     pub created_at: Timestamp,
+    /// The price group the user's calls are charged at (`[pricing] groups`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_group: Option<String>,
 }
 
 /// Creates a user inside the caller's transaction from an already computed
@@ -35,7 +38,7 @@ pub fn insert(conn: &Conn<'_>, email: &Email, password_hash: &str, role: Role) -
         message: format!("A user with email {email} already exists."),
     })?;
     logs::write(conn, &NewLog::business(id, "user_created", true, json!({ "role": role.as_str() })))?;
-    let user = User { id, object: "user", email: email.to_string(), role, created_at: now };
+    let user = User { id, object: "user", email: email.to_string(), role, created_at: now, price_group: None };
     crate::events::emit(conn, crate::events::EventType::UserCreated, Some(id), &user)?;
     Ok(user)
 }

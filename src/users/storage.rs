@@ -17,6 +17,7 @@ fn user_from_row(r: &Row<'_>) -> Result<User> {
         email: r.get(1)?,
         role: Role::parse(&role).unwrap_or(Role::User),
         created_at: r.get(3)?,
+        price_group: r.get(4)?,
     })
 }
 
@@ -32,7 +33,7 @@ pub fn insert(conn: &Conn<'_>, email: &Email, hash: &str, role: Role, now: Times
 
 pub fn get_active(conn: &Conn<'_>, id: UserId) -> Result<Option<User>> {
     conn.query_opt(
-        "SELECT id, email, role, created_at FROM users WHERE id = ?1 AND deleted_at IS NULL",
+        "SELECT id, email, role, created_at, price_group FROM users WHERE id = ?1 AND deleted_at IS NULL",
         params![id],
         user_from_row,
     )
@@ -41,9 +42,9 @@ pub fn get_active(conn: &Conn<'_>, id: UserId) -> Result<Option<User>> {
 /// The active user with this email and their password hash.
 pub fn by_email(conn: &Conn<'_>, email: &Email) -> Result<Option<(User, String)>> {
     conn.query_opt(
-        "SELECT id, email, role, created_at, password_hash FROM users WHERE email = ?1 AND deleted_at IS NULL",
+        "SELECT id, email, role, created_at, price_group, password_hash FROM users WHERE email = ?1 AND deleted_at IS NULL",
         params![email.as_str()],
-        |r| Ok((user_from_row(r)?, r.get(4)?)),
+        |r| Ok((user_from_row(r)?, r.get(5)?)),
     )
 }
 
@@ -55,7 +56,7 @@ pub fn list(conn: &Conn<'_>, email: Option<&str>, page: &Page) -> Result<List<Us
         format!("%{escaped}%")
     });
     let rows = conn.query_all(
-        "SELECT id, email, role, created_at FROM users
+        "SELECT id, email, role, created_at, price_group FROM users
          WHERE id < ?1 AND deleted_at IS NULL AND (CAST(?3 AS TEXT) IS NULL OR lower(email) LIKE ?3 ESCAPE '\\')
          ORDER BY id DESC LIMIT ?2",
         params![page.before_id(), page.fetch(), pattern],
@@ -66,9 +67,16 @@ pub fn list(conn: &Conn<'_>, email: Option<&str>, page: &Page) -> Result<List<Us
 
 /// Any user, active or deactivated, and when they were deactivated.
 pub fn get_any(conn: &Conn<'_>, id: UserId) -> Result<Option<(User, Option<Timestamp>)>> {
-    conn.query_opt("SELECT id, email, role, created_at, deleted_at FROM users WHERE id = ?1", params![id], |r| {
-        Ok((user_from_row(r)?, r.get(4)?))
-    })
+    conn.query_opt(
+        "SELECT id, email, role, created_at, price_group, deleted_at FROM users WHERE id = ?1",
+        params![id],
+        |r| Ok((user_from_row(r)?, r.get(5)?)),
+    )
+}
+
+/// Sets (or clears) the user's price group; 0 when there is no such user.
+pub fn set_price_group(conn: &Conn<'_>, id: UserId, group: Option<&str>) -> Result<usize> {
+    conn.execute("UPDATE users SET price_group = ?2 WHERE id = ?1", params![id, group])
 }
 
 pub fn reactivate(conn: &Conn<'_>, id: UserId) -> Result<usize> {

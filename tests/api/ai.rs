@@ -284,7 +284,7 @@ fn bad_chat_requests_get_400s_naming_the_field_and_unknown_models_404() {
 }
 
 #[test]
-fn a_client_that_disconnects_mid_stream_pays_the_hold_bound_when_the_provider_reported_nothing() {
+fn a_client_that_disconnects_mid_stream_pays_its_input_bound_and_the_output_it_received() {
     let fake = FakeProvider::start();
     fake.script(|s| {
         s.text = "word ".repeat(60).trim().to_owned();
@@ -317,11 +317,19 @@ fn a_client_that_disconnects_mid_stream_pays_the_hold_bound_when_the_provider_re
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
     assert!(settled, "the stream's hold was settled after the disconnect");
-    // Bound: the messages' bytes (`[{"content":"hello","role":"user"}]`, 36)
-    // + template (8 per message + 16) = 60 tokens x 0.8 = 48, + 100 x 2 = 248.
-    assert_eq!(app.balance(&ann)["balance"], 10_000 - 248);
+    // The provider reported nothing: the input bound (the messages' bytes,
+    // `[{"content":"hello","role":"user"}]`, 35, + template 8 per message +
+    // 16 = 59 tokens x 0.8) and the output relayed, a token per byte x 2:
+    // never nothing for output received, never the whole bound (248).
     let log = app.client.get("/v1/logs", &ann.token).json()["data"][0].clone();
     assert_eq!(log["details"]["outcome"], "client_disconnected");
+    assert_eq!(log["details"]["usage"]["prompt_tokens"], 59);
+    let relayed = log["details"]["usage"]["completion_tokens"].as_i64().unwrap();
+    assert!(relayed > 0 && relayed < 100, "{relayed} bytes relayed");
+    let cost_micro: i64 = app.sql_one("SELECT cost_micro FROM credit_transactions ORDER BY id DESC LIMIT 1", &[]);
+    assert_eq!(cost_micro, 59 * 800_000 + relayed * 2_000_000);
+    let charged = 10_000 - app.balance(&ann)["balance"].as_i64().unwrap();
+    assert!(charged > 47 && charged < 248, "charged {charged}");
     assert_eq!(app.validate(&ann)["valid"], true);
 }
 

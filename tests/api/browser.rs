@@ -204,7 +204,12 @@ fn console_app(fake: &FakeProvider) -> TestApp {
     let base = format!("{}/v1", fake.base);
     TestApp::spawn_with(move |c| {
         c.providers.insert("fake".into(), crate::ai::provider("openai", &base, 5_000));
-        c.models.push(crate::ai::chat_model("fake-chat", &[("fake", "m")]));
+        // What the provider bills: more than the list price for output, so
+        // the admin usage page shows a loss.
+        let mut chat = crate::ai::chat_model("fake-chat", &[("fake", "m")]);
+        chat.provider_cost =
+            Some(PriceConfig { input_per_1m: 400_000, output_per_1m: 3_000_000, ..PriceConfig::default() });
+        c.models.push(chat);
         c.models.push(model_config(
             "fake-image",
             "image",
@@ -358,5 +363,9 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     b.select("#usage-series", "user");
     b.wait_text("table", |t| t.contains("usr_"));
     b.shot("22-admin-usage-by-user");
+    b.select("#usage-series", "model");
+    b.wait_text("table", |t| t.contains("Provider cost") && t.contains("Margin") && t.contains("fake-chat"));
+    let loss = b.exec("return document.querySelectorAll('td.loss').length;", json!([]));
+    assert!(loss.as_i64().unwrap_or(0) >= 1, "a model billed above its price shows its loss: {loss}");
     b.assert_no_console_errors("admin usage", &[]);
 }

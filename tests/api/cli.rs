@@ -204,3 +204,47 @@ fn a_backup_into_a_missing_folder_says_so() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no/such/dir") && stderr(&o).contains("does not exist"), "{}", stderr(&o));
 }
+
+/// `tollgate prices import` turns LiteLLM's price list (a copy checked in
+/// here, in its format) into `[[models]]` tables that load as a config.
+#[test]
+fn prices_import_prints_model_tables_that_load_as_config() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/fixtures/litellm_prices.json");
+    let dir = tempfile::tempdir().unwrap();
+    let o = bin()
+        .args(["prices", "import", fixture.to_str().unwrap(), "--credits-per-usd", "1000"])
+        .args(["claude-sonnet-4-20250514", "o3-mini", "text-embedding-3-small", "dall-e-3"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o).replace("CHANGE_ME", "p");
+    let config = format!("[providers.p]\nkind = \"openai\"\n{text}");
+    let path = write_config(dir.path(), &config);
+    let c = tollgate::config::Config::load(&tollgate::config::Flags { config: Some(path), ..Default::default() })
+        .unwrap_or_else(|e| panic!("{e}\n{config}"));
+    let price = |name: &str| c.models.iter().find(|m| m.name == name).unwrap().price.clone();
+    let claude = price("claude-sonnet-4-20250514");
+    // $3 / 1M tokens at 1,000 credits per dollar: 3,000 credits per 1M.
+    assert_eq!((claude.input_per_1m, claude.output_per_1m), (3000, 15000));
+    assert_eq!(
+        (claude.cached_input_per_1m, claude.cache_write_per_1m, claude.cache_write_1h_per_1m),
+        (Some(300), Some(3750), Some(6000))
+    );
+    assert_eq!(claude.tiers.len(), 1);
+    assert_eq!((claude.tiers[0].above_input_tokens, claude.tiers[0].input_per_1m), (200_000, Some(6000)));
+    assert_eq!(price("o3-mini").reasoning_per_1m, Some(4400));
+    // $0.02 / 1M tokens: 20 credits per 1M.
+    assert_eq!(price("text-embedding-3-small").input_per_1m, 20);
+    assert_eq!(price("dall-e-3").per_image, 40);
+    let kinds: Vec<&str> = c.models.iter().map(|m| m.kind.as_str()).collect();
+    assert_eq!(kinds, ["chat", "chat", "embedding", "image"]);
+
+    let o = bin()
+        .args(["prices", "import", fixture.to_str().unwrap(), "--credits-per-usd", "1000", "gpt-5-nope"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("gpt-5-nope"), "{}", stderr(&o));
+}

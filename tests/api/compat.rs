@@ -258,18 +258,21 @@ fn the_chat_route_takes_large_bodies_and_other_routes_keep_their_limit() {
 }
 
 #[test]
-fn ten_thousand_calls_of_0_045_credits_charge_exactly_450() {
+fn ten_thousand_calls_with_cached_tokens_of_0_0369_credits_charge_exactly_369() {
     let fake = FakeProvider::start();
     fake.script(|s| {
         s.prompt_tokens = 100;
         s.completion_tokens = 50;
+        s.usage_extra = json!({"prompt_tokens_details": {"cached_tokens": 60}});
     });
     let base = format!("{}/v1", fake.base);
     let app = TestApp::spawn_with(move |c| {
         c.providers.insert("p".into(), provider("openai", &base, 5_000));
         let mut m = chat_model("cheap", &[("p", "u")]);
-        // 100 x 150 + 50 x 600 = 45,000 millionths: 0.045 credits a call.
+        // 40 uncached x 150 + 60 cached x 15 + 50 x 600 = 36,900
+        // millionths: 0.0369 credits a call.
         m.price.input_per_1m = 150;
+        m.price.cached_input_per_1m = Some(15);
         m.price.output_per_1m = 600;
         m.max_output_tokens = Some(100);
         c.models.push(m);
@@ -291,7 +294,7 @@ fn ten_thousand_calls_of_0_045_credits_charge_exactly_450() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(app.balance(&ann)["balance"], 1_000 - 450, "the exact sum, rounded once");
+    assert_eq!(app.balance(&ann)["balance"], 1_000 - 369, "the exact sum, rounded once");
     let (rows, micro, charged): (i64, i64, i64) = app
         .db()
         .read(|c| {
@@ -303,12 +306,19 @@ fn ten_thousand_calls_of_0_045_credits_charge_exactly_450() {
             )
         })
         .unwrap();
-    assert_eq!((rows, micro, charged), (10_000, 450_000_000, 450), "every call is on the ledger with its exact cost");
+    assert_eq!((rows, micro, charged), (10_000, 369_000_000, 369), "every call is on the ledger with its exact cost");
     let carry: i64 = app.sql_one("SELECT carry_micro FROM users WHERE email = ?1", rusqlite::params![ann.email]);
     assert_eq!(carry, 0);
     let last = app.client.get("/v1/credits/transactions?limit=1", &ann.token).json()["data"][0].clone();
-    assert_eq!(last["cost_micro"], 45_000, "the ledger shows each call's exact cost and the carry");
+    assert_eq!(last["cost_micro"], 36_900, "the ledger shows each call's exact cost and the carry");
     assert!(last["carry_after_micro"].is_i64());
+    let usage = app.client.get("/v1/usage?group_by=model", &ann.token).json()["data"][0].clone();
+    assert_eq!(
+        (usage["input_tokens"].as_i64(), usage["cached_input_tokens"].as_i64()),
+        (Some(1_000_000), Some(600_000)),
+        "{usage}"
+    );
+    assert_eq!(usage["cost"], 369);
     assert_eq!(app.audit()["valid"], true);
 }
 

@@ -177,6 +177,8 @@ fn sigkill_during_metered_chats_leaves_every_carry_consistent() {
         s.prompt_tokens = 100;
         s.completion_tokens = 50;
         s.latency_ms = 2;
+        // Cache reads, so every row carries components the audit reprices.
+        s.usage_extra = json!({"prompt_tokens_details": {"cached_tokens": 60}});
     });
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
@@ -190,7 +192,7 @@ fn sigkill_during_metered_chats_leaves_every_carry_consistent() {
                 "chat",
                 "p",
                 "u",
-                "{ input_per_1m = 150, output_per_1m = 600 }",
+                "{ input_per_1m = 150, cached_input_per_1m = 15, output_per_1m = 600 }",
                 "max_output_tokens = 100\n"
             )
         ),
@@ -232,6 +234,15 @@ fn sigkill_during_metered_chats_leaves_every_carry_consistent() {
     let metered: i64 =
         c.query_row("SELECT count(*) FROM credit_transactions WHERE cost_micro IS NOT NULL", [], |r| r.get(0)).unwrap();
     assert!(metered as u64 >= acked, "every acknowledged call is on the ledger ({metered} rows, {acked} acknowledged)");
+    let (priced, sum): (i64, i64) = c
+        .query_row(
+            "SELECT count(*), sum(cost_micro) FROM credit_transactions WHERE components LIKE '%\"cached_input\"%'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    // 40 x 150 + 60 x 15 + 50 x 600 = 36,900 millionths a call.
+    assert_eq!((priced, sum), (metered, metered * 36_900), "every row kept its components");
     drop(c);
     let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
     assert!(o.status.success(), "audit after the crash: {}", String::from_utf8_lossy(&o.stdout));

@@ -51,6 +51,17 @@ pub struct Script {
     pub chat_reply: Option<Value>,
     /// Streams send these chunks instead of the text (then usage, [DONE]).
     pub chat_chunks: Option<Vec<Value>>,
+    /// More usage fields, merged into every usage object the fake sends
+    /// (OpenAI's `prompt_tokens_details`, Anthropic's cache counts, ...).
+    pub usage_extra: Value,
+}
+
+/// `usage` with the script's extra fields merged in.
+fn with_extra(mut usage: Value, script: &Script) -> Value {
+    if let (Some(u), Some(extra)) = (usage.as_object_mut(), script.usage_extra.as_object()) {
+        u.extend(extra.clone());
+    }
+    usage
 }
 
 impl Default for Script {
@@ -70,6 +81,7 @@ impl Default for Script {
             video_seconds: 5,
             chat_reply: None,
             chat_chunks: None,
+            usage_extra: Value::Null,
             media_gone: false,
             media_fail_next: 0,
             video_bytes: 256 * 1024,
@@ -267,7 +279,7 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
         if !stream {
             let mut v = json!({"id": "fake-1", "object": "chat.completion", "created": 1, "model": body["model"],
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": script.text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}});
+                "usage": with_extra(json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}), &script)});
             if let Some(reply) = &script.chat_reply {
                 v = reply.clone();
                 v["usage"] = json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c});
@@ -290,7 +302,11 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
             }
         };
         if !script.stream_without_usage && body.pointer("/stream_options/include_usage") == Some(&json!(true)) {
-            events.push(format!("data: {}\n\n", json!({"id": "fake-1", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}})));
+            let usage = with_extra(json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}), &script);
+            events.push(format!(
+                "data: {}\n\n",
+                json!({"id": "fake-1", "object": "chat.completion.chunk", "choices": [], "usage": usage})
+            ));
         }
         events.push("data: [DONE]\n\n".into());
         let _ = rq.respond(sse_response(events, &script, Arc::clone(stop)));
@@ -298,7 +314,7 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
         let response = |status: &str| {
             json!({"id": "resp_1", "object": "response", "status": status, "model": body["model"],
                    "output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": script.text}]}],
-                   "usage": {"input_tokens": p, "output_tokens": c, "total_tokens": p + c}})
+                   "usage": with_extra(json!({"input_tokens": p, "output_tokens": c, "total_tokens": p + c}), &script)})
         };
         if !stream {
             let _ = rq.respond(json_response(200, &response("completed")));
@@ -385,7 +401,7 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
         if !stream {
             let v = json!({"id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"],
                 "content": [{"type": "text", "text": script.text}], "stop_reason": "end_turn",
-                "usage": {"input_tokens": p, "output_tokens": c}});
+                "usage": with_extra(json!({"input_tokens": p, "output_tokens": c}), &script)});
             let _ = rq.respond(json_response(200, &v));
             return;
         }
@@ -393,7 +409,7 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
         let mut events = vec![
             ev(
                 "message_start",
-                json!({"type": "message_start", "message": {"id": "msg_fake", "usage": {"input_tokens": p, "output_tokens": 1}}}),
+                json!({"type": "message_start", "message": {"id": "msg_fake", "usage": with_extra(json!({"input_tokens": p, "output_tokens": 1}), &script)}}),
             ),
             ev(
                 "content_block_start",

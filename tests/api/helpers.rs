@@ -409,6 +409,7 @@ pub fn model_config(name: &str, kind: &str, routes: &[(&str, &str)], price: Pric
         max_output_tokens: None,
         image_input_tokens_max: None,
         context_tokens_max: None,
+        provider_cost: None,
     }
 }
 

@@ -29,5 +29,6 @@ mod keys;
 mod oidc;
 mod ops;
 mod postgres_cli;
+mod pricing;
 mod sessions;
 mod usage;

@@ -319,6 +319,7 @@ fn every_earlier_schema_version_with_data_migrates_to_the_current_one_and_audits
                     description: "old",
                     created_at: 1,
                     micro: None,
+                    components: None,
                 },
             );
             c.execute("INSERT INTO credit_transactions (id, user_id, amount, kind, balance_after, description, created_at, hash) VALUES (1, 1, 50, 'grant', 50, 'old', 1, ?1)", [hash]).unwrap();

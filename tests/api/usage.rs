@@ -112,8 +112,11 @@ fn reports_group_bound_their_range_and_download_as_csv() {
     assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
     assert!(csv.header("content-disposition").unwrap().contains("attachment"));
     let lines: Vec<String> = csv.text().lines().map(str::to_owned).collect();
-    assert_eq!(lines[0], "day,model,requests,input_tokens,output_tokens,images,video_seconds,cost,failures");
-    assert!(lines[1].ends_with(",,3,0,0,0,0,15,0"), "{lines:?}");
+    assert_eq!(
+        lines[0],
+        "day,model,requests,input_tokens,output_tokens,images,video_seconds,cost,failures,cached_input_tokens,cache_write_tokens,reasoning_tokens,audio_tokens"
+    );
+    assert!(lines[1].ends_with(",,3,0,0,0,0,15,0,0,0,0,0"), "{lines:?}");
     let accept = app.client.request("GET", "/v1/usage", Some(&ann.token), &[("Accept", "text/csv")], None).unwrap();
     assert!(accept.text().starts_with("day,requests"));
 

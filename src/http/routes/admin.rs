@@ -31,6 +31,13 @@ pub static ROUTES: &[Route] = &[
         doc("One user with balance, limits and active grants", None, 200, "UserDetail"),
     ),
     route(
+        "PATCH",
+        "/v1/admin/users/{id}",
+        Access::Admin,
+        update_user,
+        doc("Set a user's price group (null: list prices)", Some("UserUpdate"), 200, "UserDetail"),
+    ),
+    route(
         "POST",
         "/v1/admin/users/{id}/reactivate",
         Access::Admin,
@@ -166,6 +173,51 @@ fn user_detail(ctx: &Ctx, id: UserId) -> Result<Response, ApiError> {
 
 pub fn get_user(ctx: &Ctx) -> Result<Response, ApiError> {
     user_detail(ctx, user_param(ctx)?)
+}
+
+/// What an administrator may change of a user.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "UserUpdate")]
+pub(crate) struct UserUpdate {
+    /// A group of `[pricing] groups`, or null for list prices.
+    price_group: Option<String>,
+}
+
+/// `PATCH /v1/admin/users/{id}`: the user's price group. Their next call
+/// is reserved and charged at it (a call in flight keeps the group it was
+/// reserved at).
+pub fn update_user(ctx: &Ctx) -> Result<Response, ApiError> {
+    let id = user_param(ctx)?;
+    let body: UserUpdate = ctx.req.json()?;
+    let groups = &ctx.app.config.pricing.groups;
+    if let Some(g) = &body.price_group
+        && !groups.contains_key(g)
+    {
+        let known: Vec<&str> = groups.keys().map(String::as_str).collect();
+        let known =
+            if known.is_empty() { "none are configured ([pricing] groups)".to_owned() } else { known.join(", ") };
+        return Err(Error::invalid("price_group", format!("{g:?} is not a price group; the groups: {known}")).into());
+    }
+    let admin = ctx.user()?.id;
+    let group = body.price_group;
+    ctx.app.db.write(move |c| {
+        if users::storage::set_price_group(c, id, group.as_deref())? == 0 {
+            return Err(Error::not_found("user"));
+        }
+        crate::logs::write(
+            c,
+            &crate::logs::NewLog::business(
+                id,
+                "price_group_set",
+                true,
+                serde_json::json!({ "price_group": group, "by": admin }),
+            ),
+        )?;
+        Ok(())
+    })?;
+    ctx.app.credentials.invalidate();
+    user_detail(ctx, id)
 }
 
 pub fn reactivate_user(ctx: &Ctx) -> Result<Response, ApiError> {

@@ -8,7 +8,7 @@
 //! client goes away first, it is charged for the usage the provider
 //! reported, or the hold bound when the provider reported none.
 
-use super::metered_stream::{Pump, Pumped, StreamCharge, call_description, call_log};
+use super::metered_stream::{Pump, Pumped, StreamCharge, Unreported, call_description, call_log};
 use crate::domain::Timestamp;
 use crate::error::Error;
 use crate::http::error::ApiError;
@@ -84,19 +84,41 @@ fn not_found_model(name: &str) -> ApiError {
 
 fn model_json(m: &Model) -> Value {
     let chat = m.kind == ModelKind::Chat;
+    let t = &m.price.tokens;
+    let mut pricing = json!({
+        "currency": "credits",
+        "input_per_1m_tokens": t.input,
+        "output_per_1m_tokens": t.output,
+        "per_image": m.price.per_image,
+        "per_video_second": m.price.per_video_second,
+    });
+    // The other components only where they are not the plain prices, so a
+    // model priced by input and output alone reads as before.
+    if *t != crate::providers::catalog::TokenPrices::plain(t.input, t.output) {
+        for (k, v) in [
+            ("cached_input_per_1m_tokens", t.cached_input),
+            ("cache_write_per_1m_tokens", t.cache_write),
+            ("cache_write_1h_per_1m_tokens", t.cache_write_1h),
+            ("audio_input_per_1m_tokens", t.audio_input),
+            ("reasoning_per_1m_tokens", t.reasoning),
+            ("audio_output_per_1m_tokens", t.audio_output),
+        ] {
+            pricing[k] = json!(v);
+        }
+    }
+    if m.price.per_request > 0 {
+        pricing["per_request"] = json!(m.price.per_request);
+    }
+    if !m.price.tiers.is_empty() {
+        pricing["tiers"] = json!(m.price.tiers);
+    }
     json!({
         "id": m.name,
         "object": "model",
         "created": 0,
         "owned_by": if m.dev { "tollgate-dev" } else { "tollgate" },
         "kind": m.kind,
-        "pricing": {
-            "currency": "credits",
-            "input_per_1m_tokens": m.price.input_per_1m,
-            "output_per_1m_tokens": m.price.output_per_1m,
-            "per_image": m.price.per_image,
-            "per_video_second": m.price.per_video_second,
-        },
+        "pricing": pricing,
         "max_output_tokens": chat.then_some(m.max_output_tokens),
         "image_input_tokens_max": chat.then_some(m.image_input_tokens_max),
         "description": if m.dev { "Built-in dev provider: deterministic, offline, for development only." } else { "" },
@@ -209,8 +231,17 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
             metered::provider_error(e)
         })?;
         let include_usage = body.stream_options.as_ref().is_some_and(|o| o.include_usage);
-        let charge =
-            StreamCharge::new(Arc::clone(ctx.app), model.clone(), info, reservation, "ai_chat_completion", "chat");
+        let tokens_bound =
+            (metered::input_tokens_bound(model, &req), u64::from(req.max_tokens) * u64::from(req.n.max(1)));
+        let charge = StreamCharge::new(
+            Arc::clone(ctx.app),
+            model.clone(),
+            info,
+            reservation,
+            "ai_chat_completion",
+            "chat",
+            tokens_bound,
+        );
         let sse = ChatSse::new(charge, stream, include_usage);
         return Ok(Response::event_stream(Box::new(Pumped::new(sse))));
     }
@@ -218,15 +249,17 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
         metered::release(ctx.app, &reservation, &model.name);
         metered::provider_error(e)
     })?;
-    let cost = metered::chat_cost(model, &resp.usage);
-    let (model_c, info_c) = (model.clone(), info.clone());
+    let cost = metered::chat_cost(model, &resp.usage, reservation.multiplier_micro);
+    // Everything but the settle is prepared here, off the writer thread.
+    let detail = metered::cost_detail(model, &resp.usage, reservation.multiplier_micro);
+    let used = metered::used_tokens(model, &resp.usage, &detail);
+    let log = chat_log(model, &info, &resp.usage, user);
+    let desc = call_description("chat", model, &resp.usage);
+    let model_c = model.clone();
     ctx.commit(200, move |c| {
-        let log = chat_log(&model_c, &info_c, &resp.usage, user);
-        let desc = call_description("chat", &model_c, &resp.usage);
-        let used = metered::used_tokens(&model_c, &resp.usage);
         let outcome = metered::settle_in(c, &reservation, cost, &desc, &log, &used)?;
         let u = resp.usage;
-        let tollgate = json!({"cost": outcome.charged, "transaction_id": outcome.transaction_id});
+        let tollgate = metered::tollgate_json(&outcome, detail.clone());
         // An OpenAI-compatible answer goes back whole, under the public name
         // (a copy: the writer may run this closure again).
         if let Some(mut raw) = resp.raw.clone() {
@@ -240,7 +273,7 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
             "created": unix_s(),
             "model": model_c.name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": resp.text}, "finish_reason": resp.finish_reason}],
-            "usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.prompt_tokens + u.completion_tokens},
+            "usage": u.openai_json(),
             "tollgate": tollgate,
         }))
     })
@@ -265,6 +298,23 @@ pub(super) fn unsupported(model: &Model, param: &str) -> ApiError {
         ),
     )
     .with_param(param)
+}
+
+/// The generated output in an OpenAI chunk: each choice's text and tool
+/// call arguments.
+fn generated_bytes(chunk: &Value) -> u64 {
+    let choices = chunk.get("choices").and_then(Value::as_array).into_iter().flatten();
+    choices
+        .filter_map(|c| c.get("delta"))
+        .map(|d| {
+            let text = d.get("content").and_then(Value::as_str).map_or(0, str::len);
+            let calls = d.get("tool_calls").and_then(Value::as_array).into_iter().flatten();
+            text + calls
+                .filter_map(|t| t.pointer("/function/arguments").and_then(Value::as_str))
+                .map(str::len)
+                .sum::<usize>()
+        })
+        .sum::<usize>() as u64
 }
 
 /// A streamed chat as OpenAI SSE chunks. Each pump pulls the provider's
@@ -305,6 +355,7 @@ impl Pump for ChatSse {
     fn pump(&mut self, out: &mut Vec<u8>) -> bool {
         match self.stream.next() {
             Some(Ok(ChatEvent::Delta(text))) => {
+                self.charge.relayed_bytes += text.len() as u64;
                 let delta = if self.sent_role {
                     json!({"content": text})
                 } else {
@@ -315,8 +366,14 @@ impl Pump for ChatSse {
             }
             Some(Ok(ChatEvent::Finish(reason))) => Self::push(out, &self.chunk(json!({}), Some(&reason))),
             Some(Ok(ChatEvent::Chunk(mut v, usage))) => {
-                if usage.is_some() {
+                self.charge.relayed_bytes += generated_bytes(&v);
+                if let Some(u) = usage {
                     self.charge.usage = usage;
+                    // The chunk that carries usage carries the cost too.
+                    if self.include_usage {
+                        v["tollgate"] =
+                            Value::Object(metered::cost_detail(&self.charge.model, &u, self.charge.multiplier_micro()));
+                    }
                 }
                 // tollgate asked for usage itself; a client that did not
                 // gets the chunk without it (or nothing, if that was all).
@@ -335,13 +392,13 @@ impl Pump for ChatSse {
                 self.charge.usage = Some(u);
                 if self.include_usage {
                     let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.charge.model.name,
-                                   "choices": [], "usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                                   "total_tokens": u.prompt_tokens + u.completion_tokens}});
+                                   "choices": [], "usage": u.openai_json(),
+                                   "tollgate": metered::cost_detail(&self.charge.model, &u, self.charge.multiplier_micro())});
                     Self::push(out, &v);
                 }
             }
             Some(Err(e)) => {
-                self.charge.settle("provider_failed", StreamCharge::nothing());
+                self.charge.settle("provider_failed", Unreported::Free);
                 Self::push(
                     out,
                     &json!({"error": {"type": "api_error", "code": "upstream_error", "message": format!("The model provider failed mid-stream: {e}"), "param": null}}),
@@ -350,8 +407,7 @@ impl Pump for ChatSse {
                 return false;
             }
             None => {
-                let bound = self.charge.bound();
-                self.charge.settle("completed", bound);
+                self.charge.settle("completed", Unreported::Counted);
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 return false;
             }
@@ -368,6 +424,8 @@ struct ImageBody {
     n: Option<u32>,
     #[serde(default)]
     size: Option<String>,
+    #[serde(default)]
+    quality: Option<String>,
     #[serde(default)]
     response_format: Option<String>,
 }
@@ -391,17 +449,33 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
             return Err(Error::invalid("response_format", "response_format must be \"url\" or \"b64_json\"").into());
         }
     };
-    let req = ImageRequest { prompt: body.prompt.clone(), n, size: body.size.clone(), b64_json };
+    let req = ImageRequest {
+        prompt: body.prompt.clone(),
+        n,
+        size: body.size.clone(),
+        quality: body.quality.clone(),
+        b64_json,
+    };
     ctx.app.adapter.check_image(model, &req).map_err(|param| unsupported(model, &param))?;
-    let reservation = metered::reserve(ctx.app, &caller, model.price.images(n), None)?;
+    let reservation = metered::reserve(ctx.app, &caller, model.price.images_of(&req, n), None)?;
     let (resp, info) = ctx.app.adapter.image(model, &req).map_err(|e| {
         metered::release(ctx.app, &reservation, &model.name);
         metered::provider_error(e)
     })?;
     let delivered = (resp.urls.len() as u32).min(n);
-    let cost = model.price.images(delivered);
+    let cost = metered::scale_credits(model.price.images_of(&req, delivered), reservation.multiplier_micro);
+    let price_per_image = model.price.image_price(&req);
+    let provider_cost_micro = model
+        .provider_cost
+        .as_ref()
+        .map_or(0, |p| p.images_of(&req, delivered).0.saturating_mul(crate::ledger::MICRO_PER_CREDIT));
+    let multiplier = reservation.multiplier_micro;
     let name = model.name.clone();
-    let used = crate::usage::Metered { images: u64::from(delivered), ..crate::usage::Metered::model(&name) };
+    let used = crate::usage::Metered {
+        images: u64::from(delivered),
+        provider_cost_micro,
+        ..crate::usage::Metered::model(&name)
+    };
     ctx.commit(200, move |c| {
         let log = NewLog::business(
             user,
@@ -420,7 +494,8 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
                 _ => json!({"url": u}),
             })
             .collect();
-        Ok(json!({"created": unix_s(), "data": data, "tollgate": {"cost": outcome.charged, "transaction_id": outcome.transaction_id}}))
+        let detail = metered::unit_detail("image", u64::from(delivered), price_per_image, multiplier);
+        Ok(json!({"created": unix_s(), "data": data, "tollgate": metered::tollgate_json(&outcome, detail)}))
     })
 }
 
@@ -472,11 +547,9 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
         metered::release(ctx.app, &reservation, &model.name);
         metered::provider_error(e)
     })?;
-    let usage = Usage {
-        prompt_tokens: answer.pointer("/usage/prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
-        completion_tokens: 0,
-    };
-    let cost = metered::chat_cost(model, &usage);
+    let usage = Usage::tokens(answer.pointer("/usage/prompt_tokens").and_then(Value::as_u64).unwrap_or(0), 0);
+    let cost = metered::chat_cost(model, &usage, reservation.multiplier_micro);
+    let detail = metered::cost_detail(model, &usage, reservation.multiplier_micro);
     let name = model.name.clone();
     ctx.commit(200, move |c| {
         let log = NewLog::business(
@@ -491,7 +564,7 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
         let outcome = metered::settle_in(c, &reservation, cost, &desc, &log, &used)?;
         let mut answer = answer.clone();
         answer["model"] = json!(name);
-        answer["tollgate"] = json!({"cost": outcome.charged, "transaction_id": outcome.transaction_id});
+        answer["tollgate"] = metered::tollgate_json(&outcome, detail.clone());
         Ok(answer)
     })
 }

@@ -87,7 +87,9 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
         }
         input::fit_max_cost(model, &mut parsed, Credits(max_cost))?;
     }
-    let bound = input::bound(model, &parsed);
+    // At the caller's price group, as the worker charges it.
+    let multiplier = ctx.app.config.pricing.multiplier_micro(caller.price_group.as_deref());
+    let bound = crate::metered::scale_credits(input::bound(model, &parsed), multiplier);
     ctx.app.guard.check_cost(user, bound)?;
     let mut stored = body.input.clone();
     if let JobInput::Text(req) = &parsed {

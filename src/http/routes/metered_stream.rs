@@ -43,7 +43,7 @@ pub fn call_description(what: &str, model: &Model, usage: &Usage) -> String {
 }
 
 /// The charge of one streamed call: settled once, from the usage the
-/// provider reported, or from a fallback when it reported none.
+/// provider reported, or, when it reported none, as [`Unreported`] says.
 pub struct StreamCharge {
     app: Arc<App>,
     pub model: Model,
@@ -52,7 +52,24 @@ pub struct StreamCharge {
     action: &'static str,
     what: &'static str,
     pub usage: Option<Usage>,
+    /// The call's token bounds (input, output), as the hold priced them.
+    tokens_bound: (u64, u64),
+    /// Bytes of generated output relayed to the client so far (text and
+    /// tool-call arguments): no tokenizer makes more tokens than bytes.
+    pub relayed_bytes: u64,
     settled: bool,
+}
+
+/// What a stream the provider reported no usage for is charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreported {
+    /// The provider failed: nothing (an upstream error is free).
+    Free,
+    /// The stream ended, or the client left: the input bound and the
+    /// output relayed, counted as one token per byte (at most the output
+    /// bound). Never zero for output the client received, never the whole
+    /// bound for a stream cut short.
+    Counted,
 }
 
 impl StreamCharge {
@@ -63,34 +80,45 @@ impl StreamCharge {
         reservation: Reservation,
         action: &'static str,
         what: &'static str,
+        tokens_bound: (u64, u64),
     ) -> StreamCharge {
-        StreamCharge { app, model, info, reservation, action, what, usage: None, settled: false }
+        StreamCharge {
+            app,
+            model,
+            info,
+            reservation,
+            action,
+            what,
+            usage: None,
+            tokens_bound,
+            relayed_bytes: 0,
+            settled: false,
+        }
     }
 
-    /// What was held: charged when the stream ends without a usage report
-    /// (tollgate cannot know what was generated).
-    pub fn bound(&self) -> Cost {
-        Cost::Credits(self.reservation.bound)
+    /// The caller's price group factor, fixed at reservation.
+    pub fn multiplier_micro(&self) -> i64 {
+        self.reservation.multiplier_micro
     }
 
-    /// The provider broke: only what it reported is charged.
-    pub fn nothing() -> Cost {
-        Cost::Credits(Credits::ZERO)
-    }
-
-    pub fn settle(&mut self, outcome: &str, fallback: Cost) {
+    pub fn settle(&mut self, outcome: &str, unreported: Unreported) {
         if self.settled {
             return;
         }
         self.settled = true;
-        let usage = self.usage.unwrap_or_default();
-        let cost = match self.usage {
-            Some(u) => metered::chat_cost(&self.model, &u),
-            None => fallback,
+        let (usage, cost) = match (self.usage, unreported) {
+            (Some(u), _) => (u, metered::chat_cost(&self.model, &u, self.reservation.multiplier_micro)),
+            (None, Unreported::Free) => (Usage::default(), Cost::Credits(Credits::ZERO)),
+            (None, Unreported::Counted) => {
+                let (input, output) = self.tokens_bound;
+                let u = Usage::tokens(input, self.relayed_bytes.min(output));
+                (u, metered::chat_cost(&self.model, &u, self.reservation.multiplier_micro))
+            }
         };
         let log = call_log(self.action, &self.model, &self.info, &usage, true, self.reservation.user, outcome);
         let (r, desc) = (self.reservation, call_description(self.what, &self.model, &usage));
-        let used = metered::used_tokens(&self.model, &usage);
+        let detail = metered::cost_detail(&self.model, &usage, self.reservation.multiplier_micro);
+        let used = metered::used_tokens(&self.model, &usage, &detail);
         if let Err(e) = self.app.db.write(move |c| metered::settle_in(c, &r, cost, &desc, &log, &used)) {
             log::error!("could not settle a streamed {}: {e}; its hold will expire uncharged", self.what);
         }
@@ -100,8 +128,7 @@ impl StreamCharge {
 impl Drop for StreamCharge {
     /// Dropped before the stream ended: the client went away.
     fn drop(&mut self) {
-        let bound = self.bound();
-        self.settle("client_disconnected", bound);
+        self.settle("client_disconnected", Unreported::Counted);
     }
 }
 

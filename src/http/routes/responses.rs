@@ -11,7 +11,7 @@
 //! window.
 
 use super::ai::{model_of_kind, unsupported};
-use super::metered_stream::{Pump, Pumped, StreamCharge, call_description, call_log};
+use super::metered_stream::{Pump, Pumped, StreamCharge, Unreported, call_description, call_log};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
@@ -61,11 +61,10 @@ struct ResponsesBody {
     max_output_tokens: Option<u32>,
 }
 
-/// The most this call can cost: its input (the bytes of every prompt
-/// field, or the whole context window when it continues stored context)
-/// and its output bound.
-fn bound(model: &Model, body: &Map<String, Value>, max_output: u32) -> crate::domain::Credits {
-    let input = if body.contains_key("previous_response_id") || body.contains_key("conversation") {
+/// The most input this call can be charged: the bytes of every prompt
+/// field, or the whole context window when it continues stored context.
+fn input_bound(model: &Model, body: &Map<String, Value>) -> u64 {
+    if body.contains_key("previous_response_id") || body.contains_key("conversation") {
         u64::from(model.context_tokens_max)
     } else {
         body.iter()
@@ -73,16 +72,12 @@ fn bound(model: &Model, body: &Map<String, Value>, max_output: u32) -> crate::do
             .map(|(_, v)| serde_json::to_vec(v).map_or(0, |b| b.len() as u64))
             .sum::<u64>()
             + TEMPLATE_TOKENS
-    };
-    model.price.tokens(input, u64::from(max_output))
+    }
 }
 
 fn usage_in(response: &Value) -> Option<Usage> {
     let u = response.get("usage").filter(|u| !u.is_null())?;
-    Some(Usage {
-        prompt_tokens: u.get("input_tokens").and_then(Value::as_u64).unwrap_or(0),
-        completion_tokens: u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0),
-    })
+    Some(Usage::from_openai(u))
 }
 
 pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
@@ -101,14 +96,22 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
         return Err(Error::invalid("Idempotency-Key", "Idempotency-Key is not supported with stream: true").into());
     }
     body.insert("max_output_tokens".into(), json!(max_output));
-    let reservation = metered::reserve(ctx.app, &caller, bound(model, &body, max_output), None)?;
+    let tokens_bound = (input_bound(model, &body), u64::from(max_output));
+    let reservation = metered::reserve(ctx.app, &caller, model.price.tokens(tokens_bound.0, tokens_bound.1), None)?;
     if parsed.stream {
         let (stream, info) = ctx.app.adapter.responses_stream(model, &body).map_err(|e| {
             metered::release(ctx.app, &reservation, &model.name);
             metered::provider_error(e)
         })?;
-        let charge =
-            StreamCharge::new(Arc::clone(ctx.app), model.clone(), info, reservation, "ai_response", "response");
+        let charge = StreamCharge::new(
+            Arc::clone(ctx.app),
+            model.clone(),
+            info,
+            reservation,
+            "ai_response",
+            "response",
+            tokens_bound,
+        );
         return Ok(Response::event_stream(Box::new(Pumped::new(ResponseEvents { charge, stream }))));
     }
     let (answer, info) = ctx.app.adapter.responses(model, &body).map_err(|e| {
@@ -116,16 +119,18 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
         metered::provider_error(e)
     })?;
     let usage = usage_in(&answer).unwrap_or_default();
-    let cost = metered::chat_cost(model, &usage);
-    let model_c = model.clone();
+    let cost = metered::chat_cost(model, &usage, reservation.multiplier_micro);
+    // Everything but the settle is prepared here, off the writer thread.
+    let detail = metered::cost_detail(model, &usage, reservation.multiplier_micro);
+    let used = metered::used_tokens(model, &usage, &detail);
+    let log = call_log("ai_response", model, &info, &usage, false, user, "completed");
+    let desc = call_description("response", model, &usage);
+    let name = model.name.clone();
     ctx.commit(200, move |c| {
-        let log = call_log("ai_response", &model_c, &info, &usage, false, user, "completed");
-        let used = metered::used_tokens(&model_c, &usage);
-        let outcome =
-            metered::settle_in(c, &reservation, cost, &call_description("response", &model_c, &usage), &log, &used)?;
+        let outcome = metered::settle_in(c, &reservation, cost, &desc, &log, &used)?;
         let mut answer = answer.clone();
-        answer["model"] = json!(model_c.name);
-        answer["tollgate"] = json!({"cost": outcome.charged, "transaction_id": outcome.transaction_id});
+        answer["model"] = json!(name);
+        answer["tollgate"] = metered::tollgate_json(&outcome, detail.clone());
         Ok(answer)
     })
 }
@@ -141,8 +146,15 @@ impl Pump for ResponseEvents {
     fn pump(&mut self, out: &mut Vec<u8>) -> bool {
         match self.stream.next() {
             Some(Ok((name, mut data))) => {
+                // Generated output: text and function call argument deltas.
+                if data.get("type").and_then(Value::as_str).is_some_and(|t| t.ends_with(".delta")) {
+                    self.charge.relayed_bytes += data.get("delta").and_then(Value::as_str).map_or(0, str::len) as u64;
+                }
                 if let Some(u) = data.get("response").and_then(usage_in) {
                     self.charge.usage = Some(u);
+                    // The event that carries usage carries the cost too.
+                    data["response"]["tollgate"] =
+                        Value::Object(metered::cost_detail(&self.charge.model, &u, self.charge.multiplier_micro()));
                 }
                 if let Some(r) = data.get_mut("response").filter(|r| r.get("model").is_some()) {
                     r["model"] = json!(self.charge.model.name);
@@ -154,14 +166,13 @@ impl Pump for ResponseEvents {
                 true
             }
             Some(Err(e)) => {
-                self.charge.settle("provider_failed", StreamCharge::nothing());
+                self.charge.settle("provider_failed", Unreported::Free);
                 let v = json!({"type": "error", "code": "upstream_error", "message": format!("The model provider failed mid-stream: {e}")});
                 out.extend_from_slice(format!("event: error\ndata: {v}\n\n").as_bytes());
                 false
             }
             None => {
-                let bound = self.charge.bound();
-                self.charge.settle("completed", bound);
+                self.charge.settle("completed", Unreported::Counted);
                 false
             }
         }

@@ -1,0 +1,343 @@
+//! Charges that match the provider's bill: each usage shape a provider
+//! sends (OpenAI's cached and reasoning details, Anthropic's cache reads and
+//! writes), plain and streamed, is charged to the millionth at its
+//! component's price, and the upstream usage reaches the client.
+
+use crate::ai::provider;
+use crate::fake_provider::FakeProvider;
+use crate::helpers::*;
+use serde_json::{Value, json};
+use tollgate::config::PriceConfig;
+
+/// The last ledger row's exact cost, in millionths of a credit.
+fn last_cost_micro(app: &TestApp) -> i64 {
+    app.sql_one("SELECT cost_micro FROM credit_transactions ORDER BY id DESC LIMIT 1", &[])
+}
+
+fn capped_logs(app: &TestApp) -> i64 {
+    app.count_where("logs", "action = 'settle_capped'")
+}
+
+/// A prompt large enough that the hold covers the usage the fake reports
+/// (the bound counts the request's bytes), as a real prompt would.
+fn long_chat(model: &str, stream: bool) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "x".repeat(6000)}], "max_tokens": 100,
+           "stream": stream, "stream_options": {"include_usage": true}})
+}
+
+/// The part of a chat answer that carries `usage` (and `tollgate`): the
+/// answer, or the streamed chunk that carries it.
+fn usage_of(r: &Resp, stream: bool) -> Value {
+    if !stream {
+        return r.json();
+    }
+    r.text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|v| v.get("usage").is_some_and(|u| !u.is_null()))
+        .expect("a chunk with usage")
+}
+
+/// `tollgate.cost_micro` is the expected cost and the breakdown adds up to it.
+fn assert_cost(answer: &Value, expected: i64) {
+    let t = &answer["tollgate"];
+    assert_eq!(t["cost_micro"], expected, "{t}");
+    let parts: i64 = t["breakdown"].as_array().unwrap().iter().map(|c| c["micro"].as_i64().unwrap()).sum();
+    assert_eq!(parts, expected, "{t}");
+}
+
+#[test]
+fn openai_cached_and_reasoning_tokens_are_charged_at_their_prices() {
+    let fake = FakeProvider::start();
+    fake.script(|s| {
+        s.prompt_tokens = 1000;
+        s.completion_tokens = 10;
+        s.usage_extra = json!({"prompt_tokens_details": {"cached_tokens": 800, "audio_tokens": 0},
+                               "completion_tokens_details": {"reasoning_tokens": 4}});
+    });
+    let base = format!("{}/v1", fake.base);
+    let app = TestApp::spawn_with(move |c| {
+        c.providers.insert("oa".into(), provider("openai", &base, 5_000));
+        let price = PriceConfig {
+            input_per_1m: 1000,
+            cached_input_per_1m: Some(100),
+            output_per_1m: 4000,
+            reasoning_per_1m: Some(8000),
+            ..PriceConfig::default()
+        };
+        let mut m = model_config("cached-chat", "chat", &[("oa", "gpt")], price);
+        // What the provider bills the operator: half the list input price.
+        m.provider_cost = Some(PriceConfig {
+            input_per_1m: 500,
+            cached_input_per_1m: Some(50),
+            output_per_1m: 2000,
+            ..PriceConfig::default()
+        });
+        c.models.push(m);
+    });
+    let ann = app.user("ann");
+    app.grant(&ann, 100);
+    // 200 uncached at 1000, 800 cached at 100, 6 output at 4000, 4 reasoning at 8000.
+    let expected = 200 * 1000 + 800 * 100 + 6 * 4000 + 4 * 8000;
+    let mut last_detail = Value::Null;
+    for stream in [false, true] {
+        let r = app.client.chat(&ann.token, long_chat("cached-chat", stream));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(last_cost_micro(&app), expected, "stream: {stream}");
+        let answer = usage_of(&r, stream);
+        assert_cost(&answer, expected);
+        last_detail = answer["tollgate"].clone();
+        let usage = &answer["usage"];
+        assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 800, "the upstream usage as sent: {usage}");
+        assert_eq!(usage["completion_tokens_details"]["reasoning_tokens"], 4);
+    }
+    assert_eq!(capped_logs(&app), 0, "the hold covered every call");
+    assert_eq!(app.audit()["valid"], true);
+
+    // The ledger row keeps the components; the aggregate counts them.
+    let rows = app.client.transactions(&ann.token).json();
+    let row = &rows["data"][0];
+    assert_eq!(row["components"]["cost_micro"], expected, "{row}");
+    assert_eq!(row["components"], last_detail, "the row keeps what the streamed answer showed");
+    let mine = app.client.get("/v1/usage?group_by=model", &ann.token).json();
+    let m = &mine["data"][0];
+    assert_eq!(
+        (m["input_tokens"].as_i64(), m["cached_input_tokens"].as_i64(), m["reasoning_tokens"].as_i64()),
+        (Some(2000), Some(1600), Some(8)),
+        "{m}"
+    );
+    assert!(m.get("provider_cost_micro").is_none(), "a user never sees the operator's cost: {m}");
+    let admin = app.client.get("/v1/admin/usage?group_by=model", &app.admin).json();
+    let a = &admin["data"][0];
+    // 200 at 500 + 800 at 50 + 10 output at 2000 (reasoning at output), twice.
+    let provider = 2 * (200 * 500 + 800 * 50 + 10 * 2000);
+    assert_eq!(a["provider_cost_micro"], provider, "{a}");
+    assert_eq!(a["margin_micro"], a["cost"].as_i64().unwrap() * 1_000_000 - provider);
+}
+
+#[test]
+fn anthropic_cache_reads_and_writes_are_charged_plain_and_streamed() {
+    let fake = FakeProvider::start();
+    fake.script(|s| {
+        s.prompt_tokens = 50;
+        s.completion_tokens = 20;
+        s.usage_extra = json!({"cache_read_input_tokens": 1000, "cache_creation_input_tokens": 300,
+                               "cache_creation": {"ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 100}});
+    });
+    let base = fake.base.clone();
+    let app = TestApp::spawn_with(move |c| {
+        c.providers.insert("an".into(), provider("anthropic", &base, 5_000));
+        let price = PriceConfig {
+            input_per_1m: 3000,
+            output_per_1m: 15000,
+            cached_input_per_1m: Some(300),
+            cache_write_per_1m: Some(3750),
+            cache_write_1h_per_1m: Some(6000),
+            ..PriceConfig::default()
+        };
+        c.models.push(model_config("claude", "chat", &[("an", "claude-sonnet")], price));
+    });
+    let ann = app.user("ann");
+    app.grant(&ann, 100);
+    let expected = 50 * 3000 + 1000 * 300 + 200 * 3750 + 100 * 6000 + 20 * 15000;
+    for stream in [false, true] {
+        let r = app.client.chat(&ann.token, long_chat("claude", stream));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(last_cost_micro(&app), expected, "stream: {stream}");
+        let answer = usage_of(&r, stream);
+        assert_cost(&answer, expected);
+        let usage = &answer["usage"];
+        assert_eq!(usage["prompt_tokens"], 1350, "OpenAI's meaning: every input token, the cache's too: {usage}");
+        assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 1000);
+        assert_eq!(usage["prompt_tokens_details"]["cache_write_tokens"], 300);
+    }
+    assert_eq!(capped_logs(&app), 0);
+    assert_eq!(app.audit()["valid"], true);
+}
+
+/// A provider reporting more than the bound allowed: the settle charges the
+/// hold, says so in a warn log with both figures, and counts what went
+/// uncharged.
+#[test]
+fn a_cost_past_its_hold_is_capped_logged_and_counted() {
+    let fake = FakeProvider::start();
+    fake.script(|s| {
+        s.prompt_tokens = 5_000_000;
+        s.completion_tokens = 1;
+    });
+    let base = format!("{}/v1", fake.base);
+    let app = TestApp::spawn_with(move |c| {
+        c.providers.insert("oa".into(), provider("openai", &base, 5_000));
+        let price = PriceConfig { input_per_1m: 1_000_000, output_per_1m: 1_000_000, ..PriceConfig::default() };
+        c.models.push(model_config("dear", "chat", &[("oa", "gpt")], price));
+        c.limits.max_cost_per_request = 0;
+    });
+    let ann = app.user("ann");
+    app.grant(&ann, 10_000);
+    let r = app
+        .client
+        .chat(&ann.token, json!({"model": "dear", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let charged = r.json()["tollgate"]["cost"].as_i64().unwrap();
+    assert!(charged < 5_000_001, "capped at the hold: {charged}");
+    let details: String =
+        app.sql_one("SELECT details FROM logs WHERE action = 'settle_capped' AND level = 'warn'", &[]);
+    let d: Value = serde_json::from_str(&details).unwrap();
+    assert_eq!(d["cost_micro"], 5_000_001_000_000_i64, "{d}");
+    assert_eq!(d["held"], charged);
+    assert_eq!(d["uncharged_micro"], 5_000_001_000_000_i64 - charged * 1_000_000);
+    let metrics = app.client.request("GET", "/metrics", None, &[], None).unwrap().text();
+    let line = metrics.lines().find(|l| l.starts_with("tollgate_settle_capped_credits_total")).expect("the metric");
+    let uncharged: f64 = line.split_whitespace().last().unwrap().parse().unwrap();
+    assert!(uncharged >= (5_000_001 - charged) as f64, "{line}");
+    assert_eq!(app.audit()["valid"], true);
+}
+
+/// A price group multiplies every price of its users' calls, exactly: each
+/// component at its list cost times the factor (rounded up to the
+/// millionth), the factor on the ledger row, the audit recomputing it.
+#[test]
+fn a_price_group_multiplies_every_component_and_the_row_says_by_what() {
+    let fake = FakeProvider::start();
+    fake.script(|s| {
+        s.prompt_tokens = 1000;
+        s.completion_tokens = 10;
+        s.usage_extra = json!({"prompt_tokens_details": {"cached_tokens": 800}});
+    });
+    let base = format!("{}/v1", fake.base);
+    let app = TestApp::spawn_with(move |c| {
+        c.providers.insert("oa".into(), provider("openai", &base, 5_000));
+        let price = PriceConfig {
+            input_per_1m: 1001,
+            cached_input_per_1m: Some(101),
+            output_per_1m: 4000,
+            ..PriceConfig::default()
+        };
+        c.models.push(model_config("cached-chat", "chat", &[("oa", "gpt")], price));
+        c.pricing.groups.insert("vip".into(), 0.8);
+    });
+    let ann = app.user("ann");
+    app.grant(&ann, 100);
+    let patch = |body: Value| {
+        app.client
+            .request(
+                "PATCH",
+                &format!("/v1/admin/users/{}", ann.id),
+                Some(&app.admin),
+                &[],
+                Some(body.to_string().as_bytes()),
+            )
+            .unwrap()
+    };
+    let r = patch(json!({"price_group": "gold"}));
+    assert_eq!((r.status, r.error_code()), (400, "invalid_request".to_owned()), "{}", r.text());
+    assert!(r.text().contains("vip"), "the refusal names the groups: {}", r.text());
+    let r = patch(json!({"price_group": "vip"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["price_group"], "vip", "{}", r.text());
+    assert_eq!(app.client.me(&ann.token).json()["price_group"], "vip");
+
+    let r = app.client.chat(&ann.token, long_chat("cached-chat", false));
+    assert_eq!(r.status, 200, "{}", r.text());
+    // 200 x 1001 x 0.8 = 160,160; 800 x 101 x 0.8 = 64,640; 10 x 4000 x 0.8 = 32,000.
+    let expected = 160_160 + 64_640 + 32_000;
+    assert_cost(&r.json(), expected);
+    assert_eq!(r.json()["tollgate"]["multiplier_micro"], 800_000);
+    assert_eq!(last_cost_micro(&app), expected);
+    let row = &app.client.transactions(&ann.token).json()["data"][0];
+    assert_eq!(row["components"]["multiplier_micro"], 800_000, "{row}");
+    assert_eq!(app.audit()["valid"], true);
+
+    // Back to list prices.
+    assert_eq!(patch(json!({"price_group": null})).status, 200);
+    assert!(app.client.me(&ann.token).json().get("price_group").is_none());
+    let r = app.client.chat(&ann.token, long_chat("cached-chat", false));
+    assert_cost(&r.json(), 200 * 1001 + 800 * 101 + 10 * 4000);
+    assert!(r.json()["tollgate"].get("multiplier_micro").is_none());
+}
+
+/// Images are priced by size and quality (`size/quality`, then `size`,
+/// then `per_image`), and the answer says at what.
+#[test]
+fn images_are_priced_by_size_and_quality() {
+    let fake = FakeProvider::start();
+    let base = format!("{}/v1", fake.base);
+    let app = TestApp::spawn_with(move |c| {
+        c.providers.insert("oa".into(), provider("openai", &base, 5_000));
+        let mut price = PriceConfig { per_image: 10, ..PriceConfig::default() };
+        price.per_image_by.insert("1024x1024".into(), 4);
+        price.per_image_by.insert("1024x1536/high".into(), 25);
+        c.models.push(model_config("img", "image", &[("oa", "gpt-image-1")], price));
+    });
+    let ann = app.user("ann");
+    app.grant(&ann, 1_000);
+    for (size, quality, n, each) in [
+        ("1024x1536", Some("high"), 2, 25),
+        ("1024x1536", Some("low"), 1, 10),
+        ("1024x1024", None, 3, 4),
+        ("512x512", None, 1, 10),
+    ] {
+        let mut body = json!({"model": "img", "prompt": "a cat", "n": n, "size": size});
+        if let Some(q) = quality {
+            body["quality"] = json!(q);
+        }
+        let r = app.client.images(&ann.token, body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let t = &r.json()["tollgate"];
+        assert_eq!(t["cost"], n * each, "{size} {quality:?}: {t}");
+        assert_eq!(t["breakdown"][0]["price"], each);
+    }
+    assert_eq!(app.audit()["valid"], true);
+}
+
+/// The Responses API's shape (`input_tokens_details`,
+/// `output_tokens_details`), plain and streamed.
+#[test]
+fn responses_cached_and_reasoning_tokens_are_charged_plain_and_streamed() {
+    let fake = FakeProvider::start();
+    fake.script(|s| {
+        s.prompt_tokens = 1000;
+        s.completion_tokens = 10;
+        s.usage_extra = json!({"input_tokens_details": {"cached_tokens": 800},
+                               "output_tokens_details": {"reasoning_tokens": 4}});
+    });
+    let base = format!("{}/v1", fake.base);
+    let app = TestApp::spawn_with(move |c| {
+        c.providers.insert("oa".into(), provider("openai", &base, 5_000));
+        let price = PriceConfig {
+            input_per_1m: 1000,
+            cached_input_per_1m: Some(100),
+            output_per_1m: 4000,
+            reasoning_per_1m: Some(8000),
+            ..PriceConfig::default()
+        };
+        c.models.push(model_config("resp", "chat", &[("oa", "gpt")], price));
+    });
+    let ann = app.user("ann");
+    app.grant(&ann, 100);
+    let expected = 200 * 1000 + 800 * 100 + 6 * 4000 + 4 * 8000;
+    for stream in [false, true] {
+        let r = app.client.responses(
+            &ann.token,
+            json!({"model": "resp", "input": "x".repeat(6000), "max_output_tokens": 100, "stream": stream}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(last_cost_micro(&app), expected, "stream: {stream}");
+        let response = if stream {
+            r.text()
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .find(|v| v["type"] == "response.completed")
+                .expect("the completed event")["response"]
+                .clone()
+        } else {
+            r.json()
+        };
+        assert_cost(&response, expected);
+        assert_eq!(response["usage"]["input_tokens_details"]["cached_tokens"], 800, "the upstream usage as sent");
+    }
+    assert_eq!(capped_logs(&app), 0);
+    assert_eq!(app.audit()["valid"], true);
+}
