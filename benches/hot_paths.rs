@@ -203,5 +203,33 @@ fn logs_1m(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, jwt, bucket, audit_1m, usage_reports, logs_1m);
+/// What pricing a chat adds per call, off the writer: its cost, the cost
+/// detail (components, JSON) and the usage record with it serialized.
+fn cost_detail(c: &mut Criterion) {
+    use tollgate::providers::catalog::{Model, ModelKind, Price};
+    use tollgate::providers::types::Usage;
+    let model = Model {
+        name: "m".into(),
+        kind: ModelKind::Chat,
+        routes: Vec::new(),
+        price: Price::per_token(800_000, 2_000_000),
+        provider_cost: None,
+        max_output_tokens: 4096,
+        image_input_tokens_max: 1445,
+        context_tokens_max: 128_000,
+        dev: false,
+    };
+    let usage = Usage { cached_tokens: 800, reasoning_tokens: 4, ..Usage::tokens(1000, 10) };
+    c.bench_function("chat_cost_detail_and_usage", |b| {
+        b.iter(|| {
+            let u = std::hint::black_box(&usage);
+            let cost = tollgate::metered::chat_cost(&model, u, 1_000_000);
+            let detail = tollgate::metered::cost_detail(&model, u, 1_000_000);
+            let used = tollgate::metered::used_tokens(&model, u, &detail);
+            (cost, detail, used)
+        })
+    });
+}
+
+criterion_group!(benches, jwt, bucket, audit_1m, usage_reports, logs_1m, cost_detail);
 criterion_main!(benches);
