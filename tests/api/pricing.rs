@@ -7,7 +7,34 @@ use crate::ai::provider;
 use crate::fake_provider::FakeProvider;
 use crate::helpers::*;
 use serde_json::{Value, json};
-use tollgate::config::PriceConfig;
+use tollgate::config::{Config, ModelConfig, PriceConfig};
+
+/// A fake provider of `kind` reporting `tokens` (prompt, completion) and the
+/// usage fields `extra`, and an app whose one chat model `name` costs
+/// `price` there; `more` adjusts the model and the config.
+fn priced_app(
+    kind: &str,
+    tokens: (u64, u64),
+    extra: Value,
+    name: &str,
+    price: PriceConfig,
+    more: impl FnOnce(&mut ModelConfig, &mut Config),
+) -> (FakeProvider, TestApp) {
+    let fake = FakeProvider::start();
+    fake.script(|s| {
+        (s.prompt_tokens, s.completion_tokens) = tokens;
+        s.usage_extra = extra;
+    });
+    // Anthropic's base URL has no `/v1` (the adapter adds `/v1/messages`).
+    let base = if kind == "anthropic" { fake.base.clone() } else { format!("{}/v1", fake.base) };
+    let app = TestApp::spawn_with(|c| {
+        c.providers.insert("p".into(), provider(kind, &base, 5_000));
+        let mut m = model_config(name, "chat", &[("p", "upstream")], price);
+        more(&mut m, c);
+        c.models.push(m);
+    });
+    (fake, app)
+}
 
 /// The last ledger row's exact cost, in millionths of a credit.
 fn last_cost_micro(app: &TestApp) -> i64 {
@@ -49,24 +76,16 @@ fn assert_cost(answer: &Value, expected: i64) {
 
 #[test]
 fn openai_cached_and_reasoning_tokens_are_charged_at_their_prices() {
-    let fake = FakeProvider::start();
-    fake.script(|s| {
-        s.prompt_tokens = 1000;
-        s.completion_tokens = 10;
-        s.usage_extra = json!({"prompt_tokens_details": {"cached_tokens": 800, "audio_tokens": 0},
-                               "completion_tokens_details": {"reasoning_tokens": 4}});
-    });
-    let base = format!("{}/v1", fake.base);
-    let app = TestApp::spawn_with(move |c| {
-        c.providers.insert("oa".into(), provider("openai", &base, 5_000));
-        let price = PriceConfig {
-            input_per_1m: 1000,
-            cached_input_per_1m: Some(100),
-            output_per_1m: 4000,
-            reasoning_per_1m: Some(8000),
-            ..PriceConfig::default()
-        };
-        let mut m = model_config("cached-chat", "chat", &[("oa", "gpt")], price);
+    let extra = json!({"prompt_tokens_details": {"cached_tokens": 800, "audio_tokens": 0},
+                       "completion_tokens_details": {"reasoning_tokens": 4}});
+    let price = PriceConfig {
+        input_per_1m: 1000,
+        cached_input_per_1m: Some(100),
+        output_per_1m: 4000,
+        reasoning_per_1m: Some(8000),
+        ..PriceConfig::default()
+    };
+    let (_fake, app) = priced_app("openai", (1000, 10), extra, "cached-chat", price, |m, _| {
         // What the provider bills the operator: half the list input price.
         m.provider_cost = Some(PriceConfig {
             input_per_1m: 500,
@@ -74,7 +93,6 @@ fn openai_cached_and_reasoning_tokens_are_charged_at_their_prices() {
             output_per_1m: 2000,
             ..PriceConfig::default()
         });
-        c.models.push(m);
     });
     let ann = app.user("ann");
     app.grant(&ann, 100);
@@ -118,26 +136,17 @@ fn openai_cached_and_reasoning_tokens_are_charged_at_their_prices() {
 
 #[test]
 fn anthropic_cache_reads_and_writes_are_charged_plain_and_streamed() {
-    let fake = FakeProvider::start();
-    fake.script(|s| {
-        s.prompt_tokens = 50;
-        s.completion_tokens = 20;
-        s.usage_extra = json!({"cache_read_input_tokens": 1000, "cache_creation_input_tokens": 300,
-                               "cache_creation": {"ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 100}});
-    });
-    let base = fake.base.clone();
-    let app = TestApp::spawn_with(move |c| {
-        c.providers.insert("an".into(), provider("anthropic", &base, 5_000));
-        let price = PriceConfig {
-            input_per_1m: 3000,
-            output_per_1m: 15000,
-            cached_input_per_1m: Some(300),
-            cache_write_per_1m: Some(3750),
-            cache_write_1h_per_1m: Some(6000),
-            ..PriceConfig::default()
-        };
-        c.models.push(model_config("claude", "chat", &[("an", "claude-sonnet")], price));
-    });
+    let extra = json!({"cache_read_input_tokens": 1000, "cache_creation_input_tokens": 300,
+                       "cache_creation": {"ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 100}});
+    let price = PriceConfig {
+        input_per_1m: 3000,
+        output_per_1m: 15000,
+        cached_input_per_1m: Some(300),
+        cache_write_per_1m: Some(3750),
+        cache_write_1h_per_1m: Some(6000),
+        ..PriceConfig::default()
+    };
+    let (_fake, app) = priced_app("anthropic", (50, 20), extra, "claude", price, |_, _| {});
     let ann = app.user("ann");
     app.grant(&ann, 100);
     let expected = 50 * 3000 + 1000 * 300 + 200 * 3750 + 100 * 6000 + 20 * 15000;
@@ -161,16 +170,8 @@ fn anthropic_cache_reads_and_writes_are_charged_plain_and_streamed() {
 /// uncharged.
 #[test]
 fn a_cost_past_its_hold_is_capped_logged_and_counted() {
-    let fake = FakeProvider::start();
-    fake.script(|s| {
-        s.prompt_tokens = 5_000_000;
-        s.completion_tokens = 1;
-    });
-    let base = format!("{}/v1", fake.base);
-    let app = TestApp::spawn_with(move |c| {
-        c.providers.insert("oa".into(), provider("openai", &base, 5_000));
-        let price = PriceConfig { input_per_1m: 1_000_000, output_per_1m: 1_000_000, ..PriceConfig::default() };
-        c.models.push(model_config("dear", "chat", &[("oa", "gpt")], price));
+    let price = PriceConfig { input_per_1m: 1_000_000, output_per_1m: 1_000_000, ..PriceConfig::default() };
+    let (_fake, app) = priced_app("openai", (5_000_000, 1), Value::Null, "dear", price, |_, c| {
         c.limits.max_cost_per_request = 0;
     });
     let ann = app.user("ann");
@@ -199,22 +200,14 @@ fn a_cost_past_its_hold_is_capped_logged_and_counted() {
 /// millionth), the factor on the ledger row, the audit recomputing it.
 #[test]
 fn a_price_group_multiplies_every_component_and_the_row_says_by_what() {
-    let fake = FakeProvider::start();
-    fake.script(|s| {
-        s.prompt_tokens = 1000;
-        s.completion_tokens = 10;
-        s.usage_extra = json!({"prompt_tokens_details": {"cached_tokens": 800}});
-    });
-    let base = format!("{}/v1", fake.base);
-    let app = TestApp::spawn_with(move |c| {
-        c.providers.insert("oa".into(), provider("openai", &base, 5_000));
-        let price = PriceConfig {
-            input_per_1m: 1001,
-            cached_input_per_1m: Some(101),
-            output_per_1m: 4000,
-            ..PriceConfig::default()
-        };
-        c.models.push(model_config("cached-chat", "chat", &[("oa", "gpt")], price));
+    let price = PriceConfig {
+        input_per_1m: 1001,
+        cached_input_per_1m: Some(101),
+        output_per_1m: 4000,
+        ..PriceConfig::default()
+    };
+    let extra = json!({"prompt_tokens_details": {"cached_tokens": 800}});
+    let (_fake, app) = priced_app("openai", (1000, 10), extra, "cached-chat", price, |_, c| {
         c.pricing.groups.insert("vip".into(), 0.8);
     });
     let ann = app.user("ann");
@@ -295,25 +288,16 @@ fn images_are_priced_by_size_and_quality() {
 /// `output_tokens_details`), plain and streamed.
 #[test]
 fn responses_cached_and_reasoning_tokens_are_charged_plain_and_streamed() {
-    let fake = FakeProvider::start();
-    fake.script(|s| {
-        s.prompt_tokens = 1000;
-        s.completion_tokens = 10;
-        s.usage_extra = json!({"input_tokens_details": {"cached_tokens": 800},
-                               "output_tokens_details": {"reasoning_tokens": 4}});
-    });
-    let base = format!("{}/v1", fake.base);
-    let app = TestApp::spawn_with(move |c| {
-        c.providers.insert("oa".into(), provider("openai", &base, 5_000));
-        let price = PriceConfig {
-            input_per_1m: 1000,
-            cached_input_per_1m: Some(100),
-            output_per_1m: 4000,
-            reasoning_per_1m: Some(8000),
-            ..PriceConfig::default()
-        };
-        c.models.push(model_config("resp", "chat", &[("oa", "gpt")], price));
-    });
+    let extra = json!({"input_tokens_details": {"cached_tokens": 800},
+                       "output_tokens_details": {"reasoning_tokens": 4}});
+    let price = PriceConfig {
+        input_per_1m: 1000,
+        cached_input_per_1m: Some(100),
+        output_per_1m: 4000,
+        reasoning_per_1m: Some(8000),
+        ..PriceConfig::default()
+    };
+    let (_fake, app) = priced_app("openai", (1000, 10), extra, "resp", price, |_, _| {});
     let ann = app.user("ann");
     app.grant(&ann, 100);
     let expected = 200 * 1000 + 800 * 100 + 6 * 4000 + 4 * 8000;
