@@ -153,15 +153,16 @@ pub fn chat_cost(model: &Model, usage: &Usage, multiplier_micro: i64) -> Cost {
 /// the exact cost in millionths, and each component that had tokens or cost
 /// something (`request` is the per-call price).
 pub fn cost_detail(model: &Model, usage: &Usage, multiplier_micro: i64) -> serde_json::Map<String, serde_json::Value> {
-    let parts: Vec<serde_json::Value> = model
-        .price
-        .components_at(usage, multiplier_micro)
+    // Priced once, for the parts and their sum.
+    let components = model.price.components_at(usage, multiplier_micro);
+    let cost_micro = crate::providers::catalog::Component::total(&components);
+    let parts: Vec<serde_json::Value> = components
         .iter()
         .filter(|c| c.tokens > 0 || c.micro > 0)
         .map(|c| serde_json::json!({"component": c.name, "tokens": c.tokens, "per_1m": c.per_1m, "micro": c.micro}))
         .collect();
     let mut m = serde_json::Map::new();
-    m.insert("cost_micro".into(), model.price.usage_micro_at(usage, multiplier_micro).into());
+    m.insert("cost_micro".into(), cost_micro.into());
     m.insert("breakdown".into(), parts.into());
     // A price group's factor: each part is its list cost (tokens x per_1m)
     // times it, rounded up to the millionth.

@@ -113,6 +113,13 @@ pub struct Component {
     pub micro: i64,
 }
 
+impl Component {
+    /// What `parts` cost together, in millionths of a credit.
+    pub fn total(parts: &[Component]) -> i64 {
+        parts.iter().fold(0i64, |sum, c| sum.saturating_add(c.micro))
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Price {
     /// Below every tier.
@@ -234,7 +241,7 @@ impl Price {
 
     /// [`Price::usage_micro`] at a price group's factor.
     pub fn usage_micro_at(&self, u: &Usage, multiplier_micro: i64) -> i64 {
-        self.components_at(u, multiplier_micro).iter().fold(0i64, |sum, c| sum.saturating_add(c.micro))
+        Component::total(&self.components_at(u, multiplier_micro))
     }
 
     /// A call's components, each priced, in millionths of a credit.
@@ -261,7 +268,7 @@ impl Price {
 
     /// A call's exact cost in millionths of a credit: its components' sum.
     pub fn usage_micro(&self, u: &Usage) -> i64 {
-        self.components(u).iter().fold(0i64, |sum, c| sum.saturating_add(c.micro))
+        Component::total(&self.components(u))
     }
 
     /// The price of one image of `req`'s size and quality: `size/quality`,
@@ -289,14 +296,6 @@ impl Price {
     /// `seconds` of video at `req`'s resolution.
     pub fn video_of(&self, req: &VideoRequest, seconds: u32) -> Credits {
         Credits(self.video_second_price(req).max(0).saturating_mul(i64::from(seconds)))
-    }
-
-    pub fn images(&self, n: u32) -> Credits {
-        Credits(self.per_image.max(0).saturating_mul(i64::from(n)))
-    }
-
-    pub fn video(&self, seconds: u32) -> Credits {
-        Credits(self.per_video_second.max(0).saturating_mul(i64::from(seconds)))
     }
 }
 
