@@ -157,36 +157,32 @@ pub fn authenticate(
     Ok(CurrentUser { id: caller.user, role: caller.role, via, price_group: caller.price_group })
 }
 
-/// The caller behind a credential, with their price group (one more read,
-/// only when the credential is not cached).
+/// The caller behind a credential: one read, of their role and price
+/// group with whatever makes the credential valid.
 fn lookup(db: &Db, key: &CacheKey) -> Result<Caller> {
-    let mut caller = lookup_role(db, key)?;
-    caller.price_group = db.read(|c| Ok::<_, Error>(storage::price_group(c, caller.user)?))?.map(Arc::from);
-    Ok(caller)
-}
-
-fn lookup_role(db: &Db, key: &CacheKey) -> Result<Caller> {
+    let caller =
+        |user, s: storage::Standing, key| Caller { user, role: s.role, key, price_group: s.price_group.map(Arc::from) };
     match key {
         CacheKey::KeyHash(hash) => {
             let found = db.read(|c| Ok::<_, Error>(storage::user_by_key_hash(c, hash)?))?;
-            let (user, role, terms) =
+            let (user, standing, terms) =
                 found.ok_or_else(|| Error::Unauthorized("This API key is unknown or has been revoked.".into()))?;
-            Ok(Caller { user, role, key: Some(Arc::new(terms)), price_group: None })
+            Ok(caller(user, standing, Some(Arc::new(terms))))
         }
         CacheKey::User(id) => {
-            let role = db
-                .read(|c| Ok::<_, Error>(storage::active_role(c, *id)?))?
+            let standing = db
+                .read(|c| Ok::<_, Error>(storage::active_standing(c, *id)?))?
                 .ok_or_else(|| Error::Unauthorized("This account no longer exists or has been deactivated.".into()))?;
-            Ok(Caller { user: *id, role, key: None, price_group: None })
+            Ok(caller(*id, standing, None))
         }
         CacheKey::Session(id, session) => {
-            let role = db.read(|c| sessions::live_role(c, *id, *session))?.ok_or_else(|| {
+            let standing = db.read(|c| sessions::live_standing(c, *id, *session))?.ok_or_else(|| {
                 Error::Unauthorized(
                     "This session has ended (logged out, or the password changed) or the account was deactivated; log in again."
                         .into(),
                 )
             })?;
-            Ok(Caller { user: *id, role, key: None, price_group: None })
+            Ok(caller(*id, standing, None))
         }
     }
 }

@@ -143,18 +143,35 @@ pub fn revoke_key(conn: &Conn<'_>, user: UserId, id: ApiKeyId, now: Timestamp) -
 }
 
 /// The active user (and their role) behind a live key, and the key's terms.
-pub fn user_by_key_hash(conn: &Conn<'_>, hash: &str) -> Result<Option<(UserId, Role, KeyTerms)>> {
+/// The user behind an unrevoked key of an active user: who, their role and
+/// price group, and the key's terms.
+pub fn user_by_key_hash(conn: &Conn<'_>, hash: &str) -> Result<Option<(UserId, Standing, KeyTerms)>> {
     conn.query_opt(
-        "SELECT u.id, u.role, k.id, k.expires_at, k.models, k.rpm FROM api_keys k JOIN users u ON u.id = k.user_id
-         WHERE k.key_hash = ?1 AND k.revoked_at IS NULL AND u.deleted_at IS NULL",
+        "SELECT u.id, u.role, u.price_group, k.id, k.expires_at, k.models, k.rpm FROM api_keys k
+         JOIN users u ON u.id = k.user_id WHERE k.key_hash = ?1 AND k.revoked_at IS NULL AND u.deleted_at IS NULL",
         params![hash],
         |r| {
-            let role: String = r.get(1)?;
             let terms =
-                KeyTerms { id: r.get(2)?, expires_at: r.get(3)?, models: models_from(r.get(4)?), rpm: r.get(5)? };
-            Ok((r.get(0)?, Role::parse(&role).unwrap_or(Role::User), terms))
+                KeyTerms { id: r.get(3)?, expires_at: r.get(4)?, models: models_from(r.get(5)?), rpm: r.get(6)? };
+            Ok((r.get(0)?, Standing::from_row(r, 1)?, terms))
         },
     )
+}
+
+/// What authentication reads of an active user besides who they are: their
+/// role and their price group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    pub role: Role,
+    pub price_group: Option<String>,
+}
+
+impl Standing {
+    /// From columns `at` (`role`) and `at + 1` (`price_group`).
+    pub fn from_row(r: &Row<'_>, at: usize) -> Result<Standing> {
+        let role: String = r.get(at)?;
+        Ok(Standing { role: Role::parse(&role).unwrap_or(Role::User), price_group: r.get(at + 1)? })
+    }
 }
 
 /// The price group of a user, if they have one.
@@ -165,7 +182,8 @@ pub fn price_group(conn: &Conn<'_>, user: UserId) -> Result<Option<String>> {
 }
 
 /// The role of an active user, for a verified JWT.
-pub fn active_role(conn: &Conn<'_>, user: UserId) -> Result<Option<Role>> {
-    conn.query_opt("SELECT role FROM users WHERE id = ?1 AND deleted_at IS NULL", params![user], |r| r.get::<String>(0))
-        .map(|o| o.and_then(|s| Role::parse(&s)))
+pub fn active_standing(conn: &Conn<'_>, user: UserId) -> Result<Option<Standing>> {
+    conn.query_opt("SELECT role, price_group FROM users WHERE id = ?1 AND deleted_at IS NULL", params![user], |r| {
+        Standing::from_row(r, 0)
+    })
 }

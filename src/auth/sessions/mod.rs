@@ -156,8 +156,8 @@ pub fn end_all(conn: &Conn<'_>, user: UserId, except: Option<i64>, why: Ended) -
 }
 
 /// The role of `user` while `session` is theirs and live.
-pub fn live_role(conn: &Conn<'_>, user: UserId, session: i64) -> Result<Option<Role>> {
-    Ok(storage::live_role(conn, user, session, Timestamp::now())?)
+pub fn live_standing(conn: &Conn<'_>, user: UserId, session: i64) -> Result<Option<crate::auth::storage::Standing>> {
+    Ok(storage::live_standing(conn, user, session, Timestamp::now())?)
 }
 
 /// Deletes sessions that ended more than [`ENDED_SESSIONS_KEPT_MS`] ago.

@@ -1,5 +1,6 @@
 //! SQL for `sessions` and `refresh_tokens`.
 
+use crate::auth::storage::Standing;
 use crate::domain::{Role, Timestamp, UserId};
 use crate::storage::{Conn, Sql, StorageError};
 use rusqlite::params;
@@ -104,11 +105,9 @@ pub fn sessions_over(conn: &Conn<'_>, user: UserId, keep: u32, now: Timestamp) -
 }
 
 /// The role of `user` if the session is theirs, live, and they are active.
-pub fn live_role(conn: &Conn<'_>, user: UserId, session: i64, now: Timestamp) -> Result<Option<Role>> {
-    let role: Option<String> = conn
-        .query_opt("SELECT u.role FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.id = ?2 AND s.user_id = ?1 AND s.revoked_at IS NULL AND s.expires_at > ?3 AND u.deleted_at IS NULL", params![user, session, now], |r| r.get(0))?;
-    Ok(role.and_then(|r| Role::parse(&r)))
+pub fn live_standing(conn: &Conn<'_>, user: UserId, session: i64, now: Timestamp) -> Result<Option<Standing>> {
+    conn.query_opt("SELECT u.role, u.price_group FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.id = ?2 AND s.user_id = ?1 AND s.revoked_at IS NULL AND s.expires_at > ?3 AND u.deleted_at IS NULL", params![user, session, now], |r| Standing::from_row(r, 0))
 }
 
 /// Deletes sessions (and their tokens) that ended before `before`.
