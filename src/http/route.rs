@@ -134,29 +134,51 @@ impl Ctx<'_> {
     /// effect that happened nor repeat one.
     pub fn commit<T, F>(&self, status: u16, f: F) -> Result<Response, ApiError>
     where
-        T: Serialize + 'static,
+        T: Serialize + Send + 'static,
         F: Fn(&Conn<'_>) -> crate::error::Result<T> + Send + 'static,
     {
         self.commit_status(move |c| Ok((status, f(c)?)))
+    }
+
+    /// [`Ctx::commit`] in two steps: `write` runs in the writer, `render`
+    /// makes the answer from what it returned. Without an
+    /// `Idempotency-Key` the answer is rendered on this thread, so a large
+    /// answer (a provider's whole completion) is never copied and
+    /// serialized on the one writer thread every write waits for.
+    pub fn commit_then<W, T, F, R>(&self, status: u16, write: F, render: R) -> Result<Response, ApiError>
+    where
+        W: Send + 'static,
+        T: Serialize + Send + 'static,
+        F: Fn(&Conn<'_>) -> crate::error::Result<W> + Send + 'static,
+        R: Fn(&W) -> T + Send + 'static,
+    {
+        if self.idem.is_some() {
+            return self.commit(status, move |c| Ok(render(&write(c)?)));
+        }
+        let written = self.app.db.write(write)?;
+        Ok(Response::json(status, &render(&written)))
     }
 
     /// [`Ctx::commit`] where the write decides the status (201 for a new
     /// resource, 200 for one that already existed).
     pub fn commit_status<T, F>(&self, f: F) -> Result<Response, ApiError>
     where
-        T: Serialize + 'static,
+        T: Serialize + Send + 'static,
         F: Fn(&Conn<'_>) -> crate::error::Result<(u16, T)> + Send + 'static,
     {
-        let token = self.idem.clone();
+        let Some(token) = self.idem.clone() else {
+            // Nothing to store with the write: the answer is rendered here,
+            // off the one writer thread every write waits for.
+            let (status, value) = self.app.db.write(f)?;
+            return Ok(Response::json(status, &value));
+        };
         let response = self.app.db.write(move |c| {
             let (status, value) = f(c)?;
             let response = Response::json(status, &value);
-            if let Some(t) = &token {
-                idempotency::complete(c, t, &stored(&response))?;
-            }
+            idempotency::complete(c, &token, &stored(&response))?;
             Ok::<_, crate::error::Error>(response)
         })?;
-        self.idem_stored.set(self.idem.is_some());
+        self.idem_stored.set(true);
         Ok(response)
     }
 }

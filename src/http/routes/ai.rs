@@ -20,6 +20,7 @@ use crate::metered;
 use crate::providers::catalog::{IMAGES_PER_REQUEST_MAX, ModelKind};
 use crate::providers::types::{ChatEvent, ChatRequest, ImageRequest, MaxTokensField, Usage};
 use crate::providers::{CallInfo, ChatStream, Model};
+use crate::storage::Conn;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -256,18 +257,19 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
     let log = chat_log(model, &info, &resp.usage, user);
     let desc = call_description("chat", model, &resp.usage);
     let model_c = model.clone();
-    ctx.commit(200, move |c| {
-        let outcome = metered::settle_in(c, &reservation, cost, &desc, &log, &used)?;
+    let settle = move |c: &Conn<'_>| metered::settle_in(c, &reservation, cost, &desc, &log, &used);
+    ctx.commit_then(200, settle, move |outcome| {
         let u = resp.usage;
-        let tollgate = metered::tollgate_json(&outcome, detail.clone());
+        let tollgate = metered::tollgate_json(outcome, detail.clone());
         // An OpenAI-compatible answer goes back whole, under the public name
-        // (a copy: the writer may run this closure again).
+        // (a copy: an idempotent answer is rendered in the writer, which
+        // may run it again).
         if let Some(mut raw) = resp.raw.clone() {
             raw["model"] = json!(model_c.name);
             raw["tollgate"] = tollgate;
-            return Ok(raw);
+            return raw;
         }
-        Ok(json!({
+        json!({
             "id": chat_id(&resp.id),
             "object": "chat.completion",
             "created": unix_s(),
@@ -275,7 +277,7 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": resp.text}, "finish_reason": resp.finish_reason}],
             "usage": u.openai_json(),
             "tollgate": tollgate,
-        }))
+        })
     })
 }
 
@@ -476,15 +478,16 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
         provider_cost_micro,
         ..crate::usage::Metered::model(&name)
     };
-    ctx.commit(200, move |c| {
+    let settle = move |c: &Conn<'_>| {
         let log = NewLog::business(
             user,
             "ai_image_generation",
             true,
             json!({"model": name, "provider": info.provider, "upstream_model": info.upstream_model, "images": delivered, "latency_ms": info.latency_ms}),
         );
-        let outcome =
-            metered::settle_in(c, &reservation, Cost::Credits(cost), &format!("images {name} ({delivered})"), &log, &used)?;
+        metered::settle_in(c, &reservation, Cost::Credits(cost), &format!("images {name} ({delivered})"), &log, &used)
+    };
+    ctx.commit_then(200, settle, move |outcome| {
         let data: Vec<Value> = resp
             .urls
             .iter()
@@ -495,7 +498,7 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
             })
             .collect();
         let detail = metered::unit_detail("image", u64::from(delivered), price_per_image, multiplier);
-        Ok(json!({"created": unix_s(), "data": data, "tollgate": metered::tollgate_json(&outcome, detail)}))
+        json!({"created": unix_s(), "data": data, "tollgate": metered::tollgate_json(outcome, detail)})
     })
 }
 
@@ -551,7 +554,8 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
     let cost = metered::chat_cost(model, &usage, reservation.multiplier_micro);
     let detail = metered::cost_detail(model, &usage, reservation.multiplier_micro);
     let name = model.name.clone();
-    ctx.commit(200, move |c| {
+    let name_out = name.clone();
+    let settle = move |c: &Conn<'_>| {
         let log = NewLog::business(
             user,
             "ai_embeddings",
@@ -561,10 +565,26 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
         );
         let desc = format!("embeddings {name} ({} tokens)", usage.prompt_tokens);
         let used = crate::usage::Metered { input_tokens: usage.prompt_tokens, ..crate::usage::Metered::model(&name) };
-        let outcome = metered::settle_in(c, &reservation, cost, &desc, &log, &used)?;
+        metered::settle_in(c, &reservation, cost, &desc, &log, &used)
+    };
+    provider_answer(ctx, settle, answer, name_out, detail)
+}
+
+/// Settles a call whose answer is the provider's JSON, and answers it
+/// under the public model name with its `tollgate` object. The answer
+/// (embedding vectors, a whole response) is copied and serialized off the
+/// writer unless it must be stored with an idempotency key.
+pub(super) fn provider_answer(
+    ctx: &Ctx,
+    settle: impl Fn(&Conn<'_>) -> crate::error::Result<crate::ledger::HoldOutcome> + Send + 'static,
+    answer: Value,
+    public_name: String,
+    detail: Map<String, Value>,
+) -> Result<Response, ApiError> {
+    ctx.commit_then(200, settle, move |outcome| {
         let mut answer = answer.clone();
-        answer["model"] = json!(name);
-        answer["tollgate"] = metered::tollgate_json(&outcome, detail.clone());
-        Ok(answer)
+        answer["model"] = json!(public_name);
+        answer["tollgate"] = metered::tollgate_json(outcome, detail.clone());
+        answer
     })
 }

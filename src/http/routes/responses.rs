@@ -126,13 +126,8 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
     let log = call_log("ai_response", model, &info, &usage, false, user, "completed");
     let desc = call_description("response", model, &usage);
     let name = model.name.clone();
-    ctx.commit(200, move |c| {
-        let outcome = metered::settle_in(c, &reservation, cost, &desc, &log, &used)?;
-        let mut answer = answer.clone();
-        answer["model"] = json!(name);
-        answer["tollgate"] = metered::tollgate_json(&outcome, detail.clone());
-        Ok(answer)
-    })
+    let settle = move |c: &crate::storage::Conn<'_>| metered::settle_in(c, &reservation, cost, &desc, &log, &used);
+    super::ai::provider_answer(ctx, settle, answer, name, detail)
 }
 
 /// A streamed response: each provider event passed on as it came (the
