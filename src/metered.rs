@@ -317,6 +317,15 @@ pub fn release(app: &App, r: &Reservation, model: &str) {
     }
 }
 
+/// The `map_err` of a provider call made under `r`: the hold is released
+/// (an upstream failure is free) and the client told what failed.
+pub fn release_on<'a>(app: &'a App, r: &'a Reservation, model: &'a str) -> impl FnOnce(ProviderError) -> Error + 'a {
+    move |e| {
+        release(app, r, model);
+        provider_error(e)
+    }
+}
+
 /// What a client is told about a provider failure.
 pub fn provider_error(e: ProviderError) -> Error {
     if e.is_client_error() {

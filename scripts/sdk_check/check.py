@@ -5,21 +5,11 @@ import json
 import sys
 
 import openai
+from harness import run_checks
 from openai import OpenAI
 
 base, key, broke_key = sys.argv[1], sys.argv[2], sys.argv[3]
 client = OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
-results = []
-
-
-def check(name, fn):
-    try:
-        fn()
-        results.append(True)
-        print(f"ok    {name}")
-    except Exception as e:  # noqa: BLE001 - report every failure and go on
-        results.append(False)
-        print(f"FAIL  {name}: {e!r}")
 
 
 def models_retrieve():
@@ -71,9 +61,6 @@ def insufficient_credits():
         assert e.status_code == 402 and e.code == "insufficient_credits", (e.status_code, e.code)
 
 
-for name, fn in [("models.retrieve", models_retrieve), ("tools round trip", tools_round_trip),
-                 ("response_format json_schema", json_schema), ("embeddings.create", embeddings),
-                 ("responses.create", responses), ("402 insufficient_credits", insufficient_credits)]:
-    check(name, fn)
-print(f"{results.count(True)} passed, {results.count(False)} failed")
-sys.exit(0 if all(results) else 1)
+run_checks([("models.retrieve", models_retrieve), ("tools round trip", tools_round_trip),
+           ("response_format json_schema", json_schema), ("embeddings.create", embeddings),
+           ("responses.create", responses), ("402 insufficient_credits", insufficient_credits)])

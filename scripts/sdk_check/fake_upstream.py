@@ -1,7 +1,8 @@
-"""A tiny OpenAI-compatible upstream for scripts/sdk_check: answers chat
-(tool calls when tools are offered and no tool result came back yet, JSON
-when a json_schema is asked for), embeddings and the Responses API, with
-usage, over real HTTP on loopback. Not a mock of tollgate: tollgate sits
+"""A tiny OpenAI-compatible and Anthropic upstream for scripts/sdk_check:
+answers chat (tool calls when tools are offered and no tool result came
+back yet, JSON when a json_schema is asked for), embeddings, the Responses
+API and Anthropic's Messages API (plain, streamed, count_tokens, cache
+reads), with usage, over real HTTP on loopback. Not a mock of tollgate: tollgate sits
 between the official SDK and this server."""
 import json
 import sys
@@ -42,6 +43,9 @@ class Handler(BaseHTTPRequestHandler):
                 last = messages[-1].get("content") if messages else ""
                 message = {"role": "assistant", "content": f"upstream saw: {last}"}
                 finish = "stop"
+            if body.get("stream"):
+                self.chat_stream(body, message, finish)
+                return
             self.answer(200, {"id": "chatcmpl-up1", "object": "chat.completion", "created": 1, "model": body.get("model"),
                               "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage()})
         elif self.path.endswith("/embeddings"):
@@ -53,8 +57,88 @@ class Handler(BaseHTTPRequestHandler):
                               "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
                                           "content": [{"type": "output_text", "text": "hello from responses", "annotations": []}]}],
                               "usage": {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8}})
+        elif self.path.endswith("/v1/messages/count_tokens"):
+            self.answer(200, {"input_tokens": 42})
+        elif self.path.endswith("/v1/messages"):
+            self.messages(body)
         else:
             self.answer(404, {"error": {"message": f"no route {self.path}"}})
+
+    def sse(self, chunks):
+        data = "".join(chunks).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def chat_stream(self, body, message, finish):
+        """The answer as chat.completion.chunk objects: the text a word at a
+        time, a tool call's name then its arguments, usage, [DONE]."""
+        def chunk(delta, reason=None):
+            return "data: " + json.dumps({"id": "chatcmpl-up1", "object": "chat.completion.chunk", "created": 1,
+                                          "model": body.get("model"),
+                                          "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]}) + "\n\n"
+        chunks = [chunk({"role": "assistant", "content": ""})]
+        for word in (message.get("content") or "").split(" "):
+            if word:
+                chunks.append(chunk({"content": word + " "}))
+        for i, call in enumerate(message.get("tool_calls") or []):
+            chunks.append(chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
+                                                 "function": {"name": call["function"]["name"], "arguments": ""}}]}))
+            chunks.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": call["function"]["arguments"]}}]}))
+        chunks.append(chunk({}, finish))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append("data: " + json.dumps({"id": "chatcmpl-up1", "object": "chat.completion.chunk", "created": 1,
+                                                 "model": body.get("model"), "choices": [], "usage": usage()}) + "\n\n")
+        chunks.append("data: [DONE]\n\n")
+        self.sse(chunks)
+
+    def messages(self, body):
+        """Anthropic's Messages API: a tool call when tools are offered and
+        no tool result came back yet; cache reads when a block asks for
+        caching; streamed as Anthropic's event sequence."""
+        turns = body.get("messages", [])
+        blocks = [b for m in turns if isinstance(m.get("content"), list) for b in m["content"]]
+        has_result = any(b.get("type") == "tool_result" for b in blocks)
+        cached = any("cache_control" in b for b in blocks) or any(
+            "cache_control" in b for b in (body.get("system") if isinstance(body.get("system"), list) else []))
+        usage = {"input_tokens": 20, "output_tokens": 10, "cache_read_input_tokens": 1000 if cached else 0,
+                 "cache_creation_input_tokens": 0}
+        if body.get("tools") and not has_result:
+            content = [{"type": "tool_use", "id": "toolu_1", "name": body["tools"][0]["name"], "input": {"city": "Paris"}}]
+            stop = "tool_use"
+        else:
+            last = turns[-1].get("content") if turns else ""
+            text = last if isinstance(last, str) else " ".join(b.get("text", "") for b in last if b.get("type") == "text")
+            if has_result:
+                text = "the tool said: " + " ".join(str(b.get("content")) for b in blocks if b.get("type") == "tool_result")
+            content = [{"type": "text", "text": f"claude saw: {text}"}]
+            stop = "end_turn"
+        message = {"id": "msg_up1", "type": "message", "role": "assistant", "model": body.get("model"),
+                   "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}
+        if not body.get("stream"):
+            self.answer(200, message)
+            return
+        events = [("message_start", {"type": "message_start", "message": {**message, "content": [], "stop_reason": None,
+                                                                          "usage": {**usage, "output_tokens": 1}}})]
+        for i, b in enumerate(content):
+            if b["type"] == "text":
+                events.append(("content_block_start", {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}))
+                events.append(("ping", {"type": "ping"}))
+                for word in b["text"].split(" "):
+                    events.append(("content_block_delta", {"type": "content_block_delta", "index": i,
+                                                           "delta": {"type": "text_delta", "text": word + " "}}))
+            else:
+                events.append(("content_block_start", {"type": "content_block_start", "index": i,
+                                                       "content_block": {**b, "input": {}}}))
+                events.append(("content_block_delta", {"type": "content_block_delta", "index": i,
+                                                       "delta": {"type": "input_json_delta", "partial_json": json.dumps(b["input"])}}))
+            events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
+        events.append(("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+                                         "usage": {"output_tokens": 10}}))
+        events.append(("message_stop", {"type": "message_stop"}))
+        self.sse(f"event: {n}\ndata: {json.dumps(v)}\n\n" for n, v in events)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ pub fn connections_max(config: &ServerConfig, fd_limit: u64) -> usize {
 }
 
 /// Routes whose bodies may carry images inline get the chat limit.
-const CHAT_BODY_PATHS: &[&str] = &["/v1/chat/completions", "/v1/responses"];
+const CHAT_BODY_PATHS: &[&str] =
+    &["/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens"];
 
 /// The body limit for a request to `url` (path, perhaps with a query).
 pub fn body_bytes_max(config: &ServerConfig, url: &str) -> usize {

@@ -4,6 +4,7 @@
 //! status from its code in [`status_of`], the only place statuses are chosen.
 
 use super::response::Response;
+use super::route::Dialect;
 use crate::error::Error;
 use serde::Serialize;
 
@@ -53,6 +54,22 @@ impl ApiError {
         )
     }
 
+    /// The error as `dialect`'s clients parse it.
+    pub fn into_response_in(self, dialect: Dialect) -> Response {
+        match dialect {
+            Dialect::OpenAi => self.into_response(),
+            Dialect::Anthropic => {
+                let (status, kind) = anthropic_kind(self.status, self.code);
+                let body = serde_json::json!({"type": "error", "error": {"type": kind, "message": self.message, "code": self.code}});
+                let mut r = Response::json_value(status, &body);
+                if let Some(s) = self.retry_after_s {
+                    r.headers.push(("Retry-After", s.to_string()));
+                }
+                r
+            }
+        }
+    }
+
     pub fn into_response(self) -> Response {
         let body = ErrorBody {
             error: ErrorDetail { code: self.code, message: self.message, param: self.param, kind: self.kind },
@@ -62,6 +79,26 @@ impl ApiError {
             r.headers.push(("Retry-After", s.to_string()));
         }
         r
+    }
+}
+
+/// The status and error type Anthropic's SDKs map to their exceptions:
+/// `billing_error` for credits, `overloaded_error` (529, which the SDKs
+/// retry) when tollgate's own queues are full.
+fn anthropic_kind(status: u16, code: &str) -> (u16, &'static str) {
+    if code == "server_busy" {
+        return (529, "overloaded_error");
+    }
+    match status {
+        401 => (401, "authentication_error"),
+        402 => (402, "billing_error"),
+        403 => (403, "permission_error"),
+        404 => (404, "not_found_error"),
+        413 => (413, "request_too_large"),
+        429 => (429, "rate_limit_error"),
+        504 => (504, "timeout_error"),
+        500..=599 => (status, "api_error"),
+        _ => (status, "invalid_request_error"),
     }
 }
 

@@ -158,6 +158,25 @@ pub fn components() -> Map<String, Value> {
                    "usage": {"type": "object"}, "tollgate": {"type": "object"}}),
         ),
     );
+    // Anthropic's Messages format (theirs, not ours): the fields tollgate
+    // reads; every other field goes to the provider as sent.
+    add(
+        "MessagesRequest",
+        object(
+            &["model", "messages"],
+            json!({"model": string(), "messages": {"type": "array", "items": object(&["role", "content"], json!({"role": {"enum": ["user", "assistant"]}, "content": {}}))},
+                   "max_tokens": int(), "system": {}, "stream": {"type": "boolean"}, "tools": {"type": "array"}, "tool_choice": {"type": "object"}}),
+        ),
+    );
+    add(
+        "Message",
+        json!({"description": "An Anthropic message; with stream: true, text/event-stream of message_start, content_block_*, message_delta, message_stop",
+               "type": "object", "required": ["id", "type", "role", "model", "content", "usage"],
+               "properties": {"id": string(), "type": {"const": "message"}, "role": {"const": "assistant"}, "model": string(),
+                              "content": {"type": "array", "items": {"type": "object"}}, "stop_reason": nullable("string"),
+                              "usage": {"type": "object"}, "tollgate": {"type": "object"}}}),
+    );
+    add("TokenCount", object(&["input_tokens"], json!({"input_tokens": int(), "tollgate": {"type": "object"}})));
     add(
         "EmbeddingsRequest",
         object(

@@ -43,6 +43,18 @@ impl Access {
 
 pub type Handler = fn(&Ctx) -> Result<Response, ApiError>;
 
+/// The wire format a route's clients speak: where they put their
+/// credential and the shape their SDKs parse errors in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `Authorization: Bearer`; errors `{"error":{type,code,message,param}}`.
+    OpenAi,
+    /// Anthropic's SDKs and Claude Code: `x-api-key` or `Authorization:
+    /// Bearer`; errors `{"type":"error","error":{type,message}}`, overload
+    /// as 529.
+    Anthropic,
+}
+
 pub struct Route {
     pub method: &'static str,
     /// Segments in braces (`{id}`) match any one segment.
@@ -62,6 +74,7 @@ pub struct Route {
     /// `unknown_parameter` (a filter the route does not know must not be
     /// silently ignored). `None`: anything (an identity provider's redirect).
     pub query: Option<&'static [&'static str]>,
+    pub dialect: Dialect,
 }
 
 /// Query parameters of a paged list.
@@ -86,7 +99,17 @@ pub const fn doc(summary: &'static str, body: Option<&'static str>, ok: u16, sch
 }
 
 pub const fn route(method: &'static str, path: &'static str, access: Access, handler: Handler, doc: Doc) -> Route {
-    Route { method, path, access, handler, upstream: false, replayable: true, doc, query: Some(&[]) }
+    Route {
+        method,
+        path,
+        access,
+        handler,
+        upstream: false,
+        replayable: true,
+        doc,
+        query: Some(&[]),
+        dialect: Dialect::OpenAi,
+    }
 }
 
 /// A route whose response is never stored for `Idempotency-Key` replay.
@@ -95,7 +118,22 @@ pub const fn not_replayable(r: Route) -> Route {
 }
 
 pub const fn upstream(method: &'static str, path: &'static str, handler: Handler, doc: Doc) -> Route {
-    Route { method, path, access: Access::User, handler, upstream: true, replayable: true, doc, query: Some(&[]) }
+    Route {
+        method,
+        path,
+        access: Access::User,
+        handler,
+        upstream: true,
+        replayable: true,
+        doc,
+        query: Some(&[]),
+        dialect: Dialect::OpenAi,
+    }
+}
+
+/// `r`, for clients that speak `dialect`.
+pub const fn in_dialect(r: Route, dialect: Dialect) -> Route {
+    Route { dialect, ..r }
 }
 
 /// What a handler sees: the app, the parsed request, path parameters, and

@@ -10,7 +10,7 @@
 use super::error::ApiError;
 use super::request::Req;
 use super::response::Response;
-use super::route::{Access, Ctx, Route, stored};
+use super::route::{Access, Ctx, Dialect, Route, stored};
 use super::routes;
 use super::state::HttpState;
 use crate::app::App;
@@ -40,6 +40,7 @@ static AREAS: &[&[Route]] = &[
     routes::job_events::ROUTES,
     routes::files::ROUTES,
     routes::responses::ROUTES,
+    routes::messages::ROUTES,
     routes::admin::ROUTES,
     routes::webhooks::ROUTES,
 ];
@@ -85,11 +86,11 @@ pub fn find<'r>(method: &str, path: &'r str) -> Result<(&'static Route, Vec<&'r 
 /// Runs a request through the route table; returns the response and the
 /// route's path pattern (the metrics label; `unmatched` for 404/405).
 pub fn dispatch(http: &Arc<HttpState>, req: &Req) -> (Response, &'static str) {
-    let mut seen = Seen { route_path: "unmatched", rate: None, user: None };
+    let mut seen = Seen { route_path: "unmatched", dialect: Dialect::OpenAi, rate: None, user: None };
     let result = run(http, req, &mut seen);
     let mut response = result.unwrap_or_else(|e| {
         note_refusal(&http.app, &e, seen.user, seen.rate.as_ref());
-        e.into_response()
+        e.into_response_in(seen.dialect)
     });
     if let Some(d) = seen.rate {
         response.headers.push(("X-RateLimit-Limit", d.limit.to_string()));
@@ -103,6 +104,8 @@ pub fn dispatch(http: &Arc<HttpState>, req: &Req) -> (Response, &'static str) {
 /// refusal log, whether or not the request got through.
 struct Seen {
     route_path: &'static str,
+    /// The matched route's: errors go back in its clients' shape.
+    dialect: Dialect,
     rate: Option<Decision>,
     user: Option<crate::domain::UserId>,
 }
@@ -111,6 +114,7 @@ fn run(http: &Arc<HttpState>, req: &Req, seen: &mut Seen) -> Result<Response, Ap
     let app = &http.app;
     let (route, params) = find(&req.method, &req.path)?;
     seen.route_path = route.path;
+    seen.dialect = route.dialect;
     check_query(route, req)?;
     let user = authenticate(app, route, req)?;
     seen.user = user.as_ref().map(|u| u.id);
@@ -141,8 +145,20 @@ fn authenticate(app: &App, route: &Route, req: &Req) -> Result<Option<CurrentUse
     match route.access {
         Access::Public => Ok(None),
         Access::User | Access::Session | Access::Admin => {
-            Ok(Some(auth::authenticate(&app.db, &app.keys, &app.credentials, req.header("authorization"))?))
+            let authorization = credential(route, req);
+            Ok(Some(auth::authenticate(&app.db, &app.keys, &app.credentials, authorization.as_deref())?))
         }
+    }
+}
+
+/// The caller's credential as an `Authorization` value: Anthropic's
+/// clients may send theirs in `x-api-key` instead (the SDKs' default;
+/// Claude Code with `ANTHROPIC_AUTH_TOKEN` sends a bearer token).
+fn credential<'r>(route: &Route, req: &'r Req) -> Option<std::borrow::Cow<'r, str>> {
+    match (req.header("authorization"), route.dialect) {
+        (Some(a), _) => Some(a.into()),
+        (None, Dialect::Anthropic) => req.header("x-api-key").map(|k| format!("Bearer {}", k.trim()).into()),
+        (None, Dialect::OpenAi) => None,
     }
 }
 

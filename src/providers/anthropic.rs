@@ -211,14 +211,82 @@ fn unix_now() -> i64 {
     crate::domain::Timestamp::now().millis() / 1000
 }
 
+/// The headers a Messages client sent that go upstream as sent: the API
+/// version it speaks and the beta features it asks for (Claude Code sends
+/// a long list; prompt caching and tools depend on them).
+#[derive(Debug, Clone, Default)]
+pub struct ClientHeaders {
+    pub version: Option<String>,
+    pub beta: Option<String>,
+}
+
 impl Anthropic {
     fn post(&self, b: &Value) -> Result<ureq::http::Response<ureq::Body>, ProviderError> {
-        let url = format!("{}/v1/messages", self.base_url.trim_end_matches('/'));
-        let mut rb = self.agent.post(&url).header("anthropic-version", ANTHROPIC_VERSION);
+        self.post_to("/v1/messages", b, &ClientHeaders::default())
+    }
+
+    fn post_to(
+        &self,
+        path: &str,
+        b: &Value,
+        h: &ClientHeaders,
+    ) -> Result<ureq::http::Response<ureq::Body>, ProviderError> {
+        let url = format!("{}{path}", self.base_url.trim_end_matches('/'));
+        let version = h.version.as_deref().unwrap_or(ANTHROPIC_VERSION);
+        let mut rb = self.agent.post(&url).header("anthropic-version", version);
+        if let Some(beta) = &h.beta {
+            rb = rb.header("anthropic-beta", beta);
+        }
         if let Some(k) = &self.key {
             rb = rb.header("x-api-key", k);
         }
         http::check(rb.send_json(b).map_err(ProviderError::from_ureq)?)
+    }
+
+    /// A client's Messages body, with only the model replaced (and
+    /// `stream` as asked): every other field goes as sent.
+    fn native_body(upstream: &str, body: &serde_json::Map<String, Value>, stream: bool) -> Value {
+        let mut body = body.clone();
+        body.insert("model".into(), json!(upstream));
+        if stream {
+            body.insert("stream".into(), json!(true));
+        } else {
+            body.remove("stream");
+        }
+        Value::Object(body)
+    }
+
+    /// `POST /v1/messages` with a client's own body; the answer whole.
+    pub fn messages(
+        &self,
+        upstream: &str,
+        body: &serde_json::Map<String, Value>,
+        h: &ClientHeaders,
+    ) -> Result<Value, ProviderError> {
+        http::read_json(self.post_to("/v1/messages", &Self::native_body(upstream, body, false), h)?)
+    }
+
+    /// The same, streamed: every event as it comes (name and JSON data).
+    pub fn messages_stream(
+        &self,
+        upstream: &str,
+        body: &serde_json::Map<String, Value>,
+        h: &ClientHeaders,
+    ) -> Result<super::RawStream, ProviderError> {
+        let resp = self.post_to("/v1/messages", &Self::native_body(upstream, body, true), h)?;
+        Ok(super::sse::raw_events(resp))
+    }
+
+    /// `POST /v1/messages/count_tokens` with a client's own body.
+    pub fn count_tokens(
+        &self,
+        upstream: &str,
+        body: &serde_json::Map<String, Value>,
+        h: &ClientHeaders,
+    ) -> Result<Value, ProviderError> {
+        let mut body = body.clone();
+        body.insert("model".into(), json!(upstream));
+        http::read_json(self.post_to("/v1/messages/count_tokens", &Value::Object(body), h)?)
     }
 
     pub fn chat(&self, upstream: &str, req: &ChatRequest) -> Result<ChatResponse, ProviderError> {

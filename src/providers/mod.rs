@@ -18,6 +18,7 @@ pub mod dev;
 pub mod error;
 pub mod http;
 pub mod litellm;
+pub mod messages;
 pub mod openai;
 pub mod sse;
 pub mod types;
@@ -320,6 +321,60 @@ impl ModelAdapter {
                 Provider::DashScope { chat, .. } => chat.chat_stream(upstream, req),
                 Provider::Anthropic(a) => a.chat_stream(upstream, req),
                 Provider::Dev => Ok(dev::chat_stream(req)),
+            },
+        )
+    }
+
+    /// Whether any route of `model` speaks Anthropic's Messages API: such a
+    /// model's Messages calls go to those routes with the client's body.
+    pub fn has_messages(&self, model: &Model) -> bool {
+        model
+            .routes
+            .iter()
+            .any(|r| self.providers.get(&r.provider).is_some_and(|n| matches!(n.provider, Provider::Anthropic(_))))
+    }
+
+    /// `POST /v1/messages` with the client's body to an `anthropic` route.
+    pub fn messages(
+        &self,
+        model: &Model,
+        body: &serde_json::Map<String, serde_json::Value>,
+        h: &anthropic::ClientHeaders,
+    ) -> Result<(serde_json::Value, CallInfo), ProviderError> {
+        self.with_anthropic(model, "messages", |a, upstream| a.messages(upstream, body, h))
+    }
+
+    pub fn messages_stream(
+        &self,
+        model: &Model,
+        body: &serde_json::Map<String, serde_json::Value>,
+        h: &anthropic::ClientHeaders,
+    ) -> Result<(RawStream, CallInfo), ProviderError> {
+        self.with_anthropic(model, "messages_stream", |a, upstream| a.messages_stream(upstream, body, h))
+    }
+
+    pub fn count_tokens(
+        &self,
+        model: &Model,
+        body: &serde_json::Map<String, serde_json::Value>,
+        h: &anthropic::ClientHeaders,
+    ) -> Result<(serde_json::Value, CallInfo), ProviderError> {
+        self.with_anthropic(model, "count_tokens", |a, upstream| a.count_tokens(upstream, body, h))
+    }
+
+    fn with_anthropic<T>(
+        &self,
+        model: &Model,
+        op: &'static str,
+        mut call: impl FnMut(&anthropic::Anthropic, &str) -> Result<T, ProviderError>,
+    ) -> Result<(T, CallInfo), ProviderError> {
+        self.with_failover_among(
+            model,
+            op,
+            |p| matches!(p, Provider::Anthropic(_)),
+            |p, upstream| match p {
+                Provider::Anthropic(a) => call(a, upstream),
+                _ => Err(ProviderError::Unavailable("only anthropic routes serve the Messages API".into())),
             },
         )
     }

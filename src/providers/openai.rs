@@ -148,34 +148,7 @@ impl OpenAi {
         body.insert("model".into(), json!(upstream));
         body.insert("stream".into(), json!(true));
         let resp = self.post("/responses", &Value::Object(body))?;
-        let mut sse = SseReader::new(BufReader::new(resp.into_body().into_reader()));
-        let mut done = false;
-        Ok(Box::new(std::iter::from_fn(move || {
-            if done {
-                return None;
-            }
-            match sse.next_event() {
-                Ok(Some(ev)) if ev.data.trim() == "[DONE]" => {
-                    done = true;
-                    None
-                }
-                Ok(Some(ev)) => match serde_json::from_str::<Value>(&ev.data) {
-                    Ok(v) => Some(Ok((ev.event, v))),
-                    Err(_) => {
-                        done = true;
-                        Some(Err(ProviderError::BadResponse("a stream event is not JSON".into())))
-                    }
-                },
-                Ok(None) => {
-                    done = true;
-                    None
-                }
-                Err(e) => {
-                    done = true;
-                    Some(Err(e))
-                }
-            }
-        })))
+        Ok(super::sse::raw_events(resp))
     }
 
     /// `POST {base}/embeddings` with the client's body (model replaced);

@@ -57,3 +57,37 @@ impl<R: BufRead> SseReader<R> {
         }
     }
 }
+
+/// Every event of a provider's SSE answer as it comes: its name and its
+/// JSON data, until the stream ends (or `data: [DONE]`). A `data` that is
+/// not JSON ends the stream with an error.
+pub fn raw_events(resp: ureq::http::Response<ureq::Body>) -> super::RawStream {
+    let mut sse = SseReader::new(std::io::BufReader::new(resp.into_body().into_reader()));
+    let mut done = false;
+    Box::new(std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        match sse.next_event() {
+            Ok(Some(ev)) if ev.data.trim() == "[DONE]" => {
+                done = true;
+                None
+            }
+            Ok(Some(ev)) => match serde_json::from_str::<serde_json::Value>(&ev.data) {
+                Ok(v) => Some(Ok((ev.event, v))),
+                Err(_) => {
+                    done = true;
+                    Some(Err(ProviderError::BadResponse("a stream event is not JSON".into())))
+                }
+            },
+            Ok(None) => {
+                done = true;
+                None
+            }
+            Err(e) => {
+                done = true;
+                Some(Err(e))
+            }
+        }
+    }))
+}

@@ -354,6 +354,8 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
             })
             .collect();
         let _ = rq.respond(json_response(200, &json!({"created": 1, "data": data})));
+    } else if path.ends_with("/v1/messages/count_tokens") {
+        let _ = rq.respond(json_response(200, &json!({"input_tokens": p})));
     } else if path.ends_with("/v1/messages") {
         // Offered tools and no tool result yet: call the first tool.
         let has_result =

@@ -26,6 +26,7 @@ mod idempotency;
 mod instances;
 mod jobs;
 mod keys;
+mod messages;
 mod oidc;
 mod ops;
 mod postgres_cli;

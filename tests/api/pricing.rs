@@ -12,7 +12,7 @@ use tollgate::config::{Config, ModelConfig, PriceConfig};
 /// A fake provider of `kind` reporting `tokens` (prompt, completion) and the
 /// usage fields `extra`, and an app whose one chat model `name` costs
 /// `price` there; `more` adjusts the model and the config.
-fn priced_app(
+pub(crate) fn priced_app(
     kind: &str,
     tokens: (u64, u64),
     extra: Value,

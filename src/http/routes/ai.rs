@@ -148,7 +148,7 @@ struct StreamOptions {
 /// The chat fields tollgate reads; every field (these included) is also
 /// kept as sent, for OpenAI-compatible providers.
 #[derive(Deserialize)]
-struct ChatBody {
+pub(super) struct ChatBody {
     model: String,
     messages: Value,
     #[serde(default)]
@@ -172,7 +172,11 @@ struct ChatBody {
 /// Choices one chat request may ask for (`n`).
 pub const CHAT_CHOICES_MAX: u32 = 16;
 
-fn parse_chat(body: &ChatBody, mut passthrough: Map<String, Value>, model: &Model) -> Result<ChatRequest, Error> {
+pub(super) fn parse_chat(
+    body: &ChatBody,
+    mut passthrough: Map<String, Value>,
+    model: &Model,
+) -> Result<ChatRequest, Error> {
     let n = body.n.unwrap_or(1);
     if n == 0 || n > CHAT_CHOICES_MAX {
         return Err(Error::invalid("n", format!("n must be from 1 to {CHAT_CHOICES_MAX}")));
@@ -227,10 +231,11 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
     ctx.app.adapter.check_chat(model, &req).map_err(|param| unsupported(model, &param))?;
     let reservation = metered::reserve(ctx.app, &caller, metered::chat_bound(model, &req), None)?;
     if body.stream {
-        let (stream, info) = ctx.app.adapter.chat_stream(model, &req).map_err(|e| {
-            metered::release(ctx.app, &reservation, &model.name);
-            metered::provider_error(e)
-        })?;
+        let (stream, info) = ctx.app.adapter.chat_stream(model, &req).map_err(metered::release_on(
+            ctx.app,
+            &reservation,
+            &model.name,
+        ))?;
         let include_usage = body.stream_options.as_ref().is_some_and(|o| o.include_usage);
         let tokens_bound =
             (metered::input_tokens_bound(model, &req), u64::from(req.max_tokens) * u64::from(req.n.max(1)));
@@ -246,10 +251,8 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
         let sse = ChatSse::new(charge, stream, include_usage);
         return Ok(Response::event_stream(Box::new(Pumped::new(sse))));
     }
-    let (resp, info) = ctx.app.adapter.chat(model, &req).map_err(|e| {
-        metered::release(ctx.app, &reservation, &model.name);
-        metered::provider_error(e)
-    })?;
+    let (resp, info) =
+        ctx.app.adapter.chat(model, &req).map_err(metered::release_on(ctx.app, &reservation, &model.name))?;
     let cost = metered::chat_cost(model, &resp.usage, reservation.multiplier_micro);
     // Everything but the settle is prepared here, off the writer thread.
     let detail = metered::cost_detail(model, &resp.usage, reservation.multiplier_micro);
@@ -304,7 +307,7 @@ pub(super) fn unsupported(model: &Model, param: &str) -> ApiError {
 
 /// The generated output in an OpenAI chunk: each choice's text and tool
 /// call arguments.
-fn generated_bytes(chunk: &Value) -> u64 {
+pub(super) fn generated_bytes(chunk: &Value) -> u64 {
     let choices = chunk.get("choices").and_then(Value::as_array).into_iter().flatten();
     choices
         .filter_map(|c| c.get("delta"))
@@ -460,10 +463,8 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
     };
     ctx.app.adapter.check_image(model, &req).map_err(|param| unsupported(model, &param))?;
     let reservation = metered::reserve(ctx.app, &caller, model.price.images_of(&req, n), None)?;
-    let (resp, info) = ctx.app.adapter.image(model, &req).map_err(|e| {
-        metered::release(ctx.app, &reservation, &model.name);
-        metered::provider_error(e)
-    })?;
+    let (resp, info) =
+        ctx.app.adapter.image(model, &req).map_err(metered::release_on(ctx.app, &reservation, &model.name))?;
     let delivered = (resp.urls.len() as u32).min(n);
     let cost = metered::scale_credits(model.price.images_of(&req, delivered), reservation.multiplier_micro);
     let price_per_image = model.price.image_price(&req);
@@ -546,10 +547,11 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
     let bound = model.price.tokens(embedding_input_bound(&body.input)?, 0);
     passthrough.remove("model");
     let reservation = metered::reserve(ctx.app, &caller, bound, None)?;
-    let (answer, info) = ctx.app.adapter.embeddings(model, &passthrough).map_err(|e| {
-        metered::release(ctx.app, &reservation, &model.name);
-        metered::provider_error(e)
-    })?;
+    let (answer, info) = ctx.app.adapter.embeddings(model, &passthrough).map_err(metered::release_on(
+        ctx.app,
+        &reservation,
+        &model.name,
+    ))?;
     let usage = Usage::tokens(answer.pointer("/usage/prompt_tokens").and_then(Value::as_u64).unwrap_or(0), 0);
     let cost = metered::chat_cost(model, &usage, reservation.multiplier_micro);
     let detail = metered::cost_detail(model, &usage, reservation.multiplier_micro);
@@ -568,6 +570,27 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
         metered::settle_in(c, &reservation, cost, &desc, &log, &used)
     };
     provider_answer(ctx, settle, answer, name_out, detail)
+}
+
+/// Settles a token-metered call from the usage it reported, and answers
+/// `answer` (the provider's JSON, or one made from it) with its cost.
+pub(super) fn answer_metered(
+    ctx: &Ctx,
+    model: &Model,
+    info: &CallInfo,
+    reservation: metered::Reservation,
+    usage: Usage,
+    (action, what): (&'static str, &'static str),
+    answer: Value,
+) -> Result<Response, ApiError> {
+    // Everything but the settle is prepared here, off the writer thread.
+    let cost = metered::chat_cost(model, &usage, reservation.multiplier_micro);
+    let detail = metered::cost_detail(model, &usage, reservation.multiplier_micro);
+    let used = metered::used_tokens(model, &usage, &detail);
+    let log = call_log(action, model, info, &usage, false, reservation.user, "completed");
+    let desc = call_description(what, model, &usage);
+    let settle = move |c: &Conn<'_>| metered::settle_in(c, &reservation, cost, &desc, &log, &used);
+    provider_answer(ctx, settle, answer, model.name.clone(), detail)
 }
 
 /// Settles a call whose answer is the provider's JSON, and answers it

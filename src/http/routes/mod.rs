@@ -14,6 +14,7 @@ pub mod job_events;
 pub mod jobs;
 pub mod limits;
 pub mod logs;
+pub mod messages;
 mod metered_stream;
 pub mod oidc;
 pub mod ops;

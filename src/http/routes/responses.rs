@@ -11,7 +11,7 @@
 //! window.
 
 use super::ai::{model_of_kind, unsupported};
-use super::metered_stream::{Pump, Pumped, StreamCharge, Unreported, call_description, call_log};
+use super::metered_stream::{Pump, Pumped, StreamCharge, Unreported};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
@@ -82,7 +82,6 @@ fn usage_in(response: &Value) -> Option<Usage> {
 
 pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
     let caller = ctx.user()?;
-    let user = caller.id;
     let (parsed, mut body): (ResponsesBody, _) = ctx.req.json_and_object()?;
     let model = model_of_kind(ctx, &parsed.model, ModelKind::Chat)?;
     if !ctx.app.adapter.has_responses(model) {
@@ -99,10 +98,11 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
     let tokens_bound = (input_bound(model, &body), u64::from(max_output));
     let reservation = metered::reserve(ctx.app, &caller, model.price.tokens(tokens_bound.0, tokens_bound.1), None)?;
     if parsed.stream {
-        let (stream, info) = ctx.app.adapter.responses_stream(model, &body).map_err(|e| {
-            metered::release(ctx.app, &reservation, &model.name);
-            metered::provider_error(e)
-        })?;
+        let (stream, info) = ctx.app.adapter.responses_stream(model, &body).map_err(metered::release_on(
+            ctx.app,
+            &reservation,
+            &model.name,
+        ))?;
         let charge = StreamCharge::new(
             Arc::clone(ctx.app),
             model.clone(),
@@ -114,20 +114,10 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
         );
         return Ok(Response::event_stream(Box::new(Pumped::new(ResponseEvents { charge, stream }))));
     }
-    let (answer, info) = ctx.app.adapter.responses(model, &body).map_err(|e| {
-        metered::release(ctx.app, &reservation, &model.name);
-        metered::provider_error(e)
-    })?;
+    let (answer, info) =
+        ctx.app.adapter.responses(model, &body).map_err(metered::release_on(ctx.app, &reservation, &model.name))?;
     let usage = usage_in(&answer).unwrap_or_default();
-    let cost = metered::chat_cost(model, &usage, reservation.multiplier_micro);
-    // Everything but the settle is prepared here, off the writer thread.
-    let detail = metered::cost_detail(model, &usage, reservation.multiplier_micro);
-    let used = metered::used_tokens(model, &usage, &detail);
-    let log = call_log("ai_response", model, &info, &usage, false, user, "completed");
-    let desc = call_description("response", model, &usage);
-    let name = model.name.clone();
-    let settle = move |c: &crate::storage::Conn<'_>| metered::settle_in(c, &reservation, cost, &desc, &log, &used);
-    super::ai::provider_answer(ctx, settle, answer, name, detail)
+    super::ai::answer_metered(ctx, model, &info, reservation, usage, ("ai_response", "response"), answer)
 }
 
 /// A streamed response: each provider event passed on as it came (the
