@@ -57,6 +57,8 @@ class Handler(BaseHTTPRequestHandler):
                               "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
                                           "content": [{"type": "output_text", "text": "hello from responses", "annotations": []}]}],
                               "usage": {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8}})
+        elif self.path.startswith("/v1beta/models/"):
+            self.gemini(body)
         elif self.path.endswith("/v1/messages/count_tokens"):
             self.answer(200, {"input_tokens": 42})
         elif self.path.endswith("/v1/messages"):
@@ -92,6 +94,41 @@ class Handler(BaseHTTPRequestHandler):
             chunks.append("data: " + json.dumps({"id": "chatcmpl-up1", "object": "chat.completion.chunk", "created": 1,
                                                  "model": body.get("model"), "choices": [], "usage": usage()}) + "\n\n")
         chunks.append("data: [DONE]\n\n")
+        self.sse(chunks)
+
+    def gemini(self, body):
+        """Gemini's API: generateContent, streamGenerateContent?alt=sse (a
+        chunk per word, running usage, the finish reason on the last),
+        countTokens; a function call when tools are offered and no function
+        response came back yet."""
+        if ":countTokens" in self.path:
+            self.answer(200, {"totalTokens": 7})
+            return
+        turns = body.get("contents", [])
+        parts = [p for t in turns for p in t.get("parts", [])]
+        decls = [d for t in body.get("tools", []) for d in t.get("functionDeclarations", [])]
+        if decls and not any("functionResponse" in p for p in parts):
+            out = [{"functionCall": {"name": decls[0]["name"], "args": {"city": "Paris"}}}]
+        else:
+            results = [p["functionResponse"]["response"] for p in parts if "functionResponse" in p]
+            said = json.dumps(results) if results else " ".join(p.get("text", "") for p in parts if "text" in p)
+            out = [{"text": f"gemini saw: {said}"}]
+        usage = {"promptTokenCount": 20, "candidatesTokenCount": 10, "thoughtsTokenCount": 5, "totalTokenCount": 35}
+        whole = {"candidates": [{"content": {"role": "model", "parts": out}, "finishReason": "STOP", "index": 0}],
+                 "usageMetadata": usage, "modelVersion": "gemini-up", "responseId": "r1"}
+        if ":streamGenerateContent" not in self.path:
+            self.answer(200, whole)
+            return
+        words = out[0]["text"].split(" ") if "text" in out[0] else [None]
+        chunks = []
+        for i, w in enumerate(words):
+            last = i + 1 == len(words)
+            cand = {"content": {"role": "model", "parts": [{"text": w + ("" if last else " ")}] if w is not None else out}, "index": 0}
+            if last:
+                cand["finishReason"] = "STOP"
+            chunks.append("data: " + json.dumps({"candidates": [cand], "usageMetadata": usage if last else
+                                                 {"promptTokenCount": 20, "candidatesTokenCount": i + 1},
+                                                 "modelVersion": "gemini-up", "responseId": "r1"}) + "\r\n\r\n")
         self.sse(chunks)
 
     def messages(self, body):

@@ -55,11 +55,18 @@ pub fn connections_max(config: &ServerConfig, fd_limit: u64) -> usize {
 /// Routes whose bodies may carry images inline get the chat limit.
 const CHAT_BODY_PATHS: &[&str] =
     &["/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens"];
+/// ... and every POST under these prefixes (Gemini's
+/// `/v1beta/models/{model}:{method}`, and `/v1/...`).
+const CHAT_BODY_PREFIXES: &[&str] = &["/v1beta/models/", "/v1/models/"];
 
 /// The body limit for a request to `url` (path, perhaps with a query).
 pub fn body_bytes_max(config: &ServerConfig, url: &str) -> usize {
     let path = url.split('?').next().unwrap_or(url);
-    if CHAT_BODY_PATHS.contains(&path) { config.chat_body_bytes_max } else { config.body_bytes_max }
+    if CHAT_BODY_PATHS.contains(&path) || CHAT_BODY_PREFIXES.iter().any(|p| path.starts_with(p)) {
+        config.chat_body_bytes_max
+    } else {
+        config.body_bytes_max
+    }
 }
 
 /// The connection layer's settings from `[server]`.

@@ -56,18 +56,26 @@ impl ApiError {
 
     /// The error as `dialect`'s clients parse it.
     pub fn into_response_in(self, dialect: Dialect) -> Response {
-        match dialect {
-            Dialect::OpenAi => self.into_response(),
+        let (status, body) = match dialect {
+            Dialect::OpenAi => return self.into_response(),
+            Dialect::Google => (
+                self.status,
+                serde_json::json!({"error": {"code": self.status, "message": self.message, "status": google_status(self.status),
+                    "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": self.code, "domain": "tollgate"}]}}),
+            ),
             Dialect::Anthropic => {
                 let (status, kind) = anthropic_kind(self.status, self.code);
-                let body = serde_json::json!({"type": "error", "error": {"type": kind, "message": self.message, "code": self.code}});
-                let mut r = Response::json_value(status, &body);
-                if let Some(s) = self.retry_after_s {
-                    r.headers.push(("Retry-After", s.to_string()));
-                }
-                r
+                (
+                    status,
+                    serde_json::json!({"type": "error", "error": {"type": kind, "message": self.message, "code": self.code}}),
+                )
             }
+        };
+        let mut r = Response::json_value(status, &body);
+        if let Some(s) = self.retry_after_s {
+            r.headers.push(("Retry-After", s.to_string()));
         }
+        r
     }
 
     pub fn into_response(self) -> Response {
@@ -99,6 +107,22 @@ fn anthropic_kind(status: u16, code: &str) -> (u16, &'static str) {
         504 => (504, "timeout_error"),
         500..=599 => (status, "api_error"),
         _ => (status, "invalid_request_error"),
+    }
+}
+
+/// Google's canonical status name for an HTTP status.
+fn google_status(status: u16) -> &'static str {
+    match status {
+        400 | 413 | 422 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        402 => "FAILED_PRECONDITION",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "ABORTED",
+        429 => "RESOURCE_EXHAUSTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "INTERNAL",
     }
 }
 

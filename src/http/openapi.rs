@@ -176,6 +176,22 @@ pub fn components() -> Map<String, Value> {
                               "content": {"type": "array", "items": {"type": "object"}}, "stop_reason": nullable("string"),
                               "usage": {"type": "object"}, "tollgate": {"type": "object"}}}),
     );
+    // Gemini's format (Google's, not ours): the fields tollgate reads.
+    add(
+        "GenerateContentRequest",
+        object(
+            &["contents"],
+            json!({"contents": {"type": "array", "items": {"type": "object"}}, "systemInstruction": {"type": "object"},
+                   "generationConfig": {"type": "object", "properties": {"maxOutputTokens": int(), "candidateCount": int()}},
+                   "tools": {"type": "array"}, "cachedContent": string()}),
+        ),
+    );
+    add(
+        "GenerateContentResponse",
+        json!({"description": "A Gemini GenerateContentResponse; streamGenerateContent?alt=sse sends one per `data:` event (countTokens: {totalTokens})",
+               "type": "object", "properties": {"candidates": {"type": "array", "items": {"type": "object"}},
+                                                "usageMetadata": {"type": "object"}, "tollgate": {"type": "object"}}}),
+    );
     add("TokenCount", object(&["input_tokens"], json!({"input_tokens": int(), "tollgate": {"type": "object"}})));
     add(
         "EmbeddingsRequest",

@@ -53,6 +53,9 @@ pub enum Dialect {
     /// Bearer`; errors `{"type":"error","error":{type,message}}`, overload
     /// as 529.
     Anthropic,
+    /// Google's `google-genai` SDK and the Gemini CLI: `x-goog-api-key` or
+    /// `?key=`; errors `{"error":{code,message,status,details}}`.
+    Google,
 }
 
 pub struct Route {

@@ -41,6 +41,7 @@ static AREAS: &[&[Route]] = &[
     routes::files::ROUTES,
     routes::responses::ROUTES,
     routes::messages::ROUTES,
+    routes::gemini::ROUTES,
     routes::admin::ROUTES,
     routes::webhooks::ROUTES,
 ];
@@ -153,11 +154,15 @@ fn authenticate(app: &App, route: &Route, req: &Req) -> Result<Option<CurrentUse
 
 /// The caller's credential as an `Authorization` value: Anthropic's
 /// clients may send theirs in `x-api-key` instead (the SDKs' default;
-/// Claude Code with `ANTHROPIC_AUTH_TOKEN` sends a bearer token).
+/// Claude Code with `ANTHROPIC_AUTH_TOKEN` sends a bearer token), Google's
+/// in `x-goog-api-key` or `?key=`.
 fn credential<'r>(route: &Route, req: &'r Req) -> Option<std::borrow::Cow<'r, str>> {
     match (req.header("authorization"), route.dialect) {
         (Some(a), _) => Some(a.into()),
         (None, Dialect::Anthropic) => req.header("x-api-key").map(|k| format!("Bearer {}", k.trim()).into()),
+        (None, Dialect::Google) => {
+            req.header("x-goog-api-key").or_else(|| req.query("key")).map(|k| format!("Bearer {}", k.trim()).into())
+        }
         (None, Dialect::OpenAi) => None,
     }
 }

@@ -335,8 +335,11 @@ pub fn resolve(config: &Config) -> Result<(Providers, Vec<Model>), String> {
     }
     let providers: Providers = config.providers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     for (name, p) in &providers {
-        if !["openai", "anthropic", "dashscope", "dev"].contains(&p.kind.as_str()) {
-            return Err(format!("[providers.{name}] kind = {:?}: must be openai, anthropic, dashscope or dev", p.kind));
+        if !["openai", "anthropic", "google", "dashscope", "dev"].contains(&p.kind.as_str()) {
+            return Err(format!(
+                "[providers.{name}] kind = {:?}: must be openai, anthropic, google, dashscope or dev",
+                p.kind
+            ));
         }
     }
     let mut models = Vec::new();
@@ -368,6 +371,12 @@ fn model_from(m: &ModelConfig, providers: &[(String, ProviderConfig)]) -> Result
         if kind == ModelKind::Embedding && !matches!(p.1.kind.as_str(), "openai" | "dashscope" | "dev") {
             return Err(format!(
                 "model {:?}: embeddings need an openai, dashscope or dev provider, not {:?}",
+                m.name, p.1.kind
+            ));
+        }
+        if kind == ModelKind::Image && !matches!(p.1.kind.as_str(), "openai" | "dashscope" | "dev") {
+            return Err(format!(
+                "model {:?}: images need an openai, dashscope or dev provider, not {:?}",
                 m.name, p.1.kind
             ));
         }

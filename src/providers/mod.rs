@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod dashscope;
 pub mod dev;
 pub mod error;
+pub mod google;
 pub mod http;
 pub mod litellm;
 pub mod messages;
@@ -46,6 +47,7 @@ pub const INLINE_TASK_TIMEOUT: Duration = Duration::from_secs(300);
 enum Provider {
     OpenAi(openai::OpenAi),
     Anthropic(anthropic::Anthropic),
+    Google(google::Google),
     DashScope { tasks: dashscope::DashScope, chat: openai::OpenAi },
     Dev,
 }
@@ -62,6 +64,7 @@ impl Provider {
         match self {
             Provider::OpenAi(_) | Provider::DashScope { .. } => None,
             Provider::Anthropic(_) => req.unsupported_by(&anthropic::HONOURS),
+            Provider::Google(_) => req.unsupported_by(&google::HONOURS),
             Provider::Dev => req.unsupported_by(&dev::HONOURS),
         }
     }
@@ -140,6 +143,9 @@ fn build(name: &str, cfg: &ProviderConfig, callers_max: usize) -> Result<Named, 
         "openai" => Provider::OpenAi(openai::OpenAi { base_url: base("https://api.openai.com/v1"), key, agent }),
         "anthropic" => {
             Provider::Anthropic(anthropic::Anthropic { base_url: base("https://api.anthropic.com"), key, agent })
+        }
+        "google" => {
+            Provider::Google(google::Google { base_url: base("https://generativelanguage.googleapis.com"), key, agent })
         }
         "dashscope" => {
             let b = base("https://dashscope.aliyuncs.com");
@@ -304,6 +310,7 @@ impl ModelAdapter {
                 Provider::OpenAi(o) => o.chat(upstream, req),
                 Provider::DashScope { chat, .. } => chat.chat(upstream, req),
                 Provider::Anthropic(a) => a.chat(upstream, req),
+                Provider::Google(g) => g.chat(upstream, req),
                 Provider::Dev => Ok(dev::chat(req)),
             },
         )
@@ -320,6 +327,7 @@ impl ModelAdapter {
                 Provider::OpenAi(o) => o.chat_stream(upstream, req),
                 Provider::DashScope { chat, .. } => chat.chat_stream(upstream, req),
                 Provider::Anthropic(a) => a.chat_stream(upstream, req),
+                Provider::Google(g) => g.chat_stream(upstream, req),
                 Provider::Dev => Ok(dev::chat_stream(req)),
             },
         )
@@ -379,6 +387,57 @@ impl ModelAdapter {
         )
     }
 
+    /// Whether any route of `model` speaks Gemini's API: such a model's
+    /// `/v1beta` calls go to those routes with the client's body.
+    pub fn has_gemini(&self, model: &Model) -> bool {
+        model
+            .routes
+            .iter()
+            .any(|r| self.providers.get(&r.provider).is_some_and(|n| matches!(n.provider, Provider::Google(_))))
+    }
+
+    /// `:generateContent` with the client's body to a `google` route.
+    pub fn gemini(
+        &self,
+        model: &Model,
+        body: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(serde_json::Value, CallInfo), ProviderError> {
+        self.with_google(model, "gemini", |g, upstream| g.generate(upstream, body))
+    }
+
+    pub fn gemini_stream(
+        &self,
+        model: &Model,
+        body: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(RawStream, CallInfo), ProviderError> {
+        self.with_google(model, "gemini_stream", |g, upstream| g.generate_stream(upstream, body))
+    }
+
+    pub fn gemini_count(
+        &self,
+        model: &Model,
+        body: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(serde_json::Value, CallInfo), ProviderError> {
+        self.with_google(model, "gemini_count", |g, upstream| g.count_tokens(upstream, body))
+    }
+
+    fn with_google<T>(
+        &self,
+        model: &Model,
+        op: &'static str,
+        mut call: impl FnMut(&google::Google, &str) -> Result<T, ProviderError>,
+    ) -> Result<(T, CallInfo), ProviderError> {
+        self.with_failover_among(
+            model,
+            op,
+            |p| matches!(p, Provider::Google(_)),
+            |p, upstream| match p {
+                Provider::Google(g) => call(g, upstream),
+                _ => Err(ProviderError::Unavailable("only google routes serve the Gemini API".into())),
+            },
+        )
+    }
+
     /// Whether any route of `model` speaks OpenAI's Responses API.
     pub fn has_responses(&self, model: &Model) -> bool {
         model.routes.iter().any(|r| self.providers.get(&r.provider).is_some_and(|n| n.provider.full_openai()))
@@ -422,7 +481,9 @@ impl ModelAdapter {
                 Provider::OpenAi(o) => o.embeddings(upstream, body),
                 Provider::DashScope { chat, .. } => chat.embeddings(upstream, body),
                 Provider::Dev => Ok(dev::embeddings(body)),
-                Provider::Anthropic(_) => Err(ProviderError::Unavailable("anthropic has no embeddings".into())),
+                Provider::Anthropic(_) | Provider::Google(_) => {
+                    Err(ProviderError::Unavailable("this provider kind serves no embeddings here".into()))
+                }
             },
         )
     }
@@ -449,7 +510,9 @@ impl ModelAdapter {
             |p, upstream| match p {
                 Provider::OpenAi(o) => o.image(upstream, req),
                 Provider::DashScope { tasks, .. } => tasks.image(upstream, req).map(|urls| ImageResponse { urls }),
-                Provider::Anthropic(_) => Err(ProviderError::Unavailable("anthropic has no image generation".into())),
+                Provider::Anthropic(_) | Provider::Google(_) => {
+                    Err(ProviderError::Unavailable("this provider kind has no image generation here".into()))
+                }
                 Provider::Dev => Ok(dev::image(req)),
             },
         )
@@ -467,7 +530,9 @@ impl ModelAdapter {
             Provider::DashScope { tasks, .. } => {
                 tasks.submit_image(upstream, req).map(|task_id| Submitted::Task(TaskRef { route_index: 0, task_id }))
             }
-            Provider::Anthropic(_) => Err(ProviderError::Unavailable("anthropic has no image generation".into())),
+            Provider::Anthropic(_) | Provider::Google(_) => {
+                Err(ProviderError::Unavailable("this provider kind has no image generation here".into()))
+            }
             Provider::Dev => Ok(Submitted::Done(dev::image(req))),
         })?;
         let s = match s {

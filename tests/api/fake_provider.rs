@@ -354,6 +354,8 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
             })
             .collect();
         let _ = rq.respond(json_response(200, &json!({"created": 1, "data": data})));
+    } else if let Some(rest) = path.strip_prefix("/v1beta/models/") {
+        gemini(rq, rest, &body, &script, &words, stop);
     } else if path.ends_with("/v1/messages/count_tokens") {
         let _ = rq.respond(json_response(200, &json!({"input_tokens": p})));
     } else if path.ends_with("/v1/messages") {
@@ -486,4 +488,55 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
     } else {
         let _ = rq.respond(json_response(404, &json!({"error": {"message": format!("no fake route {path}")}})));
     }
+}
+
+/// Gemini's API: `{model}:generateContent`, `:streamGenerateContent?alt=sse`
+/// (a chunk per word, running usage, the finish reason on the last) and
+/// `:countTokens`; a function call when tools are offered and no function
+/// response came back yet.
+fn gemini(rq: tiny_http::Request, rest: &str, body: &Value, script: &Script, words: &[String], stop: &Arc<AtomicBool>) {
+    let (p, c) = (script.prompt_tokens, script.completion_tokens);
+    let usage = |out: u64| {
+        with_extra(json!({"promptTokenCount": p, "candidatesTokenCount": out, "totalTokenCount": p + out}), script)
+    };
+    if rest.ends_with(":countTokens") {
+        let _ = rq.respond(json_response(200, &json!({"totalTokens": p})));
+        return;
+    }
+    let answered =
+        body["contents"].as_array().into_iter().flatten().any(|t| {
+            t["parts"].as_array().is_some_and(|parts| parts.iter().any(|x| x.get("functionResponse").is_some()))
+        });
+    let tool = body.pointer("/tools/0/functionDeclarations/0/name").filter(|_| !answered).cloned();
+    let candidate = |parts: Value, finish: Option<&str>| {
+        let mut c = json!({"content": {"role": "model", "parts": parts}, "index": 0});
+        if let Some(f) = finish {
+            c["finishReason"] = json!(f);
+        }
+        c
+    };
+    if rest.contains(":streamGenerateContent") {
+        let mut events: Vec<String> = Vec::new();
+        let mut chunk = |parts: Value, finish: Option<&str>, out: u64| {
+            let v = json!({"candidates": [candidate(parts, finish)], "usageMetadata": usage(out), "modelVersion": "fake-gemini", "responseId": "r1"});
+            events.push(format!("data: {v}\r\n\r\n"));
+        };
+        match &tool {
+            Some(name) => chunk(json!([{"functionCall": {"name": name, "args": {"city": "Paris"}}}]), Some("STOP"), c),
+            None => {
+                for (i, w) in words.iter().enumerate() {
+                    let last = i + 1 == words.len();
+                    chunk(json!([{"text": w}]), last.then_some("STOP"), if last { c } else { i as u64 + 1 });
+                }
+            }
+        }
+        let _ = rq.respond(sse_response(events, script, Arc::clone(stop)));
+        return;
+    }
+    let parts = match &tool {
+        Some(name) => json!([{"functionCall": {"name": name, "args": {"city": "Paris"}}}]),
+        None => json!([{"text": script.text}]),
+    };
+    let v = json!({"candidates": [candidate(parts, Some("STOP"))], "usageMetadata": usage(c), "modelVersion": "fake-gemini", "responseId": "r1"});
+    let _ = rq.respond(json_response(200, &v));
 }

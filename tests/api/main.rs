@@ -19,6 +19,7 @@ mod credits;
 mod docs;
 mod events;
 mod front_door;
+mod gemini;
 mod grants;
 mod guard;
 mod http_edge;

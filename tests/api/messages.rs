@@ -388,7 +388,7 @@ impl Drop for Child {
 }
 
 #[test]
-fn the_official_openai_and_anthropic_sdks_run_unchanged_against_tollgate() {
+fn the_official_openai_anthropic_and_google_sdks_run_unchanged_against_tollgate() {
     let Some(python) = sdk_python() else {
         assert!(std::env::var_os("CI").is_none(), "no SDK venv under CI: run scripts/test, which installs it");
         eprintln!("skipped: the official SDKs (scripts/test installs them into target/sdk-check-venv)");
@@ -419,9 +419,11 @@ fn the_official_openai_and_anthropic_sdks_run_unchanged_against_tollgate() {
     let app = TestApp::spawn_with(|c| {
         c.providers.insert("up".into(), crate::ai::provider("openai", &format!("{base}/v1"), 5_000));
         c.providers.insert("claude".into(), crate::ai::provider("anthropic", &base, 5_000));
+        c.providers.insert("gem".into(), crate::ai::provider("google", &base, 5_000));
         for (name, kind, provider, upstream, cached) in [
             ("gpt", "chat", "up", "gpt-up", None),
             ("claude", "chat", "claude", "claude-up", Some(100_000)),
+            ("gemini", "chat", "gem", "gemini-up", None),
             ("embed", "embedding", "up", "embed-up", None),
         ] {
             let mut m = model_config(name, kind, &[(provider, upstream)], million(cached));
@@ -436,9 +438,11 @@ fn the_official_openai_and_anthropic_sdks_run_unchanged_against_tollgate() {
     let slow = app.user("slow");
     app.grant(&slow, 100_000);
     let slow = key_of(&app, &slow, json!({"name": "sdk", "rpm": 2}));
-    for (script, args) in
-        [("check.py", vec![key.clone(), broke.clone()]), ("anthropic_check.py", vec![key, broke, slow])]
-    {
+    for (script, args) in [
+        ("check.py", vec![key.clone(), broke.clone()]),
+        ("anthropic_check.py", vec![key.clone(), broke.clone(), slow]),
+        ("genai_check.py", vec![key, broke]),
+    ] {
         let out = std::process::Command::new(&python)
             .arg(scripts.join(script))
             .arg(&app.client.base)

@@ -19,7 +19,7 @@ use crate::logs::NewLog;
 use crate::metered;
 use crate::providers::catalog::{IMAGES_PER_REQUEST_MAX, ModelKind};
 use crate::providers::types::{ChatEvent, ChatRequest, ImageRequest, MaxTokensField, Usage};
-use crate::providers::{CallInfo, ChatStream, Model};
+use crate::providers::{CallInfo, ChatStream, Model, ProviderError, RawStream};
 use crate::storage::Conn;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -572,6 +572,61 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
     provider_answer(ctx, settle, answer, name_out, detail)
 }
 
+/// A call whose body goes to the provider as the client sent it (the
+/// Responses, Messages and Gemini APIs on their own providers).
+pub(super) struct Passthrough<'a> {
+    pub model: &'a Model,
+    /// Input and output tokens the call can use at most: what is held.
+    pub tokens_bound: (u64, u64),
+    /// The business log's action and the ledger description's word.
+    pub names: (&'static str, &'static str),
+}
+
+impl Passthrough<'_> {
+    fn hold(&self, ctx: &Ctx) -> Result<metered::Reservation, ApiError> {
+        let (input, output) = self.tokens_bound;
+        Ok(metered::reserve(ctx.app, &ctx.user()?, self.model.price.tokens(input, output), None)?)
+    }
+
+    /// Holds the bound, opens the provider's stream and answers with `pump`
+    /// over it; the charge settles when the stream ends. A provider that
+    /// cannot be reached releases the hold.
+    pub(super) fn stream<P: Pump + 'static>(
+        &self,
+        ctx: &Ctx,
+        open: impl FnOnce() -> Result<(RawStream, CallInfo), ProviderError>,
+        pump: impl FnOnce(StreamCharge, RawStream) -> P,
+    ) -> Result<Response, ApiError> {
+        let reservation = self.hold(ctx)?;
+        let (stream, info) = open().map_err(metered::release_on(ctx.app, &reservation, &self.model.name))?;
+        let (action, what) = self.names;
+        let charge = StreamCharge::new(
+            Arc::clone(ctx.app),
+            self.model.clone(),
+            info,
+            reservation,
+            action,
+            what,
+            self.tokens_bound,
+        );
+        Ok(Response::event_stream(Box::new(Pumped::new(pump(charge, stream)))))
+    }
+
+    /// Holds the bound, makes the call and answers the provider's JSON,
+    /// charged for what `usage_of` reads in it.
+    pub(super) fn answer(
+        &self,
+        ctx: &Ctx,
+        call: impl FnOnce() -> Result<(Value, CallInfo), ProviderError>,
+        usage_of: impl FnOnce(&Value) -> Usage,
+    ) -> Result<Response, ApiError> {
+        let reservation = self.hold(ctx)?;
+        let (answer, info) = call().map_err(metered::release_on(ctx.app, &reservation, &self.model.name))?;
+        let usage = usage_of(&answer);
+        answer_metered(ctx, self.model, &info, reservation, usage, self.names, answer)
+    }
+}
+
 /// Settles a token-metered call from the usage it reported, and answers
 /// `answer` (the provider's JSON, or one made from it) with its cost.
 pub(super) fn answer_metered(
@@ -606,7 +661,10 @@ pub(super) fn provider_answer(
 ) -> Result<Response, ApiError> {
     ctx.commit_then(200, settle, move |outcome| {
         let mut answer = answer.clone();
-        answer["model"] = json!(public_name);
+        // Under the public name, where the answer names a model at all.
+        if answer.get("model").is_some() {
+            answer["model"] = json!(public_name);
+        }
         answer["tollgate"] = metered::tollgate_json(outcome, detail.clone());
         answer
     })

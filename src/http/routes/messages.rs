@@ -12,7 +12,7 @@
 //! included) charged. `count_tokens` is free: passed through to an
 //! `anthropic` route, or estimated for any other.
 
-use super::ai::{answer_metered, model_of_kind, parse_chat};
+use super::ai::{Passthrough, answer_metered, model_of_kind, parse_chat};
 use super::metered_stream::{Pump, Pumped, StreamCharge, Unreported};
 use crate::error::Error;
 use crate::http::error::ApiError;
@@ -160,35 +160,28 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
 
 /// The client's body to an `anthropic` route; the answer as sent.
 fn native(ctx: &Ctx, model: &Model, body: Map<String, Value>, stream: bool) -> Result<Response, ApiError> {
-    let caller = ctx.user()?;
     let output = body.get("max_tokens").and_then(Value::as_u64).unwrap_or(0);
-    let tokens_bound = (input_bound(model, &body), output);
-    let reservation = metered::reserve(ctx.app, &caller, model.price.tokens(tokens_bound.0, tokens_bound.1), None)?;
-    let h = headers(ctx);
+    let call =
+        Passthrough { model, tokens_bound: (input_bound(model, &body), output), names: ("ai_message", "message") };
+    let (adapter, h) = (&ctx.app.adapter, headers(ctx));
     if stream {
-        let (stream, info) = ctx.app.adapter.messages_stream(model, &body, &h).map_err(metered::release_on(
-            ctx.app,
-            &reservation,
-            &model.name,
-        ))?;
-        let charge = StreamCharge::new(
-            Arc::clone(ctx.app),
-            model.clone(),
-            info,
-            reservation,
-            "ai_message",
-            "message",
-            tokens_bound,
+        return call.stream(
+            ctx,
+            || adapter.messages_stream(model, &body, &h),
+            |charge, stream| NativeEvents { charge, stream },
         );
-        return Ok(Response::event_stream(Box::new(Pumped::new(NativeEvents { charge, stream }))));
     }
-    let (answer, info) =
-        ctx.app.adapter.messages(model, &body, &h).map_err(metered::release_on(ctx.app, &reservation, &model.name))?;
-    let mut usage = Usage::default();
-    if let Some(u) = answer.get("usage") {
-        usage.merge_anthropic(u);
-    }
-    answer_metered(ctx, model, &info, reservation, usage, ("ai_message", "message"), answer)
+    call.answer(
+        ctx,
+        || adapter.messages(model, &body, &h),
+        |answer| {
+            let mut usage = Usage::default();
+            if let Some(u) = answer.get("usage") {
+                usage.merge_anthropic(u);
+            }
+            usage
+        },
+    )
 }
 
 /// A native stream: each event passed on as it came (the model renamed);

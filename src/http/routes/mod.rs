@@ -9,6 +9,7 @@ pub mod codes;
 pub mod console;
 pub mod credits;
 pub mod files;
+pub mod gemini;
 pub mod grants;
 pub mod job_events;
 pub mod jobs;

@@ -10,8 +10,8 @@
 //! tollgate cannot see it, such a call's input bound is the model's context
 //! window.
 
-use super::ai::{model_of_kind, unsupported};
-use super::metered_stream::{Pump, Pumped, StreamCharge, Unreported};
+use super::ai::{Passthrough, model_of_kind, unsupported};
+use super::metered_stream::{Pump, StreamCharge, Unreported};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
@@ -22,7 +22,6 @@ use crate::providers::types::Usage;
 use crate::providers::{Model, RawStream};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
 
 /// The responses routes, in the order the router tries them.
 pub static ROUTES: &[Route] = &[upstream(
@@ -81,7 +80,6 @@ fn usage_in(response: &Value) -> Option<Usage> {
 }
 
 pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
-    let caller = ctx.user()?;
     let (parsed, mut body): (ResponsesBody, _) = ctx.req.json_and_object()?;
     let model = model_of_kind(ctx, &parsed.model, ModelKind::Chat)?;
     if !ctx.app.adapter.has_responses(model) {
@@ -95,29 +93,20 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
         return Err(Error::invalid("Idempotency-Key", "Idempotency-Key is not supported with stream: true").into());
     }
     body.insert("max_output_tokens".into(), json!(max_output));
-    let tokens_bound = (input_bound(model, &body), u64::from(max_output));
-    let reservation = metered::reserve(ctx.app, &caller, model.price.tokens(tokens_bound.0, tokens_bound.1), None)?;
+    let call = Passthrough {
+        model,
+        tokens_bound: (input_bound(model, &body), u64::from(max_output)),
+        names: ("ai_response", "response"),
+    };
+    let adapter = &ctx.app.adapter;
     if parsed.stream {
-        let (stream, info) = ctx.app.adapter.responses_stream(model, &body).map_err(metered::release_on(
-            ctx.app,
-            &reservation,
-            &model.name,
-        ))?;
-        let charge = StreamCharge::new(
-            Arc::clone(ctx.app),
-            model.clone(),
-            info,
-            reservation,
-            "ai_response",
-            "response",
-            tokens_bound,
+        return call.stream(
+            ctx,
+            || adapter.responses_stream(model, &body),
+            |charge, stream| ResponseEvents { charge, stream },
         );
-        return Ok(Response::event_stream(Box::new(Pumped::new(ResponseEvents { charge, stream }))));
     }
-    let (answer, info) =
-        ctx.app.adapter.responses(model, &body).map_err(metered::release_on(ctx.app, &reservation, &model.name))?;
-    let usage = usage_in(&answer).unwrap_or_default();
-    super::ai::answer_metered(ctx, model, &info, reservation, usage, ("ai_response", "response"), answer)
+    call.answer(ctx, || adapter.responses(model, &body), |answer| usage_in(answer).unwrap_or_default())
 }
 
 /// A streamed response: each provider event passed on as it came (the
