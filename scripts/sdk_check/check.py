@@ -1,8 +1,10 @@
 """The official `openai` Python SDK against a running tollgate: models,
-tools round trip, json_schema, embeddings, the Responses API, and how a 402
-surfaces. Prints one line per check and `N passed, N failed`."""
+tools round trip, json_schema, embeddings, the Responses API, audio speech
+and transcription, moderations, and how a 402 surfaces. Prints one line per check and `N passed, N failed`."""
+import io
 import json
 import sys
+import wave
 
 import openai
 from harness import run_checks
@@ -52,6 +54,27 @@ def responses():
     assert r.output_text == "hello from responses", r
 
 
+def speech():
+    audio = client.audio.speech.create(model="tts", voice="alloy", input="Hello from tollgate")
+    assert audio.content == b"ID3\x04 fake mp3 from upstream \x00\xff", audio.content
+
+
+def transcription():
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x00" * 8000)
+    t = client.audio.transcriptions.create(model="whisper", file=("hello.wav", buf.getvalue(), "audio/wav"))
+    assert t.text == "transcribed by upstream", t
+
+
+def moderation():
+    m = client.moderations.create(model="mod", input="hello")
+    assert m.results[0].flagged is False, m
+
+
 def insufficient_credits():
     broke = OpenAI(base_url=f"{base}/v1", api_key=broke_key, max_retries=0)
     try:
@@ -63,4 +86,6 @@ def insufficient_credits():
 
 run_checks([("models.retrieve", models_retrieve), ("tools round trip", tools_round_trip),
            ("response_format json_schema", json_schema), ("embeddings.create", embeddings),
-           ("responses.create", responses), ("402 insufficient_credits", insufficient_credits)])
+           ("responses.create", responses), ("audio.speech.create", speech),
+           ("audio.transcriptions.create (WAV)", transcription), ("moderations.create", moderation),
+           ("402 insufficient_credits", insufficient_credits)])

@@ -9,6 +9,9 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+SPEECH_BYTES = b"ID3\x04 fake mp3 from upstream \x00\xff"
+
+
 def usage(p=20, c=10):
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
@@ -29,7 +32,14 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.path.endswith("/audio/transcriptions"):
+            # The form tollgate forwards: its file must be the WAV the SDK sent.
+            wav_ok = b"RIFF" in raw and b'name="model"' in raw
+            self.answer(200 if wav_ok else 400, {"text": "transcribed by upstream",
+                                                 "usage": {"type": "duration", "seconds": 1}})
+            return
+        body = json.loads(raw or b"{}")
         if self.path.endswith("/chat/completions"):
             messages = body.get("messages", [])
             if body.get("tools") and not any(m.get("role") == "tool" for m in messages):
@@ -57,6 +67,16 @@ class Handler(BaseHTTPRequestHandler):
                               "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
                                           "content": [{"type": "output_text", "text": "hello from responses", "annotations": []}]}],
                               "usage": {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8}})
+        elif self.path.endswith("/audio/speech"):
+            data = SPEECH_BYTES
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/mpeg")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif self.path.endswith("/moderations"):
+            self.answer(200, {"id": "modr-1", "model": body.get("model"),
+                              "results": [{"flagged": False, "categories": {}, "category_scores": {}}]})
         elif self.path.startswith("/v1beta/models/"):
             self.gemini(body)
         elif self.path.endswith("/v1/messages/count_tokens"):

@@ -116,6 +116,12 @@ pub struct PriceConfig {
     /// else `per_video_second`.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub per_video_second_by: std::collections::BTreeMap<String, i64>,
+    /// Speech: credits per 1M characters of the input text (exact to the
+    /// millionth, like tokens).
+    pub per_1m_characters: i64,
+    /// Transcription: whole credits per second of audio (the provider's
+    /// `usage.seconds`, else the file's duration; a started second counts).
+    pub per_audio_second: i64,
     /// Long-context prices: when a request's whole prompt is above a tier's
     /// `above_input_tokens`, that tier's prices apply to the whole request.
     #[serde(skip_serializing_if = "Vec::is_empty")]

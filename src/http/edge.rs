@@ -54,7 +54,7 @@ pub fn connections_max(config: &ServerConfig, fd_limit: u64) -> usize {
 
 /// Routes whose bodies may carry images inline get the chat limit.
 const CHAT_BODY_PATHS: &[&str] =
-    &["/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens"];
+    &["/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens", "/v1/audio/transcriptions"];
 /// ... and every POST under these prefixes (Gemini's
 /// `/v1beta/models/{model}:{method}`, and `/v1/...`).
 const CHAT_BODY_PREFIXES: &[&str] = &["/v1beta/models/", "/v1/models/"];

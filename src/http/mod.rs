@@ -8,6 +8,7 @@
 pub mod cors;
 pub mod edge;
 pub mod error;
+pub mod multipart;
 pub mod openapi;
 pub mod request;
 pub mod response;

@@ -137,7 +137,7 @@ pub fn components() -> Map<String, Value> {
         "Model",
         object(
             &["id", "object", "owned_by", "kind", "pricing"],
-            json!({"id": string(), "object": {"const": "model"}, "created": int(), "owned_by": string(), "kind": {"enum": ["chat", "image", "video", "embedding"]},
+            json!({"id": string(), "object": {"const": "model"}, "created": int(), "owned_by": string(), "kind": {"enum": ["chat", "image", "video", "embedding", "speech", "transcription", "moderation"]},
                    "pricing": {"type": "object"}, "max_output_tokens": nullable("integer"), "image_input_tokens_max": nullable("integer"), "description": string()}),
         ),
     );
@@ -191,6 +191,26 @@ pub fn components() -> Map<String, Value> {
         json!({"description": "A Gemini GenerateContentResponse; streamGenerateContent?alt=sse sends one per `data:` event (countTokens: {totalTokens})",
                "type": "object", "properties": {"candidates": {"type": "array", "items": {"type": "object"}},
                                                 "usageMetadata": {"type": "object"}, "tollgate": {"type": "object"}}}),
+    );
+    add(
+        "SpeechRequest",
+        object(
+            &["model", "input", "voice"],
+            json!({"model": string(), "input": string(), "voice": string(), "response_format": string(), "speed": {"type": "number"}, "instructions": string()}),
+        ),
+    );
+    add(
+        "Transcription",
+        json!({"description": "The provider's transcription: JSON ({text, usage?, tollgate}) for json and verbose_json, text for text, srt and vtt (the cost then in X-Tollgate-Cost headers). The request is multipart/form-data: file, model, and any other field OpenAI takes.",
+               "type": ["object", "string"]}),
+    );
+    add("ModerationRequest", object(&["model", "input"], json!({"model": string(), "input": {}})));
+    add(
+        "Moderation",
+        object(
+            &["id", "model", "results"],
+            json!({"id": string(), "model": string(), "results": {"type": "array"}, "tollgate": {"type": "object"}}),
+        ),
     );
     add("TokenCount", object(&["input_tokens"], json!({"input_tokens": int(), "tollgate": {"type": "object"}})));
     add(

@@ -42,6 +42,7 @@ static AREAS: &[&[Route]] = &[
     routes::responses::ROUTES,
     routes::messages::ROUTES,
     routes::gemini::ROUTES,
+    routes::audio::ROUTES,
     routes::admin::ROUTES,
     routes::webhooks::ROUTES,
 ];

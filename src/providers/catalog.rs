@@ -28,6 +28,13 @@ pub enum ModelKind {
     Image,
     Video,
     Embedding,
+    /// Text to speech (`/v1/audio/speech`), priced per input character.
+    Speech,
+    /// Speech to text (`/v1/audio/transcriptions`), priced per second of
+    /// audio or per token.
+    Transcription,
+    /// `/v1/moderations`: free unless priced per request.
+    Moderation,
 }
 
 impl ModelKind {
@@ -37,6 +44,9 @@ impl ModelKind {
             "image" => Some(ModelKind::Image),
             "video" => Some(ModelKind::Video),
             "embedding" => Some(ModelKind::Embedding),
+            "speech" => Some(ModelKind::Speech),
+            "transcription" => Some(ModelKind::Transcription),
+            "moderation" => Some(ModelKind::Moderation),
             _ => None,
         }
     }
@@ -134,6 +144,10 @@ pub struct Price {
     pub per_image_by: std::collections::BTreeMap<String, i64>,
     /// By resolution.
     pub per_video_second_by: std::collections::BTreeMap<String, i64>,
+    /// Speech: credits per 1M characters of input text.
+    pub per_1m_characters: i64,
+    /// Transcription: whole credits per second of audio.
+    pub per_audio_second: i64,
 }
 
 /// Entries one `per_image_by` or `per_video_second_by` may have.
@@ -194,12 +208,21 @@ impl TryFrom<&PriceConfig> for Price {
             per_video_second: p.per_video_second,
             per_image_by: p.per_image_by.clone(),
             per_video_second_by: p.per_video_second_by.clone(),
+            per_1m_characters: p.per_1m_characters,
+            per_audio_second: p.per_audio_second,
         };
         if price.per_image_by.values().chain(price.per_video_second_by.values()).any(|p| *p < 0) {
             return Err("prices must not be negative".into());
         }
         let every = price.tiers.iter().flat_map(|t| t.prices.all()).chain(price.tokens.all());
-        if every.chain([price.per_request, price.per_image, price.per_video_second]).any(|p| p < 0) {
+        let units = [
+            price.per_request,
+            price.per_image,
+            price.per_video_second,
+            price.per_1m_characters,
+            price.per_audio_second,
+        ];
+        if every.chain(units).any(|p| p < 0) {
             return Err("prices must not be negative".into());
         }
         Ok(price)
@@ -355,8 +378,12 @@ pub fn resolve(config: &Config) -> Result<(Providers, Vec<Model>), String> {
 }
 
 fn model_from(m: &ModelConfig, providers: &[(String, ProviderConfig)]) -> Result<Model, String> {
-    let kind = ModelKind::parse(&m.kind)
-        .ok_or_else(|| format!("model {:?}: kind = {:?} must be chat, image, video or embedding", m.name, m.kind))?;
+    let kind = ModelKind::parse(&m.kind).ok_or_else(|| {
+        format!(
+            "model {:?}: kind = {:?} must be chat, image, video, embedding, speech, transcription or moderation",
+            m.name, m.kind
+        )
+    })?;
     if m.routes.is_empty() {
         return Err(format!("model {:?} has no routes", m.name));
     }
@@ -373,6 +400,10 @@ fn model_from(m: &ModelConfig, providers: &[(String, ProviderConfig)]) -> Result
                 "model {:?}: embeddings need an openai, dashscope or dev provider, not {:?}",
                 m.name, p.1.kind
             ));
+        }
+        let audio = matches!(kind, ModelKind::Speech | ModelKind::Transcription | ModelKind::Moderation);
+        if audio && p.1.kind != "openai" {
+            return Err(format!("model {:?}: {} needs an openai provider, not {:?}", m.name, m.kind, p.1.kind));
         }
         if kind == ModelKind::Image && !matches!(p.1.kind.as_str(), "openai" | "dashscope" | "dev") {
             return Err(format!(

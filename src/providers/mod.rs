@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod dashscope;
 pub mod dev;
 pub mod error;
+pub mod form;
 pub mod google;
 pub mod http;
 pub mod litellm;
@@ -438,6 +439,44 @@ impl ModelAdapter {
         )
     }
 
+    /// Text to speech on an `openai` route: the audio as it comes.
+    pub fn speech(
+        &self,
+        model: &Model,
+        body: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(types::AudioStream, CallInfo), ProviderError> {
+        self.with_openai(model, "speech", |o, upstream| o.speech(upstream, body))
+    }
+
+    /// Speech to text on an `openai` route: the answer's media type and bytes.
+    pub fn transcribe(
+        &self,
+        model: &Model,
+        parts: &[types::FormPart],
+    ) -> Result<((String, Vec<u8>), CallInfo), ProviderError> {
+        self.with_openai(model, "transcription", |o, upstream| o.transcribe(upstream, parts))
+    }
+
+    pub fn moderate(
+        &self,
+        model: &Model,
+        body: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(serde_json::Value, CallInfo), ProviderError> {
+        self.with_openai(model, "moderation", |o, upstream| o.moderate(upstream, body))
+    }
+
+    fn with_openai<T>(
+        &self,
+        model: &Model,
+        op: &'static str,
+        mut call: impl FnMut(&openai::OpenAi, &str) -> Result<T, ProviderError>,
+    ) -> Result<(T, CallInfo), ProviderError> {
+        self.with_failover_among(model, op, Provider::full_openai, |p, upstream| match p {
+            Provider::OpenAi(o) => call(o, upstream),
+            _ => Err(ProviderError::Unavailable(format!("only openai routes serve {op}"))),
+        })
+    }
+
     /// Whether any route of `model` speaks OpenAI's Responses API.
     pub fn has_responses(&self, model: &Model) -> bool {
         model.routes.iter().any(|r| self.providers.get(&r.provider).is_some_and(|n| n.provider.full_openai()))
@@ -449,10 +488,7 @@ impl ModelAdapter {
         model: &Model,
         body: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(serde_json::Value, CallInfo), ProviderError> {
-        self.with_failover_among(model, "responses", Provider::full_openai, |p, upstream| match p {
-            Provider::OpenAi(o) => o.responses(upstream, body),
-            _ => Err(ProviderError::Unavailable("only openai routes serve the Responses API".into())),
-        })
+        self.with_openai(model, "responses", |o, upstream| o.responses(upstream, body))
     }
 
     pub fn responses_stream(
@@ -460,10 +496,7 @@ impl ModelAdapter {
         model: &Model,
         body: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(RawStream, CallInfo), ProviderError> {
-        self.with_failover_among(model, "responses_stream", Provider::full_openai, |p, upstream| match p {
-            Provider::OpenAi(o) => o.responses_stream(upstream, body),
-            _ => Err(ProviderError::Unavailable("only openai routes serve the Responses API".into())),
-        })
+        self.with_openai(model, "responses_stream", |o, upstream| o.responses_stream(upstream, body))
     }
 
     /// Embeddings: the client's body to an OpenAI-compatible route (or the

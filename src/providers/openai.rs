@@ -13,11 +13,14 @@
 
 use super::http;
 use super::sse::SseReader;
-use super::types::{ChatEvent, ChatRequest, ChatResponse, ImageRequest, ImageResponse, Usage};
+use super::types::{AudioStream, ChatEvent, ChatRequest, ChatResponse, FormPart, ImageRequest, ImageResponse, Usage};
 use super::{ChatStream, ProviderError};
 use serde_json::{Value, json};
 use std::io::BufReader;
 use ureq::Agent;
+
+/// Most audio bytes one speech answer may stream back.
+pub const SPEECH_BYTES_MAX: u64 = 256 << 20;
 
 pub struct OpenAi {
     pub base_url: String,
@@ -157,6 +160,58 @@ impl OpenAi {
         let mut body = body.clone();
         body.insert("model".into(), json!(upstream));
         http::read_json(self.post("/embeddings", &Value::Object(body))?)
+    }
+
+    /// `POST {base}/audio/speech` with the client's body (model
+    /// replaced); the audio as it comes, at most [`SPEECH_BYTES_MAX`].
+    pub fn speech(&self, upstream: &str, body: &serde_json::Map<String, Value>) -> Result<AudioStream, ProviderError> {
+        let mut body = body.clone();
+        body.insert("model".into(), json!(upstream));
+        let resp = self.post("/audio/speech", &Value::Object(body))?;
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let body = std::io::Read::take(resp.into_body().into_reader(), SPEECH_BYTES_MAX);
+        Ok(AudioStream { content_type, body: Box::new(body) })
+    }
+
+    /// `POST {base}/audio/transcriptions`: the client's form, in order,
+    /// with the model's value replaced; the answer's media type and bytes
+    /// (JSON, or text for `text`, `srt`, `vtt`).
+    pub fn transcribe(&self, upstream: &str, parts: &[FormPart]) -> Result<(String, Vec<u8>), ProviderError> {
+        let boundary = format!(
+            "tollgate-{}",
+            crate::support::token::hex(
+                &crate::support::token::random_bytes::<12>()
+                    .map_err(|e| ProviderError::Unavailable(format!("no randomness for a form boundary: {e}")))?
+            )
+        );
+        let url = format!("{}/audio/transcriptions", self.base_url.trim_end_matches('/'));
+        let mut rb = self.agent.post(&url).header("Content-Type", &format!("multipart/form-data; boundary={boundary}"));
+        if let Some(k) = &self.key {
+            rb = rb.header("Authorization", &format!("Bearer {k}"));
+        }
+        let form = super::form::encode(parts, &boundary, |p| (p.name == "model").then_some(upstream.as_bytes()));
+        let mut resp = http::check(rb.send(&form[..]).map_err(ProviderError::from_ureq)?)?;
+        let content_type =
+            resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_owned();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(http::PROVIDER_BODY_BYTES_MAX)
+            .read_to_vec()
+            .map_err(ProviderError::from_ureq)?;
+        Ok((content_type, bytes))
+    }
+
+    /// `POST {base}/moderations` with the client's body (model replaced).
+    pub fn moderate(&self, upstream: &str, body: &serde_json::Map<String, Value>) -> Result<Value, ProviderError> {
+        let mut body = body.clone();
+        body.insert("model".into(), json!(upstream));
+        http::read_json(self.post("/moderations", &Value::Object(body))?)
     }
 
     pub fn image(&self, upstream: &str, req: &ImageRequest) -> Result<ImageResponse, ProviderError> {

@@ -274,3 +274,19 @@ pub enum TaskState {
     Succeeded { urls: Vec<String>, duration_s: Option<u32> },
     Failed { code: String, message: String },
 }
+
+/// One part of a multipart form (`/v1/audio/transcriptions`), as the
+/// client sent it; forwarded in order, only the model's value replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormPart {
+    pub name: String,
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+    pub data: Vec<u8>,
+}
+
+/// Audio the provider answered: its media type and its bytes as they come.
+pub struct AudioStream {
+    pub content_type: String,
+    pub body: Box<dyn std::io::Read + Send>,
+}

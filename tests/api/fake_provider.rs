@@ -18,6 +18,19 @@ pub struct Recorded {
     pub path: String,
     pub headers: HashMap<String, String>,
     pub body: Value,
+    /// The body's bytes (a multipart form is not JSON).
+    pub raw: Vec<u8>,
+}
+
+/// What the fake's text to speech answers, whatever the text.
+pub const SPEECH_BYTES: &[u8] = b"ID3\x04fake mp3 bytes \x00\xff\x10";
+
+/// A text part of a multipart form, found by name (the fake reads forms
+/// crudely, by their framing, which is enough to answer).
+pub fn form_text(raw: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let start = text.find(&format!("name=\"{name}\"\r\n\r\n"))? + name.len() + 11;
+    Some(text[start..].split("\r\n").next()?.to_owned())
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +64,9 @@ pub struct Script {
     pub chat_reply: Option<Value>,
     /// Streams send these chunks instead of the text (then usage, [DONE]).
     pub chat_chunks: Option<Vec<Value>>,
+    /// A transcription's usage: `Some(seconds)` as `{type: duration}`;
+    /// `None` as token usage from the prompt and completion counts.
+    pub transcription_seconds: Option<f64>,
     /// More usage fields, merged into every usage object the fake sends
     /// (OpenAI's `prompt_tokens_details`, Anthropic's cache counts, ...).
     pub usage_extra: Value,
@@ -82,6 +98,7 @@ impl Default for Script {
             chat_reply: None,
             chat_chunks: None,
             usage_extra: Value::Null,
+            transcription_seconds: Some(2.4),
             media_gone: false,
             media_fail_next: 0,
             video_bytes: 256 * 1024,
@@ -228,9 +245,9 @@ pub fn media_bytes(path: &str, video_bytes: usize) -> Vec<u8> {
 }
 
 fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<AtomicBool>, base: &str) {
-    let mut raw = String::new();
-    let _ = rq.as_reader().read_to_string(&mut raw);
-    let body: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
+    let mut raw = Vec::new();
+    let _ = rq.as_reader().read_to_end(&mut raw);
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     let path = rq.url().to_owned();
     let headers = rq
         .headers()
@@ -240,7 +257,13 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
     let method = rq.method().as_str().to_owned();
     let (script, failure) = {
         let mut s = state.lock().unwrap();
-        s.requests.push(Recorded { method: method.clone(), path: path.clone(), headers, body: body.clone() });
+        s.requests.push(Recorded {
+            method: method.clone(),
+            path: path.clone(),
+            headers,
+            body: body.clone(),
+            raw: raw.clone(),
+        });
         let failure =
             if s.script.fail_next.is_empty() { s.script.fail.clone() } else { Some(s.script.fail_next.remove(0)) };
         (s.script.clone(), failure)
@@ -354,6 +377,18 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
             })
             .collect();
         let _ = rq.respond(json_response(200, &json!({"created": 1, "data": data})));
+    } else if path.ends_with("/audio/speech") {
+        let _ = rq.respond(
+            tiny_http::Response::from_data(SPEECH_BYTES.to_vec())
+                .with_header(tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"audio/mpeg"[..]).unwrap()),
+        );
+    } else if path.ends_with("/audio/transcriptions") {
+        transcription(rq, &raw, &script);
+    } else if path.ends_with("/moderations") {
+        let _ = rq.respond(json_response(
+            200,
+            &json!({"id": "modr-1", "model": body["model"], "results": [{"flagged": false, "categories": {"violence": false}}]}),
+        ));
     } else if let Some(rest) = path.strip_prefix("/v1beta/models/") {
         gemini(rq, rest, &body, &script, &words, stop);
     } else if path.ends_with("/v1/messages/count_tokens") {
@@ -539,4 +574,33 @@ fn gemini(rq: tiny_http::Request, rest: &str, body: &Value, script: &Script, wor
     };
     let v = json!({"candidates": [candidate(parts, Some("STOP"))], "usageMetadata": usage(c), "modelVersion": "fake-gemini", "responseId": "r1"});
     let _ = rq.respond(json_response(200, &v));
+}
+
+/// A transcription in the format the form asks for: JSON with usage (by
+/// duration or by tokens), text, or SRT with two cues ending at 12.4 s.
+fn transcription(rq: tiny_http::Request, raw: &[u8], script: &Script) {
+    let text = "fake transcription";
+    let (status, ctype, body) = match form_text(raw, "response_format").as_deref() {
+        Some("text") => (200, "text/plain; charset=utf-8", text.to_owned()),
+        Some("srt") => (
+            200,
+            "application/x-subrip",
+            format!("1\n00:00:00,000 --> 00:00:05,000\n{text}\n\n2\n00:00:05,000 --> 00:00:12,400\nmore\n"),
+        ),
+        _ => {
+            let usage = match script.transcription_seconds {
+                Some(s) => json!({"type": "duration", "seconds": s}),
+                None => {
+                    json!({"type": "tokens", "input_tokens": script.prompt_tokens, "output_tokens": script.completion_tokens,
+                               "input_token_details": {"audio_tokens": script.prompt_tokens, "text_tokens": 0}})
+                }
+            };
+            (200, "application/json", json!({"text": text, "usage": usage}).to_string())
+        }
+    };
+    let _ = rq.respond(
+        tiny_http::Response::from_string(body)
+            .with_status_code(status)
+            .with_header(tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes()).unwrap()),
+    );
 }

@@ -9,6 +9,7 @@ mod helpers;
 
 mod ai;
 mod architecture;
+mod audio;
 mod auth;
 mod browser;
 mod cli;

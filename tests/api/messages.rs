@@ -430,6 +430,12 @@ fn the_official_openai_anthropic_and_google_sdks_run_unchanged_against_tollgate(
             m.max_output_tokens = (kind == "chat").then_some(100);
             c.models.push(m);
         }
+        let audio = PriceConfig { per_1m_characters: 1_000_000, per_audio_second: 1, ..PriceConfig::default() };
+        for (name, kind, upstream) in
+            [("tts", "speech", "tts-up"), ("whisper", "transcription", "whisper-up"), ("mod", "moderation", "mod-up")]
+        {
+            c.models.push(model_config(name, kind, &[("up", upstream)], audio.clone()));
+        }
     });
     let funded = app.user("sdk");
     app.grant(&funded, 100_000);

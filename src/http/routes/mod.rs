@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod ai;
+pub mod audio;
 pub mod auth;
 pub mod codes;
 pub mod console;
