@@ -318,6 +318,9 @@ async function playground(body) {
   const chatModels = models.filter((m) => m.kind === "chat");
   const imageModels = models.filter((m) => m.kind === "image");
   const model = h("select", { id: "chat-model" }, chatModels.map((m) => h("option", { value: m.id }, m.id)));
+  // Either API over the same models: OpenAI's chat completions, or
+  // Anthropic's Messages (what Claude Code sends).
+  const wire = h("select", { id: "chat-api" }, h("option", { value: "chat" }, "Chat completions"), h("option", { value: "messages" }, "Messages (Anthropic)"));
   const prompt = h("textarea", { id: "chat-prompt", required: true });
   const answer = h("div", { class: "answer", id: "chat-answer", "aria-live": "polite" });
   const cost = h("p", { id: "chat-cost", class: "muted" }, " ");
@@ -326,8 +329,12 @@ async function playground(body) {
   const imgOut = h("div", { id: "image-job" });
   body.replaceChildren(
     h("h2", {}, "Chat"),
-    h("form", { onsubmit: async (e) => { e.preventDefault(); await attempt(() => chat(model.value, prompt.value, answer, cost)); } },
-      h("div", { class: "row" }, field("Model", model)), field("Message", prompt), h("div", { class: "row" }, h("button", { type: "submit", id: "chat-send" }, "Send"))),
+    h("form", { onsubmit: async (e) => {
+      e.preventDefault();
+      const m = chatModels.find((x) => x.id === model.value);
+      await attempt(() => chat(wire.value, m, prompt.value, answer, cost));
+    } },
+      h("div", { class: "row" }, field("Model", model), field("API", wire)), field("Message", prompt), h("div", { class: "row" }, h("button", { type: "submit", id: "chat-send" }, "Send"))),
     answer, cost,
     h("h2", {}, "Generate an image"),
     h("form", { class: "row", onsubmit: async (e) => {
@@ -339,11 +346,16 @@ async function playground(body) {
 }
 
 // Streams a chat: tokens appear as they arrive; the cost comes after.
-async function chat(model, text, answer, costLine) {
+// `wire` picks the API: "chat" (chunks with choices[0].delta.content) or
+// "messages" (content_block_delta events with delta.text).
+async function chat(wire, model, text, answer, costLine) {
   answer.textContent = "";
   costLine.textContent = " ";
   const before = (await api("/v1/credits/balance")).balance;
-  const r = await api("/v1/chat/completions", { method: "POST", raw: true, body: { model, stream: true, stream_options: { include_usage: true }, messages: [{ role: "user", content: text }] } });
+  const messages = [{ role: "user", content: text }];
+  const r = wire === "messages"
+    ? await api("/v1/messages", { method: "POST", raw: true, body: { model: model.id, max_tokens: Math.min(1024, model.max_output_tokens || 1024), stream: true, messages } })
+    : await api("/v1/chat/completions", { method: "POST", raw: true, body: { model: model.id, stream: true, stream_options: { include_usage: true }, messages } });
   if (!r.ok) throw new ApiError(r.status, await r.json().catch(() => null));
   const reader = r.body.getReader();
   const dec = new TextDecoder();
@@ -361,6 +373,7 @@ async function chat(model, text, answer, costLine) {
         const chunk = JSON.parse(line.slice(6));
         const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
         if (delta && delta.content) answer.append(delta.content);
+        if (chunk.type === "content_block_delta" && chunk.delta && chunk.delta.text) answer.append(chunk.delta.text);
       }
     }
   }

@@ -283,6 +283,17 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     let cost = b.wait_text("#chat-cost", |t| t.starts_with("Cost:"));
     b.shot("11-playground-chat");
 
+    // The same model through Anthropic's Messages API, translated.
+    b.select("#chat-api", "messages");
+    b.exec(
+        "document.querySelector('#chat-answer').textContent = ''; document.querySelector('#chat-cost').textContent = 'pending';",
+        json!([]),
+    );
+    b.click("#chat-send");
+    b.wait_text("#chat-answer", |t| t == final_text);
+    b.wait_text("#chat-cost", |t| t.starts_with("Cost:"));
+    b.select("#chat-api", "chat");
+
     // An image job completes and its kept image is shown.
     b.select("#image-model", "fake-image");
     b.type_into("#image-prompt", "a cat");
