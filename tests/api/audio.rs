@@ -268,9 +268,15 @@ fn moderations_are_free_unless_priced_and_pass_through() {
     assert_eq!(r.json()["tollgate"]["cost"], 1);
     assert_eq!(app.balance(&ann)["balance"], 4);
     let models = app.client.get("/v1/models", &ann.token).json();
-    let kinds: Vec<&str> = models["data"].as_array().unwrap().iter().filter_map(|m| m["kind"].as_str()).collect();
-    for k in ["speech", "transcription", "moderation"] {
-        assert!(kinds.contains(&k), "{kinds:?}");
+    let by_id = |id: &str| -> Value {
+        models["data"].as_array().unwrap().iter().find(|m| m["id"] == id).cloned().unwrap_or(Value::Null)
+    };
+    for (id, kind, key, price) in [
+        ("tts", "speech", "per_1m_characters", 15_000),
+        ("whisper", "transcription", "per_audio_second", 2),
+        ("mod-paid", "moderation", "per_request", 1),
+    ] {
+        let m = by_id(id);
+        assert_eq!((m["kind"].as_str(), m["pricing"][key].as_i64()), (Some(kind), Some(price)), "{m}");
     }
-    let _: Value = r.json();
 }

@@ -107,8 +107,15 @@ fn model_json(m: &Model) -> Value {
             pricing[k] = json!(v);
         }
     }
-    if m.price.per_request > 0 {
-        pricing["per_request"] = json!(m.price.per_request);
+    // Each unit price where the model has it.
+    for (k, v) in [
+        ("per_request", m.price.per_request),
+        ("per_1m_characters", m.price.per_1m_characters),
+        ("per_audio_second", m.price.per_audio_second),
+    ] {
+        if v > 0 {
+            pricing[k] = json!(v);
+        }
     }
     if !m.price.tiers.is_empty() {
         pricing["tiers"] = json!(m.price.tiers);
