@@ -460,3 +460,34 @@ fn the_official_openai_anthropic_and_google_sdks_run_unchanged_against_tollgate(
     }
     assert_eq!(app.audit()["valid"], true);
 }
+
+#[test]
+fn concurrent_messages_plain_and_streamed_charge_exactly_their_total() {
+    let (_fake, app) = cache_app("anthropic", "claude");
+    let ann = app.user("ann");
+    app.grant(&ann, 1000);
+    let key = key_of(&app, &ann, json!({"name": "k"}));
+    let calls = 40;
+    let handles: Vec<_> = (0..calls)
+        .map(|i| {
+            let (client, key) = (app.client.clone(), key.clone());
+            std::thread::spawn(move || {
+                let body = claude_code_body("claude", i % 2 == 0).to_string();
+                let r = client.request("POST", MESSAGES, None, &[("x-api-key", &key)], Some(body.as_bytes())).unwrap();
+                assert_eq!(r.status, 200, "{}", r.text());
+                // A stream is read to its end, so it settles as completed.
+                r.text()
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("a call thread");
+    }
+    // 40 calls of 0.445 credits: 17.8 credits, 17 whole charged, 0.8 carried.
+    let total: i64 = app.sql_one("SELECT sum(cost_micro) FROM credit_transactions WHERE kind = 'consume'", &[]);
+    assert_eq!(total, calls * CACHE_USAGE_MICRO);
+    assert_eq!(app.balance(&ann)["balance"], 1000 - 17);
+    let active: i64 = app.sql_one("SELECT count(*) FROM credit_holds WHERE status = 'active'", &[]);
+    assert_eq!(active, 0, "no hold leaked");
+    assert_eq!(app.audit()["valid"], true);
+}
