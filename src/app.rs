@@ -28,6 +28,8 @@ pub struct App {
     pub oidc: crate::oidc::Providers,
     /// Password reset requests, handled off the request path.
     pub resets: crate::auth::reset::Requests,
+    /// Seals the secrets tollgate stores (`TOLLGATE_SECRET_KEY`), if set.
+    pub seal_key: Option<crate::support::sealed::SealKey>,
 }
 
 impl App {

@@ -61,6 +61,9 @@ enum Command {
     /// Model prices.
     #[command(subcommand)]
     Prices(PricesCommand),
+    /// The key that seals stored secrets (TOLLGATE_SECRET_KEY).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Copy a SQLite database into an empty PostgreSQL database, audit both,
     /// and keep the copy only if the audits agree.
     MigrateToPostgres {
@@ -108,6 +111,17 @@ enum PricesCommand {
         /// The models to print (every model when none is named).
         models: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Print a new random key for TOLLGATE_SECRET_KEY (base64, 32 bytes).
+    NewKey,
+    /// Seal every stored secret with the key in TOLLGATE_SECRET_KEY_NEW,
+    /// opening them with TOLLGATE_SECRET_KEY (unset: they are in clear), in
+    /// one transaction; then start the server with the new key. Run it with
+    /// the server stopped.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -184,6 +198,41 @@ fn run(command: Command, config: Config) -> Result<(), Failure> {
     }
     match command {
         Command::Serve(_) => serve(config),
+        Command::Secrets(SecretsCommand::NewKey) => {
+            println!("{}", crate::support::sealed::SealKey::generate()?);
+            Ok(())
+        }
+        Command::Secrets(SecretsCommand::Rotate) => {
+            let key = |name: &str| -> Result<Option<crate::support::sealed::SealKey>, Failure> {
+                match std::env::var(name).ok().filter(|k| !k.trim().is_empty()) {
+                    Some(k) => {
+                        Ok(Some(crate::support::sealed::SealKey::parse(&k).map_err(|e| format!("{name}: {e}"))?))
+                    }
+                    None => Ok(None),
+                }
+            };
+            let old = key(service::SECRET_KEY_ENV)?;
+            let new = key("TOLLGATE_SECRET_KEY_NEW")?.ok_or_else(|| {
+                "set TOLLGATE_SECRET_KEY_NEW to the new key (`tollgate secrets new-key` makes one)".to_owned()
+            })?;
+            // A running server holds the old key: it must not be running.
+            let _lock = match config.database.postgres_url() {
+                Some(_) => None,
+                None => Some(
+                    crate::storage::backup::ServerLock::try_acquire(&config.server.db)
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| {
+                            format!("a tollgate server is using {}: stop it first", config.server.db.display())
+                        })?,
+                ),
+            };
+            let db = service::open_db(&config)?;
+            let n = crate::events::endpoints::rotate(&db, old.as_ref(), &new)?;
+            println!(
+                "sealed {n} stored secret(s) with the new key; start the server with TOLLGATE_SECRET_KEY set to it"
+            );
+            Ok(())
+        }
         Command::Prices(PricesCommand::Import { file, credits_per_usd, models }) => {
             print!("{}", import_prices(&file, credits_per_usd, &models)?);
             Ok(())

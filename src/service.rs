@@ -60,6 +60,9 @@ pub fn open_db(config: &Config) -> Result<Db, String> {
     Db::open(&config.server.db, sync).map_err(|e| e.to_string())
 }
 
+/// The environment variable holding the key that seals stored secrets.
+pub const SECRET_KEY_ENV: &str = "TOLLGATE_SECRET_KEY";
+
 impl Service {
     pub fn start(config: Config, options: StartOptions) -> Result<Service, String> {
         let listener = HttpServer::bind(&config.server.addr)?;
@@ -92,6 +95,14 @@ impl Service {
         let secret = |name: &str| {
             options.secrets.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| std::env::var(name).ok())
         };
+        let seal_key = secret(SECRET_KEY_ENV)
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| crate::support::sealed::SealKey::parse(&k).map_err(|e| format!("{SECRET_KEY_ENV}: {e}")))
+            .transpose()?;
+        let sealed = crate::events::endpoints::seal_stored(&db, seal_key.as_ref())?;
+        if sealed > 0 {
+            log::info!("sealed {sealed} stored webhook signing secrets with {SECRET_KEY_ENV}");
+        }
         let hook_secrets =
             crate::events::endpoints::sync_config(&db, &config.webhooks, config.events.allow_private_urls, secret)?;
         let public_url = match config.server.public_url.as_str() {
@@ -118,6 +129,7 @@ impl Service {
             media,
             oidc,
             resets,
+            seal_key: seal_key.clone(),
         });
         let workers = crate::jobs::worker::Workers::start(&app)?;
         let deliverer = crate::events::delivery::Deliverer::start(
@@ -125,6 +137,7 @@ impl Service {
                 db: app.db.clone(),
                 config: app.config.events.clone(),
                 wake: Arc::clone(&app.webhook_wake),
+                seal_key,
             },
             hook_secrets,
         )?;

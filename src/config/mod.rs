@@ -37,7 +37,14 @@ pub const CONFIG_PATH_DEFAULT: &str = "./tollgate.toml";
 const ENV_SECTIONS: &[&str] =
     &["server", "database", "auth", "limits", "jobs", "logs", "ledger", "backup", "events", "media"];
 /// Variables with the prefix that are not `<SECTION>_<KEY>` overrides.
-const ENV_RESERVED: &[&str] = &["TOLLGATE_ADMIN_EMAIL", "TOLLGATE_ADMIN_PASSWORD", "TOLLGATE_CONFIG", "TOLLGATE_LOG"];
+const ENV_RESERVED: &[&str] = &[
+    "TOLLGATE_ADMIN_EMAIL",
+    "TOLLGATE_ADMIN_PASSWORD",
+    "TOLLGATE_CONFIG",
+    "TOLLGATE_LOG",
+    "TOLLGATE_SECRET_KEY",
+    "TOLLGATE_SECRET_KEY_NEW",
+];
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

@@ -63,6 +63,8 @@ pub struct Handles {
     pub config: EventsConfig,
     /// Wakes the dispatcher (a sender finished, an admin redelivered).
     pub wake: Arc<Notifier>,
+    /// Opens the signing secrets stored sealed.
+    pub seal_key: Option<crate::support::sealed::SealKey>,
 }
 
 impl Deliverer {
@@ -172,7 +174,9 @@ fn dispatch(
         }
         let Some(hook) = hooks.get(&d.endpoint) else { continue };
         let secret = match &hook.secret {
-            Some(text) => match Secret::parse(text) {
+            Some(stored) => match crate::support::sealed::reveal(app.seal_key.as_ref(), stored)
+                .and_then(|text| Secret::parse(&text).map_err(|e| e.to_string()))
+            {
                 Ok(s) => s,
                 Err(e) => {
                     log::error!("webhook {}: its stored secret is unusable ({e})", hook.id);

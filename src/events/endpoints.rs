@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::paging::{List, Page};
 use crate::storage::Conn;
 use crate::storage::Db;
+use crate::support::sealed::{SealKey, is_sealed, reveal};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -61,14 +62,25 @@ pub fn wants(row: &EndpointRow, etype: &str) -> bool {
     row.events.is_empty() || row.events.iter().any(|t| t == etype)
 }
 
-/// Adds an endpoint (URL already checked) with a fresh secret.
-pub fn create(conn: &Conn<'_>, url: &str, events: &[String], description: &str) -> Result<CreatedEndpoint> {
+/// Adds an endpoint (URL already checked) with a fresh secret, stored
+/// sealed when there is a sealing key.
+pub fn create(
+    conn: &Conn<'_>,
+    url: &str,
+    events: &[String],
+    description: &str,
+    key: Option<&SealKey>,
+) -> Result<CreatedEndpoint> {
     crate::domain::check_event_types(events).map_err(|m| Error::invalid("events", m))?;
     if description.chars().count() > DESCRIPTION_CHARS_MAX {
         return Err(Error::invalid("description", format!("at most {DESCRIPTION_CHARS_MAX} characters")));
     }
     let (text, _) = Secret::generate()?;
-    let new = NewEndpoint { url, secret: Some(&text), events, description, config_key: None };
+    let stored = match key {
+        Some(k) => k.seal(&text).map_err(Error::Internal)?,
+        None => text.clone(),
+    };
+    let new = NewEndpoint { url, secret: Some(&stored), events, description, config_key: None };
     let id = storage::insert_endpoint(conn, &new, Timestamp::now())?;
     let row = storage::endpoint(conn, id)?.ok_or_else(|| Error::Internal("endpoint vanished".into()))?;
     Ok(CreatedEndpoint { endpoint: row.into(), secret: text })
@@ -133,4 +145,58 @@ pub fn sync_config(
         })
         .map_err(|e| format!("cannot record the configured webhooks: {e}"))?;
     Ok(ids.into_iter().zip(secrets).collect())
+}
+
+fn read_secrets(db: &Db) -> std::result::Result<Vec<(EndpointId, String)>, String> {
+    db.read(storage::stored_secrets).map_err(|e: Error| e.to_string())
+}
+
+/// At start: every stored secret must open with `key` (a sealed one with
+/// no key, or the wrong key, refuses the start), and with a key, secrets
+/// stored in clear (before it was set) are sealed. Returns how many were.
+pub fn seal_stored(db: &Db, key: Option<&SealKey>) -> std::result::Result<usize, String> {
+    let stored = read_secrets(db)?;
+    for (id, value) in &stored {
+        reveal(key, value).map_err(|e| {
+            format!("webhook endpoint {id}: its stored signing secret cannot be read: {e}. Start with the TOLLGATE_SECRET_KEY that sealed it.")
+        })?;
+    }
+    let Some(key) = key else { return Ok(0) };
+    reseal(db, &stored, None, key)
+}
+
+/// Rotation: every stored secret opened with `old` (or read in clear) and
+/// sealed again with `new`, in one transaction. Returns how many.
+pub fn rotate(db: &Db, old: Option<&SealKey>, new: &SealKey) -> std::result::Result<usize, String> {
+    let stored = read_secrets(db)?;
+    reseal(db, &stored, old, new)
+}
+
+/// Seals `stored` with `new` (those in clear, and, given `old`, the sealed
+/// ones too), all in one write.
+fn reseal(
+    db: &Db,
+    stored: &[(EndpointId, String)],
+    old: Option<&SealKey>,
+    new: &SealKey,
+) -> std::result::Result<usize, String> {
+    let mut sealed = Vec::new();
+    for (id, value) in stored {
+        if is_sealed(value) && old.is_none() {
+            continue;
+        }
+        let plain = reveal(old, value).map_err(|e| format!("webhook endpoint {id}: {e}"))?;
+        sealed.push((*id, new.seal(&plain)?));
+    }
+    let n = sealed.len();
+    if n > 0 {
+        db.write(move |c| {
+            for (id, value) in &sealed {
+                storage::set_secret(c, *id, value)?;
+            }
+            Ok::<_, Error>(())
+        })
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(n)
 }

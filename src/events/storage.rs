@@ -90,6 +90,20 @@ fn endpoint_row(r: &Row<'_>) -> std::result::Result<EndpointRow, StorageError> {
     })
 }
 
+/// Every stored signing secret (of live and deleted endpoints), by row.
+pub fn stored_secrets(conn: &Conn<'_>) -> Result<Vec<(EndpointId, String)>> {
+    let rows: Vec<(EndpointId, String)> =
+        conn.query_all("SELECT id, secret FROM webhook_endpoints WHERE secret IS NOT NULL ORDER BY id", &[], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    Ok(rows)
+}
+
+pub fn set_secret(conn: &Conn<'_>, id: EndpointId, stored: &str) -> Result<()> {
+    conn.execute("UPDATE webhook_endpoints SET secret = ?2 WHERE id = ?1", params![id, stored])?;
+    Ok(())
+}
+
 pub struct NewEndpoint<'a> {
     pub url: &'a str,
     pub secret: Option<&'a str>,

@@ -7,4 +7,5 @@
 
 pub mod bounded;
 pub mod notify;
+pub mod sealed;
 pub mod token;

@@ -719,3 +719,91 @@ fn a_thousand_job_events_wait_out_a_receiver_outage_and_all_arrive() {
     );
     assert_eq!(app.audit()["valid"], true);
 }
+
+/// A new key for `TOLLGATE_SECRET_KEY`, from the CLI.
+fn new_key() -> String {
+    let out = bin().args(["secrets", "new-key"]).output().expect("run tollgate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Every byte the database keeps on disk: the file and its WAL.
+fn db_bytes(dir: &std::path::Path) -> Vec<u8> {
+    ["tollgate.db", "tollgate.db-wal"].iter().filter_map(|f| std::fs::read(dir.join(f)).ok()).flatten().collect()
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Waits until `n` events of type `t` arrived, every signature verified.
+fn wait_for_n(receiver: &Receiver, t: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.seen(|s| s.events.values().filter(|e| e["type"] == t).count()) < n {
+        assert!(Instant::now() < deadline, "waited for {n} {t}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(receiver.seen(|s| s.bad_signatures), 0, "every signature verified");
+}
+
+#[test]
+fn stored_webhook_secrets_are_sealed_need_their_key_to_start_and_rotate() {
+    if engine_is_postgres() {
+        return; // the bytes checked here are SQLite's file; sealing itself is the same on both engines
+    }
+    let (key1, key2) = (new_key(), new_key());
+    let receiver = Receiver::start();
+    // Created before any key: stored in clear, as before.
+    let app = TestApp::spawn();
+    let secret0 = subscribe(&app, &receiver, json!(["user.created"]))["secret"].as_str().unwrap().to_owned();
+    let dir = app.restart_stopped();
+    let mut config = test_config(&dir);
+    config.server.addr = "127.0.0.1:0".into();
+    let db = dir.path().join("tollgate.db");
+    assert!(contains(&db_bytes(dir.path()), &secret0[6..]), "in clear without a key");
+
+    // The first start with a key seals it; an endpoint made now is sealed at once.
+    let app = TestApp::start_in_with_secrets(dir, config.clone(), &[("TOLLGATE_SECRET_KEY", &key1)]);
+    let r =
+        app.client.create_webhook(&app.admin, json!({"url": "http://127.0.0.1:9/never", "events": ["job.completed"]}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let secret1 = r.json()["secret"].as_str().unwrap().to_owned();
+    app.user("ann");
+    wait_for_n(&receiver, "user.created", 1);
+    let dir = app.restart_stopped();
+    let backup = dir.path().join("backup.db");
+    let out = bin().args(["backup", backup.to_str().unwrap(), "--db", db.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for bytes in [db_bytes(dir.path()), std::fs::read(&backup).unwrap()] {
+        assert!(!contains(&bytes, &secret0[6..]) && !contains(&bytes, &secret1[6..]), "no secret in clear on disk");
+    }
+
+    // Without the key, or with another, the start is refused and says why.
+    let start = |secrets: Vec<(String, String)>| {
+        tollgate::service::Service::start(
+            config.clone(),
+            tollgate::service::StartOptions { admin: None, clock: None, secrets },
+        )
+        .map(|s| s.shutdown())
+    };
+    let none = start(vec![]).unwrap_err();
+    assert!(none.contains("TOLLGATE_SECRET_KEY"), "{none}");
+    let wrong = start(vec![("TOLLGATE_SECRET_KEY".into(), key2.clone())]).unwrap_err();
+    assert!(wrong.contains("wrong TOLLGATE_SECRET_KEY"), "{wrong}");
+    let bad = start(vec![("TOLLGATE_SECRET_KEY".into(), "not a key".into())]).unwrap_err();
+    assert!(bad.contains("TOLLGATE_SECRET_KEY") && bad.contains("base64"), "{bad}");
+
+    // Rotation seals both with the new key; the old one no longer opens them.
+    let out = bin()
+        .args(["secrets", "rotate", "--db", db.to_str().unwrap()])
+        .env("TOLLGATE_SECRET_KEY", &key1)
+        .env("TOLLGATE_SECRET_KEY_NEW", &key2)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sealed 2"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(start(vec![("TOLLGATE_SECRET_KEY".into(), key1.clone())]).is_err());
+    let app = TestApp::start_in_with_secrets(dir, config, &[("TOLLGATE_SECRET_KEY", &key2)]);
+    app.user("bob");
+    wait_for_n(&receiver, "user.created", 2);
+}

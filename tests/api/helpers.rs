@@ -231,6 +231,13 @@ impl TestApp {
         TestApp::start(dir, config, None, Vec::new())
     }
 
+    /// [`TestApp::start_in`] with `secrets` where config names environment
+    /// variables (and `TOLLGATE_SECRET_KEY`).
+    pub fn start_in_with_secrets(dir: tempfile::TempDir, config: Config, secrets: &[(&str, &str)]) -> TestApp {
+        let secrets = secrets.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        TestApp::start(dir, config, None, secrets)
+    }
+
     /// A service that finds `secrets` where config names environment variables.
     pub fn spawn_with_secrets(secrets: &[(&str, &str)], adjust: impl FnOnce(&mut Config)) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -78,7 +78,8 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
     url_guard::check(&body.url, ctx.app.config.events.allow_private_urls)
         .map_err(|m| ApiError::refuse("webhook_url_refused", format!("{m}.")).with_param("url"))?;
     let description = body.description.unwrap_or_default();
-    ctx.commit(201, move |c| endpoints::create(c, &body.url, &body.events, &description))
+    let key = ctx.app.seal_key.clone();
+    ctx.commit(201, move |c| endpoints::create(c, &body.url, &body.events, &description, key.as_ref()))
 }
 
 pub fn list(ctx: &Ctx) -> Result<Response, ApiError> {
