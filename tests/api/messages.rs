@@ -484,7 +484,8 @@ fn concurrent_messages_plain_and_streamed_charge_exactly_their_total() {
         h.join().expect("a call thread");
     }
     // 40 calls of 0.445 credits: 17.8 credits, 17 whole charged, 0.8 carried.
-    let total: i64 = app.sql_one("SELECT sum(cost_micro) FROM credit_transactions WHERE kind = 'consume'", &[]);
+    let total: i64 =
+        app.sql_one("SELECT CAST(sum(cost_micro) AS BIGINT) FROM credit_transactions WHERE kind = 'consume'", &[]);
     assert_eq!(total, calls * CACHE_USAGE_MICRO);
     assert_eq!(app.balance(&ann)["balance"], 1000 - 17);
     let active: i64 = app.sql_one("SELECT count(*) FROM credit_holds WHERE status = 'active'", &[]);
