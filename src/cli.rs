@@ -426,3 +426,22 @@ fn import_prices(file: &std::path::Path, credits_per_usd: u64, models: &[String]
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_price_list_past_its_size_limit_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("prices.json");
+        // Sparse: the size is what is checked, nothing is written to disk.
+        let f = std::fs::File::create(&file).unwrap();
+        f.set_len(PRICE_LIST_BYTES_MAX + 1).unwrap();
+        let Failure(e, code) = import_prices(&file, 1000, &[]).unwrap_err();
+        assert!(e.contains("is over 67108864 bytes") && code == 2, "{e}");
+        f.set_len(PRICE_LIST_BYTES_MAX).unwrap();
+        let Failure(e, _) = import_prices(&file, 1000, &[]).unwrap_err();
+        assert!(!e.contains("is over"), "at the limit the file is read (and this one is not JSON): {e}");
+    }
+}

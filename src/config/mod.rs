@@ -321,6 +321,14 @@ price = { input_per_1m = 800, output_per_1m = 2000 }
     }
 
     #[test]
+    fn price_groups_are_bounded_at_their_limit() {
+        let groups = |n: usize| PricingConfig { groups: (0..n).map(|i| (format!("g{i}"), 0.5)).collect() };
+        assert!(groups(PRICE_GROUPS_MAX).check().is_ok());
+        let e = groups(PRICE_GROUPS_MAX + 1).check().unwrap_err().to_string();
+        assert!(e.contains("pricing.groups") && e.contains("at most 64"), "{e}");
+    }
+
+    #[test]
     fn the_shipped_example_file_parses_and_holds_every_default() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tollgate.example.toml");
         let text = std::fs::read_to_string(&path).unwrap();

@@ -519,6 +519,18 @@ mod tests {
         Price::try_from(&cfg)
     }
 
+    #[test]
+    fn prices_by_size_and_resolution_are_bounded_at_their_limit() {
+        let by = |n: usize| PriceConfig {
+            per_image_by: (0..n).map(|i| (format!("{i}x{i}"), 1)).collect(),
+            per_video_second_by: (0..n).map(|i| (format!("{i}P"), 1)).collect(),
+            ..PriceConfig::default()
+        };
+        assert!(Price::try_from(&by(PRICES_BY_MAX)).is_ok());
+        let e = Price::try_from(&by(PRICES_BY_MAX + 1)).unwrap_err();
+        assert!(e.contains("at most 64"), "{e}");
+    }
+
     /// OpenAI counts cached tokens inside `prompt_tokens`: they are charged
     /// once, at the cached price, and the rest at the input price.
     #[test]
