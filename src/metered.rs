@@ -138,6 +138,44 @@ fn image_parts(body: &serde_json::Map<String, serde_json::Value>) -> (u64, u64) 
 
 /// The most a chat can cost: its input bound and its output bound for
 /// every choice asked for.
+/// The input bound of a body that goes upstream whole (the Responses,
+/// Messages and Gemini APIs): the bytes of every field but `not_prompt`
+/// (no tokenizer makes more tokens than bytes), with `images` (how many,
+/// their bytes) each at the model's image bound instead of its bytes, plus
+/// `template` tokens the provider may add.
+pub fn body_input_bound(
+    model: &Model,
+    body: &serde_json::Map<String, serde_json::Value>,
+    not_prompt: &[&str],
+    (images, image_bytes): (u64, u64),
+    template: u64,
+) -> u64 {
+    let bytes: u64 = body
+        .iter()
+        .filter(|(k, _)| !not_prompt.contains(&k.as_str()))
+        .map(|(_, v)| serde_json::to_vec(v).map_or(0, |b| b.len() as u64))
+        .sum();
+    bytes.saturating_sub(image_bytes) + images * u64::from(model.image_input_tokens_max) + template
+}
+
+/// Inline media anywhere in `v` (a request body's part): how many objects
+/// `media` recognizes, and the bytes of the data it names in each (none
+/// when it names no data).
+pub fn inline_media(
+    v: &serde_json::Value,
+    media: fn(&serde_json::Map<String, serde_json::Value>) -> Option<Option<&serde_json::Value>>,
+) -> (u64, u64) {
+    let add = |a: (u64, u64), b: (u64, u64)| (a.0 + b.0, a.1 + b.1);
+    match v {
+        serde_json::Value::Array(items) => items.iter().map(|i| inline_media(i, media)).fold((0, 0), add),
+        serde_json::Value::Object(o) => match media(o) {
+            Some(data) => (1, data.map_or(0, |d| serde_json::to_vec(d).map_or(0, |b| b.len() as u64))),
+            None => o.values().map(|i| inline_media(i, media)).fold((0, 0), add),
+        },
+        _ => (0, 0),
+    }
+}
+
 pub fn chat_bound(model: &Model, req: &ChatRequest) -> Credits {
     let output = u64::from(req.max_tokens) * u64::from(req.n.max(1));
     model.price.tokens(input_tokens_bound(model, req), output)

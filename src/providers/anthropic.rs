@@ -17,6 +17,7 @@
 //!   (stop reason, cumulative output tokens), `message_stop`; `ping`
 //!   ignored; `error` ends the stream.
 
+use super::chat_map::{self, ToolChoice, function_tools, push_turn, text_of, tool_choice};
 use super::http;
 use super::sse::SseReader;
 use super::types::{ChatEvent, ChatRequest, ChatResponse, Honours, Usage};
@@ -45,15 +46,6 @@ fn finish_reason(stop: &str) -> &'static str {
 /// tool calls, which are mapped. Anything else skips the route.
 pub const HONOURS: Honours =
     Honours { extra_fields: &["tools", "tool_choice", "parallel_tool_calls"], rich_messages: true };
-
-/// The text of an OpenAI `content`: a string, or its text parts joined.
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
-        _ => String::new(),
-    }
-}
 
 /// An OpenAI content part as an Anthropic block (text or image).
 fn block_of(part: &Value) -> Value {
@@ -108,24 +100,20 @@ fn messages_of(items: &[Value]) -> (Vec<String>, Vec<Value>) {
                 other => ("user", vec![json!({"type": "text", "text": text_of(other)})]),
             },
         };
-        match turns.last_mut() {
-            Some((last, existing)) if *last == role => existing.extend(blocks),
-            _ => turns.push((role, blocks)),
-        }
+        push_turn(&mut turns, role, blocks);
     }
     (system, turns.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect())
 }
 
 /// OpenAI `tools` and `tool_choice` as Anthropic's.
 fn map_tools(req: &ChatRequest, b: &mut Value) {
-    if let Some(tools) = req.passthrough.get("tools").and_then(Value::as_array) {
+    if let Some(tools) = function_tools(req) {
         let mapped: Vec<Value> = tools
-            .iter()
+            .into_iter()
             .map(|t| {
-                let f = t.get("function").unwrap_or(t);
-                let mut tool = json!({"name": f.get("name").cloned().unwrap_or(json!("")),
-                                      "input_schema": f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"}))});
-                if let Some(d) = f.get("description") {
+                let schema = t.parameters.cloned().unwrap_or_else(|| json!({"type": "object"}));
+                let mut tool = json!({"name": t.name, "input_schema": schema});
+                if let Some(d) = t.description {
                     tool["description"] = d.clone();
                 }
                 tool
@@ -133,15 +121,12 @@ fn map_tools(req: &ChatRequest, b: &mut Value) {
             .collect();
         b["tools"] = json!(mapped);
     }
-    let mut choice = match req.passthrough.get("tool_choice") {
-        Some(Value::String(s)) if s == "required" => Some(json!({"type": "any"})),
-        Some(Value::String(s)) if s == "none" => Some(json!({"type": "none"})),
-        Some(Value::String(_)) => Some(json!({"type": "auto"})),
-        Some(Value::Object(o)) => {
-            o.get("function").and_then(|f| f.get("name")).map(|n| json!({"type": "tool", "name": n}))
-        }
-        _ => None,
-    };
+    let mut choice = tool_choice(req).map(|c| match c {
+        ToolChoice::Required => json!({"type": "any"}),
+        ToolChoice::Nothing => json!({"type": "none"}),
+        ToolChoice::Auto => json!({"type": "auto"}),
+        ToolChoice::Function(name) => json!({"type": "tool", "name": name}),
+    });
     if req.passthrough.get("parallel_tool_calls") == Some(&json!(false)) {
         choice.get_or_insert_with(|| json!({"type": "auto"}))["disable_parallel_tool_use"] = json!(true);
     }
@@ -151,14 +136,7 @@ fn map_tools(req: &ChatRequest, b: &mut Value) {
 }
 
 fn body(upstream: &str, req: &ChatRequest, stream: bool) -> Value {
-    let (system, messages) = match req.passthrough.get("messages").and_then(Value::as_array) {
-        Some(items) => messages_of(items),
-        None => {
-            let plain: Vec<Value> =
-                req.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
-            messages_of(&plain)
-        }
-    };
+    let (system, messages) = messages_of(&chat_map::messages(req));
     let mut b = json!({"model": upstream, "max_tokens": req.max_tokens, "messages": messages});
     if !system.is_empty() {
         b["system"] = json!(system.join("\n\n"));

@@ -18,6 +18,7 @@
 //! - A client's own Gemini body (`/v1beta` routes) goes upstream whole;
 //!   the answer or every streamed chunk comes back as sent.
 
+use super::chat_map::{self, ToolChoice, function_tools, push_turn, text_of, tool_choice};
 use super::http;
 use super::types::{ChatEvent, ChatRequest, ChatResponse, Honours, Usage};
 use super::{ChatStream, ProviderError};
@@ -61,14 +62,6 @@ fn finish_reason(r: &str) -> &'static str {
         "MAX_TOKENS" => "length",
         "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" => "content_filter",
         _ => "stop",
-    }
-}
-
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
-        _ => String::new(),
     }
 }
 
@@ -129,25 +122,22 @@ fn contents_of(items: &[Value]) -> (Vec<String>, Vec<Value>) {
                 other => ("user", vec![json!({"text": text_of(other)})]),
             },
         };
-        match turns.last_mut() {
-            Some((last, existing)) if *last == role => existing.extend(parts),
-            _ => turns.push((role, parts)),
-        }
+        push_turn(&mut turns, role, parts);
     }
     (system, turns.into_iter().map(|(role, parts)| json!({"role": role, "parts": parts})).collect())
 }
 
+/// OpenAI `tools` and `tool_choice` as Gemini's.
 fn tools_of(req: &ChatRequest, b: &mut Value) {
-    if let Some(tools) = req.passthrough.get("tools").and_then(Value::as_array) {
+    if let Some(tools) = function_tools(req) {
         let decls: Vec<Value> = tools
-            .iter()
+            .into_iter()
             .map(|t| {
-                let f = t.get("function").unwrap_or(t);
-                let mut d = json!({"name": f.get("name").cloned().unwrap_or(json!(""))});
-                if let Some(p) = f.get("parameters") {
+                let mut d = json!({"name": t.name});
+                if let Some(p) = t.parameters {
                     d["parameters"] = p.clone();
                 }
-                if let Some(desc) = f.get("description") {
+                if let Some(desc) = t.description {
                     d["description"] = desc.clone();
                 }
                 d
@@ -155,29 +145,19 @@ fn tools_of(req: &ChatRequest, b: &mut Value) {
             .collect();
         b["tools"] = json!([{"functionDeclarations": decls}]);
     }
-    let config = match req.passthrough.get("tool_choice") {
-        Some(Value::String(s)) if s == "required" => Some(json!({"mode": "ANY"})),
-        Some(Value::String(s)) if s == "none" => Some(json!({"mode": "NONE"})),
-        Some(Value::String(_)) => Some(json!({"mode": "AUTO"})),
-        Some(Value::Object(o)) => {
-            o.get("function").and_then(|f| f.get("name")).map(|n| json!({"mode": "ANY", "allowedFunctionNames": [n]}))
-        }
-        _ => None,
-    };
+    let config = tool_choice(req).map(|c| match c {
+        ToolChoice::Required => json!({"mode": "ANY"}),
+        ToolChoice::Nothing => json!({"mode": "NONE"}),
+        ToolChoice::Auto => json!({"mode": "AUTO"}),
+        ToolChoice::Function(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+    });
     if let Some(c) = config {
         b["toolConfig"] = json!({"functionCallingConfig": c});
     }
 }
 
 fn body(req: &ChatRequest) -> Value {
-    let (system, contents) = match req.passthrough.get("messages").and_then(Value::as_array) {
-        Some(items) => contents_of(items),
-        None => {
-            let plain: Vec<Value> =
-                req.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
-            contents_of(&plain)
-        }
-    };
+    let (system, contents) = contents_of(&chat_map::messages(req));
     let mut config = json!({"maxOutputTokens": req.max_tokens});
     if let Some(t) = req.temperature {
         config["temperature"] = json!(t);

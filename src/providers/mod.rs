@@ -13,6 +13,7 @@
 pub mod anthropic;
 pub mod breaker;
 pub mod catalog;
+pub mod chat_map;
 pub mod dashscope;
 pub mod dev;
 pub mod error;
@@ -71,9 +72,30 @@ impl Provider {
     }
 
     /// OpenAI itself (or a server that mirrors all of its API): images as
-    /// base64 (`response_format: b64_json`) and the Responses API.
+    /// base64 (`response_format: b64_json`), the Responses API, audio.
     fn full_openai(&self) -> bool {
-        matches!(self, Provider::OpenAi(_))
+        self.openai().is_some()
+    }
+
+    fn openai(&self) -> Option<&openai::OpenAi> {
+        match self {
+            Provider::OpenAi(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    fn anthropic(&self) -> Option<&anthropic::Anthropic> {
+        match self {
+            Provider::Anthropic(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn google(&self) -> Option<&google::Google> {
+        match self {
+            Provider::Google(g) => Some(g),
+            _ => None,
+        }
     }
 }
 
@@ -337,10 +359,32 @@ impl ModelAdapter {
     /// Whether any route of `model` speaks Anthropic's Messages API: such a
     /// model's Messages calls go to those routes with the client's body.
     pub fn has_messages(&self, model: &Model) -> bool {
-        model
-            .routes
-            .iter()
-            .any(|r| self.providers.get(&r.provider).is_some_and(|n| matches!(n.provider, Provider::Anthropic(_))))
+        self.any_route(model, |p| p.anthropic().is_some())
+    }
+
+    /// Whether any route of `model` has a provider that `is`.
+    fn any_route(&self, model: &Model, is: impl Fn(&Provider) -> bool) -> bool {
+        model.routes.iter().any(|r| self.providers.get(&r.provider).is_some_and(|n| is(&n.provider)))
+    }
+
+    /// [`Self::with_failover_among`] the routes whose provider is of the
+    /// kind `kind` picks out, calling it as that kind.
+    fn with_kind<K, T>(
+        &self,
+        model: &Model,
+        kind: fn(&Provider) -> Option<&K>,
+        op: &'static str,
+        mut call: impl FnMut(&K, &str) -> Result<T, ProviderError>,
+    ) -> Result<(T, CallInfo), ProviderError> {
+        self.with_failover_among(
+            model,
+            op,
+            |p| kind(p).is_some(),
+            |p, upstream| match kind(p) {
+                Some(k) => call(k, upstream),
+                None => Err(ProviderError::Unavailable(format!("no route of this provider kind serves {op}"))),
+            },
+        )
     }
 
     /// `POST /v1/messages` with the client's body to an `anthropic` route.
@@ -350,7 +394,7 @@ impl ModelAdapter {
         body: &serde_json::Map<String, serde_json::Value>,
         h: &anthropic::ClientHeaders,
     ) -> Result<(serde_json::Value, CallInfo), ProviderError> {
-        self.with_anthropic(model, "messages", |a, upstream| a.messages(upstream, body, h))
+        self.with_kind(model, Provider::anthropic, "messages", |a, upstream| a.messages(upstream, body, h))
     }
 
     pub fn messages_stream(
@@ -359,7 +403,9 @@ impl ModelAdapter {
         body: &serde_json::Map<String, serde_json::Value>,
         h: &anthropic::ClientHeaders,
     ) -> Result<(RawStream, CallInfo), ProviderError> {
-        self.with_anthropic(model, "messages_stream", |a, upstream| a.messages_stream(upstream, body, h))
+        self.with_kind(model, Provider::anthropic, "messages_stream", |a, upstream| {
+            a.messages_stream(upstream, body, h)
+        })
     }
 
     pub fn count_tokens(
@@ -368,33 +414,13 @@ impl ModelAdapter {
         body: &serde_json::Map<String, serde_json::Value>,
         h: &anthropic::ClientHeaders,
     ) -> Result<(serde_json::Value, CallInfo), ProviderError> {
-        self.with_anthropic(model, "count_tokens", |a, upstream| a.count_tokens(upstream, body, h))
-    }
-
-    fn with_anthropic<T>(
-        &self,
-        model: &Model,
-        op: &'static str,
-        mut call: impl FnMut(&anthropic::Anthropic, &str) -> Result<T, ProviderError>,
-    ) -> Result<(T, CallInfo), ProviderError> {
-        self.with_failover_among(
-            model,
-            op,
-            |p| matches!(p, Provider::Anthropic(_)),
-            |p, upstream| match p {
-                Provider::Anthropic(a) => call(a, upstream),
-                _ => Err(ProviderError::Unavailable("only anthropic routes serve the Messages API".into())),
-            },
-        )
+        self.with_kind(model, Provider::anthropic, "count_tokens", |a, upstream| a.count_tokens(upstream, body, h))
     }
 
     /// Whether any route of `model` speaks Gemini's API: such a model's
     /// `/v1beta` calls go to those routes with the client's body.
     pub fn has_gemini(&self, model: &Model) -> bool {
-        model
-            .routes
-            .iter()
-            .any(|r| self.providers.get(&r.provider).is_some_and(|n| matches!(n.provider, Provider::Google(_))))
+        self.any_route(model, |p| p.google().is_some())
     }
 
     /// `:generateContent` with the client's body to a `google` route.
@@ -403,7 +429,7 @@ impl ModelAdapter {
         model: &Model,
         body: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(serde_json::Value, CallInfo), ProviderError> {
-        self.with_google(model, "gemini", |g, upstream| g.generate(upstream, body))
+        self.with_kind(model, Provider::google, "gemini", |g, upstream| g.generate(upstream, body))
     }
 
     pub fn gemini_stream(
@@ -411,7 +437,7 @@ impl ModelAdapter {
         model: &Model,
         body: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(RawStream, CallInfo), ProviderError> {
-        self.with_google(model, "gemini_stream", |g, upstream| g.generate_stream(upstream, body))
+        self.with_kind(model, Provider::google, "gemini_stream", |g, upstream| g.generate_stream(upstream, body))
     }
 
     pub fn gemini_count(
@@ -419,24 +445,7 @@ impl ModelAdapter {
         model: &Model,
         body: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(serde_json::Value, CallInfo), ProviderError> {
-        self.with_google(model, "gemini_count", |g, upstream| g.count_tokens(upstream, body))
-    }
-
-    fn with_google<T>(
-        &self,
-        model: &Model,
-        op: &'static str,
-        mut call: impl FnMut(&google::Google, &str) -> Result<T, ProviderError>,
-    ) -> Result<(T, CallInfo), ProviderError> {
-        self.with_failover_among(
-            model,
-            op,
-            |p| matches!(p, Provider::Google(_)),
-            |p, upstream| match p {
-                Provider::Google(g) => call(g, upstream),
-                _ => Err(ProviderError::Unavailable("only google routes serve the Gemini API".into())),
-            },
-        )
+        self.with_kind(model, Provider::google, "gemini_count", |g, upstream| g.count_tokens(upstream, body))
     }
 
     /// Text to speech on an `openai` route: the audio as it comes.
@@ -445,7 +454,7 @@ impl ModelAdapter {
         model: &Model,
         body: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(types::AudioStream, CallInfo), ProviderError> {
-        self.with_openai(model, "speech", |o, upstream| o.speech(upstream, body))
+        self.with_kind(model, Provider::openai, "speech", |o, upstream| o.speech(upstream, body))
     }
 
     /// Speech to text on an `openai` route: the answer's media type and bytes.
@@ -454,7 +463,7 @@ impl ModelAdapter {
         model: &Model,
         parts: &[types::FormPart],
     ) -> Result<((String, Vec<u8>), CallInfo), ProviderError> {
-        self.with_openai(model, "transcription", |o, upstream| o.transcribe(upstream, parts))
+        self.with_kind(model, Provider::openai, "transcription", |o, upstream| o.transcribe(upstream, parts))
     }
 
     pub fn moderate(
@@ -462,24 +471,12 @@ impl ModelAdapter {
         model: &Model,
         body: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(serde_json::Value, CallInfo), ProviderError> {
-        self.with_openai(model, "moderation", |o, upstream| o.moderate(upstream, body))
-    }
-
-    fn with_openai<T>(
-        &self,
-        model: &Model,
-        op: &'static str,
-        mut call: impl FnMut(&openai::OpenAi, &str) -> Result<T, ProviderError>,
-    ) -> Result<(T, CallInfo), ProviderError> {
-        self.with_failover_among(model, op, Provider::full_openai, |p, upstream| match p {
-            Provider::OpenAi(o) => call(o, upstream),
-            _ => Err(ProviderError::Unavailable(format!("only openai routes serve {op}"))),
-        })
+        self.with_kind(model, Provider::openai, "moderation", |o, upstream| o.moderate(upstream, body))
     }
 
     /// Whether any route of `model` speaks OpenAI's Responses API.
     pub fn has_responses(&self, model: &Model) -> bool {
-        model.routes.iter().any(|r| self.providers.get(&r.provider).is_some_and(|n| n.provider.full_openai()))
+        self.any_route(model, Provider::full_openai)
     }
 
     /// `POST /v1/responses` to an `openai` route, the answer whole.
@@ -488,7 +485,7 @@ impl ModelAdapter {
         model: &Model,
         body: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(serde_json::Value, CallInfo), ProviderError> {
-        self.with_openai(model, "responses", |o, upstream| o.responses(upstream, body))
+        self.with_kind(model, Provider::openai, "responses", |o, upstream| o.responses(upstream, body))
     }
 
     pub fn responses_stream(
@@ -496,7 +493,7 @@ impl ModelAdapter {
         model: &Model,
         body: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(RawStream, CallInfo), ProviderError> {
-        self.with_openai(model, "responses_stream", |o, upstream| o.responses_stream(upstream, body))
+        self.with_kind(model, Provider::openai, "responses_stream", |o, upstream| o.responses_stream(upstream, body))
     }
 
     /// Embeddings: the client's body to an OpenAI-compatible route (or the
@@ -523,8 +520,7 @@ impl ModelAdapter {
 
     /// `Err` naming the field when no route of `model` can honour `req`.
     pub fn check_image(&self, model: &Model, req: &ImageRequest) -> Result<(), String> {
-        let any =
-            model.routes.iter().any(|r| self.providers.get(&r.provider).is_some_and(|n| n.provider.full_openai()));
+        let any = self.any_route(model, Provider::full_openai);
         if req.b64_json && !any {
             Err("response_format".into())
         } else if req.quality.is_some() && !any {

@@ -19,7 +19,7 @@ use crate::logs::NewLog;
 use crate::metered;
 use crate::providers::catalog::{IMAGES_PER_REQUEST_MAX, ModelKind};
 use crate::providers::types::{ChatEvent, ChatRequest, ImageRequest, MaxTokensField, Usage};
-use crate::providers::{CallInfo, ChatStream, Model, ProviderError, RawStream};
+use crate::providers::{CallInfo, ChatStream, Model, ProviderError};
 use crate::storage::Conn;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -236,28 +236,21 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
         .into());
     }
     ctx.app.adapter.check_chat(model, &req).map_err(|param| unsupported(model, &param))?;
-    let reservation = metered::reserve(ctx.app, &caller, metered::chat_bound(model, &req), None)?;
+    let call = MeteredCall {
+        model,
+        tokens_bound: (metered::input_tokens_bound(model, &req), u64::from(req.max_tokens) * u64::from(req.n.max(1))),
+        names: ("ai_chat_completion", "chat"),
+    };
     if body.stream {
-        let (stream, info) = ctx.app.adapter.chat_stream(model, &req).map_err(metered::release_on(
-            ctx.app,
-            &reservation,
-            &model.name,
-        ))?;
         let include_usage = body.stream_options.as_ref().is_some_and(|o| o.include_usage);
-        let tokens_bound =
-            (metered::input_tokens_bound(model, &req), u64::from(req.max_tokens) * u64::from(req.n.max(1)));
-        let charge = StreamCharge::new(
-            Arc::clone(ctx.app),
-            model.clone(),
-            info,
-            reservation,
-            "ai_chat_completion",
-            "chat",
-            tokens_bound,
+        let adapter = &ctx.app.adapter;
+        return call.stream(
+            ctx,
+            || adapter.chat_stream(model, &req),
+            |charge, stream| ChatSse::new(charge, stream, include_usage),
         );
-        let sse = ChatSse::new(charge, stream, include_usage);
-        return Ok(Response::event_stream(Box::new(Pumped::new(sse))));
     }
+    let reservation = call.hold(ctx)?;
     let (resp, info) =
         ctx.app.adapter.chat(model, &req).map_err(metered::release_on(ctx.app, &reservation, &model.name))?;
     let cost = metered::chat_cost(model, &resp.usage, reservation.multiplier_micro);
@@ -579,9 +572,9 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
     provider_answer(ctx, settle, answer, name_out, detail)
 }
 
-/// A call whose body goes to the provider as the client sent it (the
-/// Responses, Messages and Gemini APIs on their own providers).
-pub(super) struct Passthrough<'a> {
+/// A token-metered call: held at its token bounds, charged for the usage
+/// the provider reports (chat, and the Responses, Messages and Gemini APIs).
+pub(super) struct MeteredCall<'a> {
     pub model: &'a Model,
     /// Input and output tokens the call can use at most: what is held.
     pub tokens_bound: (u64, u64),
@@ -589,8 +582,8 @@ pub(super) struct Passthrough<'a> {
     pub names: (&'static str, &'static str),
 }
 
-impl Passthrough<'_> {
-    fn hold(&self, ctx: &Ctx) -> Result<metered::Reservation, ApiError> {
+impl MeteredCall<'_> {
+    pub(super) fn hold(&self, ctx: &Ctx) -> Result<metered::Reservation, ApiError> {
         let (input, output) = self.tokens_bound;
         Ok(metered::reserve(ctx.app, &ctx.user()?, self.model.price.tokens(input, output), None)?)
     }
@@ -598,11 +591,11 @@ impl Passthrough<'_> {
     /// Holds the bound, opens the provider's stream and answers with `pump`
     /// over it; the charge settles when the stream ends. A provider that
     /// cannot be reached releases the hold.
-    pub(super) fn stream<P: Pump + 'static>(
+    pub(super) fn stream<S, P: Pump + 'static>(
         &self,
         ctx: &Ctx,
-        open: impl FnOnce() -> Result<(RawStream, CallInfo), ProviderError>,
-        pump: impl FnOnce(StreamCharge, RawStream) -> P,
+        open: impl FnOnce() -> Result<(S, CallInfo), ProviderError>,
+        pump: impl FnOnce(StreamCharge, S) -> P,
     ) -> Result<Response, ApiError> {
         let reservation = self.hold(ctx)?;
         let (stream, info) = open().map_err(metered::release_on(ctx.app, &reservation, &self.model.name))?;

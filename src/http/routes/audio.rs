@@ -15,7 +15,7 @@
 //! - Moderations: the client's body passes through; free unless the model
 //!   has a `per_request` price.
 
-use super::ai::{Passthrough, model_of_kind};
+use super::ai::{MeteredCall, model_of_kind};
 use super::metered_stream::call_log;
 use crate::domain::Credits;
 use crate::error::Error;
@@ -345,7 +345,7 @@ struct ModerationBody {
 pub fn moderations(ctx: &Ctx) -> Result<Response, ApiError> {
     let (body, object): (ModerationBody, Map<String, Value>) = ctx.req.json_and_object()?;
     let model = model_of_kind(ctx, &body.model, ModelKind::Moderation)?;
-    let call = Passthrough { model, tokens_bound: (0, 0), names: ("ai_moderation", "moderation") };
+    let call = MeteredCall { model, tokens_bound: (0, 0), names: ("ai_moderation", "moderation") };
     let adapter = &ctx.app.adapter;
     call.answer(ctx, || adapter.moderate(model, &object), |_| Usage::default())
 }

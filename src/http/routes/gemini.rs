@@ -10,7 +10,7 @@
 //! carries the finish reason). Metered like chat, from `usageMetadata`
 //! (cached content and thinking included). `countTokens` is free.
 
-use super::ai::{Passthrough, model_of_kind, unsupported};
+use super::ai::{MeteredCall, model_of_kind, unsupported};
 use super::metered_stream::{Pump, StreamCharge, Unreported};
 use crate::error::Error;
 use crate::http::error::ApiError;
@@ -121,26 +121,13 @@ fn input_bound(model: &Model, body: &Map<String, Value>) -> u64 {
     if body.contains_key("cachedContent") {
         return u64::from(model.context_tokens_max);
     }
-    let bytes: u64 = body
-        .iter()
-        .filter(|(k, _)| !NOT_PROMPT_FIELDS.contains(&k.as_str()))
-        .map(|(_, v)| serde_json::to_vec(v).map_or(0, |b| b.len() as u64))
-        .sum();
-    let (images, image_bytes) = inline_data(body.get("contents").unwrap_or(&Value::Null));
-    bytes.saturating_sub(image_bytes) + images * u64::from(model.image_input_tokens_max) + TEMPLATE_TOKENS
+    let images = inline_data(body.get("contents").unwrap_or(&Value::Null));
+    metered::body_input_bound(model, body, NOT_PROMPT_FIELDS, images, TEMPLATE_TOKENS)
 }
 
 /// `inlineData` parts anywhere in `v`: how many, and their bytes.
 fn inline_data(v: &Value) -> (u64, u64) {
-    let add = |a: (u64, u64), b: (u64, u64)| (a.0 + b.0, a.1 + b.1);
-    match v {
-        Value::Array(items) => items.iter().map(inline_data).fold((0, 0), add),
-        Value::Object(o) => match o.get("inlineData").or_else(|| o.get("inline_data")) {
-            Some(d) => (1, serde_json::to_vec(d).map_or(0, |b| b.len() as u64)),
-            None => o.values().map(inline_data).fold((0, 0), add),
-        },
-        _ => (0, 0),
-    }
+    metered::inline_media(v, |o| o.get("inlineData").or_else(|| o.get("inline_data")).map(Some))
 }
 
 fn generate(ctx: &Ctx, model: &Model, mut body: Map<String, Value>, stream: bool) -> Result<Response, ApiError> {
@@ -148,7 +135,7 @@ fn generate(ctx: &Ctx, model: &Model, mut body: Map<String, Value>, stream: bool
         return Err(Error::invalid("Idempotency-Key", "Idempotency-Key is not supported with a stream").into());
     }
     let (max, n) = output_bound(model, &mut body)?;
-    let call = Passthrough {
+    let call = MeteredCall {
         model,
         tokens_bound: (input_bound(model, &body), u64::from(max) * u64::from(n)),
         names: ("ai_gemini", "gemini"),

@@ -12,8 +12,8 @@
 //! included) charged. `count_tokens` is free: passed through to an
 //! `anthropic` route, or estimated for any other.
 
-use super::ai::{Passthrough, answer_metered, model_of_kind, parse_chat};
-use super::metered_stream::{Pump, Pumped, StreamCharge, Unreported};
+use super::ai::{MeteredCall, answer_metered, model_of_kind, parse_chat};
+use super::metered_stream::{Pump, StreamCharge, Unreported};
 use crate::error::Error;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
@@ -26,7 +26,6 @@ use crate::providers::types::{ChatEvent, Usage};
 use crate::providers::{ChatStream, Model, RawStream};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
 
 /// The messages routes, in the order the router tries them. Claude Code
 /// adds `?beta=true`.
@@ -118,25 +117,13 @@ fn parse<'c>(ctx: &'c Ctx) -> Result<(MessagesBody, Map<String, Value>, &'c Mode
 /// The most input a native call can be charged: the bytes of every prompt
 /// field, an image at the model's image bound instead of its bytes.
 fn input_bound(model: &Model, body: &Map<String, Value>) -> u64 {
-    let bytes: u64 = body
-        .iter()
-        .filter(|(k, _)| !NOT_PROMPT_FIELDS.contains(&k.as_str()))
-        .map(|(_, v)| serde_json::to_vec(v).map_or(0, |b| b.len() as u64))
-        .sum();
-    let (images, image_bytes) = images(body.get("messages").unwrap_or(&Value::Null));
-    bytes.saturating_sub(image_bytes) + images * u64::from(model.image_input_tokens_max) + TEMPLATE_TOKENS
+    let images = images(body.get("messages").unwrap_or(&Value::Null));
+    metered::body_input_bound(model, body, NOT_PROMPT_FIELDS, images, TEMPLATE_TOKENS)
 }
 
-/// Base64 image blocks anywhere in `v`: how many, and their bytes.
+/// Image blocks anywhere in `v`: how many, and the bytes of their sources.
 fn images(v: &Value) -> (u64, u64) {
-    match v {
-        Value::Array(items) => items.iter().map(images).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
-        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("image") => {
-            (1, o.get("source").map_or(0, |s| serde_json::to_vec(s).map_or(0, |b| b.len() as u64)))
-        }
-        Value::Object(o) => o.values().map(images).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
-        _ => (0, 0),
-    }
+    metered::inline_media(v, |o| (o.get("type").and_then(Value::as_str) == Some("image")).then(|| o.get("source")))
 }
 
 pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
@@ -162,7 +149,7 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
 fn native(ctx: &Ctx, model: &Model, body: Map<String, Value>, stream: bool) -> Result<Response, ApiError> {
     let output = body.get("max_tokens").and_then(Value::as_u64).unwrap_or(0);
     let call =
-        Passthrough { model, tokens_bound: (input_bound(model, &body), output), names: ("ai_message", "message") };
+        MeteredCall { model, tokens_bound: (input_bound(model, &body), output), names: ("ai_message", "message") };
     let (adapter, h) = (&ctx.app.adapter, headers(ctx));
     if stream {
         return call.stream(
@@ -253,38 +240,28 @@ fn push_error(out: &mut Vec<u8>, message: &str) {
 /// Any other chat model: the request as chat completions, the answer back
 /// as Messages.
 fn translated(ctx: &Ctx, model: &Model, body: Map<String, Value>, stream: bool) -> Result<Response, ApiError> {
-    let caller = ctx.user()?;
     let chat = dialect::chat_body(&body)
         .map_err(|u| ApiError::refuse("unsupported_parameter", u.message).with_param(u.param))?;
     let parsed =
         serde_json::from_value(Value::Object(chat.clone())).map_err(|e| ApiError::invalid_json(&e.to_string()))?;
     let req = parse_chat(&parsed, chat, model)?;
     ctx.app.adapter.check_chat(model, &req).map_err(|param| super::ai::unsupported(model, &param))?;
-    let reservation = metered::reserve(ctx.app, &caller, metered::chat_bound(model, &req), None)?;
+    // A Messages request has no `n`: one choice.
+    let call = MeteredCall {
+        model,
+        tokens_bound: (metered::input_tokens_bound(model, &req), u64::from(req.max_tokens)),
+        names: ("ai_message", "message"),
+    };
+    let adapter = &ctx.app.adapter;
     if stream {
-        let (stream, info) = ctx.app.adapter.chat_stream(model, &req).map_err(metered::release_on(
-            ctx.app,
-            &reservation,
-            &model.name,
-        ))?;
-        let tokens_bound = (metered::input_tokens_bound(model, &req), u64::from(req.max_tokens));
-        let charge = StreamCharge::new(
-            Arc::clone(ctx.app),
-            model.clone(),
-            info,
-            reservation,
-            "ai_message",
-            "message",
-            tokens_bound,
-        );
         let events = EventsFromChat::new("chatcmpl-tollgate", &model.name);
-        return Ok(Response::event_stream(Box::new(Pumped::new(TranslatedEvents {
-            charge,
-            stream,
-            events,
-            ended: false,
-        }))));
+        return call.stream(
+            ctx,
+            || adapter.chat_stream(model, &req),
+            |charge, stream| TranslatedEvents { charge, stream, events, ended: false },
+        );
     }
+    let reservation = call.hold(ctx)?;
     let (resp, info) =
         ctx.app.adapter.chat(model, &req).map_err(metered::release_on(ctx.app, &reservation, &model.name))?;
     let answer = dialect::message_of(&resp, &model.name);

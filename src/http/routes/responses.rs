@@ -10,7 +10,7 @@
 //! tollgate cannot see it, such a call's input bound is the model's context
 //! window.
 
-use super::ai::{Passthrough, model_of_kind, unsupported};
+use super::ai::{MeteredCall, model_of_kind, unsupported};
 use super::metered_stream::{Pump, StreamCharge, Unreported};
 use crate::error::Error;
 use crate::http::error::ApiError;
@@ -66,11 +66,7 @@ fn input_bound(model: &Model, body: &Map<String, Value>) -> u64 {
     if body.contains_key("previous_response_id") || body.contains_key("conversation") {
         u64::from(model.context_tokens_max)
     } else {
-        body.iter()
-            .filter(|(k, _)| !NOT_PROMPT_FIELDS.contains(&k.as_str()))
-            .map(|(_, v)| serde_json::to_vec(v).map_or(0, |b| b.len() as u64))
-            .sum::<u64>()
-            + TEMPLATE_TOKENS
+        metered::body_input_bound(model, body, NOT_PROMPT_FIELDS, (0, 0), TEMPLATE_TOKENS)
     }
 }
 
@@ -93,7 +89,7 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
         return Err(Error::invalid("Idempotency-Key", "Idempotency-Key is not supported with stream: true").into());
     }
     body.insert("max_output_tokens".into(), json!(max_output));
-    let call = Passthrough {
+    let call = MeteredCall {
         model,
         tokens_bound: (input_bound(model, &body), u64::from(max_output)),
         names: ("ai_response", "response"),
