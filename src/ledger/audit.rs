@@ -424,15 +424,22 @@ fn components_mismatch(parts: &str, cost_micro: i64) -> Option<String> {
     let mut sum: i64 = 0;
     for p in v.get("breakdown").and_then(serde_json::Value::as_array).into_iter().flatten() {
         let micro = p.get("micro").and_then(serde_json::Value::as_i64).unwrap_or(i64::MIN);
-        if let (Some(tokens), Some(per_1m)) =
-            (p.get("tokens").and_then(|t| t.as_i64()), p.get("per_1m").and_then(|t| t.as_i64()))
+        let n = |k: &str| p.get(k).and_then(serde_json::Value::as_i64);
+        // Tokens or units (characters) at a price per million, or units
+        // (audio seconds) at whole credits each; other parts (the per-call
+        // price, images in whole credits) are checked by the sum alone.
+        let list = match (n("tokens").or(n("units")), n("per_1m"), n("per_second")) {
+            (Some(q), Some(per_1m), _) => Some((q, per_1m, q.checked_mul(per_1m))),
+            (Some(q), None, Some(per_s)) => {
+                Some((q, per_s, q.checked_mul(per_s).and_then(|c| c.checked_mul(super::MICRO_PER_CREDIT))))
+            }
+            _ => None,
+        };
+        if let Some((quantity, price, list)) = list
             && p.get("component").and_then(serde_json::Value::as_str) != Some("request")
-            && tokens.checked_mul(per_1m).map(|list| crate::domain::scale_up(list, multiplier)) != Some(micro)
+            && list.map(|list| crate::domain::scale_up(list, multiplier)) != Some(micro)
         {
-            return Some(format!(
-                "{}: {tokens} tokens at {per_1m} (x {multiplier}/1e6) is not {micro}",
-                p["component"]
-            ));
+            return Some(format!("{}: {quantity} at {price} (x {multiplier}/1e6) is not {micro}", p["component"]));
         }
         sum = sum.saturating_add(micro);
     }
@@ -454,5 +461,12 @@ mod tests {
         let vip = r#"{"cost_micro":224000,"multiplier_micro":800000,"breakdown":[{"component":"input","tokens":200,"per_1m":1000,"micro":160000},{"component":"cached_input","tokens":800,"per_1m":100,"micro":64000}]}"#;
         assert_eq!(components_mismatch(vip, 224_000), None);
         assert!(components_mismatch("not json", 1).is_some());
+        // Audio: characters per million and seconds at whole credits.
+        let speech = r#"{"cost_micro":3150000,"breakdown":[{"component":"character","units":210,"per_1m":15000,"micro":3150000}]}"#;
+        assert_eq!(components_mismatch(speech, 3_150_000), None);
+        assert!(components_mismatch(&speech.replace("\"units\":210", "\"units\":211"), 3_150_000).is_some());
+        let heard = r#"{"cost_micro":6000000,"breakdown":[{"component":"audio_second","units":3,"per_second":2,"micro":6000000}]}"#;
+        assert_eq!(components_mismatch(heard, 6_000_000), None);
+        assert!(components_mismatch(&heard.replace("\"units\":3", "\"units\":4"), 6_000_000).is_some());
     }
 }
