@@ -227,7 +227,20 @@ fn run(command: Command, config: Config) -> Result<(), Failure> {
                 ),
             };
             let db = service::open_db(&config)?;
-            let n = crate::events::endpoints::rotate(&db, old.as_ref(), &new)?;
+            // Webhook secrets and upstream keys move together, in one
+            // transaction: never some under each key.
+            let hooks = crate::events::endpoints::resealed(&db, old.as_ref(), &new)?;
+            let stored = db.read(crate::providers::store::stored_secrets).map_err(|e| e.to_string())?;
+            let keys = crate::providers::live::resealed(&stored, old.as_ref(), &new)?;
+            let n = hooks.len() + keys.len();
+            db.write(move |c| {
+                crate::events::endpoints::write_sealed(c, &hooks)?;
+                for (id, v) in &keys {
+                    crate::providers::store::set_secret(c, id, v)?;
+                }
+                Ok::<_, crate::error::Error>(())
+            })
+            .map_err(|e| e.to_string())?;
             println!(
                 "sealed {n} stored secret(s) with the new key; start the server with TOLLGATE_SECRET_KEY set to it"
             );

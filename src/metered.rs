@@ -245,6 +245,13 @@ pub fn unit_detail(
     m
 }
 
+/// `used`, carried by the channel of `info`: its tokens counted against
+/// the key's per-minute limit (`tpm`), its channel in the usage aggregate.
+pub fn carried(app: &App, info: &crate::providers::CallInfo, used: Metered) -> Metered {
+    app.adapter.used_tokens(&info.key, used.input_tokens.saturating_add(used.output_tokens));
+    used.via(&info.channel)
+}
+
 /// What a token-metered call used, for the usage aggregate.
 /// `detail` is the call's [`cost_detail`]: the ledger row keeps it.
 pub fn used_tokens(model: &Model, u: &Usage, detail: &serde_json::Map<String, serde_json::Value>) -> Metered {

@@ -26,6 +26,8 @@ pub struct Metrics {
     /// Credits a settle could not charge because the cost passed its hold.
     pub settle_capped_credits: Counter,
     pub provider_calls: IntCounterVec,
+    /// Upstream keys taken out of service because the provider refused them.
+    pub channel_keys_disabled: IntCounterVec,
     pub provider_duration: HistogramVec,
     pub jobs: IntGaugeVec,
     pub webhook_attempts: IntCounterVec,
@@ -123,6 +125,12 @@ impl Metrics {
                 "provider_calls_total",
                 "Calls to model providers",
                 &["provider", "status"],
+            ),
+            channel_keys_disabled: counter_vec(
+                &r,
+                "channel_keys_disabled_total",
+                "Upstream keys disabled because the provider refused them (401, 403, quota)",
+                &["channel"],
             ),
             provider_duration: histogram(
                 &r,

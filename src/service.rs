@@ -49,6 +49,7 @@ pub struct Service {
     http: HttpServer,
     stop: Arc<AtomicBool>,
     upkeep: Option<JoinHandle<()>>,
+    channels: Option<JoinHandle<()>>,
 }
 
 /// Opens the database with the configured durability.
@@ -86,7 +87,6 @@ impl Service {
             .with_low_balance(crate::domain::Credits(config.events.credits_low_threshold))
             .with_instances(config.database.instances);
         guard.load(&db).map_err(|e| format!("cannot load per-user limits: {e}"))?;
-        let adapter = crate::providers::ModelAdapter::new(&config, db.clone())?;
         let (requeued, failed) = crate::jobs::recover(&db).map_err(|e| format!("job recovery failed: {e}"))?;
         if requeued + failed > 0 {
             log::warn!("jobs after a restart: {requeued} requeued, {failed} failed (submission outcome unknown)");
@@ -103,6 +103,7 @@ impl Service {
         if sealed > 0 {
             log::info!("sealed {sealed} stored webhook signing secrets with {SECRET_KEY_ENV}");
         }
+        let adapter = crate::providers::ModelAdapter::new(&config, db.clone(), seal_key.clone(), &secret)?;
         let hook_secrets =
             crate::events::endpoints::sync_config(&db, &config.webhooks, config.events.allow_private_urls, secret)?;
         let public_url = match config.server.public_url.as_str() {
@@ -149,6 +150,13 @@ impl Service {
                 .spawn(move || upkeep(&app, &stop))
                 .map_err(|e| format!("cannot start the upkeep thread: {e}"))?
         };
+        let channels = {
+            let (app, stop) = (Arc::clone(&app), Arc::clone(&stop));
+            thread::Builder::new()
+                .name("channels".into())
+                .spawn(move || watch_channels(&app, &stop))
+                .map_err(|e| format!("cannot start the channels thread: {e}"))?
+        };
         let http = HttpServer::start(Arc::clone(&app), listener)?;
         let database = match app.config.database.postgres_url() {
             Some(_) => "PostgreSQL (database.url)".to_owned(),
@@ -163,6 +171,7 @@ impl Service {
             http,
             stop,
             upkeep: Some(upkeep),
+            channels: Some(channels),
         })
     }
 
@@ -184,6 +193,9 @@ impl Service {
             d.stop();
         }
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.channels.take() {
+            let _ = h.join();
+        }
         if let Some(h) = self.upkeep.take() {
             let _ = h.join();
         }
@@ -245,6 +257,33 @@ fn in_batches(
         total += n;
         if n < ledger::SWEEP_BATCH_MAX as usize {
             return Ok(total);
+        }
+    }
+}
+
+/// The catalog's watch: picks up changes another instance made (polling
+/// the catalog's version), and, when `channels.probe_interval_s` is set,
+/// test-calls the keys the provider refused so the ones that work again
+/// come back. On its own thread: a probe waits on the network.
+fn watch_channels(app: &App, stop: &AtomicBool) {
+    let c = &app.config.channels;
+    let reload_every = Duration::from_millis(c.reload_interval_ms);
+    let probe_every = Duration::from_secs(c.probe_interval_s);
+    let (mut last_reload, mut last_probe) = (Instant::now(), Instant::now());
+    while !stop.load(Ordering::Relaxed) {
+        thread::sleep(Duration::from_millis(50));
+        if app.db.is_shared() && last_reload.elapsed() >= reload_every {
+            last_reload = Instant::now();
+            if let Err(e) = app.adapter.reload_if_changed() {
+                log::error!("catalog reload failed: {e}");
+            }
+        }
+        if !probe_every.is_zero() && last_probe.elapsed() >= probe_every {
+            last_probe = Instant::now();
+            let back = app.adapter.probe();
+            if back > 0 {
+                log::info!("the probe enabled {back} upstream key(s) again");
+            }
         }
     }
 }

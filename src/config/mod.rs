@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod auth;
+mod channels;
 mod database;
 mod events;
 mod jobs;
@@ -19,6 +20,7 @@ mod providers;
 mod records;
 mod server;
 
+pub use channels::{AFFINITY_ENTRIES_LIMIT, ChannelsConfig};
 pub use auth::{AuthConfig, OidcConfig, REDIRECT_URIS_MAX};
 pub use database::{DATABASE_INSTANCES_MAX, DatabaseConfig, Synchronous};
 pub use events::{EventsConfig, WebhookConfig};
@@ -35,7 +37,7 @@ pub use server::{CORS_ORIGINS_MAX, HTTP_WORKERS_DEFAULT_MIN, ServerConfig};
 pub const CONFIG_PATH_DEFAULT: &str = "./tollgate.toml";
 /// Sections that `TOLLGATE_<SECTION>_<KEY>` may address.
 const ENV_SECTIONS: &[&str] =
-    &["server", "database", "auth", "limits", "jobs", "logs", "ledger", "backup", "events", "media"];
+    &["server", "database", "auth", "limits", "jobs", "logs", "ledger", "backup", "events", "media", "channels"];
 /// Variables with the prefix that are not `<SECTION>_<KEY>` overrides.
 const ENV_RESERVED: &[&str] = &[
     "TOLLGATE_ADMIN_EMAIL",
@@ -65,6 +67,7 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub models: Vec<ModelConfig>,
     pub pricing: PricingConfig,
+    pub channels: ChannelsConfig,
 }
 
 /// Values from command-line flags, the top of the precedence order.
@@ -139,6 +142,7 @@ impl Config {
         self.events.check()?;
         self.webhooks.iter().try_for_each(WebhookConfig::check)?;
         self.pricing.check()?;
+        self.channels.check()?;
         self.media.check()
     }
 }

@@ -79,7 +79,7 @@ pub struct RouteConfig {
 /// What a model costs, in integer credits, component by component as the
 /// provider bills it. Token prices are per 1M tokens; an unset component
 /// price defaults as its comment says.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PriceConfig {
     pub input_per_1m: i64,
@@ -130,7 +130,7 @@ pub struct PriceConfig {
 
 /// One long-context tier: its token prices, each defaulting to the base
 /// price of the same component.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceTierConfig {
     pub above_input_tokens: u64,

@@ -16,10 +16,11 @@ pub enum EventType {
     UserCreated,
     PasswordResetRequested,
     IdentityLinked,
+    ChannelDisabled,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 9] = [
         EventType::JobCompleted,
         EventType::JobFailed,
         EventType::JobCanceled,
@@ -28,6 +29,7 @@ impl EventType {
         EventType::UserCreated,
         EventType::PasswordResetRequested,
         EventType::IdentityLinked,
+        EventType::ChannelDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +42,7 @@ impl EventType {
             EventType::UserCreated => "user.created",
             EventType::PasswordResetRequested => "user.password_reset_requested",
             EventType::IdentityLinked => "user.identity_linked",
+            EventType::ChannelDisabled => "channel.disabled",
         }
     }
 

@@ -166,20 +166,19 @@ pub fn seal_stored(db: &Db, key: Option<&SealKey>) -> std::result::Result<usize,
 }
 
 /// Rotation: every stored secret opened with `old` (or read in clear) and
-/// sealed again with `new`, in one transaction. Returns how many.
-pub fn rotate(db: &Db, old: Option<&SealKey>, new: &SealKey) -> std::result::Result<usize, String> {
-    let stored = read_secrets(db)?;
-    reseal(db, &stored, old, new)
+/// sealed again with `new`, ready for [`write_sealed`] in the caller's one
+/// transaction (with the other secrets rotated beside them).
+pub fn resealed(db: &Db, old: Option<&SealKey>, new: &SealKey) -> std::result::Result<Vec<(EndpointId, String)>, String> {
+    sealed_again(&read_secrets(db)?, old, new)
 }
 
-/// Seals `stored` with `new` (those in clear, and, given `old`, the sealed
-/// ones too), all in one write.
-fn reseal(
-    db: &Db,
+/// `stored` sealed with `new`: those in clear, and, given `old`, the
+/// sealed ones too.
+fn sealed_again(
     stored: &[(EndpointId, String)],
     old: Option<&SealKey>,
     new: &SealKey,
-) -> std::result::Result<usize, String> {
+) -> std::result::Result<Vec<(EndpointId, String)>, String> {
     let mut sealed = Vec::new();
     for (id, value) in stored {
         if is_sealed(value) && old.is_none() {
@@ -188,15 +187,27 @@ fn reseal(
         let plain = reveal(old, value).map_err(|e| format!("webhook endpoint {id}: {e}"))?;
         sealed.push((*id, new.seal(&plain)?));
     }
+    Ok(sealed)
+}
+
+pub fn write_sealed(c: &Conn<'_>, sealed: &[(EndpointId, String)]) -> Result<()> {
+    for (id, value) in sealed {
+        storage::set_secret(c, *id, value)?;
+    }
+    Ok(())
+}
+
+/// Seals `stored` with `new` in one write.
+fn reseal(
+    db: &Db,
+    stored: &[(EndpointId, String)],
+    old: Option<&SealKey>,
+    new: &SealKey,
+) -> std::result::Result<usize, String> {
+    let sealed = sealed_again(stored, old, new)?;
     let n = sealed.len();
     if n > 0 {
-        db.write(move |c| {
-            for (id, value) in &sealed {
-                storage::set_secret(c, *id, value)?;
-            }
-            Ok::<_, Error>(())
-        })
-        .map_err(|e| e.to_string())?;
+        db.write(move |c| write_sealed(c, &sealed)).map_err(|e| e.to_string())?;
     }
     Ok(n)
 }

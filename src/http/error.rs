@@ -221,6 +221,9 @@ pub fn status_of(code: &str) -> u16 {
         | "code_used_up"
         | "code_already_redeemed"
         | "webhook_from_config"
+        | "config_managed"
+        | "name_taken"
+        | "secret_key_unset"
         | "webhook_endpoint_deleted"
         | "request_in_progress" => 409,
         "file_expired" => 410,

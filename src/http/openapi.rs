@@ -51,6 +51,17 @@ fn derived() -> Map<String, Value> {
     g.subschema_for::<routes::admin::UserDetail>();
     g.subschema_for::<crate::media::FileView>();
     g.subschema_for::<routes::webhooks::NewWebhookBody>();
+    g.subschema_for::<crate::providers::admin::NewChannel>();
+    g.subschema_for::<crate::providers::admin::ChannelPatch>();
+    g.subschema_for::<crate::providers::admin::ChannelView>();
+    g.subschema_for::<crate::providers::admin::KeyPatch>();
+    g.subschema_for::<crate::providers::admin::KeyView>();
+    g.subschema_for::<crate::providers::admin::NewModel>();
+    g.subschema_for::<crate::providers::admin::ModelPatch>();
+    g.subschema_for::<crate::providers::admin::ModelView>();
+    g.subschema_for::<crate::providers::TestCall>();
+    g.subschema_for::<routes::channels::TestBody>();
+    g.subschema_for::<routes::channels::NewKeyBody>();
     g.subschema_for::<crate::events::endpoints::CreatedEndpoint>();
     g.subschema_for::<crate::events::Delivery>();
     g.subschema_for::<crate::auth::Tokens>();
@@ -90,6 +101,8 @@ fn derived() -> Map<String, Value> {
         ("DeliveryList", g.subschema_for::<List<crate::events::Delivery>>()),
         ("UsageReport", g.subschema_for::<crate::usage::Report>()),
         ("LogList", g.subschema_for::<List<crate::logs::LogEntry>>()),
+        ("ChannelList", g.subschema_for::<List<crate::providers::admin::ChannelView>>()),
+        ("CatalogModelList", g.subschema_for::<List<crate::providers::admin::ModelView>>()),
     ];
     let mut m = g.take_definitions(true);
     for (name, schema) in aliases {

@@ -45,6 +45,7 @@ static AREAS: &[&[Route]] = &[
     routes::audio::ROUTES,
     routes::admin::ROUTES,
     routes::webhooks::ROUTES,
+    routes::channels::ROUTES,
 ];
 
 /// Every route the binary serves.

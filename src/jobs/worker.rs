@@ -101,7 +101,7 @@ struct Done {
 }
 
 fn run(app: &App, job: JobRow, stop: &AtomicBool) {
-    let Some(model) = app.adapter.model(&job.model).cloned() else {
+    let Some(model) = app.adapter.model(&job.model) else {
         return fail(app, &job, "model_unavailable", &format!("The model {} is no longer configured.", job.model));
     };
     let parsed = match input::parse(job.jtype, &model, &job.input) {
@@ -233,12 +233,7 @@ fn poll(
         log::error!("job {id}: cannot record provider task {}: {e}", task.task_id);
         return;
     }
-    let info = info.unwrap_or(CallInfo {
-        provider: model.routes.get(task.route_index).map(|r| r.provider.clone()).unwrap_or_default(),
-        upstream_model: model.routes.get(task.route_index).map(|r| r.model.clone()).unwrap_or_default(),
-        latency_ms: 0,
-        route_index: task.route_index,
-    });
+    let info = info.unwrap_or_else(|| app.adapter.task_info(model, &task));
     let cfg = &app.config.jobs;
     let started = job.started_at.unwrap_or_else(Timestamp::now);
     let mut interval = cfg.poll_interval_min_ms;
@@ -368,7 +363,8 @@ fn keep_outputs(app: &App, job: &JobRow, output: &Value, stop: &AtomicBool) -> V
 
 /// Settles the hold, stores the output and completes the job, in one
 /// transaction. A job canceled meanwhile is left alone (its hold is gone).
-fn complete(app: &App, job: &JobRow, done: Done, stop: &AtomicBool) {
+fn complete(app: &App, job: &JobRow, mut done: Done, stop: &AtomicBool) {
+    done.used = metered::carried(app, &done.info, std::mem::take(&mut done.used));
     let kept = keep_outputs(app, job, &done.output, stop);
     let (id, user, model) = (job.id, job.user, job.model.clone());
     let retention_days = app.config.media.retention_days;

@@ -322,10 +322,18 @@ impl Price {
     }
 }
 
+/// One way to serve a model: a channel and the provider's name for the
+/// model there.
 #[derive(Debug, Clone)]
 pub struct RouteSpec {
+    /// The channel's name (a config file's provider name).
     pub provider: String,
+    /// The channel's id.
+    pub channel: String,
+    /// The upstream model name.
     pub model: String,
+    /// Lower is tried first.
+    pub priority: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -343,13 +351,18 @@ pub struct Model {
     pub context_tokens_max: u32,
     /// Served by the built-in dev provider.
     pub dev: bool,
+    /// Bumped by every change of the model's prices or bounds: the ledger
+    /// row of a call names the price it was charged at.
+    pub revision: i64,
 }
 
 /// Configured providers by name.
 pub type Providers = Vec<(String, ProviderConfig)>;
 
-/// The providers and models in force: from config, or the dev defaults.
-pub fn resolve(config: &Config) -> Result<(Providers, Vec<Model>), String> {
+/// The providers and models the config file names (the dev defaults when
+/// it names no provider), checked: a route to an unknown provider or a
+/// provider kind that cannot serve the model kind is a startup error.
+pub fn config_entries(config: &Config) -> Result<(Providers, Vec<ModelConfig>), String> {
     if config.providers.is_empty() {
         if !config.models.is_empty() {
             return Err("[[models]] are configured but no [providers.*]: add the providers they route to".into());
@@ -358,26 +371,25 @@ pub fn resolve(config: &Config) -> Result<(Providers, Vec<Model>), String> {
     }
     let providers: Providers = config.providers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     for (name, p) in &providers {
-        if !["openai", "anthropic", "google", "dashscope", "dev"].contains(&p.kind.as_str()) {
+        if !super::live::PROVIDER_KINDS.contains(&p.kind.as_str()) {
             return Err(format!(
                 "[providers.{name}] kind = {:?}: must be openai, anthropic, google, dashscope or dev",
                 p.kind
             ));
         }
     }
-    let mut models = Vec::new();
     for m in &config.models {
-        models.push(model_from(m, &providers)?);
+        check_model(m, &providers)?;
     }
-    let mut names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+    let mut names: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
     names.sort_unstable();
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
         return Err(format!("model {:?} is configured twice", w[0]));
     }
-    Ok((providers, models))
+    Ok((providers, config.models.clone()))
 }
 
-fn model_from(m: &ModelConfig, providers: &[(String, ProviderConfig)]) -> Result<Model, String> {
+fn check_model(m: &ModelConfig, providers: &[(String, ProviderConfig)]) -> Result<(), String> {
     let kind = ModelKind::parse(&m.kind).ok_or_else(|| {
         format!(
             "model {:?}: kind = {:?} must be chat, image, video, embedding, speech, transcription or moderation",
@@ -387,7 +399,6 @@ fn model_from(m: &ModelConfig, providers: &[(String, ProviderConfig)]) -> Result
     if m.routes.is_empty() {
         return Err(format!("model {:?} has no routes", m.name));
     }
-    let mut routes = Vec::new();
     for r in &m.routes {
         let p = providers.iter().find(|(n, _)| n == &r.provider).ok_or_else(|| {
             format!(
@@ -395,45 +406,29 @@ fn model_from(m: &ModelConfig, providers: &[(String, ProviderConfig)]) -> Result
                 m.name, r.provider
             )
         })?;
-        if kind == ModelKind::Embedding && !matches!(p.1.kind.as_str(), "openai" | "dashscope" | "dev") {
-            return Err(format!(
-                "model {:?}: embeddings need an openai, dashscope or dev provider, not {:?}",
-                m.name, p.1.kind
-            ));
+        if !super::live::serves_kind(kind, &p.1.kind) {
+            return Err(kind_mismatch(&m.name, kind, &p.1.kind));
         }
-        let audio = matches!(kind, ModelKind::Speech | ModelKind::Transcription | ModelKind::Moderation);
-        if audio && p.1.kind != "openai" {
-            return Err(format!("model {:?}: {} needs an openai provider, not {:?}", m.name, m.kind, p.1.kind));
-        }
-        if kind == ModelKind::Image && !matches!(p.1.kind.as_str(), "openai" | "dashscope" | "dev") {
-            return Err(format!(
-                "model {:?}: images need an openai, dashscope or dev provider, not {:?}",
-                m.name, p.1.kind
-            ));
-        }
-        if kind == ModelKind::Video && !matches!(p.1.kind.as_str(), "dashscope" | "dev") {
-            return Err(format!("model {:?}: video needs a dashscope or dev provider, not {:?}", m.name, p.1.kind));
-        }
-        routes.push(RouteSpec { provider: r.provider.clone(), model: r.model.clone() });
     }
-    let price = Price::try_from(&m.price).map_err(|e| format!("model {:?}: {e}", m.name))?;
-    let provider_cost = m
-        .provider_cost
-        .as_ref()
-        .map(Price::try_from)
-        .transpose()
-        .map_err(|e| format!("model {:?}: provider_cost: {e}", m.name))?;
-    Ok(Model {
-        name: m.name.clone(),
-        kind,
-        routes,
-        price,
-        provider_cost,
-        max_output_tokens: m.max_output_tokens.unwrap_or(MAX_OUTPUT_TOKENS_DEFAULT),
-        image_input_tokens_max: m.image_input_tokens_max.unwrap_or(IMAGE_INPUT_TOKENS_DEFAULT),
-        context_tokens_max: m.context_tokens_max.unwrap_or(CONTEXT_TOKENS_DEFAULT),
-        dev: false,
-    })
+    Price::try_from(&m.price).map_err(|e| format!("model {:?}: {e}", m.name))?;
+    if let Some(c) = &m.provider_cost {
+        Price::try_from(c).map_err(|e| format!("model {:?}: provider_cost: {e}", m.name))?;
+    }
+    Ok(())
+}
+
+/// Why a provider kind cannot serve a model kind.
+pub fn kind_mismatch(model: &str, kind: ModelKind, provider_kind: &str) -> String {
+    let needs = match kind {
+        ModelKind::Embedding => "embeddings need an openai, dashscope or dev provider",
+        ModelKind::Image => "images need an openai, dashscope or dev provider",
+        ModelKind::Video => "video needs a dashscope or dev provider",
+        ModelKind::Speech => "speech needs an openai provider",
+        ModelKind::Transcription => "transcription needs an openai provider",
+        ModelKind::Moderation => "moderation needs an openai provider",
+        ModelKind::Chat => "chat is served by every provider kind",
+    };
+    format!("model {model:?}: {needs}, not {provider_kind:?}")
 }
 
 fn dev_provider() -> ProviderConfig {
@@ -448,53 +443,22 @@ fn dev_provider() -> ProviderConfig {
     }
 }
 
-fn dev_models() -> Vec<Model> {
-    let route = |m: &str| vec![RouteSpec { provider: "dev".into(), model: m.into() }];
+fn dev_models() -> Vec<ModelConfig> {
+    let model = |name: &str, kind: &str, price: PriceConfig, max_output_tokens: Option<u32>| ModelConfig {
+        name: name.into(),
+        kind: kind.into(),
+        routes: vec![crate::config::RouteConfig { provider: "dev".into(), model: name.into() }],
+        price,
+        provider_cost: None,
+        max_output_tokens,
+        image_input_tokens_max: None,
+        context_tokens_max: None,
+    };
     vec![
-        Model {
-            name: "dev-chat".into(),
-            kind: ModelKind::Chat,
-            routes: route("dev-chat"),
-            price: Price::per_token(1_000, 2_000),
-            max_output_tokens: 1024,
-            image_input_tokens_max: IMAGE_INPUT_TOKENS_DEFAULT,
-            context_tokens_max: CONTEXT_TOKENS_DEFAULT,
-            provider_cost: None,
-            dev: true,
-        },
-        Model {
-            name: "dev-image".into(),
-            kind: ModelKind::Image,
-            routes: route("dev-image"),
-            price: Price { per_image: 10, ..Price::default() },
-            max_output_tokens: 0,
-            image_input_tokens_max: IMAGE_INPUT_TOKENS_DEFAULT,
-            context_tokens_max: CONTEXT_TOKENS_DEFAULT,
-            provider_cost: None,
-            dev: true,
-        },
-        Model {
-            name: "dev-embedding".into(),
-            kind: ModelKind::Embedding,
-            routes: route("dev-embedding"),
-            price: Price::per_token(100, 0),
-            max_output_tokens: 0,
-            image_input_tokens_max: IMAGE_INPUT_TOKENS_DEFAULT,
-            context_tokens_max: CONTEXT_TOKENS_DEFAULT,
-            provider_cost: None,
-            dev: true,
-        },
-        Model {
-            name: "dev-video".into(),
-            kind: ModelKind::Video,
-            routes: route("dev-video"),
-            price: Price { per_video_second: 5, ..Price::default() },
-            max_output_tokens: 0,
-            image_input_tokens_max: IMAGE_INPUT_TOKENS_DEFAULT,
-            context_tokens_max: CONTEXT_TOKENS_DEFAULT,
-            provider_cost: None,
-            dev: true,
-        },
+        model("dev-chat", "chat", PriceConfig { input_per_1m: 1_000, output_per_1m: 2_000, ..PriceConfig::default() }, Some(1024)),
+        model("dev-image", "image", PriceConfig { per_image: 10, ..PriceConfig::default() }, Some(0)),
+        model("dev-embedding", "embedding", PriceConfig { input_per_1m: 100, ..PriceConfig::default() }, Some(0)),
+        model("dev-video", "video", PriceConfig { per_video_second: 5, ..PriceConfig::default() }, Some(0)),
     ]
 }
 

@@ -17,6 +17,10 @@ pub enum ProviderError {
     Unavailable(String),
     /// Every route's circuit is open; the first closes in `retry_in_ms`.
     CircuitOpen { retry_in_ms: u64 },
+    /// The provider refused the key itself (401, 402, 403, an exhausted
+    /// quota or billing): the key is taken out of service and the call
+    /// fails over.
+    KeyRefused { status: u16, message: String },
 }
 
 impl ProviderError {
@@ -26,7 +30,8 @@ impl ProviderError {
             ProviderError::Connect(_)
             | ProviderError::Timeout
             | ProviderError::Unavailable(_)
-            | ProviderError::CircuitOpen { .. } => true,
+            | ProviderError::CircuitOpen { .. }
+            | ProviderError::KeyRefused { .. } => true,
             ProviderError::Status { status, .. } => *status == 429 || *status >= 500 || *status == 408,
             ProviderError::BadResponse(_) => true,
         }
@@ -41,7 +46,7 @@ impl ProviderError {
         match self {
             ProviderError::Connect(_) => "connect_error".into(),
             ProviderError::Timeout => "timeout".into(),
-            ProviderError::Status { status, .. } => status.to_string(),
+            ProviderError::Status { status, .. } | ProviderError::KeyRefused { status, .. } => status.to_string(),
             ProviderError::BadResponse(_) => "bad_response".into(),
             ProviderError::Unavailable(_) => "unavailable".into(),
             ProviderError::CircuitOpen { .. } => "circuit_open".into(),
@@ -68,6 +73,9 @@ impl fmt::Display for ProviderError {
             ProviderError::Connect(m) => write!(f, "cannot reach the provider: {m}"),
             ProviderError::Timeout => write!(f, "the provider did not answer in time"),
             ProviderError::Status { status, message } => write!(f, "the provider answered {status}: {message}"),
+            ProviderError::KeyRefused { status, message } => {
+                write!(f, "the provider refused the key ({status}): {message}")
+            }
             ProviderError::BadResponse(m) => write!(f, "the provider's answer could not be read: {m}"),
             ProviderError::Unavailable(m) => write!(f, "{m}"),
             ProviderError::CircuitOpen { retry_in_ms } => {

@@ -37,13 +37,32 @@ pub fn check(mut resp: Response<ureq::Body>) -> Result<Response<ureq::Body>, Pro
         return Ok(resp);
     }
     let text = resp.body_mut().with_config().limit(ERROR_BODY_BYTES_MAX).read_to_string().unwrap_or_default();
-    let message = serde_json::from_str::<Value>(&text)
-        .ok()
+    let parsed = serde_json::from_str::<Value>(&text).ok();
+    let message = parsed
+        .as_ref()
         .and_then(|v| {
             v.pointer("/error/message").or_else(|| v.get("message")).and_then(Value::as_str).map(str::to_owned)
         })
         .unwrap_or_else(|| text.chars().take(300).collect());
+    if key_refused(status, parsed.as_ref()) {
+        return Err(ProviderError::KeyRefused { status, message });
+    }
     Err(ProviderError::Status { status, message })
+}
+
+/// Error codes with which providers say the account behind a key cannot
+/// pay (OpenAI's `insufficient_quota`, Anthropic's `billing_error`...).
+const QUOTA_CODES: [&str; 4] = ["insufficient_quota", "billing_error", "billing_not_active", "quota_exceeded"];
+
+/// Whether an error answer refuses the key rather than the request: a bad
+/// or revoked key (401), one without access (403), an account that cannot
+/// pay (402, or a quota code with any status).
+fn key_refused(status: u16, body: Option<&Value>) -> bool {
+    if matches!(status, 401 | 402 | 403) {
+        return true;
+    }
+    let code = |p: &str| body.and_then(|v| v.pointer(p)).and_then(Value::as_str);
+    ["/error/code", "/error/type", "/code", "/type"].iter().filter_map(|p| code(p)).any(|c| QUOTA_CODES.contains(&c))
 }
 
 pub fn read_json(mut resp: Response<ureq::Body>) -> Result<Value, ProviderError> {

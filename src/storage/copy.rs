@@ -43,6 +43,9 @@ pub const TABLES_IN_COPY_ORDER: &[&str] = &[
     "usage_daily",
     "usage_totals",
     "usage_user_running",
+    "channels",
+    "channel_keys",
+    "catalog_models",
 ];
 
 /// Rows per INSERT: PostgreSQL takes at most 65,535 parameters a statement,

@@ -118,6 +118,7 @@ impl Counts {
 pub struct Counted {
     /// The model name; empty for a plain consume.
     pub model: String,
+    pub channel: String,
     pub api_key: Option<ApiKeyId>,
     pub counts: Counts,
 }
@@ -126,6 +127,8 @@ pub struct Counted {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Metered {
     pub model: String,
+    /// The channel that carried the call (its id; empty when none did).
+    pub channel: String,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub images: u64,
@@ -153,10 +156,16 @@ impl Metered {
         Metered { model: name.to_owned(), ..Metered::default() }
     }
 
+    /// The same use, carried by `channel`.
+    pub fn via(self, channel: &str) -> Metered {
+        Metered { channel: channel.to_owned(), ..self }
+    }
+
     /// One request that cost `cost`, through `key`.
     pub fn request(&self, key: Option<ApiKeyId>, cost: Credits) -> Counted {
         Counted {
             model: self.model.clone(),
+            channel: self.channel.clone(),
             api_key: key,
             counts: Counts {
                 requests: 1,
@@ -177,7 +186,12 @@ impl Metered {
 
     /// One call that failed (nothing charged).
     pub fn failure(&self, key: Option<ApiKeyId>) -> Counted {
-        Counted { model: self.model.clone(), api_key: key, counts: Counts { failures: 1, ..Counts::default() } }
+        Counted {
+            model: self.model.clone(),
+            channel: self.channel.clone(),
+            api_key: key,
+            counts: Counts { failures: 1, ..Counts::default() },
+        }
     }
 }
 
@@ -193,6 +207,8 @@ pub enum Dim {
     Model,
     User,
     Key,
+    /// The channel that carried the calls (all users' reports only).
+    Channel,
 }
 
 impl Dim {
@@ -202,6 +218,7 @@ impl Dim {
             "model" => Some(Dim::Model),
             "user" => Some(Dim::User),
             "key" => Some(Dim::Key),
+            "channel" => Some(Dim::Channel),
             _ => None,
         }
     }
@@ -219,6 +236,10 @@ pub struct UsageRow {
     /// `null` for calls made with an access token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_id: Option<Option<ApiKeyId>>,
+    /// The channel's id (`""` for calls before channels, or that reached
+    /// none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
     #[serde(flatten)]
     pub counts: Counts,
     /// Administrators' reports: what the provider billed, and the cost
@@ -285,7 +306,13 @@ impl Query {
             if dims.contains(&d) {
                 return Err(Error::invalid("group_by", format!("{part} is named twice")));
             }
+            if d == Dim::Channel && user.is_some() {
+                return Err(Error::invalid("group_by", "channel is grouped over all users only"));
+            }
             dims.push(d);
+        }
+        if dims.contains(&Dim::Channel) && dims.iter().any(|d| matches!(d, Dim::User | Dim::Key)) {
+            return Err(Error::invalid("group_by", "channel groups with day and model only"));
         }
         Ok(Query { start_day, end_day, user, dims, operator: false })
     }
@@ -297,6 +324,7 @@ fn name(d: Dim) -> &'static str {
         Dim::Model => "model",
         Dim::User => "user",
         Dim::Key => "key",
+        Dim::Channel => "channel",
     }
 }
 
@@ -352,6 +380,7 @@ pub fn csv(r: &Report) -> String {
                 "model" => cells.push(csv_cell(row.model.as_deref().unwrap_or(""))),
                 "user" => cells.push(row.user_id.map(|u| u.to_string()).unwrap_or_default()),
                 "key" => cells.push(row.api_key_id.flatten().map(|k| k.to_string()).unwrap_or_default()),
+                "channel" => cells.push(csv_cell(row.channel.as_deref().unwrap_or(""))),
                 _ => {}
             }
         }

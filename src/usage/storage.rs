@@ -53,9 +53,9 @@ fn statements(width: usize) -> &'static Statements {
                 add_to("usage_daily")
             ),
             totals: format!(
-                "INSERT INTO usage_totals (day, model, {cols}) VALUES (?1, ?2, {})
-                 ON CONFLICT (day, model) DO UPDATE SET {}",
-                params(3),
+                "INSERT INTO usage_totals (day, model, channel, {cols}) VALUES (?1, ?2, ?3, {})
+                 ON CONFLICT (day, model, channel) DO UPDATE SET {}",
+                params(4),
                 add_to("usage_totals")
             ),
             running_update: format!(
@@ -104,7 +104,10 @@ pub fn add(conn: &Conn<'_>, day: i64, user: UserId, c: &Counted) -> Result<()> {
     conn.execute(
         s.totals.as_str(),
         &dyn_params(
-            &([Value::Integer(day), Value::Text(c.model.clone())].into_iter().chain(counts(c))).collect::<Vec<_>>(),
+            &([Value::Integer(day), Value::Text(c.model.clone()), Value::Text(c.channel.clone())]
+                .into_iter()
+                .chain(counts(c)))
+            .collect::<Vec<_>>(),
         ),
     )?;
     add_running(conn, day, user, c)
@@ -189,39 +192,42 @@ pub fn grouped(
     if user.is_none() && dims == [Dim::User] {
         return by_user(conn, start_day, end_day, limit);
     }
-    let totals_only = user.is_none() && dims.iter().all(|d| matches!(d, Dim::Day | Dim::Model));
+    let totals_only = user.is_none() && dims.iter().all(|d| matches!(d, Dim::Day | Dim::Model | Dim::Channel));
     let sums = COUNT_COLUMNS.join(", ");
     let (sql, args): (String, Vec<Value>) = if totals_only {
         (
-            format!("SELECT day, model, 0, 0, {sums} FROM usage_totals WHERE day BETWEEN ?1 AND ?2"),
+            format!("SELECT day, model, 0, 0, channel, {sums} FROM usage_totals WHERE day BETWEEN ?1 AND ?2"),
             vec![Value::Integer(start_day), Value::Integer(end_day)],
         )
     } else if let Some(u) = user {
         (
             format!(
-                "SELECT day, model, user_id, api_key_id, {sums} FROM usage_daily INDEXED BY usage_daily_by_user
+                "SELECT day, model, user_id, api_key_id, '', {sums} FROM usage_daily INDEXED BY usage_daily_by_user
                  WHERE user_id = ?3 AND day BETWEEN ?1 AND ?2"
             ),
             vec![Value::Integer(start_day), Value::Integer(end_day), Value::Integer(u.0)],
         )
     } else {
         (
-            format!("SELECT day, model, user_id, api_key_id, {sums} FROM usage_daily WHERE day BETWEEN ?1 AND ?2"),
+            format!("SELECT day, model, user_id, api_key_id, '', {sums} FROM usage_daily WHERE day BETWEEN ?1 AND ?2"),
             vec![Value::Integer(start_day), Value::Integer(end_day)],
         )
     };
-    let mut groups: std::collections::BTreeMap<(i64, String, i64, i64), Sums> = std::collections::BTreeMap::new();
+    type Group = (i64, String, i64, i64, String);
+    let mut groups: std::collections::BTreeMap<Group, Sums> = std::collections::BTreeMap::new();
     // SQLite must be told to read one user's rows by user; PostgreSQL's
     // planner needs no hint (and has no INDEXED BY).
     let pg_sql = sql.replace(" INDEXED BY usage_daily_by_user", "");
     let mut over = false;
     conn.query_each(Sql::each(&sql, &pg_sql), &dyn_params(&args), |r| {
         let (day, model, user_id, key): (i64, String, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+        let channel: String = r.get(4)?;
         let key = (
             if dims.contains(&Dim::Day) { day } else { 0 },
             if dims.contains(&Dim::Model) { model } else { String::new() },
             if dims.contains(&Dim::User) { user_id } else { 0 },
             if dims.contains(&Dim::Key) { key } else { 0 },
+            if dims.contains(&Dim::Channel) { channel } else { String::new() },
         );
         if groups.len() >= limit && !groups.contains_key(&key) {
             over = true;
@@ -229,7 +235,7 @@ pub fn grouped(
         }
         let g = groups.entry(key).or_default();
         for (i, slot) in g.iter_mut().enumerate() {
-            *slot += r.get::<i64>(4 + i)?;
+            *slot += r.get::<i64>(5 + i)?;
         }
         Ok(true)
     })?;
@@ -238,11 +244,12 @@ pub fn grouped(
     }
     let mut out: Vec<UsageRow> = groups
         .into_iter()
-        .map(|((day, model, user_id, key), s)| UsageRow {
+        .map(|((day, model, user_id, key, channel), s)| UsageRow {
             day: dims.contains(&Dim::Day).then(|| super::day_string(day)),
             model: dims.contains(&Dim::Model).then_some(model),
             user_id: dims.contains(&Dim::User).then_some(UserId(user_id)),
             api_key_id: dims.contains(&Dim::Key).then(|| (key != 0).then_some(ApiKeyId(key))),
+            channel: dims.contains(&Dim::Channel).then_some(channel),
             counts: Counts::from_array(s),
             ..UsageRow::default()
         })
@@ -255,6 +262,7 @@ pub fn grouped(
                 Dim::Model => a.model.cmp(&b.model),
                 Dim::User => a.user_id.map(|u| u.0).cmp(&b.user_id.map(|u| u.0)),
                 Dim::Key => a.api_key_id.flatten().map(|k| k.0).cmp(&b.api_key_id.flatten().map(|k| k.0)),
+                Dim::Channel => a.channel.cmp(&b.channel),
             })
             .find(|o| o.is_ne())
             .unwrap_or(std::cmp::Ordering::Equal)
@@ -266,7 +274,7 @@ pub fn grouped(
 /// checks they agree); only the pairs that differ.
 pub fn totals_drift(conn: &Conn<'_>) -> Result<Vec<(i64, String, i64, i64)>> {
     conn.query_all("SELECT coalesce(t.day, d.day), coalesce(t.model, d.model), coalesce(t.cost, 0), coalesce(d.cost, 0)
-         FROM usage_totals t FULL OUTER JOIN (SELECT day, model, CAST(sum(cost) AS BIGINT) AS cost FROM usage_daily GROUP BY day, model) d
+         FROM (SELECT day, model, CAST(sum(cost) AS BIGINT) AS cost FROM usage_totals GROUP BY day, model) t FULL OUTER JOIN (SELECT day, model, CAST(sum(cost) AS BIGINT) AS cost FROM usage_daily GROUP BY day, model) d
            ON d.day = t.day AND d.model = t.model
          WHERE coalesce(t.cost, 0) <> coalesce(d.cost, 0)", &[], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
 }

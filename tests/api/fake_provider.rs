@@ -70,6 +70,9 @@ pub struct Script {
     /// More usage fields, merged into every usage object the fake sends
     /// (OpenAI's `prompt_tokens_details`, Anthropic's cache counts, ...).
     pub usage_extra: Value,
+    /// Calls made with one of these keys (`Authorization: Bearer <key>`)
+    /// fail with the status and this whole error body.
+    pub fail_keys: Vec<(String, u16, Value)>,
 }
 
 /// `usage` with the script's extra fields merged in.
@@ -102,6 +105,7 @@ impl Default for Script {
             media_gone: false,
             media_fail_next: 0,
             video_bytes: 256 * 1024,
+            fail_keys: Vec::new(),
         }
     }
 }
@@ -249,7 +253,7 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
     let _ = rq.as_reader().read_to_end(&mut raw);
     let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     let path = rq.url().to_owned();
-    let headers = rq
+    let headers: HashMap<String, String> = rq
         .headers()
         .iter()
         .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned()))
@@ -260,7 +264,7 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
         s.requests.push(Recorded {
             method: method.clone(),
             path: path.clone(),
-            headers,
+            headers: headers.clone(),
             body: body.clone(),
             raw: raw.clone(),
         });
@@ -268,6 +272,11 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
             if s.script.fail_next.is_empty() { s.script.fail.clone() } else { Some(s.script.fail_next.remove(0)) };
         (s.script.clone(), failure)
     };
+    let bearer = headers.get("authorization").and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("").to_owned();
+    if let Some((_, status, body)) = script.fail_keys.iter().find(|(k, _, _)| *k == bearer) {
+        let _ = rq.respond(json_response(*status, body));
+        return;
+    }
     if script.latency_ms > 0 {
         std::thread::sleep(Duration::from_millis(script.latency_ms));
     }

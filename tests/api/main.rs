@@ -12,6 +12,7 @@ mod architecture;
 mod audio;
 mod auth;
 mod browser;
+mod channels;
 mod cli;
 mod codes;
 mod compat;

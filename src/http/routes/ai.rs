@@ -60,7 +60,7 @@ pub static ROUTES: &[Route] = &[
 pub fn models(ctx: &Ctx) -> Result<Response, ApiError> {
     let caller = ctx.user()?;
     let data: Vec<Value> =
-        ctx.app.adapter.models().iter().filter(|m| caller.check_model(&m.name).is_ok()).map(model_json).collect();
+        ctx.app.adapter.models().iter().filter(|m| caller.check_model(&m.name).is_ok()).map(|m| model_json(m)).collect();
     Ok(Response::json_value(200, &json!({"object": "list", "data": data, "has_more": false})))
 }
 
@@ -75,7 +75,7 @@ pub fn model(ctx: &Ctx) -> Result<Response, ApiError> {
         .model(name)
         .filter(|m| caller.check_model(&m.name).is_ok())
         .ok_or_else(|| not_found_model(name))?;
-    Ok(Response::json_value(200, &model_json(m)))
+    Ok(Response::json_value(200, &model_json(&m)))
 }
 
 fn not_found_model(name: &str) -> ApiError {
@@ -133,7 +133,7 @@ fn model_json(m: &Model) -> Value {
     })
 }
 
-pub(super) fn model_of_kind<'a>(ctx: &'a Ctx, name: &str, kind: ModelKind) -> Result<&'a Model, ApiError> {
+pub(super) fn model_of_kind(ctx: &Ctx, name: &str, kind: ModelKind) -> Result<Arc<Model>, ApiError> {
     let m = ctx.app.adapter.model(name).ok_or_else(|| not_found_model(name))?;
     ctx.user()?.check_model(name)?;
     if m.kind != kind {
@@ -227,6 +227,7 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = caller.id;
     let (body, object): (ChatBody, _) = ctx.req.json_and_object()?;
     let model = model_of_kind(ctx, &body.model, ModelKind::Chat)?;
+    let model = &*model;
     let req = parse_chat(&body, object, model)?;
     if body.stream && ctx.req.header("idempotency-key").is_some() {
         return Err(Error::invalid(
@@ -256,7 +257,7 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
     let cost = metered::chat_cost(model, &resp.usage, reservation.multiplier_micro);
     // Everything but the settle is prepared here, off the writer thread.
     let detail = metered::cost_detail(model, &resp.usage, reservation.multiplier_micro);
-    let used = metered::used_tokens(model, &resp.usage, &detail);
+    let used = metered::carried(ctx.app, &info, metered::used_tokens(model, &resp.usage, &detail));
     let log = chat_log(model, &info, &resp.usage, user);
     let desc = call_description("chat", model, &resp.usage);
     let model_c = model.clone();
@@ -440,6 +441,7 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = caller.id;
     let body: ImageBody = ctx.req.json()?;
     let model = model_of_kind(ctx, &body.model, ModelKind::Image)?;
+    let model = &*model;
     let n = body.n.unwrap_or(1);
     if n == 0 || n > IMAGES_PER_REQUEST_MAX {
         return Err(Error::invalid("n", format!("n must be from 1 to {IMAGES_PER_REQUEST_MAX}")).into());
@@ -478,7 +480,8 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
         images: u64::from(delivered),
         provider_cost_micro,
         ..crate::usage::Metered::model(&name)
-    };
+    }
+    .via(&info.channel);
     let settle = move |c: &Conn<'_>| {
         let log = NewLog::business(
             user,
@@ -544,6 +547,7 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = caller.id;
     let (body, mut passthrough): (EmbeddingsBody, _) = ctx.req.json_and_object()?;
     let model = model_of_kind(ctx, &body.model, ModelKind::Embedding)?;
+    let model = &*model;
     let bound = model.price.tokens(embedding_input_bound(&body.input)?, 0);
     passthrough.remove("model");
     let reservation = metered::reserve(ctx.app, &caller, bound, None)?;
@@ -557,6 +561,11 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
     let detail = metered::cost_detail(model, &usage, reservation.multiplier_micro);
     let name = model.name.clone();
     let name_out = name.clone();
+    let used = metered::carried(
+        ctx.app,
+        &info,
+        crate::usage::Metered { input_tokens: usage.prompt_tokens, ..crate::usage::Metered::model(&name) },
+    );
     let settle = move |c: &Conn<'_>| {
         let log = NewLog::business(
             user,
@@ -566,7 +575,6 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
                    "usage": {"prompt_tokens": usage.prompt_tokens}, "latency_ms": info.latency_ms}),
         );
         let desc = format!("embeddings {name} ({} tokens)", usage.prompt_tokens);
-        let used = crate::usage::Metered { input_tokens: usage.prompt_tokens, ..crate::usage::Metered::model(&name) };
         metered::settle_in(c, &reservation, cost, &desc, &log, &used)
     };
     provider_answer(ctx, settle, answer, name_out, detail)
@@ -641,7 +649,7 @@ pub(super) fn answer_metered(
     // Everything but the settle is prepared here, off the writer thread.
     let cost = metered::chat_cost(model, &usage, reservation.multiplier_micro);
     let detail = metered::cost_detail(model, &usage, reservation.multiplier_micro);
-    let used = metered::used_tokens(model, &usage, &detail);
+    let used = metered::carried(ctx.app, info, metered::used_tokens(model, &usage, &detail));
     let log = call_log(action, model, info, &usage, false, reservation.user, "completed");
     let desc = call_description(what, model, &usage);
     let settle = move |c: &Conn<'_>| metered::settle_in(c, &reservation, cost, &desc, &log, &used);

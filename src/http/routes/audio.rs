@@ -152,6 +152,7 @@ fn settle(
         components: serde_json::to_string(&detail).ok(),
         ..Metered::model(&model.name)
     };
+    let used = crate::metered::carried(ctx.app, info, used);
     Ok(ctx.app.db.write(move |c| metered::settle_in(c, &r, Cost::Micro(cost_micro), &desc, &log, &used))?)
 }
 
@@ -177,6 +178,7 @@ pub fn speech(ctx: &Ctx) -> Result<Response, ApiError> {
     let caller = ctx.user()?;
     let (body, object): (SpeechBody, Map<String, Value>) = ctx.req.json_and_object()?;
     let model = model_of_kind(ctx, &body.model, ModelKind::Speech)?;
+    let model = &*model;
     let chars = body.input.chars().count();
     if chars == 0 || chars > SPEECH_INPUT_CHARS_MAX {
         return Err(Error::invalid("input", format!("input must have 1 to {SPEECH_INPUT_CHARS_MAX} characters")).into());
@@ -277,6 +279,7 @@ pub fn transcriptions(ctx: &Ctx) -> Result<Response, ApiError> {
     };
     let name = text("model").ok_or_else(|| Error::invalid("model", "the form needs a model part"))?;
     let model = model_of_kind(ctx, &name, ModelKind::Transcription)?;
+    let model = &*model;
     let file: &FormPart = parts
         .iter()
         .find(|p| p.name == "file" && !p.data.is_empty())
@@ -345,6 +348,7 @@ struct ModerationBody {
 pub fn moderations(ctx: &Ctx) -> Result<Response, ApiError> {
     let (body, object): (ModerationBody, Map<String, Value>) = ctx.req.json_and_object()?;
     let model = model_of_kind(ctx, &body.model, ModelKind::Moderation)?;
+    let model = &*model;
     let call = MeteredCall { model, tokens_bound: (0, 0), names: ("ai_moderation", "moderation") };
     let adapter = &ctx.app.adapter;
     call.answer(ctx, || adapter.moderate(model, &object), |_| Usage::default())

@@ -59,6 +59,7 @@ pub fn call(ctx: &Ctx) -> Result<Response, ApiError> {
         ApiError::refuse("not_found", format!("No method in {segment:?}: use {{model}}:generateContent."))
     })?;
     let model = model_of_kind(ctx, name, ModelKind::Chat)?;
+    let model = &*model;
     if !ctx.app.adapter.has_gemini(model) {
         return Err(unsupported(model, "model"));
     }

@@ -76,6 +76,7 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
         ApiError::refuse("model_not_found", format!("The model {:?} does not exist. See GET /v1/models.", body.model))
             .with_param("model")
     })?;
+    let model = &*model;
     caller.check_model(&model.name)?;
     if model.kind != input::model_kind(jtype) {
         return Err(Error::invalid("model", format!("{} is not a model for {}", model.name, jtype.as_str())).into());

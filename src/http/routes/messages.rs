@@ -24,6 +24,7 @@ use crate::providers::catalog::ModelKind;
 use crate::providers::messages::{self as dialect, EventsFromChat};
 use crate::providers::types::{ChatEvent, Usage};
 use crate::providers::{ChatStream, Model, RawStream};
+use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -98,7 +99,7 @@ fn headers(ctx: &Ctx) -> ClientHeaders {
 
 /// The parsed body, its model, and the messages checked (a non-empty
 /// array within the chat limit).
-fn parse<'c>(ctx: &'c Ctx) -> Result<(MessagesBody, Map<String, Value>, &'c Model), ApiError> {
+fn parse(ctx: &Ctx) -> Result<(MessagesBody, Map<String, Value>, Arc<Model>), ApiError> {
     let (body, object): (MessagesBody, _) = ctx.req.json_and_object()?;
     let model = model_of_kind(ctx, &body.model, ModelKind::Chat)?;
     match body.messages.as_ref().and_then(Value::as_array) {
@@ -128,6 +129,7 @@ fn images(v: &Value) -> (u64, u64) {
 
 pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
     let (body, mut object, model) = parse(ctx)?;
+    let model = &*model;
     let asked = body.max_tokens.ok_or_else(|| Error::invalid("max_tokens", "max_tokens is required"))?;
     let max_tokens = metered::max_tokens(model, Some(asked))?;
     if body.stream && ctx.req.header("idempotency-key").is_some() {
@@ -319,6 +321,7 @@ impl Pump for TranslatedEvents {
 /// estimate (a token per four bytes of the prompt fields).
 pub fn count_tokens(ctx: &Ctx) -> Result<Response, ApiError> {
     let (_, object, model) = parse(ctx)?;
+    let model = &*model;
     if ctx.app.adapter.has_messages(model) {
         let (answer, _) =
             ctx.app.adapter.count_tokens(model, &object, &headers(ctx)).map_err(metered::provider_error)?;

@@ -118,7 +118,7 @@ impl StreamCharge {
         let log = call_log(self.action, &self.model, &self.info, &usage, true, self.reservation.user, outcome);
         let (r, desc) = (self.reservation, call_description(self.what, &self.model, &usage));
         let detail = metered::cost_detail(&self.model, &usage, self.reservation.multiplier_micro);
-        let used = metered::used_tokens(&self.model, &usage, &detail);
+        let used = metered::carried(&self.app, &self.info, metered::used_tokens(&self.model, &usage, &detail));
         if let Err(e) = self.app.db.write(move |c| metered::settle_in(c, &r, cost, &desc, &log, &used)) {
             log::error!("could not settle a streamed {}: {e}; its hold will expire uncharged", self.what);
         }

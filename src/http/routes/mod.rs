@@ -6,6 +6,7 @@ pub mod admin;
 pub mod ai;
 pub mod audio;
 pub mod auth;
+pub mod channels;
 pub mod codes;
 pub mod console;
 pub mod credits;

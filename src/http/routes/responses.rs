@@ -78,6 +78,7 @@ fn usage_in(response: &Value) -> Option<Usage> {
 pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
     let (parsed, mut body): (ResponsesBody, _) = ctx.req.json_and_object()?;
     let model = model_of_kind(ctx, &parsed.model, ModelKind::Chat)?;
+    let model = &*model;
     if !ctx.app.adapter.has_responses(model) {
         return Err(unsupported(model, "model"));
     }

@@ -82,7 +82,7 @@ pub fn admin(ctx: &Ctx) -> Result<Response, ApiError> {
             Some(UserId::parse(s).ok_or_else(|| Error::invalid("user_id", "user_id must be a user id (usr_...)"))?)
         }
     };
-    let mut q = query(ctx, user, &[Dim::Day, Dim::Model, Dim::User, Dim::Key])?;
+    let mut q = query(ctx, user, &[Dim::Day, Dim::Model, Dim::User, Dim::Key, Dim::Channel])?;
     q.operator = true;
     answer(ctx, q)
 }
