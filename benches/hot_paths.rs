@@ -218,6 +218,7 @@ fn cost_detail(c: &mut Criterion) {
         image_input_tokens_max: 1445,
         context_tokens_max: 128_000,
         dev: false,
+        revision: 1,
     };
     let usage = Usage { cached_tokens: 800, reasoning_tokens: 4, ..Usage::tokens(1000, 10) };
     c.bench_function("chat_cost_detail_and_usage", |b| {

@@ -101,6 +101,7 @@ const userPages = [
 const adminPages = [
   ["#/admin/users", "Users", adminUsers], ["#/admin/usage", "Usage", adminUsage], ["#/admin/codes", "Codes", adminCodes],
   ["#/admin/logs", "Logs", adminLogs], ["#/admin/audit", "Audit", adminAudit], ["#/admin/webhooks", "Webhooks", adminWebhooks],
+  ["#/admin/channels", "Channels", adminChannels], ["#/admin/models", "Models", adminModels],
 ];
 
 async function render() {
@@ -554,6 +555,120 @@ async function adminWebhooks(body) {
     (d) => h("tr", {}, h("td", { class: "mono" }, d.id), h("td", {}, d.event_type), h("td", { class: "mono" }, d.endpoint_id), h("td", {}, d.status), h("td", {}, fmt(d.attempts)),
       h("td", {}, d.last_status_code ?? d.last_error ?? ""),
       h("td", {}, d.status === "failed" ? h("button", { class: "secondary", type: "button", onclick: () => attempt(() => api(`/v1/admin/webhook-deliveries/${d.id}/redeliver`, { method: "POST", body: {} })) }, "Redeliver") : "")));
+}
+
+// "a=x, b" -> [{model: "a", upstream: "x"}, {model: "b"}]
+const parseServes = (text) => text.split(",").map((x) => x.trim()).filter(Boolean).map((x) => {
+  const [model, upstream] = x.split("=").map((y) => y.trim());
+  return upstream ? { model, upstream } : { model };
+});
+const showServes = (models) => models.map((m) => (m.upstream && m.upstream !== m.model ? `${m.model}=${m.upstream}` : m.model)).join(", ");
+
+async function adminChannels(body) {
+  const name = h("input", { id: "ch-name", required: true, placeholder: "openai-main" });
+  const kind = h("select", { id: "ch-kind" }, ["openai", "anthropic", "google", "dashscope", "dev"].map((k) => h("option", { value: k }, k)));
+  const baseUrl = h("input", { id: "ch-base-url", type: "url", placeholder: "default for the kind" });
+  const models = h("input", { id: "ch-models", placeholder: "gpt-4o, fast=gpt-4o-mini" });
+  const weight = h("input", { id: "ch-weight", type: "number", min: 0, max: 10000, value: 1 });
+  const priority = h("input", { id: "ch-priority", type: "number", min: -1000, max: 1000, value: 0 });
+  const key = h("input", { id: "ch-key", type: "password", autocomplete: "off", placeholder: "new key (stored sealed, never shown again)" });
+  const submit = h("button", { type: "submit", id: "ch-submit" }, "Add channel");
+  const result = h("div", { id: "ch-test-result" });
+  const list = h("div");
+  let editing = null;
+  const edit = (c) => {
+    editing = c;
+    name.value = c.name; kind.value = c.kind; kind.disabled = true; baseUrl.value = c.base_url || "";
+    models.value = showServes(c.models); weight.value = c.weight; priority.value = c.priority; key.value = "";
+    submit.textContent = `Save ${c.name}`;
+  };
+  const load = async () => {
+    const end = new Date().toISOString().slice(0, 10);
+    const start = new Date(Date.now() - 29 * 86400000).toISOString().slice(0, 10);
+    const [r, usage] = await Promise.all([api("/v1/admin/channels"), api(`/v1/admin/usage?start=${start}&end=${end}&group_by=channel`)]);
+    const spend = new Map(usage.data.map((u) => [u.channel, u.cost]));
+    const act = (label, cls, fn) => h("button", { class: cls, type: "button", "aria-label": label, onclick: () => attempt(fn) }, label.split(" ")[0]);
+    const rows = r.data.map((c) => {
+      const latest = c.keys.map((k) => k.stats).filter((s) => s.last_used_at).sort((a, b) => (a.last_used_at < b.last_used_at ? 1 : -1))[0];
+      const lastError = c.keys.map((k) => k.disabled_reason || k.stats.last_error).find(Boolean);
+      return h("tr", { "data-channel": c.name },
+        h("td", {}, h("strong", {}, c.name), h("div", { class: "muted" }, `${c.kind} · ${c.source}`)),
+        h("td", {}, c.enabled ? "enabled" : "disabled"),
+        h("td", {}, `${c.weight} / ${c.priority}`),
+        h("td", {}, showServes(c.models)),
+        h("td", {}, c.keys.length ? c.keys.map((k) => h("div", { class: `mono key-${k.status}` }, `…${k.last4} ${k.status}`)) : "no key"),
+        h("td", {}, latest && latest.last_latency_ms !== null ? `${fmt(latest.last_latency_ms)} ms` : "—"),
+        h("td", { class: "mono" }, lastError || ""),
+        h("td", {}, fmt(spend.get(c.id) || 0)),
+        h("td", {},
+          act(`Test ${c.name}`, "secondary", async () => {
+            result.replaceChildren(h("p", {}, `Testing ${c.name}…`));
+            const t = await api(`/v1/admin/channels/${c.id}/test`, { method: "POST", body: {} });
+            result.replaceChildren(h("p", { class: t.ok ? "pos" : "neg" }, t.ok ? `${c.name}: OK in ${fmt(t.latency_ms)} ms — ${t.answer}` : `${c.name}: failed (${t.status}) ${t.error}`));
+            await load();
+          }),
+          act(`Edit ${c.name}`, "secondary", async () => edit(c)),
+          c.enabled
+            ? act(`Disable ${c.name}`, "danger", async () => { await api(`/v1/admin/channels/${c.id}`, { method: "PATCH", body: { enabled: false } }); await load(); })
+            : act(`Enable ${c.name}`, "secondary", async () => { await api(`/v1/admin/channels/${c.id}`, { method: "PATCH", body: { enabled: true } }); await load(); })));
+    });
+    list.replaceChildren(table(["Channel", "Status", "Weight / priority", "Models", "Keys", "Latency", "Last error", "Spend (30 d)", ""], rows));
+  };
+  const form = h("form", { class: "row", onsubmit: async (e) => {
+    e.preventDefault();
+    const fields = { name: name.value, base_url: baseUrl.value, models: parseServes(models.value), weight: Number(weight.value), priority: Number(priority.value) };
+    const done = await attempt(async () => {
+      if (editing) {
+        await api(`/v1/admin/channels/${editing.id}`, { method: "PATCH", body: fields });
+        if (key.value) await api(`/v1/admin/channels/${editing.id}/keys`, { method: "POST", body: { key: key.value } });
+      } else {
+        if (!fields.base_url) delete fields.base_url;
+        await api("/v1/admin/channels", { method: "POST", body: Object.assign(fields, { kind: kind.value, keys: key.value ? [key.value] : [] }) });
+      }
+      return true;
+    });
+    if (done) {
+      editing = null; kind.disabled = false; submit.textContent = "Add channel";
+      for (const i of [name, baseUrl, models, key]) i.value = "";
+      await attempt(load);
+    }
+  } }, field("Name", name), field("Kind", kind), field("Base URL", baseUrl), field("Models (model=upstream, …)", models),
+    field("Weight", weight), field("Priority", priority), field("Key", key), submit);
+  body.replaceChildren(form, result, list);
+  await load();
+}
+
+async function adminModels(body) {
+  const name = h("input", { id: "model-name", required: true });
+  const kind = h("select", { id: "model-kind" }, ["chat", "image", "video", "embedding", "speech", "transcription", "moderation"].map((k) => h("option", { value: k }, k)));
+  const input = h("input", { id: "model-input", type: "number", min: 0, value: 0 });
+  const output = h("input", { id: "model-output", type: "number", min: 0, value: 0 });
+  const list = h("div");
+  const load = async () => {
+    const r = await api("/v1/admin/models");
+    list.replaceChildren(table(["Model", "Kind", "Input / 1M", "Output / 1M", "Routes", "Revision", "Status", ""], r.data.map((m) => {
+      const inP = h("input", { type: "number", min: 0, value: m.price.input_per_1m || 0, "aria-label": `Input price of ${m.name}`, class: "narrow" });
+      const outP = h("input", { type: "number", min: 0, value: m.price.output_per_1m || 0, "aria-label": `Output price of ${m.name}`, class: "narrow" });
+      const patch = (b) => attempt(async () => { await api(`/v1/admin/models/${encodeURIComponent(m.name)}`, { method: "PATCH", body: b }); await load(); });
+      return h("tr", { "data-model": m.name },
+        h("td", {}, h("strong", {}, m.name), h("div", { class: "muted" }, m.source)),
+        h("td", {}, m.kind), h("td", {}, inP), h("td", {}, outP),
+        h("td", {}, m.channels.map((c) => h("div", {}, `${c.channel} → ${c.upstream} (p${c.priority})`))),
+        h("td", {}, fmt(m.revision)), h("td", {}, m.enabled ? "enabled" : "disabled"),
+        h("td", {},
+          h("button", { type: "button", class: "secondary", "aria-label": `Save price of ${m.name}`, onclick: () => patch({ price: Object.assign({}, m.price, { input_per_1m: Number(inP.value), output_per_1m: Number(outP.value) }) }) }, "Save price"),
+          m.enabled
+            ? h("button", { type: "button", class: "danger", "aria-label": `Disable ${m.name}`, onclick: () => patch({ enabled: false }) }, "Disable")
+            : h("button", { type: "button", class: "secondary", "aria-label": `Enable ${m.name}`, onclick: () => patch({ enabled: true }) }, "Enable")));
+    })));
+  };
+  body.replaceChildren(h("form", { class: "row", onsubmit: async (e) => {
+    e.preventDefault();
+    const r = await attempt(() => api("/v1/admin/models", { method: "POST", body: { name: name.value, kind: kind.value, price: { input_per_1m: Number(input.value), output_per_1m: Number(output.value) } } }));
+    if (r) { name.value = ""; await attempt(load); }
+  } }, field("Name", name), field("Kind", kind), field("Input credits / 1M tokens", input), field("Output credits / 1M tokens", output),
+    h("button", { type: "submit", id: "model-submit" }, "Add model")), list);
+  await load();
 }
 
 window.addEventListener("hashchange", render);

@@ -28,7 +28,12 @@ pub struct ChannelsConfig {
 
 impl Default for ChannelsConfig {
     fn default() -> Self {
-        ChannelsConfig { probe_interval_s: 0, affinity_entries_max: 100_000, affinity_ttl_s: 3600, reload_interval_ms: 1000 }
+        ChannelsConfig {
+            probe_interval_s: 0,
+            affinity_entries_max: 100_000,
+            affinity_ttl_s: 3600,
+            reload_interval_ms: 1000,
+        }
     }
 }
 

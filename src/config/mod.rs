@@ -20,8 +20,8 @@ mod providers;
 mod records;
 mod server;
 
-pub use channels::{AFFINITY_ENTRIES_LIMIT, ChannelsConfig};
 pub use auth::{AuthConfig, OidcConfig, REDIRECT_URIS_MAX};
+pub use channels::{AFFINITY_ENTRIES_LIMIT, ChannelsConfig};
 pub use database::{DATABASE_INSTANCES_MAX, DatabaseConfig, Synchronous};
 pub use events::{EventsConfig, WebhookConfig};
 pub use jobs::JobsConfig;

@@ -168,7 +168,11 @@ pub fn seal_stored(db: &Db, key: Option<&SealKey>) -> std::result::Result<usize,
 /// Rotation: every stored secret opened with `old` (or read in clear) and
 /// sealed again with `new`, ready for [`write_sealed`] in the caller's one
 /// transaction (with the other secrets rotated beside them).
-pub fn resealed(db: &Db, old: Option<&SealKey>, new: &SealKey) -> std::result::Result<Vec<(EndpointId, String)>, String> {
+pub fn resealed(
+    db: &Db,
+    old: Option<&SealKey>,
+    new: &SealKey,
+) -> std::result::Result<Vec<(EndpointId, String)>, String> {
     sealed_again(&read_secrets(db)?, old, new)
 }
 

@@ -131,7 +131,10 @@ fn run(app: &App, job: JobRow, stop: &AtomicBool) {
                         cost: metered::chat_cost(&model, &u, multiplier),
                         description: format!(
                             "job {} text {} ({} in / {} out tokens)",
-                            job.id, model.name, u.prompt_tokens, u.completion_tokens
+                            job.id,
+                            model.priced_name(),
+                            u.prompt_tokens,
+                            u.completion_tokens
                         ),
                         info,
                         used: metered::used_tokens(&model, &u, &metered::cost_detail(&model, &u, multiplier)),
@@ -158,7 +161,7 @@ fn run(app: &App, job: JobRow, stop: &AtomicBool) {
                                 model.price.images_of(req, n),
                                 metered::multiplier_for(app, job.user),
                             )),
-                            description: format!("job {} images {} ({n})", job.id, model.name),
+                            description: format!("job {} images {} ({n})", job.id, model.priced_name()),
                             info,
                             used: crate::usage::Metered {
                                 images: u64::from(n),
@@ -267,7 +270,7 @@ fn poll(
                                 model.price.video_of(req, seconds),
                                 metered::multiplier_for(app, job.user),
                             )),
-                            description: format!("job {id} video {} ({seconds} s)", model.name),
+                            description: format!("job {id} video {} ({seconds} s)", model.priced_name()),
                             info,
                             used: crate::usage::Metered {
                                 video_seconds: u64::from(seconds),
@@ -287,7 +290,7 @@ fn poll(
                                 model.price.images_of(req, n),
                                 metered::multiplier_for(app, job.user),
                             )),
-                            description: format!("job {id} images {} ({n})", model.name),
+                            description: format!("job {id} images {} ({n})", model.priced_name()),
                             info,
                             used: crate::usage::Metered {
                                 images: u64::from(n),

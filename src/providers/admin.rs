@@ -258,8 +258,18 @@ fn logged(conn: &Conn<'_>, id: &str) -> Result<Value> {
     }
 }
 
-fn business(conn: &Conn<'_>, who: UserId, action: &'static str, subject: Value, before: Value, after: Value) -> Result<()> {
-    logs::write(conn, &NewLog::business(who, action, true, json!({"subject": subject, "before": before, "after": after})))?;
+fn business(
+    conn: &Conn<'_>,
+    who: UserId,
+    action: &'static str,
+    subject: Value,
+    before: Value,
+    after: Value,
+) -> Result<()> {
+    logs::write(
+        conn,
+        &NewLog::business(who, action, true, json!({"subject": subject, "before": before, "after": after})),
+    )?;
     store::bump_version(conn)?;
     Ok(())
 }
@@ -268,7 +278,11 @@ fn check_name(name: &str, what: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    if ok { Ok(()) } else { Err(Error::invalid("name", format!("a {what} name is 1 to 64 of A-Z, a-z, 0-9, -, _, . and :"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid("name", format!("a {what} name is 1 to 64 of A-Z, a-z, 0-9, -, _, . and :")))
+    }
 }
 
 fn check_base_url(url: &str) -> Result<()> {
@@ -301,7 +315,11 @@ fn check_channel(conn: &Conn<'_>, c: &ChannelRow) -> Result<()> {
         return Err(Error::invalid("models", format!("a channel serves at most {CHANNEL_MODELS_MAX} models")));
     }
     let s = &c.settings;
-    if s.connect_timeout_ms == 0 || s.connect_timeout_ms > 60_000 || s.read_timeout_ms == 0 || s.read_timeout_ms > 3_600_000 {
+    if s.connect_timeout_ms == 0
+        || s.connect_timeout_ms > 60_000
+        || s.read_timeout_ms == 0
+        || s.read_timeout_ms > 3_600_000
+    {
         return Err(Error::invalid("settings", "connect_timeout_ms is 1 to 60000, read_timeout_ms 1 to 3600000"));
     }
     for serves in &c.models {
@@ -453,12 +471,27 @@ pub fn add_key(conn: &Conn<'_>, who: UserId, channel: &str, key: &SealedKey) -> 
     let before = logged(conn, channel)?;
     let row = new_key_row(channel, key, Timestamp::now())?;
     store::insert_key(conn, &row)?;
-    business(conn, who, "channel_key_added", json!({"channel": channel, "key": row.id}), before, logged(conn, channel)?)?;
+    business(
+        conn,
+        who,
+        "channel_key_added",
+        json!({"channel": channel, "key": row.id}),
+        before,
+        logged(conn, channel)?,
+    )?;
     Ok(key_view(row, &no_stats))
 }
 
-pub fn update_key(conn: &Conn<'_>, who: UserId, channel: &str, key: &str, enabled: Option<bool>, secret: Option<&SealedKey>) -> Result<KeyView> {
-    let mut row = store::key(conn, key)?.filter(|k| k.channel_id == channel).ok_or_else(|| Error::not_found("channel key"))?;
+pub fn update_key(
+    conn: &Conn<'_>,
+    who: UserId,
+    channel: &str,
+    key: &str,
+    enabled: Option<bool>,
+    secret: Option<&SealedKey>,
+) -> Result<KeyView> {
+    let mut row =
+        store::key(conn, key)?.filter(|k| k.channel_id == channel).ok_or_else(|| Error::not_found("channel key"))?;
     let before = logged(conn, channel)?;
     if let Some(s) = secret {
         if row.env.is_some() {
@@ -469,37 +502,42 @@ pub fn update_key(conn: &Conn<'_>, who: UserId, channel: &str, key: &str, enable
         row.last4 = s.last4.clone();
         // A new secret starts healthy.
         if row.status == "failed" {
-            row.status = "enabled".into();
-            row.disabled_reason = None;
-            row.disabled_at = None;
+            row.set_status("enabled", None);
         }
     }
     match enabled {
-        Some(true) => {
-            row.status = "enabled".into();
-            row.disabled_reason = None;
-            row.disabled_at = None;
-        }
-        Some(false) => {
-            row.status = "disabled".into();
-            row.disabled_reason = Some("disabled by an administrator".into());
-            row.disabled_at = Some(Timestamp::now());
-        }
+        Some(true) => row.set_status("enabled", None),
+        Some(false) => row.set_status("disabled", Some("disabled by an administrator".into())),
         None => {}
     }
     store::update_key(conn, &row)?;
-    business(conn, who, "channel_key_updated", json!({"channel": channel, "key": key}), before, logged(conn, channel)?)?;
+    business(
+        conn,
+        who,
+        "channel_key_updated",
+        json!({"channel": channel, "key": key}),
+        before,
+        logged(conn, channel)?,
+    )?;
     Ok(key_view(row, &no_stats))
 }
 
 pub fn delete_key(conn: &Conn<'_>, who: UserId, channel: &str, key: &str) -> Result<KeyView> {
-    let row = store::key(conn, key)?.filter(|k| k.channel_id == channel).ok_or_else(|| Error::not_found("channel key"))?;
+    let row =
+        store::key(conn, key)?.filter(|k| k.channel_id == channel).ok_or_else(|| Error::not_found("channel key"))?;
     if row.env.is_some() {
         return Err(config_managed("key"));
     }
     let before = logged(conn, channel)?;
     store::delete_key(conn, key)?;
-    business(conn, who, "channel_key_deleted", json!({"channel": channel, "key": key}), before, logged(conn, channel)?)?;
+    business(
+        conn,
+        who,
+        "channel_key_deleted",
+        json!({"channel": channel, "key": key}),
+        before,
+        logged(conn, channel)?,
+    )?;
     Ok(key_view(row, &no_stats))
 }
 
@@ -559,9 +597,17 @@ fn check_spec(spec: &ModelSpec) -> Result<()> {
         Price::try_from(c).map_err(|e| Error::invalid("provider_cost", e))?;
     }
     let negative = |p: &PriceConfig| {
-        [p.input_per_1m, p.output_per_1m, p.per_request, p.per_image, p.per_video_second, p.per_1m_characters, p.per_audio_second]
-            .iter()
-            .any(|n| *n < 0)
+        [
+            p.input_per_1m,
+            p.output_per_1m,
+            p.per_request,
+            p.per_image,
+            p.per_video_second,
+            p.per_1m_characters,
+            p.per_audio_second,
+        ]
+        .iter()
+        .any(|n| *n < 0)
     };
     if negative(&spec.price) {
         return Err(Error::invalid("price", "a price is never negative"));

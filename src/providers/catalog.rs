@@ -356,6 +356,14 @@ pub struct Model {
     pub revision: i64,
 }
 
+impl Model {
+    /// The model and the revision of its price, for a ledger row's
+    /// description: the row names the price it was charged at.
+    pub fn priced_name(&self) -> String {
+        format!("{} at price r{}", self.name, self.revision)
+    }
+}
+
 /// Configured providers by name.
 pub type Providers = Vec<(String, ProviderConfig)>;
 
@@ -455,7 +463,12 @@ fn dev_models() -> Vec<ModelConfig> {
         context_tokens_max: None,
     };
     vec![
-        model("dev-chat", "chat", PriceConfig { input_per_1m: 1_000, output_per_1m: 2_000, ..PriceConfig::default() }, Some(1024)),
+        model(
+            "dev-chat",
+            "chat",
+            PriceConfig { input_per_1m: 1_000, output_per_1m: 2_000, ..PriceConfig::default() },
+            Some(1024),
+        ),
         model("dev-image", "image", PriceConfig { per_image: 10, ..PriceConfig::default() }, Some(0)),
         model("dev-embedding", "embedding", PriceConfig { input_per_1m: 100, ..PriceConfig::default() }, Some(0)),
         model("dev-video", "video", PriceConfig { per_video_second: 5, ..PriceConfig::default() }, Some(0)),

@@ -36,7 +36,11 @@ pub struct Health {
 impl Health {
     fn with(&self, key: &str, f: impl FnOnce(&mut KeyStats)) {
         let mut map = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        f(map.entry(key.to_owned()).or_default());
+        // Every call lands here: no allocation once the key is known.
+        match map.get_mut(key) {
+            Some(s) => f(s),
+            None => f(map.entry(key.to_owned()).or_default()),
+        }
     }
 
     pub fn succeeded(&self, key: &str, latency_ms: u64) {
@@ -48,7 +52,11 @@ impl Health {
     }
 
     pub fn failed(&self, key: &str, latency_ms: u64, e: &ProviderError) {
-        let message: String = e.to_string().chars().take(300).collect();
+        self.failed_with(key, latency_ms, &e.to_string());
+    }
+
+    pub fn failed_with(&self, key: &str, latency_ms: u64, error: &str) {
+        let message: String = error.chars().take(300).collect();
         self.with(key, |s| {
             s.calls += 1;
             s.failures += 1;
@@ -84,9 +92,7 @@ pub fn disable(db: &Db, channel_id: &str, channel: &str, key: &str, why: &Provid
         if row.status != "enabled" {
             return Ok(false);
         }
-        row.status = "failed".into();
-        row.disabled_reason = Some(reason.clone());
-        row.disabled_at = Some(Timestamp::now());
+        row.set_status("failed", Some(reason.clone()));
         store::update_key(conn, &row)?;
         store::bump_version(conn)?;
         logs::write(
@@ -116,14 +122,16 @@ pub fn recovered(db: &Db, channel: &str, key: &str) -> Result<bool> {
         if row.status != "failed" {
             return Ok(false);
         }
-        row.status = "enabled".into();
-        row.disabled_reason = None;
-        row.disabled_at = None;
+        row.set_status("enabled", None);
         store::update_key(conn, &row)?;
         store::bump_version(conn)?;
         logs::write(
             conn,
-            &NewLog::system(Level::Info, "channel_key_enabled", json!({"channel": channel, "key_id": key, "by": "probe"})),
+            &NewLog::system(
+                Level::Info,
+                "channel_key_enabled",
+                json!({"channel": channel, "key_id": key, "by": "probe"}),
+            ),
         )?;
         Ok(true)
     })

@@ -58,7 +58,7 @@ const QUOTA_CODES: [&str; 4] = ["insufficient_quota", "billing_error", "billing_
 /// or revoked key (401), one without access (403), an account that cannot
 /// pay (402, or a quota code with any status).
 fn key_refused(status: u16, body: Option<&Value>) -> bool {
-    if matches!(status, 401 | 402 | 403) {
+    if (401..=403).contains(&status) {
         return true;
     }
     let code = |p: &str| body.and_then(|v| v.pointer(p)).and_then(Value::as_str);

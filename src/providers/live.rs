@@ -38,7 +38,6 @@ pub struct ModelSpec {
     pub context_tokens_max: Option<u32>,
     /// One of the built-in dev models (no providers configured).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    #[schemars(skip)]
     pub dev: bool,
 }
 
@@ -201,17 +200,13 @@ pub fn seed(conn: &Conn<'_>, config: &Config, env: &dyn Fn(&str) -> Option<Strin
         if let Some((var, key)) = &wanted {
             let fp = fingerprint(key);
             match keys.iter().find(|k| k.env.as_deref() == Some(var.as_str())) {
-                // The same key keeps its health; a new one starts enabled.
-                Some(k) if k.fingerprint == fp => kept = Some(k.id.clone()),
+                // The same key keeps an administrator's "disabled"; a
+                // restart is the operator's word that a failed one may be
+                // tried again, and a new key starts enabled.
+                Some(k) if k.fingerprint == fp && k.status != "failed" => kept = Some(k.id.clone()),
                 Some(k) => {
-                    let row = KeyRow {
-                        fingerprint: fp,
-                        last4: last4(key),
-                        status: "enabled".into(),
-                        disabled_reason: None,
-                        disabled_at: None,
-                        ..k.clone()
-                    };
+                    let mut row = KeyRow { fingerprint: fp, last4: last4(key), ..k.clone() };
+                    row.set_status("enabled", None);
                     store::update_key(conn, &row)?;
                     kept = Some(k.id.clone());
                 }
@@ -300,7 +295,8 @@ pub fn read(conn: &Conn<'_>) -> Result<Rows> {
 
 /// A model from its stored row, with `routes` (already in trying order).
 pub fn model_of(row: &ModelRow, routes: Vec<RouteSpec>) -> std::result::Result<Model, String> {
-    let kind = ModelKind::parse(&row.kind).ok_or_else(|| format!("model {:?}: unknown kind {:?}", row.name, row.kind))?;
+    let kind =
+        ModelKind::parse(&row.kind).ok_or_else(|| format!("model {:?}: unknown kind {:?}", row.name, row.kind))?;
     let spec: ModelSpec = serde_json::from_str(&row.spec).map_err(|e| format!("model {:?}: {e}", row.name))?;
     let price = Price::try_from(&spec.price).map_err(|e| format!("model {:?}: {e}", row.name))?;
     let provider_cost = spec
@@ -359,8 +355,12 @@ pub fn build(
         }
         for k in keys {
             let secret = match (&k.secret, &k.env) {
-                (Some(stored), _) => reveal(seal_key, stored).map_err(|e| format!("key {} of channel {}: {e}", k.id, c.name)),
-                (None, Some(var)) => env(var).ok_or_else(|| format!("key {} of channel {}: {var} is not set", k.id, c.name)),
+                (Some(stored), _) => {
+                    reveal(seal_key, stored).map_err(|e| format!("key {} of channel {}: {e}", k.id, c.name))
+                }
+                (None, Some(var)) => {
+                    env(var).ok_or_else(|| format!("key {} of channel {}: {var} is not set", k.id, c.name))
+                }
                 (None, None) => Err(format!("key {} of channel {} has no secret", k.id, c.name)),
             };
             let provider = secret.and_then(|s| build_provider(&cfg, Some(s), agent.clone()));

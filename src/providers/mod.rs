@@ -324,7 +324,7 @@ impl ModelAdapter {
         op: &'static str,
         call: impl FnMut(&Provider, &str) -> Result<T, ProviderError>,
     ) -> Result<(T, CallInfo), ProviderError> {
-        self.with_failover_among(model, op, None, |_| true, call)
+        self.with_failover_among(model, op, &|| None, |_| true, call)
     }
 
     /// The attempts a call of `model` may make, in order: routes by
@@ -336,8 +336,8 @@ impl ModelAdapter {
         cat: &'c Catalog,
         model: &'c Model,
         can: &dyn Fn(&Provider) -> bool,
-        conversation: Option<&str>,
-    ) -> Vec<Attempt<'c>> {
+        conversation: &dyn Fn() -> Option<String>,
+    ) -> (Vec<Attempt<'c>>, Option<String>) {
         let routes: Vec<(&catalog::RouteSpec, &Arc<Channel>)> = model
             .routes
             .iter()
@@ -370,13 +370,16 @@ impl ModelAdapter {
                 first_group = out.len();
             }
         }
-        if let Some(key) = conversation.and_then(|c| self.affinity.get(c)) {
-            if let Some(pos) = out[..first_group].iter().position(|a| a.lane.key == key) {
-                let a = out.remove(pos);
-                out.insert(0, a);
-            }
+        // Affinity matters only where there is a choice: a model with one
+        // key (most config files) never names its conversation.
+        let conversation = if first_group > 1 { conversation() } else { None };
+        if let Some(key) = conversation.as_deref().and_then(|c| self.affinity.get(c))
+            && let Some(pos) = out[..first_group].iter().position(|a| a.lane.key == key)
+        {
+            let a = out.remove(pos);
+            out.insert(0, a);
         }
-        out
+        (out, conversation)
     }
 
     /// [`Self::with_failover`] over the keys whose provider `can` serve
@@ -386,12 +389,12 @@ impl ModelAdapter {
         &self,
         model: &Model,
         op: &'static str,
-        conversation: Option<String>,
+        conversation: &dyn Fn() -> Option<String>,
         can: impl Fn(&Provider) -> bool,
         mut call: impl FnMut(&Provider, &str) -> Result<T, ProviderError>,
     ) -> Result<(T, CallInfo), ProviderError> {
         let cat = self.live.load();
-        let attempts = self.attempts(&cat, model, &can, conversation.as_deref());
+        let (attempts, conversation) = self.attempts(&cat, model, &can, conversation);
         let mut last = ProviderError::Unavailable(format!("model {} has no usable route", model.name));
         let (mut called, mut limited) = (false, false);
         let mut wait: Option<Duration> = None;
@@ -463,8 +466,11 @@ impl ModelAdapter {
                         self.disable_key(a.channel, &a.lane.key, &e);
                     } else if !transient {
                         return Err(e);
-                    } else if self.breakers.failure(&breaker_key, a.channel.breaker_failures, a.channel.breaker_cool_down)
-                    {
+                    } else if self.breakers.failure(
+                        &breaker_key,
+                        a.channel.breaker_failures,
+                        a.channel.breaker_cool_down,
+                    ) {
                         logs::record(
                             &self.db,
                             NewLog::system(
@@ -506,7 +512,8 @@ impl ModelAdapter {
     /// One real call through one key of a channel (`key`, else its first
     /// enabled one) to one model it serves (`model`, else its first chat or
     /// embedding model): how long it took and what came back. Health is
-    /// not changed by it; the breaker and the per-key limits are bypassed.
+    /// not changed by it (its latency and error are recorded); the breaker
+    /// and the per-key limits are bypassed.
     pub fn test_channel(&self, channel: &str, model: Option<&str>, key: Option<&str>) -> Result<TestCall, String> {
         let cat = self.live.load();
         let ch = cat.channels.get(channel).ok_or("no such channel")?;
@@ -523,7 +530,12 @@ impl ModelAdapter {
         let Some((m, upstream)) = route else {
             return Err("the channel serves no chat or embedding model to test (name one with `model`)".into());
         };
-        Ok(probe_call(&lane.provider, &m, &upstream, &lane.key))
+        let t = probe_call(&lane.provider, &m, &upstream, &lane.key);
+        match &t.error {
+            None => self.health.succeeded(&lane.key, t.latency_ms),
+            Some(e) => self.health.failed_with(&lane.key, t.latency_ms, e),
+        }
+        Ok(t)
     }
 
     /// Calls every key health disabled once; a key that answers is enabled
@@ -545,10 +557,10 @@ impl ModelAdapter {
                 back += 1;
             }
         }
-        if back > 0 {
-            if let Err(e) = self.reload() {
-                log::error!("catalog reload after the probe: {e}");
-            }
+        if back > 0
+            && let Err(e) = self.reload()
+        {
+            log::error!("catalog reload after the probe: {e}");
         }
         back
     }
@@ -572,7 +584,7 @@ impl ModelAdapter {
         self.with_failover_among(
             model,
             "chat",
-            conversation_of_chat(model, req),
+            &|| conversation_of_chat(model, req),
             |p| p.unsupported(req).is_none(),
             |p, upstream| match p {
                 Provider::OpenAi(o) => o.chat(upstream, req),
@@ -590,7 +602,7 @@ impl ModelAdapter {
         self.with_failover_among(
             model,
             "chat_stream",
-            conversation_of_chat(model, req),
+            &|| conversation_of_chat(model, req),
             |p| p.unsupported(req).is_none(),
             |p, upstream| match p {
                 Provider::OpenAi(o) => o.chat_stream(upstream, req),
@@ -627,7 +639,7 @@ impl ModelAdapter {
         self.with_failover_among(
             model,
             op,
-            body.and_then(|b| select::conversation_of(&model.name, b)),
+            &|| body.and_then(|b| select::conversation_of(&model.name, b)),
             |p| kind(p).is_some(),
             |p, upstream| match kind(p) {
                 Some(k) => call(k, upstream),
@@ -663,7 +675,9 @@ impl ModelAdapter {
         body: &serde_json::Map<String, serde_json::Value>,
         h: &anthropic::ClientHeaders,
     ) -> Result<(serde_json::Value, CallInfo), ProviderError> {
-        self.with_kind(model, Provider::anthropic, "count_tokens", None, |a, upstream| a.count_tokens(upstream, body, h))
+        self.with_kind(model, Provider::anthropic, "count_tokens", None, |a, upstream| {
+            a.count_tokens(upstream, body, h)
+        })
     }
 
     /// Whether any route of `model` speaks Gemini's API: such a model's
@@ -686,7 +700,9 @@ impl ModelAdapter {
         model: &Model,
         body: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(RawStream, CallInfo), ProviderError> {
-        self.with_kind(model, Provider::google, "gemini_stream", Some(body), |g, upstream| g.generate_stream(upstream, body))
+        self.with_kind(model, Provider::google, "gemini_stream", Some(body), |g, upstream| {
+            g.generate_stream(upstream, body)
+        })
     }
 
     pub fn gemini_count(
@@ -742,7 +758,9 @@ impl ModelAdapter {
         model: &Model,
         body: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(RawStream, CallInfo), ProviderError> {
-        self.with_kind(model, Provider::openai, "responses_stream", Some(body), |o, upstream| o.responses_stream(upstream, body))
+        self.with_kind(model, Provider::openai, "responses_stream", Some(body), |o, upstream| {
+            o.responses_stream(upstream, body)
+        })
     }
 
     /// Embeddings: the client's body to an OpenAI-compatible route (or the
@@ -755,7 +773,7 @@ impl ModelAdapter {
         self.with_failover_among(
             model,
             "embeddings",
-            None,
+            &|| None,
             |p| p.passes_through() || matches!(p, Provider::Dev),
             |p, upstream| match p {
                 Provider::OpenAi(o) => o.embeddings(upstream, body),
@@ -785,7 +803,7 @@ impl ModelAdapter {
         self.with_failover_among(
             model,
             "image",
-            None,
+            &|| None,
             |p| !(inline || req.quality.is_some()) || p.full_openai(),
             |p, upstream| match p {
                 Provider::OpenAi(o) => o.image(upstream, req),
@@ -835,15 +853,18 @@ impl ModelAdapter {
 
     /// The provider holding `task`: its key's, even when the key has been
     /// disabled since (the task is still there to poll).
-    fn task_provider(&self, model: &Model, task: &TaskRef, act: &mut dyn FnMut(&Provider) -> Result<TaskState, ProviderError>) -> Result<TaskState, ProviderError> {
+    fn task_provider(
+        &self,
+        model: &Model,
+        task: &TaskRef,
+        act: &mut dyn FnMut(&Provider) -> Result<TaskState, ProviderError>,
+    ) -> Result<TaskState, ProviderError> {
         let cat = self.live.load();
         let lane = match &task.lane {
             TaskLane::Key(k) => cat.lane(k).map(|(_, l)| l),
-            TaskLane::Route(i) => model
-                .routes
-                .get(*i)
-                .and_then(|r| cat.channels.get(&r.channel))
-                .and_then(|c| c.lanes.first()),
+            TaskLane::Route(i) => {
+                model.routes.get(*i).and_then(|r| cat.channels.get(&r.channel)).and_then(|c| c.lanes.first())
+            }
         };
         match lane {
             Some(l) => act(&l.provider),
@@ -951,7 +972,9 @@ fn probe_call(p: &Provider, model: &Model, upstream: &str, key: &str) -> TestCal
             Provider::Dev => Ok(dev::embeddings(&body)),
             _ => Err(ProviderError::Unavailable("this provider kind serves no embeddings".into())),
         }
-        .map(|v| format!("{} dimensions", v.pointer("/data/0/embedding").and_then(|e| e.as_array()).map_or(0, Vec::len)))
+        .map(|v| {
+            format!("{} dimensions", v.pointer("/data/0/embedding").and_then(|e| e.as_array()).map_or(0, Vec::len))
+        })
     } else {
         let req = ChatRequest {
             messages: vec![types::Message { role: "user".into(), content: "Say OK.".into() }],

@@ -261,7 +261,10 @@ mod tests {
             firsts[weighted_order(&[1, 2, 7])[0]] += 1;
         }
         let share = |i: usize| f64::from(firsts[i]) / 20_000.0;
-        assert!((share(0) - 0.1).abs() < 0.02 && (share(1) - 0.2).abs() < 0.02 && (share(2) - 0.7).abs() < 0.02, "{firsts:?}");
+        assert!(
+            (share(0) - 0.1).abs() < 0.02 && (share(1) - 0.2).abs() < 0.02 && (share(2) - 0.7).abs() < 0.02,
+            "{firsts:?}"
+        );
         let order = weighted_order(&[0, 5]);
         assert_eq!(order, vec![1, 0], "a zero weight is the last resort");
     }
@@ -307,7 +310,9 @@ mod tests {
     fn a_conversation_is_named_by_the_client_or_by_how_it_starts() {
         let body = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
         let first = body(serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}));
-        let later = body(serde_json::json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}));
+        let later = body(
+            serde_json::json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}),
+        );
         let other = body(serde_json::json!({"messages": [{"role": "user", "content": "bye"}]}));
         // A later turn continues the conversation of its first.
         let c = conversation_of("m", &first);

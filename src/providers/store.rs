@@ -45,7 +45,12 @@ pub struct ChannelSettings {
 
 impl Default for ChannelSettings {
     fn default() -> Self {
-        ChannelSettings { connect_timeout_ms: 5_000, read_timeout_ms: 120_000, breaker_failures: 3, breaker_cool_down_ms: 30_000 }
+        ChannelSettings {
+            connect_timeout_ms: 5_000,
+            read_timeout_ms: 120_000,
+            breaker_failures: 3,
+            breaker_cool_down_ms: 30_000,
+        }
     }
 }
 
@@ -86,6 +91,17 @@ pub struct KeyRow {
     pub created_at: Timestamp,
 }
 
+impl KeyRow {
+    /// A new status: `enabled` clears the reason and time; any other
+    /// keeps `reason`, stamped now.
+    pub fn set_status(&mut self, status: &str, reason: Option<String>) {
+        self.status = status.to_owned();
+        let enabled = status == "enabled";
+        self.disabled_reason = if enabled { None } else { reason };
+        self.disabled_at = if enabled { None } else { Some(Timestamp::now()) };
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ModelRow {
     pub name: String,
@@ -107,8 +123,7 @@ fn to_json(v: &impl Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-const CHANNEL_COLUMNS: &str =
-    "id, name, kind, base_url, models, weight, priority, enabled, rpm, tpm, tags, settings, source, created_at, updated_at";
+const CHANNEL_COLUMNS: &str = "id, name, kind, base_url, models, weight, priority, enabled, rpm, tpm, tags, settings, source, created_at, updated_at";
 
 fn channel_row(r: &Row<'_>) -> std::result::Result<ChannelRow, StorageError> {
     let (models, tags, settings): (String, String, String) = (r.get(4)?, r.get(10)?, r.get(11)?);
@@ -166,11 +181,7 @@ fn model_row(r: &Row<'_>) -> std::result::Result<ModelRow, StorageError> {
 }
 
 pub fn channels(conn: &Conn<'_>) -> Result<Vec<ChannelRow>> {
-    Ok(conn.query_all(
-        &format!("SELECT {CHANNEL_COLUMNS} FROM channels ORDER BY created_at, id"),
-        &[],
-        channel_row,
-    )?)
+    Ok(conn.query_all(&format!("SELECT {CHANNEL_COLUMNS} FROM channels ORDER BY created_at, id"), &[], channel_row)?)
 }
 
 pub fn channel(conn: &Conn<'_>, id: &str) -> Result<Option<ChannelRow>> {
@@ -178,7 +189,11 @@ pub fn channel(conn: &Conn<'_>, id: &str) -> Result<Option<ChannelRow>> {
 }
 
 pub fn channel_by_name(conn: &Conn<'_>, name: &str) -> Result<Option<ChannelRow>> {
-    Ok(conn.query_opt(&format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE name = ?1"), params![name], channel_row)?)
+    Ok(conn.query_opt(
+        &format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE name = ?1"),
+        params![name],
+        channel_row,
+    )?)
 }
 
 /// Inserts `c`, or replaces every field of the row with its id.
@@ -259,11 +274,9 @@ pub fn delete_key(conn: &Conn<'_>, id: &str) -> Result<bool> {
 
 /// Every sealed key secret, by key id (for the start's check and rotation).
 pub fn stored_secrets(conn: &Conn<'_>) -> Result<Vec<(String, String)>> {
-    Ok(conn.query_all(
-        "SELECT id, secret FROM channel_keys WHERE secret IS NOT NULL ORDER BY id",
-        &[],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?)
+    Ok(conn.query_all("SELECT id, secret FROM channel_keys WHERE secret IS NOT NULL ORDER BY id", &[], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?)
 }
 
 pub fn set_secret(conn: &Conn<'_>, id: &str, stored: &str) -> Result<()> {
@@ -280,7 +293,11 @@ pub fn models(conn: &Conn<'_>) -> Result<Vec<ModelRow>> {
 }
 
 pub fn model(conn: &Conn<'_>, name: &str) -> Result<Option<ModelRow>> {
-    Ok(conn.query_opt(&format!("SELECT {MODEL_COLUMNS} FROM catalog_models WHERE name = ?1"), params![name], model_row)?)
+    Ok(conn.query_opt(
+        &format!("SELECT {MODEL_COLUMNS} FROM catalog_models WHERE name = ?1"),
+        params![name],
+        model_row,
+    )?)
 }
 
 pub fn put_model(conn: &Conn<'_>, m: &ModelRow) -> Result<()> {

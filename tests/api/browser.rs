@@ -380,3 +380,70 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     assert!(loss.as_i64().unwrap_or(0) >= 1, "a model billed above its price shows its loss: {loss}");
     b.assert_no_console_errors("admin usage", &[]);
 }
+
+#[test]
+fn the_console_manages_channels_and_models_in_a_real_browser() {
+    let Some(b) = browser_or_skip("the_console_manages_channels_and_models_in_a_real_browser") else { return };
+    let fake = FakeProvider::start();
+    let seal = tollgate::support::sealed::SealKey::generate().unwrap();
+    let app = TestApp::spawn_with_secrets(&[("TOLLGATE_SECRET_KEY", &seal)], |_| {});
+    let base = app.client.base.clone();
+    b.goto(&format!("{base}/console/"));
+    b.type_into("#email", ADMIN_EMAIL);
+    b.type_into("#password", ADMIN_PASSWORD);
+    b.click("#sign-in");
+    b.wait("#balance");
+
+    // A model with its price, then a channel serving it with a key.
+    b.page(&base, "#/admin/models", "#model-name", "22-admin-models");
+    b.type_into("#model-name", "house-chat");
+    b.type_into("#model-input", "1000");
+    b.type_into("#model-output", "2000");
+    b.click("#model-submit");
+    b.wait("tr[data-model='house-chat']");
+    b.page(&base, "#/admin/channels", "#ch-name", "23-admin-channels");
+    b.type_into("#ch-name", "house");
+    b.type_into("#ch-base-url", &format!("{}/v1", fake.base));
+    b.type_into("#ch-models", "house-chat=up-model");
+    b.type_into("#ch-weight", "3");
+    b.type_into("#ch-key", "sk-console-7777");
+    b.click("#ch-submit");
+    b.wait_text("tr[data-channel='house']", |t| t.contains("…7777 enabled") && t.contains("3 / 0"));
+    let listed = app.client.get("/v1/admin/channels", &app.admin).json();
+    let house = listed["data"].as_array().unwrap().iter().find(|c| c["name"] == "house").expect("added").clone();
+    assert_eq!(house["models"][0]["upstream"], "up-model");
+    // Test it: the answer and its latency.
+    b.click("button[aria-label='Test house']");
+    b.wait_text("#ch-test-result", |t| t.contains("house: OK in") && t.contains("fake answer"));
+    assert_eq!(fake.requests().last().unwrap().headers["authorization"], "Bearer sk-console-7777");
+    b.shot("24-admin-channel-tested");
+    // Edit, disable, enable.
+    b.click("button[aria-label='Edit house']");
+    b.type_into("#ch-weight", "9");
+    b.click("#ch-submit");
+    b.wait_text("tr[data-channel='house']", |t| t.contains("9 / 0"));
+    b.click("button[aria-label='Disable house']");
+    b.wait_text("tr[data-channel='house']", |t| t.contains("disabled"));
+    b.click("button[aria-label='Enable house']");
+    b.wait_text("tr[data-channel='house']", |t| t.contains("enabled"));
+    b.assert_no_console_errors("channels", &[]);
+
+    // A new price, then the model disabled: both through the API at once.
+    b.page(&base, "#/admin/models", "tr[data-model='house-chat']", "25-admin-models-listed");
+    b.type_into("input[aria-label='Input price of house-chat']", "5000");
+    b.click("button[aria-label='Save price of house-chat']");
+    b.wait_text("tr[data-model='house-chat']", |t| t.contains("house → up-model") && t.contains('2'));
+    let m = app.client.get("/v1/admin/models/house-chat", &app.admin).json();
+    assert_eq!(
+        (m["price"]["input_per_1m"].as_i64(), m["price"]["output_per_1m"].as_i64()),
+        (Some(5000), Some(2000)),
+        "{m}"
+    );
+    b.click("button[aria-label='Disable house-chat']");
+    b.wait("button[aria-label='Enable house-chat']");
+    let r =
+        app.client.chat(&app.admin, json!({"model": "house-chat", "messages": [{"role": "user", "content": "hi"}]}));
+    assert_eq!(r.error_code(), "model_not_found");
+    b.shot("26-admin-models-disabled");
+    b.assert_no_console_errors("models", &[]);
+}

@@ -184,7 +184,10 @@ fn a_price_changed_through_the_api_applies_to_the_next_call_on_every_worker_and_
     add_channel(&app, "one", &fake, "m", json!({}));
     let token = app.client.funded_user(&app.admin, "payer@example.com", 10_000);
     let spent = |app: &TestApp| -> i64 {
-        app.sql_one("SELECT CAST(-amount AS BIGINT) FROM credit_transactions WHERE kind = 'consume' ORDER BY id DESC LIMIT 1", &[])
+        app.sql_one(
+            "SELECT CAST(-amount AS BIGINT) FROM credit_transactions WHERE kind = 'consume' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
     };
     assert_eq!(say(&app, &token, "m", "a").status, 200);
     assert_eq!(spent(&app), 12);
@@ -196,11 +199,12 @@ fn a_price_changed_through_the_api_applies_to_the_next_call_on_every_worker_and_
         assert_eq!(say(&app, &token, "m", &format!("b{i}")).status, 200);
         assert_eq!(spent(&app), 36, "call {i}");
     }
-    let components: String = app.sql_one(
-        "SELECT components FROM credit_transactions WHERE kind = 'consume' ORDER BY id DESC LIMIT 1",
-        &[],
-    );
+    let components: String =
+        app.sql_one("SELECT components FROM credit_transactions WHERE kind = 'consume' ORDER BY id DESC LIMIT 1", &[]);
     assert!(components.contains("3000000"), "the ledger row names the price used: {components}");
+    let description: String =
+        app.sql_one("SELECT description FROM credit_transactions WHERE kind = 'consume' ORDER BY id DESC LIMIT 1", &[]);
+    assert!(description.contains("m at price r2"), "{description}");
     let logs = app.client.get("/v1/admin/logs?log_type=business&limit=100", &app.admin).json();
     let change = logs["data"].as_array().unwrap().iter().find(|l| l["action"] == "model_updated").expect("logged");
     assert_eq!(change["details"]["before"]["price"]["input_per_1m"], 1_000_000, "{change}");
@@ -222,7 +226,10 @@ fn two_hundred_conversations_each_stay_on_one_key_while_it_is_healthy() {
     }
     for turn in 0..3 {
         for c in 0..200 {
-            let mut messages = vec![json!({"role": "system", "content": "be brief"}), json!({"role": "user", "content": format!("conv {c}")})];
+            let mut messages = vec![
+                json!({"role": "system", "content": "be brief"}),
+                json!({"role": "user", "content": format!("conv {c}")}),
+            ];
             for t in 0..turn {
                 messages.push(json!({"role": "assistant", "content": format!("answer {t}")}));
                 messages.push(json!({"role": "user", "content": format!("more {t}")}));
@@ -242,10 +249,11 @@ fn two_hundred_conversations_each_stay_on_one_key_while_it_is_healthy() {
     let mut homes: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, f) in fakes.iter().enumerate() {
         for r in f.requests() {
-            let key = r.body.get("prompt_cache_key").and_then(Value::as_str).map_or_else(
-                || r.body["messages"][1]["content"].as_str().unwrap_or("").to_owned(),
-                str::to_owned,
-            );
+            let key = r
+                .body
+                .get("prompt_cache_key")
+                .and_then(Value::as_str)
+                .map_or_else(|| r.body["messages"][1]["content"].as_str().unwrap_or("").to_owned(), str::to_owned);
             homes.entry(key).or_default().push(i);
         }
     }
@@ -276,17 +284,16 @@ fn stored_keys_are_sealed_a_wrong_secret_refuses_the_start_and_rotation_reseals_
     let backup = dir.path().join("backup.db");
     let out = bin().args(["backup", backup.to_str().unwrap(), "--db", db.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let on_disk: Vec<u8> =
-        ["tollgate.db", "tollgate.db-wal", "backup.db"].iter().filter_map(|f| std::fs::read(dir.path().join(f)).ok()).flatten().collect();
+    let on_disk: Vec<u8> = ["tollgate.db", "tollgate.db-wal", "backup.db"]
+        .iter()
+        .filter_map(|f| std::fs::read(dir.path().join(f)).ok())
+        .flatten()
+        .collect();
     assert!(!on_disk.windows(secret.len()).any(|w| w == secret.as_bytes()), "no provider key in clear on disk");
 
-    let start = |secrets: Vec<(String, String)>| {
-        tollgate::service::Service::start(config.clone(), tollgate::service::StartOptions { admin: None, clock: None, secrets })
-            .map(|s| s.shutdown())
-    };
-    let none = start(vec![]).unwrap_err();
+    let none = try_start(&config, &[]).unwrap_err();
     assert!(none.contains("TOLLGATE_SECRET_KEY") && none.contains("sealed"), "{none}");
-    let wrong = start(vec![("TOLLGATE_SECRET_KEY".into(), seal_key())]).unwrap_err();
+    let wrong = try_start(&config, &[("TOLLGATE_SECRET_KEY", &seal_key())]).unwrap_err();
     assert!(wrong.contains("wrong TOLLGATE_SECRET_KEY"), "{wrong}");
 
     let key2 = seal_key();
@@ -298,7 +305,7 @@ fn stored_keys_are_sealed_a_wrong_secret_refuses_the_start_and_rotation_reseals_
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("sealed 1"), "{}", String::from_utf8_lossy(&out.stdout));
-    assert!(start(vec![("TOLLGATE_SECRET_KEY".into(), key1)]).is_err(), "the old secret no longer opens it");
+    assert!(try_start(&config, &[("TOLLGATE_SECRET_KEY", &key1)]).is_err(), "the old secret no longer opens it");
     let app = TestApp::start_in_with_secrets(dir, config, &[("TOLLGATE_SECRET_KEY", &key2)]);
     assert_eq!(say(&app, &app.admin, "m", "again").status, 200);
     assert_eq!(fake.requests().last().unwrap().headers["authorization"], format!("Bearer {secret}"));
@@ -308,7 +315,8 @@ fn stored_keys_are_sealed_a_wrong_secret_refuses_the_start_and_rotation_reseals_
 fn the_catalog_api_refuses_what_it_cannot_keep_and_shows_config_entries_as_such() {
     let fake = FakeProvider::start();
     let provider: tollgate::config::ProviderConfig =
-        toml::from_str(&format!("kind = \"openai\"\nbase_url = \"{}/v1\"\napi_key_env = \"FAKE_KEY\"", fake.base)).unwrap();
+        toml::from_str(&format!("kind = \"openai\"\nbase_url = \"{}/v1\"\napi_key_env = \"FAKE_KEY\"", fake.base))
+            .unwrap();
     let app = TestApp::spawn_with_secrets(&[("FAKE_KEY", "sk-from-env-9876")], |c| {
         c.providers.insert("fake".into(), provider);
         c.models.push(model_config("qwen-plus", "chat", &[("fake", "q")], Default::default()));
@@ -370,4 +378,59 @@ fn the_catalog_api_refuses_what_it_cannot_keep_and_shows_config_entries_as_such(
     let t = send(&app, "POST", &format!("/v1/admin/channels/{id}/test"), json!({})).json();
     assert_eq!((t["ok"].as_bool(), t["status"].as_str()), (Some(false), Some("500")), "{t}");
     assert_eq!(send(&app, "POST", "/v1/admin/channels/ch_nope/test", json!({})).status, 404);
+}
+
+#[test]
+fn a_channel_holds_sixty_four_keys_and_two_hundred_fifty_six_models_and_no_more() {
+    let (app, _) = spawn(0);
+    add_model(&app, "m", json!({}));
+    let fake = FakeProvider::start();
+    let keys: Vec<String> = (0..64).map(|i| format!("sk-limit-{i:04}")).collect();
+    let ch = add_channel(&app, "full", &fake, "m", json!({"keys": keys}));
+    assert_eq!(ch["keys"].as_array().unwrap().len(), 64);
+    let id = ch["id"].as_str().unwrap();
+    let r = send(&app, "POST", &format!("/v1/admin/channels/{id}/keys"), json!({"key": "sk-one-more"}));
+    assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("key")), "{}", r.text());
+    let too_many: Vec<String> = (0..65).map(|i| format!("sk-x-{i}")).collect();
+    let r =
+        app.client.post("/v1/admin/channels", &app.admin, json!({"name": "over", "kind": "openai", "keys": too_many}));
+    assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("keys")), "{}", r.text());
+    // A key of 1,024 bytes is kept; one more byte is refused.
+    assert_eq!(
+        send(
+            &app,
+            "DELETE",
+            &format!("/v1/admin/channels/{id}/keys/{}", ch["keys"][0]["id"].as_str().unwrap()),
+            json!({})
+        )
+        .status,
+        200
+    );
+    let r = send(&app, "POST", &format!("/v1/admin/channels/{id}/keys"), json!({"key": "k".repeat(1024)}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = send(&app, "POST", &format!("/v1/admin/channels/{id}/keys"), json!({"key": "k".repeat(1025)}));
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    let serves = |n: usize| (0..n).map(|i| json!({"model": "m", "upstream": format!("u{i}")})).collect::<Vec<_>>();
+    let r = send(&app, "PATCH", &format!("/v1/admin/channels/{id}"), json!({"models": serves(256)}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send(&app, "PATCH", &format!("/v1/admin/channels/{id}"), json!({"models": serves(257)}));
+    assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("models")), "{}", r.text());
+}
+
+#[test]
+fn a_key_at_its_rpm_is_passed_over_so_the_load_spreads_before_the_provider_refuses() {
+    let (app, _) = spawn(0);
+    add_model(&app, "m", json!({}));
+    let (limited, open) = (FakeProvider::start(), FakeProvider::start());
+    // The limited channel weighs 100 to 1: without its limit it would take nearly every call.
+    add_channel(&app, "limited", &limited, "m", json!({"weight": 100, "rpm": 5}));
+    add_channel(&app, "open", &open, "m", json!({"weight": 1}));
+    for i in 0..30 {
+        assert_eq!(say(&app, &app.admin, "m", &format!("r{i}")).status, 200);
+    }
+    // A minute boundary may fall inside the loop: at most two windows' worth.
+    let n = limited.count("/chat/completions");
+    assert!((5..=10).contains(&n), "the limited key took {n} of 30");
+    assert_eq!(n + open.count("/chat/completions"), 30);
 }

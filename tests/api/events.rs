@@ -779,18 +779,11 @@ fn stored_webhook_secrets_are_sealed_need_their_key_to_start_and_rotate() {
     }
 
     // Without the key, or with another, the start is refused and says why.
-    let start = |secrets: Vec<(String, String)>| {
-        tollgate::service::Service::start(
-            config.clone(),
-            tollgate::service::StartOptions { admin: None, clock: None, secrets },
-        )
-        .map(|s| s.shutdown())
-    };
-    let none = start(vec![]).unwrap_err();
+    let none = try_start(&config, &[]).unwrap_err();
     assert!(none.contains("TOLLGATE_SECRET_KEY"), "{none}");
-    let wrong = start(vec![("TOLLGATE_SECRET_KEY".into(), key2.clone())]).unwrap_err();
+    let wrong = try_start(&config, &[("TOLLGATE_SECRET_KEY", &key2)]).unwrap_err();
     assert!(wrong.contains("wrong TOLLGATE_SECRET_KEY"), "{wrong}");
-    let bad = start(vec![("TOLLGATE_SECRET_KEY".into(), "not a key".into())]).unwrap_err();
+    let bad = try_start(&config, &[("TOLLGATE_SECRET_KEY", "not a key")]).unwrap_err();
     assert!(bad.contains("TOLLGATE_SECRET_KEY") && bad.contains("base64"), "{bad}");
 
     // Rotation seals both with the new key; the old one no longer opens them.
@@ -802,7 +795,7 @@ fn stored_webhook_secrets_are_sealed_need_their_key_to_start_and_rotate() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("sealed 2"), "{}", String::from_utf8_lossy(&out.stdout));
-    assert!(start(vec![("TOLLGATE_SECRET_KEY".into(), key1.clone())]).is_err());
+    assert!(try_start(&config, &[("TOLLGATE_SECRET_KEY", &key1)]).is_err());
     let app = TestApp::start_in_with_secrets(dir, config, &[("TOLLGATE_SECRET_KEY", &key2)]);
     app.user("bob");
     wait_for_n(&receiver, "user.created", 2);

@@ -177,6 +177,13 @@ pub fn test_config(dir: &tempfile::TempDir) -> Config {
     c
 }
 
+/// Starts (and at once stops) a service on `config` with `secrets`: `Err`
+/// says why the start was refused.
+pub fn try_start(config: &Config, secrets: &[(&str, &str)]) -> Result<(), String> {
+    let secrets = secrets.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    Service::start(config.clone(), StartOptions { admin: None, clock: None, secrets }).map(|s| s.shutdown())
+}
+
 /// The engine the suite runs on: `TOLLGATE_TEST_ENGINE=postgres` runs every
 /// service test on a fresh PostgreSQL database (`scripts/test` runs the
 /// suite once per engine).

@@ -59,8 +59,14 @@ pub static ROUTES: &[Route] = &[
 /// those).
 pub fn models(ctx: &Ctx) -> Result<Response, ApiError> {
     let caller = ctx.user()?;
-    let data: Vec<Value> =
-        ctx.app.adapter.models().iter().filter(|m| caller.check_model(&m.name).is_ok()).map(|m| model_json(m)).collect();
+    let data: Vec<Value> = ctx
+        .app
+        .adapter
+        .models()
+        .iter()
+        .filter(|m| caller.check_model(&m.name).is_ok())
+        .map(|m| model_json(m))
+        .collect();
     Ok(Response::json_value(200, &json!({"object": "list", "data": data, "has_more": false})))
 }
 
@@ -482,6 +488,7 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
         ..crate::usage::Metered::model(&name)
     }
     .via(&info.channel);
+    let priced = model.priced_name();
     let settle = move |c: &Conn<'_>| {
         let log = NewLog::business(
             user,
@@ -489,7 +496,7 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
             true,
             json!({"model": name, "provider": info.provider, "upstream_model": info.upstream_model, "images": delivered, "latency_ms": info.latency_ms}),
         );
-        metered::settle_in(c, &reservation, Cost::Credits(cost), &format!("images {name} ({delivered})"), &log, &used)
+        metered::settle_in(c, &reservation, Cost::Credits(cost), &format!("images {priced} ({delivered})"), &log, &used)
     };
     ctx.commit_then(200, settle, move |outcome| {
         let data: Vec<Value> = resp
@@ -566,6 +573,7 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
         &info,
         crate::usage::Metered { input_tokens: usage.prompt_tokens, ..crate::usage::Metered::model(&name) },
     );
+    let priced = model.priced_name();
     let settle = move |c: &Conn<'_>| {
         let log = NewLog::business(
             user,
@@ -574,7 +582,7 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
             json!({"model": name, "provider": info.provider, "upstream_model": info.upstream_model,
                    "usage": {"prompt_tokens": usage.prompt_tokens}, "latency_ms": info.latency_ms}),
         );
-        let desc = format!("embeddings {name} ({} tokens)", usage.prompt_tokens);
+        let desc = format!("embeddings {priced} ({} tokens)", usage.prompt_tokens);
         metered::settle_in(c, &reservation, cost, &desc, &log, &used)
     };
     provider_answer(ctx, settle, answer, name_out, detail)

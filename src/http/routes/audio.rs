@@ -144,7 +144,7 @@ fn settle(
     (action, what): (&'static str, &str),
 ) -> Result<HoldOutcome, ApiError> {
     let log = call_log(action, model, info, &usage, false, r.user, "completed");
-    let desc = format!("{what} {}", model.name);
+    let desc = format!("{what} {}", model.priced_name());
     let used = Metered {
         input_tokens: usage.prompt_tokens,
         output_tokens: usage.completion_tokens,

@@ -4,10 +4,10 @@
 //! the very next request on every worker sees it.
 
 use crate::error::Error;
-use crate::paging::List;
 use crate::http::error::ApiError;
 use crate::http::response::Response;
 use crate::http::route::{Access, Ctx, Route, doc, route};
+use crate::paging::List;
 use crate::providers::admin::{self, ChannelPatch, KeyPatch, ModelPatch, NewChannel, NewModel, SealedKey};
 use crate::providers::live;
 use serde::Deserialize;
@@ -19,21 +19,97 @@ pub static ROUTES: &[Route] = &[
         "/v1/admin/channels",
         Access::Admin,
         create,
-        doc("Add a channel: a provider kind, base URL, keys (sealed, never shown again), models, weight, priority", Some("NewChannel"), 201, "ChannelView"),
+        doc(
+            "Add a channel: a provider kind, base URL, keys (sealed, never shown again), models, weight, priority",
+            Some("NewChannel"),
+            201,
+            "ChannelView",
+        ),
     ),
-    route("GET", "/v1/admin/channels", Access::Admin, list, doc("Every channel with its keys (fingerprints only) and their health", None, 200, "ChannelList")),
+    route(
+        "GET",
+        "/v1/admin/channels",
+        Access::Admin,
+        list,
+        doc("Every channel with its keys (fingerprints only) and their health", None, 200, "ChannelList"),
+    ),
     route("GET", "/v1/admin/channels/{id}", Access::Admin, get, doc("One channel", None, 200, "ChannelView")),
-    route("PATCH", "/v1/admin/channels/{id}", Access::Admin, update, doc("Change a channel (a config-file channel becomes the API's)", Some("ChannelPatch"), 200, "ChannelView")),
-    route("DELETE", "/v1/admin/channels/{id}", Access::Admin, delete, doc("Delete a channel added through the API, with its keys", None, 200, "ChannelView")),
-    route("POST", "/v1/admin/channels/{id}/test", Access::Admin, test, doc("One real test call through the channel: latency and answer", Some("TestBody"), 200, "TestCall")),
-    route("POST", "/v1/admin/channels/{id}/keys", Access::Admin, add_key, doc("Add an upstream key to a channel", Some("NewKeyBody"), 201, "KeyView")),
-    route("PATCH", "/v1/admin/channels/{id}/keys/{key_id}", Access::Admin, update_key, doc("Rotate a key's secret, or enable or disable it", Some("KeyPatch"), 200, "KeyView")),
-    route("DELETE", "/v1/admin/channels/{id}/keys/{key_id}", Access::Admin, delete_key, doc("Delete an upstream key", None, 200, "KeyView")),
-    route("POST", "/v1/admin/models", Access::Admin, create_model, doc("Add a model with its price", Some("NewModel"), 201, "ModelView")),
-    route("GET", "/v1/admin/models", Access::Admin, list_models, doc("Every model: prices, the channels serving it, enabled or not", None, 200, "CatalogModelList")),
+    route(
+        "PATCH",
+        "/v1/admin/channels/{id}",
+        Access::Admin,
+        update,
+        doc("Change a channel (a config-file channel becomes the API's)", Some("ChannelPatch"), 200, "ChannelView"),
+    ),
+    route(
+        "DELETE",
+        "/v1/admin/channels/{id}",
+        Access::Admin,
+        delete,
+        doc("Delete a channel added through the API, with its keys", None, 200, "ChannelView"),
+    ),
+    route(
+        "POST",
+        "/v1/admin/channels/{id}/test",
+        Access::Admin,
+        test,
+        doc("One real test call through the channel: latency and answer", Some("TestBody"), 200, "TestCall"),
+    ),
+    route(
+        "POST",
+        "/v1/admin/channels/{id}/keys",
+        Access::Admin,
+        add_key,
+        doc("Add an upstream key to a channel", Some("NewKeyBody"), 201, "KeyView"),
+    ),
+    route(
+        "PATCH",
+        "/v1/admin/channels/{id}/keys/{key_id}",
+        Access::Admin,
+        update_key,
+        doc("Rotate a key's secret, or enable or disable it", Some("KeyPatch"), 200, "KeyView"),
+    ),
+    route(
+        "DELETE",
+        "/v1/admin/channels/{id}/keys/{key_id}",
+        Access::Admin,
+        delete_key,
+        doc("Delete an upstream key", None, 200, "KeyView"),
+    ),
+    route(
+        "POST",
+        "/v1/admin/models",
+        Access::Admin,
+        create_model,
+        doc("Add a model with its price", Some("NewModel"), 201, "ModelView"),
+    ),
+    route(
+        "GET",
+        "/v1/admin/models",
+        Access::Admin,
+        list_models,
+        doc("Every model: prices, the channels serving it, enabled or not", None, 200, "CatalogModelList"),
+    ),
     route("GET", "/v1/admin/models/{name}", Access::Admin, get_model, doc("One model", None, 200, "ModelView")),
-    route("PATCH", "/v1/admin/models/{name}", Access::Admin, update_model, doc("Change a model's price or bounds, enable or disable it (applies to the next call)", Some("ModelPatch"), 200, "ModelView")),
-    route("DELETE", "/v1/admin/models/{name}", Access::Admin, delete_model, doc("Delete a model added through the API", None, 200, "ModelView")),
+    route(
+        "PATCH",
+        "/v1/admin/models/{name}",
+        Access::Admin,
+        update_model,
+        doc(
+            "Change a model's price or bounds, enable or disable it (applies to the next call)",
+            Some("ModelPatch"),
+            200,
+            "ModelView",
+        ),
+    ),
+    route(
+        "DELETE",
+        "/v1/admin/models/{name}",
+        Access::Admin,
+        delete_model,
+        doc("Delete a model added through the API", None, 200, "ModelView"),
+    ),
 ];
 
 /// A catalog change is in force before its answer: the snapshot is built

@@ -24,9 +24,9 @@ use crate::providers::catalog::ModelKind;
 use crate::providers::messages::{self as dialect, EventsFromChat};
 use crate::providers::types::{ChatEvent, Usage};
 use crate::providers::{ChatStream, Model, RawStream};
-use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
 /// The messages routes, in the order the router tries them. Claude Code
 /// adds `?beta=true`.
@@ -99,7 +99,10 @@ fn headers(ctx: &Ctx) -> ClientHeaders {
 
 /// The parsed body, its model, and the messages checked (a non-empty
 /// array within the chat limit).
-fn parse(ctx: &Ctx) -> Result<(MessagesBody, Map<String, Value>, Arc<Model>), ApiError> {
+/// A parsed Messages request: its typed fields, its whole body, its model.
+type Parsed = (MessagesBody, Map<String, Value>, Arc<Model>);
+
+fn parse(ctx: &Ctx) -> Result<Parsed, ApiError> {
     let (body, object): (MessagesBody, _) = ctx.req.json_and_object()?;
     let model = model_of_kind(ctx, &body.model, ModelKind::Chat)?;
     match body.messages.as_ref().and_then(Value::as_array) {

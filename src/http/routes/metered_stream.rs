@@ -39,7 +39,7 @@ pub fn call_log(
 
 /// The ledger description of a metered call (`what`: `chat`, `response`).
 pub fn call_description(what: &str, model: &Model, usage: &Usage) -> String {
-    format!("{what} {} ({} in / {} out tokens)", model.name, usage.prompt_tokens, usage.completion_tokens)
+    format!("{what} {} ({} in / {} out tokens)", model.priced_name(), usage.prompt_tokens, usage.completion_tokens)
 }
 
 /// The charge of one streamed call: settled once, from the usage the
