@@ -61,7 +61,6 @@ INSERT INTO settings (key, value) VALUES ('catalog_version', '0');
 CREATE TABLE usage_totals_new (
     day                  INTEGER NOT NULL,
     model                TEXT NOT NULL,
-    channel              TEXT NOT NULL DEFAULT '',
     requests             INTEGER NOT NULL DEFAULT 0,
     input_tokens         INTEGER NOT NULL DEFAULT 0,
     output_tokens        INTEGER NOT NULL DEFAULT 0,
@@ -74,6 +73,7 @@ CREATE TABLE usage_totals_new (
     reasoning_tokens     INTEGER NOT NULL DEFAULT 0,
     audio_tokens         INTEGER NOT NULL DEFAULT 0,
     provider_cost_micro  INTEGER NOT NULL DEFAULT 0,
+    channel              TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (day, model, channel)
 ) WITHOUT ROWID;
 INSERT INTO usage_totals_new (day, model, requests, input_tokens, output_tokens, images, video_seconds, cost, failures,
