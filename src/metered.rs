@@ -314,6 +314,79 @@ pub fn reserve(app: &App, caller: &CurrentUser, bound: Credits, job: Option<JobI
     Ok(Reservation { user, hold: Some(hold), bound, key, day, multiplier_micro })
 }
 
+/// Refusals a lower bound can answer, with how many credits are left
+/// under the limit that refused.
+fn headroom(e: &Error) -> Option<Credits> {
+    let left = |cap: Credits, spent: Credits| Credits((cap.0 - spent.0).max(0));
+    match e {
+        Error::InsufficientCredits { available, .. } => Some(Credits(available.0.max(0))),
+        Error::KeySpendLimitExceeded { limit, spent } => Some(left(*limit, *spent)),
+        Error::KeyDailyLimitExceeded { limit, spent, .. } => Some(left(*limit, *spent)),
+        Error::DailyCapExceeded { cap, spent, .. } => Some(left(*cap, *spent)),
+        Error::BudgetExhausted { cap, spent, .. } => Some(left(*cap, *spent)),
+        Error::MaxCostExceeded { cap, .. } => Some(*cap),
+        _ => None,
+    }
+}
+
+/// Times a hold is tried with a lower bound: each refusal names one limit,
+/// and a call can meet the balance, a key's two budgets and the daily caps.
+const FIT_ATTEMPTS_MAX: usize = 4;
+
+/// The most output tokens per choice, below `asked` and at least `min`,
+/// whose bound (`input` tokens and `choices` x output, at the caller's
+/// price group) costs at most `room`; `None` when not even `min` fits.
+pub fn output_that_fits(model: &Model, input: u64, choices: u64, asked: u64, room: Credits, multiplier: i64, min: u64) -> Option<u64> {
+    let cost = |out: u64| scale_credits(model.price.tokens(input, out.saturating_mul(choices)), multiplier);
+    if min >= asked || cost(min) > room {
+        return None;
+    }
+    // The bound grows with the output: the largest that fits, by halving.
+    let (mut lo, mut hi) = (min, asked - 1);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if cost(mid) <= room { lo = mid } else { hi = mid - 1 }
+    }
+    Some(lo)
+}
+
+/// A token-metered call held: the reservation, and the output bound per
+/// choice when the caller could not afford the one asked for.
+pub struct Fitted {
+    pub reservation: Reservation,
+    pub output_per_choice: u64,
+    pub lowered: Option<u32>,
+}
+
+/// Holds a token-metered call's bound (`input` tokens, `choices` x
+/// `output` per choice). When a limit refuses it (the balance, a key's
+/// budgets, the daily caps, the per-request cap), holds instead the
+/// largest output bound that fits, down to `limits.min_output_tokens`,
+/// and says so: the caller sends that bound upstream. Exact as ever: the
+/// provider can never produce more than is held.
+pub fn reserve_fitted(app: &App, caller: &CurrentUser, model: &Model, input: u64, output: u64, choices: u64) -> Result<Fitted> {
+    let choices = choices.max(1);
+    let multiplier = app.config.pricing.multiplier_micro(caller.price_group.as_deref());
+    let min = u64::from(app.config.limits.min_output_tokens);
+    let (mut out, mut lowered) = (output, None);
+    let mut refused = Error::Internal("no hold was tried".into());
+    for _ in 0..FIT_ATTEMPTS_MAX {
+        let e = match reserve(app, caller, model.price.tokens(input, out.saturating_mul(choices)), None) {
+            Ok(reservation) => return Ok(Fitted { reservation, output_per_choice: out, lowered }),
+            Err(e) => e,
+        };
+        match headroom(&e).and_then(|room| output_that_fits(model, input, choices, out, room, multiplier, min)) {
+            Some(n) => {
+                out = n;
+                lowered = Some(u32::try_from(n).unwrap_or(u32::MAX));
+                refused = e;
+            }
+            None => return Err(e),
+        }
+    }
+    Err(refused)
+}
+
 /// Settles inside the caller's transaction and writes the business log
 /// beside it, so the log and the charge agree; the usage aggregate counts
 /// the call (`used`) in the same transaction.

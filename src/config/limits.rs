@@ -18,6 +18,10 @@ pub struct LimitsConfig {
     pub redeem_failures_max: u32,
     pub redeem_ip_failures_max: u32,
     pub redeem_lockout_s: u64,
+    /// A token-metered call whose output bound the caller cannot afford is
+    /// sent with a lower bound that fits; it is refused (402) only when not
+    /// even this many output tokens (per choice) fit beside its input.
+    pub min_output_tokens: u32,
 }
 
 impl Default for LimitsConfig {
@@ -32,6 +36,7 @@ impl Default for LimitsConfig {
             redeem_failures_max: 10,
             redeem_ip_failures_max: 30,
             redeem_lockout_s: 3600,
+            min_output_tokens: 16,
         }
     }
 }
@@ -46,6 +51,9 @@ impl LimitsConfig {
         }
         if self.day_utc_offset_minutes.abs() > 14 * 60 {
             return bad("limits.day_utc_offset_minutes", "must be within -840..=840");
+        }
+        if self.min_output_tokens == 0 {
+            return bad("limits.min_output_tokens", "must be at least 1");
         }
         if self.redeem_failures_max == 0 || self.redeem_ip_failures_max == 0 || self.redeem_lockout_s == 0 {
             return bad("limits.redeem_*", "must be at least 1 (a redemption needs at least one try)");

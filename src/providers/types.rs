@@ -71,6 +71,15 @@ pub struct Honours {
 }
 
 impl ChatRequest {
+    /// This request with its output bound lowered to `lowered` (what the
+    /// caller could afford), or unchanged.
+    pub fn fitted(&self, lowered: Option<u32>) -> std::borrow::Cow<'_, ChatRequest> {
+        match lowered {
+            Some(n) if n < self.max_tokens => std::borrow::Cow::Owned(ChatRequest { max_tokens: n, ..self.clone() }),
+            _ => std::borrow::Cow::Borrowed(self),
+        }
+    }
+
     /// The first thing in this request that a provider honouring `h` would
     /// have to drop, as the `param` to name in a refusal: a field it does
     /// not take, `n` > 1, or a message it cannot express.

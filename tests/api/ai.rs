@@ -237,19 +237,31 @@ fn switching_a_models_provider_in_config_changes_nothing_for_the_client() {
 }
 
 #[test]
-fn a_request_whose_bound_is_over_the_cap_never_reaches_the_provider() {
+fn a_request_over_the_cap_is_sent_with_a_bound_under_it_or_never_reaches_the_provider() {
     let fake = FakeProvider::start();
     let app = app_with(&fake, |c| c.limits.max_cost_per_request = 100);
     let ann = app.user("ann");
     app.grant(&ann, 10_000);
-    // 1000 output tokens x 2 credits = 2000 > 100.
+    // 1000 output tokens x 2 credits = 2000 > 100: the bound that fits is sent.
+    let r = chat(
+        &app,
+        &ann.token,
+        json!({"model": "qwen-plus", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = fake.requests()[0].body["max_tokens"].as_u64().unwrap();
+    assert!((16..50).contains(&sent), "{sent} output tokens x 2 credits and the input fit in 100");
+    // Not even 16 output tokens fit under a cap of 20: refused, nothing held or sent.
+    let app = app_with(&fake, |c| c.limits.max_cost_per_request = 20);
+    let ann = app.user("ann");
+    app.grant(&ann, 10_000);
     let r = chat(
         &app,
         &ann.token,
         json!({"model": "qwen-plus", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]}),
     );
     assert_eq!((r.status, r.error_code().as_str()), (402, "max_cost_exceeded"));
-    assert_eq!(fake.requests().len(), 0);
+    assert_eq!(fake.requests().len(), 1);
     assert_eq!(app.count("credit_holds"), 0);
 }
 

@@ -206,11 +206,12 @@ fn n_and_images_raise_the_cost_bound() {
     let mut two = one.clone();
     two["n"] = json!(2);
     let r = app.client.chat(&ann.token, two);
-    assert_eq!(
-        (r.status, r.error_code().as_str()),
-        (402, "insufficient_credits"),
-        "2 choices x 1000 tokens x 2 > 3000"
-    );
+    // 2 choices x 1000 tokens x 2 > what is left of 3000: each choice's
+    // bound is lowered to what fits.
+    assert_eq!(r.status, 200, "{}", r.text());
+    let per_choice = r.json()["tollgate"]["max_tokens_lowered_to"].as_u64().expect("lowered");
+    assert!(per_choice < 750, "{per_choice}");
+    assert_eq!(fake.requests().last().unwrap().body["max_tokens"], per_choice);
     let image = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "https://x.invalid/a.png"}}]}]});
     let balance = app.balance(&ann)["available"].as_i64().unwrap();

@@ -325,3 +325,70 @@ fn responses_cached_and_reasoning_tokens_are_charged_plain_and_streamed() {
     assert_eq!(capped_logs(&app), 0);
     assert_eq!(app.audit()["valid"], true);
 }
+
+/// 1 credit a token, in and out; 4,096 output tokens by default.
+fn affordable_app() -> (FakeProvider, TestApp) {
+    let price = PriceConfig { input_per_1m: 1_000_000, output_per_1m: 1_000_000, ..PriceConfig::default() };
+    priced_app("openai", (12, 34), Value::Null, "fit", price, |m, _| m.max_output_tokens = Some(4096))
+}
+
+fn hi_to(app: &TestApp, token: &str) -> Resp {
+    app.client.chat(token, json!({"model": "fit", "messages": [{"role": "user", "content": "hi"}]}))
+}
+
+#[test]
+fn a_call_the_caller_cannot_afford_whole_is_sent_with_the_output_bound_that_fits() {
+    let (fake, app) = affordable_app();
+    let user = app.user("ann");
+    app.grant(&user, 525);
+    let ann = user.token.clone();
+    let r = hi_to(&app, &ann);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let lowered = r.json()["tollgate"]["max_tokens_lowered_to"].as_u64().expect("said in the answer");
+    assert!(lowered >= 16 && lowered < 525, "{lowered}");
+    assert_eq!(r.header("x-tollgate-max-tokens-lowered"), Some(lowered.to_string().as_str()));
+    assert_eq!(fake.requests().last().unwrap().body["max_tokens"], lowered, "the provider is told the bound held");
+    assert_eq!(app.client.get("/v1/credits/balance", &ann).json()["balance"], 525 - 46);
+    // Streamed: the same, said in a header.
+    let r = app.client.chat(&ann, json!({"model": "fit", "stream": true, "messages": [{"role": "user", "content": "hi"}]}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("x-tollgate-max-tokens-lowered").is_some());
+    // Enough for the whole bound: nothing lowered.
+    app.grant(&user, 10_000);
+    let r = hi_to(&app, &ann);
+    assert!(r.json()["tollgate"].get("max_tokens_lowered_to").is_none(), "{}", r.text());
+    assert_eq!(fake.requests().last().unwrap().body["max_tokens"], 4096);
+
+    // Not even the input and 16 output tokens: 402, nothing held or sent.
+    let bob = app.client.funded_user(&app.admin, "bob@example.com", 30);
+    let n = fake.count("/chat/completions");
+    let r = hi_to(&app, &bob);
+    assert_eq!((r.status, r.error_code().as_str()), (402, "insufficient_credits"), "{}", r.text());
+    assert_eq!(fake.count("/chat/completions"), n);
+
+    // A key with a spend limit of 120 can still chat: the bound fits it.
+    let cheap = app.client.create_key(&ann, json!({"name": "capped", "spend_limit": 120}));
+    let key = cheap.json()["key"].as_str().unwrap().to_owned();
+    let r = hi_to(&app, &key);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let lowered = r.json()["tollgate"]["max_tokens_lowered_to"].as_u64().unwrap();
+    assert!(lowered <= 120 - 16, "{lowered}");
+}
+
+#[test]
+fn thirty_two_calls_at_once_that_each_lower_their_bound_never_overdraw() {
+    let (_fake, app) = affordable_app();
+    let ann = app.client.funded_user(&app.admin, "ann@example.com", 2_000);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..32).map(|_| s.spawn(|| hi_to(&app, &ann).status)).collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 402), "{statuses:?}");
+    let ok = statuses.iter().filter(|s| **s == 200).count() as i64;
+    assert!(ok >= 1, "{statuses:?}");
+    let b = app.client.get("/v1/credits/balance", &ann).json();
+    assert_eq!(b["balance"], 2_000 - 46 * ok, "each call charged its usage: {b}");
+    assert_eq!(b["held"], 0);
+    assert!(b["balance"].as_i64().unwrap() >= 0);
+    assert_eq!(app.audit()["valid"], true);
+}

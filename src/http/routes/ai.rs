@@ -245,7 +245,8 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
     ctx.app.adapter.check_chat(model, &req).map_err(|param| unsupported(model, &param))?;
     let call = MeteredCall {
         model,
-        tokens_bound: (metered::input_tokens_bound(model, &req), u64::from(req.max_tokens) * u64::from(req.n.max(1))),
+        tokens_bound: (metered::input_tokens_bound(model, &req), u64::from(req.max_tokens)),
+        choices: u64::from(req.n.max(1)),
         names: ("ai_chat_completion", "chat"),
     };
     if body.stream {
@@ -253,22 +254,29 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
         let adapter = &ctx.app.adapter;
         return call.stream(
             ctx,
-            || adapter.chat_stream(model, &req),
+            |lowered| adapter.chat_stream(model, &req.fitted(lowered)),
             |charge, stream| ChatSse::new(charge, stream, include_usage),
         );
     }
-    let reservation = call.hold(ctx)?;
-    let (resp, info) =
-        ctx.app.adapter.chat(model, &req).map_err(metered::release_on(ctx.app, &reservation, &model.name))?;
+    let fitted = call.hold(ctx)?;
+    let (reservation, lowered) = (fitted.reservation, fitted.lowered);
+    let (resp, info) = ctx
+        .app
+        .adapter
+        .chat(model, &req.fitted(lowered))
+        .map_err(metered::release_on(ctx.app, &reservation, &model.name))?;
     let cost = metered::chat_cost(model, &resp.usage, reservation.multiplier_micro);
     // Everything but the settle is prepared here, off the writer thread.
-    let detail = metered::cost_detail(model, &resp.usage, reservation.multiplier_micro);
+    let mut detail = metered::cost_detail(model, &resp.usage, reservation.multiplier_micro);
     let used = metered::carried(ctx.app, &info, metered::used_tokens(model, &resp.usage, &detail));
+    if let Some(n) = lowered {
+        detail.insert("max_tokens_lowered_to".into(), n.into());
+    }
     let log = chat_log(model, &info, &resp.usage, user);
     let desc = call_description("chat", model, &resp.usage);
     let model_c = model.clone();
     let settle = move |c: &Conn<'_>| metered::settle_in(c, &reservation, cost, &desc, &log, &used);
-    ctx.commit_then(200, settle, move |outcome| {
+    let mut response = ctx.commit_then(200, settle, move |outcome| {
         let u = resp.usage;
         let tollgate = metered::tollgate_json(outcome, detail.clone());
         // An OpenAI-compatible answer goes back whole, under the public name
@@ -288,7 +296,11 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
             "usage": u.openai_json(),
             "tollgate": tollgate,
         })
-    })
+    })?;
+    if let Some(n) = lowered {
+        response.headers.push((LOWERED_HEADER, n.to_string()));
+    }
+    Ok(response)
 }
 
 /// A completion id in OpenAI's form, without prefixing one that has it.
@@ -588,60 +600,99 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
     provider_answer(ctx, settle, answer, name_out, detail)
 }
 
-/// A token-metered call: held at its token bounds, charged for the usage
-/// the provider reports (chat, and the Responses, Messages and Gemini APIs).
+/// A token-metered call: held at its token bounds (a lower output bound
+/// when the caller cannot afford the one asked), charged for the usage the
+/// provider reports (chat, and the Responses, Messages and Gemini APIs).
 pub(super) struct MeteredCall<'a> {
     pub model: &'a Model,
-    /// Input and output tokens the call can use at most: what is held.
+    /// Input tokens, and output tokens per choice, the call can use at
+    /// most: what is held.
     pub tokens_bound: (u64, u64),
+    /// Choices asked for (`n`): the output bound is per choice.
+    pub choices: u64,
     /// The business log's action and the ledger description's word.
     pub names: (&'static str, &'static str),
 }
 
 impl MeteredCall<'_> {
-    pub(super) fn hold(&self, ctx: &Ctx) -> Result<metered::Reservation, ApiError> {
+    /// Holds the bound, lowered to what the caller can afford when needed
+    /// (the call must then send `lowered` upstream as its output bound).
+    pub(super) fn hold(&self, ctx: &Ctx) -> Result<metered::Fitted, ApiError> {
         let (input, output) = self.tokens_bound;
-        Ok(metered::reserve(ctx.app, &ctx.user()?, self.model.price.tokens(input, output), None)?)
+        Ok(metered::reserve_fitted(ctx.app, &ctx.user()?, self.model, input, output, self.choices)?)
     }
 
-    /// Holds the bound, opens the provider's stream and answers with `pump`
-    /// over it; the charge settles when the stream ends. A provider that
-    /// cannot be reached releases the hold.
+    /// The bounds held, for a stream's charge when the provider reports no
+    /// usage.
+    fn held(&self, f: &metered::Fitted) -> (u64, u64) {
+        (self.tokens_bound.0, f.output_per_choice.saturating_mul(self.choices.max(1)))
+    }
+
+    /// Holds the bound, opens the provider's stream (told the lowered
+    /// output bound, if any) and answers with `pump` over it; the charge
+    /// settles when the stream ends. A provider that cannot be reached
+    /// releases the hold.
     pub(super) fn stream<S, P: Pump + 'static>(
         &self,
         ctx: &Ctx,
-        open: impl FnOnce() -> Result<(S, CallInfo), ProviderError>,
+        open: impl FnOnce(Option<u32>) -> Result<(S, CallInfo), ProviderError>,
         pump: impl FnOnce(StreamCharge, S) -> P,
     ) -> Result<Response, ApiError> {
-        let reservation = self.hold(ctx)?;
-        let (stream, info) = open().map_err(metered::release_on(ctx.app, &reservation, &self.model.name))?;
+        let fitted = self.hold(ctx)?;
+        let held = self.held(&fitted);
+        let (reservation, lowered) = (fitted.reservation, fitted.lowered);
+        let (stream, info) = open(lowered).map_err(metered::release_on(ctx.app, &reservation, &self.model.name))?;
         let (action, what) = self.names;
-        let charge = StreamCharge::new(
-            Arc::clone(ctx.app),
-            self.model.clone(),
-            info,
-            reservation,
-            action,
-            what,
-            self.tokens_bound,
-        );
-        Ok(Response::event_stream(Box::new(Pumped::new(pump(charge, stream)))))
+        let charge = StreamCharge::new(Arc::clone(ctx.app), self.model.clone(), info, reservation, action, what, held);
+        let mut response = Response::event_stream(Box::new(Pumped::new(pump(charge, stream))));
+        if let Some(n) = lowered {
+            response.headers.push((LOWERED_HEADER, n.to_string()));
+        }
+        Ok(response)
     }
 
-    /// Holds the bound, makes the call and answers the provider's JSON,
-    /// charged for what `usage_of` reads in it.
+    /// Holds the bound, makes the call (told the lowered output bound, if
+    /// any) and answers the provider's JSON, charged for what `usage_of`
+    /// reads in it.
     pub(super) fn answer(
         &self,
         ctx: &Ctx,
-        call: impl FnOnce() -> Result<(Value, CallInfo), ProviderError>,
+        call: impl FnOnce(Option<u32>) -> Result<(Value, CallInfo), ProviderError>,
         usage_of: impl FnOnce(&Value) -> Usage,
     ) -> Result<Response, ApiError> {
-        let reservation = self.hold(ctx)?;
-        let (answer, info) = call().map_err(metered::release_on(ctx.app, &reservation, &self.model.name))?;
+        let fitted = self.hold(ctx)?;
+        let (reservation, lowered) = (fitted.reservation, fitted.lowered);
+        let (answer, info) = call(lowered).map_err(metered::release_on(ctx.app, &reservation, &self.model.name))?;
         let usage = usage_of(&answer);
-        answer_metered(ctx, self.model, &info, reservation, usage, self.names, answer)
+        answer_metered(ctx, self.model, &info, (reservation, lowered), usage, self.names, answer)
     }
 }
+
+/// `body` with its output bound at `path` (field names, outermost first)
+/// set to `lowered`, or unchanged.
+pub(super) fn body_fitted<'b>(
+    body: &'b Map<String, Value>,
+    path: &[&str],
+    lowered: Option<u32>,
+) -> std::borrow::Cow<'b, Map<String, Value>> {
+    let (Some(n), Some((last, outer))) = (lowered, path.split_last()) else {
+        return std::borrow::Cow::Borrowed(body);
+    };
+    let mut body = body.clone();
+    let mut at = &mut body;
+    for k in outer {
+        let Some(inner) = at.entry(k.to_string()).or_insert_with(|| json!({})).as_object_mut() else {
+            return std::borrow::Cow::Owned(body);
+        };
+        at = inner;
+    }
+    at.insert((*last).to_owned(), json!(n));
+    std::borrow::Cow::Owned(body)
+}
+
+/// Says that a call's output bound was lowered to what the caller could
+/// afford (also `tollgate.max_tokens_lowered_to` in a JSON answer).
+pub const LOWERED_HEADER: &str = "X-Tollgate-Max-Tokens-Lowered";
 
 /// Settles a token-metered call from the usage it reported, and answers
 /// `answer` (the provider's JSON, or one made from it) with its cost.
@@ -649,14 +700,17 @@ pub(super) fn answer_metered(
     ctx: &Ctx,
     model: &Model,
     info: &CallInfo,
-    reservation: metered::Reservation,
+    (reservation, lowered): (metered::Reservation, Option<u32>),
     usage: Usage,
     (action, what): (&'static str, &'static str),
     answer: Value,
 ) -> Result<Response, ApiError> {
     // Everything but the settle is prepared here, off the writer thread.
     let cost = metered::chat_cost(model, &usage, reservation.multiplier_micro);
-    let detail = metered::cost_detail(model, &usage, reservation.multiplier_micro);
+    let mut detail = metered::cost_detail(model, &usage, reservation.multiplier_micro);
+    if let Some(n) = lowered {
+        detail.insert("max_tokens_lowered_to".into(), n.into());
+    }
     let used = metered::carried(ctx.app, info, metered::used_tokens(model, &usage, &detail));
     let log = call_log(action, model, info, &usage, false, reservation.user, "completed");
     let desc = call_description(what, model, &usage);

@@ -349,9 +349,9 @@ pub fn moderations(ctx: &Ctx) -> Result<Response, ApiError> {
     let (body, object): (ModerationBody, Map<String, Value>) = ctx.req.json_and_object()?;
     let model = model_of_kind(ctx, &body.model, ModelKind::Moderation)?;
     let model = &*model;
-    let call = MeteredCall { model, tokens_bound: (0, 0), names: ("ai_moderation", "moderation") };
+    let call = MeteredCall { model, tokens_bound: (0, 0), choices: 1, names: ("ai_moderation", "moderation") };
     let adapter = &ctx.app.adapter;
-    call.answer(ctx, || adapter.moderate(model, &object), |_| Usage::default())
+    call.answer(ctx, |_| adapter.moderate(model, &object), |_| Usage::default())
 }
 
 #[cfg(test)]

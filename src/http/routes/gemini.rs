@@ -138,16 +138,22 @@ fn generate(ctx: &Ctx, model: &Model, mut body: Map<String, Value>, stream: bool
     let (max, n) = output_bound(model, &mut body)?;
     let call = MeteredCall {
         model,
-        tokens_bound: (input_bound(model, &body), u64::from(max) * u64::from(n)),
+        tokens_bound: (input_bound(model, &body), u64::from(max)),
+        choices: u64::from(n),
         names: ("ai_gemini", "gemini"),
     };
     let adapter = &ctx.app.adapter;
+    let fitted = |lowered| super::ai::body_fitted(&body, &["generationConfig", "maxOutputTokens"], lowered);
     if stream {
-        return call.stream(ctx, || adapter.gemini_stream(model, &body), |charge, stream| Chunks { charge, stream });
+        return call.stream(
+            ctx,
+            |lowered| adapter.gemini_stream(model, &fitted(lowered)),
+            |charge, stream| Chunks { charge, stream },
+        );
     }
     call.answer(
         ctx,
-        || adapter.gemini(model, &body),
+        |lowered| adapter.gemini(model, &fitted(lowered)),
         |answer| answer.get("usageMetadata").map(usage_of).unwrap_or_default(),
     )
 }

@@ -153,19 +153,24 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
 /// The client's body to an `anthropic` route; the answer as sent.
 fn native(ctx: &Ctx, model: &Model, body: Map<String, Value>, stream: bool) -> Result<Response, ApiError> {
     let output = body.get("max_tokens").and_then(Value::as_u64).unwrap_or(0);
-    let call =
-        MeteredCall { model, tokens_bound: (input_bound(model, &body), output), names: ("ai_message", "message") };
+    let call = MeteredCall {
+        model,
+        tokens_bound: (input_bound(model, &body), output),
+        choices: 1,
+        names: ("ai_message", "message"),
+    };
     let (adapter, h) = (&ctx.app.adapter, headers(ctx));
+    let fitted = |lowered| super::ai::body_fitted(&body, &["max_tokens"], lowered);
     if stream {
         return call.stream(
             ctx,
-            || adapter.messages_stream(model, &body, &h),
+            |lowered| adapter.messages_stream(model, &fitted(lowered), &h),
             |charge, stream| NativeEvents { charge, stream },
         );
     }
     call.answer(
         ctx,
-        || adapter.messages(model, &body, &h),
+        |lowered| adapter.messages(model, &fitted(lowered), &h),
         |answer| {
             let mut usage = Usage::default();
             if let Some(u) = answer.get("usage") {
@@ -255,6 +260,7 @@ fn translated(ctx: &Ctx, model: &Model, body: Map<String, Value>, stream: bool) 
     let call = MeteredCall {
         model,
         tokens_bound: (metered::input_tokens_bound(model, &req), u64::from(req.max_tokens)),
+        choices: 1,
         names: ("ai_message", "message"),
     };
     let adapter = &ctx.app.adapter;
@@ -262,15 +268,19 @@ fn translated(ctx: &Ctx, model: &Model, body: Map<String, Value>, stream: bool) 
         let events = EventsFromChat::new("chatcmpl-tollgate", &model.name);
         return call.stream(
             ctx,
-            || adapter.chat_stream(model, &req),
+            |lowered| adapter.chat_stream(model, &req.fitted(lowered)),
             |charge, stream| TranslatedEvents { charge, stream, events, ended: false },
         );
     }
-    let reservation = call.hold(ctx)?;
-    let (resp, info) =
-        ctx.app.adapter.chat(model, &req).map_err(metered::release_on(ctx.app, &reservation, &model.name))?;
+    let fitted = call.hold(ctx)?;
+    let (reservation, lowered) = (fitted.reservation, fitted.lowered);
+    let (resp, info) = ctx
+        .app
+        .adapter
+        .chat(model, &req.fitted(lowered))
+        .map_err(metered::release_on(ctx.app, &reservation, &model.name))?;
     let answer = dialect::message_of(&resp, &model.name);
-    answer_metered(ctx, model, &info, reservation, resp.usage, ("ai_message", "message"), answer)
+    answer_metered(ctx, model, &info, (reservation, lowered), resp.usage, ("ai_message", "message"), answer)
 }
 
 /// A translated stream: chat events in, Messages events out.

@@ -93,17 +93,19 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
     let call = MeteredCall {
         model,
         tokens_bound: (input_bound(model, &body), u64::from(max_output)),
+        choices: 1,
         names: ("ai_response", "response"),
     };
     let adapter = &ctx.app.adapter;
+    let fitted = |lowered| super::ai::body_fitted(&body, &["max_output_tokens"], lowered);
     if parsed.stream {
         return call.stream(
             ctx,
-            || adapter.responses_stream(model, &body),
+            |lowered| adapter.responses_stream(model, &fitted(lowered)),
             |charge, stream| ResponseEvents { charge, stream },
         );
     }
-    call.answer(ctx, || adapter.responses(model, &body), |answer| usage_in(answer).unwrap_or_default())
+    call.answer(ctx, |lowered| adapter.responses(model, &fitted(lowered)), |answer| usage_in(answer).unwrap_or_default())
 }
 
 /// A streamed response: each provider event passed on as it came (the
