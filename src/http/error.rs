@@ -72,21 +72,37 @@ impl ApiError {
             }
         };
         let mut r = Response::json_value(status, &body);
-        if let Some(s) = self.retry_after_s {
-            r.headers.push(("Retry-After", s.to_string()));
-        }
+        retry_headers(&mut r, self.retry_after_s);
         r
     }
 
     pub fn into_response(self) -> Response {
         let body = ErrorBody {
-            error: ErrorDetail { code: self.code, message: self.message, param: self.param, kind: self.kind },
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                param: self.param,
+                kind: self.kind,
+                retry_after_s: self.retry_after_s,
+            },
         };
         let mut r = Response::json(self.status, &body);
-        if let Some(s) = self.retry_after_s {
-            r.headers.push(("Retry-After", s.to_string()));
-        }
+        retry_headers(&mut r, self.retry_after_s);
         r
+    }
+}
+
+/// The longest wait sent as `Retry-After`. SDKs sleep for whatever it says
+/// before retrying (openai-node slept 17.6 h on a daily cap): past this,
+/// the wait is only in `X-RateLimit-Reset` and the body's `retry_after_s`,
+/// and SDKs fail fast.
+pub const RETRY_AFTER_MAX_S: u64 = 60;
+
+fn retry_headers(r: &mut Response, retry_after_s: Option<u64>) {
+    match retry_after_s {
+        Some(s) if s <= RETRY_AFTER_MAX_S => r.headers.push(("Retry-After", s.to_string())),
+        Some(s) => r.headers.push(("X-RateLimit-Reset", s.to_string())),
+        None => {}
     }
 }
 
@@ -145,6 +161,9 @@ struct ErrorDetail {
     /// OpenAI's error type for the status.
     #[serde(rename = "type")]
     kind: &'static str,
+    /// Seconds until a retry can succeed, when one can.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_s: Option<u64>,
 }
 
 impl From<Error> for ApiError {

@@ -98,7 +98,11 @@ pub fn dispatch(http: &Arc<HttpState>, req: &Req) -> (Response, &'static str) {
     if let Some(d) = seen.rate {
         response.headers.push(("X-RateLimit-Limit", d.limit.to_string()));
         response.headers.push(("X-RateLimit-Remaining", d.remaining.to_string()));
-        response.headers.push(("X-RateLimit-Reset", d.reset_s.to_string()));
+        // A refusal's own reset (a daily cap's, hours away) wins over the
+        // rate bucket's.
+        if !response.headers.iter().any(|(k, _)| *k == "X-RateLimit-Reset") {
+            response.headers.push(("X-RateLimit-Reset", d.reset_s.to_string()));
+        }
     }
     (response, seen.route_path)
 }

@@ -37,6 +37,27 @@ impl Resp {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// How long a refusal says to wait: `Retry-After` up to 60 s; past
+    /// that (a daily cap, a lockout) only `X-RateLimit-Reset` and the
+    /// body's `retry_after_s`, so SDKs fail fast instead of sleeping.
+    pub fn wait_s(&self) -> Option<u64> {
+        let body = self.json()["error"]["retry_after_s"].as_u64();
+        match self.header("Retry-After") {
+            Some(h) => {
+                let s: u64 = h.parse().expect("Retry-After in seconds");
+                assert!(s <= 60 && body == Some(s), "Retry-After {s}, body {body:?}");
+                Some(s)
+            }
+            None => {
+                if let Some(b) = body {
+                    assert!(b > 60, "a wait of {b} s is sent as Retry-After");
+                    assert_eq!(self.header("X-RateLimit-Reset"), Some(b.to_string().as_str()));
+                }
+                body
+            }
+        }
+    }
+
     /// Asserts the contract's error shape and returns the code.
     pub fn error_code(&self) -> String {
         let v = self.json();

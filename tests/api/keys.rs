@@ -36,7 +36,7 @@ fn a_key_enforces_its_daily_and_lifetime_spend_limits_and_shows_its_spend() {
     assert_eq!(app.client.consume(&key, 50).status, 201);
     let r = app.client.consume(&key, 20);
     assert_eq!((r.status, r.error_code()), (429, "key_daily_limit_exceeded".to_owned()), "{}", r.text());
-    assert!(r.header("Retry-After").is_some());
+    assert!(r.wait_s().is_some());
     // The session token is not the key: its charges do not count.
     assert_eq!(app.consume(&ann, 20).status, 201);
 
