@@ -336,7 +336,15 @@ const FIT_ATTEMPTS_MAX: usize = 4;
 /// The most output tokens per choice, below `asked` and at least `min`,
 /// whose bound (`input` tokens and `choices` x output, at the caller's
 /// price group) costs at most `room`; `None` when not even `min` fits.
-pub fn output_that_fits(model: &Model, input: u64, choices: u64, asked: u64, room: Credits, multiplier: i64, min: u64) -> Option<u64> {
+pub fn output_that_fits(
+    model: &Model,
+    input: u64,
+    choices: u64,
+    asked: u64,
+    room: Credits,
+    multiplier: i64,
+    min: u64,
+) -> Option<u64> {
     let cost = |out: u64| scale_credits(model.price.tokens(input, out.saturating_mul(choices)), multiplier);
     if min >= asked || cost(min) > room {
         return None;
@@ -364,7 +372,14 @@ pub struct Fitted {
 /// largest output bound that fits, down to `limits.min_output_tokens`,
 /// and says so: the caller sends that bound upstream. Exact as ever: the
 /// provider can never produce more than is held.
-pub fn reserve_fitted(app: &App, caller: &CurrentUser, model: &Model, input: u64, output: u64, choices: u64) -> Result<Fitted> {
+pub fn reserve_fitted(
+    app: &App,
+    caller: &CurrentUser,
+    model: &Model,
+    input: u64,
+    output: u64,
+    choices: u64,
+) -> Result<Fitted> {
     let choices = choices.max(1);
     let multiplier = app.config.pricing.multiplier_micro(caller.price_group.as_deref());
     let min = u64::from(app.config.limits.min_output_tokens);

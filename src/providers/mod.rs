@@ -188,7 +188,12 @@ pub struct ModelAdapter {
 fn build_provider(cfg: &ProviderConfig, key: Option<String>, agent: ureq::Agent) -> Result<Provider, String> {
     let base = |default: &str| cfg.base_url.clone().unwrap_or_else(|| default.to_owned());
     Ok(match cfg.kind.as_str() {
-        "openai" => Provider::OpenAi(openai::OpenAi { base_url: base("https://api.openai.com/v1"), key, agent }),
+        "openai" => Provider::OpenAi(openai::OpenAi {
+            base_url: base("https://api.openai.com/v1"),
+            key,
+            agent,
+            unsent_bound: "max_completion_tokens",
+        }),
         "anthropic" => {
             Provider::Anthropic(anthropic::Anthropic { base_url: base("https://api.anthropic.com"), key, agent })
         }
@@ -202,6 +207,7 @@ fn build_provider(cfg: &ProviderConfig, key: Option<String>, agent: ureq::Agent)
                     base_url: format!("{}/compatible-mode/v1", b.trim_end_matches('/')),
                     key: key.clone(),
                     agent: agent.clone(),
+                    unsent_bound: "max_tokens",
                 },
                 tasks: dashscope::DashScope { base_url: b, key, agent, task_timeout: INLINE_TASK_TIMEOUT },
             }

@@ -26,12 +26,16 @@ pub struct OpenAi {
     pub base_url: String,
     pub key: Option<String>,
     pub agent: Agent,
+    /// The output bound's name when the client sent none:
+    /// `max_completion_tokens` for OpenAI (its reasoning models refuse
+    /// `max_tokens`), `max_tokens` for servers that only mirror chat.
+    pub unsent_bound: &'static str,
 }
 
 /// The request body: everything the client sent, with only what tollgate
 /// must set changed: the upstream model name, the output bound (under the
 /// name the client used), and, for streams, usage reporting.
-pub fn chat_body(upstream: &str, req: &ChatRequest, stream: bool) -> Value {
+pub fn chat_body(upstream: &str, req: &ChatRequest, stream: bool, unsent_bound: &'static str) -> Value {
     let mut body = req.passthrough.clone();
     if !body.contains_key("messages") {
         body.insert("messages".into(), json!(req.messages));
@@ -48,7 +52,7 @@ pub fn chat_body(upstream: &str, req: &ChatRequest, stream: bool) -> Value {
     body.insert("model".into(), json!(upstream));
     body.remove("max_tokens");
     body.remove("max_completion_tokens");
-    body.insert(req.max_tokens_field.name().into(), json!(req.max_tokens));
+    body.insert(req.max_tokens_field.name_or(unsent_bound).into(), json!(req.max_tokens));
     if req.n > 1 {
         body.insert("n".into(), json!(req.n));
     }
@@ -60,7 +64,11 @@ pub fn chat_body(upstream: &str, req: &ChatRequest, stream: bool) -> Value {
         }
         options["include_usage"] = json!(true);
     } else {
-        body.remove("stream");
+        // A client's own `"stream": false` goes on as sent; options for a
+        // stream mean nothing without one (and OpenAI refuses them).
+        if body.contains_key("stream") {
+            body.insert("stream".into(), json!(false));
+        }
         body.remove("stream_options");
     }
     Value::Object(body)
@@ -81,7 +89,7 @@ impl OpenAi {
     }
 
     pub fn chat(&self, upstream: &str, req: &ChatRequest) -> Result<ChatResponse, ProviderError> {
-        let v = http::read_json(self.post("/chat/completions", &chat_body(upstream, req, false))?)?;
+        let v = http::read_json(self.post("/chat/completions", &chat_body(upstream, req, false, self.unsent_bound))?)?;
         let choice = v.pointer("/choices/0").ok_or_else(|| ProviderError::BadResponse("no choices".into()))?;
         Ok(ChatResponse {
             id: v.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
@@ -94,7 +102,7 @@ impl OpenAi {
 
     /// Each chunk comes back whole (`ChatEvent::Chunk`), its usage read.
     pub fn chat_stream(&self, upstream: &str, req: &ChatRequest) -> Result<ChatStream, ProviderError> {
-        let resp = self.post("/chat/completions", &chat_body(upstream, req, true))?;
+        let resp = self.post("/chat/completions", &chat_body(upstream, req, true, self.unsent_bound))?;
         let mut sse = SseReader::new(BufReader::new(resp.into_body().into_reader()));
         let mut done = false;
         Ok(Box::new(std::iter::from_fn(move || {

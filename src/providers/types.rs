@@ -35,17 +35,28 @@ pub struct ChatRequest {
 /// Which name carries a chat's output bound on the wire.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum MaxTokensField {
+    /// The client sent no bound (or tollgate built the request): the
+    /// provider's own name for it (OpenAI's reasoning models refuse
+    /// `max_tokens`, so OpenAI routes get `max_completion_tokens`).
     #[default]
+    Unsent,
     MaxTokens,
     MaxCompletionTokens,
 }
 
 impl MaxTokensField {
-    pub fn name(self) -> &'static str {
+    /// The name the client used; `unsent` when it used none.
+    pub fn name_or(self, unsent: &'static str) -> &'static str {
         match self {
+            MaxTokensField::Unsent => unsent,
             MaxTokensField::MaxTokens => "max_tokens",
             MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
         }
+    }
+
+    /// The name to refuse a bad value under (`max_tokens` when none was sent).
+    pub fn name(self) -> &'static str {
+        self.name_or("max_tokens")
     }
 }
 

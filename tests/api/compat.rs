@@ -519,3 +519,38 @@ fn a_tool_calling_conversation_through_anthropic_looks_like_openai_to_the_client
     assert!(chunks.iter().any(|c| c.get("usage").is_some_and(|u| !u.is_null())), "usage charged and shown");
     assert_eq!(app.validate(&ann)["valid"], true);
 }
+
+#[test]
+fn a_bound_the_client_did_not_send_goes_under_the_name_the_route_takes_and_stream_false_goes_on() {
+    let fake = FakeProvider::start();
+    let app = app_with_routes(&fake, &["openai"]);
+    let ann = app.user("ann");
+    app.grant(&ann, 100_000);
+    let r = app
+        .client
+        .chat(&ann.token, json!({"model": "m", "stream": false, "messages": [{"role": "user", "content": "hi"}]}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = fake.requests().last().unwrap().body.clone();
+    // OpenAI's reasoning models refuse `max_tokens`: an OpenAI route gets the other name.
+    assert!(sent.get("max_tokens").is_none() && sent["max_completion_tokens"].is_u64(), "{sent}");
+    assert_eq!(sent["stream"], false, "the client's own stream: false reaches the provider");
+    // A bound the client named goes under that name.
+    let r = app
+        .client
+        .chat(&ann.token, json!({"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}));
+    assert_eq!(r.status, 200);
+    let sent = fake.requests().last().unwrap().body.clone();
+    assert_eq!((sent["max_tokens"].as_u64(), sent.get("max_completion_tokens")), (Some(50), None), "{sent}");
+    assert!(sent.get("stream").is_none(), "no stream field when the client sent none: {sent}");
+    // DashScope's compatible mode mirrors chat only: `max_tokens`.
+    let fake = FakeProvider::start();
+    let app = app_with_routes(&fake, &["dashscope"]);
+    let bob = app.user("bob");
+    app.grant(&bob, 100_000);
+    assert_eq!(
+        app.client.chat(&bob.token, json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})).status,
+        200
+    );
+    let sent = fake.requests().last().unwrap().body.clone();
+    assert!(sent["max_tokens"].is_u64() && sent.get("max_completion_tokens").is_none(), "{sent}");
+}

@@ -347,17 +347,22 @@ fn a_call_the_caller_cannot_afford_whole_is_sent_with_the_output_bound_that_fits
     let lowered = r.json()["tollgate"]["max_tokens_lowered_to"].as_u64().expect("said in the answer");
     assert!(lowered >= 16 && lowered < 525, "{lowered}");
     assert_eq!(r.header("x-tollgate-max-tokens-lowered"), Some(lowered.to_string().as_str()));
-    assert_eq!(fake.requests().last().unwrap().body["max_tokens"], lowered, "the provider is told the bound held");
+    assert_eq!(
+        fake.requests().last().unwrap().body["max_completion_tokens"],
+        lowered,
+        "the provider is told the bound held"
+    );
     assert_eq!(app.client.get("/v1/credits/balance", &ann).json()["balance"], 525 - 46);
     // Streamed: the same, said in a header.
-    let r = app.client.chat(&ann, json!({"model": "fit", "stream": true, "messages": [{"role": "user", "content": "hi"}]}));
+    let r =
+        app.client.chat(&ann, json!({"model": "fit", "stream": true, "messages": [{"role": "user", "content": "hi"}]}));
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.header("x-tollgate-max-tokens-lowered").is_some());
     // Enough for the whole bound: nothing lowered.
     app.grant(&user, 10_000);
     let r = hi_to(&app, &ann);
     assert!(r.json()["tollgate"].get("max_tokens_lowered_to").is_none(), "{}", r.text());
-    assert_eq!(fake.requests().last().unwrap().body["max_tokens"], 4096);
+    assert_eq!(fake.requests().last().unwrap().body["max_completion_tokens"], 4096);
 
     // Not even the input and 16 output tokens: 402, nothing held or sent.
     let bob = app.client.funded_user(&app.admin, "bob@example.com", 30);

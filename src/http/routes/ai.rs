@@ -198,9 +198,10 @@ pub(super) fn parse_chat(
         return Err(Error::invalid("max_completion_tokens", "send max_tokens or max_completion_tokens, not both"));
     }
     let messages = metered::parse_messages(&body.messages, "messages")?;
-    let (asked, field) = match body.max_completion_tokens {
-        Some(n) => (Some(n), MaxTokensField::MaxCompletionTokens),
-        None => (body.max_tokens, MaxTokensField::MaxTokens),
+    let (asked, field) = match (body.max_completion_tokens, body.max_tokens) {
+        (Some(n), _) => (Some(n), MaxTokensField::MaxCompletionTokens),
+        (None, Some(n)) => (Some(n), MaxTokensField::MaxTokens),
+        (None, None) => (None, MaxTokensField::Unsent),
     };
     let max_tokens = metered::max_tokens(model, asked).map_err(|e| match e {
         Error::Invalid { message, .. } => Error::invalid(field.name(), message),
@@ -260,11 +261,11 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
     }
     let fitted = call.hold(ctx)?;
     let (reservation, lowered) = (fitted.reservation, fitted.lowered);
-    let (resp, info) = ctx
-        .app
-        .adapter
-        .chat(model, &req.fitted(lowered))
-        .map_err(metered::release_on(ctx.app, &reservation, &model.name))?;
+    let (resp, info) = ctx.app.adapter.chat(model, &req.fitted(lowered)).map_err(metered::release_on(
+        ctx.app,
+        &reservation,
+        &model.name,
+    ))?;
     let cost = metered::chat_cost(model, &resp.usage, reservation.multiplier_micro);
     // Everything but the settle is prepared here, off the writer thread.
     let mut detail = metered::cost_detail(model, &resp.usage, reservation.multiplier_micro);

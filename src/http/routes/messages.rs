@@ -274,11 +274,11 @@ fn translated(ctx: &Ctx, model: &Model, body: Map<String, Value>, stream: bool) 
     }
     let fitted = call.hold(ctx)?;
     let (reservation, lowered) = (fitted.reservation, fitted.lowered);
-    let (resp, info) = ctx
-        .app
-        .adapter
-        .chat(model, &req.fitted(lowered))
-        .map_err(metered::release_on(ctx.app, &reservation, &model.name))?;
+    let (resp, info) = ctx.app.adapter.chat(model, &req.fitted(lowered)).map_err(metered::release_on(
+        ctx.app,
+        &reservation,
+        &model.name,
+    ))?;
     let answer = dialect::message_of(&resp, &model.name);
     answer_metered(ctx, model, &info, (reservation, lowered), resp.usage, ("ai_message", "message"), answer)
 }

@@ -105,7 +105,11 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
             |charge, stream| ResponseEvents { charge, stream },
         );
     }
-    call.answer(ctx, |lowered| adapter.responses(model, &fitted(lowered)), |answer| usage_in(answer).unwrap_or_default())
+    call.answer(
+        ctx,
+        |lowered| adapter.responses(model, &fitted(lowered)),
+        |answer| usage_in(answer).unwrap_or_default(),
+    )
 }
 
 /// A streamed response: each provider event passed on as it came (the
