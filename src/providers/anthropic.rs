@@ -229,7 +229,7 @@ impl Anthropic {
         if stream {
             body.insert("stream".into(), json!(true));
         } else {
-            body.remove("stream");
+            body.shift_remove("stream");
         }
         Value::Object(body)
     }

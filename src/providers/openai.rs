@@ -50,8 +50,8 @@ pub fn chat_body(upstream: &str, req: &ChatRequest, stream: bool, unsent_bound: 
         }
     }
     body.insert("model".into(), json!(upstream));
-    body.remove("max_tokens");
-    body.remove("max_completion_tokens");
+    body.shift_remove("max_tokens");
+    body.shift_remove("max_completion_tokens");
     body.insert(req.max_tokens_field.name_or(unsent_bound).into(), json!(req.max_tokens));
     if req.n > 1 {
         body.insert("n".into(), json!(req.n));
@@ -69,7 +69,7 @@ pub fn chat_body(upstream: &str, req: &ChatRequest, stream: bool, unsent_bound: 
         if body.contains_key("stream") {
             body.insert("stream".into(), json!(false));
         }
-        body.remove("stream_options");
+        body.shift_remove("stream_options");
     }
     Value::Object(body)
 }
@@ -144,7 +144,7 @@ impl OpenAi {
     pub fn responses(&self, upstream: &str, body: &serde_json::Map<String, Value>) -> Result<Value, ProviderError> {
         let mut body = body.clone();
         body.insert("model".into(), json!(upstream));
-        body.remove("stream");
+        body.shift_remove("stream");
         http::read_json(self.post("/responses", &Value::Object(body))?)
     }
 

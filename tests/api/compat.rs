@@ -554,3 +554,28 @@ fn a_bound_the_client_did_not_send_goes_under_the_name_the_route_takes_and_strea
     let sent = fake.requests().last().unwrap().body.clone();
     assert!(sent["max_tokens"].is_u64() && sent.get("max_completion_tokens").is_none(), "{sent}");
 }
+
+#[test]
+fn a_json_schema_reaches_the_provider_with_its_fields_in_the_clients_order() {
+    let fake = FakeProvider::start();
+    let app = app_with_routes(&fake, &["openai"]);
+    let ann = app.user("ann");
+    app.grant(&ann, 100_000);
+    // Strict structured outputs generate fields in schema order: "reasoning"
+    // must stay before "answer" (alphabetically it would come after).
+    let body = r#"{"model": "m", "temperature": 0.2, "messages": [{"role": "user", "content": "2+2?"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "r", "strict": true, "schema": {
+            "type": "object", "properties": {"reasoning": {"type": "string"}, "answer": {"type": "number"}},
+            "required": ["reasoning", "answer"], "additionalProperties": false}}}}"#;
+    let r = app.client.post_with(
+        "/v1/chat/completions",
+        &ann.token,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let raw = String::from_utf8(fake.requests().last().unwrap().raw.clone()).unwrap();
+    let at = |k: &str| raw.find(k).unwrap_or_else(|| panic!("{k} in {raw}"));
+    assert!(at("\"reasoning\"") < at("\"answer\""), "schema properties keep their order: {raw}");
+    assert!(at("\"temperature\"") < at("\"messages\"") && at("\"messages\"") < at("\"response_format\""), "{raw}");
+}

@@ -208,7 +208,7 @@ pub(super) fn parse_chat(
         other => other,
     })?;
     // Everything the client sent but `model` goes on as sent.
-    passthrough.remove("model");
+    passthrough.shift_remove("model");
     Ok(ChatRequest {
         messages,
         max_tokens,
@@ -407,7 +407,7 @@ impl Pump for ChatSse {
                         return true;
                     }
                     if let Some(o) = v.as_object_mut() {
-                        o.remove("usage");
+                        o.shift_remove("usage");
                     }
                 }
                 v["model"] = json!(self.charge.model.name);
@@ -569,7 +569,7 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
     let model = model_of_kind(ctx, &body.model, ModelKind::Embedding)?;
     let model = &*model;
     let bound = model.price.tokens(embedding_input_bound(&body.input)?, 0);
-    passthrough.remove("model");
+    passthrough.shift_remove("model");
     let reservation = metered::reserve(ctx.app, &caller, bound, None)?;
     let (answer, info) = ctx.app.adapter.embeddings(model, &passthrough).map_err(metered::release_on(
         ctx.app,

@@ -318,7 +318,7 @@ pub fn transcriptions(ctx: &Ctx) -> Result<Response, ApiError> {
         let (micro, mut part) = unit_part("audio_second", seconds, per_1m, m);
         // Priced per second: shown as such.
         if let Some(p) = part.as_object_mut() {
-            p.remove("per_1m");
+            p.shift_remove("per_1m");
             p.insert("per_second".into(), price.per_audio_second.into());
         }
         cost += micro;
