@@ -262,7 +262,7 @@ async function jobs(body) {
   const draw = async () => {
     const list = await api("/v1/jobs?limit=20");
     rows.replaceChildren(...list.data.map((j) => h("tr", { "data-job": j.id },
-      h("td", { class: "mono" }, j.id), h("td", {}, j.type), h("td", {}, j.model), h("td", { class: "status" }, j.status), h("td", {}, fmt(j.cost ?? j.estimated_cost)),
+      h("td", { class: "mono" }, j.id), h("td", {}, j.type), h("td", {}, j.model), h("td", { class: "status" }, j.status), h("td", {}, j.credit_cost !== null && j.credit_cost !== undefined ? fmt(j.credit_cost) : `≤ ${fmt(j.estimated_cost)}`),
       h("td", {}, ["queued", "processing"].includes(j.status) ? h("button", { class: "danger", type: "button", onclick: () => act(j, "cancel") }, "Cancel") : null,
         ["failed", "canceled"].includes(j.status) ? h("button", { class: "secondary", type: "button", onclick: () => act(j, "retry") }, "Retry") : null),
       h("td", {}, outputOf(j)))));
@@ -291,7 +291,7 @@ async function keys(body) {
     await paged(list, ["Name", "Prefix", "Limits", "Spent", "Created", ""],
       (after) => api(`/v1/api-keys?limit=50${after ? `&starting_after=${after}` : ""}`),
       (k) => h("tr", {}, h("td", {}, k.name), h("td", { class: "mono" }, k.prefix),
-        h("td", {}, limitsText(k.limits || {})), h("td", {}, `${fmt(k.spent_total)} (today ${fmt(k.spent_today)})`), h("td", {}, when(k.created_at)),
+        h("td", { class: "key-limits" }, limitsText(k)), h("td", {}, `${fmt(k.spent_total)} (today ${fmt(k.spent_today)})`), h("td", {}, when(k.created_at)),
         h("td", {}, h("button", { class: "danger", type: "button", "aria-label": `Revoke ${k.name}`, onclick: async () => {
           if (await attempt(() => api(`/v1/api-keys/${k.id}`, { method: "DELETE" }))) load();
         } }, "Revoke"))));
@@ -507,7 +507,7 @@ async function adminCodes(body) {
     list.replaceChildren();
     await paged(list, ["Code id", "Amount", "Redeemed", "Status", ""],
       (a) => api(`/v1/admin/codes?limit=50${a ? `&starting_after=${a}` : ""}`),
-      (c) => h("tr", {}, h("td", { class: "mono" }, c.id), h("td", {}, fmt(c.terms.amount)), h("td", {}, `${fmt(c.redemptions)} / ${fmt(c.terms.max_redemptions)}`), h("td", {}, c.status),
+      (c) => h("tr", {}, h("td", { class: "mono" }, c.id), h("td", {}, fmt(c.amount)), h("td", {}, `${fmt(c.redemptions)} / ${fmt(c.max_redemptions)}`), h("td", {}, c.status),
         h("td", {}, h("button", { class: "danger", type: "button", onclick: async () => { if (await attempt(() => api(`/v1/admin/codes/${c.id}/disable`, { method: "POST", body: {} }))) load(); } }, "Disable"))));
   };
   body.replaceChildren(h("form", { class: "row", onsubmit: async (e) => {

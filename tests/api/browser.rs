@@ -197,6 +197,18 @@ impl Browser {
         std::thread::sleep(Duration::from_millis(150));
         self.shot(name);
         self.assert_no_console_errors(name, &[]);
+        self.assert_no_missing_fields(name);
+    }
+
+    /// A field the page reads that the API does not send shows as
+    /// `undefined` or `NaN`: none may be on the page.
+    fn assert_no_missing_fields(&self, step: &str) {
+        let text = self.exec("return document.querySelector('#main').innerText;", json!([]));
+        let text = text.as_str().unwrap_or_default();
+        assert!(
+            !text.contains("undefined") && !text.contains("NaN") && !text.contains("[object Object]"),
+            "a field the API does not send, at {step}: {text}"
+        );
     }
 }
 
@@ -254,6 +266,12 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     b.shot("04-admin-user");
     b.assert_no_console_errors("grant", &[]);
     b.page(&base, "#/admin/codes", "#code-amount", "05-admin-codes");
+    b.type_into("#code-amount", "250");
+    b.click("#code-count");
+    b.exec("document.querySelector('#code-amount').form.requestSubmit();", json!([]));
+    b.wait_text("#main table", |t| t.contains("250") && t.contains("0 / 1"));
+    b.assert_no_console_errors("a code minted and listed", &[]);
+    b.assert_no_missing_fields("05-admin-codes");
     b.page(&base, "#/admin/logs", "#log-level", "06-admin-logs");
     b.page(&base, "#/admin/webhooks", "table", "07-admin-webhooks");
     b.page(&base, "#/admin/audit", "#run-audit", "08-admin-audit");
@@ -327,10 +345,14 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     b.page(&base, "#/ledger", "#kind-filter", "14-ledger");
     b.page(&base, "#/grants", "table", "15-grants");
     b.page(&base, "#/jobs", "[data-job]", "16-jobs");
+    b.wait_text("[data-job]", |t| t.contains("completed") && t.contains("25") && !t.contains('≤'));
 
     // A key is shown once, then revoked: used as the console's token, the
     // API's message is shown.
+    let r = app.client.create_key(&ann, json!({"name": "capped", "spend_limit": 500, "rpm": 30}));
+    assert_eq!(r.status, 201, "{}", r.text());
     b.page(&base, "#/keys", "#key-name", "17-keys");
+    b.wait_text(".key-limits", |t| t.contains("spend_limit: 500") && t.contains("rpm: 30"));
     b.type_into("#key-name", "laptop");
     b.click("button[type=submit]");
     let key = b.wait_text("#new-key", |t| t.starts_with("tg_"));
