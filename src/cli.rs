@@ -421,7 +421,7 @@ fn import_prices(file: &std::path::Path, credits_per_usd: u64, models: &[String]
             name: m.name.clone(),
             kind: m.kind.into(),
             routes: vec![crate::config::RouteConfig { provider: "CHANGE_ME".into(), model: m.name.clone() }],
-            price: m.price,
+            price: Some(m.price),
             provider_cost: None,
             max_output_tokens: None,
             image_input_tokens_max: None,

@@ -320,7 +320,7 @@ price = { input_per_1m = 800, output_per_1m = 2000 }
 "#;
         let path = write(&dir, text);
         let c = Config::load_from(&Flags { config: Some(path), ..Flags::default() }, &[]).unwrap();
-        assert_eq!(c.models[0].price.output_per_1m, 2000);
+        assert_eq!(c.models[0].price.as_ref().map(|p| p.output_per_1m).unwrap_or_default(), 2000);
         assert_eq!(c.providers["local_vllm"].kind, "openai");
     }
 

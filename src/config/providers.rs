@@ -46,8 +46,10 @@ pub struct ModelConfig {
     pub name: String,
     pub kind: String,
     pub routes: Vec<RouteConfig>,
-    #[serde(default)]
-    pub price: PriceConfig,
+    /// Required: a price table, or `"free"` to say a model costs nothing
+    /// (a model with no price is refused at start, never silently free).
+    #[serde(default, deserialize_with = "price_or_free", serialize_with = "price_out")]
+    pub price: Option<PriceConfig>,
     /// What the provider bills the operator for the same call, in credits,
     /// in `price`'s shape: recorded per call, so `/v1/admin/usage` shows
     /// provider cost and margin. Optional.
@@ -67,6 +69,30 @@ pub struct ModelConfig {
     /// (`previous_response_id`, `conversation`), which tollgate cannot see.
     #[serde(default)]
     pub context_tokens_max: Option<u32>,
+}
+
+/// `price = "free"` or `price = { ... }`.
+fn price_or_free<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PriceConfig>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Word(String),
+        Table(PriceConfig),
+    }
+    match Given::deserialize(d)? {
+        Given::Table(p) => Ok(Some(p)),
+        Given::Word(w) if w == "free" => Ok(Some(PriceConfig::default())),
+        Given::Word(w) => Err(serde::de::Error::custom(format!(
+            "price = {w:?}: a price is a table ({{ input_per_1m = 800, ... }}) or \"free\""
+        ))),
+    }
+}
+
+fn price_out<S: serde::Serializer>(p: &Option<PriceConfig>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => p.serialize(s),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -418,7 +418,13 @@ fn check_model(m: &ModelConfig, providers: &[(String, ProviderConfig)]) -> Resul
             return Err(kind_mismatch(&m.name, kind, &p.1.kind));
         }
     }
-    Price::try_from(&m.price).map_err(|e| format!("model {:?}: {e}", m.name))?;
+    let price = m.price.as_ref().ok_or_else(|| {
+        format!(
+            "model {:?} has no price: set price = {{ input_per_1m = ..., output_per_1m = ... }} (or per_image, ...), or price = \"free\" if it costs nothing",
+            m.name
+        )
+    })?;
+    Price::try_from(price).map_err(|e| format!("model {:?}: {e}", m.name))?;
     if let Some(c) = &m.provider_cost {
         Price::try_from(c).map_err(|e| format!("model {:?}: provider_cost: {e}", m.name))?;
     }
@@ -456,7 +462,7 @@ fn dev_models() -> Vec<ModelConfig> {
         name: name.into(),
         kind: kind.into(),
         routes: vec![crate::config::RouteConfig { provider: "dev".into(), model: name.into() }],
-        price,
+        price: Some(price),
         provider_cost: None,
         max_output_tokens,
         image_input_tokens_max: None,
@@ -489,6 +495,24 @@ mod tests {
         assert_eq!(p.tokens(1_000_000, 500_000), Credits(800 + 1000));
         // u64::MAX x 2800 needs 76 bits: exact in u128, no overflow.
         assert_eq!(p.tokens(u64::MAX, u64::MAX).0, 51_650_883_406_386_745);
+    }
+
+    #[test]
+    fn a_model_with_no_price_is_refused_at_start_unless_it_says_free() {
+        let config = |price: &str| -> Result<Config, String> {
+            let text = format!(
+                "[providers.p]\nkind = \"openai\"\n[[models]]\nname = \"m\"\nkind = \"chat\"\nroutes = [{{ provider = \"p\", model = \"u\" }}]\n{price}"
+            );
+            toml::from_str::<Config>(&text).map_err(|e| e.to_string())
+        };
+        let unpriced = config("").unwrap();
+        let e = config_entries(&unpriced).unwrap_err();
+        assert!(e.contains("has no price") && e.contains("\"free\""), "{e}");
+        let free = config("price = \"free\"").unwrap();
+        assert_eq!(config_entries(&free).unwrap().1[0].price, Some(PriceConfig::default()));
+        let e = config("price = \"cheap\"").unwrap_err();
+        assert!(e.contains("price"), "{e}");
+        assert!(config_entries(&config("price = { input_per_1m = 5 }").unwrap()).is_ok());
     }
 
     fn priced(text: &str) -> Result<Price, String> {

@@ -44,7 +44,7 @@ pub struct ModelSpec {
 impl From<&ModelConfig> for ModelSpec {
     fn from(m: &ModelConfig) -> ModelSpec {
         ModelSpec {
-            price: m.price.clone(),
+            price: m.price.clone().unwrap_or_default(),
             provider_cost: m.provider_cost.clone(),
             max_output_tokens: m.max_output_tokens,
             image_input_tokens_max: m.image_input_tokens_max,

@@ -224,7 +224,7 @@ fn prices_import_prints_model_tables_that_load_as_config() {
     // An explicit, empty environment: the suite's own TOLLGATE_TEST_* are not settings.
     let flags = tollgate::config::Flags { config: Some(path), ..Default::default() };
     let c = tollgate::config::Config::load_from(&flags, &[]).unwrap_or_else(|e| panic!("{e}\n{config}"));
-    let price = |name: &str| c.models.iter().find(|m| m.name == name).unwrap().price.clone();
+    let price = |name: &str| c.models.iter().find(|m| m.name == name).unwrap().price.clone().expect("priced");
     let claude = price("claude-sonnet-4-20250514");
     // $3 / 1M tokens at 1,000 credits per dollar: 3,000 credits per 1M.
     assert_eq!((claude.input_per_1m, claude.output_per_1m), (3000, 15000));

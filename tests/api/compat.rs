@@ -272,9 +272,9 @@ fn ten_thousand_calls_with_cached_tokens_of_0_0369_credits_charge_exactly_369() 
         let mut m = chat_model("cheap", &[("p", "u")]);
         // 40 uncached x 150 + 60 cached x 15 + 50 x 600 = 36,900
         // millionths: 0.0369 credits a call.
-        m.price.input_per_1m = 150;
-        m.price.cached_input_per_1m = Some(15);
-        m.price.output_per_1m = 600;
+        m.price.get_or_insert_default().input_per_1m = 150;
+        m.price.get_or_insert_default().cached_input_per_1m = Some(15);
+        m.price.get_or_insert_default().output_per_1m = 600;
         m.max_output_tokens = Some(100);
         c.models.push(m);
     });
@@ -332,7 +332,7 @@ fn embeddings_pass_through_and_are_charged_per_input_token() {
         c.providers.insert("p".into(), provider("openai", &base, 5_000));
         let mut m = chat_model("embed", &[("p", "text-embedding-3-small")]);
         m.kind = "embedding".into();
-        m.price.input_per_1m = 500;
+        m.price.get_or_insert_default().input_per_1m = 500;
         c.models.push(m);
     });
     let ann = app.user("ann");
@@ -373,7 +373,7 @@ fn images_can_come_back_as_base64_where_the_provider_can() {
         c.providers.insert("p".into(), provider("openai", &base, 5_000));
         let mut m = chat_model("img", &[("p", "gpt-image")]);
         m.kind = "image".into();
-        m.price.per_image = 3;
+        m.price.get_or_insert_default().per_image = 3;
         c.models.push(m);
     });
     let ann = app.user("ann");

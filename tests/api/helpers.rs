@@ -440,7 +440,7 @@ pub fn model_config(name: &str, kind: &str, routes: &[(&str, &str)], price: Pric
         name: name.into(),
         kind: kind.into(),
         routes: routes.iter().map(|(p, m)| RouteConfig { provider: (*p).into(), model: (*m).into() }).collect(),
-        price,
+        price: Some(price),
         max_output_tokens: None,
         image_input_tokens_max: None,
         context_tokens_max: None,
