@@ -36,6 +36,10 @@ pub struct JobsConfig {
     /// A stream ends after this long with a reconnect hint; the client
     /// resumes with `Last-Event-ID` and misses nothing.
     pub stream_duration_s_max: u64,
+    /// A job's `input`, as stored (413 `payload_too_large` past it): what
+    /// a client sends beyond the fields a job reads is kept, so it is
+    /// bounded.
+    pub input_bytes_max: usize,
 }
 
 impl Default for JobsConfig {
@@ -55,6 +59,7 @@ impl Default for JobsConfig {
             streams_max: 16,
             streams_per_user_max: 4,
             stream_duration_s_max: 300,
+            input_bytes_max: 64 * 1024,
         }
     }
 }
@@ -85,6 +90,9 @@ impl JobsConfig {
                 "jobs.streams_max / streams_per_user_max",
                 "at least 1 each, and the total at least the per-user",
             );
+        }
+        if j.input_bytes_max < 1024 || j.input_bytes_max > 16 << 20 {
+            return bad("jobs.input_bytes_max", "must be between 1024 and 16777216 bytes");
         }
         if j.stream_duration_s_max == 0 || j.stream_duration_s_max > 86_400 {
             return bad("jobs.stream_duration_s_max", "must be between 1 and 86400 seconds");

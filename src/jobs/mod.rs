@@ -139,11 +139,25 @@ pub fn get_for(db: &Db, user: Option<UserId>, id: JobId) -> Result<Value> {
     })
 }
 
+/// A page of jobs, at most this many bytes of JSON: a page ends early
+/// (`has_more`) rather than grow with what jobs hold.
+pub const LIST_PAGE_BYTES_MAX: usize = 4 << 20;
+
 pub fn list(db: &Db, user: Option<UserId>, status: Option<JobStatus>, page: &Page) -> Result<List<Value>> {
     db.read(|c| {
         let rows = storage::list(c, user, status, page)?;
-        let data = rows.data.iter().map(|j| Ok(render(j, storage::events(c, j.id)?))).collect::<Result<Vec<_>>>()?;
-        Ok(List { object: "list", data, has_more: rows.has_more })
+        let (mut data, mut bytes, mut has_more) = (Vec::new(), 0usize, rows.has_more);
+        for j in &rows.data {
+            let v = render(j, storage::events(c, j.id)?);
+            bytes += serde_json::to_vec(&v).map_or(0, |b| b.len());
+            // Always at least one job, so a page makes progress.
+            if bytes > LIST_PAGE_BYTES_MAX && !data.is_empty() {
+                has_more = true;
+                break;
+            }
+            data.push(v);
+        }
+        Ok(List { object: "list", data, has_more })
     })
 }
 

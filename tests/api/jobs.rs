@@ -481,3 +481,56 @@ fn one_user_past_the_per_user_bound_gets_429_while_another_users_jobs_are_accept
     let queued = app.client.get("/v1/jobs?status=queued", &ann.token).json();
     assert!(!queued["data"].as_array().unwrap().is_empty(), "ann's backlog was still waiting");
 }
+
+#[test]
+fn a_jobs_stored_input_is_bounded_at_its_limit() {
+    let fake = FakeProvider::start();
+    let app = TestApp::spawn_with(|c| {
+        with_fake(&fake)(c);
+        c.jobs.input_bytes_max = 2048;
+    });
+    let ann = app.user("ann");
+    app.grant(&ann, 100_000);
+    // Padding the client adds beside the prompt is kept, so it counts.
+    let job = |pad: usize| {
+        app.client.create_job(
+            &ann.token,
+            json!({"type": "text_generation", "model": "qwen-plus", "input": {"prompt": "hi", "max_tokens": 10, "note": "x".repeat(pad)}}),
+        )
+    };
+    let stored_len = |pad: usize| json!({"prompt": "hi", "max_tokens": 10, "note": "x".repeat(pad)}).to_string().len();
+    let fits = (0..2048).rev().find(|p| stored_len(*p) <= 2048).unwrap();
+    assert_eq!(job(fits).status, 202, "at the limit");
+    let r = job(fits + 1);
+    assert_eq!((r.status, r.error_code().as_str()), (413, "payload_too_large"), "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "input");
+    assert_eq!(app.count("jobs"), 1, "the refused job is stored nowhere");
+}
+
+#[test]
+fn a_page_of_jobs_ends_at_four_mib_and_the_next_page_goes_on() {
+    let fake = FakeProvider::start();
+    fake.script(|s| s.latency_ms = 60_000); // the jobs stay queued or processing
+    let app = TestApp::spawn_with(|c| {
+        with_fake(&fake)(c);
+        c.jobs.workers = 1;
+    });
+    let ann = app.user("ann");
+    app.grant(&ann, 10_000_000);
+    let pad = "x".repeat(63_000);
+    for i in 0..70 {
+        let r = app.client.create_job(
+            &ann.token,
+            json!({"type": "text_generation", "model": "qwen-plus", "input": {"prompt": format!("p{i}"), "max_tokens": 10, "pad": pad}}),
+        );
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    let first = app.client.get("/v1/jobs?limit=100", &ann.token);
+    assert!(first.body.len() <= tollgate::jobs::LIST_PAGE_BYTES_MAX + 64 * 1024, "{} bytes", first.body.len());
+    let page = first.json();
+    let n = page["data"].as_array().unwrap().len();
+    assert!((60..70).contains(&n) && page["has_more"] == true, "{n} jobs, has_more {}", page["has_more"]);
+    let last = page["data"][n - 1]["id"].as_str().unwrap();
+    let rest = app.client.get(&format!("/v1/jobs?limit=100&starting_after={last}"), &ann.token).json();
+    assert_eq!(rest["data"].as_array().unwrap().len(), 70 - n, "the next page has the rest");
+}

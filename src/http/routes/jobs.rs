@@ -97,6 +97,14 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
         // The worker runs exactly what was bounded.
         stored["max_tokens"] = serde_json::json!(req.max_tokens);
     }
+    let max = ctx.app.config.jobs.input_bytes_max;
+    if serde_json::to_vec(&stored).map_or(usize::MAX, |b| b.len()) > max {
+        return Err(ApiError::refuse(
+            "payload_too_large",
+            format!("A job's input is at most {max} bytes as stored (jobs.input_bytes_max)."),
+        )
+        .with_param("input"));
+    }
     let c = jobs::Create {
         user,
         jtype,
