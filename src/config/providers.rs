@@ -16,12 +16,29 @@ pub struct ProviderConfig {
     pub connect_timeout_ms: u64,
     #[serde(default = "default_read_timeout_ms")]
     pub read_timeout_ms: u64,
-    /// Consecutive failures that open a route's circuit.
+    /// Failures within `breaker_window_ms` that open a route's circuit
+    /// (when they are at least half of its calls and come from
+    /// `breaker_callers` distinct callers).
     #[serde(default = "default_breaker_failures")]
     pub breaker_failures: u32,
     /// How long an open circuit skips the route.
     #[serde(default = "default_breaker_cool_down_ms")]
     pub breaker_cool_down_ms: u64,
+    /// Distinct callers whose calls must have failed: one user's retries
+    /// never cool a model down for everyone.
+    #[serde(default = "default_breaker_callers")]
+    pub breaker_callers: u32,
+    /// The window failures are counted in.
+    #[serde(default = "default_breaker_window_ms")]
+    pub breaker_window_ms: u64,
+}
+
+fn default_breaker_callers() -> u32 {
+    2
+}
+
+fn default_breaker_window_ms() -> u64 {
+    60_000
 }
 
 fn default_breaker_failures() -> u32 {

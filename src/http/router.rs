@@ -140,7 +140,9 @@ fn run(http: &Arc<HttpState>, req: &Req, seen: &mut Seen) -> Result<Response, Ap
             Claimed::Replay(response) => return Ok(response),
         }
     }
-    let result = (route.handler)(&ctx);
+    // Provider calls made for this request count as this caller's (a
+    // circuit opens on failures of several callers, not one's retries).
+    let result = crate::providers::breaker::as_caller(caller.map(|u| u.0), || (route.handler)(&ctx));
     if let Some(token) = ctx.idem.take() {
         settle(app, token, &result, ctx.idem_stored.get());
     }

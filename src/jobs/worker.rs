@@ -74,7 +74,9 @@ fn work(app: &Arc<App>, stop: &AtomicBool) {
             Ok::<_, Error>(job)
         });
         match claimed {
-            Ok(Some(job)) => run(app, job, stop),
+            // Its provider calls count as its owner's (the breaker counts
+            // distinct callers).
+            Ok(Some(job)) => crate::providers::breaker::as_caller(Some(job.user.0), || run(app, job, stop)),
             Ok(None) => {
                 let wait = match app.db.read(|c| storage::next_due(c, per_user)) {
                     Ok(Some(t)) => (t.millis() - Timestamp::now().millis()).clamp(5, IDLE_WAIT_MS_MAX as i64) as u64,

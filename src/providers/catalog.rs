@@ -454,6 +454,8 @@ fn dev_provider() -> ProviderConfig {
         read_timeout_ms: 10_000,
         breaker_failures: 3,
         breaker_cool_down_ms: 30_000,
+        breaker_callers: 2,
+        breaker_window_ms: 60_000,
     }
 }
 

@@ -71,8 +71,7 @@ pub struct Channel {
     pub enabled: bool,
     pub rpm: Option<u32>,
     pub tpm: Option<u32>,
-    pub breaker_failures: u32,
-    pub breaker_cool_down: Duration,
+    pub breaker: super::breaker::Policy,
     pub lanes: Vec<Lane>,
 }
 
@@ -135,6 +134,8 @@ fn settings_of(p: &ProviderConfig) -> ChannelSettings {
         read_timeout_ms: p.read_timeout_ms,
         breaker_failures: p.breaker_failures,
         breaker_cool_down_ms: p.breaker_cool_down_ms,
+        breaker_callers: p.breaker_callers,
+        breaker_window_ms: p.breaker_window_ms,
     }
 }
 
@@ -340,6 +341,8 @@ pub fn build(
             read_timeout_ms: c.settings.read_timeout_ms,
             breaker_failures: c.settings.breaker_failures,
             breaker_cool_down_ms: c.settings.breaker_cool_down_ms,
+            breaker_callers: c.settings.breaker_callers,
+            breaker_window_ms: c.settings.breaker_window_ms,
         };
         let agent = super::http::agent(&cfg, callers_max);
         let mut lanes = Vec::new();
@@ -382,8 +385,12 @@ pub fn build(
                 enabled: c.enabled,
                 rpm: c.rpm,
                 tpm: c.tpm,
-                breaker_failures: c.settings.breaker_failures.max(1),
-                breaker_cool_down: Duration::from_millis(c.settings.breaker_cool_down_ms),
+                breaker: super::breaker::Policy {
+                    failures: c.settings.breaker_failures.max(1),
+                    callers: c.settings.breaker_callers.max(1),
+                    window: Duration::from_millis(c.settings.breaker_window_ms),
+                    cool_down: Duration::from_millis(c.settings.breaker_cool_down_ms),
+                },
                 lanes,
             }),
         );

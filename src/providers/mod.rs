@@ -406,7 +406,7 @@ impl ModelAdapter {
         let mut wait: Option<Duration> = None;
         for (i, a) in attempts.iter().enumerate() {
             let breaker_key = format!("{}/{}", a.lane.key, a.route.model);
-            if let Err(w) = self.breakers.check(&breaker_key, a.channel.breaker_failures) {
+            if let Err(w) = self.breakers.check(&breaker_key) {
                 wait = Some(wait.map_or(w, |x| x.min(w)));
                 continue;
             }
@@ -472,18 +472,14 @@ impl ModelAdapter {
                         self.disable_key(a.channel, &a.lane.key, &e);
                     } else if !transient {
                         return Err(e);
-                    } else if self.breakers.failure(
-                        &breaker_key,
-                        a.channel.breaker_failures,
-                        a.channel.breaker_cool_down,
-                    ) {
+                    } else if self.breakers.failure(&breaker_key, &a.channel.breaker) {
                         logs::record(
                             &self.db,
                             NewLog::system(
                                 Level::Error,
                                 "provider_circuit_opened",
                                 json!({"route": format!("{}/{}", a.channel.name, a.route.model), "channel": a.channel.id,
-                                       "key": a.lane.key, "cool_down_ms": a.channel.breaker_cool_down.as_millis() as u64}),
+                                       "key": a.lane.key, "cool_down_ms": a.channel.breaker.cool_down.as_millis() as u64}),
                             ),
                         );
                     }

@@ -37,10 +37,14 @@ impl Serves {
 pub struct ChannelSettings {
     pub connect_timeout_ms: u64,
     pub read_timeout_ms: u64,
-    /// Consecutive failures of one key that cool it down.
+    /// Failures of one key (for one model) within `breaker_window_ms`, at
+    /// least half of its calls, from `breaker_callers` distinct callers,
+    /// that cool it down.
     pub breaker_failures: u32,
     /// How long a cooled-down key is passed over.
     pub breaker_cool_down_ms: u64,
+    pub breaker_callers: u32,
+    pub breaker_window_ms: u64,
 }
 
 impl Default for ChannelSettings {
@@ -50,6 +54,8 @@ impl Default for ChannelSettings {
             read_timeout_ms: 120_000,
             breaker_failures: 3,
             breaker_cool_down_ms: 30_000,
+            breaker_callers: 2,
+            breaker_window_ms: 60_000,
         }
     }
 }

@@ -19,6 +19,8 @@ pub fn provider(kind: &str, base: &str, read_timeout_ms: u64) -> ProviderConfig 
         read_timeout_ms,
         breaker_failures: 3,
         breaker_cool_down_ms: 30_000,
+        breaker_callers: 2,
+        breaker_window_ms: 60_000,
     }
 }
 
@@ -445,4 +447,36 @@ fn models_lists_each_model_with_its_pricing_and_the_dev_models_by_default() {
     // And the dev provider is metered like any other.
     let r = chat(&app, &app.admin, json!({"model": "dev-chat", "messages": [{"role": "user", "content": "hi"}]}));
     assert_eq!(r.status, 402, "no credits yet: {}", r.text());
+}
+
+#[test]
+fn one_users_retries_do_not_open_the_circuit_for_everyone_failures_of_several_do() {
+    let fake = FakeProvider::start();
+    fake.script(|s| s.fail = Some((500, "upstream down".into())));
+    let app = app_with(&fake, |_| {});
+    let (ann, bob, cat) = (app.user("ann"), app.user("bob"), app.user("cat"));
+    for u in [&ann, &bob, &cat] {
+        app.grant(u, 10_000);
+    }
+    // An SDK's three attempts of one call: three failures, one caller.
+    for _ in 0..3 {
+        assert_eq!(chat(&app, &ann.token, hi(false)).status, 502);
+    }
+    let n = fake.count("/chat/completions");
+    assert_eq!(chat(&app, &bob.token, hi(false)).status, 502, "bob still reaches the provider");
+    assert_eq!(fake.count("/chat/completions"), n + 1);
+    // Failures now from two callers, most of the calls: the circuit opens.
+    let r = chat(&app, &cat.token, hi(false));
+    assert!(r.status == 502 && r.text().contains("cooling down"), "{}", r.text());
+    assert_eq!(fake.count("/chat/completions"), n + 1, "cat's call waited out the cool-down instead");
+    // A request the provider refuses as invalid never counts.
+    let fake = FakeProvider::start();
+    fake.script(|s| s.fail = Some((400, "bad request".into())));
+    let app = app_with(&fake, |_| {});
+    let users: Vec<TestUser> = (0..4).map(|i| app.user(&format!("u{i}"))).collect();
+    for u in &users {
+        app.grant(u, 10_000);
+        assert_eq!(chat(&app, &u.token, hi(false)).status, 400);
+    }
+    assert_eq!(fake.count("/chat/completions"), 4, "every one reached the provider");
 }

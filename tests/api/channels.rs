@@ -140,7 +140,9 @@ fn a_key_answering_429_cools_down_and_returns_and_no_call_tries_one_key_twice() 
         &fake,
         "m",
         json!({"keys": ["sk-aaaa-1111", "sk-bbbb-2222"],
-               "settings": {"connect_timeout_ms": 1000, "read_timeout_ms": 5000, "breaker_failures": 1, "breaker_cool_down_ms": 700}}),
+               // One caller here: one failure of one caller cools the key.
+               "settings": {"connect_timeout_ms": 1000, "read_timeout_ms": 5000, "breaker_failures": 1,
+                            "breaker_cool_down_ms": 700, "breaker_callers": 1, "breaker_window_ms": 60000}}),
     );
     let keys = ch["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 2);

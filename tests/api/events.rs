@@ -301,6 +301,8 @@ fn with_video(fake: &FakeProvider) -> impl FnOnce(&mut Config) {
                 read_timeout_ms: 2000,
                 breaker_failures: 3,
                 breaker_cool_down_ms: 200,
+                breaker_callers: 2,
+                breaker_window_ms: 60_000,
             },
         );
         c.models.push(model_config(

@@ -28,6 +28,8 @@ fn with_fake(fake: &FakeProvider) -> impl FnOnce(&mut Config) {
             read_timeout_ms: 2000,
             breaker_failures: 3,
             breaker_cool_down_ms: 200,
+            breaker_callers: 2,
+            breaker_window_ms: 60_000,
         };
         c.providers.insert("oa".into(), p("openai", &openai));
         c.providers.insert("ds".into(), p("dashscope", &ds));

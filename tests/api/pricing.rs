@@ -345,7 +345,7 @@ fn a_call_the_caller_cannot_afford_whole_is_sent_with_the_output_bound_that_fits
     let r = hi_to(&app, &ann);
     assert_eq!(r.status, 200, "{}", r.text());
     let lowered = r.json()["tollgate"]["max_tokens_lowered_to"].as_u64().expect("said in the answer");
-    assert!(lowered >= 16 && lowered < 525, "{lowered}");
+    assert!((16..525).contains(&lowered), "{lowered}");
     assert_eq!(r.header("x-tollgate-max-tokens-lowered"), Some(lowered.to_string().as_str()));
     assert_eq!(
         fake.requests().last().unwrap().body["max_completion_tokens"],
