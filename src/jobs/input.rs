@@ -83,6 +83,7 @@ pub fn parse(t: JobType, model: &Model, input: &Value) -> Result<JobInput> {
             n: small_int(input, "n", 1, IMAGES_PER_REQUEST_MAX)?,
             size: input.get("size").and_then(Value::as_str).map(str::to_owned),
             quality: input.get("quality").and_then(Value::as_str).map(str::to_owned),
+            passthrough: serde_json::Map::new(),
         }),
         JobType::Video => JobInput::Video(VideoRequest {
             prompt: prompt(input, true)?.unwrap_or_default(),

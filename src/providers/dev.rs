@@ -48,7 +48,10 @@ pub fn chat_stream(req: &ChatRequest) -> ChatStream {
 
 pub fn image(req: &ImageRequest) -> ImageResponse {
     let h = short_hash(&req.prompt);
-    ImageResponse { urls: (0..req.n).map(|i| format!("https://dev.tollgate.invalid/images/{h}-{i}.png")).collect() }
+    ImageResponse {
+        urls: (0..req.n).map(|i| format!("https://dev.tollgate.invalid/images/{h}-{i}.png")).collect(),
+        raw: None,
+    }
 }
 
 /// Dimensions of a dev embedding when the request names none.

@@ -791,25 +791,24 @@ impl ModelAdapter {
     /// `Err` naming the field when no route of `model` can honour `req`.
     pub fn check_image(&self, model: &Model, req: &ImageRequest) -> Result<(), String> {
         let any = self.any_route(model, Provider::full_openai);
-        if req.b64_json && !any {
-            Err("response_format".into())
-        } else if req.quality.is_some() && !any {
-            Err("quality".into())
-        } else {
-            Ok(())
+        match req.openai_only().or(req.quality.as_ref().map(|_| "quality")) {
+            Some(field) if !any => Err(field.to_owned()),
+            _ => Ok(()),
         }
     }
 
     pub fn image(&self, model: &Model, req: &ImageRequest) -> Result<(ImageResponse, CallInfo), ProviderError> {
-        let inline = req.b64_json;
+        let openai_only = req.openai_only().is_some() || req.quality.is_some();
         self.with_failover_among(
             model,
             "image",
             &|| None,
-            |p| !(inline || req.quality.is_some()) || p.full_openai(),
+            |p| !openai_only || p.full_openai(),
             |p, upstream| match p {
                 Provider::OpenAi(o) => o.image(upstream, req),
-                Provider::DashScope { tasks, .. } => tasks.image(upstream, req).map(|urls| ImageResponse { urls }),
+                Provider::DashScope { tasks, .. } => {
+                    tasks.image(upstream, req).map(|urls| ImageResponse { urls, raw: None })
+                }
                 Provider::Anthropic(_) | Provider::Google(_) => {
                     Err(ProviderError::Unavailable("this provider kind has no image generation here".into()))
                 }

@@ -223,16 +223,24 @@ impl OpenAi {
     }
 
     pub fn image(&self, upstream: &str, req: &ImageRequest) -> Result<ImageResponse, ProviderError> {
-        let mut body = json!({"model": upstream, "prompt": req.prompt, "n": req.n});
-        if let Some(s) = &req.size {
-            body["size"] = json!(s);
-        }
-        if let Some(q) = &req.quality {
-            body["quality"] = json!(q);
-        }
-        if req.b64_json {
-            body["response_format"] = json!("b64_json");
-        }
+        let body = if req.passthrough.is_empty() {
+            let mut body = json!({"model": upstream, "prompt": req.prompt, "n": req.n});
+            if let Some(s) = &req.size {
+                body["size"] = json!(s);
+            }
+            if let Some(q) = &req.quality {
+                body["quality"] = json!(q);
+            }
+            if req.b64_json {
+                body["response_format"] = json!("b64_json");
+            }
+            body
+        } else {
+            // The client's body, in its order, with only the model replaced.
+            let mut body = req.passthrough.clone();
+            body.insert("model".into(), json!(upstream));
+            Value::Object(body)
+        };
         let v = http::read_json(self.post("/images/generations", &body)?)?;
         let urls: Vec<String> = v
             .get("data")
@@ -251,6 +259,7 @@ impl OpenAi {
         if urls.is_empty() {
             return Err(ProviderError::BadResponse("no images in the answer".into()));
         }
-        Ok(ImageResponse { urls })
+        let raw = (!req.passthrough.is_empty()).then_some(v);
+        Ok(ImageResponse { urls, raw })
     }
 }

@@ -271,11 +271,32 @@ pub struct ImageRequest {
     pub quality: Option<String>,
     /// Base64 images (`b64_json`) instead of URLs: OpenAI-compatible routes only.
     pub b64_json: bool,
+    /// The client's whole body (its `model` aside), for a route that takes
+    /// OpenAI's images API: `style`, `background`, `output_format`, `user`
+    /// and every other field go on as sent. Empty for jobs.
+    pub passthrough: serde_json::Map<String, Value>,
 }
 
-#[derive(Debug, Clone)]
+/// Image request fields every image route honours; any other field needs a
+/// route that passes the client's body through (OpenAI's API).
+pub const IMAGE_BASIC_FIELDS: &[&str] = &["model", "prompt", "n", "size", "response_format"];
+
+impl ImageRequest {
+    /// The first field only OpenAI's images API can take.
+    pub fn openai_only(&self) -> Option<&str> {
+        if self.b64_json {
+            return Some("response_format");
+        }
+        self.passthrough.keys().map(String::as_str).find(|k| !IMAGE_BASIC_FIELDS.contains(k))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct ImageResponse {
     pub urls: Vec<String>,
+    /// The provider's whole answer, when it speaks OpenAI's images API
+    /// (`b64_json`, `revised_prompt`, `usage` come back as sent).
+    pub raw: Option<Value>,
 }
 
 #[derive(Debug, Clone)]

@@ -579,3 +579,60 @@ fn a_json_schema_reaches_the_provider_with_its_fields_in_the_clients_order() {
     assert!(at("\"reasoning\"") < at("\"answer\""), "schema properties keep their order: {raw}");
     assert!(at("\"temperature\"") < at("\"messages\"") && at("\"messages\"") < at("\"response_format\""), "{raw}");
 }
+
+#[test]
+fn an_image_requests_fields_reach_openai_and_its_answer_comes_back_whole() {
+    let fake = FakeProvider::start();
+    let base = format!("{}/v1", fake.base);
+    let app = TestApp::spawn_with(move |c| {
+        c.providers.insert("oa".into(), provider("openai", &base, 5_000));
+        c.providers.insert("dev".into(), provider("dev", "", 5_000));
+        let price = tollgate::config::PriceConfig { per_image: 5, ..Default::default() };
+        c.models.push(model_config("gpt-image", "image", &[("oa", "gpt-image-1")], price.clone()));
+        c.models.push(model_config("dalle", "image", &[("oa", "dall-e-3")], price.clone()));
+        c.models.push(model_config("local", "image", &[("dev", "x")], price));
+    });
+    let ann = app.user("ann");
+    app.grant(&ann, 1_000);
+    let r = app.client.post(
+        "/v1/images/generations",
+        &ann.token,
+        json!({"model": "gpt-image", "prompt": "a fox", "quality": "high", "background": "transparent",
+               "output_format": "webp", "moderation": "low", "user": "u-1", "size": "1024x1024"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = fake.requests().last().unwrap().body.clone();
+    for (k, v) in [
+        ("model", "gpt-image-1"),
+        ("quality", "high"),
+        ("background", "transparent"),
+        ("output_format", "webp"),
+        ("moderation", "low"),
+        ("user", "u-1"),
+    ] {
+        assert_eq!(sent[k], v, "{k} reaches the provider: {sent}");
+    }
+    let v = r.json();
+    assert_eq!(v["data"][0]["b64_json"], "aW1hZ2Ut0", "{v}");
+    assert!(v["data"][0].get("url").is_none(), "b64_json stays b64_json: {v}");
+    assert_eq!(v["usage"]["output_tokens"], 4160, "{v}");
+    assert_eq!(v["output_format"], "webp");
+    assert_eq!(v["tollgate"]["cost"], 5, "{v}");
+    // DALL-E 3: the URL and the prompt it used.
+    let r = app.client.post(
+        "/v1/images/generations",
+        &ann.token,
+        json!({"model": "dalle", "prompt": "a fox", "style": "vivid"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(fake.requests().last().unwrap().body["style"], "vivid");
+    assert_eq!(r.json()["data"][0]["revised_prompt"], "a revised prompt");
+    // A field a route cannot honour is a 400 naming it, never dropped.
+    let r = app.client.post(
+        "/v1/images/generations",
+        &ann.token,
+        json!({"model": "local", "prompt": "a fox", "style": "vivid"}),
+    );
+    assert_eq!((r.status, r.error_code().as_str()), (400, "unsupported_parameter"), "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "style");
+}

@@ -375,17 +375,25 @@ fn handle(mut rq: tiny_http::Request, state: &Arc<Mutex<State>>, stop: &Arc<Atom
         ));
     } else if path.ends_with("/images/generations") {
         let n = body.get("n").and_then(Value::as_u64).unwrap_or(1);
-        let b64 = body.get("response_format").and_then(Value::as_str) == Some("b64_json");
+        // gpt-image-1 answers base64 always, with token usage; DALL-E 3
+        // URLs with the prompt it actually used.
+        let gpt_image = body.get("model").and_then(Value::as_str).is_some_and(|m| m.starts_with("gpt-image"));
+        let b64 = gpt_image || body.get("response_format").and_then(Value::as_str) == Some("b64_json");
         let data: Vec<Value> = (0..n)
             .map(|i| {
                 if b64 {
                     json!({"b64_json": format!("aW1hZ2Ut{i}")})
                 } else {
-                    json!({"url": format!("{base}/media/img/{i}.png")})
+                    json!({"url": format!("{base}/media/img/{i}.png"), "revised_prompt": "a revised prompt"})
                 }
             })
             .collect();
-        let _ = rq.respond(json_response(200, &json!({"created": 1, "data": data})));
+        let mut answer = json!({"created": 1, "data": data});
+        if gpt_image {
+            answer["usage"] = json!({"input_tokens": 10, "output_tokens": 4160, "total_tokens": 4170});
+            answer["output_format"] = body.get("output_format").cloned().unwrap_or(json!("png"));
+        }
+        let _ = rq.respond(json_response(200, &answer));
     } else if path.ends_with("/audio/speech") {
         let _ = rq.respond(
             tiny_http::Response::from_data(SPEECH_BYTES.to_vec())

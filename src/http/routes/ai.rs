@@ -458,7 +458,8 @@ struct ImageBody {
 pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
     let caller = ctx.user()?;
     let user = caller.id;
-    let body: ImageBody = ctx.req.json()?;
+    let (body, mut passthrough): (ImageBody, _) = ctx.req.json_and_object()?;
+    passthrough.shift_remove("model");
     let model = model_of_kind(ctx, &body.model, ModelKind::Image)?;
     let model = &*model;
     let n = body.n.unwrap_or(1);
@@ -481,6 +482,7 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
         size: body.size.clone(),
         quality: body.quality.clone(),
         b64_json,
+        passthrough,
     };
     ctx.app.adapter.check_image(model, &req).map_err(|param| unsupported(model, &param))?;
     let reservation = metered::reserve(ctx.app, &caller, model.price.images_of(&req, n), None)?;
@@ -512,6 +514,19 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
         metered::settle_in(c, &reservation, Cost::Credits(cost), &format!("images {priced} ({delivered})"), &log, &used)
     };
     ctx.commit_then(200, settle, move |outcome| {
+        let detail = metered::unit_detail("image", u64::from(delivered), price_per_image, multiplier);
+        let tollgate = metered::tollgate_json(outcome, detail);
+        // OpenAI's answer goes back whole: `b64_json` as `b64_json`,
+        // `revised_prompt`, `usage`, `output_format`... (a copy: an
+        // idempotent answer is rendered in the writer, which may run it
+        // again).
+        if let Some(mut raw) = resp.raw.clone() {
+            if let Some(items) = raw.get_mut("data").and_then(Value::as_array_mut) {
+                items.truncate(delivered as usize);
+            }
+            raw["tollgate"] = tollgate;
+            return raw;
+        }
         let data: Vec<Value> = resp
             .urls
             .iter()
@@ -521,8 +536,7 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
                 _ => json!({"url": u}),
             })
             .collect();
-        let detail = metered::unit_detail("image", u64::from(delivered), price_per_image, multiplier);
-        json!({"created": unix_s(), "data": data, "tollgate": metered::tollgate_json(outcome, detail)})
+        json!({"created": unix_s(), "data": data, "tollgate": tollgate})
     })
 }
 
