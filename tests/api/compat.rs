@@ -143,6 +143,9 @@ fn streamed_tool_call_deltas_arrive_in_order_and_usage_is_charged() {
         }
         let usage_chunks = got.iter().filter(|c| c.get("usage").is_some_and(|u| !u.is_null())).count();
         assert_eq!(usage_chunks, usize::from(include_usage), "usage only when the client asked for it");
+        // The cost in the final chunk either way, as in every answer.
+        let last = got.last().unwrap();
+        assert!(last["tollgate"]["cost_micro"].is_i64(), "the final chunk carries the cost: {last}");
         let sent_upstream = fake.requests().last().unwrap().body.clone();
         assert_eq!(sent_upstream["stream_options"]["include_usage"], true, "tollgate always meters");
         assert!(app.balance(&ann)["balance"].as_i64().unwrap() < before, "charged from the usage chunk");

@@ -394,19 +394,14 @@ impl Pump for ChatSse {
                 self.charge.relayed_bytes += generated_bytes(&v);
                 if let Some(u) = usage {
                     self.charge.usage = usage;
-                    // The chunk that carries usage carries the cost too.
-                    if self.include_usage {
-                        v["tollgate"] =
-                            Value::Object(metered::cost_detail(&self.charge.model, &u, self.charge.multiplier_micro()));
-                    }
-                }
-                // tollgate asked for usage itself; a client that did not
-                // gets the chunk without it (or nothing, if that was all).
-                if usage.is_some() && !self.include_usage {
-                    if v.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty) {
-                        return true;
-                    }
-                    if let Some(o) = v.as_object_mut() {
+                    // The chunk that carries usage carries the cost too;
+                    // tollgate asked for usage itself, so a client that did
+                    // not gets the cost without the usage.
+                    v["tollgate"] =
+                        Value::Object(metered::cost_detail(&self.charge.model, &u, self.charge.multiplier_micro()));
+                    if !self.include_usage
+                        && let Some(o) = v.as_object_mut()
+                    {
                         o.shift_remove("usage");
                     }
                 }
@@ -415,12 +410,15 @@ impl Pump for ChatSse {
             }
             Some(Ok(ChatEvent::Usage(u))) => {
                 self.charge.usage = Some(u);
-                if self.include_usage {
-                    let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.charge.model.name,
-                                   "choices": [], "usage": u.openai_json(),
-                                   "tollgate": metered::cost_detail(&self.charge.model, &u, self.charge.multiplier_micro())});
-                    Self::push(out, &v);
+                let mut v = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.charge.model.name,
+                               "choices": [], "usage": u.openai_json(),
+                               "tollgate": metered::cost_detail(&self.charge.model, &u, self.charge.multiplier_micro())});
+                if !self.include_usage
+                    && let Some(o) = v.as_object_mut()
+                {
+                    o.shift_remove("usage");
                 }
+                Self::push(out, &v);
             }
             Some(Err(e)) => {
                 self.charge.settle("provider_failed", Unreported::Free);
