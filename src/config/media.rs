@@ -27,6 +27,9 @@ pub struct MediaConfig {
     pub retention_days: u32,
     /// Lifetime of signed URLs (`?expires=&signature=`).
     pub signed_url_ttl_s: u64,
+    /// Download outputs from loopback and private addresses too (a
+    /// provider on the operator's own network); off: public addresses only.
+    pub allow_private_urls: bool,
 }
 
 impl Default for MediaConfig {
@@ -41,6 +44,7 @@ impl Default for MediaConfig {
             download_timeout_s: 300,
             retention_days: 0,
             signed_url_ttl_s: 3_600,
+            allow_private_urls: false,
         }
     }
 }

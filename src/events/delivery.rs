@@ -77,13 +77,15 @@ impl Deliverer {
         let in_flight = Arc::new(Mutex::new(InFlight::default()));
         let (tx, rx) = sync_channel::<Task>(cfg.delivery_workers);
         let rx = Arc::new(Mutex::new(rx));
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_millis(cfg.attempt_timeout_ms)))
-            .max_redirects(0)
-            .http_status_as_error(false)
-            .user_agent("tollgate-webhooks")
-            .build()
-            .into();
+        let agent = url_guard::agent(
+            ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_millis(cfg.attempt_timeout_ms)))
+                .max_redirects(0)
+                .http_status_as_error(false)
+                .user_agent("tollgate-webhooks")
+                .build(),
+            cfg.allow_private_urls,
+        );
         let mut handles = Vec::new();
         for i in 0..cfg.delivery_workers {
             let (app, rx, stop, in_flight, agent) =

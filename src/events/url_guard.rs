@@ -3,11 +3,50 @@
 //! so an admin token cannot be used to probe the loopback interface, the
 //! cloud metadata service or the private network (SSRF).
 //!
-//! The check runs when an endpoint is added and again before every attempt.
-//! A host whose DNS changes between that check and the connection
-//! (rebinding) is not caught; redirects are never followed.
+//! The check runs when an endpoint is added, and the connection itself
+//! goes through [`PublicOnly`]: the addresses a name resolves to are checked
+//! and are the ones connected to, so a name that rebinds to a private
+//! address between a check and the connection (DNS rebinding) is refused
+//! too, and so is every hop of a redirect (media downloads follow them).
+//! Used for webhooks and for downloading provider outputs (kept media).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+
+/// A resolver that answers only public addresses: a name with any other
+/// is refused before anything connects.
+#[derive(Debug, Default)]
+pub struct PublicOnly;
+
+impl Resolver for PublicOnly {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let addrs = DefaultResolver::default().resolve(uri, config, timeout)?;
+        match addrs.iter().find(|a| !is_public(a.ip())) {
+            Some(a) => Err(ureq::Error::BadUri(format!(
+                "{} resolves to {}, a loopback, private or otherwise non-public address",
+                uri.host().unwrap_or(""),
+                a.ip()
+            ))),
+            None => Ok(addrs),
+        }
+    }
+}
+
+/// An agent with `config` that connects only to public addresses, unless
+/// `allow_private` (an operator's choice for a private network).
+pub fn agent(config: ureq::config::Config, allow_private: bool) -> ureq::Agent {
+    if allow_private {
+        ureq::Agent::new_with_config(config)
+    } else {
+        ureq::Agent::with_parts(config, DefaultConnector::default(), PublicOnly)
+    }
+}
 
 /// Longest webhook URL accepted.
 pub const URL_BYTES_MAX: usize = 2_048;
@@ -112,6 +151,24 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_public_only_agent_never_connects_to_a_private_address() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let config = ureq::Agent::config_builder().build();
+        for url in [format!("http://127.0.0.1:{port}/"), format!("http://localhost:{port}/")] {
+            let e = agent(config.clone(), false).get(&url).call().unwrap_err();
+            assert!(e.to_string().contains("non-public"), "{url}: {e}");
+        }
+        assert!(listener.accept().is_err(), "nothing connected");
+        // Allowed: the same address is reached.
+        let quick = ureq::Agent::config_builder().timeout_global(Some(std::time::Duration::from_millis(200))).build();
+        let _ = agent(quick, true).get(&format!("http://127.0.0.1:{port}/")).call();
+        listener.set_nonblocking(false).unwrap();
+        assert!(listener.accept().is_ok(), "connected when private addresses are allowed");
+    }
 
     #[test]
     fn refuses_private_and_odd_urls_unless_allowed() {

@@ -40,13 +40,21 @@ fn transient(why: impl Into<String>) -> Failure {
     Failure { why: why.into(), retry: true }
 }
 
+/// Provider outputs are downloaded from public addresses only (each
+/// redirect hop checked too), unless `media.allow_private_urls`.
 pub fn agent(store: &Store) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(store.config.download_timeout_s)))
-        .http_status_as_error(false)
-        .build()
-        .into()
+    crate::events::url_guard::agent(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(store.config.download_timeout_s)))
+            .http_status_as_error(false)
+            .max_redirects(REDIRECTS_MAX)
+            .build(),
+        store.config.allow_private_urls,
+    )
 }
+
+/// Redirects a download follows, each to a checked address.
+pub const REDIRECTS_MAX: u32 = 5;
 
 /// Downloads every URL, each with up to `download_attempts_max` attempts.
 /// `between` runs before each retry (the worker renews its lease there) and

@@ -802,3 +802,21 @@ fn stored_webhook_secrets_are_sealed_need_their_key_to_start_and_rotate() {
     app.user("bob");
     wait_for_n(&receiver, "user.created", 2);
 }
+
+#[test]
+fn outputs_on_private_addresses_are_not_downloaded_unless_allowed() {
+    let fake = FakeProvider::start();
+    let app = TestApp::spawn_with(|c| {
+        with_video(&fake)(c);
+        // The provider answers with URLs on 127.0.0.1: an SSRF target once
+        // an output URL is the provider's (or an attacker's) to choose.
+        c.media.allow_private_urls = false;
+    });
+    let ann = app.user("ann");
+    app.grant(&ann, 1_000);
+    let id = video_job(&app, &ann.token);
+    let job = wait_status(&app, &ann.token, &id, "completed");
+    assert_eq!(job["output"]["kept"], false, "{}", job["output"]);
+    assert_eq!(fake.count("/media/"), 0, "not one connection to the private address");
+    assert_eq!(app.count("files"), 0);
+}

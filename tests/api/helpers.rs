@@ -192,6 +192,7 @@ pub fn test_config(dir: &tempfile::TempDir) -> Config {
     c.events.backoff_base_ms = 50;
     c.events.backoff_max_ms = 200;
     c.media.download_backoff_base_ms = 50;
+    c.media.allow_private_urls = true;
     if engine_is_postgres() {
         c.database.url = tollgate::storage::pg::test_database().expect("TOLLGATE_TEST_PG_URL names the test server");
     }
