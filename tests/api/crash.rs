@@ -253,3 +253,89 @@ fn sigkill_during_metered_chats_leaves_every_carry_consistent() {
     let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
     assert!(o.status.success(), "audit after the restart: {}", String::from_utf8_lossy(&o.stdout));
 }
+
+/// 32 callers who cannot afford the model's whole output bound: every
+/// call is held and sent with the bound that fits, half of them streamed;
+/// SIGKILL in the middle. Nobody is overdrawn, every acknowledged call is
+/// on the ledger, and the audit holds before and after the restart.
+#[test]
+fn sigkill_during_calls_with_lowered_bounds_overdraws_nobody() {
+    crate::sqlite_only!();
+    let fake = crate::fake_provider::FakeProvider::start();
+    fake.script(|s| s.latency_ms = 2);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.db");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[providers.p]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n{}",
+            fake.base,
+            model_toml("dear", "chat", "p", "u", "{ input_per_1m = 1000000, output_per_1m = 1000000 }", "")
+        ),
+    );
+    let env = [("TOLLGATE_CONFIG", config.to_str().unwrap()), ("TOLLGATE_SERVER_SQLITE_SYNCHRONOUS", "full")];
+    let mut server = serve_process(&db, &env);
+    let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    // 3,000 credits: less than the input and 4,096 output tokens at 1 credit each.
+    let tokens: Vec<String> =
+        (0..32).map(|i| server.client.funded_user(&admin, &format!("l{i}@example.com"), 3000)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (acknowledged, lowered) = (Arc::new(Mutex::new(0u64)), Arc::new(Mutex::new(0u64)));
+    let workers: Vec<_> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, token)| {
+            let (client, token, stop) = (server.client.clone(), token.clone(), Arc::clone(&stop));
+            let (acked, low) = (Arc::clone(&acknowledged), Arc::clone(&lowered));
+            std::thread::spawn(move || {
+                let body =
+                    json!({"model": "dear", "stream": i % 2 == 0, "messages": [{"role": "user", "content": "hi"}]});
+                while !stop.load(Ordering::Relaxed) {
+                    match client.request("POST", CHAT, Some(&token), &[], Some(body.to_string().as_bytes())) {
+                        Ok(r) if r.status == 200 => {
+                            *acked.lock().unwrap() += 1;
+                            if r.header("x-tollgate-max-tokens-lowered").is_some() {
+                                *low.lock().unwrap() += 1;
+                            }
+                        }
+                        Ok(r) if r.status == 402 => break,
+                        Ok(r) => panic!("unexpected {}: {}", r.status, r.text()),
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let (acked, low) = (*acknowledged.lock().unwrap(), *lowered.lock().unwrap());
+    assert!(acked > 20 && low == acked, "{acked} calls acknowledged, {low} with a lowered bound");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let consumed: i64 =
+        c.query_row("SELECT count(*) FROM credit_transactions WHERE kind = 'consume'", [], |r| r.get(0)).unwrap();
+    assert!(consumed as u64 >= acked, "every acknowledged call is on the ledger ({consumed}, {acked})");
+    // Nobody overdrawn: every user's last balance, less what their live
+    // holds keep, is at least zero.
+    let negative: i64 = c
+        .query_row(
+            "SELECT count(*) FROM users u WHERE
+               coalesce((SELECT balance_after FROM credit_transactions t WHERE t.user_id = u.id ORDER BY id DESC LIMIT 1), 0)
+               - coalesce((SELECT sum(amount) FROM credit_holds h WHERE h.user_id = u.id AND h.status = 'active'), 0) < 0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(negative, 0, "nobody overdrawn");
+    drop(c);
+    let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
+    assert!(o.status.success(), "audit after the crash: {}", String::from_utf8_lossy(&o.stdout));
+    let server = serve_process(&db, &env);
+    drop(server);
+    let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
+    assert!(o.status.success(), "audit after the restart: {}", String::from_utf8_lossy(&o.stdout));
+}
