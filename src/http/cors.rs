@@ -64,14 +64,21 @@ impl Cors {
     /// Adds the CORS headers to an answer (a preflight's too) for an
     /// allowed origin.
     pub fn decorate(&self, origin: Option<&str>, response: &mut Response) {
+        response.headers.extend(self.headers_for(origin));
+    }
+
+    /// The CORS headers of any answer to a request from `origin` (the
+    /// connection layer's refusals too).
+    pub fn headers_for(&self, origin: Option<&str>) -> Vec<(&'static str, String)> {
         if !self.enabled() {
-            return;
+            return Vec::new();
         }
         // Caches must not serve one origin's answer to another.
-        response.headers.push(("Vary", "Origin".into()));
+        let mut out = vec![("Vary", "Origin".to_owned())];
         if let Some(origin) = self.allowed(origin) {
-            response.headers.push(("Access-Control-Allow-Origin", origin.to_owned()));
-            response.headers.push(("Access-Control-Expose-Headers", EXPOSE_HEADERS.into()));
+            out.push(("Access-Control-Allow-Origin", origin.to_owned()));
+            out.push(("Access-Control-Expose-Headers", EXPOSE_HEADERS.into()));
         }
+        out
     }
 }

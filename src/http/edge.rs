@@ -72,6 +72,7 @@ pub fn body_bytes_max(config: &ServerConfig, url: &str) -> usize {
 /// The connection layer's settings from `[server]`.
 pub fn limits(config: &ServerConfig, connections_max: usize) -> tiny_http::Limits {
     let for_bodies = config.clone();
+    let cors = super::cors::Cors::new(&config.cors_origins, config.cors_max_age_s);
     tiny_http::Limits {
         head_bytes_max: config.head_bytes_max,
         url_bytes_max: config.url_bytes_max,
@@ -85,6 +86,8 @@ pub fn limits(config: &ServerConfig, connections_max: usize) -> tiny_http::Limit
         body_bytes_in_flight_max: config.body_bytes_in_flight_max,
         body_bytes_max: Arc::new(move |_, url| body_bytes_max(&for_bodies, url)),
         rejection_body: Arc::new(rejection_body),
+        // A browser shows a refusal's message only with the CORS headers.
+        rejection_headers: Arc::new(move |origin| cors.headers_for(origin)),
     }
 }
 

@@ -53,28 +53,31 @@ pub fn routes() -> impl Iterator<Item = &'static Route> {
     AREAS.iter().flat_map(|area| area.iter())
 }
 
+/// The path parameters of `path` under `r`'s pattern, when it matches.
+fn matched<'r>(r: &Route, segments: &[&'r str]) -> Option<Vec<&'r str>> {
+    // A trailing slash never matters (`/console/` is `/console`).
+    let pattern: Vec<&str> = r.path.trim_end_matches('/').split('/').collect();
+    if pattern.len() != segments.len() {
+        return None;
+    }
+    let mut params = Vec::new();
+    let ok = pattern.iter().zip(segments).all(|(p, s)| {
+        if p.starts_with('{') {
+            params.push(*s);
+            !s.is_empty()
+        } else {
+            p == s
+        }
+    });
+    ok.then_some(params)
+}
+
 /// Finds the route for a method and path; `Err` tells 404 from 405.
 pub fn find<'r>(method: &str, path: &'r str) -> Result<(&'static Route, Vec<&'r str>), ApiError> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     let mut path_matched = false;
     for r in routes() {
-        // A trailing slash never matters (`/console/` is `/console`).
-        let pattern: Vec<&str> = r.path.trim_end_matches('/').split('/').collect();
-        if pattern.len() != segments.len() {
-            continue;
-        }
-        let mut params = Vec::new();
-        let ok = pattern.iter().zip(&segments).all(|(p, s)| {
-            if p.starts_with('{') {
-                params.push(*s);
-                !s.is_empty()
-            } else {
-                p == s
-            }
-        });
-        if !ok {
-            continue;
-        }
+        let Some(params) = matched(r, &segments) else { continue };
         if r.method == method {
             return Ok((r, params));
         }
@@ -84,6 +87,19 @@ pub fn find<'r>(method: &str, path: &'r str) -> Result<(&'static Route, Vec<&'r 
         return Err(ApiError::refuse("method_not_allowed", format!("{method} is not supported on {path}.")));
     }
     Err(ApiError::refuse("not_found", format!("No route for {method} {path}. See /openapi.json.")))
+}
+
+/// The methods `path` answers (for a plain `OPTIONS`), none for an
+/// unknown path.
+pub fn methods_of(path: &str) -> Vec<&'static str> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let mut out: Vec<&'static str> = Vec::new();
+    for r in routes().filter(|r| matched(r, &segments).is_some()) {
+        if !out.contains(&r.method) {
+            out.push(r.method);
+        }
+    }
+    out
 }
 
 /// Runs a request through the route table; returns the response and the

@@ -137,6 +137,18 @@ fn accept(app: &Arc<HttpState>, mut raw: tiny_http::Request, upstream: &SyncSend
     if let Some(response) = app.cors.preflight(&req.method, origin, req.header("access-control-request-method")) {
         return finish(&app.cors, raw, response, "preflight", id, started, false);
     }
+    // A plain `OPTIONS` (no preflight) asks what the path takes.
+    if req.method == "OPTIONS" {
+        let methods = router::methods_of(&req.path);
+        let response = if methods.is_empty() {
+            ApiError::refuse("not_found", format!("No route for {}. See /openapi.json.", req.path)).into_response()
+        } else {
+            let mut r = Response::text(204, "text/plain", Vec::new());
+            r.headers.push(("Allow", format!("{}, OPTIONS", methods.join(", "))));
+            r
+        };
+        return finish(&app.cors, raw, response, "options", id, started, false);
+    }
     if router::find(&req.method, &req.path).is_ok_and(|(r, _)| r.upstream) {
         match upstream.try_send(Pending { raw, req, id, started }) {
             Ok(()) => {}

@@ -74,6 +74,22 @@ fn cors_answers_allowed_origins_and_gives_nothing_to_others() {
     let denied = app.client.request("GET", ME, Some("nope"), &[("Origin", ORIGIN)], None).unwrap();
     assert_eq!((denied.status, denied.header("access-control-allow-origin")), (401, Some(ORIGIN)));
 
+    // The connection layer's refusals carry them too: a 413 for a body over
+    // the limit, a 431 for a head over it (the browser shows the message).
+    let big = vec![b'x'; 2 << 20];
+    let r = app.client.request("POST", CONSUME, Some(&ann.token), &[("Origin", ORIGIN)], Some(&big)).unwrap();
+    assert_eq!((r.status, r.header("access-control-allow-origin")), (413, Some(ORIGIN)), "{}", r.text());
+    let huge = "h".repeat(20_000);
+    let r = app.client.request("GET", BALANCE, None, &[("Origin", ORIGIN), ("X-Padding", &huge)], None).unwrap();
+    assert_eq!((r.status, r.header("access-control-allow-origin")), (431, Some(ORIGIN)), "{}", r.text());
+    let r = app.client.request("POST", CONSUME, None, &[("Origin", "https://evil.example.net")], Some(&big)).unwrap();
+    assert_eq!((r.status, r.header("access-control-allow-origin")), (413, None));
+    // A plain OPTIONS (no preflight) says what the path takes.
+    let r = app.client.request("OPTIONS", CONSUME, None, &[], None).unwrap();
+    assert_eq!((r.status, r.header("allow")), (204, Some("POST, OPTIONS")), "{}", r.text());
+    let r = app.client.request("OPTIONS", "/v1/nope", None, &[], None).unwrap();
+    assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
+
     // Without cors_origins: no CORS at all.
     let plain = TestApp::spawn();
     let pre = options(&plain, CONSUME, ORIGIN);

@@ -349,7 +349,8 @@ impl ClientConnection {
     /// Answers a rejection, stops reading requests, and drains what the
     /// client still sends for a moment so the answer is not lost to a reset.
     fn reject(&mut self, r: &Rejection) {
-        let bytes = rejection_bytes(&self.limits, r);
+        let origin = origin_in(&self.head);
+        let bytes = rejection_bytes(&self.limits, r, origin.as_deref());
         if let Some(mut w) = self.sink.next() {
             if w.write_all(&bytes).and_then(|_| w.flush()).is_err() {
                 return;
@@ -501,4 +502,14 @@ mod test {
         assert_eq!(super::head_end(b"GET / HTTP/1.1\n\nrest", 0), Some(16));
         assert_eq!(super::head_end(b"GET / HTTP/1.1\r\nA: b\r\n", 0), None);
     }
+}
+
+/// PATCH (tollgate): the `Origin` a request head names, read from its raw
+/// bytes (a rejected head may be cut short or never parsed).
+fn origin_in(head: &[u8]) -> Option<String> {
+    head.split(|b| *b == b'\n').skip(1).find_map(|line| {
+        let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
+        let (name, value) = line.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("origin").then(|| value.trim().to_owned())
+    })
 }

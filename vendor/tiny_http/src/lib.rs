@@ -313,6 +313,7 @@ fn accept_loop(
     let busy = limits::rejection_bytes(
         &limits,
         &Rejection::new(503, "server_busy", "The server has too many open connections; retry shortly."),
+        None,
     );
     let mut failures: u64 = 0;
     let mut pause = ACCEPT_PAUSE_MIN;

@@ -16,6 +16,11 @@ pub type BodyLimit = Arc<dyn Fn(&Method, &str) -> usize + Send + Sync>;
 /// Renders the body of a rejection: `(content type, body)`.
 pub type RejectionBody = Arc<dyn Fn(&Rejection) -> (&'static str, Vec<u8>) + Send + Sync>;
 
+/// Headers a rejection carries for the request's `Origin` (when the head
+/// got far enough to name one): CORS, so a browser shows the message
+/// instead of a network error.
+pub type RejectionHeaders = Arc<dyn Fn(Option<&str>) -> Vec<(&'static str, String)> + Send + Sync>;
+
 /// Why the connection layer answered a request itself and closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -62,6 +67,8 @@ pub struct Limits {
     pub body_bytes_in_flight_max: usize,
     /// The body of every rejection.
     pub rejection_body: RejectionBody,
+    /// More headers of every rejection, from the request's `Origin`.
+    pub rejection_headers: RejectionHeaders,
 }
 
 impl Default for Limits {
@@ -79,6 +86,7 @@ impl Default for Limits {
             body_bytes_max: Arc::new(|_, _| 1024 * 1024),
             body_bytes_in_flight_max: 256 * 1024 * 1024,
             rejection_body: Arc::new(|r| ("text/plain; charset=utf-8", r.message.clone().into_bytes())),
+            rejection_headers: Arc::new(|_| Vec::new()),
         }
     }
 }
@@ -100,13 +108,19 @@ impl std::fmt::Debug for Limits {
     }
 }
 
-/// The whole HTTP response for a rejection, with `Connection: close`.
-pub(crate) fn rejection_bytes(limits: &Limits, r: &Rejection) -> Vec<u8> {
+/// The whole HTTP response for a rejection, with `Connection: close`;
+/// `origin` is the request's, when its head named one.
+pub(crate) fn rejection_bytes(limits: &Limits, r: &Rejection, origin: Option<&str>) -> Vec<u8> {
     let (content_type, body) = (limits.rejection_body)(r);
     let reason = crate::StatusCode(r.status).default_reason_phrase();
     let retry = if r.status == 503 { "Retry-After: 1\r\n" } else { "" };
+    let more: String = (limits.rejection_headers)(origin)
+        .into_iter()
+        .filter(|(_, v)| !v.contains(['\r', '\n']))
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let mut out = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{retry}Connection: close\r\n\r\n",
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{retry}{more}Connection: close\r\n\r\n",
         r.status,
         body.len()
     )
