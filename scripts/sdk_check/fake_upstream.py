@@ -47,7 +47,10 @@ class Handler(BaseHTTPRequestHandler):
                            "function": {"name": body["tools"][0]["function"]["name"], "arguments": json.dumps({"city": "Paris"})}}]}
                 finish = "tool_calls"
             elif (body.get("response_format") or {}).get("type") == "json_schema":
-                message = {"role": "assistant", "content": json.dumps({"answer": "42"})}
+                # Fields in the order the schema lists them, as strict
+                # structured outputs generate them: what reached this server.
+                props = body["response_format"]["json_schema"].get("schema", {}).get("properties", {})
+                message = {"role": "assistant", "content": json.dumps({k: "42" for k in props})}
                 finish = "stop"
             else:
                 last = messages[-1].get("content") if messages else ""
@@ -58,6 +61,12 @@ class Handler(BaseHTTPRequestHandler):
                 return
             self.answer(200, {"id": "chatcmpl-up1", "object": "chat.completion", "created": 1, "model": body.get("model"),
                               "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage()})
+        elif self.path.endswith("/images/generations"):
+            # gpt-image-1 answers base64, with token usage and the options it used.
+            n = body.get("n", 1)
+            self.answer(200, {"created": 1, "data": [{"b64_json": "aW1hZ2U="} for _ in range(n)],
+                              "background": body.get("background"), "output_format": body.get("output_format", "png"),
+                              "usage": {"input_tokens": 9, "output_tokens": 4160, "total_tokens": 4169}})
         elif self.path.endswith("/embeddings"):
             inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
             data = [{"object": "embedding", "index": i, "embedding": [0.6, 0.8]} for i in range(len(inputs))]

@@ -436,6 +436,8 @@ fn the_official_openai_anthropic_and_google_sdks_run_unchanged_against_tollgate(
         {
             c.models.push(model_config(name, kind, &[("up", upstream)], audio.clone()));
         }
+        let image = PriceConfig { per_image: 3, ..PriceConfig::default() };
+        c.models.push(model_config("image", "image", &[("up", "gpt-image-1")], image));
     });
     let funded = app.user("sdk");
     app.grant(&funded, 100_000);
@@ -457,6 +459,29 @@ fn the_official_openai_anthropic_and_google_sdks_run_unchanged_against_tollgate(
             .expect("run the SDK check");
         let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success() && said.contains(" 0 failed"), "{script}:\n{said}");
+    }
+    // The official Node SDK, pinned in scripts/sdk_check/node.
+    let node_sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/sdk-check-node");
+    if node_sdk.join("node_modules/openai").exists() {
+        let capped = app.user("capped");
+        app.grant(&capped, 100_000);
+        let capped = key_of(&app, &capped, json!({"name": "sdk", "daily_spend_limit": 1}));
+        let node_user = app.user("node");
+        app.grant(&node_user, 100_000);
+        let funded = key_of(&app, &node_user, json!({"name": "sdk"}));
+        let broke = key_of(&app, &app.user("broke-node"), json!({"name": "sdk"}));
+        // ESM finds `openai` beside the script: it runs from the install.
+        std::fs::copy(scripts.join("node/check.mjs"), node_sdk.join("check.mjs")).unwrap();
+        let out = std::process::Command::new("node")
+            .arg(node_sdk.join("check.mjs"))
+            .args([&app.client.base, &funded, &broke, &capped])
+            .output()
+            .expect("run the Node SDK check");
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && said.contains("4 passed, 0 failed"), "check.mjs:\n{said}");
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "no Node SDK under CI: run scripts/test, which installs it");
+        eprintln!("skipped: the official Node SDK (scripts/test installs it into target/sdk-check-node)");
     }
     assert_eq!(app.audit()["valid"], true);
 }
