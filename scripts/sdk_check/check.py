@@ -11,6 +11,7 @@ from harness import run_checks
 from openai import OpenAI
 
 base, key, broke_key = sys.argv[1], sys.argv[2], sys.argv[3]
+capped_key = sys.argv[4] if len(sys.argv) > 4 else None
 client = OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
 
 
@@ -42,6 +43,18 @@ def json_schema():
                                        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": {
                                            "type": "object", "properties": {"answer": {"type": "string"}}}}})
     assert json.loads(r.choices[0].message.content) == {"answer": "42"}, r
+    # Strict outputs generate fields in schema order: "reasoning" first.
+    r = client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "answer?"}],
+                                       response_format={"type": "json_schema", "json_schema": {"name": "b", "schema": {
+                                           "type": "object", "properties": {"reasoning": {"type": "string"},
+                                                                            "answer": {"type": "string"}}}}})
+    assert list(json.loads(r.choices[0].message.content)) == ["reasoning", "answer"], r
+
+
+def image_b64():
+    r = client.images.generate(model="image", prompt="a fox", background="transparent", output_format="webp")
+    assert r.data[0].b64_json == "aW1hZ2U=" and r.data[0].url is None, r
+    assert (r.background, r.output_format, r.usage.output_tokens) == ("transparent", "webp", 4160), r
 
 
 def embeddings():
@@ -84,8 +97,23 @@ def insufficient_credits():
         assert e.status_code == 402 and e.code == "insufficient_credits", (e.status_code, e.code)
 
 
+def daily_cap_fails_fast():
+    if capped_key is None:
+        return
+    import time
+    capped = OpenAI(base_url=f"{base}/v1", api_key=capped_key)  # the SDK's default retries
+    started = time.monotonic()
+    try:
+        capped.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
+        raise AssertionError("a key past its daily limit must be refused")
+    except openai.RateLimitError as e:
+        assert e.response.headers.get("retry-after") is None, "no Retry-After past 60 s"
+    assert time.monotonic() - started < 15, "the SDK slept instead of failing fast"
+
+
 run_checks([("models.retrieve", models_retrieve), ("tools round trip", tools_round_trip),
            ("response_format json_schema", json_schema), ("embeddings.create", embeddings),
            ("responses.create", responses), ("audio.speech.create", speech),
            ("audio.transcriptions.create (WAV)", transcription), ("moderations.create", moderation),
-           ("402 insufficient_credits", insufficient_credits)])
+           ("402 insufficient_credits", insufficient_credits), ("images.generate b64_json", image_b64),
+           ("a daily-cap 429 fails fast", daily_cap_fails_fast)])

@@ -446,8 +446,11 @@ fn the_official_openai_anthropic_and_google_sdks_run_unchanged_against_tollgate(
     let slow = app.user("slow");
     app.grant(&slow, 100_000);
     let slow = key_of(&app, &slow, json!({"name": "sdk", "rpm": 2}));
+    let capped_py = app.user("capped-py");
+    app.grant(&capped_py, 100_000);
+    let capped_py = key_of(&app, &capped_py, json!({"name": "sdk", "daily_spend_limit": 1}));
     for (script, args) in [
-        ("check.py", vec![key.clone(), broke.clone()]),
+        ("check.py", vec![key.clone(), broke.clone(), capped_py]),
         ("anthropic_check.py", vec![key.clone(), broke.clone(), slow]),
         ("genai_check.py", vec![key, broke]),
     ] {
