@@ -518,6 +518,10 @@ async function adminCodes(body) {
   await load();
 }
 
+// A log's details as fields (nested values as compact JSON).
+const details = (d) => h("dl", { class: "details" }, Object.entries(d || {}).flatMap(([k, v]) => [
+  h("dt", {}, k), h("dd", { class: "mono" }, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v))]));
+
 async function adminLogs(body) {
   const level = h("select", { id: "log-level" }, ["", "info", "warn", "error"].map((l) => h("option", { value: l }, l || "any level")));
   const type = h("select", { id: "log-type" }, ["", "business", "system"].map((l) => h("option", { value: l }, l || "any type")));
@@ -527,7 +531,7 @@ async function adminLogs(body) {
     const f = `${level.value ? `&level=${level.value}` : ""}${type.value ? `&log_type=${type.value}` : ""}`;
     await paged(list, ["When", "Type", "Level", "Action", "User", "Details"],
       (a) => api(`/v1/admin/logs?limit=50${f}${a ? `&starting_after=${a}` : ""}`),
-      (l) => h("tr", {}, h("td", {}, when(l.created_at)), h("td", {}, l.log_type), h("td", {}, l.level), h("td", {}, l.action), h("td", { class: "mono" }, l.user_id || ""), h("td", { class: "mono" }, JSON.stringify(l.details))));
+      (l) => h("tr", {}, h("td", {}, when(l.created_at)), h("td", {}, l.log_type), h("td", {}, l.level), h("td", {}, l.action), h("td", { class: "mono" }, l.user_id || ""), h("td", {}, details(l.details))));
   };
   level.addEventListener("change", () => attempt(load));
   type.addEventListener("change", () => attempt(load));
@@ -549,8 +553,33 @@ async function adminAudit(body) {
 }
 
 async function adminWebhooks(body) {
-  body.replaceChildren();
-  await paged(body, ["Delivery", "Event", "Endpoint", "Status", "Attempts", "Last status", ""],
+  const url = h("input", { id: "hook-url", type: "url", required: true, placeholder: "https://app.example.com/hooks/tollgate" });
+  const events = h("input", { id: "hook-events", placeholder: "job.completed, credits.low (empty: every event)" });
+  const shown = h("div", { id: "hook-secret" });
+  const endpoints = h("div");
+  const deliveries = h("div");
+  const loadEndpoints = async () => {
+    endpoints.replaceChildren();
+    await paged(endpoints, ["Endpoint", "URL", "Events", "Source", ""],
+      (a) => api(`/v1/admin/webhooks?limit=50${a ? `&starting_after=${a}` : ""}`),
+      (e) => h("tr", { "data-endpoint": e.url }, h("td", { class: "mono" }, e.id), h("td", { class: "mono" }, e.url),
+        h("td", {}, e.events.length ? e.events.join(", ") : "every event"), h("td", {}, e.source),
+        h("td", {}, e.source === "api" ? h("button", { class: "danger", type: "button", "aria-label": `Delete ${e.url}`,
+          onclick: () => attempt(async () => { await api(`/v1/admin/webhooks/${e.id}`, { method: "DELETE" }); await loadEndpoints(); }) }, "Delete") : "")));
+  };
+  const form = h("form", { class: "row", onsubmit: async (e) => {
+    e.preventDefault();
+    const list = events.value.split(",").map((x) => x.trim()).filter(Boolean);
+    const r = await attempt(() => api("/v1/admin/webhooks", { method: "POST", body: { url: url.value, events: list } }));
+    if (r) {
+      shown.replaceChildren(h("div", { class: "notice" }, "Signing secret (shown only now): ", h("code", {}, r.secret)));
+      url.value = ""; events.value = "";
+      await attempt(loadEndpoints);
+    }
+  } }, field("URL", url), field("Events", events), h("button", { type: "submit", id: "hook-submit" }, "Add endpoint"));
+  body.replaceChildren(h("h2", {}, "Endpoints"), form, shown, endpoints, h("h2", {}, "Deliveries"), deliveries);
+  await loadEndpoints();
+  await paged(deliveries, ["Delivery", "Event", "Endpoint", "Status", "Attempts", "Last status", ""],
     (a) => api(`/v1/admin/webhook-deliveries?limit=50${a ? `&starting_after=${a}` : ""}`),
     (d) => h("tr", {}, h("td", { class: "mono" }, d.id), h("td", {}, d.event_type), h("td", { class: "mono" }, d.endpoint_id), h("td", {}, d.status), h("td", {}, fmt(d.attempts)),
       h("td", {}, d.last_status_code ?? d.last_error ?? ""),

@@ -273,7 +273,21 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     b.assert_no_console_errors("a code minted and listed", &[]);
     b.assert_no_missing_fields("05-admin-codes");
     b.page(&base, "#/admin/logs", "#log-level", "06-admin-logs");
-    b.page(&base, "#/admin/webhooks", "table", "07-admin-webhooks");
+    b.wait_text("dl.details", |t| t.contains("amount"));
+    b.page(&base, "#/admin/webhooks", "#hook-url", "07-admin-webhooks");
+    b.type_into("#hook-url", "http://127.0.0.1:9/hooks");
+    b.type_into("#hook-events", "job.completed, credits.low");
+    b.click("#hook-submit");
+    b.wait_text("#hook-secret", |t| t.contains("whsec_"));
+    b.wait_text("tr[data-endpoint='http://127.0.0.1:9/hooks']", |t| t.contains("job.completed, credits.low"));
+    b.shot("07-admin-webhook-added");
+    b.click("button[aria-label='Delete http://127.0.0.1:9/hooks']");
+    let deadline = Instant::now() + WAIT;
+    while b.find("tr[data-endpoint='http://127.0.0.1:9/hooks']").is_some() {
+        assert!(Instant::now() < deadline, "the endpoint stayed listed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.assert_no_console_errors("webhooks", &[]);
     b.page(&base, "#/admin/audit", "#run-audit", "08-admin-audit");
     b.click("#run-audit");
     b.wait_text("#audit-result", |t| t.contains("Valid") && t.contains("Chain head"));
