@@ -116,7 +116,7 @@ fn upstream_worker(app: &Arc<HttpState>, rx: &Mutex<Receiver<Pending>>, stop: &A
         match next {
             Ok(p) => {
                 let (response, route) = router::dispatch(app, &p.req);
-                finish(&app.cors, p.raw, response, route, p.id, p.started, false);
+                finish(app, p.raw, response, route, p.id, p.started, false);
             }
             Err(_) if stop.load(Ordering::Relaxed) => return,
             Err(_) => {}
@@ -131,11 +131,11 @@ fn accept(app: &Arc<HttpState>, mut raw: tiny_http::Request, upstream: &SyncSend
     let req = match request::read(&mut raw, limit) {
         Ok(req) => req,
         // The rest of an oversized body is not read; the connection is closed.
-        Err(e) => return finish(&app.cors, raw, e.into_response(), "unread", id, started, true),
+        Err(e) => return finish(app, raw, e.into_response(), "unread", id, started, true),
     };
     let origin = req.header("origin");
     if let Some(response) = app.cors.preflight(&req.method, origin, req.header("access-control-request-method")) {
-        return finish(&app.cors, raw, response, "preflight", id, started, false);
+        return finish(app, raw, response, "preflight", id, started, false);
     }
     // A plain `OPTIONS` (no preflight) asks what the path takes.
     if req.method == "OPTIONS" {
@@ -147,7 +147,7 @@ fn accept(app: &Arc<HttpState>, mut raw: tiny_http::Request, upstream: &SyncSend
             r.headers.push(("Allow", format!("{}, OPTIONS", methods.join(", "))));
             r
         };
-        return finish(&app.cors, raw, response, "options", id, started, false);
+        return finish(app, raw, response, "options", id, started, false);
     }
     if router::find(&req.method, &req.path).is_ok_and(|(r, _)| r.upstream) {
         match upstream.try_send(Pending { raw, req, id, started }) {
@@ -156,19 +156,19 @@ fn accept(app: &Arc<HttpState>, mut raw: tiny_http::Request, upstream: &SyncSend
                 crate::metrics::global().guard_refusals.with_label_values(&["server_busy"]).inc();
                 let response =
                     ApiError::from(Error::Busy("All provider workers are busy. Retry in a moment.")).into_response();
-                finish(&app.cors, p.raw, response, "busy", id, started, false);
+                finish(app, p.raw, response, "busy", id, started, false);
             }
         }
         return;
     }
     let (response, route) = router::dispatch(app, &req);
-    finish(&app.cors, raw, response, route, id, started, false);
+    finish(app, raw, response, route, id, started, false);
 }
 
 /// Sends every answer: CORS headers for the request's origin, the request
 /// id, then the metrics.
 fn finish(
-    cors: &super::cors::Cors,
+    http: &HttpState,
     raw: tiny_http::Request,
     mut response: Response,
     route: &'static str,
@@ -178,7 +178,7 @@ fn finish(
 ) {
     let status = response.status;
     let origin = raw.headers().iter().find(|h| h.field.equiv("Origin")).map(|h| h.value.as_str());
-    cors.decorate(origin, &mut response);
+    http.cors.decorate(origin, &mut response);
     response.headers.push(("X-Request-Id", format!("req_{id:x}")));
     if close {
         response.headers.push(("Connection", "close".into()));
@@ -187,7 +187,21 @@ fn finish(
     // A clone of the enum (no allocation for the standard methods): `raw` is consumed by `respond`.
     let method = raw.method().clone();
     let method = method.as_str();
-    if let Err(e) = respond(raw, response) {
+    let pace = Pace::of(&http.app.config.server);
+    if pace.hands_off(&response) {
+        // A large answer is written by a thread of its own, bounded by its
+        // deadline: a client that reads slowly (or never) holds that thread
+        // and its own connection, never a worker. One per connection at
+        // most: a connection reads no new request until its answer is out.
+        let spawned = std::thread::Builder::new().name("slow-write".into()).spawn(move || {
+            if let Err(e) = respond(raw, response, pace) {
+                log::debug!("req_{id:x}: the response was not sent whole: {e}");
+            }
+        });
+        if let Err(e) = spawned {
+            log::error!("req_{id:x}: no thread to write a large response ({e}); the connection is dropped");
+        }
+    } else if let Err(e) = respond(raw, response, pace) {
         log::debug!("req_{id:x}: client went away before the response was sent: {e}");
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -236,21 +250,74 @@ fn header(name: &str, value: &str) -> Option<tiny_http::Header> {
     tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
 }
 
-fn respond(raw: tiny_http::Request, r: Response) -> std::io::Result<()> {
+/// How long writing an answer may take: `write_timeout_s`, plus a second
+/// per `body_bytes_per_s_min` bytes (the floor a request body is held to).
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    base: std::time::Duration,
+    bytes_per_s_min: u64,
+}
+
+/// Answers at least this large are written off the worker.
+pub const HANDOFF_BYTES_MIN: usize = 64 * 1024;
+
+impl Pace {
+    fn of(c: &crate::config::ServerConfig) -> Pace {
+        Pace { base: std::time::Duration::from_secs(c.write_timeout_s), bytes_per_s_min: c.body_bytes_per_s_min.max(1) }
+    }
+
+    fn deadline(&self, bytes: usize) -> Instant {
+        Instant::now() + self.base + std::time::Duration::from_secs_f64(bytes as f64 / self.bytes_per_s_min as f64)
+    }
+
+    /// A body in memory, or a file, large enough to fill a socket's buffer:
+    /// streamed answers (server-sent events) stay on their worker.
+    fn hands_off(&self, r: &Response) -> bool {
+        match (&r.stream, r.stream_len) {
+            (None, _) => r.body.len() >= HANDOFF_BYTES_MIN,
+            (Some(_), Some(n)) => n >= HANDOFF_BYTES_MIN,
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// A body that stops (the connection is then closed) once its answer's
+/// deadline has passed: a client that reads too slowly cannot keep a
+/// thread writing to it for ever, one slow write after another.
+struct Paced<R> {
+    inner: R,
+    deadline: Instant,
+}
+
+impl<R: std::io::Read> std::io::Read for Paced<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if Instant::now() > self.deadline {
+            crate::metrics::global().edge_rejections.with_label_values(&["response_deadline"]).inc();
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the client read the answer too slowly"));
+        }
+        self.inner.read(buf)
+    }
+}
+
+fn respond(raw: tiny_http::Request, r: Response, pace: Pace) -> std::io::Result<()> {
     let mut headers: Vec<tiny_http::Header> = header("Content-Type", r.content_type).into_iter().collect();
     headers.extend(r.headers.iter().filter_map(|(k, v)| header(k, v)));
     match r.stream {
-        // No length: tiny_http sends it chunked, flushing as we produce.
-        Some(body) => raw.respond(tiny_http::Response::new(r.status.into(), headers, body, r.stream_len, None)),
+        // No length: tiny_http sends it chunked, flushing as we produce (a
+        // stream's pace is its producer's; its socket writes are bounded
+        // one by one).
+        Some(body) if r.stream_len.is_none() => {
+            raw.respond(tiny_http::Response::new(r.status.into(), headers, body, None, None))
+        }
+        Some(body) => {
+            let len = r.stream_len.unwrap_or(0);
+            let body = Paced { inner: body, deadline: pace.deadline(len) };
+            raw.respond(tiny_http::Response::new(r.status.into(), headers, body, Some(len), None))
+        }
         None => {
             let len = r.body.len();
-            raw.respond(tiny_http::Response::new(
-                r.status.into(),
-                headers,
-                std::io::Cursor::new(r.body),
-                Some(len),
-                None,
-            ))
+            let body = Paced { inner: std::io::Cursor::new(r.body), deadline: pace.deadline(len) };
+            raw.respond(tiny_http::Response::new(r.status.into(), headers, body, Some(len), None))
         }
     }
 }

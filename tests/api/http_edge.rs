@@ -108,3 +108,95 @@ fn lists_page_newest_first_with_a_cursor_and_bounded_limits() {
         assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_request"), "{bad}");
     }
 }
+
+/// A TCP connection whose receive buffer is 4 KiB: the server's writes to
+/// it block as soon as a little is in flight, as with a client that never
+/// reads.
+fn tiny_window(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let std::net::SocketAddr::V4(v4) = addr else { panic!("IPv4 test server") };
+    // SAFETY: a fresh socket, configured and connected before it is owned
+    // by the TcpStream; every call's result is checked.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let size: libc::c_int = 4096;
+        let set = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(set, 0);
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+            sin_zero: [0; 8],
+        };
+        let ok = libc::connect(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(ok, 0, "connect");
+        std::net::TcpStream::from_raw_fd(fd)
+    }
+}
+
+#[test]
+fn clients_that_never_read_large_answers_slow_nobody_and_are_cut_off_at_their_deadline() {
+    use std::io::{Read, Write};
+    let app = TestApp::spawn_with(|c| {
+        c.server.http_workers = 16;
+        c.server.write_timeout_s = 1;
+        c.server.body_bytes_per_s_min = 256 * 1024;
+    });
+    let big = app.client.request("GET", "/openapi.json", None, &[], None).unwrap().body.len();
+    assert!(big >= 64 * 1024, "the large answer is {big} bytes");
+    let addr: std::net::SocketAddr = app.client.base.trim_start_matches("http://").parse().unwrap();
+    // 64 clients ask for it 40 times each (pipelined: more than the
+    // kernel's socket buffers hold) and never read.
+    const ASKED: usize = 40;
+    let slow: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = tiny_window(addr);
+            s.write_all(&b"GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n".repeat(ASKED)).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // A normal client meanwhile: every answer prompt.
+    let mut took: Vec<f64> = (0..200)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            assert_eq!(app.client.request("GET", "/healthz", None, &[], None).unwrap().status, 200);
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    took.sort_by(f64::total_cmp);
+    let p99 = took[(took.len() * 99) / 100 - 1];
+    assert!(p99 < 50.0, "a normal client's p99 was {p99:.1} ms beside 64 clients that never read");
+    // Each slow answer has its deadline: 1 s + its bytes at 256 KiB/s, then
+    // at most one more blocked write (1 s). Past it the connection is closed
+    // with the answer cut short.
+    let deadline_s = 1.0 + big as f64 / (256.0 * 1024.0) + 1.0;
+    std::thread::sleep(std::time::Duration::from_secs_f64(deadline_s + 0.5));
+    for mut s in slow {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        assert!(
+            got.len() < ASKED * big,
+            "the connection was closed before every answer went out ({} bytes)",
+            got.len()
+        );
+    }
+}

@@ -68,5 +68,8 @@ pub fn metrics(ctx: &Ctx) -> Result<Response, ApiError> {
 }
 
 pub fn openapi(_: &Ctx) -> Result<Response, ApiError> {
-    Ok(Response::json_value(200, &crate::http::openapi::document()))
+    // The document is the binary's: built once, then served as bytes.
+    static DOCUMENT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let body = DOCUMENT.get_or_init(|| serde_json::to_vec(&crate::http::openapi::document()).unwrap_or_default());
+    Ok(Response::text(200, "application/json", body.clone()))
 }
