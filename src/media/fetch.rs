@@ -99,7 +99,12 @@ pub fn keep_all(
 
 fn download(agent: &ureq::Agent, store: &Store, url: &str, used_bytes: u64) -> Result<Downloaded, Failure> {
     let cfg = &store.config;
-    let mut resp = agent.get(url).call().map_err(|e| transient(format!("download failed: {e}")))?;
+    let mut resp = agent.get(url).call().map_err(|e| match e {
+        // A URL (or a redirect) to a non-public address is refused for
+        // good: trying again would not make it public.
+        ureq::Error::BadUri(why) => permanent(format!("download refused: {why}")),
+        e => transient(format!("download failed: {e}")),
+    })?;
     let status = resp.status().as_u16();
     if !(200..300).contains(&status) {
         let why = format!("the provider answered {status}");
