@@ -259,13 +259,7 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
             |charge, stream| ChatSse::new(charge, stream, include_usage),
         );
     }
-    let fitted = call.hold(ctx)?;
-    let (reservation, lowered) = (fitted.reservation, fitted.lowered);
-    let (resp, info) = ctx.app.adapter.chat(model, &req.fitted(lowered)).map_err(metered::release_on(
-        ctx.app,
-        &reservation,
-        &model.name,
-    ))?;
+    let (resp, info, reservation, lowered) = call.chat(ctx, &req)?;
     let cost = metered::chat_cost(model, &resp.usage, reservation.multiplier_micro);
     // Everything but the settle is prepared here, off the writer thread.
     let mut detail = metered::cost_detail(model, &resp.usage, reservation.multiplier_micro);
@@ -633,6 +627,23 @@ impl MeteredCall<'_> {
     pub(super) fn hold(&self, ctx: &Ctx) -> Result<metered::Fitted, ApiError> {
         let (input, output) = self.tokens_bound;
         Ok(metered::reserve_fitted(ctx.app, &ctx.user()?, self.model, input, output, self.choices)?)
+    }
+
+    /// Holds the bound and makes a chat call (with the lowered bound, if
+    /// any); a provider that fails releases the hold.
+    pub(super) fn chat(
+        &self,
+        ctx: &Ctx,
+        req: &ChatRequest,
+    ) -> Result<(crate::providers::types::ChatResponse, CallInfo, metered::Reservation, Option<u32>), ApiError> {
+        let fitted = self.hold(ctx)?;
+        let (reservation, lowered) = (fitted.reservation, fitted.lowered);
+        let (resp, info) = ctx.app.adapter.chat(self.model, &req.fitted(lowered)).map_err(metered::release_on(
+            ctx.app,
+            &reservation,
+            &self.model.name,
+        ))?;
+        Ok((resp, info, reservation, lowered))
     }
 
     /// The bounds held, for a stream's charge when the provider reports no

@@ -272,13 +272,7 @@ fn translated(ctx: &Ctx, model: &Model, body: Map<String, Value>, stream: bool) 
             |charge, stream| TranslatedEvents { charge, stream, events, ended: false },
         );
     }
-    let fitted = call.hold(ctx)?;
-    let (reservation, lowered) = (fitted.reservation, fitted.lowered);
-    let (resp, info) = ctx.app.adapter.chat(model, &req.fitted(lowered)).map_err(metered::release_on(
-        ctx.app,
-        &reservation,
-        &model.name,
-    ))?;
+    let (resp, info, reservation, lowered) = call.chat(ctx, &req)?;
     let answer = dialect::message_of(&resp, &model.name);
     answer_metered(ctx, model, &info, (reservation, lowered), resp.usage, ("ai_message", "message"), answer)
 }
