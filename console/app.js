@@ -423,7 +423,15 @@ async function adminUser(body, hash) {
   const amount = h("input", { id: "grant-amount", type: "number", required: true });
   const why = h("input", { id: "grant-description", required: true });
   const rpm = h("input", { id: "limit-rpm", type: "number", min: 1, value: u.limits && u.limits.rpm });
+  const burst = h("input", { id: "limit-burst", type: "number", min: 1, value: u.limits && u.limits.burst });
+  const maxCost = h("input", { id: "limit-max-cost", type: "number", min: 0, value: u.limits && u.limits.max_cost_per_request });
   const cap = h("input", { id: "limit-daily-cap", type: "number", min: 0, value: u.limits && u.limits.daily_cap });
+  const gAmount = h("input", { id: "grant2-amount", type: "number", min: 1, required: true });
+  const gCategory = h("select", { id: "grant2-category" }, ["promotional", "paid"].map((c) => h("option", { value: c }, c)));
+  const gPriority = h("input", { id: "grant2-priority", type: "number", value: 0 });
+  const gExpires = h("input", { id: "grant2-expires", type: "date" });
+  const gWhy = h("input", { id: "grant2-description" });
+  const num = (i) => (i.value === "" ? null : Number(i.value));
   const again = () => render();
   const tabs = h("div");
   body.replaceChildren(
@@ -440,13 +448,23 @@ async function adminUser(body, hash) {
     h("h2", {}, "Limits"),
     h("form", { class: "row", onsubmit: async (e) => {
       e.preventDefault();
-      const b = { rpm: rpm.value ? Number(rpm.value) : null, daily_cap: cap.value ? Number(cap.value) : null };
+      const b = { rpm: num(rpm), burst: num(burst), max_cost_per_request: num(maxCost), daily_cap: num(cap) };
       if (await attempt(() => api(`/v1/admin/users/${id}/limits`, { method: "PUT", body: b }))) again();
-    } }, field("Requests / min", rpm), field("Daily cap", cap), h("button", { type: "submit" }, "Save")),
+    } }, field("Requests / min", rpm), field("Burst", burst), field("Max cost / request", maxCost), field("Daily cap", cap),
+      h("button", { type: "submit", id: "limits-submit" }, "Save")),
+    h("h2", {}, "A grant with terms"),
+    h("form", { class: "row", onsubmit: async (e) => {
+      e.preventDefault();
+      const b = { amount: Number(gAmount.value), category: gCategory.value, priority: Number(gPriority.value || 0),
+                  description: gWhy.value || undefined, expires_at: gExpires.value ? `${gExpires.value}T00:00:00Z` : undefined };
+      if (await attempt(() => api(`/v1/admin/users/${id}/grants`, { method: "POST", body: b }))) again();
+    } }, field("Credits", gAmount), field("Category", gCategory), field("Priority", gPriority), field("Expires", gExpires),
+      field("Description", gWhy), h("button", { type: "submit", id: "grant2-submit" }, "Grant")),
     h("div", { class: "row" },
       h("button", { class: "secondary", type: "button", onclick: () => attempt(() => ledger(tabs, hash, `/v1/admin/users/${id}/transactions`)) }, "Ledger"),
       h("button", { class: "secondary", type: "button", onclick: () => attempt(() => userKeys(tabs, id)) }, "Keys"),
-      h("button", { class: "secondary", type: "button", onclick: () => attempt(() => userJobs(tabs, id)) }, "Jobs")),
+      h("button", { class: "secondary", type: "button", onclick: () => attempt(() => userJobs(tabs, id)) }, "Jobs"),
+      h("button", { class: "secondary", type: "button", id: "user-grants", onclick: () => attempt(() => userGrants(tabs, id)) }, "Grants")),
     tabs);
 }
 
@@ -461,7 +479,18 @@ function userJobs(tabs, id) {
   tabs.replaceChildren();
   return paged(tabs, ["Job", "Model", "Status", "Cost"],
     (a) => api(`/v1/admin/users/${id}/jobs?limit=50${a ? `&starting_after=${a}` : ""}`),
-    (j) => h("tr", {}, h("td", { class: "mono" }, j.id), h("td", {}, j.model), h("td", {}, j.status), h("td", {}, fmt(j.cost))));
+    (j) => h("tr", {}, h("td", { class: "mono" }, j.id), h("td", {}, j.model), h("td", {}, j.status),
+      h("td", {}, j.credit_cost !== null && j.credit_cost !== undefined ? fmt(j.credit_cost) : `≤ ${fmt(j.estimated_cost)}`)));
+}
+
+function userGrants(tabs, id) {
+  tabs.replaceChildren();
+  return paged(tabs, ["Grant", "Amount", "Remaining", "Category", "Priority", "Expires", "Status", ""],
+    (a) => api(`/v1/admin/users/${id}/grants?limit=50${a ? `&starting_after=${a}` : ""}`),
+    (g) => h("tr", { "data-grant": g.id }, h("td", { class: "mono" }, g.id), h("td", {}, fmt(g.amount)), h("td", {}, fmt(g.remaining)),
+      h("td", {}, g.category), h("td", {}, fmt(g.priority)), h("td", {}, when(g.expires_at)), h("td", { class: "status" }, g.status),
+      h("td", {}, g.status === "active" ? h("button", { class: "danger", type: "button", "aria-label": `Void ${g.id}`,
+        onclick: () => attempt(async () => { await api(`/v1/admin/grants/${g.id}/void`, { method: "POST", body: {} }); await userGrants(tabs, id); }) }, "Void") : "")));
 }
 
 async function adminUsage(body) {

@@ -263,6 +263,29 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     b.type_into("#grant-description", "welcome");
     b.click("#grant-submit");
     b.wait_text("#user-balance", |t| t == "10,000");
+    // Limits with burst and a per-request cap, and a grant with terms
+    // that is then voided.
+    b.type_into("#limit-burst", "7");
+    b.type_into("#limit-max-cost", "900");
+    b.click("#limits-submit");
+    b.wait("#grant2-amount");
+    let ann_id = {
+        let users = app.client.get("/v1/admin/users?email=ann@example.com", &app.admin).json();
+        users["data"][0]["id"].as_str().unwrap().to_owned()
+    };
+    let limits = app.client.get(&format!("/v1/admin/users/{ann_id}"), &app.admin).json();
+    assert_eq!((limits["limits"]["burst"].as_i64(), limits["limits"]["max_cost_per_request"].as_i64()), (Some(7), Some(900)), "{limits}");
+    b.type_into("#grant2-amount", "300");
+    b.select("#grant2-category", "paid");
+    b.type_into("#grant2-priority", "5");
+    b.exec("document.querySelector('#grant2-expires').value = '2099-01-31';", json!([]));
+    b.click("#grant2-submit");
+    b.wait_text("#user-balance", |t| t == "10,300");
+    b.click("#user-grants");
+    b.wait_text("#main table", |t| t.contains("paid") && t.contains("2099-01-31"));
+    b.exec("document.querySelector('[data-grant] button[aria-label^=\"Void\"]').click();", json!([]));
+    b.wait_text("#main table", |t| t.contains("voided"));
+    b.assert_no_console_errors("grants and limits", &[]);
     b.shot("04-admin-user");
     b.assert_no_console_errors("grant", &[]);
     b.page(&base, "#/admin/codes", "#code-amount", "05-admin-codes");
