@@ -274,7 +274,11 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
         users["data"][0]["id"].as_str().unwrap().to_owned()
     };
     let limits = app.client.get(&format!("/v1/admin/users/{ann_id}"), &app.admin).json();
-    assert_eq!((limits["limits"]["burst"].as_i64(), limits["limits"]["max_cost_per_request"].as_i64()), (Some(7), Some(900)), "{limits}");
+    assert_eq!(
+        (limits["limits"]["burst"].as_i64(), limits["limits"]["max_cost_per_request"].as_i64()),
+        (Some(7), Some(900)),
+        "{limits}"
+    );
     b.type_into("#grant2-amount", "300");
     b.select("#grant2-category", "paid");
     b.type_into("#grant2-priority", "5");
