@@ -469,10 +469,32 @@ async function adminUser(body, hash) {
 }
 
 function userKeys(tabs, id) {
-  tabs.replaceChildren();
-  return paged(tabs, ["Name", "Spent", "Created"],
-    (a) => api(`/v1/admin/users/${id}/api-keys?limit=50${a ? `&starting_after=${a}` : ""}`),
-    (k) => h("tr", {}, h("td", {}, k.name), h("td", {}, fmt(k.spent_total)), h("td", {}, when(k.created_at))));
+  const name = h("input", { id: "mint-name", required: true, placeholder: "backend" });
+  const limit = h("input", { id: "mint-spend-limit", type: "number", min: 1, placeholder: "no limit" });
+  const models = h("input", { id: "mint-models", placeholder: "every model" });
+  const shown = h("div", { id: "minted-key" });
+  const list = h("div");
+  const load = async () => {
+    list.replaceChildren();
+    await paged(list, ["Name", "Limits", "Spent", "Created"],
+      (a) => api(`/v1/admin/users/${id}/api-keys?limit=50${a ? `&starting_after=${a}` : ""}`),
+      (k) => h("tr", { "data-key": k.name }, h("td", {}, k.name), h("td", {}, limitsText(k)), h("td", {}, fmt(k.spent_total)), h("td", {}, when(k.created_at))));
+  };
+  const form = h("form", { class: "row", onsubmit: async (e) => {
+    e.preventDefault();
+    const body = { name: name.value };
+    if (limit.value) body.spend_limit = Number(limit.value);
+    const m = models.value.split(",").map((x) => x.trim()).filter(Boolean);
+    if (m.length) body.models = m;
+    const r = await attempt(() => api(`/v1/admin/users/${id}/api-keys`, { method: "POST", body }));
+    if (r) {
+      shown.replaceChildren(h("div", { class: "notice" }, "The key (shown only now): ", h("code", {}, r.key)));
+      name.value = ""; limit.value = ""; models.value = "";
+      await attempt(load);
+    }
+  } }, field("Name", name), field("Spend limit", limit), field("Models", models), h("button", { type: "submit", id: "mint-submit" }, "Mint a key"));
+  tabs.replaceChildren(form, shown, list);
+  return load();
 }
 
 function userJobs(tabs, id) {

@@ -290,6 +290,17 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     b.exec("document.querySelector('[data-grant] button[aria-label^=\"Void\"]').click();", json!([]));
     b.wait_text("#main table", |t| t.contains("voided"));
     b.assert_no_console_errors("grants and limits", &[]);
+    // A key minted for the user, with limits, shown once.
+    b.exec("[...document.querySelectorAll('#main button')].find((x) => x.textContent === 'Keys').click();", json!([]));
+    b.type_into("#mint-name", "backend");
+    b.type_into("#mint-spend-limit", "250");
+    b.type_into("#mint-models", "fake-chat");
+    b.click("#mint-submit");
+    let minted = b.wait_text("#minted-key", |t| t.contains("tg_"));
+    b.wait_text("tr[data-key='backend']", |t| t.contains("spend_limit: 250") && t.contains("fake-chat"));
+    let key = minted.split_whitespace().find(|w| w.starts_with("tg_")).unwrap().to_owned();
+    assert_eq!(app.client.get("/v1/me", &key).status, 200, "the minted key works");
+    b.assert_no_console_errors("a key minted for a user", &[]);
     b.shot("04-admin-user");
     b.assert_no_console_errors("grant", &[]);
     b.page(&base, "#/admin/codes", "#code-amount", "05-admin-codes");
