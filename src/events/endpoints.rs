@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::paging::{List, Page};
 use crate::storage::Conn;
 use crate::storage::Db;
-use crate::support::sealed::{SealKey, is_sealed, reveal};
+use crate::support::sealed::{self, SealKey, is_sealed, reveal};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -188,8 +188,7 @@ fn sealed_again(
         if is_sealed(value) && old.is_none() {
             continue;
         }
-        let plain = reveal(old, value).map_err(|e| format!("webhook endpoint {id}: {e}"))?;
-        sealed.push((*id, new.seal(&plain)?));
+        sealed.push((*id, sealed::reseal(old, new, value).map_err(|e| format!("webhook endpoint {id}: {e}"))?));
     }
     Ok(sealed)
 }

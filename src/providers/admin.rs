@@ -213,9 +213,9 @@ fn key_view(k: KeyRow, stats: &dyn Fn(&str) -> KeyStats) -> KeyView {
     }
 }
 
-fn channel_view(c: ChannelRow, keys: Vec<KeyRow>, stats: &dyn Fn(&str) -> KeyStats) -> ChannelView {
+fn channel_view(c: ChannelRow, keys: &[KeyRow], stats: &dyn Fn(&str) -> KeyStats) -> ChannelView {
     ChannelView {
-        keys: keys.into_iter().filter(|k| k.channel_id == c.id).map(|k| key_view(k, stats)).collect(),
+        keys: keys.iter().filter(|k| k.channel_id == c.id).map(|k| key_view(k.clone(), stats)).collect(),
         id: c.id,
         object: "channel",
         name: c.name,
@@ -237,12 +237,12 @@ fn channel_view(c: ChannelRow, keys: Vec<KeyRow>, stats: &dyn Fn(&str) -> KeySta
 
 pub fn list_channels(conn: &Conn<'_>, stats: &dyn Fn(&str) -> KeyStats) -> Result<Vec<ChannelView>> {
     let keys = store::keys(conn)?;
-    Ok(store::channels(conn)?.into_iter().map(|c| channel_view(c, keys.clone(), stats)).collect())
+    Ok(store::channels(conn)?.into_iter().map(|c| channel_view(c, &keys, stats)).collect())
 }
 
 pub fn get_channel(conn: &Conn<'_>, id: &str, stats: &dyn Fn(&str) -> KeyStats) -> Result<ChannelView> {
     let c = store::channel(conn, id)?.ok_or_else(|| Error::not_found("channel"))?;
-    Ok(channel_view(c, store::keys(conn)?, stats))
+    Ok(channel_view(c, &store::keys(conn)?, stats))
 }
 
 fn no_stats(_: &str) -> KeyStats {
@@ -253,7 +253,7 @@ fn no_stats(_: &str) -> KeyStats {
 /// fingerprint).
 fn logged(conn: &Conn<'_>, id: &str) -> Result<Value> {
     match store::channel(conn, id)? {
-        Some(c) => Ok(serde_json::to_value(channel_view(c, store::keys(conn)?, &no_stats)).unwrap_or(Value::Null)),
+        Some(c) => Ok(serde_json::to_value(channel_view(c, &store::keys(conn)?, &no_stats)).unwrap_or(Value::Null)),
         None => Ok(Value::Null),
     }
 }

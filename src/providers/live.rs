@@ -15,7 +15,7 @@ use crate::config::{Config, ModelConfig, PriceConfig, ProviderConfig};
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
 use crate::storage::Conn;
-use crate::support::sealed::{SealKey, reveal};
+use crate::support::sealed::{SealKey, reseal, reveal};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -438,9 +438,6 @@ pub fn resealed(
     new: &SealKey,
 ) -> std::result::Result<Vec<(String, String)>, String> {
     rows.iter()
-        .map(|(id, stored)| {
-            let plain = reveal(old, stored).map_err(|e| format!("upstream key {id}: {e}"))?;
-            Ok((id.clone(), new.seal(&plain)?))
-        })
+        .map(|(id, stored)| Ok((id.clone(), reseal(old, new, stored).map_err(|e| format!("upstream key {id}: {e}"))?)))
         .collect()
 }

@@ -290,15 +290,6 @@ impl ModelAdapter {
         Ok(())
     }
 
-    /// The snapshot in force (for listings).
-    pub fn catalog(&self) -> Arc<Catalog> {
-        self.live.load_full()
-    }
-
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
     pub fn seal_key(&self) -> Option<&SealKey> {
         self.seal_key.as_ref()
     }

@@ -85,6 +85,12 @@ pub fn reveal(key: Option<&SealKey>, stored: &str) -> Result<String, String> {
     }
 }
 
+/// `stored` (in clear, or sealed with `old`) sealed again with `new`:
+/// what rotation does to every stored secret.
+pub fn reseal(old: Option<&SealKey>, new: &SealKey, stored: &str) -> Result<String, String> {
+    new.seal(&reveal(old, stored)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
