@@ -172,26 +172,36 @@ function days(start, end) {
   return out;
 }
 
-// A stacked bar chart of cost per day, one color per series (model or user).
+// A stacked bar chart of credits spent per day, one color per series
+// (model or user). The y axis is in credits; hovering (or focusing) a bar
+// shows its day, series and amount.
 function spendChart(rows, start, end, seriesOf = (r) => r.model || "(consume)") {
   const ds = days(start, end);
   const series = [...new Set(rows.map(seriesOf))];
   const per = new Map(ds.map((d) => [d, new Map()]));
   for (const r of rows) { const m = per.get(r.day); if (m) m.set(seriesOf(r), (m.get(seriesOf(r)) || 0) + r.cost); }
   const max = Math.max(1, ...ds.map((d) => [...per.get(d).values()].reduce((a, b) => a + b, 0)));
-  const W = 900, H = 300, pad = 30, bw = (W - pad) / ds.length;
+  const W = 900, H = 300, pad = 70, top = 24, base = H - 20, bw = (W - pad) / ds.length;
   const svg = h("svg", { class: "chart", id: "spend-chart", viewBox: `0 0 ${W} ${H}`, role: "img",
-    "aria-label": `Daily spend from ${start} to ${end}; total ${fmt(rows.reduce((a, r) => a + r.cost, 0))} credits` });
-  svg.append(h("line", { x1: pad, y1: H - 20, x2: W, y2: H - 20, stroke: "#b0b7c0" }));
-  svg.append(h("text", { x: 2, y: 14, "font-size": 12, fill: "#5b6470" }, fmt(max)));
+    "aria-label": `Credits spent per day from ${start} to ${end}; total ${fmt(rows.reduce((a, r) => a + r.cost, 0))} credits` });
+  const tip = h("div", { class: "chart-tip", id: "chart-tip", role: "status", hidden: true });
+  const show = (text) => { tip.textContent = text; tip.hidden = false; };
+  svg.append(h("text", { x: 2, y: 12, "font-size": 12, fill: "#5b6470" }, "credits / day"));
+  for (const f of [0, 0.5, 1]) {
+    const y = base - (base - top) * f;
+    svg.append(h("line", { x1: pad, y1: y, x2: W, y2: y, stroke: f ? "#e3e6ea" : "#b0b7c0" }));
+    svg.append(h("text", { x: pad - 6, y: y + 4, "font-size": 11, fill: "#5b6470", "text-anchor": "end" }, fmt(Math.round(max * f))));
+  }
   ds.forEach((d, i) => {
-    let y = H - 20;
+    let y = base;
     series.forEach((s, j) => {
       const v = per.get(d).get(s) || 0;
       if (!v) return;
-      const bh = ((H - 40) * v) / max;
+      const bh = ((base - top) * v) / max;
       y -= bh;
-      svg.append(h("rect", { x: pad + i * bw + 1, y, width: Math.max(1, bw - 2), height: bh, fill: COLORS[j % COLORS.length] }, h("title", {}, `${d} ${s}: ${fmt(v)}`)));
+      const label = `${d} · ${s}: ${fmt(v)} credits`;
+      svg.append(h("rect", { x: pad + i * bw + 1, y, width: Math.max(1, bw - 2), height: bh, fill: COLORS[j % COLORS.length], tabindex: 0,
+        "aria-label": label, onmouseenter: () => show(label), onfocus: () => show(label), onmouseleave: () => { tip.hidden = true; } }, h("title", {}, label)));
     });
     if (i % 5 === 0) svg.append(h("text", { x: pad + i * bw, y: H - 4, "font-size": 11, fill: "#5b6470" }, d.slice(5)));
   });
@@ -200,7 +210,7 @@ function spendChart(rows, start, end, seriesOf = (r) => r.model || "(consume)") 
     sw.style.background = COLORS[j % COLORS.length];
     return h("span", {}, sw, s);
   }) : h("span", { class: "muted" }, "No spend in this range."));
-  return h("div", {}, svg, legend);
+  return h("div", { class: "chart-box" }, svg, tip, legend);
 }
 
 // A paged list: `load(after)` answers a list page; `row(item)` a <tr>.
@@ -279,37 +289,71 @@ async function jobs(body) {
   }
 }
 
-async function keys(body) {
-  const name = h("input", { id: "key-name", required: true, maxlength: 100 });
-  const spend = h("input", { id: "key-spend-limit", type: "number", min: 1 });
-  const daily = h("input", { id: "key-daily-limit", type: "number", min: 1 });
-  const rpm = h("input", { id: "key-rpm", type: "number", min: 1 });
-  const shown = h("div");
+// A key list with create, edit and revoke: the caller's own keys
+// (`/v1/api-keys`) or, for an admin, a user's (`/v1/admin/users/{id}/api-keys`).
+// The fields are the API's: a limit left empty is no limit.
+function keyFields(prefix, k = {}) {
+  const f = {
+    name: h("input", { id: `${prefix}-name`, required: true, maxlength: 100, value: k.name || "" }),
+    spend_limit: h("input", { id: `${prefix}-spend-limit`, type: "number", min: 1, placeholder: "no limit", value: k.spend_limit ?? "" }),
+    daily_spend_limit: h("input", { id: `${prefix}-daily-limit`, type: "number", min: 1, placeholder: "no limit", value: k.daily_spend_limit ?? "" }),
+    rpm: h("input", { id: `${prefix}-rpm`, type: "number", min: 1, placeholder: "no limit", value: k.rpm ?? "" }),
+    models: h("input", { id: `${prefix}-models`, placeholder: "every model", value: (k.models || []).join(", ") }),
+    expires_at: h("input", { id: `${prefix}-expires`, type: "date", value: k.expires_at ? k.expires_at.slice(0, 10) : "" }),
+  };
+  const labels = { name: "Name", spend_limit: "Spend limit", daily_spend_limit: "Daily limit", rpm: "Requests / min", models: "Models", expires_at: "Expires" };
+  // `clear`: empty fields are sent as null (an edit clears the limit);
+  // otherwise left out (a new key has none).
+  const body = (clear) => {
+    const b = { name: f.name.value };
+    const put = (key, v) => { if (v !== null) b[key] = v; else if (clear) b[key] = null; };
+    for (const key of ["spend_limit", "daily_spend_limit", "rpm"]) put(key, f[key].value === "" ? null : Number(f[key].value));
+    const m = f.models.value.split(",").map((x) => x.trim()).filter(Boolean);
+    put("models", m.length ? m : null);
+    put("expires_at", f.expires_at.value ? `${f.expires_at.value}T00:00:00Z` : null);
+    return b;
+  };
+  return { inputs: Object.entries(f).map(([key, input]) => field(labels[key], input)), body };
+}
+
+async function keyPanel(body, base) {
+  const make = keyFields("key");
+  const shown = h("div", { id: "key-shown" });
   const list = h("div");
+  const edit = (k) => {
+    const e = keyFields("edit-key", k);
+    shown.replaceChildren(h("form", { class: "row", "aria-label": `Edit ${k.name}`, onsubmit: async (ev) => {
+      ev.preventDefault();
+      if (await attempt(() => api(`${base}/${k.id}`, { method: "PATCH", body: e.body(true) }))) { shown.replaceChildren(); load(); }
+    } }, ...e.inputs, h("button", { type: "submit", id: "edit-key-submit" }, "Save"),
+      h("button", { type: "button", class: "secondary", onclick: () => shown.replaceChildren() }, "Cancel")));
+  };
   const load = async () => {
     list.replaceChildren();
     await paged(list, ["Name", "Prefix", "Limits", "Spent", "Created", ""],
-      (after) => api(`/v1/api-keys?limit=50${after ? `&starting_after=${after}` : ""}`),
-      (k) => h("tr", {}, h("td", {}, k.name), h("td", { class: "mono" }, k.prefix),
+      (after) => api(`${base}?limit=50${after ? `&starting_after=${after}` : ""}`),
+      (k) => h("tr", { "data-key": k.name }, h("td", {}, k.name), h("td", { class: "mono" }, k.prefix),
         h("td", { class: "key-limits" }, limitsText(k)), h("td", {}, `${fmt(k.spent_total)} (today ${fmt(k.spent_today)})`), h("td", {}, when(k.created_at)),
-        h("td", {}, h("button", { class: "danger", type: "button", "aria-label": `Revoke ${k.name}`, onclick: async () => {
-          if (await attempt(() => api(`/v1/api-keys/${k.id}`, { method: "DELETE" }))) load();
-        } }, "Revoke"))));
+        h("td", {}, h("button", { class: "secondary", type: "button", "aria-label": `Edit ${k.name}`, onclick: () => edit(k) }, "Edit"),
+          h("button", { class: "danger", type: "button", "aria-label": `Revoke ${k.name}`, onclick: async () => {
+            if (await attempt(() => api(`${base}/${k.id}`, { method: "DELETE" }))) load();
+          } }, "Revoke"))));
   };
-  const num = (i) => (i.value ? Number(i.value) : undefined);
   body.replaceChildren(
     h("form", { class: "row", onsubmit: async (e) => {
       e.preventDefault();
-      const k = await attempt(() => api("/v1/api-keys", { method: "POST", body: { name: name.value, spend_limit: num(spend), daily_spend_limit: num(daily), rpm: num(rpm) } }));
+      const k = await attempt(() => api(base, { method: "POST", body: make.body(false) }));
       if (!k) return;
       const copy = h("button", { type: "button", class: "secondary", onclick: async () => { await navigator.clipboard.writeText(k.key).catch(() => {}); copy.textContent = "Copied"; } }, "Copy");
-      shown.replaceChildren(h("div", { class: "notice" }, "Your new key (shown only now): ", h("code", { id: "new-key" }, k.key), " ", copy));
-      name.value = "";
+      shown.replaceChildren(h("div", { class: "notice" }, "The new key (shown only now): ", h("code", { id: "new-key" }, k.key), " ", copy));
+      e.target.reset();
       load();
-    } }, field("Name", name), field("Spend limit", spend), field("Daily limit", daily), field("Requests / min", rpm), h("button", { type: "submit" }, "Create key")),
+    } }, ...make.inputs, h("button", { type: "submit", id: "key-submit" }, "Create key")),
     shown, list);
   await load();
 }
+
+function keys(body) { return keyPanel(body, "/v1/api-keys"); }
 
 const limitsText = (l) => ["spend_limit", "daily_spend_limit", "rpm", "models", "expires_at"].filter((k) => l[k] !== null && l[k] !== undefined)
   .map((k) => `${k}: ${Array.isArray(l[k]) ? l[k].join(" ") : l[k]}`).join(", ") || "none";
@@ -431,6 +475,7 @@ async function adminUser(body, hash) {
   const gPriority = h("input", { id: "grant2-priority", type: "number", value: 0 });
   const gExpires = h("input", { id: "grant2-expires", type: "date" });
   const gWhy = h("input", { id: "grant2-description" });
+  const role = h("select", { id: "user-role" }, ["user", "admin"].map((r) => h("option", { value: r, selected: r === u.role }, r)));
   const num = (i) => (i.value === "" ? null : Number(i.value));
   const again = () => render();
   const tabs = h("div");
@@ -440,6 +485,10 @@ async function adminUser(body, hash) {
     h("div", { class: "row" }, u.deactivated_at
       ? h("button", { type: "button", onclick: async () => { if (await attempt(() => api(`/v1/admin/users/${id}/reactivate`, { method: "POST", body: {} }))) again(); } }, "Reactivate")
       : h("button", { class: "danger", type: "button", onclick: async () => { if (await attempt(() => api(`/v1/admin/users/${id}`, { method: "DELETE" }))) again(); } }, "Deactivate")),
+    h("form", { class: "row", onsubmit: async (e) => {
+      e.preventDefault();
+      if (await attempt(() => api(`/v1/admin/users/${id}`, { method: "PATCH", body: { role: role.value } }))) again();
+    } }, field("Role", role), h("button", { type: "submit", id: "role-submit" }, "Set role")),
     h("h2", {}, "Grant or adjust credits"),
     h("form", { class: "row", onsubmit: async (e) => {
       e.preventDefault();
@@ -468,34 +517,7 @@ async function adminUser(body, hash) {
     tabs);
 }
 
-function userKeys(tabs, id) {
-  const name = h("input", { id: "mint-name", required: true, placeholder: "backend" });
-  const limit = h("input", { id: "mint-spend-limit", type: "number", min: 1, placeholder: "no limit" });
-  const models = h("input", { id: "mint-models", placeholder: "every model" });
-  const shown = h("div", { id: "minted-key" });
-  const list = h("div");
-  const load = async () => {
-    list.replaceChildren();
-    await paged(list, ["Name", "Limits", "Spent", "Created"],
-      (a) => api(`/v1/admin/users/${id}/api-keys?limit=50${a ? `&starting_after=${a}` : ""}`),
-      (k) => h("tr", { "data-key": k.name }, h("td", {}, k.name), h("td", {}, limitsText(k)), h("td", {}, fmt(k.spent_total)), h("td", {}, when(k.created_at))));
-  };
-  const form = h("form", { class: "row", onsubmit: async (e) => {
-    e.preventDefault();
-    const body = { name: name.value };
-    if (limit.value) body.spend_limit = Number(limit.value);
-    const m = models.value.split(",").map((x) => x.trim()).filter(Boolean);
-    if (m.length) body.models = m;
-    const r = await attempt(() => api(`/v1/admin/users/${id}/api-keys`, { method: "POST", body }));
-    if (r) {
-      shown.replaceChildren(h("div", { class: "notice" }, "The key (shown only now): ", h("code", {}, r.key)));
-      name.value = ""; limit.value = ""; models.value = "";
-      await attempt(load);
-    }
-  } }, field("Name", name), field("Spend limit", limit), field("Models", models), h("button", { type: "submit", id: "mint-submit" }, "Mint a key"));
-  tabs.replaceChildren(form, shown, list);
-  return load();
-}
+function userKeys(tabs, id) { return keyPanel(tabs, `/v1/admin/users/${id}/api-keys`); }
 
 function userJobs(tabs, id) {
   tabs.replaceChildren();
@@ -552,20 +574,36 @@ async function adminUsage(body) {
 async function adminCodes(body) {
   const amount = h("input", { id: "code-amount", type: "number", min: 1, required: true });
   const count = h("input", { id: "code-count", type: "number", min: 1, value: 1, required: true });
+  const category = h("select", { id: "code-category" }, ["promotional", "paid"].map((c) => h("option", { value: c }, c)));
+  const priority = h("input", { id: "code-priority", type: "number", value: 0 });
+  const grantDays = h("input", { id: "code-grant-days", type: "number", min: 1, placeholder: "never" });
+  const redeemBy = h("input", { id: "code-redeem-by", type: "date" });
+  const uses = h("input", { id: "code-max-redemptions", type: "number", min: 1, value: 1 });
+  const why = h("input", { id: "code-description", placeholder: "optional" });
   const shown = h("div");
   const list = h("div");
   const load = async () => {
     list.replaceChildren();
-    await paged(list, ["Code id", "Amount", "Redeemed", "Status", ""],
+    await paged(list, ["Code id", "Hint", "Amount", "Category", "Grant expires", "Redeem by", "Redeemed", "Status", ""],
       (a) => api(`/v1/admin/codes?limit=50${a ? `&starting_after=${a}` : ""}`),
-      (c) => h("tr", {}, h("td", { class: "mono" }, c.id), h("td", {}, fmt(c.amount)), h("td", {}, `${fmt(c.redemptions)} / ${fmt(c.max_redemptions)}`), h("td", {}, c.status),
-        h("td", {}, h("button", { class: "danger", type: "button", onclick: async () => { if (await attempt(() => api(`/v1/admin/codes/${c.id}/disable`, { method: "POST", body: {} }))) load(); } }, "Disable"))));
+      (c) => h("tr", { "data-code": c.id }, h("td", { class: "mono" }, c.id), h("td", { class: "mono" }, `…${c.hint}`), h("td", {}, fmt(c.amount)),
+        h("td", {}, `${c.category} (priority ${fmt(c.priority)})`),
+        h("td", {}, c.grant_expires_days ? `${fmt(c.grant_expires_days)} days after` : "never"), h("td", {}, c.redeem_by ? when(c.redeem_by) : "any time"),
+        h("td", {}, `${fmt(c.redemptions)} / ${fmt(c.max_redemptions)}`), h("td", { class: "status" }, c.status),
+        h("td", {}, c.status === "active" ? h("button", { class: "danger", type: "button", "aria-label": `Disable ${c.id}`,
+          onclick: async () => { if (await attempt(() => api(`/v1/admin/codes/${c.id}/disable`, { method: "POST", body: {} }))) load(); } }, "Disable") : "")));
   };
+  const opt = (i) => (i.value === "" ? undefined : Number(i.value));
   body.replaceChildren(h("form", { class: "row", onsubmit: async (e) => {
     e.preventDefault();
-    const r = await attempt(() => api("/v1/admin/codes", { method: "POST", body: { amount: Number(amount.value), count: Number(count.value) } }));
-    if (r) { shown.replaceChildren(h("div", { class: "notice" }, "New codes (shown only now): ", r.data.map((c) => h("code", {}, `${c.code} `)))); load(); }
-  } }, field("Credits each", amount), field("How many", count), h("button", { type: "submit" }, "Mint")), shown, list);
+    const b = { amount: Number(amount.value), count: Number(count.value), category: category.value, priority: opt(priority),
+                grant_expires_days: opt(grantDays), max_redemptions: opt(uses), description: why.value || undefined,
+                redeem_by: redeemBy.value ? `${redeemBy.value}T23:59:59Z` : undefined };
+    const r = await attempt(() => api("/v1/admin/codes", { method: "POST", body: b }));
+    if (r) { shown.replaceChildren(h("div", { class: "notice", id: "new-codes" }, "New codes (shown only now): ", r.data.map((c) => h("code", {}, `${c.code} `)))); load(); }
+  } }, field("Credits each", amount), field("How many", count), field("Category", category), field("Priority", priority),
+    field("Grant expires (days)", grantDays), field("Redeem by", redeemBy), field("Redemptions each", uses), field("Description", why),
+    h("button", { type: "submit", id: "code-submit" }, "Mint")), shown, list);
   await load();
 }
 

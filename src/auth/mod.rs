@@ -314,28 +314,32 @@ pub fn get_api_key(conn: &Conn<'_>, user: UserId, id: ApiKeyId, day: i64) -> Res
     storage::get_key(conn, user, id, day)?.ok_or_else(|| Error::not_found("API key"))
 }
 
+/// A change to one of `user`'s keys, made by `by` (the user, or an admin).
+#[derive(Debug, Clone, Copy)]
+pub struct KeyOf {
+    pub user: UserId,
+    pub id: ApiKeyId,
+    pub by: UserId,
+}
+
 /// Changes a key's name and limits inside the caller's transaction; the
 /// caller invalidates the credential cache after the commit.
-pub fn update_api_key(
-    conn: &Conn<'_>,
-    user: UserId,
-    id: ApiKeyId,
-    name: &str,
-    limits: &KeyLimits,
-    day: i64,
-) -> Result<ApiKeyView> {
+pub fn update_api_key(conn: &Conn<'_>, key: KeyOf, name: &str, limits: &KeyLimits, day: i64) -> Result<ApiKeyView> {
+    let KeyOf { user, id, by } = key;
     if storage::update_key(conn, user, id, name, limits)? == 0 {
         return Err(Error::not_found("API key"));
     }
-    logs::write(conn, &NewLog::business(user, "api_key_updated", true, json!({ "api_key_id": id, "limits": limits })))?;
+    let detail = json!({ "api_key_id": id, "name": name, "limits": limits, "by": by });
+    logs::write(conn, &NewLog::business(user, "api_key_updated", true, detail))?;
     get_api_key(conn, user, id, day)
 }
 
-pub fn revoke_api_key(db: &Db, user: UserId, id: ApiKeyId) -> Result<()> {
+pub fn revoke_api_key(db: &Db, key: KeyOf) -> Result<()> {
+    let KeyOf { user, id, by } = key;
     let n = db.write(move |c| {
         let n = storage::revoke_key(c, user, id, Timestamp::now())?;
         if n == 1 {
-            logs::write(c, &NewLog::business(user, "api_key_revoked", true, json!({ "api_key_id": id })))?;
+            logs::write(c, &NewLog::business(user, "api_key_revoked", true, json!({ "api_key_id": id, "by": by })))?;
         }
         Ok::<_, Error>(n)
     })?;

@@ -79,6 +79,11 @@ pub fn set_price_group(conn: &Conn<'_>, id: UserId, group: Option<&str>) -> Resu
     conn.execute("UPDATE users SET price_group = ?2 WHERE id = ?1", params![id, group])
 }
 
+/// Sets the user's role; 0 when there is no such user.
+pub fn set_role(conn: &Conn<'_>, id: UserId, role: Role) -> Result<usize> {
+    conn.execute("UPDATE users SET role = ?2 WHERE id = ?1", params![id, role.as_str()])
+}
+
 pub fn reactivate(conn: &Conn<'_>, id: UserId) -> Result<usize> {
     conn.execute("UPDATE users SET deleted_at = NULL WHERE id = ?1 AND deleted_at IS NOT NULL", params![id])
 }

@@ -292,23 +292,85 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     b.assert_no_console_errors("grants and limits", &[]);
     // A key minted for the user, with limits, shown once.
     b.exec("[...document.querySelectorAll('#main button')].find((x) => x.textContent === 'Keys').click();", json!([]));
-    b.type_into("#mint-name", "backend");
-    b.type_into("#mint-spend-limit", "250");
-    b.type_into("#mint-models", "fake-chat");
-    b.click("#mint-submit");
-    let minted = b.wait_text("#minted-key", |t| t.contains("tg_"));
+    b.type_into("#key-name", "backend");
+    b.type_into("#key-spend-limit", "250");
+    b.type_into("#key-models", "fake-chat");
+    b.click("#key-submit");
+    let minted = b.wait_text("#key-shown", |t| t.contains("tg_"));
     b.wait_text("tr[data-key='backend']", |t| t.contains("spend_limit: 250") && t.contains("fake-chat"));
     let key = minted.split_whitespace().find(|w| w.starts_with("tg_")).unwrap().to_owned();
     assert_eq!(app.client.get("/v1/me", &key).status, 200, "the minted key works");
     b.assert_no_console_errors("a key minted for a user", &[]);
+    // Edited (a limit raised, one added, the model list cleared), then revoked.
+    b.click("button[aria-label='Edit backend']");
+    b.type_into("#edit-key-spend-limit", "300");
+    b.type_into("#edit-key-rpm", "60");
+    b.type_into("#edit-key-models", "");
+    b.exec("document.querySelector('#edit-key-expires').value = '2099-02-01';", json!([]));
+    b.click("#edit-key-submit");
+    b.wait_text("tr[data-key='backend']", |t| {
+        t.contains("spend_limit: 300") && t.contains("rpm: 60") && !t.contains("fake-chat")
+    });
+    let keys = app.client.get(&format!("/v1/admin/users/{ann_id}/api-keys"), &app.admin).json();
+    let k = &keys["data"][0];
+    assert_eq!(
+        (k["spend_limit"].as_i64(), k["rpm"].as_i64(), k["models"].is_null()),
+        (Some(300), Some(60), true),
+        "{k}"
+    );
+    assert!(k["expires_at"].as_str().is_some_and(|t| t.starts_with("2099-02-01")), "{k}");
+    b.click("button[aria-label='Revoke backend']");
+    let deadline = Instant::now() + WAIT;
+    while app.client.get("/v1/me", &key).status != 401 {
+        assert!(Instant::now() < deadline, "the revoked key still works");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.assert_no_console_errors("a user's key edited and revoked", &[]);
+    // The user's role, both ways.
+    b.select("#user-role", "admin");
+    b.click("#role-submit");
+    let role = || app.client.get(&format!("/v1/admin/users/{ann_id}"), &app.admin).json()["role"].clone();
+    let deadline = Instant::now() + WAIT;
+    while role() != "admin" {
+        assert!(Instant::now() < deadline, "the role stayed {}", role());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.wait_text("#main p", |t| t.contains("admin"));
+    b.select("#user-role", "user");
+    b.click("#role-submit");
+    b.wait_text("#main p", |t| t.contains("· user ·"));
+    assert_eq!(role(), "user");
     b.shot("04-admin-user");
     b.assert_no_console_errors("grant", &[]);
     b.page(&base, "#/admin/codes", "#code-amount", "05-admin-codes");
     b.type_into("#code-amount", "250");
-    b.click("#code-count");
-    b.exec("document.querySelector('#code-amount').form.requestSubmit();", json!([]));
+    b.click("#code-submit");
     b.wait_text("#main table", |t| t.contains("250") && t.contains("0 / 1"));
-    b.assert_no_console_errors("a code minted and listed", &[]);
+    // A code with every option, then disabled.
+    b.type_into("#code-amount", "40");
+    b.type_into("#code-count", "2");
+    b.select("#code-category", "paid");
+    b.type_into("#code-priority", "3");
+    b.type_into("#code-grant-days", "30");
+    b.type_into("#code-max-redemptions", "5");
+    b.type_into("#code-description", "launch week");
+    b.exec("document.querySelector('#code-redeem-by').value = '2099-03-01';", json!([]));
+    b.click("#code-submit");
+    b.wait_text("#new-codes", |t| t.matches("TG-").count() == 2);
+    b.wait_text("#main table", |t| {
+        t.contains("paid (priority 3)") && t.contains("30 days after") && t.contains("0 / 5")
+    });
+    let codes = app.client.get("/v1/admin/codes", &app.admin).json();
+    let c = codes["data"].as_array().unwrap().iter().find(|c| c["amount"] == 40).unwrap().clone();
+    assert_eq!(
+        (c["category"].as_str(), c["priority"].as_i64(), c["grant_expires_days"].as_i64(), c["description"].as_str()),
+        (Some("paid"), Some(3), Some(30), Some("launch week")),
+        "{c}"
+    );
+    assert!(c["redeem_by"].as_str().is_some_and(|t| t.starts_with("2099-03-01")), "{c}");
+    b.click(&format!("button[aria-label='Disable {}']", c["id"].as_str().unwrap()));
+    b.wait_text(&format!("tr[data-code='{}'] .status", c["id"].as_str().unwrap()), |t| t == "disabled");
+    b.assert_no_console_errors("codes minted, listed and disabled", &[]);
     b.assert_no_missing_fields("05-admin-codes");
     b.page(&base, "#/admin/logs", "#log-level", "06-admin-logs");
     b.wait_text("dl.details", |t| t.contains("amount"));
@@ -394,6 +456,11 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     assert_eq!(Some(balance), app.client.balance(&ann).json()["balance"].as_i64(), "what the API says");
     let bars = b.exec("return document.querySelectorAll('#spend-chart rect').length;", json!([]));
     assert!(bars.as_u64().unwrap_or(0) >= 2, "the chat and the image, by model: {bars}");
+    // The chart says its unit, and a bar its day, model and amount.
+    assert!(b.text("#spend-chart").contains("credits / day"));
+    b.exec("document.querySelector('#spend-chart rect').dispatchEvent(new Event('mouseenter'));", json!([]));
+    let tip = b.wait_text("#chart-tip", |t| !t.is_empty());
+    assert!(tip.contains(" credits") && tip.contains(" · "), "{tip}");
     b.page(&base, "#/ledger", "#kind-filter", "14-ledger");
     b.page(&base, "#/grants", "table", "15-grants");
     b.page(&base, "#/jobs", "[data-job]", "16-jobs");
@@ -406,7 +473,7 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     b.page(&base, "#/keys", "#key-name", "17-keys");
     b.wait_text(".key-limits", |t| t.contains("spend_limit: 500") && t.contains("rpm: 30"));
     b.type_into("#key-name", "laptop");
-    b.click("button[type=submit]");
+    b.click("#key-submit");
     let key = b.wait_text("#new-key", |t| t.starts_with("tg_"));
     b.shot("18-key-created");
     b.click("button[aria-label='Revoke laptop']");

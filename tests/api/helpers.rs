@@ -126,6 +126,14 @@ impl Client {
         self.request("POST", path, Some(token), &[], Some(body.to_string().as_bytes())).expect("POST failed")
     }
 
+    pub fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.request("PATCH", path, Some(token), &[], Some(body.to_string().as_bytes())).expect("PATCH failed")
+    }
+
+    pub fn delete(&self, path: &str, token: &str) -> Resp {
+        self.request("DELETE", path, Some(token), &[], None).expect("DELETE failed")
+    }
+
     pub fn post_with(&self, path: &str, token: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
         self.request("POST", path, Some(token), headers, Some(body)).expect("POST failed")
     }

@@ -198,6 +198,73 @@ fn an_admin_mints_a_scoped_key_for_a_user_and_sees_the_user_whole() {
 }
 
 #[test]
+fn an_admin_edits_and_revokes_a_users_key_and_changes_their_role() {
+    let app = TestApp::spawn();
+    let (ann, bob) = (app.user("ann"), app.user("bob"));
+    app.grant(&ann, 1_000);
+    let (key, v) = create_key(&app, &ann.token, json!({"name": "backend", "spend_limit": 100}));
+    let id = v["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/admin/users/{}/api-keys/{id}", ann.id);
+    let admin_id = app.client.me(&app.admin).json()["id"].as_str().unwrap().to_owned();
+    let r = app.client.patch(
+        &path,
+        &app.admin,
+        json!({"name": "renamed", "spend_limit": 5, "models": ["dev-chat"], "expires_at": rfc3339_in(86_400_000)}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        (v["name"].as_str(), v["spend_limit"].as_i64(), v["models"].clone()),
+        (Some("renamed"), Some(5), json!(["dev-chat"]))
+    );
+    assert!(v["expires_at"].is_string(), "{v}");
+    assert_eq!(app.client.consume(&key, 6).error_code(), "key_spend_limit_exceeded", "the new limit holds at once");
+    let log = app
+        .sql_one::<String>("SELECT details FROM logs WHERE action = 'api_key_updated' ORDER BY id DESC LIMIT 1", &[]);
+    assert!(log.contains(&admin_id), "the log names the admin: {log}");
+    // Bad input, another user's key, an unknown key: nothing changes.
+    let count = app.count("logs");
+    assert_eq!(app.client.patch(&path, &app.admin, json!({"rpm": 0})).status, 400);
+    assert_eq!(app.client.patch(&path, &app.admin, json!({"models": ["no-such-model"]})).status, 400);
+    let other = format!("/v1/admin/users/{}/api-keys/{id}", bob.id);
+    assert_eq!(app.client.patch(&other, &app.admin, json!({"name": "x"})).error_code(), "not_found");
+    assert_eq!(app.client.delete(&other, &app.admin).status, 404, "the key is not bob's");
+    let r = app.client.patch(&format!("/v1/admin/users/{}/api-keys/key_999999", ann.id), &app.admin, json!({}));
+    assert_eq!(r.status, 404);
+    assert_eq!(app.count("logs"), count, "refusals changed nothing");
+    assert_eq!(app.client.consume(&key, 5).status, 201);
+
+    let r = app.client.delete(&path, &app.admin);
+    assert_eq!((r.status, r.json()["deleted"].as_bool()), (200, Some(true)), "{}", r.text());
+    assert_eq!(app.client.me(&key).status, 401, "a revoked key stops at once");
+    assert_eq!(app.client.delete(&path, &app.admin).status, 404, "revoked once");
+
+    // The role: ann becomes an admin on her next request, with the same token.
+    let users = format!("/v1/admin/users/{}", ann.id);
+    assert_eq!(app.client.get("/v1/admin/users", &ann.token).status, 403);
+    let r = app.client.patch(&users, &app.admin, json!({"role": "admin"}));
+    assert_eq!(
+        (r.status, r.json()["role"].as_str(), r.json()["price_group"].clone()),
+        (200, Some("admin"), Value::Null),
+        "{}",
+        r.text()
+    );
+    assert_eq!(app.client.get("/v1/admin/users", &ann.token).status, 200);
+    for bad in [json!({"role": "root"}), json!({"role": null}), json!({"role": 1})] {
+        assert_eq!(app.client.patch(&users, &app.admin, bad.clone()).status, 400, "{bad}");
+    }
+    let me = format!("/v1/admin/users/{}", admin_id);
+    let r = app.client.patch(&me, &app.admin, json!({"role": "user"}));
+    assert_eq!((r.status, r.error_code().as_str()), (400, "invalid_request"), "an admin keeps their own role");
+    let r = app.client.patch(&users, &ann.token, json!({"role": "user"}));
+    assert_eq!(r.status, 400, "nor can ann drop her own");
+    let r = app.client.patch(&users, &app.admin, json!({"role": "user"}));
+    assert_eq!((r.status, r.json()["role"].as_str()), (200, Some("user")), "another admin may");
+    assert_eq!(app.client.get("/v1/admin/users", &ann.token).status, 403);
+    assert_eq!(app.client.patch("/v1/admin/users/usr_99999", &app.admin, json!({"role": "user"})).status, 404);
+}
+
+#[test]
 fn thirty_two_callers_racing_through_one_key_stop_exactly_at_its_spend_limit() {
     let app = TestApp::spawn();
     let ann = app.user("ann");
@@ -241,6 +308,7 @@ fn account_state(app: &TestApp) -> Vec<String> {
          FROM api_keys",
         "SELECT count(*) FROM sessions WHERE revoked_at IS NULL",
         "SELECT count(*) FROM users",
+        "SELECT count(*) FROM users WHERE role = 'admin'",
         "SELECT count(*) FROM password_resets",
         "SELECT count(*) FROM webhook_endpoints",
         "SELECT count(*) FROM credit_transactions",
@@ -262,7 +330,10 @@ fn harmful_body(method: &str, path: &str) -> Option<String> {
     let body = match (method, path) {
         ("GET" | "DELETE", _) => return None,
         (_, API_KEYS | "/v1/admin/users/{id}/api-keys") => json!({"name": "escalated"}),
-        (_, "/v1/api-keys/{id}") => json!({"spend_limit": null, "models": null, "rpm": null}),
+        (_, "/v1/api-keys/{id}" | "/v1/admin/users/{id}/api-keys/{key_id}") => {
+            json!({"spend_limit": null, "models": null, "rpm": null})
+        }
+        (_, "/v1/admin/users/{id}") => json!({"role": "admin"}),
         (_, "/v1/me/password") => json!({"current_password": PASSWORD, "new_password": "taken-over-password-9"}),
         (_, ADMIN_USERS) => json!({"email": "mallory@example.com", "password": PASSWORD, "role": "admin"}),
         (_, "/v1/admin/users/{id}/credits" | "/v1/admin/users/{id}/grants") => {
@@ -293,7 +364,11 @@ fn a_key_cannot_manage_credentials_or_the_account_while_a_session_can() {
     assert!(guarded.len() > 30, "every credential, account and admin route");
     for key in [&limited, &admin_key] {
         for r in &guarded {
-            let path = r.path.replace("/api-keys/{id}", &format!("/api-keys/{key_id}")).replace("{id}", &ann.id);
+            let path = r
+                .path
+                .replace("/api-keys/{id}", &format!("/api-keys/{key_id}"))
+                .replace("{key_id}", &key_id)
+                .replace("{id}", &ann.id);
             let body = harmful_body(r.method, r.path);
             let resp = app.client.request(r.method, &path, Some(key), &[], body.as_deref().map(str::as_bytes)).unwrap();
             let who = if key == &limited { "a user's scoped key" } else { "an admin's key" };

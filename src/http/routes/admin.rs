@@ -35,7 +35,7 @@ pub static ROUTES: &[Route] = &[
         "/v1/admin/users/{id}",
         Access::Admin,
         update_user,
-        doc("Set a user's price group (null: list prices)", Some("UserUpdate"), 200, "UserDetail"),
+        doc("Set a user's price group (null: list prices) or role", Some("UserUpdate"), 200, "UserDetail"),
     ),
     route(
         "POST",
@@ -180,16 +180,22 @@ pub fn get_user(ctx: &Ctx) -> Result<Response, ApiError> {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "UserUpdate")]
 pub(crate) struct UserUpdate {
-    /// A group of `[pricing] groups`, or null for list prices.
+    /// A group of `[pricing] groups`, or null for list prices. Left out:
+    /// unchanged.
+    #[serde(default)]
     price_group: Option<String>,
+    /// `user` or `admin`. Left out: unchanged.
+    #[serde(default)]
+    role: Option<String>,
 }
 
-/// `PATCH /v1/admin/users/{id}`: the user's price group. Their next call
-/// is reserved and charged at it (a call in flight keeps the group it was
-/// reserved at).
+/// `PATCH /v1/admin/users/{id}`: the fields sent change. A new price
+/// group applies from the user's next call (a call in flight keeps the
+/// group it was reserved at); a new role from their next request (the
+/// credential cache is dropped), with the same session.
 pub fn update_user(ctx: &Ctx) -> Result<Response, ApiError> {
     let id = user_param(ctx)?;
-    let body: UserUpdate = ctx.req.json()?;
+    let (body, raw): (UserUpdate, serde_json::Map<String, serde_json::Value>) = ctx.req.json_and_object()?;
     let groups = &ctx.app.config.pricing.groups;
     if let Some(g) = &body.price_group
         && !groups.contains_key(g)
@@ -199,22 +205,30 @@ pub fn update_user(ctx: &Ctx) -> Result<Response, ApiError> {
             if known.is_empty() { "none are configured ([pricing] groups)".to_owned() } else { known.join(", ") };
         return Err(Error::invalid("price_group", format!("{g:?} is not a price group; the groups: {known}")).into());
     }
+    let role = match body.role.as_deref() {
+        None if raw.contains_key("role") => return Err(Error::invalid("role", "role is \"user\" or \"admin\"").into()),
+        None => None,
+        Some(r) => Some(Role::parse(r).ok_or_else(|| Error::invalid("role", "role is \"user\" or \"admin\""))?),
+    };
     let admin = ctx.user()?.id;
-    let group = body.price_group;
+    // The caller stays an administrator, so one always remains.
+    if id == admin && role == Some(Role::User) {
+        return Err(Error::invalid("role", "an administrator cannot take away their own admin role").into());
+    }
+    let group = raw.contains_key("price_group").then_some(body.price_group);
     ctx.app.db.write(move |c| {
-        if users::storage::set_price_group(c, id, group.as_deref())? == 0 {
-            return Err(Error::not_found("user"));
+        users::get_any(c, id)?;
+        if let Some(group) = &group {
+            users::storage::set_price_group(c, id, group.as_deref())?;
+            let detail = serde_json::json!({ "price_group": group, "by": admin });
+            crate::logs::write(c, &crate::logs::NewLog::business(id, "price_group_set", true, detail))?;
         }
-        crate::logs::write(
-            c,
-            &crate::logs::NewLog::business(
-                id,
-                "price_group_set",
-                true,
-                serde_json::json!({ "price_group": group, "by": admin }),
-            ),
-        )?;
-        Ok(())
+        if let Some(role) = role {
+            users::storage::set_role(c, id, role)?;
+            let detail = serde_json::json!({ "role": role.as_str(), "by": admin });
+            crate::logs::write(c, &crate::logs::NewLog::business(id, "role_set", true, detail))?;
+        }
+        Ok::<_, Error>(())
     })?;
     ctx.app.credentials.invalidate();
     user_detail(ctx, id)

@@ -59,6 +59,20 @@ pub static ROUTES: &[Route] = &[
         admin_create_key,
         doc("Mint an API key for a user (shown once; no Idempotency-Key)", Some("KeyLimitsBody"), 201, "CreatedApiKey"),
     )),
+    route(
+        "PATCH",
+        "/v1/admin/users/{id}/api-keys/{key_id}",
+        Access::Admin,
+        admin_update_key,
+        doc("Change a user's key: name or limits (null clears a limit)", Some("KeyLimitsBody"), 200, "ApiKey"),
+    ),
+    route(
+        "DELETE",
+        "/v1/admin/users/{id}/api-keys/{key_id}",
+        Access::Admin,
+        admin_revoke_key,
+        doc("Revoke a user's API key", None, 200, "Deleted"),
+    ),
     with_query(
         route(
             "GET",
@@ -168,19 +182,32 @@ fn create_key_for(ctx: &Ctx, user: UserId) -> Result<Response, ApiError> {
     ctx.commit(201, move |c| auth::create_api_key(c, user, &name, &limits, day))
 }
 
+/// The key named by the path's parameter `at`, of `user`, changed by the caller.
+fn key_of(ctx: &Ctx, user: UserId, at: usize) -> Result<auth::KeyOf, ApiError> {
+    let id = ApiKeyId::parse(ctx.param(at)).ok_or_else(|| Error::not_found("API key"))?;
+    Ok(auth::KeyOf { user, id, by: ctx.user()?.id })
+}
+
 /// `PATCH /v1/api-keys/{id}`: the fields sent change, null clears a limit,
 /// the others stay. Read, change and write in one transaction.
 pub fn update_key(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?.id;
-    let id = ApiKeyId::parse(ctx.param(0)).ok_or_else(|| Error::not_found("API key"))?;
+    update_key_of(ctx, key_of(ctx, ctx.user()?.id, 0)?)
+}
+
+/// `PATCH /v1/admin/users/{id}/api-keys/{key_id}`: the same, on a user's key.
+pub fn admin_update_key(ctx: &Ctx) -> Result<Response, ApiError> {
+    update_key_of(ctx, key_of(ctx, super::admin::user_param(ctx)?, 1)?)
+}
+
+fn update_key_of(ctx: &Ctx, key: auth::KeyOf) -> Result<Response, ApiError> {
     let (body, raw): (KeyLimitsBody, serde_json::Map<String, serde_json::Value>) = ctx.req.json_and_object()?;
     let name = body.name.as_deref().map(auth::parse_key_name).transpose()?;
     let (models, day) = (model_names(ctx), ctx.app.guard.today());
     let response = ctx.commit(200, move |c| {
-        let current = auth::get_api_key(c, user, id, day)?;
+        let current = auth::get_api_key(c, key.user, key.id, day)?;
         let mut limits = current.limits.clone();
         body.apply(&raw, &mut limits, |m| models.contains(m), Timestamp::now())?;
-        auth::update_api_key(c, user, id, name.as_deref().unwrap_or(&current.name), &limits, day)
+        auth::update_api_key(c, key, name.as_deref().unwrap_or(&current.name), &limits, day)
     })?;
     ctx.app.credentials.invalidate();
     Ok(response)
@@ -204,9 +231,17 @@ pub fn admin_list_keys(ctx: &Ctx) -> Result<Response, ApiError> {
 }
 
 pub fn revoke_key(ctx: &Ctx) -> Result<Response, ApiError> {
-    let user = ctx.user()?.id;
-    let id = ApiKeyId::parse(ctx.param(0)).ok_or_else(|| Error::not_found("API key"))?;
-    auth::revoke_api_key(&ctx.app.db, user, id)?;
+    revoke_key_of(ctx, key_of(ctx, ctx.user()?.id, 0)?)
+}
+
+/// `DELETE /v1/admin/users/{id}/api-keys/{key_id}`: an admin takes a
+/// user's key away (a leaked key, a departed backend).
+pub fn admin_revoke_key(ctx: &Ctx) -> Result<Response, ApiError> {
+    revoke_key_of(ctx, key_of(ctx, super::admin::user_param(ctx)?, 1)?)
+}
+
+fn revoke_key_of(ctx: &Ctx, key: auth::KeyOf) -> Result<Response, ApiError> {
+    auth::revoke_api_key(&ctx.app.db, key)?;
     ctx.app.credentials.invalidate();
-    Ok(Response::json(200, &super::Deleted::new(id, "api_key")))
+    Ok(Response::json(200, &super::Deleted::new(key.id, "api_key")))
 }
