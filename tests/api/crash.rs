@@ -244,14 +244,9 @@ fn sigkill_during_metered_chats_leaves_every_carry_consistent() {
     // 40 x 150 + 60 x 15 + 50 x 600 = 36,900 millionths a call.
     assert_eq!((priced, sum), (metered, metered * 36_900), "every row kept its components");
     drop(c);
-    let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
-    assert!(o.status.success(), "audit after the crash: {}", String::from_utf8_lossy(&o.stdout));
     // After a restart the holds of the calls cut short are released, and
     // the carries still add up.
-    let server = serve_process(&db, &env);
-    drop(server);
-    let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
-    assert!(o.status.success(), "audit after the restart: {}", String::from_utf8_lossy(&o.stdout));
+    assert_nobody_overdrawn_and_audit_valid_across_restart(&db, &env);
 }
 
 /// 32 callers who cannot afford the model's whole output bound: every
@@ -319,9 +314,16 @@ fn sigkill_during_calls_with_lowered_bounds_overdraws_nobody() {
     let consumed: i64 =
         c.query_row("SELECT count(*) FROM credit_transactions WHERE kind = 'consume'", [], |r| r.get(0)).unwrap();
     assert!(consumed as u64 >= acked, "every acknowledged call is on the ledger ({consumed}, {acked})");
-    // Nobody overdrawn: every user's last balance, less what their live
-    // holds keep, is at least zero.
-    let negative: i64 = c
+    drop(c);
+    assert_nobody_overdrawn_and_audit_valid_across_restart(&db, &env);
+}
+
+/// Every user's last balance, less what their live holds keep, is at least
+/// zero; `tollgate audit` passes on the killed database, and again after
+/// a start (which releases the holds of calls in flight at the kill).
+fn assert_nobody_overdrawn_and_audit_valid_across_restart(db: &std::path::Path, env: &[(&str, &str)]) {
+    let negative: i64 = rusqlite::Connection::open(db)
+        .unwrap()
         .query_row(
             "SELECT count(*) FROM users u WHERE
                coalesce((SELECT balance_after FROM credit_transactions t WHERE t.user_id = u.id ORDER BY id DESC LIMIT 1), 0)
@@ -331,11 +333,105 @@ fn sigkill_during_calls_with_lowered_bounds_overdraws_nobody() {
         )
         .unwrap();
     assert_eq!(negative, 0, "nobody overdrawn");
-    drop(c);
-    let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
+    let o = bin().args(["audit", "--db"]).arg(db).output().unwrap();
     assert!(o.status.success(), "audit after the crash: {}", String::from_utf8_lossy(&o.stdout));
-    let server = serve_process(&db, &env);
+    let server = serve_process(db, env);
     drop(server);
-    let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
+    let o = bin().args(["audit", "--db"]).arg(db).output().unwrap();
     assert!(o.status.success(), "audit after the restart: {}", String::from_utf8_lossy(&o.stdout));
+    let held: i64 = rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM credit_holds WHERE status = 'active'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(held, 0, "no hold outlives a restart");
+}
+
+/// 32 callers who each open a stream, read three chunks and hang up, over
+/// and over; SIGKILL in the middle. Every abandoned stream that settled is
+/// charged its input bound and the output it was sent (never nothing,
+/// never the whole hold of 4,000-odd credits), nobody is overdrawn, and
+/// the audit holds before and after the restart.
+#[test]
+fn sigkill_during_abandoned_streams_charges_what_was_generated_and_overdraws_nobody() {
+    use std::io::{Read, Write};
+    crate::sqlite_only!();
+    let fake = crate::fake_provider::FakeProvider::start();
+    fake.script(|s| {
+        s.text = "word ".repeat(60).trim().to_owned();
+        s.stream_event_delay_ms = 20;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.db");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[providers.p]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n{}",
+            fake.base,
+            model_toml("dear", "chat", "p", "u", "{ input_per_1m = 1000000, output_per_1m = 1000000 }", "")
+        ),
+    );
+    let env = [("TOLLGATE_CONFIG", config.to_str().unwrap()), ("TOLLGATE_SERVER_SQLITE_SYNCHRONOUS", "full")];
+    let mut server = serve_process(&db, &env);
+    let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let tokens: Vec<String> =
+        (0..32).map(|i| server.client.funded_user(&admin, &format!("s{i}@example.com"), 100_000)).collect();
+    let addr = server.client.base.trim_start_matches("http://").to_owned();
+    let stop = Arc::new(AtomicBool::new(false));
+    let abandoned = Arc::new(Mutex::new(0u64));
+    let workers: Vec<_> = tokens
+        .into_iter()
+        .map(|token| {
+            let (addr, stop, abandoned) = (addr.clone(), Arc::clone(&stop), Arc::clone(&abandoned));
+            std::thread::spawn(move || {
+                let body = json!({"model": "dear", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+                    .to_string();
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut s) = std::net::TcpStream::connect(&addr) else { break };
+                    let sent = write!(
+                        s,
+                        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if sent.is_err() {
+                        break;
+                    }
+                    // Three chunks with content, then hang up.
+                    let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+                    while String::from_utf8_lossy(&seen).matches("\"content\":\"").count() < 3 {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    assert!(seen.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&seen));
+                    *abandoned.lock().unwrap() += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(2000));
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let abandoned = *abandoned.lock().unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let charges: Vec<(i64, String)> = c
+        .prepare("SELECT -amount, description FROM credit_transactions WHERE kind = 'consume'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    // At most two streams per caller were still settling at the kill.
+    assert!(abandoned > 64 && charges.len() as u64 + 64 >= abandoned, "{} charged of {abandoned}", charges.len());
+    for (charged, description) in &charges {
+        // The input bound (59 tokens) and a few words: far below the hold.
+        assert!(*charged > 59 && *charged < 400, "charged {charged}: {description}");
+        assert!(!description.contains("/ 0 out"), "the output sent is charged: {description}");
+    }
+    drop(c);
+    assert_nobody_overdrawn_and_audit_valid_across_restart(&db, &env);
 }

@@ -323,6 +323,11 @@ fn messages_on_an_openai_route_give_the_chat_apis_content_over_three_turns() {
             );
             let (a, b) = (content_of(&chat, false, stream), content_of(&msgs, true, stream));
             assert_eq!(a, b, "turn {turn}, stream {stream}");
+            if stream {
+                let evs = events(&msgs);
+                let delta = &evs.iter().find(|(n, _)| n == "message_delta").expect("a message_delta").1;
+                assert!(delta["tollgate"]["cost_micro"].is_i64(), "the final delta carries the cost: {delta}");
+            }
             if tool_turn {
                 assert_eq!(b.1, vec![("weather".to_owned(), json!({"city": "Paris"}))]);
                 if !stream {
