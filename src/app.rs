@@ -30,6 +30,8 @@ pub struct App {
     pub resets: crate::auth::reset::Requests,
     /// Seals the secrets tollgate stores (`TOLLGATE_SECRET_KEY`), if set.
     pub seal_key: Option<crate::support::sealed::SealKey>,
+    /// The payment provider (`[payments]`), when payments are on.
+    pub payments: Option<crate::payments::Gateway>,
 }
 
 impl App {

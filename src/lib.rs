@@ -35,6 +35,7 @@ pub mod migrate_pg;
 pub mod oidc;
 pub mod ops;
 pub mod paging;
+pub mod payments;
 pub mod providers;
 pub mod service;
 pub mod storage;

@@ -50,6 +50,7 @@ pub struct Service {
     stop: Arc<AtomicBool>,
     upkeep: Option<JoinHandle<()>>,
     channels: Option<JoinHandle<()>>,
+    payments: Option<JoinHandle<()>>,
 }
 
 /// Opens the database with the configured durability.
@@ -112,6 +113,7 @@ impl Service {
         };
         let oidc = crate::oidc::Providers::new(&config.oidc, &public_url, secret)?;
         let resets = crate::auth::reset::Requests::start(db.clone(), config.auth.clone()).map_err(|e| e.to_string())?;
+        let payments = crate::payments::Gateway::from_env(&config.payments, &secret)?;
         let credentials = if db.is_shared() {
             crate::auth::cache::CredentialCache::with_ttl_ms(crate::auth::cache::CREDENTIAL_CACHE_TTL_SHARED_MS)
         } else {
@@ -131,6 +133,7 @@ impl Service {
             oidc,
             resets,
             seal_key: seal_key.clone(),
+            payments,
         });
         let workers = crate::jobs::worker::Workers::start(&app)?;
         let deliverer = crate::events::delivery::Deliverer::start(
@@ -157,6 +160,16 @@ impl Service {
                 .spawn(move || watch_channels(&app, &stop))
                 .map_err(|e| format!("cannot start the channels thread: {e}"))?
         };
+        let payments = match app.payments {
+            Some(_) => Some({
+                let (app, stop) = (Arc::clone(&app), Arc::clone(&stop));
+                thread::Builder::new()
+                    .name("payments".into())
+                    .spawn(move || auto_topups(&app, &stop))
+                    .map_err(|e| format!("cannot start the payments thread: {e}"))?
+            }),
+            None => None,
+        };
         let http = HttpServer::start(Arc::clone(&app), listener)?;
         let database = match app.config.database.postgres_url() {
             Some(_) => "PostgreSQL (database.url)".to_owned(),
@@ -172,6 +185,7 @@ impl Service {
             stop,
             upkeep: Some(upkeep),
             channels: Some(channels),
+            payments,
         })
     }
 
@@ -194,6 +208,9 @@ impl Service {
         }
         self.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.channels.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.payments.take() {
             let _ = h.join();
         }
         if let Some(h) = self.upkeep.take() {
@@ -283,6 +300,22 @@ fn watch_channels(app: &App, stop: &AtomicBool) {
             let back = app.adapter.probe();
             if back > 0 {
                 log::info!("the probe enabled {back} upstream key(s) again");
+            }
+        }
+    }
+}
+
+/// The auto top-up pass, every `payments.auto_topup_poll_ms`.
+fn auto_topups(app: &App, stop: &AtomicBool) {
+    let Some(gw) = &app.payments else { return };
+    let every = Duration::from_millis(app.config.payments.auto_topup_poll_ms);
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        thread::sleep(Duration::from_millis(50));
+        if last.elapsed() >= every {
+            last = Instant::now();
+            if let Err(e) = crate::payments::topup::run_once(&app.db, &app.config.payments, gw) {
+                log::error!("auto top-up pass failed: {e}");
             }
         }
     }

@@ -16,6 +16,7 @@ mod events;
 mod jobs;
 mod limits;
 mod media;
+mod payments;
 mod providers;
 mod records;
 mod server;
@@ -27,6 +28,7 @@ pub use events::{EventsConfig, WebhookConfig};
 pub use jobs::JobsConfig;
 pub use limits::LimitsConfig;
 pub use media::MediaConfig;
+pub use payments::{PackageConfig, PaymentsConfig, PlanConfig};
 pub use providers::{
     ModelConfig, PRICE_GROUPS_MAX, PriceConfig, PriceTierConfig, PricingConfig, ProviderConfig, RouteConfig,
 };
@@ -36,8 +38,10 @@ pub use server::{CORS_ORIGINS_MAX, HTTP_WORKERS_DEFAULT_MIN, ServerConfig};
 /// The config file read when `--config` is not given, if it exists.
 pub const CONFIG_PATH_DEFAULT: &str = "./tollgate.toml";
 /// Sections that `TOLLGATE_<SECTION>_<KEY>` may address.
-const ENV_SECTIONS: &[&str] =
-    &["server", "database", "auth", "limits", "jobs", "logs", "ledger", "backup", "events", "media", "channels"];
+const ENV_SECTIONS: &[&str] = &[
+    "server", "database", "auth", "limits", "jobs", "logs", "ledger", "backup", "events", "media", "channels",
+    "payments",
+];
 /// Variables with the prefix that are not `<SECTION>_<KEY>` overrides.
 const ENV_RESERVED: &[&str] = &[
     "TOLLGATE_ADMIN_EMAIL",
@@ -68,6 +72,7 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     pub pricing: PricingConfig,
     pub channels: ChannelsConfig,
+    pub payments: PaymentsConfig,
 }
 
 /// Values from command-line flags, the top of the precedence order.
@@ -143,6 +148,7 @@ impl Config {
         self.webhooks.iter().try_for_each(WebhookConfig::check)?;
         self.pricing.check()?;
         self.channels.check()?;
+        self.payments.check()?;
         self.media.check()
     }
 }

@@ -17,10 +17,14 @@ pub enum EventType {
     PasswordResetRequested,
     IdentityLinked,
     ChannelDisabled,
+    PaymentSucceeded,
+    PaymentRefunded,
+    PaymentFailed,
+    SubscriptionRenewed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 13] = [
         EventType::JobCompleted,
         EventType::JobFailed,
         EventType::JobCanceled,
@@ -30,6 +34,10 @@ impl EventType {
         EventType::PasswordResetRequested,
         EventType::IdentityLinked,
         EventType::ChannelDisabled,
+        EventType::PaymentSucceeded,
+        EventType::PaymentRefunded,
+        EventType::PaymentFailed,
+        EventType::SubscriptionRenewed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +51,10 @@ impl EventType {
             EventType::PasswordResetRequested => "user.password_reset_requested",
             EventType::IdentityLinked => "user.identity_linked",
             EventType::ChannelDisabled => "channel.disabled",
+            EventType::PaymentSucceeded => "payment.succeeded",
+            EventType::PaymentRefunded => "payment.refunded",
+            EventType::PaymentFailed => "payment.failed",
+            EventType::SubscriptionRenewed => "subscription.renewed",
         }
     }
 

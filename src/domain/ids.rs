@@ -64,6 +64,7 @@ typed_id!(CodeId, "code_");
 typed_id!(EndpointId, "wh_");
 typed_id!(DeliveryId, "dlv_");
 typed_id!(FileId, "file_");
+typed_id!(PaymentId, "pay_");
 
 #[cfg(test)]
 mod tests {

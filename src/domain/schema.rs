@@ -4,7 +4,8 @@
 //! so the document follows the code. Never used to validate input.
 
 use super::{
-    ApiKeyId, CodeId, Credits, DeliveryId, EndpointId, FileId, GrantId, HoldId, JobId, LogId, Timestamp, TxnId, UserId,
+    ApiKeyId, CodeId, Credits, DeliveryId, EndpointId, FileId, GrantId, HoldId, JobId, LogId, PaymentId, Timestamp,
+    TxnId, UserId,
 };
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use std::borrow::Cow;
@@ -49,4 +50,4 @@ macro_rules! id_schema {
     )*};
 }
 
-id_schema!(UserId, TxnId, JobId, HoldId, ApiKeyId, LogId, GrantId, CodeId, EndpointId, DeliveryId, FileId);
+id_schema!(UserId, TxnId, JobId, HoldId, ApiKeyId, LogId, GrantId, CodeId, EndpointId, DeliveryId, FileId, PaymentId);

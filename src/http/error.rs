@@ -212,7 +212,8 @@ pub fn status_of(code: &str) -> u16 {
         | "redirect_uri_not_allowed"
         | "invalid_oidc_state"
         | "invalid_oidc_code"
-        | "invalid_http" => 400,
+        | "invalid_http"
+        | "webhook_signature_invalid" => 400,
         "unauthorized"
         | "invalid_refresh_token"
         | "refresh_token_reused"
@@ -244,7 +245,9 @@ pub fn status_of(code: &str) -> u16 {
         | "name_taken"
         | "secret_key_unset"
         | "webhook_endpoint_deleted"
-        | "request_in_progress" => 409,
+        | "request_in_progress"
+        | "no_customer"
+        | "no_saved_card" => 409,
         "file_expired" => 410,
         "payload_too_large" => 413,
         "uri_too_long" => 414,

@@ -88,6 +88,15 @@ fn derived() -> Map<String, Value> {
     g.subschema_for::<super::error::ErrorBody>();
     g.subschema_for::<routes::sessions::PasswordResetDone>();
     g.subschema_for::<routes::limits::LimitsView>();
+    g.subschema_for::<routes::auth::Me>();
+    g.subschema_for::<routes::payments::CatalogView<'static>>();
+    g.subschema_for::<routes::payments::CheckoutBody>();
+    g.subschema_for::<crate::payments::Checkout>();
+    g.subschema_for::<routes::payments::PortalBody>();
+    g.subschema_for::<routes::payments::PortalSession>();
+    g.subschema_for::<routes::payments::AutoTopupBody>();
+    g.subschema_for::<routes::payments::AutoTopupView>();
+    g.subschema_for::<crate::payments::webhook::Received>();
     // Generic instances, under the names the routes use.
     let aliases = [
         ("TransactionList", g.subschema_for::<List<ledger::Transaction>>()),
@@ -103,6 +112,7 @@ fn derived() -> Map<String, Value> {
         ("LogList", g.subschema_for::<List<crate::logs::LogEntry>>()),
         ("ChannelList", g.subschema_for::<List<crate::providers::admin::ChannelView>>()),
         ("CatalogModelList", g.subschema_for::<List<crate::providers::admin::ModelView>>()),
+        ("PaymentList", g.subschema_for::<List<crate::payments::Payment>>()),
     ];
     let mut m = g.take_definitions(true);
     for (name, schema) in aliases {

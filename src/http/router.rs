@@ -32,6 +32,7 @@ static AREAS: &[&[Route]] = &[
     routes::credits::ROUTES,
     routes::grants::ROUTES,
     routes::codes::ROUTES,
+    routes::payments::ROUTES,
     routes::usage::ROUTES,
     routes::logs::ROUTES,
     routes::limits::ROUTES,

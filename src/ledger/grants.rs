@@ -491,17 +491,60 @@ pub fn void_at(conn: &Conn<'_>, id: GrantId, now: Timestamp) -> Result<Grant> {
         }
         GrantStatus::Active | GrantStatus::Depleted => {}
     }
-    store::set_voided(conn, id, now)?;
-    let txn = end_if_due(conn, id, now)?;
+    end_now(conn, &g, now)?;
+    get_at(conn, id, now)
+}
+
+/// Voids the grant and answers the credits that left it now (a payment
+/// dispute freezing what is left; 0 when it had already ended).
+pub fn void_taking(conn: &Conn<'_>, id: GrantId, now: Timestamp) -> Result<Credits> {
+    let g = get_at(conn, id, now)?;
+    match g.status {
+        GrantStatus::Voided | GrantStatus::Expired => Ok(Credits::ZERO),
+        GrantStatus::Active | GrantStatus::Depleted => end_now(conn, &g, now),
+    }
+}
+
+fn end_now(conn: &Conn<'_>, g: &Grant, now: Timestamp) -> Result<Credits> {
+    store::set_voided(conn, g.id, now)?;
+    let txn = end_if_due(conn, g.id, now)?;
+    let amount = txn.as_ref().map_or(Credits::ZERO, |t| -t.amount);
     logs::write(
         conn,
         &NewLog::business(
             g.user_id,
             "grant_voided",
             true,
-            json!({ "grant_id": id, "amount": txn.as_ref().map(|t| -t.amount.0).unwrap_or(0),
-                    "transaction_id": txn.map(|t| t.id) }),
+            json!({ "grant_id": g.id, "amount": amount, "transaction_id": txn.map(|t| t.id) }),
         ),
     )?;
-    get_at(conn, id, now)
+    Ok(amount)
+}
+
+/// Takes up to `amount` of a grant's unreserved remainder back in a `void`
+/// row, leaving the grant active with the rest (a partial refund). What
+/// active holds reserved stays theirs; the balance never goes below zero.
+/// Answers what it took: less than `amount` when the credits were already
+/// spent (the caller records the shortfall).
+pub fn take_back(conn: &Conn<'_>, id: GrantId, amount: Credits, description: &str, now: Timestamp) -> Result<Credits> {
+    let Some(e) = store::ending(conn, id, now)? else { return Err(Error::not_found("grant")) };
+    if e.voided || e.expired {
+        return Ok(Credits::ZERO);
+    }
+    let take = amount.min(e.unreserved);
+    if take <= Credits::ZERO {
+        return Ok(Credits::ZERO);
+    }
+    let txn = super::append_change(conn, e.user, -take, Kind::Void, Some(id), description, now)?;
+    store::take(conn, id, take, e.empties && take == e.unreserved, now)?;
+    logs::write(
+        conn,
+        &NewLog::business(
+            e.user,
+            "grant_taken_back",
+            true,
+            json!({ "grant_id": id, "amount": take, "asked": amount, "transaction_id": txn.id }),
+        ),
+    )?;
+    Ok(take)
 }

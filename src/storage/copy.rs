@@ -46,6 +46,10 @@ pub const TABLES_IN_COPY_ORDER: &[&str] = &[
     "channels",
     "channel_keys",
     "catalog_models",
+    "payments",
+    "payment_events",
+    "subscriptions",
+    "auto_topups",
 ];
 
 /// Rows per INSERT: PostgreSQL takes at most 65,535 parameters a statement,

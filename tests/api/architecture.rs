@@ -13,7 +13,10 @@ const TIERS: &[(&str, &[&str])] = &[
     ("floor", &["support", "domain", "error", "config", "metrics", "paging"]),
     ("storage", &["storage"]),
     ("records", &["logs", "events", "usage"]),
-    ("services", &["users", "ledger", "auth", "guard", "codes", "idempotency", "providers", "media", "oidc"]),
+    (
+        "services",
+        &["users", "ledger", "auth", "guard", "codes", "idempotency", "providers", "media", "oidc", "payments"],
+    ),
     ("service handles", &["app"]),
     ("metered work", &["metered", "jobs"]),
     ("http", &["http"]),

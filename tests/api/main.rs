@@ -5,6 +5,7 @@
 mod endpoints;
 mod fake_oidc;
 mod fake_provider;
+mod fake_stripe;
 mod helpers;
 
 mod ai;
@@ -32,6 +33,7 @@ mod keys;
 mod messages;
 mod oidc;
 mod ops;
+mod payments;
 mod postgres_cli;
 mod pricing;
 mod sessions;

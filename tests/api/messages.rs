@@ -377,7 +377,7 @@ fn messages_on_an_openai_route_give_the_chat_apis_content_over_three_turns() {
 
 /// The venv `scripts/test` installs the official SDKs into
 /// (`scripts/sdk_check/requirements.txt`, pinned).
-fn sdk_python() -> Option<std::path::PathBuf> {
+pub(crate) fn sdk_python() -> Option<std::path::PathBuf> {
     let py = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/sdk-check-venv/bin/python");
     py.exists().then_some(py)
 }

@@ -27,7 +27,7 @@ pub static ROUTES: &[Route] = &[
         signup,
         doc("Create an account (when enabled)", Some("LoginRequest"), 201, "User"),
     ),
-    route("GET", "/v1/me", Access::User, me, doc("The calling user", None, 200, "User")),
+    route("GET", "/v1/me", Access::User, me, doc("The calling user, with their active plan", None, 200, "Me")),
     not_replayable(route(
         "POST",
         "/v1/api-keys",
@@ -151,9 +151,23 @@ pub fn signup(ctx: &Ctx) -> Result<Response, ApiError> {
     }
 }
 
+/// `GET /v1/me`: the user and the plan they pay for, if any.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Me")]
+pub(crate) struct Me {
+    #[serde(flatten)]
+    user: users::User,
+    /// The active subscription (`[payments] plans`), or null.
+    plan: Option<crate::payments::Subscription>,
+}
+
 pub fn me(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = users::get(&ctx.app.db, ctx.user()?.id)?;
-    Ok(Response::json(200, &user))
+    let plan = match ctx.app.payments {
+        Some(_) => crate::payments::active_plan(&ctx.app.db, user.id)?,
+        None => None,
+    };
+    Ok(Response::json(200, &Me { user, plan }))
 }
 
 fn model_names(ctx: &Ctx) -> HashSet<String> {

@@ -21,6 +21,7 @@ pub mod messages;
 mod metered_stream;
 pub mod oidc;
 pub mod ops;
+pub mod payments;
 pub mod responses;
 pub mod sessions;
 pub mod usage;
