@@ -28,7 +28,7 @@ pub use events::{EventsConfig, WebhookConfig};
 pub use jobs::JobsConfig;
 pub use limits::LimitsConfig;
 pub use media::MediaConfig;
-pub use payments::{PackageConfig, PaymentsConfig, PlanConfig};
+pub use payments::{GRANT_PRIORITY_MAX, PackageConfig, PaymentsConfig, PlanConfig};
 pub use providers::{
     ModelConfig, PRICE_GROUPS_MAX, PriceConfig, PriceTierConfig, PricingConfig, ProviderConfig, RouteConfig,
 };

@@ -110,6 +110,15 @@ pub struct PlanConfig {
     pub name: Option<String>,
 }
 
+/// `path` is `prefix` or below it (`/billing` allows `/billing/done`, not
+/// `/billing-evil`).
+fn path_within(path: &str, prefix: &str) -> bool {
+    if prefix.ends_with('/') {
+        return path.starts_with(prefix);
+    }
+    path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+}
+
 fn paid() -> String {
     "paid".into()
 }
@@ -160,7 +169,7 @@ impl PaymentsConfig {
                 a.scheme() == u.scheme()
                     && a.host_str() == u.host_str()
                     && a.port_or_known_default() == u.port_or_known_default()
-                    && u.path().starts_with(a.path())
+                    && path_within(u.path(), a.path())
             })
         })
     }
@@ -220,5 +229,71 @@ impl PaymentsConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package(id: &str) -> PackageConfig {
+        PackageConfig {
+            id: id.into(),
+            credits: 100,
+            price: 100,
+            currency: "usd".into(),
+            category: "paid".into(),
+            priority: None,
+            expires_days: None,
+            name: None,
+        }
+    }
+
+    #[test]
+    fn packages_plans_and_return_urls_are_checked_at_their_limits() {
+        let on = |f: &dyn Fn(&mut PaymentsConfig)| {
+            let mut c = PaymentsConfig { provider: "stripe".into(), ..PaymentsConfig::default() };
+            f(&mut c);
+            c.check().map_err(|e| e.to_string())
+        };
+        assert!(on(&|c| c.packages = (0..PAYMENT_ITEMS_MAX).map(|i| package(&format!("p{i}"))).collect()).is_ok());
+        let e = on(&|c| c.packages = (0..=PAYMENT_ITEMS_MAX).map(|i| package(&format!("p{i}"))).collect()).unwrap_err();
+        assert!(e.contains("at most 100"), "{e}");
+        let urls = |n: usize| (0..n).map(|i| format!("https://app{i}.example/")).collect::<Vec<_>>();
+        assert!(on(&|c| c.return_urls = urls(RETURN_URLS_MAX)).is_ok());
+        assert!(on(&|c| c.return_urls = urls(RETURN_URLS_MAX + 1)).is_err());
+        for (bad, why) in [
+            (PackageConfig { currency: "USD".into(), ..package("a") }, "lowercase"),
+            (PackageConfig { price: PRICE_MINOR_MAX + 1, ..package("a") }, "price"),
+            (PackageConfig { price: 0, ..package("a") }, "price"),
+            (PackageConfig { credits: 0, ..package("a") }, "credits"),
+            (PackageConfig { priority: Some(GRANT_PRIORITY_MAX + 1), ..package("a") }, "priority"),
+            (PackageConfig { category: "gift".into(), ..package("a") }, "category"),
+            (PackageConfig { id: "a b".into(), ..package("a") }, "id"),
+        ] {
+            let e = on(&|c| c.packages = vec![bad.clone()]).unwrap_err();
+            assert!(e.contains(why), "{why}: {e}");
+        }
+        let e = on(&|c| c.packages = vec![package("a"), package("a")]).unwrap_err();
+        assert!(e.contains("unique"), "{e}");
+        assert!(on(&|c| c.provider = "paypal".into()).is_err());
+        assert!(on(&|c| c.return_urls = vec!["ftp://x.example/".into()]).is_err());
+    }
+
+    #[test]
+    fn a_return_url_must_start_with_an_allowed_one_on_the_same_origin() {
+        let c = PaymentsConfig { return_urls: vec!["https://app.example/billing".into()], ..PaymentsConfig::default() };
+        assert!(c.return_url_allowed("https://app.example/billing/done?x=1"));
+        for bad in [
+            "https://app.example/other",
+            "https://app.example/billing-evil",
+            "http://app.example/billing",
+            "https://app.example.evil.com/billing",
+            "https://app.example:8443/billing",
+            "https://evil.example/https://app.example/billing",
+            "not a url",
+        ] {
+            assert!(!c.return_url_allowed(bad), "{bad}");
+        }
     }
 }

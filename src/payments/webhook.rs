@@ -498,6 +498,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_configs_priority_range_is_the_ledgers() {
+        assert_eq!(crate::config::GRANT_PRIORITY_MAX, crate::ledger::grants::PRIORITY_MAX);
+    }
+
+    #[test]
     fn a_refund_takes_back_its_share_rounded_up() {
         assert_eq!(credits_for_refund(Credits(1000), 500, 500), Credits(1000));
         assert_eq!(credits_for_refund(Credits(1000), 250, 500), Credits(500));

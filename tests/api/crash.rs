@@ -435,3 +435,90 @@ fn sigkill_during_abandoned_streams_charges_what_was_generated_and_overdraws_nob
     drop(c);
     assert_nobody_overdrawn_and_audit_valid_across_restart(&db, &env);
 }
+
+/// A paid Checkout's event sent 50 times at once, SIGKILL while they are
+/// in flight (some received and not answered), then Stripe's retries after
+/// the restart: exactly one grant, and the audit holds.
+#[test]
+fn sigkill_between_a_payment_events_receipt_and_answer_grants_it_once() {
+    use crate::fake_stripe::{self, FakeStripe, WEBHOOK_SECRET, event, now_s, signed};
+    crate::sqlite_only!();
+    let stripe = FakeStripe::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.db");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[payments]\nprovider = \"stripe\"\nstripe_api_base = \"{}\"\nreturn_urls = [\"https://shop.example/\"]\n\
+             [[payments.packages]]\nid = \"p500\"\ncredits = 500\nprice = 500\ncurrency = \"usd\"\n",
+            stripe.base
+        ),
+    );
+    let env = [
+        ("TOLLGATE_CONFIG", config.to_str().unwrap()),
+        ("TOLLGATE_SERVER_SQLITE_SYNCHRONOUS", "full"),
+        ("STRIPE_SECRET_KEY", fake_stripe::SECRET_KEY),
+        ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET),
+    ];
+    let mut server = serve_process(&db, &env);
+    let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let ann = server.client.funded_user(&admin, "ann@example.com", 1);
+    let ann_id = server.client.me(&ann).json()["id"].as_str().unwrap().to_owned();
+    let r = server.client.post(
+        "/v1/payments/checkout",
+        &ann,
+        json!({"package": "p500", "success_url": "https://shop.example/ok", "cancel_url": "https://shop.example/no"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let payment = r.json()["payment"]["id"].as_str().unwrap().to_owned();
+    let session = r.json()["url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let e =
+        event("evt_crash", "checkout.session.completed", crate::payments::completed(&session, &payment, &ann_id, 500));
+    let (body, header) = signed(&e, WEBHOOK_SECRET, now_s());
+    let (body, header) = (Arc::new(body), Arc::new(header));
+    let send_all = |client: &Client| -> Vec<std::thread::JoinHandle<Option<u16>>> {
+        (0..50)
+            .map(|_| {
+                let (client, body, header) = (client.clone(), Arc::clone(&body), Arc::clone(&header));
+                std::thread::spawn(move || {
+                    client
+                        .request(
+                            "POST",
+                            "/v1/payments/stripe/webhook",
+                            None,
+                            &[("Stripe-Signature", header.as_str())],
+                            Some(body.as_bytes()),
+                        )
+                        .ok()
+                        .map(|r| r.status)
+                })
+            })
+            .collect()
+    };
+    let in_flight = send_all(&server.client);
+    std::thread::sleep(Duration::from_millis(3));
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+    let answered = in_flight.into_iter().filter_map(|t| t.join().unwrap()).count();
+    let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
+    assert!(o.status.success(), "audit after the crash: {}", String::from_utf8_lossy(&o.stdout));
+
+    // Stripe retries every delivery it got no 2xx for, after the restart.
+    let server = serve_process(&db, &env);
+    for t in send_all(&server.client) {
+        assert_eq!(t.join().unwrap(), Some(200));
+    }
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let one = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        one("SELECT count(*) FROM credit_grants WHERE source = 'payment'"),
+        1,
+        "{answered} answered before the kill"
+    );
+    assert_eq!(one("SELECT count(*) FROM payment_events"), 1);
+    assert_eq!(server.client.balance(&ann).json()["balance"], 501);
+    drop(c);
+    drop(server);
+    let o = bin().args(["audit", "--db"]).arg(&db).output().unwrap();
+    assert!(o.status.success(), "audit after the retries: {}", String::from_utf8_lossy(&o.stdout));
+}

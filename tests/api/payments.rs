@@ -86,7 +86,7 @@ fn checkout(app: &TestApp, token: &str, item: Value) -> (String, String) {
 }
 
 /// The `checkout.session.completed` Stripe sends for a paid package.
-fn completed(session: &str, payment: &str, user: &str, amount: i64) -> Value {
+pub(crate) fn completed(session: &str, payment: &str, user: &str, amount: i64) -> Value {
     json!({"id": session, "object": "checkout.session", "mode": "payment", "payment_status": "paid", "status": "complete",
            "client_reference_id": user, "metadata": {"payment_id": payment, "user_id": user},
            "amount_total": amount, "currency": "usd", "customer": "cus_ann", "payment_intent": format!("pi_{session}")})
