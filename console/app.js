@@ -97,11 +97,13 @@ let me = null;
 const userPages = [
   ["#/", "Overview", overview], ["#/ledger", "Ledger", ledger], ["#/grants", "Grants", grants],
   ["#/jobs", "Jobs", jobs], ["#/keys", "API keys", keys], ["#/playground", "Playground", playground],
+  ["#/billing", "Billing", billing],
 ];
 const adminPages = [
   ["#/admin/users", "Users", adminUsers], ["#/admin/usage", "Usage", adminUsage], ["#/admin/codes", "Codes", adminCodes],
   ["#/admin/logs", "Logs", adminLogs], ["#/admin/audit", "Audit", adminAudit], ["#/admin/webhooks", "Webhooks", adminWebhooks],
   ["#/admin/channels", "Channels", adminChannels], ["#/admin/models", "Models", adminModels],
+  ["#/admin/payments", "Payments", adminPayments],
 ];
 
 async function render() {
@@ -605,6 +607,74 @@ async function adminCodes(body) {
     field("Grant expires (days)", grantDays), field("Redeem by", redeemBy), field("Redemptions each", uses), field("Description", why),
     h("button", { type: "submit", id: "code-submit" }, "Mint")), shown, list);
   await load();
+}
+
+// Money as the provider bills it: minor units and an ISO currency.
+const money = (minor, currency) => `${(minor / 100).toFixed(2)} ${String(currency).toUpperCase()}`;
+
+// Buying credits through Stripe: packages, plans, auto top-up and the
+// caller's payments. Checkout returns to this page, which must be under
+// one of the server's `payments.return_urls`.
+async function billing(body) {
+  const cat = await api("/v1/payments/catalog", { raw: true });
+  if (cat.status === 404) {
+    body.replaceChildren(h("p", { class: "muted", id: "billing-off" }, "Payments are not enabled on this server."));
+    return;
+  }
+  const catalog = await cat.json();
+  const back = `${location.origin}${location.pathname}#/billing`;
+  const buy = async (item) => {
+    const r = await attempt(() => api("/v1/payments/checkout", { method: "POST", body: { ...item, success_url: `${back}?paid=1`, cancel_url: back } }));
+    if (r) location.assign(r.url);
+  };
+  const plan = (await api("/v1/me")).plan;
+  const topup = (await api("/v1/payments/auto-topup")).setting;
+  const tPackage = h("select", { id: "topup-package" }, catalog.packages.map((p) => h("option", { value: p.id, selected: topup && topup.package === p.id }, p.name || p.id)));
+  const tThreshold = h("input", { id: "topup-threshold", type: "number", min: 1, required: true, value: topup ? topup.threshold : "" });
+  const tEnabled = h("input", { id: "topup-enabled", type: "checkbox", checked: !topup || topup.enabled });
+  const list = h("div");
+  body.replaceChildren(
+    location.hash.includes("paid=1") ? h("div", { class: "notice", id: "billing-returned" }, "Thank you: your credits appear as soon as Stripe confirms the payment.") : "",
+    h("p", { id: "billing-plan" }, plan ? `Plan ${plan.plan} (${plan.status}), current period ends ${when(plan.current_period_end)}` : "No plan.",
+      " ", h("button", { class: "secondary", type: "button", onclick: () => attempt(async () => {
+        const r = await api("/v1/payments/portal", { method: "POST", body: { return_url: back } });
+        location.assign(r.url);
+      }) }, "Manage billing")),
+    h("h2", {}, "Credit packages"),
+    table(["Package", "Credits", "Price", "Expires", ""], catalog.packages.map((p) => h("tr", { "data-package": p.id },
+      h("td", {}, p.name || p.id), h("td", {}, fmt(p.credits)), h("td", {}, money(p.price, p.currency)),
+      h("td", {}, p.expires_days ? `${fmt(p.expires_days)} days after purchase` : "never"),
+      h("td", {}, h("button", { type: "button", "aria-label": `Buy ${p.id}`, onclick: () => buy({ package: p.id }) }, "Buy"))))),
+    h("h2", {}, "Plans"),
+    catalog.plans.length ? table(["Plan", "Credits each period", "Price", "Leftover credits", ""], catalog.plans.map((p) => h("tr", { "data-plan": p.id },
+      h("td", {}, p.name || p.id), h("td", {}, fmt(p.credits_per_period)), h("td", {}, `${money(p.price, p.currency)} / ${p.interval}`),
+      h("td", {}, p.rollover ? "carried over" : "expire with the period"),
+      h("td", {}, h("button", { type: "button", "aria-label": `Subscribe ${p.id}`, onclick: () => buy({ plan: p.id }) }, "Subscribe"))))) : h("p", { class: "muted" }, "No plans."),
+    h("h2", {}, "Auto top-up"),
+    h("form", { class: "row", onsubmit: async (e) => {
+      e.preventDefault();
+      const b = { package: tPackage.value, threshold: Number(tThreshold.value), enabled: tEnabled.checked };
+      if (await attempt(() => api("/v1/payments/auto-topup", { method: "PUT", body: b }))) render();
+    } }, field("Package", tPackage), field("When available credits fall below", tThreshold), field("On", tEnabled),
+      h("button", { type: "submit", id: "topup-submit" }, "Save")),
+    h("p", { class: "muted" }, "Charges the card of your last purchase, at most once each time credits cross below the threshold."),
+    h("h2", {}, "Your payments"), list);
+  await paged(list, ["When", "What", "Amount", "Credits", "Status"],
+    (a) => api(`/v1/payments?limit=50${a ? `&starting_after=${a}` : ""}`),
+    (p) => h("tr", { "data-payment": p.id }, h("td", {}, when(p.created_at)), h("td", {}, `${p.kind} ${p.item}`),
+      h("td", {}, money(p.amount_minor, p.currency)), h("td", {}, fmt(p.credits)), h("td", { class: "status" }, p.status)));
+  // Every request of the page has answered (a test waits for this).
+  body.append(h("span", { id: "billing-ready", hidden: true }));
+}
+
+async function adminPayments(body) {
+  body.replaceChildren();
+  await paged(body, ["Payment", "User", "What", "Amount", "Credits", "Status", "Refunded", "Taken back", "Shortfall", "Frozen"],
+    (a) => api(`/v1/admin/payments?limit=50${a ? `&starting_after=${a}` : ""}`),
+    (p) => h("tr", { "data-payment": p.id }, h("td", { class: "mono" }, p.id), h("td", {}, h("a", { href: `#/admin/users/${p.user_id}` }, p.user_id)),
+      h("td", {}, `${p.kind} ${p.item}`), h("td", {}, money(p.amount_minor, p.currency)), h("td", {}, fmt(p.credits)),
+      h("td", { class: "status" }, p.status), h("td", {}, money(p.refunded_minor, p.currency)), h("td", {}, fmt(p.credits_taken_back)),
+      h("td", { class: p.shortfall > 0 ? "loss" : "" }, fmt(p.shortfall)), h("td", {}, fmt(p.frozen))));
 }
 
 // A log's details as fields (nested values as compact JSON).

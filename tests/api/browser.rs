@@ -588,3 +588,84 @@ fn the_console_manages_channels_and_models_in_a_real_browser() {
     b.shot("26-admin-models-disabled");
     b.assert_no_console_errors("models", &[]);
 }
+
+/// A user buys a package through the console: the Billing page sends them
+/// to (a fake) Stripe Checkout, the signed event grants it, the page they
+/// return to shows it paid; auto top-up is set; the admin sees the payment.
+#[test]
+fn the_console_sells_credits_through_stripe_in_a_real_browser() {
+    use crate::fake_stripe::{FakeStripe, WEBHOOK_SECRET, event};
+    let Some(b) = browser_or_skip("the_console_sells_credits_through_stripe_in_a_real_browser") else { return };
+    let stripe = FakeStripe::start();
+    // Checkout returns to the console, so its address must be known first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let app = crate::payments::payments_app_with(&stripe, |c| {
+        c.server.addr = format!("127.0.0.1:{port}");
+        c.payments.return_urls = vec![format!("http://127.0.0.1:{port}/console/")];
+    });
+    let base = app.client.base.clone();
+    let ann = app.user("ann");
+    b.goto(&format!("{base}/console/#/login"));
+    b.type_into("#email", "ann@example.com");
+    b.type_into("#password", PASSWORD);
+    b.click("#sign-in");
+    b.wait("#balance");
+    b.page(&base, "#/billing", "[data-package='p500']", "30-billing");
+    b.wait_text("[data-plan='pro']", |t| t.contains("20.00 USD / month"));
+    b.click("button[aria-label='Buy p500']");
+    b.wait("#fake-stripe");
+    let at = b.exec("return location.href;", json!([]));
+    assert!(at.as_str().unwrap_or("").starts_with(&format!("{}/c/pay/cs_test_", stripe.base)), "{at}");
+    let sent = stripe.requests().into_iter().find(|r| r.path == "/v1/checkout/sessions").unwrap();
+    let success = sent.form["success_url"].clone();
+    assert_eq!(success, format!("{base}/console/#/billing?paid=1"));
+    let session = at.as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let payment = sent.form["metadata[payment_id]"].clone();
+    let paid =
+        event("evt_b1", "checkout.session.completed", crate::payments::completed(&session, &payment, &ann.id, 500));
+    assert_eq!(crate::payments::send(&app, &paid, WEBHOOK_SECRET).json()["outcome"], "granted");
+    let card = json!({"id": format!("pi_{session}"), "object": "payment_intent", "amount": 500, "currency": "usd",
+                      "customer": "cus_ann", "payment_method": "pm_card_visa", "metadata": {"payment_id": payment}});
+    crate::payments::send(&app, &event("evt_b2", "payment_intent.succeeded", card), WEBHOOK_SECRET);
+    // Back from Stripe.
+    b.goto(&success);
+    b.wait("#billing-returned");
+    b.wait_text(&format!("tr[data-payment='{payment}'] .status"), |t| t == "paid");
+    b.shot("31-billing-paid");
+    b.assert_no_console_errors("billing after paying", &[]);
+    b.assert_no_missing_fields("31-billing-paid");
+    assert_eq!(app.balance(&ann)["balance"], 500);
+    // Auto top-up, with the saved card.
+    b.type_into("#topup-threshold", "120");
+    b.wait("#billing-ready");
+    b.exec("document.querySelector('#billing-ready').remove();", json!([]));
+    b.click("#topup-submit");
+    // The page draws itself again with the saved setting.
+    b.wait("#billing-ready");
+    assert_eq!(b.exec("return document.querySelector('#topup-threshold').value;", json!([])), "120");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let t = app.client.get("/v1/payments/auto-topup", &ann.token).json();
+        if t["setting"]["threshold"] == 120 {
+            assert_eq!(
+                (t["setting"]["enabled"].as_bool(), t["setting"]["package"].as_str()),
+                (Some(true), Some("p500"))
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "auto top-up not saved: {t}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.assert_no_console_errors("auto top-up", &[]);
+
+    // The admin sees it.
+    b.exec("sessionStorage.clear();", json!([]));
+    b.goto(&format!("{base}/console/#/login"));
+    b.type_into("#email", ADMIN_EMAIL);
+    b.type_into("#password", ADMIN_PASSWORD);
+    b.click("#sign-in");
+    b.wait("#balance");
+    b.page(&base, "#/admin/payments", &format!("tr[data-payment='{payment}']"), "32-admin-payments");
+    b.wait_text(&format!("tr[data-payment='{payment}']"), |t| t.contains("paid") && t.contains("5.00 USD"));
+    b.assert_no_console_errors("admin payments", &[]);
+}

@@ -35,6 +35,8 @@ struct State {
     fail: Option<u16>,
     /// PaymentIntents are declined (402 card_error).
     decline: bool,
+    /// Where the hosted pages (Checkout, the portal) are: this server.
+    base: String,
 }
 
 pub struct FakeStripe {
@@ -47,7 +49,8 @@ impl FakeStripe {
     pub fn start() -> FakeStripe {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("fake stripe listens"));
         let base = format!("http://{}", server.server_addr().to_ip().expect("ip"));
-        let (state, stop) = (Arc::new(Mutex::new(State::default())), Arc::new(AtomicBool::new(false)));
+        let state = Arc::new(Mutex::new(State { base: base.clone(), ..State::default() }));
+        let stop = Arc::new(AtomicBool::new(false));
         for _ in 0..4 {
             let (server, state, stop) = (Arc::clone(&server), Arc::clone(&state), Arc::clone(&stop));
             std::thread::spawn(move || {
@@ -91,6 +94,14 @@ fn handle(mut rq: tiny_http::Request, state: &Mutex<State>) {
         rq.headers().iter().find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name)).map(|h| h.value.to_string())
     };
     let path = rq.url().split('?').next().unwrap_or("").to_owned();
+    // The hosted pages a browser is sent to.
+    if rq.method() == &tiny_http::Method::Get {
+        let page =
+            format!("<!doctype html><title>Fake Stripe</title><h1 id=\"fake-stripe\">Fake Stripe page {path}</h1>");
+        let html = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/html"[..]).unwrap();
+        let _ = rq.respond(tiny_http::Response::from_data(page.into_bytes()).with_header(html));
+        return;
+    }
     let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
     let recorded = StripeRequest {
         path: path.clone(),
@@ -108,7 +119,7 @@ fn handle(mut rq: tiny_http::Request, state: &Mutex<State>) {
         } else {
             s.next += 1;
             let n = s.next;
-            let answer = answer(&path, &form, n, s.decline);
+            let answer = answer(&path, &form, n, s.decline, &s.base);
             if let Some(k) = &recorded.idempotency_key {
                 s.answers.insert(k.clone(), answer.clone());
             }
@@ -131,13 +142,13 @@ fn metadata(form: &HashMap<String, String>, prefix: &str) -> Value {
     Value::Object(m)
 }
 
-fn answer(path: &str, form: &HashMap<String, String>, n: u64, decline: bool) -> (u16, Value) {
+fn answer(path: &str, form: &HashMap<String, String>, n: u64, decline: bool, base: &str) -> (u16, Value) {
     let f = |k: &str| form.get(k).cloned().unwrap_or_default();
     match path {
         "/v1/checkout/sessions" => (
             200,
             json!({"id": format!("cs_test_{n}"), "object": "checkout.session", "mode": f("mode"),
-                   "url": format!("https://checkout.stripe.com/c/pay/cs_test_{n}"),
+                   "url": format!("{base}/c/pay/cs_test_{n}"),
                    "client_reference_id": f("client_reference_id"), "metadata": metadata(form, "metadata"),
                    "amount_total": f("line_items[0][price_data][unit_amount]").parse::<i64>().ok(),
                    "currency": f("line_items[0][price_data][currency]"), "payment_status": "unpaid", "status": "open"}),
@@ -145,7 +156,7 @@ fn answer(path: &str, form: &HashMap<String, String>, n: u64, decline: bool) -> 
         "/v1/billing_portal/sessions" => (
             200,
             json!({"id": format!("bps_{n}"), "object": "billing_portal.session", "customer": f("customer"),
-                   "url": format!("https://billing.stripe.com/p/session/test_{n}"), "return_url": f("return_url")}),
+                   "url": format!("{base}/p/session/test_{n}"), "return_url": f("return_url")}),
         ),
         "/v1/payment_intents" if decline => (
             402,

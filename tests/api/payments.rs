@@ -18,7 +18,7 @@ fn payments_app(stripe: &FakeStripe) -> TestApp {
     payments_app_with(stripe, |_| {})
 }
 
-fn payments_app_with(stripe: &FakeStripe, adjust: impl FnOnce(&mut tollgate::config::Config)) -> TestApp {
+pub(crate) fn payments_app_with(stripe: &FakeStripe, adjust: impl FnOnce(&mut tollgate::config::Config)) -> TestApp {
     let base = stripe.base.clone();
     TestApp::spawn_with_secrets(
         &[
@@ -57,7 +57,7 @@ fn payments_app_with(stripe: &FakeStripe, adjust: impl FnOnce(&mut tollgate::con
     )
 }
 
-fn send(app: &TestApp, e: &Value, secret: &str) -> Resp {
+pub(crate) fn send(app: &TestApp, e: &Value, secret: &str) -> Resp {
     let (body, header) = signed(e, secret, now_s());
     send_raw(app, &body, &header)
 }
@@ -395,7 +395,7 @@ fn a_plan_renews_three_periods_each_expiring_at_its_end_and_deletion_stops_renew
     // The portal for ann's customer.
     let r = app.client.post("/v1/payments/portal", &ann.token, json!({"return_url": SHOP}));
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.json()["url"].as_str().unwrap().starts_with("https://billing.stripe.com/"));
+    assert!(r.json()["url"].as_str().unwrap().starts_with(&format!("{}/p/session/", stripe.base)));
     assert_eq!(stripe.requests().last().unwrap().form["customer"], "cus_ann");
     assert_eq!(app.audit()["valid"], true);
 }
