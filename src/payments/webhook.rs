@@ -193,15 +193,7 @@ fn session_completed(conn: &Conn<'_>, cfg: &PaymentsConfig, obj: &Value, now: Ti
         PaymentKind::Plan => {
             let Some(sub) = s(obj, "/subscription") else { return Ok(("not_paid", Some(row.view.id))) };
             let customer = s(obj, "/customer");
-            let new = Subscription {
-                id: sub.to_owned(),
-                user_id: row.view.user_id,
-                plan: row.view.item.clone(),
-                status: "active".into(),
-                current_period_end: None,
-                customer: customer.map(str::to_owned),
-            };
-            storage::insert_subscription(conn, &new, now)?;
+            start_subscription(conn, &row, sub, customer, now)?;
             storage::set_references(conn, row.view.id, customer, Some(sub), None, now)?;
             storage::set_status(conn, row.view.id, PaymentStatus::Paid, None, now)?;
             Ok(("subscribed", Some(row.view.id)))
@@ -242,16 +234,28 @@ fn subscription_of(conn: &Conn<'_>, inv: &Value, sub: &str, now: Timestamp) -> R
     if row.view.kind != PaymentKind::Plan || !user_matches(&row, s(inv, &format!("{meta}/user_id"))) {
         return Ok(None);
     }
+    start_subscription(conn, &row, sub, s(inv, "/customer"), now).map(Some)
+}
+
+/// Records the subscription a plan's Checkout started (once: the first of
+/// its Checkout and first invoice events to arrive).
+fn start_subscription(
+    conn: &Conn<'_>,
+    row: &storage::PaymentRow,
+    sub: &str,
+    customer: Option<&str>,
+    now: Timestamp,
+) -> Result<Subscription> {
     let new = Subscription {
         id: sub.to_owned(),
         user_id: row.view.user_id,
         plan: row.view.item.clone(),
         status: "active".into(),
         current_period_end: None,
-        customer: s(inv, "/customer").map(str::to_owned),
+        customer: customer.map(str::to_owned),
     };
     storage::insert_subscription(conn, &new, now)?;
-    Ok(Some(new))
+    Ok(new)
 }
 
 fn invoice_paid(conn: &Conn<'_>, cfg: &PaymentsConfig, inv: &Value, now: Timestamp) -> Result<Outcome> {

@@ -145,6 +145,16 @@ impl Browser {
         self.call("POST", &format!("/element/{e}/click"), Some(json!({})));
     }
 
+    /// Signs in through the console's own form, from a fresh session.
+    fn sign_in(&self, base: &str, email: &str, password: &str) {
+        self.exec("sessionStorage.clear();", json!([]));
+        self.goto(&format!("{base}/console/#/login"));
+        self.type_into("#email", email);
+        self.type_into("#password", password);
+        self.click("#sign-in");
+        self.wait("#balance");
+    }
+
     fn type_into(&self, css: &str, text: &str) {
         let e = self.wait(css);
         self.call("POST", &format!("/element/{e}/clear"), Some(json!({})));
@@ -491,11 +501,7 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     b.assert_no_console_errors("revoked key", &["401"]);
 
     // Phone width: the overview still lays out.
-    b.goto(&format!("{base}/console/#/login"));
-    b.type_into("#email", "ann@example.com");
-    b.type_into("#password", PASSWORD);
-    b.click("#sign-in");
-    b.wait("#balance");
+    b.sign_in(&base, "ann@example.com", PASSWORD);
     b.call("POST", "/window/rect", Some(json!({"width": 390, "height": 844})));
     let overflow =
         b.exec("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", json!([]));
@@ -505,12 +511,7 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
 
     // The admin sees everyone's usage, by model and by user.
     b.call("POST", "/window/rect", Some(json!({"width": 1280, "height": 900})));
-    b.exec("sessionStorage.clear();", json!([]));
-    b.goto(&format!("{base}/console/#/login"));
-    b.type_into("#email", ADMIN_EMAIL);
-    b.type_into("#password", ADMIN_PASSWORD);
-    b.click("#sign-in");
-    b.wait("#balance");
+    b.sign_in(&base, ADMIN_EMAIL, ADMIN_PASSWORD);
     b.page(&base, "#/admin/usage", "#spend-chart rect", "21-admin-usage");
     b.select("#usage-series", "user");
     b.wait_text("table", |t| t.contains("usr_"));
@@ -605,11 +606,7 @@ fn the_console_sells_credits_through_stripe_in_a_real_browser() {
     });
     let base = app.client.base.clone();
     let ann = app.user("ann");
-    b.goto(&format!("{base}/console/#/login"));
-    b.type_into("#email", "ann@example.com");
-    b.type_into("#password", PASSWORD);
-    b.click("#sign-in");
-    b.wait("#balance");
+    b.sign_in(&base, "ann@example.com", PASSWORD);
     b.page(&base, "#/billing", "[data-package='p500']", "30-billing");
     b.wait_text("[data-plan='pro']", |t| t.contains("20.00 USD / month"));
     b.click("button[aria-label='Buy p500']");
@@ -659,12 +656,7 @@ fn the_console_sells_credits_through_stripe_in_a_real_browser() {
     b.assert_no_console_errors("auto top-up", &[]);
 
     // The admin sees it.
-    b.exec("sessionStorage.clear();", json!([]));
-    b.goto(&format!("{base}/console/#/login"));
-    b.type_into("#email", ADMIN_EMAIL);
-    b.type_into("#password", ADMIN_PASSWORD);
-    b.click("#sign-in");
-    b.wait("#balance");
+    b.sign_in(&base, ADMIN_EMAIL, ADMIN_PASSWORD);
     b.page(&base, "#/admin/payments", &format!("tr[data-payment='{payment}']"), "32-admin-payments");
     b.wait_text(&format!("tr[data-payment='{payment}']"), |t| t.contains("paid") && t.contains("5.00 USD"));
     b.assert_no_console_errors("admin payments", &[]);

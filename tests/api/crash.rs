@@ -260,14 +260,7 @@ fn sigkill_during_calls_with_lowered_bounds_overdraws_nobody() {
     fake.script(|s| s.latency_ms = 2);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "[providers.p]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n{}",
-            fake.base,
-            model_toml("dear", "chat", "p", "u", "{ input_per_1m = 1000000, output_per_1m = 1000000 }", "")
-        ),
-    );
+    let config = dear_chat_config(dir.path(), &fake);
     let env = [("TOLLGATE_CONFIG", config.to_str().unwrap()), ("TOLLGATE_SERVER_SQLITE_SYNCHRONOUS", "full")];
     let mut server = serve_process(&db, &env);
     let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
@@ -318,6 +311,19 @@ fn sigkill_during_calls_with_lowered_bounds_overdraws_nobody() {
     assert_nobody_overdrawn_and_audit_valid_across_restart(&db, &env);
 }
 
+/// A config with the fake as provider `p` and a chat model `dear` at one
+/// credit a token, in and out.
+fn dear_chat_config(dir: &std::path::Path, fake: &crate::fake_provider::FakeProvider) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[providers.p]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n{}",
+            fake.base,
+            model_toml("dear", "chat", "p", "u", "{ input_per_1m = 1000000, output_per_1m = 1000000 }", "")
+        ),
+    )
+}
+
 /// Every user's last balance, less what their live holds keep, is at least
 /// zero; `tollgate audit` passes on the killed database, and again after
 /// a start (which releases the holds of calls in flight at the kill).
@@ -362,14 +368,7 @@ fn sigkill_during_abandoned_streams_charges_what_was_generated_and_overdraws_nob
     });
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "[providers.p]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n{}",
-            fake.base,
-            model_toml("dear", "chat", "p", "u", "{ input_per_1m = 1000000, output_per_1m = 1000000 }", "")
-        ),
-    );
+    let config = dear_chat_config(dir.path(), &fake);
     let env = [("TOLLGATE_CONFIG", config.to_str().unwrap()), ("TOLLGATE_SERVER_SQLITE_SYNCHRONOUS", "full")];
     let mut server = serve_process(&db, &env);
     let admin = server.client.token(ADMIN_EMAIL, ADMIN_PASSWORD);

@@ -408,21 +408,16 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+fn put_topup(app: &TestApp, token: &str, body: Value) -> Resp {
+    app.client.request("PUT", "/v1/payments/auto-topup", Some(token), &[], Some(body.to_string().as_bytes())).unwrap()
+}
+
 #[test]
 fn auto_topup_fires_once_per_crossing_under_thirty_two_concurrent_consumes() {
     let stripe = FakeStripe::start();
     let app = payments_app(&stripe);
     let ann = app.user("ann");
-    let r = app
-        .client
-        .request(
-            "PUT",
-            "/v1/payments/auto-topup",
-            Some(&ann.token),
-            &[],
-            Some(br#"{"package":"p500","threshold":300,"enabled":true}"#),
-        )
-        .unwrap();
+    let r = put_topup(&app, &ann.token, json!({"package": "p500", "threshold": 300, "enabled": true}));
     assert_eq!((r.status, r.error_code().as_str()), (409, "no_saved_card"), "a card must be saved first");
     // A first purchase saves the card.
     let (payment, session) = checkout(&app, &ann.token, json!({"package": "p500"}));
@@ -438,16 +433,7 @@ fn auto_topup_fires_once_per_crossing_under_thirty_two_concurrent_consumes() {
         send(&app, &event("evt_pi", "payment_intent.succeeded", intent), WEBHOOK_SECRET).json()["outcome"],
         "recorded"
     );
-    let r = app
-        .client
-        .request(
-            "PUT",
-            "/v1/payments/auto-topup",
-            Some(&ann.token),
-            &[],
-            Some(br#"{"package":"p500","threshold":300,"enabled":true}"#),
-        )
-        .unwrap();
+    let r = put_topup(&app, &ann.token, json!({"package": "p500", "threshold": 300, "enabled": true}));
     assert_eq!(r.status, 200, "{}", r.text());
 
     // 32 callers spend from 500 to 180: one crossing below 300.
