@@ -65,13 +65,7 @@ fn sigkill_during_consumes_loses_no_acknowledged_write_and_doubles_none() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
-    server.child.kill().expect("SIGKILL");
-    server.child.wait().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
+    sigkill_after(&mut server, Duration::from_millis(1500), &stop, workers);
     let outcomes = outcomes.lock().unwrap().clone();
     let committed = outcomes.values().filter(|o| o.0 == Outcome::Committed).count();
     assert!(committed > 50, "the load did not run long enough ({committed} commits)");
@@ -221,13 +215,7 @@ fn sigkill_during_metered_chats_leaves_every_carry_consistent() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
-    server.child.kill().expect("SIGKILL");
-    server.child.wait().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
+    sigkill_after(&mut server, Duration::from_millis(1500), &stop, workers);
     let acked = *acknowledged.lock().unwrap();
     assert!(acked > 20, "the load did not run long enough ({acked} calls)");
     let c = rusqlite::Connection::open(&db).unwrap();
@@ -294,13 +282,7 @@ fn sigkill_during_calls_with_lowered_bounds_overdraws_nobody() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
-    server.child.kill().expect("SIGKILL");
-    server.child.wait().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
+    sigkill_after(&mut server, Duration::from_millis(1500), &stop, workers);
     let (acked, low) = (*acknowledged.lock().unwrap(), *lowered.lock().unwrap());
     assert!(acked > 20 && low == acked, "{acked} calls acknowledged, {low} with a lowered bound");
     let c = rusqlite::Connection::open(&db).unwrap();
@@ -309,6 +291,23 @@ fn sigkill_during_calls_with_lowered_bounds_overdraws_nobody() {
     assert!(consumed as u64 >= acked, "every acknowledged call is on the ledger ({consumed}, {acked})");
     drop(c);
     assert_nobody_overdrawn_and_audit_valid_across_restart(&db, &env);
+}
+
+/// Lets the load run for `after`, SIGKILLs the server, then stops the
+/// load's threads and waits for them.
+fn sigkill_after(
+    server: &mut ServerProcess,
+    after: Duration,
+    stop: &AtomicBool,
+    workers: Vec<std::thread::JoinHandle<()>>,
+) {
+    std::thread::sleep(after);
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
 }
 
 /// A config with the fake as provider `p` and a chat model `dear` at one
@@ -408,13 +407,7 @@ fn sigkill_during_abandoned_streams_charges_what_was_generated_and_overdraws_nob
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(2000));
-    server.child.kill().expect("SIGKILL");
-    server.child.wait().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
+    sigkill_after(&mut server, Duration::from_millis(2000), &stop, workers);
     let abandoned = *abandoned.lock().unwrap();
     let c = rusqlite::Connection::open(&db).unwrap();
     let charges: Vec<(i64, String)> = c
