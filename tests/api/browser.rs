@@ -69,11 +69,7 @@ fn browser_or_skip(test: &str) -> Option<Browser> {
         .build()
         .into();
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + WAIT;
-    while agent.get(&format!("{base}/status")).call().is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("chromedriver did not start", || agent.get(&format!("{base}/status")).call().is_ok());
     let caps = json!({"capabilities": {"alwaysMatch": {
         "browserName": "chrome",
         "goog:loggingPrefs": {"browser": "ALL"},
@@ -222,6 +218,15 @@ impl Browser {
     }
 }
 
+/// Waits (up to [`WAIT`]) until `done` holds; `what` names it on failure.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn console_app(fake: &FakeProvider) -> TestApp {
     let base = format!("{}/v1", fake.base);
     TestApp::spawn_with(move |c| {
@@ -278,12 +283,14 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     b.type_into("#limit-burst", "7");
     b.type_into("#limit-max-cost", "900");
     b.click("#limits-submit");
-    b.wait("#grant2-amount");
     let ann_id = {
         let users = app.client.get("/v1/admin/users?email=ann@example.com", &app.admin).json();
         users["data"][0]["id"].as_str().unwrap().to_owned()
     };
-    let limits = app.client.get(&format!("/v1/admin/users/{ann_id}"), &app.admin).json();
+    let limits = || app.client.get(&format!("/v1/admin/users/{ann_id}"), &app.admin).json();
+    eventually("the limits were not saved", || limits()["limits"]["burst"] == 7);
+    b.wait("#grant2-amount");
+    let limits = limits();
     assert_eq!(
         (limits["limits"]["burst"].as_i64(), limits["limits"]["max_cost_per_request"].as_i64()),
         (Some(7), Some(900)),
@@ -330,21 +337,13 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     );
     assert!(k["expires_at"].as_str().is_some_and(|t| t.starts_with("2099-02-01")), "{k}");
     b.click("button[aria-label='Revoke backend']");
-    let deadline = Instant::now() + WAIT;
-    while app.client.get("/v1/me", &key).status != 401 {
-        assert!(Instant::now() < deadline, "the revoked key still works");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("the revoked key still works", || app.client.get("/v1/me", &key).status == 401);
     b.assert_no_console_errors("a user's key edited and revoked", &[]);
     // The user's role, both ways.
     b.select("#user-role", "admin");
     b.click("#role-submit");
     let role = || app.client.get(&format!("/v1/admin/users/{ann_id}"), &app.admin).json()["role"].clone();
-    let deadline = Instant::now() + WAIT;
-    while role() != "admin" {
-        assert!(Instant::now() < deadline, "the role stayed {}", role());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("the role was not set", || role() == "admin");
     b.wait_text("#main p", |t| t.contains("admin"));
     b.select("#user-role", "user");
     b.click("#role-submit");
@@ -392,11 +391,7 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     b.wait_text("tr[data-endpoint='http://127.0.0.1:9/hooks']", |t| t.contains("job.completed, credits.low"));
     b.shot("07-admin-webhook-added");
     b.click("button[aria-label='Delete http://127.0.0.1:9/hooks']");
-    let deadline = Instant::now() + WAIT;
-    while b.find("tr[data-endpoint='http://127.0.0.1:9/hooks']").is_some() {
-        assert!(Instant::now() < deadline, "the endpoint stayed listed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("the endpoint stayed listed", || b.find("tr[data-endpoint='http://127.0.0.1:9/hooks']").is_none());
     b.assert_no_console_errors("webhooks", &[]);
     b.page(&base, "#/admin/audit", "#run-audit", "08-admin-audit");
     b.click("#run-audit");
@@ -487,11 +482,7 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     let key = b.wait_text("#new-key", |t| t.starts_with("tg_"));
     b.shot("18-key-created");
     b.click("button[aria-label='Revoke laptop']");
-    let deadline = Instant::now() + WAIT;
-    while b.find("button[aria-label='Revoke laptop']").is_some() {
-        assert!(Instant::now() < deadline, "the key stayed listed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("the key stayed listed", || b.find("button[aria-label='Revoke laptop']").is_none());
     b.assert_no_console_errors("keys", &[]);
     b.exec("sessionStorage.clear(); sessionStorage.setItem('access', arguments[0]);", json!([key]));
     b.goto(&format!("{base}/console/#/"));
