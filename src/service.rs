@@ -56,7 +56,12 @@ pub struct Service {
 /// Opens the database with the configured durability.
 pub fn open_db(config: &Config) -> Result<Db, String> {
     if let Some(url) = config.database.postgres_url() {
-        return Db::open_postgres(url).map_err(|e| e.to_string());
+        let d = &config.database;
+        let bounds = crate::storage::pg::Bounds {
+            statement_timeout_ms: d.statement_timeout_ms,
+            lock_timeout_ms: d.lock_timeout_ms,
+        };
+        return Db::open_postgres_bounded(url, bounds).map_err(|e| e.to_string());
     }
     let sync = Synchronous::parse(&config.server.sqlite_synchronous).unwrap_or(Synchronous::Full);
     Db::open(&config.server.db, sync).map_err(|e| e.to_string())

@@ -44,11 +44,18 @@ pub struct DatabaseConfig {
     /// every request rate (`limits.rpm`, keys' rpm, the login rate per IP).
     /// PostgreSQL only; 1 to 64.
     pub instances: u32,
+    /// PostgreSQL: the longest a request's statement may run before the
+    /// server cancels it (503 `database_busy`). The audit and
+    /// `migrate-to-postgres` are exempt.
+    pub statement_timeout_ms: u64,
+    /// PostgreSQL: the longest a request waits for a row lock another
+    /// session holds (503 `database_busy`).
+    pub lock_timeout_ms: u64,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { url: String::new(), instances: 1 }
+        DatabaseConfig { url: String::new(), instances: 1, statement_timeout_ms: 5_000, lock_timeout_ms: 2_000 }
     }
 }
 
@@ -71,6 +78,12 @@ impl DatabaseConfig {
         }
         if !(1..=DATABASE_INSTANCES_MAX).contains(&self.instances) {
             return bad("database.instances", &format!("must be 1 to {DATABASE_INSTANCES_MAX}"));
+        }
+        if !(100..=600_000).contains(&self.statement_timeout_ms) {
+            return bad("database.statement_timeout_ms", "must be 100 to 600000");
+        }
+        if !(100..=self.statement_timeout_ms).contains(&self.lock_timeout_ms) {
+            return bad("database.lock_timeout_ms", "must be 100 to database.statement_timeout_ms");
         }
         if self.instances > 1 && self.postgres_url().is_none() {
             return bad("database.instances", "only several instances on PostgreSQL (database.url) share a database");

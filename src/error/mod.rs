@@ -229,6 +229,16 @@ impl Error {
                 "The server's disk is full, so nothing was changed. Retry later; the operator must free disk space.",
             )
             .retry_after_s(30),
+            Error::Storage(err) if err.is_timeout() => ClientView::new(
+                "database_busy",
+                "The database did not answer in time (a statement or a lock wait passed its limit); nothing was changed. Retry shortly.",
+            )
+            .retry_after_s(1),
+            Error::Storage(err) if err.is_unavailable() => ClientView::new(
+                "database_unavailable",
+                "The database cannot be reached right now. Retry shortly (a retry with the same Idempotency-Key is safe).",
+            )
+            .retry_after_s(1),
             Error::Storage(_) | Error::Internal(_) => ClientView::new("internal_error", INTERNAL_MESSAGE),
         }
     }

@@ -75,6 +75,34 @@ impl StorageError {
         }
     }
 
+    /// PostgreSQL cancelled a statement past `database.statement_timeout_ms`
+    /// or a lock wait past `database.lock_timeout_ms`: the transaction
+    /// rolled back, nothing changed, and the client may retry.
+    pub fn is_timeout(&self) -> bool {
+        use postgres::error::SqlState;
+        match self {
+            StorageError::Postgres(e) => {
+                matches!(e.code(), Some(c) if *c == SqlState::QUERY_CANCELED || *c == SqlState::LOCK_NOT_AVAILABLE)
+            }
+            _ => false,
+        }
+    }
+
+    /// The database could not be reached (PostgreSQL down or restarting,
+    /// the connection lost, no pooled connection in time).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StorageError::Pool(_) => true,
+            StorageError::Postgres(e) => {
+                use postgres::error::SqlState;
+                let shutting_down = matches!(e.code(), Some(c) if *c == SqlState::ADMIN_SHUTDOWN
+                    || *c == SqlState::CRASH_SHUTDOWN || *c == SqlState::CANNOT_CONNECT_NOW);
+                shutting_down || e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+            }
+            _ => false,
+        }
+    }
+
     /// PostgreSQL gave up on the transaction because a concurrent one
     /// conflicted with it (serialization failure, deadlock): running the
     /// whole transaction again is the documented answer.

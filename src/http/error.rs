@@ -263,7 +263,7 @@ pub fn status_of(code: &str) -> u16 {
         "request_header_too_large" | "too_many_headers" => 431,
         "unsupported_transfer_encoding" => 501,
         "oidc_provider_error" | "upstream_error" => 502,
-        "server_busy" | "budget_exhausted" => 503,
+        "server_busy" | "budget_exhausted" | "database_busy" | "database_unavailable" => 503,
         "upstream_timeout" => 504,
         "http_version_not_supported" => 505,
         "storage_full" => 507,

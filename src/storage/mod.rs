@@ -224,9 +224,23 @@ impl Db {
         Ok(Db { backend: Backend::Sqlite(sqlite) })
     }
 
-    /// Connects to a PostgreSQL database (`postgres://...`) and migrates it.
+    /// Connects to a PostgreSQL database (`postgres://...`) and migrates it;
+    /// statements are not bounded (the CLI, the copy, tests).
     pub fn open_postgres(url: &str) -> Result<Db, StorageError> {
-        Ok(Db { backend: Backend::Postgres(Arc::new(pg::PgDb::open(url)?)) })
+        Ok(Db { backend: Backend::Postgres(Arc::new(pg::PgDb::open(url, None)?)) })
+    }
+
+    /// [`Db::open_postgres`] for serving requests: every statement bounded.
+    pub fn open_postgres_bounded(url: &str, bounds: pg::Bounds) -> Result<Db, StorageError> {
+        Ok(Db { backend: Backend::Postgres(Arc::new(pg::PgDb::open(url, Some(bounds))?)) })
+    }
+
+    /// [`Db::read`] with no statement timeout (the audit on PostgreSQL).
+    pub fn read_unbounded<T, E: From<StorageError>>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T, E>) -> Result<T, E> {
+        match &self.backend {
+            Backend::Postgres(p) => p.read_unbounded(f),
+            Backend::Sqlite(_) => self.read(f),
+        }
     }
 
     pub fn engine(&self) -> Engine {

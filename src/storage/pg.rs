@@ -59,6 +59,16 @@ pub struct PgDb {
     pool: r2d2::Pool<Manager>,
 }
 
+/// What bounds a request connection's statements: the server cancels a
+/// statement past `statement_timeout_ms` and a lock wait past
+/// `lock_timeout_ms` (SQLSTATE 57014 / 55P03), so a hung statement or a
+/// lock held elsewhere frees the worker with a clear 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub statement_timeout_ms: u64,
+    pub lock_timeout_ms: u64,
+}
+
 fn config(url: &str) -> Result<postgres::Config, StorageError> {
     let mut config: postgres::Config = url.parse().map_err(|e| {
         StorageError::Pool(format!("invalid PostgreSQL URL ({e}); expected postgres://user@host:port/db"))
@@ -82,13 +92,22 @@ pub fn migrate(url: &str) -> Result<usize, StorageError> {
 }
 
 impl PgDb {
-    /// Connects, migrates, and fills the pool.
-    pub fn open(url: &str) -> Result<PgDb, StorageError> {
+    /// Connects, migrates, and fills the pool; with `bounds`, every pooled
+    /// connection's statements are bounded by them.
+    pub fn open(url: &str, bounds: Option<Bounds>) -> Result<PgDb, StorageError> {
         let applied = migrate(url)?;
         if applied > 0 {
             log::info!("applied {applied} migration(s) to the PostgreSQL database");
         }
-        let manager = Manager(PostgresConnectionManager::new(config(url)?, postgres::NoTls));
+        let mut pooled = config(url)?;
+        if let Some(b) = bounds {
+            let given = pooled.get_options().unwrap_or("").to_owned();
+            pooled.options(&format!(
+                "{given} -c statement_timeout={} -c lock_timeout={}",
+                b.statement_timeout_ms, b.lock_timeout_ms
+            ));
+        }
+        let manager = Manager(PostgresConnectionManager::new(pooled, postgres::NoTls));
         let pool = r2d2::Pool::builder()
             .max_size(PG_POOL_SIZE_MAX)
             .min_idle(Some(2))
@@ -106,6 +125,18 @@ impl PgDb {
     pub fn read<T, E: From<StorageError>>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T, E>) -> Result<T, E> {
         let mut c = self.get()?;
         f(&Conn::pg(&mut c))
+    }
+
+    /// [`PgDb::read`] with no statement or lock timeout, for the long reads
+    /// of an operator (the audit); the connection's bounds come back after.
+    pub fn read_unbounded<T, E: From<StorageError>>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T, E>) -> Result<T, E> {
+        let mut c = self.get()?;
+        c.client().batch_execute("SET statement_timeout = 0; SET lock_timeout = 0").map_err(StorageError::from)?;
+        let out = f(&Conn::pg(&mut c));
+        if let Err(e) = c.client().batch_execute("RESET statement_timeout; RESET lock_timeout") {
+            log::warn!("could not restore a connection's timeouts: {e}");
+        }
+        out
     }
 
     /// Runs `f` in a write transaction and commits it; `f` runs again (up

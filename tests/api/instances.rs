@@ -6,6 +6,7 @@ use crate::fake_provider::FakeProvider;
 use crate::helpers::*;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -259,4 +260,131 @@ fn an_instance_killed_under_load_loses_no_acknowledged_charge_and_the_others_fin
     assert!(lost.is_empty(), "acknowledged charges missing from the ledger: {lost:?}");
     let audit = servers[1].client.audit(&admin).json();
     assert_eq!(audit["valid"], true, "{audit}");
+}
+
+/// Another session holds ann's row lock (an operator's open transaction,
+/// a stuck job): ann's charge gives up after `database.lock_timeout_ms`
+/// with a clear 503 and changes nothing; once the lock is gone she is
+/// charged again.
+#[test]
+fn a_row_lock_held_elsewhere_costs_a_request_its_lock_timeout_and_a_clear_503() {
+    crate::postgres_only!();
+    let app = TestApp::spawn_with(|c| c.database.lock_timeout_ms = 300);
+    let ann = app.user("ann");
+    app.grant(&ann, 100);
+    let url = app.config().database.url.clone();
+    let mut other = postgres::Client::connect(&url, postgres::NoTls).expect("a second session");
+    let mut held = other.transaction().unwrap();
+    let id: i64 = ann.id.trim_start_matches("usr_").parse().unwrap();
+    held.query("SELECT credits FROM users WHERE id = $1 FOR UPDATE", &[&id]).unwrap();
+    let started = Instant::now();
+    let r = app.client.consume(&ann.token, 10);
+    let took = started.elapsed();
+    assert_eq!((r.status, r.error_code().as_str()), (503, "database_busy"), "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(took < Duration::from_secs(3), "refused after {took:?}, not held until the lock went");
+    held.rollback().unwrap();
+    assert_eq!(app.balance(&ann)["balance"], 100, "the refused charge changed nothing");
+    assert_eq!(app.client.consume(&ann.token, 10).status, 201);
+    assert_eq!(app.audit()["valid"], true);
+}
+
+/// A private PostgreSQL server for a test that restarts it.
+struct PrivatePg {
+    url: String,
+    dir: String,
+}
+
+impl PrivatePg {
+    fn start() -> PrivatePg {
+        let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-temp"))
+            .arg("start")
+            .output()
+            .expect("scripts/pg-temp start");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let value =
+            |name: &str| text.lines().find_map(|l| l.strip_prefix(&format!("export {name}="))).expect(name).to_owned();
+        let (base, dir) = (value("TOLLGATE_TEST_PG_URL"), value("TOLLGATE_TEST_PG_DIR"));
+        let url = tollgate::storage::pg::create_database(&base, "restarted").expect("a database");
+        PrivatePg { url, dir }
+    }
+
+    fn restart(&self) {
+        let s = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-temp"))
+            .args(["restart", &self.dir])
+            .status()
+            .expect("scripts/pg-temp restart");
+        assert!(s.success());
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-temp"))
+            .args(["stop", &self.dir])
+            .status();
+    }
+}
+
+/// PostgreSQL restarted under load (`pg_ctl restart -m fast`): requests
+/// fail only while it is down, with a 503, the instance serves again by
+/// itself within 5 s of the server being back, and every acknowledged
+/// charge is in the ledger.
+#[test]
+fn an_instance_serves_again_by_itself_after_postgresql_restarts_under_load() {
+    crate::postgres_only!();
+    let pg = PrivatePg::start();
+    let url = pg.url.clone();
+    let app = TestApp::spawn_with(move |c| c.database.url = url);
+    let ann = app.user("ann");
+    app.grant(&ann, 1_000_000);
+    let stop = Arc::new(AtomicBool::new(false));
+    // (when, status, transaction id) of every consume.
+    let seen: Arc<Mutex<Vec<(Instant, u16, Option<String>)>>> = Arc::default();
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, token, stop, seen) =
+                (app.client.clone(), ann.token.clone(), Arc::clone(&stop), Arc::clone(&seen));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = client.consume(&token, 1);
+                    let txn = (r.status == 201).then(|| r.json()["transaction_id"].as_str().unwrap().to_owned());
+                    assert!(
+                        r.status == 201 || (r.status == 503 && r.error_code().starts_with("database_")),
+                        "{}: {}",
+                        r.status,
+                        r.text()
+                    );
+                    seen.lock().unwrap().push((Instant::now(), r.status, txn));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    pg.restart();
+    let up = Instant::now();
+    let deadline = up + Duration::from_secs(5);
+    loop {
+        let served = seen.lock().unwrap().iter().any(|(at, status, _)| *at > up && *status == 201);
+        if served {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not serving 5 s after PostgreSQL came back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    let acked: Vec<&String> = seen.iter().filter_map(|(_, _, t)| t.as_ref()).collect();
+    let refused = seen.iter().filter(|(_, s, _)| *s == 503).count();
+    let _ = writeln!(std::io::stderr(), "restart: {} charges acknowledged, {refused} refused with 503", acked.len());
+    for t in &acked {
+        let id: i64 = t.trim_start_matches("txn_").parse().unwrap();
+        assert_eq!(app.count_where("credit_transactions", &format!("id = {id}")), 1, "{t} acknowledged and lost");
+    }
+    assert_eq!(app.audit()["valid"], true);
 }
