@@ -327,6 +327,9 @@ impl Drop for PrivatePg {
     }
 }
 
+/// When a consume answered, its status, and its transaction if charged.
+type Seen = (Instant, u16, Option<String>);
+
 /// PostgreSQL restarted under load (`pg_ctl restart -m fast`): requests
 /// fail only while it is down, with a 503, the instance serves again by
 /// itself within 5 s of the server being back, and every acknowledged
@@ -340,8 +343,7 @@ fn an_instance_serves_again_by_itself_after_postgresql_restarts_under_load() {
     let ann = app.user("ann");
     app.grant(&ann, 1_000_000);
     let stop = Arc::new(AtomicBool::new(false));
-    // (when, status, transaction id) of every consume.
-    let seen: Arc<Mutex<Vec<(Instant, u16, Option<String>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let load: Vec<_> = (0..8)
         .map(|_| {
             let (client, token, stop, seen) =
