@@ -91,7 +91,8 @@ impl Service {
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock::default()));
         let guard = Guard::new(config.limits.clone(), config.auth.clone(), clock)
             .with_low_balance(crate::domain::Credits(config.events.credits_low_threshold))
-            .with_instances(config.database.instances);
+            .with_instances(config.database.instances)
+            .with_shared(crate::guard::shared::Shared::open(&config.redis)?, &config.redis);
         guard.load(&db).map_err(|e| format!("cannot load per-user limits: {e}"))?;
         let (requeued, failed) = crate::jobs::recover(&db).map_err(|e| format!("job recovery failed: {e}"))?;
         if requeued + failed > 0 {

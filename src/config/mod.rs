@@ -19,6 +19,7 @@ mod media;
 mod payments;
 mod providers;
 mod records;
+mod redis;
 mod server;
 
 pub use auth::{AuthConfig, OidcConfig, REDIRECT_URIS_MAX};
@@ -33,6 +34,7 @@ pub use providers::{
     ModelConfig, PRICE_GROUPS_MAX, PriceConfig, PriceTierConfig, PricingConfig, ProviderConfig, RouteConfig,
 };
 pub use records::{BackupConfig, LedgerConfig, LogsConfig};
+pub use redis::{Fallback, RedisConfig};
 pub use server::{CORS_ORIGINS_MAX, HTTP_WORKERS_DEFAULT_MIN, ServerConfig};
 
 /// The config file read when `--config` is not given, if it exists.
@@ -40,7 +42,7 @@ pub const CONFIG_PATH_DEFAULT: &str = "./tollgate.toml";
 /// Sections that `TOLLGATE_<SECTION>_<KEY>` may address.
 const ENV_SECTIONS: &[&str] = &[
     "server", "database", "auth", "limits", "jobs", "logs", "ledger", "backup", "events", "media", "channels",
-    "payments",
+    "payments", "redis",
 ];
 /// Variables with the prefix that are not `<SECTION>_<KEY>` overrides.
 const ENV_RESERVED: &[&str] = &[
@@ -73,6 +75,7 @@ pub struct Config {
     pub pricing: PricingConfig,
     pub channels: ChannelsConfig,
     pub payments: PaymentsConfig,
+    pub redis: RedisConfig,
 }
 
 /// Values from command-line flags, the top of the precedence order.
@@ -149,6 +152,7 @@ impl Config {
         self.pricing.check()?;
         self.channels.check()?;
         self.payments.check()?;
+        self.redis.check()?;
         self.media.check()
     }
 }

@@ -26,7 +26,24 @@ pub struct Decision {
 }
 
 /// Units per token: with 60,000, refill is `rpm` units per millisecond.
-const UNITS: u64 = 60_000;
+pub const UNITS: u64 = 60_000;
+
+impl Decision {
+    /// What a bucket of `rate` holding `units` after the request answers.
+    pub fn of(rate: Rate, units: u64, allowed: bool, first_refusal: bool) -> Decision {
+        let capacity = u64::from(rate.burst) * UNITS;
+        // Whole seconds for the bucket to gain `n` units.
+        let secs_for = |n: u64| n.div_ceil(u64::from(rate.rpm).max(1)).div_ceil(1000);
+        Decision {
+            allowed,
+            limit: rate.rpm,
+            remaining: (units / UNITS) as u32,
+            reset_s: secs_for(capacity.saturating_sub(units)),
+            retry_after_s: if allowed { 0 } else { secs_for(UNITS.saturating_sub(units)).max(1) },
+            first_refusal,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Bucket {
@@ -51,11 +68,6 @@ impl Bucket {
         self.units.saturating_add(added).min(self.capacity())
     }
 
-    /// Whole seconds for the bucket to gain `units`.
-    fn secs_for(&self, units: u64) -> u64 {
-        units.div_ceil(u64::from(self.rate.rpm).max(1)).div_ceil(1000)
-    }
-
     /// Returns a token taken for a request that another bucket refused, so
     /// a refusal costs nothing (never above capacity).
     pub fn give_back(&mut self) {
@@ -77,14 +89,7 @@ impl Bucket {
             first_refusal = !self.refusing;
             self.refusing = true;
         }
-        Decision {
-            allowed,
-            limit: rate.rpm,
-            remaining: (self.units / UNITS) as u32,
-            reset_s: self.secs_for(self.capacity() - self.units),
-            retry_after_s: if allowed { 0 } else { self.secs_for(UNITS - self.units).max(1) },
-            first_refusal,
-        }
+        Decision::of(self.rate, self.units, allowed, first_refusal)
     }
 }
 

@@ -11,10 +11,11 @@
 
 pub mod bucket;
 mod lockout;
+pub mod shared;
 pub mod storage;
 
 use crate::auth::{Credential, CurrentUser};
-use crate::config::{AuthConfig, LimitsConfig};
+use crate::config::{AuthConfig, Fallback, LimitsConfig};
 use crate::domain::{ApiKeyId, Credits, Timestamp, UserId};
 use crate::error::{Error, Result};
 use crate::ledger::SpendCaps;
@@ -115,6 +116,10 @@ pub struct Guard {
     redeem_users: BoundedMap<UserId, Attempts>,
     redeem_ips: BoundedMap<IpAddr, Attempts>,
     clock: Arc<dyn Clock>,
+    /// Limits shared through Redis, and what to do while it is down.
+    shared: Option<shared::Shared>,
+    rate_fallback: Fallback,
+    login_fallback: Fallback,
 }
 
 impl Guard {
@@ -135,7 +140,94 @@ impl Guard {
             redeem_users: BoundedMap::new(LIMITER_ENTRIES_MAX),
             redeem_ips: BoundedMap::new(LIMITER_ENTRIES_MAX),
             clock,
+            shared: None,
+            rate_fallback: Fallback::Local,
+            login_fallback: Fallback::Local,
         }
+    }
+
+    /// Keeps the request rates and login failure counts in Redis, shared
+    /// by every instance, with the fallbacks `[redis]` names.
+    pub fn with_shared(mut self, shared: Option<shared::Shared>, cfg: &crate::config::RedisConfig) -> Guard {
+        self.shared = shared;
+        self.rate_fallback = cfg.rate_limit_fallback;
+        self.login_fallback = cfg.login_fallback;
+        self
+    }
+
+    /// `None` without Redis; whether it answers now.
+    pub fn shared_reachable(&self) -> Option<bool> {
+        self.shared.as_ref().map(shared::Shared::ping)
+    }
+
+    /// A token from the bucket `kind` of `key`: the shared one when Redis
+    /// answers, else (or without Redis) this instance's share in memory;
+    /// `closed` fallback: refused for a second.
+    fn take<K>(&self, map: &BoundedMap<K, Bucket>, kind: &str, key: &K, rate: Rate, now: u64) -> Decision
+    where
+        K: std::hash::Hash + Eq + Clone + std::fmt::Display,
+    {
+        if let Some(s) = &self.shared {
+            if let Some(d) = s.take(kind, &key.to_string(), rate) {
+                return d;
+            }
+            if self.rate_fallback == Fallback::Closed {
+                return Decision::of(rate, 0, false, false);
+            }
+        }
+        let rate = self.share(rate);
+        map.with(key, now, || Bucket::full(rate, now), |b| b.take(rate, now))
+    }
+
+    fn give_back<K>(&self, map: &BoundedMap<K, Bucket>, kind: &str, key: &K, rate: Rate, now: u64)
+    where
+        K: std::hash::Hash + Eq + Clone + std::fmt::Display,
+    {
+        if let Some(s) = &self.shared
+            && s.is_up()
+        {
+            return s.give_back(kind, &key.to_string(), rate);
+        }
+        let rate = self.share(rate);
+        map.with(key, now, || Bucket::full(rate, now), Bucket::give_back);
+    }
+
+    /// One try reserved against the failure count `kind` of `key` (shared
+    /// through Redis when configured). While Redis is down: this instance's
+    /// count (`local`), or the login refused (`closed`, 503).
+    fn reserve<K>(
+        &self,
+        map: &BoundedMap<K, Attempts>,
+        kind: &str,
+        key: &K,
+        (now, max, window): (u64, u32, u64),
+    ) -> std::result::Result<std::result::Result<(), Locked>, Error>
+    where
+        K: std::hash::Hash + Eq + Clone + std::fmt::Debug,
+    {
+        if let Some(s) = &self.shared {
+            if let Some(r) = s.reserve(kind, &format!("{key:?}"), max, window) {
+                return Ok(r);
+            }
+            if self.login_fallback == Fallback::Closed {
+                return Err(Error::Busy(
+                    "Sign-in is paused: its brute-force protection cannot reach its shared store. Retry shortly.",
+                ));
+            }
+        }
+        Ok(map.with(key, now, Attempts::default, |f| f.reserve(now, max, window)))
+    }
+
+    fn refund<K>(&self, map: &BoundedMap<K, Attempts>, kind: &str, key: &K, now: u64)
+    where
+        K: std::hash::Hash + Eq + Clone + std::fmt::Debug,
+    {
+        if let Some(s) = &self.shared
+            && s.is_up()
+        {
+            return s.refund(kind, &format!("{key:?}"));
+        }
+        map.with(key, now, Attempts::default, Attempts::refund);
     }
 
     /// Charges that take a user's available credits below `threshold` emit
@@ -193,23 +285,23 @@ impl Guard {
     /// refusal by either takes nothing from the other.
     pub fn check_rate(&self, user: &CurrentUser) -> Decision {
         let e = self.effective(user.id);
-        let rate = self.share(Rate { rpm: e.rpm, burst: e.burst });
+        let rate = Rate { rpm: e.rpm, burst: e.burst };
         let now = self.clock.now_ms();
         let Credential::ApiKey(terms) = &user.via else {
-            return self.users.with(&user.id, now, || Bucket::full(rate, now), |b| b.take(rate, now));
+            return self.take(&self.users, "rate:user", &user.id, rate, now);
         };
         let key = terms.id;
         // A key with its own rate has a bucket of that size.
-        let key_rate = terms.rpm.map_or(rate, |rpm| self.share(Rate { rpm, burst: rpm }));
-        let d = self.keys.with(&key, now, || Bucket::full(key_rate, now), |b| b.take(key_rate, now));
+        let key_rate = terms.rpm.map_or(rate, |rpm| Rate { rpm, burst: rpm });
+        let d = self.take(&self.keys, "rate:key", &key, key_rate, now);
         if !d.allowed {
             return d;
         }
-        let u = self.users.with(&user.id, now, || Bucket::full(rate, now), |b| b.take(rate, now));
+        let u = self.take(&self.users, "rate:user", &user.id, rate, now);
         if !u.allowed {
             // The key's token was not used: a refused request must not
             // drain the key's bucket (its Retry-After would then be short).
-            self.keys.with(&key, now, || Bucket::full(key_rate, now), Bucket::give_back);
+            self.give_back(&self.keys, "rate:key", &key, key_rate, now);
         }
         u
     }
@@ -247,8 +339,8 @@ impl Guard {
     /// The client IP's login/signup rate (a token bucket per minute).
     fn check_ip_rate(&self, ip: Option<IpAddr>, now: u64) -> Result<()> {
         let Some(ip) = ip else { return Ok(()) };
-        let rate = self.share(Rate { rpm: self.auth.login_rpm_per_ip, burst: self.auth.login_rpm_per_ip });
-        let d = self.ips.with(&ip, now, || Bucket::full(rate, now), |b| b.take(rate, now));
+        let rate = Rate { rpm: self.auth.login_rpm_per_ip, burst: self.auth.login_rpm_per_ip };
+        let d = self.take(&self.ips, "rate:ip", &ip, rate, now);
         if d.allowed {
             return Ok(());
         }
@@ -276,13 +368,16 @@ impl Guard {
         self.check_ip_rate(ip, now).map_err(LoginRefused::plain)?;
         let email = normalize(email);
         if let Some(ip) = ip {
-            self.ip_failures
-                .with(&ip, now, Attempts::default, |f| f.reserve(now, a.login_ip_failures_max, window))
+            self.reserve(&self.ip_failures, "login:ip", &ip, (now, a.login_ip_failures_max, window))
+                .map_err(LoginRefused::plain)?
                 .map_err(LoginRefused::locked)?;
         }
         let attempt = LoginAttempt { ip, email };
         let pair = (attempt.email.clone(), ip);
-        let repeat = self.pair_failures.with(&pair, now, Attempts::default, |f| f.count() > 0);
+        let repeat = match &self.shared {
+            Some(s) if s.is_up() => s.count("login:pair", &format!("{pair:?}")).unwrap_or(0) > 0,
+            _ => self.pair_failures.with(&pair, now, Attempts::default, |f| f.count() > 0),
+        };
         if repeat {
             let (free, max_ms) = (a.login_email_failures_free, a.login_email_delay_max_s.saturating_mul(1000));
             let paced = self.email_pace.with(&attempt.email, now, Pace::default, |p| p.pass(now, free, max_ms, window));
@@ -296,18 +391,23 @@ impl Guard {
                 }));
             }
         }
-        let reserved =
-            self.pair_failures.with(&pair, now, Attempts::default, |f| f.reserve(now, a.login_failures_max, window));
-        if let Err(l) = reserved {
-            self.refund_ip(ip, now);
-            return Err(LoginRefused::locked(l));
+        let reserved = self.reserve(&self.pair_failures, "login:pair", &pair, (now, a.login_failures_max, window));
+        match reserved {
+            Ok(Ok(())) => Ok(attempt),
+            Ok(Err(l)) => {
+                self.refund_ip(ip, now);
+                Err(LoginRefused::locked(l))
+            }
+            Err(e) => {
+                self.refund_ip(ip, now);
+                Err(LoginRefused::plain(e))
+            }
         }
-        Ok(attempt)
     }
 
     fn refund_ip(&self, ip: Option<IpAddr>, now: u64) {
         if let Some(ip) = ip {
-            self.ip_failures.with(&ip, now, Attempts::default, Attempts::refund);
+            self.refund(&self.ip_failures, "login:ip", &ip, now);
         }
     }
 
@@ -316,7 +416,11 @@ impl Guard {
     pub fn login_succeeded(&self, attempt: LoginAttempt) {
         let now = self.clock.now_ms();
         self.refund_ip(attempt.ip, now);
-        self.pair_failures.remove(&(attempt.email, attempt.ip));
+        let pair = (attempt.email, attempt.ip);
+        if let Some(s) = &self.shared {
+            s.forget("login:pair", &format!("{pair:?}"));
+        }
+        self.pair_failures.remove(&pair);
     }
 
     /// The password was wrong: the reserved tries stay counted, and the
@@ -331,7 +435,7 @@ impl Guard {
     pub fn login_not_tried(&self, attempt: LoginAttempt) {
         let now = self.clock.now_ms();
         self.refund_ip(attempt.ip, now);
-        self.pair_failures.with(&(attempt.email, attempt.ip), now, Attempts::default, Attempts::refund);
+        self.refund(&self.pair_failures, "login:pair", &(attempt.email, attempt.ip), now);
     }
 
     /// Before a signup: the IP's login rate and its hourly signup count. The

@@ -36,5 +36,6 @@ mod ops;
 mod payments;
 mod postgres_cli;
 mod pricing;
+mod redis;
 mod sessions;
 mod usage;

@@ -36,7 +36,7 @@ pub fn readyz(ctx: &Ctx) -> Result<Response, ApiError> {
     }
     let now = crate::domain::Timestamp::now();
     match ctx.app.db.write(move |c| Ok::<_, Error>(crate::storage::probe_write(c, now.0)?)) {
-        Ok(()) => Ok(Response::json_value(200, &json!({ "status": "ready" }))),
+        Ok(()) => Ok(Response::json_value(200, &ready(ctx))),
         Err(e) => {
             log::error!("readiness check failed: {e}");
             Ok(match &e {
@@ -47,6 +47,24 @@ pub fn readyz(ctx: &Ctx) -> Result<Response, ApiError> {
             })
         }
     }
+}
+
+/// Ready, and, with `[redis]`, whether the shared limits are in force or
+/// their fallbacks are (the instance serves either way).
+fn ready(ctx: &Ctx) -> serde_json::Value {
+    let Some(up) = ctx.app.guard.shared_reachable() else { return json!({ "status": "ready" }) };
+    let r = &ctx.app.config.redis;
+    let fallback = |f: crate::config::Fallback| match f {
+        crate::config::Fallback::Closed => "refused",
+        crate::config::Fallback::Local => "per instance",
+    };
+    let redis = if up {
+        json!({"status": "ok"})
+    } else {
+        json!({"status": "unreachable", "rate_limits": fallback(r.rate_limit_fallback),
+               "login_lockouts": fallback(r.login_fallback)})
+    };
+    json!({ "status": "ready", "redis": redis })
 }
 
 fn unavailable(code: &str, message: &str) -> Response {
