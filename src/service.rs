@@ -51,6 +51,7 @@ pub struct Service {
     upkeep: Option<JoinHandle<()>>,
     channels: Option<JoinHandle<()>>,
     payments: Option<JoinHandle<()>>,
+    credentials: Option<JoinHandle<()>>,
 }
 
 /// Opens the database with the configured durability.
@@ -141,6 +142,16 @@ impl Service {
             seal_key: seal_key.clone(),
             payments,
         });
+        if app.guard.shared().is_some() {
+            // A credential change published to every instance (a weak
+            // reference: the cache lives inside the App it would keep alive).
+            let weak = Arc::downgrade(&app);
+            app.credentials.on_invalidate(move || {
+                if let Some(s) = weak.upgrade().as_ref().and_then(|a| a.guard.shared()) {
+                    s.publish(crate::guard::shared::CREDENTIALS_CHANNEL);
+                }
+            });
+        }
         let workers = crate::jobs::worker::Workers::start(&app)?;
         let deliverer = crate::events::delivery::Deliverer::start(
             crate::events::delivery::Handles {
@@ -165,6 +176,22 @@ impl Service {
                 .name("channels".into())
                 .spawn(move || watch_channels(&app, &stop))
                 .map_err(|e| format!("cannot start the channels thread: {e}"))?
+        };
+        let listener_thread = match app.guard.shared() {
+            Some(_) => Some({
+                let (app, stop) = (Arc::clone(&app), Arc::clone(&stop));
+                thread::Builder::new()
+                    .name("credentials".into())
+                    .spawn(move || {
+                        if let Some(s) = app.guard.shared() {
+                            s.listen(crate::guard::shared::CREDENTIALS_CHANNEL, &stop, || {
+                                app.credentials.invalidate_local()
+                            });
+                        }
+                    })
+                    .map_err(|e| format!("cannot start the credentials thread: {e}"))?
+            }),
+            None => None,
         };
         let payments = match app.payments {
             Some(_) => Some({
@@ -192,6 +219,7 @@ impl Service {
             upkeep: Some(upkeep),
             channels: Some(channels),
             payments,
+            credentials: listener_thread,
         })
     }
 
@@ -217,6 +245,9 @@ impl Service {
             let _ = h.join();
         }
         if let Some(h) = self.payments.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.credentials.take() {
             let _ = h.join();
         }
         if let Some(h) = self.upkeep.take() {

@@ -11,14 +11,16 @@
 //! [`CREDENTIAL_CACHE_TTL_SHARED_MS`] on PostgreSQL, where other instances
 //! make them: a revocation through any instance stops the credential on
 //! every instance within a second, at the cost of one read per active
-//! credential per second per instance. Only successful lookups are cached.
+//! credential per second per instance; with Redis, an invalidation is
+//! also published ([`CredentialCache::on_invalidate`]) and every instance
+//! drops its entries at once. Only successful lookups are cached.
 
 use super::key_limits::KeyTerms;
 use crate::domain::{Role, UserId};
 use crate::support::bounded::{BoundedMap, Entry};
-use std::sync::Arc;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 /// Longest an entry is trusted without reading the database again.
@@ -66,10 +68,14 @@ impl Entry for Slot {
     }
 }
 
+/// Tells the other instances that credentials changed.
+type Broadcast = Box<dyn Fn() + Send + Sync>;
+
 pub struct CredentialCache {
     map: BoundedMap<CacheKey, Slot>,
     generation: AtomicU64,
     ttl_ms: u64,
+    broadcast: OnceLock<Broadcast>,
 }
 
 impl Default for CredentialCache {
@@ -91,6 +97,7 @@ impl CredentialCache {
             map: BoundedMap::new(CREDENTIAL_CACHE_ENTRIES_MAX),
             generation: AtomicU64::new(0),
             ttl_ms: ttl_ms.min(CREDENTIAL_CACHE_TTL_MS),
+            broadcast: OnceLock::new(),
         }
     }
 
@@ -118,7 +125,21 @@ impl CredentialCache {
     /// Forgets every entry. Call after committing a change that takes a
     /// credential away (deactivation, revocation, a role change).
     pub fn invalidate(&self) {
+        self.invalidate_local();
+        if let Some(tell) = self.broadcast.get() {
+            tell();
+        }
+    }
+
+    /// Forgets every entry of this process only (another instance said a
+    /// credential changed).
+    pub fn invalidate_local(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// `tell` runs after every [`Self::invalidate`] (set once, at start).
+    pub fn on_invalidate(&self, tell: impl Fn() + Send + Sync + 'static) {
+        let _ = self.broadcast.set(Box::new(tell));
     }
 }
 

@@ -155,6 +155,11 @@ impl Guard {
         self
     }
 
+    /// The Redis-backed limits, when configured.
+    pub fn shared(&self) -> Option<&shared::Shared> {
+        self.shared.as_ref()
+    }
+
     /// `None` without Redis; whether it answers now.
     pub fn shared_reachable(&self) -> Option<bool> {
         self.shared.as_ref().map(shared::Shared::ping)

@@ -13,11 +13,15 @@ use super::lockout::Locked;
 use crate::config::RedisConfig;
 use redis::{Connection, Script};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Idle connections kept for reuse.
 pub const REDIS_IDLE_CONNECTIONS_MAX: usize = 32;
+/// How often a subscriber looks at its stop flag.
+const LISTEN_POLL: Duration = Duration::from_millis(200);
+/// The channel credential changes are published on.
+pub const CREDENTIALS_CHANNEL: &str = "credentials";
 
 /// A token bucket as `bucket::Bucket` keeps it, in a hash: `u` units (a
 /// token is 60,000), `t` last refill (ms), `r` refusing since the last
@@ -213,6 +217,39 @@ impl Shared {
     pub fn forget(&self, kind: &str, id: &str) {
         let key = self.key(kind, id);
         let _ = self.with(|c| redis::cmd("DEL").arg(&key).query::<()>(c));
+    }
+
+    /// Publishes a message on `channel` (best effort: a subscriber that
+    /// misses it still re-reads within its cache's TTL).
+    pub fn publish(&self, channel: &str) {
+        let ch = self.key("channel", channel);
+        let _ = self.with(|c| redis::cmd("PUBLISH").arg(&ch).arg(1).query::<i64>(c));
+    }
+
+    /// Until `stop`: `on_message` for every message on `channel`, and once
+    /// after every (re)subscription, since messages sent while this
+    /// instance was not listening are lost.
+    pub fn listen(&self, channel: &str, stop: &AtomicBool, on_message: impl Fn()) {
+        let ch = self.key("channel", channel);
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(mut conn) = self.client.get_connection_with_timeout(self.timeout) else {
+                std::thread::sleep(Duration::from_millis(self.retry_after_ms));
+                continue;
+            };
+            let mut sub = conn.as_pubsub();
+            if sub.subscribe(&ch).is_err() || sub.set_read_timeout(Some(LISTEN_POLL)).is_err() {
+                std::thread::sleep(Duration::from_millis(self.retry_after_ms));
+                continue;
+            }
+            on_message();
+            while !stop.load(Ordering::Relaxed) {
+                match sub.get_message() {
+                    Ok(_) => on_message(),
+                    Err(e) if e.is_timeout() => {}
+                    Err(_) => break,
+                }
+            }
+        }
     }
 
     /// A PING now, whatever the last call found (readiness).

@@ -155,3 +155,27 @@ fn with_redis_down_the_fallbacks_apply_and_its_return_restores_the_shared_limits
     assert_eq!(app.client.consume(&ann.token, 1).status, 201);
     assert_eq!(app.balance(&ann)["balance"], 97);
 }
+
+/// A key revoked through one instance stops on another at once, not after
+/// that instance's credential cache entry ages out (1 s): the revocation is
+/// published through Redis.
+#[test]
+fn a_key_revoked_on_one_instance_stops_on_another_at_once() {
+    crate::postgres_only!();
+    let Some(redis) = redis_url("a_key_revoked_on_one_instance_stops_on_another_at_once") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let servers = three(&dir, &redis, "revoke", &[]);
+    let admin = servers[0].client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let ann = servers[0].client.funded_user(&admin, "revoke@example.com", 100);
+    let r = servers[0].client.create_key(&ann, serde_json::json!({"name": "k"}));
+    let (key, id) = (r.json()["key"].as_str().unwrap().to_owned(), r.json()["id"].as_str().unwrap().to_owned());
+    // Instance 1 has the key in its cache.
+    assert_eq!(servers[1].client.me(&key).status, 200);
+    let revoked = servers[0].client.delete(&format!("/v1/api-keys/{id}"), &ann);
+    assert_eq!(revoked.status, 200);
+    let at = Instant::now();
+    while servers[1].client.me(&key).status != 401 {
+        assert!(at.elapsed() < Duration::from_millis(400), "still accepted {:?} after the revocation", at.elapsed());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
