@@ -3,16 +3,25 @@
 # instances, in one run (BENCHMARKS.md, "PostgreSQL"). Needs a release build
 # (cargo build --release --examples) and a PostgreSQL server: it starts a
 # throwaway one with scripts/pg-temp unless TOLLGATE_TEST_PG_URL names one.
+# BIN=path runs another build (a baseline); REDIS=1 adds three instances
+# sharing their limits through a throwaway Redis (scripts/redis-temp).
 #   scripts/bench_instances.sh [requests per run] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requests="${1:-60000}"
 rounds="${2:-1}"
-bin=target/release/tollgate
+bin="${BIN:-target/release/tollgate}"
 loadgen=target/release/examples/loadgen
+cleanup() {
+  if [ -n "${TOLLGATE_TEST_PG_DIR:-}" ]; then scripts/pg-temp stop "$TOLLGATE_TEST_PG_DIR"; fi
+  if [ -n "${TOLLGATE_TEST_REDIS_DIR:-}" ]; then scripts/redis-temp stop "$TOLLGATE_TEST_REDIS_DIR"; fi
+}
+trap cleanup EXIT
 if [ -z "${TOLLGATE_TEST_PG_URL:-}" ]; then
   eval "$(scripts/pg-temp start)"
-  trap 'scripts/pg-temp stop "$TOLLGATE_TEST_PG_DIR"' EXIT
+fi
+if [ "${REDIS:-0}" = 1 ] && [ -z "${TOLLGATE_TEST_REDIS_URL:-}" ]; then
+  eval "$(scripts/redis-temp start)"
 fi
 base="${TOLLGATE_TEST_PG_URL%/*}"
 work=$(mktemp -d)
@@ -21,7 +30,8 @@ export TOLLGATE_LIMITS_RPM=100000000 TOLLGATE_LIMITS_BURST=100000000 RUST_LOG=wa
 serve() { # port, extra env...
   local port=$1; shift
   # The server refuses TOLLGATE_* variables it does not know.
-  env -u TOLLGATE_TEST_PG_URL -u TOLLGATE_TEST_PG_DIR "$@" "$bin" serve --addr "127.0.0.1:$port" --db "$work/$port.db" >"$work/$port.log" 2>&1 &
+  env -u TOLLGATE_TEST_PG_URL -u TOLLGATE_TEST_PG_DIR -u TOLLGATE_TEST_REDIS_URL -u TOLLGATE_TEST_REDIS_DIR \
+    "$@" "$bin" serve --addr "127.0.0.1:$port" --db "$work/$port.db" >"$work/$port.log" 2>&1 &
   echo $!
 }
 wait_ready() {
@@ -59,5 +69,18 @@ for round in $(seq "$rounds"); do
   run "PostgreSQL, 3 instances (round $round)" \
     "http://127.0.0.1:18092,http://127.0.0.1:18093,http://127.0.0.1:18094" "$base/$db"
   kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
+
+  if [ "${REDIS:-0}" = 1 ]; then
+    db="b3r_$round"
+    psql -q "$TOLLGATE_TEST_PG_URL" -c "CREATE DATABASE $db"
+    pids=()
+    for p in 18095 18096 18097; do
+      pids+=("$(serve $p TOLLGATE_DATABASE_URL="$base/$db" TOLLGATE_REDIS_URL="$TOLLGATE_TEST_REDIS_URL")")
+      wait_ready $p
+    done
+    run "PostgreSQL, 3 instances, limits in Redis (round $round)" \
+      "http://127.0.0.1:18095,http://127.0.0.1:18096,http://127.0.0.1:18097" "$base/$db"
+    kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
+  fi
 done
 rm -rf "$work"

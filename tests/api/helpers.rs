@@ -598,3 +598,47 @@ fn spawn_server(mut cmd: Command, db: &std::path::Path, extra_env: &[(&str, &str
     let addr = rx.recv_timeout(Duration::from_secs(30)).expect("server printed its address");
     ServerProcess { child, client: Client::new(format!("http://{addr}")) }
 }
+
+/// A private server a test may restart or stop (`scripts/pg-temp`,
+/// `scripts/redis-temp`): started in a temp dir on a free port, stopped
+/// and removed when dropped.
+pub struct TempServer {
+    script: &'static str,
+    /// The server's URL (the script's `export TOLLGATE_TEST_*_URL=`).
+    pub url: String,
+    dir: String,
+}
+
+impl TempServer {
+    /// Starts one with `scripts/<script> start`.
+    pub fn start(script: &'static str) -> TempServer {
+        let out = Command::new(format!("{}/scripts/{script}", env!("CARGO_MANIFEST_DIR")))
+            .arg("start")
+            .output()
+            .unwrap_or_else(|e| panic!("scripts/{script} start: {e}"));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let value = |suffix: &str| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("export TOLLGATE_TEST_"))
+                .find_map(|l| l.split_once('=').filter(|(k, _)| k.ends_with(suffix)).map(|(_, v)| v.to_owned()))
+                .unwrap_or_else(|| panic!("scripts/{script} printed no {suffix}: {text}"))
+        };
+        TempServer { script, url: value("_URL"), dir: value("_DIR") }
+    }
+
+    /// `scripts/<script> <what> DIR` (restart, pause, resume...).
+    pub fn run(&self, what: &str) {
+        let s = Command::new(format!("{}/scripts/{}", env!("CARGO_MANIFEST_DIR"), self.script))
+            .args([what, &self.dir])
+            .status()
+            .unwrap_or_else(|e| panic!("scripts/{} {what}: {e}", self.script));
+        assert!(s.success(), "scripts/{} {what}", self.script);
+    }
+}
+
+impl Drop for TempServer {
+    fn drop(&mut self) {
+        self.run("stop");
+    }
+}

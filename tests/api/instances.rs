@@ -289,44 +289,6 @@ fn a_row_lock_held_elsewhere_costs_a_request_its_lock_timeout_and_a_clear_503() 
     assert_eq!(app.audit()["valid"], true);
 }
 
-/// A private PostgreSQL server for a test that restarts it.
-struct PrivatePg {
-    url: String,
-    dir: String,
-}
-
-impl PrivatePg {
-    fn start() -> PrivatePg {
-        let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-temp"))
-            .arg("start")
-            .output()
-            .expect("scripts/pg-temp start");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let value =
-            |name: &str| text.lines().find_map(|l| l.strip_prefix(&format!("export {name}="))).expect(name).to_owned();
-        let (base, dir) = (value("TOLLGATE_TEST_PG_URL"), value("TOLLGATE_TEST_PG_DIR"));
-        let url = tollgate::storage::pg::create_database(&base, "restarted").expect("a database");
-        PrivatePg { url, dir }
-    }
-
-    fn restart(&self) {
-        let s = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-temp"))
-            .args(["restart", &self.dir])
-            .status()
-            .expect("scripts/pg-temp restart");
-        assert!(s.success());
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-temp"))
-            .args(["stop", &self.dir])
-            .status();
-    }
-}
-
 /// When a consume answered, its status, and its transaction if charged.
 type Seen = (Instant, u16, Option<String>);
 
@@ -337,8 +299,8 @@ type Seen = (Instant, u16, Option<String>);
 #[test]
 fn an_instance_serves_again_by_itself_after_postgresql_restarts_under_load() {
     crate::postgres_only!();
-    let pg = PrivatePg::start();
-    let url = pg.url.clone();
+    let pg = TempServer::start("pg-temp");
+    let url = tollgate::storage::pg::create_database(&pg.url, "restarted").expect("a database");
     let app = TestApp::spawn_with(move |c| c.database.url = url);
     let ann = app.user("ann");
     app.grant(&ann, 1_000_000);
@@ -364,7 +326,7 @@ fn an_instance_serves_again_by_itself_after_postgresql_restarts_under_load() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(800));
-    pg.restart();
+    pg.run("restart");
     let up = Instant::now();
     let deadline = up + Duration::from_secs(5);
     loop {

@@ -81,40 +81,6 @@ fn a_login_lockout_on_one_instance_holds_on_the_others() {
     }
 }
 
-/// A private Redis the test can stop.
-struct PrivateRedis {
-    url: String,
-    dir: String,
-}
-
-impl PrivateRedis {
-    fn start() -> PrivateRedis {
-        let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/redis-temp"))
-            .arg("start")
-            .output()
-            .expect("scripts/redis-temp start");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let value =
-            |name: &str| text.lines().find_map(|l| l.strip_prefix(&format!("export {name}="))).expect(name).to_owned();
-        PrivateRedis { url: value("TOLLGATE_TEST_REDIS_URL"), dir: value("TOLLGATE_TEST_REDIS_DIR") }
-    }
-
-    fn run(&self, what: &str) {
-        let s = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/redis-temp"))
-            .args([what, &self.dir])
-            .status()
-            .expect("scripts/redis-temp");
-        assert!(s.success(), "redis-temp {what}");
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.run("stop");
-    }
-}
-
 /// Redis stops: rate limits go on per instance (`local`, the default),
 /// logins are refused (`closed`, the default) and `/readyz` says so; Redis
 /// back: shared limits again, logins work.
@@ -123,7 +89,7 @@ fn with_redis_down_the_fallbacks_apply_and_its_return_restores_the_shared_limits
     if redis_url("with_redis_down_the_fallbacks_apply_and_its_return_restores_the_shared_limits").is_none() {
         return;
     }
-    let redis = PrivateRedis::start();
+    let redis = TempServer::start("redis-temp");
     let url = redis.url.clone();
     let app = TestApp::spawn_with(move |c| {
         c.redis.url = url;
