@@ -23,6 +23,11 @@ pub struct Metrics {
     pub writer_commit_seconds: HistogramVec,
     pub writer_fsync_seconds: HistogramVec,
     pub writer_replays: IntCounter,
+    /// PostgreSQL: round trips of one write transaction, its BEGIN and
+    /// COMMIT included (all of them inside the write lock).
+    pub pg_write_round_trips: HistogramVec,
+    /// PostgreSQL: how long one write transaction held the write lock.
+    pub pg_write_lock_held_seconds: HistogramVec,
     /// Credits a settle could not charge because the cost passed its hold.
     pub settle_capped_credits: Counter,
     pub provider_calls: IntCounterVec,
@@ -110,6 +115,20 @@ impl Metrics {
                 &r,
                 "writer_commit_seconds",
                 "Time to run and commit one group",
+                &[],
+                latency.clone(),
+            ),
+            pg_write_round_trips: histogram(
+                &r,
+                "pg_write_round_trips",
+                "PostgreSQL: round trips of one write transaction, BEGIN and COMMIT included",
+                &[],
+                vec![2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 25.0, 32.0, 48.0, 64.0, 128.0],
+            ),
+            pg_write_lock_held_seconds: histogram(
+                &r,
+                "pg_write_lock_held_seconds",
+                "PostgreSQL: time one write transaction held the write lock, from taking it to the commit's answer",
                 &[],
                 latency.clone(),
             ),

@@ -173,18 +173,26 @@ impl PgDb {
         // A conflict noted by an earlier read on this pooled connection is
         // not this transaction's.
         let _ = c.take_conflict();
-        let begun = c.client().batch_execute("BEGIN").map_err(StorageError::from).and_then(|()| {
-            c.client().query_one("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK_KEY]).map_err(StorageError::from)
-        });
+        // BEGIN and the lock in one round trip: the lock is held from here
+        // to the commit's answer, so every round trip inside it counts.
+        let begun = c.client().batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"));
         if let Err(e) = begun {
             let _ = c.client().batch_execute("ROLLBACK");
-            return Err(Attempt::classify(e));
+            return Err(Attempt::classify(StorageError::from(e)));
         }
+        let (locked, sent) = (std::time::Instant::now(), c.round_trips());
         let out = f(&Conn::pg(&mut c));
         let conflict = c.take_conflict();
         match out {
             Ok(v) => match c.client().batch_execute("COMMIT") {
-                Ok(()) => Ok(v),
+                Ok(()) => {
+                    let m = crate::metrics::global();
+                    // The statements, plus BEGIN-and-lock and COMMIT.
+                    let trips = (c.round_trips() - sent + 2) as f64;
+                    m.pg_write_round_trips.with_label_values::<&str>(&[]).observe(trips);
+                    m.pg_write_lock_held_seconds.with_label_values::<&str>(&[]).observe(locked.elapsed().as_secs_f64());
+                    Ok(v)
+                }
                 Err(e) => Err(Attempt::classify(StorageError::from(e))),
             },
             Err(e) => {

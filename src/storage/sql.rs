@@ -90,11 +90,19 @@ pub struct PgClient {
     /// this one: the caller's error may have been mapped to anything, so
     /// the transaction runner asks here whether to run it again.
     conflict: Option<String>,
+    /// Statements sent so far (each one round trip to the server).
+    round_trips: u64,
 }
 
 impl PgClient {
     pub fn new(client: postgres::Client) -> PgClient {
-        PgClient { client, statements: HashMap::new(), conflict: None }
+        PgClient { client, statements: HashMap::new(), conflict: None, round_trips: 0 }
+    }
+
+    /// Statements this connection has sent through [`Conn`] (a prepare
+    /// that was cached sends nothing).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips
     }
 
     /// Why the current transaction conflicted, if it did (and forgets it).
@@ -104,6 +112,7 @@ impl PgClient {
 
     /// Notes a conflict in a statement's result, then passes it on.
     fn note<T>(&mut self, r: Result<T, postgres::Error>) -> Result<T, StorageError> {
+        self.round_trips += 1;
         r.map_err(|e| {
             let e = StorageError::from(e);
             if e.is_retryable() {

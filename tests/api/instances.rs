@@ -287,6 +287,16 @@ fn a_row_lock_held_elsewhere_costs_a_request_its_lock_timeout_and_a_clear_503() 
     assert_eq!(app.balance(&ann)["balance"], 100, "the refused charge changed nothing");
     assert_eq!(app.client.consume(&ann.token, 10).status, 201);
     assert_eq!(app.audit()["valid"], true);
+    // Each write transaction reports its round trips and its time holding
+    // the write lock.
+    let metrics = app.client.request("GET", "/metrics", None, &[], None).unwrap().text();
+    for name in ["tollgate_pg_write_round_trips_count", "tollgate_pg_write_lock_held_seconds_count"] {
+        let count: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {name}"));
+        assert!(count >= 1.0, "{name} {count}");
+    }
 }
 
 /// When a consume answered, its status, and its transaction if charged.
