@@ -115,7 +115,10 @@ pub fn run_once(db: &Db, cfg: &PaymentsConfig, gw: &Gateway) -> Result<usize> {
     })?;
     let n = fired.len();
     for (payment, customer, method) in fired {
-        charge(db, gw, &payment, &customer, &method)?;
+        // One top-up's failure to record must not strand the others.
+        if let Err(e) = charge(db, gw, &payment, &customer, &method) {
+            log::error!("auto top-up {} could not be recorded: {e}", payment.id);
+        }
     }
     Ok(n)
 }
