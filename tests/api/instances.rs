@@ -362,3 +362,132 @@ fn an_instance_serves_again_by_itself_after_postgresql_restarts_under_load() {
     }
     assert_eq!(app.audit()["valid"], true);
 }
+
+/// A random mix of money operations from 12 threads over three instances
+/// for 60 s (`TOLLGATE_TEST_MIX_S` to change it): charges, metered chats (a
+/// hold, then its settle), grants, voids and redemptions. Afterwards every
+/// acknowledged write is in the ledger, no hold is left, nobody is
+/// overdrawn, and the audit is valid.
+#[test]
+fn a_random_mix_of_money_operations_over_three_instances_leaves_every_write_and_a_valid_audit() {
+    crate::postgres_only!();
+    let seconds: u64 = std::env::var("TOLLGATE_TEST_MIX_S").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let fake = FakeProvider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database();
+    let config = job_config(dir.path(), &fake);
+    let open = [
+        ("TOLLGATE_CONFIG", config.to_str().unwrap()),
+        ("TOLLGATE_LIMITS_RPM", "100000000"),
+        ("TOLLGATE_LIMITS_BURST", "100000000"),
+    ];
+    let servers = instances(&dir, 3, &url, &open);
+    let admin = servers[0].client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    let users: Vec<(String, String)> = (0..8)
+        .map(|i| {
+            let token = servers[0].client.funded_user(&admin, &format!("mix{i}@example.com"), 5_000);
+            let id = servers[0].client.me(&token).json()["id"].as_str().unwrap().to_owned();
+            (id, token)
+        })
+        .collect();
+    let minted = servers[0].client.post("/v1/admin/codes", &admin, json!({"amount": 10, "count": 300}));
+    assert_eq!(minted.status, 201, "{}", minted.text());
+    let codes: Vec<String> =
+        minted.json()["data"].as_array().unwrap().iter().map(|c| c["code"].as_str().unwrap().to_owned()).collect();
+    let codes = Arc::new(Mutex::new(codes));
+    let txns: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let grants: Arc<Mutex<Vec<String>>> = Arc::default();
+    let clients: Vec<Client> = servers.iter().map(|s| s.client.clone()).collect();
+    let (users, admin) = (Arc::new(users), Arc::new(admin));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let id_of =
+        |v: &serde_json::Value| v.as_str().and_then(|t| t.strip_prefix("txn_")).and_then(|n| n.parse::<i64>().ok());
+    let threads: Vec<_> = (0..12u64)
+        .map(|t| {
+            let (clients, users, admin) = (clients.clone(), Arc::clone(&users), Arc::clone(&admin));
+            let (codes, txns, grants) = (Arc::clone(&codes), Arc::clone(&txns), Arc::clone(&grants));
+            std::thread::spawn(move || {
+                let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (t + 1);
+                let mut ops = 0u64;
+                while Instant::now() < deadline {
+                    // xorshift64: reproducible per thread, no dependency.
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let client = &clients[(x % 3) as usize];
+                    let (id, token) = &users[((x >> 8) % 8) as usize];
+                    ops += 1;
+                    match (x >> 16) % 6 {
+                        0 | 1 => {
+                            let r = client.consume(token, ((x >> 24) % 20 + 1) as i64);
+                            match r.status {
+                                201 => txns.lock().unwrap().extend(id_of(&r.json()["transaction_id"])),
+                                402 => {}
+                                s => panic!("consume {s}: {}", r.text()),
+                            }
+                        }
+                        2 => {
+                            let r = client.chat(
+                                token,
+                                json!({"model": "qwen-plus", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}),
+                            );
+                            match r.status {
+                                200 => txns.lock().unwrap().extend(id_of(&r.json()["tollgate"]["transaction_id"])),
+                                402 => {}
+                                s => panic!("chat {s}: {}", r.text()),
+                            }
+                        }
+                        3 => {
+                            let r = client.post(&format!("/v1/admin/users/{id}/grants"), &admin, json!({"amount": 25}));
+                            assert_eq!(r.status, 201, "grant: {}", r.text());
+                            txns.lock().unwrap().extend(id_of(&r.json()["transaction_id"]));
+                            grants.lock().unwrap().push(r.json()["id"].as_str().unwrap().to_owned());
+                        }
+                        4 => {
+                            let pick = {
+                                let g = grants.lock().unwrap();
+                                (!g.is_empty()).then(|| g[(x >> 32) as usize % g.len()].clone())
+                            };
+                            if let Some(g) = pick {
+                                let r = client.post(&format!("/v1/admin/grants/{g}/void"), &admin, json!({}));
+                                assert_eq!(r.status, 200, "void: {}", r.text());
+                            }
+                        }
+                        _ => {
+                            let Some(code) = codes.lock().unwrap().pop() else { continue };
+                            let r = client.post("/v1/credits/redeem", token, json!({"code": code}));
+                            match r.status {
+                                201 => grants.lock().unwrap().push(r.json()["id"].as_str().unwrap().to_owned()),
+                                // This user already redeemed... never: each code is used once.
+                                s => panic!("redeem {s}: {}", r.text()),
+                            }
+                        }
+                    }
+                }
+                ops
+            })
+        })
+        .collect();
+    let ops: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let (txns, grants) = (txns.lock().unwrap().clone(), grants.lock().unwrap().clone());
+    let _ =
+        writeln!(std::io::stderr(), "mix: {ops} operations in {seconds} s, {} ledger rows acknowledged", txns.len());
+    assert!(ops > seconds * 20, "the mix ran: {ops} operations");
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let one = |db: &mut postgres::Client, sql: &str| -> i64 { db.query_one(sql, &[]).unwrap().get(0) };
+    let present: i64 =
+        db.query_one("SELECT count(*) FROM credit_transactions WHERE id = ANY($1)", &[&txns]).unwrap().get(0);
+    assert_eq!(present as usize, txns.len(), "every acknowledged ledger row is there");
+    let grant_ids: Vec<i64> = grants.iter().map(|g| g.trim_start_matches("grant_").parse().unwrap()).collect();
+    let present: i64 =
+        db.query_one("SELECT count(*) FROM credit_grants WHERE id = ANY($1)", &[&grant_ids]).unwrap().get(0);
+    assert_eq!(present as usize, grant_ids.len(), "every acknowledged grant is there");
+    assert_eq!(one(&mut db, "SELECT count(*) FROM credit_holds WHERE status = 'active'"), 0, "no hold left");
+    assert_eq!(
+        one(&mut db, "SELECT count(*) FROM users WHERE credits < 0 OR credits - held < 0"),
+        0,
+        "nobody overdrawn"
+    );
+    let audit = servers[0].client.get("/v1/admin/audit", &admin).json();
+    assert_eq!(audit["valid"], true, "{audit}");
+}
