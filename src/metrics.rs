@@ -37,6 +37,9 @@ pub struct Metrics {
     pub jobs: IntGaugeVec,
     pub webhook_attempts: IntCounterVec,
     pub media_downloads: IntCounterVec,
+    /// Verified payment-provider events, by outcome (granted, duplicate,
+    /// amount_mismatch, ...), and bodies refused for their signature.
+    pub payment_events: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -169,6 +172,12 @@ impl Metrics {
                 &r,
                 "media_downloads_total",
                 "Job outputs downloaded into the media store, by outcome (kept, retry, not_kept)",
+                &["outcome"],
+            ),
+            payment_events: counter_vec(
+                &r,
+                "payment_events_total",
+                "Payment webhook bodies, by outcome (granted, duplicate, refunded, amount_mismatch, ..., bad_signature)",
                 &["outcome"],
             ),
             registry: r,

@@ -211,6 +211,14 @@ fn forged_stale_foreign_and_mismatched_events_change_nothing() {
     assert!(logs.contains("amount_mismatch") && logs.contains("paid 100 usd for p500 sold at 500 usd"), "{logs}");
     assert!(logs.contains("other_account"), "{logs}");
     assert_eq!(app.count("payment_events"), 5, "each verified event recorded once");
+    let metrics = app.client.request("GET", "/metrics", None, &[], None).unwrap().text();
+    for line in [
+        "tollgate_payment_events_total{outcome=\"bad_signature\"} 4",
+        "tollgate_payment_events_total{outcome=\"amount_mismatch\"} 1",
+        "tollgate_payment_events_total{outcome=\"other_account\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 
     // Our own rotation: the previous secret still verifies.
     let (payment2, session2) = checkout(&app, &ann.token, json!({"package": "p500"}));

@@ -285,12 +285,19 @@ pub fn webhook(ctx: &Ctx) -> Result<Response, ApiError> {
     let cfg = &ctx.app.config.payments;
     let header = ctx.req.header("stripe-signature").unwrap_or("");
     let now_s = crate::domain::Timestamp::now().millis().div_euclid(1000);
-    payments::signature::verify(header, &ctx.req.body, &gw.webhook_secrets, cfg.webhook_tolerance_s, now_s)
-        .map_err(|r| ApiError::refuse("webhook_signature_invalid", r.message(cfg.webhook_tolerance_s)))?;
+    let events = &crate::metrics::global().payment_events;
+    payments::signature::verify(header, &ctx.req.body, &gw.webhook_secrets, cfg.webhook_tolerance_s, now_s).map_err(
+        |r| {
+            events.with_label_values(&["bad_signature"]).inc();
+            ApiError::refuse("webhook_signature_invalid", r.message(cfg.webhook_tolerance_s))
+        },
+    )?;
     let event: serde_json::Value =
         serde_json::from_slice(&ctx.req.body).map_err(|e| ApiError::invalid_json(&e.to_string()))?;
     let cfg = cfg.clone();
     let received =
         ctx.app.db.write(move |c| payments::webhook::receive(c, &cfg, &event, crate::domain::Timestamp::now()))?;
+    // Counted once committed: the outcome is what the ledger now says.
+    events.with_label_values(&[received.outcome]).inc();
     Ok(Response::json(200, &received))
 }
