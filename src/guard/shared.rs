@@ -103,8 +103,9 @@ pub struct Shared {
     refund: Script,
 }
 
+/// This process's wall clock in ms (only ever compared with itself).
 fn wall_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    crate::domain::Timestamp::now().millis().max(0) as u64
 }
 
 impl Shared {

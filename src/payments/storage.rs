@@ -181,6 +181,19 @@ pub struct TakenBack {
     pub frozen: Credits,
 }
 
+impl TakenBack {
+    /// The payment's figures as they stand.
+    pub fn of(p: &Payment) -> TakenBack {
+        TakenBack {
+            status: p.status,
+            refunded_minor: p.refunded_minor,
+            credits_taken_back: p.credits_taken_back,
+            shortfall: p.shortfall,
+            frozen: p.frozen,
+        }
+    }
+}
+
 pub fn set_taken_back(conn: &Conn<'_>, id: PaymentId, t: &TakenBack, now: Timestamp) -> Result<()> {
     conn.execute(
         "UPDATE payments SET status = ?2, refunded_minor = ?3, credits_taken_back = ?4, shortfall = ?5, frozen = ?6,

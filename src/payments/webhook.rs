@@ -111,21 +111,7 @@ fn grant_package(
     now: Timestamp,
 ) -> Result<Outcome> {
     let p = &row.view;
-    let pkg = cfg.package(&p.item);
-    // A package taken off sale after the purchase is granted as bought
-    // (the credits recorded on the payment), with the default terms.
-    let category = pkg.and_then(|k| Category::parse(&k.category)).unwrap_or(Category::Paid);
-    let g = NewGrant {
-        user: p.user_id,
-        amount: p.credits,
-        category,
-        priority: pkg.and_then(|k| k.priority).unwrap_or(PRIORITY_DEFAULT),
-        expires_at: pkg.and_then(|k| k.expires_days).map(|d| now.plus_ms(d * 86_400_000)),
-        source: Source::Payment,
-        description: format!("payment {}: {}", p.id, p.item),
-        external_id: Some(external_id.to_owned()),
-        code: None,
-    };
+    let g = package_grant(cfg, p, p.credits, Some(now), format!("payment {}: {}", p.id, p.item), external_id);
     let (grant, created) = grants::create_at(conn, &g, now)?;
     let settled = Settled { grant: grant.id, payment_intent: refs.0, customer: refs.1, subscription_id: None };
     storage::set_paid(conn, p.id, &settled, now)?;
@@ -135,6 +121,32 @@ fn grant_package(
     let view = storage::get(conn, p.id)?.map(|r| r.view);
     crate::events::emit(conn, EventType::PaymentSucceeded, Some(p.user_id), &view)?;
     Ok(("granted", Some(p.id)))
+}
+
+/// A grant of `amount` for payment `p`, with the terms of the package it
+/// bought: category, priority and, counted from `expiring_from`, its
+/// expiry. A package taken off sale after the purchase is granted as
+/// bought (the credits recorded on the payment), with the default terms.
+fn package_grant(
+    cfg: &PaymentsConfig,
+    p: &super::Payment,
+    amount: Credits,
+    expiring_from: Option<Timestamp>,
+    description: String,
+    external_id: &str,
+) -> NewGrant {
+    let pkg = cfg.package(&p.item);
+    NewGrant {
+        user: p.user_id,
+        amount,
+        category: pkg.and_then(|k| Category::parse(&k.category)).unwrap_or(Category::Paid),
+        priority: pkg.and_then(|k| k.priority).unwrap_or(PRIORITY_DEFAULT),
+        expires_at: expiring_from.and_then(|at| pkg?.expires_days.map(|d| at.plus_ms(d * 86_400_000))),
+        source: Source::Payment,
+        description,
+        external_id: Some(external_id.to_owned()),
+        code: None,
+    }
 }
 
 fn amounts_match(row: &storage::PaymentRow, amount: Option<i64>, currency: Option<&str>) -> bool {
@@ -374,7 +386,7 @@ fn charge_refunded(conn: &Conn<'_>, ch: &Value, now: Timestamp) -> Result<Outcom
         refunded_minor: refunded,
         credits_taken_back: p.credits_taken_back + taken,
         shortfall: p.shortfall + short,
-        frozen: p.frozen,
+        ..TakenBack::of(p)
     };
     storage::set_taken_back(conn, p.id, &after, now)?;
     if short > Credits::ZERO {
@@ -402,13 +414,7 @@ fn dispute_created(conn: &Conn<'_>, d: &Value, now: Timestamp) -> Result<Outcome
         return Ok(("duplicate", Some(p.id)));
     }
     let frozen = grants::void_taking(conn, grant, now)?;
-    let after = TakenBack {
-        status: PaymentStatus::Disputed,
-        refunded_minor: p.refunded_minor,
-        credits_taken_back: p.credits_taken_back,
-        shortfall: p.shortfall,
-        frozen: p.frozen + frozen,
-    };
+    let after = TakenBack { status: PaymentStatus::Disputed, frozen: p.frozen + frozen, ..TakenBack::of(p) };
     storage::set_taken_back(conn, p.id, &after, now)?;
     logs::write(
         conn,
@@ -430,26 +436,9 @@ fn dispute_closed(conn: &Conn<'_>, cfg: &PaymentsConfig, d: &Value, now: Timesta
     if s(d, "/status") != Some("won") || p.status != PaymentStatus::Disputed || p.frozen <= Credits::ZERO {
         return Ok(("recorded", Some(p.id)));
     }
-    let pkg = cfg.package(&p.item);
-    let g = NewGrant {
-        user: p.user_id,
-        amount: p.frozen,
-        category: pkg.and_then(|k| Category::parse(&k.category)).unwrap_or(Category::Paid),
-        priority: pkg.and_then(|k| k.priority).unwrap_or(PRIORITY_DEFAULT),
-        expires_at: None,
-        source: Source::Payment,
-        description: format!("dispute won: payment {}", p.id),
-        external_id: Some(dispute.to_owned()),
-        code: None,
-    };
+    let g = package_grant(cfg, p, p.frozen, None, format!("dispute won: payment {}", p.id), dispute);
     grants::create_at(conn, &g, now)?;
-    let after = TakenBack {
-        status: PaymentStatus::Paid,
-        refunded_minor: p.refunded_minor,
-        credits_taken_back: p.credits_taken_back,
-        shortfall: p.shortfall,
-        frozen: Credits::ZERO,
-    };
+    let after = TakenBack { status: PaymentStatus::Paid, frozen: Credits::ZERO, ..TakenBack::of(p) };
     storage::set_taken_back(conn, p.id, &after, now)?;
     Ok(("restored", Some(p.id)))
 }

@@ -69,7 +69,7 @@ fn browser_or_skip(test: &str) -> Option<Browser> {
         .build()
         .into();
     let base = format!("http://127.0.0.1:{port}");
-    eventually("chromedriver did not start", || agent.get(&format!("{base}/status")).call().is_ok());
+    eventually("chromedriver did not start", WAIT, || agent.get(&format!("{base}/status")).call().is_ok());
     let caps = json!({"capabilities": {"alwaysMatch": {
         "browserName": "chrome",
         "goog:loggingPrefs": {"browser": "ALL"},
@@ -218,15 +218,6 @@ impl Browser {
     }
 }
 
-/// Waits (up to [`WAIT`]) until `done` holds; `what` names it on failure.
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn console_app(fake: &FakeProvider) -> TestApp {
     let base = format!("{}/v1", fake.base);
     TestApp::spawn_with(move |c| {
@@ -288,7 +279,7 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
         users["data"][0]["id"].as_str().unwrap().to_owned()
     };
     let limits = || app.client.get(&format!("/v1/admin/users/{ann_id}"), &app.admin).json();
-    eventually("the limits were not saved", || limits()["limits"]["burst"] == 7);
+    eventually("the limits were not saved", WAIT, || limits()["limits"]["burst"] == 7);
     b.wait("#grant2-amount");
     let limits = limits();
     assert_eq!(
@@ -337,13 +328,13 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     );
     assert!(k["expires_at"].as_str().is_some_and(|t| t.starts_with("2099-02-01")), "{k}");
     b.click("button[aria-label='Revoke backend']");
-    eventually("the revoked key still works", || app.client.get("/v1/me", &key).status == 401);
+    eventually("the revoked key still works", WAIT, || app.client.get("/v1/me", &key).status == 401);
     b.assert_no_console_errors("a user's key edited and revoked", &[]);
     // The user's role, both ways.
     b.select("#user-role", "admin");
     b.click("#role-submit");
     let role = || app.client.get(&format!("/v1/admin/users/{ann_id}"), &app.admin).json()["role"].clone();
-    eventually("the role was not set", || role() == "admin");
+    eventually("the role was not set", WAIT, || role() == "admin");
     b.wait_text("#main p", |t| t.contains("admin"));
     b.select("#user-role", "user");
     b.click("#role-submit");
@@ -391,7 +382,7 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     b.wait_text("tr[data-endpoint='http://127.0.0.1:9/hooks']", |t| t.contains("job.completed, credits.low"));
     b.shot("07-admin-webhook-added");
     b.click("button[aria-label='Delete http://127.0.0.1:9/hooks']");
-    eventually("the endpoint stayed listed", || b.find("tr[data-endpoint='http://127.0.0.1:9/hooks']").is_none());
+    eventually("the endpoint stayed listed", WAIT, || b.find("tr[data-endpoint='http://127.0.0.1:9/hooks']").is_none());
     b.assert_no_console_errors("webhooks", &[]);
     b.page(&base, "#/admin/audit", "#run-audit", "08-admin-audit");
     b.click("#run-audit");
@@ -482,7 +473,7 @@ fn the_console_serves_admins_and_users_in_a_real_browser() {
     let key = b.wait_text("#new-key", |t| t.starts_with("tg_"));
     b.shot("18-key-created");
     b.click("button[aria-label='Revoke laptop']");
-    eventually("the key stayed listed", || b.find("button[aria-label='Revoke laptop']").is_none());
+    eventually("the key stayed listed", WAIT, || b.find("button[aria-label='Revoke laptop']").is_none());
     b.assert_no_console_errors("keys", &[]);
     b.exec("sessionStorage.clear(); sessionStorage.setItem('access', arguments[0]);", json!([key]));
     b.goto(&format!("{base}/console/#/"));

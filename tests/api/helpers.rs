@@ -642,3 +642,13 @@ impl Drop for TempServer {
         self.run("stop");
     }
 }
+
+/// Waits until `done` holds, checking every 20 ms, for at most `within`;
+/// `what` says what did not happen.
+pub fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what} (waited {within:?})");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

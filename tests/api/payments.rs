@@ -9,7 +9,7 @@ use crate::fake_stripe::{self, FakeStripe, WEBHOOK_SECRET, WEBHOOK_SECRET_OLD, e
 use crate::helpers::*;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const WEBHOOK: &str = "/v1/payments/stripe/webhook";
 const SHOP: &str = "https://shop.example/billing";
@@ -408,14 +408,6 @@ fn a_plan_renews_three_periods_each_expiring_at_its_end_and_deletion_stops_renew
     assert_eq!(app.audit()["valid"], true);
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ok() {
-        assert!(Instant::now() < deadline, "waited in vain for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn put_topup(app: &TestApp, token: &str, body: Value) -> Resp {
     app.client.request("PUT", "/v1/payments/auto-topup", Some(token), &[], Some(body.to_string().as_bytes())).unwrap()
 }
@@ -459,7 +451,7 @@ fn auto_topup_fires_once_per_crossing_under_thirty_two_concurrent_consumes() {
         threads.into_iter().for_each(|t| t.join().unwrap());
     };
     spend(10);
-    wait_for("the top-up", || stripe.count("/v1/payment_intents") == 1);
+    eventually("the top-up", Duration::from_secs(10), || stripe.count("/v1/payment_intents") == 1);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(stripe.count("/v1/payment_intents"), 1, "once per crossing");
     let pi = stripe.requests().into_iter().find(|r| r.path == "/v1/payment_intents").unwrap();
@@ -486,8 +478,10 @@ fn auto_topup_fires_once_per_crossing_under_thirty_two_concurrent_consumes() {
     // this time the card is declined: an event and a log, no retry storm.
     stripe.decline_cards(true);
     spend(13);
-    wait_for("the second top-up", || stripe.count("/v1/payment_intents") == 2);
-    wait_for("the failure event", || app.count_where("events", "type = 'payment.failed'") == 1);
+    eventually("the second top-up", Duration::from_secs(10), || stripe.count("/v1/payment_intents") == 2);
+    eventually("the failure event", Duration::from_secs(10), || {
+        app.count_where("events", "type = 'payment.failed'") == 1
+    });
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(stripe.count("/v1/payment_intents"), 2);
     let logs = app.client.get("/v1/admin/logs?log_type=system", &app.admin).json().to_string();
