@@ -419,6 +419,16 @@ fn auto_topup_fires_once_per_crossing_under_thirty_two_concurrent_consumes() {
     let ann = app.user("ann");
     let r = put_topup(&app, &ann.token, json!({"package": "p500", "threshold": 300, "enabled": true}));
     assert_eq!((r.status, r.error_code().as_str()), (409, "no_saved_card"), "a card must be saved first");
+    for (bad, param) in [
+        (json!({"package": "nope", "threshold": 300, "enabled": true}), "package"),
+        (json!({"package": "p500", "threshold": 0, "enabled": true}), "threshold"),
+        (json!({"package": "p500", "threshold": 300}), "enabled"),
+    ] {
+        let r = put_topup(&app, &ann.token, bad.clone());
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert!(r.text().contains(param), "{bad} names {param}: {}", r.text());
+    }
+    assert_eq!(app.count("auto_topups"), 0, "refused settings change nothing");
     // A first purchase saves the card.
     let (payment, session) = checkout(&app, &ann.token, json!({"package": "p500"}));
     send(
