@@ -139,8 +139,10 @@ enum CreditsCommand {
 
 #[derive(Args)]
 struct AuditArgs {
-    /// Fail unless ledger row ID still carries HASH (as printed by an earlier audit).
-    #[arg(long, value_name = "ID:HASH")]
+    /// Fail unless seal ID (`seal_ID:HASH`) or ledger row ID (`ID:HASH`)
+    /// still carries HASH, as printed by an earlier audit. Pin a seal: it
+    /// covers every user's chain up to it.
+    #[arg(long, value_name = "seal_ID:HASH")]
     expect: Option<String>,
     /// Print the full report as JSON.
     #[arg(long)]
@@ -261,6 +263,9 @@ fn run(command: Command, config: Config) -> Result<(), Failure> {
             if let Some(h) = &r.audit.head {
                 println!("chain head: {}:{} (the same on both)", h.id, h.hash);
             }
+            if let Some(seal) = &r.audit.seal {
+                println!("seal: seal_{}:{} (the same on both)", seal.id, seal.hash);
+            }
             println!("audit passed on both; set database.url (or TOLLGATE_DATABASE_URL) to serve from PostgreSQL");
             Ok(())
         }
@@ -366,7 +371,7 @@ fn audit(config: &Config, args: &AuditArgs) -> Result<(), Failure> {
         None => None,
         Some(s) => Some(
             ledger::audit::parse_expectation(s)
-                .ok_or_else(|| format!("--expect must be ID:HASH (64 hex characters), got {s}"))?,
+                .ok_or_else(|| format!("--expect must be seal_ID:HASH or ID:HASH (64 hex characters), got {s}"))?,
         ),
     };
     let report = match config.database.postgres_url() {
@@ -391,6 +396,10 @@ fn audit(config: &Config, args: &AuditArgs) -> Result<(), Failure> {
         match &report.head {
             Some(h) => println!("chain head: {}:{}", h.id, h.hash),
             None => println!("chain head: (empty ledger)"),
+        }
+        match &report.seal {
+            Some(s) => println!("seal: seal_{}:{}", s.id, s.hash),
+            None => println!("seal: (none yet)"),
         }
         for m in &report.mismatches {
             println!("MISMATCH {}", serde_json::to_string(m).unwrap_or_default());

@@ -43,8 +43,17 @@ impl From<crate::error::Error> for Refusal {
 }
 
 /// What the two audits must agree on.
-fn summary(r: &AuditReport) -> (bool, usize, u64, Option<(i64, String)>) {
-    (r.valid, r.users_checked, r.rows_checked, r.head.as_ref().map(|h| (h.id, h.hash.clone())))
+type Summary = (bool, usize, u64, Option<(i64, String)>, Option<(i64, String)>);
+
+fn summary(r: &AuditReport) -> Summary {
+    let pair = |id: i64, hash: &str| (id, hash.to_owned());
+    (
+        r.valid,
+        r.users_checked,
+        r.rows_checked,
+        r.head.as_ref().map(|h| pair(h.id, &h.hash)),
+        r.seal.as_ref().map(|s| pair(s.id, &s.hash)),
+    )
 }
 
 pub fn migrate_to_postgres(

@@ -358,11 +358,32 @@ fn auto_topups(app: &App, stop: &AtomicBool) {
     }
 }
 
-/// Background upkeep: the hold sweeper and retention pruning.
+/// Seals the chain heads that moved; a failure is logged (the audit
+/// reports what a seal could not cover).
+fn seal(app: &App) {
+    match ledger::seal::seal_all(&app.db) {
+        Ok(Some(s)) => log::debug!("ledger sealed: seal_{}:{}", s.id, s.hash),
+        Ok(None) => {}
+        Err(e) => {
+            log::error!("ledger seal failed: {e}");
+            logs::record(
+                &app.db,
+                logs::NewLog::system(logs::Level::Error, "seal_failed", serde_json::json!({ "error": e.to_string() })),
+            );
+        }
+    }
+}
+
+/// Background upkeep: the hold sweeper, the ledger's seals, backups and
+/// retention pruning.
 fn upkeep(app: &App, stop: &AtomicBool) {
     let sweep_every = Duration::from_secs(app.config.ledger.sweep_interval_s);
     let prune_every = Duration::from_secs(PRUNE_INTERVAL_S);
     let mut last_sweep = Instant::now();
+    let seal_every = Duration::from_secs(app.config.ledger.seal_interval_s);
+    // The first seal comes at once: on a database from before per-user
+    // chains it verifies the older rows' chain and pins it.
+    let mut last_seal: Option<Instant> = None;
     let mut last_prune: Option<Instant> = None;
     let backup_every = Duration::from_secs(app.config.backup.every_s);
     let mut last_backup = Instant::now();
@@ -388,6 +409,10 @@ fn upkeep(app: &App, stop: &AtomicBool) {
                 }
                 Err(e) => log::error!("job lease recovery failed: {e}"),
             }
+        }
+        if last_seal.is_none_or(|t| t.elapsed() >= seal_every) {
+            last_seal = Some(Instant::now());
+            seal(app);
         }
         // PostgreSQL is backed up with its own tools (pg_dump); see README.
         if !backup_every.is_zero()
@@ -440,4 +465,6 @@ fn upkeep(app: &App, stop: &AtomicBool) {
             }
         }
     }
+    // A graceful stop seals what moved since the last seal.
+    seal(app);
 }

@@ -25,11 +25,14 @@ pub struct LedgerConfig {
     pub hold_ttl_s: u64,
     /// How often expired holds are released.
     pub sweep_interval_s: u64,
+    /// How often the users' chain heads that moved are sealed (and once
+    /// more at a graceful stop).
+    pub seal_interval_s: u64,
 }
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        LedgerConfig { hold_ttl_s: 900, sweep_interval_s: 30 }
+        LedgerConfig { hold_ttl_s: 900, sweep_interval_s: 30, seal_interval_s: 60 }
     }
 }
 
@@ -51,8 +54,11 @@ impl Default for BackupConfig {
 
 impl LedgerConfig {
     pub(super) fn check(&self) -> Result<(), ConfigError> {
-        if self.hold_ttl_s == 0 || self.sweep_interval_s == 0 {
-            return bad("ledger.hold_ttl_s / ledger.sweep_interval_s", "must be at least 1 second");
+        if self.hold_ttl_s == 0 || self.sweep_interval_s == 0 || self.seal_interval_s == 0 {
+            return bad(
+                "ledger.hold_ttl_s / ledger.sweep_interval_s / ledger.seal_interval_s",
+                "must be at least 1 second",
+            );
         }
         Ok(())
     }

@@ -1,9 +1,15 @@
 //! The whole-ledger audit behind `/v1/admin/audit` and `tollgate audit`.
 //!
-//! One pass over every row in id order checks the hash chain, that ids have
-//! no gaps (nothing deleted), and that each row's `balance_after` follows from
-//! the user's previous row. Then every user's caches are compared with the
-//! sums. Beside the walk runs a cursor over the grant draws (in the same
+//! One pass over every row in id order checks the hash chains: each user's
+//! own (contiguous sequence numbers, each row naming the user's previous
+//! one, ending at the head on the user's row), and the global chain of the
+//! rows written before per-user chains (no id gaps: nothing deleted). It
+//! checks that each row's `balance_after` follows from the user's previous
+//! row. The seals are checked beside it: each one's hash from its heads
+//! and the seal before it, every head it recorded against the row it names,
+//! no user's sequence going backwards from one seal to the next, and the
+//! first seal's genesis against the global chain's head. Then every user's
+//! caches are compared with the sums. Beside the walk runs a cursor over the grant draws (in the same
 //! order): every row since grants exist is paid for by draws that sum to
 //! it, on grants of its own user, never on a grant already ended (a hold's
 //! settle excepted: a hold keeps what it reserved). Each grant's remaining
@@ -13,6 +19,8 @@
 
 use super::chain::{self, GENESIS_HASH};
 use super::grant_storage::{self, DrawCursor};
+use super::seal::{SealHasher, SealRef};
+use super::seal_storage::{self, Head};
 use super::storage;
 use crate::domain::{Credits, GrantId, HoldId, Timestamp, UserId};
 use crate::error::Result;
@@ -38,8 +46,19 @@ pub struct ChainHead {
 pub enum Mismatch {
     /// The row's stored hash is not the hash of its contents: it was edited.
     Chain { row_id: i64, expected_hash: String, stored_hash: String },
-    /// A row id is missing: a row was deleted.
+    /// A row id of the global chain is missing: a row was deleted.
     Gap { after_row_id: i64, next_row_id: i64 },
+    /// A row's place in its user's chain is not the next one: a row of the
+    /// user was deleted or moved.
+    Sequence { row_id: i64, user_id: UserId, expected_seq: i64, stored_seq: Option<i64> },
+    /// The head on the user's row is not their last row.
+    ChainHead { user_id: UserId, ledger_seq: i64, stored_seq: i64 },
+    /// A seal's hash is not the hash of its heads and the seal before it,
+    /// or its id is not the next one.
+    Seal { seal_id: i64, reason: String },
+    /// A head a seal recorded is not the row it names (edited, deleted or
+    /// rewritten since), or a user's sequence went backwards between seals.
+    SealHead { seal_id: i64, user_id: UserId, seq: i64, reason: String },
     /// `balance_after` does not follow from the user's previous row.
     RunningBalance { row_id: i64, user_id: UserId, expected: i64, stored: i64 },
     /// The cached balance differs from the ledger sum.
@@ -89,6 +108,16 @@ pub enum Mismatch {
     Triggers { present: i64 },
     /// `--expect ID:HASH` did not match.
     Expectation { row_id: i64, expected_hash: String, stored_hash: Option<String> },
+    /// `--expect seal_ID:HASH` did not match.
+    SealExpectation { seal_id: i64, expected_hash: String, stored_hash: Option<String> },
+}
+
+/// What `--expect` pins: a ledger row (`ID:HASH`) or a seal
+/// (`seal_ID:HASH`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expectation {
+    Row(ChainHead),
+    Seal(SealRef),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -97,13 +126,20 @@ pub struct AuditReport {
     pub users_checked: usize,
     pub rows_checked: u64,
     pub head: Option<ChainHead>,
+    /// The newest seal: what `--expect seal_ID:HASH` pins.
+    pub seal: Option<SealRef>,
     pub mismatch_count: usize,
     pub mismatches: Vec<Mismatch>,
 }
 
 /// What the walk sums per user.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct UserWalk {
+    /// The user's last row's place in their chain, and its hash.
+    seq: i64,
+    hash: Option<String>,
+    /// The newest seal that recorded one of the user's rows so far.
+    sealed_by: i64,
     /// Every row's amount: the balance the caches must show.
     sum: i64,
     /// The last row's `balance_after`, which the next row must follow.
@@ -120,13 +156,13 @@ struct UserWalk {
 pub const AUDIT_CHUNK_ROWS: i64 = 50_000;
 
 /// Checks everything against the ledger, in one read snapshot.
-pub fn audit(conn: &Conn<'_>, expect: Option<&ChainHead>) -> Result<AuditReport> {
+pub fn audit(conn: &Conn<'_>, expect: Option<&Expectation>) -> Result<AuditReport> {
     conn.snapshot(|c| audit_in(c, expect))
 }
 
 /// [`audit`] inside a transaction the caller already holds (a copy being
 /// checked before it commits): no snapshot of its own.
-pub fn audit_in(conn: &Conn<'_>, expect: Option<&ChainHead>) -> Result<AuditReport> {
+pub fn audit_in(conn: &Conn<'_>, expect: Option<&Expectation>) -> Result<AuditReport> {
     let mut found: Vec<Mismatch> = Vec::new();
     let mut count = 0usize;
     let mut note = |m: Mismatch, found: &mut Vec<Mismatch>| {
@@ -136,11 +172,18 @@ pub fn audit_in(conn: &Conn<'_>, expect: Option<&ChainHead>) -> Result<AuditRepo
         }
     };
 
+    // The global chain (rows before per-user chains), and the last row seen.
     let mut prev_hash = GENESIS_HASH.to_owned();
     let mut prev_id = 0i64;
+    let mut legacy_head: Option<(i64, String)> = None;
+    let mut last_row: Option<ChainHead> = None;
     let mut rows = 0u64;
+    let expect_row = match expect {
+        Some(Expectation::Row(h)) => Some(h),
+        _ => None,
+    };
+    let (seals, mut walk_issues) = check_seals(conn)?;
     let mut expected_seen: Option<String> = None;
-    let mut walk_issues: Vec<Mismatch> = Vec::new();
     // Everything the walk keeps per user, in one map: one lookup per row
     // (five maps cost the audit a quarter of its time in probes).
     let mut users: HashMap<i64, UserWalk> = HashMap::new();
@@ -153,10 +196,14 @@ pub fn audit_in(conn: &Conn<'_>, expect: Option<&ChainHead>) -> Result<AuditRepo
     let mut drawn: HashMap<GrantId, i64> = HashMap::new();
     let last = storage::last_row_id(conn)?;
     let mut after: i64 = 0;
+    let mut users_chained = false;
     loop {
         let through = after.saturating_add(AUDIT_CHUNK_ROWS);
         // The last chunk's draws include any past the last row: orphans.
         let mut draws = DrawCursor::new(conn, after, if through >= last { i64::MAX } else { through })?;
+        // The seal heads naming this chunk's rows; any left are orphans.
+        let mut sealed: HashMap<i64, (i64, Head)> =
+            seal_storage::heads_naming(conn, after, through)?.into_iter().map(|(s, h)| (h.txn_id, (s, h))).collect();
         storage::for_each_row(conn, after, through, |r| {
             rows += 1;
             let u = users.entry(r.user_id).or_default();
@@ -178,17 +225,67 @@ pub fn audit_in(conn: &Conn<'_>, expect: Option<&ChainHead>) -> Result<AuditRepo
                 check_draws(r, &d, &grant_of, &grant_rows, &mut walk_issues);
             }
             u.sum += r.amount;
-            if r.id != prev_id + 1 {
-                walk_issues.push(Mismatch::Gap { after_row_id: prev_id, next_row_id: r.id });
+            match r.seq {
+                // A row of the global chain: all of them come first, with
+                // no id missing.
+                None => {
+                    if r.id != prev_id + 1 || users_chained {
+                        walk_issues.push(Mismatch::Gap { after_row_id: prev_id, next_row_id: r.id });
+                    }
+                    let expected = chain::row_hash(&prev_hash, &r.chained);
+                    if expected != r.hash {
+                        walk_issues.push(Mismatch::Chain {
+                            row_id: r.id,
+                            expected_hash: expected,
+                            stored_hash: r.hash.to_owned(),
+                        });
+                    }
+                    prev_hash.clear();
+                    prev_hash.push_str(r.hash);
+                    prev_id = r.id;
+                    legacy_head = Some((r.id, r.hash.to_owned()));
+                }
+                Some(seq) => {
+                    users_chained = true;
+                    if seq != u.seq + 1 {
+                        walk_issues.push(Mismatch::Sequence {
+                            row_id: r.id,
+                            user_id: UserId(r.user_id),
+                            expected_seq: u.seq + 1,
+                            stored_seq: Some(seq),
+                        });
+                    }
+                    let expected = chain::row_hash(u.hash.as_deref().unwrap_or(GENESIS_HASH), &r.chained);
+                    if expected != r.hash {
+                        walk_issues.push(Mismatch::Chain {
+                            row_id: r.id,
+                            expected_hash: expected,
+                            stored_hash: r.hash.to_owned(),
+                        });
+                    }
+                    u.seq = seq;
+                    u.hash = Some(r.hash.to_owned());
+                    if let Some((seal_id, head)) = sealed.remove(&r.id) {
+                        let reason = if head.user_id != r.user_id || head.seq != seq || head.hash != r.hash {
+                            Some("the row it names differs".to_owned())
+                        } else if seal_id <= u.sealed_by {
+                            Some(format!("an earlier seal ({}) recorded a later row", u.sealed_by))
+                        } else {
+                            None
+                        };
+                        if let Some(reason) = reason {
+                            walk_issues.push(Mismatch::SealHead {
+                                seal_id,
+                                user_id: UserId(head.user_id),
+                                seq: head.seq,
+                                reason,
+                            });
+                        }
+                        u.sealed_by = u.sealed_by.max(seal_id);
+                    }
+                }
             }
-            let expected = chain::row_hash(&prev_hash, &r.chained);
-            if expected != r.hash {
-                walk_issues.push(Mismatch::Chain {
-                    row_id: r.id,
-                    expected_hash: expected,
-                    stored_hash: r.hash.to_owned(),
-                });
-            }
+            last_row = Some(ChainHead { id: r.id, hash: r.hash.to_owned() });
             let before = u.running;
             if before + r.amount != r.balance_after {
                 walk_issues.push(Mismatch::RunningBalance {
@@ -218,14 +315,19 @@ pub fn audit_in(conn: &Conn<'_>, expect: Option<&ChainHead>) -> Result<AuditRepo
                     walk_issues.push(Mismatch::Components { row_id: r.id, reason });
                 }
             }
-            if expect.is_some_and(|e| e.id == r.id) {
+            if expect_row.is_some_and(|e| e.id == r.id) {
                 expected_seen = Some(r.hash.to_owned());
             }
-            prev_hash.clear();
-            prev_hash.push_str(r.hash);
-            prev_id = r.id;
         })?;
         orphan_draws.extend(draws.rest());
+        for (seal_id, head) in sealed.into_values() {
+            walk_issues.push(Mismatch::SealHead {
+                seal_id,
+                user_id: UserId(head.user_id),
+                seq: head.seq,
+                reason: format!("row {} is missing", head.txn_id),
+            });
+        }
         if through >= last {
             break;
         }
@@ -249,23 +351,44 @@ pub fn audit_in(conn: &Conn<'_>, expect: Option<&ChainHead>) -> Result<AuditRepo
 
     let input = storage::audit_input(conn)?;
     let held: HashMap<UserId, Credits> = input.active_held.into_iter().collect();
-    for (user, cached, cached_held, cached_carry) in &input.users {
-        let walked = users.get(&user.0).copied().unwrap_or_default();
-        let carry = walked.carry;
-        if carry != *cached_carry {
+    for cached in &input.users {
+        let user = &cached.id;
+        let walked = users.get(&user.0).cloned().unwrap_or_default();
+        if walked.carry != cached.carry_micro {
             note(
-                Mismatch::CachedCarry { user_id: *user, ledger_carry: carry, cached_carry: *cached_carry },
+                Mismatch::CachedCarry { user_id: *user, ledger_carry: walked.carry, cached_carry: cached.carry_micro },
                 &mut found,
             );
         }
-        let sum = walked.sum;
-        if sum != cached.0 {
-            note(Mismatch::CachedBalance { user_id: *user, ledger_balance: sum, cached_balance: cached.0 }, &mut found);
+        if walked.sum != cached.credits.0 {
+            note(
+                Mismatch::CachedBalance {
+                    user_id: *user,
+                    ledger_balance: walked.sum,
+                    cached_balance: cached.credits.0,
+                },
+                &mut found,
+            );
+        }
+        if walked.seq != cached.chain_seq || walked.hash.as_deref().unwrap_or(GENESIS_HASH) != cached.chain_hash {
+            note(
+                Mismatch::ChainHead { user_id: *user, ledger_seq: walked.seq, stored_seq: cached.chain_seq },
+                &mut found,
+            );
         }
         let active = held.get(user).copied().unwrap_or(Credits::ZERO);
-        if active != *cached_held {
-            note(Mismatch::Held { user_id: *user, cached_held: cached_held.0, active_holds: active.0 }, &mut found);
+        if active != cached.held {
+            note(Mismatch::Held { user_id: *user, cached_held: cached.held.0, active_holds: active.0 }, &mut found);
         }
+    }
+    // The genesis: the first seal pins the global chain's head.
+    if let Some(first) = seals.first()
+        && first.legacy != legacy_head
+    {
+        note(
+            Mismatch::Seal { seal_id: first.id, reason: "its genesis is not the head of the older rows' chain".into() },
+            &mut found,
+        );
     }
     let usage: HashMap<i64, i64> = crate::usage::storage::cost_by_user(conn)?.into_iter().collect();
     for user in users.keys().chain(usage.keys()).collect::<std::collections::BTreeSet<_>>() {
@@ -288,31 +411,79 @@ pub fn audit_in(conn: &Conn<'_>, expect: Option<&ChainHead>) -> Result<AuditRepo
     if triggers != expected {
         note(Mismatch::Triggers { present: triggers }, &mut found);
     }
-    if let Some(e) = expect
-        && expected_seen.as_deref() != Some(e.hash.as_str())
-    {
-        note(
+    match expect {
+        Some(Expectation::Row(e)) if expected_seen.as_deref() != Some(e.hash.as_str()) => note(
             Mismatch::Expectation { row_id: e.id, expected_hash: e.hash.clone(), stored_hash: expected_seen },
             &mut found,
-        );
+        ),
+        Some(Expectation::Seal(e)) => {
+            let stored = seals.iter().find(|s| s.id == e.id).map(|s| s.hash.clone());
+            if stored.as_deref() != Some(e.hash.as_str()) {
+                note(
+                    Mismatch::SealExpectation { seal_id: e.id, expected_hash: e.hash.clone(), stored_hash: stored },
+                    &mut found,
+                );
+            }
+        }
+        _ => {}
     }
-    let head = (rows > 0).then_some(ChainHead { id: prev_id, hash: prev_hash });
     Ok(AuditReport {
         valid: count == 0,
         users_checked: input.users.len(),
         rows_checked: rows,
-        head,
+        head: last_row,
+        seal: seals.last().map(|s| SealRef { id: s.id, hash: s.hash.clone() }),
         mismatch_count: count,
         mismatches: found,
     })
 }
 
-/// Parses `ID:HASH` for `tollgate audit --expect`.
-pub fn parse_expectation(s: &str) -> Option<ChainHead> {
+/// Parses `seal_ID:HASH` (a seal) or `ID:HASH` (a ledger row) for
+/// `tollgate audit --expect`.
+pub fn parse_expectation(s: &str) -> Option<Expectation> {
     let (id, hash) = s.split_once(':')?;
-    let id = id.trim_start_matches("txn_").parse().ok()?;
-    (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| ChainHead { id, hash: hash.to_ascii_lowercase() })
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let hash = hash.to_ascii_lowercase();
+    match id.strip_prefix("seal_") {
+        Some(seal) => Some(Expectation::Seal(SealRef { id: seal.parse().ok()?, hash })),
+        None => Some(Expectation::Row(ChainHead { id: id.trim_start_matches("txn_").parse().ok()?, hash })),
+    }
+}
+
+/// Every seal, each checked against the one before it (ids in a row, the
+/// previous hash named, the hash recomputed from the stored heads).
+fn check_seals(conn: &Conn<'_>) -> Result<(Vec<seal_storage::SealRow>, Vec<Mismatch>)> {
+    let seals = seal_storage::all(conn)?;
+    let mut issues = Vec::new();
+    let mut hashers: Vec<(SealHasher, i64)> = Vec::with_capacity(seals.len());
+    let mut prev = (0i64, GENESIS_HASH.to_owned());
+    for s in &seals {
+        if s.id != prev.0 + 1 || s.prev_hash != prev.1 {
+            issues.push(Mismatch::Seal { seal_id: s.id, reason: format!("it does not follow seal {}", prev.0) });
+        }
+        hashers.push((SealHasher::new(&s.prev_hash, s.id, s.created_at, s.legacy.as_ref(), s.heads), 0));
+        prev = (s.id, s.hash.clone());
+    }
+    let index: HashMap<i64, usize> = seals.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+    let mut orphans = 0usize;
+    seal_storage::for_each_head(conn, |seal_id, head| match index.get(&seal_id) {
+        Some(&i) => {
+            hashers[i].0.head(&head);
+            hashers[i].1 += 1;
+        }
+        None => orphans += 1,
+    })?;
+    for (s, (hasher, heads)) in seals.iter().zip(hashers) {
+        if heads != s.heads || hasher.finish() != s.hash {
+            issues.push(Mismatch::Seal { seal_id: s.id, reason: "its hash is not the hash of its heads".into() });
+        }
+    }
+    if orphans > 0 {
+        issues.push(Mismatch::Seal { seal_id: 0, reason: format!("{orphans} head(s) belong to no seal") });
+    }
+    Ok((seals, issues))
 }
 
 /// A row's draws: they sum to what it took, on its user's grants, never on

@@ -1,7 +1,13 @@
-//! The tamper-evident hash chain over every ledger row, in id order:
-//! `hash = SHA-256(prev_hash || canonical row)`. The single writer makes the
-//! order total. Editing any stored field of any row changes its hash, and the
-//! next row's hash names the old one, so an edit shows up at the edited row.
+//! The tamper-evident hash chains over the ledger rows:
+//! `hash = SHA-256(prev_hash || canonical row)`. Editing any stored field of
+//! any row changes its hash, and the next row's hash names the old one, so
+//! an edit shows up at the edited row.
+//!
+//! Since schema V18 each user has a chain of their own: a row carries the
+//! user's sequence number and names the user's previous row, so writes for
+//! different users never wait on one chain head. The rows written before
+//! stay in the single global chain (id order) they were written in; the
+//! first seal (`seal.rs`) pins its head.
 
 use sha2::{Digest, Sha256};
 
@@ -11,7 +17,12 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// The fields of a row that the chain protects, in a fixed order.
 #[derive(Clone, Copy)]
 pub struct ChainFields<'a> {
+    /// Chained only in the global chain (rows before V18): a per-user row's
+    /// id is handed out by the database as it is inserted.
     pub id: i64,
+    /// The row's place in its user's chain (1, 2, ...); `None` for a row of
+    /// the global chain.
+    pub seq: Option<i64>,
     pub user_id: i64,
     pub amount: i64,
     pub kind: &'a str,
@@ -39,22 +50,57 @@ pub fn row_hash(prev_hash: &str, f: &ChainFields<'_>) -> String {
     let head = (f.id, f.user_id, f.amount, f.kind, f.balance_after, f.job_id, f.hold_id, f.description, f.created_at);
     let mut canonical = Vec::with_capacity(128 + f.description.len());
     // Writing integers, strings and nulls into a Vec cannot fail.
-    let written = match (f.micro, f.components) {
-        (None, _) => serde_json::to_writer(&mut canonical, &head),
-        (Some((cost, carry)), None) => serde_json::to_writer(
+    let written = match (f.seq, f.micro, f.components) {
+        // A per-user row: one fixed shape, led by a string so that it can
+        // never read as a global row (those lead with the id).
+        (Some(seq), micro, parts) => serde_json::to_writer(
             &mut canonical,
-            &(head.0, head.1, head.2, head.3, head.4, head.5, head.6, head.7, head.8, cost, carry),
+            &(
+                "u",
+                f.user_id,
+                seq,
+                f.amount,
+                f.kind,
+                f.balance_after,
+                f.job_id,
+                f.hold_id,
+                f.description,
+                f.created_at,
+                micro.map(|m| m.0),
+                micro.map(|m| m.1),
+                micro.and(parts),
+            ),
         ),
-        (Some((cost, carry)), Some(parts)) => serde_json::to_writer(
-            &mut canonical,
-            &(head.0, head.1, head.2, head.3, head.4, head.5, head.6, head.7, head.8, cost, carry, parts),
-        ),
+        (None, micro, parts) => global_form(&mut canonical, &head, micro, parts),
     };
     debug_assert!(written.is_ok());
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(&canonical);
     crate::support::token::hex(&h.finalize())
+}
+
+type GlobalHead<'a> = (i64, i64, i64, &'a str, i64, Option<i64>, Option<i64>, &'a str, i64);
+
+/// A global-chain row as it was written: rows with a carry append its two
+/// numbers (V7), and then their components (V15).
+fn global_form(
+    canonical: &mut Vec<u8>,
+    head: &GlobalHead<'_>,
+    micro: Option<(i64, i64)>,
+    parts: Option<&str>,
+) -> serde_json::Result<()> {
+    match (micro, parts) {
+        (None, _) => serde_json::to_writer(canonical, head),
+        (Some((cost, carry)), None) => serde_json::to_writer(
+            canonical,
+            &(head.0, head.1, head.2, head.3, head.4, head.5, head.6, head.7, head.8, cost, carry),
+        ),
+        (Some((cost, carry)), Some(parts)) => serde_json::to_writer(
+            canonical,
+            &(head.0, head.1, head.2, head.3, head.4, head.5, head.6, head.7, head.8, cost, carry, parts),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +146,7 @@ mod tests {
         ) {
             let f = ChainFields {
                 id,
+                seq: None,
                 user_id: 7,
                 amount,
                 kind: "consume",
@@ -119,6 +166,7 @@ mod tests {
     fn any_field_change_changes_the_hash() {
         let base = ChainFields {
             id: 1,
+            seq: None,
             user_id: 2,
             amount: -7,
             kind: "consume",
@@ -142,5 +190,31 @@ mod tests {
         let priced = row_hash(GENESIS_HASH, &with(r#"{"cost_micro":45000}"#));
         assert_ne!(carried, priced, "the components are chained");
         assert_ne!(priced, row_hash(GENESIS_HASH, &with(r#"{"cost_micro":45001}"#)));
+    }
+
+    #[test]
+    fn a_per_user_row_chains_its_sequence_and_not_its_id() {
+        let base = ChainFields {
+            id: 1,
+            seq: Some(1),
+            user_id: 2,
+            amount: -7,
+            kind: "consume",
+            balance_after: 3,
+            job_id: None,
+            hold_id: None,
+            description: "x",
+            created_at: 5,
+            micro: None,
+            components: None,
+        };
+        let h = row_hash(GENESIS_HASH, &base);
+        assert_eq!(h, row_hash(GENESIS_HASH, &ChainFields { id: 99, ..base }), "the id is not chained");
+        assert_ne!(h, row_hash(GENESIS_HASH, &ChainFields { seq: Some(2), ..base }));
+        assert_ne!(h, row_hash(GENESIS_HASH, &ChainFields { user_id: 3, ..base }));
+        assert_ne!(h, row_hash(GENESIS_HASH, &ChainFields { seq: None, ..base }));
+        let metered = |parts| ChainFields { micro: Some((45_000, 45_000)), components: parts, ..base };
+        assert_ne!(h, row_hash(GENESIS_HASH, &metered(None)));
+        assert_ne!(row_hash(GENESIS_HASH, &metered(None)), row_hash(GENESIS_HASH, &metered(Some("{}"))));
     }
 }

@@ -14,6 +14,8 @@ pub mod audit;
 pub mod chain;
 mod grant_storage;
 pub mod grants;
+pub mod seal;
+pub mod seal_storage;
 pub mod storage;
 
 use crate::domain::{ApiKeyId, Credits, GrantId, HoldId, JobId, Timestamp, TxnId, UserId, day_number, day_start};

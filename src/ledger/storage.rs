@@ -4,7 +4,7 @@
 //! Nothing here decides whether a write is allowed; `ledger` does, inside the
 //! same transaction, before calling these.
 
-use super::chain::{self, ChainFields, GENESIS_HASH};
+use super::chain::{self, ChainFields};
 use super::{HoldStatus, Kind, Transaction};
 use crate::domain::{ApiKeyId, Credits, GrantId, HoldId, JobId, Timestamp, TxnId, UserId};
 use crate::paging::{List, Page};
@@ -137,19 +137,27 @@ pub struct Micro {
     pub carry_after: i64,
 }
 
-/// Appends a row at the head of the chain. Must run inside the writer's
-/// transaction: reading the head and appending after it is only safe there.
+/// Appends a row at the head of its user's chain, and moves the head on the
+/// user's row. Must run inside a write transaction: the head is read with a
+/// row lock on PostgreSQL (usually held already: the charge updated the
+/// row), so two writers for one user take turns and writers for different
+/// users never meet. The id comes from the database as the row is inserted,
+/// after the lock, so a user's rows are in id order too.
 pub fn append(conn: &Conn<'_>, row: &NewRow<'_>) -> Result<Transaction> {
-    let (prev_id, prev_hash): (i64, String) = conn
-        .query_opt("SELECT id, hash FROM credit_transactions ORDER BY id DESC LIMIT 1", &[], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?
-        .unwrap_or((0, GENESIS_HASH.to_owned()));
-    let id = prev_id + 1;
+    let (head_seq, prev_hash): (i64, String) = conn.query_one(
+        Sql::each(
+            "SELECT chain_seq, chain_hash FROM users WHERE id = ?1",
+            "SELECT chain_seq, chain_hash FROM users WHERE id = ?1 FOR UPDATE",
+        ),
+        params![row.user],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let seq = head_seq + 1;
     let hash = chain::row_hash(
         &prev_hash,
         &ChainFields {
-            id,
+            id: 0,
+            seq: Some(seq),
             user_id: row.user.0,
             amount: row.amount.0,
             kind: row.kind.as_str(),
@@ -162,26 +170,31 @@ pub fn append(conn: &Conn<'_>, row: &NewRow<'_>) -> Result<Transaction> {
             components: row.micro.and(row.components),
         },
     );
-    conn.execute("INSERT INTO credit_transactions
-         (id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash, cost_micro, carry_after,
-          api_key_id, grant_id, components)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)", params![
-        id,
-        row.user,
-        row.amount,
-        row.kind.as_str(),
-        row.balance_after,
-        row.job,
-        row.hold,
-        row.description,
-        row.at,
-        hash,
-        row.micro.map(|m| m.cost),
-        row.micro.map(|m| m.carry_after),
-        row.api_key,
-        row.grant,
-        row.micro.and(row.components),
-    ])?;
+    let id: i64 = conn.query_one(
+        "INSERT INTO credit_transactions
+         (user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash, cost_micro, carry_after,
+          api_key_id, grant_id, components, user_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) RETURNING id",
+        params![
+            row.user,
+            row.amount,
+            row.kind.as_str(),
+            row.balance_after,
+            row.job,
+            row.hold,
+            row.description,
+            row.at,
+            hash,
+            row.micro.map(|m| m.cost),
+            row.micro.map(|m| m.carry_after),
+            row.api_key,
+            row.grant,
+            row.micro.and(row.components),
+            seq,
+        ],
+        |r| r.get(0),
+    )?;
+    conn.execute("UPDATE users SET chain_seq = ?2, chain_hash = ?3 WHERE id = ?1", params![row.user, seq, hash])?;
     Ok(Transaction {
         id: TxnId(id),
         object: "credit_transaction",
@@ -455,17 +468,38 @@ pub fn count_active_holds(conn: &Conn<'_>) -> Result<i64> {
     conn.query_one("SELECT count(*) FROM credit_holds WHERE status = 'active'", &[], |r| r.get(0))
 }
 
+/// A user's caches as stored, for the audit to compare with the walk.
+pub struct CachedUser {
+    pub id: UserId,
+    pub credits: Credits,
+    pub held: Credits,
+    pub carry_micro: i64,
+    /// The head of the user's chain: its sequence number and hash.
+    pub chain_seq: i64,
+    pub chain_hash: String,
+}
+
 /// Everything the audit compares, read in one pass each.
 pub struct AuditInput {
-    /// Each user's cached balance, held amount and carry (micro).
-    pub users: Vec<(UserId, Credits, Credits, i64)>,
+    pub users: Vec<CachedUser>,
     pub active_held: Vec<(UserId, Credits)>,
 }
 
 pub fn audit_input(conn: &Conn<'_>) -> Result<AuditInput> {
-    let users = conn.query_all("SELECT id, credits, held, carry_micro FROM users ORDER BY id", &[], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-    })?;
+    let users = conn.query_all(
+        "SELECT id, credits, held, carry_micro, chain_seq, chain_hash FROM users ORDER BY id",
+        &[],
+        |r| {
+            Ok(CachedUser {
+                id: r.get(0)?,
+                credits: r.get(1)?,
+                held: r.get(2)?,
+                carry_micro: r.get(3)?,
+                chain_seq: r.get(4)?,
+                chain_hash: r.get(5)?,
+            })
+        },
+    )?;
     let active_held = conn.query_all(
         "SELECT user_id, CAST(SUM(amount) AS BIGINT) FROM credit_holds WHERE status = 'active' GROUP BY user_id",
         &[],
@@ -504,13 +538,14 @@ pub fn last_row_id(conn: &Conn<'_>) -> Result<i64> {
 pub fn for_each_row(conn: &Conn<'_>, after: i64, through: i64, mut visit: impl FnMut(&StoredRow<'_>)) -> Result<()> {
     conn.query_each(
         "SELECT id, user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash,
-                cost_micro, carry_after, api_key_id, grant_id, components
+                cost_micro, carry_after, api_key_id, grant_id, components, user_seq
          FROM credit_transactions WHERE id > ?1 AND id <= ?2 ORDER BY id",
         params![after, through],
         |r| {
             visit(&StoredRow {
                 chained: ChainFields {
                     id: r.get(0)?,
+                    seq: r.get(15)?,
                     user_id: r.get(1)?,
                     amount: r.get(2)?,
                     kind: r.get_str(3)?,

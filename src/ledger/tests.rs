@@ -2,6 +2,7 @@
 //! racing consumes, settle/release semantics, expiry, and a property test
 //! over random operation sequences.
 
+use super::seal_storage;
 use super::*;
 use crate::domain::{Credits, Email, GrantId, Role};
 use crate::storage::{Db, Synchronous};
@@ -472,5 +473,62 @@ proptest! {
             let report = db.read(|c| audit::audit(c, None)).unwrap();
             prop_assert!(report.valid, "{:?}", report);
         }
+    }
+}
+
+/// Seals on both engines: the first pins every moved head, a later one
+/// only the heads that moved since, and sealing while writers charge
+/// leaves every head sealed by the last pass with the audit valid.
+#[test]
+fn seals_record_the_heads_that_moved_and_audit_with_writers_racing_them() {
+    for (_guard, db) in crate::storage::test_engines() {
+        let db = Arc::new(db);
+        assert_eq!(seal::seal_all(&db).unwrap(), None, "an empty ledger has nothing to seal");
+        let users: Vec<UserId> = (0..3).map(|i| user(&db, &format!("s{i}"), 1_000)).collect();
+        let first = seal::seal_all(&db).unwrap().expect("a seal");
+        assert_eq!(first.id, 1);
+        let heads = |db: &Db| db.read(|c| seal_storage::moved_heads(c, 100)).unwrap();
+        assert!(heads(&db).is_empty(), "every head sealed");
+        assert_eq!(seal::seal_all(&db).unwrap(), None, "nothing moved");
+        let u = users[1];
+        db.write(move |c| consume(c, u, Credits(5), "", &SpendCaps::NONE)).unwrap();
+        let second = seal::seal_all(&db).unwrap().expect("a second seal");
+        assert_eq!(second.id, 2);
+        let recorded: i64 =
+            db.read(|c| c.query_one("SELECT heads FROM ledger_seals WHERE id = 2", &[], |r| r.get(0))).unwrap();
+        assert_eq!(recorded, 1, "only the user who moved");
+        let report = db.read(|c| audit::audit(c, None)).unwrap();
+        assert!(report.valid, "{report:?}");
+        assert_eq!(report.seal, Some(second.clone()));
+        let pinned = audit::Expectation::Seal(second.clone());
+        assert!(db.read(|c| audit::audit(c, Some(&pinned))).unwrap().valid);
+        let wrong = audit::Expectation::Seal(seal::SealRef { id: 2, hash: "ab".repeat(32) });
+        let r = db.read(|c| audit::audit(c, Some(&wrong))).unwrap();
+        assert!(r.mismatches.iter().any(|m| matches!(m, audit::Mismatch::SealExpectation { .. })), "{r:?}");
+
+        let writers: Vec<_> = users
+            .iter()
+            .map(|&u| {
+                let db = Arc::clone(&db);
+                std::thread::spawn(move || {
+                    for _ in 0..40 {
+                        db.write(move |c| consume(c, u, Credits(1), "", &SpendCaps::NONE)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let sealer = {
+            let db = Arc::clone(&db);
+            std::thread::spawn(move || (0..20).filter(|_| seal::seal_all(&db).unwrap().is_some()).count())
+        };
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert!(sealer.join().unwrap() <= 20);
+        seal::seal_all(&db).unwrap();
+        assert!(heads(&db).is_empty(), "every head sealed");
+        let report = db.read(|c| audit::audit(c, None)).unwrap();
+        assert!(report.valid, "{report:?}");
+        assert_eq!(report.rows_checked, 3 + 1 + 120);
     }
 }

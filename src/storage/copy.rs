@@ -18,6 +18,8 @@ pub const TABLES_IN_COPY_ORDER: &[&str] = &[
     "api_keys",
     "redemption_codes",
     "credit_transactions",
+    "ledger_seals",
+    "ledger_seal_heads",
     "credit_holds",
     "jobs",
     "credit_grants",

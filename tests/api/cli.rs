@@ -249,3 +249,218 @@ fn prices_import_prints_model_tables_that_load_as_config() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("gpt-5-nope"), "{}", stderr(&o));
 }
+
+/// Waits until the service has sealed every user's chain head.
+fn wait_for_seal(db: &Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    eventually("every chain head sealed", std::time::Duration::from_secs(10), || {
+        conn.query_row("SELECT count(*) FROM users WHERE chain_seq > sealed_seq", [], |r| r.get::<_, i64>(0)).unwrap()
+            == 0
+            && conn.query_row("SELECT count(*) FROM ledger_seals", [], |r| r.get::<_, i64>(0)).unwrap() > 0
+    });
+}
+
+/// Rewrites the description of one user's row and re-chains every later
+/// row of theirs and the head on their row, as a tamperer who knows the
+/// hash scheme would: each user's chain stays consistent.
+fn rewrite_user_chain(conn: &rusqlite::Connection, user: i64, seq: i64) {
+    use tollgate::ledger::chain::{ChainFields, GENESIS_HASH, row_hash};
+    conn.execute_batch("DROP TRIGGER credit_transactions_no_update").unwrap();
+    let mut prev: String = if seq == 1 {
+        GENESIS_HASH.to_owned()
+    } else {
+        conn.query_row(
+            "SELECT hash FROM credit_transactions WHERE user_id = ?1 AND user_seq = ?2",
+            [user, seq - 1],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    conn.execute(
+        "UPDATE credit_transactions SET description = 'rewritten' WHERE user_id = ?1 AND user_seq = ?2",
+        [user, seq],
+    )
+    .unwrap();
+    type Stored =
+        (i64, i64, i64, String, i64, Option<i64>, Option<i64>, String, i64, Option<i64>, Option<i64>, Option<String>);
+    let rows: Vec<Stored> = conn
+        .prepare(
+            "SELECT id, user_seq, amount, kind, balance_after, job_id, hold_id, description, created_at, cost_micro,
+                    carry_after, components FROM credit_transactions WHERE user_id = ?1 AND user_seq >= ?2 ORDER BY user_seq",
+        )
+        .unwrap()
+        .query_map([user, seq], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+                r.get(10)?,
+                r.get(11)?,
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (id, s, amount, kind, balance_after, job_id, hold_id, description, created_at, cost, carry, parts) in &rows {
+        let hash = row_hash(
+            &prev,
+            &ChainFields {
+                id: *id,
+                seq: Some(*s),
+                user_id: user,
+                amount: *amount,
+                kind,
+                balance_after: *balance_after,
+                job_id: *job_id,
+                hold_id: *hold_id,
+                description,
+                created_at: *created_at,
+                micro: cost.zip(*carry),
+                components: parts.as_deref(),
+            },
+        );
+        conn.execute("UPDATE credit_transactions SET hash = ?2 WHERE id = ?1", rusqlite::params![id, hash]).unwrap();
+        prev = hash;
+    }
+    conn.execute("UPDATE users SET chain_hash = ?2 WHERE id = ?1", rusqlite::params![user, prev]).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER credit_transactions_no_update BEFORE UPDATE ON credit_transactions
+         BEGIN SELECT RAISE(ABORT, 'credit_transactions is append-only'); END;",
+    )
+    .unwrap();
+}
+
+/// Recomputes every seal from the heads now on the rows they name: what a
+/// tamperer does so the seals agree with a rewritten chain.
+fn reseal(conn: &rusqlite::Connection) {
+    use tollgate::ledger::seal::SealHasher;
+    use tollgate::ledger::seal_storage::Head;
+    conn.execute_batch(
+        "UPDATE ledger_seal_heads SET hash = (SELECT hash FROM credit_transactions t WHERE t.id = txn_id)",
+    )
+    .unwrap();
+    type Seal = (i64, i64, Option<i64>, Option<String>, i64);
+    let seals: Vec<Seal> = conn
+        .prepare("SELECT id, created_at, legacy_id, legacy_hash, heads FROM ledger_seals ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut prev = tollgate::ledger::chain::GENESIS_HASH.to_owned();
+    for (id, created_at, legacy_id, legacy_hash, heads) in seals {
+        let legacy = legacy_id.zip(legacy_hash);
+        let mut hasher = SealHasher::new(&prev, id, created_at, legacy.as_ref(), heads);
+        let mut st = conn
+            .prepare("SELECT user_id, seq, txn_id, hash FROM ledger_seal_heads WHERE seal_id = ?1 ORDER BY user_id")
+            .unwrap();
+        for h in st
+            .query_map([id], |r| Ok(Head { user_id: r.get(0)?, seq: r.get(1)?, txn_id: r.get(2)?, hash: r.get(3)? }))
+            .unwrap()
+        {
+            hasher.head(&h.unwrap());
+        }
+        let hash = hasher.finish();
+        conn.execute(
+            "UPDATE ledger_seals SET prev_hash = ?2, hash = ?3 WHERE id = ?1",
+            rusqlite::params![id, prev, hash],
+        )
+        .unwrap();
+        prev = hash;
+    }
+}
+
+fn mismatch_kinds(report: &serde_json::Value) -> Vec<String> {
+    report["mismatches"].as_array().unwrap().iter().map(|m| m["kind"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn a_rewritten_user_chain_is_caught_by_its_seal_and_rewritten_seals_by_the_pinned_one() {
+    crate::sqlite_only!();
+    let app = TestApp::spawn_with(|c| c.ledger.seal_interval_s = 1);
+    let (ann, bob) = (app.user("ann"), app.user("bob"));
+    app.grant(&ann, 100);
+    app.grant(&bob, 50);
+    for _ in 0..3 {
+        assert_eq!(app.consume(&ann, 10).status, 201);
+    }
+    let db = app.db_path();
+    wait_for_seal(&db);
+    let cwd = app.dir.path();
+    let o = run(&["audit", "--db", db.to_str().unwrap()], cwd);
+    assert!(o.status.success(), "{}", stdout(&o));
+    let pinned = stdout(&o).lines().find_map(|l| l.strip_prefix("seal: ")).unwrap().to_owned();
+    assert!(pinned.starts_with("seal_"), "{pinned}");
+    let o = run(&["audit", "--db", db.to_str().unwrap(), "--expect", &pinned], cwd);
+    assert!(o.status.success(), "{}", stdout(&o));
+
+    // ann's second row rewritten, her chain re-hashed from it to her head:
+    // her chain is consistent again, but the seal recorded her old head.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    let ann_id: i64 = conn.query_row("SELECT id FROM users WHERE email = 'ann@example.com'", [], |r| r.get(0)).unwrap();
+    rewrite_user_chain(&conn, ann_id, 2);
+    let o = run(&["audit", "--db", db.to_str().unwrap(), "--json"], cwd);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(mismatch_kinds(&report), ["seal_head"], "{report}");
+    assert_eq!(report["mismatches"][0]["user_id"], format!("usr_{ann_id}"));
+
+    // The seals recomputed too: consistent everywhere, and only the pinned
+    // seal tells.
+    reseal(&conn);
+    let o = run(&["audit", "--db", db.to_str().unwrap()], cwd);
+    assert!(o.status.success(), "a tamperer who rewrites every hash passes an unpinned audit: {}", stdout(&o));
+    let o = run(&["audit", "--db", db.to_str().unwrap(), "--json", "--expect", &pinned], cwd);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(mismatch_kinds(&report), ["seal_expectation"], "{report}");
+}
+
+#[test]
+fn a_deleted_last_row_or_a_head_moved_back_is_caught_by_the_seal() {
+    crate::sqlite_only!();
+    let app = TestApp::spawn_with(|c| c.ledger.seal_interval_s = 1);
+    let ann = app.user("ann");
+    app.grant(&ann, 100);
+    assert_eq!(app.consume(&ann, 10).status, 201);
+    let db = app.db_path();
+    wait_for_seal(&db);
+    // The last row deleted and everything that reflects it put back: the
+    // head, the balance, the grant it drew on.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    conn.execute_batch(
+        "BEGIN;
+         DROP TRIGGER credit_transactions_no_delete;
+         CREATE TEMP TABLE gone AS SELECT t.id, t.user_id, t.amount, t.user_seq FROM credit_transactions t
+           JOIN users u ON u.id = t.user_id AND t.user_seq = u.chain_seq WHERE u.email = 'ann@example.com';
+         UPDATE credit_grants SET remaining = remaining + 10 WHERE id IN
+           (SELECT grant_id FROM grant_draws WHERE transaction_id IN (SELECT id FROM gone)
+            UNION SELECT grant_id FROM credit_transactions WHERE id IN (SELECT id FROM gone));
+         DELETE FROM grant_draws WHERE transaction_id IN (SELECT id FROM gone);
+         DELETE FROM credit_transactions WHERE id IN (SELECT id FROM gone);
+         UPDATE users SET credits = credits + 10, chain_seq = chain_seq - 1,
+           chain_hash = (SELECT t.hash FROM credit_transactions t, gone g
+                         WHERE t.user_id = g.user_id AND t.user_seq = g.user_seq - 1)
+           WHERE id = (SELECT user_id FROM gone);
+         CREATE TRIGGER credit_transactions_no_delete BEFORE DELETE ON credit_transactions
+           BEGIN SELECT RAISE(ABORT, 'credit_transactions is append-only'); END;
+         COMMIT;",
+    )
+    .unwrap();
+    let o = run(&["audit", "--db", db.to_str().unwrap(), "--json"], app.dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let kinds = mismatch_kinds(&report);
+    assert!(kinds.contains(&"seal_head".to_owned()), "{report}");
+    let missing = report["mismatches"].as_array().unwrap().iter().find(|m| m["kind"] == "seal_head").unwrap();
+    assert!(missing["reason"].as_str().unwrap().contains("missing"), "{report}");
+}

@@ -310,6 +310,7 @@ fn every_earlier_schema_version_with_data_migrates_to_the_current_one_and_audits
                 tollgate::ledger::chain::GENESIS_HASH,
                 &tollgate::ledger::chain::ChainFields {
                     id: 1,
+                    seq: None,
                     user_id: 1,
                     amount: 50,
                     kind: "grant",
@@ -356,6 +357,23 @@ fn every_earlier_schema_version_with_data_migrates_to_the_current_one_and_audits
                 .unwrap();
             assert_eq!(legacy, (50, 50, 7, None), "the balance became one legacy grant, its hold a reservation");
         }
+        drop(c);
+        // Served again: the first seal verifies the older rows' global
+        // chain and pins its head; new rows go on the user's own chain.
+        let db = tollgate::storage::Db::open(&path, tollgate::storage::Synchronous::Normal).unwrap();
+        db.write(|c| tollgate::ledger::grant(c, tollgate::domain::UserId(1), tollgate::domain::Credits(5), "new"))
+            .unwrap();
+        let seal = tollgate::ledger::seal::seal_all(&db).unwrap().expect("a seal");
+        drop(db);
+        let o = tollgate(&["audit", "--expect", &format!("seal_{}:{}", seal.id, seal.hash)], &path);
+        assert!(o.status.success(), "audit of new rows after upgrading from v{from}: {}", out(&o));
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let genesis: Option<i64> =
+            c.query_row("SELECT legacy_id FROM ledger_seals WHERE id = 1", [], |r| r.get(0)).unwrap();
+        assert_eq!(genesis, (from >= 2).then_some(1), "the first seal pins the older chain's head");
+        let seq: i64 =
+            c.query_row("SELECT user_seq FROM credit_transactions ORDER BY id DESC LIMIT 1", [], |r| r.get(0)).unwrap();
+        assert_eq!(seq, 1);
     }
 }
 

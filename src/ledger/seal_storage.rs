@@ -1,0 +1,175 @@
+//! SQL for the seals: `ledger_seals`, `ledger_seal_heads`, and the chain
+//! heads on `users` (`chain_seq`, `chain_hash`, `sealed_seq`).
+//!
+//! Nothing here hashes or decides; `seal.rs` does, and the audit reads
+//! through these.
+
+use crate::storage::{Conn, Engine, Sql, StorageError};
+use rusqlite::params;
+use rusqlite::types::Value;
+
+type Result<T> = std::result::Result<T, StorageError>;
+
+/// The seal lock's key on PostgreSQL ("tgseal"): one sealer at a time
+/// across instances, never waited for (a busy sealer means a seal is being
+/// written now).
+const SEAL_LOCK_KEY: i64 = 0x7467_7365_616c;
+/// Heads per INSERT (5 parameters each, far below PostgreSQL's limit).
+const HEADS_PER_STATEMENT_MAX: usize = 500;
+
+/// One user's chain head as a seal records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub user_id: i64,
+    pub seq: i64,
+    pub txn_id: i64,
+    pub hash: String,
+}
+
+/// A seal as stored.
+#[derive(Debug, Clone)]
+pub struct SealRow {
+    pub id: i64,
+    pub created_at: i64,
+    pub legacy: Option<(i64, String)>,
+    pub heads: i64,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Takes the sealer's lock for this transaction; `false` when another
+/// instance holds it. SQLite's single writer is the lock there.
+pub fn try_lock(conn: &Conn<'_>) -> Result<bool> {
+    match conn.engine() {
+        Engine::Sqlite => Ok(true),
+        Engine::Postgres => {
+            conn.query_one("SELECT pg_try_advisory_xact_lock(?1)", params![SEAL_LOCK_KEY], |r| r.get(0))
+        }
+    }
+}
+
+/// The newest seal's id and hash.
+pub fn last(conn: &Conn<'_>) -> Result<Option<(i64, String)>> {
+    conn.query_opt("SELECT id, hash FROM ledger_seals ORDER BY id DESC LIMIT 1", &[], |r| Ok((r.get(0)?, r.get(1)?)))
+}
+
+/// The last row of the global chain (rows written before per-user chains).
+pub fn legacy_head(conn: &Conn<'_>) -> Result<Option<(i64, String)>> {
+    conn.query_opt(
+        "SELECT id, hash FROM credit_transactions WHERE user_seq IS NULL ORDER BY id DESC LIMIT 1",
+        &[],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
+/// The heads of up to `limit` users whose chains moved since the last
+/// seal, by user id, locked on PostgreSQL (in that order, as every writer
+/// that locks several users does) so they cannot move before they are
+/// marked sealed.
+pub fn moved_heads(conn: &Conn<'_>, limit: i64) -> Result<Vec<Head>> {
+    conn.query_all(
+        Sql::each(
+            "SELECT u.id, u.chain_seq, t.id, u.chain_hash FROM users u
+             JOIN credit_transactions t ON t.user_id = u.id AND t.user_seq = u.chain_seq
+             WHERE u.chain_seq > u.sealed_seq ORDER BY u.id LIMIT ?1",
+            "SELECT u.id, u.chain_seq, t.id, u.chain_hash FROM users u
+             JOIN credit_transactions t ON t.user_id = u.id AND t.user_seq = u.chain_seq
+             WHERE u.chain_seq > u.sealed_seq ORDER BY u.id LIMIT ?1 FOR UPDATE OF u",
+        ),
+        params![limit],
+        |r| Ok(Head { user_id: r.get(0)?, seq: r.get(1)?, txn_id: r.get(2)?, hash: r.get(3)? }),
+    )
+}
+
+/// Records that `heads` are sealed.
+pub fn mark_sealed(conn: &Conn<'_>, heads: &[Head]) -> Result<()> {
+    let (Some(first), Some(last)) = (heads.first(), heads.last()) else { return Ok(()) };
+    // The heads were read by id with a limit, so they are every moved user
+    // in this id range; their rows are locked (or the writer is ours).
+    conn.execute(
+        "UPDATE users SET sealed_seq = chain_seq WHERE id >= ?1 AND id <= ?2 AND chain_seq > sealed_seq",
+        params![first.user_id, last.user_id],
+    )?;
+    Ok(())
+}
+
+/// Inserts a seal and its heads.
+pub fn insert(conn: &Conn<'_>, seal: &SealRow, heads: &[Head]) -> Result<()> {
+    conn.execute(
+        "INSERT INTO ledger_seals (id, created_at, legacy_id, legacy_hash, heads, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            seal.id,
+            seal.created_at,
+            seal.legacy.as_ref().map(|l| l.0),
+            seal.legacy.as_ref().map(|l| l.1.as_str()),
+            seal.heads,
+            seal.prev_hash,
+            seal.hash
+        ],
+    )?;
+    for chunk in heads.chunks(HEADS_PER_STATEMENT_MAX) {
+        let mut sql = String::from("INSERT INTO ledger_seal_heads (seal_id, user_id, seq, txn_id, hash) VALUES ");
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 5);
+        for (i, h) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let n = i * 5;
+            sql.push_str(&format!("(?{}, ?{}, ?{}, ?{}, ?{})", n + 1, n + 2, n + 3, n + 4, n + 5));
+            values.extend([
+                Value::Integer(seal.id),
+                Value::Integer(h.user_id),
+                Value::Integer(h.seq),
+                Value::Integer(h.txn_id),
+                Value::Text(h.hash.clone()),
+            ]);
+        }
+        conn.execute(&sql, &crate::storage::sql::dyn_params(&values))?;
+    }
+    Ok(())
+}
+
+/// Every seal, in id order.
+pub fn all(conn: &Conn<'_>) -> Result<Vec<SealRow>> {
+    conn.query_all(
+        "SELECT id, created_at, legacy_id, legacy_hash, heads, prev_hash, hash FROM ledger_seals ORDER BY id",
+        &[],
+        |r| {
+            let legacy = match (r.get::<Option<i64>>(2)?, r.get::<Option<String>>(3)?) {
+                (Some(id), Some(hash)) => Some((id, hash)),
+                _ => None,
+            };
+            Ok(SealRow {
+                id: r.get(0)?,
+                created_at: r.get(1)?,
+                legacy,
+                heads: r.get(4)?,
+                prev_hash: r.get(5)?,
+                hash: r.get(6)?,
+            })
+        },
+    )
+}
+
+/// Calls `visit` with every seal head, by seal then user (the order the
+/// seal's hash covers them in), without loading them all.
+pub fn for_each_head(conn: &Conn<'_>, mut visit: impl FnMut(i64, Head)) -> Result<()> {
+    conn.query_each(
+        "SELECT seal_id, user_id, seq, txn_id, hash FROM ledger_seal_heads ORDER BY seal_id, user_id",
+        &[],
+        |r| {
+            visit(r.get(0)?, Head { user_id: r.get(1)?, seq: r.get(2)?, txn_id: r.get(3)?, hash: r.get(4)? });
+            Ok(true)
+        },
+    )
+}
+
+/// The seal heads that name a ledger row with `after < id <= through`.
+pub fn heads_naming(conn: &Conn<'_>, after: i64, through: i64) -> Result<Vec<(i64, Head)>> {
+    conn.query_all(
+        "SELECT seal_id, user_id, seq, txn_id, hash FROM ledger_seal_heads WHERE txn_id > ?1 AND txn_id <= ?2",
+        params![after, through],
+        |r| Ok((r.get(0)?, Head { user_id: r.get(1)?, seq: r.get(2)?, txn_id: r.get(3)?, hash: r.get(4)? })),
+    )
+}
