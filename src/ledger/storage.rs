@@ -138,21 +138,20 @@ pub struct Micro {
 }
 
 /// Appends a row at the head of its user's chain, and moves the head on the
-/// user's row. Must run inside a write transaction: the head is read with a
+/// user's row. Must run inside a write transaction: the head moves with a
 /// row lock on PostgreSQL (usually held already: the charge updated the
 /// row), so two writers for one user take turns and writers for different
 /// users never meet. The id comes from the database as the row is inserted,
-/// after the lock, so a user's rows are in id order too.
+/// after the lock, so a user's rows are in id order too. Two round trips on
+/// PostgreSQL, as the global chain's head read and insert were.
 pub fn append(conn: &Conn<'_>, row: &NewRow<'_>) -> Result<Transaction> {
-    let (head_seq, prev_hash): (i64, String) = conn.query_one(
-        Sql::each(
-            "SELECT chain_seq, chain_hash FROM users WHERE id = ?1",
-            "SELECT chain_seq, chain_hash FROM users WHERE id = ?1 FOR UPDATE",
-        ),
+    // The sequence moves first (taking the lock); RETURNING shows the new
+    // sequence and the hash it has not been given yet: the previous one.
+    let (seq, prev_hash): (i64, String) = conn.query_one(
+        "UPDATE users SET chain_seq = chain_seq + 1 WHERE id = ?1 RETURNING chain_seq, chain_hash",
         params![row.user],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let seq = head_seq + 1;
     let hash = chain::row_hash(
         &prev_hash,
         &ChainFields {
@@ -170,11 +169,19 @@ pub fn append(conn: &Conn<'_>, row: &NewRow<'_>) -> Result<Transaction> {
             components: row.micro.and(row.components),
         },
     );
-    let id: i64 = conn.query_one(
-        "INSERT INTO credit_transactions
+    // On PostgreSQL the head's hash is set by the same statement that
+    // inserts the row (a data-modifying WITH); SQLite runs two in-process.
+    let insert = "INSERT INTO credit_transactions
          (user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash, cost_micro, carry_after,
           api_key_id, grant_id, components, user_seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) RETURNING id",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) RETURNING id";
+    let with_head = "WITH head AS (UPDATE users SET chain_hash = ?9 WHERE id = ?1)
+         INSERT INTO credit_transactions
+         (user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash, cost_micro, carry_after,
+          api_key_id, grant_id, components, user_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) RETURNING id";
+    let id: i64 = conn.query_one(
+        Sql::each(insert, with_head),
         params![
             row.user,
             row.amount,
@@ -194,7 +201,9 @@ pub fn append(conn: &Conn<'_>, row: &NewRow<'_>) -> Result<Transaction> {
         ],
         |r| r.get(0),
     )?;
-    conn.execute("UPDATE users SET chain_seq = ?2, chain_hash = ?3 WHERE id = ?1", params![row.user, seq, hash])?;
+    if conn.engine() == Engine::Sqlite {
+        conn.execute("UPDATE users SET chain_hash = ?2 WHERE id = ?1", params![row.user, hash])?;
+    }
     Ok(Transaction {
         id: TxnId(id),
         object: "credit_transaction",
