@@ -1,7 +1,6 @@
 -- Per-user hash chains: see the SQLite migration of the same version.
 ALTER TABLE credit_transactions ADD COLUMN user_seq BIGINT CHECK (user_seq IS NULL OR user_seq > 0);
-CREATE UNIQUE INDEX credit_transactions_user_seq ON credit_transactions(user_id, user_seq)
-    WHERE user_seq IS NOT NULL;
+-- No unique index on (user_id, user_seq): see the SQLite migration.
 
 ALTER TABLE users ADD COLUMN chain_seq BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN chain_hash TEXT NOT NULL

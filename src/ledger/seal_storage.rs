@@ -67,14 +67,18 @@ pub fn legacy_head(conn: &Conn<'_>) -> Result<Option<(i64, String)>> {
 /// that locks several users does) so they cannot move before they are
 /// marked sealed.
 pub fn moved_heads(conn: &Conn<'_>, limit: i64) -> Result<Vec<Head>> {
+    // The head's row is the user's last by id (a user's rows are numbered
+    // in id order), found through the per-user index.
     conn.query_all(
         Sql::each(
-            "SELECT u.id, u.chain_seq, t.id, u.chain_hash FROM users u
-             JOIN credit_transactions t ON t.user_id = u.id AND t.user_seq = u.chain_seq
-             WHERE u.chain_seq > u.sealed_seq ORDER BY u.id LIMIT ?1",
-            "SELECT u.id, u.chain_seq, t.id, u.chain_hash FROM users u
-             JOIN credit_transactions t ON t.user_id = u.id AND t.user_seq = u.chain_seq
-             WHERE u.chain_seq > u.sealed_seq ORDER BY u.id LIMIT ?1 FOR UPDATE OF u",
+            "SELECT u.id, u.chain_seq,
+                    (SELECT t.id FROM credit_transactions t WHERE t.user_id = u.id ORDER BY t.id DESC LIMIT 1),
+                    u.chain_hash
+             FROM users u WHERE u.chain_seq > u.sealed_seq ORDER BY u.id LIMIT ?1",
+            "SELECT u.id, u.chain_seq,
+                    (SELECT t.id FROM credit_transactions t WHERE t.user_id = u.id ORDER BY t.id DESC LIMIT 1),
+                    u.chain_hash
+             FROM users u WHERE u.chain_seq > u.sealed_seq ORDER BY u.id LIMIT ?1 FOR UPDATE OF u",
         ),
         params![limit],
         |r| Ok(Head { user_id: r.get(0)?, seq: r.get(1)?, txn_id: r.get(2)?, hash: r.get(3)? }),
