@@ -41,6 +41,7 @@ fn derived() -> Map<String, Value> {
     // Types registered under their own name; the call's result is a $ref.
     g.subschema_for::<ledger::Balance>();
     g.subschema_for::<ledger::Transaction>();
+    g.subschema_for::<ledger::audit::AuditReport>();
     g.subschema_for::<grants::Grant>();
     g.subschema_for::<routes::grants::NewGrantBody>();
     g.subschema_for::<crate::codes::RedemptionCode>();
@@ -317,14 +318,6 @@ pub fn components() -> Map<String, Value> {
         ),
     );
     add("JobList", list_of("Job"));
-    add(
-        "AuditReport",
-        object(
-            &["valid", "users_checked", "rows_checked", "head", "mismatch_count", "mismatches"],
-            json!({"valid": {"type": "boolean"}, "users_checked": int(), "rows_checked": int(), "head": {"type": ["object", "null"]},
-                   "mismatch_count": int(), "mismatches": {"type": "array", "items": {"type": "object"}}}),
-        ),
-    );
     m
 }
 

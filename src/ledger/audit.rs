@@ -35,13 +35,13 @@ pub const AUDIT_MISMATCHES_LISTED_MAX: usize = 100;
 /// stopped service leaves one that long.
 pub const EXPIRY_OVERDUE_AFTER_MS: i64 = 300_000;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ChainHead {
     pub id: i64,
     pub hash: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Mismatch {
     /// The row's stored hash is not the hash of its contents: it was edited.
@@ -120,7 +120,8 @@ pub enum Expectation {
     Seal(SealRef),
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// `GET /v1/admin/audit` and `tollgate audit --json`.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AuditReport {
     pub valid: bool,
     pub users_checked: usize,
