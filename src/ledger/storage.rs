@@ -1,5 +1,6 @@
 //! SQL for the ledger tables: `credit_transactions`, `credit_holds`,
-//! `daily_spend`, and the `credits`/`held` caches on `users`.
+//! `daily_spend_global`, the API keys' spend, and the `credits`/`held`
+//! caches on `users` (a user's own daily spend is on their usage row).
 //!
 //! Nothing here decides whether a write is allowed; `ledger` does, inside the
 //! same transaction, before calling these.
@@ -293,24 +294,9 @@ pub fn active_held_sum(conn: &Conn<'_>, user: UserId) -> Result<Credits> {
     )
 }
 
-pub fn spent_on(conn: &Conn<'_>, user: UserId, day: i64) -> Result<Credits> {
-    Ok(conn
-        .query_opt("SELECT spent FROM daily_spend WHERE user_id = ?1 AND day = ?2", params![user, day], |r| r.get(0))?
-        .unwrap_or(Credits::ZERO))
-}
-
-/// Adds `delta` (possibly negative) to a day's spend, the user's and
-/// everyone's together, never below zero.
-pub fn add_spent(conn: &Conn<'_>, user: UserId, day: i64, delta: Credits) -> Result<()> {
-    conn.execute(
-        Sql::each(
-            "INSERT INTO daily_spend (user_id, day, spent) VALUES (?1, ?2, MAX(?3, 0))
-             ON CONFLICT(user_id, day) DO UPDATE SET spent = MAX(spent + ?3, 0)",
-            "INSERT INTO daily_spend (user_id, day, spent) VALUES (?1, ?2, GREATEST(?3, 0))
-             ON CONFLICT(user_id, day) DO UPDATE SET spent = GREATEST(daily_spend.spent + ?3, 0)",
-        ),
-        params![user, day, delta],
-    )?;
+/// Adds `delta` (possibly negative) to everyone's spend on `day`, never
+/// below zero (each user's is on their usage row: `usage::count_spent`).
+pub fn add_global_spent(conn: &Conn<'_>, day: i64, delta: Credits) -> Result<()> {
     conn.execute(
         Sql::each(
             "INSERT INTO daily_spend_global (day, spent) VALUES (?1, MAX(?2, 0))

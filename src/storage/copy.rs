@@ -28,7 +28,6 @@ pub const TABLES_IN_COPY_ORDER: &[&str] = &[
     "job_events",
     "logs",
     "idempotency_keys",
-    "daily_spend",
     "daily_spend_global",
     "user_limits",
     "api_key_daily_spend",

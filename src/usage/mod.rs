@@ -197,7 +197,24 @@ impl Metered {
 
 /// Adds `c` to the user's row of `day`, inside the caller's transaction.
 pub fn count(conn: &Conn<'_>, user: UserId, day: i64, c: &Counted) -> Result<()> {
-    Ok(storage::add(conn, day, user, c)?)
+    Ok(storage::add(conn, day, user, c, 0)?)
+}
+
+/// [`count`], with `spent` (possibly negative) added to the day's spend in
+/// the same row: a charge and its usage are one fact.
+pub fn count_spent(conn: &Conn<'_>, user: UserId, day: i64, c: &Counted, spent: Credits) -> Result<()> {
+    Ok(storage::add(conn, day, user, c, spent.0)?)
+}
+
+/// Adds `spent` (possibly negative) to the user's spend on `day`, with no
+/// usage: a hold's reservation or release.
+pub fn add_spent(conn: &Conn<'_>, user: UserId, day: i64, spent: Credits) -> Result<()> {
+    Ok(storage::add_spent(conn, day, user, spent.0)?)
+}
+
+/// The user's spend on `day`: consumed plus reserved.
+pub fn spent_on(conn: &Conn<'_>, user: UserId, day: i64) -> Result<Credits> {
+    Ok(Credits(storage::spent_on(conn, user, day)?))
 }
 
 /// A report dimension.

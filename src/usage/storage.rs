@@ -1,4 +1,5 @@
-//! SQL for `usage_daily`.
+//! SQL for `usage_daily`, `usage_totals` and `usage_user_running` (whose
+//! row per user and day also carries the day's spend for the daily caps).
 
 use super::{COUNT_COLUMNS, COUNTS_N, Counted, Counts, Dim, UsageRow};
 use crate::domain::{ApiKeyId, UserId};
@@ -58,25 +59,29 @@ fn statements(width: usize) -> &'static Statements {
                 params(4),
                 add_to("usage_totals")
             ),
+            // The spend (?3) is the day's own, never below zero; the
+            // counters are running sums, added to the day and every later one.
             running_update: format!(
-                "UPDATE usage_user_running SET {} WHERE user_id = ?1 AND day >= ?2",
+                "UPDATE usage_user_running
+                 SET spent = CASE WHEN day <> ?2 THEN spent WHEN spent + ?3 < 0 THEN 0 ELSE spent + ?3 END, {}
+                 WHERE user_id = ?1 AND day >= ?2",
                 columns
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| format!("{c} = {c} + ?{}", i + 3))
+                    .map(|(i, c)| format!("{c} = {c} + ?{}", i + 4))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
             running_insert: format!(
-                "INSERT INTO usage_user_running (user_id, day, {cols})
-                 SELECT ?1, ?2, {}
+                "INSERT INTO usage_user_running (user_id, day, spent, {cols})
+                 SELECT ?1, ?2, CASE WHEN ?3 < 0 THEN 0 ELSE ?3 END, {}
                  FROM (SELECT 1 AS one) AS o LEFT JOIN (SELECT * FROM usage_user_running WHERE user_id = ?1 AND day < ?2
                                             ORDER BY day DESC LIMIT 1) AS p ON 1 = 1
                  WHERE NOT EXISTS (SELECT 1 FROM usage_user_running WHERE user_id = ?1 AND day = ?2)",
                 columns
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| format!("coalesce(p.{c}, 0) + ?{}", i + 3))
+                    .map(|(i, c)| format!("coalesce(p.{c}, 0) + ?{}", i + 4))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -84,8 +89,9 @@ fn statements(width: usize) -> &'static Statements {
     })
 }
 
-/// Adds `c` to its (day, user, model, key) row.
-pub fn add(conn: &Conn<'_>, day: i64, user: UserId, c: &Counted) -> Result<()> {
+/// Adds `c` to its (day, user, model, key) row, and `spent` (possibly
+/// negative) with it to the user's day.
+pub fn add(conn: &Conn<'_>, day: i64, user: UserId, c: &Counted, spent: i64) -> Result<()> {
     let s = statements(width(c));
     conn.execute(
         s.daily.as_str(),
@@ -110,15 +116,22 @@ pub fn add(conn: &Conn<'_>, day: i64, user: UserId, c: &Counted) -> Result<()> {
             .collect::<Vec<_>>(),
         ),
     )?;
-    add_running(conn, day, user, c)
+    add_running(conn, day, user, c, spent)
+}
+
+/// Adds `spent` (possibly negative) to the user's day alone: a hold's
+/// reservation or its release, which no usage counts yet.
+pub fn add_spent(conn: &Conn<'_>, day: i64, user: UserId, spent: i64) -> Result<()> {
+    add_running(conn, day, user, &Counted::default(), spent)
 }
 
 /// Adds `c` to the user's running sums from `day` on: every row at or after
 /// `day` (usually just today's), and a row for `day` made from the one
-/// before it when there is none.
-fn add_running(conn: &Conn<'_>, day: i64, user: UserId, c: &Counted) -> Result<()> {
+/// before it when there is none; `spent` goes to the day's row alone.
+fn add_running(conn: &Conn<'_>, day: i64, user: UserId, c: &Counted, spent: i64) -> Result<()> {
     let s = statements(width(c));
-    let values: Vec<Value> = [Value::Integer(user.0), Value::Integer(day)].into_iter().chain(counts(c)).collect();
+    let values: Vec<Value> =
+        [Value::Integer(user.0), Value::Integer(day), Value::Integer(spent)].into_iter().chain(counts(c)).collect();
     let args = dyn_params(&values);
     conn.execute(s.running_update.as_str(), &args)?;
     conn.execute(s.running_insert.as_str(), &args)?;
@@ -161,6 +174,17 @@ pub fn by_user(conn: &Conn<'_>, start_day: i64, end_day: i64, limit: usize) -> R
         out.push(UsageRow { user_id: Some(UserId(user)), counts: Counts::from_array(d), ..UsageRow::default() });
     }
     Ok(Some(out))
+}
+
+/// The user's spend on `day` (consumed plus reserved).
+pub fn spent_on(conn: &Conn<'_>, user: UserId, day: i64) -> Result<i64> {
+    Ok(conn
+        .query_opt(
+            "SELECT spent FROM usage_user_running WHERE user_id = ?1 AND day = ?2",
+            rusqlite::params![user.0, day],
+            |r| r.get(0),
+        )?
+        .unwrap_or(0))
 }
 
 /// Users whose latest running cost differs from the sum of their daily rows.

@@ -331,6 +331,8 @@ fn every_earlier_schema_version_with_data_migrates_to_the_current_one_and_audits
             // user's legacy grant.
             c.execute("INSERT INTO credit_holds (user_id, amount, status, day, expires_at, created_at) VALUES (1, 7, 'active', 1, 9999999999999, 1)", []).unwrap();
             c.execute("UPDATE users SET held = 7 WHERE id = 1", []).unwrap();
+            // The reservation counts toward its day's spend.
+            c.execute("INSERT INTO daily_spend (user_id, day, spent) VALUES (1, 1, 7)", []).unwrap();
             if from >= 8 {
                 // Since V8 a grant row comes with its grant, and a hold
                 // reserves on it.
@@ -356,6 +358,12 @@ fn every_earlier_schema_version_with_data_migrates_to_the_current_one_and_audits
                 )
                 .unwrap();
             assert_eq!(legacy, (50, 50, 7, None), "the balance became one legacy grant, its hold a reservation");
+        }
+        if from >= 2 {
+            let spent: i64 = c
+                .query_row("SELECT spent FROM usage_user_running WHERE user_id = 1 AND day = 1", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(spent, 7, "the day's spend moved onto the user's row of the day");
         }
         drop(c);
         // Served again: the first seal verifies the older rows' global
