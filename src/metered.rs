@@ -282,6 +282,9 @@ pub struct Reservation {
     /// The caller's price group factor (millionths), fixed when the call
     /// is reserved: its bound and its cost both carry it.
     pub multiplier_micro: i64,
+    /// The user whose row its writes lock, beside other users' charges
+    /// (`SpendCaps::lock_user`); `None`: they run alone.
+    pub lock: Option<UserId>,
 }
 
 /// The price group factor of `user` now (the jobs worker's: a job is
@@ -304,14 +307,15 @@ pub fn reserve(app: &App, caller: &CurrentUser, bound: Credits, job: Option<JobI
     let bound = scale_credits(bound, multiplier_micro);
     app.guard.check_cost(user, bound)?;
     let (key, day) = (caller.key(), app.guard.today());
-    if bound <= Credits::ZERO {
-        return Ok(Reservation { user, hold: None, bound: Credits::ZERO, key, day, multiplier_micro });
-    }
     let caps = app.guard.spend_caps(caller);
+    let lock = caps.lock_user(user);
+    if bound <= Credits::ZERO {
+        return Ok(Reservation { user, hold: None, bound: Credits::ZERO, key, day, multiplier_micro, lock });
+    }
     let ttl = app.hold_ttl_ms();
     // Not fsynced on its own: the settle that follows is, and carries it.
-    let hold = app.db.write_lazy(move |c| ledger::hold(c, user, bound, job, ttl, &caps))?;
-    Ok(Reservation { user, hold: Some(hold), bound, key, day, multiplier_micro })
+    let hold = app.db.write_lazy_for_user(lock, move |c| ledger::hold(c, user, bound, job, ttl, &caps))?;
+    Ok(Reservation { user, hold: Some(hold), bound, key, day, multiplier_micro, lock })
 }
 
 /// Refusals a lower bound can answer, with how many credits are left
@@ -439,7 +443,7 @@ pub fn settle_in(
 /// releases the hold at its expiry anyway.
 pub fn release(app: &App, r: &Reservation, model: &str) {
     let (r, failed) = (*r, Metered::model(model).failure(r.key));
-    let done = app.db.write(move |c| {
+    let done = app.db.write_for_user(r.lock, move |c| {
         if let Some(h) = r.hold {
             ledger::release(c, h)?;
         }

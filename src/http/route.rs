@@ -178,7 +178,17 @@ impl Ctx<'_> {
         T: Serialize + Send + 'static,
         F: Fn(&Conn<'_>) -> crate::error::Result<T> + Send + 'static,
     {
-        self.commit_status(move |c| Ok((status, f(c)?)))
+        self.commit_for(None, status, f)
+    }
+
+    /// [`Ctx::commit`] for a charge that locks `lock`'s row alone
+    /// (`Db::write_for_user`); `None` runs alone.
+    pub fn commit_for<T, F>(&self, lock: Option<crate::domain::UserId>, status: u16, f: F) -> Result<Response, ApiError>
+    where
+        T: Serialize + Send + 'static,
+        F: Fn(&Conn<'_>) -> crate::error::Result<T> + Send + 'static,
+    {
+        self.commit_status_for(lock, move |c| Ok((status, f(c)?)))
     }
 
     /// [`Ctx::commit`] in two steps: `write` runs in the writer, `render`
@@ -193,10 +203,27 @@ impl Ctx<'_> {
         F: Fn(&Conn<'_>) -> crate::error::Result<W> + Send + 'static,
         R: Fn(&W) -> T + Send + 'static,
     {
+        self.commit_then_for(None, status, write, render)
+    }
+
+    /// [`Ctx::commit_then`] for a charge that locks `lock`'s row alone.
+    pub fn commit_then_for<W, T, F, R>(
+        &self,
+        lock: Option<crate::domain::UserId>,
+        status: u16,
+        write: F,
+        render: R,
+    ) -> Result<Response, ApiError>
+    where
+        W: Send + 'static,
+        T: Serialize + Send + 'static,
+        F: Fn(&Conn<'_>) -> crate::error::Result<W> + Send + 'static,
+        R: Fn(&W) -> T + Send + 'static,
+    {
         if self.idem.is_some() {
-            return self.commit(status, move |c| Ok(render(&write(c)?)));
+            return self.commit_for(lock, status, move |c| Ok(render(&write(c)?)));
         }
-        let written = self.app.db.write(write)?;
+        let written = self.app.db.write_for_user(lock, write)?;
         Ok(Response::json(status, &render(&written)))
     }
 
@@ -207,13 +234,21 @@ impl Ctx<'_> {
         T: Serialize + Send + 'static,
         F: Fn(&Conn<'_>) -> crate::error::Result<(u16, T)> + Send + 'static,
     {
+        self.commit_status_for(None, f)
+    }
+
+    fn commit_status_for<T, F>(&self, lock: Option<crate::domain::UserId>, f: F) -> Result<Response, ApiError>
+    where
+        T: Serialize + Send + 'static,
+        F: Fn(&Conn<'_>) -> crate::error::Result<(u16, T)> + Send + 'static,
+    {
         let Some(token) = self.idem.clone() else {
             // Nothing to store with the write: the answer is rendered here,
             // off the one writer thread every write waits for.
-            let (status, value) = self.app.db.write(f)?;
+            let (status, value) = self.app.db.write_for_user(lock, f)?;
             return Ok(Response::json(status, &value));
         };
-        let response = self.app.db.write(move |c| {
+        let response = self.app.db.write_for_user(lock, move |c| {
             let (status, value) = f(c)?;
             let response = Response::json(status, &value);
             idempotency::complete(c, &token, &stored(&response))?;

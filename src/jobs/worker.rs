@@ -400,6 +400,8 @@ fn complete(app: &App, job: &JobRow, mut done: Done, stop: &AtomicBool) {
             key: None,
             day: today,
             multiplier_micro: crate::domain::MULTIPLIER_ONE_MICRO,
+            // A job's end writes the job too: it runs alone.
+            lock: None,
         };
         let log = NewLog::business(
             user,

@@ -171,6 +171,14 @@ pub struct SpendCaps {
 }
 
 impl SpendCaps {
+    /// The user a charge under these caps may lock alone, running beside
+    /// the charges of other users (`Db::write_for_user`): all but a charge
+    /// under the global budget, whose check reads every user's spend and so
+    /// runs alone (`None`).
+    pub fn lock_user(&self, user: UserId) -> Option<UserId> {
+        self.global_daily_cap.is_none().then_some(user)
+    }
+
     pub const NONE: SpendCaps = SpendCaps {
         daily_cap: None,
         global_daily_cap: None,
@@ -246,7 +254,7 @@ fn check_daily_cap(conn: &Conn<'_>, user: UserId, amount: Credits, caps: &SpendC
     let day = day_number(now, caps.day_utc_offset_minutes);
     let retry_after_s = || seconds_to_next_day(day, caps, now);
     if let Some(cap) = caps.daily_cap {
-        let spent = storage::spent_on(conn, user, day)?;
+        let spent = crate::usage::spent_on(conn, user, day)?;
         if spent + amount > cap {
             return Err(Error::DailyCapExceeded { cap, spent, retry_after_s: retry_after_s() });
         }
@@ -262,7 +270,7 @@ fn check_daily_cap(conn: &Conn<'_>, user: UserId, amount: Credits, caps: &SpendC
 
 /// Today's spend (consumed plus reserved) for `/v1/limits`.
 pub fn spent_today(conn: &Conn<'_>, user: UserId, day_utc_offset_minutes: i32) -> Result<Credits> {
-    Ok(storage::spent_on(conn, user, day_number(Timestamp::now(), day_utc_offset_minutes))?)
+    crate::usage::spent_on(conn, user, day_number(Timestamp::now(), day_utc_offset_minutes))
 }
 
 /// Adds credits as a promotional grant with the defaults (no expiry). For
@@ -408,9 +416,22 @@ fn check_key_limits(
 }
 
 /// Counts `delta` (possibly negative) toward the day's spend of the user,
-/// of everyone, and of the key it was made through.
-fn count_spend(conn: &Conn<'_>, user: UserId, key: Option<ApiKeyId>, day: i64, delta: Credits) -> Result<()> {
-    storage::add_spent(conn, user, day, delta)?;
+/// of everyone, and of the key it was made through; with `usage`, the
+/// call's usage goes on the user's row of the day in the same statements
+/// as their spend (one row per user and day).
+fn count_spend(
+    conn: &Conn<'_>,
+    user: UserId,
+    key: Option<ApiKeyId>,
+    day: i64,
+    delta: Credits,
+    usage: Option<&crate::usage::Counted>,
+) -> Result<()> {
+    match usage {
+        Some(c) => crate::usage::count_spent(conn, user, day, c, delta)?,
+        None => crate::usage::add_spent(conn, user, day, delta)?,
+    }
+    storage::add_global_spent(conn, day, delta)?;
     if let Some(k) = key {
         storage::add_key_spent(conn, k, day, delta)?;
     }
@@ -451,8 +472,8 @@ pub fn consume_at(
         },
     )?;
     grants::record_draw(conn, &draw, txn.id)?;
-    count_spend(conn, user, caps.key, day, amount)?;
-    crate::usage::count(conn, user, day, &crate::usage::Metered::default().request(caps.key, amount))?;
+    let used = crate::usage::Metered::default().request(caps.key, amount);
+    count_spend(conn, user, caps.key, day, amount, Some(&used))?;
     crate::events::spent(conn, user, balance - held, amount, caps.low_balance)?;
     // No business log: the ledger row (with its description) is the record
     // of a plain consume and the usage aggregate counts it; a log row cost
@@ -489,7 +510,7 @@ pub fn hold_at(
         &storage::NewHold { user, amount, job, api_key: caps.key, day, expires_at: now.plus_ms(ttl_ms), at: now },
     )?;
     grants::reserve(conn, user, amount, id, now)?;
-    count_spend(conn, user, caps.key, day, amount)?;
+    count_spend(conn, user, caps.key, day, amount, None)?;
     crate::events::spent(conn, user, balance - held, amount, caps.low_balance)?;
     Ok(id)
 }
@@ -588,8 +609,7 @@ pub fn settle_metered(
     };
     grants::close_reservations(conn, id, &settlement, txn, now)?;
     storage::add_held(conn, h.user, -h.amount)?;
-    count_spend(conn, h.user, h.api_key, h.day, charge - h.amount)?;
-    crate::usage::count(conn, h.user, h.day, &used.request(h.api_key, charge))?;
+    count_spend(conn, h.user, h.api_key, h.day, charge - h.amount, Some(&used.request(h.api_key, charge)))?;
     storage::close_hold(conn, id, HoldStatus::Settled, Some(charge), txn, now)?;
     Ok(HoldOutcome { hold_id: id, status: HoldStatus::Settled, charged: charge, transaction_id: txn })
 }
@@ -633,7 +653,7 @@ fn close_uncharged(conn: &Conn<'_>, id: HoldId, status: HoldStatus, now: Timesta
     let settlement = grants::plan_settle(conn, id, Credits::ZERO, now)?;
     grants::close_reservations(conn, id, &settlement, None, now)?;
     storage::add_held(conn, h.user, -h.amount)?;
-    count_spend(conn, h.user, h.api_key, h.day, -h.amount)?;
+    count_spend(conn, h.user, h.api_key, h.day, -h.amount, None)?;
     storage::close_hold(conn, id, status, Some(Credits::ZERO), None, now)?;
     Ok(HoldOutcome { hold_id: id, status, charged: Credits::ZERO, transaction_id: None })
 }

@@ -291,7 +291,44 @@ impl Db {
     {
         match &self.backend {
             Backend::Sqlite(s) => s.writer.submit_replayable(true, f),
-            Backend::Postgres(p) => p.write(f),
+            Backend::Postgres(p) => p.write(pg::WriteMode::Exclusive, f),
+        }
+    }
+
+    /// [`Db::write`] for a charge of `user` alone (consume, hold, settle,
+    /// release) that reads or writes no other user's money: on PostgreSQL
+    /// it runs beside the charges of other users, with the user's row
+    /// locked first (see `pg::WriteMode::User`). `None` is [`Db::write`].
+    /// SQLite has one writer either way.
+    pub fn write_for_user<T, E>(
+        &self,
+        user: Option<crate::domain::UserId>,
+        f: impl Fn(&Conn<'_>) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        match (&self.backend, user) {
+            (Backend::Postgres(p), Some(u)) => p.write(pg::WriteMode::User(u.0), f),
+            _ => self.write(f),
+        }
+    }
+
+    /// [`Db::write_lazy`] for a charge of `user` alone (a hold), as
+    /// [`Db::write_for_user`].
+    pub fn write_lazy_for_user<T, E>(
+        &self,
+        user: Option<crate::domain::UserId>,
+        f: impl Fn(&Conn<'_>) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        match (&self.backend, user) {
+            (Backend::Postgres(p), Some(u)) => p.write(pg::WriteMode::User(u.0), f),
+            _ => self.write_lazy(f),
         }
     }
 
@@ -342,7 +379,7 @@ impl Db {
             Backend::Sqlite(s) => s.writer.submit_replayable(false, f),
             // PostgreSQL's commit is durable or not by the server's
             // `synchronous_commit`; there is no cheaper path to take.
-            Backend::Postgres(p) => p.write(f),
+            Backend::Postgres(p) => p.write(pg::WriteMode::Exclusive, f),
         }
     }
 }

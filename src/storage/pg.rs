@@ -6,8 +6,13 @@
 //! That gives every write closure the guarantee SQLite's single writer gives
 //! it (nothing else writes between its checks and its writes), so the code
 //! written for SQLite is exact on PostgreSQL too, with several instances on
-//! one database. It also keeps the ledger's hash chain one total order. The
-//! cost is that write transactions do not overlap (see ARCHITECTURE.md).
+//! one database. The cost is that write transactions do not overlap.
+//!
+//! One kind of write is exempt (`WriteMode::User`): a charge of one user
+//! (consume, hold, settle, release) takes the lock *shared* and then locks
+//! the user's row, so charges of different users run at once, while still
+//! never overlapping any other write (which takes the lock exclusively).
+//! ARCHITECTURE.md argues, per path, why that stays exact.
 //!
 //! This module owns connections and transactions; it never holds SQL of a
 //! module (that lives in each module's storage layer).
@@ -51,6 +56,28 @@ impl r2d2::ManageConnection for Manager {
 
     fn has_broken(&self, c: &mut PgClient) -> bool {
         c.client().is_closed()
+    }
+}
+
+/// How a write transaction keeps other writes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// No other write of any instance runs at the same time.
+    Exclusive,
+    /// A charge of this user: other charges (of other users) run at the
+    /// same time; other writes and other charges of this user do not.
+    User(i64),
+}
+
+impl WriteMode {
+    /// BEGIN and the locks, sent as one batch: one round trip.
+    fn begin(self) -> String {
+        match self {
+            WriteMode::Exclusive => format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"),
+            WriteMode::User(user) => format!(
+                "BEGIN; SELECT pg_advisory_xact_lock_shared({WRITE_LOCK_KEY}); SELECT 1 FROM users WHERE id = {user} FOR UPDATE"
+            ),
+        }
     }
 }
 
@@ -142,10 +169,14 @@ impl PgDb {
     /// Runs `f` in a write transaction and commits it; `f` runs again (up
     /// to [`PG_WRITE_ATTEMPTS_MAX`] times) when the server gives up on the
     /// transaction for a conflict. On failure nothing of `f` stays.
-    pub fn write<T, E: From<StorageError>>(&self, f: impl Fn(&Conn<'_>) -> Result<T, E>) -> Result<T, E> {
+    pub fn write<T, E: From<StorageError>>(
+        &self,
+        mode: WriteMode,
+        f: impl Fn(&Conn<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut attempt = 1;
         loop {
-            match self.attempt(&f) {
+            match self.attempt(mode, &f) {
                 Err(Attempt::Conflict(e)) if attempt < PG_WRITE_ATTEMPTS_MAX => {
                     log::debug!("write transaction conflicted ({e}); running it again");
                     attempt += 1;
@@ -160,7 +191,7 @@ impl PgDb {
     /// [`PgDb::write`] for a closure that can run only once: a conflict is
     /// returned, not retried.
     pub fn write_once<T, E: From<StorageError>>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T, E>) -> Result<T, E> {
-        match self.attempt(f) {
+        match self.attempt(WriteMode::Exclusive, f) {
             Ok(v) => Ok(v),
             Err(Attempt::Conflict(e)) => Err(E::from(e)),
             Err(Attempt::Failed(e)) => Err(e),
@@ -168,14 +199,18 @@ impl PgDb {
     }
 
     /// One write transaction running `f` once.
-    fn attempt<T, E: From<StorageError>>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T, E>) -> Result<T, Attempt<E>> {
+    fn attempt<T, E: From<StorageError>>(
+        &self,
+        mode: WriteMode,
+        f: impl FnOnce(&Conn<'_>) -> Result<T, E>,
+    ) -> Result<T, Attempt<E>> {
         let mut c = self.get().map_err(|e| Attempt::Failed(E::from(e)))?;
         // A conflict noted by an earlier read on this pooled connection is
         // not this transaction's.
         let _ = c.take_conflict();
         // BEGIN and the lock in one round trip: the lock is held from here
         // to the commit's answer, so every round trip inside it counts.
-        let begun = c.client().batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"));
+        let begun = c.client().batch_execute(&mode.begin());
         if let Err(e) = begun {
             let _ = c.client().batch_execute("ROLLBACK");
             return Err(Attempt::classify(StorageError::from(e)));
@@ -409,5 +444,90 @@ mod tests {
         assert_eq!(n, 0);
         let err = db.read(|c| c.sqlite().map(|_| ()).map_err(StorageError::from)).unwrap_err();
         assert!(err.to_string().contains("SQLite-only code called on a PostgreSQL connection"), "{err}");
+    }
+
+    /// Counts the sessions of this database waiting for a lock.
+    fn lock_waiters(db: &Db) -> i64 {
+        db.read(|c| {
+            c.query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+                |r| r.get(0),
+            )
+        })
+        .expect("pg_stat_activity")
+    }
+
+    /// Waits (at most 10 s) until `n` sessions wait for a lock.
+    fn until_waiting(db: &Db, n: i64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while lock_waiters(db) < n {
+            assert!(std::time::Instant::now() < deadline, "no session waited for a lock");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// While a charge of user 1 is open: a charge of user 2 runs and
+    /// commits beside it, while another charge of user 1 and any other
+    /// write wait until it ends.
+    #[test]
+    fn a_charge_runs_beside_other_users_charges_and_apart_from_everything_else() {
+        use crate::domain::UserId;
+        use std::sync::mpsc::channel;
+        let Some(url) = test_database() else { return };
+        let db = Db::open_postgres(&url).expect("open");
+        for email in ["a@example.com", "b@example.com"] {
+            db.write(move |c| {
+                c.execute(
+                    "INSERT INTO users (email, password_hash, role, created_at) VALUES (?1, 'h', 'user', 1)",
+                    params![email],
+                )
+            })
+            .expect("a user");
+        }
+        let (inside_tx, inside) = channel();
+        let (release_tx, release) = channel::<()>();
+        let release = std::sync::Mutex::new(release);
+        let first = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                db.write_for_user(Some(UserId(1)), move |c| {
+                    c.execute("UPDATE users SET credits = credits + 1 WHERE id = 1", &[])?;
+                    let _ = inside_tx.send(());
+                    let _ = release.lock().map(|r| r.recv());
+                    Ok::<_, StorageError>(())
+                })
+            })
+        };
+        inside.recv().expect("the first charge began");
+        // Another user's charge commits while the first is open.
+        db.write_for_user(Some(UserId(2)), |c| c.execute("UPDATE users SET credits = credits + 1 WHERE id = 2", &[]))
+            .expect("a charge beside it");
+        // The same user's charge and an exclusive write wait.
+        let same = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                db.write_for_user(Some(UserId(1)), |c| {
+                    c.execute("UPDATE users SET credits = credits + 1 WHERE id = 1", &[])
+                })
+            })
+        };
+        until_waiting(&db, 1);
+        let other = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                db.write(|c| c.execute("UPDATE users SET credits = credits + 10 WHERE id = 2", &[]))
+            })
+        };
+        until_waiting(&db, 2);
+        let credits = |id: i64| -> i64 {
+            db.read(|c| c.query_one("SELECT credits FROM users WHERE id = ?1", params![id], |r| r.get(0))).unwrap()
+        };
+        assert_eq!((credits(1), credits(2)), (0, 1), "only the charge beside it has committed");
+        release_tx.send(()).expect("release the first charge");
+        first.join().expect("first").expect("first commits");
+        same.join().expect("same").expect("same commits");
+        other.join().expect("other").expect("other commits");
+        assert_eq!((credits(1), credits(2)), (2, 11));
     }
 }

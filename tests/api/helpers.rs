@@ -201,6 +201,9 @@ pub fn test_config(dir: &tempfile::TempDir) -> Config {
     c.events.backoff_max_ms = 200;
     c.media.download_backoff_base_ms = 50;
     c.media.allow_private_urls = true;
+    // Seals every second, beside whatever a test does: every audit then
+    // checks seals written while the test's writes ran.
+    c.ledger.seal_interval_s = 1;
     if engine_is_postgres() {
         c.database.url = tollgate::storage::pg::test_database().expect("TOLLGATE_TEST_PG_URL names the test server");
     }
@@ -576,6 +579,7 @@ fn spawn_server(mut cmd: Command, db: &std::path::Path, extra_env: &[(&str, &str
         // Tests that are not about rate limits must not meet them.
         .env("TOLLGATE_LIMITS_RPM", "1000000")
         .env("TOLLGATE_LIMITS_BURST", "1000000")
+        .env("TOLLGATE_LEDGER_SEAL_INTERVAL_S", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (k, v) in extra_env {

@@ -37,8 +37,19 @@ fn sqlite_with_spending(db: &Path) -> String {
     for _ in 0..5 {
         assert_eq!(server.client.consume(&token, 7).status, 201);
     }
+    // The server seals every second: wait for a seal over every head.
+    let conn = rusqlite::Connection::open(db).unwrap();
+    eventually("every chain head sealed", std::time::Duration::from_secs(10), || {
+        conn.query_row("SELECT count(*) FROM users WHERE chain_seq > sealed_seq", [], |r| r.get::<_, i64>(0))
+            .is_ok_and(|n| n == 0)
+    });
     drop(server);
     token
+}
+
+fn seal(o: &Output) -> String {
+    let out = text(o);
+    out.lines().find_map(|l| l.strip_prefix("seal: ")).map(|h| h.split(' ').next().unwrap_or(h).to_owned()).expect(&out)
 }
 
 #[test]
@@ -61,6 +72,12 @@ fn migrate_to_postgres_copies_everything_proves_it_and_refuses_what_it_cannot_pr
     assert!(pg_audit.status.success(), "{}", text(&pg_audit));
     assert_eq!(chain_head(&sqlite_audit), copied_head);
     assert_eq!(chain_head(&pg_audit), copied_head);
+    // The seals came along: the one pinned on SQLite holds on PostgreSQL.
+    let pinned = seal(&sqlite_audit);
+    assert!(pinned.starts_with("seal_"), "{pinned}");
+    assert_eq!(seal(&o), pinned);
+    let o = tollgate(&["audit", "--expect", &pinned], &[("TOLLGATE_DATABASE_URL", &url)]);
+    assert!(o.status.success(), "{}", text(&o));
 
     // A server on the copy: the same signing key, so the old token works,
     // and the same balance.

@@ -270,8 +270,9 @@ pub fn chat(ctx: &Ctx) -> Result<Response, ApiError> {
     let log = chat_log(model, &info, &resp.usage, user);
     let desc = call_description("chat", model, &resp.usage);
     let model_c = model.clone();
+    let lock = reservation.lock;
     let settle = move |c: &Conn<'_>| metered::settle_in(c, &reservation, cost, &desc, &log, &used);
-    let mut response = ctx.commit_then(200, settle, move |outcome| {
+    let mut response = ctx.commit_then_for(lock, 200, settle, move |outcome| {
         let u = resp.usage;
         let tollgate = metered::tollgate_json(outcome, detail.clone());
         // An OpenAI-compatible answer goes back whole, under the public name
@@ -496,6 +497,7 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
     }
     .via(&info.channel);
     let priced = model.priced_name();
+    let lock = reservation.lock;
     let settle = move |c: &Conn<'_>| {
         let log = NewLog::business(
             user,
@@ -505,7 +507,7 @@ pub fn images(ctx: &Ctx) -> Result<Response, ApiError> {
         );
         metered::settle_in(c, &reservation, Cost::Credits(cost), &format!("images {priced} ({delivered})"), &log, &used)
     };
-    ctx.commit_then(200, settle, move |outcome| {
+    ctx.commit_then_for(lock, 200, settle, move |outcome| {
         let detail = metered::unit_detail("image", u64::from(delivered), price_per_image, multiplier);
         let tollgate = metered::tollgate_json(outcome, detail);
         // OpenAI's answer goes back whole: `b64_json` as `b64_json`,
@@ -593,6 +595,7 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
         crate::usage::Metered { input_tokens: usage.prompt_tokens, ..crate::usage::Metered::model(&name) },
     );
     let priced = model.priced_name();
+    let lock = reservation.lock;
     let settle = move |c: &Conn<'_>| {
         let log = NewLog::business(
             user,
@@ -604,7 +607,7 @@ pub fn embeddings(ctx: &Ctx) -> Result<Response, ApiError> {
         let desc = format!("embeddings {priced} ({} tokens)", usage.prompt_tokens);
         metered::settle_in(c, &reservation, cost, &desc, &log, &used)
     };
-    provider_answer(ctx, settle, answer, name_out, detail)
+    provider_answer(ctx, lock, settle, answer, name_out, detail)
 }
 
 /// A token-metered call: held at its token bounds (a lower output bound
@@ -738,8 +741,9 @@ pub(super) fn answer_metered(
     let used = metered::carried(ctx.app, info, metered::used_tokens(model, &usage, &detail));
     let log = call_log(action, model, info, &usage, false, reservation.user, "completed");
     let desc = call_description(what, model, &usage);
+    let lock = reservation.lock;
     let settle = move |c: &Conn<'_>| metered::settle_in(c, &reservation, cost, &desc, &log, &used);
-    provider_answer(ctx, settle, answer, model.name.clone(), detail)
+    provider_answer(ctx, lock, settle, answer, model.name.clone(), detail)
 }
 
 /// Settles a call whose answer is the provider's JSON, and answers it
@@ -748,12 +752,13 @@ pub(super) fn answer_metered(
 /// writer unless it must be stored with an idempotency key.
 pub(super) fn provider_answer(
     ctx: &Ctx,
+    lock: Option<crate::domain::UserId>,
     settle: impl Fn(&Conn<'_>) -> crate::error::Result<crate::ledger::HoldOutcome> + Send + 'static,
     answer: Value,
     public_name: String,
     detail: Map<String, Value>,
 ) -> Result<Response, ApiError> {
-    ctx.commit_then(200, settle, move |outcome| {
+    ctx.commit_then_for(lock, 200, settle, move |outcome| {
         let mut answer = answer.clone();
         // Under the public name, where the answer names a model at all.
         if answer.get("model").is_some() {

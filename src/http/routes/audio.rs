@@ -153,7 +153,10 @@ fn settle(
         ..Metered::model(&model.name)
     };
     let used = crate::metered::carried(ctx.app, info, used);
-    Ok(ctx.app.db.write(move |c| metered::settle_in(c, &r, Cost::Micro(cost_micro), &desc, &log, &used))?)
+    Ok(ctx
+        .app
+        .db
+        .write_for_user(r.lock, move |c| metered::settle_in(c, &r, Cost::Micro(cost_micro), &desc, &log, &used))?)
 }
 
 /// The cost detail of a call from its parts.

@@ -72,7 +72,8 @@ pub fn consume(ctx: &Ctx) -> Result<Response, ApiError> {
     let description = ledger::parse_description(body.description.as_deref())?;
     ctx.app.guard.check_cost(user, amount)?;
     let caps = ctx.app.guard.spend_caps(&caller);
-    let response = ctx.commit(201, move |c| ledger::consume(c, user, amount, &description, &caps))?;
+    let lock = caps.lock_user(user);
+    let response = ctx.commit_for(lock, 201, move |c| ledger::consume(c, user, amount, &description, &caps))?;
     crate::metrics::global().credits_charged.inc_by(amount.0 as u64);
     Ok(response)
 }

@@ -119,7 +119,8 @@ impl StreamCharge {
         let (r, desc) = (self.reservation, call_description(self.what, &self.model, &usage));
         let detail = metered::cost_detail(&self.model, &usage, self.reservation.multiplier_micro);
         let used = metered::carried(&self.app, &self.info, metered::used_tokens(&self.model, &usage, &detail));
-        if let Err(e) = self.app.db.write(move |c| metered::settle_in(c, &r, cost, &desc, &log, &used)) {
+        if let Err(e) = self.app.db.write_for_user(r.lock, move |c| metered::settle_in(c, &r, cost, &desc, &log, &used))
+        {
             log::error!("could not settle a streamed {}: {e}; its hold will expire uncharged", self.what);
         }
     }
