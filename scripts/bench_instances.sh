@@ -3,7 +3,8 @@
 # instances, in one run (BENCHMARKS.md, "PostgreSQL"). Needs a release build
 # (cargo build --release --examples) and a PostgreSQL server: it starts a
 # throwaway one with scripts/pg-temp unless TOLLGATE_TEST_PG_URL names one.
-# BIN=path runs another build (a baseline); REDIS=1 adds three instances
+# BIN=path runs another build (a baseline; LOADGEN=path its own load generator,
+# which seeds users in that build's schema); REDIS=1 adds three instances
 # sharing their limits through a throwaway Redis (scripts/redis-temp).
 #   scripts/bench_instances.sh [requests per run] [rounds]
 set -euo pipefail
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 requests="${1:-60000}"
 rounds="${2:-1}"
 bin="${BIN:-target/release/tollgate}"
-loadgen=target/release/examples/loadgen
+loadgen="${LOADGEN:-target/release/examples/loadgen}"
 cleanup() {
   if [ -n "${TOLLGATE_TEST_PG_DIR:-}" ]; then scripts/pg-temp stop "$TOLLGATE_TEST_PG_DIR"; fi
   if [ -n "${TOLLGATE_TEST_REDIS_DIR:-}" ]; then scripts/redis-temp stop "$TOLLGATE_TEST_REDIS_DIR"; fi

@@ -15,7 +15,8 @@ mod web;
 pub use credits::{CREDITS_AMOUNT_MAX, Credits, MULTIPLIER_ONE_MICRO, scale_up};
 pub use event_type::{EVENT_TYPES_MAX, EventType, check_event_types};
 pub use ids::{
-    ApiKeyId, CodeId, DeliveryId, EndpointId, FileId, GrantId, HoldId, JobId, LogId, PaymentId, TxnId, UserId,
+    ApiKeyId, CodeId, DeliveryId, EndpointId, FileId, GrantId, HoldId, JobId, LogId, PaymentId, TOTAL_SHARDS, TxnId,
+    UserId, total_shard,
 };
 pub use inputs::{Email, Password, Role};
 pub use time::{Timestamp, day_number, day_start};

@@ -431,7 +431,7 @@ fn count_spend(
         Some(c) => crate::usage::count_spent(conn, user, day, c, delta)?,
         None => crate::usage::add_spent(conn, user, day, delta)?,
     }
-    storage::add_global_spent(conn, day, delta)?;
+    storage::add_global_spent(conn, user, day, delta)?;
     if let Some(k) = key {
         storage::add_key_spent(conn, k, day, delta)?;
     }

@@ -294,17 +294,18 @@ pub fn active_held_sum(conn: &Conn<'_>, user: UserId) -> Result<Credits> {
     )
 }
 
-/// Adds `delta` (possibly negative) to everyone's spend on `day`, never
-/// below zero (each user's is on their usage row: `usage::count_spent`).
-pub fn add_global_spent(conn: &Conn<'_>, day: i64, delta: Credits) -> Result<()> {
+/// Adds `delta` (possibly negative) to everyone's spend on `day`, in the
+/// user's shard, never below zero (each user's own is on their usage row:
+/// `usage::count_spent`).
+pub fn add_global_spent(conn: &Conn<'_>, user: UserId, day: i64, delta: Credits) -> Result<()> {
     conn.execute(
         Sql::each(
-            "INSERT INTO daily_spend_global (day, spent) VALUES (?1, MAX(?2, 0))
-             ON CONFLICT(day) DO UPDATE SET spent = MAX(spent + ?2, 0)",
-            "INSERT INTO daily_spend_global (day, spent) VALUES (?1, GREATEST(?2, 0))
-             ON CONFLICT(day) DO UPDATE SET spent = GREATEST(daily_spend_global.spent + ?2, 0)",
+            "INSERT INTO daily_spend_global (day, shard, spent) VALUES (?1, ?3, MAX(?2, 0))
+             ON CONFLICT(day, shard) DO UPDATE SET spent = MAX(spent + ?2, 0)",
+            "INSERT INTO daily_spend_global (day, shard, spent) VALUES (?1, ?3, GREATEST(?2, 0))
+             ON CONFLICT(day, shard) DO UPDATE SET spent = GREATEST(daily_spend_global.spent + ?2, 0)",
         ),
-        params![day, delta],
+        params![day, delta, crate::domain::total_shard(user)],
     )?;
     Ok(())
 }
@@ -352,7 +353,10 @@ pub fn add_key_spent(conn: &Conn<'_>, key: ApiKeyId, day: i64, delta: Credits) -
 
 pub fn global_spent_on(conn: &Conn<'_>, day: i64) -> Result<Credits> {
     Ok(conn
-        .query_opt("SELECT spent FROM daily_spend_global WHERE day = ?1", params![day], |r| r.get(0))?
+        .query_opt("SELECT CAST(SUM(spent) AS BIGINT) FROM daily_spend_global WHERE day = ?1", params![day], |r| {
+            r.get::<Option<Credits>>(0)
+        })?
+        .flatten()
         .unwrap_or(Credits::ZERO))
 }
 

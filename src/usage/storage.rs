@@ -53,10 +53,11 @@ fn statements(width: usize) -> &'static Statements {
                 params(5),
                 add_to("usage_daily")
             ),
+            // ?4: the user's shard of the day's totals.
             totals: format!(
-                "INSERT INTO usage_totals (day, model, channel, {cols}) VALUES (?1, ?2, ?3, {})
-                 ON CONFLICT (day, model, channel) DO UPDATE SET {}",
-                params(4),
+                "INSERT INTO usage_totals (day, model, channel, shard, {cols}) VALUES (?1, ?2, ?3, ?4, {})
+                 ON CONFLICT (day, model, channel, shard) DO UPDATE SET {}",
+                params(5),
                 add_to("usage_totals")
             ),
             // The spend (?3) is the day's own, never below zero; the
@@ -110,9 +111,14 @@ pub fn add(conn: &Conn<'_>, day: i64, user: UserId, c: &Counted, spent: i64) -> 
     conn.execute(
         s.totals.as_str(),
         &dyn_params(
-            &([Value::Integer(day), Value::Text(c.model.clone()), Value::Text(c.channel.clone())]
-                .into_iter()
-                .chain(counts(c)))
+            &([
+                Value::Integer(day),
+                Value::Text(c.model.clone()),
+                Value::Text(c.channel.clone()),
+                Value::Integer(crate::domain::total_shard(user)),
+            ]
+            .into_iter()
+            .chain(counts(c)))
             .collect::<Vec<_>>(),
         ),
     )?;

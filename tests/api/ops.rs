@@ -332,7 +332,12 @@ fn every_earlier_schema_version_with_data_migrates_to_the_current_one_and_audits
             c.execute("INSERT INTO credit_holds (user_id, amount, status, day, expires_at, created_at) VALUES (1, 7, 'active', 1, 9999999999999, 1)", []).unwrap();
             c.execute("UPDATE users SET held = 7 WHERE id = 1", []).unwrap();
             // The reservation counts toward its day's spend.
-            c.execute("INSERT INTO daily_spend (user_id, day, spent) VALUES (1, 1, 7)", []).unwrap();
+            let spend = if from < 19 {
+                "INSERT INTO daily_spend (user_id, day, spent) VALUES (1, 1, 7)"
+            } else {
+                "INSERT INTO usage_user_running (user_id, day, spent) VALUES (1, 1, 7)"
+            };
+            c.execute(spend, []).unwrap();
             if from >= 8 {
                 // Since V8 a grant row comes with its grant, and a hold
                 // reserves on it.
