@@ -66,6 +66,16 @@ typed_id!(DeliveryId, "dlv_");
 typed_id!(FileId, "file_");
 typed_id!(PaymentId, "pay_");
 
+/// Rows of everyone's totals per day (`usage_totals`, `daily_spend_global`)
+/// are split this many ways by user, so charges of different users rarely
+/// update the same row (on PostgreSQL each waits for the other's commit).
+pub const TOTAL_SHARDS: i64 = 32;
+
+/// The shard of everyone's totals a user's charges count in.
+pub fn total_shard(user: UserId) -> i64 {
+    user.0.rem_euclid(TOTAL_SHARDS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,14 +90,4 @@ mod tests {
         assert_eq!(UserId::parse("usr_-1"), None);
         assert_eq!(UserId::parse("usr_99999999999999999999"), None);
     }
-}
-
-/// Rows of everyone's totals per day (`usage_totals`, `daily_spend_global`)
-/// are split this many ways by user, so charges of different users rarely
-/// update the same row (on PostgreSQL each waits for the other's commit).
-pub const TOTAL_SHARDS: i64 = 32;
-
-/// The shard of everyone's totals a user's charges count in.
-pub fn total_shard(user: UserId) -> i64 {
-    user.0.rem_euclid(TOTAL_SHARDS)
 }
