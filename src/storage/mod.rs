@@ -309,10 +309,7 @@ impl Db {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        match (&self.backend, user) {
-            (Backend::Postgres(p), Some(u)) => p.write(pg::WriteMode::User(u.0), f),
-            _ => self.write(f),
-        }
+        self.write_as(user, true, f)
     }
 
     /// [`Db::write_lazy`] for a charge of `user` alone (a hold), as
@@ -326,9 +323,23 @@ impl Db {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
+        self.write_as(user, false, f)
+    }
+
+    fn write_as<T, E>(
+        &self,
+        user: Option<crate::domain::UserId>,
+        durable: bool,
+        f: impl Fn(&Conn<'_>) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
         match (&self.backend, user) {
+            (Backend::Sqlite(s), _) => s.writer.submit_replayable(durable, f),
             (Backend::Postgres(p), Some(u)) => p.write(pg::WriteMode::User(u.0), f),
-            _ => self.write_lazy(f),
+            (Backend::Postgres(p), None) => p.write(pg::WriteMode::Exclusive, f),
         }
     }
 
