@@ -63,9 +63,26 @@ fn lease_until(app: &App) -> Timestamp {
 
 fn work(app: &Arc<App>, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
+        let per_user = app.config.jobs.processing_per_user_max;
+        // A read first, and a claim only when a job is due: an idle worker
+        // takes no write. On PostgreSQL every write but a charge runs alone,
+        // so an idle claim a second per worker would hold up every charge
+        // in flight each time.
+        let wait = match app.db.read(|c| storage::next_due(c, per_user)) {
+            Ok(Some(t)) => (t.millis() - Timestamp::now().millis()).min(IDLE_WAIT_MS_MAX as i64),
+            Ok(None) => IDLE_WAIT_MS_MAX as i64,
+            Err(e) => {
+                log::error!("job worker cannot read the queue: {e}");
+                thread::sleep(Duration::from_millis(IDLE_WAIT_MS_MAX));
+                continue;
+            }
+        };
+        if wait > 0 {
+            app.notifier.wait(Duration::from_millis(wait.max(5) as u64));
+            continue;
+        }
         let until = lease_until(app);
         let hold_until = until.plus_ms(app.hold_ttl_ms());
-        let per_user = app.config.jobs.processing_per_user_max;
         let claimed = app.db.write(move |c| {
             let job = storage::claim_due(c, Timestamp::now(), until, per_user)?;
             if let Some(h) = job.as_ref().and_then(|j| j.hold) {
@@ -77,13 +94,8 @@ fn work(app: &Arc<App>, stop: &AtomicBool) {
             // Its provider calls count as its owner's (the breaker counts
             // distinct callers).
             Ok(Some(job)) => crate::providers::breaker::as_caller(Some(job.user.0), || run(app, job, stop)),
-            Ok(None) => {
-                let wait = match app.db.read(|c| storage::next_due(c, per_user)) {
-                    Ok(Some(t)) => (t.millis() - Timestamp::now().millis()).clamp(5, IDLE_WAIT_MS_MAX as i64) as u64,
-                    _ => IDLE_WAIT_MS_MAX,
-                };
-                app.notifier.wait(Duration::from_millis(wait));
-            }
+            // Another worker took it first.
+            Ok(None) => app.notifier.wait(Duration::from_millis(5)),
             Err(e) => {
                 log::error!("job worker cannot claim work: {e}");
                 thread::sleep(Duration::from_millis(IDLE_WAIT_MS_MAX));
