@@ -4,6 +4,7 @@
 //! Nothing here hashes or decides; `seal.rs` does, and the audit reads
 //! through these.
 
+use crate::storage::sql::{dyn_params, values_list};
 use crate::storage::{Conn, Engine, Sql, StorageError};
 use rusqlite::params;
 use rusqlite::types::Value;
@@ -113,14 +114,12 @@ pub fn insert(conn: &Conn<'_>, seal: &SealRow, heads: &[Head]) -> Result<()> {
         ],
     )?;
     for chunk in heads.chunks(HEADS_PER_STATEMENT_MAX) {
-        let mut sql = String::from("INSERT INTO ledger_seal_heads (seal_id, user_id, seq, txn_id, hash) VALUES ");
+        let sql = format!(
+            "INSERT INTO ledger_seal_heads (seal_id, user_id, seq, txn_id, hash) VALUES {}",
+            values_list(chunk.len(), 5)
+        );
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 5);
-        for (i, h) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            let n = i * 5;
-            sql.push_str(&format!("(?{}, ?{}, ?{}, ?{}, ?{})", n + 1, n + 2, n + 3, n + 4, n + 5));
+        for h in chunk {
             values.extend([
                 Value::Integer(seal.id),
                 Value::Integer(h.user_id),
@@ -129,7 +128,7 @@ pub fn insert(conn: &Conn<'_>, seal: &SealRow, heads: &[Head]) -> Result<()> {
                 Value::Text(h.hash.clone()),
             ]);
         }
-        conn.execute(&sql, &crate::storage::sql::dyn_params(&values))?;
+        conn.execute(&sql, &dyn_params(&values))?;
     }
     Ok(())
 }

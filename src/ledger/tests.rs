@@ -532,3 +532,28 @@ fn seals_record_the_heads_that_moved_and_audit_with_writers_racing_them() {
         assert_eq!(report.rows_checked, 3 + 1 + 120);
     }
 }
+
+/// A seal records at most `SEAL_HEADS_MAX` heads; a pass writes another
+/// seal for the users left, and every head ends up sealed once.
+#[test]
+fn a_seal_stops_at_its_limit_and_the_next_takes_the_rest() {
+    let (_dir, db) = db();
+    let n = seal::SEAL_HEADS_MAX + 1;
+    db.write(move |c| {
+        for i in 0..n {
+            let email = Email::parse(&format!("u{i}@example.com")).map_err(|m| Error::Internal(m.to_string()))?;
+            let u = crate::users::insert(c, &email, "x", Role::User)?;
+            grant(c, u.id, Credits(1), "seed")?;
+        }
+        Ok::<_, Error>(())
+    })
+    .unwrap();
+    let last = seal::seal_all(&db).unwrap().expect("seals");
+    assert_eq!(last.id, 2, "two seals for one more user than a seal holds");
+    let heads: Vec<i64> =
+        db.read(|c| c.query_all("SELECT heads FROM ledger_seals ORDER BY id", &[], |r| r.get(0))).unwrap();
+    assert_eq!(heads, [seal::SEAL_HEADS_MAX, 1]);
+    assert!(db.read(|c| seal_storage::moved_heads(c, 10)).unwrap().is_empty());
+    let report = db.read(|c| audit::audit(c, Some(&audit::Expectation::Seal(last)))).unwrap();
+    assert!(report.valid, "{report:?}");
+}

@@ -7,7 +7,7 @@
 //! transaction holds it all or nothing.
 
 use super::StorageError;
-use super::sql::{Conn, dyn_params};
+use super::sql::{Conn, dyn_params, values_list};
 use rusqlite::types::Value;
 
 /// Every table, parents before children (references are checked on
@@ -121,18 +121,7 @@ fn copy_table(from: &Conn<'_>, to: &Conn<'_>, table: &str, cols: &[String]) -> R
             return Ok(());
         }
         let n = pending.len() / cols.len();
-        let mut sql = format!("INSERT INTO {table} ({list}) VALUES ");
-        for row in 0..n {
-            sql.push_str(if row == 0 { "(" } else { ", (" });
-            for c in 0..cols.len() {
-                if c > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push('?');
-                sql.push_str(&(row * cols.len() + c + 1).to_string());
-            }
-            sql.push(')');
-        }
+        let sql = format!("INSERT INTO {table} ({list}) VALUES {}", values_list(n, cols.len()));
         to.execute(&sql, &dyn_params(pending))?;
         pending.clear();
         Ok(())

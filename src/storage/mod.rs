@@ -289,10 +289,7 @@ impl Db {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        match &self.backend {
-            Backend::Sqlite(s) => s.writer.submit_replayable(true, f),
-            Backend::Postgres(p) => p.write(pg::WriteMode::Exclusive, f),
-        }
+        self.write_as(None, true, f)
     }
 
     /// [`Db::write`] for a charge of `user` alone (consume, hold, settle,
@@ -326,6 +323,10 @@ impl Db {
         self.write_as(user, false, f)
     }
 
+    /// Every replayable write: SQLite's writer, durable or lazy; on
+    /// PostgreSQL, whose commit is durable or not by the server's
+    /// `synchronous_commit` (there is no cheaper path to take), a
+    /// transaction alone or beside other users' charges.
     fn write_as<T, E>(
         &self,
         user: Option<crate::domain::UserId>,
@@ -386,11 +387,6 @@ impl Db {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        match &self.backend {
-            Backend::Sqlite(s) => s.writer.submit_replayable(false, f),
-            // PostgreSQL's commit is durable or not by the server's
-            // `synchronous_commit`; there is no cheaper path to take.
-            Backend::Postgres(p) => p.write(pg::WriteMode::Exclusive, f),
-        }
+        self.write_as(None, false, f)
     }
 }

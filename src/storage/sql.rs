@@ -41,6 +41,24 @@ pub fn dyn_params(values: &[rusqlite::types::Value]) -> Vec<&dyn ToSql> {
     values.iter().map(|v| v as &dyn ToSql).collect()
 }
 
+/// The VALUES list of a multi-row INSERT, `(?1, ?2), (?3, ?4)` for 2 rows
+/// of 2 columns: the parameters numbered row by row.
+pub fn values_list(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 6);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('?');
+            sql.push_str(&(row * columns + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 /// Which engine a connection talks to, for the few statements whose text
 /// differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -493,6 +511,12 @@ fn pg_cell(r: &postgres::Row, i: usize) -> Result<Value, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_values_list_numbers_the_parameters_row_by_row() {
+        assert_eq!(values_list(1, 1), "(?1)");
+        assert_eq!(values_list(2, 3), "(?1, ?2, ?3), (?4, ?5, ?6)");
+    }
 
     /// Statements built at run time cannot grow a connection's cache past
     /// its limit, and statements keep working when it starts over.
