@@ -391,7 +391,7 @@ fn upkeep(app: &App, stop: &AtomicBool) {
         thread::sleep(Duration::from_millis(200));
         if last_sweep.elapsed() >= sweep_every {
             last_sweep = Instant::now();
-            if let Err(e) = app.db.write(|c| ledger::expire_due(c, Timestamp::now())) {
+            if let Err(e) = ledger::sweep(&app.db, Timestamp::now()) {
                 log::error!("hold sweep failed: {e}");
             }
             if app.db.is_shared() {

@@ -108,6 +108,11 @@ pub const CLAIM_STALE_MS: i64 = 3_600_000;
 /// gets `request_in_progress`, never a second effect.
 pub fn clear_stale_in_progress(db: &Db) -> Result<usize> {
     let before = Timestamp::now().plus_ms(-CLAIM_STALE_MS);
+    // Written only when there is one: an idle pass must not hold up the
+    // charges (see `ledger::sweep`).
+    if !db.read(|c| storage::any_in_progress_before(c, before))? {
+        return Ok(0);
+    }
     db.write(move |c| Ok(storage::delete_in_progress_before(c, before)?))
 }
 

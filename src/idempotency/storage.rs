@@ -60,6 +60,14 @@ pub fn delete_in_progress(conn: &Conn<'_>, user: UserId, key: &str) -> Result<us
     )
 }
 
+pub fn any_in_progress_before(conn: &Conn<'_>, before: Timestamp) -> Result<bool> {
+    conn.query_one(
+        "SELECT EXISTS (SELECT 1 FROM idempotency_keys WHERE state = 'in_progress' AND created_at < ?1)",
+        params![before],
+        |r| r.get(0),
+    )
+}
+
 pub fn delete_in_progress_before(conn: &Conn<'_>, before: Timestamp) -> Result<usize> {
     conn.execute("DELETE FROM idempotency_keys WHERE state = 'in_progress' AND created_at < ?1", params![before])
 }

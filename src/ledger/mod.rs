@@ -677,6 +677,22 @@ pub fn expire_due(conn: &Conn<'_>, now: Timestamp) -> Result<usize> {
     Ok(due.len() + grants::expire_due(conn, now)?)
 }
 
+/// The sweeper's pass: [`expire_due`], in a write only when a read finds
+/// something due. On PostgreSQL a write that is not a charge waits for the
+/// charges in flight and holds up the next ones, so an idle pass, from every
+/// instance, must not write.
+pub fn sweep(db: &crate::storage::Db, now: Timestamp) -> Result<usize> {
+    let due = db.read(|c| {
+        Ok::<_, Error>(
+            !storage::due_holds(c, now, 1)?.is_empty() || !grant_storage::users_with_due_grants(c, now, 1)?.is_empty(),
+        )
+    })?;
+    if !due {
+        return Ok(0);
+    }
+    db.write(move |c| expire_due(c, now))
+}
+
 /// At start, before any request: releases (a batch at most of) the holds
 /// of calls that died with the previous process. Jobs' holds are left to job
 /// recovery, which resumes or fails their jobs. Returns how many.

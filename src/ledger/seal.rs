@@ -10,8 +10,10 @@
 //! chains (the genesis), once that chain has been verified.
 //!
 //! One sealer at a time: SQLite's writer, or an advisory lock on
-//! PostgreSQL that a second instance does not wait for. This module never
-//! repairs a chain; the audit reports what it finds.
+//! PostgreSQL that a second instance does not wait for. On PostgreSQL a
+//! seal runs beside charges: it records the heads one snapshot saw and
+//! waits for no user's row, so sealing holds no charge up. This module never repairs a chain; the audit reports what
+//! it finds.
 
 use super::chain::{self, GENESIS_HASH};
 use super::seal_storage::{self, Head, SealRow};
@@ -139,7 +141,7 @@ pub fn seal_all(db: &Db) -> Result<Option<SealRef>> {
     let mut newest = None;
     loop {
         let legacy = legacy.clone();
-        let written = db.write(move |c| seal_once(c, Timestamp::now(), legacy.as_ref()))?;
+        let written = db.write_rows(move |c| seal_once(c, Timestamp::now(), legacy.as_ref()))?;
         match written {
             Some((seal, heads)) => {
                 newest = Some(seal);

@@ -5,7 +5,7 @@
 //! through these.
 
 use crate::storage::sql::{dyn_params, values_list};
-use crate::storage::{Conn, Engine, Sql, StorageError};
+use crate::storage::{Conn, Engine, StorageError};
 use rusqlite::params;
 use rusqlite::types::Value;
 
@@ -64,38 +64,54 @@ pub fn legacy_head(conn: &Conn<'_>) -> Result<Option<(i64, String)>> {
 }
 
 /// The heads of up to `limit` users whose chains moved since the last
-/// seal, by user id, locked on PostgreSQL (in that order, as every writer
-/// that locks several users does) so they cannot move before they are
-/// marked sealed.
+/// seal, by user id, as one snapshot saw them: a user's head (the
+/// sequence and hash on their row, and their last ledger row) is written
+/// in one transaction, so a snapshot never sees half of one. Nothing is
+/// locked: a head that moves after the snapshot is sealed next time.
 pub fn moved_heads(conn: &Conn<'_>, limit: i64) -> Result<Vec<Head>> {
     // The head's row is the user's last by id (a user's rows are numbered
     // in id order), found through the per-user index.
     conn.query_all(
-        Sql::each(
-            "SELECT u.id, u.chain_seq,
-                    (SELECT t.id FROM credit_transactions t WHERE t.user_id = u.id ORDER BY t.id DESC LIMIT 1),
-                    u.chain_hash
-             FROM users u WHERE u.chain_seq > u.sealed_seq ORDER BY u.id LIMIT ?1",
-            "SELECT u.id, u.chain_seq,
-                    (SELECT t.id FROM credit_transactions t WHERE t.user_id = u.id ORDER BY t.id DESC LIMIT 1),
-                    u.chain_hash
-             FROM users u WHERE u.chain_seq > u.sealed_seq ORDER BY u.id LIMIT ?1 FOR UPDATE OF u",
-        ),
+        "SELECT u.id, u.chain_seq,
+                (SELECT t.id FROM credit_transactions t WHERE t.user_id = u.id ORDER BY t.id DESC LIMIT 1),
+                u.chain_hash
+         FROM users u WHERE u.chain_seq > u.sealed_seq ORDER BY u.id LIMIT ?1",
         params![limit],
         |r| Ok(Head { user_id: r.get(0)?, seq: r.get(1)?, txn_id: r.get(2)?, hash: r.get(3)? }),
     )
 }
 
-/// Records that `heads` are sealed.
+/// Records that `heads` are sealed: each user's `sealed_seq` becomes the
+/// sequence sealed (a user who moved since stays moved). On PostgreSQL a
+/// user whose row is locked elsewhere (a charge in flight, an operator's
+/// transaction) is skipped, not waited for: they stay moved, and the next
+/// seal records their head again.
 pub fn mark_sealed(conn: &Conn<'_>, heads: &[Head]) -> Result<()> {
-    let (Some(first), Some(last)) = (heads.first(), heads.last()) else { return Ok(()) };
-    // The heads were read by id with a limit, so they are every moved user
-    // in this id range; their rows are locked (or the writer is ours).
-    conn.execute(
-        "UPDATE users SET sealed_seq = chain_seq WHERE id >= ?1 AND id <= ?2 AND chain_seq > sealed_seq",
-        params![first.user_id, last.user_id],
-    )?;
+    for chunk in heads.chunks(HEADS_PER_STATEMENT_MAX) {
+        let ids = id_list(chunk.iter().map(|h| h.user_id));
+        match conn.engine() {
+            // The writer is the only one: nothing moved since the read.
+            Engine::Sqlite => conn.execute(
+                "UPDATE users SET sealed_seq = chain_seq WHERE id IN (SELECT value FROM json_each('[' || ?1 || ']'))",
+                params![ids],
+            )?,
+            Engine::Postgres => conn.execute(
+                "UPDATE users u SET sealed_seq = h.seq
+                 FROM (SELECT unnest(string_to_array(?1, ',')::bigint[]) AS id,
+                              unnest(string_to_array(?2, ',')::bigint[]) AS seq) h
+                 WHERE u.id = h.id AND u.sealed_seq < h.seq
+                   AND u.id IN (SELECT id FROM users WHERE id = ANY(string_to_array(?1, ',')::bigint[])
+                                FOR UPDATE SKIP LOCKED)",
+                params![ids, id_list(chunk.iter().map(|h| h.seq))],
+            )?,
+        };
+    }
     Ok(())
+}
+
+/// Numbers as one parameter ("1,2,3"): one statement for any count.
+fn id_list(ids: impl Iterator<Item = i64>) -> String {
+    ids.map(|i| i.to_string()).collect::<Vec<_>>().join(",")
 }
 
 /// Inserts a seal and its heads.

@@ -289,7 +289,7 @@ impl Db {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        self.write_as(None, true, f)
+        self.write_as(pg::WriteMode::Exclusive, true, f)
     }
 
     /// [`Db::write`] for a charge of `user` alone (consume, hold, settle,
@@ -306,7 +306,19 @@ impl Db {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        self.write_as(user, true, f)
+        self.write_as(pg::WriteMode::for_user(user), true, f)
+    }
+
+    /// [`Db::write`] for a closure that waits for no row lock on
+    /// PostgreSQL (the sealer: it reads from its snapshot and skips locked
+    /// rows), so it runs beside charges instead of draining them (see
+    /// `pg::WriteMode::Rows`). SQLite has one writer either way.
+    pub fn write_rows<T, E>(&self, f: impl Fn(&Conn<'_>) -> Result<T, E> + Send + 'static) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        self.write_as(pg::WriteMode::Rows, true, f)
     }
 
     /// [`Db::write_lazy`] for a charge of `user` alone (a hold), as
@@ -320,7 +332,7 @@ impl Db {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        self.write_as(user, false, f)
+        self.write_as(pg::WriteMode::for_user(user), false, f)
     }
 
     /// Every replayable write: SQLite's writer, durable or lazy; on
@@ -329,7 +341,7 @@ impl Db {
     /// transaction alone or beside other users' charges.
     fn write_as<T, E>(
         &self,
-        user: Option<crate::domain::UserId>,
+        mode: pg::WriteMode,
         durable: bool,
         f: impl Fn(&Conn<'_>) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E>
@@ -337,10 +349,9 @@ impl Db {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        match (&self.backend, user) {
-            (Backend::Sqlite(s), _) => s.writer.submit_replayable(durable, f),
-            (Backend::Postgres(p), Some(u)) => p.write(pg::WriteMode::User(u.0), f),
-            (Backend::Postgres(p), None) => p.write(pg::WriteMode::Exclusive, f),
+        match &self.backend {
+            Backend::Sqlite(s) => s.writer.submit_replayable(durable, f),
+            Backend::Postgres(p) => p.write(mode, f),
         }
     }
 
@@ -387,6 +398,6 @@ impl Db {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        self.write_as(None, false, f)
+        self.write_as(pg::WriteMode::Exclusive, false, f)
     }
 }

@@ -12,7 +12,11 @@
 //! (consume, hold, settle, release) takes the lock *shared* and then locks
 //! the user's row, so charges of different users run at once, while still
 //! never overlapping any other write (which takes the lock exclusively).
-//! ARCHITECTURE.md argues, per path, why that stays exact.
+//! ARCHITECTURE.md argues, per path, why that stays exact. The sealer
+//! (`WriteMode::Rows`) takes the lock shared too and waits for no row (it
+//! reads from its snapshot and skips rows locked elsewhere), so neither a
+//! charge in flight nor a row an operator holds makes it wait, or anyone
+//! wait behind it.
 //!
 //! This module owns connections and transactions; it never holds SQL of a
 //! module (that lives in each module's storage layer).
@@ -67,9 +71,18 @@ pub enum WriteMode {
     /// A charge of this user: other charges (of other users) run at the
     /// same time; other writes and other charges of this user do not.
     User(i64),
+    /// A write that never waits for a row lock (it reads from its snapshot
+    /// and skips rows locked elsewhere, `FOR UPDATE SKIP LOCKED`): it runs
+    /// beside charges, and no other write runs beside it.
+    Rows,
 }
 
 impl WriteMode {
+    /// A charge of `user`, or an exclusive write when there is none.
+    pub fn for_user(user: Option<crate::domain::UserId>) -> WriteMode {
+        user.map_or(WriteMode::Exclusive, |u| WriteMode::User(u.0))
+    }
+
     /// BEGIN and the locks, sent as one batch: one round trip.
     fn begin(self) -> String {
         match self {
@@ -77,6 +90,7 @@ impl WriteMode {
             WriteMode::User(user) => format!(
                 "BEGIN; SELECT pg_advisory_xact_lock_shared({WRITE_LOCK_KEY}); SELECT 1 FROM users WHERE id = {user} FOR UPDATE"
             ),
+            WriteMode::Rows => format!("BEGIN; SELECT pg_advisory_xact_lock_shared({WRITE_LOCK_KEY})"),
         }
     }
 }
