@@ -45,7 +45,9 @@ pub struct DatabaseConfig {
     /// PostgreSQL only; 1 to 64.
     pub instances: u32,
     /// PostgreSQL: the longest a request's statement may run before the
-    /// server cancels it (503 `database_busy`). The audit and
+    /// server cancels it (503 `database_busy`); a server that answers
+    /// nothing is given up `pg::PG_IO_GRACE_MS` later, and a pooled
+    /// connection is waited for no longer than this. The audit and
     /// `migrate-to-postgres` are exempt.
     pub statement_timeout_ms: u64,
     /// PostgreSQL: the longest a request waits for a row lock another

@@ -59,6 +59,9 @@ fn sqlite_disk_full(e: &rusqlite::Error) -> bool {
     e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
 }
 
+/// How the PostgreSQL client says a wait for the server passed its bound.
+const PG_SILENT: &str = "timeout waiting for server";
+
 impl StorageError {
     pub fn open(path: &Path, source: rusqlite::Error) -> StorageError {
         StorageError::Open { path: path.display().to_string(), source }
@@ -97,7 +100,13 @@ impl StorageError {
                 use postgres::error::SqlState;
                 let shutting_down = matches!(e.code(), Some(c) if *c == SqlState::ADMIN_SHUTDOWN
                     || *c == SqlState::CRASH_SHUTDOWN || *c == SqlState::CANNOT_CONNECT_NOW);
-                shutting_down || e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+                // The vendored client's wait bound (vendor/postgres/PATCHES.md)
+                // passed: the server answered nothing, the connection is gone.
+                let silent = e.as_db_error().is_none() && e.to_string() == PG_SILENT;
+                shutting_down
+                    || silent
+                    || e.is_closed()
+                    || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
             }
             _ => false,
         }

@@ -44,14 +44,27 @@ pub const PG_WRITE_ATTEMPTS_MAX: u32 = 5;
 /// instances starting at once). An arbitrary constant: "tollgat" in ASCII.
 const WRITE_LOCK_KEY: i64 = 0x0074_6f6c_6c67_6174;
 
-struct Manager(PostgresConnectionManager<postgres::NoTls>);
+/// Past a statement's own limit, how long more a request waits for the
+/// server before it gives the connection up: the server normally cancels
+/// the statement first (a clear error, the connection kept); this is for a
+/// server that cannot (frozen, SIGSTOPped, its host gone silent).
+pub const PG_IO_GRACE_MS: u64 = 250;
+
+/// Opens pooled connections; with `io_timeout`, every wait for the server
+/// on them is bounded (vendor/postgres/PATCHES.md).
+struct Manager {
+    inner: PostgresConnectionManager<postgres::NoTls>,
+    io_timeout: Option<Duration>,
+}
 
 impl r2d2::ManageConnection for Manager {
     type Connection = PgClient;
     type Error = postgres::Error;
 
     fn connect(&self) -> Result<PgClient, postgres::Error> {
-        self.0.connect().map(PgClient::new)
+        let mut client = self.inner.connect()?;
+        client.set_io_timeout(self.io_timeout);
+        Ok(PgClient::new(client))
     }
 
     fn is_valid(&self, c: &mut PgClient) -> Result<(), postgres::Error> {
@@ -98,12 +111,16 @@ impl WriteMode {
 /// A PostgreSQL database shared by any number of tollgate instances.
 pub struct PgDb {
     pool: r2d2::Pool<Manager>,
+    /// The pooled connections' bound on a wait for the server, if any.
+    io_timeout: Option<Duration>,
 }
 
 /// What bounds a request connection's statements: the server cancels a
 /// statement past `statement_timeout_ms` and a lock wait past
 /// `lock_timeout_ms` (SQLSTATE 57014 / 55P03), so a hung statement or a
-/// lock held elsewhere frees the worker with a clear 503.
+/// lock held elsewhere frees the worker with a clear 503; a server that
+/// answers nothing at all is given up [`PG_IO_GRACE_MS`] later, and a
+/// pooled connection is waited for no longer than a statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
     pub statement_timeout_ms: u64,
@@ -141,21 +158,27 @@ impl PgDb {
             log::info!("applied {applied} migration(s) to the PostgreSQL database");
         }
         let mut pooled = config(url)?;
+        let mut pool_wait = Duration::from_secs(PG_POOL_WAIT_S);
         if let Some(b) = bounds {
             let given = pooled.get_options().unwrap_or("").to_owned();
             pooled.options(&format!(
                 "{given} -c statement_timeout={} -c lock_timeout={}",
                 b.statement_timeout_ms, b.lock_timeout_ms
             ));
+            pool_wait = pool_wait.min(Duration::from_millis(b.statement_timeout_ms));
         }
-        let manager = Manager(PostgresConnectionManager::new(pooled, postgres::NoTls));
+        let manager = Manager {
+            inner: PostgresConnectionManager::new(pooled, postgres::NoTls),
+            io_timeout: bounds.map(|b| Duration::from_millis(b.statement_timeout_ms + PG_IO_GRACE_MS)),
+        };
+        let io_timeout = manager.io_timeout;
         let pool = r2d2::Pool::builder()
             .max_size(PG_POOL_SIZE_MAX)
             .min_idle(Some(2))
-            .connection_timeout(Duration::from_secs(PG_POOL_WAIT_S))
+            .connection_timeout(pool_wait)
             .build(manager)
             .map_err(|e| StorageError::Pool(e.to_string()))?;
-        Ok(PgDb { pool })
+        Ok(PgDb { pool, io_timeout })
     }
 
     fn get(&self) -> Result<r2d2::PooledConnection<Manager>, StorageError> {
@@ -173,7 +196,9 @@ impl PgDb {
     pub fn read_unbounded<T, E: From<StorageError>>(&self, f: impl FnOnce(&Conn<'_>) -> Result<T, E>) -> Result<T, E> {
         let mut c = self.get()?;
         c.client().batch_execute("SET statement_timeout = 0; SET lock_timeout = 0").map_err(StorageError::from)?;
+        c.client().set_io_timeout(None);
         let out = f(&Conn::pg(&mut c));
+        c.client().set_io_timeout(self.io_timeout);
         if let Err(e) = c.client().batch_execute("RESET statement_timeout; RESET lock_timeout") {
             log::warn!("could not restore a connection's timeouts: {e}");
         }

@@ -9,6 +9,7 @@ mod fake_stripe;
 mod helpers;
 
 mod ai;
+mod alone;
 mod architecture;
 mod audio;
 mod auth;

@@ -689,7 +689,18 @@ impl Client {
     ///
     /// If this returns `true`, the client is no longer usable.
     pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.client.is_closed() || self.connection.timed_out()
+    }
+
+    /// tollgate patch: bounds every wait for the server (each query, each
+    /// row of an iterator, a copy's each exchange) by `timeout`, `None` to
+    /// wait forever (the default). A wait past it returns a timeout error
+    /// and leaves the client closed ([`Client::is_closed`]): a server that
+    /// stopped answering (a frozen host, a SIGSTOPped process) cannot cancel
+    /// its own statement, and the socket stays open, so without it a caller
+    /// waits forever.
+    pub fn set_io_timeout(&mut self, timeout: Option<Duration>) {
+        self.connection.set_io_timeout(timeout);
     }
 
     /// Closes the client's connection to the server.
@@ -702,6 +713,10 @@ impl Client {
 
     fn close_inner(&mut self) -> Result<(), Error> {
         self.client.__private_api_close();
+        // tollgate patch: a timed-out connection is not waited for again.
+        if self.connection.timed_out() {
+            return Ok(());
+        }
 
         self.connection.poll_block_on(|_, _, done| {
             if done {

@@ -462,7 +462,16 @@ impl Config {
             .build()
             .unwrap(); // FIXME don't unwrap
 
-        let (client, connection) = runtime.block_on(self.config.connect(tls))?;
+        // tollgate patch: `connect_timeout` bounds the whole connection
+        // (the startup exchange too), not only the socket's connect: a
+        // frozen server accepts the socket and then never answers.
+        let connecting = self.config.connect(tls);
+        let (client, connection) = match self.config.get_connect_timeout().copied() {
+            None => runtime.block_on(connecting)?,
+            Some(limit) => runtime
+                .block_on(async { tokio::time::timeout(limit, connecting).await })
+                .map_err(|_| Error::__private_api_timeout())??,
+        };
 
         let connection = Connection::new(runtime, connection, self.notice_callback.clone());
         Ok(Client::new(connection, client))

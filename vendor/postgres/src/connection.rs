@@ -6,6 +6,7 @@ use std::ops::{Deref, DerefMut};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::runtime::Runtime;
 use tokio_postgres::AsyncMessage;
@@ -16,6 +17,10 @@ pub struct Connection {
     connection: Pin<Box<dyn Stream<Item = Result<AsyncMessage, Error>> + Send>>,
     notifications: VecDeque<Notification>,
     notice_callback: Arc<dyn Fn(DbError) + Sync + Send>,
+    // tollgate patch: a bound on every wait for the server, and whether one
+    // passed (the protocol is then mid-exchange: the connection is dead).
+    io_timeout: Option<Duration>,
+    timed_out: bool,
 }
 
 impl Connection {
@@ -33,7 +38,17 @@ impl Connection {
             connection: Box::pin(ConnectionStream { connection }),
             notifications: VecDeque::new(),
             notice_callback,
+            io_timeout: None,
+            timed_out: false,
         }
+    }
+
+    pub fn set_io_timeout(&mut self, timeout: Option<Duration>) {
+        self.io_timeout = timeout;
+    }
+
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
     }
 
     pub fn as_ref(&mut self) -> ConnectionRef<'_> {
@@ -60,29 +75,38 @@ impl Connection {
     where
         F: FnMut(&mut Context<'_>, &mut VecDeque<Notification>, bool) -> Poll<Result<T, Error>>,
     {
+        if self.timed_out {
+            return Err(Error::__private_api_timeout());
+        }
         let connection = &mut self.connection;
         let notifications = &mut self.notifications;
         let notice_callback = &mut self.notice_callback;
-        self.runtime.block_on({
-            future::poll_fn(|cx| {
-                let done = loop {
-                    match connection.as_mut().poll_next(cx) {
-                        Poll::Ready(Some(Ok(AsyncMessage::Notification(notification)))) => {
-                            notifications.push_back(notification);
-                        }
-                        Poll::Ready(Some(Ok(AsyncMessage::Notice(notice)))) => {
-                            notice_callback(notice)
-                        }
-                        Poll::Ready(Some(Ok(_))) => {}
-                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                        Poll::Ready(None) => break true,
-                        Poll::Pending => break false,
+        let work = future::poll_fn(|cx| {
+            let done = loop {
+                match connection.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(Ok(AsyncMessage::Notification(notification)))) => {
+                        notifications.push_back(notification);
                     }
-                };
+                    Poll::Ready(Some(Ok(AsyncMessage::Notice(notice)))) => notice_callback(notice),
+                    Poll::Ready(Some(Ok(_))) => {}
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                    Poll::Ready(None) => break true,
+                    Poll::Pending => break false,
+                }
+            };
 
-                f(cx, notifications, done)
-            })
-        })
+            f(cx, notifications, done)
+        });
+        match self.io_timeout {
+            None => self.runtime.block_on(work),
+            Some(limit) => {
+                let bounded = self.runtime.block_on(async { tokio::time::timeout(limit, work).await });
+                bounded.unwrap_or_else(|_| {
+                    self.timed_out = true;
+                    Err(Error::__private_api_timeout())
+                })
+            }
+        }
     }
 
     pub fn notifications(&self) -> &VecDeque<Notification> {
