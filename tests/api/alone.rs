@@ -4,9 +4,8 @@
 //! they measure. Each says what it would show if it failed.
 
 use crate::helpers::*;
-use crate::instances::{fresh_database, funded, instances};
+use crate::instances::{ConsumeLoad, fresh_database, funded, instances};
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -106,44 +105,15 @@ fn a_frozen_postgresql_holds_no_worker_past_the_statement_timeout() {
     });
     let ann = app.user("ann");
     app.grant(&ann, 1_000_000);
-    let stop = Arc::new(AtomicBool::new(false));
-    // When each consume started and ended, its status, and its transaction.
-    type Timed = (Instant, Instant, u16, Option<String>);
-    let seen: Arc<Mutex<Vec<Timed>>> = Arc::default();
-    let load: Vec<_> = (0..8)
-        .map(|_| {
-            let (client, token, stop, seen) =
-                (app.client.clone(), ann.token.clone(), Arc::clone(&stop), Arc::clone(&seen));
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    let r = client.consume(&token, 1);
-                    let txn = (r.status == 201).then(|| r.json()["transaction_id"].as_str().unwrap().to_owned());
-                    assert!(
-                        r.status == 201 || (r.status == 503 && r.error_code().starts_with("database_")),
-                        "{}: {}",
-                        r.status,
-                        r.text()
-                    );
-                    seen.lock().unwrap().push((started, Instant::now(), r.status, txn));
-                }
-            })
-        })
-        .collect();
+    let load = ConsumeLoad::start(&app.client, &ann.token);
     std::thread::sleep(Duration::from_millis(500));
     pg.run("freeze");
     let frozen = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
     pg.run("thaw");
     let thawed = Instant::now();
-    eventually("not serving 5 s after PostgreSQL thawed", Duration::from_secs(5), || {
-        seen.lock().unwrap().iter().any(|(at, _, status, _)| *at > thawed && *status == 201)
-    });
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().unwrap();
-    }
-    let seen = seen.lock().unwrap();
+    load.serving_within("not serving 5 s after PostgreSQL thawed", thawed, Duration::from_secs(5));
+    let seen = load.finish(&app);
     // A request waits at most for a pooled connection (the statement
     // timeout) and then for the server (the statement timeout and the
     // grace); 500 ms more for the rest of its work on a loaded machine.
@@ -159,11 +129,4 @@ fn a_frozen_postgresql_holds_no_worker_past_the_statement_timeout() {
     assert!(slowest < bound, "a request was held {slowest:?} by a frozen server (bound {bound:?})");
     assert!(refused.len() >= 8, "{} requests answered in 3 s: workers were held", refused.len());
     assert!(refused.iter().all(|s| *s == 503), "{refused:?}");
-    for (.., t) in seen.iter() {
-        if let Some(t) = t {
-            let id: i64 = t.trim_start_matches("txn_").parse().unwrap();
-            assert_eq!(app.count_where("credit_transactions", &format!("id = {id}")), 1, "{t} acknowledged and lost");
-        }
-    }
-    assert_eq!(app.audit()["valid"], true);
 }

@@ -299,8 +299,66 @@ fn a_row_lock_held_elsewhere_costs_a_request_its_lock_timeout_and_a_clear_503() 
     }
 }
 
-/// When a consume answered, its status, and its transaction if charged.
-type Seen = (Instant, u16, Option<String>);
+/// One consume of [`ConsumeLoad`]: when it started and ended, its status,
+/// and its transaction if charged.
+pub type Timed = (Instant, Instant, u16, Option<String>);
+
+/// 8 threads consuming 1 credit each as one user while PostgreSQL is
+/// restarted or frozen: every answer is a 201 or a 503 `database_*`.
+pub struct ConsumeLoad {
+    stop: Arc<AtomicBool>,
+    pub seen: Arc<Mutex<Vec<Timed>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl ConsumeLoad {
+    pub fn start(client: &Client, token: &str) -> ConsumeLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen: Arc<Mutex<Vec<Timed>>> = Arc::default();
+        let threads = (0..8)
+            .map(|_| {
+                let (client, token, stop, seen) =
+                    (client.clone(), token.to_owned(), Arc::clone(&stop), Arc::clone(&seen));
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
+                        let r = client.consume(&token, 1);
+                        let txn = (r.status == 201).then(|| r.json()["transaction_id"].as_str().unwrap().to_owned());
+                        assert!(
+                            r.status == 201 || (r.status == 503 && r.error_code().starts_with("database_")),
+                            "{}: {}",
+                            r.status,
+                            r.text()
+                        );
+                        seen.lock().unwrap().push((started, Instant::now(), r.status, txn));
+                    }
+                })
+            })
+            .collect();
+        ConsumeLoad { stop, seen, threads }
+    }
+
+    /// Waits until a consume that started after `since` is charged.
+    pub fn serving_within(&self, what: &str, since: Instant, within: Duration) {
+        eventually(what, within, || self.seen.lock().unwrap().iter().any(|(at, _, s, _)| *at > since && *s == 201));
+    }
+
+    /// Stops the threads; every consume, and that each one acknowledged is
+    /// in the ledger and the audit valid.
+    pub fn finish(self, app: &TestApp) -> Vec<Timed> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        for t in seen.iter().filter_map(|(.., t)| t.as_ref()) {
+            let id: i64 = t.trim_start_matches("txn_").parse().unwrap();
+            assert_eq!(app.count_where("credit_transactions", &format!("id = {id}")), 1, "{t} acknowledged and lost");
+        }
+        assert_eq!(app.audit()["valid"], true);
+        seen
+    }
+}
 
 /// PostgreSQL restarted under load (`pg_ctl restart -m fast`): requests
 /// fail only while it is down, with a 503, the instance serves again by
@@ -314,47 +372,15 @@ fn an_instance_serves_again_by_itself_after_postgresql_restarts_under_load() {
     let app = TestApp::spawn_with(move |c| c.database.url = url);
     let ann = app.user("ann");
     app.grant(&ann, 1_000_000);
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let load: Vec<_> = (0..8)
-        .map(|_| {
-            let (client, token, stop, seen) =
-                (app.client.clone(), ann.token.clone(), Arc::clone(&stop), Arc::clone(&seen));
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let r = client.consume(&token, 1);
-                    let txn = (r.status == 201).then(|| r.json()["transaction_id"].as_str().unwrap().to_owned());
-                    assert!(
-                        r.status == 201 || (r.status == 503 && r.error_code().starts_with("database_")),
-                        "{}: {}",
-                        r.status,
-                        r.text()
-                    );
-                    seen.lock().unwrap().push((Instant::now(), r.status, txn));
-                }
-            })
-        })
-        .collect();
+    let load = ConsumeLoad::start(&app.client, &ann.token);
     std::thread::sleep(Duration::from_millis(800));
     pg.run("restart");
-    let up = Instant::now();
-    eventually("not serving 5 s after PostgreSQL came back", Duration::from_secs(5), || {
-        seen.lock().unwrap().iter().any(|(at, status, _)| *at > up && *status == 201)
-    });
+    load.serving_within("not serving 5 s after PostgreSQL came back", Instant::now(), Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().unwrap();
-    }
-    let seen = seen.lock().unwrap();
-    let acked: Vec<&String> = seen.iter().filter_map(|(_, _, t)| t.as_ref()).collect();
-    let refused = seen.iter().filter(|(_, s, _)| *s == 503).count();
-    let _ = writeln!(std::io::stderr(), "restart: {} charges acknowledged, {refused} refused with 503", acked.len());
-    for t in &acked {
-        let id: i64 = t.trim_start_matches("txn_").parse().unwrap();
-        assert_eq!(app.count_where("credit_transactions", &format!("id = {id}")), 1, "{t} acknowledged and lost");
-    }
-    assert_eq!(app.audit()["valid"], true);
+    let seen = load.finish(&app);
+    let acked = seen.iter().filter(|(.., t)| t.is_some()).count();
+    let refused = seen.iter().filter(|(_, _, s, _)| *s == 503).count();
+    let _ = writeln!(std::io::stderr(), "restart: {acked} charges acknowledged, {refused} refused with 503");
 }
 
 /// A random mix of money operations from 12 threads over three instances
