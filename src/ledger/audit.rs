@@ -202,9 +202,16 @@ pub fn audit_in(conn: &Conn<'_>, expect: Option<&Expectation>) -> Result<AuditRe
         let through = after.saturating_add(AUDIT_CHUNK_ROWS);
         // The last chunk's draws include any past the last row: orphans.
         let mut draws = DrawCursor::new(conn, after, if through >= last { i64::MAX } else { through })?;
-        // The seal heads naming this chunk's rows; any left are orphans.
-        let mut sealed: HashMap<i64, (i64, Head)> =
-            seal_storage::heads_naming(conn, after, through)?.into_iter().map(|(s, h)| (h.txn_id, (s, h))).collect();
+        // The seal heads naming this chunk's rows, by row, in seal order (a
+        // row may be named by several seals: a head whose user's row was
+        // locked when it was marked is recorded again); any left are orphans.
+        let mut sealed: HashMap<i64, Vec<(i64, Head)>> = HashMap::new();
+        for (seal_id, head) in seal_storage::heads_naming(conn, after, through)? {
+            sealed.entry(head.txn_id).or_default().push((seal_id, head));
+        }
+        for named in sealed.values_mut() {
+            named.sort_by_key(|(seal_id, _)| *seal_id);
+        }
         storage::for_each_row(conn, after, through, |r| {
             rows += 1;
             let u = users.entry(r.user_id).or_default();
@@ -266,7 +273,7 @@ pub fn audit_in(conn: &Conn<'_>, expect: Option<&Expectation>) -> Result<AuditRe
                     }
                     u.seq = seq;
                     u.hash = Some(r.hash.to_owned());
-                    if let Some((seal_id, head)) = sealed.remove(&r.id) {
+                    for (seal_id, head) in sealed.remove(&r.id).unwrap_or_default() {
                         let reason = if head.user_id != r.user_id || head.seq != seq || head.hash != r.hash {
                             Some("the row it names differs".to_owned())
                         } else if seal_id <= u.sealed_by {
@@ -321,7 +328,7 @@ pub fn audit_in(conn: &Conn<'_>, expect: Option<&Expectation>) -> Result<AuditRe
             }
         })?;
         orphan_draws.extend(draws.rest());
-        for (seal_id, head) in sealed.into_values() {
+        for (seal_id, head) in sealed.into_values().flatten() {
             walk_issues.push(Mismatch::SealHead {
                 seal_id,
                 user_id: UserId(head.user_id),

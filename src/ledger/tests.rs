@@ -533,6 +533,47 @@ fn seals_record_the_heads_that_moved_and_audit_with_writers_racing_them() {
     }
 }
 
+/// On PostgreSQL a seal waits for no row: a user whose row another session
+/// holds is recorded but left moved, the next seal records the same head
+/// again, and the audit checks both records (and still catches an edit).
+#[test]
+fn a_seal_skips_a_row_locked_elsewhere_and_records_its_head_again() {
+    let Some(url) = crate::storage::pg::test_database() else { return };
+    let db = Db::open_postgres(&url).expect("open PostgreSQL");
+    let u = user(&db, "held", 100);
+    let mut session = postgres::Client::connect(&url, postgres::NoTls).expect("a second session");
+    let mut held = session.transaction().unwrap();
+    held.query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&u.0]).unwrap();
+    let first = seal::seal_all(&db).unwrap().expect("a seal, written without waiting");
+    let moved = db.read(|c| seal_storage::moved_heads(c, 10)).unwrap();
+    assert_eq!(moved.iter().map(|h| h.user_id).collect::<Vec<_>>(), [u.0], "left moved, not marked");
+    held.rollback().unwrap();
+    let second = seal::seal_all(&db).unwrap().expect("the head recorded again");
+    assert_eq!(second.id, first.id + 1);
+    assert!(db.read(|c| seal_storage::moved_heads(c, 10)).unwrap().is_empty());
+    let named: Vec<(i64, seal_storage::Head)> = db.read(|c| seal_storage::heads_naming(c, 0, i64::MAX)).unwrap();
+    assert_eq!(named.len(), 2, "{named:?}");
+    assert_eq!(named[0].1, named[1].1, "one head, two seals");
+    let report = db.read(|c| audit::audit(c, Some(&audit::Expectation::Seal(second.clone())))).unwrap();
+    assert!(report.valid, "{report:?}");
+    // Both records are checked: editing the earlier one is caught.
+    db.write(move |c| {
+        c.execute(
+            "UPDATE ledger_seal_heads SET hash = ?1 WHERE seal_id = ?2",
+            rusqlite::params!["ab".repeat(32), first.id],
+        )
+    })
+    .unwrap();
+    let report = db.read(|c| audit::audit(c, None)).unwrap();
+    assert!(
+        report
+            .mismatches
+            .iter()
+            .any(|m| matches!(m, audit::Mismatch::SealHead { seal_id, .. } if *seal_id == first.id)),
+        "{report:?}"
+    );
+}
+
 /// A seal records at most `SEAL_HEADS_MAX` heads; a pass writes another
 /// seal for the users left, and every head ends up sealed once.
 #[test]
