@@ -9,8 +9,9 @@ use super::chain::{self, ChainFields};
 use super::{HoldStatus, Kind, Transaction};
 use crate::domain::{ApiKeyId, Credits, GrantId, HoldId, JobId, Timestamp, TxnId, UserId};
 use crate::paging::{List, Page};
-use crate::storage::{Conn, Engine, Row, Sql, StorageError};
+use crate::storage::{Conn, Engine, Row, Sql, StorageError, Write};
 use rusqlite::params;
+use rusqlite::types::Value;
 
 type Result<T> = std::result::Result<T, StorageError>;
 
@@ -297,17 +298,16 @@ pub fn active_held_sum(conn: &Conn<'_>, user: UserId) -> Result<Credits> {
 /// Adds `delta` (possibly negative) to everyone's spend on `day`, in the
 /// user's shard, never below zero (each user's own is on their usage row:
 /// `usage::count_spent`).
-pub fn add_global_spent(conn: &Conn<'_>, user: UserId, day: i64, delta: Credits) -> Result<()> {
-    conn.execute(
+pub fn global_spent_write(user: UserId, day: i64, delta: Credits) -> Write {
+    Write::new(
         Sql::each(
             "INSERT INTO daily_spend_global (day, shard, spent) VALUES (?1, ?3, MAX(?2, 0))
              ON CONFLICT(day, shard) DO UPDATE SET spent = MAX(spent + ?2, 0)",
             "INSERT INTO daily_spend_global (day, shard, spent) VALUES (?1, ?3, GREATEST(?2, 0))
              ON CONFLICT(day, shard) DO UPDATE SET spent = GREATEST(daily_spend_global.spent + ?2, 0)",
         ),
-        params![day, delta, crate::domain::total_shard(user)],
-    )?;
-    Ok(())
+        vec![Value::Integer(day), Value::Integer(delta.0), Value::Integer(crate::domain::total_shard(user))],
+    )
 }
 
 /// An API key's spend limits and spend (in total, and on `day`).
@@ -331,24 +331,25 @@ pub fn key_spend(conn: &Conn<'_>, key: ApiKeyId, day: i64) -> Result<Option<KeyS
 
 /// Adds `delta` (possibly negative) to an API key's spend, in total and on
 /// `day`.
-pub fn add_key_spent(conn: &Conn<'_>, key: ApiKeyId, day: i64, delta: Credits) -> Result<()> {
-    conn.execute(
-        Sql::each(
-            "UPDATE api_keys SET spent_total = MAX(spent_total + ?2, 0) WHERE id = ?1",
-            "UPDATE api_keys SET spent_total = GREATEST(spent_total + ?2, 0) WHERE id = ?1",
+pub fn key_spent_writes(key: ApiKeyId, day: i64, delta: Credits) -> [Write; 2] {
+    [
+        Write::new(
+            Sql::each(
+                "UPDATE api_keys SET spent_total = MAX(spent_total + ?2, 0) WHERE id = ?1",
+                "UPDATE api_keys SET spent_total = GREATEST(spent_total + ?2, 0) WHERE id = ?1",
+            ),
+            vec![Value::Integer(key.0), Value::Integer(delta.0)],
         ),
-        params![key, delta],
-    )?;
-    conn.execute(
-        Sql::each(
-            "INSERT INTO api_key_daily_spend (api_key_id, day, spent) VALUES (?1, ?2, MAX(?3, 0))
-             ON CONFLICT(api_key_id, day) DO UPDATE SET spent = MAX(spent + ?3, 0)",
-            "INSERT INTO api_key_daily_spend (api_key_id, day, spent) VALUES (?1, ?2, GREATEST(?3, 0))
-             ON CONFLICT(api_key_id, day) DO UPDATE SET spent = GREATEST(api_key_daily_spend.spent + ?3, 0)",
+        Write::new(
+            Sql::each(
+                "INSERT INTO api_key_daily_spend (api_key_id, day, spent) VALUES (?1, ?2, MAX(?3, 0))
+                 ON CONFLICT(api_key_id, day) DO UPDATE SET spent = MAX(spent + ?3, 0)",
+                "INSERT INTO api_key_daily_spend (api_key_id, day, spent) VALUES (?1, ?2, GREATEST(?3, 0))
+                 ON CONFLICT(api_key_id, day) DO UPDATE SET spent = GREATEST(api_key_daily_spend.spent + ?3, 0)",
+            ),
+            vec![Value::Integer(key.0), Value::Integer(day), Value::Integer(delta.0)],
         ),
-        params![key, day, delta],
-    )?;
-    Ok(())
+    ]
 }
 
 pub fn global_spent_on(conn: &Conn<'_>, day: i64) -> Result<Credits> {

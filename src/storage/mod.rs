@@ -26,7 +26,7 @@ mod writer;
 
 pub use crate::config::Synchronous;
 pub use crate::error::{NotCommitted, StorageError};
-pub use sql::{Conn, Engine, Row, Sql};
+pub use sql::{Conn, Engine, Row, Sql, Write};
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};

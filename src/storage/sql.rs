@@ -100,6 +100,21 @@ impl<'s> From<&'s String> for Sql<'s> {
     }
 }
 
+/// A write statement (INSERT, UPDATE or DELETE, no WITH of its own, no
+/// RETURNING read back) with its values, numbered `?1..?N` for its own N
+/// values: several run together with [`Conn::execute_together`].
+#[derive(Debug, Clone)]
+pub struct Write {
+    sql: Sql<'static>,
+    values: Vec<Value>,
+}
+
+impl Write {
+    pub fn new(sql: impl Into<Sql<'static>>, values: Vec<Value>) -> Write {
+        Write { sql: sql.into(), values }
+    }
+}
+
 /// A PostgreSQL connection with the statements it has prepared.
 pub struct PgClient {
     client: postgres::Client,
@@ -261,6 +276,37 @@ impl<'a> Conn<'a> {
         }
     }
 
+    /// Runs writes that do not read each other's effects (each sees the
+    /// data as it was before any of them). On PostgreSQL they go as one
+    /// statement, the first ones as data-modifying `WITH` parts of the
+    /// last, so they cost one round trip instead of one each; on SQLite,
+    /// where a statement costs no round trip, one after another.
+    pub fn execute_together(&self, writes: &[Write]) -> Result<(), StorageError> {
+        match (self, writes) {
+            (_, []) => Ok(()),
+            (Conn::Sqlite(c), _) => {
+                for w in writes {
+                    c.prepare_cached(w.sql.text(Engine::Sqlite))?.execute(rusqlite::params_from_iter(&w.values))?;
+                }
+                Ok(())
+            }
+            (Conn::Pg(_), [one]) => self.execute(one.sql, &dyn_params(&one.values)).map(|_| ()),
+            (Conn::Pg(_), [parts @ .., last]) => {
+                let mut text = String::from("WITH ");
+                let mut offset = 0;
+                for (i, w) in parts.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    text.push_str(&format!("{sep}w{i} AS ({})", shift_params(w.sql.text(Engine::Postgres), offset)));
+                    offset += w.values.len();
+                }
+                text.push(' ');
+                text.push_str(&shift_params(last.sql.text(Engine::Postgres), offset));
+                let values: Vec<Value> = writes.iter().flat_map(|w| w.values.iter().cloned()).collect();
+                self.execute(&text, &dyn_params(&values)).map(|_| ())
+            }
+        }
+    }
+
     /// The first row, if any.
     pub fn query_opt<'s, T>(
         &self,
@@ -383,6 +429,18 @@ fn pg_query(c: &RefCell<&mut PgClient>, sql: &str, params: Params<'_>) -> Result
 /// Rewrites SQLite's parameters for PostgreSQL: `?N` -> `$N`, and a bare
 /// `?` -> the next number. Quoted text is left alone.
 pub fn pg_text(sql: &str) -> String {
+    map_params(sql, |n| format!("${n}"))
+}
+
+/// Moves a statement's numbered parameters `offset` places on (`?1` ->
+/// `?{1 + offset}`), for statements joined into one.
+fn shift_params(sql: &str, offset: usize) -> String {
+    map_params(sql, |n| format!("?{}", n + offset))
+}
+
+/// Replaces each parameter outside quotes with `to(its number)`; a bare `?`
+/// is the one after the last bare one.
+fn map_params(sql: &str, to: impl Fn(usize) -> String) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut next = 0usize;
     let mut quote: Option<char> = None;
@@ -406,13 +464,14 @@ pub fn pg_text(sql: &str) -> String {
                     digits.push(*d);
                     chars.next();
                 }
-                out.push('$');
-                if digits.is_empty() {
-                    next += 1;
-                    out.push_str(&next.to_string());
-                } else {
-                    out.push_str(&digits);
-                }
+                let n = match digits.parse() {
+                    Ok(n) => n,
+                    Err(_) => {
+                        next += 1;
+                        next
+                    }
+                };
+                out.push_str(&to(n));
             }
             _ => out.push(ch),
         }
@@ -533,6 +592,15 @@ mod tests {
         assert_eq!(client.statements.len(), PG_STATEMENTS_PER_CONNECTION_MAX);
         let n: i64 = Conn::pg(&mut client).query_one("SELECT -1 + ?1", rusqlite::params![1], |r| r.get(0)).unwrap();
         assert_eq!((n, client.statements.len()), (0, 1), "one past the limit: the cache started over");
+    }
+
+    #[test]
+    fn writes_joined_into_one_statement_have_their_parameters_moved_on() {
+        assert_eq!(
+            shift_params("UPDATE t SET a = ?1, b = '?2' WHERE id = ?2", 3),
+            "UPDATE t SET a = ?4, b = '?2' WHERE id = ?5"
+        );
+        assert_eq!(pg_text(&shift_params("VALUES (?, ?)", 2)), "VALUES ($3, $4)");
     }
 
     #[test]

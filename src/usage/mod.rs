@@ -11,7 +11,7 @@ pub mod storage;
 
 use crate::domain::{ApiKeyId, Credits, Timestamp, UserId, day_start};
 use crate::error::{Error, Result};
-use crate::storage::Conn;
+use crate::storage::{Conn, Write};
 use serde::Serialize;
 
 /// The longest range one report covers.
@@ -197,19 +197,18 @@ impl Metered {
 
 /// Adds `c` to the user's row of `day`, inside the caller's transaction.
 pub fn count(conn: &Conn<'_>, user: UserId, day: i64, c: &Counted) -> Result<()> {
-    Ok(storage::add(conn, day, user, c, 0)?)
+    Ok(conn.execute_together(&storage::add_writes(day, user, c, 0))?)
 }
 
-/// [`count`], with `spent` (possibly negative) added to the day's spend in
-/// the same row: a charge and its usage are one fact.
-pub fn count_spent(conn: &Conn<'_>, user: UserId, day: i64, c: &Counted, spent: Credits) -> Result<()> {
-    Ok(storage::add(conn, day, user, c, spent.0)?)
-}
-
-/// Adds `spent` (possibly negative) to the user's spend on `day`, with no
-/// usage: a hold's reservation or release.
-pub fn add_spent(conn: &Conn<'_>, user: UserId, day: i64, spent: Credits) -> Result<()> {
-    Ok(storage::add_spent(conn, day, user, spent.0)?)
+/// The writes that add `spent` (possibly negative) to the user's spend on
+/// `day`, with the call's usage `c` in the same row (a charge and its usage
+/// are one fact), or alone (a hold's reservation or release). The caller
+/// runs them, with its own, in one `Conn::execute_together`.
+pub fn spent_writes(user: UserId, day: i64, c: Option<&Counted>, spent: Credits) -> Vec<Write> {
+    match c {
+        Some(c) => storage::add_writes(day, user, c, spent.0),
+        None => storage::spent_writes(day, user, spent.0),
+    }
 }
 
 /// The user's spend on `day`: consumed plus reserved.

@@ -4,7 +4,7 @@
 use super::{COUNT_COLUMNS, COUNTS_N, Counted, Counts, Dim, UsageRow};
 use crate::domain::{ApiKeyId, UserId};
 use crate::storage::sql::dyn_params;
-use crate::storage::{Conn, Sql, StorageError};
+use crate::storage::{Conn, Sql, StorageError, Write};
 use rusqlite::types::Value;
 
 type Result<T> = std::result::Result<T, StorageError>;
@@ -90,58 +90,47 @@ fn statements(width: usize) -> &'static Statements {
     })
 }
 
-/// Adds `c` to its (day, user, model, key) row, and `spent` (possibly
-/// negative) with it to the user's day.
-pub fn add(conn: &Conn<'_>, day: i64, user: UserId, c: &Counted, spent: i64) -> Result<()> {
+/// The writes that add `c` to its (day, user, model, key) row and to
+/// everyone's totals, and `spent` (possibly negative) with it to the
+/// user's day; none reads another's effect, so they run together.
+pub fn add_writes(day: i64, user: UserId, c: &Counted, spent: i64) -> Vec<Write> {
     let s = statements(width(c));
-    conn.execute(
-        s.daily.as_str(),
-        &dyn_params(
-            &([
-                Value::Integer(day),
-                Value::Integer(user.0),
-                Value::Text(c.model.clone()),
-                Value::Integer(c.api_key.map_or(0, |k| k.0)),
-            ]
-            .into_iter()
-            .chain(counts(c)))
-            .collect::<Vec<_>>(),
-        ),
-    )?;
-    conn.execute(
-        s.totals.as_str(),
-        &dyn_params(
-            &([
-                Value::Integer(day),
-                Value::Text(c.model.clone()),
-                Value::Text(c.channel.clone()),
-                Value::Integer(crate::domain::total_shard(user)),
-            ]
-            .into_iter()
-            .chain(counts(c)))
-            .collect::<Vec<_>>(),
-        ),
-    )?;
-    add_running(conn, day, user, c, spent)
+    let daily = [
+        Value::Integer(day),
+        Value::Integer(user.0),
+        Value::Text(c.model.clone()),
+        Value::Integer(c.api_key.map_or(0, |k| k.0)),
+    ];
+    let totals = [
+        Value::Integer(day),
+        Value::Text(c.model.clone()),
+        Value::Text(c.channel.clone()),
+        Value::Integer(crate::domain::total_shard(user)),
+    ];
+    let mut writes = vec![
+        Write::new(&s.daily, daily.into_iter().chain(counts(c)).collect()),
+        Write::new(&s.totals, totals.into_iter().chain(counts(c)).collect()),
+    ];
+    writes.extend(running_writes(day, user, c, spent));
+    writes
 }
 
-/// Adds `spent` (possibly negative) to the user's day alone: a hold's
-/// reservation or its release, which no usage counts yet.
-pub fn add_spent(conn: &Conn<'_>, day: i64, user: UserId, spent: i64) -> Result<()> {
-    add_running(conn, day, user, &Counted::default(), spent)
+/// The writes that add `spent` (possibly negative) to the user's day
+/// alone: a hold's reservation or its release, which no usage counts yet.
+pub fn spent_writes(day: i64, user: UserId, spent: i64) -> Vec<Write> {
+    running_writes(day, user, &Counted::default(), spent).into()
 }
 
 /// Adds `c` to the user's running sums from `day` on: every row at or after
 /// `day` (usually just today's), and a row for `day` made from the one
-/// before it when there is none; `spent` goes to the day's row alone.
-fn add_running(conn: &Conn<'_>, day: i64, user: UserId, c: &Counted, spent: i64) -> Result<()> {
+/// before it when there is none (the insert sees the rows as they were
+/// before the update, which touches no earlier day); `spent` goes to the
+/// day's row alone.
+fn running_writes(day: i64, user: UserId, c: &Counted, spent: i64) -> [Write; 2] {
     let s = statements(width(c));
     let values: Vec<Value> =
         [Value::Integer(user.0), Value::Integer(day), Value::Integer(spent)].into_iter().chain(counts(c)).collect();
-    let args = dyn_params(&values);
-    conn.execute(s.running_update.as_str(), &args)?;
-    conn.execute(s.running_insert.as_str(), &args)?;
-    Ok(())
+    [Write::new(&s.running_update, values.clone()), Write::new(&s.running_insert, values)]
 }
 
 /// Every user's sums over `[start_day, end_day]` from the running sums (two
