@@ -9,9 +9,10 @@
 //! one database. The cost is that write transactions do not overlap.
 //!
 //! One kind of write is exempt (`WriteMode::User`): a charge of one user
-//! (consume, hold, settle, release) takes the lock *shared* and then locks
-//! the user's row, so charges of different users run at once, while still
-//! never overlapping any other write (which takes the lock exclusively).
+//! (consume, hold, settle, release) locks the user's row and takes the
+//! lock *shared*, so charges of different users run at once, while still
+//! never overlapping any other write (which takes the lock exclusively);
+//! a charge waiting for its user's row holds no part of the lock.
 //! ARCHITECTURE.md argues, per path, why that stays exact. The sealer
 //! (`WriteMode::Rows`) takes the lock shared too and waits for no row (it
 //! reads from its snapshot and skips rows locked elsewhere), so neither a
@@ -94,7 +95,8 @@ pub enum WriteMode {
     /// No other write of any instance runs at the same time.
     Exclusive,
     /// A charge of this user: other charges (of other users) run at the
-    /// same time; other writes and other charges of this user do not.
+    /// same time; other writes and other charges of this user do not. Its
+    /// row is locked before the write lock (see `begin_charge`).
     User(i64),
     /// A write that never waits for a row lock (it reads from its snapshot
     /// and skips rows locked elsewhere, `FOR UPDATE SKIP LOCKED`): it runs
@@ -118,6 +120,31 @@ impl WriteMode {
             WriteMode::Rows => format!("BEGIN; SELECT pg_advisory_xact_lock_shared({WRITE_LOCK_KEY})"),
         }
     }
+}
+
+/// Begins a charge of `user`: its row locked first, waiting as long as it
+/// must, then the write lock taken shared *without* waiting, in one round
+/// trip. A charge waiting for its user's row (held by another charge of
+/// that user, or by an operator's open transaction) so holds no part of
+/// the write lock, and an exclusive write meanwhile neither waits for it
+/// nor makes every later charge queue behind itself (PostgreSQL queues a
+/// shared request behind a waiting exclusive one). When the write lock is
+/// taken or wanted exclusively at that moment, the row is let go and both
+/// are taken the other way round, waiting for the write lock first (as
+/// every exclusive write takes it before any row, no two transactions
+/// ever wait for each other in a circle).
+fn begin_charge(c: &mut postgres::Client, user: i64) -> Result<(), postgres::Error> {
+    let answers = c.simple_query(&format!(
+        "BEGIN; SELECT 1 FROM users WHERE id = {user} FOR UPDATE; SELECT pg_try_advisory_xact_lock_shared({WRITE_LOCK_KEY})"
+    ))?;
+    let shared = answers.iter().rev().find_map(|m| match m {
+        postgres::SimpleQueryMessage::Row(r) => r.get(0),
+        _ => None,
+    });
+    if shared == Some("t") {
+        return Ok(());
+    }
+    c.batch_execute(&format!("ROLLBACK; {}", WriteMode::User(user).begin()))
 }
 
 /// A PostgreSQL database shared by any number of tollgate instances.
@@ -261,7 +288,10 @@ impl PgDb {
         let _ = c.take_conflict();
         // BEGIN and the lock in one round trip: the lock is held from here
         // to the commit's answer, so every round trip inside it counts.
-        let begun = c.client().batch_execute(&mode.begin());
+        let begun = match mode {
+            WriteMode::User(user) => begin_charge(c.client(), user),
+            _ => c.client().batch_execute(&mode.begin()),
+        };
         if let Err(e) = begun {
             let _ = c.client().batch_execute("ROLLBACK");
             return Err(Attempt::classify(StorageError::from(e)));

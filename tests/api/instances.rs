@@ -104,7 +104,7 @@ fn job_config(dir: &std::path::Path, fake: &FakeProvider) -> std::path::PathBuf 
         &format!(
             r#"[jobs]
 workers = 4
-processing_per_user_max = 8
+processing_per_user_max = 12
 lease_s = 5
 backoff_base_ms = 20
 poll_interval_min_ms = 20
@@ -235,7 +235,15 @@ fn an_instance_killed_under_load_loses_no_acknowledged_charge_and_the_others_fin
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1_500));
+    // Every instance runs at most its 4 workers' jobs: with 9 processing,
+    // the one about to die holds at least one (under a loaded suite its
+    // workers may be the last to claim).
+    let admin = servers[0].client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
+    eventually("9 jobs processing at once", Duration::from_secs(20), || {
+        let page = servers[0].client.get("/v1/admin/jobs?status=processing&limit=100", &admin).json();
+        page["data"].as_array().map_or(0, Vec::len) >= 9
+    });
+    std::thread::sleep(Duration::from_millis(300));
     servers[2].child.kill().expect("SIGKILL");
     servers[2].child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -248,7 +256,6 @@ fn an_instance_killed_under_load_loses_no_acknowledged_charge_and_the_others_fin
 
     // The survivors finish every job (the dead instance's after their lease).
     wait_completed(&servers[0].client, 60, Duration::from_secs(60));
-    let admin = servers[0].client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
     let jobs = servers[0].client.get("/v1/admin/jobs?limit=100", &admin).json();
     let rerun = jobs["data"].as_array().unwrap().iter().filter(|j| j["attempts"].as_i64().unwrap_or(0) > 1).count();
     assert!(rerun > 0, "the killed instance had jobs in flight, run again by the others after their lease");
