@@ -487,6 +487,9 @@ fn auto_topup_fires_once_per_crossing_under_thirty_two_concurrent_consumes() {
     // Back above the threshold, then below again: a second crossing, and
     // this time the card is declined: an event and a log, no retry storm.
     stripe.decline_cards(true);
+    // The top-up re-arms on a pass that sees the balance back above the
+    // threshold; spending before that pass would cross nothing.
+    eventually("re-armed", Duration::from_secs(10), || app.count_where("auto_topups", "armed = 1") == 1);
     spend(13);
     eventually("the second top-up", Duration::from_secs(10), || stripe.count("/v1/payment_intents") == 2);
     eventually("the failure event", Duration::from_secs(10), || {
