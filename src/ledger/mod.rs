@@ -328,6 +328,8 @@ struct Spendable {
     held: Credits,
     /// The spend day the charge counts toward.
     day: i64,
+    /// The chain head a debit moved (its row must be appended next).
+    moved: Option<storage::MovedHead>,
 }
 
 /// The checks every new charge passes (enough available credits, then room
@@ -353,15 +355,15 @@ fn take_spend(
             return Err(refused);
         }
     };
-    if let Some((balance, held)) = storage::take_if_available(conn, user, amount, take, now)? {
-        return Ok(Spendable { balance, held, day });
+    if let Some(t) = storage::take_if_available(conn, user, amount, take, now)? {
+        return Ok(Spendable { balance: t.balance, held: t.held, day, moved: t.moved });
     }
     let (balance, held) = check_available(conn, user, amount, now)?;
     match take {
         storage::Take::Debit => storage::set_credits(conn, user, balance - amount)?,
         storage::Take::Hold => storage::add_held(conn, user, amount)?,
     }
-    Ok(Spendable { balance, held, day })
+    Ok(Spendable { balance, held, day, moved: None })
 }
 
 /// The user's balance and held amount after expiring what was due, or a
@@ -459,14 +461,16 @@ pub fn consume_at(
     caps: &SpendCaps,
     now: Timestamp,
 ) -> Result<Consumed> {
-    let Spendable { balance, held, day } = take_spend(conn, user, amount, caps, storage::Take::Debit, now)?;
+    let Spendable { balance, held, day, moved } = take_spend(conn, user, amount, caps, storage::Take::Debit, now)?;
     let after = balance - amount;
+    // Draws append no row: the head the debit moved is still this row's.
     let draw = grants::draw(conn, user, amount, now)?;
     let txn = storage::append(
         conn,
         &NewRow {
             api_key: caps.key,
             grant: draw.single(),
+            moved,
             ..NewRow::plain(user, -amount, Kind::Consume, after, description, now)
         },
     )?;
@@ -503,7 +507,7 @@ pub fn hold_at(
     caps: &SpendCaps,
     now: Timestamp,
 ) -> Result<HoldId> {
-    let Spendable { balance, held, day } = take_spend(conn, user, amount, caps, storage::Take::Hold, now)?;
+    let Spendable { balance, held, day, .. } = take_spend(conn, user, amount, caps, storage::Take::Hold, now)?;
     let id = storage::insert_hold(
         conn,
         &storage::NewHold { user, amount, job, api_key: caps.key, day, expires_at: now.plus_ms(ttl_ms), at: now },
@@ -596,6 +600,7 @@ pub fn settle_metered(
                 components,
                 api_key: h.api_key,
                 grant: settlement.single(),
+                moved: None,
             },
         )?;
         match micro {

@@ -59,23 +59,48 @@ pub fn take_if_available(
     amount: Credits,
     take: Take,
     now: Timestamp,
-) -> Result<Option<(Credits, Credits)>> {
+) -> Result<Option<Taken>> {
     // RETURNING sees the row after the change; the caller wants it before.
-    let sql = match take {
-        Take::Debit => {
-            "UPDATE users SET credits = credits - ?2
+    match take {
+        // A debit is always followed by its ledger row: the same statement
+        // moves the user's chain head, a round trip `append` then saves.
+        Take::Debit => conn.query_opt(
+            "UPDATE users SET credits = credits - ?2, chain_seq = chain_seq + 1
              WHERE id = ?1 AND deleted_at IS NULL AND credits - held >= ?2
                AND (next_expiry_at IS NULL OR next_expiry_at > ?3)
-             RETURNING credits + ?2, held"
-        }
-        Take::Hold => {
+             RETURNING credits + ?2, held, chain_seq, chain_hash",
+            params![user, amount, now],
+            |r| {
+                let moved = MovedHead { seq: r.get(2)?, prev_hash: r.get(3)? };
+                Ok(Taken { balance: r.get(0)?, held: r.get(1)?, moved: Some(moved) })
+            },
+        ),
+        Take::Hold => conn.query_opt(
             "UPDATE users SET held = held + ?2
              WHERE id = ?1 AND deleted_at IS NULL AND credits - held >= ?2
                AND (next_expiry_at IS NULL OR next_expiry_at > ?3)
-             RETURNING credits, held - ?2"
-        }
-    };
-    conn.query_opt(sql, params![user, amount, now], |r| Ok((r.get(0)?, r.get(1)?)))
+             RETURNING credits, held - ?2",
+            params![user, amount, now],
+            |r| Ok(Taken { balance: r.get(0)?, held: r.get(1)?, moved: None }),
+        ),
+    }
+}
+
+/// What [`take_if_available`] took from: the balance and held amount before
+/// it, and for a debit the chain head it moved.
+pub struct Taken {
+    pub balance: Credits,
+    pub held: Credits,
+    pub moved: Option<MovedHead>,
+}
+
+/// A user's chain head already moved by the statement that debited them:
+/// the sequence their next row takes and the hash it chains to. Carried to
+/// [`append`] in [`NewRow::moved`], which then does not move it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedHead {
+    pub seq: i64,
+    pub prev_hash: String,
 }
 
 pub fn add_held(conn: &Conn<'_>, user: UserId, delta: Credits) -> Result<()> {
@@ -101,6 +126,9 @@ pub struct NewRow<'a> {
     /// The one grant the row drew on, when it drew on exactly one (not
     /// chained: attribution; several are listed in `grant_draws`).
     pub grant: Option<GrantId>,
+    /// The head this row takes, when the caller's debit moved it (in this
+    /// transaction, with nothing appended for the user since).
+    pub moved: Option<MovedHead>,
 }
 
 impl<'a> NewRow<'a> {
@@ -127,6 +155,7 @@ impl<'a> NewRow<'a> {
             components: None,
             api_key: None,
             grant: None,
+            moved: None,
         }
     }
 }
@@ -145,15 +174,20 @@ pub struct Micro {
 /// row), so two writers for one user take turns and writers for different
 /// users never meet. The id comes from the database as the row is inserted,
 /// after the lock, so a user's rows are in id order too. Two round trips on
-/// PostgreSQL, as the global chain's head read and insert were.
+/// PostgreSQL, as the global chain's head read and insert were; one when
+/// the caller's debit moved the head already ([`NewRow::moved`]).
 pub fn append(conn: &Conn<'_>, row: &NewRow<'_>) -> Result<Transaction> {
     // The sequence moves first (taking the lock); RETURNING shows the new
     // sequence and the hash it has not been given yet: the previous one.
-    let (seq, prev_hash): (i64, String) = conn.query_one(
-        "UPDATE users SET chain_seq = chain_seq + 1 WHERE id = ?1 RETURNING chain_seq, chain_hash",
-        params![row.user],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    // A debit moved it already.
+    let (seq, prev_hash): (i64, String) = match &row.moved {
+        Some(m) => (m.seq, m.prev_hash.clone()),
+        None => conn.query_one(
+            "UPDATE users SET chain_seq = chain_seq + 1 WHERE id = ?1 RETURNING chain_seq, chain_hash",
+            params![row.user],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?,
+    };
     let hash = chain::row_hash(
         &prev_hash,
         &ChainFields {
