@@ -314,7 +314,7 @@ pub type Timed = (Instant, Instant, u16, Option<String>);
 /// restarted or frozen: every answer is a 201 or a 503 `database_*`.
 pub struct ConsumeLoad {
     stop: Arc<AtomicBool>,
-    pub seen: Arc<Mutex<Vec<Timed>>>,
+    seen: Arc<Mutex<Vec<Timed>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
