@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn a_row_lock_held_on_one_user_holds_up_no_other_user() {
     crate::postgres_only!();
-    const PACE_MS: u64 = 100;
+    const PACE_MS: u64 = 200;
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database();
     // 33 logins from one address in a moment.
