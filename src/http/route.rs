@@ -181,8 +181,8 @@ impl Ctx<'_> {
         self.commit_for(None, status, f)
     }
 
-    /// [`Ctx::commit`] for a charge that locks `lock`'s row alone
-    /// (`Db::write_for_user`); `None` runs alone.
+    /// [`Ctx::commit`] for a write of one user's money that locks `lock`'s
+    /// row alone (`Db::write_for_user`); `None` runs alone.
     pub fn commit_for<T, F>(&self, lock: Option<crate::domain::UserId>, status: u16, f: F) -> Result<Response, ApiError>
     where
         T: Serialize + Send + 'static,
@@ -206,7 +206,8 @@ impl Ctx<'_> {
         self.commit_then_for(None, status, write, render)
     }
 
-    /// [`Ctx::commit_then`] for a charge that locks `lock`'s row alone.
+    /// [`Ctx::commit_then`] for a write of one user's money that locks
+    /// `lock`'s row alone.
     pub fn commit_then_for<W, T, F, R>(
         &self,
         lock: Option<crate::domain::UserId>,
@@ -237,7 +238,8 @@ impl Ctx<'_> {
         self.commit_status_for(None, f)
     }
 
-    fn commit_status_for<T, F>(&self, lock: Option<crate::domain::UserId>, f: F) -> Result<Response, ApiError>
+    /// [`Ctx::commit_status`] for a write that locks `lock`'s row alone.
+    pub fn commit_status_for<T, F>(&self, lock: Option<crate::domain::UserId>, f: F) -> Result<Response, ApiError>
     where
         T: Serialize + Send + 'static,
         F: Fn(&Conn<'_>) -> crate::error::Result<(u16, T)> + Send + 'static,

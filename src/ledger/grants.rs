@@ -263,6 +263,11 @@ pub fn create_at(conn: &Conn<'_>, g: &NewGrant, now: Timestamp) -> Result<(Grant
     Ok((grant, true))
 }
 
+/// The user a grant belongs to (which never changes), if it exists.
+pub fn owner(conn: &Conn<'_>, id: GrantId) -> Result<Option<UserId>> {
+    Ok(store::get(conn, id, Timestamp::now())?.map(|g| g.user_id))
+}
+
 fn get_at(conn: &Conn<'_>, id: GrantId, now: Timestamp) -> Result<Grant> {
     store::get(conn, id, now)?.ok_or_else(|| Error::not_found("grant"))
 }

@@ -292,11 +292,12 @@ impl Db {
         self.write_as(pg::WriteMode::Exclusive, true, f)
     }
 
-    /// [`Db::write`] for a charge of `user` alone (consume, hold, settle,
-    /// release) that reads or writes no other user's money: on PostgreSQL
-    /// it runs beside the charges of other users, with the user's row
-    /// locked first (see `pg::WriteMode::User`). `None` is [`Db::write`].
-    /// SQLite has one writer either way.
+    /// [`Db::write`] for a write of `user`'s money alone (a charge:
+    /// consume, hold, settle, release; a grant, an admin adjustment, a
+    /// void, a redemption) that reads or writes no other user's money: on
+    /// PostgreSQL it runs beside the writes of other users, with the
+    /// user's row locked first (see `pg::WriteMode::User`). `None` is
+    /// [`Db::write`]. SQLite has one writer either way.
     pub fn write_for_user<T, E>(
         &self,
         user: Option<crate::domain::UserId>,

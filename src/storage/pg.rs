@@ -8,11 +8,12 @@
 //! written for SQLite is exact on PostgreSQL too, with several instances on
 //! one database. The cost is that write transactions do not overlap.
 //!
-//! One kind of write is exempt (`WriteMode::User`): a charge of one user
-//! (consume, hold, settle, release) locks the user's row and takes the
-//! lock *shared*, so charges of different users run at once, while still
-//! never overlapping any other write (which takes the lock exclusively);
-//! a charge waiting for its user's row holds no part of the lock.
+//! One kind of write is exempt (`WriteMode::User`): a write of one user's
+//! money (a charge: consume, hold, settle, release; a grant, an admin
+//! adjustment, a void, a redemption) locks the user's row and takes the
+//! lock *shared*, so such writes of different users run at once, while
+//! still never overlapping any other write (which takes the lock
+//! exclusively); one waiting for its user's row holds no part of the lock.
 //! ARCHITECTURE.md argues, per path, why that stays exact. The sealer
 //! (`WriteMode::Rows`) takes the lock shared too and waits for no row (it
 //! reads from its snapshot and skips rows locked elsewhere), so neither a
@@ -94,9 +95,10 @@ impl r2d2::ManageConnection for Manager {
 pub enum WriteMode {
     /// No other write of any instance runs at the same time.
     Exclusive,
-    /// A charge of this user: other charges (of other users) run at the
-    /// same time; other writes and other charges of this user do not. Its
-    /// row is locked before the write lock (see `begin_charge`).
+    /// A write of this user's money (a charge, a grant, a void...): such
+    /// writes of other users run at the same time; other writes and other
+    /// writes of this user do not. Its row is locked before the write lock
+    /// (see `begin_charge`).
     User(i64),
     /// A write that never waits for a row lock (it reads from its snapshot
     /// and skips rows locked elsewhere, `FOR UPDATE SKIP LOCKED`): it runs

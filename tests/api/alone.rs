@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 /// while 32 threads charge as 32 other users through two instances, a
 /// charge every `PACE_MS` each (the machine is not saturated: this is about
 /// waiting, not capacity). For the first 2 s their p99 stays under 50 ms;
-/// for one more second an admin's grants (writes that are not charges, so
-/// exclusive) go on beside them, and every charge and grant still
-/// succeeds, none waiting anywhere near the lock timeout (before, one such
-/// write behind the locked user's waiting charge stalled every charge for
-/// the lock timeout). The locked user's own charges wait out the lock
-/// timeout and are refused, changing nothing.
+/// for one more second an admin's grants go on beside them, one of them to
+/// the locked user, and every other charge and grant still succeeds, none
+/// waiting anywhere near the lock timeout (a grant once held the write
+/// lock exclusively while it waited for its user's row, stalling every
+/// charge for the lock timeout). The locked user's own charges and grant
+/// wait out the lock timeout and are refused, changing nothing.
 #[test]
 fn a_row_lock_held_on_one_user_holds_up_no_other_user() {
     crate::postgres_only!();
@@ -31,7 +31,8 @@ fn a_row_lock_held_on_one_user_holds_up_no_other_user() {
     let tokens: Vec<String> = (0..32).map(|i| funded(&servers, &format!("free{i}@example.com"), 1_000)).collect();
     // Logged in before anything is measured: a login hashes a password.
     let admin = servers[0].client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
-    let first_user = servers[0].client.get("/v1/me", &tokens[0]).json()["id"].as_str().expect("id").to_owned();
+    let user_id = |token: &str| servers[0].client.get("/v1/me", token).json()["id"].as_str().expect("id").to_owned();
+    let (first_user, held_user) = (user_id(&tokens[0]), user_id(&held_token));
     // Each thread's first charge (a new connection, a cold credential
     // cache) is made before the lock is taken: it measures something else.
     let ready = Arc::new(std::sync::Barrier::new(33));
@@ -83,12 +84,25 @@ fn a_row_lock_held_on_one_user_holds_up_no_other_user() {
             statuses
         })
     };
+    // A write to the held user that is not a charge (before, exclusive:
+    // holding the whole write lock while it waited for the row, it held
+    // every charge back until the lock timeout).
+    let held_grant = {
+        let (client, admin) = (servers[1].client.clone(), admin.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(quiet_until.saturating_duration_since(Instant::now()));
+            let path = format!("/v1/admin/users/{held_user}/credits");
+            client.post(&path, &admin, serde_json::json!({"amount": 5, "description": "top-up"})).status
+        })
+    };
     let mut blocked = Vec::new();
     while Instant::now() < until {
         blocked.push(servers[1].client.consume(&held_token, 1).status);
     }
     let took: Vec<(Instant, Duration)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
     let granted = granting.join().unwrap();
+    // Refused at the lock timeout while the row is still held.
+    let held_granted = held_grant.join().unwrap();
     // The sealer waits for no row: the others' moves were sealed meanwhile.
     assert!(seals() > seals_before, "no seal written while a row was locked");
     held.rollback().unwrap();
@@ -107,8 +121,9 @@ fn a_row_lock_held_on_one_user_holds_up_no_other_user() {
     assert!(p99 < Duration::from_millis(50), "p99 {p99:?} while one user's row was locked");
     assert!(granted.len() >= 3 && granted.iter().all(|s| *s == 201), "grants: {granted:?}");
     assert!(slowest < Duration::from_millis(500), "a charge waited {slowest:?}");
+    assert_eq!(held_granted, 503, "a grant to the held user");
     assert!(!blocked.is_empty() && blocked.iter().all(|s| *s == 503), "the locked user's charges: {blocked:?}");
-    assert_eq!(servers[1].client.balance(&held_token).json()["balance"], 1_000, "refused charges changed nothing");
+    assert_eq!(servers[1].client.balance(&held_token).json()["balance"], 1_000, "refused writes changed nothing");
     assert_eq!(servers[1].client.audit(&admin).json()["valid"], true);
 }
 

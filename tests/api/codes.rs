@@ -4,7 +4,7 @@
 
 use crate::helpers::*;
 use serde_json::{Value, json};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 
 fn mint(app: &TestApp, body: Value) -> Vec<Value> {
     let r = app.client.post("/v1/admin/codes", &app.admin, body);
@@ -92,22 +92,6 @@ fn a_code_is_shown_once_redeemed_into_a_grant_and_refused_with_distinct_codes() 
     assert_eq!(app.client.post("/v1/admin/codes", &ann.token, json!({"amount": 5, "count": 1})).status, 403);
     let a = app.audit();
     assert_eq!(a["valid"], true, "{a}");
-}
-
-/// Runs `f(i)` on `n` threads released at once; returns the statuses.
-fn race(n: usize, f: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Vec<u16> {
-    let f = Arc::new(f);
-    let gate = Arc::new(Barrier::new(n));
-    let threads: Vec<_> = (0..n)
-        .map(|i| {
-            let (f, gate) = (Arc::clone(&f), Arc::clone(&gate));
-            std::thread::spawn(move || {
-                gate.wait();
-                f(i)
-            })
-        })
-        .collect();
-    threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
 #[test]

@@ -130,6 +130,50 @@ fn voiding_removes_the_remainder_in_a_void_row_once() {
     assert_audit_valid(&app);
 }
 
+/// One user's grants, voids and consumes racing (on PostgreSQL each a
+/// write of that user alone, beside other users' writes): one void takes
+/// the grant's remainder once, one grant per external id, and the ledger
+/// adds up.
+#[test]
+fn racing_voids_grants_and_consumes_of_one_user_take_effect_once() {
+    let app = TestApp::spawn();
+    let (ann, bob) = (app.user("ann"), app.user("bob"));
+    let g = grant(&app, &ann, json!({"amount": 100, "priority": 0})).json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(grant(&app, &bob, json!({"amount": 1_000})).status, 201);
+    let (client, admin) = (app.client.clone(), app.admin.clone());
+    let (ann_id, ann_token, bob_token) = (ann.id.clone(), ann.token.clone(), bob.token.clone());
+    let statuses = race(32, move |i| match i % 4 {
+        0 => client.post(&format!("/v1/admin/grants/{g}/void"), &admin, json!({})).status,
+        1 => {
+            let body = json!({"amount": 50, "external_id": "order-1"});
+            client.post(&format!("/v1/admin/users/{ann_id}/grants"), &admin, body).status
+        }
+        2 => client.consume(&ann_token, 10).status,
+        _ => client.consume(&bob_token, 10).status,
+    });
+    let of = |k: usize| statuses.iter().skip(k).step_by(4).copied().collect::<Vec<u16>>();
+    assert!(of(0).iter().all(|s| *s == 200), "voids: {:?}", of(0));
+    let granted = of(1);
+    assert_eq!(granted.iter().filter(|s| **s == 201).count(), 1, "grants: {granted:?}");
+    assert!(granted.iter().all(|s| *s == 201 || *s == 200), "grants: {granted:?}");
+    assert!(of(2).iter().all(|s| *s == 201 || *s == 402), "ann's consumes: {:?}", of(2));
+    assert!(of(3).iter().all(|s| *s == 201), "bob's consumes: {:?}", of(3));
+    assert_eq!(app.count_where("credit_transactions", "kind = 'void'"), 1, "voided once");
+    assert_eq!(app.count_where("credit_grants", "external_id = 'order-1'"), 1);
+    let spent = 10 * of(2).iter().filter(|s| **s == 201).count() as i64;
+    let rows = app.client.transactions(&ann.token).json();
+    let voided: i64 = rows["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "void")
+        .map(|r| r["amount"].as_i64().unwrap())
+        .sum();
+    assert_eq!(app.balance(&ann)["balance"].as_i64(), Some(100 + 50 - spent + voided), "{rows}");
+    assert_eq!(app.balance(&bob)["balance"], 1_000 - 80);
+    assert_audit_valid(&app);
+}
+
 #[test]
 fn an_expired_grant_is_never_drawn_and_leaves_in_one_expire_row() {
     let app = TestApp::spawn_with(|c| c.ledger.sweep_interval_s = 1);

@@ -656,3 +656,19 @@ pub fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs `f(i)` on `n` threads released at once; returns the statuses.
+pub fn race(n: usize, f: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Vec<u16> {
+    let f = Arc::new(f);
+    let gate = Arc::new(std::sync::Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (f, gate) = (Arc::clone(&f), Arc::clone(&gate));
+            std::thread::spawn(move || {
+                gate.wait();
+                f(i)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}

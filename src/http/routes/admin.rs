@@ -282,7 +282,8 @@ pub fn adjust_credits(ctx: &Ctx) -> Result<Response, ApiError> {
     }
     let description = ledger::parse_description(Some(&body.description))?;
     let amount = Credits(body.amount);
-    ctx.commit(201, move |c| ledger::admin_adjust(c, user, amount, &description))
+    // Only this user's rows: beside other users' writes (`Db::write_for_user`).
+    ctx.commit_for(Some(user), 201, move |c| ledger::admin_adjust(c, user, amount, &description))
 }
 
 pub fn logs(ctx: &Ctx) -> Result<Response, ApiError> {

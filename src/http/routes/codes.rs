@@ -121,7 +121,9 @@ pub fn redeem(ctx: &Ctx) -> Result<Response, ApiError> {
     let ip = ctx.client_ip();
     ctx.app.guard.begin_redeem(user, ip)?;
     let typed = body.code;
-    let result = ctx.commit(201, move |c| Ok(codes::redeem(c, user, &typed)?));
+    // The code's own count is a conditional update of its row, so
+    // redemptions by different users run side by side.
+    let result = ctx.commit_for(Some(user), 201, move |c| Ok(codes::redeem(c, user, &typed)?));
     let guessed = matches!(&result, Err(e) if e.code == crate::error::redemption::Refusal::Invalid.code());
     if !guessed {
         ctx.app.guard.redeem_not_guessed(user, ip);

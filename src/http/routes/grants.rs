@@ -84,7 +84,7 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
         external_id: grants::parse_external_id(body.external_id.as_deref())?,
         code: None,
     };
-    ctx.commit_status(move |c| {
+    ctx.commit_status_for(Some(user), move |c| {
         let (grant, created) = grants::create(c, &g)?;
         Ok((if created { 201 } else { 200 }, grant))
     })
@@ -92,7 +92,9 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
 
 pub fn void(ctx: &Ctx) -> Result<Response, ApiError> {
     let id = GrantId::parse(ctx.param(0)).ok_or_else(|| Error::not_found("grant"))?;
-    ctx.commit(200, move |c| grants::void(c, id))
+    // A grant's user never changes: the void locks that user's row alone.
+    let owner = ctx.app.db.read(|c| grants::owner(c, id))?.ok_or_else(|| Error::not_found("grant"))?;
+    ctx.commit_for(Some(owner), 200, move |c| grants::void(c, id))
 }
 
 fn status_filter(ctx: &Ctx) -> Result<Option<GrantStatus>, ApiError> {
