@@ -233,7 +233,9 @@ pub fn sign_in(
 ) -> Result<LoginResponse> {
     let session_cfg = cfg.clone();
     let (id, role) = (user.id, user.role);
-    let issued = db.write(move |c| {
+    // Only this user's sessions: beside other users' writes, under the
+    // user's row lock (which also makes the sessions-per-user cap exact).
+    let issued = db.write_for_user(Some(id), move |c| {
         let issued = sessions::start(c, id, role, &method, &session_cfg)?;
         logs::write(c, &NewLog::business(id, action, true, json!({ "session_id": issued.session, "method": method })))?;
         Ok::<_, Error>(issued)

@@ -9,8 +9,9 @@
 //! one database. The cost is that write transactions do not overlap.
 //!
 //! One kind of write is exempt (`WriteMode::User`): a write of one user's
-//! money (a charge: consume, hold, settle, release; a grant, an admin
-//! adjustment, a void, a redemption) locks the user's row and takes the
+//! rows (a charge: consume, hold, settle, release; a grant, an admin
+//! adjustment, a void, a redemption; a login, a refresh) locks the user's
+//! row and takes the
 //! lock *shared*, so such writes of different users run at once, while
 //! still never overlapping any other write (which takes the lock
 //! exclusively); one waiting for its user's row holds no part of the lock.

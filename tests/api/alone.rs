@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 /// charge every `PACE_MS` each (the machine is not saturated: this is about
 /// waiting, not capacity). For the first 2 s their p99 stays under 50 ms;
 /// for one more second an admin's grants go on beside them, one of them to
-/// the locked user, and every other charge and grant still succeeds, none
-/// waiting anywhere near the lock timeout (a grant once held the write
-/// lock exclusively while it waited for its user's row, stalling every
-/// charge for the lock timeout). The locked user's own charges and grant
-/// wait out the lock timeout and are refused, changing nothing.
+/// the locked user (and that user's login), and every other charge and
+/// grant still succeeds, none waiting anywhere near the lock timeout (a
+/// grant or a login once held the write lock exclusively while it waited
+/// for its user's row, stalling every charge for the lock timeout). The
+/// locked user's own charges, grant and login wait out the lock timeout
+/// and are refused, changing nothing.
 #[test]
 fn a_row_lock_held_on_one_user_holds_up_no_other_user() {
     crate::postgres_only!();
@@ -84,15 +85,22 @@ fn a_row_lock_held_on_one_user_holds_up_no_other_user() {
             statuses
         })
     };
-    // A write to the held user that is not a charge (before, exclusive:
-    // holding the whole write lock while it waited for the row, it held
-    // every charge back until the lock timeout).
+    // Writes to the held user that are not charges, a grant and a login
+    // (before, exclusive: holding the whole write lock while they waited
+    // for the row, they held every charge back until the lock timeout).
     let held_grant = {
         let (client, admin) = (servers[1].client.clone(), admin.clone());
         std::thread::spawn(move || {
             std::thread::sleep(quiet_until.saturating_duration_since(Instant::now()));
             let path = format!("/v1/admin/users/{held_user}/credits");
             client.post(&path, &admin, serde_json::json!({"amount": 5, "description": "top-up"})).status
+        })
+    };
+    let held_login = {
+        let client = servers[0].client.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(quiet_until.saturating_duration_since(Instant::now()));
+            client.login("held@example.com", PASSWORD).status
         })
     };
     let mut blocked = Vec::new();
@@ -102,7 +110,7 @@ fn a_row_lock_held_on_one_user_holds_up_no_other_user() {
     let took: Vec<(Instant, Duration)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
     let granted = granting.join().unwrap();
     // Refused at the lock timeout while the row is still held.
-    let held_granted = held_grant.join().unwrap();
+    let held_granted = (held_grant.join().unwrap(), held_login.join().unwrap());
     // The sealer waits for no row: the others' moves were sealed meanwhile.
     assert!(seals() > seals_before, "no seal written while a row was locked");
     held.rollback().unwrap();
@@ -121,7 +129,7 @@ fn a_row_lock_held_on_one_user_holds_up_no_other_user() {
     assert!(p99 < Duration::from_millis(50), "p99 {p99:?} while one user's row was locked");
     assert!(granted.len() >= 3 && granted.iter().all(|s| *s == 201), "grants: {granted:?}");
     assert!(slowest < Duration::from_millis(500), "a charge waited {slowest:?}");
-    assert_eq!(held_granted, 503, "a grant to the held user");
+    assert_eq!(held_granted, (503, 503), "a grant to the held user, and their login");
     assert!(!blocked.is_empty() && blocked.iter().all(|s| *s == 503), "the locked user's charges: {blocked:?}");
     assert_eq!(servers[1].client.balance(&held_token).json()["balance"], 1_000, "refused writes changed nothing");
     assert_eq!(servers[1].client.audit(&admin).json()["valid"], true);

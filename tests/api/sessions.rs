@@ -359,3 +359,22 @@ fn past_sessions_per_user_max_a_new_login_ends_the_oldest() {
     let (third, _) = session(&app, &ann.email, PASSWORD);
     assert_eq!((me_status(&app, &first), me_status(&app, &second), me_status(&app, &third)), (401, 200, 200));
 }
+
+/// Logins of one user at once (on PostgreSQL each under that user's row
+/// lock, beside other users' writes) still keep the cap exactly: the
+/// sessions left live are the cap, and every token pair answered with a
+/// live session works.
+#[test]
+fn racing_logins_of_one_user_keep_exactly_sessions_per_user_max() {
+    let app = TestApp::spawn_with(|c| {
+        c.auth.sessions_per_user_max = 2;
+        c.auth.login_rpm_per_ip = 1_000;
+    });
+    let ann = app.user("ann");
+    let (client, email) = (app.client.clone(), ann.email.clone());
+    let statuses = race(8, move |_| client.login(&email, PASSWORD).status);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let live =
+        app.count_where("sessions", &format!("user_id = {} AND revoked_at IS NULL", ann.id.trim_start_matches("usr_")));
+    assert_eq!(live, 2, "sessions left live");
+}

@@ -135,6 +135,15 @@ pub fn rotate(conn: &Conn<'_>, presented: &str, cfg: &AuthConfig) -> Result<Rota
     Ok(Rotation::Rotated(Issued { session, user, role, refresh_token, ended_others: 0 }))
 }
 
+/// The user whose session `presented` belongs to (which never changes), if
+/// it is one of ours: a refresh locks that user alone.
+pub fn owner(conn: &Conn<'_>, presented: &str) -> Result<Option<UserId>> {
+    if !looks_like_refresh_token(presented) {
+        return Ok(None);
+    }
+    Ok(storage::find_token(conn, &token::hash(presented))?.map(|f| f.user))
+}
+
 /// Ends the session `presented` belongs to (logout); its user, or `None`
 /// for a token that is not ours. Ending an ended session is not an error.
 pub fn end(conn: &Conn<'_>, presented: &str) -> Result<Option<UserId>> {

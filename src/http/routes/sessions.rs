@@ -114,7 +114,11 @@ pub fn refresh(ctx: &Ctx) -> Result<Response, ApiError> {
     let body: RefreshBody = ctx.req.json()?;
     let cfg = ctx.app.config.auth.clone();
     let token = body.refresh_token;
-    match ctx.app.db.write(move |c| sessions::rotate(c, &token, &cfg))? {
+    // A session's writes are its user's: a refresh runs beside other
+    // users' writes, under that user's row lock (a token that is not ours
+    // runs alone, to be refused).
+    let owner = ctx.app.db.read(|c| sessions::owner(c, &token))?;
+    match ctx.app.db.write_for_user(owner, move |c| sessions::rotate(c, &token, &cfg))? {
         Rotation::Rotated(issued) => {
             Ok(Response::json(200, &auth::tokens(&ctx.app.keys, &ctx.app.config.auth, issued)?))
         }
