@@ -189,38 +189,72 @@ macro_rules! users_at_processing_max {
     };
 }
 
-/// The next due queued job in turn order, claimed: `processing`, leased, one
-/// more attempt. Jobs of users with `processing_per_user_max` jobs running
+/// The user whose due queued job is next in turn order, whose next job
+/// [`claim`] then claims (a read: on PostgreSQL the claim then locks that
+/// user alone). Jobs of users with `processing_per_user_max` jobs running
 /// are passed over, so one user's backlog holds at most that many workers.
-pub fn claim_due(
-    conn: &Conn<'_>,
-    now: Timestamp,
-    lease_until: Timestamp,
-    processing_per_user_max: usize,
-) -> Result<Option<JobRow>> {
+pub fn next_user(conn: &Conn<'_>, now: Timestamp, processing_per_user_max: usize) -> Result<Option<UserId>> {
     // `jobs_fair` walks queued jobs in turn order; without the hint SQLite
     // may take `jobs_due` and sort every due job by turn.
-    let id: Option<JobId> = conn.query_opt(
+    Ok(conn.query_opt(
         Sql::each(
             concat!(
-                "SELECT id FROM jobs INDEXED BY jobs_fair WHERE status = 'queued' AND next_attempt_at <= ?1
+                "SELECT user_id FROM jobs INDEXED BY jobs_fair WHERE status = 'queued' AND next_attempt_at <= ?1
                  AND user_id NOT IN (",
                 users_at_processing_max!("?2"),
                 ") ORDER BY turn, id LIMIT 1"
             ),
             concat!(
-                "SELECT id FROM jobs WHERE status = 'queued' AND next_attempt_at <= ?1 AND user_id NOT IN (",
+                "SELECT user_id FROM jobs WHERE status = 'queued' AND next_attempt_at <= ?1 AND user_id NOT IN (",
                 users_at_processing_max!("?2"),
                 ") ORDER BY turn, id LIMIT 1"
             ),
         ),
         params![now, processing_per_user_max as i64],
         |r| r.get(0),
+    )?)
+}
+
+/// Claims the next due queued job of `user` (the one [`next_user`]
+/// found) in their turn order: `processing`, leased, one more attempt;
+/// `None` when they have none due or reached `processing_per_user_max`
+/// meanwhile. Run under the user's lock (every move into `processing` is
+/// made under it), so the check is exact; and since workers that read the
+/// same candidate each claim the user's next job, they do not all race
+/// for one.
+pub fn claim(
+    conn: &Conn<'_>,
+    user: UserId,
+    now: Timestamp,
+    lease_until: Timestamp,
+    processing_per_user_max: usize,
+) -> Result<Option<JobRow>> {
+    let id: Option<JobId> = conn.query_opt(
+        "SELECT id FROM jobs WHERE user_id = ?1 AND status = 'queued' AND next_attempt_at <= ?2
+           AND (SELECT count(*) FROM jobs WHERE user_id = ?1 AND status = 'processing') < ?3
+         ORDER BY turn, id LIMIT 1",
+        params![user, now, processing_per_user_max as i64],
+        |r| r.get(0),
     )?;
     let Some(id) = id else { return Ok(None) };
-    set_status(conn, id, JobStatus::Queued, JobStatus::Processing, "claimed by a worker", now)?;
+    if !set_status(conn, id, JobStatus::Queued, JobStatus::Processing, "claimed by a worker", now)? {
+        return Ok(None);
+    }
     conn.execute("UPDATE jobs SET attempts = attempts + 1, lease_until = ?2, started_at = COALESCE(started_at, ?3) WHERE id = ?1", params![id, lease_until, now])?;
     get(conn, id)
+}
+
+/// [`next_user`] and [`claim`] in one transaction (tests).
+pub fn claim_due(
+    conn: &Conn<'_>,
+    now: Timestamp,
+    lease_until: Timestamp,
+    processing_per_user_max: usize,
+) -> Result<Option<JobRow>> {
+    match next_user(conn, now, processing_per_user_max)? {
+        Some(user) => claim(conn, user, now, lease_until, processing_per_user_max),
+        None => Ok(None),
+    }
 }
 
 /// When the next claimable queued job is due, for the workers' wait (jobs

@@ -83,12 +83,17 @@ fn work(app: &Arc<App>, stop: &AtomicBool) {
         }
         let until = lease_until(app);
         let hold_until = until.plus_ms(app.hold_ttl_ms());
-        let claimed = app.db.write(move |c| {
-            let job = storage::claim_due(c, Timestamp::now(), until, per_user)?;
-            if let Some(h) = job.as_ref().and_then(|j| j.hold) {
-                ledger::extend(c, h, hold_until)?;
-            }
-            Ok::<_, Error>(job)
+        // Whose turn it is is read first, so that the claim locks that
+        // user alone (on PostgreSQL, beside other users' writes).
+        let claimed = app.db.read(move |c| storage::next_user(c, Timestamp::now(), per_user)).and_then(|found| {
+            let Some(user) = found else { return Ok(None) };
+            app.db.write_for_user(Some(user), move |c| {
+                let job = storage::claim(c, user, Timestamp::now(), until, per_user)?;
+                if let Some(h) = job.as_ref().and_then(|j| j.hold) {
+                    ledger::extend(c, h, hold_until)?;
+                }
+                Ok::<_, Error>(job)
+            })
         });
         match claimed {
             // Its provider calls count as its owner's (the breaker counts
@@ -215,7 +220,7 @@ fn run(app: &App, job: JobRow, stop: &AtomicBool) {
 fn mark_submitting(app: &App, job: &JobRow) -> bool {
     let id = job.id;
     app.db
-        .write(move |c| {
+        .write_for_user(Some(job.user), move |c| {
             let live = storage::get(c, id)?.is_some_and(|j| j.status == JobStatus::Processing);
             if live {
                 storage::set_task(c, id, Some(TASK_SUBMITTING))?;
@@ -227,7 +232,7 @@ fn mark_submitting(app: &App, job: &JobRow) -> bool {
 
 fn unmark_submitting(app: &App, job: &JobRow) {
     let id = job.id;
-    if let Err(e) = app.db.write(move |c| storage::set_task(c, id, None)) {
+    if let Err(e) = app.db.write_for_user(Some(job.user), move |c| storage::set_task(c, id, None)) {
         log::error!("job {id}: cannot clear the submission marker: {e}");
     }
 }
@@ -245,7 +250,7 @@ fn poll(
 ) {
     let id = job.id;
     let encoded = task.encode();
-    if let Err(e) = app.db.write(move |c| storage::set_task(c, id, Some(&encoded))) {
+    if let Err(e) = app.db.write_for_user(Some(job.user), move |c| storage::set_task(c, id, Some(&encoded))) {
         // Leave the marker: recovery fails the job rather than pay twice.
         log::error!("job {id}: cannot record provider task {}: {e}", task.task_id);
         return;
@@ -338,7 +343,7 @@ fn renew(app: &App, job: &JobRow) -> bool {
     let (id, hold, until) = (job.id, job.hold, lease_until(app));
     let hold_until = until.plus_ms(app.hold_ttl_ms());
     app.db
-        .write(move |c| {
+        .write_for_user(Some(job.user), move |c| {
             let live = storage::renew_lease(c, id, until)?;
             if live && let Some(h) = hold {
                 ledger::extend(c, h, hold_until)?;
@@ -378,6 +383,14 @@ fn keep_outputs(app: &App, job: &JobRow, output: &Value, stop: &AtomicBool) -> V
     crate::media::fetch::keep_all(&app.media, &urls, used, |wait| sleep_unless_stopped(wait, stop) && renew(app, job))
 }
 
+/// The user a job's settle locks: alone beside other users' writes, unless
+/// a global daily cap makes every charge run alone
+/// (`SpendCaps::lock_user`). The job's other writes (claim, lease, task,
+/// failure, retry) are its user's alone either way.
+fn charge_lock(app: &App, user: crate::domain::UserId) -> Option<crate::domain::UserId> {
+    (app.config.limits.global_daily_cap == 0).then_some(user)
+}
+
 /// Settles the hold, stores the output and completes the job, in one
 /// transaction. A job canceled meanwhile is left alone (its hold is gone).
 fn complete(app: &App, job: &JobRow, mut done: Done, stop: &AtomicBool) {
@@ -386,7 +399,8 @@ fn complete(app: &App, job: &JobRow, mut done: Done, stop: &AtomicBool) {
     let (id, user, model) = (job.id, job.user, job.model.clone());
     let retention_days = app.config.media.retention_days;
     let today = app.guard.today();
-    let result = app.db.write(move |c| {
+    let lock = charge_lock(app, user);
+    let result = app.db.write_for_user(lock, move |c| {
         let Some(cur) = storage::get(c, id)? else { return Ok(false) };
         if cur.status != JobStatus::Processing {
             return Ok(false);
@@ -412,8 +426,7 @@ fn complete(app: &App, job: &JobRow, mut done: Done, stop: &AtomicBool) {
             key: None,
             day: today,
             multiplier_micro: crate::domain::MULTIPLIER_ONE_MICRO,
-            // A job's end writes the job too: it runs alone.
-            lock: None,
+            lock,
         };
         let log = NewLog::business(
             user,
@@ -439,7 +452,7 @@ fn complete(app: &App, job: &JobRow, mut done: Done, stop: &AtomicBool) {
 fn fail(app: &App, job: &JobRow, code: &str, message: &str) {
     let (id, user, code, message) = (job.id, job.user, code.to_owned(), message.to_owned());
     let (failed, today) = (crate::usage::Metered::model(&job.model).failure(None), app.guard.today());
-    let r = app.db.write(move |c| -> Result<()> {
+    let r = app.db.write_for_user(Some(user), move |c| -> Result<()> {
         let Some(cur) = storage::get(c, id)? else { return Ok(()) };
         if cur.status != JobStatus::Processing {
             return Ok(());
@@ -474,7 +487,7 @@ fn failed_call(app: &App, job: &JobRow, e: ProviderError) {
     if let ProviderError::CircuitOpen { retry_in_ms } = e {
         // Nothing was called: wait for the circuit, without using an attempt.
         let (id, at) = (job.id, Timestamp::now().plus_ms(retry_in_ms as i64));
-        let r = app.db.write(move |c| -> Result<()> {
+        let r = app.db.write_for_user(Some(job.user), move |c| -> Result<()> {
             let why = "waiting for the provider's circuit to close";
             if storage::set_status(c, id, JobStatus::Processing, JobStatus::Queued, why, Timestamp::now())? {
                 storage::schedule(c, id, at)?;
@@ -505,7 +518,7 @@ fn failed_call(app: &App, job: &JobRow, e: ProviderError) {
         % (delay / 2 + 1);
     let at = Timestamp::now().plus_ms((delay + jitter) as i64);
     let (id, message) = (job.id, format!("attempt {} failed ({e}); retrying in {} ms", job.attempts, delay + jitter));
-    let r = app.db.write(move |c| -> Result<()> {
+    let r = app.db.write_for_user(Some(job.user), move |c| -> Result<()> {
         if storage::set_status(c, id, JobStatus::Processing, JobStatus::Queued, &message, Timestamp::now())? {
             storage::schedule(c, id, at)?;
         }

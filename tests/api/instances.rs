@@ -98,13 +98,13 @@ fn fifty_racing_requests_with_one_idempotency_key_across_instances_have_one_effe
     assert_eq!(b["balance"], 990, "charged once");
 }
 
-fn job_config(dir: &std::path::Path, fake: &FakeProvider) -> std::path::PathBuf {
+fn job_config(dir: &std::path::Path, fake: &FakeProvider, processing_per_user_max: usize) -> std::path::PathBuf {
     write_config(
         dir,
         &format!(
             r#"[jobs]
 workers = 4
-processing_per_user_max = 12
+processing_per_user_max = {processing_per_user_max}
 lease_s = 5
 backoff_base_ms = 20
 poll_interval_min_ms = 20
@@ -117,6 +117,7 @@ base_url = "{base}/v1"
 {chat}"#,
             base = fake.base,
             chat = qwen_plus_toml("oa"),
+            processing_per_user_max = processing_per_user_max,
         ),
     )
 }
@@ -177,7 +178,7 @@ fn a_thousand_jobs_across_three_instances_call_the_provider_exactly_once_each() 
     crate::postgres_only!();
     let fake = FakeProvider::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = job_config(dir.path(), &fake);
+    let config = job_config(dir.path(), &fake, 12);
     let url = fresh_database();
     let servers = instances(&dir, 3, &url, &[("TOLLGATE_CONFIG", config.to_str().unwrap())]);
     let token = funded(&servers, "jobs@example.com", 1_000_000);
@@ -193,6 +194,35 @@ fn a_thousand_jobs_across_three_instances_call_the_provider_exactly_once_each() 
     assert_eq!(servers[1].client.audit(&admin).json()["valid"], true);
 }
 
+/// Twelve workers on three instances, one user's 24 slow jobs and
+/// `processing_per_user_max = 2`: each claim locks the user alone (beside
+/// other users' writes) and checks their running jobs under that lock, so
+/// no more than two are ever processing at once.
+#[test]
+fn three_instances_never_run_more_of_one_users_jobs_than_processing_per_user_max() {
+    crate::postgres_only!();
+    let fake = FakeProvider::start();
+    fake.script(|s| s.latency_ms = 150);
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_config(dir.path(), &fake, 2);
+    let url = fresh_database();
+    let servers = instances(&dir, 3, &url, &[("TOLLGATE_CONFIG", config.to_str().unwrap())]);
+    let token = funded(&servers, "cap@example.com", 1_000_000);
+    let mut watch = postgres::Client::connect(&url, postgres::NoTls).expect("a session");
+    let mut running =
+        || watch.query_one("SELECT count(*) FROM jobs WHERE status = 'processing'", &[]).unwrap().get::<_, i64>(0);
+    submit_jobs(&servers, &token, "cap", 24);
+    let (mut most, deadline) = (0, Instant::now() + Duration::from_secs(60));
+    while all_pages(&servers[0].client, "/v1/jobs?status=completed", &token).len() < 24 {
+        for _ in 0..20 {
+            most = most.max(running());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(Instant::now() < deadline, "the jobs did not complete");
+    }
+    assert_eq!(most, 2, "the most jobs of one user processing at once");
+}
+
 #[test]
 fn an_instance_killed_under_load_loses_no_acknowledged_charge_and_the_others_finish_its_jobs() {
     crate::postgres_only!();
@@ -200,7 +230,7 @@ fn an_instance_killed_under_load_loses_no_acknowledged_charge_and_the_others_fin
     // Slow enough that the killed instance has jobs in flight.
     fake.script(|s| s.latency_ms = 1_000);
     let dir = tempfile::tempdir().unwrap();
-    let config = job_config(dir.path(), &fake);
+    let config = job_config(dir.path(), &fake, 12);
     let url = fresh_database();
     let mut servers = instances(&dir, 3, &url, &[("TOLLGATE_CONFIG", config.to_str().unwrap())]);
     let token = funded(&servers, "kill@example.com", 1_000_000);
@@ -408,7 +438,7 @@ fn a_random_mix_of_money_operations_over_three_instances_leaves_every_write_and_
     let fake = FakeProvider::start();
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database();
-    let config = job_config(dir.path(), &fake);
+    let config = job_config(dir.path(), &fake, 12);
     let open = [
         ("TOLLGATE_CONFIG", config.to_str().unwrap()),
         ("TOLLGATE_LIMITS_RPM", "100000000"),
