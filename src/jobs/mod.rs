@@ -66,6 +66,8 @@ impl QueueBounds {
         if mine.queued >= self.queued_per_user_max as i64 {
             return Err(Error::TooManyJobs { queued_per_user_max: self.queued_per_user_max });
         }
+        // Everyone's count: exact only while no other creation counts too.
+        storage::lock_queue(conn)?;
         if storage::count_queued(conn)? >= self.queue_max as i64 {
             return Err(Error::QueueFull { queue_max: self.queue_max });
         }

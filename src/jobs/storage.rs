@@ -336,6 +336,21 @@ pub fn reset_for_retry(conn: &Conn<'_>, id: JobId, now: Timestamp) -> Result<()>
     Ok(())
 }
 
+/// The queue lock's key on PostgreSQL ("tgqueue").
+const QUEUE_LOCK_KEY: i64 = 0x0074_6771_7565_7565;
+
+/// Takes the queue lock for this transaction, waiting for it (at most the
+/// lock timeout): job creations and retries, which check everyone's queued
+/// jobs against `jobs.queue_max` while running beside other users' writes,
+/// take it before counting, so two never both pass with room for one.
+/// SQLite's single writer is the lock there.
+pub fn lock_queue(conn: &Conn<'_>) -> Result<()> {
+    if conn.engine() == crate::storage::Engine::Postgres {
+        conn.execute("SELECT pg_advisory_xact_lock(?1)", params![QUEUE_LOCK_KEY])?;
+    }
+    Ok(())
+}
+
 pub fn count_queued(conn: &Conn<'_>) -> Result<i64> {
     Ok(conn.query_one("SELECT count(*) FROM jobs WHERE status = 'queued'", &[], |r| r.get(0))?)
 }

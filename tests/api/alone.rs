@@ -4,7 +4,7 @@
 //! they measure. Each says what it would show if it failed.
 
 use crate::helpers::*;
-use crate::instances::{ConsumeLoad, fresh_database, funded, instances};
+use crate::instances::{ConsumeLoad, LOGINS, fresh_database, funded, instances};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ fn a_row_lock_held_on_one_user_holds_up_no_other_user() {
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database();
     // 33 logins from one address in a moment.
-    let servers = instances(&dir, 2, &url, &[("TOLLGATE_AUTH_LOGIN_RPM_PER_IP", "1000")]);
+    let servers = instances(&dir, 2, &url, &[LOGINS]);
     let held_token = funded(&servers, "held@example.com", 1_000);
     let tokens: Vec<String> = (0..32).map(|i| funded(&servers, &format!("free{i}@example.com"), 1_000)).collect();
     // Logged in before anything is measured: a login hashes a password.

@@ -23,6 +23,9 @@ pub fn instances(dir: &tempfile::TempDir, n: usize, url: &str, extra: &[(&str, &
         .collect()
 }
 
+/// Many logins from one address in a moment (a test's users being made).
+pub const LOGINS: (&str, &str) = ("TOLLGATE_AUTH_LOGIN_RPM_PER_IP", "1000");
+
 pub fn fresh_database() -> String {
     tollgate::storage::pg::test_database().expect("TOLLGATE_TEST_PG_URL names the test server")
 }
@@ -99,11 +102,21 @@ fn fifty_racing_requests_with_one_idempotency_key_across_instances_have_one_effe
 }
 
 fn job_config(dir: &std::path::Path, fake: &FakeProvider, processing_per_user_max: usize) -> std::path::PathBuf {
+    job_config_with(dir, fake, processing_per_user_max, "workers = 4")
+}
+
+/// [`job_config`] with more `[jobs]` lines.
+fn job_config_with(
+    dir: &std::path::Path,
+    fake: &FakeProvider,
+    processing_per_user_max: usize,
+    jobs: &str,
+) -> std::path::PathBuf {
     write_config(
         dir,
         &format!(
             r#"[jobs]
-workers = 4
+{jobs}
 processing_per_user_max = {processing_per_user_max}
 lease_s = 5
 backoff_base_ms = 20
@@ -221,6 +234,33 @@ fn three_instances_never_run_more_of_one_users_jobs_than_processing_per_user_max
         assert!(Instant::now() < deadline, "the jobs did not complete");
     }
     assert_eq!(most, 2, "the most jobs of one user processing at once");
+}
+
+/// Twenty users creating two jobs each at once through three instances,
+/// no worker, `jobs.queue_max = 10`: each creation runs under its user's
+/// row lock beside the others, and the queue lock it takes to count
+/// everyone's queued jobs admits exactly ten.
+#[test]
+fn three_instances_admit_exactly_queue_max_jobs_from_racing_users() {
+    crate::postgres_only!();
+    let fake = FakeProvider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_config_with(dir.path(), &fake, 12, "workers = 0\nqueue_max = 10");
+    let url = fresh_database();
+    let servers = instances(&dir, 3, &url, &[("TOLLGATE_CONFIG", config.to_str().unwrap()), LOGINS]);
+    let tokens: Arc<Vec<String>> =
+        Arc::new((0..20).map(|i| funded(&servers, &format!("queue{i}@example.com"), 1_000)).collect());
+    let clients: Arc<Vec<Client>> = Arc::new(servers.iter().map(|s| s.client.clone()).collect());
+    let statuses = race(40, move |i| {
+        let body = json!({"type": "text_generation", "model": "qwen-plus", "input": {"prompt": format!("q-{i}")}});
+        let r = clients[i % 3].create_job(&tokens[i % 20], body);
+        assert!(r.status == 202 || r.error_code() == "queue_full", "{}", r.text());
+        r.status
+    });
+    assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 10, "{statuses:?}");
+    let mut check = postgres::Client::connect(&url, postgres::NoTls).expect("a session");
+    let queued: i64 = check.query_one("SELECT count(*) FROM jobs WHERE status = 'queued'", &[]).unwrap().get(0);
+    assert_eq!(queued, 10);
 }
 
 #[test]

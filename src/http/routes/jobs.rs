@@ -116,7 +116,10 @@ pub fn create(ctx: &Ctx) -> Result<Response, ApiError> {
         hold_ttl_ms: ctx.app.hold_ttl_ms(),
         caps: ctx.app.guard.spend_caps(&caller),
     };
-    let response = ctx.commit(202, move |conn| jobs::create(conn, &c))?;
+    // The user's row, then the queue lock (`jobs::QueueBounds`): beside
+    // other users' writes, unless a global daily cap makes the hold run alone.
+    let lock = c.caps.lock_user(user);
+    let response = ctx.commit_for(lock, 202, move |conn| jobs::create(conn, &c))?;
     ctx.app.notifier.notify();
     ctx.app.job_changes.notify();
     Ok(response)
@@ -163,7 +166,7 @@ pub fn get(ctx: &Ctx) -> Result<Response, ApiError> {
 pub fn cancel(ctx: &Ctx) -> Result<Response, ApiError> {
     let user = ctx.user()?.id;
     let id = job_param(ctx)?;
-    let response = ctx.commit(200, move |c| jobs::cancel(c, user, id))?;
+    let response = ctx.commit_for(Some(user), 200, move |c| jobs::cancel(c, user, id))?;
     ctx.app.job_changes.notify();
     Ok(response)
 }
@@ -174,7 +177,8 @@ pub fn retry(ctx: &Ctx) -> Result<Response, ApiError> {
     let id = job_param(ctx)?;
     let (ttl, caps) = (ctx.app.hold_ttl_ms(), ctx.app.guard.spend_caps(&caller));
     let bounds = jobs::QueueBounds::of(&ctx.app.config.jobs);
-    let response = ctx.commit(202, move |c| jobs::retry(c, user, id, &bounds, ttl, &caps))?;
+    let lock = caps.lock_user(user);
+    let response = ctx.commit_for(lock, 202, move |c| jobs::retry(c, user, id, &bounds, ttl, &caps))?;
     ctx.app.notifier.notify();
     ctx.app.job_changes.notify();
     Ok(response)
