@@ -58,8 +58,10 @@ pub fn parse_key(raw: &str) -> Result<String> {
 }
 
 pub fn begin(db: &Db, user: UserId, key: String, fingerprint: String) -> Result<Claim> {
-    // A claim lost in a power cut is one startup would clear anyway.
-    db.write_lazy(move |c| {
+    // A claim lost in a power cut is one startup would clear anyway. Keys
+    // are the user's own: the claim locks that user alone (on PostgreSQL,
+    // beside other users' writes), which makes its read-then-claim exact.
+    db.write_lazy_for_user(Some(user), move |c| {
         let now = Timestamp::now();
         let fresh_after = now.plus_ms(-IDEMPOTENCY_TTL_MS);
         match storage::get(c, user, &key)? {
@@ -88,7 +90,10 @@ pub fn complete(conn: &Conn<'_>, token: &Token, response: &StoredResponse) -> Re
 /// Drops a claim whose request failed: failures are not stored, so a retry
 /// after a top-up can succeed.
 pub fn abandon(db: &Db, token: Token) {
-    if let Err(e) = db.write(move |c| Ok::<_, Error>(storage::delete_in_progress(c, token.user, &token.key)?)) {
+    let user = token.user;
+    if let Err(e) =
+        db.write_for_user(Some(user), move |c| Ok::<_, Error>(storage::delete_in_progress(c, token.user, &token.key)?))
+    {
         log::error!("could not drop an idempotency claim: {e}");
     }
 }

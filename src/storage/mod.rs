@@ -295,7 +295,8 @@ impl Db {
     /// [`Db::write`] for a write of `user`'s rows alone (a charge:
     /// consume, hold, settle, release; a grant, an admin adjustment, a
     /// void, a redemption; a login, a refresh; a job's creation, claim and
-    /// run) that reads or writes no other user's money: on
+    /// run; an idempotency key's claim) that reads or writes no other
+    /// user's money: on
     /// PostgreSQL it runs beside the writes of other users, with the
     /// user's row locked first (see `pg::WriteMode::User`). `None` is
     /// [`Db::write`]. SQLite has one writer either way.

@@ -11,10 +11,11 @@
 //! One kind of write is exempt (`WriteMode::User`): a write of one user's
 //! rows (a charge: consume, hold, settle, release; a grant, an admin
 //! adjustment, a void, a redemption; a login, a refresh; a job's creation,
-//! claim and run) locks the user's row and takes the lock *shared*, so
-//! such writes of different users run at once, while still never
-//! overlapping any other write (which takes the lock exclusively); one
-//! waiting for its user's row holds no part of the lock.
+//! claim and run; an idempotency key's claim) locks the user's row and
+//! takes the lock *shared*, so such writes of different users run at
+//! once, while still never overlapping any other write (which takes the
+//! lock exclusively); one waiting for its user's row holds no part of the
+//! lock.
 //! ARCHITECTURE.md argues, per path, why that stays exact. The sealer
 //! (`WriteMode::Rows`) takes the lock shared too and waits for no row (it
 //! reads from its snapshot and skips rows locked elsewhere), so neither a
