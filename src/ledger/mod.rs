@@ -431,12 +431,23 @@ fn count_spend(
 ) -> Result<()> {
     // Five to seven counters, none read back here: on PostgreSQL one
     // statement (one round trip) instead of one each.
+    Ok(conn.execute_together(&spend_writes(user, key, day, delta, usage))?)
+}
+
+/// The writes [`count_spend`] makes, to send with another statement.
+fn spend_writes(
+    user: UserId,
+    key: Option<ApiKeyId>,
+    day: i64,
+    delta: Credits,
+    usage: Option<&crate::usage::Counted>,
+) -> Vec<crate::storage::Write> {
     let mut writes = crate::usage::spent_writes(user, day, usage, delta);
     writes.push(storage::global_spent_write(user, day, delta));
     if let Some(k) = key {
         writes.extend(storage::key_spent_writes(k, day, delta));
     }
-    Ok(conn.execute_together(&writes)?)
+    writes
 }
 
 /// Spends `amount` now: checks available credits and the daily cap, appends
@@ -465,7 +476,9 @@ pub fn consume_at(
     let after = balance - amount;
     // Draws append no row: the head the debit moved is still this row's.
     let draw = grants::draw(conn, user, amount, now)?;
-    let txn = storage::append(
+    let used = crate::usage::Metered::default().request(caps.key, amount);
+    // The counters go with the row (one statement on PostgreSQL).
+    let txn = storage::append_with(
         conn,
         &NewRow {
             api_key: caps.key,
@@ -473,10 +486,9 @@ pub fn consume_at(
             moved,
             ..NewRow::plain(user, -amount, Kind::Consume, after, description, now)
         },
+        spend_writes(user, caps.key, day, amount, Some(&used)),
     )?;
     grants::record_draw(conn, &draw, txn.id)?;
-    let used = crate::usage::Metered::default().request(caps.key, amount);
-    count_spend(conn, user, caps.key, day, amount, Some(&used))?;
     crate::events::spent(conn, user, balance - held, amount, caps.low_balance)?;
     // No business log: the ledger row (with its description) is the record
     // of a plain consume and the usage aggregate counts it; a log row cost
@@ -603,6 +615,8 @@ pub fn settle_metered(
                 moved: None,
             },
         )?;
+        // Before the reservations close: a grant that ended meanwhile
+        // leaves in a row of its own, after this balance.
         match micro {
             Some(m) => storage::set_credits_and_carry(conn, h.user, after, m.carry_after)?,
             None => storage::set_credits(conn, h.user, after)?,
@@ -612,9 +626,12 @@ pub fn settle_metered(
         None
     };
     grants::close_reservations(conn, id, &settlement, txn, now)?;
-    storage::add_held(conn, h.user, -h.amount)?;
-    count_spend(conn, h.user, h.api_key, h.day, charge - h.amount, Some(&used.request(h.api_key, charge)))?;
-    storage::close_hold(conn, id, HoldStatus::Settled, Some(charge), txn, now)?;
+    // What is held, the counters and the hold itself: none read back, so
+    // one statement on PostgreSQL.
+    let mut writes = vec![storage::add_held_write(h.user, -h.amount)?];
+    writes.extend(spend_writes(h.user, h.api_key, h.day, charge - h.amount, Some(&used.request(h.api_key, charge))));
+    writes.push(storage::close_hold_write(id, HoldStatus::Settled, Some(charge), txn, now)?);
+    conn.execute_together(&writes)?;
     Ok(HoldOutcome { hold_id: id, status: HoldStatus::Settled, charged: charge, transaction_id: txn })
 }
 
@@ -656,9 +673,10 @@ fn close_uncharged(conn: &Conn<'_>, id: HoldId, status: HoldStatus, now: Timesta
     }
     let settlement = grants::plan_settle(conn, id, Credits::ZERO, now)?;
     grants::close_reservations(conn, id, &settlement, None, now)?;
-    storage::add_held(conn, h.user, -h.amount)?;
-    count_spend(conn, h.user, h.api_key, h.day, -h.amount, None)?;
-    storage::close_hold(conn, id, status, Some(Credits::ZERO), None, now)?;
+    let mut writes = vec![storage::add_held_write(h.user, -h.amount)?];
+    writes.extend(spend_writes(h.user, h.api_key, h.day, -h.amount, None));
+    writes.push(storage::close_hold_write(id, status, Some(Credits::ZERO), None, now)?);
+    conn.execute_together(&writes)?;
     Ok(HoldOutcome { hold_id: id, status, charged: Credits::ZERO, transaction_id: None })
 }
 

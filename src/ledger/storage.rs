@@ -104,8 +104,13 @@ pub struct MovedHead {
 }
 
 pub fn add_held(conn: &Conn<'_>, user: UserId, delta: Credits) -> Result<()> {
-    conn.execute("UPDATE users SET held = held + ?2 WHERE id = ?1", params![user, delta])?;
-    Ok(())
+    Ok(conn.execute_together(&[add_held_write(user, delta)?])?)
+}
+
+/// [`add_held`] as one write to send with others
+/// (`Conn::execute_together`).
+pub fn add_held_write(user: UserId, delta: Credits) -> Result<Write> {
+    Ok(Write::of("UPDATE users SET held = held + ?2 WHERE id = ?1", params![user, delta])?)
 }
 
 pub struct NewRow<'a> {
@@ -177,6 +182,13 @@ pub struct Micro {
 /// PostgreSQL, as the global chain's head read and insert were; one when
 /// the caller's debit moved the head already ([`NewRow::moved`]).
 pub fn append(conn: &Conn<'_>, row: &NewRow<'_>) -> Result<Transaction> {
+    append_with(conn, row, Vec::new())
+}
+
+/// [`append`] with `writes` that read nothing back and that the row does
+/// not read (the charge's counters): on PostgreSQL they go in the row's
+/// own statement, one round trip for all.
+pub fn append_with(conn: &Conn<'_>, row: &NewRow<'_>, mut writes: Vec<Write>) -> Result<Transaction> {
     // The sequence moves first (taking the lock); RETURNING shows the new
     // sequence and the hash it has not been given yet: the previous one.
     // A debit moved it already.
@@ -205,19 +217,14 @@ pub fn append(conn: &Conn<'_>, row: &NewRow<'_>) -> Result<Transaction> {
             components: row.micro.and(row.components),
         },
     );
-    // On PostgreSQL the head's hash is set by the same statement that
-    // inserts the row (a data-modifying WITH); SQLite runs two in-process.
-    let insert = "INSERT INTO credit_transactions
+    // The head's hash is set with the row: on PostgreSQL in the same
+    // statement (a data-modifying WITH part, beside `writes`).
+    writes.push(Write::of("UPDATE users SET chain_hash = ?2 WHERE id = ?1", params![row.user, hash])?);
+    let insert = Write::of(
+        "INSERT INTO credit_transactions
          (user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash, cost_micro, carry_after,
           api_key_id, grant_id, components, user_seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) RETURNING id";
-    let with_head = "WITH head AS (UPDATE users SET chain_hash = ?9 WHERE id = ?1)
-         INSERT INTO credit_transactions
-         (user_id, amount, kind, balance_after, job_id, hold_id, description, created_at, hash, cost_micro, carry_after,
-          api_key_id, grant_id, components, user_seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) RETURNING id";
-    let id: i64 = conn.query_one(
-        Sql::each(insert, with_head),
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) RETURNING id",
         params![
             row.user,
             row.amount,
@@ -235,11 +242,8 @@ pub fn append(conn: &Conn<'_>, row: &NewRow<'_>) -> Result<Transaction> {
             row.micro.and(row.components),
             seq,
         ],
-        |r| r.get(0),
     )?;
-    if conn.engine() == Engine::Sqlite {
-        conn.execute("UPDATE users SET chain_hash = ?2 WHERE id = ?1", params![row.user, hash])?;
-    }
+    let id: i64 = conn.query_together(&writes, &insert, |r| r.get(0))?;
     Ok(Transaction {
         id: TxnId(id),
         object: "credit_transaction",
@@ -451,21 +455,20 @@ pub fn hold(conn: &Conn<'_>, id: HoldId) -> Result<Option<HoldRow>> {
     )
 }
 
-pub fn close_hold(
-    conn: &Conn<'_>,
+/// Closes an active hold (its settle or release), as one write to send
+/// with the others the close makes (`Conn::execute_together`).
+pub fn close_hold_write(
     id: HoldId,
     status: HoldStatus,
     charged: Option<Credits>,
     txn: Option<TxnId>,
     now: Timestamp,
-) -> Result<()> {
-    conn.execute(
-        "UPDATE credit_holds SET status = ?2, charged = ?3, transaction_id = ?4, closed_at = ?5
-         WHERE id = ?1 AND status = 'active'",
-        params![id, status.as_str(), charged, txn, now],
-    )?;
-    Ok(())
+) -> Result<Write> {
+    Ok(Write::of(CLOSE_HOLD, params![id, status.as_str(), charged, txn, now])?)
 }
+
+const CLOSE_HOLD: &str = "UPDATE credit_holds SET status = ?2, charged = ?3, transaction_id = ?4, closed_at = ?5
+         WHERE id = ?1 AND status = 'active'";
 
 pub fn extend_hold(conn: &Conn<'_>, id: HoldId, until: Timestamp) -> Result<usize> {
     conn.execute(

@@ -113,6 +113,11 @@ impl Write {
     pub fn new(sql: impl Into<Sql<'static>>, values: Vec<Value>) -> Write {
         Write { sql: sql.into(), values }
     }
+
+    /// A write bound with `params![...]` as any statement is.
+    pub fn of(sql: impl Into<Sql<'static>>, params: Params<'_>) -> Result<Write, StorageError> {
+        Ok(Write { sql: sql.into(), values: owned_values(params)? })
+    }
 }
 
 /// A PostgreSQL connection with the statements it has prepared.
@@ -292,17 +297,31 @@ impl<'a> Conn<'a> {
             }
             (Conn::Pg(_), [one]) => self.execute(one.sql, &dyn_params(&one.values)).map(|_| ()),
             (Conn::Pg(_), [parts @ .., last]) => {
-                let mut text = String::from("WITH ");
-                let mut offset = 0;
-                for (i, w) in parts.iter().enumerate() {
-                    let sep = if i == 0 { "" } else { ", " };
-                    text.push_str(&format!("{sep}w{i} AS ({})", shift_params(w.sql.text(Engine::Postgres), offset)));
-                    offset += w.values.len();
-                }
-                text.push(' ');
-                text.push_str(&shift_params(last.sql.text(Engine::Postgres), offset));
-                let values: Vec<Value> = writes.iter().flat_map(|w| w.values.iter().cloned()).collect();
+                let (text, values) = joined(parts, last);
                 self.execute(&text, &dyn_params(&values)).map(|_| ())
+            }
+        }
+    }
+
+    /// [`Conn::execute_together`] and then `last`, a statement answering
+    /// one row (`RETURNING`), read with `f`: on PostgreSQL the writes are
+    /// `WITH` parts of `last`, so all of them cost one round trip. `last`
+    /// sees the rows as they were before the writes, as they see each
+    /// other; on SQLite it runs after them.
+    pub fn query_together<T>(
+        &self,
+        writes: &[Write],
+        last: &Write,
+        f: impl FnMut(&Row<'_>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        match self {
+            Conn::Sqlite(_) => {
+                self.execute_together(writes)?;
+                self.query_one(last.sql, &dyn_params(&last.values), f)
+            }
+            Conn::Pg(_) => {
+                let (text, values) = joined(writes, last);
+                self.query_one(text.as_str(), &dyn_params(&values), f)
             }
         }
     }
@@ -434,6 +453,24 @@ pub fn pg_text(sql: &str) -> String {
 
 /// Moves a statement's numbered parameters `offset` places on (`?1` ->
 /// `?{1 + offset}`), for statements joined into one.
+/// `parts` as data-modifying `WITH` parts of `last` (PostgreSQL), the
+/// parameters of each numbered after the ones before; and all the values.
+fn joined(parts: &[Write], last: &Write) -> (String, Vec<Value>) {
+    let mut text = String::new();
+    let mut offset = 0;
+    for (i, w) in parts.iter().enumerate() {
+        text.push_str(if i == 0 { "WITH " } else { ", " });
+        text.push_str(&format!("w{i} AS ({})", shift_params(w.sql.text(Engine::Postgres), offset)));
+        offset += w.values.len();
+    }
+    if !parts.is_empty() {
+        text.push(' ');
+    }
+    text.push_str(&shift_params(last.sql.text(Engine::Postgres), offset));
+    let values = parts.iter().chain(std::iter::once(last)).flat_map(|w| w.values.iter().cloned()).collect();
+    (text, values)
+}
+
 fn shift_params(sql: &str, offset: usize) -> String {
     map_params(sql, |n| format!("?{}", n + offset))
 }
@@ -484,15 +521,17 @@ fn map_params(sql: &str, to: impl Fn(usize) -> String) -> String {
 struct PgArg(Value);
 
 fn pg_args(params: Params<'_>) -> Result<Vec<PgArg>, StorageError> {
+    Ok(owned_values(params)?.into_iter().map(PgArg).collect())
+}
+
+/// Each argument as the value rusqlite would bind.
+fn owned_values(params: Params<'_>) -> Result<Vec<Value>, StorageError> {
     params
         .iter()
-        .map(|p| {
-            let v = match p.to_sql()? {
-                ToSqlOutput::Borrowed(v) => owned(v)?,
-                ToSqlOutput::Owned(v) => v,
-                other => return Err(StorageError::Column(format!("cannot bind {other:?} on PostgreSQL"))),
-            };
-            Ok(PgArg(v))
+        .map(|p| match p.to_sql()? {
+            ToSqlOutput::Borrowed(v) => owned(v),
+            ToSqlOutput::Owned(v) => Ok(v),
+            other => Err(StorageError::Column(format!("cannot bind {other:?}"))),
         })
         .collect()
 }
