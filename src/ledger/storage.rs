@@ -104,13 +104,13 @@ pub struct MovedHead {
 }
 
 pub fn add_held(conn: &Conn<'_>, user: UserId, delta: Credits) -> Result<()> {
-    Ok(conn.execute_together(&[add_held_write(user, delta)?])?)
+    conn.execute_together(&[add_held_write(user, delta)?])
 }
 
 /// [`add_held`] as one write to send with others
 /// (`Conn::execute_together`).
 pub fn add_held_write(user: UserId, delta: Credits) -> Result<Write> {
-    Ok(Write::of("UPDATE users SET held = held + ?2 WHERE id = ?1", params![user, delta])?)
+    Write::of("UPDATE users SET held = held + ?2 WHERE id = ?1", params![user, delta])
 }
 
 pub struct NewRow<'a> {
@@ -464,7 +464,7 @@ pub fn close_hold_write(
     txn: Option<TxnId>,
     now: Timestamp,
 ) -> Result<Write> {
-    Ok(Write::of(CLOSE_HOLD, params![id, status.as_str(), charged, txn, now])?)
+    Write::of(CLOSE_HOLD, params![id, status.as_str(), charged, txn, now])
 }
 
 const CLOSE_HOLD: &str = "UPDATE credit_holds SET status = ?2, charged = ?3, transaction_id = ?4, closed_at = ?5
