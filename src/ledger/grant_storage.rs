@@ -179,18 +179,19 @@ pub fn spendable(conn: &Conn<'_>, user: UserId, amount: Credits, now: Timestamp)
 /// (so it does not empty, and no index entry is rewritten). `None`: the
 /// charge needs the general path (several grants, or one it empties).
 pub fn take_from_first(conn: &Conn<'_>, user: UserId, amount: Credits, now: Timestamp) -> Result<Option<GrantId>> {
-    conn.query_opt(
-        &format!(
-            "UPDATE credit_grants SET remaining = remaining - ?2
+    conn.query_opt(&format!("{} RETURNING id", take_from_first_update()), params![user, amount, now], |r| r.get(0))
+}
+
+/// [`take_from_first`]'s statement up to its `RETURNING` (`?1` the user,
+/// `?2` the amount, `?3` now), for a statement that adds a condition.
+pub(super) fn take_from_first_update() -> String {
+    format!(
+        "UPDATE credit_grants SET remaining = remaining - ?2
          WHERE id = (SELECT id FROM credit_grants
                      WHERE user_id = ?1 AND emptied_at IS NULL AND remaining > reserved AND voided_at IS NULL
                        AND (expires_at IS NULL OR expires_at > ?3)
                      ORDER BY {DRAW_ORDER} LIMIT 1)
-           AND remaining - reserved > ?2
-         RETURNING id"
-        ),
-        params![user, amount, now],
-        |r| r.get(0),
+           AND remaining - reserved > ?2"
     )
 }
 

@@ -295,6 +295,11 @@ pub fn next_expiry(conn: &Conn<'_>, user: UserId) -> Result<Option<NextExpiry>> 
 pub(super) struct Draw(Vec<(GrantId, Credits)>);
 
 impl Draw {
+    /// All of `amount` from one grant.
+    pub(super) fn one(grant: GrantId, amount: Credits) -> Draw {
+        Draw(vec![(grant, amount)])
+    }
+
     /// The grant, when the charge drew on exactly one: the ledger row names
     /// it, and no `grant_draws` row is written.
     pub(super) fn single(&self) -> Option<GrantId> {
@@ -311,8 +316,15 @@ impl Draw {
 /// was due), so a shortfall here is a broken invariant.
 pub(super) fn draw(conn: &Conn<'_>, user: UserId, amount: Credits, now: Timestamp) -> Result<Draw> {
     if let Some(g) = store::take_from_first(conn, user, amount, now)? {
-        return Ok(Draw(vec![(g, amount)]));
+        return Ok(Draw::one(g, amount));
     }
+    draw_planned(conn, user, amount, now)
+}
+
+/// [`draw`] past its common case (the first grant alone covers it with
+/// some to spare), when that was tried already: in draw order, emptying
+/// grants as it goes.
+pub(super) fn draw_planned(conn: &Conn<'_>, user: UserId, amount: Credits, now: Timestamp) -> Result<Draw> {
     let plan = plan_draw(conn, user, amount, now)?;
     for (g, take) in &plan {
         store::take(conn, g.id, *take, g.remaining == *take, now)?;

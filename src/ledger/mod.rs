@@ -330,6 +330,9 @@ struct Spendable {
     day: i64,
     /// The chain head a debit moved (its row must be appended next).
     moved: Option<storage::MovedHead>,
+    /// A debit's draw from the first grant in draw order, tried with it:
+    /// `Some(None)` when that grant does not cover it; `None` untried.
+    first_draw: Option<Option<GrantId>>,
 }
 
 /// The checks every new charge passes (enough available credits, then room
@@ -355,15 +358,22 @@ fn take_spend(
             return Err(refused);
         }
     };
-    if let Some(t) = storage::take_if_available(conn, user, amount, take, now)? {
-        return Ok(Spendable { balance: t.balance, held: t.held, day, moved: t.moved });
+    // A debit draws from the first grant in the same statement.
+    let taken = match take {
+        storage::Take::Debit => {
+            storage::debit_and_draw_first(conn, user, amount, now)?.map(|(t, first)| (t, Some(first)))
+        }
+        storage::Take::Hold => storage::take_if_available(conn, user, amount, take, now)?.map(|t| (t, None)),
+    };
+    if let Some((t, first_draw)) = taken {
+        return Ok(Spendable { balance: t.balance, held: t.held, day, moved: t.moved, first_draw });
     }
     let (balance, held) = check_available(conn, user, amount, now)?;
     match take {
         storage::Take::Debit => storage::set_credits(conn, user, balance - amount)?,
         storage::Take::Hold => storage::add_held(conn, user, amount)?,
     }
-    Ok(Spendable { balance, held, day, moved: None })
+    Ok(Spendable { balance, held, day, moved: None, first_draw: None })
 }
 
 /// The user's balance and held amount after expiring what was due, or a
@@ -472,10 +482,15 @@ pub fn consume_at(
     caps: &SpendCaps,
     now: Timestamp,
 ) -> Result<Consumed> {
-    let Spendable { balance, held, day, moved } = take_spend(conn, user, amount, caps, storage::Take::Debit, now)?;
+    let Spendable { balance, held, day, moved, first_draw } =
+        take_spend(conn, user, amount, caps, storage::Take::Debit, now)?;
     let after = balance - amount;
     // Draws append no row: the head the debit moved is still this row's.
-    let draw = grants::draw(conn, user, amount, now)?;
+    let draw = match first_draw {
+        Some(Some(first)) => grants::Draw::one(first, amount),
+        Some(None) => grants::draw_planned(conn, user, amount, now)?,
+        None => grants::draw(conn, user, amount, now)?,
+    };
     let used = crate::usage::Metered::default().request(caps.key, amount);
     // The counters go with the row (one statement on PostgreSQL).
     let txn = storage::append_with(

@@ -64,17 +64,7 @@ pub fn take_if_available(
     match take {
         // A debit is always followed by its ledger row: the same statement
         // moves the user's chain head, a round trip `append` then saves.
-        Take::Debit => conn.query_opt(
-            "UPDATE users SET credits = credits - ?2, chain_seq = chain_seq + 1
-             WHERE id = ?1 AND deleted_at IS NULL AND credits - held >= ?2
-               AND (next_expiry_at IS NULL OR next_expiry_at > ?3)
-             RETURNING credits + ?2, held, chain_seq, chain_hash",
-            params![user, amount, now],
-            |r| {
-                let moved = MovedHead { seq: r.get(2)?, prev_hash: r.get(3)? };
-                Ok(Taken { balance: r.get(0)?, held: r.get(1)?, moved: Some(moved) })
-            },
-        ),
+        Take::Debit => conn.query_opt(DEBIT, params![user, amount, now], debit_taken),
         Take::Hold => conn.query_opt(
             "UPDATE users SET held = held + ?2
              WHERE id = ?1 AND deleted_at IS NULL AND credits - held >= ?2
@@ -82,6 +72,47 @@ pub fn take_if_available(
              RETURNING credits, held - ?2",
             params![user, amount, now],
             |r| Ok(Taken { balance: r.get(0)?, held: r.get(1)?, moved: None }),
+        ),
+    }
+}
+
+/// [`take_if_available`]'s debit (`?1` the user, `?2` the amount, `?3`
+/// now).
+const DEBIT: &str = "UPDATE users SET credits = credits - ?2, chain_seq = chain_seq + 1
+     WHERE id = ?1 AND deleted_at IS NULL AND credits - held >= ?2
+       AND (next_expiry_at IS NULL OR next_expiry_at > ?3)
+     RETURNING credits + ?2, held, chain_seq, chain_hash";
+
+fn debit_taken(r: &Row<'_>) -> Result<Taken> {
+    let moved = MovedHead { seq: r.get(2)?, prev_hash: r.get(3)? };
+    Ok(Taken { balance: r.get(0)?, held: r.get(1)?, moved: Some(moved) })
+}
+
+/// A debit ([`take_if_available`]) and its draw from the first grant in
+/// draw order (`grant_storage::take_from_first`), the draw only when the
+/// debit took: on PostgreSQL one statement. `None`: nothing was taken;
+/// `Some((taken, None))`: taken, but the first grant does not cover it
+/// (the general draw decides).
+pub fn debit_and_draw_first(
+    conn: &Conn<'_>,
+    user: UserId,
+    amount: Credits,
+    now: Timestamp,
+) -> Result<Option<(Taken, Option<GrantId>)>> {
+    match conn.engine() {
+        Engine::Sqlite => {
+            let Some(taken) = take_if_available(conn, user, amount, Take::Debit, now)? else { return Ok(None) };
+            let first = super::grant_storage::take_from_first(conn, user, amount, now)?;
+            Ok(Some((taken, first)))
+        }
+        Engine::Postgres => conn.query_opt(
+            &format!(
+                "WITH d AS ({DEBIT}), g AS ({} AND EXISTS (SELECT 1 FROM d) RETURNING id)
+                 SELECT d.*, (SELECT id FROM g) FROM d",
+                super::grant_storage::take_from_first_update()
+            ),
+            params![user, amount, now],
+            |r| Ok((debit_taken(r)?, r.get(4)?)),
         ),
     }
 }
