@@ -15,7 +15,7 @@ bin="${BIN:-target/release/tollgate}"
 loadgen="${LOADGEN:-target/release/examples/loadgen}"
 port=18098
 cleanup() {
-  if [ -n "${pid:-}" ]; then kill "$pid" 2>/dev/null || true; fi
+  if [ -n "${pid:-}" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
   if [ -n "${TOLLGATE_TEST_PG_DIR:-}" ]; then scripts/pg-temp stop "$TOLLGATE_TEST_PG_DIR"; fi
 }
 trap cleanup EXIT
@@ -31,7 +31,14 @@ env -u TOLLGATE_TEST_PG_URL -u TOLLGATE_TEST_PG_DIR TOLLGATE_LIMITS_RPM=10000000
   TOLLGATE_ADMIN_EMAIL=admin@example.com TOLLGATE_ADMIN_PASSWORD=bench-admin-password \
   "$bin" serve --addr "127.0.0.1:$port" --db "$work/x.db" >"$work/log" 2>&1 &
 pid=$!
-until curl -sf "127.0.0.1:$port/healthz" >/dev/null; do sleep 0.2; done
+until curl -sf "127.0.0.1:$port/healthz" >/dev/null; do
+  if ! kill -0 "$pid" 2>/dev/null; then
+    echo "the server stopped; its log:" >&2
+    cat "$work/log" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
 token=$(curl -s "127.0.0.1:$port/v1/auth/login" -H 'content-type: application/json' \
   -d '{"email":"admin@example.com","password":"bench-admin-password"}' |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
