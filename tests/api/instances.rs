@@ -101,12 +101,27 @@ fn fifty_racing_requests_with_one_idempotency_key_across_instances_have_one_effe
     assert_eq!(b["balance"], 990, "charged once");
 }
 
-fn job_config(dir: &std::path::Path, fake: &FakeProvider, processing_per_user_max: usize) -> std::path::PathBuf {
-    job_config_with(dir, fake, processing_per_user_max, "workers = 4")
+/// Three instances with jobs on a fresh database, their provider `fake`
+/// (`jobs`: `[jobs]` lines besides the test's defaults; `extra`: more
+/// environment); the directory they live in (kept while it lives), the
+/// database's URL and the instances.
+fn job_instances(
+    fake: &FakeProvider,
+    processing_per_user_max: usize,
+    jobs: &str,
+    extra: &[(&str, &str)],
+) -> (tempfile::TempDir, String, Vec<ServerProcess>) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = job_config(dir.path(), fake, processing_per_user_max, jobs);
+    let url = fresh_database();
+    let mut env = vec![("TOLLGATE_CONFIG", config.to_str().unwrap())];
+    env.extend_from_slice(extra);
+    let servers = instances(&dir, 3, &url, &env);
+    (dir, url, servers)
 }
 
-/// [`job_config`] with more `[jobs]` lines.
-fn job_config_with(
+/// The configuration of [`job_instances`].
+fn job_config(
     dir: &std::path::Path,
     fake: &FakeProvider,
     processing_per_user_max: usize,
@@ -190,10 +205,7 @@ fn wait_completed(client: &Client, n: usize, within: Duration) {
 fn a_thousand_jobs_across_three_instances_call_the_provider_exactly_once_each() {
     crate::postgres_only!();
     let fake = FakeProvider::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = job_config(dir.path(), &fake, 12);
-    let url = fresh_database();
-    let servers = instances(&dir, 3, &url, &[("TOLLGATE_CONFIG", config.to_str().unwrap())]);
+    let (_dir, _, servers) = job_instances(&fake, 12, "workers = 4", &[]);
     let token = funded(&servers, "jobs@example.com", 1_000_000);
     submit_jobs(&servers, &token, "job", 1_000);
     wait_completed(&servers[0].client, 1_000, Duration::from_secs(180));
@@ -216,10 +228,7 @@ fn three_instances_never_run_more_of_one_users_jobs_than_processing_per_user_max
     crate::postgres_only!();
     let fake = FakeProvider::start();
     fake.script(|s| s.latency_ms = 150);
-    let dir = tempfile::tempdir().unwrap();
-    let config = job_config(dir.path(), &fake, 2);
-    let url = fresh_database();
-    let servers = instances(&dir, 3, &url, &[("TOLLGATE_CONFIG", config.to_str().unwrap())]);
+    let (_dir, url, servers) = job_instances(&fake, 2, "workers = 4", &[]);
     let token = funded(&servers, "cap@example.com", 1_000_000);
     let mut watch = postgres::Client::connect(&url, postgres::NoTls).expect("a session");
     let mut running =
@@ -244,10 +253,7 @@ fn three_instances_never_run_more_of_one_users_jobs_than_processing_per_user_max
 fn three_instances_admit_exactly_queue_max_jobs_from_racing_users() {
     crate::postgres_only!();
     let fake = FakeProvider::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = job_config_with(dir.path(), &fake, 12, "workers = 0\nqueue_max = 10");
-    let url = fresh_database();
-    let servers = instances(&dir, 3, &url, &[("TOLLGATE_CONFIG", config.to_str().unwrap()), LOGINS]);
+    let (_dir, url, servers) = job_instances(&fake, 12, "workers = 0\nqueue_max = 10", &[LOGINS]);
     let tokens: Arc<Vec<String>> =
         Arc::new((0..20).map(|i| funded(&servers, &format!("queue{i}@example.com"), 1_000)).collect());
     let clients: Arc<Vec<Client>> = Arc::new(servers.iter().map(|s| s.client.clone()).collect());
@@ -269,10 +275,7 @@ fn an_instance_killed_under_load_loses_no_acknowledged_charge_and_the_others_fin
     let fake = FakeProvider::start();
     // Slow enough that the killed instance has jobs in flight.
     fake.script(|s| s.latency_ms = 1_000);
-    let dir = tempfile::tempdir().unwrap();
-    let config = job_config(dir.path(), &fake, 12);
-    let url = fresh_database();
-    let mut servers = instances(&dir, 3, &url, &[("TOLLGATE_CONFIG", config.to_str().unwrap())]);
+    let (_dir, _, mut servers) = job_instances(&fake, 12, "workers = 4", &[]);
     let token = funded(&servers, "kill@example.com", 1_000_000);
     submit_jobs(&servers, &token, "kill", 60);
 
@@ -476,15 +479,8 @@ fn a_random_mix_of_money_operations_over_three_instances_leaves_every_write_and_
     crate::postgres_only!();
     let seconds: u64 = std::env::var("TOLLGATE_TEST_MIX_S").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let fake = FakeProvider::start();
-    let dir = tempfile::tempdir().unwrap();
-    let url = fresh_database();
-    let config = job_config(dir.path(), &fake, 12);
-    let open = [
-        ("TOLLGATE_CONFIG", config.to_str().unwrap()),
-        ("TOLLGATE_LIMITS_RPM", "100000000"),
-        ("TOLLGATE_LIMITS_BURST", "100000000"),
-    ];
-    let servers = instances(&dir, 3, &url, &open);
+    let open = [("TOLLGATE_LIMITS_RPM", "100000000"), ("TOLLGATE_LIMITS_BURST", "100000000")];
+    let (_dir, url, servers) = job_instances(&fake, 12, "workers = 4", &open);
     let admin = servers[0].client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
     let users: Vec<(String, String)> = (0..8)
         .map(|i| {
