@@ -8,7 +8,7 @@
 use super::grants::{Category, Grant, GrantStatus, NewGrant, Source};
 use crate::domain::{Credits, GrantId, HoldId, Timestamp, TxnId, UserId};
 use crate::paging::{List, Page};
-use crate::storage::{Conn, Row, Sql, StorageError};
+use crate::storage::{Conn, Row, Sql, StorageError, Write};
 use rusqlite::params;
 
 type Result<T> = std::result::Result<T, StorageError>;
@@ -218,13 +218,16 @@ pub fn record_draw(conn: &Conn<'_>, txn: TxnId, grant: GrantId, amount: Credits)
     Ok(())
 }
 
-pub fn reserve(conn: &Conn<'_>, hold: HoldId, grant: GrantId, amount: Credits) -> Result<()> {
-    conn.execute("UPDATE credit_grants SET reserved = reserved + ?2 WHERE id = ?1", params![grant, amount])?;
-    conn.execute(
-        "INSERT INTO hold_reservations (hold_id, grant_id, amount) VALUES (?1, ?2, ?3)",
-        params![hold, grant, amount],
-    )?;
-    Ok(())
+/// A hold's reservation of `amount` on a grant, as writes to send with
+/// others (`Conn::execute_together`).
+pub fn reserve_writes(hold: HoldId, grant: GrantId, amount: Credits) -> Result<[Write; 2]> {
+    Ok([
+        Write::of("UPDATE credit_grants SET reserved = reserved + ?2 WHERE id = ?1", params![grant, amount])?,
+        Write::of(
+            "INSERT INTO hold_reservations (hold_id, grant_id, amount) VALUES (?1, ?2, ?3)",
+            params![hold, grant, amount],
+        )?,
+    ])
 }
 
 /// A hold's reservation on one grant, what the grant has left, and whether

@@ -362,12 +362,20 @@ fn plan_draw(
     Ok(out)
 }
 
-/// Reserves `amount` on the user's spendable grants for `hold`.
-pub(super) fn reserve(conn: &Conn<'_>, user: UserId, amount: Credits, hold: HoldId, now: Timestamp) -> Result<()> {
+/// The writes that reserve `amount` on the user's spendable grants for
+/// `hold`, in draw order (the plan read now; the caller sends them).
+pub(super) fn reserve_writes(
+    conn: &Conn<'_>,
+    user: UserId,
+    amount: Credits,
+    hold: HoldId,
+    now: Timestamp,
+) -> Result<Vec<crate::storage::Write>> {
+    let mut writes = Vec::new();
     for (g, take) in plan_draw(conn, user, amount, now)? {
-        store::reserve(conn, hold, g.id, take)?;
+        writes.extend(store::reserve_writes(hold, g.id, take)?);
     }
-    Ok(())
+    Ok(writes)
 }
 
 /// How a hold's charge splits over what it reserved, in draw order.

@@ -427,24 +427,12 @@ fn check_key_limits(
     Ok(())
 }
 
-/// Counts `delta` (possibly negative) toward the day's spend of the user,
-/// of everyone, and of the key it was made through; with `usage`, the
-/// call's usage goes on the user's row of the day in the same statements
-/// as their spend (one row per user and day).
-fn count_spend(
-    conn: &Conn<'_>,
-    user: UserId,
-    key: Option<ApiKeyId>,
-    day: i64,
-    delta: Credits,
-    usage: Option<&crate::usage::Counted>,
-) -> Result<()> {
-    // Five to seven counters, none read back here: on PostgreSQL one
-    // statement (one round trip) instead of one each.
-    Ok(conn.execute_together(&spend_writes(user, key, day, delta, usage))?)
-}
-
-/// The writes [`count_spend`] makes, to send with another statement.
+/// The writes that count `delta` (possibly negative) toward the day's
+/// spend of the user, of everyone, and of the key it was made through;
+/// with `usage`, the call's usage goes on the user's row of the day in the
+/// same writes as their spend (one row per user and day). Five to seven
+/// counters, none read back: the caller sends them with its other writes
+/// (on PostgreSQL one statement, one round trip).
 fn spend_writes(
     user: UserId,
     key: Option<ApiKeyId>,
@@ -539,8 +527,11 @@ pub fn hold_at(
         conn,
         &storage::NewHold { user, amount, job, api_key: caps.key, day, expires_at: now.plus_ms(ttl_ms), at: now },
     )?;
-    grants::reserve(conn, user, amount, id, now)?;
-    count_spend(conn, user, caps.key, day, amount, None)?;
+    // The reservations and the counters read nothing back: one statement
+    // on PostgreSQL.
+    let mut writes = grants::reserve_writes(conn, user, amount, id, now)?;
+    writes.extend(spend_writes(user, caps.key, day, amount, None));
+    conn.execute_together(&writes)?;
     crate::events::spent(conn, user, balance - held, amount, caps.low_balance)?;
     Ok(id)
 }
