@@ -310,11 +310,12 @@ fn an_instance_killed_under_load_loses_no_acknowledged_charge_and_the_others_fin
         .collect();
     // Every instance runs at most its 4 workers' jobs: with 9 processing,
     // the one about to die holds at least one (under a loaded suite its
-    // workers may be the last to claim).
+    // workers may be the last to claim). And the load has run: the jobs
+    // (one user's, like the consumes) may reach 9 before many consumes did.
     let admin = servers[0].client.token(ADMIN_EMAIL, ADMIN_PASSWORD);
-    eventually("9 jobs processing at once", Duration::from_secs(20), || {
+    eventually("9 jobs processing and 50 consumes acknowledged", Duration::from_secs(20), || {
         let page = servers[0].client.get("/v1/admin/jobs?status=processing&limit=100", &admin).json();
-        page["data"].as_array().map_or(0, Vec::len) >= 9
+        page["data"].as_array().map_or(0, Vec::len) >= 9 && acknowledged.lock().unwrap().len() >= 50
     });
     std::thread::sleep(Duration::from_millis(300));
     servers[2].child.kill().expect("SIGKILL");

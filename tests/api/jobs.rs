@@ -452,8 +452,10 @@ fn one_user_past_the_per_user_bound_gets_429_while_another_users_jobs_are_accept
     drop(app);
 
     // With one worker, bob's single job runs after at most one of ann's.
+    // Each job outlasts ann's eight creations, even on a loaded machine, so
+    // exactly one of hers runs while she fills the queue.
     let fake = FakeProvider::start();
-    fake.script(|s| s.latency_ms = 100);
+    fake.script(|s| s.latency_ms = 1_500);
     let app = TestApp::spawn_with(|c| {
         with_fake(&fake)(c);
         c.jobs.workers = 1;
