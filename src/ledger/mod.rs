@@ -236,11 +236,11 @@ fn append_change(
     description: &str,
     now: Timestamp,
 ) -> Result<Transaction> {
-    let (balance, _) = account(conn, user)?;
-    let after = balance + amount;
-    let txn = storage::append(conn, &NewRow { grant, ..NewRow::plain(user, amount, kind, after, description, now) })?;
-    storage::set_credits(conn, user, after)?;
-    Ok(txn)
+    // The balance and the chain head move in one statement; the row follows.
+    let (after, moved) =
+        storage::add_credits_moving_head(conn, user, amount, None)?.ok_or_else(|| Error::not_found("user"))?;
+    let row = NewRow { grant, moved: Some(moved), ..NewRow::plain(user, amount, kind, after, description, now) };
+    Ok(storage::append(conn, &row)?)
 }
 
 /// Seconds from `now` until the spend day after `day` begins.
@@ -599,10 +599,13 @@ pub fn settle_metered(
             (Credits(total / MICRO_PER_CREDIT), Some(micro))
         }
     };
-    let (balance, _) = account(conn, h.user)?;
     let settlement = grants::plan_settle(conn, id, charge, now)?;
     let txn = if charge > Credits::ZERO || micro.is_some() {
-        let after = balance - charge;
+        // The balance (and carry) and the chain head move in one
+        // statement, before the reservations close: a grant that ended
+        // meanwhile leaves in a row of its own, after this balance.
+        let (after, moved) = storage::add_credits_moving_head(conn, h.user, -charge, micro.map(|m| m.carry_after))?
+            .ok_or_else(|| Error::not_found("user"))?;
         let t = storage::append(
             conn,
             &NewRow {
@@ -618,17 +621,13 @@ pub fn settle_metered(
                 components,
                 api_key: h.api_key,
                 grant: settlement.single(),
-                moved: None,
+                moved: Some(moved),
             },
         )?;
-        // Before the reservations close: a grant that ended meanwhile
-        // leaves in a row of its own, after this balance.
-        match micro {
-            Some(m) => storage::set_credits_and_carry(conn, h.user, after, m.carry_after)?,
-            None => storage::set_credits(conn, h.user, after)?,
-        }
         Some(t.id)
     } else {
+        // Nothing to write on the user's row; a user gone is still refused.
+        account(conn, h.user)?;
         None
     };
     grants::close_reservations(conn, id, &settlement, txn, now)?;

@@ -76,6 +76,25 @@ pub fn take_if_available(
     }
 }
 
+/// Adds `delta` to an active user's balance (with `carry`, sets a metered
+/// charge's carry too) and moves their chain head, in one statement, for
+/// the row appended next ([`NewRow::moved`]): the balance after it and the
+/// head moved. `None`: no such active user.
+pub fn add_credits_moving_head(
+    conn: &Conn<'_>,
+    user: UserId,
+    delta: Credits,
+    carry: Option<i64>,
+) -> Result<Option<(Credits, MovedHead)>> {
+    conn.query_opt(
+        "UPDATE users SET credits = credits + ?2, carry_micro = COALESCE(?3, carry_micro), chain_seq = chain_seq + 1
+         WHERE id = ?1 AND deleted_at IS NULL
+         RETURNING credits, chain_seq, chain_hash",
+        params![user, delta, carry],
+        |r| Ok((r.get(0)?, MovedHead { seq: r.get(1)?, prev_hash: r.get(2)? })),
+    )
+}
+
 /// [`take_if_available`]'s debit (`?1` the user, `?2` the amount, `?3`
 /// now).
 const DEBIT: &str = "UPDATE users SET credits = credits - ?2, chain_seq = chain_seq + 1
@@ -296,12 +315,6 @@ pub fn append_with(conn: &Conn<'_>, row: &NewRow<'_>, mut writes: Vec<Write>) ->
 /// The user's unbilled fraction of a credit, in millionths.
 pub fn carry(conn: &Conn<'_>, user: UserId) -> Result<i64> {
     conn.query_one("SELECT carry_micro FROM users WHERE id = ?1", params![user], |r| r.get(0))
-}
-
-/// The balance cache and the carry, in one statement (a metered settle).
-pub fn set_credits_and_carry(conn: &Conn<'_>, user: UserId, credits: Credits, carry: i64) -> Result<()> {
-    conn.execute("UPDATE users SET credits = ?2, carry_micro = ?3 WHERE id = ?1", params![user, credits, carry])?;
-    Ok(())
 }
 
 fn txn_from_row(r: &Row<'_>) -> Result<Transaction> {
