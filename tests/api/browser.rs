@@ -540,6 +540,9 @@ fn the_console_manages_channels_and_models_in_a_real_browser() {
     b.click("button[aria-label='Test house']");
     b.wait_text("#ch-test-result", |t| t.contains("house: OK in") && t.contains("fake answer"));
     assert_eq!(fake.requests().last().unwrap().headers["authorization"], "Bearer sk-console-7777");
+    // The list is drawn again after the answer shows (with the latency):
+    // a click before that lands on a row about to be replaced.
+    b.wait_text("tr[data-channel='house']", |t| t.contains(" ms"));
     b.shot("24-admin-channel-tested");
     // Edit, disable, enable.
     b.click("button[aria-label='Edit house']");
