@@ -278,8 +278,7 @@ fn settle(app: &App, token: Token, result: &Result<Response, ApiError>, stored_w
     match result {
         Ok(r) if r.is_success() && !stored_with_effect && r.stream.is_none() => {
             let s = stored(r);
-            let user = token.user;
-            let stored_ok = app.db.write_for_user(Some(user), move |c| idempotency::complete(c, &token, &s));
+            let stored_ok = app.db.write_for_user(Some(token.user), move |c| idempotency::complete(c, &token, &s));
             if let Err(e) = stored_ok {
                 log::error!("could not store an idempotent response: {e}");
             }

@@ -90,10 +90,9 @@ pub fn complete(conn: &Conn<'_>, token: &Token, response: &StoredResponse) -> Re
 /// Drops a claim whose request failed: failures are not stored, so a retry
 /// after a top-up can succeed.
 pub fn abandon(db: &Db, token: Token) {
-    let user = token.user;
-    if let Err(e) =
-        db.write_for_user(Some(user), move |c| Ok::<_, Error>(storage::delete_in_progress(c, token.user, &token.key)?))
-    {
+    if let Err(e) = db.write_for_user(Some(token.user), move |c| {
+        Ok::<_, Error>(storage::delete_in_progress(c, token.user, &token.key)?)
+    }) {
         log::error!("could not drop an idempotency claim: {e}");
     }
 }

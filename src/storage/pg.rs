@@ -97,10 +97,10 @@ impl r2d2::ManageConnection for Manager {
 pub enum WriteMode {
     /// No other write of any instance runs at the same time.
     Exclusive,
-    /// A write of this user's money (a charge, a grant, a void...): such
-    /// writes of other users run at the same time; other writes and other
-    /// writes of this user do not. Its row is locked before the write lock
-    /// (see `begin_charge`).
+    /// A write of this user's rows (a charge, a grant, a login, a job's
+    /// claim...): such writes of other users run at the same time; other
+    /// writes and other writes of this user do not. Its row is locked
+    /// before the write lock (see `begin_user_write`).
     User(i64),
     /// A write that never waits for a row lock (it reads from its snapshot
     /// and skips rows locked elsewhere, `FOR UPDATE SKIP LOCKED`): it runs
@@ -126,10 +126,10 @@ impl WriteMode {
     }
 }
 
-/// Begins a charge of `user`: its row locked first, waiting as long as it
-/// must, then the write lock taken shared *without* waiting, in one round
-/// trip. A charge waiting for its user's row (held by another charge of
-/// that user, or by an operator's open transaction) so holds no part of
+/// Begins a write of `user`'s rows: its row locked first, waiting as long
+/// as it must, then the write lock taken shared *without* waiting, in one
+/// round trip. A write waiting for its user's row (held by another write
+/// of that user, or by an operator's open transaction) so holds no part of
 /// the write lock, and an exclusive write meanwhile neither waits for it
 /// nor makes every later charge queue behind itself (PostgreSQL queues a
 /// shared request behind a waiting exclusive one). When the write lock is
@@ -137,7 +137,7 @@ impl WriteMode {
 /// are taken the other way round, waiting for the write lock first (as
 /// every exclusive write takes it before any row, no two transactions
 /// ever wait for each other in a circle).
-fn begin_charge(c: &mut postgres::Client, user: i64) -> Result<(), postgres::Error> {
+fn begin_user_write(c: &mut postgres::Client, user: i64) -> Result<(), postgres::Error> {
     let answers = c.simple_query(&format!(
         "BEGIN; SELECT 1 FROM users WHERE id = {user} FOR UPDATE; SELECT pg_try_advisory_xact_lock_shared({WRITE_LOCK_KEY})"
     ))?;
@@ -293,7 +293,7 @@ impl PgDb {
         // BEGIN and the lock in one round trip: the lock is held from here
         // to the commit's answer, so every round trip inside it counts.
         let begun = match mode {
-            WriteMode::User(user) => begin_charge(c.client(), user),
+            WriteMode::User(user) => begin_user_write(c.client(), user),
             _ => c.client().batch_execute(&mode.begin()),
         };
         if let Err(e) = begun {

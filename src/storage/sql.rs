@@ -451,8 +451,6 @@ pub fn pg_text(sql: &str) -> String {
     map_params(sql, |n| format!("${n}"))
 }
 
-/// Moves a statement's numbered parameters `offset` places on (`?1` ->
-/// `?{1 + offset}`), for statements joined into one.
 /// `parts` as data-modifying `WITH` parts of `last` (PostgreSQL), the
 /// parameters of each numbered after the ones before; and all the values.
 fn joined(parts: &[Write], last: &Write) -> (String, Vec<Value>) {
@@ -471,6 +469,8 @@ fn joined(parts: &[Write], last: &Write) -> (String, Vec<Value>) {
     (text, values)
 }
 
+/// Moves a statement's numbered parameters `offset` places on (`?1` ->
+/// `?{1 + offset}`), for statements joined into one.
 fn shift_params(sql: &str, offset: usize) -> String {
     map_params(sql, |n| format!("?{}", n + offset))
 }
