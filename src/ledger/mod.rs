@@ -330,9 +330,19 @@ struct Spendable {
     day: i64,
     /// The chain head a debit moved (its row must be appended next).
     moved: Option<storage::MovedHead>,
-    /// A debit's draw from the first grant in draw order, tried with it:
-    /// `Some(None)` when that grant does not cover it; `None` untried.
-    first_draw: Option<Option<GrantId>>,
+    /// A debit's draw from the first grant in draw order, tried in the
+    /// debit's own statement.
+    first_draw: FirstDraw,
+}
+
+/// What became of a charge's draw from the first grant in draw order.
+enum FirstDraw {
+    /// Not tried (a hold, or a debit on the general path).
+    Untried,
+    /// All of the charge came from this grant.
+    Drew(GrantId),
+    /// Tried: that grant alone does not cover it (the general draw does).
+    Uncovered,
 }
 
 /// The checks every new charge passes (enough available credits, then room
@@ -360,10 +370,11 @@ fn take_spend(
     };
     // A debit draws from the first grant in the same statement.
     let taken = match take {
-        storage::Take::Debit => {
-            storage::debit_and_draw_first(conn, user, amount, now)?.map(|(t, first)| (t, Some(first)))
+        storage::Take::Debit => storage::debit_and_draw_first(conn, user, amount, now)?
+            .map(|(t, first)| (t, first.map_or(FirstDraw::Uncovered, FirstDraw::Drew))),
+        storage::Take::Hold => {
+            storage::take_if_available(conn, user, amount, take, now)?.map(|t| (t, FirstDraw::Untried))
         }
-        storage::Take::Hold => storage::take_if_available(conn, user, amount, take, now)?.map(|t| (t, None)),
     };
     if let Some((t, first_draw)) = taken {
         return Ok(Spendable { balance: t.balance, held: t.held, day, moved: t.moved, first_draw });
@@ -373,7 +384,7 @@ fn take_spend(
         storage::Take::Debit => storage::set_credits(conn, user, balance - amount)?,
         storage::Take::Hold => storage::add_held(conn, user, amount)?,
     }
-    Ok(Spendable { balance, held, day, moved: None, first_draw: None })
+    Ok(Spendable { balance, held, day, moved: None, first_draw: FirstDraw::Untried })
 }
 
 /// The user's balance and held amount after expiring what was due, or a
@@ -475,9 +486,9 @@ pub fn consume_at(
     let after = balance - amount;
     // Draws append no row: the head the debit moved is still this row's.
     let draw = match first_draw {
-        Some(Some(first)) => grants::Draw::one(first, amount),
-        Some(None) => grants::draw_planned(conn, user, amount, now)?,
-        None => grants::draw(conn, user, amount, now)?,
+        FirstDraw::Drew(first) => grants::Draw::one(first, amount),
+        FirstDraw::Uncovered => grants::draw_planned(conn, user, amount, now)?,
+        FirstDraw::Untried => grants::draw(conn, user, amount, now)?,
     };
     let used = crate::usage::Metered::default().request(caps.key, amount);
     // The counters go with the row (one statement on PostgreSQL).
